@@ -1,0 +1,206 @@
+"""The resume state and its durability protocol; nothing else writes checkpoint.json.
+
+Protocol (one commit = one or more finished batches):
+  1. the writer appends the batches' lines to shards and side reports,
+  2. flushes and fsyncs every file it touched,
+  3. saves the checkpoint: write ``checkpoint.json.tmp``, fsync it, rename it over
+     ``checkpoint.json``, fsync the directory.
+A kill at any instant leaves either the old or the new checkpoint. On the next start every
+file is cut back to the length the checkpoint recorded, so torn tails and half-written
+batches vanish before anything new is written.
+
+The committed set is kept small whatever the run's size: a watermark below which every
+batch is settled, the few committed batches above it, and the failed ones (retried on the
+next run). A commit therefore costs the same after 10 or 100 000 batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bulkgene.errors import CorruptCheckpoint, FingerprintMismatch
+
+CHECKPOINT_NAME = "checkpoint.json"
+FORMAT_VERSION = 1
+_RESTART_HINT = ("pass --restart to move the old run aside (nothing is deleted) and start over, "
+                 "or use another --out directory")
+
+
+def fingerprint(params: dict[str, Any], input_digests: list[str]) -> str:
+    """A digest of everything that decides what the output directory contains."""
+    material = orjson.dumps({"params": params, "inputs": input_digests},
+                            option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(material, digest_size=16).hexdigest()
+
+
+@dataclass
+class Checkpoint:
+    """What has been durably committed in one output directory."""
+
+    fingerprint: str
+    params: dict[str, Any]
+    inputs: list[dict[str, str]]
+    file_lengths: dict[str, int] = field(default_factory=dict)
+    done_below: int = 0
+    done_above: set[int] = field(default_factory=set)
+    failed: dict[int, int] = field(default_factory=dict)  # batch index -> IDs in it
+    totals: dict[str, int] = field(default_factory=dict)
+    total_batches: int | None = None
+    updated_at: float = 0.0
+
+    def is_committed(self, batch_index: int) -> bool:
+        if batch_index < self.done_below:
+            return batch_index not in self.failed
+        return batch_index in self.done_above
+
+    def mark_committed(self, batch_index: int) -> None:
+        self.failed.pop(batch_index, None)
+        if batch_index >= self.done_below:
+            self.done_above.add(batch_index)
+        self._advance()
+
+    def mark_failed(self, batch_index: int, id_count: int) -> None:
+        self.failed[batch_index] = id_count
+        self._advance()
+
+    def _advance(self) -> None:
+        while self.done_below in self.done_above or self.done_below in self.failed:
+            self.done_above.discard(self.done_below)
+            self.done_below += 1
+
+    @property
+    def committed_batches(self) -> int:
+        return self.done_below - sum(1 for b in self.failed if b < self.done_below) + len(
+            self.done_above)
+
+    def add(self, **counts: int) -> None:
+        for name, value in counts.items():
+            self.totals[name] = self.totals.get(name, 0) + value
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps({
+            "format": FORMAT_VERSION,
+            "fingerprint": self.fingerprint,
+            "params": self.params,
+            "inputs": self.inputs,
+            "file_lengths": self.file_lengths,
+            "done_below": self.done_below,
+            "done_above": sorted(self.done_above),
+            "failed": {str(b): n for b, n in sorted(self.failed.items())},
+            "totals": self.totals,
+            "total_batches": self.total_batches,
+            "updated_at": self.updated_at,
+        }, option=orjson.OPT_INDENT_2)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, where: Path) -> Checkpoint:
+        try:
+            data = orjson.loads(raw)
+            if data.get("format") != FORMAT_VERSION:
+                raise CorruptCheckpoint(
+                    f"{where} was written by an incompatible bulkgene (format "
+                    f"{data.get('format')!r}, this one reads {FORMAT_VERSION}); {_RESTART_HINT}")
+            return cls(
+                fingerprint=str(data["fingerprint"]),
+                params=dict(data["params"]),
+                inputs=list(data["inputs"]),
+                file_lengths={str(k): int(v) for k, v in data["file_lengths"].items()},
+                done_below=int(data["done_below"]),
+                done_above={int(b) for b in data["done_above"]},
+                failed={int(b): int(n) for b, n in data["failed"].items()},
+                totals={str(k): int(v) for k, v in data["totals"].items()},
+                total_batches=data.get("total_batches"),
+                updated_at=float(data.get("updated_at", 0.0)),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CorruptCheckpoint(
+                f"{where} is damaged and can't be read ({type(exc).__name__}: {exc}). bulkgene "
+                "never starts over silently: if you have a backup of it, put it back; otherwise "
+                + _RESTART_HINT) from None
+
+
+def load(out_dir: Path) -> Checkpoint | None:
+    """The directory's checkpoint, None if there is none; CorruptCheckpoint if unreadable."""
+    path = out_dir / CHECKPOINT_NAME
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return Checkpoint.from_bytes(raw, path)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make renames and new files in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_directory(path.parent)
+
+
+def save(out_dir: Path, checkpoint: Checkpoint) -> None:
+    """Commit ``checkpoint`` (call only after the data it describes is fsync'd)."""
+    write_atomically(out_dir / CHECKPOINT_NAME, checkpoint.to_bytes())
+
+
+def check_compatible(checkpoint: Checkpoint, params: dict[str, Any],
+                     inputs: list[dict[str, str]], fingerprint_now: str) -> None:
+    """Refuse to resume a run whose input or output-changing parameters differ."""
+    if checkpoint.fingerprint == fingerprint_now:
+        return
+    changes = [
+        f"{name}: was {checkpoint.params.get(name)!r}, now {params.get(name)!r}"
+        for name in sorted(set(params) | set(checkpoint.params))
+        if checkpoint.params.get(name) != params.get(name)
+    ]
+    old_digests = [entry["digest"] for entry in checkpoint.inputs]
+    new_digests = [entry["digest"] for entry in inputs]
+    if old_digests != new_digests:
+        old_names = ", ".join(entry["name"] for entry in checkpoint.inputs)
+        changes.append(f"input: the ID file(s) differ in content from the checkpoint's "
+                       f"({old_names})")
+    detail = "; ".join(changes) or "the checkpoint's fingerprint differs"
+    raise FingerprintMismatch(
+        f"this output directory holds a run with other settings ({detail}). Re-run with the "
+        f"original input and options to resume it, or {_RESTART_HINT}")
+
+
+def cut_back(out_dir: Path, checkpoint: Checkpoint | None, managed: list[Path]) -> None:
+    """Truncate every managed file to its committed length (0 if uncommitted)."""
+    lengths = checkpoint.file_lengths if checkpoint else {}
+    for path in managed:
+        committed = lengths.get(path.name, 0)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            if committed:
+                raise CorruptCheckpoint(
+                    f"{path} is gone, but the checkpoint says {committed} bytes of it were "
+                    f"committed; restore it, or {_RESTART_HINT}") from None
+            continue
+        if size < committed:
+            raise CorruptCheckpoint(
+                f"{path} has {size} bytes, fewer than the {committed} the checkpoint committed: "
+                f"data was lost outside bulkgene. Restore the file, or {_RESTART_HINT}")
+        if size > committed:
+            with open(path, "r+b") as handle:
+                handle.truncate(committed)
+                handle.flush()
+                os.fsync(handle.fileno())

@@ -1,0 +1,219 @@
+"""The ``bulkgene`` command: click options -> config, run the library, errors -> exit codes.
+
+Exit codes: 0 complete, 1 fatal (the message says what to do), 2 usage, 3 finished with
+failed batches (re-run to retry them), 75 interrupted by SIGTERM/SIGINT (re-run to resume).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from bulkgene.config import DEFAULT_BASE_URL, DEFAULT_SHARDS, DownloadConfig, RetryPolicy, Secret
+from bulkgene.errors import BulkgeneError, ConfigError
+from bulkgene.summary import EXIT_FAILED_BATCHES, EXIT_INTERRUPTED, EXIT_OK, Summary
+
+log = logging.getLogger("bulkgene")
+
+
+def _configure_logging(verbose: int, quiet: int) -> None:
+    level = logging.INFO + 10 * (quiet - verbose)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("bulkgene: %(message)s"))
+    root = logging.getLogger("bulkgene")
+    root.handlers[:] = [handler]
+    root.setLevel(max(logging.DEBUG, min(level, logging.CRITICAL)))
+    root.propagate = False
+
+
+def _read_api_key(api_key: str | None, api_key_file: Path | None) -> Secret | None:
+    """--api-key, else --api-key-file, else $NCBI_API_KEY; never echoed anywhere."""
+    if api_key:
+        return Secret(api_key.strip())
+    if api_key_file is not None:
+        try:
+            text = api_key_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read --api-key-file {api_key_file}: {exc.strerror}") from None
+        if not text:
+            raise ConfigError(f"--api-key-file {api_key_file} is empty")
+        return Secret(text.splitlines()[0].strip())
+    from_env = os.environ.get("NCBI_API_KEY", "").strip()
+    return Secret(from_env) if from_env else None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="bulkgene")
+def main() -> None:
+    """Fast, polite, resumable bulk downloads of NCBI gene reports.
+
+    \b
+    Example:
+      bulkgene fetch sample_inputs/human_genes.txt --out genes/
+      bulkgene emulate --port 8765     # a local NCBI emulator for offline tries
+    """
+
+
+FETCH_EXAMPLES = """
+\b
+Examples:
+  bulkgene fetch sample_inputs/human_genes.txt --out genes/
+  NCBI_API_KEY=... bulkgene fetch ids.txt.gz --out genes/       # 10 req/s with a key
+  cut -f2 gene_info.tsv | bulkgene fetch - --out genes/          # IDs from stdin
+  bulkgene fetch ids.txt --out genes/   # run it again after a kill: it resumes
+
+\b
+Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
+3 some batches failed (re-run the same command to retry them), 75 interrupted (re-run to resume).
+"""
+
+
+@main.command(epilog=FETCH_EXAMPLES)
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Output directory (created). Re-running into it resumes.")
+@click.option("--base-url", envvar="BULKGENE_BASE_URL", default=DEFAULT_BASE_URL,
+              show_default=True, help="API root; env BULKGENE_BASE_URL.")
+@click.option("--api-key-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="File whose first line is your NCBI API key (10 req/s instead of 5).")
+@click.option("--api-key", help="NCBI API key. Visible to other users in `ps`: prefer "
+              "$NCBI_API_KEY or --api-key-file.")
+@click.option("--batch-size", type=click.IntRange(1, 1000), default=1000, show_default=True,
+              help="GeneIDs per request batch (the unit of commit).")
+@click.option("--page-size", type=click.IntRange(1, 1000), default=1000, show_default=True,
+              help="Reports per page; smaller pages mean more requests.")
+@click.option("--rate", type=float, default=None,
+              help="Requests per second ceiling. [default: 5 without a key, 10 with one]")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=None,
+              help="Requests in flight. [default: rate x 1.6]")
+@click.option("--shards", type=click.IntRange(1, 4096), default=DEFAULT_SHARDS,
+              show_default=True, help="Output shard files; batch b goes to shard b mod N.")
+@click.option("--max-attempts", type=click.IntRange(1, 100), default=8, show_default=True,
+              help="Attempts per page before its batch is recorded as failed.")
+@click.option("--restart", is_flag=True,
+              help="Move an existing run in --out aside (renamed, never deleted) and start over.")
+@click.option("-q", "--quiet", count=True, help="Less logging (-qq: errors only).")
+@click.option("-v", "--verbose", count=True, help="More logging.")
+def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: Path | None,
+          api_key: str | None, batch_size: int, page_size: int, rate: float | None,
+          concurrency: int | None, shards: int, max_attempts: int, restart: bool, quiet: int,
+          verbose: int) -> None:
+    """Download the gene reports of every GeneID in INPUT... (files, .gz, or - for stdin).
+
+    One GeneID per line (the first field of a whitespace-, tab- or comma-separated line);
+    blank lines and # comments are skipped; bad lines go to rejects.tsv with their line
+    number. Reports are appended as NDJSON to shard-NNNN.ndjson in --out, with missing.tsv,
+    replaced.tsv, rejects.tsv and summary.json beside them. Kill it at any time and run
+    the same command again: it resumes, and every gene ends up exactly once.
+    """
+    _configure_logging(verbose, quiet)
+    try:
+        config = DownloadConfig(
+            inputs=inputs, out_dir=out_dir, base_url=base_url,
+            api_key=_read_api_key(api_key, api_key_file), batch_size=batch_size,
+            page_size=page_size, requests_per_second=rate, concurrency=concurrency,
+            shards=shards, restart=restart, retry=RetryPolicy(max_attempts=max_attempts),
+        )
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    from bulkgene.pipeline import download  # aiohttp is loaded only when a download runs
+
+    summary: Summary | None = None
+    try:
+        summary = asyncio.run(download(config, handle_signals=True))
+    except BulkgeneError as exc:
+        summary = getattr(exc, "summary", None)
+        if summary is not None:
+            click.echo(f"bulkgene: {summary.line()}", err=True)
+        click.echo(f"bulkgene: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    click.echo(f"bulkgene: {summary.line()}", err=True)
+    command = "bulkgene " + " ".join(_shell_quote(arg) for arg in sys.argv[1:])
+    if summary.exit_code == EXIT_FAILED_BATCHES:
+        click.echo(f"bulkgene: {summary.batches_failed} batch(es) failed; run the same command "
+                   f"again to retry exactly those:\n  {command}", err=True)
+    elif summary.exit_code == EXIT_INTERRUPTED:
+        click.echo(f"bulkgene: interrupted; everything committed is safe. Resume with:\n"
+                   f"  {command}", err=True)
+    elif summary.exit_code == EXIT_OK:
+        click.echo(f"bulkgene: done: {summary.records} records in {out_dir}", err=True)
+    sys.exit(summary.exit_code)
+
+
+def _shell_quote(arg: str) -> str:
+    import shlex
+
+    if "--api-key=" in arg or arg.startswith("--api-key") and "=" in arg:
+        return "--api-key=***"
+    return shlex.quote(arg)
+
+
+EMULATE_EXAMPLES = """
+\b
+Examples:
+  bulkgene emulate --port 8765
+  bulkgene emulate --port 8765 --latency 0.3 --latency-per-gene 0.0008 --fault http_503=0.05
+  BULKGENE_BASE_URL=http://127.0.0.1:8765/datasets/v2 bulkgene fetch ids.txt --out genes/
+"""
+
+
+@main.command(epilog=EMULATE_EXAMPLES)
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port on 127.0.0.1 (0 picks a free one). Never binds another address.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the synthetic genes and of the fault draws.")
+@click.option("--anonymous-rate", type=float, default=5.0, show_default=True,
+              help="Requests/s allowed without an api-key header.")
+@click.option("--keyed-rate", type=float, default=10.0, show_default=True,
+              help="Requests/s allowed per api-key.")
+@click.option("--no-rate-limit", is_flag=True, help="Never answer 429 for rate.")
+@click.option("--latency", type=float, default=0.0, show_default=True,
+              help="Seconds before each answer.")
+@click.option("--latency-per-gene", type=float, default=0.0, show_default=True,
+              help="Extra seconds per report on the page.")
+@click.option("--jitter", type=float, default=0.0, show_default=True,
+              help="Latency varies by +- this fraction.")
+@click.option("--fault", "faults", multiple=True, metavar="NAME=P",
+              help="Inject a fault with probability P per request (repeatable).")
+@click.option("--valid-key", "valid_keys", multiple=True,
+              help="Accept only these api-keys (others get 401). Default: any key.")
+def emulate(port: int, seed: int, anonymous_rate: float, keyed_rate: float, no_rate_limit: bool,
+            latency: float, latency_per_gene: float, jitter: float, faults: tuple[str, ...],
+            valid_keys: tuple[str, ...]) -> None:
+    """Serve a faithful local emulator of NCBI Datasets v2 gene reports on 127.0.0.1.
+
+    Same page schema and quirks as the real API (reports out of input order, GeneIDs as
+    strings, omitted empty fields, page tokens, messages for unknown IDs, replaced IDs,
+    429 with Retry-After). Stop it with Ctrl-C.
+    """
+    from bulkgene.testing import FAULTS, EmulatorConfig, serve_forever
+
+    fault_map: dict[str, float] = {}
+    for item in faults:
+        name, _, value = item.partition("=")
+        try:
+            fault_map[name] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r} is not NAME=P (e.g. http_503=0.05)",
+                                     param_hint="--fault") from None
+        if name not in FAULTS:
+            raise click.BadParameter(f"unknown fault {name!r}; known: {', '.join(FAULTS)}",
+                                     param_hint="--fault")
+    config = EmulatorConfig(
+        seed=seed, anonymous_requests_per_second=anonymous_rate,
+        keyed_requests_per_second=keyed_rate, rate_limit=not no_rate_limit, latency_s=latency,
+        latency_per_gene_s=latency_per_gene, latency_jitter=jitter, faults=fault_map,
+        valid_keys=frozenset(valid_keys) or None,
+    )
+    try:
+        asyncio.run(serve_forever(config, port))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}; "
+                                   "choose another --port (0 picks a free one)") from None

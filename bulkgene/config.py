@@ -1,0 +1,129 @@
+"""Frozen settings of a download (DownloadConfig, RetryPolicy, Timeouts) and their validation; no I/O."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bulkgene.errors import ConfigError
+
+DEFAULT_BASE_URL = "https://api.ncbi.nlm.nih.gov/datasets/v2"
+MAX_IDS_PER_REQUEST = 1000
+ANONYMOUS_REQUESTS_PER_SECOND = 5.0
+KEYED_REQUESTS_PER_SECOND = 10.0
+DEFAULT_SHARDS = 4
+
+
+class Secret:
+    """A string that never shows itself in repr, str, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself; call only where it goes on the wire."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a failing request is retried."""
+
+    max_attempts: int = 8
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 30.0
+    retry_after_cap_s: float = 120.0
+    outage_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError("RetryPolicy.max_attempts must be at least 1")
+        if self.backoff_base_s < 0 or self.backoff_cap_s < 0 or self.retry_after_cap_s < 0:
+            raise ConfigError("RetryPolicy delays must not be negative")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Per-attempt limits: connect, a read that stalls, and the whole attempt."""
+
+    connect_s: float = 20.0
+    read_stall_s: float = 60.0
+    attempt_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    """Everything one `bulkgene fetch` run needs to know."""
+
+    inputs: tuple[str, ...]
+    out_dir: Path
+    base_url: str = DEFAULT_BASE_URL
+    api_key: Secret | None = None
+    batch_size: int = MAX_IDS_PER_REQUEST
+    page_size: int = MAX_IDS_PER_REQUEST
+    requests_per_second: float | None = None
+    concurrency: int | None = None
+    shards: int = DEFAULT_SHARDS
+    restart: bool = False
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    shutdown_grace_s: float = 10.0
+    progress_interval_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise ConfigError("no input given: name at least one GeneID file, or - for stdin")
+        if not 1 <= self.batch_size <= MAX_IDS_PER_REQUEST:
+            raise ConfigError(
+                f"batch size {self.batch_size} is out of range: use 1..{MAX_IDS_PER_REQUEST}"
+            )
+        if not 1 <= self.page_size <= MAX_IDS_PER_REQUEST:
+            raise ConfigError(
+                f"page size {self.page_size} is out of range: use 1..{MAX_IDS_PER_REQUEST}"
+            )
+        if self.requests_per_second is not None and not (
+            0 < self.requests_per_second <= 1000 and math.isfinite(self.requests_per_second)
+        ):
+            raise ConfigError(
+                f"rate {self.requests_per_second} is out of range: use a number of requests "
+                "per second above 0 (NCBI allows 5 without a key, 10 with one)"
+            )
+        if self.concurrency is not None and not 1 <= self.concurrency <= 256:
+            raise ConfigError(f"concurrency {self.concurrency} is out of range: use 1..256")
+        if not 1 <= self.shards <= 4096:
+            raise ConfigError(f"shard count {self.shards} is out of range: use 1..4096")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"base URL {self.base_url!r} must start with http:// or https://, "
+                f"e.g. {DEFAULT_BASE_URL}"
+            )
+        if self.api_key is not None and not self.api_key.reveal().strip():
+            raise ConfigError("the API key is empty: pass a real key or none at all")
+
+    @property
+    def effective_requests_per_second(self) -> float:
+        """The rate ceiling: explicit, else NCBI's budget for this kind of client."""
+        if self.requests_per_second is not None:
+            return self.requests_per_second
+        return KEYED_REQUESTS_PER_SECOND if self.api_key else ANONYMOUS_REQUESTS_PER_SECOND
+
+    @property
+    def effective_concurrency(self) -> int:
+        """Requests in flight: enough to keep the rate busy at ~1.5 s per 1000-gene page."""
+        if self.concurrency is not None:
+            return self.concurrency
+        return max(2, min(64, math.ceil(self.effective_requests_per_second * 1.6)))

@@ -1,0 +1,277 @@
+"""Fetch one batch: the page-token loop, and around every page the retry loop.
+
+Every attempt waits for the rate limiter. A page is kept only once it validates; a batch
+is complete only when its pages add up to ``total_count``. What happens on each failure
+is decided here and nowhere else:
+
+    connection error, timeout, truncated body, invalid/HTML/wrong-shape page,
+    429, 5xx except 501 .......... retried with backoff, up to RetryPolicy.max_attempts
+    400 (invalid page token) ..... the batch restarts from page 1
+    400, 414, 431 ................ the batch is split in halves to isolate the offending IDs
+    401, 403 ..................... AuthError: the whole run stops
+    every request failing for RetryPolicy.outage_s ... OutageError: the whole run stops
+    anything else ................ the batch fails; the run goes on and exits 3
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+
+import aiohttp
+import orjson
+
+from bulkgene.batches import Batch
+from bulkgene.config import DownloadConfig
+from bulkgene.errors import AuthError, FatalHTTPError, OutageError
+from bulkgene.ncbi import BatchAnswer, InvalidPage, Record, gene_id_path, page_query, parse_page
+from bulkgene.ratelimit import AdaptiveRateLimiter
+from bulkgene.retry import (
+    AUTH_STATUSES,
+    SPLIT_STATUSES,
+    backoff_s,
+    is_retried_status,
+    parse_retry_after,
+)
+
+REJECTED_BY_SERVER = "REJECTED_BY_SERVER"
+_MAX_BATCH_RESTARTS = 3
+_REQUEST_ID_HEADERS = ("NCBI-PHID", "X-Request-Id", "X-Ncbi-Phid")
+
+
+@dataclass
+class NetStats:
+    """Counters of what went over the wire."""
+
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """A batch fetched completely: what to write and how to account for it."""
+
+    batch: Batch
+    records: list[Record]
+    found: int
+    missing: list[tuple[int, str]]
+
+
+@dataclass(frozen=True)
+class BatchFailure:
+    """A batch that could not be fetched after every retry; a re-run tries it again."""
+
+    batch: Batch
+    reason: str
+
+
+BatchResult = BatchOutcome | BatchFailure
+
+
+class _GaveUp(Exception):
+    """This page (and so this batch) failed after every attempt."""
+
+
+class _RestartBatch(Exception):
+    """The page chain is broken (bad token, loop): fetch the batch again from page 1."""
+
+
+class _Split(Exception):
+    """The server refused this set of IDs as a whole (400/414/431)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def describe_exception(exc: BaseException) -> str:
+    """A one-line description that names the failure but never a URL or header."""
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the response body was cut short"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"could not connect ({exc.os_error.strerror or type(exc.os_error).__name__})"
+    if isinstance(exc, aiohttp.ClientOSError):
+        return f"connection error ({exc.strerror or type(exc).__name__})"
+    return type(exc).__name__
+
+
+def _server_message(body: bytes) -> str:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:200].decode("utf-8", "replace").strip()
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return data["message"]
+    return body[:200].decode("utf-8", "replace").strip()
+
+
+@dataclass
+class GeneClient:
+    """Fetches batches of GeneIDs through one session and one rate limiter."""
+
+    session: aiohttp.ClientSession
+    limiter: AdaptiveRateLimiter
+    config: DownloadConfig
+    stats: NetStats = field(default_factory=NetStats)
+    rng: random.Random = field(default_factory=random.Random)
+    _last_success_at: float | None = None
+
+    async def fetch_batch(self, batch: Batch) -> BatchResult:
+        """Every page of ``batch``, validated; a BatchFailure if it can't be had."""
+        try:
+            answer = await self._fetch_ids(batch.gene_ids)
+        except _GaveUp as exc:
+            return BatchFailure(batch, str(exc))
+        return BatchOutcome(batch, answer.records, len(answer.answered), answer.missing())
+
+    async def _fetch_ids(self, gene_ids: tuple[int, ...]) -> BatchAnswer:
+        try:
+            return await self._fetch_chain(gene_ids)
+        except _Split as split:
+            if len(gene_ids) == 1:
+                if split.status != 400:
+                    raise _GaveUp(f"HTTP {split.status} for a single GeneID: {split}") from None
+                answer = BatchAnswer(gene_ids)
+                answer.reasons[gene_ids[0]] = REJECTED_BY_SERVER
+                return answer
+            half = len(gene_ids) // 2
+            first = await self._fetch_ids(gene_ids[:half])
+            second = await self._fetch_ids(gene_ids[half:])
+            merged = BatchAnswer(gene_ids)
+            for part in (first, second):
+                merged.records.extend(part.records)
+                merged.answered.update(part.answered)
+                merged.reasons.update(part.reasons)
+            return merged
+
+    async def _fetch_chain(self, gene_ids: tuple[int, ...]) -> BatchAnswer:
+        """Follow ``next_page_token`` from page 1 until the batch is complete."""
+        for _restart in range(_MAX_BATCH_RESTARTS + 1):
+            answer = BatchAnswer(gene_ids)
+            token: str | None = None
+            try:
+                while True:
+                    token = await self._fetch_page(gene_ids, token, answer)
+                    if token is None:
+                        answer.check_complete()
+                        return answer
+                    expected_pages = -(-(answer.total_count or 0) // self.config.page_size)
+                    if answer.pages > expected_pages + 1:
+                        raise _RestartBatch("the page chain goes on past total_count")
+            except (_RestartBatch, InvalidPage):
+                continue
+        raise _GaveUp("the server's page chain kept breaking (tokens rejected or repeated)")
+
+    async def _fetch_page(self, gene_ids: tuple[int, ...], token: str | None,
+                          answer: BatchAnswer) -> str | None:
+        """One page, retried until it validates into ``answer``; returns the next token."""
+        url = self.config.base_url.rstrip("/") + gene_id_path(gene_ids)
+        params = page_query(self.config.page_size, token)
+        headers = {"api-key": self.config.api_key.reveal()} if self.config.api_key else {}
+        policy = self.config.retry
+        timeouts = self.config.timeouts
+        timeout = aiohttp.ClientTimeout(total=timeouts.attempt_s, sock_connect=timeouts.connect_s,
+                                        sock_read=timeouts.read_stall_s)
+        reason = ""
+        for attempt in range(1, policy.max_attempts + 1):
+            await self.limiter.acquire()
+            self.stats.requests += 1
+            retry_after: float | None = None
+            try:
+                async with self.session.get(url, params=params, headers=headers,
+                                            allow_redirects=False, timeout=timeout) as response:
+                    body = await response.read()
+                    status = response.status
+                    response_headers = response.headers
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                reason = describe_exception(exc)
+            else:
+                self.stats.bytes += len(body)
+                self._read_server_limits(response_headers)
+                if status == 200:
+                    try:
+                        page = parse_page(body)
+                        answer.add(page)
+                    except InvalidPage as exc:
+                        reason = f"invalid page: {exc}"
+                    else:
+                        self._last_success_at = asyncio.get_running_loop().time()
+                        return page.next_page_token
+                elif status == 429:
+                    self.stats.throttled += 1
+                    retry_after = parse_retry_after(response_headers.get("Retry-After"),
+                                                    policy.retry_after_cap_s)
+                    self.limiter.on_throttled(retry_after)
+                    reason = "HTTP 429 Too Many Requests"
+                elif is_retried_status(status):
+                    retry_after = parse_retry_after(response_headers.get("Retry-After"),
+                                                    policy.retry_after_cap_s)
+                    reason = f"HTTP {status}"
+                else:
+                    self._raise_for_final(status, body, response_headers, token)
+            self._check_outage(reason)
+            if attempt == policy.max_attempts:
+                break
+            self.stats.retries += 1
+            await asyncio.sleep(backoff_s(policy, attempt, retry_after, self.rng))
+        raise _GaveUp(f"gave up after {policy.max_attempts} attempts; last: {reason}")
+
+    def _raise_for_final(self, status: int, body: bytes, headers: "aiohttp.typedefs.LooseHeaders",
+                         token: str | None) -> None:
+        message = _server_message(body)
+        request_id = next((str(headers[h]) for h in _REQUEST_ID_HEADERS  # type: ignore[index]
+                           if h in headers), None)  # type: ignore[operator]
+        suffix = f" (server request id {request_id})" if request_id else ""
+        if status in AUTH_STATUSES:
+            if status == 401:
+                raise AuthError(
+                    f"the server rejected the API key (HTTP 401: {message}){suffix}. Check "
+                    "NCBI_API_KEY or --api-key-file; keys are made at "
+                    "https://www.ncbi.nlm.nih.gov/account/settings/")
+            raise AuthError(
+                f"the server refused access (HTTP 403{': blocked' if b'<' in body[:1] else ''})"
+                f"{suffix}. NCBI blocks IP addresses that send too many requests: stop other "
+                "downloads from this machine, wait, lower --rate, and contact NCBI "
+                "(info@ncbi.nlm.nih.gov) if it persists. Re-run the same command to resume.")
+        if status in SPLIT_STATUSES:
+            if token is not None and "token" in message.lower():
+                raise _RestartBatch(message)
+            raise _Split(status, message)
+        if 300 <= status < 400:
+            raise FatalHTTPError(
+                f"the server answered with a redirect (HTTP {status}), which bulkgene does not "
+                "follow so the API key can't leak to another host: check --base-url")
+        if status == 404:
+            raise FatalHTTPError(
+                f"the server says this endpoint does not exist (HTTP 404: {message}): check "
+                f"--base-url (expected something like https://api.ncbi.nlm.nih.gov/datasets/v2)")
+        raise _GaveUp(f"HTTP {status}: {message}")
+
+    def _read_server_limits(self, headers: "aiohttp.typedefs.LooseHeaders") -> None:
+        limit_text = headers.get("X-RateLimit-Limit")  # type: ignore[union-attr]
+        remaining_text = headers.get("X-RateLimit-Remaining")  # type: ignore[union-attr]
+        if limit_text is None and remaining_text is None:
+            return
+        try:
+            limit = float(limit_text) if limit_text is not None else None
+            remaining = int(remaining_text) if remaining_text is not None else None
+        except ValueError:
+            return
+        self.limiter.on_server_limit(limit, remaining)
+
+    def _check_outage(self, reason: str) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._last_success_at is None:
+            self._last_success_at = now
+        elif now - self._last_success_at > self.config.retry.outage_s:
+            raise OutageError(
+                f"no request has succeeded for {self.config.retry.outage_s:.0f} s (last error: "
+                f"{reason}); the API looks down. Everything fetched so far is saved: re-run the "
+                "same command later to resume.")

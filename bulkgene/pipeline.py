@@ -1,0 +1,263 @@
+"""download(): producer -> N fetch workers -> one writer, in one TaskGroup, with graceful stops.
+
+    producer    streams the input into batches, skips committed ones     -> batch queue
+    workers     fetch_batch() under the shared rate limiter               -> result queue
+    writer      commits results (durable data, then the checkpoint), in a thread
+
+A fatal error (bad key, outage) or a signal sets ``stopping``: the producer stops, workers
+take no new batches, in-flight batches get a grace period and are then cancelled, and the
+writer commits everything that finished. Python 3.11 queues can't be shut down, so each
+worker gets one ``None`` sentinel and sends one on to the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict
+
+import aiohttp
+
+from bulkgene import __version__
+from bulkgene.batches import Batch, make_batches
+from bulkgene import checkpoint as ckpt
+from bulkgene.checkpoint import write_atomically
+from bulkgene.config import DownloadConfig
+from bulkgene.errors import BulkgeneError
+from bulkgene.fetcher import BatchFailure, BatchResult, GeneClient, NetStats
+from bulkgene.ids import unique_ids
+from bulkgene.prepare import PreparedRun, prepare
+from bulkgene.ratelimit import AdaptiveRateLimiter
+from bulkgene.summary import EXIT_INTERRUPTED, Summary
+from bulkgene.writer import SUMMARY_NAME
+
+log = logging.getLogger("bulkgene")
+
+
+class _Run:
+    """One download's moving parts and the state they share."""
+
+    def __init__(self, config: DownloadConfig, prepared: PreparedRun, client: GeneClient) -> None:
+        self.config = config
+        self.prepared = prepared
+        self.client = client
+        self.workers = config.effective_concurrency
+        self.batches: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=self.workers)
+        self.results: asyncio.Queue[BatchResult | None] = asyncio.Queue(maxsize=2 * self.workers)
+        self.stopping = asyncio.Event()
+        self.interrupted = False
+        self.fatal: BulkgeneError | None = None
+        self.in_flight: set[asyncio.Task[BatchResult]] = set()
+        self.total_batches: int | None = None
+        self.batches_seen = 0
+        self._signals = 0
+        self._committed_stats = NetStats()
+        self.results_done = asyncio.Event()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._produce())
+            for _ in range(self.workers):
+                group.create_task(self._work())
+            group.create_task(self._write())
+            reporter = group.create_task(self._report())
+            await self.results_done.wait()
+            reporter.cancel()
+
+    async def _produce(self) -> None:
+        checkpoint = self.prepared.checkpoint
+        try:
+            ids = unique_ids(self.prepared.paths)
+            with contextlib.closing(ids):
+                for batch in make_batches(ids, self.config.batch_size):
+                    self.batches_seen = batch.index + 1
+                    if self.stopping.is_set():
+                        return
+                    if checkpoint.is_committed(batch.index):
+                        if batch.index % 64 == 0:
+                            await asyncio.sleep(0)  # skipping a long committed prefix: stay responsive
+                        continue
+                    await self.batches.put(batch)
+            self.total_batches = self.batches_seen
+        finally:
+            for _ in range(self.workers):
+                await self.batches.put(None)
+
+    async def _work(self) -> None:
+        current = asyncio.current_task()
+        while (batch := await self.batches.get()) is not None:
+            if self.stopping.is_set():
+                continue  # left uncommitted: the next run fetches it
+            task = asyncio.create_task(self.client.fetch_batch(batch))
+            self.in_flight.add(task)
+            try:
+                result = await task
+            except asyncio.CancelledError:
+                if current is not None and current.cancelling():
+                    raise
+                continue  # aborted by a stop: uncommitted, fetched again next run
+            except BulkgeneError as exc:
+                self.stop(fatal=exc)
+                continue
+            finally:
+                self.in_flight.discard(task)
+            await self.results.put(result)
+        await self.results.put(None)
+
+    async def _write(self) -> None:
+        open_workers = self.workers
+        store = self.prepared.store
+        while open_workers:
+            items = [await self.results.get()]
+            while not self.results.empty():
+                items.append(self.results.get_nowait())
+            results = [item for item in items if item is not None]
+            open_workers -= len(items) - len(results)
+            if results:
+                await asyncio.to_thread(store.commit, results, self._network_delta())
+                for result in results:
+                    if isinstance(result, BatchFailure):
+                        log.warning("batch %d (%d IDs from GeneID %d) failed: %s; a re-run "
+                                    "retries it", result.batch.index, len(result.batch.gene_ids),
+                                    result.batch.gene_ids[0], result.reason)
+        self.results_done.set()
+
+    def _network_delta(self) -> dict[str, int]:
+        now = asdict(self.client.stats)
+        before = asdict(self._committed_stats)
+        self._committed_stats = NetStats(**now)
+        return {name: now[name] - before[name] for name in now}
+
+    async def _report(self) -> None:
+        interval = self.config.progress_interval_s
+        if interval <= 0:
+            return
+        checkpoint = self.prepared.checkpoint
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            stats = self.client.stats
+            elapsed = time.monotonic() - started
+            total = self.total_batches if self.total_batches is not None else "?"
+            log.info("batches %d/%s committed, %d failed; %d genes found; %.1f req/s; "
+                     "%d retries, %d throttled", checkpoint.committed_batches, total,
+                     len(checkpoint.failed), checkpoint.totals.get("found", 0),
+                     stats.requests / elapsed, stats.retries, stats.throttled)
+
+    def stop(self, fatal: BulkgeneError | None = None) -> None:
+        """Stop taking batches; with ``fatal``, also abort what is in flight now."""
+        if fatal is not None and self.fatal is None:
+            self.fatal = fatal
+            log.error("stopping: %s", fatal)
+        self.stopping.set()
+        if fatal is not None:
+            self.abort_in_flight()
+
+    def abort_in_flight(self) -> None:
+        for task in list(self.in_flight):
+            task.cancel()
+
+    def on_signal(self, signum: int) -> None:
+        self._signals += 1
+        name = signal.Signals(signum).name
+        if self._signals > 1:
+            sys.stderr.write(f"bulkgene: second {name}: exiting now. Committed work is safe; "
+                             "re-run the same command to resume.\n")
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
+        grace = self.config.shutdown_grace_s
+        log.warning("%s received: finishing in-flight batches (up to %.0f s), then stopping. "
+                    "Send it again to exit at once.", name, grace)
+        self.interrupted = True
+        self.stop()
+        asyncio.get_running_loop().call_later(grace, self.abort_in_flight)
+
+
+def _summarize(config: DownloadConfig, prepared: PreparedRun, run: _Run | None,
+               stats: NetStats, elapsed_s: float, error: BaseException | None) -> Summary:
+    checkpoint = prepared.checkpoint
+    totals = checkpoint.totals
+    failed_ids = sum(checkpoint.failed.values())
+    counts = prepared.counts
+    found = totals.get("found", 0)
+    missing = totals.get("missing", 0)
+    summary = Summary(
+        out_dir=str(config.out_dir),
+        requested=counts.requested,
+        found=found,
+        missing=missing,
+        failed=failed_ids,
+        pending=counts.requested - found - missing - failed_ids,
+        duplicates=counts.duplicates,
+        rejected=counts.rejected,
+        records=totals.get("records", 0),
+        replaced=totals.get("replaced", 0),
+        batches=checkpoint.total_batches or 0,
+        batches_committed=checkpoint.committed_batches,
+        batches_failed=len(checkpoint.failed),
+        failed_batch_indexes=sorted(checkpoint.failed)[:1000],
+        requests=stats.requests,
+        retries=stats.retries,
+        throttled=stats.throttled,
+        bytes=stats.bytes,
+        elapsed_s=elapsed_s,
+        interrupted=run.interrupted if run else False,
+        error=str(error) if error else None,
+    )
+    return summary
+
+
+async def download(config: DownloadConfig, *, handle_signals: bool = False) -> Summary:
+    """Fetch every GeneID of ``config.inputs`` into ``config.out_dir``; resumable.
+
+    Returns the Summary (also written to ``summary.json``). Raises a BulkgeneError for
+    fatal problems, after committing what finished and writing ``summary.json``.
+    """
+    started = time.monotonic()
+    prepared = await asyncio.to_thread(prepare, config)
+    rate = config.effective_requests_per_second
+    log.info("%s %d unique GeneIDs (%d duplicates, %d rejected lines) in batches of %d; "
+             "%.3g requests/s, %d in flight", "resuming" if prepared.resumed else "starting",
+             prepared.counts.requested, prepared.counts.duplicates, prepared.counts.rejected,
+             config.batch_size, rate, config.effective_concurrency)
+    run: _Run | None = None
+    error: BulkgeneError | None = None
+    stats = NetStats()
+    loop = asyncio.get_running_loop()
+    connector = aiohttp.TCPConnector(limit=config.effective_concurrency + 2)
+    try:
+        async with aiohttp.ClientSession(
+            connector=connector, trust_env=True,
+            headers={"User-Agent": f"bulkgene/{__version__} (+aiohttp)"},
+        ) as session:
+            limiter = AdaptiveRateLimiter(rate)
+            client = GeneClient(session, limiter, config)
+            stats = client.stats
+            run = _Run(config, prepared, client)
+            if handle_signals:
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(signum, run.on_signal, signum)
+            try:
+                await run.run()
+            finally:
+                if handle_signals:
+                    for signum in (signal.SIGTERM, signal.SIGINT):
+                        loop.remove_signal_handler(signum)
+            error = run.fatal
+    finally:
+        prepared.store.close()
+    checkpoint = prepared.checkpoint
+    if run is not None and run.total_batches is not None and checkpoint.total_batches is None:
+        checkpoint.total_batches = run.total_batches
+        await asyncio.to_thread(ckpt.save, config.out_dir, checkpoint)
+    summary = _summarize(config, prepared, run, stats, time.monotonic() - started, error)
+    await asyncio.to_thread(write_atomically, config.out_dir / SUMMARY_NAME, summary.to_json())
+    if error is not None:
+        error.summary = summary  # type: ignore[attr-defined]
+        raise error
+    return summary

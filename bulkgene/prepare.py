@@ -1,0 +1,138 @@
+"""Everything before the first request: the output directory, the input's identity and counts, resume state.
+
+Runs synchronously (in a worker thread): move an old run aside on ``--restart``, copy stdin
+to a spool file so the input can be re-read and fingerprinted, digest the inputs, refuse a
+mismatched checkpoint, count the input and write ``rejects.tsv``, cut files back.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bulkgene import checkpoint as ckpt
+from bulkgene.checkpoint import Checkpoint
+from bulkgene.config import DownloadConfig
+from bulkgene.errors import ConfigError, StateError
+from bulkgene.idset import IdBitmap
+from bulkgene.ids import STDIN, InputCounts, Reject, file_digest, scan_ids
+from bulkgene.writer import (
+    MISSING_NAME,
+    REJECTS_HEADER,
+    REJECTS_NAME,
+    REPLACED_NAME,
+    SHARD_PATTERN,
+    SUMMARY_NAME,
+    OutputStore,
+)
+
+STDIN_SPOOL_NAME = "stdin.spool"
+OUTPUT_FORMAT = "json"  # paged JSON, written as NDJSON lines
+
+
+@dataclass
+class PreparedRun:
+    """The input, the directory and the state a download starts from."""
+
+    paths: tuple[str, ...]
+    counts: InputCounts
+    requested: IdBitmap
+    checkpoint: Checkpoint
+    store: OutputStore
+    resumed: bool
+
+
+def output_params(config: DownloadConfig) -> dict[str, Any]:
+    """The parameters that change what lands in the directory (the checkpoint's fingerprint)."""
+    return {
+        "batch_size": config.batch_size,
+        "shards": config.shards,
+        "format": OUTPUT_FORMAT,
+        "endpoint": "gene-id",
+        "record": "report",
+        "returned_content": "COMPLETE",
+    }
+
+
+def _is_ours(path: Path) -> bool:
+    return path.name in {ckpt.CHECKPOINT_NAME, MISSING_NAME, REPLACED_NAME, REJECTS_NAME,
+                         SUMMARY_NAME, STDIN_SPOOL_NAME} or bool(SHARD_PATTERN.fullmatch(path.name))
+
+
+def move_aside(out_dir: Path) -> Path | None:
+    """``--restart``: rename the old run's directory next to it (never delete); its new name."""
+    if not out_dir.is_dir() or not any(_is_ours(p) for p in out_dir.iterdir()):
+        return None
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = out_dir.with_name(f"{out_dir.name}.restarted-{stamp}")
+    suffix = 1
+    while target.exists():
+        target = out_dir.with_name(f"{out_dir.name}.restarted-{stamp}-{suffix}")
+        suffix += 1
+    try:
+        out_dir.rename(target)
+    except OSError as exc:
+        raise StateError(f"--restart could not move {out_dir} aside to {target}: {exc.strerror}; "
+                         "move or remove it yourself, or choose another --out") from None
+    return target
+
+
+def _spool_stdin(out_dir: Path) -> str:
+    """Copy stdin into the directory so it can be fingerprinted and read twice."""
+    spool = out_dir / STDIN_SPOOL_NAME
+    tmp = spool.with_name(spool.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        shutil.copyfileobj(sys.stdin.buffer, handle, 1 << 20)
+    os.replace(tmp, spool)
+    return str(spool)
+
+
+def _write_rejects(out_dir: Path, paths: tuple[str, ...], names: tuple[str, ...]
+                   ) -> tuple[InputCounts, IdBitmap]:
+    """Count the input, writing every rejected line to rejects.tsv as it is found."""
+    tmp = out_dir / (REJECTS_NAME + ".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(REJECTS_HEADER)
+
+        def record(reject: Reject) -> None:
+            source = reject.source.replace("\t", " ").replace("\n", " ")
+            handle.write(f"{source}\t{reject.line_number}\t{reject.text}\t{reject.reason}\n"
+                         .encode())
+
+        counts, requested = scan_ids(paths, names, record)
+    os.replace(tmp, out_dir / REJECTS_NAME)
+    return counts, requested
+
+
+def prepare(config: DownloadConfig) -> PreparedRun:
+    """Get the directory ready to resume or start; nothing has been sent yet."""
+    out_dir = config.out_dir
+    if config.restart:
+        move_aside(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"cannot create the output directory {out_dir}: {exc.strerror}") from None
+    if config.inputs.count(STDIN) > 1:
+        raise ConfigError("stdin (-) can be given only once as input")
+    paths = tuple(_spool_stdin(out_dir) if p == STDIN else p for p in config.inputs)
+    names = config.inputs
+    inputs = [{"name": name, "digest": file_digest(path)} for name, path in zip(names, paths,
+                                                                                strict=True)]
+    params = output_params(config)
+    fingerprint = ckpt.fingerprint(params, [entry["digest"] for entry in inputs])
+    existing = ckpt.load(out_dir)
+    if existing is not None:
+        ckpt.check_compatible(existing, params, inputs, fingerprint)
+        state = existing
+    else:
+        state = Checkpoint(fingerprint=fingerprint, params=params, inputs=inputs)
+    counts, requested = _write_rejects(out_dir, paths, names)
+    store = OutputStore(out_dir, config.shards, state, requested)
+    store.open()
+    return PreparedRun(paths, counts, requested, state, store, resumed=existing is not None)

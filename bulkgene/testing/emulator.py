@@ -1,0 +1,399 @@
+"""The emulator's aiohttp application: NCBI Datasets v2 gene reports, with its quirks and faults.
+
+Serves ``GET {prefix}/gene/id/{gene_ids}`` with the real ``v2reportsGeneDataReportPage``
+schema: ``reports`` out of input order, ``total_count``, ``next_page_token`` only while pages
+remain (opaque, bound to the query), page-level ``messages`` for unknown and discontinued
+IDs, replaced IDs answered by their new gene with a ``REPLACED_GENE_ID`` warning, and a
+per-key sliding-window rate limit answering 429 with ``Retry-After``. Faults are drawn per
+request from a seeded RNG. Every request is logged (never the key) for tests to assert on.
+
+Control endpoints (not part of NCBI's API): ``GET /_emulator/arrivals``,
+``POST /_emulator/reset``, ``POST /_emulator/outage?status=503`` and ``DELETE /_emulator/outage``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from email.utils import formatdate
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from bulkgene.testing.universe import Content, Fate, GeneUniverse
+
+API_PREFIX = "/datasets/v2"
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 20
+MAX_GENE_ID = 2**31 - 1
+DOCS = "(For more help, see the NCBI Datasets Documentation at https://www.ncbi.nlm.nih.gov/datasets/docs/)"
+FAULTS = (
+    "http_500", "http_502", "http_503", "http_504", "truncate", "reset", "html", "stall",
+    "missing_reports", "foreign_gene", "throttle_seconds", "throttle_date", "throttle_bare",
+    "blocked",
+)
+
+
+@dataclass
+class EmulatorConfig:
+    """Knobs of the emulator: limits, latency, faults. Probabilities are per request."""
+
+    seed: int = 0
+    anonymous_requests_per_second: float = 5.0
+    keyed_requests_per_second: float = 10.0
+    rate_limit: bool = True
+    retry_after_s: int = 1
+    valid_keys: frozenset[str] | None = None  # None: any key is accepted
+    latency_s: float = 0.0
+    latency_per_gene_s: float = 0.0
+    latency_jitter: float = 0.0  # +- this fraction of the latency, uniformly
+    stall_s: float = 30.0
+    max_request_line_bytes: int = 16384
+    faults: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.faults) - set(FAULTS)
+        if unknown:
+            raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {', '.join(FAULTS)}")
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One request as the emulator saw it; the key itself is never kept."""
+
+    t: float
+    method: str
+    path: str
+    query: str
+    n_ids: int
+    first_id: int | None
+    page_token: bool
+    has_key: bool
+    status: int
+    fault: str | None
+
+
+class EmulatorState:
+    """Mutable server state: the arrival log, rate windows, the outage switch."""
+
+    def __init__(self, config: EmulatorConfig, universe: GeneUniverse) -> None:
+        self.config = config
+        self.universe = universe
+        self._lock = threading.Lock()
+        self._arrivals: list[Arrival] = []
+        self._windows: dict[str, deque[float]] = {}
+        self._rng = random.Random(config.seed)
+        self._secret = hashlib.blake2b(str(config.seed).encode(), digest_size=16).digest()
+        self.outage_status: int | None = None
+
+    def log(self, arrival: Arrival) -> None:
+        with self._lock:
+            self._arrivals.append(arrival)
+
+    def arrivals(self) -> list[Arrival]:
+        """A copy of the arrival log, safe to read from another thread."""
+        with self._lock:
+            return list(self._arrivals)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._arrivals.clear()
+            self._windows.clear()
+
+    def admit(self, client: str, limit: float, now: float) -> bool:
+        """Sliding one-second window per client: admit unless ``limit`` already arrived."""
+        window = self._windows.setdefault(client, deque())
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        if len(window) >= limit:
+            return False
+        window.append(now)
+        return True
+
+    def draw_fault(self) -> str | None:
+        """The fault this request suffers, if any (deterministic in arrival order)."""
+        if not self.config.faults:
+            return None
+        roll = self._rng.random()
+        for name, probability in self.config.faults.items():
+            if roll < probability:
+                return name
+            roll -= probability
+        return None
+
+    def jitter(self) -> float:
+        spread = self.config.latency_jitter
+        return 1.0 + self._rng.uniform(-spread, spread) if spread else 1.0
+
+    def token(self, offset: int, signature: bytes) -> str:
+        """An opaque page token: the offset, sealed to this query by a keyed hash."""
+        seal = hashlib.blake2b(signature + offset.to_bytes(4, "big"), key=self._secret,
+                               digest_size=12).digest()
+        return base64.urlsafe_b64encode(offset.to_bytes(4, "big") + seal).decode().rstrip("=")
+
+    def offset_of(self, token: str, signature: bytes) -> int | None:
+        """The offset inside a token, or None if it is not one of ours for this query."""
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except ValueError:
+            return None
+        if len(raw) != 16:
+            return None
+        offset = int.from_bytes(raw[:4], "big")
+        return offset if self.token(offset, signature) == token else None
+
+
+STATE_KEY = web.AppKey("state", EmulatorState)
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json",
+                        headers=headers)
+
+
+def _error(status: int, reason: str, message: str) -> web.Response:
+    """The error body NCBI actually sends: ``{error, code, message}``."""
+    return _json(status, {"error": reason, "code": status, "message": f"{message} {DOCS}"})
+
+
+_HTML_403 = (b"<!DOCTYPE html><html><head><title>403 Error - NCBI</title></head><body>"
+             b"<h1>Access Denied</h1><p>Your access to NCBI has been blocked.</p></body></html>")
+_HTML_200 = (b"<!DOCTYPE html><html><head><title>NCBI</title></head><body>"
+             b"<p>Service temporarily unavailable. Please try again later.</p></body></html>")
+
+
+def _parse_ids(raw: str) -> list[int] | None:
+    """The path's GeneIDs (comma-separated, ``%2C`` already decoded), or None if invalid."""
+    ids: list[int] = []
+    for token in raw.split(","):
+        token = token.strip()
+        if not token.isdigit() or len(token) > 10 or not 1 <= int(token) <= MAX_GENE_ID:
+            return None
+        ids.append(int(token))
+    return ids
+
+
+def _page_body(reports: list[bytes], total: int, token: str | None,
+               messages: list[dict[str, Any]]) -> bytes:
+    """The page as NCBI orders it; empty fields (no reports, no token) are omitted."""
+    parts = []
+    if reports:
+        parts.append(b'"reports":[' + b",".join(reports) + b"]")
+    if messages:
+        parts.append(b'"messages":' + orjson.dumps(messages))
+    if total:
+        parts.append(b'"total_count":%d' % total)
+    if token:
+        parts.append(b'"next_page_token":' + orjson.dumps(token))
+    return b"{" + b",".join(parts) + b"}"
+
+
+def _warning(code: str, gene_id: int) -> dict[str, Any]:
+    if code == "DISCONTINUED_GENE_ID":
+        reason = "This GeneID has been discontinued."
+        message = (f"The gene you requested, ({gene_id}) is a valid NCBI Gene IDs that has been "
+                   "discontinued. It will be omitted from your dataset.")
+    else:
+        reason = "This GeneID is unrecognized."
+        message = f"The GeneID that you specified, ({gene_id}) is not a recognized NCBI GeneID."
+    return {"warning": {"gene_warning_code": code, "reason": reason, "message": message,
+                        "unrecognized_identifier": str(gene_id)}}
+
+
+def _matches(universe: GeneUniverse, ids: list[int], content: Content
+             ) -> tuple[list[bytes], list[dict[str, Any]]]:
+    """Every report match for ``ids`` in the server's order, and the page messages."""
+    keyed: list[tuple[int, bytes]] = []
+    messages: list[dict[str, Any]] = []
+    for gene_id in ids:
+        fate = universe.fate(gene_id)
+        if fate is Fate.FOUND:
+            match = (b'{"gene":' + universe.gene_bytes(gene_id, content)
+                     + b',"query":["%d"]}' % gene_id)
+            keyed.append((universe.order_key(gene_id), match))
+        elif fate is Fate.REPLACED:
+            new_id = universe.replacement(gene_id)
+            warning = {"gene_warning_code": "REPLACED_GENE_ID",
+                       "reason": "This GeneID has been replaced.",
+                       "message": f"The GeneID you requested, ({gene_id}), has been replaced by "
+                                  f"({new_id}). The current GeneID will be returned.",
+                       "replaced_id": {"requested": str(gene_id), "returned": str(new_id)}}
+            match = (b'{"gene":' + universe.gene_bytes(new_id, content, replaced_from=gene_id)
+                     + b',"query":["%d"],"warnings":' % gene_id + orjson.dumps([warning]) + b"}")
+            keyed.append((universe.order_key(new_id), match))
+        else:
+            code = "UNRECOGNIZED_GENE_ID" if fate is Fate.UNKNOWN else "DISCONTINUED_GENE_ID"
+            messages.append(_warning(code, gene_id))
+    keyed.sort(key=lambda item: item[0])
+    return [match for _, match in keyed], messages
+
+
+async def _faulty(request: web.Request, state: EmulatorState, fault: str, ids: list[int],
+                  body: bytes) -> web.StreamResponse:
+    """Answer with the drawn fault instead of the page."""
+    if fault in ("http_500", "http_502", "http_503"):
+        status = int(fault[-3:])
+        return _error(status, "Internal Server Error" if status == 500 else "Bad Gateway"
+                      if status == 502 else "Service Unavailable", "Upstream error.")
+    if fault == "http_504":
+        return web.Response(status=504, content_type="text/plain", text=(
+            f"[gateway] Internal server error - request timed out {DOCS} (2238ABA88E40A8A21A5DD2E8.3.1)"))
+    if fault == "html":
+        return web.Response(status=200, body=_HTML_200, content_type="text/html")
+    if fault == "blocked":
+        return web.Response(status=403, body=_HTML_403, content_type="text/html")
+    if fault.startswith("throttle"):
+        headers = {}
+        if fault == "throttle_seconds":
+            headers["Retry-After"] = str(state.config.retry_after_s)
+        elif fault == "throttle_date":
+            headers["Retry-After"] = formatdate(time.time() + state.config.retry_after_s,
+                                                usegmt=True)
+        return _json(429, {"error": "Too Many Requests", "code": 429,
+                           "message": "API rate limit exceeded"}, headers)
+    if fault == "missing_reports":
+        return _json(200, {"total_count": len(ids)})
+    if fault == "foreign_gene":
+        stranger = max(ids) + 1 if max(ids) < MAX_GENE_ID else 1
+        match = (b'{"gene":' + state.universe.gene_bytes(stranger, Content.IDS_ONLY)
+                 + b',"query":["%d"]}' % stranger)
+        return web.Response(body=_page_body([match], 1, None, []),
+                            content_type="application/json")
+    response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    if fault == "stall":
+        await response.prepare(request)
+        await response.write(body[:1])
+        await asyncio.sleep(state.config.stall_s)
+        return response
+    if fault == "truncate":
+        response.content_length = len(body)
+        await response.prepare(request)
+        await response.write(body[: len(body) // 2])
+        assert request.transport is not None
+        request.transport.close()
+        return response
+    # reset: no response at all
+    assert request.transport is not None
+    request.transport.abort()
+    return response
+
+
+async def gene_by_id(request: web.Request) -> web.StreamResponse:
+    """``GET /gene/id/{gene_ids}``: the paged JSON report page."""
+    state = request.app[STATE_KEY]
+    config = state.config
+    now = time.monotonic()
+    key = request.headers.get("api-key") or request.query.get("api_key")
+    ids = _parse_ids(request.match_info["gene_ids"])
+    safe_query = "&".join(
+        f"{name}={value}" for name, value in request.query.items() if name != "api_key"
+    )
+
+    def log(status: int, fault: str | None = None) -> None:
+        state.log(Arrival(now, request.method, request.path, safe_query,
+                          len(ids or ()), ids[0] if ids else None,
+                          "page_token" in request.query, key is not None, status, fault))
+
+    if state.outage_status is not None:
+        log(state.outage_status, "outage")
+        return _error(state.outage_status, "Service Unavailable", "The service is down.")
+    if key is not None and config.valid_keys is not None and key not in config.valid_keys:
+        log(401, "bad_key")
+        return _error(401, "Unauthorized", "Invalid API key.")
+    if config.rate_limit:
+        limit = config.keyed_requests_per_second if key else config.anonymous_requests_per_second
+        client = f"key:{key}" if key else f"ip:{request.remote}"
+        if not state.admit(client, limit, now):
+            log(429, "rate_limit")
+            return _json(429, {"error": "Too Many Requests", "code": 429,
+                               "message": "API rate limit exceeded"},
+                         {"Retry-After": str(config.retry_after_s),
+                          "X-RateLimit-Limit": f"{limit:g}", "X-RateLimit-Remaining": "0"})
+    if ids is None:
+        log(400)
+        return _error(400, "Bad Request", "Invalid argument type for gene_ids.")
+    try:
+        page_size = int(request.query.get("page_size", DEFAULT_PAGE_SIZE))
+        content = Content(request.query.get("returned_content", "COMPLETE"))
+    except ValueError:
+        log(400)
+        return _error(400, "Bad Request", "Invalid argument provided: page_size or returned_content.")
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        log(400)
+        return _error(400, "Bad Request",
+                      f"Invalid argument provided: page_size must be 1..{MAX_PAGE_SIZE}.")
+    ids = list(dict.fromkeys(ids))
+    signature = hashlib.blake2b(
+        (request.match_info["gene_ids"] + "|" + content.value).encode(), digest_size=16
+    ).digest()
+    offset = 0
+    if token := request.query.get("page_token"):
+        found = state.offset_of(token, signature)
+        if found is None:
+            log(400)
+            return _error(400, "Bad Request", "Invalid argument provided: invalid page token.")
+        offset = found
+
+    matches, messages = _matches(state.universe, ids, content)
+    page = matches[offset : offset + page_size]
+    next_offset = offset + page_size
+    token_out = state.token(next_offset, signature) if next_offset < len(matches) else None
+    body = _page_body(page, len(matches), token_out, messages if offset == 0 else [])
+
+    delay = (config.latency_s + config.latency_per_gene_s * len(page)) * state.jitter()
+    if delay > 0:
+        await asyncio.sleep(delay)
+    fault = state.draw_fault()
+    if fault is not None:
+        response = await _faulty(request, state, fault, ids, body)
+        log(response.status if fault not in ("truncate", "reset", "stall") else 0, fault)
+        return response
+    log(200)
+    return web.Response(body=body, content_type="application/json")
+
+
+async def arrivals(request: web.Request) -> web.Response:
+    """The arrival log as JSON, for tests and benchmarks in another process."""
+    return web.Response(body=orjson.dumps([asdict(a) for a in request.app[STATE_KEY].arrivals()]),
+                        content_type="application/json")
+
+
+async def reset(request: web.Request) -> web.Response:
+    request.app[STATE_KEY].reset()
+    return _json(200, {"reset": True})
+
+
+async def outage_on(request: web.Request) -> web.Response:
+    request.app[STATE_KEY].outage_status = int(request.query.get("status", "503"))
+    return _json(200, {"outage": True})
+
+
+async def outage_off(request: web.Request) -> web.Response:
+    request.app[STATE_KEY].outage_status = None
+    return _json(200, {"outage": False})
+
+
+async def not_found(request: web.Request) -> web.Response:
+    return _error(404, "Not Found", "Your request is invalid.")
+
+
+def create_app(config: EmulatorConfig | None = None,
+               universe: GeneUniverse | None = None) -> web.Application:
+    """The emulator as an aiohttp application (mount it on any runner or test server)."""
+    config = config or EmulatorConfig()
+    app = web.Application()
+    app[STATE_KEY] = EmulatorState(config, universe or GeneUniverse(seed=config.seed))
+    app.router.add_get(API_PREFIX + "/gene/id/{gene_ids}", gene_by_id)
+    app.router.add_get("/_emulator/arrivals", arrivals)
+    app.router.add_post("/_emulator/reset", reset)
+    app.router.add_post("/_emulator/outage", outage_on)
+    app.router.add_delete("/_emulator/outage", outage_off)
+    app.router.add_route("*", "/{tail:.*}", not_found)
+    return app

@@ -1,0 +1,94 @@
+"""Run the emulator on 127.0.0.1: in a background thread (tests, demo) or in the foreground (CLI)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import TracebackType
+
+from aiohttp import web
+
+from bulkgene.testing.emulator import API_PREFIX, STATE_KEY, EmulatorConfig, EmulatorState, create_app
+from bulkgene.testing.universe import GeneUniverse
+
+LOOPBACK = "127.0.0.1"
+
+
+async def start_site(app: web.Application, port: int, max_line_bytes: int) -> tuple[web.AppRunner, int]:
+    """Start ``app`` on 127.0.0.1:``port`` (0 picks a free port); returns the runner and port."""
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                           max_line_size=max_line_bytes, max_field_size=max_line_bytes)
+    await runner.setup()
+    site = web.TCPSite(runner, LOOPBACK, port)
+    await site.start()
+    server = site._server  # aiohttp exposes the bound port only through the asyncio server
+    assert isinstance(server, asyncio.Server)
+    return runner, server.sockets[0].getsockname()[1]
+
+
+class EmulatorThread:
+    """The emulator in a daemon thread with its own event loop; a context manager.
+
+    >>> with EmulatorThread(EmulatorConfig(rate_limit=False)) as emulator:
+    ...     url = emulator.base_url   # http://127.0.0.1:PORT/datasets/v2
+    """
+
+    def __init__(self, config: EmulatorConfig | None = None,
+                 universe: GeneUniverse | None = None, port: int = 0) -> None:
+        self.config = config or EmulatorConfig()
+        self.app = create_app(self.config, universe)
+        self.port = port
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="bulkgene-emulator")
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def state(self) -> EmulatorState:
+        return self.app[STATE_KEY]
+
+    @property
+    def root_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """What bulkgene's ``--base-url`` should be."""
+        return self.root_url + API_PREFIX
+
+    def start(self) -> EmulatorThread:
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(
+            start_site(self.app, self.port, self.config.max_request_line_bytes), self._loop)
+        self._runner, self.port = future.result(timeout=30)
+        return self
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)
+            self._runner = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        self._loop.close()
+
+    def __enter__(self) -> EmulatorThread:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+async def serve_forever(config: EmulatorConfig, port: int, ready: asyncio.Event | None = None,
+                        announce: bool = True) -> None:
+    """Serve the emulator until cancelled (the ``bulkgene emulate`` command)."""
+    app = create_app(config)
+    runner, bound = await start_site(app, port, config.max_request_line_bytes)
+    if announce:
+        print(f"bulkgene emulator listening on http://{LOOPBACK}:{bound}{API_PREFIX}", flush=True)
+    if ready is not None:
+        ready.set()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

@@ -17,7 +17,7 @@ from bulkgene.summary import Summary
 __version__ = "0.1.0"
 
 # imported last: the pipeline reads __version__ for its User-Agent
-from bulkgene.pipeline import download  # noqa: E402
+from bulkgene.pipeline import download
 
 __all__ = [
     "AuthError",

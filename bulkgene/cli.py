@@ -148,7 +148,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
 def _shell_quote(arg: str) -> str:
     import shlex
 
-    if "--api-key=" in arg or arg.startswith("--api-key") and "=" in arg:
+    if "--api-key=" in arg or (arg.startswith("--api-key") and "=" in arg):
         return "--api-key=***"
     return shlex.quote(arg)
 

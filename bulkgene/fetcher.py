@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -108,7 +109,7 @@ def _server_message(body: bytes) -> str:
     except orjson.JSONDecodeError:
         return body[:200].decode("utf-8", "replace").strip()
     if isinstance(data, dict) and isinstance(data.get("message"), str):
-        return data["message"]
+        return str(data["message"])
     return body[:200].decode("utf-8", "replace").strip()
 
 
@@ -223,11 +224,10 @@ class GeneClient:
             await asyncio.sleep(backoff_s(policy, attempt, retry_after, self.rng))
         raise _GaveUp(f"gave up after {policy.max_attempts} attempts; last: {reason}")
 
-    def _raise_for_final(self, status: int, body: bytes, headers: "aiohttp.typedefs.LooseHeaders",
+    def _raise_for_final(self, status: int, body: bytes, headers: Mapping[str, str],
                          token: str | None) -> None:
         message = _server_message(body)
-        request_id = next((str(headers[h]) for h in _REQUEST_ID_HEADERS  # type: ignore[index]
-                           if h in headers), None)  # type: ignore[operator]
+        request_id = next((headers[h] for h in _REQUEST_ID_HEADERS if h in headers), None)
         suffix = f" (server request id {request_id})" if request_id else ""
         if status in AUTH_STATUSES:
             if status == 401:
@@ -254,9 +254,9 @@ class GeneClient:
                 f"--base-url (expected something like https://api.ncbi.nlm.nih.gov/datasets/v2)")
         raise _GaveUp(f"HTTP {status}: {message}")
 
-    def _read_server_limits(self, headers: "aiohttp.typedefs.LooseHeaders") -> None:
-        limit_text = headers.get("X-RateLimit-Limit")  # type: ignore[union-attr]
-        remaining_text = headers.get("X-RateLimit-Remaining")  # type: ignore[union-attr]
+    def _read_server_limits(self, headers: Mapping[str, str]) -> None:
+        limit_text = headers.get("X-RateLimit-Limit")
+        remaining_text = headers.get("X-RateLimit-Remaining")
         if limit_text is None and remaining_text is None:
             return
         try:

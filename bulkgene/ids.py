@@ -12,7 +12,7 @@ import gzip
 import hashlib
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -137,7 +137,7 @@ def read_ids(paths: tuple[str, ...], names: tuple[str, ...] | None = None) -> It
                     yield parsed
 
 
-def unique_ids(paths: tuple[str, ...]) -> Iterator[int]:
+def unique_ids(paths: tuple[str, ...]) -> Generator[int, None, None]:
     """The valid GeneIDs in input order, each only the first time it occurs."""
     seen = IdBitmap()
     for item in read_ids(paths):

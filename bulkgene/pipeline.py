@@ -13,7 +13,6 @@ worker gets one ``None`` sentinel and sends one on to the writer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -24,8 +23,8 @@ from dataclasses import asdict
 import aiohttp
 
 from bulkgene import __version__
-from bulkgene.batches import Batch, make_batches
 from bulkgene import checkpoint as ckpt
+from bulkgene.batches import Batch, make_batches
 from bulkgene.checkpoint import write_atomically
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import BulkgeneError
@@ -73,7 +72,7 @@ class _Run:
         checkpoint = self.prepared.checkpoint
         try:
             ids = unique_ids(self.prepared.paths)
-            with contextlib.closing(ids):
+            try:
                 for batch in make_batches(ids, self.config.batch_size):
                     self.batches_seen = batch.index + 1
                     if self.stopping.is_set():
@@ -83,6 +82,8 @@ class _Run:
                             await asyncio.sleep(0)  # skipping a long committed prefix: stay responsive
                         continue
                     await self.batches.put(batch)
+            finally:
+                ids.close()  # closes the input files now, not whenever the generator is collected
             self.total_batches = self.batches_seen
         finally:
             for _ in range(self.workers):
@@ -204,7 +205,7 @@ def _summarize(config: DownloadConfig, prepared: PreparedRun, run: _Run | None,
         requests=stats.requests,
         retries=stats.retries,
         throttled=stats.throttled,
-        bytes=stats.bytes,
+        bytes_received=stats.bytes,
         elapsed_s=elapsed_s,
         interrupted=run.interrupted if run else False,
         error=str(error) if error else None,

@@ -19,8 +19,8 @@ from bulkgene import checkpoint as ckpt
 from bulkgene.checkpoint import Checkpoint
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import ConfigError, StateError
-from bulkgene.idset import IdBitmap
 from bulkgene.ids import STDIN, InputCounts, Reject, file_digest, scan_ids
+from bulkgene.idset import IdBitmap
 from bulkgene.writer import (
     MISSING_NAME,
     REJECTS_HEADER,

@@ -36,7 +36,7 @@ class Summary:
     requests: int = 0
     retries: int = 0
     throttled: int = 0
-    bytes: int = 0
+    bytes_received: int = 0
     elapsed_s: float = 0.0
     interrupted: bool = False
     error: str | None = None

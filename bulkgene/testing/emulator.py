@@ -172,8 +172,8 @@ _HTML_200 = (b"<!DOCTYPE html><html><head><title>NCBI</title></head><body>"
 def _parse_ids(raw: str) -> list[int] | None:
     """The path's GeneIDs (comma-separated, ``%2C`` already decoded), or None if invalid."""
     ids: list[int] = []
-    for token in raw.split(","):
-        token = token.strip()
+    for part in raw.split(","):
+        token = part.strip()
         if not token.isdigit() or len(token) > 10 or not 1 <= int(token) <= MAX_GENE_ID:
             return None
         ids.append(int(token))

@@ -8,7 +8,13 @@ from types import TracebackType
 
 from aiohttp import web
 
-from bulkgene.testing.emulator import API_PREFIX, STATE_KEY, EmulatorConfig, EmulatorState, create_app
+from bulkgene.testing.emulator import (
+    API_PREFIX,
+    STATE_KEY,
+    EmulatorConfig,
+    EmulatorState,
+    create_app,
+)
 from bulkgene.testing.universe import GeneUniverse
 
 LOOPBACK = "127.0.0.1"

@@ -1,0 +1,143 @@
+"""Shared test code (importable; conftest.py only wires fixtures): run the CLI, read outputs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bulkgene.testing import Fate, GeneUniverse
+from bulkgene.testing.emulator import Arrival
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "sample_inputs"
+
+
+def write_ids(path: Path, ids: list[int] | range) -> Path:
+    path.write_text("".join(f"{gene_id}\n" for gene_id in ids))
+    return path
+
+
+def cli_env(base_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("NCBI_API_KEY", "BULKGENE_BASE_URL")}
+    env["BULKGENE_BASE_URL"] = base_url
+    env.update(extra)
+    return env
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bulkgene", *args]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+            stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(cli_command(*args), env=env, input=stdin, capture_output=True,
+                          timeout=timeout, check=False)
+
+
+def shard_files(out_dir: Path) -> list[Path]:
+    return sorted(out_dir.glob("shard-*.ndjson"))
+
+
+def read_records(out_dir: Path) -> list[dict[str, Any]]:
+    """Every NDJSON line of every shard, asserting each is complete JSON ending in a newline."""
+    records = []
+    for shard in shard_files(out_dir):
+        data = shard.read_bytes()
+        assert not data or data.endswith(b"\n"), f"{shard} ends in a torn line"
+        for number, line in enumerate(data.splitlines(), 1):
+            try:
+                records.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:  # pragma: no cover - the failure message
+                raise AssertionError(f"{shard}:{number} is not JSON: {line[:80]!r}") from exc
+    return records
+
+
+def gene_ids_written(out_dir: Path) -> Counter[int]:
+    return Counter(int(record["gene"]["gene_id"]) for record in read_records(out_dir))
+
+
+def read_tsv(path: Path) -> list[list[str]]:
+    lines = path.read_text().splitlines()
+    return [line.split("\t") for line in lines[1:]]
+
+
+def read_summary(out_dir: Path) -> dict[str, Any]:
+    summary: dict[str, Any] = orjson.loads((out_dir / "summary.json").read_bytes())
+    return summary
+
+
+@dataclass
+class Expected:
+    """What a complete run over ``ids`` must produce, according to the emulator's universe."""
+
+    found: set[int]
+    missing: dict[int, str]
+    replaced: dict[int, int]
+    genes: set[int]  # GeneIDs that must appear exactly once in the shards
+
+
+def expected_for(universe: GeneUniverse, ids: list[int] | range) -> Expected:
+    unique = list(dict.fromkeys(ids))
+    requested = set(unique)
+    found: set[int] = set()
+    missing: dict[int, str] = {}
+    replaced: dict[int, int] = {}
+    genes: set[int] = set()
+    for gene_id in unique:
+        fate = universe.fate(gene_id)
+        if fate is Fate.FOUND:
+            found.add(gene_id)
+            genes.add(gene_id)
+        elif fate is Fate.REPLACED:
+            found.add(gene_id)
+            target = universe.replacement(gene_id)
+            replaced[gene_id] = target
+            genes.add(target)
+        else:
+            missing[gene_id] = ("UNRECOGNIZED_GENE_ID" if fate is Fate.UNKNOWN
+                                else "DISCONTINUED_GENE_ID")
+    assert requested == found | set(missing)
+    return Expected(found, missing, replaced, genes)
+
+
+def assert_complete_output(out_dir: Path, expected: Expected) -> None:
+    """Every gene exactly once, side reports exact, summary reconciles."""
+    written = gene_ids_written(out_dir)
+    duplicates = {gene_id: n for gene_id, n in written.items() if n > 1}
+    assert not duplicates, f"genes written more than once: {sorted(duplicates)[:10]}"
+    assert set(written) == expected.genes
+    missing = {int(row[0]): row[1] for row in read_tsv(out_dir / "missing.tsv")}
+    assert missing == expected.missing
+    replaced = {int(row[0]): int(row[1]) for row in read_tsv(out_dir / "replaced.tsv")}
+    assert replaced == expected.replaced
+    summary = read_summary(out_dir)
+    assert summary["requested"] == len(expected.found) + len(expected.missing)
+    assert summary["found"] == len(expected.found)
+    assert summary["missing"] == len(expected.missing)
+    assert summary["failed"] == 0
+    assert summary["pending"] == 0
+    assert summary["records"] == len(expected.genes)
+    assert summary["requested"] == (summary["found"] + summary["missing"] + summary["failed"]
+                                    + summary["pending"])
+
+
+def max_in_window(times: list[float], window_s: float = 1.0) -> int:
+    """The most arrivals inside any half-open window of ``window_s`` seconds."""
+    times = sorted(times)
+    best = start = 0
+    for end, t in enumerate(times):
+        while times[start] <= t - window_s:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def served(arrivals: list[Arrival]) -> list[Arrival]:
+    return [a for a in arrivals if a.path.startswith("/datasets/v2/")]

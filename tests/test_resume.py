@@ -1,0 +1,150 @@
+"""Crash safety and resume through the real CLI: SIGKILL at random moments, then exactly once."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from helpers import (
+    assert_complete_output,
+    cli_command,
+    cli_env,
+    expected_for,
+    read_summary,
+    run_cli,
+    served,
+    shard_files,
+    write_ids,
+)
+
+from bulkgene import checkpoint as ckpt
+from bulkgene.testing import EmulatorThread
+
+
+def _fetch_args(source: Path, out: Path, *extra: str) -> list[str]:
+    return ["fetch", str(source), "--out", str(out), "--batch-size", "50", "--page-size", "20",
+            "--rate", "60", "--concurrency", "6", "--shards", "3", *extra]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_resume_after_random_sigkills_writes_each_gene_once(make_emulator: object,
+                                                             tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator(latency_s=0.01, latency_jitter=0.5)  # type: ignore[operator]
+    ids = list(range(1, 12001))  # 240 batches of 3 pages: ~12 s of requests at 60/s
+    source = write_ids(tmp_path / "ids.txt", ids)
+    out = tmp_path / "out"
+    env = cli_env(emulator.base_url)
+    rng = random.Random(20261125)
+    killed_mid_run = 0
+    for _ in range(20):
+        process = subprocess.Popen(cli_command(*_fetch_args(source, out)), env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.05, 1.2))
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            killed_mid_run += 1
+        process.wait(timeout=30)
+    assert killed_mid_run == 20, "every kill must land while the run is working"
+    state = ckpt.load(out)
+    assert state is not None and 0 < state.committed_batches < 240, "kills must land mid-run"
+    finals = 0
+    while True:
+        result = run_cli(*_fetch_args(source, out), env=env, timeout=120)
+        finals += 1
+        if result.returncode == 0:
+            break
+        assert finals < 3, result.stderr.decode()
+    assert_complete_output(out, expected_for(emulator.state.universe, ids))
+    summary = read_summary(out)
+    assert summary["batches_committed"] == 240
+
+
+def _complete_run(emulator: EmulatorThread, tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    source = write_ids(tmp_path / "ids.txt", range(1, 301))
+    out = tmp_path / "out"
+    env = cli_env(emulator.base_url)
+    result = run_cli(*_fetch_args(source, out), env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    return source, out, env
+
+
+def test_garbage_after_the_committed_end_is_cut_away(emulator: EmulatorThread,
+                                                     tmp_path: Path) -> None:
+    source, out, env = _complete_run(emulator, tmp_path)
+    shard = shard_files(out)[0]
+    clean = shard.read_bytes()
+    with open(shard, "ab") as handle:
+        handle.write(b'{"gene": {"gene_id": "7157"}, "query": ["71')  # a torn half batch
+    result = run_cli(*_fetch_args(source, out), env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    assert shard.read_bytes() == clean
+    assert_complete_output(out, expected_for(emulator.state.universe, range(1, 301)))
+
+
+def test_a_completed_run_re_run_sends_nothing(emulator: EmulatorThread, tmp_path: Path) -> None:
+    source, out, env = _complete_run(emulator, tmp_path)
+    before = len(served(emulator.state.arrivals()))
+    result = run_cli(*_fetch_args(source, out), env=env)
+    assert result.returncode == 0
+    assert len(served(emulator.state.arrivals())) == before
+
+
+def test_changed_input_is_refused_until_restart(emulator: EmulatorThread, tmp_path: Path) -> None:
+    source, out, env = _complete_run(emulator, tmp_path)
+    with open(source, "a") as handle:
+        handle.write("7157\n")
+    refused = run_cli(*_fetch_args(source, out), env=env)
+    assert refused.returncode == 1
+    message = refused.stderr.decode()
+    assert "input" in message and "--restart" in message and "Traceback" not in message
+    restarted = run_cli(*_fetch_args(source, out, "--restart"), env=env)
+    assert restarted.returncode == 0, restarted.stderr.decode()
+    aside = list(tmp_path.glob("out.restarted-*"))
+    assert len(aside) == 1 and (aside[0] / "checkpoint.json").exists()
+
+
+def test_changed_batch_size_is_refused(emulator: EmulatorThread, tmp_path: Path) -> None:
+    source, out, env = _complete_run(emulator, tmp_path)
+    args = _fetch_args(source, out)
+    args[args.index("--batch-size") + 1] = "40"
+    refused = run_cli(*args, env=env)
+    assert refused.returncode == 1
+    assert "batch_size: was 50, now 40" in refused.stderr.decode()
+
+
+def test_corrupt_checkpoint_stops_with_instructions(emulator: EmulatorThread,
+                                                    tmp_path: Path) -> None:
+    source, out, env = _complete_run(emulator, tmp_path)
+    (out / "checkpoint.json").write_text("{ not json")
+    result = run_cli(*_fetch_args(source, out), env=env)
+    assert result.returncode == 1
+    message = result.stderr.decode()
+    assert "damaged" in message and "--restart" in message and "Traceback" not in message
+
+
+def test_failed_batches_exit_3_and_a_re_run_retries_exactly_those(make_emulator: object,
+                                                                  tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator(faults={"http_503": 0.3}, seed=3)  # type: ignore[operator]
+    ids = range(1, 1001)
+    source = write_ids(tmp_path / "ids.txt", ids)
+    out = tmp_path / "out"
+    env = cli_env(emulator.base_url)
+    args = _fetch_args(source, out, "--max-attempts", "1", "--page-size", "1000")
+    first = run_cli(*args, env=env)
+    assert first.returncode == 3, first.stderr.decode()
+    summary = read_summary(out)
+    assert summary["failed"] > 0 and summary["batches_failed"] > 0
+    assert summary["requested"] == summary["found"] + summary["missing"] + summary["failed"]
+    assert "run the same command again" in first.stderr.decode()
+    failed_first_ids = {index * 50 + 1 for index in summary["failed_batch_indexes"]}
+    emulator.state.config.faults.clear()
+    emulator.state.reset()
+    second = run_cli(*args, env=env)
+    assert second.returncode == 0, second.stderr.decode()
+    assert {a.first_id for a in served(emulator.state.arrivals())} == failed_first_ids
+    assert_complete_output(out, expected_for(emulator.state.universe, ids))

@@ -8,8 +8,8 @@ from pathlib import Path
 from helpers import SAMPLES
 
 from bulkgene.batches import make_batches
-from bulkgene.idset import MAX_GENE_ID, IdBitmap
 from bulkgene.ids import Reject, read_ids, scan_ids, unique_ids
+from bulkgene.idset import MAX_GENE_ID, IdBitmap
 
 
 def test_messy_file_yields_valid_ids_and_rejects_with_line_numbers() -> None:

@@ -10,11 +10,19 @@ import asyncio
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import click
 
-from bulkgene.config import DEFAULT_BASE_URL, DEFAULT_SHARDS, DownloadConfig, RetryPolicy, Secret
+from bulkgene.config import (
+    DEFAULT_BASE_URL,
+    DEFAULT_SHARDS,
+    DownloadConfig,
+    RetryPolicy,
+    Secret,
+    Timeouts,
+)
 from bulkgene.errors import BulkgeneError, ConfigError
 from bulkgene.summary import EXIT_FAILED_BATCHES, EXIT_INTERRUPTED, EXIT_OK, Summary
 
@@ -95,13 +103,20 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
               show_default=True, help="Output shard files; batch b goes to shard b mod N.")
 @click.option("--max-attempts", type=click.IntRange(1, 100), default=8, show_default=True,
               help="Attempts per page before its batch is recorded as failed.")
+@click.option("--retry-wait", type=click.FloatRange(0, 600), default=1.0, show_default=True,
+              help="Base of the exponential backoff between attempts, in seconds (capped at 30 s).")
+@click.option("--read-timeout", type=click.FloatRange(0.1, 3600), default=60.0, show_default=True,
+              help="Seconds a response may stall before the attempt is retried.")
+@click.option("--outage-after", type=click.FloatRange(1, 86400), default=600.0, show_default=True,
+              help="Stop (resumably) when no request has succeeded for this many seconds.")
 @click.option("--restart", is_flag=True,
               help="Move an existing run in --out aside (renamed, never deleted) and start over.")
 @click.option("-q", "--quiet", count=True, help="Less logging (-qq: errors only).")
 @click.option("-v", "--verbose", count=True, help="More logging.")
 def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: Path | None,
           api_key: str | None, batch_size: int, page_size: int, rate: float | None,
-          concurrency: int | None, shards: int, max_attempts: int, restart: bool, quiet: int,
+          concurrency: int | None, shards: int, max_attempts: int, retry_wait: float,
+          read_timeout: float, outage_after: float, restart: bool, quiet: int,
           verbose: int) -> None:
     """Download the gene reports of every GeneID in INPUT... (files, .gz, or - for stdin).
 
@@ -117,7 +132,10 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
             inputs=inputs, out_dir=out_dir, base_url=base_url,
             api_key=_read_api_key(api_key, api_key_file), batch_size=batch_size,
             page_size=page_size, requests_per_second=rate, concurrency=concurrency,
-            shards=shards, restart=restart, retry=RetryPolicy(max_attempts=max_attempts),
+            shards=shards, restart=restart,
+            retry=RetryPolicy(max_attempts=max_attempts, backoff_base_s=retry_wait,
+                              outage_s=outage_after),
+            timeouts=Timeouts(read_stall_s=read_timeout),
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
@@ -132,6 +150,13 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
             click.echo(f"bulkgene: {summary.line()}", err=True)
         click.echo(f"bulkgene: error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except Exception:  # noqa: BLE001 - a bug: show it, but never the key
+        report = traceback.format_exc()
+        if config.api_key is not None:
+            report = report.replace(config.api_key.reveal(), "***")
+        click.echo(f"{report}\nbulkgene: internal error (a bug; please report it with the "
+                   "traceback above). Committed work is safe: re-run to resume.", err=True)
+        sys.exit(1)
     click.echo(f"bulkgene: {summary.line()}", err=True)
     command = "bulkgene " + " ".join(_shell_quote(arg) for arg in sys.argv[1:])
     if summary.exit_code == EXIT_FAILED_BATCHES:

@@ -19,6 +19,7 @@ import asyncio
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import aiohttp
 import orjson
@@ -27,7 +28,7 @@ from bulkgene.batches import Batch
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import AuthError, FatalHTTPError, OutageError
 from bulkgene.ncbi import BatchAnswer, InvalidPage, Record, gene_id_path, page_query, parse_page
-from bulkgene.ratelimit import AdaptiveRateLimiter
+from bulkgene.ratelimit import AdaptiveRateLimiter, Slot
 from bulkgene.retry import (
     AUTH_STATUSES,
     SPLIT_STATUSES,
@@ -101,6 +102,27 @@ def describe_exception(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientOSError):
         return f"connection error ({exc.strerror or type(exc).__name__})"
     return type(exc).__name__
+
+
+def _float_header(headers: Mapping[str, str], name: str) -> float | None:
+    try:
+        return float(headers[name]) if name in headers else None
+    except ValueError:
+        return None
+
+
+def sent_hook() -> aiohttp.TraceConfig:
+    """A trace config that tells each request's rate-limit Slot when its headers went out."""
+
+    async def on_headers_sent(session: aiohttp.ClientSession, context: SimpleNamespace,
+                              params: aiohttp.TraceRequestHeadersSentParams) -> None:
+        slot = context.trace_request_ctx
+        if isinstance(slot, Slot):
+            slot.sent()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(on_headers_sent)
+    return trace
 
 
 def _server_message(body: bytes) -> str:
@@ -182,12 +204,14 @@ class GeneClient:
                                         sock_read=timeouts.read_stall_s)
         reason = ""
         for attempt in range(1, policy.max_attempts + 1):
-            await self.limiter.acquire()
+            slot = await self.limiter.acquire()
             self.stats.requests += 1
             retry_after: float | None = None
             try:
                 async with self.session.get(url, params=params, headers=headers,
-                                            allow_redirects=False, timeout=timeout) as response:
+                                            allow_redirects=False, timeout=timeout,
+                                            trace_request_ctx=slot) as response:
+                    slot.sent()  # at the latest; the trace hook reports the exact moment
                     body = await response.read()
                     status = response.status
                     response_headers = response.headers
@@ -209,7 +233,8 @@ class GeneClient:
                     self.stats.throttled += 1
                     retry_after = parse_retry_after(response_headers.get("Retry-After"),
                                                     policy.retry_after_cap_s)
-                    self.limiter.on_throttled(retry_after)
+                    self.limiter.on_throttled(retry_after, _float_header(
+                        response_headers, "X-RateLimit-Limit"))
                     reason = "HTTP 429 Too Many Requests"
                 elif is_retried_status(status):
                     retry_after = parse_retry_after(response_headers.get("Retry-After"),
@@ -217,6 +242,8 @@ class GeneClient:
                     reason = f"HTTP {status}"
                 else:
                     self._raise_for_final(status, body, response_headers, token)
+            finally:
+                slot.sent()  # a request that never left must not hold the next one back
             self._check_outage(reason)
             if attempt == policy.max_attempts:
                 break
@@ -255,16 +282,10 @@ class GeneClient:
         raise _GaveUp(f"HTTP {status}: {message}")
 
     def _read_server_limits(self, headers: Mapping[str, str]) -> None:
-        limit_text = headers.get("X-RateLimit-Limit")
-        remaining_text = headers.get("X-RateLimit-Remaining")
-        if limit_text is None and remaining_text is None:
-            return
-        try:
-            limit = float(limit_text) if limit_text is not None else None
-            remaining = int(remaining_text) if remaining_text is not None else None
-        except ValueError:
-            return
-        self.limiter.on_server_limit(limit, remaining)
+        limit = _float_header(headers, "X-RateLimit-Limit")
+        remaining = _float_header(headers, "X-RateLimit-Remaining")
+        if limit is not None or remaining is not None:
+            self.limiter.on_server_limit(limit, None if remaining is None else int(remaining))
 
     def _check_outage(self, reason: str) -> None:
         now = asyncio.get_running_loop().time()

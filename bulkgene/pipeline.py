@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 from dataclasses import asdict
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -28,7 +29,7 @@ from bulkgene.batches import Batch, make_batches
 from bulkgene.checkpoint import write_atomically
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import BulkgeneError
-from bulkgene.fetcher import BatchFailure, BatchResult, GeneClient, NetStats
+from bulkgene.fetcher import BatchFailure, BatchResult, GeneClient, NetStats, sent_hook
 from bulkgene.ids import unique_ids
 from bulkgene.prepare import PreparedRun, prepare
 from bulkgene.ratelimit import AdaptiveRateLimiter
@@ -213,6 +214,14 @@ def _summarize(config: DownloadConfig, prepared: PreparedRun, run: _Run | None,
     return summary
 
 
+def _warn_about_plain_http(config: DownloadConfig) -> None:
+    url = urlsplit(config.base_url)
+    loopback = url.hostname in ("localhost", "::1") or (url.hostname or "").startswith("127.")
+    if config.api_key is not None and url.scheme == "http" and not loopback:
+        log.warning("the API key will be sent unencrypted over plain http to %s; use https",
+                    url.hostname)
+
+
 async def download(config: DownloadConfig, *, handle_signals: bool = False) -> Summary:
     """Fetch every GeneID of ``config.inputs`` into ``config.out_dir``; resumable.
 
@@ -226,6 +235,7 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False) -> S
              "%.3g requests/s, %d in flight", "resuming" if prepared.resumed else "starting",
              prepared.counts.requested, prepared.counts.duplicates, prepared.counts.rejected,
              config.batch_size, rate, config.effective_concurrency)
+    _warn_about_plain_http(config)
     run: _Run | None = None
     error: BulkgeneError | None = None
     stats = NetStats()
@@ -233,9 +243,13 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False) -> S
     connector = aiohttp.TCPConnector(limit=config.effective_concurrency + 2)
     try:
         async with aiohttp.ClientSession(
-            connector=connector, trust_env=True,
+            connector=connector, trust_env=True, trace_configs=[sent_hook()],
             headers={"User-Agent": f"bulkgene/{__version__} (+aiohttp)"},
         ) as session:
+            if hasattr(session, "_retry_connection"):
+                # aiohttp silently re-sends a request once when a kept-alive connection drops;
+                # that resend would bypass the rate limiter and the retry accounting
+                session._retry_connection = False
             limiter = AdaptiveRateLimiter(rate)
             client = GeneClient(session, limiter, config)
             stats = client.stats

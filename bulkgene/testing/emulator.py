@@ -50,12 +50,14 @@ class EmulatorConfig:
     keyed_requests_per_second: float = 10.0
     rate_limit: bool = True
     retry_after_s: int = 1
+    rate_limit_headers: bool = True  # X-RateLimit-Limit/-Remaining on 429s
     valid_keys: frozenset[str] | None = None  # None: any key is accepted
     latency_s: float = 0.0
     latency_per_gene_s: float = 0.0
     latency_jitter: float = 0.0  # +- this fraction of the latency, uniformly
     stall_s: float = 30.0
     max_request_line_bytes: int = 16384
+    poison_ids: frozenset[int] = frozenset()  # any request naming one of these gets a 400
     faults: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -312,13 +314,18 @@ async def gene_by_id(request: web.Request) -> web.StreamResponse:
         client = f"key:{key}" if key else f"ip:{request.remote}"
         if not state.admit(client, limit, now):
             log(429, "rate_limit")
+            headers = {"Retry-After": str(config.retry_after_s)}
+            if config.rate_limit_headers:
+                headers.update({"X-RateLimit-Limit": f"{limit:g}", "X-RateLimit-Remaining": "0"})
             return _json(429, {"error": "Too Many Requests", "code": 429,
-                               "message": "API rate limit exceeded"},
-                         {"Retry-After": str(config.retry_after_s),
-                          "X-RateLimit-Limit": f"{limit:g}", "X-RateLimit-Remaining": "0"})
+                               "message": "API rate limit exceeded"}, headers)
     if ids is None:
         log(400)
         return _error(400, "Bad Request", "Invalid argument type for gene_ids.")
+    if config.poison_ids.intersection(ids):
+        log(400)
+        return _error(400, "Bad Request", "Invalid argument provided: 'gene_ids' contains an "
+                      "identifier that can't be processed.")
     try:
         page_size = int(request.query.get("page_size", DEFAULT_PAGE_SIZE))
         content = Content(request.query.get("returned_content", "COMPLETE"))

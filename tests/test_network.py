@@ -1,0 +1,244 @@
+"""A hostile network: every fault of the emulator, alone and mixed, ends with each gene once."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from helpers import (
+    assert_complete_output,
+    cli_command,
+    cli_env,
+    expected_for,
+    max_in_window,
+    read_summary,
+    run_cli,
+    served,
+    write_ids,
+)
+
+import bulkgene
+from bulkgene import DownloadConfig, RetryPolicy, Timeouts
+from bulkgene.testing import EmulatorThread
+
+RETRIED_FAULTS = ["http_500", "http_502", "http_503", "http_504", "truncate", "reset", "html",
+                  "stall", "missing_reports", "foreign_gene", "throttle_seconds",
+                  "throttle_date", "throttle_bare"]
+SENTINEL_KEY = "SENTINEL-KEY-7f3a9c1e"
+
+
+def fast_config(emulator: EmulatorThread, source: Path, out: Path, **overrides: object
+                ) -> DownloadConfig:
+    settings: dict[str, object] = {
+        "requests_per_second": 100.0, "batch_size": 50, "page_size": 20,
+        "retry": RetryPolicy(max_attempts=12, backoff_base_s=0.01, backoff_cap_s=0.05,
+                             retry_after_cap_s=0.3),
+        "timeouts": Timeouts(read_stall_s=0.5, attempt_s=5), "progress_interval_s": 0,
+    }
+    settings.update(overrides)
+    return DownloadConfig(inputs=(str(source),), out_dir=out, base_url=emulator.base_url,
+                          **settings)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fault", RETRIED_FAULTS)
+async def test_each_fault_alone_is_retried_and_nothing_partial_is_written(
+        make_emulator: object, tmp_path: Path, fault: str) -> None:
+    emulator: EmulatorThread = make_emulator(faults={fault: 0.35}, seed=7, stall_s=2.0,  # type: ignore[operator]
+                                             retry_after_s=0)
+    ids = range(1, 301)
+    source = write_ids(tmp_path / "ids.txt", ids)
+    summary = await bulkgene.download(fast_config(emulator, source, tmp_path / "out"))
+    assert_complete_output(tmp_path / "out", expected_for(emulator.state.universe, ids))
+    arrivals = served(emulator.state.arrivals())
+    hit = [a for a in arrivals if a.fault == fault]
+    assert hit, f"the emulator never injected {fault}"
+    for faulty in hit:  # the same page was asked for again, and answered
+        assert any(a.first_id == faulty.first_id and a.page_token == faulty.page_token
+                   and a.status == 200 and a.fault is None and a.t > faulty.t for a in arrivals)
+    assert summary.retries >= len(hit) and summary.complete
+    if fault.startswith("throttle"):
+        assert summary.throttled == len(hit)
+
+
+@pytest.mark.slow
+def test_fault_mix_through_the_cli_with_a_key_that_never_leaks(make_emulator: object,
+                                                              tmp_path: Path) -> None:
+    faults = dict.fromkeys(RETRIED_FAULTS, 0.03)
+    emulator: EmulatorThread = make_emulator(faults=faults, seed=11, stall_s=2.0,  # type: ignore[operator]
+                                             retry_after_s=0,
+                                             valid_keys=frozenset({SENTINEL_KEY}))
+    ids = range(1, 3001)
+    source = write_ids(tmp_path / "ids.txt", ids)
+    key_file = tmp_path / "key"
+    key_file.write_text(SENTINEL_KEY + "\n")
+    out = tmp_path / "out"
+    result = run_cli("fetch", str(source), "--out", str(out), "--api-key-file", str(key_file),
+                     "--rate", "80", "--batch-size", "100", "--page-size", "50",
+                     "--retry-wait", "0.01", "--read-timeout", "0.5", "--max-attempts", "12",
+                     "-v", env=cli_env(emulator.base_url))
+    assert result.returncode == 0, result.stderr.decode()
+    assert_complete_output(out, expected_for(emulator.state.universe, ids))
+    summary = read_summary(out)
+    arrivals = served(emulator.state.arrivals())
+    assert summary["retries"] >= sum(1 for a in arrivals if a.fault) > 20
+    assert all(a.has_key for a in arrivals)
+    _assert_key_nowhere(out, result.stdout + result.stderr)
+
+
+def _assert_key_nowhere(out: Path, streams: bytes) -> None:
+    key = SENTINEL_KEY.encode()
+    assert key not in streams
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert key not in path.read_bytes(), f"the API key leaked into {path}"
+
+
+def test_bad_key_stops_after_one_request_with_exit_1(make_emulator: object,
+                                                     tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator(valid_keys=frozenset({"the-right-key"}))  # type: ignore[operator]
+    source = write_ids(tmp_path / "ids.txt", range(1, 2001))
+    out = tmp_path / "out"
+    result = run_cli("fetch", str(source), "--out", str(out), "--batch-size", "100",
+                     "--concurrency", "1", "--rate", "20",
+                     env=cli_env(emulator.base_url, NCBI_API_KEY=SENTINEL_KEY))
+    assert result.returncode == 1
+    assert len(served(emulator.state.arrivals())) == 1
+    message = result.stderr.decode()
+    assert "API key" in message and "NCBI_API_KEY" in message and "Traceback" not in message
+    assert read_summary(out)["error"]
+    _assert_key_nowhere(out, result.stdout + result.stderr)
+
+
+def test_ip_block_html_403_stops_with_advice(make_emulator: object, tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator(faults={"blocked": 1.0})  # type: ignore[operator]
+    source = write_ids(tmp_path / "ids.txt", [7157])
+    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"),
+                     env=cli_env(emulator.base_url))
+    assert result.returncode == 1
+    assert b"403" in result.stderr and b"lower --rate" in result.stderr
+
+
+async def test_outage_stops_cleanly_and_the_run_resumes(make_emulator: object,
+                                                        tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator()  # type: ignore[operator]
+    ids = range(1, 501)
+    source = write_ids(tmp_path / "ids.txt", ids)
+    out = tmp_path / "out"
+    emulator.state.outage_status = 503
+    config = fast_config(emulator, source, out, retry=RetryPolicy(
+        max_attempts=1000, backoff_base_s=0.01, backoff_cap_s=0.02, outage_s=1.0))
+    with pytest.raises(bulkgene.OutageError, match="re-run the same command later"):
+        await bulkgene.download(config)
+    assert read_summary(out)["error"]
+    emulator.state.outage_status = None
+    summary = await bulkgene.download(config)
+    assert summary.complete
+    assert_complete_output(out, expected_for(emulator.state.universe, ids))
+
+
+async def test_400_batch_is_split_to_isolate_the_ids_the_server_refuses(
+        make_emulator: object, tmp_path: Path) -> None:
+    # any request naming a "poison" ID is refused whole with a 400, as NCBI does for bad input
+    emulator: EmulatorThread = make_emulator(poison_ids=frozenset({37, 81}))  # type: ignore[operator]
+    ids = range(1, 101)
+    source = write_ids(tmp_path / "ids.txt", ids)
+    summary = await bulkgene.download(fast_config(emulator, source, tmp_path / "out",
+                                                  page_size=100))
+    missing = dict(line.split("\t") for line in
+                   (tmp_path / "out" / "missing.tsv").read_text().splitlines()[1:])
+    assert missing["37"] == "REJECTED_BY_SERVER" and missing["81"] == "REJECTED_BY_SERVER"
+    assert summary.complete and summary.requested == summary.found + summary.missing
+    statuses = [a.status for a in served(emulator.state.arrivals())]
+    assert statuses.count(400) >= 2 and statuses[-1] == 200
+
+
+@pytest.mark.parametrize("headers", [True, False], ids=["server-names-limit", "silent-server"])
+async def test_rate_converges_under_a_stricter_server_limit(make_emulator: object,
+                                                            tmp_path: Path, headers: bool) -> None:
+    emulator: EmulatorThread = make_emulator(rate_limit=True, anonymous_requests_per_second=4,  # type: ignore[operator]
+                                             retry_after_s=1, rate_limit_headers=headers)
+    source = write_ids(tmp_path / "ids.txt", range(1, 1001))
+    summary = await bulkgene.download(fast_config(emulator, source, tmp_path / "out",
+                                                  requests_per_second=10.0, batch_size=25,
+                                                  page_size=1000))
+    assert summary.complete
+    arrivals = served(emulator.state.arrivals())
+    start = arrivals[0].t
+    late = [a for a in arrivals if a.t - start > 3.0]
+    throttled_late = sum(1 for a in late if a.status == 429)
+    assert throttled_late <= 0.05 * len(late)
+    ok_times = [a.t for a in late if a.status == 200]
+    achieved = (len(ok_times) - 1) / (ok_times[-1] - ok_times[0])
+    assert (3.6 if headers else 2.8) <= achieved <= 4.05
+
+
+def test_no_burst_in_the_first_second(make_emulator: object, tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator(rate_limit=True)  # type: ignore[operator]
+    source = write_ids(tmp_path / "ids.txt", range(1, 401))
+    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--batch-size", "20",
+                     env=cli_env(emulator.base_url, NCBI_API_KEY="k"))
+    assert result.returncode == 0, result.stderr.decode()
+    arrivals = served(emulator.state.arrivals())
+    assert all(a.status == 200 for a in arrivals), "nothing may be throttled at the ceiling"
+    times = [a.t for a in arrivals]
+    assert max_in_window(times) <= 10
+    assert sum(1 for t in times if t - times[0] < 1.0) <= 10
+
+
+def _start_slow_run(emulator: EmulatorThread, tmp_path: Path
+                    ) -> tuple[subprocess.Popen[bytes], list[str], Path]:
+    source = write_ids(tmp_path / "ids.txt", range(1, 2001))
+    out = tmp_path / "out"
+    args = ["fetch", str(source), "--out", str(out), "--batch-size", "20", "--rate", "20"]
+    process = subprocess.Popen(cli_command(*args), env=cli_env(emulator.base_url),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while not (out / "checkpoint.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return process, args, out
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_commits_in_flight_work_and_exits_75(make_emulator: object, tmp_path: Path,
+                                                    signum: int) -> None:
+    emulator: EmulatorThread = make_emulator(latency_s=0.3)  # type: ignore[operator]
+    process, args, out = _start_slow_run(emulator, tmp_path)
+    signalled_at = time.monotonic()
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 75, stderr.decode()
+    assert time.monotonic() - signalled_at < 10
+    summary = read_summary(out)
+    assert summary["interrupted"] and summary["pending"] > 0
+    assert summary["requested"] == (summary["found"] + summary["missing"] + summary["failed"]
+                                    + summary["pending"])
+    in_flight_at_signal = {a.first_id for a in served(emulator.state.arrivals())
+                           if a.t >= signalled_at - 0.3}
+    assert in_flight_at_signal, "some batches were in flight when the signal came"
+    assert b"Resume with" in stderr
+    emulator.state.config.latency_s = 0
+    rerun = run_cli(*args, env=cli_env(emulator.base_url))
+    assert rerun.returncode == 0, rerun.stderr.decode()
+    assert_complete_output(out, expected_for(emulator.state.universe, range(1, 2001)))
+
+
+def test_second_signal_exits_at_once_and_state_stays_safe(make_emulator: object,
+                                                          tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator(latency_s=3.0)  # type: ignore[operator]
+    process, args, out = _start_slow_run(emulator, tmp_path)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 75
+    assert time.monotonic() - sent < 2.0, "the second signal must not wait for the grace"
+    assert b"second SIGTERM" in stderr
+    emulator.state.config.latency_s = 0
+    rerun = run_cli(*args, env=cli_env(emulator.base_url))
+    assert rerun.returncode == 0, rerun.stderr.decode()
+    assert_complete_output(out, expected_for(emulator.state.universe, range(1, 2001)))

@@ -18,6 +18,7 @@ import click
 from bulkgene.config import (
     DEFAULT_BASE_URL,
     DEFAULT_SHARDS,
+    RETURNED_CONTENTS,
     DownloadConfig,
     RetryPolicy,
     Secret,
@@ -91,6 +92,8 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
               help="File whose first line is your NCBI API key (10 req/s instead of 5).")
 @click.option("--api-key", help="NCBI API key. Visible to other users in `ps`: prefer "
               "$NCBI_API_KEY or --api-key-file.")
+@click.option("--returned-content", type=click.Choice(RETURNED_CONTENTS), default="COMPLETE",
+              show_default=True, help="Whole reports, or GeneIDs only, or GeneIDs with counts.")
 @click.option("--batch-size", type=click.IntRange(1, 1000), default=1000, show_default=True,
               help="GeneIDs per request batch (the unit of commit).")
 @click.option("--page-size", type=click.IntRange(1, 1000), default=1000, show_default=True,
@@ -114,7 +117,7 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
 @click.option("-q", "--quiet", count=True, help="Less logging (-qq: errors only).")
 @click.option("-v", "--verbose", count=True, help="More logging.")
 def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: Path | None,
-          api_key: str | None, batch_size: int, page_size: int, rate: float | None,
+          api_key: str | None, returned_content: str, batch_size: int, page_size: int, rate: float | None,
           concurrency: int | None, shards: int, max_attempts: int, retry_wait: float,
           read_timeout: float, outage_after: float, restart: bool, quiet: int,
           verbose: int) -> None:
@@ -132,7 +135,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
             inputs=inputs, out_dir=out_dir, base_url=base_url,
             api_key=_read_api_key(api_key, api_key_file), batch_size=batch_size,
             page_size=page_size, requests_per_second=rate, concurrency=concurrency,
-            shards=shards, restart=restart,
+            shards=shards, returned_content=returned_content, restart=restart,
             retry=RetryPolicy(max_attempts=max_attempts, backoff_base_s=retry_wait,
                               outage_s=outage_after),
             timeouts=Timeouts(read_stall_s=read_timeout),

@@ -13,6 +13,7 @@ MAX_IDS_PER_REQUEST = 1000
 ANONYMOUS_REQUESTS_PER_SECOND = 5.0
 KEYED_REQUESTS_PER_SECOND = 10.0
 DEFAULT_SHARDS = 4
+RETURNED_CONTENTS = ("COMPLETE", "IDS_ONLY", "COUNTS_ONLY")
 
 
 class Secret:
@@ -78,6 +79,7 @@ class DownloadConfig:
     requests_per_second: float | None = None
     concurrency: int | None = None
     shards: int = DEFAULT_SHARDS
+    returned_content: str = "COMPLETE"
     restart: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -104,6 +106,9 @@ class DownloadConfig:
             )
         if self.concurrency is not None and not 1 <= self.concurrency <= 256:
             raise ConfigError(f"concurrency {self.concurrency} is out of range: use 1..256")
+        if self.returned_content not in RETURNED_CONTENTS:
+            raise ConfigError(f"returned content {self.returned_content!r} is not one of "
+                              f"{', '.join(RETURNED_CONTENTS)}")
         if not 1 <= self.shards <= 4096:
             raise ConfigError(f"shard count {self.shards} is out of range: use 1..4096")
         if not self.base_url.startswith(("http://", "https://")):

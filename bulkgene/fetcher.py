@@ -196,7 +196,7 @@ class GeneClient:
                           answer: BatchAnswer) -> str | None:
         """One page, retried until it validates into ``answer``; returns the next token."""
         url = self.config.base_url.rstrip("/") + gene_id_path(gene_ids)
-        params = page_query(self.config.page_size, token)
+        params = page_query(self.config.page_size, token, self.config.returned_content)
         headers = {"api-key": self.config.api_key.reveal()} if self.config.api_key else {}
         policy = self.config.retry
         timeouts = self.config.timeouts

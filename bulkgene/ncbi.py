@@ -26,9 +26,11 @@ def gene_id_path(gene_ids: tuple[int, ...]) -> str:
     return "/gene/id/" + ",".join(map(str, gene_ids))
 
 
-def page_query(page_size: int, page_token: str | None) -> dict[str, str]:
-    """Query parameters of one page request."""
-    query = {"page_size": str(page_size)}
+def page_query(page_size: int, page_token: str | None, returned_content: str = "COMPLETE"
+               ) -> dict[str, str]:
+    """Query parameters of one page request (the API's defaults are left out)."""
+    query = {} if returned_content == "COMPLETE" else {"returned_content": returned_content}
+    query["page_size"] = str(page_size)
     if page_token:
         query["page_token"] = page_token
     return query

@@ -55,7 +55,7 @@ def output_params(config: DownloadConfig) -> dict[str, Any]:
         "format": OUTPUT_FORMAT,
         "endpoint": "gene-id",
         "record": "report",
-        "returned_content": "COMPLETE",
+        "returned_content": config.returned_content,
     }
 
 

@@ -1,0 +1,119 @@
+"""Shared bench plumbing: the emulator in a subprocess, children measured by wait4, medians."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PYTHON = sys.executable
+
+
+@dataclass
+class Child:
+    """A finished child process: exit code, wall seconds, CPU seconds, peak RSS in MiB."""
+
+    returncode: int
+    wall_s: float
+    cpu_s: float
+    peak_rss_mib: float
+
+
+def run_measured(command: list[str], env: dict[str, str] | None = None,
+                 stdout: Any = subprocess.DEVNULL, stderr: Any = subprocess.DEVNULL) -> Child:
+    """Run ``command`` and read its own CPU time and peak RSS from wait4()."""
+    started = time.monotonic()
+    process = subprocess.Popen(command, env=env, stdout=stdout, stderr=stderr)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.monotonic() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return Child(process.returncode, wall, usage.ru_utime + usage.ru_stime,
+                 usage.ru_maxrss / 1024)
+
+
+class Emulator:
+    """``bulkgene emulate`` in a subprocess on a free loopback port."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen([PYTHON, "-m", "bulkgene", "emulate", "--port", "0", *args],
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        self.base_url = line.strip().rsplit(" ", 1)[-1]
+        self.root_url = self.base_url.removesuffix("/datasets/v2")
+
+    def arrivals(self) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(self.root_url + "/_emulator/arrivals") as response:
+            data: list[dict[str, Any]] = json.load(response)
+        return [a for a in data if a["path"].startswith("/datasets/v2/")]
+
+    def reset(self) -> None:
+        request = urllib.request.Request(self.root_url + "/_emulator/reset", method="POST")
+        urllib.request.urlopen(request).close()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+    def __enter__(self) -> Emulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def write_ids(path: Path, count: int, spread: bool = False) -> Path:
+    """``count`` unique GeneIDs: 1..count, or spread over 1..2**28 like real ones."""
+    modulus = 2**28 - 1
+    with open(path, "w") as handle:
+        chunk = []
+        for i in range(1, count + 1):
+            chunk.append(f"{(i * 2654435761) % modulus + 1 if spread else i}\n")
+            if len(chunk) == 65536:
+                handle.write("".join(chunk))
+                chunk.clear()
+        handle.write("".join(chunk))
+    return path
+
+
+def median_spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "runs": len(values)}
+
+
+def fmt(stat: dict[str, float], digits: int = 2) -> str:
+    if stat["runs"] == 1:
+        return f"{stat['median']:.{digits}f}"
+    return f"{stat['median']:.{digits}f} ({stat['min']:.{digits}f}-{stat['max']:.{digits}f})"
+
+
+def machine() -> dict[str, Any]:
+    return {"python": platform.python_version(), "machine": platform.machine(),
+            "cpus": os.cpu_count(), "system": platform.platform(),
+            "max_rss_limit": resource.getrlimit(resource.RLIMIT_AS)[0]}
+
+
+def save(name: str, result: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    result["machine"] = machine()
+    result["command"] = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
+
+
+def bulkgene_env(base_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("NCBI_API_KEY", "BULKGENE_BASE_URL")}
+    env["BULKGENE_BASE_URL"] = base_url
+    env.update(extra)
+    return env

@@ -1,0 +1,64 @@
+"""The pacer: no start-up burst, spacing by send time, AIMD on 429s (with a fake clock)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from helpers import max_in_window
+
+from bulkgene.ratelimit import AdaptiveRateLimiter
+
+
+async def test_no_burst_even_in_the_first_second() -> None:
+    limiter = AdaptiveRateLimiter(50.0)
+    loop = asyncio.get_running_loop()
+    times: list[float] = []
+
+    async def request() -> None:
+        slot = await limiter.acquire()
+        times.append(loop.time())
+        slot.sent()
+
+    await asyncio.gather(*(request() for _ in range(60)))
+    assert max_in_window(times) <= 50
+    assert times[-1] - times[0] >= 59 / 50 - 0.01
+
+
+async def test_next_slot_waits_for_the_previous_send() -> None:
+    limiter = AdaptiveRateLimiter(100.0)
+    loop = asyncio.get_running_loop()
+    first = await limiter.acquire()
+    loop.call_later(0.2, first.sent)  # a slow connect: headers leave 200 ms after the grant
+    second_task = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0.1)
+    assert not second_task.done()
+    second = await second_task
+    assert first.sent_at is not None
+    assert loop.time() - first.sent_at >= 0.01 - 1e-3
+    second.sent()
+
+
+async def test_429_halves_once_per_second_and_recovery_creeps_up() -> None:
+    now = [100.0]
+    limiter = AdaptiveRateLimiter(10.0, recovery_period_s=5.0, clock=lambda: now[0])
+    limiter.on_throttled(None)
+    assert limiter.rate == 5.0
+    limiter.on_throttled(None)  # the same burst: no second cut
+    assert limiter.rate == 5.0
+    now[0] += 1.5
+    limiter.on_throttled(None)
+    assert limiter.rate == 2.5
+    for expected in (3.5, 4.5, 4.6, 4.7):  # fast to 90 % of the throttled 5.0, then a creep
+        now[0] += 5.0
+        limiter._recover(now[0])
+        assert abs(limiter.rate - expected) < 1e-9
+
+
+async def test_a_server_that_names_its_limit_sets_the_ceiling() -> None:
+    now = [0.0]
+    limiter = AdaptiveRateLimiter(10.0, clock=lambda: now[0])
+    limiter.on_throttled(1.0, server_limit=4.0)
+    assert limiter.rate == 4.0 and limiter.ceiling == 4.0
+    now[0] += 100
+    limiter._recover(now[0])
+    assert limiter.rate == 4.0

@@ -160,7 +160,7 @@ async def test_rate_converges_under_a_stricter_server_limit(make_emulator: objec
                                                             tmp_path: Path, headers: bool) -> None:
     emulator: EmulatorThread = make_emulator(rate_limit=True, anonymous_requests_per_second=4,  # type: ignore[operator]
                                              retry_after_s=1, rate_limit_headers=headers)
-    source = write_ids(tmp_path / "ids.txt", range(1, 1001))
+    source = write_ids(tmp_path / "ids.txt", range(1, 1401))
     summary = await bulkgene.download(fast_config(emulator, source, tmp_path / "out",
                                                   requests_per_second=10.0, batch_size=25,
                                                   page_size=1000))
@@ -171,8 +171,8 @@ async def test_rate_converges_under_a_stricter_server_limit(make_emulator: objec
     throttled_late = sum(1 for a in late if a.status == 429)
     assert throttled_late <= 0.05 * len(late)
     ok_times = [a.t for a in late if a.status == 200]
-    achieved = (len(ok_times) - 1) / (ok_times[-1] - ok_times[0])
-    assert (3.6 if headers else 2.8) <= achieved <= 4.05
+    achieved = len(ok_times) / (ok_times[-1] - (start + 3.0))
+    assert (3.6 if headers else 2.8) <= achieved <= 4.2, achieved  # the server admits 4 per 1 s
 
 
 def test_no_burst_in_the_first_second(make_emulator: object, tmp_path: Path) -> None:

@@ -34,18 +34,19 @@ async def test_next_slot_waits_for_the_previous_send() -> None:
     assert not second_task.done()
     second = await second_task
     assert first.sent_at is not None
-    assert loop.time() - first.sent_at >= 0.01 - 1e-3
+    assert loop.time() - first.sent_at >= 0.25 / 100 - 1e-4  # never in a clump
     second.sent()
 
 
-async def test_429_halves_once_per_second_and_recovery_creeps_up() -> None:
+async def test_429_halves_at_most_every_two_seconds_and_recovery_creeps_up() -> None:
     now = [100.0]
     limiter = AdaptiveRateLimiter(10.0, recovery_period_s=5.0, clock=lambda: now[0])
     limiter.on_throttled(None)
     assert limiter.rate == 5.0
-    limiter.on_throttled(None)  # the same burst: no second cut
-    assert limiter.rate == 5.0
     now[0] += 1.5
+    limiter.on_throttled(None)  # the server's window still holds the old burst: no second cut
+    assert limiter.rate == 5.0
+    now[0] += 1.0
     limiter.on_throttled(None)
     assert limiter.rate == 2.5
     for expected in (3.5, 4.5, 4.6, 4.7):  # fast to 90 % of the throttled 5.0, then a creep

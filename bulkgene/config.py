@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bulkgene.errors import ConfigError
+from bulkgene.tasks import TaskSpec
 
 DEFAULT_BASE_URL = "https://api.ncbi.nlm.nih.gov/datasets/v2"
 MAX_IDS_PER_REQUEST = 1000
@@ -81,10 +82,11 @@ class DownloadConfig:
     shards: int = DEFAULT_SHARDS
     returned_content: str = "COMPLETE"
     restart: bool = False
+    task: TaskSpec = field(default_factory=TaskSpec)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeouts: Timeouts = field(default_factory=Timeouts)
     shutdown_grace_s: float = 10.0
-    progress_interval_s: float = 10.0
+    progress_interval_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -121,10 +123,16 @@ class DownloadConfig:
 
     @property
     def effective_requests_per_second(self) -> float:
-        """The rate ceiling: explicit, else NCBI's budget for this kind of client."""
+        """The rate ceiling: explicit, else NCBI's budget (per key, per IP) shared by all tasks."""
         if self.requests_per_second is not None:
             return self.requests_per_second
-        return KEYED_REQUESTS_PER_SECOND if self.api_key else ANONYMOUS_REQUESTS_PER_SECOND
+        budget = KEYED_REQUESTS_PER_SECOND if self.api_key else ANONYMOUS_REQUESTS_PER_SECOND
+        return budget / self.task.count
+
+    @property
+    def work_dir(self) -> Path:
+        """The directory this process writes: ``out_dir``, or its task's subdirectory."""
+        return self.task.directory(self.out_dir)
 
     @property
     def effective_concurrency(self) -> int:

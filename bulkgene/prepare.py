@@ -21,6 +21,7 @@ from bulkgene.config import DownloadConfig
 from bulkgene.errors import ConfigError, StateError
 from bulkgene.ids import STDIN, InputCounts, Reject, file_digest, scan_ids
 from bulkgene.idset import IdBitmap
+from bulkgene.lock import LOCK_NAME, RunLock
 from bulkgene.writer import (
     MISSING_NAME,
     REJECTS_HEADER,
@@ -45,6 +46,7 @@ class PreparedRun:
     checkpoint: Checkpoint
     store: OutputStore
     resumed: bool
+    lock: RunLock
 
 
 def output_params(config: DownloadConfig) -> dict[str, Any]:
@@ -56,28 +58,38 @@ def output_params(config: DownloadConfig) -> dict[str, Any]:
         "endpoint": "gene-id",
         "record": "report",
         "returned_content": config.returned_content,
+        "task_index": config.task.index,
+        "task_count": config.task.count,
     }
 
 
 def _is_ours(path: Path) -> bool:
-    return path.name in {ckpt.CHECKPOINT_NAME, MISSING_NAME, REPLACED_NAME, REJECTS_NAME,
-                         SUMMARY_NAME, STDIN_SPOOL_NAME} or bool(SHARD_PATTERN.fullmatch(path.name))
+    names = {ckpt.CHECKPOINT_NAME, MISSING_NAME, REPLACED_NAME, REJECTS_NAME, SUMMARY_NAME,
+             STDIN_SPOOL_NAME, LOCK_NAME}
+    return path.name in names or bool(SHARD_PATTERN.fullmatch(path.name))
 
 
-def move_aside(out_dir: Path) -> Path | None:
-    """``--restart``: rename the old run's directory next to it (never delete); its new name."""
-    if not out_dir.is_dir() or not any(_is_ours(p) for p in out_dir.iterdir()):
+def move_aside(work_dir: Path, out_dir: Path) -> Path | None:
+    """``--restart``: move the old run next to ``out_dir`` (never delete); its new place.
+
+    A task's directory goes to ``DIR.restarted-<time>/task-000i``, outside ``DIR``, so that
+    globbing ``DIR/**/*.ndjson`` never reads an old run's shards.
+    """
+    if not work_dir.is_dir() or not any(_is_ours(p) for p in work_dir.iterdir()):
         return None
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = out_dir.with_name(f"{out_dir.name}.restarted-{stamp}")
+    parent = out_dir.with_name(f"{out_dir.name}.restarted-{stamp}")
+    target = parent if work_dir == out_dir else parent / work_dir.name
     suffix = 1
     while target.exists():
-        target = out_dir.with_name(f"{out_dir.name}.restarted-{stamp}-{suffix}")
+        parent = out_dir.with_name(f"{out_dir.name}.restarted-{stamp}-{suffix}")
+        target = parent if work_dir == out_dir else parent / work_dir.name
         suffix += 1
+    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        out_dir.rename(target)
+        work_dir.rename(target)
     except OSError as exc:
-        raise StateError(f"--restart could not move {out_dir} aside to {target}: {exc.strerror}; "
+        raise StateError(f"--restart could not move {work_dir} aside to {target}: {exc.strerror}; "
                          "move or remove it yourself, or choose another --out") from None
     return target
 
@@ -111,13 +123,26 @@ def _write_rejects(out_dir: Path, paths: tuple[str, ...], names: tuple[str, ...]
 
 def prepare(config: DownloadConfig) -> PreparedRun:
     """Get the directory ready to resume or start; nothing has been sent yet."""
-    out_dir = config.out_dir
-    if config.restart:
-        move_aside(out_dir)
+    out_dir = config.work_dir
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StateError(f"cannot create the output directory {out_dir}: {exc.strerror}") from None
+    lock = RunLock(out_dir)
+    lock.acquire()
+    try:
+        return _prepare_locked(config, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _prepare_locked(config: DownloadConfig, lock: RunLock) -> PreparedRun:
+    out_dir = config.work_dir
+    if config.restart and (moved := move_aside(out_dir, config.out_dir)) is not None:
+        (moved / LOCK_NAME).unlink(missing_ok=True)  # our lock moved away with the old run
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
     if config.inputs.count(STDIN) > 1:
         raise ConfigError("stdin (-) can be given only once as input")
     paths = tuple(_spool_stdin(out_dir) if p == STDIN else p for p in config.inputs)
@@ -135,4 +160,29 @@ def prepare(config: DownloadConfig) -> PreparedRun:
     counts, requested = _write_rejects(out_dir, paths, names)
     store = OutputStore(out_dir, config.shards, state, requested)
     store.open()
-    return PreparedRun(paths, counts, requested, state, store, resumed=existing is not None)
+    return PreparedRun(paths, counts, requested, state, store, existing is not None, lock)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run would do, from the input alone (``fetch --dry-run``)."""
+
+    counts: InputCounts
+    batches: int
+    task_batches: int
+    task_ids: int
+    requests_per_s: float
+    seconds: float
+
+
+def plan(config: DownloadConfig, rejects: list[Reject] | None = None) -> Plan:
+    """Read and validate the input and work out batches and time; writes and sends nothing."""
+    counts, _ = scan_ids(config.inputs, config.inputs,
+                         rejects.append if rejects is not None else None)
+    from bulkgene.pipeline import task_share  # the pipeline owns the split's arithmetic
+
+    task_batches, task_ids = task_share(config, counts.requested)
+    pages_per_batch = -(-min(config.batch_size, max(counts.requested, 1)) // config.page_size)
+    rate = config.effective_requests_per_second
+    return Plan(counts, -(-counts.requested // config.batch_size), task_batches, task_ids,
+                rate, task_batches * pages_per_batch / rate)

@@ -6,11 +6,13 @@ Two mechanisms, each doing what it is good at:
   the flow: requests leave 1/rate apart, and after the event loop stalls (parsing a 5 MB
   page takes ~30 ms) up to two late requests may catch up instead of being lost;
 * a sliding window over the times the requests' headers actually *went on the wire* is
-  the guarantee: with M = floor(rate) and W = M / rate, a request may leave only when the
-  M-th request before it left more than W + 15 ms ago. So any M+1 consecutive requests
-  span more than W, and no window of W seconds (one second for integer rates) ever holds
-  more than M, whatever the bucket allowed, from the very first request on (a plain
-  ``AsyncLimiter(10, 1)`` lets about 19 through in its first second).
+  the guarantee: with M = floor(rate) and W = max(1 s, M / rate), a request may leave only
+  when the M-th request before it left more than W + 15 ms ago. So any M+1 consecutive
+  requests span more than a second, and no one-second window ever holds more than
+  floor(rate), whatever the bucket allowed, from the very first request on (a plain
+  ``AsyncLimiter(10, 1)`` lets about 19 through in its first second). A fractional rate
+  such as 10/3 per array task therefore runs at 3/s, so that N tasks never exceed the
+  key's budget together in any second.
 
 The rate adapts (AIMD): a 429 halves it (at most once every 2 s) and pauses everyone for
 ``Retry-After``; a server that names its limit (``X-RateLimit-Limit``) lowers the ceiling
@@ -100,7 +102,7 @@ class AdaptiveRateLimiter:
                 self._bucket, self._bucket_rate = await self._full_bucket(), self.rate
             await self._bucket.acquire()
             window_count = max(1, math.floor(self.rate))
-            window_s = window_count / self.rate
+            window_s = max(1.0, window_count / self.rate)
             not_before = self._paused_until
             if self._sends:  # catching up, but not in a clump
                 not_before = max(not_before, self._sends[-1] + _MIN_GAP_FRACTION / self.rate)

@@ -17,7 +17,11 @@ EXIT_INTERRUPTED = 75
 
 @dataclass
 class Summary:
-    """requested = found + missing + failed + pending; the rest are counted beside it."""
+    """requested = found + missing + failed + pending; the rest are counted beside it.
+
+    ``requested`` and what adds up to it are this task's share; ``duplicates`` and
+    ``rejected`` describe the whole input, so every task of an array reports the same.
+    """
 
     out_dir: str
     requested: int = 0

@@ -1,0 +1,89 @@
+"""Splitting one input over N tasks (SLURM array or by hand): which batches and which directory.
+
+Task *i* of *N* takes the batches with ``b mod N == i`` and works in ``DIR/task-000i/``
+with its own checkpoint, shards and reports, so tasks never share a file. Defaults come
+from a SLURM array: ``--array=1-7:2`` gives IDs 1, 3, 5, 7, which become tasks 0..3.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from bulkgene.errors import ConfigError
+
+TASK_DIR_PREFIX = "task-"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """This process's share of the batches."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ConfigError(f"task index {self.index} of {self.count} is out of range: "
+                              "--task-index must be 0..--task-count - 1")
+
+    def takes(self, batch_index: int) -> bool:
+        return batch_index % self.count == self.index
+
+    def directory(self, out_dir: Path) -> Path:
+        """Where this task writes: DIR itself alone, DIR/task-000i/ in an array."""
+        return out_dir if self.count == 1 else out_dir / task_dir_name(self.index)
+
+
+def task_dir_name(index: int) -> str:
+    return f"{TASK_DIR_PREFIX}{index:04d}"
+
+
+def _int(env: Mapping[str, str], name: str) -> int | None:
+    value = env.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"${name}={value!r} is not an integer") from None
+
+
+def from_slurm(env: Mapping[str, str] | None = None) -> TaskSpec | None:
+    """The task of this SLURM array job, or None outside an array."""
+    env = os.environ if env is None else env
+    task_id = _int(env, "SLURM_ARRAY_TASK_ID")
+    if task_id is None:
+        return None
+    count = _int(env, "SLURM_ARRAY_TASK_COUNT")
+    first = _int(env, "SLURM_ARRAY_TASK_MIN")
+    step = _int(env, "SLURM_ARRAY_TASK_STEP") or 1
+    if count is None or first is None:
+        raise ConfigError("this is a SLURM array task, but SLURM_ARRAY_TASK_COUNT or "
+                          "SLURM_ARRAY_TASK_MIN is not set: pass --task-index and --task-count")
+    offset = task_id - first
+    if offset % step or not 0 <= offset // step < count:
+        raise ConfigError(
+            f"SLURM array task {task_id} is not on the grid {first}+{step}k (k < {count}): "
+            "an array like --array=1,4,9 can't be mapped to tasks automatically; pass "
+            "--task-index and --task-count")
+    return TaskSpec(offset // step, count)
+
+
+def resolve(index: int | None, count: int | None, env: Mapping[str, str] | None = None
+            ) -> TaskSpec:
+    """Explicit options win; else the SLURM array; else a single task."""
+    if index is not None or count is not None:
+        if index is None or count is None:
+            raise ConfigError("--task-index and --task-count go together")
+        return TaskSpec(index, count)
+    return from_slurm(env) or TaskSpec()
+
+
+def task_directories(out_dir: Path) -> list[Path]:
+    """Every directory under ``out_dir`` that holds (or held) one task's run."""
+    tasks = sorted(p for p in out_dir.glob(TASK_DIR_PREFIX + "*") if p.is_dir()
+                   and p.name[len(TASK_DIR_PREFIX):].isdigit())
+    return tasks or ([out_dir] if (out_dir / "checkpoint.json").exists() else [])

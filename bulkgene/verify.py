@@ -1,0 +1,137 @@
+"""``bulkgene verify``: re-read every shard of every task and check the resume invariants hold.
+
+Checks: each shard line is complete, valid JSON with a GeneID; no GeneID twice across the
+whole directory; every file is exactly as long as its checkpoint says; the summary
+reconciles and matches the lines and the missing report on disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+import orjson
+
+from bulkgene import checkpoint as ckpt
+from bulkgene.errors import CorruptCheckpoint
+from bulkgene.idset import MAX_GENE_ID, IdBitmap
+from bulkgene.tasks import task_directories
+from bulkgene.writer import MISSING_NAME, SHARD_PATTERN, SUMMARY_NAME
+
+_MAX_PROBLEMS_PER_KIND = 20
+
+
+class _Gene(msgspec.Struct):
+    gene_id: str
+
+
+class _Line(msgspec.Struct):
+    gene: _Gene
+
+
+_LINE = msgspec.json.Decoder(_Line)
+
+
+@dataclass
+class Verdict:
+    """What verify found: counts, and every problem in words."""
+
+    tasks: int = 0
+    shards: int = 0
+    records: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class _Seen:
+    """GeneIDs seen so far: a bitmap for int32 IDs, a set for anything larger."""
+
+    def __init__(self) -> None:
+        self._bitmap = IdBitmap()
+        self._large: set[int] = set()
+
+    def add(self, gene_id: int) -> bool:
+        if 0 < gene_id <= MAX_GENE_ID:
+            return self._bitmap.add(gene_id)
+        if gene_id in self._large:
+            return False
+        self._large.add(gene_id)
+        return True
+
+
+def verify(out_dir: Path) -> Verdict:
+    verdict = Verdict()
+    directories = task_directories(out_dir)
+    if not directories:
+        verdict.problems.append(f"{out_dir} holds no bulkgene run (no checkpoint.json)")
+        return verdict
+    seen = _Seen()
+    duplicates = 0
+    for directory in directories:
+        verdict.tasks += 1
+        try:
+            state = ckpt.load(directory)
+        except CorruptCheckpoint as exc:
+            verdict.problems.append(str(exc))
+            continue
+        if state is None:
+            verdict.problems.append(f"{directory}: no checkpoint.json")
+            continue
+        shards = sorted(p for p in directory.iterdir() if SHARD_PATTERN.fullmatch(p.name))
+        for name, committed in sorted(state.file_lengths.items()):
+            size = (directory / name).stat().st_size if (directory / name).exists() else None
+            if size != committed:
+                verdict.problems.append(f"{directory / name}: {size} bytes on disk, the "
+                                        f"checkpoint committed {committed}")
+        task_records = 0
+        for shard in shards:
+            verdict.shards += 1
+            with open(shard, "rb") as handle:
+                for number, line in enumerate(handle, 1):
+                    if not line.endswith(b"\n"):
+                        verdict.problems.append(f"{shard}:{number}: torn last line (no newline)")
+                    try:
+                        gene_id = int(_LINE.decode(line).gene.gene_id)
+                    except (msgspec.DecodeError, ValueError) as exc:
+                        verdict.problems.append(f"{shard}:{number}: not a gene report ({exc})")
+                        continue
+                    task_records += 1
+                    if not seen.add(gene_id):
+                        duplicates += 1
+                        if duplicates <= _MAX_PROBLEMS_PER_KIND:
+                            verdict.problems.append(f"{shard}:{number}: GeneID {gene_id} was "
+                                                    "already written (a duplicate)")
+        verdict.records += task_records
+        _check_accounting(directory, state, task_records, verdict)
+    if duplicates > _MAX_PROBLEMS_PER_KIND:
+        verdict.problems.append(f"... {duplicates} duplicate GeneIDs in all")
+    return verdict
+
+
+def _check_accounting(directory: Path, state: ckpt.Checkpoint, records_on_disk: int,
+                      verdict: Verdict) -> None:
+    totals = state.totals
+    if totals.get("records", 0) != records_on_disk:
+        verdict.problems.append(f"{directory}: {records_on_disk} records in the shards, the "
+                                f"checkpoint counted {totals.get('records', 0)}")
+    missing_file = directory / MISSING_NAME
+    if missing_file.exists():
+        with open(missing_file, "rb") as handle:
+            rows = sum(1 for _ in handle) - 1
+        if rows != totals.get("missing", 0):
+            verdict.problems.append(f"{missing_file}: {rows} rows, the checkpoint counted "
+                                    f"{totals.get('missing', 0)} missing")
+    try:
+        summary = orjson.loads((directory / SUMMARY_NAME).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        verdict.problems.append(f"{directory}: no readable summary.json")
+        return
+    parts = sum(summary.get(k, 0) for k in ("found", "missing", "failed", "pending"))
+    if summary.get("requested") != parts:
+        verdict.problems.append(f"{directory}/summary.json does not reconcile: requested "
+                                f"{summary.get('requested')} != found + missing + failed + "
+                                f"pending = {parts}")

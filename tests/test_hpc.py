@@ -1,0 +1,189 @@
+"""Array tasks, the shared rate budget, status, verify and the run lock (SLURM itself: test_slurm)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from helpers import (
+    assert_complete_output,
+    cli_command,
+    cli_env,
+    expected_for,
+    gene_ids_written,
+    max_in_window,
+    run_cli,
+    served,
+    shard_files,
+    write_ids,
+)
+
+from bulkgene import DownloadConfig, checkpoint
+from bulkgene.errors import ConfigError
+from bulkgene.tasks import TaskSpec, from_slurm, resolve
+from bulkgene.testing import EmulatorThread
+
+
+def test_slurm_array_ids_map_to_task_indexes() -> None:
+    env = {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "4",
+           "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "7",
+           "SLURM_ARRAY_TASK_STEP": "2"}  # --array=1-7:2 -> 1, 3, 5, 7
+    assert from_slurm(env) == TaskSpec(2, 4)
+    assert from_slurm({**env, "SLURM_ARRAY_TASK_ID": "1"}) == TaskSpec(0, 4)
+    assert from_slurm({"SLURM_ARRAY_TASK_ID": "12", "SLURM_ARRAY_TASK_COUNT": "3",
+                       "SLURM_ARRAY_TASK_MIN": "10"}) == TaskSpec(2, 3)
+    assert from_slurm({}) is None
+
+
+def test_irregular_arrays_and_half_given_options_are_refused() -> None:
+    with pytest.raises(ConfigError, match="--task-index"):
+        from_slurm({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "3",
+                    "SLURM_ARRAY_TASK_MIN": "1"})  # --array=1,4,9
+    with pytest.raises(ConfigError, match="go together"):
+        resolve(1, None, {})
+    assert resolve(1, 3, {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "2",
+                          "SLURM_ARRAY_TASK_MIN": "0"}) == TaskSpec(1, 3)
+
+
+def test_default_rate_is_the_budget_divided_by_tasks(tmp_path: Path) -> None:
+    from bulkgene import Secret
+
+    def rate(**kwargs: object) -> float:
+        return DownloadConfig(inputs=("x",), out_dir=tmp_path, **kwargs  # type: ignore[arg-type]
+                              ).effective_requests_per_second
+
+    assert rate(task=TaskSpec(0, 4)) == 5 / 4
+    assert rate(task=TaskSpec(1, 4), api_key=Secret("k")) == 10 / 4
+    assert rate(task=TaskSpec(1, 4), requests_per_second=7.0) == 7.0
+
+
+@pytest.mark.slow
+def test_three_tasks_together_stay_within_one_keys_budget(make_emulator: object,
+                                                          tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator(rate_limit=True)  # type: ignore[operator]
+    ids = range(1, 3001)
+    source = write_ids(tmp_path / "ids.txt", ids)
+    out = tmp_path / "out"
+    env = cli_env(emulator.base_url, NCBI_API_KEY="shared-key")
+    processes = [subprocess.Popen(cli_command("fetch", str(source), "--out", str(out),
+                                              "--batch-size", "50", "--task-index", str(i),
+                                              "--task-count", "3"),
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                 for i in range(3)]
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr.decode()
+    assert sorted(p.name for p in out.iterdir()) == ["task-0000", "task-0001", "task-0002"]
+    written = gene_ids_written_all(out)
+    expected = expected_for(emulator.state.universe, ids)
+    assert sorted(written) == sorted(expected.genes), "the union is exact, with no overlap"
+    arrivals = served(emulator.state.arrivals())
+    assert sum(1 for a in arrivals if a.status == 429) == 0
+    assert max_in_window([a.t for a in arrivals]) <= 10
+
+
+def gene_ids_written_all(out: Path) -> list[int]:
+    ids: list[int] = []
+    for task_dir in sorted(out.glob("task-*")):
+        ids.extend(gene_ids_written(task_dir).elements())
+    return ids
+
+
+def _fetch(emulator: EmulatorThread, tmp_path: Path, *extra: str) -> tuple[Path, list[str]]:
+    source = write_ids(tmp_path / "ids.txt", range(1, 401))
+    out = tmp_path / "out"
+    args = ["fetch", str(source), "--out", str(out), "--batch-size", "50", "--rate", "100",
+            *extra]
+    result = run_cli(*args, env=cli_env(emulator.base_url))
+    assert result.returncode == 0, result.stderr.decode()
+    return out, args
+
+
+def test_status_json_matches_the_checkpoints(emulator: EmulatorThread, tmp_path: Path) -> None:
+    out, _ = _fetch(emulator, tmp_path, "--task-index", "1", "--task-count", "2")
+    _fetch(emulator, tmp_path, "--task-index", "0", "--task-count", "2")
+    result = run_cli("status", str(out), "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    data = json.loads(result.stdout)
+    for task in data["tasks"]:
+        state = checkpoint.load(Path(task["directory"]))
+        assert state is not None
+        assert task["batches_committed"] == state.committed_batches == 4
+        assert task["found"] == state.totals["found"] and task["records"] == state.totals["records"]
+        assert task["batches_pending"] == 0 and task["complete"] and not task["running"]
+    assert data["total"]["found"] == sum(t["found"] for t in data["tasks"])
+    assert data["total"]["batches_total"] == 8 and data["total"]["complete"]
+    table = run_cli("status", str(out))
+    assert b"task-0001" in table.stdout and b"complete" in table.stdout and b"total" in table.stdout
+
+
+def test_verify_passes_on_a_clean_run(emulator: EmulatorThread, tmp_path: Path) -> None:
+    out, _ = _fetch(emulator, tmp_path)
+    result = run_cli("verify", str(out))
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"ok:" in result.stdout
+
+
+@pytest.mark.parametrize("damage", ["duplicated line", "torn line", "longer than checkpoint"])
+def test_verify_catches_damage(emulator: EmulatorThread, tmp_path: Path, damage: str) -> None:
+    out, _ = _fetch(emulator, tmp_path)
+    shard = shard_files(out)[0]
+    data = shard.read_bytes()
+    first_line = data.split(b"\n")[0] + b"\n"
+    state = checkpoint.load(out)
+    assert state is not None
+    if damage == "duplicated line":
+        shard.write_bytes(data + first_line)
+        state.file_lengths[shard.name] += len(first_line)  # even a "committed" duplicate
+        checkpoint.save(out, state)
+        expected = b"already written"
+    elif damage == "torn line":
+        shard.write_bytes(data[:-10])
+        state.file_lengths[shard.name] -= 10
+        checkpoint.save(out, state)
+        expected = b"torn"
+    else:
+        shard.write_bytes(data + b'{"gene": {"gene_id": "999999"}}\n')
+        expected = b"bytes on disk, the checkpoint committed"
+    result = run_cli("verify", str(out))
+    assert result.returncode == 1
+    assert expected in result.stderr, result.stderr.decode()
+
+
+def test_a_second_run_on_the_same_directory_refuses(make_emulator: object,
+                                                    tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator(latency_s=0.5)  # type: ignore[operator]
+    source = write_ids(tmp_path / "ids.txt", range(1, 401))
+    out = tmp_path / "out"
+    args = cli_command("fetch", str(source), "--out", str(out), "--batch-size", "50")
+    first = subprocess.Popen(args, env=cli_env(emulator.base_url), stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not (out / "bulkgene.lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        second = run_cli("fetch", str(source), "--out", str(out), "--batch-size", "50",
+                         env=cli_env(emulator.base_url))
+        assert second.returncode == 1
+        assert f"pid {first.pid} on {socket.gethostname()}".encode() in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_a_stale_lock_is_taken_over_with_a_warning(emulator: EmulatorThread,
+                                                   tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    no_such_pid = 2**22 + 1  # above Linux's largest pid_max
+    (out / "bulkgene.lock").write_text(json.dumps({"host": socket.gethostname(),
+                                                   "pid": no_such_pid}))
+    source = write_ids(tmp_path / "ids.txt", [7157, 672])
+    result = run_cli("fetch", str(source), "--out", str(out), env=cli_env(emulator.base_url))
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"stale lock" in result.stderr
+    assert not (out / "bulkgene.lock").exists()
+    assert_complete_output(out, expected_for(emulator.state.universe, [7157, 672]))

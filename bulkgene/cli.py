@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from bulkgene import tasks
 from bulkgene.config import (
     DEFAULT_BASE_URL,
     DEFAULT_SHARDS,
@@ -24,15 +25,17 @@ from bulkgene.config import (
     Secret,
     Timeouts,
 )
-from bulkgene.errors import BulkgeneError, ConfigError
+from bulkgene.errors import BulkgeneError, ConfigError, StateError
+from bulkgene.ids import Reject
+from bulkgene.progress import ProgressReporter, Terminal, TerminalLog
 from bulkgene.summary import EXIT_FAILED_BATCHES, EXIT_INTERRUPTED, EXIT_OK, Summary
 
 log = logging.getLogger("bulkgene")
 
 
-def _configure_logging(verbose: int, quiet: int) -> None:
+def _configure_logging(verbose: int, quiet: int, handler: logging.Handler | None = None) -> None:
     level = logging.INFO + 10 * (quiet - verbose)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = handler or logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("bulkgene: %(message)s"))
     root = logging.getLogger("bulkgene")
     root.handlers[:] = [handler]
@@ -75,6 +78,7 @@ Examples:
   NCBI_API_KEY=... bulkgene fetch ids.txt.gz --out genes/       # 10 req/s with a key
   cut -f2 gene_info.tsv | bulkgene fetch - --out genes/          # IDs from stdin
   bulkgene fetch ids.txt --out genes/   # run it again after a kill: it resumes
+  sbatch --array=0-3 fetch.sbatch        # each array task takes a quarter: genes/task-000N/
 
 \b
 Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
@@ -112,15 +116,29 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
               help="Seconds a response may stall before the attempt is retried.")
 @click.option("--outage-after", type=click.FloatRange(1, 86400), default=600.0, show_default=True,
               help="Stop (resumably) when no request has succeeded for this many seconds.")
+@click.option("--task-index", type=click.IntRange(0), default=None,
+              help="This task's number, 0..N-1. [default: from $SLURM_ARRAY_TASK_ID, else 0]")
+@click.option("--task-count", type=click.IntRange(1), default=None,
+              help="How many tasks split the input (batch b goes to task b mod N). "
+              "[default: from $SLURM_ARRAY_TASK_COUNT, else 1]")
 @click.option("--restart", is_flag=True,
               help="Move an existing run in --out aside (renamed, never deleted) and start over.")
+@click.option("--progress/--no-progress", default=None,
+              help="A live bar on a terminal, a plain line every --progress-interval "
+              "elsewhere. [default: on, unless -q]")
+@click.option("--progress-interval", type=click.FloatRange(1), default=30.0, show_default=True,
+              help="Seconds between plain progress lines when stderr is not a terminal.")
+@click.option("--dry-run", is_flag=True,
+              help="Read and check the input, print counts, batches and the time the rate "
+              "implies; send nothing, write nothing.")
 @click.option("-q", "--quiet", count=True, help="Less logging (-qq: errors only).")
 @click.option("-v", "--verbose", count=True, help="More logging.")
 def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: Path | None,
           api_key: str | None, returned_content: str, batch_size: int, page_size: int, rate: float | None,
           concurrency: int | None, shards: int, max_attempts: int, retry_wait: float,
-          read_timeout: float, outage_after: float, restart: bool, quiet: int,
-          verbose: int) -> None:
+          read_timeout: float, outage_after: float, task_index: int | None,
+          task_count: int | None, restart: bool, progress: bool | None,
+          progress_interval: float, dry_run: bool, quiet: int, verbose: int) -> None:
     """Download the gene reports of every GeneID in INPUT... (files, .gz, or - for stdin).
 
     One GeneID per line (the first field of a whitespace-, tab- or comma-separated line);
@@ -129,29 +147,39 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
     replaced.tsv, rejects.tsv and summary.json beside them. Kill it at any time and run
     the same command again: it resumes, and every gene ends up exactly once.
     """
-    _configure_logging(verbose, quiet)
+    show_progress = progress if progress is not None else quiet == 0
+    terminal = Terminal(sys.stderr, live=show_progress and sys.stderr.isatty())
+    _configure_logging(verbose, quiet, TerminalLog(terminal))
     try:
         config = DownloadConfig(
             inputs=inputs, out_dir=out_dir, base_url=base_url,
             api_key=_read_api_key(api_key, api_key_file), batch_size=batch_size,
             page_size=page_size, requests_per_second=rate, concurrency=concurrency,
             shards=shards, returned_content=returned_content, restart=restart,
+            task=tasks.resolve(task_index, task_count),
             retry=RetryPolicy(max_attempts=max_attempts, backoff_base_s=retry_wait,
                               outage_s=outage_after),
             timeouts=Timeouts(read_stall_s=read_timeout),
+            progress_interval_s=progress_interval if show_progress else 0,
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    if dry_run:
+        _dry_run(config)
+        return
     from bulkgene.pipeline import download  # aiohttp is loaded only when a download runs
 
+    reporter = ProgressReporter(terminal, progress_interval) if show_progress else None
     summary: Summary | None = None
     try:
-        summary = asyncio.run(download(config, handle_signals=True))
+        summary = asyncio.run(download(config, handle_signals=True, progress=reporter))
     except BulkgeneError as exc:
         summary = getattr(exc, "summary", None)
         if summary is not None:
             click.echo(f"bulkgene: {summary.line()}", err=True)
         click.echo(f"bulkgene: error: {exc}", err=True)
+        if isinstance(exc, ConfigError):
+            sys.exit(2)
         sys.exit(exc.exit_code)
     except Exception:  # noqa: BLE001 - a bug: show it, but never the key
         report = traceback.format_exc()
@@ -160,17 +188,65 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
         click.echo(f"{report}\nbulkgene: internal error (a bug; please report it with the "
                    "traceback above). Committed work is safe: re-run to resume.", err=True)
         sys.exit(1)
-    click.echo(f"bulkgene: {summary.line()}", err=True)
+    _report_end(summary)
+    sys.exit(summary.exit_code)
+
+
+def _report_end(summary: Summary) -> None:
+    """The end-of-run account on stderr: what, where, and the next step if there is one."""
+    where = Path(summary.out_dir)
+    click.echo(f"bulkgene: {summary.line()}", err=True)  # always, even with -q
+    lines = [f"  {summary.records} records in {where}/shard-*.ndjson; "
+             f"{summary.missing} missing -> {where}/missing.tsv; "
+             f"{summary.replaced} replaced -> {where}/replaced.tsv; "
+             f"{summary.rejected} rejected lines -> {where}/rejects.tsv"]
     command = "bulkgene " + " ".join(_shell_quote(arg) for arg in sys.argv[1:])
     if summary.exit_code == EXIT_FAILED_BATCHES:
-        click.echo(f"bulkgene: {summary.batches_failed} batch(es) failed; run the same command "
-                   f"again to retry exactly those:\n  {command}", err=True)
+        lines.append(f"{summary.batches_failed} batch(es) ({summary.failed} GeneIDs) failed "
+                     f"after every retry; run the same command again to retry exactly those:\n"
+                     f"  {command}")
     elif summary.exit_code == EXIT_INTERRUPTED:
-        click.echo(f"bulkgene: interrupted; everything committed is safe. Resume with:\n"
-                   f"  {command}", err=True)
+        lines.append(f"interrupted with {summary.pending} GeneIDs to go; everything committed "
+                     f"is safe. Resume with:\n  {command}")
     elif summary.exit_code == EXIT_OK:
-        click.echo(f"bulkgene: done: {summary.records} records in {out_dir}", err=True)
-    sys.exit(summary.exit_code)
+        lines.append(f"done. Look at it: head -c 600 {where}/shard-0000.ndjson; "
+                     f"bulkgene verify {where}")
+    emit = log.warning if summary.exit_code else log.info
+    for line in lines:
+        emit("%s", line)
+
+
+def _dry_run(config: DownloadConfig) -> None:
+    from bulkgene.prepare import plan
+
+    rejects: list[Reject] = []
+    try:
+        result = plan(config, rejects)
+    except BulkgeneError as exc:
+        click.echo(f"bulkgene: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    counts = result.counts
+    click.echo(f"input: {counts.requested} unique GeneIDs, {counts.duplicates} duplicates, "
+               f"{counts.rejected} rejected lines")
+    for reject in rejects[:10]:
+        click.echo(f"  rejected: {reject.source}:{reject.line_number}: {reject.text!r} "
+                   f"({reject.reason})")
+    if len(rejects) > 10:
+        click.echo(f"  ... and {len(rejects) - 10} more (a real run lists them all in rejects.tsv)")
+    task = config.task
+    click.echo(f"batches: {result.batches} of up to {config.batch_size} IDs; task "
+               f"{task.index} of {task.count} takes {result.task_batches} "
+               f"({result.task_ids} IDs) into {config.work_dir}")
+    click.echo(f"time: about {_human_time(result.seconds)} at {result.requests_per_s:.3g} "
+               f"requests/s (one page per batch; network latency aside). Nothing was sent.")
+
+
+def _human_time(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _shell_quote(arg: str) -> str:
@@ -179,6 +255,100 @@ def _shell_quote(arg: str) -> str:
     if "--api-key=" in arg or (arg.startswith("--api-key") and "=" in arg):
         return "--api-key=***"
     return shlex.quote(arg)
+
+
+STATUS_EXAMPLES = """
+\b
+Examples:
+  bulkgene status genes/
+  bulkgene status genes/ --json | jq .total
+"""
+
+
+@main.command(epilog=STATUS_EXAMPLES)
+@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False), metavar="DIR")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
+def status(out_dir: Path, as_json: bool) -> None:
+    """Progress and accounting of a fetch directory (every task of it), read from disk.
+
+    Works while a run is going on: it reads the checkpoints, summaries and locks, and never
+    writes. Shows batches committed/failed/pending, genes found and missing, and whether
+    each task is running now.
+    """
+    from bulkgene import status as status_module
+
+    try:
+        statuses = status_module.directory_status(out_dir)
+    except StateError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(status_module.as_json(statuses).decode(), nl=False)
+    else:
+        click.echo(status_module.as_table(statuses))
+
+
+VERIFY_EXAMPLES = """
+\b
+Examples:
+  bulkgene verify genes/ && echo "every gene exactly once"
+"""
+
+
+@main.command(epilog=VERIFY_EXAMPLES)
+@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False), metavar="DIR")
+def verify(out_dir: Path) -> None:
+    """Re-read every shard of every task and check the output can be trusted.
+
+    Each line must be complete, valid JSON with a GeneID; no GeneID may appear twice in the
+    whole directory; every file must be as long as its checkpoint says; the accounting must
+    reconcile. Exit 0 only when all of that holds; otherwise each problem is listed.
+    """
+    from bulkgene.verify import verify as run_verify
+
+    verdict = run_verify(out_dir)
+    summary = (f"{verdict.tasks} task(s), {verdict.shards} shard(s), {verdict.records} records")
+    if verdict.ok:
+        click.echo(f"ok: {summary}; no GeneID twice, shard lengths match the checkpoints, "
+                   "accounting reconciles")
+        return
+    for problem in verdict.problems:
+        click.echo(f"problem: {problem}", err=True)
+    click.echo(f"FAILED: {len(verdict.problems)} problem(s) in {summary}. A resumable run "
+               "(re-run the same fetch) cuts torn tails back; anything else means the files "
+               "were changed outside bulkgene.", err=True)
+    sys.exit(1)
+
+
+DEMO_EXAMPLES = """
+\b
+Examples:
+  bulkgene demo
+  bulkgene demo --out /tmp/genes-demo
+"""
+
+
+@main.command(epilog=DEMO_EXAMPLES)
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=None, help="Where to write. [default: a new temporary directory]")
+def demo(out_dir: Path | None) -> None:
+    """Try bulkgene offline: emulator on 127.0.0.1, fetch sample_inputs/, show the result.
+
+    Starts the NCBI emulator on a free loopback port, downloads the sample GeneID lists
+    through it with the real pipeline (rate limit, paging, checkpoint), prints the
+    summary and the commands to look at the output. No network access is needed.
+    """
+    import tempfile
+
+    from bulkgene.demo import how_to_look, run_demo
+
+    if out_dir is None:
+        out_dir = Path(tempfile.mkdtemp(prefix="bulkgene-demo-")) / "genes"
+    terminal = Terminal(sys.stderr, live=sys.stderr.isatty())
+    _configure_logging(0, 0, TerminalLog(terminal))
+    summary = run_demo(out_dir, ProgressReporter(terminal, 5.0))
+    _report_end(summary)
+    click.echo(how_to_look(out_dir))
+    sys.exit(summary.exit_code)
 
 
 EMULATE_EXAMPLES = """

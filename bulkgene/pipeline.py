@@ -32,6 +32,7 @@ from bulkgene.errors import BulkgeneError
 from bulkgene.fetcher import BatchFailure, BatchResult, GeneClient, NetStats, sent_hook
 from bulkgene.ids import unique_ids
 from bulkgene.prepare import PreparedRun, prepare
+from bulkgene.progress import ProgressReporter, Snapshot
 from bulkgene.ratelimit import AdaptiveRateLimiter
 from bulkgene.summary import EXIT_INTERRUPTED, Summary
 from bulkgene.writer import SUMMARY_NAME
@@ -42,8 +43,11 @@ log = logging.getLogger("bulkgene")
 class _Run:
     """One download's moving parts and the state they share."""
 
-    def __init__(self, config: DownloadConfig, prepared: PreparedRun, client: GeneClient) -> None:
+    def __init__(self, config: DownloadConfig, prepared: PreparedRun, client: GeneClient,
+                 progress: ProgressReporter | None) -> None:
         self.config = config
+        self.progress = progress
+        self.task_batches, self.task_ids = task_share(config, prepared.counts.requested)
         self.prepared = prepared
         self.client = client
         self.workers = config.effective_concurrency
@@ -73,8 +77,14 @@ class _Run:
         checkpoint = self.prepared.checkpoint
         try:
             ids = unique_ids(self.prepared.paths)
+            task = self.config.task
             try:
-                for batch in make_batches(ids, self.config.batch_size):
+                for global_batch in make_batches(ids, self.config.batch_size):
+                    if not task.takes(global_batch.index):
+                        continue
+                    # this task numbers its own batches 0, 1, 2...: the checkpoint's
+                    # watermark then advances with no gaps left by the other tasks
+                    batch = Batch(global_batch.index // task.count, global_batch.gene_ids)
                     self.batches_seen = batch.index + 1
                     if self.stopping.is_set():
                         return
@@ -136,20 +146,29 @@ class _Run:
         return {name: now[name] - before[name] for name in now}
 
     async def _report(self) -> None:
-        interval = self.config.progress_interval_s
-        if interval <= 0:
+        if self.progress is None:
             return
-        checkpoint = self.prepared.checkpoint
         started = time.monotonic()
+        done_at_start = self.ids_done()
         while True:
-            await asyncio.sleep(interval)
-            stats = self.client.stats
-            elapsed = time.monotonic() - started
-            total = self.total_batches if self.total_batches is not None else "?"
-            log.info("batches %d/%s committed, %d failed; %d genes found; %.1f req/s; "
-                     "%d retries, %d throttled", checkpoint.committed_batches, total,
-                     len(checkpoint.failed), checkpoint.totals.get("found", 0),
-                     stats.requests / elapsed, stats.retries, stats.throttled)
+            await asyncio.sleep(self.progress.tick_s)
+            self.progress.update(self.snapshot(time.monotonic() - started, done_at_start))
+
+    def ids_done(self) -> int:
+        totals = self.prepared.checkpoint.totals
+        return (totals.get("found", 0) + totals.get("missing", 0)
+                + sum(self.prepared.checkpoint.failed.values()))
+
+    def snapshot(self, elapsed_s: float, done_at_start: int) -> Snapshot:
+        checkpoint = self.prepared.checkpoint
+        stats = self.client.stats
+        done = self.ids_done()
+        return Snapshot(
+            batches_done=checkpoint.committed_batches, batches_failed=len(checkpoint.failed),
+            batches_total=self.task_batches, ids_done=done, ids_total=self.task_ids,
+            found=checkpoint.totals.get("found", 0), requests=stats.requests,
+            retries=stats.retries, throttled=stats.throttled, elapsed_s=elapsed_s,
+            ids_per_s=(done - done_at_start) / elapsed_s if elapsed_s > 0 else 0.0)
 
     def stop(self, fatal: BulkgeneError | None = None) -> None:
         """Stop taking batches; with ``fatal``, also abort what is in flight now."""
@@ -188,13 +207,14 @@ def _summarize(config: DownloadConfig, prepared: PreparedRun, run: _Run | None,
     counts = prepared.counts
     found = totals.get("found", 0)
     missing = totals.get("missing", 0)
+    _, requested = task_share(config, counts.requested)  # this task's share of the input
     summary = Summary(
-        out_dir=str(config.out_dir),
-        requested=counts.requested,
+        out_dir=str(config.work_dir),
+        requested=requested,
         found=found,
         missing=missing,
         failed=failed_ids,
-        pending=counts.requested - found - missing - failed_ids,
+        pending=requested - found - missing - failed_ids,
         duplicates=counts.duplicates,
         rejected=counts.rejected,
         records=totals.get("records", 0),
@@ -222,7 +242,18 @@ def _warn_about_plain_http(config: DownloadConfig) -> None:
                     url.hostname)
 
 
-async def download(config: DownloadConfig, *, handle_signals: bool = False) -> Summary:
+def task_share(config: DownloadConfig, requested: int) -> tuple[int, int]:
+    """How many batches and IDs this task takes out of ``requested`` unique IDs."""
+    task, size = config.task, config.batch_size
+    all_batches = -(-requested // size)
+    batches = range(task.index, all_batches, task.count)
+    last_size = requested - size * (all_batches - 1) if all_batches else 0
+    ids = sum(last_size if b == all_batches - 1 else size for b in batches)
+    return len(batches), ids
+
+
+async def download(config: DownloadConfig, *, handle_signals: bool = False,
+                   progress: ProgressReporter | None = None) -> Summary:
     """Fetch every GeneID of ``config.inputs`` into ``config.out_dir``; resumable.
 
     Returns the Summary (also written to ``summary.json``). Raises a BulkgeneError for
@@ -231,10 +262,14 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False) -> S
     started = time.monotonic()
     prepared = await asyncio.to_thread(prepare, config)
     rate = config.effective_requests_per_second
-    log.info("%s %d unique GeneIDs (%d duplicates, %d rejected lines) in batches of %d; "
-             "%.3g requests/s, %d in flight", "resuming" if prepared.resumed else "starting",
-             prepared.counts.requested, prepared.counts.duplicates, prepared.counts.rejected,
-             config.batch_size, rate, config.effective_concurrency)
+    task = config.task
+    task_batches, _ = task_share(config, prepared.counts.requested)
+    where = f"task {task.index} of {task.count}: " if task.count > 1 else ""
+    log.info("%s%s %d unique GeneIDs (%d duplicates, %d rejected lines); %d batches of up to "
+             "%d; %.3g requests/s, %d in flight; writing to %s", where,
+             "resuming" if prepared.resumed else "starting", prepared.counts.requested,
+             prepared.counts.duplicates, prepared.counts.rejected, task_batches,
+             config.batch_size, rate, config.effective_concurrency, config.work_dir)
     _warn_about_plain_http(config)
     run: _Run | None = None
     error: BulkgeneError | None = None
@@ -253,7 +288,9 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False) -> S
             limiter = AdaptiveRateLimiter(rate)
             client = GeneClient(session, limiter, config)
             stats = client.stats
-            run = _Run(config, prepared, client)
+            if progress is None and config.progress_interval_s > 0:
+                progress = ProgressReporter(None, config.progress_interval_s)
+            run = _Run(config, prepared, client, progress)
             if handle_signals:
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     loop.add_signal_handler(signum, run.on_signal, signum)
@@ -263,15 +300,18 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False) -> S
                 if handle_signals:
                     for signum in (signal.SIGTERM, signal.SIGINT):
                         loop.remove_signal_handler(signum)
+                if progress is not None:
+                    progress.close()
             error = run.fatal
     finally:
         prepared.store.close()
+        prepared.lock.release()
     checkpoint = prepared.checkpoint
     if run is not None and run.total_batches is not None and checkpoint.total_batches is None:
         checkpoint.total_batches = run.total_batches
-        await asyncio.to_thread(ckpt.save, config.out_dir, checkpoint)
+        await asyncio.to_thread(ckpt.save, config.work_dir, checkpoint)
     summary = _summarize(config, prepared, run, stats, time.monotonic() - started, error)
-    await asyncio.to_thread(write_atomically, config.out_dir / SUMMARY_NAME, summary.to_json())
+    await asyncio.to_thread(write_atomically, config.work_dir / SUMMARY_NAME, summary.to_json())
     if error is not None:
         error.summary = summary  # type: ignore[attr-defined]
         raise error

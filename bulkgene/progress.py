@@ -1,0 +1,135 @@
+"""Progress: a live bar on a terminal, plain periodic lines anywhere else (SLURM logs, pipes).
+
+The bar lives on the last line of stderr; log records go through ``TerminalLog``, which
+clears the bar, prints the record on its own line and redraws the bar, so the two never
+garble each other. Without a terminal nothing is redrawn and no carriage return is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TextIO
+
+_CLEAR_LINE = "\r\x1b[K"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Where a run stands now."""
+
+    batches_done: int
+    batches_failed: int
+    batches_total: int
+    ids_done: int
+    ids_total: int
+    found: int
+    requests: int
+    retries: int
+    throttled: int
+    elapsed_s: float
+    ids_per_s: float
+
+    @property
+    def eta_s(self) -> float | None:
+        remaining = self.ids_total - self.ids_done
+        if remaining <= 0:
+            return 0.0
+        return remaining / self.ids_per_s if self.ids_per_s > 0 else None
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def describe(snapshot: Snapshot) -> str:
+    """The progress as one plain line."""
+    percent = 100 * snapshot.ids_done / snapshot.ids_total if snapshot.ids_total else 100.0
+    return (f"{percent:5.1f}% batches {snapshot.batches_done}/{snapshot.batches_total}"
+            f"{f' ({snapshot.batches_failed} failed)' if snapshot.batches_failed else ''}, "
+            f"IDs {snapshot.ids_done}/{snapshot.ids_total}, {snapshot.ids_per_s:.0f} IDs/s, "
+            f"ETA {_duration(snapshot.eta_s)}; {snapshot.retries} retried, "
+            f"{snapshot.throttled} throttled")
+
+
+def bar(snapshot: Snapshot, width: int = 24) -> str:
+    """The progress as a bar for a terminal line."""
+    fraction = snapshot.ids_done / snapshot.ids_total if snapshot.ids_total else 1.0
+    filled = round(fraction * width)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {describe(snapshot)}"
+
+
+class Terminal:
+    """stderr with one live line at the bottom (or none, when it isn't a terminal)."""
+
+    def __init__(self, stream: TextIO, live: bool) -> None:
+        self.stream = stream
+        self.live = live
+        self._status = ""
+
+    def show(self, text: str) -> None:
+        """Replace the live line (on a terminal) or print a plain line (elsewhere)."""
+        if self.live:
+            self._status = text
+            self.stream.write(_CLEAR_LINE + text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def line(self, text: str) -> None:
+        """Print a line above the live one."""
+        if self.live and self._status:
+            self.stream.write(_CLEAR_LINE + text + "\n" + self._status)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.live and self._status:
+            self.stream.write("\n")
+            self.stream.flush()
+        self._status = ""
+
+
+class TerminalLog(logging.Handler):
+    """A logging handler that writes above the live progress line."""
+
+    def __init__(self, terminal: Terminal) -> None:
+        super().__init__()
+        self.terminal = terminal
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.terminal.line(self.format(record))
+        except Exception:  # noqa: BLE001 - logging must never take the run down
+            self.handleError(record)
+
+
+class ProgressReporter:
+    """Turns snapshots into a bar (terminal) or a plain line every ``interval_s``."""
+
+    def __init__(self, terminal: Terminal | None, interval_s: float) -> None:
+        self.terminal = terminal
+        self.interval_s = interval_s
+        self._last_line_at = time.monotonic()
+
+    @property
+    def tick_s(self) -> float:
+        """How often the pipeline should call ``update``."""
+        return 0.5 if self.terminal is not None and self.terminal.live else self.interval_s
+
+    def update(self, snapshot: Snapshot) -> None:
+        if self.terminal is not None and self.terminal.live:
+            self.terminal.show(bar(snapshot))
+        else:
+            logging.getLogger("bulkgene").info("%s", describe(snapshot))
+
+    def close(self) -> None:
+        if self.terminal is not None:
+            self.terminal.close()

@@ -1,0 +1,148 @@
+"""On a real one-node SLURM (scripts/slurm-up): the README's array script, TERM + requeue;
+and the README's Snakemake rule.
+
+The SLURM tests skip, saying why, where SLURM can't run (not root, no apt, slurm-up failing).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import (
+    REPO,
+    assert_complete_output,
+    expected_for,
+    gene_ids_written,
+    max_in_window,
+    read_summary,
+    served,
+    write_ids,
+)
+
+from bulkgene.testing import EmulatorThread
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+SCRIPT = REPO / "examples" / "fetch-array.sbatch"
+KEY = "slurm-test-key"
+
+
+@pytest.fixture(scope="module")
+def slurm() -> Iterator[None]:
+    if os.geteuid() != 0:
+        pytest.skip("SLURM tests need root to install and start munge/slurmctld/slurmd")
+    up = subprocess.run([str(REPO / "scripts" / "slurm-up")], capture_output=True, timeout=240,
+                        check=False)
+    if up.returncode != 0:
+        pytest.skip(f"scripts/slurm-up could not start SLURM: {up.stderr.decode()[-500:]}")
+    yield
+
+
+def _env(emulator: EmulatorThread, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    env.update(BULKGENE_BASE_URL=emulator.base_url, NCBI_API_KEY=KEY, **extra)
+    return env
+
+
+def _job(job_id: str) -> dict[str, str]:
+    shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True,
+                           text=True, check=True).stdout
+    fields: dict[str, str] = {}
+    for line in shown.splitlines():
+        for part in line.split():
+            key, _, value = part.partition("=")
+            fields.setdefault(key, value)
+    return fields
+
+
+def _wait_for(job_id: str, states: set[str], timeout_s: float = 200) -> dict[str, str]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = _job(job_id)
+        if job.get("JobState") in states:
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} never reached {states}: {_job(job_id)}")
+
+
+def test_readme_array_script_splits_the_list_within_one_keys_budget(
+        slurm: None, make_emulator: object, tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator(rate_limit=True, latency_s=0.05)  # type: ignore[operator]
+    ids = range(1, 4001)
+    source = write_ids(tmp_path / "ids.txt", ids)
+    out = tmp_path / "genes"
+    env = _env(emulator, IDS=str(source), OUT=str(out))
+    submitted = subprocess.run(
+        ["sbatch", "--wait", "--array=0-2", f"--output={tmp_path}/log-%A_%a.txt",
+         "--export=ALL", "--parsable", "--chdir", str(tmp_path), str(SCRIPT)],
+        env=env, capture_output=True, text=True, timeout=280, check=False)
+    assert submitted.returncode == 0, (submitted.stderr, _logs(tmp_path))
+    job_id = submitted.stdout.strip().split(";")[0]
+    for task in range(3):
+        job = _job(f"{job_id}_{task}")
+        assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", job
+    written: list[int] = []
+    for task_dir in sorted(out.glob("task-*")):
+        written.extend(gene_ids_written(task_dir).elements())
+        assert read_summary(task_dir)["complete"]
+    assert sorted(written) == sorted(expected_for(emulator.state.universe, ids).genes)
+    arrivals = served(emulator.state.arrivals())
+    assert all(a.status == 200 for a in arrivals), "no 429 with three tasks on one key"
+    assert max_in_window([a.t for a in arrivals]) <= 10
+
+
+def _logs(directory: Path) -> str:
+    return "\n".join(p.read_text(errors="replace")[-1500:] for p in directory.glob("log-*"))
+
+
+def test_term_mid_run_exits_75_and_a_requeue_finishes_exactly(
+        slurm: None, make_emulator: object, tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator(latency_s=0.3)  # type: ignore[operator]
+    ids = range(1, 1601)
+    source = write_ids(tmp_path / "ids.txt", ids)
+    out = tmp_path / "genes"
+    env = _env(emulator, IDS=str(source), OUT=str(out), BULKGENE_OPTIONS="--batch-size 20")
+    submitted = subprocess.run(
+        ["sbatch", "--array=0", f"--output={tmp_path}/log-%A_%a.txt", "--export=ALL",
+         "--parsable", "--chdir", str(tmp_path), str(SCRIPT)],
+        env={**env, "SBATCH_EXPORT": "ALL"}, capture_output=True, text=True, check=True)
+    job_id = submitted.stdout.strip().split(";")[0] + "_0"
+    _wait_for(job_id, {"RUNNING"})
+    deadline = time.monotonic() + 60
+    while not (out / "checkpoint.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--signal=TERM", "--full", job_id], check=True)
+    first = _wait_for(job_id, {"FAILED", "COMPLETED"})
+    assert first["ExitCode"] == "75:0", (first, _logs(tmp_path))
+    summary = read_summary(out)
+    assert summary["interrupted"] and summary["pending"] > 0
+    emulator.state.config.latency_s = 0.0
+    subprocess.run(["scontrol", "requeue", job_id], check=True)
+    second = _wait_for(job_id, {"COMPLETED", "FAILED"}, timeout_s=240)
+    assert second["ExitCode"] == "0:0", (second, _logs(tmp_path))
+    assert second.get("Restarts") == "1"
+    assert_complete_output(out, expected_for(emulator.state.universe, ids))
+    log = _logs(tmp_path)
+    assert "interrupted" in log and "resuming" in log, "both runs wrote to the appended log"
+
+
+def test_readme_snakemake_rule_fetches_to_completion(emulator: EmulatorThread,
+                                                     tmp_path: Path) -> None:
+    snakemake = shutil.which("snakemake", path=str(Path(sys.executable).parent))
+    if snakemake is None:
+        pytest.skip("snakemake is not installed (it is in the test extra)")
+    shutil.copy(REPO / "examples" / "Snakefile", tmp_path / "Snakefile")
+    write_ids(tmp_path / "ids.txt", [7157, 672, 3105, 59067, 11, 12])
+    result = subprocess.run([snakemake, "--cores", "1", "genes/summary.json"], cwd=tmp_path,
+                            env=_env(emulator), capture_output=True, text=True, timeout=240,
+                            check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_complete_output(tmp_path / "genes",
+                           expected_for(emulator.state.universe, [7157, 672, 3105, 59067, 11, 12]))

@@ -27,7 +27,15 @@ import orjson
 from bulkgene.batches import Batch
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import AuthError, FatalHTTPError, OutageError
-from bulkgene.ncbi import BatchAnswer, InvalidPage, Record, gene_id_path, page_query, parse_page
+from bulkgene.ncbi import (
+    BatchAnswer,
+    BrokenChain,
+    InvalidPage,
+    Record,
+    gene_id_path,
+    page_query,
+    parse_page,
+)
 from bulkgene.ratelimit import AdaptiveRateLimiter, Slot
 from bulkgene.retry import (
     AUTH_STATUSES,
@@ -38,7 +46,6 @@ from bulkgene.retry import (
 )
 
 REJECTED_BY_SERVER = "REJECTED_BY_SERVER"
-_MAX_BATCH_RESTARTS = 3
 _REQUEST_ID_HEADERS = ("NCBI-PHID", "X-Request-Id", "X-Ncbi-Phid")
 
 
@@ -176,7 +183,7 @@ class GeneClient:
 
     async def _fetch_chain(self, gene_ids: tuple[int, ...]) -> BatchAnswer:
         """Follow ``next_page_token`` from page 1 until the batch is complete."""
-        for _restart in range(_MAX_BATCH_RESTARTS + 1):
+        for _restart in range(self.config.retry.max_attempts):  # restarts share the budget
             answer = BatchAnswer(gene_ids)
             token: str | None = None
             try:
@@ -224,6 +231,8 @@ class GeneClient:
                     try:
                         page = parse_page(body)
                         answer.add(page)
+                    except BrokenChain as exc:
+                        raise _RestartBatch(str(exc)) from None
                     except InvalidPage as exc:
                         reason = f"invalid page: {exc}"
                     else:

@@ -12,7 +12,7 @@ import gzip
 import hashlib
 import re
 import sys
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -135,14 +135,6 @@ def read_ids(paths: tuple[str, ...], names: tuple[str, ...] | None = None) -> It
                 parsed = _parse(name, line_number, line, overlong)
                 if parsed is not None:
                     yield parsed
-
-
-def unique_ids(paths: tuple[str, ...]) -> Generator[int, None, None]:
-    """The valid GeneIDs in input order, each only the first time it occurs."""
-    seen = IdBitmap()
-    for item in read_ids(paths):
-        if isinstance(item, int) and seen.add(item):
-            yield item
 
 
 @dataclass

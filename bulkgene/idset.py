@@ -7,6 +7,8 @@ first use, holds the whole of NCBI Gene in ~32 MB and a typical list in well und
 
 from __future__ import annotations
 
+from typing import BinaryIO
+
 MAX_GENE_ID = 2**31 - 1
 _CHUNK_SHIFT = 20  # 2**20 IDs per chunk -> 128 KiB
 _CHUNK_MASK = (1 << _CHUNK_SHIFT) - 1
@@ -47,6 +49,25 @@ class IdBitmap:
 
     def __len__(self) -> int:
         return self._count
+
+    def write_to(self, handle: BinaryIO) -> list[int]:
+        """Write the allocated chunks to ``handle``; returns their indexes, in order."""
+        indexes = [i for i, chunk in enumerate(self._chunks) if chunk is not None]
+        for index in indexes:
+            handle.write(self._chunks[index])  # type: ignore[arg-type]
+        return indexes
+
+    @classmethod
+    def read_from(cls, handle: BinaryIO, indexes: list[int], count: int) -> IdBitmap:
+        """The bitmap that ``write_to`` wrote, ``count`` members in ``indexes``' chunks."""
+        bitmap = cls()
+        for index in indexes:
+            chunk = bytearray(handle.read(_CHUNK_BYTES))
+            if len(chunk) != _CHUNK_BYTES:
+                raise ValueError("the bitmap file is shorter than its index says")
+            bitmap._chunks[index] = chunk
+        bitmap._count = count
+        return bitmap
 
     @property
     def allocated_bytes(self) -> int:

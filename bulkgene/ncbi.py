@@ -22,6 +22,10 @@ class InvalidPage(Exception):
     """A 200 response whose body can't be used; the page is fetched again."""
 
 
+class BrokenChain(InvalidPage):
+    """The page chain itself is wrong (a token came back twice); start the batch over."""
+
+
 def gene_id_path(gene_ids: tuple[int, ...]) -> str:
     """The path of ``GET /gene/id/{gene_ids}``; raw commas keep 1000 IDs near 9 KB."""
     return "/gene/id/" + ",".join(map(str, gene_ids))
@@ -189,7 +193,7 @@ class BatchAnswer:
             new_answered.update(queries)
             new_records.append(Record(gene_id, queries, _line(raw)))
         if page.next_page_token is not None and page.next_page_token in self._tokens:
-            raise InvalidPage("the server sent the same next_page_token twice")
+            raise BrokenChain("the server sent the same next_page_token twice")
         if self.total_count is None:
             self.total_count = page.total_count
         self.pages += 1

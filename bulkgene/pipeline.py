@@ -25,12 +25,11 @@ import aiohttp
 
 from bulkgene import __version__
 from bulkgene import checkpoint as ckpt
-from bulkgene.batches import Batch, make_batches
+from bulkgene.batches import Batch
 from bulkgene.checkpoint import write_atomically
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import BulkgeneError
 from bulkgene.fetcher import BatchFailure, BatchResult, GeneClient, NetStats, sent_hook
-from bulkgene.ids import unique_ids
 from bulkgene.prepare import PreparedRun, prepare
 from bulkgene.progress import ProgressReporter, Snapshot
 from bulkgene.ratelimit import AdaptiveRateLimiter
@@ -47,7 +46,7 @@ class _Run:
                  progress: ProgressReporter | None) -> None:
         self.config = config
         self.progress = progress
-        self.task_batches, self.task_ids = task_share(config, prepared.counts.requested)
+        self.task_batches, self.task_ids = task_share(config, prepared.plan.counts.requested)
         self.prepared = prepared
         self.client = client
         self.workers = config.effective_concurrency
@@ -58,7 +57,6 @@ class _Run:
         self.fatal: BulkgeneError | None = None
         self.in_flight: set[asyncio.Task[BatchResult]] = set()
         self.total_batches: int | None = None
-        self.batches_seen = 0
         self._signals = 0
         self._committed_stats = NetStats()
         self.results_done = asyncio.Event()
@@ -75,27 +73,21 @@ class _Run:
 
     async def _produce(self) -> None:
         checkpoint = self.prepared.checkpoint
+        task = self.config.task
+
+        def wanted(global_index: int) -> bool:
+            # this task numbers its own batches 0, 1, 2...: the checkpoint's watermark then
+            # advances with no gaps left by the other tasks
+            return task.takes(global_index) and not checkpoint.is_committed(
+                global_index // task.count)
+
         try:
-            ids = unique_ids(self.prepared.paths)
-            task = self.config.task
-            try:
-                for global_batch in make_batches(ids, self.config.batch_size):
-                    if not task.takes(global_batch.index):
-                        continue
-                    # this task numbers its own batches 0, 1, 2...: the checkpoint's
-                    # watermark then advances with no gaps left by the other tasks
-                    batch = Batch(global_batch.index // task.count, global_batch.gene_ids)
-                    self.batches_seen = batch.index + 1
-                    if self.stopping.is_set():
-                        return
-                    if checkpoint.is_committed(batch.index):
-                        if batch.index % 64 == 0:
-                            await asyncio.sleep(0)  # skipping a long committed prefix: stay responsive
-                        continue
-                    await self.batches.put(batch)
-            finally:
-                ids.close()  # closes the input files now, not whenever the generator is collected
-            self.total_batches = self.batches_seen
+            for global_batch in self.prepared.plan.batches(self.config.batch_size, wanted):
+                if self.stopping.is_set():
+                    return
+                batch = Batch(global_batch.index // task.count, global_batch.gene_ids)
+                await self.batches.put(batch)
+            self.total_batches = self.task_batches
         finally:
             for _ in range(self.workers):
                 await self.batches.put(None)
@@ -204,7 +196,7 @@ def _summarize(config: DownloadConfig, prepared: PreparedRun, run: _Run | None,
     checkpoint = prepared.checkpoint
     totals = checkpoint.totals
     failed_ids = sum(checkpoint.failed.values())
-    counts = prepared.counts
+    counts = prepared.plan.counts
     found = totals.get("found", 0)
     missing = totals.get("missing", 0)
     _, requested = task_share(config, counts.requested)  # this task's share of the input
@@ -263,12 +255,13 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
     prepared = await asyncio.to_thread(prepare, config)
     rate = config.effective_requests_per_second
     task = config.task
-    task_batches, _ = task_share(config, prepared.counts.requested)
+    counts = prepared.plan.counts
+    task_batches, _ = task_share(config, counts.requested)
     where = f"task {task.index} of {task.count}: " if task.count > 1 else ""
     log.info("%s%s %d unique GeneIDs (%d duplicates, %d rejected lines); %d batches of up to "
              "%d; %.3g requests/s, %d in flight; writing to %s", where,
-             "resuming" if prepared.resumed else "starting", prepared.counts.requested,
-             prepared.counts.duplicates, prepared.counts.rejected, task_batches,
+             "resuming" if prepared.resumed else "starting", counts.requested,
+             counts.duplicates, counts.rejected, task_batches,
              config.batch_size, rate, config.effective_concurrency, config.work_dir)
     _warn_about_plain_http(config)
     run: _Run | None = None

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from bulkgene import checkpoint as ckpt
+from bulkgene import idplan
 from bulkgene.checkpoint import Checkpoint
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import ConfigError, StateError
+from bulkgene.idplan import IdPlan
 from bulkgene.ids import STDIN, InputCounts, Reject, file_digest, scan_ids
-from bulkgene.idset import IdBitmap
 from bulkgene.lock import LOCK_NAME, RunLock
 from bulkgene.writer import (
     MISSING_NAME,
@@ -40,9 +41,7 @@ OUTPUT_FORMAT = "json"  # paged JSON, written as NDJSON lines
 class PreparedRun:
     """The input, the directory and the state a download starts from."""
 
-    paths: tuple[str, ...]
-    counts: InputCounts
-    requested: IdBitmap
+    plan: IdPlan
     checkpoint: Checkpoint
     store: OutputStore
     resumed: bool
@@ -65,7 +64,7 @@ def output_params(config: DownloadConfig) -> dict[str, Any]:
 
 def _is_ours(path: Path) -> bool:
     names = {ckpt.CHECKPOINT_NAME, MISSING_NAME, REPLACED_NAME, REJECTS_NAME, SUMMARY_NAME,
-             STDIN_SPOOL_NAME, LOCK_NAME}
+             STDIN_SPOOL_NAME, LOCK_NAME, *idplan.PLAN_FILES}
     return path.name in names or bool(SHARD_PATTERN.fullmatch(path.name))
 
 
@@ -104,9 +103,11 @@ def _spool_stdin(out_dir: Path) -> str:
     return str(spool)
 
 
-def _write_rejects(out_dir: Path, paths: tuple[str, ...], names: tuple[str, ...]
-                   ) -> tuple[InputCounts, IdBitmap]:
-    """Count the input, writing every rejected line to rejects.tsv as it is found."""
+def _read_input(out_dir: Path, paths: tuple[str, ...], names: tuple[str, ...],
+                digests: list[str]) -> IdPlan:
+    """The input's plan: reused when it matches, else made while writing rejects.tsv."""
+    if (out_dir / REJECTS_NAME).exists() and (plan := idplan.load(out_dir, digests)):
+        return plan
     tmp = out_dir / (REJECTS_NAME + ".tmp")
     with open(tmp, "wb") as handle:
         handle.write(REJECTS_HEADER)
@@ -116,9 +117,9 @@ def _write_rejects(out_dir: Path, paths: tuple[str, ...], names: tuple[str, ...]
             handle.write(f"{source}\t{reject.line_number}\t{reject.text}\t{reject.reason}\n"
                          .encode())
 
-        counts, requested = scan_ids(paths, names, record)
+        plan = idplan.build(out_dir, paths, names, digests, record)
     os.replace(tmp, out_dir / REJECTS_NAME)
-    return counts, requested
+    return plan
 
 
 def prepare(config: DownloadConfig) -> PreparedRun:
@@ -157,10 +158,10 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock) -> PreparedRun:
         state = existing
     else:
         state = Checkpoint(fingerprint=fingerprint, params=params, inputs=inputs)
-    counts, requested = _write_rejects(out_dir, paths, names)
-    store = OutputStore(out_dir, config.shards, state, requested)
+    plan = _read_input(out_dir, paths, names, [entry["digest"] for entry in inputs])
+    store = OutputStore(out_dir, config.shards, state, plan.requested)
     store.open()
-    return PreparedRun(paths, counts, requested, state, store, existing is not None, lock)
+    return PreparedRun(plan, state, store, existing is not None, lock)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from helpers import SAMPLES
 
-from bulkgene.batches import make_batches
-from bulkgene.ids import Reject, read_ids, scan_ids, unique_ids
+from bulkgene import idplan
+from bulkgene.ids import Reject, read_ids, scan_ids
 from bulkgene.idset import MAX_GENE_ID, IdBitmap
 
 
@@ -44,10 +44,21 @@ def test_scan_counts_unique_duplicates_and_rejects() -> None:
     assert 7157 in requested and 3845 in requested and 1 not in requested
 
 
-def test_unique_ids_keep_first_occurrence_order(tmp_path: Path) -> None:
+def test_plan_keeps_first_occurrences_in_order_and_reads_batches_back(tmp_path: Path) -> None:
     path = tmp_path / "ids.txt"
-    path.write_text("5\n3\n5\n9\n3\n1\n")
-    assert list(unique_ids((str(path),))) == [5, 3, 9, 1]
+    path.write_text("5\n3\n5\n9\nx\n3\n1\n" + "".join(f"{i}\n" for i in range(100, 2600)))
+    rejects: list[Reject] = []
+    plan = idplan.build(tmp_path, (str(path),), ("ids",), ["d1"], rejects.append)
+    assert (plan.counts.requested, plan.counts.duplicates, plan.counts.rejected) == (2504, 2, 1)
+    assert [r.line_number for r in rejects] == [5]
+    batches = list(plan.batches(1000, lambda index: True))
+    assert [(b.index, len(b.gene_ids)) for b in batches] == [(0, 1000), (1, 1000), (2, 504)]
+    assert batches[0].gene_ids[:5] == (5, 3, 9, 1, 100)
+    assert [b.index for b in plan.batches(1000, lambda index: index != 1)] == [0, 2]
+    again = idplan.load(tmp_path, ["d1"])
+    assert again is not None and again.counts == plan.counts
+    assert 9 in again.requested and 2599 in again.requested and 2600 not in again.requested
+    assert idplan.load(tmp_path, ["another input"]) is None
 
 
 def test_gzip_input_is_read_transparently(tmp_path: Path) -> None:
@@ -100,7 +111,3 @@ def test_bitmap_is_a_set_of_gene_ids() -> None:
     assert bitmap.allocated_bytes == 3 * 128 * 1024  # three 1 Mi-ID ranges touched
 
 
-def test_batches_are_numbered_and_cut_at_batch_size() -> None:
-    batches = list(make_batches(range(1, 2501), 1000))
-    assert [(b.index, len(b.gene_ids)) for b in batches] == [(0, 1000), (1, 1000), (2, 500)]
-    assert batches[1].gene_ids[0] == 1001

@@ -242,3 +242,34 @@ def test_second_signal_exits_at_once_and_state_stays_safe(make_emulator: object,
     rerun = run_cli(*args, env=cli_env(emulator.base_url))
     assert rerun.returncode == 0, rerun.stderr.decode()
     assert_complete_output(out, expected_for(emulator.state.universe, range(1, 2001)))
+
+
+@pytest.mark.parametrize("fault", ["bad_token", "repeat_token"])
+async def test_a_broken_page_chain_restarts_the_batch_from_page_1(make_emulator: object,
+                                                                  tmp_path: Path,
+                                                                  fault: str) -> None:
+    emulator: EmulatorThread = make_emulator(faults={fault: 0.15}, seed=5)  # type: ignore[operator]
+    ids = range(1, 401)
+    source = write_ids(tmp_path / "ids.txt", ids)
+    summary = await bulkgene.download(fast_config(emulator, source, tmp_path / "out",
+                                                  page_size=10))
+    assert summary.complete
+    assert_complete_output(tmp_path / "out", expected_for(emulator.state.universe, ids))
+    arrivals = served(emulator.state.arrivals())
+    broken = [a for a in arrivals if a.fault == fault]
+    assert broken, f"the emulator never injected {fault}"
+    for bad in broken:  # the same batch asked for its first page again, afterwards
+        assert any(a.first_id == bad.first_id and not a.page_token and a.t > bad.t
+                   for a in arrivals)
+
+
+async def test_414_splits_the_batch_until_the_url_fits(make_emulator: object,
+                                                       tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator(max_request_line_bytes=300)  # type: ignore[operator]
+    ids = range(100_000, 100_100)  # 50 IDs of 6 digits: ~370-byte URLs, over the limit
+    source = write_ids(tmp_path / "ids.txt", ids)
+    summary = await bulkgene.download(fast_config(emulator, source, tmp_path / "out"))
+    assert summary.complete
+    assert_complete_output(tmp_path / "out", expected_for(emulator.state.universe, ids))
+    statuses = [a.status for a in served(emulator.state.arrivals())]
+    assert 414 in statuses and statuses.count(200) >= 4

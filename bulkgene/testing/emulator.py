@@ -37,7 +37,7 @@ DOCS = "(For more help, see the NCBI Datasets Documentation at https://www.ncbi.
 FAULTS = (
     "http_500", "http_502", "http_503", "http_504", "truncate", "reset", "html", "stall",
     "missing_reports", "foreign_gene", "throttle_seconds", "throttle_date", "throttle_bare",
-    "blocked",
+    "blocked", "bad_token", "repeat_token",
 )
 
 
@@ -56,7 +56,7 @@ class EmulatorConfig:
     latency_per_gene_s: float = 0.0
     latency_jitter: float = 0.0  # +- this fraction of the latency, uniformly
     stall_s: float = 30.0
-    max_request_line_bytes: int = 16384
+    max_request_line_bytes: int = 16384  # longer request targets get 414, as a gateway does
     poison_ids: frozenset[int] = frozenset()  # any request naming one of these gets a 400
     faults: dict[str, float] = field(default_factory=dict)
 
@@ -303,6 +303,9 @@ async def gene_by_id(request: web.Request) -> web.StreamResponse:
                           len(ids or ()), ids[0] if ids else None,
                           "page_token" in request.query, key is not None, status, fault))
 
+    if len(request.raw_path) > config.max_request_line_bytes:
+        log(414)
+        return _error(414, "URI Too Long", "The request URI is too long.")
     if state.outage_status is not None:
         log(state.outage_status, "outage")
         return _error(state.outage_status, "Service Unavailable", "The service is down.")
@@ -341,10 +344,11 @@ async def gene_by_id(request: web.Request) -> web.StreamResponse:
         (request.match_info["gene_ids"] + "|" + content.value).encode(), digest_size=16
     ).digest()
     offset = 0
+    fault = state.draw_fault()
     if token := request.query.get("page_token"):
         found = state.offset_of(token, signature)
-        if found is None:
-            log(400)
+        if found is None or fault == "bad_token":  # e.g. a token that expired server-side
+            log(400, "bad_token" if found is not None else None)
             return _error(400, "Bad Request", "Invalid argument provided: invalid page token.")
         offset = found
 
@@ -352,17 +356,19 @@ async def gene_by_id(request: web.Request) -> web.StreamResponse:
     page = matches[offset : offset + page_size]
     next_offset = offset + page_size
     token_out = state.token(next_offset, signature) if next_offset < len(matches) else None
+    repeated = fault == "repeat_token" and bool(token) and token_out is not None
+    if repeated:
+        token_out = token  # a server bug: the chain loops
     body = _page_body(page, len(matches), token_out, messages if offset == 0 else [])
 
     delay = (config.latency_s + config.latency_per_gene_s * len(page)) * state.jitter()
     if delay > 0:
         await asyncio.sleep(delay)
-    fault = state.draw_fault()
-    if fault is not None:
+    if fault is not None and fault not in ("bad_token", "repeat_token"):
         response = await _faulty(request, state, fault, ids, body)
         log(response.status if fault not in ("truncate", "reset", "stall") else 0, fault)
         return response
-    log(200)
+    log(200, "repeat_token" if repeated else None)
     return web.Response(body=body, content_type="application/json")
 
 

@@ -20,10 +20,11 @@ from bulkgene.testing.universe import GeneUniverse
 LOOPBACK = "127.0.0.1"
 
 
-async def start_site(app: web.Application, port: int, max_line_bytes: int) -> tuple[web.AppRunner, int]:
+async def start_site(app: web.Application, port: int) -> tuple[web.AppRunner, int]:
     """Start ``app`` on 127.0.0.1:``port`` (0 picks a free port); returns the runner and port."""
+    # the parser accepts long lines; the handler answers 414 past the configured limit
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                           max_line_size=max_line_bytes, max_field_size=max_line_bytes)
+                           max_line_size=1 << 20, max_field_size=1 << 16)
     await runner.setup()
     site = web.TCPSite(runner, LOOPBACK, port)
     await site.start()
@@ -65,7 +66,7 @@ class EmulatorThread:
     def start(self) -> EmulatorThread:
         self._thread.start()
         future = asyncio.run_coroutine_threadsafe(
-            start_site(self.app, self.port, self.config.max_request_line_bytes), self._loop)
+            start_site(self.app, self.port), self._loop)
         self._runner, self.port = future.result(timeout=30)
         return self
 
@@ -89,7 +90,7 @@ async def serve_forever(config: EmulatorConfig, port: int, ready: asyncio.Event 
                         announce: bool = True) -> None:
     """Serve the emulator until cancelled (the ``bulkgene emulate`` command)."""
     app = create_app(config)
-    runner, bound = await start_site(app, port, config.max_request_line_bytes)
+    runner, bound = await start_site(app, port)
     if announce:
         print(f"bulkgene emulator listening on http://{LOOPBACK}:{bound}{API_PREFIX}", flush=True)
     if ready is not None:

@@ -1,0 +1,155 @@
+"""The emulator is honest: NCBI's schema (via the generated client), NCBI's quirks, its limits."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import SAMPLES, cli_env, read_records, run_cli
+
+from bulkgene.testing import EmulatorThread, GeneUniverse
+from bulkgene.testing.universe import real_reports
+
+models = pytest.importorskip("ncbi.datasets.openapi.models")
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - loopback emulator
+    try:
+        with urllib.request.urlopen(request) as response:  # noqa: S310 - loopback emulator
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def contained(original: Any, parsed: Any, where: str = "$") -> None:
+    """Every key and value of ``original`` survived the model round trip (none unknown)."""
+    if isinstance(original, dict):
+        assert isinstance(parsed, dict), where
+        for key, value in original.items():
+            assert key in parsed, f"{where}.{key} is not in NCBI's schema"
+            contained(value, parsed[key], f"{where}.{key}")
+    elif isinstance(original, list):
+        assert isinstance(parsed, list) and len(parsed) == len(original), where
+        for index, (a, b) in enumerate(zip(original, parsed, strict=True)):
+            contained(a, b, f"{where}[{index}]")
+    else:
+        assert original == parsed, f"{where}: {original!r} became {parsed!r}"
+
+
+def validate_page(body: bytes) -> None:
+    data = json.loads(body)
+    page = models.V2reportsGeneDataReportPage.from_dict(data)
+    contained(data, page.to_dict())
+
+
+@pytest.fixture
+def universe() -> GeneUniverse:
+    return GeneUniverse(unknown=frozenset({11}), discontinued=frozenset({12}),
+                        replaced={13: 1_500_000_013})
+
+
+@pytest.fixture
+def contract_emulator(make_emulator: object, universe: GeneUniverse) -> EmulatorThread:
+    return make_emulator(universe)  # type: ignore[operator, no-any-return]
+
+
+@pytest.mark.parametrize("query", [
+    "672,3105,7157",                                      # the real records
+    "7157,11,12,13,5,6",                                  # messages and a replaced gene
+    "11,12",                                              # nothing found at all
+    "1,2,3,4,5,6,7,8,9,10?page_size=3",                   # first of several pages
+    "1,2,3,4,5?returned_content=IDS_ONLY",
+    "672,7157,5?returned_content=COUNTS_ONLY",
+])
+def test_every_page_kind_validates_against_ncbis_schema(contract_emulator: EmulatorThread,
+                                                        query: str) -> None:
+    status, _, body = get(f"{contract_emulator.base_url}/gene/id/{query}")
+    assert status == 200
+    validate_page(body)
+
+
+def test_real_records_are_served_verbatim_in_ncbis_order(contract_emulator: EmulatorThread) -> None:
+    _, _, body = get(f"{contract_emulator.base_url}/gene/id/672,3105,7157")
+    page = json.loads(body)
+    assert page["total_count"] == 3 and "next_page_token" not in page and "messages" not in page
+    genes = [report["gene"] for report in page["reports"]]
+    assert [g["gene_id"] for g in genes] != ["672", "3105", "7157"], "not in input order"
+    assert {g["gene_id"]: g for g in genes} == {str(k): v for k, v in real_reports().items()}
+
+
+def test_quirks_unknown_discontinued_replaced_and_strings(contract_emulator: EmulatorThread) -> None:
+    _, _, body = get(f"{contract_emulator.base_url}/gene/id/7157%2C11,12,13,5")
+    page = json.loads(body)
+    codes = {m["warning"]["unrecognized_identifier"]: m["warning"]["gene_warning_code"]
+             for m in page["messages"]}
+    assert codes == {"11": "UNRECOGNIZED_GENE_ID", "12": "DISCONTINUED_GENE_ID"}
+    by_query = {r["query"][0]: r for r in page["reports"]}
+    replaced = by_query["13"]
+    assert replaced["gene"]["gene_id"] == "1500000013"
+    assert replaced["gene"]["replaced_gene_id"] == "13"
+    assert replaced["warnings"][0]["replaced_id"] == {"requested": "13", "returned": "1500000013"}
+    synthetic = by_query["5"]["gene"]
+    assert isinstance(synthetic["gene_id"], str) and isinstance(synthetic["tax_id"], str)
+    assert all(isinstance(e["begin"], str) for e in
+               synthetic["annotations"][0]["genomic_locations"][0]["exons"])
+    assert 900 <= len(json.dumps(synthetic)) <= 9000
+    assert all(value not in ("", [], {}, None) for value in synthetic.values()), "empties omitted"
+
+
+def test_page_tokens_are_opaque_and_bound_to_the_query(contract_emulator: EmulatorThread) -> None:
+    base = contract_emulator.base_url
+    _, _, body = get(f"{base}/gene/id/1,2,3,4,5?page_size=2")
+    token = json.loads(body)["next_page_token"]
+    status, _, _ = get(f"{base}/gene/id/1,2,3,4,5?page_size=2&page_token={token}")
+    assert status == 200
+    status, _, error = get(f"{base}/gene/id/1,2,3,4,6?page_size=2&page_token={token}")
+    assert status == 400 and json.loads(error)["code"] == 400
+    for bad in ("page_size=0", "page_size=1001"):
+        assert get(f"{base}/gene/id/1?{bad}")[0] == 400
+    assert get(f"{base}/gene/id/abc")[0] == 400
+
+
+def test_rate_limit_is_per_key_with_retry_after(make_emulator: object) -> None:
+    emulator: EmulatorThread = make_emulator(rate_limit=True)  # type: ignore[operator]
+    url = f"{emulator.base_url}/gene/id/7157"
+    anonymous = [get(url)[0] for _ in range(7)]
+    assert anonymous.count(200) == 5 and anonymous.count(429) == 2
+    keyed = [get(url, {"api-key": "k1"})[0] for _ in range(11)]
+    assert keyed.count(200) == 10, "a key has its own, larger window"
+    status, headers, body = get(url, {"api-key": "k1"})
+    assert status == 429 and headers["Retry-After"] == "1" and json.loads(body)["code"] == 429
+    time.sleep(1.05)
+    assert get(url)[0] == 200, "the window slides"
+
+
+def test_the_generated_ncbi_client_runs_end_to_end(contract_emulator: EmulatorThread) -> None:
+    from ncbi.datasets.openapi import ApiClient, Configuration, GeneApi
+
+    with ApiClient(Configuration(host=contract_emulator.base_url)) as client, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        api = GeneApi(client)
+        first = api.gene_reports_by_id(gene_ids=[1, 2, 3, 4, 5, 672], page_size=4)
+        second = api.gene_reports_by_id(gene_ids=[1, 2, 3, 4, 5, 672], page_size=4,
+                                        page_token=first.next_page_token)
+    genes = {r.gene.gene_id for r in [*first.reports, *second.reports]}
+    assert genes == {"1", "2", "3", "4", "5", "672"} and second.next_page_token is None
+
+
+def test_every_line_bulkgene_writes_is_a_report_match(emulator: EmulatorThread,
+                                                      tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_cli("fetch", str(SAMPLES / "human_genes.txt"), str(SAMPLES / "messy_ids.txt"),
+                     "--out", str(out), "--rate", "50", env=cli_env(emulator.base_url))
+    assert result.returncode == 0, result.stderr.decode()
+    records = read_records(out)
+    assert len(records) > 300
+    for record in records:
+        contained(record, models.V2reportsGeneReportMatch.from_dict(record).to_dict())

@@ -17,9 +17,13 @@ import click
 
 from bulkgene import tasks
 from bulkgene.config import (
+    COMPRESSIONS,
     DEFAULT_BASE_URL,
     DEFAULT_SHARDS,
+    ENDPOINTS,
+    RECORDS,
     RETURNED_CONTENTS,
+    SORT_DIRECTIONS,
     DownloadConfig,
     RetryPolicy,
     Secret,
@@ -77,6 +81,7 @@ Examples:
   bulkgene fetch sample_inputs/human_genes.txt --out genes/
   NCBI_API_KEY=... bulkgene fetch ids.txt.gz --out genes/       # 10 req/s with a key
   cut -f2 gene_info.tsv | bulkgene fetch - --out genes/          # IDs from stdin
+  bulkgene fetch ids.txt --out genes/ --endpoint dataset-report --record gene --compress gzip
   bulkgene fetch ids.txt --out genes/   # run it again after a kill: it resumes
   sbatch --array=0-3 fetch.sbatch        # each array task takes a quarter: genes/task-000N/
 
@@ -96,8 +101,22 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
               help="File whose first line is your NCBI API key (10 req/s instead of 5).")
 @click.option("--api-key", help="NCBI API key. Visible to other users in `ps`: prefer "
               "$NCBI_API_KEY or --api-key-file.")
+@click.option("--endpoint", type=click.Choice(ENDPOINTS), default="gene-id", show_default=True,
+              help="GET /gene/id/{ids} (deprecated by NCBI) or POST /gene/dataset_report "
+              "(JSON body; what NCBI's own CLI uses). Same output.")
+@click.option("--record", type=click.Choice(RECORDS), default="report", show_default=True,
+              help="Write whole report matches (gene, query, warnings) or only the gene, the "
+              "shape of `datasets summary gene --as-json-lines`.")
+@click.option("--compress", type=click.Choice(COMPRESSIONS), default="none", show_default=True,
+              help="gzip shards (.ndjson.gz, one gzip member per batch: still resumable).")
 @click.option("--returned-content", type=click.Choice(RETURNED_CONTENTS), default="COMPLETE",
               show_default=True, help="Whole reports, or GeneIDs only, or GeneIDs with counts.")
+@click.option("--locus-tag", "locus_tags", multiple=True, metavar="TAG",
+              help="The API's locus_tags (repeatable), passed through.")
+@click.option("--sort-field", default=None, help="The API's sort.field, e.g. gene_id.")
+@click.option("--sort-direction", type=click.Choice(SORT_DIRECTIONS), default=None,
+              help="The API's sort.direction.")
+@click.option("--tax-search-subtree", is_flag=True, help="The API's tax_search_subtree=true.")
 @click.option("--batch-size", type=click.IntRange(1, 1000), default=1000, show_default=True,
               help="GeneIDs per request batch (the unit of commit).")
 @click.option("--page-size", type=click.IntRange(1, 1000), default=1000, show_default=True,
@@ -134,7 +153,10 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
 @click.option("-q", "--quiet", count=True, help="Less logging (-qq: errors only).")
 @click.option("-v", "--verbose", count=True, help="More logging.")
 def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: Path | None,
-          api_key: str | None, returned_content: str, batch_size: int, page_size: int, rate: float | None,
+          api_key: str | None, endpoint: str, record: str, compress: str,
+          returned_content: str, locus_tags: tuple[str, ...], sort_field: str | None,
+          sort_direction: str | None, tax_search_subtree: bool, batch_size: int,
+          page_size: int, rate: float | None,
           concurrency: int | None, shards: int, max_attempts: int, retry_wait: float,
           read_timeout: float, outage_after: float, task_index: int | None,
           task_count: int | None, restart: bool, progress: bool | None,
@@ -155,7 +177,10 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
             inputs=inputs, out_dir=out_dir, base_url=base_url,
             api_key=_read_api_key(api_key, api_key_file), batch_size=batch_size,
             page_size=page_size, requests_per_second=rate, concurrency=concurrency,
-            shards=shards, returned_content=returned_content, restart=restart,
+            shards=shards, returned_content=returned_content, locus_tags=locus_tags,
+            sort_field=sort_field, sort_direction=sort_direction,
+            tax_search_subtree=tax_search_subtree, endpoint=endpoint, record=record,
+            compress=compress, restart=restart,
             task=tasks.resolve(task_index, task_count),
             retry=RetryPolicy(max_attempts=max_attempts, backoff_base_s=retry_wait,
                               outage_s=outage_after),

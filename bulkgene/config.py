@@ -15,6 +15,11 @@ ANONYMOUS_REQUESTS_PER_SECOND = 5.0
 KEYED_REQUESTS_PER_SECOND = 10.0
 DEFAULT_SHARDS = 4
 RETURNED_CONTENTS = ("COMPLETE", "IDS_ONLY", "COUNTS_ONLY")
+SORT_DIRECTIONS = ("SORT_DIRECTION_UNSPECIFIED", "SORT_DIRECTION_ASCENDING",
+                   "SORT_DIRECTION_DESCENDING")
+ENDPOINTS = ("gene-id", "dataset-report")
+RECORDS = ("report", "gene")
+COMPRESSIONS = ("none", "gzip")
 
 
 class Secret:
@@ -81,6 +86,13 @@ class DownloadConfig:
     concurrency: int | None = None
     shards: int = DEFAULT_SHARDS
     returned_content: str = "COMPLETE"
+    locus_tags: tuple[str, ...] = ()
+    sort_field: str | None = None
+    sort_direction: str | None = None
+    tax_search_subtree: bool = False
+    endpoint: str = "gene-id"
+    record: str = "report"
+    compress: str = "none"
     restart: bool = False
     task: TaskSpec = field(default_factory=TaskSpec)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -108,6 +120,16 @@ class DownloadConfig:
             )
         if self.concurrency is not None and not 1 <= self.concurrency <= 256:
             raise ConfigError(f"concurrency {self.concurrency} is out of range: use 1..256")
+        for name, value, allowed in (("endpoint", self.endpoint, ENDPOINTS),
+                                     ("record", self.record, RECORDS),
+                                     ("compress", self.compress, COMPRESSIONS)):
+            if value not in allowed:
+                raise ConfigError(f"{name} {value!r} is not one of {', '.join(allowed)}")
+        if self.sort_direction is not None and self.sort_direction not in SORT_DIRECTIONS:
+            raise ConfigError(f"sort direction {self.sort_direction!r} is not one of "
+                              f"{', '.join(SORT_DIRECTIONS)}")
+        if self.sort_direction is not None and self.sort_field is None:
+            raise ConfigError("a sort direction needs a field to sort by: add --sort-field")
         if self.returned_content not in RETURNED_CONTENTS:
             raise ConfigError(f"returned content {self.returned_content!r} is not one of "
                               f"{', '.join(RETURNED_CONTENTS)}")

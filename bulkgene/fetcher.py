@@ -32,8 +32,7 @@ from bulkgene.ncbi import (
     BrokenChain,
     InvalidPage,
     Record,
-    gene_id_path,
-    page_query,
+    page_request,
     parse_page,
 )
 from bulkgene.ratelimit import AdaptiveRateLimiter, Slot
@@ -168,13 +167,13 @@ class GeneClient:
             if len(gene_ids) == 1:
                 if split.status != 400:
                     raise _GaveUp(f"HTTP {split.status} for a single GeneID: {split}") from None
-                answer = BatchAnswer(gene_ids)
+                answer = BatchAnswer(gene_ids, self.config.record == "gene")
                 answer.reasons[gene_ids[0]] = REJECTED_BY_SERVER
                 return answer
             half = len(gene_ids) // 2
             first = await self._fetch_ids(gene_ids[:half])
             second = await self._fetch_ids(gene_ids[half:])
-            merged = BatchAnswer(gene_ids)
+            merged = BatchAnswer(gene_ids, self.config.record == "gene")
             for part in (first, second):
                 merged.records.extend(part.records)
                 merged.answered.update(part.answered)
@@ -184,7 +183,7 @@ class GeneClient:
     async def _fetch_chain(self, gene_ids: tuple[int, ...]) -> BatchAnswer:
         """Follow ``next_page_token`` from page 1 until the batch is complete."""
         for _restart in range(self.config.retry.max_attempts):  # restarts share the budget
-            answer = BatchAnswer(gene_ids)
+            answer = BatchAnswer(gene_ids, self.config.record == "gene")
             token: str | None = None
             try:
                 while True:
@@ -202,8 +201,8 @@ class GeneClient:
     async def _fetch_page(self, gene_ids: tuple[int, ...], token: str | None,
                           answer: BatchAnswer) -> str | None:
         """One page, retried until it validates into ``answer``; returns the next token."""
-        url = self.config.base_url.rstrip("/") + gene_id_path(gene_ids)
-        params = page_query(self.config.page_size, token, self.config.returned_content)
+        request = page_request(self.config, gene_ids, token)
+        url = self.config.base_url.rstrip("/") + request.path
         headers = {"api-key": self.config.api_key.reveal()} if self.config.api_key else {}
         policy = self.config.retry
         timeouts = self.config.timeouts
@@ -215,9 +214,10 @@ class GeneClient:
             self.stats.requests += 1
             retry_after: float | None = None
             try:
-                async with self.session.get(url, params=params, headers=headers,
-                                            allow_redirects=False, timeout=timeout,
-                                            trace_request_ctx=slot) as response:
+                async with self.session.request(request.method, url, params=request.params,
+                                                json=request.json_body, headers=headers,
+                                                allow_redirects=False, timeout=timeout,
+                                                trace_request_ctx=slot) as response:
                     slot.sent()  # at the latest; the trace hook reports the exact moment
                     body = await response.read()
                     status = response.status

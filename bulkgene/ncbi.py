@@ -11,9 +11,12 @@ accumulate in a BatchAnswer, which turns into the lines to write and the account
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import orjson
+
+from bulkgene.config import DownloadConfig
 
 NOT_RETURNED = "NOT_RETURNED"
 
@@ -26,19 +29,58 @@ class BrokenChain(InvalidPage):
     """The page chain itself is wrong (a token came back twice); start the batch over."""
 
 
-def gene_id_path(gene_ids: tuple[int, ...]) -> str:
-    """The path of ``GET /gene/id/{gene_ids}``; raw commas keep 1000 IDs near 9 KB."""
-    return "/gene/id/" + ",".join(map(str, gene_ids))
+@dataclass(frozen=True)
+class PageRequest:
+    """One page's HTTP request: method, path under the base URL, query, JSON body."""
+
+    method: str
+    path: str
+    params: list[tuple[str, str]]
+    json_body: dict[str, Any] | None = None
 
 
-def page_query(page_size: int, page_token: str | None, returned_content: str = "COMPLETE"
-               ) -> dict[str, str]:
-    """Query parameters of one page request (the API's defaults are left out)."""
-    query = {} if returned_content == "COMPLETE" else {"returned_content": returned_content}
-    query["page_size"] = str(page_size)
+def page_request(config: DownloadConfig, gene_ids: tuple[int, ...], page_token: str | None
+                 ) -> PageRequest:
+    """The request for one page, encoded exactly as the API defines it.
+
+    ``gene-id`` is ``GET /gene/id/{ids}``: arrays as repeated keys, booleans lowercase, the
+    sort as the literal ``sort.field``/``sort.direction``; the IDs go into the path with raw
+    commas (1000 IDs of up to 9 digits make a ~10 KB URL; a 414 splits the batch).
+    ``dataset-report`` is ``POST /gene/dataset_report`` with a ``v2GeneDatasetReportsRequest``
+    body, where the sort is an array; it is what NCBI's own CLI uses. API defaults are left
+    out, in the order of NCBI's generated client.
+    """
+    if config.endpoint == "dataset-report":
+        body: dict[str, Any] = {"gene_ids": list(gene_ids)}
+        if config.returned_content != "COMPLETE":
+            body["returned_content"] = config.returned_content
+        if config.locus_tags:
+            body["locus_tags"] = list(config.locus_tags)
+        body["page_size"] = config.page_size
+        if page_token:
+            body["page_token"] = page_token
+        if config.tax_search_subtree:
+            body["tax_search_subtree"] = True
+        if config.sort_field:
+            sort = {"field": config.sort_field}
+            if config.sort_direction:
+                sort["direction"] = config.sort_direction
+            body["sort"] = [sort]
+        return PageRequest("POST", "/gene/dataset_report", [], body)
+    params: list[tuple[str, str]] = []
+    if config.returned_content != "COMPLETE":
+        params.append(("returned_content", config.returned_content))
+    params.extend(("locus_tags", tag) for tag in config.locus_tags)
+    params.append(("page_size", str(config.page_size)))
     if page_token:
-        query["page_token"] = page_token
-    return query
+        params.append(("page_token", page_token))
+    if config.tax_search_subtree:
+        params.append(("tax_search_subtree", "true"))
+    if config.sort_field:
+        params.append(("sort.field", config.sort_field))
+    if config.sort_direction:
+        params.append(("sort.direction", config.sort_direction))
+    return PageRequest("GET", "/gene/id/" + ",".join(map(str, gene_ids)), params)
 
 
 class _Warning(msgspec.Struct):
@@ -60,11 +102,14 @@ class _GeneRef(msgspec.Struct):
     gene_id: str
 
 
+_NO_GENE = msgspec.Raw(b"null")
+
+
 class _ReportFields(msgspec.Struct):
     """The few fields of a report match that bulkgene checks; the rest stays raw bytes."""
 
     query: list[str] = []
-    gene: _GeneRef | None = None
+    gene: msgspec.Raw = _NO_GENE  # kept as bytes: written as is with --record gene
     warnings: list[_Warning] = []
     warning: _Warning | None = None
 
@@ -84,6 +129,7 @@ class Page(msgspec.Struct):
 
 _PAGE_DECODER = msgspec.json.Decoder(Page)
 _REPORT_DECODER = msgspec.json.Decoder(_ReportFields)
+_GENE_DECODER = msgspec.json.Decoder(_GeneRef)
 
 
 def parse_page(body: bytes) -> Page:
@@ -125,8 +171,8 @@ def _warning_code(report: _ReportFields) -> str | None:
     return next((w.gene_warning_code for w in warnings if w.gene_warning_code), None)
 
 
-def _line(raw: msgspec.Raw) -> bytes:
-    """A report as one NDJSON line: the server's bytes, re-encoded only if they span lines."""
+def _line(raw: msgspec.Raw | bytes) -> bytes:
+    """A JSON value as one NDJSON line: the server's bytes, re-encoded only if they span lines."""
     data = bytes(raw)
     if b"\n" in data or b"\r" in data:
         data = orjson.dumps(orjson.loads(data))
@@ -151,6 +197,7 @@ class BatchAnswer:
     """The pages of one batch so far; ``add`` validates a page before keeping any of it."""
 
     gene_ids: tuple[int, ...]
+    gene_only: bool = False  # --record gene: write the descriptor, not the report match
     records: list[Record] = field(default_factory=list)
     answered: set[int] = field(default_factory=set)
     reasons: dict[int, str] = field(default_factory=dict)
@@ -181,17 +228,21 @@ class BatchAnswer:
             if strangers:
                 raise InvalidPage(f"a report answers GeneID {strangers[0]}, which this batch "
                                   "did not ask for")
-            if report.gene is None:
+            gene = bytes(report.gene)
+            if gene == b"null":  # absent or null: a query-only match
                 code = _warning_code(report) or NOT_RETURNED
                 new_reasons.update((q, code) for q in queries)
                 continue
-            gene_id = _as_gene_id(report.gene.gene_id)
+            try:
+                gene_id = _as_gene_id(_GENE_DECODER.decode(gene).gene_id)
+            except msgspec.DecodeError as exc:
+                raise InvalidPage(f"a report's gene has the wrong shape ({exc})") from None
             identity = (gene_id, queries)
             if identity in self._seen or identity in seen_here:
                 raise InvalidPage(f"GeneID {gene_id} arrived twice for the same query")
             seen_here.add(identity)
             new_answered.update(queries)
-            new_records.append(Record(gene_id, queries, _line(raw)))
+            new_records.append(Record(gene_id, queries, _line(gene if self.gene_only else raw)))
         if page.next_page_token is not None and page.next_page_token in self._tokens:
             raise BrokenChain("the server sent the same next_page_token twice")
         if self.total_count is None:

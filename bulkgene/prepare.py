@@ -54,9 +54,13 @@ def output_params(config: DownloadConfig) -> dict[str, Any]:
         "batch_size": config.batch_size,
         "shards": config.shards,
         "format": OUTPUT_FORMAT,
-        "endpoint": "gene-id",
-        "record": "report",
+        "endpoint": config.endpoint,
+        "record": config.record,
+        "compress": config.compress,
         "returned_content": config.returned_content,
+        "locus_tags": list(config.locus_tags),
+        "sort": [config.sort_field, config.sort_direction],
+        "tax_search_subtree": config.tax_search_subtree,
         "task_index": config.task.index,
         "task_count": config.task.count,
     }
@@ -159,7 +163,7 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock) -> PreparedRun:
     else:
         state = Checkpoint(fingerprint=fingerprint, params=params, inputs=inputs)
     plan = _read_input(out_dir, paths, names, [entry["digest"] for entry in inputs])
-    store = OutputStore(out_dir, config.shards, state, plan.requested)
+    store = OutputStore(out_dir, config.shards, state, plan.requested, config.compress == "gzip")
     store.open()
     return PreparedRun(plan, state, store, existing is not None, lock)
 

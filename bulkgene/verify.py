@@ -7,6 +7,7 @@ reconciles and matches the lines and the missing report on disk.
 
 from __future__ import annotations
 
+import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +31,13 @@ class _Line(msgspec.Struct):
     gene: _Gene
 
 
-_LINE = msgspec.json.Decoder(_Line)
+_REPORT_LINE = msgspec.json.Decoder(_Line)
+_GENE_LINE = msgspec.json.Decoder(_Gene)
+
+
+def _gene_id(line: bytes, gene_only: bool) -> int:
+    gene = _GENE_LINE.decode(line) if gene_only else _REPORT_LINE.decode(line).gene
+    return int(gene.gene_id)
 
 
 @dataclass
@@ -40,6 +47,7 @@ class Verdict:
     tasks: int = 0
     shards: int = 0
     records: int = 0
+    duplicates: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -70,7 +78,6 @@ def verify(out_dir: Path) -> Verdict:
         verdict.problems.append(f"{out_dir} holds no bulkgene run (no checkpoint.json)")
         return verdict
     seen = _Seen()
-    duplicates = 0
     for directory in directories:
         verdict.tasks += 1
         try:
@@ -88,28 +95,40 @@ def verify(out_dir: Path) -> Verdict:
                 verdict.problems.append(f"{directory / name}: {size} bytes on disk, the "
                                         f"checkpoint committed {committed}")
         task_records = 0
+        gene_only = state.params.get("record") == "gene"
         for shard in shards:
             verdict.shards += 1
-            with open(shard, "rb") as handle:
-                for number, line in enumerate(handle, 1):
-                    if not line.endswith(b"\n"):
-                        verdict.problems.append(f"{shard}:{number}: torn last line (no newline)")
-                    try:
-                        gene_id = int(_LINE.decode(line).gene.gene_id)
-                    except (msgspec.DecodeError, ValueError) as exc:
-                        verdict.problems.append(f"{shard}:{number}: not a gene report ({exc})")
-                        continue
-                    task_records += 1
-                    if not seen.add(gene_id):
-                        duplicates += 1
-                        if duplicates <= _MAX_PROBLEMS_PER_KIND:
-                            verdict.problems.append(f"{shard}:{number}: GeneID {gene_id} was "
-                                                    "already written (a duplicate)")
+            try:
+                task_records += _check_shard(shard, gene_only, seen, verdict)
+            except (OSError, EOFError) as exc:  # a damaged gzip member
+                verdict.problems.append(f"{shard}: can't be read to the end ({exc})")
         verdict.records += task_records
         _check_accounting(directory, state, task_records, verdict)
-    if duplicates > _MAX_PROBLEMS_PER_KIND:
-        verdict.problems.append(f"... {duplicates} duplicate GeneIDs in all")
+    if verdict.duplicates > _MAX_PROBLEMS_PER_KIND:
+        verdict.problems.append(f"... {verdict.duplicates} duplicate GeneIDs in all")
     return verdict
+
+
+def _check_shard(shard: Path, gene_only: bool, seen: _Seen, verdict: Verdict) -> int:
+    """Check every line of one shard; returns how many records it holds."""
+    records = 0
+    opener = gzip.open if shard.name.endswith(".gz") else open
+    with opener(shard, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.endswith(b"\n"):
+                verdict.problems.append(f"{shard}:{number}: torn last line (no newline)")
+            try:
+                gene_id = _gene_id(line, gene_only)
+            except (msgspec.DecodeError, ValueError) as exc:
+                verdict.problems.append(f"{shard}:{number}: not a gene report ({exc})")
+                continue
+            records += 1
+            if not seen.add(gene_id):
+                verdict.duplicates += 1
+                if verdict.duplicates <= _MAX_PROBLEMS_PER_KIND:
+                    verdict.problems.append(f"{shard}:{number}: GeneID {gene_id} was "
+                                            "already written (a duplicate)")
+    return records
 
 
 def _check_accounting(directory: Path, state: ckpt.Checkpoint, records_on_disk: int,

@@ -7,6 +7,7 @@ fsyncs what it touched, then saves the checkpoint: the order the resume invarian
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import time
@@ -26,12 +27,12 @@ SUMMARY_NAME = "summary.json"
 MISSING_HEADER = b"gene_id\treason\n"
 REPLACED_HEADER = b"requested_gene_id\treturned_gene_id\n"
 REJECTS_HEADER = b"file\tline\ttext\treason\n"
-SHARD_PATTERN = re.compile(r"shard-\d{4,}\.ndjson")
+SHARD_PATTERN = re.compile(r"shard-\d{4,}\.ndjson(\.gz)?")
 
 
-def shard_name(shard_index: int) -> str:
+def shard_name(shard_index: int, gzipped: bool = False) -> str:
     """The name of shard ``shard_index``: integers only, sortable."""
-    return f"shard-{shard_index:04d}.ndjson"
+    return f"shard-{shard_index:04d}.ndjson{'.gz' if gzipped else ''}"
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,10 @@ class OutputStore:
     """Appends committed batches to shards and side reports; the single writer of a directory."""
 
     def __init__(self, out_dir: Path, shard_count: int, checkpoint: Checkpoint,
-                 requested: IdBitmap) -> None:
+                 requested: IdBitmap, gzipped: bool = False) -> None:
         self.out_dir = out_dir
         self.shard_count = shard_count
+        self.gzipped = gzipped
         self.checkpoint = checkpoint
         self._requested = requested
         self._handles: dict[str, BinaryIO] = {}
@@ -109,7 +111,7 @@ class OutputStore:
 
     def _write_outcome(self, outcome: BatchOutcome, missing: BinaryIO, replaced: BinaryIO,
                        touched: set[str]) -> int:
-        shard = shard_name(outcome.batch.index % self.shard_count)
+        shard = shard_name(outcome.batch.index % self.shard_count, self.gzipped)
         lines: list[bytes] = []
         replaced_rows = 0
         for record in outcome.records:
@@ -125,7 +127,12 @@ class OutputStore:
                 self._replacements_written.add(record.gene_id)
             lines.append(record.line)
         if lines:
-            self._handle(shard).write(b"".join(lines))
+            data = b"".join(lines)
+            if self.gzipped:
+                # one gzip member per batch: cutting a shard back to a committed length
+                # always leaves whole members, so zcat reads it as clean NDJSON
+                data = gzip.compress(data, compresslevel=6, mtime=0)
+            self._handle(shard).write(data)
             touched.add(shard)
         for gene_id, reason in outcome.missing:
             missing.write(b"%d\t%s\n" % (gene_id, reason.encode()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 import sys
@@ -42,14 +43,14 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
 
 
 def shard_files(out_dir: Path) -> list[Path]:
-    return sorted(out_dir.glob("shard-*.ndjson"))
+    return sorted([*out_dir.glob("shard-*.ndjson"), *out_dir.glob("shard-*.ndjson.gz")])
 
 
 def read_records(out_dir: Path) -> list[dict[str, Any]]:
     """Every NDJSON line of every shard, asserting each is complete JSON ending in a newline."""
     records = []
     for shard in shard_files(out_dir):
-        data = shard.read_bytes()
+        data = gzip.decompress(shard.read_bytes()) if shard.suffix == ".gz" else shard.read_bytes()
         assert not data or data.endswith(b"\n"), f"{shard} ends in a torn line"
         for number, line in enumerate(data.splitlines(), 1):
             try:
@@ -60,7 +61,9 @@ def read_records(out_dir: Path) -> list[dict[str, Any]]:
 
 
 def gene_ids_written(out_dir: Path) -> Counter[int]:
-    return Counter(int(record["gene"]["gene_id"]) for record in read_records(out_dir))
+    """GeneIDs in the shards, whether lines are report matches or (--record gene) genes."""
+    return Counter(int(record["gene"]["gene_id"] if "gene" in record else record["gene_id"])
+                   for record in read_records(out_dir))
 
 
 def read_tsv(path: Path) -> list[list[str]]:

@@ -32,8 +32,15 @@ def _fetch_args(source: Path, out: Path, *extra: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize(("variant", "kills"), [
+    ((), 20),
+    (("--compress", "gzip", "--record", "gene"), 10),
+    (("--endpoint", "dataset-report"), 10),
+], ids=["default", "gzip-gene", "dataset-report"])
 def test_resume_after_random_sigkills_writes_each_gene_once(make_emulator: object,
-                                                             tmp_path: Path) -> None:
+                                                             tmp_path: Path,
+                                                             variant: tuple[str, ...],
+                                                             kills: int) -> None:
     emulator: EmulatorThread = make_emulator(latency_s=0.01, latency_jitter=0.5)  # type: ignore[operator]
     ids = list(range(1, 12001))  # 240 batches of 3 pages: ~12 s of requests at 60/s
     source = write_ids(tmp_path / "ids.txt", ids)
@@ -41,20 +48,20 @@ def test_resume_after_random_sigkills_writes_each_gene_once(make_emulator: objec
     env = cli_env(emulator.base_url)
     rng = random.Random(20261125)
     killed_mid_run = 0
-    for _ in range(20):
-        process = subprocess.Popen(cli_command(*_fetch_args(source, out)), env=env,
+    for _ in range(kills):
+        process = subprocess.Popen(cli_command(*_fetch_args(source, out, *variant)), env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.05, 1.2))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             killed_mid_run += 1
         process.wait(timeout=30)
-    assert killed_mid_run == 20, "every kill must land while the run is working"
+    assert killed_mid_run == kills, "every kill must land while the run is working"
     state = ckpt.load(out)
     assert state is not None and 0 < state.committed_batches < 240, "kills must land mid-run"
     finals = 0
     while True:
-        result = run_cli(*_fetch_args(source, out), env=env, timeout=120)
+        result = run_cli(*_fetch_args(source, out, *variant), env=env, timeout=120)
         finals += 1
         if result.returncode == 0:
             break
@@ -62,6 +69,8 @@ def test_resume_after_random_sigkills_writes_each_gene_once(make_emulator: objec
     assert_complete_output(out, expected_for(emulator.state.universe, ids))
     summary = read_summary(out)
     assert summary["batches_committed"] == 240
+    verified = run_cli("verify", str(out))
+    assert verified.returncode == 0, verified.stderr.decode()
 
 
 def _complete_run(emulator: EmulatorThread, tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:

@@ -210,16 +210,16 @@ def _warning(code: str, gene_id: int) -> dict[str, Any]:
 
 
 def _matches(universe: GeneUniverse, ids: list[int], content: Content
-             ) -> tuple[list[bytes], list[dict[str, Any]]]:
-    """Every report match for ``ids`` in the server's order, and the page messages."""
-    keyed: list[tuple[int, bytes]] = []
+             ) -> tuple[list[tuple[int, int, bytes]], list[dict[str, Any]]]:
+    """(order key, GeneID, bytes) of every report match for ``ids``, and the page messages."""
+    found: list[tuple[int, int, bytes]] = []
     messages: list[dict[str, Any]] = []
     for gene_id in ids:
         fate = universe.fate(gene_id)
         if fate is Fate.FOUND:
             match = (b'{"gene":' + universe.gene_bytes(gene_id, content)
                      + b',"query":["%d"]}' % gene_id)
-            keyed.append((universe.order_key(gene_id), match))
+            found.append((universe.order_key(gene_id), gene_id, match))
         elif fate is Fate.REPLACED:
             new_id = universe.replacement(gene_id)
             warning = {"gene_warning_code": "REPLACED_GENE_ID",
@@ -229,12 +229,80 @@ def _matches(universe: GeneUniverse, ids: list[int], content: Content
                        "replaced_id": {"requested": str(gene_id), "returned": str(new_id)}}
             match = (b'{"gene":' + universe.gene_bytes(new_id, content, replaced_from=gene_id)
                      + b',"query":["%d"],"warnings":' % gene_id + orjson.dumps([warning]) + b"}")
-            keyed.append((universe.order_key(new_id), match))
+            found.append((universe.order_key(new_id), new_id, match))
         else:
             code = "UNRECOGNIZED_GENE_ID" if fate is Fate.UNKNOWN else "DISCONTINUED_GENE_ID"
             messages.append(_warning(code, gene_id))
-    keyed.sort(key=lambda item: item[0])
-    return [match for _, match in keyed], messages
+    return found, messages
+
+
+SORT_FIELDS = ("gene_id",)
+SORT_DIRECTIONS = ("SORT_DIRECTION_UNSPECIFIED", "SORT_DIRECTION_ASCENDING",
+                   "SORT_DIRECTION_DESCENDING")
+
+
+@dataclass
+class Query:
+    """One report request, from a GET's path and query or a POST's JSON body."""
+
+    ids: list[int] | None  # None: not a list of GeneIDs
+    page_size: str = str(DEFAULT_PAGE_SIZE)
+    returned_content: str = "COMPLETE"
+    page_token: str | None = None
+    locus_tags: list[str] = field(default_factory=list)
+    sort_field: str | None = None
+    sort_direction: str | None = None
+    tax_search_subtree: bool = False
+    logged: str = ""  # what the arrival log keeps of it (never the key)
+
+    def signature(self) -> bytes:
+        """What a page token is bound to: everything but the token itself."""
+        bound = [self.ids, self.returned_content, self.locus_tags, self.sort_field,
+                 self.sort_direction, self.tax_search_subtree]
+        return hashlib.blake2b(orjson.dumps(bound), digest_size=16).digest()
+
+
+def query_from_get(request: web.Request) -> Query:
+    query = request.query
+    return Query(
+        ids=_parse_ids(request.match_info["gene_ids"]),
+        page_size=query.get("page_size", str(DEFAULT_PAGE_SIZE)),
+        returned_content=query.get("returned_content", "COMPLETE"),
+        page_token=query.get("page_token") or None,
+        locus_tags=query.getall("locus_tags", []),
+        sort_field=query.get("sort.field"),
+        sort_direction=query.get("sort.direction"),
+        tax_search_subtree=query.get("tax_search_subtree", "false") == "true",
+        logged="&".join(part for part in request.query_string.split("&")
+                        if not part.startswith("api_key=")),  # exactly as sent, less the key
+    )
+
+
+async def query_from_post(request: web.Request) -> Query:
+    try:
+        body = await request.json(loads=orjson.loads)
+    except ValueError:
+        return Query(ids=None, logged="<not JSON>")
+    if not isinstance(body, dict):
+        return Query(ids=None, logged="<not an object>")
+    raw_ids = body.get("gene_ids")
+    ids = ([int(i) for i in raw_ids] if isinstance(raw_ids, list) and raw_ids and all(
+        isinstance(i, int) and not isinstance(i, bool) and 1 <= i <= MAX_GENE_ID
+        for i in raw_ids) else None)
+    sort = body.get("sort") or [{}]
+    first_sort = sort[0] if isinstance(sort, list) and sort and isinstance(sort[0], dict) else {}
+    return Query(
+        ids=ids,
+        page_size=str(body.get("page_size", DEFAULT_PAGE_SIZE)),
+        returned_content=str(body.get("returned_content", "COMPLETE")),
+        page_token=body.get("page_token") or None,
+        locus_tags=[str(t) for t in body.get("locus_tags", [])],
+        sort_field=first_sort.get("field"),
+        sort_direction=first_sort.get("direction"),
+        tax_search_subtree=body.get("tax_search_subtree") is True,
+        logged=orjson.dumps({k: v for k, v in body.items() if k != "gene_ids"},
+                            option=orjson.OPT_SORT_KEYS).decode(),
+    )
 
 
 async def _faulty(request: web.Request, state: EmulatorState, fault: str, ids: list[int],
@@ -288,20 +356,26 @@ async def _faulty(request: web.Request, state: EmulatorState, fault: str, ids: l
 
 
 async def gene_by_id(request: web.Request) -> web.StreamResponse:
-    """``GET /gene/id/{gene_ids}``: the paged JSON report page."""
+    """``GET /gene/id/{gene_ids}`` (and ``.../dataset_report``): the paged report page."""
+    return await _serve(request, query_from_get(request))
+
+
+async def gene_dataset_report(request: web.Request) -> web.StreamResponse:
+    """``POST /gene/dataset_report`` (and the deprecated ``POST /gene``): the same, by body."""
+    return await _serve(request, await query_from_post(request))
+
+
+async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     config = state.config
     now = time.monotonic()
     key = request.headers.get("api-key") or request.query.get("api_key")
-    ids = _parse_ids(request.match_info["gene_ids"])
-    safe_query = "&".join(
-        f"{name}={value}" for name, value in request.query.items() if name != "api_key"
-    )
+    ids = query.ids
 
     def log(status: int, fault: str | None = None) -> None:
-        state.log(Arrival(now, request.method, request.path, safe_query,
+        state.log(Arrival(now, request.method, request.path, query.logged,
                           len(ids or ()), ids[0] if ids else None,
-                          "page_token" in request.query, key is not None, status, fault))
+                          query.page_token is not None, key is not None, status, fault))
 
     if len(request.raw_path) > config.max_request_line_bytes:
         log(414)
@@ -330,29 +404,39 @@ async def gene_by_id(request: web.Request) -> web.StreamResponse:
         return _error(400, "Bad Request", "Invalid argument provided: 'gene_ids' contains an "
                       "identifier that can't be processed.")
     try:
-        page_size = int(request.query.get("page_size", DEFAULT_PAGE_SIZE))
-        content = Content(request.query.get("returned_content", "COMPLETE"))
+        page_size = int(query.page_size)
+        content = Content(query.returned_content)
     except ValueError:
         log(400)
-        return _error(400, "Bad Request", "Invalid argument provided: page_size or returned_content.")
+        return _error(400, "Bad Request", "Invalid argument provided: page_size or "
+                      "returned_content.")
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         log(400)
         return _error(400, "Bad Request",
                       f"Invalid argument provided: page_size must be 1..{MAX_PAGE_SIZE}.")
+    if (query.sort_field is not None and query.sort_field not in SORT_FIELDS) or (
+            query.sort_direction is not None and query.sort_direction not in SORT_DIRECTIONS):
+        log(400)
+        return _error(400, "Bad Request", f"Invalid argument provided: 'invalid sort "
+                      f"{query.sort_field} {query.sort_direction}'.")
     ids = list(dict.fromkeys(ids))
-    signature = hashlib.blake2b(
-        (request.match_info["gene_ids"] + "|" + content.value).encode(), digest_size=16
-    ).digest()
+    signature = query.signature()
     offset = 0
     fault = state.draw_fault()
-    if token := request.query.get("page_token"):
+    if token := query.page_token:
         found = state.offset_of(token, signature)
         if found is None or fault == "bad_token":  # e.g. a token that expired server-side
             log(400, "bad_token" if found is not None else None)
             return _error(400, "Bad Request", "Invalid argument provided: invalid page token.")
         offset = found
 
-    matches, messages = _matches(state.universe, ids, content)
+    found_matches, messages = _matches(state.universe, ids, content)
+    if query.sort_field == "gene_id":
+        found_matches.sort(key=lambda item: item[1],
+                           reverse=query.sort_direction == "SORT_DIRECTION_DESCENDING")
+    else:
+        found_matches.sort(key=lambda item: item[0])
+    matches = [match for _, _, match in found_matches]
     page = matches[offset : offset + page_size]
     next_offset = offset + page_size
     token_out = state.token(next_offset, signature) if next_offset < len(matches) else None
@@ -404,6 +488,9 @@ def create_app(config: EmulatorConfig | None = None,
     app = web.Application()
     app[STATE_KEY] = EmulatorState(config, universe or GeneUniverse(seed=config.seed))
     app.router.add_get(API_PREFIX + "/gene/id/{gene_ids}", gene_by_id)
+    app.router.add_get(API_PREFIX + "/gene/id/{gene_ids}/dataset_report", gene_by_id)
+    app.router.add_post(API_PREFIX + "/gene/dataset_report", gene_dataset_report)
+    app.router.add_post(API_PREFIX + "/gene", gene_dataset_report)  # deprecated by NCBI
     app.router.add_get("/_emulator/arrivals", arrivals)
     app.router.add_post("/_emulator/reset", reset)
     app.router.add_post("/_emulator/outage", outage_on)

@@ -1,0 +1,113 @@
+"""The API's parameters, both endpoints, --record gene and --compress gzip, through the real CLI."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import (
+    assert_complete_output,
+    cli_env,
+    expected_for,
+    read_tsv,
+    run_cli,
+    served,
+    write_ids,
+)
+
+from bulkgene.testing import EmulatorThread
+
+EVERY_PARAMETER = ["--returned-content", "COUNTS_ONLY", "--locus-tag", "b0001",
+                   "--locus-tag", "b0002", "--sort-field", "gene_id",
+                   "--sort-direction", "SORT_DIRECTION_ASCENDING", "--tax-search-subtree",
+                   "--page-size", "1000"]
+
+
+def test_every_parameter_is_encoded_exactly_as_the_api_expects(emulator: EmulatorThread,
+                                                               tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", [7157, 672])
+    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), *EVERY_PARAMETER,
+                     env=cli_env(emulator.base_url))
+    assert result.returncode == 0, result.stderr.decode()
+    (arrival,) = served(emulator.state.arrivals())
+    assert arrival.method == "GET" and arrival.path == "/datasets/v2/gene/id/7157,672"
+    assert arrival.query == ("returned_content=COUNTS_ONLY&locus_tags=b0001&locus_tags=b0002"
+                             "&page_size=1000&tax_search_subtree=true&sort.field=gene_id"
+                             "&sort.direction=SORT_DIRECTION_ASCENDING")
+
+
+def test_dataset_report_posts_the_same_request_as_a_json_body(emulator: EmulatorThread,
+                                                              tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", [7157, 672])
+    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), *EVERY_PARAMETER,
+                     "--endpoint", "dataset-report", env=cli_env(emulator.base_url))
+    assert result.returncode == 0, result.stderr.decode()
+    (arrival,) = served(emulator.state.arrivals())
+    assert arrival.method == "POST" and arrival.path == "/datasets/v2/gene/dataset_report"
+    assert json.loads(arrival.query) == {
+        "returned_content": "COUNTS_ONLY", "locus_tags": ["b0001", "b0002"], "page_size": 1000,
+        "tax_search_subtree": True,
+        "sort": [{"field": "gene_id", "direction": "SORT_DIRECTION_ASCENDING"}]}
+    assert arrival.n_ids == 2 and arrival.first_id == 7157
+
+
+def test_dataset_report_pages_and_accounts_like_the_get(emulator: EmulatorThread,
+                                                        tmp_path: Path) -> None:
+    ids = range(1, 601)
+    source = write_ids(tmp_path / "ids.txt", ids)
+    out = tmp_path / "out"
+    result = run_cli("fetch", str(source), "--out", str(out), "--endpoint", "dataset-report",
+                     "--page-size", "37", "--batch-size", "200", "--rate", "200",
+                     env=cli_env(emulator.base_url))
+    assert result.returncode == 0, result.stderr.decode()
+    assert_complete_output(out, expected_for(emulator.state.universe, ids))
+    assert all(a.method == "POST" for a in served(emulator.state.arrivals()))
+
+
+def test_record_gene_writes_ncbi_gene_descriptors(emulator: EmulatorThread,
+                                                  tmp_path: Path) -> None:
+    models = pytest.importorskip("ncbi.datasets.openapi.models")
+    source = write_ids(tmp_path / "ids.txt", [7157, 672, 3105, 5, 6, 7])
+    out = tmp_path / "out"
+    result = run_cli("fetch", str(source), "--out", str(out), "--record", "gene",
+                     env=cli_env(emulator.base_url))
+    assert result.returncode == 0, result.stderr.decode()
+    lines = [json.loads(line) for shard in sorted(out.glob("shard-*.ndjson"))
+             for line in shard.read_text().splitlines()]
+    assert {line["gene_id"] for line in lines} >= {"7157", "672", "3105"}
+    for line in lines:
+        assert "query" not in line
+        parsed = models.V2reportsGeneDescriptor.from_dict(line).to_dict()
+        assert all(parsed[key] == value for key, value in line.items())
+    assert run_cli("verify", str(out)).returncode == 0
+
+
+def test_gzip_shards_are_one_member_per_batch_and_zcat_clean(emulator: EmulatorThread,
+                                                             tmp_path: Path) -> None:
+    ids = range(1, 401)
+    source = write_ids(tmp_path / "ids.txt", ids)
+    out = tmp_path / "out"
+    args = ["fetch", str(source), "--out", str(out), "--compress", "gzip", "--batch-size", "50",
+            "--shards", "2", "--rate", "100"]
+    assert run_cli(*args, env=cli_env(emulator.base_url)).returncode == 0
+    shards = sorted(out.glob("shard-*.ndjson.gz"))
+    assert len(shards) == 2 and not list(out.glob("shard-*.ndjson"))
+    for shard in shards:
+        assert shard.read_bytes().count(b"\x1f\x8b\x08") >= 4  # 4 batches, 4 members
+        text = subprocess.run(["zcat", str(shard)], capture_output=True, check=True).stdout
+        assert text.endswith(b"\n") and all(json.loads(line) for line in text.splitlines())
+    with open(shards[0], "ab") as handle:  # a torn member after the committed end
+        handle.write(gzip.compress(b'{"gene": {"gene_id": "1"}}\n')[:20])
+    assert run_cli(*args, env=cli_env(emulator.base_url)).returncode == 0
+    assert run_cli("verify", str(out)).returncode == 0
+    assert_complete_output(out, expected_for(emulator.state.universe, ids))
+    assert read_tsv(out / "missing.tsv")
+
+
+def test_sort_direction_without_a_field_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_cli("fetch", "x.txt", "--out", str(tmp_path / "o"),
+                     "--sort-direction", "SORT_DIRECTION_DESCENDING")
+    assert result.returncode == 2 and b"--sort-field" in result.stderr

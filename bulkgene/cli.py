@@ -21,6 +21,7 @@ from bulkgene.config import (
     DEFAULT_BASE_URL,
     DEFAULT_SHARDS,
     ENDPOINTS,
+    FORMATS,
     RECORDS,
     RETURNED_CONTENTS,
     SORT_DIRECTIONS,
@@ -104,6 +105,10 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
 @click.option("--endpoint", type=click.Choice(ENDPOINTS), default="gene-id", show_default=True,
               help="GET /gene/id/{ids} (deprecated by NCBI) or POST /gene/dataset_report "
               "(JSON body; what NCBI's own CLI uses). Same output.")
+@click.option("--format", "output_format", type=click.Choice(FORMATS), default="json",
+              show_default=True,
+              help="Ask for paged JSON (checked against total_count) or JSON lines "
+              "(application/x-ndjson, the whole batch in one answer); both are written as NDJSON.")
 @click.option("--record", type=click.Choice(RECORDS), default="report", show_default=True,
               help="Write whole report matches (gene, query, warnings) or only the gene, the "
               "shape of `datasets summary gene --as-json-lines`.")
@@ -153,7 +158,7 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
 @click.option("-q", "--quiet", count=True, help="Less logging (-qq: errors only).")
 @click.option("-v", "--verbose", count=True, help="More logging.")
 def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: Path | None,
-          api_key: str | None, endpoint: str, record: str, compress: str,
+          api_key: str | None, endpoint: str, output_format: str, record: str, compress: str,
           returned_content: str, locus_tags: tuple[str, ...], sort_field: str | None,
           sort_direction: str | None, tax_search_subtree: bool, batch_size: int,
           page_size: int, rate: float | None,
@@ -179,7 +184,8 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
             page_size=page_size, requests_per_second=rate, concurrency=concurrency,
             shards=shards, returned_content=returned_content, locus_tags=locus_tags,
             sort_field=sort_field, sort_direction=sort_direction,
-            tax_search_subtree=tax_search_subtree, endpoint=endpoint, record=record,
+            tax_search_subtree=tax_search_subtree, endpoint=endpoint, format=output_format,
+            record=record,
             compress=compress, restart=restart,
             task=tasks.resolve(task_index, task_count),
             retry=RetryPolicy(max_attempts=max_attempts, backoff_base_s=retry_wait,

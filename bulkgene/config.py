@@ -20,6 +20,7 @@ SORT_DIRECTIONS = ("SORT_DIRECTION_UNSPECIFIED", "SORT_DIRECTION_ASCENDING",
 ENDPOINTS = ("gene-id", "dataset-report")
 RECORDS = ("report", "gene")
 COMPRESSIONS = ("none", "gzip")
+FORMATS = ("json", "ndjson")
 
 
 class Secret:
@@ -91,6 +92,7 @@ class DownloadConfig:
     sort_direction: str | None = None
     tax_search_subtree: bool = False
     endpoint: str = "gene-id"
+    format: str = "json"
     record: str = "report"
     compress: str = "none"
     restart: bool = False
@@ -121,6 +123,7 @@ class DownloadConfig:
         if self.concurrency is not None and not 1 <= self.concurrency <= 256:
             raise ConfigError(f"concurrency {self.concurrency} is out of range: use 1..256")
         for name, value, allowed in (("endpoint", self.endpoint, ENDPOINTS),
+                                     ("format", self.format, FORMATS),
                                      ("record", self.record, RECORDS),
                                      ("compress", self.compress, COMPRESSIONS)):
             if value not in allowed:

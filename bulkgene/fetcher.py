@@ -33,6 +33,7 @@ from bulkgene.ncbi import (
     InvalidPage,
     Record,
     page_request,
+    parse_ndjson,
     parse_page,
 )
 from bulkgene.ratelimit import AdaptiveRateLimiter, Slot
@@ -203,7 +204,9 @@ class GeneClient:
         """One page, retried until it validates into ``answer``; returns the next token."""
         request = page_request(self.config, gene_ids, token)
         url = self.config.base_url.rstrip("/") + request.path
-        headers = {"api-key": self.config.api_key.reveal()} if self.config.api_key else {}
+        headers = {"Accept": request.accept}
+        if self.config.api_key:
+            headers["api-key"] = self.config.api_key.reveal()
         policy = self.config.retry
         timeouts = self.config.timeouts
         timeout = aiohttp.ClientTimeout(total=timeouts.attempt_s, sock_connect=timeouts.connect_s,
@@ -229,7 +232,8 @@ class GeneClient:
                 self._read_server_limits(response_headers)
                 if status == 200:
                     try:
-                        page = parse_page(body)
+                        page = (parse_ndjson(body) if self.config.format == "ndjson"
+                                else parse_page(body))
                         answer.add(page)
                     except BrokenChain as exc:
                         raise _RestartBatch(str(exc)) from None

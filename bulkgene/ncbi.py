@@ -37,6 +37,7 @@ class PageRequest:
     path: str
     params: list[tuple[str, str]]
     json_body: dict[str, Any] | None = None
+    accept: str = "application/json"
 
 
 def page_request(config: DownloadConfig, gene_ids: tuple[int, ...], page_token: str | None
@@ -66,7 +67,7 @@ def page_request(config: DownloadConfig, gene_ids: tuple[int, ...], page_token: 
             if config.sort_direction:
                 sort["direction"] = config.sort_direction
             body["sort"] = [sort]
-        return PageRequest("POST", "/gene/dataset_report", [], body)
+        return PageRequest("POST", "/gene/dataset_report", [], body, _ACCEPT[config.format])
     params: list[tuple[str, str]] = []
     if config.returned_content != "COMPLETE":
         params.append(("returned_content", config.returned_content))
@@ -80,7 +81,11 @@ def page_request(config: DownloadConfig, gene_ids: tuple[int, ...], page_token: 
         params.append(("sort.field", config.sort_field))
     if config.sort_direction:
         params.append(("sort.direction", config.sort_direction))
-    return PageRequest("GET", "/gene/id/" + ",".join(map(str, gene_ids)), params)
+    return PageRequest("GET", "/gene/id/" + ",".join(map(str, gene_ids)), params, None,
+                       _ACCEPT[config.format])
+
+
+_ACCEPT = {"json": "application/json", "ndjson": "application/x-ndjson"}
 
 
 class _Warning(msgspec.Struct):
@@ -150,6 +155,27 @@ def parse_page(body: bytes) -> Page:
     if page.reports is msgspec.UNSET and page.total_count:
         raise InvalidPage(f"the page claims {page.total_count} reports but has no 'reports'")
     return page
+
+
+def parse_ndjson(body: bytes) -> Page:
+    """An ``application/x-ndjson`` answer (every match of the batch, one per line) as a Page.
+
+    NDJSON has no ``total_count`` to check against: completeness rests on the HTTP framing
+    (a cut body is an error) and on the last line ending in a newline.
+    """
+    if body.lstrip()[:1] == b"<":
+        raise InvalidPage("an HTML page came back instead of JSON lines")
+    if body and not body.endswith(b"\n"):
+        raise InvalidPage("the JSON lines end in a torn line")
+    lines = [msgspec.Raw(line) for line in body.splitlines() if line.strip()]
+    with_gene = 0
+    for line in lines:
+        try:
+            if bytes(_REPORT_DECODER.decode(line).gene) != b"null":
+                with_gene += 1
+        except msgspec.DecodeError as exc:
+            raise InvalidPage(f"a line is not a report match ({exc})") from None
+    return Page(reports=lines, total_count=with_gene)
 
 
 def _message_codes(messages: list[_Message]) -> dict[int, str]:

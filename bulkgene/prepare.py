@@ -34,7 +34,6 @@ from bulkgene.writer import (
 )
 
 STDIN_SPOOL_NAME = "stdin.spool"
-OUTPUT_FORMAT = "json"  # paged JSON, written as NDJSON lines
 
 
 @dataclass
@@ -53,7 +52,7 @@ def output_params(config: DownloadConfig) -> dict[str, Any]:
     return {
         "batch_size": config.batch_size,
         "shards": config.shards,
-        "format": OUTPUT_FORMAT,
+        "format": config.format,
         "endpoint": config.endpoint,
         "record": config.record,
         "compress": config.compress,

@@ -111,3 +111,28 @@ def test_sort_direction_without_a_field_is_a_usage_error(tmp_path: Path) -> None
     result = run_cli("fetch", "x.txt", "--out", str(tmp_path / "o"),
                      "--sort-direction", "SORT_DIRECTION_DESCENDING")
     assert result.returncode == 2 and b"--sort-field" in result.stderr
+
+
+@pytest.mark.parametrize("fault", [None, "truncate", "html", "http_503", "reset"])
+async def test_ndjson_format_fetches_whole_batches_and_accounts_exactly(
+        make_emulator: object, tmp_path: Path, fault: str | None) -> None:
+    import bulkgene
+    from bulkgene import DownloadConfig, RetryPolicy
+
+    emulator: EmulatorThread = make_emulator(  # type: ignore[operator]
+        faults={fault: 0.3} if fault else {}, seed=9)
+    ids = range(1, 501)
+    source = write_ids(tmp_path / "ids.txt", ids)
+    config = DownloadConfig(inputs=(str(source),), out_dir=tmp_path / "out",
+                            base_url=emulator.base_url, format="ndjson", batch_size=100,
+                            page_size=10, requests_per_second=100.0, progress_interval_s=0,
+                            retry=RetryPolicy(max_attempts=12, backoff_base_s=0.01,
+                                              backoff_cap_s=0.02))
+    summary = await bulkgene.download(config)
+    assert summary.complete
+    assert_complete_output(tmp_path / "out", expected_for(emulator.state.universe, ids))
+    arrivals = served(emulator.state.arrivals())
+    assert all(a.accept == "application/x-ndjson" and not a.page_token for a in arrivals)
+    assert sum(1 for a in arrivals if a.status == 200 and a.fault is None) == 5, "no paging"
+    if fault:
+        assert any(a.fault == fault for a in arrivals)

@@ -36,7 +36,8 @@ def _fetch_args(source: Path, out: Path, *extra: str) -> list[str]:
     ((), 20),
     (("--compress", "gzip", "--record", "gene"), 10),
     (("--endpoint", "dataset-report"), 10),
-], ids=["default", "gzip-gene", "dataset-report"])
+    (("--format", "ndjson"), 10),
+], ids=["default", "gzip-gene", "dataset-report", "ndjson"])
 def test_resume_after_random_sigkills_writes_each_gene_once(make_emulator: object,
                                                              tmp_path: Path,
                                                              variant: tuple[str, ...],

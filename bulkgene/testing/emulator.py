@@ -20,6 +20,7 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from email.utils import formatdate
 from typing import Any
@@ -80,6 +81,7 @@ class Arrival:
     has_key: bool
     status: int
     fault: str | None
+    accept: str = ""
 
 
 class EmulatorState:
@@ -375,7 +377,8 @@ async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
     def log(status: int, fault: str | None = None) -> None:
         state.log(Arrival(now, request.method, request.path, query.logged,
                           len(ids or ()), ids[0] if ids else None,
-                          query.page_token is not None, key is not None, status, fault))
+                          query.page_token is not None, key is not None, status, fault,
+                          request.headers.get("Accept", "")))
 
     if len(request.raw_path) > config.max_request_line_bytes:
         log(414)
@@ -437,6 +440,8 @@ async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
     else:
         found_matches.sort(key=lambda item: item[0])
     matches = [match for _, _, match in found_matches]
+    if "application/x-ndjson" in request.headers.get("Accept", ""):
+        return await _serve_ndjson(request, state, matches, messages, fault, log, ids)
     page = matches[offset : offset + page_size]
     next_offset = offset + page_size
     token_out = state.token(next_offset, signature) if next_offset < len(matches) else None
@@ -454,6 +459,30 @@ async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
         return response
     log(200, "repeat_token" if repeated else None)
     return web.Response(body=body, content_type="application/json")
+
+
+async def _serve_ndjson(request: web.Request, state: EmulatorState, matches: list[bytes],
+                        messages: list[dict[str, Any]], fault: str | None,
+                        log: Callable[[int, str | None], None], ids: list[int]
+                        ) -> web.StreamResponse:
+    """JSON lines: every match of the request at once (no paging), then one query-only line
+    with its warning for each unknown or discontinued ID (as v1's stream did)."""
+    lines = [match + b"\n" for match in matches]
+    for message in messages:
+        warning = message["warning"]
+        lines.append(orjson.dumps({"query": [warning["unrecognized_identifier"]],
+                                   "warnings": [warning]}) + b"\n")
+    body = b"".join(lines)
+    config = state.config
+    delay = (config.latency_s + config.latency_per_gene_s * len(matches)) * state.jitter()
+    if delay > 0:
+        await asyncio.sleep(delay)
+    if fault is not None and fault not in ("bad_token", "repeat_token"):
+        response = await _faulty(request, state, fault, ids, body)
+        log(response.status if fault not in ("truncate", "reset", "stall") else 0, fault)
+        return response
+    log(200, None)
+    return web.Response(body=body, content_type="application/x-ndjson")
 
 
 async def arrivals(request: web.Request) -> web.Response:

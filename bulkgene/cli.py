@@ -25,6 +25,7 @@ from bulkgene.config import (
     RECORDS,
     RETURNED_CONTENTS,
     SORT_DIRECTIONS,
+    TABULAR_HEADERS,
     DownloadConfig,
     RetryPolicy,
     Secret,
@@ -83,6 +84,7 @@ Examples:
   NCBI_API_KEY=... bulkgene fetch ids.txt.gz --out genes/       # 10 req/s with a key
   cut -f2 gene_info.tsv | bulkgene fetch - --out genes/          # IDs from stdin
   bulkgene fetch ids.txt --out genes/ --endpoint dataset-report --record gene --compress gzip
+  bulkgene fetch ids.txt --out table/ --format tsv --table-field gene-id --table-field symbol
   bulkgene fetch ids.txt --out genes/   # run it again after a kill: it resumes
   sbatch --array=0-3 fetch.sbatch        # each array task takes a quarter: genes/task-000N/
 
@@ -107,8 +109,9 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
               "(JSON body; what NCBI's own CLI uses). Same output.")
 @click.option("--format", "output_format", type=click.Choice(FORMATS), default="json",
               show_default=True,
-              help="Ask for paged JSON (checked against total_count) or JSON lines "
-              "(application/x-ndjson, the whole batch in one answer); both are written as NDJSON.")
+              help="Ask for paged JSON (checked against total_count), JSON lines "
+              "(application/x-ndjson; both written as NDJSON) or TSV (text/tab-separated-values, "
+              "written as .tsv shards).")
 @click.option("--record", type=click.Choice(RECORDS), default="report", show_default=True,
               help="Write whole report matches (gene, query, warnings) or only the gene, the "
               "shape of `datasets summary gene --as-json-lines`.")
@@ -122,6 +125,14 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
 @click.option("--sort-direction", type=click.Choice(SORT_DIRECTIONS), default=None,
               help="The API's sort.direction.")
 @click.option("--tax-search-subtree", is_flag=True, help="The API's tax_search_subtree=true.")
+@click.option("--table-field", "table_fields", multiple=True, metavar="FIELD",
+              help="TSV column (repeatable), e.g. gene-id, symbol, tax-name; needs --format tsv. "
+              "Include gene-id for exact found/missing accounting.")
+@click.option("--accession-filter", multiple=True, metavar="ACCESSION",
+              help="The API's accession_filter (repeatable); needs --format tsv.")
+@click.option("--include-tabular-header", type=click.Choice(TABULAR_HEADERS), default=None,
+              help="The API's header mode; needs --format tsv. Shards get the header once at "
+              "the top either way (none with ..._NEVER).")
 @click.option("--batch-size", type=click.IntRange(1, 1000), default=1000, show_default=True,
               help="GeneIDs per request batch (the unit of commit).")
 @click.option("--page-size", type=click.IntRange(1, 1000), default=1000, show_default=True,
@@ -160,7 +171,9 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
 def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: Path | None,
           api_key: str | None, endpoint: str, output_format: str, record: str, compress: str,
           returned_content: str, locus_tags: tuple[str, ...], sort_field: str | None,
-          sort_direction: str | None, tax_search_subtree: bool, batch_size: int,
+          sort_direction: str | None, tax_search_subtree: bool, table_fields: tuple[str, ...],
+          accession_filter: tuple[str, ...], include_tabular_header: str | None,
+          batch_size: int,
           page_size: int, rate: float | None,
           concurrency: int | None, shards: int, max_attempts: int, retry_wait: float,
           read_timeout: float, outage_after: float, task_index: int | None,
@@ -184,7 +197,9 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
             page_size=page_size, requests_per_second=rate, concurrency=concurrency,
             shards=shards, returned_content=returned_content, locus_tags=locus_tags,
             sort_field=sort_field, sort_direction=sort_direction,
-            tax_search_subtree=tax_search_subtree, endpoint=endpoint, format=output_format,
+            tax_search_subtree=tax_search_subtree, table_fields=table_fields,
+            accession_filter=accession_filter, include_tabular_header=include_tabular_header,
+            endpoint=endpoint, format=output_format,
             record=record,
             compress=compress, restart=restart,
             task=tasks.resolve(task_index, task_count),

@@ -20,7 +20,9 @@ SORT_DIRECTIONS = ("SORT_DIRECTION_UNSPECIFIED", "SORT_DIRECTION_ASCENDING",
 ENDPOINTS = ("gene-id", "dataset-report")
 RECORDS = ("report", "gene")
 COMPRESSIONS = ("none", "gzip")
-FORMATS = ("json", "ndjson")
+FORMATS = ("json", "ndjson", "tsv")
+TABULAR_HEADERS = ("INCLUDE_TABULAR_HEADER_FIRST_PAGE_ONLY", "INCLUDE_TABULAR_HEADER_ALWAYS",
+                   "INCLUDE_TABULAR_HEADER_NEVER")
 
 
 class Secret:
@@ -91,6 +93,9 @@ class DownloadConfig:
     sort_field: str | None = None
     sort_direction: str | None = None
     tax_search_subtree: bool = False
+    table_fields: tuple[str, ...] = ()
+    accession_filter: tuple[str, ...] = ()
+    include_tabular_header: str | None = None
     endpoint: str = "gene-id"
     format: str = "json"
     record: str = "report"
@@ -128,6 +133,20 @@ class DownloadConfig:
                                      ("compress", self.compress, COMPRESSIONS)):
             if value not in allowed:
                 raise ConfigError(f"{name} {value!r} is not one of {', '.join(allowed)}")
+        tsv_only = [name for name, value in (("--table-field", self.table_fields),
+                                             ("--accession-filter", self.accession_filter),
+                                             ("--include-tabular-header",
+                                              self.include_tabular_header)) if value]
+        if tsv_only and self.format != "tsv":
+            raise ConfigError(f"{', '.join(tsv_only)} only apply to TSV answers, as the API "
+                              "defines them: add --format tsv, or leave them out")
+        if self.format == "tsv" and self.record == "gene":
+            raise ConfigError("--record gene picks a JSON object; with --format tsv every "
+                              "line is already a table row: leave --record out")
+        if (self.include_tabular_header is not None
+                and self.include_tabular_header not in TABULAR_HEADERS):
+            raise ConfigError(f"include_tabular_header {self.include_tabular_header!r} is not "
+                              f"one of {', '.join(TABULAR_HEADERS)}")
         if self.sort_direction is not None and self.sort_direction not in SORT_DIRECTIONS:
             raise ConfigError(f"sort direction {self.sort_direction!r} is not one of "
                               f"{', '.join(SORT_DIRECTIONS)}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -28,6 +28,7 @@ from bulkgene.batches import Batch
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import AuthError, FatalHTTPError, OutageError
 from bulkgene.ncbi import (
+    NOT_RETURNED,
     BatchAnswer,
     BrokenChain,
     InvalidPage,
@@ -44,6 +45,7 @@ from bulkgene.retry import (
     is_retried_status,
     parse_retry_after,
 )
+from bulkgene.tsv import GENE_ID_FIELD, TsvAnswer, parse_tsv
 
 REJECTED_BY_SERVER = "REJECTED_BY_SERVER"
 _REQUEST_ID_HEADERS = ("NCBI-PHID", "X-Request-Id", "X-Ncbi-Phid")
@@ -67,6 +69,8 @@ class BatchOutcome:
     records: list[Record]
     found: int
     missing: list[tuple[int, str]]
+    header: bytes | None = None  # TSV: the header line, for the top of a new shard
+    unverified: int = 0  # TSV without a GeneID column: IDs neither found nor missing
 
 
 @dataclass(frozen=True)
@@ -156,10 +160,32 @@ class GeneClient:
     async def fetch_batch(self, batch: Batch) -> BatchResult:
         """Every page of ``batch``, validated; a BatchFailure if it can't be had."""
         try:
+            if self.config.format == "tsv":
+                return await self._fetch_tsv(batch)
             answer = await self._fetch_ids(batch.gene_ids)
         except _GaveUp as exc:
             return BatchFailure(batch, str(exc))
         return BatchOutcome(batch, answer.records, len(answer.answered), answer.missing())
+
+    async def _fetch_tsv(self, batch: Batch) -> BatchOutcome:
+        """The batch as one TSV answer (the server sends every row at once)."""
+        holder: list[TsvAnswer] = []
+        has_header = self.config.include_tabular_header != "INCLUDE_TABULAR_HEADER_NEVER"
+        fields = self.config.table_fields
+        column = fields.index(GENE_ID_FIELD) if GENE_ID_FIELD in fields else None
+
+        def parse(body: bytes, _answer: BatchAnswer) -> str | None:
+            holder[:] = [parse_tsv(body, batch.gene_ids, has_header, column)]
+            return None
+
+        await self._fetch_page(batch.gene_ids, None, BatchAnswer(batch.gene_ids), parse)
+        answer = holder[0]
+        if not answer.accountable:
+            return BatchOutcome(batch, answer.records, 0, [], answer.header,
+                                unverified=len(batch.gene_ids))
+        missing = [(gene_id, NOT_RETURNED) for gene_id in batch.gene_ids
+                   if gene_id not in answer.answered]
+        return BatchOutcome(batch, answer.records, len(answer.answered), missing, answer.header)
 
     async def _fetch_ids(self, gene_ids: tuple[int, ...]) -> BatchAnswer:
         try:
@@ -199,9 +225,17 @@ class GeneClient:
                 continue
         raise _GaveUp("the server's page chain kept breaking (tokens rejected or repeated)")
 
+    def _read_json_page(self, body: bytes, answer: BatchAnswer) -> str | None:
+        page = parse_ndjson(body) if self.config.format == "ndjson" else parse_page(body)
+        answer.add(page)
+        return page.next_page_token
+
     async def _fetch_page(self, gene_ids: tuple[int, ...], token: str | None,
-                          answer: BatchAnswer) -> str | None:
-        """One page, retried until it validates into ``answer``; returns the next token."""
+                          answer: BatchAnswer,
+                          read: Callable[[bytes, BatchAnswer], str | None] | None = None
+                          ) -> str | None:
+        """One page, retried until ``read`` accepts it; returns the next token."""
+        read = read or self._read_json_page
         request = page_request(self.config, gene_ids, token)
         url = self.config.base_url.rstrip("/") + request.path
         headers = {"Accept": request.accept}
@@ -232,16 +266,14 @@ class GeneClient:
                 self._read_server_limits(response_headers)
                 if status == 200:
                     try:
-                        page = (parse_ndjson(body) if self.config.format == "ndjson"
-                                else parse_page(body))
-                        answer.add(page)
+                        next_token = read(body, answer)
                     except BrokenChain as exc:
                         raise _RestartBatch(str(exc)) from None
                     except InvalidPage as exc:
                         reason = f"invalid page: {exc}"
                     else:
                         self._last_success_at = asyncio.get_running_loop().time()
-                        return page.next_page_token
+                        return next_token
                 elif status == 429:
                     self.stats.throttled += 1
                     retry_after = parse_retry_after(response_headers.get("Retry-After"),

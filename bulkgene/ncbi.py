@@ -57,9 +57,15 @@ def page_request(config: DownloadConfig, gene_ids: tuple[int, ...], page_token: 
             body["returned_content"] = config.returned_content
         if config.locus_tags:
             body["locus_tags"] = list(config.locus_tags)
+        if config.table_fields:
+            body["table_fields"] = list(config.table_fields)
+        if config.include_tabular_header:
+            body["include_tabular_header"] = config.include_tabular_header
         body["page_size"] = config.page_size
         if page_token:
             body["page_token"] = page_token
+        if config.accession_filter:
+            body["accession_filter"] = list(config.accession_filter)
         if config.tax_search_subtree:
             body["tax_search_subtree"] = True
         if config.sort_field:
@@ -72,9 +78,13 @@ def page_request(config: DownloadConfig, gene_ids: tuple[int, ...], page_token: 
     if config.returned_content != "COMPLETE":
         params.append(("returned_content", config.returned_content))
     params.extend(("locus_tags", tag) for tag in config.locus_tags)
+    params.extend(("table_fields", name) for name in config.table_fields)
+    if config.include_tabular_header:
+        params.append(("include_tabular_header", config.include_tabular_header))
     params.append(("page_size", str(config.page_size)))
     if page_token:
         params.append(("page_token", page_token))
+    params.extend(("accession_filter", accession) for accession in config.accession_filter)
     if config.tax_search_subtree:
         params.append(("tax_search_subtree", "true"))
     if config.sort_field:
@@ -85,7 +95,8 @@ def page_request(config: DownloadConfig, gene_ids: tuple[int, ...], page_token: 
                        _ACCEPT[config.format])
 
 
-_ACCEPT = {"json": "application/json", "ndjson": "application/x-ndjson"}
+_ACCEPT = {"json": "application/json", "ndjson": "application/x-ndjson",
+           "tsv": "text/tab-separated-values"}
 
 
 class _Warning(msgspec.Struct):
@@ -207,15 +218,15 @@ def _line(raw: msgspec.Raw | bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One report match to write: its GeneID, the IDs it answers, its NDJSON line."""
+    """One line to write: its GeneID (None: a TSV without one), the IDs it answers."""
 
-    gene_id: int
+    gene_id: int | None
     queries: tuple[int, ...]
     line: bytes
 
     @property
     def is_replacement(self) -> bool:
-        return self.gene_id not in self.queries
+        return self.gene_id is not None and self.gene_id not in self.queries
 
 
 @dataclass

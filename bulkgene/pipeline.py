@@ -148,7 +148,7 @@ class _Run:
 
     def ids_done(self) -> int:
         totals = self.prepared.checkpoint.totals
-        return (totals.get("found", 0) + totals.get("missing", 0)
+        return (totals.get("found", 0) + totals.get("missing", 0) + totals.get("unverified", 0)
                 + sum(self.prepared.checkpoint.failed.values()))
 
     def snapshot(self, elapsed_s: float, done_at_start: int) -> Snapshot:
@@ -206,7 +206,8 @@ def _summarize(config: DownloadConfig, prepared: PreparedRun, run: _Run | None,
         found=found,
         missing=missing,
         failed=failed_ids,
-        pending=requested - found - missing - failed_ids,
+        pending=requested - found - missing - failed_ids - totals.get("unverified", 0),
+        unverified=totals.get("unverified", 0),
         duplicates=counts.duplicates,
         rejected=counts.rejected,
         records=totals.get("records", 0),

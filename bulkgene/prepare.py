@@ -60,6 +60,9 @@ def output_params(config: DownloadConfig) -> dict[str, Any]:
         "locus_tags": list(config.locus_tags),
         "sort": [config.sort_field, config.sort_direction],
         "tax_search_subtree": config.tax_search_subtree,
+        "table_fields": list(config.table_fields),
+        "accession_filter": list(config.accession_filter),
+        "include_tabular_header": config.include_tabular_header,
         "task_index": config.task.index,
         "task_count": config.task.count,
     }
@@ -162,7 +165,8 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock) -> PreparedRun:
     else:
         state = Checkpoint(fingerprint=fingerprint, params=params, inputs=inputs)
     plan = _read_input(out_dir, paths, names, [entry["digest"] for entry in inputs])
-    store = OutputStore(out_dir, config.shards, state, plan.requested, config.compress == "gzip")
+    store = OutputStore(out_dir, config.shards, state, plan.requested,
+                        gzipped=config.compress == "gzip", tsv=config.format == "tsv")
     store.open()
     return PreparedRun(plan, state, store, existing is not None, lock)
 

@@ -17,7 +17,10 @@ EXIT_INTERRUPTED = 75
 
 @dataclass
 class Summary:
-    """requested = found + missing + failed + pending; the rest are counted beside it.
+    """requested = found + missing + failed + pending + unverified; the rest are beside it.
+
+    ``unverified`` is non-zero only for TSV without a GeneID column, where the rows can't
+    say which IDs they answer.
 
     ``requested`` and what adds up to it are this task's share; ``duplicates`` and
     ``rejected`` describe the whole input, so every task of an array reports the same.
@@ -29,6 +32,7 @@ class Summary:
     missing: int = 0
     failed: int = 0
     pending: int = 0
+    unverified: int = 0
     duplicates: int = 0
     rejected: int = 0
     records: int = 0
@@ -46,7 +50,8 @@ class Summary:
     error: str | None = None
 
     def reconciles(self) -> bool:
-        return self.requested == self.found + self.missing + self.failed + self.pending
+        return self.requested == (self.found + self.missing + self.failed + self.pending
+                                  + self.unverified)
 
     @property
     def complete(self) -> bool:
@@ -78,6 +83,8 @@ class Summary:
                 f"failed {self.failed}")
         if self.pending:
             text += f" + pending {self.pending}"
+        if self.unverified:
+            text += f" + unverified {self.unverified} (TSV without a gene-id column)"
         text += (f"; {self.records} records, {self.duplicates} duplicates, {self.rejected} "
                  f"rejected lines, {self.requests} requests ({self.retries} retries, "
                  f"{self.throttled} throttled) in {self.elapsed_s:.1f} s")

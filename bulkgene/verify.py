@@ -8,6 +8,7 @@ reconciles and matches the lines and the missing report on disk.
 from __future__ import annotations
 
 import gzip
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from bulkgene import checkpoint as ckpt
 from bulkgene.errors import CorruptCheckpoint
 from bulkgene.idset import MAX_GENE_ID, IdBitmap
 from bulkgene.tasks import task_directories
+from bulkgene.tsv import GENE_ID_FIELD, GENE_ID_HEADER
 from bulkgene.writer import MISSING_NAME, SHARD_PATTERN, SUMMARY_NAME
 
 _MAX_PROBLEMS_PER_KIND = 20
@@ -96,10 +98,12 @@ def verify(out_dir: Path) -> Verdict:
                                         f"checkpoint committed {committed}")
         task_records = 0
         gene_only = state.params.get("record") == "gene"
+        tsv = _tsv_layout(state.params) if state.params.get("format") == "tsv" else None
         for shard in shards:
             verdict.shards += 1
             try:
-                task_records += _check_shard(shard, gene_only, seen, verdict)
+                task_records += (_check_tsv_shard(shard, tsv, seen, verdict) if tsv
+                                 else _check_shard(shard, gene_only, seen, verdict))
             except (OSError, EOFError) as exc:  # a damaged gzip member
                 verdict.problems.append(f"{shard}: can't be read to the end ({exc})")
         verdict.records += task_records
@@ -128,6 +132,50 @@ def _check_shard(shard: Path, gene_only: bool, seen: _Seen, verdict: Verdict) ->
                 if verdict.duplicates <= _MAX_PROBLEMS_PER_KIND:
                     verdict.problems.append(f"{shard}:{number}: GeneID {gene_id} was "
                                             "already written (a duplicate)")
+    return records
+
+
+def _tsv_layout(params: dict[str, object]) -> tuple[bool, int | None]:
+    """(shards start with a header, GeneID column when there is no header to tell)."""
+    fields = params.get("table_fields") or []
+    assert isinstance(fields, list)
+    column = fields.index(GENE_ID_FIELD) if GENE_ID_FIELD in fields else None
+    return params.get("include_tabular_header") != "INCLUDE_TABULAR_HEADER_NEVER", column
+
+
+def _check_tsv_shard(shard: Path, layout: tuple[bool, int | None], seen: _Seen,
+                     verdict: Verdict) -> int:
+    """Every row as wide as the first line, the header only at the top, GeneIDs once."""
+    has_header, column = layout
+    records = 0
+    opener = gzip.open if shard.name.endswith(".gz") else open
+    with opener(shard, "rb") as handle:
+        first = handle.readline()
+        if has_header and first:
+            columns = first.rstrip(b"\n").split(b"\t")
+            column = columns.index(GENE_ID_HEADER) if GENE_ID_HEADER in columns else None
+            lines = enumerate(handle, 2)
+        else:
+            lines = enumerate(itertools.chain([first] if first else [], handle), 1)
+        width = first.count(b"\t") + 1
+        for number, line in lines:
+            if not line.endswith(b"\n"):
+                verdict.problems.append(f"{shard}:{number}: torn last line (no newline)")
+            if line == first and has_header:
+                verdict.problems.append(f"{shard}:{number}: the header again, mid-file")
+                continue
+            row_width = line.count(b"\t") + 1
+            if row_width != width:
+                verdict.problems.append(f"{shard}:{number}: {row_width} columns, not {width}")
+                continue
+            records += 1
+            if column is not None:
+                value = line.rstrip(b"\n").split(b"\t")[column]
+                if value.isdigit() and not seen.add(int(value)):
+                    verdict.duplicates += 1
+                    if verdict.duplicates <= _MAX_PROBLEMS_PER_KIND:
+                        verdict.problems.append(f"{shard}:{number}: GeneID {int(value)} was "
+                                                "already written (a duplicate)")
     return records
 
 

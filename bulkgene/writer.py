@@ -27,12 +27,12 @@ SUMMARY_NAME = "summary.json"
 MISSING_HEADER = b"gene_id\treason\n"
 REPLACED_HEADER = b"requested_gene_id\treturned_gene_id\n"
 REJECTS_HEADER = b"file\tline\ttext\treason\n"
-SHARD_PATTERN = re.compile(r"shard-\d{4,}\.ndjson(\.gz)?")
+SHARD_PATTERN = re.compile(r"shard-\d{4,}\.(ndjson|tsv)(\.gz)?")
 
 
-def shard_name(shard_index: int, gzipped: bool = False) -> str:
+def shard_name(shard_index: int, gzipped: bool = False, tsv: bool = False) -> str:
     """The name of shard ``shard_index``: integers only, sortable."""
-    return f"shard-{shard_index:04d}.ndjson{'.gz' if gzipped else ''}"
+    return f"shard-{shard_index:04d}.{'tsv' if tsv else 'ndjson'}{'.gz' if gzipped else ''}"
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,11 @@ class OutputStore:
     """Appends committed batches to shards and side reports; the single writer of a directory."""
 
     def __init__(self, out_dir: Path, shard_count: int, checkpoint: Checkpoint,
-                 requested: IdBitmap, gzipped: bool = False) -> None:
+                 requested: IdBitmap, gzipped: bool = False, tsv: bool = False) -> None:
         self.out_dir = out_dir
         self.shard_count = shard_count
         self.gzipped = gzipped
+        self.tsv = tsv
         self.checkpoint = checkpoint
         self._requested = requested
         self._handles: dict[str, BinaryIO] = {}
@@ -111,11 +112,11 @@ class OutputStore:
 
     def _write_outcome(self, outcome: BatchOutcome, missing: BinaryIO, replaced: BinaryIO,
                        touched: set[str]) -> int:
-        shard = shard_name(outcome.batch.index % self.shard_count, self.gzipped)
+        shard = shard_name(outcome.batch.index % self.shard_count, self.gzipped, self.tsv)
         lines: list[bytes] = []
         replaced_rows = 0
         for record in outcome.records:
-            if record.is_replacement:
+            if record.is_replacement and record.gene_id is not None:
                 for query in record.queries:
                     if query != record.gene_id:
                         replaced.write(b"%d\t%d\n" % (query, record.gene_id))
@@ -127,19 +128,24 @@ class OutputStore:
                 self._replacements_written.add(record.gene_id)
             lines.append(record.line)
         if lines:
-            data = b"".join(lines)
+            handle = self._handle(shard)
+            # a TSV header once, at the very top of each shard
+            top = outcome.header + b"\n" if outcome.header and handle.tell() == 0 else b""
+            data = top + b"".join(lines)
             if self.gzipped:
                 # one gzip member per batch: cutting a shard back to a committed length
-                # always leaves whole members, so zcat reads it as clean NDJSON
+                # always leaves whole members, so zcat reads clean NDJSON or TSV
                 data = gzip.compress(data, compresslevel=6, mtime=0)
-            self._handle(shard).write(data)
+            handle.write(data)
             touched.add(shard)
         for gene_id, reason in outcome.missing:
             missing.write(b"%d\t%s\n" % (gene_id, reason.encode()))
+        records = len(lines)
         self.checkpoint.add(found=outcome.found, missing=len(outcome.missing),
-                            replaced=replaced_rows, records=len(lines))
+                            replaced=replaced_rows, records=records,
+                            unverified=outcome.unverified)
         self.checkpoint.mark_committed(outcome.batch.index)
-        return len(lines)
+        return records
 
     def close(self) -> None:
         for handle in self._handles.values():

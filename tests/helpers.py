@@ -66,6 +66,16 @@ def gene_ids_written(out_dir: Path) -> Counter[int]:
                    for record in read_records(out_dir))
 
 
+def tsv_gene_ids(out_dir: Path) -> Counter[int]:
+    """GeneIDs in the first column of TSV shards (each starting with its header line)."""
+    counts: Counter[int] = Counter()
+    for shard in sorted([*out_dir.glob("shard-*.tsv"), *out_dir.glob("shard-*.tsv.gz")]):
+        data = gzip.decompress(shard.read_bytes()) if shard.suffix == ".gz" else shard.read_bytes()
+        assert data.endswith(b"\n"), f"{shard} ends in a torn row"
+        counts.update(int(line.split(b"\t")[0]) for line in data.split(b"\n")[1:-1])
+    return counts
+
+
 def read_tsv(path: Path) -> list[list[str]]:
     lines = path.read_text().splitlines()
     return [line.split("\t") for line in lines[1:]]

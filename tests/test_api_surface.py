@@ -136,3 +136,71 @@ async def test_ndjson_format_fetches_whole_batches_and_accounts_exactly(
     assert sum(1 for a in arrivals if a.status == 200 and a.fault is None) == 5, "no paging"
     if fault:
         assert any(a.fault == fault for a in arrivals)
+
+
+def _tsv_rows(out: Path) -> tuple[list[bytes], list[list[bytes]]]:
+    """(the header of every shard, every data row) of a TSV output."""
+    headers: list[bytes] = []
+    rows: list[list[bytes]] = []
+    for shard in sorted([*out.glob("shard-*.tsv"), *out.glob("shard-*.tsv.gz")]):
+        data = gzip.decompress(shard.read_bytes()) if shard.suffix == ".gz" else shard.read_bytes()
+        lines = data.split(b"\n")
+        assert lines[-1] == b"", "every row ends in a newline"
+        headers.append(lines[0])
+        rows.extend(line.split(b"\t") for line in lines[1:-1])
+    return headers, rows
+
+
+@pytest.mark.parametrize("mode", ["INCLUDE_TABULAR_HEADER_ALWAYS",
+                                  "INCLUDE_TABULAR_HEADER_FIRST_PAGE_ONLY"])
+def test_tsv_has_its_header_once_at_the_top_of_every_shard(emulator: EmulatorThread,
+                                                           tmp_path: Path, mode: str) -> None:
+    ids = range(1, 301)
+    source = write_ids(tmp_path / "ids.txt", ids)
+    out = tmp_path / "out"
+    result = run_cli("fetch", str(source), "--out", str(out), "--format", "tsv",
+                     "--table-field", "gene-id", "--table-field", "symbol",
+                     "--table-field", "tax-name", "--include-tabular-header", mode,
+                     "--page-size", "7", "--batch-size", "50", "--shards", "2", "--rate", "100",
+                     env=cli_env(emulator.base_url))
+    assert result.returncode == 0, result.stderr.decode()
+    headers, rows = _tsv_rows(out)
+    assert headers == [b"NCBI GeneID\tSymbol\tTaxonomic Name"] * 2
+    assert all(len(row) == 3 and row[0] != b"NCBI GeneID" for row in rows)
+    expected = expected_for(emulator.state.universe, ids)
+    direct = {gene_id for gene_id in expected.found if gene_id not in expected.replaced}
+    assert {int(row[0]) for row in rows} == expected.genes
+    missing = {int(row[0]) for row in read_tsv(out / "missing.tsv")}
+    assert missing == set(expected.missing) | set(expected.replaced), \
+        "a replaced ID can't be matched to its row in TSV, so it counts as missing"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["found"] == len(direct) and summary["complete"]
+    arrival = served(emulator.state.arrivals())[0]
+    assert arrival.accept == "text/tab-separated-values"
+    assert arrival.query == (f"table_fields=gene-id&table_fields=symbol&table_fields=tax-name"
+                             f"&include_tabular_header={mode}&page_size=7")
+    assert run_cli("verify", str(out)).returncode == 0
+
+
+def test_tsv_without_a_gene_id_column_says_accounting_is_unverified(emulator: EmulatorThread,
+                                                                    tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", range(1, 101))
+    out = tmp_path / "out"
+    result = run_cli("fetch", str(source), "--out", str(out), "--format", "tsv",
+                     "--table-field", "symbol", "--compress", "gzip",
+                     env=cli_env(emulator.base_url))
+    assert result.returncode == 0, result.stderr.decode()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["unverified"] == 100 and summary["found"] == 0 and summary["missing"] == 0
+    assert b"unverified 100 (TSV without a gene-id column)" in result.stderr
+    headers, rows = _tsv_rows(out)
+    assert headers == [b"Symbol"] and len(rows) == summary["records"] > 90
+    text = subprocess.run(["zcat", str(next(out.glob("*.tsv.gz")))], capture_output=True,
+                          check=True).stdout
+    assert text.count(b"Symbol\n") == 1
+
+
+def test_tsv_only_options_need_the_tsv_format(tmp_path: Path) -> None:
+    result = run_cli("fetch", "x.txt", "--out", str(tmp_path / "o"), "--table-field", "symbol")
+    assert result.returncode == 2
+    assert b"--table-field only apply to TSV" in result.stderr and b"--format tsv" in result.stderr

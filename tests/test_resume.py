@@ -18,6 +18,7 @@ from helpers import (
     run_cli,
     served,
     shard_files,
+    tsv_gene_ids,
     write_ids,
 )
 
@@ -37,7 +38,9 @@ def _fetch_args(source: Path, out: Path, *extra: str) -> list[str]:
     (("--compress", "gzip", "--record", "gene"), 10),
     (("--endpoint", "dataset-report"), 10),
     (("--format", "ndjson"), 10),
-], ids=["default", "gzip-gene", "dataset-report", "ndjson"])
+    (("--format", "tsv", "--table-field", "gene-id", "--table-field", "symbol",
+      "--compress", "gzip"), 10),
+], ids=["default", "gzip-gene", "dataset-report", "ndjson", "tsv-gzip"])
 def test_resume_after_random_sigkills_writes_each_gene_once(make_emulator: object,
                                                              tmp_path: Path,
                                                              variant: tuple[str, ...],
@@ -67,7 +70,12 @@ def test_resume_after_random_sigkills_writes_each_gene_once(make_emulator: objec
         if result.returncode == 0:
             break
         assert finals < 3, result.stderr.decode()
-    assert_complete_output(out, expected_for(emulator.state.universe, ids))
+    expected = expected_for(emulator.state.universe, ids)
+    if "tsv" in variant:
+        written = tsv_gene_ids(out)
+        assert max(written.values()) == 1 and set(written) == expected.genes
+    else:
+        assert_complete_output(out, expected)
     summary = read_summary(out)
     assert summary["batches_committed"] == 240
     verified = run_cli("verify", str(out))

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from bulkgene.testing import tabular
 from bulkgene.testing.universe import Content, Fate, GeneUniverse
 
 API_PREFIX = "/datasets/v2"
@@ -255,12 +256,16 @@ class Query:
     sort_field: str | None = None
     sort_direction: str | None = None
     tax_search_subtree: bool = False
+    table_fields: list[str] = field(default_factory=list)
+    accession_filter: list[str] = field(default_factory=list)
+    include_tabular_header: str = "INCLUDE_TABULAR_HEADER_FIRST_PAGE_ONLY"
     logged: str = ""  # what the arrival log keeps of it (never the key)
 
     def signature(self) -> bytes:
         """What a page token is bound to: everything but the token itself."""
         bound = [self.ids, self.returned_content, self.locus_tags, self.sort_field,
-                 self.sort_direction, self.tax_search_subtree]
+                 self.sort_direction, self.tax_search_subtree, self.table_fields,
+                 self.accession_filter, self.include_tabular_header]
         return hashlib.blake2b(orjson.dumps(bound), digest_size=16).digest()
 
 
@@ -275,6 +280,10 @@ def query_from_get(request: web.Request) -> Query:
         sort_field=query.get("sort.field"),
         sort_direction=query.get("sort.direction"),
         tax_search_subtree=query.get("tax_search_subtree", "false") == "true",
+        table_fields=query.getall("table_fields", []),
+        accession_filter=query.getall("accession_filter", []),
+        include_tabular_header=query.get("include_tabular_header",
+                                         "INCLUDE_TABULAR_HEADER_FIRST_PAGE_ONLY"),
         logged="&".join(part for part in request.query_string.split("&")
                         if not part.startswith("api_key=")),  # exactly as sent, less the key
     )
@@ -302,6 +311,10 @@ async def query_from_post(request: web.Request) -> Query:
         sort_field=first_sort.get("field"),
         sort_direction=first_sort.get("direction"),
         tax_search_subtree=body.get("tax_search_subtree") is True,
+        table_fields=[str(f) for f in body.get("table_fields", [])],
+        accession_filter=[str(a) for a in body.get("accession_filter", [])],
+        include_tabular_header=str(body.get("include_tabular_header",
+                                            "INCLUDE_TABULAR_HEADER_FIRST_PAGE_ONLY")),
         logged=orjson.dumps({k: v for k, v in body.items() if k != "gene_ids"},
                             option=orjson.OPT_SORT_KEYS).decode(),
     )
@@ -440,8 +453,19 @@ async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
     else:
         found_matches.sort(key=lambda item: item[0])
     matches = [match for _, _, match in found_matches]
-    if "application/x-ndjson" in request.headers.get("Accept", ""):
+    accept = request.headers.get("Accept", "")
+    if "application/x-ndjson" in accept:
         return await _serve_ndjson(request, state, matches, messages, fault, log, ids)
+    if "text/tab-separated-values" in accept:
+        if unknown := tabular.unknown_fields(query.table_fields):
+            log(400)
+            return _error(400, "Bad Request", f"Invalid argument provided: unknown table "
+                          f"fields {unknown}.")
+        genes = [orjson.loads(match)["gene"] for match in matches]
+        body = tabular.render(genes, query.table_fields, query.include_tabular_header,
+                              page_size)
+        return await _serve_lines(request, state, body, "text/tab-separated-values",
+                                  len(matches), fault, log, ids)
     page = matches[offset : offset + page_size]
     next_offset = offset + page_size
     token_out = state.token(next_offset, signature) if next_offset < len(matches) else None
@@ -472,9 +496,17 @@ async def _serve_ndjson(request: web.Request, state: EmulatorState, matches: lis
         warning = message["warning"]
         lines.append(orjson.dumps({"query": [warning["unrecognized_identifier"]],
                                    "warnings": [warning]}) + b"\n")
-    body = b"".join(lines)
+    return await _serve_lines(request, state, b"".join(lines), "application/x-ndjson",
+                              len(matches), fault, log, ids)
+
+
+async def _serve_lines(request: web.Request, state: EmulatorState, body: bytes,
+                       content_type: str, genes: int, fault: str | None,
+                       log: Callable[[int, str | None], None], ids: list[int]
+                       ) -> web.StreamResponse:
+    """A whole-request answer (JSON lines or TSV), with latency and faults."""
     config = state.config
-    delay = (config.latency_s + config.latency_per_gene_s * len(matches)) * state.jitter()
+    delay = (config.latency_s + config.latency_per_gene_s * genes) * state.jitter()
     if delay > 0:
         await asyncio.sleep(delay)
     if fault is not None and fault not in ("bad_token", "repeat_token"):
@@ -482,7 +514,7 @@ async def _serve_ndjson(request: web.Request, state: EmulatorState, matches: lis
         log(response.status if fault not in ("truncate", "reset", "stall") else 0, fault)
         return response
     log(200, None)
-    return web.Response(body=body, content_type="application/x-ndjson")
+    return web.Response(body=body, content_type=content_type)
 
 
 async def arrivals(request: web.Request) -> web.Response:

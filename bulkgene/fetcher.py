@@ -8,6 +8,7 @@ is decided here and nowhere else:
     429, 5xx except 501 .......... retried with backoff, up to RetryPolicy.max_attempts
     400 (invalid page token) ..... the batch restarts from page 1
     400, 414, 431 ................ the batch is split in halves to isolate the offending IDs
+    a GET path over 7800 bytes .... split in halves before it is sent
     401, 403 ..................... AuthError: the whole run stops
     every request failing for RetryPolicy.outage_s ... OutageError: the whole run stops
     anything else ................ the batch fails; the run goes on and exits 3
@@ -48,6 +49,10 @@ from bulkgene.retry import (
 from bulkgene.tsv import GENE_ID_FIELD, TsvAnswer, parse_tsv
 
 REJECTED_BY_SERVER = "REJECTED_BY_SERVER"
+# GET puts the IDs in the path: 1000 IDs of 8-9 digits make 9-10 KB, and gateways commonly
+# refuse request lines over 8 KB (nginx's default). A longer batch is fetched in halves
+# (one commit still); a 414/431 that happens anyway splits the same way.
+MAX_PATH_BYTES = 7800
 _REQUEST_ID_HEADERS = ("NCBI-PHID", "X-Request-Id", "X-Ncbi-Phid")
 
 
@@ -189,6 +194,9 @@ class GeneClient:
 
     async def _fetch_ids(self, gene_ids: tuple[int, ...]) -> BatchAnswer:
         try:
+            if len(gene_ids) > 1 and len(page_request(self.config, gene_ids, None).path) > \
+                    MAX_PATH_BYTES:
+                raise _Split(414, "planned: the URL would be too long")  # not sent at all
             return await self._fetch_chain(gene_ids)
         except _Split as split:
             if len(gene_ids) == 1:

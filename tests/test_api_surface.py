@@ -204,3 +204,49 @@ def test_tsv_only_options_need_the_tsv_format(tmp_path: Path) -> None:
     result = run_cli("fetch", "x.txt", "--out", str(tmp_path / "o"), "--table-field", "symbol")
     assert result.returncode == 2
     assert b"--table-field only apply to TSV" in result.stderr and b"--format tsv" in result.stderr
+
+
+def test_the_query_string_matches_ncbis_generated_client(emulator: EmulatorThread,
+                                                         tmp_path: Path) -> None:
+    api = pytest.importorskip("ncbi.datasets.openapi")
+    source = write_ids(tmp_path / "ids.txt", [7157, 672])
+    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--format", "tsv",
+                     "--returned-content", "COUNTS_ONLY", "--locus-tag", "b0001",
+                     "--locus-tag", "b0002", "--table-field", "gene-id", "--table-field", "symbol",
+                     "--include-tabular-header", "INCLUDE_TABULAR_HEADER_ALWAYS",
+                     "--page-size", "1000", "--accession-filter", "NM_001407959.1",
+                     "--tax-search-subtree", "--sort-field", "gene_id",
+                     "--sort-direction", "SORT_DIRECTION_ASCENDING",
+                     env=cli_env(emulator.base_url))
+    assert result.returncode == 0, result.stderr.decode()
+    (arrival,) = served(emulator.state.arrivals())
+    generated = api.GeneApi(api.ApiClient(api.Configuration(host="http://h")))
+    _, url, _, _, _ = generated._gene_reports_by_id_serialize(
+        gene_ids=[7157, 672],
+        returned_content=api.V2GeneDatasetReportsRequestContentType("COUNTS_ONLY"),
+        locus_tags=["b0001", "b0002"], table_fields=["gene-id", "symbol"],
+        include_tabular_header=api.V2IncludeTabularHeader("INCLUDE_TABULAR_HEADER_ALWAYS"),
+        page_size=1000, page_token=None, accession_filter=["NM_001407959.1"],
+        tax_search_subtree=True, sort_field="gene_id",
+        sort_direction=api.V2SortDirection("SORT_DIRECTION_ASCENDING"), _request_auth=None,
+        _content_type=None, _headers=None, _host_index=0)
+    path, _, query = url.partition("?")
+    assert arrival.query == query
+    assert path.endswith("/gene/id/7157%2C672") and arrival.path.endswith("/gene/id/7157,672")
+
+
+async def test_a_long_get_url_is_split_before_it_is_sent(emulator: EmulatorThread,
+                                                        tmp_path: Path) -> None:
+    import bulkgene
+    from bulkgene import DownloadConfig
+
+    ids = range(100_000_000, 100_001_000)  # 1000 nine-digit IDs: a ~10 KB path
+    source = write_ids(tmp_path / "ids.txt", ids)
+    summary = await bulkgene.download(DownloadConfig(
+        inputs=(str(source),), out_dir=tmp_path / "out", base_url=emulator.base_url,
+        requests_per_second=100.0, progress_interval_s=0))
+    assert summary.complete
+    arrivals = served(emulator.state.arrivals())
+    assert all(a.status == 200 for a in arrivals), "no 414: nothing over the limit was sent"
+    assert len(arrivals) == 2 and all(len(a.path) < 7800 for a in arrivals)
+    assert_complete_output(tmp_path / "out", expected_for(emulator.state.universe, ids))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from bulkgene import tasks
+from bulkgene import commands, tasks
 from bulkgene.config import (
     COMPRESSIONS,
     DEFAULT_BASE_URL,
@@ -31,22 +31,13 @@ from bulkgene.config import (
     Secret,
     Timeouts,
 )
-from bulkgene.errors import BulkgeneError, ConfigError, StateError
+from bulkgene.console import configure_logging, report_end
+from bulkgene.errors import BulkgeneError, ConfigError
 from bulkgene.ids import Reject
 from bulkgene.progress import ProgressReporter, Terminal, TerminalLog
-from bulkgene.summary import EXIT_FAILED_BATCHES, EXIT_INTERRUPTED, EXIT_OK, Summary
+from bulkgene.summary import Summary
 
 log = logging.getLogger("bulkgene")
-
-
-def _configure_logging(verbose: int, quiet: int, handler: logging.Handler | None = None) -> None:
-    level = logging.INFO + 10 * (quiet - verbose)
-    handler = handler or logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("bulkgene: %(message)s"))
-    root = logging.getLogger("bulkgene")
-    root.handlers[:] = [handler]
-    root.setLevel(max(logging.DEBUG, min(level, logging.CRITICAL)))
-    root.propagate = False
 
 
 def _read_api_key(api_key: str | None, api_key_file: Path | None) -> Secret | None:
@@ -189,7 +180,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
     """
     show_progress = progress if progress is not None else quiet == 0
     terminal = Terminal(sys.stderr, live=show_progress and sys.stderr.isatty())
-    _configure_logging(verbose, quiet, TerminalLog(terminal))
+    configure_logging(verbose, quiet, TerminalLog(terminal))
     try:
         config = DownloadConfig(
             inputs=inputs, out_dir=out_dir, base_url=base_url,
@@ -234,32 +225,8 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
         click.echo(f"{report}\nbulkgene: internal error (a bug; please report it with the "
                    "traceback above). Committed work is safe: re-run to resume.", err=True)
         sys.exit(1)
-    _report_end(summary)
+    report_end(summary)
     sys.exit(summary.exit_code)
-
-
-def _report_end(summary: Summary) -> None:
-    """The end-of-run account on stderr: what, where, and the next step if there is one."""
-    where = Path(summary.out_dir)
-    click.echo(f"bulkgene: {summary.line()}", err=True)  # always, even with -q
-    lines = [f"  {summary.records} records in {where}/shard-*.ndjson; "
-             f"{summary.missing} missing -> {where}/missing.tsv; "
-             f"{summary.replaced} replaced -> {where}/replaced.tsv; "
-             f"{summary.rejected} rejected lines -> {where}/rejects.tsv"]
-    command = "bulkgene " + " ".join(_shell_quote(arg) for arg in sys.argv[1:])
-    if summary.exit_code == EXIT_FAILED_BATCHES:
-        lines.append(f"{summary.batches_failed} batch(es) ({summary.failed} GeneIDs) failed "
-                     f"after every retry; run the same command again to retry exactly those:\n"
-                     f"  {command}")
-    elif summary.exit_code == EXIT_INTERRUPTED:
-        lines.append(f"interrupted with {summary.pending} GeneIDs to go; everything committed "
-                     f"is safe. Resume with:\n  {command}")
-    elif summary.exit_code == EXIT_OK:
-        lines.append(f"done. Look at it: head -c 600 {where}/shard-0000.ndjson; "
-                     f"bulkgene verify {where}")
-    emit = log.warning if summary.exit_code else log.info
-    for line in lines:
-        emit("%s", line)
 
 
 def _dry_run(config: DownloadConfig) -> None:
@@ -295,169 +262,5 @@ def _human_time(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _shell_quote(arg: str) -> str:
-    import shlex
-
-    if "--api-key=" in arg or (arg.startswith("--api-key") and "=" in arg):
-        return "--api-key=***"
-    return shlex.quote(arg)
-
-
-STATUS_EXAMPLES = """
-\b
-Examples:
-  bulkgene status genes/
-  bulkgene status genes/ --json | jq .total
-"""
-
-
-@main.command(epilog=STATUS_EXAMPLES)
-@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False), metavar="DIR")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
-def status(out_dir: Path, as_json: bool) -> None:
-    """Progress and accounting of a fetch directory (every task of it), read from disk.
-
-    Works while a run is going on: it reads the checkpoints, summaries and locks, and never
-    writes. Shows batches committed/failed/pending, genes found and missing, and whether
-    each task is running now.
-    """
-    from bulkgene import status as status_module
-
-    try:
-        statuses = status_module.directory_status(out_dir)
-    except StateError as exc:
-        raise click.ClickException(str(exc)) from None
-    if as_json:
-        click.echo(status_module.as_json(statuses).decode(), nl=False)
-    else:
-        click.echo(status_module.as_table(statuses))
-
-
-VERIFY_EXAMPLES = """
-\b
-Examples:
-  bulkgene verify genes/ && echo "every gene exactly once"
-"""
-
-
-@main.command(epilog=VERIFY_EXAMPLES)
-@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False), metavar="DIR")
-def verify(out_dir: Path) -> None:
-    """Re-read every shard of every task and check the output can be trusted.
-
-    Each line must be complete, valid JSON with a GeneID; no GeneID may appear twice in the
-    whole directory; every file must be as long as its checkpoint says; the accounting must
-    reconcile. Exit 0 only when all of that holds; otherwise each problem is listed.
-    """
-    from bulkgene.verify import verify as run_verify
-
-    verdict = run_verify(out_dir)
-    summary = (f"{verdict.tasks} task(s), {verdict.shards} shard(s), {verdict.records} records")
-    if verdict.ok:
-        click.echo(f"ok: {summary}; no GeneID twice, shard lengths match the checkpoints, "
-                   "accounting reconciles")
-        return
-    for problem in verdict.problems:
-        click.echo(f"problem: {problem}", err=True)
-    click.echo(f"FAILED: {len(verdict.problems)} problem(s) in {summary}. A resumable run "
-               "(re-run the same fetch) cuts torn tails back; anything else means the files "
-               "were changed outside bulkgene.", err=True)
-    sys.exit(1)
-
-
-DEMO_EXAMPLES = """
-\b
-Examples:
-  bulkgene demo
-  bulkgene demo --out /tmp/genes-demo
-"""
-
-
-@main.command(epilog=DEMO_EXAMPLES)
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
-              default=None, help="Where to write. [default: a new temporary directory]")
-def demo(out_dir: Path | None) -> None:
-    """Try bulkgene offline: emulator on 127.0.0.1, fetch sample_inputs/, show the result.
-
-    Starts the NCBI emulator on a free loopback port, downloads the sample GeneID lists
-    through it with the real pipeline (rate limit, paging, checkpoint), prints the
-    summary and the commands to look at the output. No network access is needed.
-    """
-    import tempfile
-
-    from bulkgene.demo import how_to_look, run_demo
-
-    if out_dir is None:
-        out_dir = Path(tempfile.mkdtemp(prefix="bulkgene-demo-")) / "genes"
-    terminal = Terminal(sys.stderr, live=sys.stderr.isatty())
-    _configure_logging(0, 0, TerminalLog(terminal))
-    summary = run_demo(out_dir, ProgressReporter(terminal, 5.0))
-    _report_end(summary)
-    click.echo(how_to_look(out_dir))
-    sys.exit(summary.exit_code)
-
-
-EMULATE_EXAMPLES = """
-\b
-Examples:
-  bulkgene emulate --port 8765
-  bulkgene emulate --port 8765 --latency 0.3 --latency-per-gene 0.0008 --fault http_503=0.05
-  BULKGENE_BASE_URL=http://127.0.0.1:8765/datasets/v2 bulkgene fetch ids.txt --out genes/
-"""
-
-
-@main.command(epilog=EMULATE_EXAMPLES)
-@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
-              help="Port on 127.0.0.1 (0 picks a free one). Never binds another address.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the synthetic genes and of the fault draws.")
-@click.option("--anonymous-rate", type=float, default=5.0, show_default=True,
-              help="Requests/s allowed without an api-key header.")
-@click.option("--keyed-rate", type=float, default=10.0, show_default=True,
-              help="Requests/s allowed per api-key.")
-@click.option("--no-rate-limit", is_flag=True, help="Never answer 429 for rate.")
-@click.option("--latency", type=float, default=0.0, show_default=True,
-              help="Seconds before each answer.")
-@click.option("--latency-per-gene", type=float, default=0.0, show_default=True,
-              help="Extra seconds per report on the page.")
-@click.option("--jitter", type=float, default=0.0, show_default=True,
-              help="Latency varies by +- this fraction.")
-@click.option("--fault", "faults", multiple=True, metavar="NAME=P",
-              help="Inject a fault with probability P per request (repeatable).")
-@click.option("--valid-key", "valid_keys", multiple=True,
-              help="Accept only these api-keys (others get 401). Default: any key.")
-def emulate(port: int, seed: int, anonymous_rate: float, keyed_rate: float, no_rate_limit: bool,
-            latency: float, latency_per_gene: float, jitter: float, faults: tuple[str, ...],
-            valid_keys: tuple[str, ...]) -> None:
-    """Serve a faithful local emulator of NCBI Datasets v2 gene reports on 127.0.0.1.
-
-    Same page schema and quirks as the real API (reports out of input order, GeneIDs as
-    strings, omitted empty fields, page tokens, messages for unknown IDs, replaced IDs,
-    429 with Retry-After). Stop it with Ctrl-C.
-    """
-    from bulkgene.testing import FAULTS, EmulatorConfig, serve_forever
-
-    fault_map: dict[str, float] = {}
-    for item in faults:
-        name, _, value = item.partition("=")
-        try:
-            fault_map[name] = float(value)
-        except ValueError:
-            raise click.BadParameter(f"{item!r} is not NAME=P (e.g. http_503=0.05)",
-                                     param_hint="--fault") from None
-        if name not in FAULTS:
-            raise click.BadParameter(f"unknown fault {name!r}; known: {', '.join(FAULTS)}",
-                                     param_hint="--fault")
-    config = EmulatorConfig(
-        seed=seed, anonymous_requests_per_second=anonymous_rate,
-        keyed_requests_per_second=keyed_rate, rate_limit=not no_rate_limit, latency_s=latency,
-        latency_per_gene_s=latency_per_gene, latency_jitter=jitter, faults=fault_map,
-        valid_keys=frozenset(valid_keys) or None,
-    )
-    try:
-        asyncio.run(serve_forever(config, port))
-    except KeyboardInterrupt:
-        pass
-    except OSError as exc:
-        raise click.ClickException(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}; "
-                                   "choose another --port (0 picks a free one)") from None
+for command in (commands.status, commands.verify, commands.demo, commands.emulate):
+    main.add_command(command)

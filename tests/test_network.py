@@ -112,6 +112,19 @@ def test_bad_key_stops_after_one_request_with_exit_1(make_emulator: object,
     _assert_key_nowhere(out, result.stdout + result.stderr)
 
 
+@pytest.mark.parametrize("form", [["--api-key", SENTINEL_KEY], [f"--api-key={SENTINEL_KEY}"]])
+def test_the_resume_command_printed_after_failures_hides_the_key(make_emulator: object,
+                                                                 tmp_path: Path,
+                                                                 form: list[str]) -> None:
+    emulator: EmulatorThread = make_emulator(faults={"http_503": 1.0})  # type: ignore[operator]
+    source = write_ids(tmp_path / "ids.txt", [7157])
+    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), *form,
+                     "--max-attempts", "1", env=cli_env(emulator.base_url))
+    assert result.returncode == 3
+    assert b"run the same command again" in result.stderr and b"<KEY>" in result.stderr
+    _assert_key_nowhere(tmp_path / "out", result.stdout + result.stderr)
+
+
 def test_ip_block_html_403_stops_with_advice(make_emulator: object, tmp_path: Path) -> None:
     emulator: EmulatorThread = make_emulator(faults={"blocked": 1.0})  # type: ignore[operator]
     source = write_ids(tmp_path / "ids.txt", [7157])

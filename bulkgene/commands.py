@@ -1,0 +1,172 @@
+"""The other commands: status, verify, demo and emulate (fetch is in cli.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from bulkgene.console import configure_logging, report_end
+from bulkgene.errors import StateError
+from bulkgene.progress import ProgressReporter, Terminal, TerminalLog
+
+STATUS_EXAMPLES = """
+\b
+Examples:
+  bulkgene status genes/
+  bulkgene status genes/ --json | jq .total
+"""
+
+
+@click.command(epilog=STATUS_EXAMPLES)
+@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False), metavar="DIR")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
+def status(out_dir: Path, as_json: bool) -> None:
+    """Progress and accounting of a fetch directory (every task of it), read from disk.
+
+    Works while a run is going on: it reads the checkpoints, summaries and locks, and never
+    writes. Shows batches committed/failed/pending, genes found and missing, and whether
+    each task is running now.
+    """
+    from bulkgene import status as status_module
+
+    try:
+        statuses = status_module.directory_status(out_dir)
+    except StateError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(status_module.as_json(statuses).decode(), nl=False)
+    else:
+        click.echo(status_module.as_table(statuses))
+
+
+VERIFY_EXAMPLES = """
+\b
+Examples:
+  bulkgene verify genes/ && echo "every gene exactly once"
+"""
+
+
+@click.command(epilog=VERIFY_EXAMPLES)
+@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False), metavar="DIR")
+def verify(out_dir: Path) -> None:
+    """Re-read every shard of every task and check the output can be trusted.
+
+    Each line must be complete, valid JSON with a GeneID; no GeneID may appear twice in the
+    whole directory; every file must be as long as its checkpoint says; the accounting must
+    reconcile. Exit 0 only when all of that holds; otherwise each problem is listed.
+    """
+    from bulkgene.verify import verify as run_verify
+
+    verdict = run_verify(out_dir)
+    summary = (f"{verdict.tasks} task(s), {verdict.shards} shard(s), {verdict.records} records")
+    if verdict.ok:
+        click.echo(f"ok: {summary}; no GeneID twice, shard lengths match the checkpoints, "
+                   "accounting reconciles")
+        return
+    for problem in verdict.problems:
+        click.echo(f"problem: {problem}", err=True)
+    click.echo(f"FAILED: {len(verdict.problems)} problem(s) in {summary}. A resumable run "
+               "(re-run the same fetch) cuts torn tails back; anything else means the files "
+               "were changed outside bulkgene.", err=True)
+    sys.exit(1)
+
+
+DEMO_EXAMPLES = """
+\b
+Examples:
+  bulkgene demo
+  bulkgene demo --out /tmp/genes-demo
+"""
+
+
+@click.command(epilog=DEMO_EXAMPLES)
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=None, help="Where to write. [default: a new temporary directory]")
+def demo(out_dir: Path | None) -> None:
+    """Try bulkgene offline: emulator on 127.0.0.1, fetch sample_inputs/, show the result.
+
+    Starts the NCBI emulator on a free loopback port, downloads the sample GeneID lists
+    through it with the real pipeline (rate limit, paging, checkpoint), prints the
+    summary and the commands to look at the output. No network access is needed.
+    """
+    import tempfile
+
+    from bulkgene.demo import how_to_look, run_demo
+
+    if out_dir is None:
+        out_dir = Path(tempfile.mkdtemp(prefix="bulkgene-demo-")) / "genes"
+    terminal = Terminal(sys.stderr, live=sys.stderr.isatty())
+    configure_logging(0, 0, TerminalLog(terminal))
+    summary = run_demo(out_dir, ProgressReporter(terminal, 5.0))
+    report_end(summary)
+    click.echo(how_to_look(out_dir))
+    sys.exit(summary.exit_code)
+
+
+EMULATE_EXAMPLES = """
+\b
+Examples:
+  bulkgene emulate --port 8765
+  bulkgene emulate --port 8765 --latency 0.3 --latency-per-gene 0.0008 --fault http_503=0.05
+  BULKGENE_BASE_URL=http://127.0.0.1:8765/datasets/v2 bulkgene fetch ids.txt --out genes/
+"""
+
+
+@click.command(epilog=EMULATE_EXAMPLES)
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port on 127.0.0.1 (0 picks a free one). Never binds another address.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the synthetic genes and of the fault draws.")
+@click.option("--anonymous-rate", type=float, default=5.0, show_default=True,
+              help="Requests/s allowed without an api-key header.")
+@click.option("--keyed-rate", type=float, default=10.0, show_default=True,
+              help="Requests/s allowed per api-key.")
+@click.option("--no-rate-limit", is_flag=True, help="Never answer 429 for rate.")
+@click.option("--latency", type=float, default=0.0, show_default=True,
+              help="Seconds before each answer.")
+@click.option("--latency-per-gene", type=float, default=0.0, show_default=True,
+              help="Extra seconds per report on the page.")
+@click.option("--jitter", type=float, default=0.0, show_default=True,
+              help="Latency varies by +- this fraction.")
+@click.option("--fault", "faults", multiple=True, metavar="NAME=P",
+              help="Inject a fault with probability P per request (repeatable).")
+@click.option("--valid-key", "valid_keys", multiple=True,
+              help="Accept only these api-keys (others get 401). Default: any key.")
+def emulate(port: int, seed: int, anonymous_rate: float, keyed_rate: float, no_rate_limit: bool,
+            latency: float, latency_per_gene: float, jitter: float, faults: tuple[str, ...],
+            valid_keys: tuple[str, ...]) -> None:
+    """Serve a faithful local emulator of NCBI Datasets v2 gene reports on 127.0.0.1.
+
+    Same page schema and quirks as the real API (reports out of input order, GeneIDs as
+    strings, omitted empty fields, page tokens, messages for unknown IDs, replaced IDs,
+    429 with Retry-After). Stop it with Ctrl-C.
+    """
+    from bulkgene.testing import FAULTS, EmulatorConfig, serve_forever
+
+    fault_map: dict[str, float] = {}
+    for item in faults:
+        name, _, value = item.partition("=")
+        try:
+            fault_map[name] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r} is not NAME=P (e.g. http_503=0.05)",
+                                     param_hint="--fault") from None
+        if name not in FAULTS:
+            raise click.BadParameter(f"unknown fault {name!r}; known: {', '.join(FAULTS)}",
+                                     param_hint="--fault")
+    config = EmulatorConfig(
+        seed=seed, anonymous_requests_per_second=anonymous_rate,
+        keyed_requests_per_second=keyed_rate, rate_limit=not no_rate_limit, latency_s=latency,
+        latency_per_gene_s=latency_per_gene, latency_jitter=jitter, faults=fault_map,
+        valid_keys=frozenset(valid_keys) or None,
+    )
+    try:
+        asyncio.run(serve_forever(config, port))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}; "
+                                   "choose another --port (0 picks a free one)") from None

@@ -1,0 +1,65 @@
+"""stderr for people: logging through the progress terminal, and the end-of-run account."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from bulkgene.summary import EXIT_FAILED_BATCHES, EXIT_INTERRUPTED, EXIT_OK, Summary
+
+log = logging.getLogger("bulkgene")
+
+
+def configure_logging(verbose: int, quiet: int, handler: logging.Handler | None = None) -> None:
+    level = logging.INFO + 10 * (quiet - verbose)
+    handler = handler or logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("bulkgene: %(message)s"))
+    root = logging.getLogger("bulkgene")
+    root.handlers[:] = [handler]
+    root.setLevel(max(logging.DEBUG, min(level, logging.CRITICAL)))
+    root.propagate = False
+
+
+def report_end(summary: Summary) -> None:
+    """The end-of-run account on stderr: what, where, and the next step if there is one."""
+    where = Path(summary.out_dir)
+    click.echo(f"bulkgene: {summary.line()}", err=True)  # always, even with -q
+    lines = [f"  {summary.records} records in {where}/shard-*; "
+             f"{summary.missing} missing -> {where}/missing.tsv; "
+             f"{summary.replaced} replaced -> {where}/replaced.tsv; "
+             f"{summary.rejected} rejected lines -> {where}/rejects.tsv"]
+    command = resume_command(sys.argv[1:])
+    if summary.exit_code == EXIT_FAILED_BATCHES:
+        lines.append(f"{summary.batches_failed} batch(es) ({summary.failed} GeneIDs) failed "
+                     f"after every retry; run the same command again to retry exactly those:\n"
+                     f"  {command}")
+    elif summary.exit_code == EXIT_INTERRUPTED:
+        lines.append(f"interrupted with {summary.pending} GeneIDs to go; everything committed "
+                     f"is safe. Resume with:\n  {command}")
+    elif summary.exit_code == EXIT_OK:
+        lines.append(f"done. Check it with: bulkgene verify {where}")
+    emit = log.warning if summary.exit_code else log.info
+    for line in lines:
+        emit("%s", line)
+
+
+def resume_command(args: list[str]) -> str:
+    """The command line to run again, with the value of any --api-key hidden."""
+    shown: list[str] = []
+    hide_next = False
+    for arg in args:
+        if hide_next:
+            shown.append("<KEY>")
+            hide_next = False
+        elif arg == "--api-key":
+            shown.append(arg)
+            hide_next = True
+        elif arg.startswith("--api-key="):
+            shown.append("--api-key=<KEY>")
+        else:
+            shown.append(shlex.quote(arg))
+    return "bulkgene " + " ".join(shown)

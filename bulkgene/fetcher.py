@@ -173,24 +173,48 @@ class GeneClient:
         return BatchOutcome(batch, answer.records, len(answer.answered), answer.missing())
 
     async def _fetch_tsv(self, batch: Batch) -> BatchOutcome:
-        """The batch as one TSV answer (the server sends every row at once)."""
-        holder: list[TsvAnswer] = []
-        has_header = self.config.include_tabular_header != "INCLUDE_TABULAR_HEADER_NEVER"
-        fields = self.config.table_fields
-        column = fields.index(GENE_ID_FIELD) if GENE_ID_FIELD in fields else None
-
-        def parse(body: bytes, _answer: BatchAnswer) -> str | None:
-            holder[:] = [parse_tsv(body, batch.gene_ids, has_header, column)]
-            return None
-
-        await self._fetch_page(batch.gene_ids, None, BatchAnswer(batch.gene_ids), parse)
-        answer = holder[0]
+        """The batch as TSV: one answer with every row, or halves of it (as _fetch_ids)."""
+        answer = await self._fetch_tsv_ids(batch.gene_ids)
         if not answer.accountable:
             return BatchOutcome(batch, answer.records, 0, [], answer.header,
                                 unverified=len(batch.gene_ids))
         missing = [(gene_id, NOT_RETURNED) for gene_id in batch.gene_ids
                    if gene_id not in answer.answered]
         return BatchOutcome(batch, answer.records, len(answer.answered), missing, answer.header)
+
+    async def _fetch_tsv_ids(self, gene_ids: tuple[int, ...]) -> TsvAnswer:
+        holder: list[TsvAnswer] = []
+        has_header = self.config.include_tabular_header != "INCLUDE_TABULAR_HEADER_NEVER"
+        fields = self.config.table_fields
+        column = fields.index(GENE_ID_FIELD) if GENE_ID_FIELD in fields else None
+
+        def parse(body: bytes, _answer: BatchAnswer) -> str | None:
+            holder[:] = [parse_tsv(body, gene_ids, has_header, column)]
+            return None
+
+        try:
+            if len(gene_ids) > 1 and len(page_request(self.config, gene_ids, None).path) > \
+                    MAX_PATH_BYTES:
+                raise _Split(414, "planned: the URL would be too long")
+            await self._fetch_page(gene_ids, None, BatchAnswer(gene_ids), parse)
+        except _RestartBatch as exc:
+            raise _GaveUp(str(exc)) from None
+        except _Split as split:
+            if len(gene_ids) == 1:
+                # one refused ID: no rows, so it is counted missing (or unverified)
+                if split.status != 400:
+                    raise _GaveUp(f"HTTP {split.status} for a single GeneID: {split}") from None
+                return TsvAnswer(None, accountable=column is not None)
+            half = len(gene_ids) // 2
+            first = await self._fetch_tsv_ids(gene_ids[:half])
+            second = await self._fetch_tsv_ids(gene_ids[half:])
+            merged = TsvAnswer(first.header or second.header,
+                               accountable=first.accountable and second.accountable)
+            for part in (first, second):
+                merged.records.extend(part.records)
+                merged.answered.update(part.answered)
+            return merged
+        return holder[0]
 
     async def _fetch_ids(self, gene_ids: tuple[int, ...]) -> BatchAnswer:
         try:

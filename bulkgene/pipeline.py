@@ -28,7 +28,7 @@ from bulkgene import checkpoint as ckpt
 from bulkgene.batches import Batch
 from bulkgene.checkpoint import write_atomically
 from bulkgene.config import DownloadConfig
-from bulkgene.errors import BulkgeneError
+from bulkgene.errors import BulkgeneError, StateError
 from bulkgene.fetcher import BatchFailure, BatchResult, GeneClient, NetStats, sent_hook
 from bulkgene.prepare import PreparedRun, prepare
 from bulkgene.progress import ProgressReporter, Snapshot
@@ -60,6 +60,7 @@ class _Run:
         self._signals = 0
         self._committed_stats = NetStats()
         self.results_done = asyncio.Event()
+        self.write_failed = False
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -122,8 +123,18 @@ class _Run:
                 items.append(self.results.get_nowait())
             results = [item for item in items if item is not None]
             open_workers -= len(items) - len(results)
+            if results and self.write_failed:
+                continue  # draining, so that no worker waits on a full queue forever
             if results:
-                await asyncio.to_thread(store.commit, results, self._network_delta())
+                try:
+                    await asyncio.to_thread(store.commit, results, self._network_delta())
+                except OSError as exc:
+                    self.write_failed = True
+                    self.stop(fatal=StateError(
+                        f"writing to {self.config.work_dir} failed ({exc.strerror or exc}): "
+                        "free some space or fix the permissions, then run the same command "
+                        "again; everything committed before is safe"))
+                    continue
                 for result in results:
                     if isinstance(result, BatchFailure):
                         log.warning("batch %d (%d IDs from GeneID %d) failed: %s; a re-run "
@@ -299,13 +310,22 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
             error = run.fatal
     finally:
         prepared.store.close()
-        prepared.lock.release()
-    checkpoint = prepared.checkpoint
-    if run is not None and run.total_batches is not None and checkpoint.total_batches is None:
-        checkpoint.total_batches = run.total_batches
-        await asyncio.to_thread(ckpt.save, config.work_dir, checkpoint)
-    summary = _summarize(config, prepared, run, stats, time.monotonic() - started, error)
-    await asyncio.to_thread(write_atomically, config.work_dir / SUMMARY_NAME, summary.to_json())
+        try:  # still holding the lock: the last writes of this run
+            checkpoint = prepared.checkpoint
+            if (run is not None and run.total_batches is not None and not run.write_failed
+                    and checkpoint.total_batches is None):
+                checkpoint.total_batches = run.total_batches
+                await asyncio.to_thread(ckpt.save, config.work_dir, checkpoint)
+            summary = _summarize(config, prepared, run, stats, time.monotonic() - started,
+                                 error)
+            try:
+                await asyncio.to_thread(write_atomically, config.work_dir / SUMMARY_NAME,
+                                        summary.to_json())
+            except OSError as exc:
+                log.error("could not write %s (%s); the checkpoint is unaffected",
+                          config.work_dir / SUMMARY_NAME, exc.strerror or exc)
+        finally:
+            prepared.lock.release()
     if error is not None:
         error.summary = summary  # type: ignore[attr-defined]
         raise error

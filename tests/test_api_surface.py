@@ -250,3 +250,16 @@ async def test_a_long_get_url_is_split_before_it_is_sent(emulator: EmulatorThrea
     assert all(a.status == 200 for a in arrivals), "no 414: nothing over the limit was sent"
     assert len(arrivals) == 2 and all(len(a.path) < 7800 for a in arrivals)
     assert_complete_output(tmp_path / "out", expected_for(emulator.state.universe, ids))
+
+
+def test_tsv_batches_split_to_isolate_ids_the_server_refuses(make_emulator: object,
+                                                             tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator(poison_ids=frozenset({37}))  # type: ignore[operator]
+    source = write_ids(tmp_path / "ids.txt", range(1, 101))
+    out = tmp_path / "out"
+    result = run_cli("fetch", str(source), "--out", str(out), "--format", "tsv",
+                     "--table-field", "gene-id", "--rate", "100", env=cli_env(emulator.base_url))
+    assert result.returncode == 0, result.stderr.decode()
+    _, rows = _tsv_rows(out)
+    assert 37 not in {int(row[0]) for row in rows} and 36 in {int(row[0]) for row in rows}
+    assert 37 in {int(row[0]) for row in read_tsv(out / "missing.tsv")}

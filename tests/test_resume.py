@@ -166,3 +166,19 @@ def test_failed_batches_exit_3_and_a_re_run_retries_exactly_those(make_emulator:
     assert second.returncode == 0, second.stderr.decode()
     assert {a.first_id for a in served(emulator.state.arrivals())} == failed_first_ids
     assert_complete_output(out, expected_for(emulator.state.universe, ids))
+
+
+def test_a_write_failure_stops_cleanly_and_says_what_to_do(emulator: EmulatorThread,
+                                                           tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", range(1, 301))
+    out = tmp_path / "out"
+    (out / "checkpoint.json.tmp").mkdir(parents=True)  # the first commit can't be saved
+    result = run_cli(*_fetch_args(source, out), env=cli_env(emulator.base_url), timeout=60)
+    assert result.returncode == 1
+    message = result.stderr.decode()
+    assert "writing to" in message and "run the same command" in message
+    assert "Traceback" not in message
+    (out / "checkpoint.json.tmp").rmdir()
+    again = run_cli(*_fetch_args(source, out), env=cli_env(emulator.base_url))
+    assert again.returncode == 0, again.stderr.decode()
+    assert_complete_output(out, expected_for(emulator.state.universe, range(1, 301)))

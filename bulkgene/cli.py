@@ -230,11 +230,11 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
 
 
 def _dry_run(config: DownloadConfig) -> None:
-    from bulkgene.prepare import plan
+    from bulkgene.prepare import dry_run
 
     rejects: list[Reject] = []
     try:
-        result = plan(config, rejects)
+        result = dry_run(config, rejects)
     except BulkgeneError as exc:
         click.echo(f"bulkgene: error: {exc}", err=True)
         sys.exit(exc.exit_code)

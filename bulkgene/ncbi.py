@@ -265,8 +265,8 @@ class BatchAnswer:
             if strangers:
                 raise InvalidPage(f"a report answers GeneID {strangers[0]}, which this batch "
                                   "did not ask for")
-            gene = bytes(report.gene)
-            if gene == b"null":  # absent or null: a query-only match
+            gene = report.gene
+            if gene == _NO_GENE:  # absent or null: a query-only match
                 code = _warning_code(report) or NOT_RETURNED
                 new_reasons.update((q, code) for q in queries)
                 continue

@@ -46,7 +46,8 @@ class _Run:
                  progress: ProgressReporter | None) -> None:
         self.config = config
         self.progress = progress
-        self.task_batches, self.task_ids = task_share(config, prepared.plan.counts.requested)
+        self.task_batches, self.task_ids = config.task.share(prepared.plan.counts.requested,
+                                                             config.batch_size)
         self.prepared = prepared
         self.client = client
         self.workers = config.effective_concurrency
@@ -210,7 +211,7 @@ def _summarize(config: DownloadConfig, prepared: PreparedRun, run: _Run | None,
     counts = prepared.plan.counts
     found = totals.get("found", 0)
     missing = totals.get("missing", 0)
-    _, requested = task_share(config, counts.requested)  # this task's share of the input
+    _, requested = config.task.share(counts.requested, config.batch_size)  # this task's share
     summary = Summary(
         out_dir=str(config.work_dir),
         requested=requested,
@@ -246,16 +247,6 @@ def _warn_about_plain_http(config: DownloadConfig) -> None:
                     url.hostname)
 
 
-def task_share(config: DownloadConfig, requested: int) -> tuple[int, int]:
-    """How many batches and IDs this task takes out of ``requested`` unique IDs."""
-    task, size = config.task, config.batch_size
-    all_batches = -(-requested // size)
-    batches = range(task.index, all_batches, task.count)
-    last_size = requested - size * (all_batches - 1) if all_batches else 0
-    ids = sum(last_size if b == all_batches - 1 else size for b in batches)
-    return len(batches), ids
-
-
 async def download(config: DownloadConfig, *, handle_signals: bool = False,
                    progress: ProgressReporter | None = None) -> Summary:
     """Fetch every GeneID of ``config.inputs`` into ``config.out_dir``; resumable.
@@ -268,7 +259,7 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
     rate = config.effective_requests_per_second
     task = config.task
     counts = prepared.plan.counts
-    task_batches, _ = task_share(config, counts.requested)
+    task_batches, _ = task.share(counts.requested, config.batch_size)
     where = f"task {task.index} of {task.count}: " if task.count > 1 else ""
     log.info("%s%s %d unique GeneIDs (%d duplicates, %d rejected lines); %d batches of up to "
              "%d; %.3g requests/s, %d in flight; writing to %s", where,

@@ -19,7 +19,7 @@ from bulkgene import checkpoint as ckpt
 from bulkgene import idplan
 from bulkgene.checkpoint import Checkpoint
 from bulkgene.config import DownloadConfig
-from bulkgene.errors import ConfigError, StateError
+from bulkgene.errors import ConfigError, FingerprintMismatch, StateError
 from bulkgene.idplan import IdPlan
 from bulkgene.ids import STDIN, InputCounts, Reject, file_digest, scan_ids
 from bulkgene.lock import LOCK_NAME, RunLock
@@ -99,14 +99,12 @@ def move_aside(work_dir: Path, out_dir: Path) -> Path | None:
     return target
 
 
-def _spool_stdin(out_dir: Path) -> str:
-    """Copy stdin into the directory so it can be fingerprinted and read twice."""
-    spool = out_dir / STDIN_SPOOL_NAME
-    tmp = spool.with_name(spool.name + ".tmp")
-    with open(tmp, "wb") as handle:
+def _spool_stdin(out_dir: Path) -> Path:
+    """Copy stdin into the directory (beside the old copy) so it can be digested and re-read."""
+    incoming = out_dir / (STDIN_SPOOL_NAME + ".new")
+    with open(incoming, "wb") as handle:
         shutil.copyfileobj(sys.stdin.buffer, handle, 1 << 20)
-    os.replace(tmp, spool)
-    return str(spool)
+    return incoming
 
 
 def _read_input(out_dir: Path, paths: tuple[str, ...], names: tuple[str, ...],
@@ -152,7 +150,8 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock) -> PreparedRun:
         lock.acquire()
     if config.inputs.count(STDIN) > 1:
         raise ConfigError("stdin (-) can be given only once as input")
-    paths = tuple(_spool_stdin(out_dir) if p == STDIN else p for p in config.inputs)
+    incoming = _spool_stdin(out_dir) if STDIN in config.inputs else None
+    paths = tuple(str(incoming) if p == STDIN else p for p in config.inputs)
     names = config.inputs
     inputs = [{"name": name, "digest": file_digest(path)} for name, path in zip(names, paths,
                                                                                 strict=True)]
@@ -160,10 +159,19 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock) -> PreparedRun:
     fingerprint = ckpt.fingerprint(params, [entry["digest"] for entry in inputs])
     existing = ckpt.load(out_dir)
     if existing is not None:
-        ckpt.check_compatible(existing, params, inputs, fingerprint)
+        try:
+            ckpt.check_compatible(existing, params, inputs, fingerprint)
+        except FingerprintMismatch:
+            if incoming is not None:  # keep the old run's copy of its stdin, drop the new one
+                incoming.unlink()
+            raise
         state = existing
     else:
         state = Checkpoint(fingerprint=fingerprint, params=params, inputs=inputs)
+    if incoming is not None:
+        spool = out_dir / STDIN_SPOOL_NAME
+        os.replace(incoming, spool)
+        paths = tuple(str(spool) if p == STDIN else p for p in config.inputs)
     plan = _read_input(out_dir, paths, names, [entry["digest"] for entry in inputs])
     store = OutputStore(out_dir, config.shards, state, plan.requested,
                         gzipped=config.compress == "gzip", tsv=config.format == "tsv")
@@ -172,7 +180,7 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock) -> PreparedRun:
 
 
 @dataclass(frozen=True)
-class Plan:
+class DryRun:
     """What a run would do, from the input alone (``fetch --dry-run``)."""
 
     counts: InputCounts
@@ -183,14 +191,12 @@ class Plan:
     seconds: float
 
 
-def plan(config: DownloadConfig, rejects: list[Reject] | None = None) -> Plan:
+def dry_run(config: DownloadConfig, rejects: list[Reject] | None = None) -> DryRun:
     """Read and validate the input and work out batches and time; writes and sends nothing."""
     counts, _ = scan_ids(config.inputs, config.inputs,
                          rejects.append if rejects is not None else None)
-    from bulkgene.pipeline import task_share  # the pipeline owns the split's arithmetic
-
-    task_batches, task_ids = task_share(config, counts.requested)
+    task_batches, task_ids = config.task.share(counts.requested, config.batch_size)
     pages_per_batch = -(-min(config.batch_size, max(counts.requested, 1)) // config.page_size)
     rate = config.effective_requests_per_second
-    return Plan(counts, -(-counts.requested // config.batch_size), task_batches, task_ids,
-                rate, task_batches * pages_per_batch / rate)
+    return DryRun(counts, -(-counts.requested // config.batch_size), task_batches, task_ids,
+                  rate, task_batches * pages_per_batch / rate)

@@ -32,6 +32,14 @@ class TaskSpec:
     def takes(self, batch_index: int) -> bool:
         return batch_index % self.count == self.index
 
+    def share(self, requested: int, batch_size: int) -> tuple[int, int]:
+        """How many batches and IDs this task takes of ``requested`` unique IDs."""
+        all_batches = -(-requested // batch_size)
+        batches = range(self.index, all_batches, self.count)
+        last_size = requested - batch_size * (all_batches - 1) if all_batches else 0
+        ids = sum(last_size if b == all_batches - 1 else batch_size for b in batches)
+        return len(batches), ids
+
     def directory(self, out_dir: Path) -> Path:
         """Where this task writes: DIR itself alone, DIR/task-000i/ in an array."""
         return out_dir if self.count == 1 else out_dir / task_dir_name(self.index)

@@ -71,3 +71,16 @@ def test_wrong_base_url_is_a_clear_fatal_error(emulator: EmulatorThread, tmp_pat
                      env=cli_env(emulator.root_url + "/wrong/v9"))
     assert result.returncode == 1
     assert b"--base-url" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_a_different_stdin_is_refused_and_the_old_copy_kept(emulator: EmulatorThread,
+                                                            tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = run_cli("fetch", "-", "--out", str(out), env=cli_env(emulator.base_url),
+                    stdin=b"7157\n672\n")
+    assert first.returncode == 0
+    refused = run_cli("fetch", "-", "--out", str(out), env=cli_env(emulator.base_url),
+                      stdin=b"3105\n")
+    assert refused.returncode == 1
+    assert (out / "stdin.spool").read_bytes() == b"7157\n672\n"
+    assert not (out / "stdin.spool.new").exists()

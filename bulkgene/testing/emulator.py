@@ -186,8 +186,8 @@ async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
         genes = [orjson.loads(match)["gene"] for match in matches]
         body = tabular.render(genes, query.table_fields, query.include_tabular_header,
                               page_size)
-        return await _serve_lines(request, state, body, "text/tab-separated-values",
-                                  len(matches), fault, log, ids)
+        return await _answer(request, state, body, "text/tab-separated-values", len(matches),
+                             fault, log, ids)
     page = matches[offset : offset + page_size]
     next_offset = offset + page_size
     token_out = state.token(next_offset, signature) if next_offset < len(matches) else None
@@ -195,16 +195,8 @@ async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
     if repeated:
         token_out = token  # a server bug: the chain loops
     body = page_body(page, len(matches), token_out, messages if offset == 0 else [])
-
-    delay = (config.latency_s + config.latency_per_gene_s * len(page)) * state.jitter()
-    if delay > 0:
-        await asyncio.sleep(delay)
-    if fault is not None and fault not in ("bad_token", "repeat_token"):
-        response = await faulty(request, state, fault, ids, body)
-        log(response.status if fault not in ("truncate", "reset", "stall") else 0, fault)
-        return response
-    log(200, "repeat_token" if repeated else None)
-    return web.Response(body=body, content_type="application/json")
+    return await _answer(request, state, body, "application/json", len(page), fault, log, ids,
+                         "repeat_token" if repeated else None)
 
 
 async def _serve_ndjson(request: web.Request, state: EmulatorState, matches: list[bytes],
@@ -218,15 +210,14 @@ async def _serve_ndjson(request: web.Request, state: EmulatorState, matches: lis
         warning = message["warning"]
         lines.append(orjson.dumps({"query": [warning["unrecognized_identifier"]],
                                    "warnings": [warning]}) + b"\n")
-    return await _serve_lines(request, state, b"".join(lines), "application/x-ndjson",
-                              len(matches), fault, log, ids)
+    return await _answer(request, state, b"".join(lines), "application/x-ndjson",
+                         len(matches), fault, log, ids)
 
 
-async def _serve_lines(request: web.Request, state: EmulatorState, body: bytes,
-                       content_type: str, genes: int, fault: str | None,
-                       log: Callable[[int, str | None], None], ids: list[int]
-                       ) -> web.StreamResponse:
-    """A whole-request answer (JSON lines or TSV), with latency and faults."""
+async def _answer(request: web.Request, state: EmulatorState, body: bytes, content_type: str,
+                  genes: int, fault: str | None, log: Callable[[int, str | None], None],
+                  ids: list[int], logged_fault: str | None = None) -> web.StreamResponse:
+    """Send ``body`` after the configured latency, or the drawn fault instead."""
     config = state.config
     delay = (config.latency_s + config.latency_per_gene_s * genes) * state.jitter()
     if delay > 0:
@@ -235,7 +226,7 @@ async def _serve_lines(request: web.Request, state: EmulatorState, body: bytes,
         response = await faulty(request, state, fault, ids, body)
         log(response.status if fault not in ("truncate", "reset", "stall") else 0, fault)
         return response
-    log(200, None)
+    log(200, logged_fault)
     return web.Response(body=body, content_type=content_type)
 
 

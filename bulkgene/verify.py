@@ -197,8 +197,8 @@ def _check_accounting(directory: Path, state: ckpt.Checkpoint, records_on_disk: 
     except (OSError, orjson.JSONDecodeError):
         verdict.problems.append(f"{directory}: no readable summary.json")
         return
-    parts = sum(summary.get(k, 0) for k in ("found", "missing", "failed", "pending"))
+    parts = sum(summary.get(k, 0) for k in ("found", "missing", "failed", "pending", "unverified"))
     if summary.get("requested") != parts:
         verdict.problems.append(f"{directory}/summary.json does not reconcile: requested "
                                 f"{summary.get('requested')} != found + missing + failed + "
-                                f"pending = {parts}")
+                                f"pending + unverified = {parts}")

@@ -198,6 +198,8 @@ def test_tsv_without_a_gene_id_column_says_accounting_is_unverified(emulator: Em
     text = subprocess.run(["zcat", str(next(out.glob("*.tsv.gz")))], capture_output=True,
                           check=True).stdout
     assert text.count(b"Symbol\n") == 1
+    verified = run_cli("verify", str(out))
+    assert verified.returncode == 0, verified.stderr.decode()
 
 
 def test_tsv_only_options_need_the_tsv_format(tmp_path: Path) -> None:

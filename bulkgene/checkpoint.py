@@ -53,6 +53,8 @@ class Checkpoint:
     totals: dict[str, int] = field(default_factory=dict)
     total_batches: int | None = None
     updated_at: float = 0.0
+    run_started_at: float = 0.0  # the latest run: when it started and how many IDs were
+    run_ids_at_start: int = 0  # done then (status's elapsed time and rate)
 
     def is_committed(self, batch_index: int) -> bool:
         if batch_index < self.done_below:
@@ -79,6 +81,13 @@ class Checkpoint:
         return self.done_below - sum(1 for b in self.failed if b < self.done_below) + len(
             self.done_above)
 
+    @property
+    def ids_done(self) -> int:
+        """IDs settled so far: found, missing, unverified, or in failed batches."""
+        totals = self.totals
+        return (totals.get("found", 0) + totals.get("missing", 0) + totals.get("unverified", 0)
+                + sum(self.failed.values()))
+
     def add(self, **counts: int) -> None:
         for name, value in counts.items():
             self.totals[name] = self.totals.get(name, 0) + value
@@ -96,6 +105,8 @@ class Checkpoint:
             "totals": self.totals,
             "total_batches": self.total_batches,
             "updated_at": self.updated_at,
+            "run_started_at": self.run_started_at,
+            "run_ids_at_start": self.run_ids_at_start,
         }, option=orjson.OPT_INDENT_2)
 
     @classmethod
@@ -117,6 +128,8 @@ class Checkpoint:
                 totals={str(k): int(v) for k, v in data["totals"].items()},
                 total_batches=data.get("total_batches"),
                 updated_at=float(data.get("updated_at", 0.0)),
+                run_started_at=float(data.get("run_started_at", 0.0)),
+                run_ids_at_start=int(data.get("run_ids_at_start", 0)),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CorruptCheckpoint(

@@ -21,6 +21,7 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -291,6 +292,12 @@ class GeneClient:
                     body = await response.read()
                     status = response.status
                     response_headers = response.headers
+            except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
+                host = urlsplit(self.config.base_url).hostname
+                raise FatalHTTPError(
+                    f"the TLS certificate of {host} could not be verified ({type(exc).__name__}); "
+                    "bulkgene never skips verification. Behind a proxy that re-signs traffic, "
+                    "point SSL_CERT_FILE at your site's CA bundle and run again.") from None
             except (aiohttp.ClientError, TimeoutError) as exc:
                 reason = describe_exception(exc)
             else:

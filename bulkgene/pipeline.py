@@ -159,9 +159,7 @@ class _Run:
             self.progress.update(self.snapshot(time.monotonic() - started, done_at_start))
 
     def ids_done(self) -> int:
-        totals = self.prepared.checkpoint.totals
-        return (totals.get("found", 0) + totals.get("missing", 0) + totals.get("unverified", 0)
-                + sum(self.prepared.checkpoint.failed.values()))
+        return self.prepared.checkpoint.ids_done
 
     def snapshot(self, elapsed_s: float, done_at_start: int) -> Snapshot:
         checkpoint = self.prepared.checkpoint

@@ -11,6 +11,7 @@ import datetime
 import os
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,8 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock) -> PreparedRun:
         spool = out_dir / STDIN_SPOOL_NAME
         os.replace(incoming, spool)
         paths = tuple(str(spool) if p == STDIN else p for p in config.inputs)
+    state.run_started_at = time.time()  # saved with the first commit of this run
+    state.run_ids_at_start = state.ids_done
     plan = _read_input(out_dir, paths, names, [entry["digest"] for entry in inputs])
     store = OutputStore(out_dir, config.shards, state, plan.requested,
                         gzipped=config.compress == "gzip", tsv=config.format == "tsv")

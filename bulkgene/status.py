@@ -35,6 +35,8 @@ class TaskStatus:
     requests: int
     throttled: int
     last_activity: float
+    elapsed_s: float  # of the latest run, to its last commit (to now while it runs)
+    ids_per_s: float  # in the latest run
     running: bool | None  # None: locked by a process on another host
     complete: bool
 
@@ -52,6 +54,9 @@ def task_status(directory: Path) -> TaskStatus:
     failed = len(state.failed)
     pending = None if total is None else total - state.committed_batches - failed
     totals = state.totals
+    end = time.time() if running else state.updated_at
+    elapsed = max(0.0, end - state.run_started_at) if state.run_started_at else 0.0
+    rate = (state.ids_done - state.run_ids_at_start) / elapsed if elapsed > 0 else 0.0
     return TaskStatus(
         directory=str(directory), batches_total=total,
         batches_committed=state.committed_batches, batches_failed=failed,
@@ -60,7 +65,8 @@ def task_status(directory: Path) -> TaskStatus:
         failed_ids=sum(state.failed.values()), rejected=summary.get("rejected"),
         records=totals.get("records", 0), requests=totals.get("requests", 0),
         throttled=totals.get("throttled", 0), last_activity=state.updated_at,
-        running=running, complete=pending == 0 and failed == 0 and not running,
+        elapsed_s=round(elapsed, 3), ids_per_s=round(rate, 1), running=running,
+        complete=pending == 0 and failed == 0 and not running,
     )
 
 
@@ -95,7 +101,7 @@ def _age(timestamp: float) -> str:
 
 def as_table(statuses: list[TaskStatus]) -> str:
     header = ("task", "batches", "failed", "pending", "found", "missing", "records",
-              "throttled", "last commit", "state")
+              "throttled", "elapsed", "IDs/s", "last commit", "state")
     rows = []
     for s in statuses:
         state = ("running" if s.running else "locked elsewhere" if s.running is None
@@ -103,7 +109,7 @@ def as_table(statuses: list[TaskStatus]) -> str:
         rows.append((Path(s.directory).name, f"{s.batches_committed}/{s.batches_total or '?'}",
                      str(s.batches_failed), "?" if s.batches_pending is None else str(s.batches_pending),
                      str(s.found), str(s.missing), str(s.records), str(s.throttled),
-                     _age(s.last_activity), state))
+                     f"{s.elapsed_s:.0f}s", f"{s.ids_per_s:.0f}", _age(s.last_activity), state))
     if len(statuses) > 1:
         known = all(s.batches_total is not None for s in statuses)
         rows.append(("total",
@@ -114,6 +120,8 @@ def as_table(statuses: list[TaskStatus]) -> str:
                      str(sum(s.found for s in statuses)), str(sum(s.missing for s in statuses)),
                      str(sum(s.records for s in statuses)),
                      str(sum(s.throttled for s in statuses)),
+                     f"{max(s.elapsed_s for s in statuses):.0f}s",
+                     f"{sum(s.ids_per_s for s in statuses):.0f}",
                      _age(max(s.last_activity for s in statuses)),
                      f"{sum(1 for s in statuses if s.running)} running"))
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]

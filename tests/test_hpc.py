@@ -115,10 +115,13 @@ def test_status_json_matches_the_checkpoints(emulator: EmulatorThread, tmp_path:
         assert task["batches_committed"] == state.committed_batches == 4
         assert task["found"] == state.totals["found"] and task["records"] == state.totals["records"]
         assert task["batches_pending"] == 0 and task["complete"] and not task["running"]
+        assert task["elapsed_s"] > 0 and task["ids_per_s"] > 0
+        assert task["elapsed_s"] == round(state.updated_at - state.run_started_at, 3)
     assert data["total"]["found"] == sum(t["found"] for t in data["tasks"])
     assert data["total"]["batches_total"] == 8 and data["total"]["complete"]
     table = run_cli("status", str(out))
     assert b"task-0001" in table.stdout and b"complete" in table.stdout and b"total" in table.stdout
+    assert b"IDs/s" in table.stdout and b"elapsed" in table.stdout
 
 
 def test_verify_passes_on_a_clean_run(emulator: EmulatorThread, tmp_path: Path) -> None:

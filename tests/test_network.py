@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import signal
+import ssl
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -286,3 +289,64 @@ async def test_414_splits_the_batch_until_the_url_fits(make_emulator: object,
     assert_complete_output(tmp_path / "out", expected_for(emulator.state.universe, ids))
     statuses = [a.status for a in served(emulator.state.arrivals())]
     assert 414 in statuses and statuses.count(200) >= 4
+
+
+@pytest.fixture
+def tls_emulator(tmp_path: Path) -> Iterator[tuple[EmulatorThread, Path]]:
+    trustme = pytest.importorskip("trustme")
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca_file))
+    from bulkgene.testing import EmulatorConfig
+
+    with EmulatorThread(EmulatorConfig(rate_limit=False), ssl_context=server_context) as server:
+        yield server, ca_file
+
+
+def test_tls_is_verified_and_ssl_cert_file_is_honoured(tls_emulator: tuple[EmulatorThread, Path],
+                                                       tmp_path: Path) -> None:
+    server, ca_file = tls_emulator
+    assert server.base_url.startswith("https://")
+    source = write_ids(tmp_path / "ids.txt", [7157, 672])
+    untrusted = run_cli("fetch", str(source), "--out", str(tmp_path / "a"),
+                        env=cli_env(server.base_url, NCBI_API_KEY=SENTINEL_KEY))
+    assert untrusted.returncode == 1
+    assert b"certificate" in untrusted.stderr and b"SSL_CERT_FILE" in untrusted.stderr
+    assert not served(server.state.arrivals()), "nothing was sent over an unverified channel"
+    trusted = run_cli("fetch", str(source), "--out", str(tmp_path / "b"),
+                      env=cli_env(server.base_url, NCBI_API_KEY=SENTINEL_KEY,
+                                  SSL_CERT_FILE=str(ca_file)))
+    assert trusted.returncode == 0, trusted.stderr.decode()
+    assert [a.status for a in served(server.state.arrivals())] == [200]
+    _assert_key_nowhere(tmp_path / "b", trusted.stdout + trusted.stderr + untrusted.stderr)
+
+
+def test_redirects_are_not_followed(emulator: EmulatorThread, tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", [7157])
+    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"),
+                     env=cli_env(emulator.root_url + "/redirect/datasets/v2",
+                                 NCBI_API_KEY=SENTINEL_KEY))
+    assert result.returncode == 1
+    assert b"redirect" in result.stderr and b"--base-url" in result.stderr
+    assert not served(emulator.state.arrivals()), "the redirect target was never requested"
+
+
+def test_a_key_over_plain_http_to_another_host_is_warned_about(
+        caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    from bulkgene import Secret
+    from bulkgene.pipeline import _warn_about_plain_http
+
+    def warned(base_url: str, key: str | None) -> bool:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="bulkgene"):
+            _warn_about_plain_http(DownloadConfig(
+                inputs=("x",), out_dir=tmp_path, base_url=base_url,
+                api_key=Secret(key) if key else None))
+        return "unencrypted" in caplog.text
+
+    assert warned("http://genes.example.org/datasets/v2", "k")
+    assert not warned("https://genes.example.org/datasets/v2", "k")
+    assert not warned("http://127.0.0.1:8765/datasets/v2", "k")
+    assert not warned("http://genes.example.org/datasets/v2", None)

@@ -251,6 +251,13 @@ async def outage_off(request: web.Request) -> web.Response:
     return json_response(200, {"outage": False})
 
 
+async def redirect(request: web.Request) -> web.Response:
+    """``/redirect/...``: a 302 to the same path without the prefix (a misconfigured proxy)."""
+    target = request.path.removeprefix("/redirect") + (f"?{request.query_string}"
+                                                        if request.query_string else "")
+    return web.Response(status=302, headers={"Location": target})
+
+
 async def not_found(request: web.Request) -> web.Response:
     return error_response(404, "Not Found", "Your request is invalid.")
 
@@ -265,6 +272,7 @@ def create_app(config: EmulatorConfig | None = None,
     app.router.add_get(API_PREFIX + "/gene/id/{gene_ids}/dataset_report", gene_by_id)
     app.router.add_post(API_PREFIX + "/gene/dataset_report", gene_dataset_report)
     app.router.add_post(API_PREFIX + "/gene", gene_dataset_report)  # deprecated by NCBI
+    app.router.add_get("/redirect/{tail:.*}", redirect)
     app.router.add_get("/_emulator/arrivals", arrivals)
     app.router.add_post("/_emulator/reset", reset)
     app.router.add_post("/_emulator/outage", outage_on)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from types import TracebackType
 
@@ -20,13 +21,14 @@ from bulkgene.testing.universe import GeneUniverse
 LOOPBACK = "127.0.0.1"
 
 
-async def start_site(app: web.Application, port: int) -> tuple[web.AppRunner, int]:
+async def start_site(app: web.Application, port: int, ssl_context: ssl.SSLContext | None = None
+                     ) -> tuple[web.AppRunner, int]:
     """Start ``app`` on 127.0.0.1:``port`` (0 picks a free port); returns the runner and port."""
     # the parser accepts long lines; the handler answers 414 past the configured limit
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            max_line_size=1 << 20, max_field_size=1 << 16)
     await runner.setup()
-    site = web.TCPSite(runner, LOOPBACK, port)
+    site = web.TCPSite(runner, LOOPBACK, port, ssl_context=ssl_context)
     await site.start()
     server = site._server  # aiohttp exposes the bound port only through the asyncio server
     assert isinstance(server, asyncio.Server)
@@ -41,8 +43,10 @@ class EmulatorThread:
     """
 
     def __init__(self, config: EmulatorConfig | None = None,
-                 universe: GeneUniverse | None = None, port: int = 0) -> None:
+                 universe: GeneUniverse | None = None, port: int = 0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.config = config or EmulatorConfig()
+        self.ssl_context = ssl_context
         self.app = create_app(self.config, universe)
         self.port = port
         self._loop = asyncio.new_event_loop()
@@ -56,7 +60,8 @@ class EmulatorThread:
 
     @property
     def root_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{LOOPBACK}:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -66,7 +71,7 @@ class EmulatorThread:
     def start(self) -> EmulatorThread:
         self._thread.start()
         future = asyncio.run_coroutine_threadsafe(
-            start_site(self.app, self.port), self._loop)
+            start_site(self.app, self.port, self.ssl_context), self._loop)
         self._runner, self.port = future.result(timeout=30)
         return self
 

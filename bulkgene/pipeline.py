@@ -210,7 +210,7 @@ def _summarize(config: DownloadConfig, prepared: PreparedRun, run: _Run | None,
     found = totals.get("found", 0)
     missing = totals.get("missing", 0)
     _, requested = config.task.share(counts.requested, config.batch_size)  # this task's share
-    summary = Summary(
+    return Summary(
         out_dir=str(config.work_dir),
         requested=requested,
         found=found,
@@ -234,7 +234,6 @@ def _summarize(config: DownloadConfig, prepared: PreparedRun, run: _Run | None,
         interrupted=run.interrupted if run else False,
         error=str(error) if error else None,
     )
-    return summary
 
 
 def _warn_about_plain_http(config: DownloadConfig) -> None:

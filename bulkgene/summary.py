@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -89,10 +88,3 @@ class Summary:
                  f"rejected lines, {self.requests} requests ({self.retries} retries, "
                  f"{self.throttled} throttled) in {self.elapsed_s:.1f} s")
         return text
-
-    @classmethod
-    def read(cls, path: Path) -> Summary:
-        data = orjson.loads(path.read_bytes())
-        data.pop("complete", None)
-        data.pop("exit_code", None)
-        return cls(**data)

@@ -11,7 +11,6 @@ import gzip
 import os
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -33,15 +32,6 @@ SHARD_PATTERN = re.compile(r"shard-\d{4,}\.(ndjson|tsv)(\.gz)?")
 def shard_name(shard_index: int, gzipped: bool = False, tsv: bool = False) -> str:
     """The name of shard ``shard_index``: integers only, sortable."""
     return f"shard-{shard_index:04d}.{'tsv' if tsv else 'ndjson'}{'.gz' if gzipped else ''}"
-
-
-@dataclass(frozen=True)
-class CommitCounts:
-    """What one commit added."""
-
-    batches: int
-    failed_batches: int
-    records: int
 
 
 class OutputStore:
@@ -85,21 +75,16 @@ class OutputStore:
                 handle.write(header)
         return handle
 
-    def commit(self, results: list[BatchResult], network: dict[str, int]) -> CommitCounts:
+    def commit(self, results: list[BatchResult], network: dict[str, int]) -> None:
         """Write ``results`` durably, then record them in the checkpoint."""
         touched: set[str] = {MISSING_NAME, REPLACED_NAME}
         missing = self._handle(MISSING_NAME, MISSING_HEADER)
         replaced = self._handle(REPLACED_NAME, REPLACED_HEADER)
-        records_written = 0
-        batches = failed = 0
         for result in results:
             if isinstance(result, BatchFailure):
                 self.checkpoint.mark_failed(result.batch.index, len(result.batch.gene_ids))
-                failed += 1
-                continue
-            written = self._write_outcome(result, missing, replaced, touched)
-            records_written += written
-            batches += 1
+            else:
+                self._write_outcome(result, missing, replaced, touched)
         for name in touched:
             handle = self._handles[name]
             handle.flush()
@@ -108,10 +93,9 @@ class OutputStore:
         self.checkpoint.add(**network)
         self.checkpoint.updated_at = time.time()
         ckpt.save(self.out_dir, self.checkpoint)
-        return CommitCounts(batches, failed, records_written)
 
     def _write_outcome(self, outcome: BatchOutcome, missing: BinaryIO, replaced: BinaryIO,
-                       touched: set[str]) -> int:
+                       touched: set[str]) -> None:
         shard = shard_name(outcome.batch.index % self.shard_count, self.gzipped, self.tsv)
         lines: list[bytes] = []
         replaced_rows = 0
@@ -145,7 +129,6 @@ class OutputStore:
                             replaced=replaced_rows, records=records,
                             unverified=outcome.unverified)
         self.checkpoint.mark_committed(outcome.batch.index)
-        return records
 
     def close(self) -> None:
         for handle in self._handles.values():

@@ -43,7 +43,7 @@ async def test_multi_page_batches_yield_every_gene_once(emulator: EmulatorThread
                                                  batch_size=100, page_size=7))
     expected = expected_for(emulator.state.universe, ids)
     assert_complete_output(tmp_path / "out", expected)
-    assert summary.complete and summary.exit_code == 0
+    assert summary.complete and summary.exit_code == 0 and summary.reconciles()
     page_requests = [a for a in served(emulator.state.arrivals()) if a.page_token]
     assert len(page_requests) > 100, "small pages must have been followed by token"
     assert all(a.query.startswith("page_size=7") for a in served(emulator.state.arrivals()))

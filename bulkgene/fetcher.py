@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -50,6 +51,7 @@ from bulkgene.retry import (
 from bulkgene.tsv import GENE_ID_FIELD, TsvAnswer, parse_tsv
 
 REJECTED_BY_SERVER = "REJECTED_BY_SERVER"
+AnswerT = TypeVar("AnswerT", BatchAnswer, TsvAnswer)
 # GET puts the IDs in the path: 1000 IDs of 8-9 digits make 9-10 KB, and gateways commonly
 # refuse request lines over 8 KB (nginx's default). A longer batch is fetched in halves
 # (one commit still); a 414/431 that happens anyway splits the same way.
@@ -184,61 +186,63 @@ class GeneClient:
         return BatchOutcome(batch, answer.records, len(answer.answered), missing, answer.header)
 
     async def _fetch_tsv_ids(self, gene_ids: tuple[int, ...]) -> TsvAnswer:
-        holder: list[TsvAnswer] = []
         has_header = self.config.include_tabular_header != "INCLUDE_TABULAR_HEADER_NEVER"
         fields = self.config.table_fields
         column = fields.index(GENE_ID_FIELD) if GENE_ID_FIELD in fields else None
 
-        def parse(body: bytes, _answer: BatchAnswer) -> str | None:
-            holder[:] = [parse_tsv(body, gene_ids, has_header, column)]
-            return None
+        async def fetch(ids: tuple[int, ...]) -> TsvAnswer:
+            holder: list[TsvAnswer] = []
 
-        try:
-            if len(gene_ids) > 1 and len(page_request(self.config, gene_ids, None).path) > \
-                    MAX_PATH_BYTES:
-                raise _Split(414, "planned: the URL would be too long")
-            await self._fetch_page(gene_ids, None, BatchAnswer(gene_ids), parse)
-        except _RestartBatch as exc:
-            raise _GaveUp(str(exc)) from None
-        except _Split as split:
-            if len(gene_ids) == 1:
-                # one refused ID: no rows, so it is counted missing (or unverified)
-                if split.status != 400:
-                    raise _GaveUp(f"HTTP {split.status} for a single GeneID: {split}") from None
-                return TsvAnswer(None, accountable=column is not None)
-            half = len(gene_ids) // 2
-            first = await self._fetch_tsv_ids(gene_ids[:half])
-            second = await self._fetch_tsv_ids(gene_ids[half:])
-            merged = TsvAnswer(first.header or second.header,
-                               accountable=first.accountable and second.accountable)
-            for part in (first, second):
-                merged.records.extend(part.records)
-                merged.answered.update(part.answered)
-            return merged
-        return holder[0]
+            def parse(body: bytes, _answer: BatchAnswer) -> str | None:
+                holder[:] = [parse_tsv(body, ids, has_header, column)]
+                return None
+
+            try:
+                await self._fetch_page(ids, None, BatchAnswer(ids), parse)
+            except _RestartBatch as exc:  # TSV has no page chain to restart
+                raise _GaveUp(str(exc)) from None
+            return holder[0]
+
+        def refused(_ids: tuple[int, ...]) -> TsvAnswer:
+            # one refused ID: no rows, so it is counted missing (or unverified)
+            return TsvAnswer(None, accountable=column is not None)
+
+        return await self._split_when_refused(gene_ids, fetch, refused, TsvAnswer.merged)
 
     async def _fetch_ids(self, gene_ids: tuple[int, ...]) -> BatchAnswer:
+        gene_only = self.config.record == "gene"
+
+        def refused(ids: tuple[int, ...]) -> BatchAnswer:
+            answer = BatchAnswer(ids, gene_only)
+            answer.reasons[ids[0]] = REJECTED_BY_SERVER
+            return answer
+
+        def merged(ids: tuple[int, ...], parts: tuple[BatchAnswer, BatchAnswer]) -> BatchAnswer:
+            return BatchAnswer.merged(ids, gene_only, parts)
+
+        return await self._split_when_refused(gene_ids, self._fetch_chain, refused, merged)
+
+    async def _split_when_refused(
+            self, gene_ids: tuple[int, ...],
+            fetch: Callable[[tuple[int, ...]], Awaitable[AnswerT]],
+            refused: Callable[[tuple[int, ...]], AnswerT],
+            merge: Callable[[tuple[int, ...], tuple[AnswerT, AnswerT]], AnswerT]) -> AnswerT:
+        """``fetch(gene_ids)``, in halves when the server refuses them together (400, 414,
+        431) or the GET URL would be too long; a single refused ID becomes ``refused``."""
         try:
             if len(gene_ids) > 1 and len(page_request(self.config, gene_ids, None).path) > \
                     MAX_PATH_BYTES:
                 raise _Split(414, "planned: the URL would be too long")  # not sent at all
-            return await self._fetch_chain(gene_ids)
+            return await fetch(gene_ids)
         except _Split as split:
             if len(gene_ids) == 1:
                 if split.status != 400:
                     raise _GaveUp(f"HTTP {split.status} for a single GeneID: {split}") from None
-                answer = BatchAnswer(gene_ids, self.config.record == "gene")
-                answer.reasons[gene_ids[0]] = REJECTED_BY_SERVER
-                return answer
+                return refused(gene_ids)
             half = len(gene_ids) // 2
-            first = await self._fetch_ids(gene_ids[:half])
-            second = await self._fetch_ids(gene_ids[half:])
-            merged = BatchAnswer(gene_ids, self.config.record == "gene")
-            for part in (first, second):
-                merged.records.extend(part.records)
-                merged.answered.update(part.answered)
-                merged.reasons.update(part.reasons)
-            return merged
+            first = await self._split_when_refused(gene_ids[:half], fetch, refused, merge)
+            second = await self._split_when_refused(gene_ids[half:], fetch, refused, merge)
+            return merge(gene_ids, (first, second))
 
     async def _fetch_chain(self, gene_ids: tuple[int, ...]) -> BatchAnswer:
         """Follow ``next_page_token`` from page 1 until the batch is complete."""

@@ -135,7 +135,7 @@ class Page(msgspec.Struct):
 
     reports: list[msgspec.Raw] | msgspec.UnsetType = msgspec.UNSET
     messages: list[_Message] = []
-    total_count: int = 0
+    total_count: int | None = 0  # None: a JSON-lines answer, which has no count
     next_page_token: str | None = None
 
     @property
@@ -161,8 +161,8 @@ def parse_page(body: bytes) -> Page:
         page = _PAGE_DECODER.decode(body)
     except msgspec.DecodeError as exc:
         raise InvalidPage(f"the body is not a valid report page ({exc})") from None
-    if page.total_count < 0:
-        raise InvalidPage("'total_count' is negative")
+    if page.total_count is None or page.total_count < 0:
+        raise InvalidPage("'total_count' is not a count")
     if page.reports is msgspec.UNSET and page.total_count:
         raise InvalidPage(f"the page claims {page.total_count} reports but has no 'reports'")
     return page
@@ -179,14 +179,7 @@ def parse_ndjson(body: bytes) -> Page:
     if body and not body.endswith(b"\n"):
         raise InvalidPage("the JSON lines end in a torn line")
     lines = [msgspec.Raw(line) for line in body.splitlines() if line.strip()]
-    with_gene = 0
-    for line in lines:
-        try:
-            if bytes(_REPORT_DECODER.decode(line).gene) != b"null":
-                with_gene += 1
-        except msgspec.DecodeError as exc:
-            raise InvalidPage(f"a line is not a report match ({exc})") from None
-    return Page(reports=lines, total_count=with_gene)
+    return Page(reports=lines, total_count=None)  # BatchAnswer.add checks every line
 
 
 def _message_codes(messages: list[_Message]) -> dict[int, str]:
@@ -293,6 +286,17 @@ class BatchAnswer:
         self._seen.update(seen_here)
         if page.next_page_token is not None:
             self._tokens.add(page.next_page_token)
+
+    @classmethod
+    def merged(cls, gene_ids: tuple[int, ...], gene_only: bool,
+               parts: tuple[BatchAnswer, BatchAnswer]) -> BatchAnswer:
+        """One answer for ``gene_ids`` out of the answers for its two halves."""
+        whole = cls(gene_ids, gene_only)
+        for part in parts:
+            whole.records.extend(part.records)
+            whole.answered.update(part.answered)
+            whole.reasons.update(part.reasons)
+        return whole
 
     def check_complete(self) -> None:
         """After the last page: the reports add up to what the first page promised."""

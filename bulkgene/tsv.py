@@ -27,6 +27,17 @@ class TsvAnswer:
     answered: set[int] = field(default_factory=set)
     accountable: bool = False
 
+    @classmethod
+    def merged(cls, _gene_ids: tuple[int, ...], parts: tuple[TsvAnswer, TsvAnswer]) -> TsvAnswer:
+        """One answer out of the answers for the two halves of a batch."""
+        first, second = parts
+        whole = cls(first.header or second.header,
+                    accountable=first.accountable and second.accountable)
+        for part in parts:
+            whole.records.extend(part.records)
+            whole.answered.update(part.answered)
+        return whole
+
 
 def parse_tsv(body: bytes, gene_ids: tuple[int, ...], has_header: bool,
               gene_id_column: int | None) -> TsvAnswer:

@@ -8,6 +8,7 @@ reconciles and matches the lines and the missing report on disk.
 from __future__ import annotations
 
 import gzip
+import io
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,14 @@ class Verdict:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def check_once(self, seen: _Seen, gene_id: int, where: str) -> None:
+        """Record ``gene_id`` as seen; a second sighting is a problem (the first 20 listed)."""
+        if seen.add(gene_id):
+            return
+        self.duplicates += 1
+        if self.duplicates <= _MAX_PROBLEMS_PER_KIND:
+            self.problems.append(f"{where}: GeneID {gene_id} was already written (a duplicate)")
 
 
 class _Seen:
@@ -113,11 +122,17 @@ def verify(out_dir: Path) -> Verdict:
     return verdict
 
 
+def _open_shard(shard: Path) -> gzip.GzipFile | io.BufferedReader:
+    """A shard for reading, gunzipped if need be (the caller closes it)."""
+    if shard.name.endswith(".gz"):
+        return gzip.open(shard, "rb")
+    return open(shard, "rb")
+
+
 def _check_shard(shard: Path, gene_only: bool, seen: _Seen, verdict: Verdict) -> int:
     """Check every line of one shard; returns how many records it holds."""
     records = 0
-    opener = gzip.open if shard.name.endswith(".gz") else open
-    with opener(shard, "rb") as handle:
+    with _open_shard(shard) as handle:
         for number, line in enumerate(handle, 1):
             if not line.endswith(b"\n"):
                 verdict.problems.append(f"{shard}:{number}: torn last line (no newline)")
@@ -127,11 +142,7 @@ def _check_shard(shard: Path, gene_only: bool, seen: _Seen, verdict: Verdict) ->
                 verdict.problems.append(f"{shard}:{number}: not a gene report ({exc})")
                 continue
             records += 1
-            if not seen.add(gene_id):
-                verdict.duplicates += 1
-                if verdict.duplicates <= _MAX_PROBLEMS_PER_KIND:
-                    verdict.problems.append(f"{shard}:{number}: GeneID {gene_id} was "
-                                            "already written (a duplicate)")
+            verdict.check_once(seen, gene_id, f"{shard}:{number}")
     return records
 
 
@@ -148,8 +159,7 @@ def _check_tsv_shard(shard: Path, layout: tuple[bool, int | None], seen: _Seen,
     """Every row as wide as the first line, the header only at the top, GeneIDs once."""
     has_header, column = layout
     records = 0
-    opener = gzip.open if shard.name.endswith(".gz") else open
-    with opener(shard, "rb") as handle:
+    with _open_shard(shard) as handle:
         first = handle.readline()
         if has_header and first:
             columns = first.rstrip(b"\n").split(b"\t")
@@ -171,11 +181,8 @@ def _check_tsv_shard(shard: Path, layout: tuple[bool, int | None], seen: _Seen,
             records += 1
             if column is not None:
                 value = line.rstrip(b"\n").split(b"\t")[column]
-                if value.isdigit() and not seen.add(int(value)):
-                    verdict.duplicates += 1
-                    if verdict.duplicates <= _MAX_PROBLEMS_PER_KIND:
-                        verdict.problems.append(f"{shard}:{number}: GeneID {int(value)} was "
-                                                "already written (a duplicate)")
+                if value.isdigit():
+                    verdict.check_once(seen, int(value), f"{shard}:{number}")
     return records
 
 

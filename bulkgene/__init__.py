@@ -1,5 +1,10 @@
 """bulkgene: fast, polite, resumable bulk downloads of NCBI Datasets v2 gene reports."""
 
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
 from bulkgene.config import DownloadConfig, RetryPolicy, Secret, Timeouts
 from bulkgene.errors import (
     AuthError,
@@ -12,12 +17,26 @@ from bulkgene.errors import (
     OutageError,
     StateError,
 )
-from bulkgene.summary import Summary
+from bulkgene.run.summary import Summary
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("bulkgene")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
-# imported last: the pipeline reads __version__ for its User-Agent
-from bulkgene.pipeline import download
+if TYPE_CHECKING:
+    from bulkgene.run.pipeline import download
+
+
+def __getattr__(name: str) -> Any:
+    # the pipeline (and with it aiohttp) loads on first use, so `status`, `verify` and
+    # `--help` start without it
+    if name == "download":
+        from bulkgene.run.pipeline import download
+
+        return download
+    raise AttributeError(f"module 'bulkgene' has no attribute {name!r}")
+
 
 __all__ = [
     "AuthError",

@@ -1,5 +1,5 @@
 """``python -m bulkgene``: the same as the ``bulkgene`` command."""
 
-from bulkgene.cli import main
+from bulkgene.cli.main import main
 
 main()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bulkgene.errors import ConfigError
-from bulkgene.tasks import TaskSpec
+from bulkgene.run.split import TaskSpec
 
 DEFAULT_BASE_URL = "https://api.ncbi.nlm.nih.gov/datasets/v2"
 MAX_IDS_PER_REQUEST = 1000

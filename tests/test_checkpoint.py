@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bulkgene import checkpoint as ckpt
-from bulkgene.checkpoint import Checkpoint
 from bulkgene.errors import CorruptCheckpoint, FingerprintMismatch
+from bulkgene.run import checkpoint as ckpt
+from bulkgene.run.checkpoint import Checkpoint
 
 
 def _fresh() -> Checkpoint:

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import cli_env, gene_ids_written, read_summary, run_cli, write_ids
 
-from bulkgene.cli import main
+from bulkgene.cli.main import main
 from bulkgene.testing import EmulatorThread
 
 COMMANDS = sorted(main.commands)  # type: ignore[attr-defined]

@@ -22,9 +22,10 @@ from helpers import (
     write_ids,
 )
 
-from bulkgene import DownloadConfig, checkpoint
+from bulkgene import DownloadConfig
 from bulkgene.errors import ConfigError
-from bulkgene.tasks import TaskSpec, from_slurm, resolve
+from bulkgene.run import checkpoint
+from bulkgene.run.split import TaskSpec, from_slurm, resolve
 from bulkgene.testing import EmulatorThread
 
 

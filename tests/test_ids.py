@@ -7,9 +7,9 @@ from pathlib import Path
 
 from helpers import SAMPLES
 
-from bulkgene import idplan
-from bulkgene.ids import Reject, read_ids, scan_ids
-from bulkgene.idset import MAX_GENE_ID, IdBitmap
+from bulkgene.input import plan as idplan
+from bulkgene.input.idset import MAX_GENE_ID, IdBitmap
+from bulkgene.input.lines import Reject, read_ids, scan_ids
 
 
 def test_messy_file_yields_valid_ids_and_rejects_with_line_numbers() -> None:

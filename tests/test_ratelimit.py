@@ -6,7 +6,7 @@ import asyncio
 
 from helpers import max_in_window
 
-from bulkgene.ratelimit import AdaptiveRateLimiter
+from bulkgene.net.pacer import AdaptiveRateLimiter
 
 
 async def test_no_burst_even_in_the_first_second() -> None:

@@ -22,7 +22,7 @@ from helpers import (
     write_ids,
 )
 
-from bulkgene import checkpoint as ckpt
+from bulkgene.run import checkpoint as ckpt
 from bulkgene.testing import EmulatorThread
 
 

@@ -8,7 +8,7 @@ from email.utils import formatdate
 import pytest
 
 from bulkgene.config import RetryPolicy
-from bulkgene.retry import backoff_s, is_retried_status, parse_retry_after
+from bulkgene.net.policy import backoff_s, is_retried_status, parse_retry_after
 
 
 @pytest.mark.parametrize(("status", "retried"), [(429, True), (500, True), (501, False),

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from bulkgene.console import configure_logging, report_end
+from bulkgene.cli.console import configure_logging, report_end
 from bulkgene.errors import StateError
-from bulkgene.progress import ProgressReporter, Terminal, TerminalLog
+from bulkgene.run.progress import ProgressReporter, Terminal, TerminalLog
 
 STATUS_EXAMPLES = """
 \b
@@ -30,7 +30,7 @@ def status(out_dir: Path, as_json: bool) -> None:
     writes. Shows batches committed/failed/pending, genes found and missing, and whether
     each task is running now.
     """
-    from bulkgene import status as status_module
+    from bulkgene.run import status as status_module
 
     try:
         statuses = status_module.directory_status(out_dir)
@@ -58,7 +58,7 @@ def verify(out_dir: Path) -> None:
     whole directory; every file must be as long as its checkpoint says; the accounting must
     reconcile. Exit 0 only when all of that holds; otherwise each problem is listed.
     """
-    from bulkgene.verify import verify as run_verify
+    from bulkgene.run.verify import verify as run_verify
 
     verdict = run_verify(out_dir)
     summary = (f"{verdict.tasks} task(s), {verdict.shards} shard(s), {verdict.records} records")
@@ -94,7 +94,7 @@ def demo(out_dir: Path | None) -> None:
     """
     import tempfile
 
-    from bulkgene.demo import how_to_look, run_demo
+    from bulkgene.cli.demo import how_to_look, run_demo
 
     if out_dir is None:
         out_dir = Path(tempfile.mkdtemp(prefix="bulkgene-demo-")) / "genes"

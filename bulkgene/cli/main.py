@@ -15,7 +15,8 @@ from pathlib import Path
 
 import click
 
-from bulkgene import commands, tasks
+from bulkgene.cli import commands
+from bulkgene.cli.console import configure_logging, report_end
 from bulkgene.config import (
     COMPRESSIONS,
     DEFAULT_BASE_URL,
@@ -31,11 +32,11 @@ from bulkgene.config import (
     Secret,
     Timeouts,
 )
-from bulkgene.console import configure_logging, report_end
 from bulkgene.errors import BulkgeneError, ConfigError
-from bulkgene.ids import Reject
-from bulkgene.progress import ProgressReporter, Terminal, TerminalLog
-from bulkgene.summary import Summary
+from bulkgene.input.lines import Reject
+from bulkgene.run import split
+from bulkgene.run.progress import ProgressReporter, Terminal, TerminalLog
+from bulkgene.run.summary import Summary
 
 log = logging.getLogger("bulkgene")
 
@@ -193,7 +194,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
             endpoint=endpoint, format=output_format,
             record=record,
             compress=compress, restart=restart,
-            task=tasks.resolve(task_index, task_count),
+            task=split.resolve(task_index, task_count),
             retry=RetryPolicy(max_attempts=max_attempts, backoff_base_s=retry_wait,
                               outage_s=outage_after),
             timeouts=Timeouts(read_stall_s=read_timeout),
@@ -204,7 +205,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
     if dry_run:
         _dry_run(config)
         return
-    from bulkgene.pipeline import download  # aiohttp is loaded only when a download runs
+    from bulkgene.run.pipeline import download  # aiohttp is loaded only when a download runs
 
     reporter = ProgressReporter(terminal, progress_interval) if show_progress else None
     summary: Summary | None = None
@@ -230,7 +231,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
 
 
 def _dry_run(config: DownloadConfig) -> None:
-    from bulkgene.prepare import dry_run
+    from bulkgene.run.prepare import dry_run
 
     rejects: list[Reject] = []
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from bulkgene.summary import EXIT_FAILED_BATCHES, EXIT_INTERRUPTED, EXIT_OK, Summary
+from bulkgene.run.summary import EXIT_FAILED_BATCHES, EXIT_INTERRUPTED, EXIT_OK, Summary
 
 log = logging.getLogger("bulkgene")
 

@@ -16,15 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bulkgene import checkpoint as ckpt
-from bulkgene import idplan
-from bulkgene.checkpoint import Checkpoint
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import ConfigError, FingerprintMismatch, StateError
-from bulkgene.idplan import IdPlan
-from bulkgene.ids import STDIN, InputCounts, Reject, file_digest, scan_ids
-from bulkgene.lock import LOCK_NAME, RunLock
-from bulkgene.writer import (
+from bulkgene.input import plan as idplan
+from bulkgene.input.lines import STDIN, InputCounts, Reject, file_digest, scan_ids
+from bulkgene.input.plan import IdPlan
+from bulkgene.output.store import (
     MISSING_NAME,
     REJECTS_HEADER,
     REJECTS_NAME,
@@ -33,6 +30,9 @@ from bulkgene.writer import (
     SUMMARY_NAME,
     OutputStore,
 )
+from bulkgene.run import checkpoint as ckpt
+from bulkgene.run.checkpoint import Checkpoint
+from bulkgene.run.lock import LOCK_NAME, RunLock
 
 STDIN_SPOOL_NAME = "stdin.spool"
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import orjson
 
-from bulkgene import checkpoint as ckpt
 from bulkgene.errors import StateError
-from bulkgene.lock import holder_alive, read_lock
-from bulkgene.tasks import task_directories
-from bulkgene.writer import SUMMARY_NAME
+from bulkgene.output.store import SUMMARY_NAME
+from bulkgene.run import checkpoint as ckpt
+from bulkgene.run.lock import holder_alive, read_lock
+from bulkgene.run.split import task_directories
 
 
 @dataclass

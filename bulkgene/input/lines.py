@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from bulkgene.errors import InputError
-from bulkgene.idset import MAX_GENE_ID, IdBitmap
+from bulkgene.input.idset import MAX_GENE_ID, IdBitmap
 
 STDIN = "-"
 _MAX_LINE_BYTES = 64 * 1024

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bulkgene.ncbi import InvalidPage, Record
+from bulkgene.ncbi.pages import InvalidPage, Record
 
 GENE_ID_HEADER = b"NCBI GeneID"
 GENE_ID_FIELD = "gene-id"

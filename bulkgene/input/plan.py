@@ -19,9 +19,9 @@ from pathlib import Path
 
 import orjson
 
-from bulkgene.batches import Batch
-from bulkgene.ids import InputCounts, Reject, read_ids
-from bulkgene.idset import IdBitmap
+from bulkgene.input.idset import IdBitmap
+from bulkgene.input.lines import InputCounts, Reject, read_ids
+from bulkgene.model import Batch
 
 PLAN_JSON = "plan.json"
 PLAN_IDS = "plan.ids"

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from bulkgene import checkpoint as ckpt
-from bulkgene.checkpoint import Checkpoint
-from bulkgene.fetcher import BatchFailure, BatchOutcome, BatchResult
-from bulkgene.idset import IdBitmap
+from bulkgene.input.idset import IdBitmap
+from bulkgene.net.client import BatchFailure, BatchOutcome, BatchResult
+from bulkgene.run import checkpoint as ckpt
+from bulkgene.run.checkpoint import Checkpoint
 
 MISSING_NAME = "missing.tsv"
 REPLACED_NAME = "replaced.tsv"

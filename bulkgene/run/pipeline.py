@@ -24,17 +24,17 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from bulkgene import __version__
-from bulkgene import checkpoint as ckpt
-from bulkgene.batches import Batch
-from bulkgene.checkpoint import write_atomically
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import BulkgeneError, StateError
-from bulkgene.fetcher import BatchFailure, BatchResult, GeneClient, NetStats, sent_hook
-from bulkgene.prepare import PreparedRun, prepare
-from bulkgene.progress import ProgressReporter, Snapshot
-from bulkgene.ratelimit import AdaptiveRateLimiter
-from bulkgene.summary import EXIT_INTERRUPTED, Summary
-from bulkgene.writer import SUMMARY_NAME
+from bulkgene.model import Batch
+from bulkgene.net.client import BatchFailure, BatchResult, GeneClient, NetStats, sent_hook
+from bulkgene.net.pacer import AdaptiveRateLimiter
+from bulkgene.output.store import SUMMARY_NAME
+from bulkgene.run import checkpoint as ckpt
+from bulkgene.run.checkpoint import write_atomically
+from bulkgene.run.prepare import PreparedRun, prepare
+from bulkgene.run.progress import ProgressReporter, Snapshot
+from bulkgene.run.summary import EXIT_INTERRUPTED, Summary
 
 log = logging.getLogger("bulkgene")
 

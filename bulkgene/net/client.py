@@ -27,10 +27,10 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
-from bulkgene.batches import Batch
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import AuthError, FatalHTTPError, OutageError
-from bulkgene.ncbi import (
+from bulkgene.model import Batch
+from bulkgene.ncbi.pages import (
     NOT_RETURNED,
     BatchAnswer,
     BrokenChain,
@@ -40,15 +40,15 @@ from bulkgene.ncbi import (
     parse_ndjson,
     parse_page,
 )
-from bulkgene.ratelimit import AdaptiveRateLimiter, Slot
-from bulkgene.retry import (
+from bulkgene.ncbi.tsv import GENE_ID_FIELD, TsvAnswer, parse_tsv
+from bulkgene.net.pacer import AdaptiveRateLimiter, Slot
+from bulkgene.net.policy import (
     AUTH_STATUSES,
     SPLIT_STATUSES,
     backoff_s,
     is_retried_status,
     parse_retry_after,
 )
-from bulkgene.tsv import GENE_ID_FIELD, TsvAnswer, parse_tsv
 
 REJECTED_BY_SERVER = "REJECTED_BY_SERVER"
 AnswerT = TypeVar("AnswerT", BatchAnswer, TsvAnswer)

@@ -16,12 +16,12 @@ from pathlib import Path
 import msgspec
 import orjson
 
-from bulkgene import checkpoint as ckpt
 from bulkgene.errors import CorruptCheckpoint
-from bulkgene.idset import MAX_GENE_ID, IdBitmap
-from bulkgene.tasks import task_directories
-from bulkgene.tsv import GENE_ID_FIELD, GENE_ID_HEADER
-from bulkgene.writer import MISSING_NAME, SHARD_PATTERN, SUMMARY_NAME
+from bulkgene.input.idset import MAX_GENE_ID, IdBitmap
+from bulkgene.ncbi.tsv import GENE_ID_FIELD, GENE_ID_HEADER
+from bulkgene.output.store import MISSING_NAME, SHARD_PATTERN, SUMMARY_NAME
+from bulkgene.run import checkpoint as ckpt
+from bulkgene.run.split import task_directories
 
 _MAX_PROBLEMS_PER_KIND = 20
 

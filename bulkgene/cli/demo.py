@@ -6,12 +6,12 @@ import asyncio
 from pathlib import Path
 
 from bulkgene.config import DownloadConfig
-from bulkgene.pipeline import download
-from bulkgene.progress import ProgressReporter
-from bulkgene.summary import Summary
+from bulkgene.run.pipeline import download
+from bulkgene.run.progress import ProgressReporter
+from bulkgene.run.summary import Summary
 from bulkgene.testing import EmulatorConfig, EmulatorThread
 
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_inputs"
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_inputs"
 DEMO_INPUTS = ("human_genes.txt", "ecoli_k12_genes.txt", "messy_ids.txt")
 # when installed without the repository's sample_inputs: the three real records and some more
 FALLBACK_IDS = "7157\n672\n3105\n59067\n1956\n3845\n" + "".join(f"{i}\n" for i in range(1, 201))

@@ -1,0 +1,1 @@
+"""Reading GeneID input: lines and columns of files, the parsed plan, the requested-ID set."""

@@ -1,0 +1,1 @@
+"""One run: prepare, pipeline, checkpoint, lock, array split, summary, status and verify."""

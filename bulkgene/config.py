@@ -1,10 +1,22 @@
-"""Frozen settings of a download (DownloadConfig, RetryPolicy, Timeouts) and their validation; no I/O."""
+"""Frozen settings of a download, in three groups, and their validation; no I/O.
+
+    DownloadConfig     inputs, output directory, task, restart
+    ├── ApiQuery       what to ask the API: endpoint, format and every request parameter
+    ├── OutputSpec     how to write: batch size, shards, record shape, compression
+    └── NetworkSpec    how to talk to the server: URL, key, rate, retries, timeouts, size cap
+
+The groups are the single source of truth: the CLI takes its defaults and choices from
+them, and the checkpoint's fingerprint is derived from their fields (a field marked
+``_NOT_IN_FINGERPRINT`` doesn't change what lands in the directory).
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from bulkgene.errors import ConfigError
 from bulkgene.run.split import TaskSpec
@@ -13,16 +25,46 @@ DEFAULT_BASE_URL = "https://api.ncbi.nlm.nih.gov/datasets/v2"
 MAX_IDS_PER_REQUEST = 1000
 ANONYMOUS_REQUESTS_PER_SECOND = 5.0
 KEYED_REQUESTS_PER_SECOND = 10.0
-DEFAULT_SHARDS = 4
-RETURNED_CONTENTS = ("COMPLETE", "IDS_ONLY", "COUNTS_ONLY")
-SORT_DIRECTIONS = ("SORT_DIRECTION_UNSPECIFIED", "SORT_DIRECTION_ASCENDING",
-                   "SORT_DIRECTION_DESCENDING")
-ENDPOINTS = ("gene-id", "dataset-report")
-RECORDS = ("report", "gene")
-COMPRESSIONS = ("none", "gzip")
-FORMATS = ("json", "ndjson", "tsv")
-TABULAR_HEADERS = ("INCLUDE_TABULAR_HEADER_FIRST_PAGE_ONLY", "INCLUDE_TABULAR_HEADER_ALWAYS",
-                   "INCLUDE_TABULAR_HEADER_NEVER")
+# a COMPLETE page of 1000 reports is ~5 MB; 128 MiB leaves room for genes with huge
+# annotations while a hostile body can't take the machine's memory
+DEFAULT_MAX_RESPONSE_BYTES = 128 << 20
+
+Endpoint = Literal["gene-id", "gene-id-report", "dataset-report"]
+Format = Literal["json", "ndjson", "tsv"]
+ReturnedContent = Literal["COMPLETE", "IDS_ONLY", "COUNTS_ONLY"]
+SortDirection = Literal["SORT_DIRECTION_UNSPECIFIED", "SORT_DIRECTION_ASCENDING",
+                        "SORT_DIRECTION_DESCENDING"]
+TabularHeader = Literal["INCLUDE_TABULAR_HEADER_FIRST_PAGE_ONLY", "INCLUDE_TABULAR_HEADER_ALWAYS",
+                        "INCLUDE_TABULAR_HEADER_NEVER"]
+RecordShape = Literal["report", "gene"]
+Compression = Literal["none", "gzip"]
+
+ENDPOINTS: tuple[str, ...] = get_args(Endpoint)
+FORMATS: tuple[str, ...] = get_args(Format)
+RETURNED_CONTENTS: tuple[str, ...] = get_args(ReturnedContent)
+SORT_DIRECTIONS: tuple[str, ...] = get_args(SortDirection)
+TABULAR_HEADERS: tuple[str, ...] = get_args(TabularHeader)
+RECORDS: tuple[str, ...] = get_args(RecordShape)
+COMPRESSIONS: tuple[str, ...] = get_args(Compression)
+
+# the three endpoints give the same records, so a run may resume on another one
+_NOT_IN_FINGERPRINT = {"fingerprint": False}
+
+
+def default_of(group: type[Any], name: str) -> Any:
+    """The default of field ``name`` of a config group (for the CLI's option defaults)."""
+    for item in fields(group):
+        if item.name == name:
+            if item.default is not MISSING:
+                return item.default
+            if item.default_factory is not MISSING:
+                return item.default_factory()
+    raise KeyError(name)
+
+
+def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} {value!r} is not one of {', '.join(allowed)}")
 
 
 class Secret:
@@ -50,6 +92,77 @@ class Secret:
 
 
 @dataclass(frozen=True)
+class ApiQuery:
+    """What to ask the API: the endpoint, the answer format and every request parameter."""
+
+    endpoint: Endpoint = field(default="gene-id", metadata=_NOT_IN_FINGERPRINT)
+    format: Format = "json"
+    returned_content: ReturnedContent = "COMPLETE"
+    page_size: int = field(default=MAX_IDS_PER_REQUEST, metadata=_NOT_IN_FINGERPRINT)
+    locus_tags: tuple[str, ...] = ()
+    table_fields: tuple[str, ...] = ()
+    accession_filter: tuple[str, ...] = ()
+    include_tabular_header: TabularHeader | None = None
+    sort_field: str | None = None
+    sort_direction: SortDirection | None = None
+    tax_search_subtree: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("endpoint", self.endpoint, ENDPOINTS)
+        _check_choice("format", self.format, FORMATS)
+        _check_choice("returned content", self.returned_content, RETURNED_CONTENTS)
+        if self.include_tabular_header is not None:
+            _check_choice("include_tabular_header", self.include_tabular_header, TABULAR_HEADERS)
+        if self.sort_direction is not None:
+            _check_choice("sort direction", self.sort_direction, SORT_DIRECTIONS)
+            if self.sort_field is None:
+                raise ConfigError("a sort direction needs a field to sort by: add --sort-field")
+        if not 1 <= self.page_size <= MAX_IDS_PER_REQUEST:
+            raise ConfigError(
+                f"page size {self.page_size} (--page-size) is out of range: use 1..{MAX_IDS_PER_REQUEST}")
+        tsv_only = [name for name, value in (("--table-field", self.table_fields),
+                                             ("--accession-filter", self.accession_filter),
+                                             ("--include-tabular-header",
+                                              self.include_tabular_header)) if value]
+        if tsv_only and self.format != "tsv":
+            raise ConfigError(f"{', '.join(tsv_only)} only apply to TSV answers, as the API "
+                              "defines them: add --format tsv, or leave them out")
+        if self.endpoint == "gene-id-report" and (unsupported := self.unsupported_by(
+                "gene-id-report")):
+            raise ConfigError(
+                f"GET /gene/id/{{ids}}/dataset_report has no {', '.join(unsupported)}: use "
+                "--endpoint gene-id or dataset-report for them, or leave them out")
+
+    def unsupported_by(self, endpoint: str) -> list[str]:
+        """Options this query uses that ``endpoint`` can't express (API-FACTS §1)."""
+        if endpoint != "gene-id-report":
+            return []
+        return [name for name, value in (("--locus-tag", self.locus_tags),
+                                         ("--accession-filter", self.accession_filter),
+                                         ("--tax-search-subtree", self.tax_search_subtree))
+                if value]
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """How to write: IDs per batch (the unit of commit), shards, record shape, compression."""
+
+    batch_size: int = MAX_IDS_PER_REQUEST
+    shards: int = 4
+    record: RecordShape = "report"
+    compress: Compression = "none"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= MAX_IDS_PER_REQUEST:
+            raise ConfigError(
+                f"batch size {self.batch_size} (--batch-size) is out of range: use 1..{MAX_IDS_PER_REQUEST}")
+        if not 1 <= self.shards <= 4096:
+            raise ConfigError(f"shard count {self.shards} (--shards) is out of range: use 1..4096")
+        _check_choice("record", self.record, RECORDS)
+        _check_choice("compress", self.compress, COMPRESSIONS)
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """How often and how patiently a failing request is retried."""
 
@@ -58,21 +171,71 @@ class RetryPolicy:
     backoff_cap_s: float = 30.0
     retry_after_cap_s: float = 120.0
     outage_s: float = 600.0
+    # a next-page request failing this often restarts its batch from page 1 (a token the
+    # server no longer takes answers 500 every time); restarts are bounded by max_attempts
+    token_attempts: int = 2
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ConfigError("RetryPolicy.max_attempts must be at least 1")
+        if self.max_attempts < 1 or self.token_attempts < 1:
+            raise ConfigError("RetryPolicy attempts must be at least 1")
         if self.backoff_base_s < 0 or self.backoff_cap_s < 0 or self.retry_after_cap_s < 0:
             raise ConfigError("RetryPolicy delays must not be negative")
 
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Per-attempt limits: connect, a read that stalls, and the whole attempt."""
+    """Per-attempt limits: connect, a read that stalls, and the whole attempt (None: none)."""
 
     connect_s: float = 20.0
     read_stall_s: float = 60.0
-    attempt_s: float = 300.0
+    attempt_s: float | None = 300.0
+    # NCBI closes a kept-alive connection idle for 4 s: drop ours before it does
+    keepalive_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect_s", "read_stall_s", "keepalive_s"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"timeout {name} must be a positive number of seconds")
+        if self.attempt_s is not None and not self.attempt_s > 0:
+            raise ConfigError("timeout attempt_s must be positive (or None for no limit)")
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """How to talk to the server: where, with which key, how fast, how patiently."""
+
+    base_url: str = DEFAULT_BASE_URL
+    api_key: Secret | None = None
+    requests_per_second: float | None = None
+    concurrency: int | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+
+    def __post_init__(self) -> None:
+        if self.requests_per_second is not None and not (
+            0 < self.requests_per_second <= 1000 and math.isfinite(self.requests_per_second)
+        ):
+            raise ConfigError(
+                f"rate {self.requests_per_second} (--rate) is out of range: use a number of requests "
+                "per second above 0 (NCBI allows 5 without a key, 10 with one)")
+        if self.concurrency is not None and not 1 <= self.concurrency <= 256:
+            raise ConfigError(f"concurrency {self.concurrency} (--concurrency) is out of range: use 1..256")
+        url = urlsplit(self.base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ConfigError(f"base URL {self.base_url!r} must start with http:// or https:// "
+                              f"and name a host, e.g. {DEFAULT_BASE_URL}")
+        if self.api_key is not None and not self.api_key.reveal().strip():
+            raise ConfigError("the API key is empty: pass a real key or none at all")
+        if self.max_response_bytes < 1 << 20:
+            raise ConfigError("the response size cap must be at least 1 MiB")
+
+    @property
+    def server(self) -> str:
+        """Scheme and host of the base URL: which server filled a directory."""
+        url = urlsplit(self.base_url)
+        return f"{url.scheme}://{url.hostname}"
 
 
 @dataclass(frozen=True)
@@ -81,96 +244,28 @@ class DownloadConfig:
 
     inputs: tuple[str, ...]
     out_dir: Path
-    base_url: str = DEFAULT_BASE_URL
-    api_key: Secret | None = None
-    batch_size: int = MAX_IDS_PER_REQUEST
-    page_size: int = MAX_IDS_PER_REQUEST
-    requests_per_second: float | None = None
-    concurrency: int | None = None
-    shards: int = DEFAULT_SHARDS
-    returned_content: str = "COMPLETE"
-    locus_tags: tuple[str, ...] = ()
-    sort_field: str | None = None
-    sort_direction: str | None = None
-    tax_search_subtree: bool = False
-    table_fields: tuple[str, ...] = ()
-    accession_filter: tuple[str, ...] = ()
-    include_tabular_header: str | None = None
-    endpoint: str = "gene-id"
-    format: str = "json"
-    record: str = "report"
-    compress: str = "none"
-    restart: bool = False
+    query: ApiQuery = field(default_factory=ApiQuery)
+    output: OutputSpec = field(default_factory=OutputSpec)
+    network: NetworkSpec = field(default_factory=NetworkSpec)
     task: TaskSpec = field(default_factory=TaskSpec)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    timeouts: Timeouts = field(default_factory=Timeouts)
+    restart: bool = False
     shutdown_grace_s: float = 10.0
     progress_interval_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.inputs:
             raise ConfigError("no input given: name at least one GeneID file, or - for stdin")
-        if not 1 <= self.batch_size <= MAX_IDS_PER_REQUEST:
-            raise ConfigError(
-                f"batch size {self.batch_size} is out of range: use 1..{MAX_IDS_PER_REQUEST}"
-            )
-        if not 1 <= self.page_size <= MAX_IDS_PER_REQUEST:
-            raise ConfigError(
-                f"page size {self.page_size} is out of range: use 1..{MAX_IDS_PER_REQUEST}"
-            )
-        if self.requests_per_second is not None and not (
-            0 < self.requests_per_second <= 1000 and math.isfinite(self.requests_per_second)
-        ):
-            raise ConfigError(
-                f"rate {self.requests_per_second} is out of range: use a number of requests "
-                "per second above 0 (NCBI allows 5 without a key, 10 with one)"
-            )
-        if self.concurrency is not None and not 1 <= self.concurrency <= 256:
-            raise ConfigError(f"concurrency {self.concurrency} is out of range: use 1..256")
-        for name, value, allowed in (("endpoint", self.endpoint, ENDPOINTS),
-                                     ("format", self.format, FORMATS),
-                                     ("record", self.record, RECORDS),
-                                     ("compress", self.compress, COMPRESSIONS)):
-            if value not in allowed:
-                raise ConfigError(f"{name} {value!r} is not one of {', '.join(allowed)}")
-        tsv_only = [name for name, value in (("--table-field", self.table_fields),
-                                             ("--accession-filter", self.accession_filter),
-                                             ("--include-tabular-header",
-                                              self.include_tabular_header)) if value]
-        if tsv_only and self.format != "tsv":
-            raise ConfigError(f"{', '.join(tsv_only)} only apply to TSV answers, as the API "
-                              "defines them: add --format tsv, or leave them out")
-        if self.format == "tsv" and self.record == "gene":
+        if self.query.format == "tsv" and self.output.record == "gene":
             raise ConfigError("--record gene picks a JSON object; with --format tsv every "
                               "line is already a table row: leave --record out")
-        if (self.include_tabular_header is not None
-                and self.include_tabular_header not in TABULAR_HEADERS):
-            raise ConfigError(f"include_tabular_header {self.include_tabular_header!r} is not "
-                              f"one of {', '.join(TABULAR_HEADERS)}")
-        if self.sort_direction is not None and self.sort_direction not in SORT_DIRECTIONS:
-            raise ConfigError(f"sort direction {self.sort_direction!r} is not one of "
-                              f"{', '.join(SORT_DIRECTIONS)}")
-        if self.sort_direction is not None and self.sort_field is None:
-            raise ConfigError("a sort direction needs a field to sort by: add --sort-field")
-        if self.returned_content not in RETURNED_CONTENTS:
-            raise ConfigError(f"returned content {self.returned_content!r} is not one of "
-                              f"{', '.join(RETURNED_CONTENTS)}")
-        if not 1 <= self.shards <= 4096:
-            raise ConfigError(f"shard count {self.shards} is out of range: use 1..4096")
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"base URL {self.base_url!r} must start with http:// or https://, "
-                f"e.g. {DEFAULT_BASE_URL}"
-            )
-        if self.api_key is not None and not self.api_key.reveal().strip():
-            raise ConfigError("the API key is empty: pass a real key or none at all")
 
     @property
     def effective_requests_per_second(self) -> float:
         """The rate ceiling: explicit, else NCBI's budget (per key, per IP) shared by all tasks."""
-        if self.requests_per_second is not None:
-            return self.requests_per_second
-        budget = KEYED_REQUESTS_PER_SECOND if self.api_key else ANONYMOUS_REQUESTS_PER_SECOND
+        if self.network.requests_per_second is not None:
+            return self.network.requests_per_second
+        budget = (KEYED_REQUESTS_PER_SECOND if self.network.api_key
+                  else ANONYMOUS_REQUESTS_PER_SECOND)
         return budget / self.task.count
 
     @property
@@ -181,6 +276,19 @@ class DownloadConfig:
     @property
     def effective_concurrency(self) -> int:
         """Requests in flight: enough to keep the rate busy at ~1.5 s per 1000-gene page."""
-        if self.concurrency is not None:
-            return self.concurrency
+        if self.network.concurrency is not None:
+            return self.network.concurrency
         return max(2, min(64, math.ceil(self.effective_requests_per_second * 1.6)))
+
+    def fingerprint_params(self) -> dict[str, Any]:
+        """The parameters that decide what lands in the directory, derived from the groups."""
+        params: dict[str, Any] = {}
+        for group in (self.query, self.output):
+            for item in fields(group):
+                if item.metadata.get("fingerprint", True):
+                    value = getattr(group, item.name)
+                    params[item.name] = list(value) if isinstance(value, tuple) else value
+        params["server"] = self.network.server
+        params["task_index"] = self.task.index
+        params["task_count"] = self.task.count
+        return params

@@ -1,4 +1,6 @@
-"""The exception tree of bulkgene; every error says what happened and what to do next.
+"""The exception tree of bulkgene, and every exit code, in one place.
+
+Every error says what happened and what to do next.
 
     BulkgeneError                  base class; ``exit_code`` is what the CLI exits with
     ├── ConfigError                a setting or option is invalid (exit 2)
@@ -16,17 +18,29 @@ Malformed input lines and unreachable batches are *not* exceptions: they are rec
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bulkgene.run.summary import Summary
+
+EXIT_OK = 0  # every requested ID found or missing with a reason
+EXIT_FATAL = 1  # the message says what to do
+EXIT_USAGE = 2  # a bad option or setting; nothing was started
+EXIT_FAILED_BATCHES = 3  # finished, some batches failed: re-run the same command to retry them
+EXIT_INTERRUPTED = 75  # SIGTERM/SIGINT: state is safe, re-run to resume (EX_TEMPFAIL)
+
 
 class BulkgeneError(Exception):
     """Base of every error bulkgene raises on purpose."""
 
-    exit_code = 1
+    exit_code = EXIT_FATAL
+    summary: Summary | None = None  # the run's accounting, when a run had started
 
 
 class ConfigError(BulkgeneError):
     """An option or setting is invalid; nothing was started."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class InputError(BulkgeneError):

@@ -7,17 +7,32 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from bulkgene.config import ApiQuery, DownloadConfig, NetworkSpec, OutputSpec
 from bulkgene.testing import Fate, GeneUniverse
 from bulkgene.testing.emulator import Arrival
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_inputs"
+
+
+def make_config(inputs: tuple[str, ...] | list[str], out_dir: Path, **settings: Any
+                ) -> DownloadConfig:
+    """A DownloadConfig from flat settings, each routed to its group by field name."""
+    groups: dict[type[Any], dict[str, Any]] = {ApiQuery: {}, OutputSpec: {}, NetworkSpec: {}}
+    top: dict[str, Any] = {}
+    for name, value in settings.items():
+        owner = next((g for g in groups if name in {f.name for f in fields(g)}), None)
+        (groups[owner] if owner else top)[name] = value
+    return DownloadConfig(inputs=tuple(map(str, inputs)), out_dir=out_dir,
+                          query=ApiQuery(**groups[ApiQuery]),
+                          output=OutputSpec(**groups[OutputSpec]),
+                          network=NetworkSpec(**groups[NetworkSpec]), **top)
 
 
 def write_ids(path: Path, ids: list[int] | range) -> Path:

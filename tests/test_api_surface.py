@@ -12,6 +12,7 @@ from helpers import (
     assert_complete_output,
     cli_env,
     expected_for,
+    make_config,
     read_tsv,
     run_cli,
     served,
@@ -117,13 +118,13 @@ def test_sort_direction_without_a_field_is_a_usage_error(tmp_path: Path) -> None
 async def test_ndjson_format_fetches_whole_batches_and_accounts_exactly(
         make_emulator: object, tmp_path: Path, fault: str | None) -> None:
     import bulkgene
-    from bulkgene import DownloadConfig, RetryPolicy
+    from bulkgene import RetryPolicy
 
     emulator: EmulatorThread = make_emulator(  # type: ignore[operator]
         faults={fault: 0.3} if fault else {}, seed=9)
     ids = range(1, 501)
     source = write_ids(tmp_path / "ids.txt", ids)
-    config = DownloadConfig(inputs=(str(source),), out_dir=tmp_path / "out",
+    config = make_config([str(source)], tmp_path / "out",
                             base_url=emulator.base_url, format="ndjson", batch_size=100,
                             page_size=10, requests_per_second=100.0, progress_interval_s=0,
                             retry=RetryPolicy(max_attempts=12, backoff_base_s=0.01,
@@ -240,12 +241,11 @@ def test_the_query_string_matches_ncbis_generated_client(emulator: EmulatorThrea
 async def test_a_long_get_url_is_split_before_it_is_sent(emulator: EmulatorThread,
                                                         tmp_path: Path) -> None:
     import bulkgene
-    from bulkgene import DownloadConfig
 
     ids = range(100_000_000, 100_001_000)  # 1000 nine-digit IDs: a ~10 KB path
     source = write_ids(tmp_path / "ids.txt", ids)
-    summary = await bulkgene.download(DownloadConfig(
-        inputs=(str(source),), out_dir=tmp_path / "out", base_url=emulator.base_url,
+    summary = await bulkgene.download(make_config(
+        [str(source)], tmp_path / "out", base_url=emulator.base_url,
         requests_per_second=100.0, progress_interval_s=0))
     assert summary.complete
     arrivals = served(emulator.state.arrivals())

@@ -15,6 +15,7 @@ from helpers import (
     cli_env,
     expected_for,
     gene_ids_written,
+    make_config,
     max_in_window,
     run_cli,
     served,
@@ -22,7 +23,6 @@ from helpers import (
     write_ids,
 )
 
-from bulkgene import DownloadConfig
 from bulkgene.errors import ConfigError
 from bulkgene.run import checkpoint
 from bulkgene.run.split import TaskSpec, from_slurm, resolve
@@ -54,8 +54,7 @@ def test_default_rate_is_the_budget_divided_by_tasks(tmp_path: Path) -> None:
     from bulkgene import Secret
 
     def rate(**kwargs: object) -> float:
-        return DownloadConfig(inputs=("x",), out_dir=tmp_path, **kwargs  # type: ignore[arg-type]
-                              ).effective_requests_per_second
+        return make_config(["x"], tmp_path, **kwargs).effective_requests_per_second
 
     assert rate(task=TaskSpec(0, 4)) == 5 / 4
     assert rate(task=TaskSpec(1, 4), api_key=Secret("k")) == 10 / 4

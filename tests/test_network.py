@@ -16,6 +16,7 @@ from helpers import (
     cli_command,
     cli_env,
     expected_for,
+    make_config,
     max_in_window,
     read_summary,
     run_cli,
@@ -42,8 +43,7 @@ def fast_config(emulator: EmulatorThread, source: Path, out: Path, **overrides: 
         "timeouts": Timeouts(read_stall_s=0.5, attempt_s=5), "progress_interval_s": 0,
     }
     settings.update(overrides)
-    return DownloadConfig(inputs=(str(source),), out_dir=out, base_url=emulator.base_url,
-                          **settings)  # type: ignore[arg-type]
+    return make_config([str(source)], out, base_url=emulator.base_url, **settings)
 
 
 @pytest.mark.parametrize("fault", RETRIED_FAULTS)
@@ -341,9 +341,8 @@ def test_a_key_over_plain_http_to_another_host_is_warned_about(
     def warned(base_url: str, key: str | None) -> bool:
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="bulkgene"):
-            _warn_about_plain_http(DownloadConfig(
-                inputs=("x",), out_dir=tmp_path, base_url=base_url,
-                api_key=Secret(key) if key else None))
+            _warn_about_plain_http(make_config(
+                ["x"], tmp_path, base_url=base_url, api_key=Secret(key) if key else None))
         return "unencrypted" in caplog.text
 
     assert warned("http://genes.example.org/datasets/v2", "k")

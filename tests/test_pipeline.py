@@ -10,6 +10,7 @@ from helpers import (
     assert_complete_output,
     expected_for,
     gene_ids_written,
+    make_config,
     max_in_window,
     read_records,
     read_summary,
@@ -31,8 +32,7 @@ def config_for(emulator: EmulatorThread, inputs: list[Path], out_dir: Path, **ov
     settings: dict[str, object] = {"requests_per_second": 200.0, "retry": FAST_RETRY,
                                    "progress_interval_s": 0}
     settings.update(overrides)
-    return DownloadConfig(inputs=tuple(map(str, inputs)), out_dir=out_dir,
-                          base_url=emulator.base_url, **settings)  # type: ignore[arg-type]
+    return make_config(list(map(str, inputs)), out_dir, base_url=emulator.base_url, **settings)
 
 
 async def test_multi_page_batches_yield_every_gene_once(emulator: EmulatorThread,
@@ -125,6 +125,6 @@ async def test_api_key_goes_in_the_header_only(make_emulator: object, tmp_path: 
 
 async def test_config_rejects_out_of_range_settings(tmp_path: Path) -> None:
     with pytest.raises(bulkgene.ConfigError, match="batch size 1001"):
-        DownloadConfig(inputs=("x",), out_dir=tmp_path, batch_size=1001)
+        make_config(["x"], tmp_path, batch_size=1001)
     with pytest.raises(bulkgene.ConfigError, match="rate"):
-        DownloadConfig(inputs=("x",), out_dir=tmp_path, requests_per_second=0)
+        make_config(["x"], tmp_path, requests_per_second=0)

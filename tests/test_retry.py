@@ -1,4 +1,4 @@
-"""The retry policy: what is retried, Retry-After in both forms, and the backoff's bounds."""
+"""The retry policy: the status table row by row, Retry-After in both forms, the backoff's bounds."""
 
 from __future__ import annotations
 
@@ -8,14 +8,19 @@ from email.utils import formatdate
 import pytest
 
 from bulkgene.config import RetryPolicy
-from bulkgene.net.policy import backoff_s, is_retried_status, parse_retry_after
+from bulkgene.net.policy import Action, action_for, backoff_s, parse_retry_after
 
 
-@pytest.mark.parametrize(("status", "retried"), [(429, True), (500, True), (501, False),
-                                                 (502, True), (503, True), (504, True),
-                                                 (599, True), (400, False), (404, False)])
-def test_retried_statuses_are_429_and_5xx_except_501(status: int, retried: bool) -> None:
-    assert is_retried_status(status) is retried
+@pytest.mark.parametrize(("status", "action"), [
+    (200, Action.USE), (429, Action.THROTTLED), (500, Action.RETRY), (502, Action.RETRY),
+    (503, Action.RETRY), (504, Action.RETRY), (505, Action.RETRY), (599, Action.RETRY),
+    (501, Action.FAIL), (404, Action.NOT_FOUND), (410, Action.GONE), (400, Action.REFUSED),
+    (414, Action.TOO_LONG), (431, Action.TOO_LONG), (401, Action.AUTH), (403, Action.AUTH),
+    (301, Action.REDIRECT), (302, Action.REDIRECT), (307, Action.REDIRECT), (418, Action.FAIL),
+    (204, Action.FAIL),
+])
+def test_each_status_maps_to_one_action(status: int, action: Action) -> None:
+    assert action_for(status) is action
 
 
 def test_retry_after_seconds_and_http_date_are_capped() -> None:
@@ -25,6 +30,7 @@ def test_retry_after_seconds_and_http_date_are_capped() -> None:
     assert parse_retry_after(formatdate(now + 30, usegmt=True), cap_s=60, now=now) == 30
     assert parse_retry_after(formatdate(now - 30, usegmt=True), cap_s=60, now=now) == 0
     assert parse_retry_after("soon", cap_s=60) is None
+    assert parse_retry_after("²", cap_s=60) is None
     assert parse_retry_after(None, cap_s=60) is None
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from bulkgene.run.summary import EXIT_FAILED_BATCHES, EXIT_INTERRUPTED, EXIT_OK, Summary
+from bulkgene.errors import EXIT_FAILED_BATCHES, EXIT_INTERRUPTED, EXIT_OK
+from bulkgene.run.summary import Summary
 
 log = logging.getLogger("bulkgene")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from bulkgene.config import DownloadConfig
+from bulkgene.config import DownloadConfig, NetworkSpec, OutputSpec
 from bulkgene.run.pipeline import download
 from bulkgene.run.progress import ProgressReporter
 from bulkgene.run.summary import Summary
@@ -33,7 +33,8 @@ def run_demo(out_dir: Path, progress: ProgressReporter | None) -> Summary:
                                      latency_jitter=0.2)
     with EmulatorThread(emulator_config) as emulator:
         config = DownloadConfig(inputs=demo_inputs(out_dir), out_dir=out_dir,
-                                base_url=emulator.base_url, batch_size=50, restart=True,
+                                network=NetworkSpec(base_url=emulator.base_url),
+                                output=OutputSpec(batch_size=50), restart=True,
                                 progress_interval_s=5)
         return asyncio.run(download(config, handle_signals=True, progress=progress))
 

@@ -20,17 +20,27 @@ from bulkgene.cli.console import configure_logging, report_end
 from bulkgene.config import (
     COMPRESSIONS,
     DEFAULT_BASE_URL,
-    DEFAULT_SHARDS,
     ENDPOINTS,
     FORMATS,
     RECORDS,
     RETURNED_CONTENTS,
     SORT_DIRECTIONS,
     TABULAR_HEADERS,
+    ApiQuery,
+    Compression,
     DownloadConfig,
+    Endpoint,
+    Format,
+    NetworkSpec,
+    OutputSpec,
+    RecordShape,
     RetryPolicy,
+    ReturnedContent,
     Secret,
+    SortDirection,
+    TabularHeader,
     Timeouts,
+    default_of,
 )
 from bulkgene.errors import BulkgeneError, ConfigError
 from bulkgene.input.lines import Reject
@@ -96,21 +106,29 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
               help="File whose first line is your NCBI API key (10 req/s instead of 5).")
 @click.option("--api-key", help="NCBI API key. Visible to other users in `ps`: prefer "
               "$NCBI_API_KEY or --api-key-file.")
-@click.option("--endpoint", type=click.Choice(ENDPOINTS), default="gene-id", show_default=True,
-              help="GET /gene/id/{ids} (deprecated by NCBI) or POST /gene/dataset_report "
-              "(JSON body; what NCBI's own CLI uses). Same output.")
-@click.option("--format", "output_format", type=click.Choice(FORMATS), default="json",
-              show_default=True,
+@click.option("--endpoint", type=click.Choice(ENDPOINTS),
+              default=default_of(ApiQuery, "endpoint"), show_default=True,
+              help="gene-id: GET /gene/id/{ids} (deprecated by NCBI); gene-id-report: GET "
+              "/gene/id/{ids}/dataset_report, its current twin (no --locus-tag, "
+              "--accession-filter, --tax-search-subtree); dataset-report: POST "
+              "/gene/dataset_report (JSON body, 1000 IDs a request; what NCBI's own CLI uses). "
+              "Same records: a run resumes on any of them, and bulkgene switches by itself "
+              "when NCBI retires the chosen one.")
+@click.option("--format", "output_format", type=click.Choice(FORMATS),
+              default=default_of(ApiQuery, "format"), show_default=True,
               help="Ask for paged JSON (checked against total_count), JSON lines "
               "(application/x-ndjson; both written as NDJSON) or TSV (text/tab-separated-values, "
               "written as .tsv shards).")
-@click.option("--record", type=click.Choice(RECORDS), default="report", show_default=True,
+@click.option("--record", type=click.Choice(RECORDS), default=default_of(OutputSpec, "record"),
+              show_default=True,
               help="Write whole report matches (gene, query, warnings) or only the gene, the "
               "shape of `datasets summary gene --as-json-lines`.")
-@click.option("--compress", type=click.Choice(COMPRESSIONS), default="none", show_default=True,
+@click.option("--compress", type=click.Choice(COMPRESSIONS),
+              default=default_of(OutputSpec, "compress"), show_default=True,
               help="gzip shards (.ndjson.gz, one gzip member per batch: still resumable).")
-@click.option("--returned-content", type=click.Choice(RETURNED_CONTENTS), default="COMPLETE",
-              show_default=True, help="Whole reports, or GeneIDs only, or GeneIDs with counts.")
+@click.option("--returned-content", type=click.Choice(RETURNED_CONTENTS),
+              default=default_of(ApiQuery, "returned_content"), show_default=True,
+              help="Whole reports, or GeneIDs only, or GeneIDs with counts.")
 @click.option("--locus-tag", "locus_tags", multiple=True, metavar="TAG",
               help="The API's locus_tags (repeatable), passed through.")
 @click.option("--sort-field", default=None, help="The API's sort.field, e.g. gene_id.")
@@ -125,23 +143,38 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
 @click.option("--include-tabular-header", type=click.Choice(TABULAR_HEADERS), default=None,
               help="The API's header mode; needs --format tsv. Shards get the header once at "
               "the top either way (none with ..._NEVER).")
-@click.option("--batch-size", type=click.IntRange(1, 1000), default=1000, show_default=True,
-              help="GeneIDs per request batch (the unit of commit).")
-@click.option("--page-size", type=click.IntRange(1, 1000), default=1000, show_default=True,
-              help="Reports per page; smaller pages mean more requests.")
+@click.option("--batch-size", type=int, default=default_of(OutputSpec, "batch_size"),
+              show_default=True, help="GeneIDs per batch (the unit of commit), 1..1000.")
+@click.option("--page-size", type=int, default=default_of(ApiQuery, "page_size"),
+              show_default=True, help="Reports per page, 1..1000; smaller pages mean more "
+              "requests.")
 @click.option("--rate", type=float, default=None,
               help="Requests per second ceiling. [default: 5 without a key, 10 with one]")
-@click.option("--concurrency", type=click.IntRange(1, 256), default=None,
-              help="Requests in flight. [default: rate x 1.6]")
-@click.option("--shards", type=click.IntRange(1, 4096), default=DEFAULT_SHARDS,
-              show_default=True, help="Output shard files; batch b goes to shard b mod N.")
-@click.option("--max-attempts", type=click.IntRange(1, 100), default=8, show_default=True,
+@click.option("--concurrency", type=int, default=None,
+              help="Requests in flight, 1..256. [default: rate x 1.6]")
+@click.option("--shards", type=int, default=default_of(OutputSpec, "shards"), show_default=True,
+              help="Output shard files, 1..4096; batch b goes to shard b mod N.")
+@click.option("--max-attempts", type=click.IntRange(1, 100),
+              default=default_of(RetryPolicy, "max_attempts"), show_default=True,
               help="Attempts per page before its batch is recorded as failed.")
-@click.option("--retry-wait", type=click.FloatRange(0, 600), default=1.0, show_default=True,
+@click.option("--retry-wait", type=click.FloatRange(0, 600),
+              default=default_of(RetryPolicy, "backoff_base_s"), show_default=True,
               help="Base of the exponential backoff between attempts, in seconds (capped at 30 s).")
-@click.option("--read-timeout", type=click.FloatRange(0.1, 3600), default=60.0, show_default=True,
-              help="Seconds a response may stall before the attempt is retried.")
-@click.option("--outage-after", type=click.FloatRange(1, 86400), default=600.0, show_default=True,
+@click.option("--connect-timeout", type=click.FloatRange(0.1, 3600),
+              default=default_of(Timeouts, "connect_s"), show_default=True,
+              help="Seconds to wait for a connection before the attempt is retried.")
+@click.option("--read-timeout", type=click.FloatRange(0.1, 3600),
+              default=default_of(Timeouts, "read_stall_s"), show_default=True,
+              help="Seconds a response may stall (no byte at all) before the attempt is retried.")
+@click.option("--attempt-timeout", type=click.FloatRange(0.1, 86400),
+              default=default_of(Timeouts, "attempt_s"), show_default=True,
+              help="Seconds one attempt may take in all, however slowly bytes trickle in.")
+@click.option("--max-response-mb", type=click.IntRange(1, 65536),
+              default=default_of(NetworkSpec, "max_response_bytes") >> 20, show_default=True,
+              help="Largest answer accepted (after decompression); a bigger one is treated as "
+              "an invalid page and retried.")
+@click.option("--outage-after", type=click.FloatRange(1, 86400),
+              default=default_of(RetryPolicy, "outage_s"), show_default=True,
               help="Stop (resumably) when no request has succeeded for this many seconds.")
 @click.option("--task-index", type=click.IntRange(0), default=None,
               help="This task's number, 0..N-1. [default: from $SLURM_ARRAY_TASK_ID, else 0]")
@@ -161,14 +194,16 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
 @click.option("-q", "--quiet", count=True, help="Less logging (-qq: errors only).")
 @click.option("-v", "--verbose", count=True, help="More logging.")
 def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: Path | None,
-          api_key: str | None, endpoint: str, output_format: str, record: str, compress: str,
-          returned_content: str, locus_tags: tuple[str, ...], sort_field: str | None,
-          sort_direction: str | None, tax_search_subtree: bool, table_fields: tuple[str, ...],
-          accession_filter: tuple[str, ...], include_tabular_header: str | None,
-          batch_size: int,
-          page_size: int, rate: float | None,
-          concurrency: int | None, shards: int, max_attempts: int, retry_wait: float,
-          read_timeout: float, outage_after: float, task_index: int | None,
+          api_key: str | None, endpoint: Endpoint, output_format: Format, record: RecordShape,
+          compress: Compression,
+          returned_content: ReturnedContent, locus_tags: tuple[str, ...], sort_field: str | None,
+          sort_direction: SortDirection | None, tax_search_subtree: bool,
+          table_fields: tuple[str, ...],
+          accession_filter: tuple[str, ...], include_tabular_header: TabularHeader | None,
+          batch_size: int, page_size: int, rate: float | None, concurrency: int | None,
+          shards: int, max_attempts: int, retry_wait: float, connect_timeout: float,
+          read_timeout: float, attempt_timeout: float, max_response_mb: int,
+          outage_after: float, task_index: int | None,
           task_count: int | None, restart: bool, progress: bool | None,
           progress_interval: float, dry_run: bool, quiet: int, verbose: int) -> None:
     """Download the gene reports of every GeneID in INPUT... (files, .gz, or - for stdin).
@@ -184,20 +219,24 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
     configure_logging(verbose, quiet, TerminalLog(terminal))
     try:
         config = DownloadConfig(
-            inputs=inputs, out_dir=out_dir, base_url=base_url,
-            api_key=_read_api_key(api_key, api_key_file), batch_size=batch_size,
-            page_size=page_size, requests_per_second=rate, concurrency=concurrency,
-            shards=shards, returned_content=returned_content, locus_tags=locus_tags,
-            sort_field=sort_field, sort_direction=sort_direction,
-            tax_search_subtree=tax_search_subtree, table_fields=table_fields,
-            accession_filter=accession_filter, include_tabular_header=include_tabular_header,
-            endpoint=endpoint, format=output_format,
-            record=record,
-            compress=compress, restart=restart,
+            inputs=inputs, out_dir=out_dir, restart=restart,
+            query=ApiQuery(
+                endpoint=endpoint, format=output_format, returned_content=returned_content,
+                page_size=page_size, locus_tags=locus_tags, table_fields=table_fields,
+                accession_filter=accession_filter, include_tabular_header=include_tabular_header,
+                sort_field=sort_field, sort_direction=sort_direction,
+                tax_search_subtree=tax_search_subtree),
+            output=OutputSpec(batch_size=batch_size, shards=shards, record=record,
+                              compress=compress),
+            network=NetworkSpec(
+                base_url=base_url, api_key=_read_api_key(api_key, api_key_file),
+                requests_per_second=rate, concurrency=concurrency,
+                retry=RetryPolicy(max_attempts=max_attempts, backoff_base_s=retry_wait,
+                                  outage_s=outage_after),
+                timeouts=Timeouts(connect_s=connect_timeout, read_stall_s=read_timeout,
+                                  attempt_s=attempt_timeout),
+                max_response_bytes=max_response_mb << 20),
             task=split.resolve(task_index, task_count),
-            retry=RetryPolicy(max_attempts=max_attempts, backoff_base_s=retry_wait,
-                              outage_s=outage_after),
-            timeouts=Timeouts(read_stall_s=read_timeout),
             progress_interval_s=progress_interval if show_progress else 0,
         )
     except ConfigError as exc:
@@ -212,17 +251,15 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
     try:
         summary = asyncio.run(download(config, handle_signals=True, progress=reporter))
     except BulkgeneError as exc:
-        summary = getattr(exc, "summary", None)
+        summary = exc.summary
         if summary is not None:
             click.echo(f"bulkgene: {summary.line()}", err=True)
         click.echo(f"bulkgene: error: {exc}", err=True)
-        if isinstance(exc, ConfigError):
-            sys.exit(2)
         sys.exit(exc.exit_code)
     except Exception:  # noqa: BLE001 - a bug: show it, but never the key
         report = traceback.format_exc()
-        if config.api_key is not None:
-            report = report.replace(config.api_key.reveal(), "***")
+        if config.network.api_key is not None:
+            report = report.replace(config.network.api_key.reveal(), "***")
         click.echo(f"{report}\nbulkgene: internal error (a bug; please report it with the "
                    "traceback above). Committed work is safe: re-run to resume.", err=True)
         sys.exit(1)
@@ -248,7 +285,7 @@ def _dry_run(config: DownloadConfig) -> None:
     if len(rejects) > 10:
         click.echo(f"  ... and {len(rejects) - 10} more (a real run lists them all in rejects.tsv)")
     task = config.task
-    click.echo(f"batches: {result.batches} of up to {config.batch_size} IDs; task "
+    click.echo(f"batches: {result.batches} of up to {config.output.batch_size} IDs; task "
                f"{task.index} of {task.count} takes {result.task_batches} "
                f"({result.task_ids} IDs) into {config.work_dir}")
     click.echo(f"time: about {_human_time(result.seconds)} at {result.requests_per_s:.3g} "

@@ -22,11 +22,8 @@ import orjson
 from bulkgene.input.idset import IdBitmap
 from bulkgene.input.lines import InputCounts, Reject, read_ids
 from bulkgene.model import Batch
+from bulkgene.output.layout import PLAN_BITMAP, PLAN_IDS, PLAN_JSON
 
-PLAN_JSON = "plan.json"
-PLAN_IDS = "plan.ids"
-PLAN_BITMAP = "plan.bitmap"
-PLAN_FILES = (PLAN_JSON, PLAN_IDS, PLAN_BITMAP)
 _FORMAT = 1
 _FLUSH_IDS = 1 << 16
 

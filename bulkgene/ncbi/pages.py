@@ -1,4 +1,4 @@
-"""Everything specific to NCBI's gene report API: request URLs and validating pages into answers.
+"""Validating NCBI's answers: a JSON or JSON-lines page of gene reports into a batch's answer.
 
 A page is checked completely before anything from it is kept: it parses, has the
 ``v2reportsGeneDataReportPage`` shape (decoded with msgspec: see ``parse_page``), every
@@ -10,13 +10,13 @@ accumulate in a BatchAnswer, which turns into the lines to write and the account
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgspec
 import orjson
 
-from bulkgene.config import DownloadConfig
+from bulkgene.model import Record
 
 NOT_RETURNED = "NOT_RETURNED"
 
@@ -27,76 +27,6 @@ class InvalidPage(Exception):
 
 class BrokenChain(InvalidPage):
     """The page chain itself is wrong (a token came back twice); start the batch over."""
-
-
-@dataclass(frozen=True)
-class PageRequest:
-    """One page's HTTP request: method, path under the base URL, query, JSON body."""
-
-    method: str
-    path: str
-    params: list[tuple[str, str]]
-    json_body: dict[str, Any] | None = None
-    accept: str = "application/json"
-
-
-def page_request(config: DownloadConfig, gene_ids: tuple[int, ...], page_token: str | None
-                 ) -> PageRequest:
-    """The request for one page, encoded exactly as the API defines it.
-
-    ``gene-id`` is ``GET /gene/id/{ids}``: arrays as repeated keys, booleans lowercase, the
-    sort as the literal ``sort.field``/``sort.direction``; the IDs go into the path with raw
-    commas (1000 IDs of up to 9 digits make a ~10 KB URL; a 414 splits the batch).
-    ``dataset-report`` is ``POST /gene/dataset_report`` with a ``v2GeneDatasetReportsRequest``
-    body, where the sort is an array; it is what NCBI's own CLI uses. API defaults are left
-    out, in the order of NCBI's generated client.
-    """
-    if config.endpoint == "dataset-report":
-        body: dict[str, Any] = {"gene_ids": list(gene_ids)}
-        if config.returned_content != "COMPLETE":
-            body["returned_content"] = config.returned_content
-        if config.locus_tags:
-            body["locus_tags"] = list(config.locus_tags)
-        if config.table_fields:
-            body["table_fields"] = list(config.table_fields)
-        if config.include_tabular_header:
-            body["include_tabular_header"] = config.include_tabular_header
-        body["page_size"] = config.page_size
-        if page_token:
-            body["page_token"] = page_token
-        if config.accession_filter:
-            body["accession_filter"] = list(config.accession_filter)
-        if config.tax_search_subtree:
-            body["tax_search_subtree"] = True
-        if config.sort_field:
-            sort = {"field": config.sort_field}
-            if config.sort_direction:
-                sort["direction"] = config.sort_direction
-            body["sort"] = [sort]
-        return PageRequest("POST", "/gene/dataset_report", [], body, _ACCEPT[config.format])
-    params: list[tuple[str, str]] = []
-    if config.returned_content != "COMPLETE":
-        params.append(("returned_content", config.returned_content))
-    params.extend(("locus_tags", tag) for tag in config.locus_tags)
-    params.extend(("table_fields", name) for name in config.table_fields)
-    if config.include_tabular_header:
-        params.append(("include_tabular_header", config.include_tabular_header))
-    params.append(("page_size", str(config.page_size)))
-    if page_token:
-        params.append(("page_token", page_token))
-    params.extend(("accession_filter", accession) for accession in config.accession_filter)
-    if config.tax_search_subtree:
-        params.append(("tax_search_subtree", "true"))
-    if config.sort_field:
-        params.append(("sort.field", config.sort_field))
-    if config.sort_direction:
-        params.append(("sort.direction", config.sort_direction))
-    return PageRequest("GET", "/gene/id/" + ",".join(map(str, gene_ids)), params, None,
-                       _ACCEPT[config.format])
-
-
-_ACCEPT = {"json": "application/json", "ndjson": "application/x-ndjson",
-           "tsv": "text/tab-separated-values"}
 
 
 class _Warning(msgspec.Struct):
@@ -137,6 +67,9 @@ class Page(msgspec.Struct):
     messages: list[_Message] = []
     total_count: int | None = 0  # None: a JSON-lines answer, which has no count
     next_page_token: str | None = None
+    # NCBI's error envelope ({"error", "code", "message"}): never a page, whatever the status
+    error: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    message: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
 
     @property
     def report_list(self) -> list[msgspec.Raw]:
@@ -161,6 +94,9 @@ def parse_page(body: bytes) -> Page:
         page = _PAGE_DECODER.decode(body)
     except msgspec.DecodeError as exc:
         raise InvalidPage(f"the body is not a valid report page ({exc})") from None
+    if page.error is not msgspec.UNSET:
+        raise InvalidPage(f"the server sent an error instead of a page: "
+                          f"{bytes(page.error)[:200].decode('utf-8', 'replace')}")
     if page.total_count is None or page.total_count < 0:
         raise InvalidPage("'total_count' is not a count")
     if page.reports is msgspec.UNSET and page.total_count:
@@ -186,12 +122,13 @@ def _message_codes(messages: list[_Message]) -> dict[int, str]:
     """GeneID -> warning/error code, from page-level ``messages``."""
     codes: dict[int, str] = {}
     for message in messages:
-        if message.warning is not None and message.warning.unrecognized_identifier.isdigit():
+        if message.warning is not None and _is_decimal(
+                message.warning.unrecognized_identifier):
             codes[int(message.warning.unrecognized_identifier)] = (
                 message.warning.gene_warning_code or "WARNING")
         if message.error is not None:
             for identifier in message.error.invalid_identifiers:
-                if identifier.isdigit():
+                if _is_decimal(identifier):
                     codes[int(identifier)] = message.error.gene_error_code or "ERROR"
     return codes
 
@@ -209,19 +146,6 @@ def _line(raw: msgspec.Raw | bytes) -> bytes:
     return data + b"\n"
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One line to write: its GeneID (None: a TSV without one), the IDs it answers."""
-
-    gene_id: int | None
-    queries: tuple[int, ...]
-    line: bytes
-
-    @property
-    def is_replacement(self) -> bool:
-        return self.gene_id is not None and self.gene_id not in self.queries
-
-
 @dataclass
 class BatchAnswer:
     """The pages of one batch so far; ``add`` validates a page before keeping any of it."""
@@ -233,6 +157,8 @@ class BatchAnswer:
     reasons: dict[int, str] = field(default_factory=dict)
     total_count: int | None = None
     pages: int = 0
+    reports: int = 0  # gene reports received (a gene under two query lists counts twice)
+    _gene_index: dict[int, int] = field(default_factory=dict)  # gene -> its place in records
     _seen: set[tuple[int, tuple[int, ...]]] = field(default_factory=set)
     _tokens: set[str] = field(default_factory=set)
     _requested: frozenset[int] = frozenset()
@@ -246,6 +172,7 @@ class BatchAnswer:
         new_answered: set[int] = set()
         new_reasons: dict[int, str] = {}
         seen_here: set[tuple[int, tuple[int, ...]]] = set()
+        reports = 0
         for raw in page.report_list:
             try:
                 report = _REPORT_DECODER.decode(raw)
@@ -272,13 +199,19 @@ class BatchAnswer:
                 raise InvalidPage(f"GeneID {gene_id} arrived twice for the same query")
             seen_here.add(identity)
             new_answered.update(queries)
+            reports += 1
             new_records.append(Record(gene_id, queries, _line(gene if self.gene_only else raw)))
         if page.next_page_token is not None and page.next_page_token in self._tokens:
             raise BrokenChain("the server sent the same next_page_token twice")
         if self.total_count is None:
+            if page.total_count is not None and page.total_count > len(self.gene_ids):
+                raise InvalidPage(f"total_count {page.total_count} is more than the "
+                                  f"{len(self.gene_ids)} GeneIDs asked for")
             self.total_count = page.total_count
         self.pages += 1
-        self.records.extend(new_records)
+        self.reports += reports
+        for record in new_records:
+            self._keep(record)
         self.answered.update(new_answered)
         for gene_id, code in _message_codes(page.messages).items():
             new_reasons.setdefault(gene_id, code)
@@ -289,19 +222,33 @@ class BatchAnswer:
 
     @classmethod
     def merged(cls, gene_ids: tuple[int, ...], gene_only: bool,
-               parts: tuple[BatchAnswer, BatchAnswer]) -> BatchAnswer:
-        """One answer for ``gene_ids`` out of the answers for its two halves."""
+               parts: Sequence[BatchAnswer]) -> BatchAnswer:
+        """One answer for ``gene_ids`` out of the answers for its parts; each gene once."""
         whole = cls(gene_ids, gene_only)
         for part in parts:
-            whole.records.extend(part.records)
+            for record in part.records:
+                whole._keep(record)
             whole.answered.update(part.answered)
             whole.reasons.update(part.reasons)
         return whole
 
+    def _keep(self, record: Record) -> None:
+        """Add ``record``; a gene already kept (under other queries) gains those queries
+        instead of a second line: each gene is written once per batch."""
+        index = None if record.gene_id is None else self._gene_index.get(record.gene_id)
+        if index is None:
+            if record.gene_id is not None:
+                self._gene_index[record.gene_id] = len(self.records)
+            self.records.append(record)
+            return
+        kept = self.records[index]
+        queries = kept.queries + tuple(q for q in record.queries if q not in kept.queries)
+        self.records[index] = Record(kept.gene_id, queries, kept.line)
+
     def check_complete(self) -> None:
         """After the last page: the reports add up to what the first page promised."""
-        if self.total_count is not None and len(self.records) != self.total_count:
-            raise InvalidPage(f"the pages held {len(self.records)} reports, but total_count "
+        if self.total_count is not None and self.reports != self.total_count:
+            raise InvalidPage(f"the pages held {self.reports} reports, but total_count "
                               f"said {self.total_count}")
 
     def missing(self) -> list[tuple[int, str]]:
@@ -310,8 +257,13 @@ class BatchAnswer:
                 for gene_id in self.gene_ids if gene_id not in self.answered]
 
 
+def _is_decimal(value: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts '²' and other characters int() refuses."""
+    return 0 < len(value) <= 20 and value.isascii() and value.isdigit()
+
+
 def _as_gene_id(value: str) -> int:
     """A GeneID field (a decimal string in the API: uint64 travels as text) as an int."""
-    if value.isdigit() and len(value) <= 20:
+    if _is_decimal(value):
         return int(value)
     raise InvalidPage(f"{value!r} is not a GeneID")

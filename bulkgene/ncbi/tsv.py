@@ -10,9 +10,11 @@ summary counts those IDs as ``unverified`` instead of guessing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bulkgene.ncbi.pages import InvalidPage, Record
+from bulkgene.model import Record
+from bulkgene.ncbi.pages import InvalidPage
 
 GENE_ID_HEADER = b"NCBI GeneID"
 GENE_ID_FIELD = "gene-id"
@@ -28,13 +30,18 @@ class TsvAnswer:
     accountable: bool = False
 
     @classmethod
-    def merged(cls, _gene_ids: tuple[int, ...], parts: tuple[TsvAnswer, TsvAnswer]) -> TsvAnswer:
-        """One answer out of the answers for the two halves of a batch."""
-        first, second = parts
-        whole = cls(first.header or second.header,
-                    accountable=first.accountable and second.accountable)
+    def merged(cls, _gene_ids: tuple[int, ...], parts: Sequence[TsvAnswer]) -> TsvAnswer:
+        """One answer out of the answers for the parts of a batch; each gene once."""
+        whole = cls(next((part.header for part in parts if part.header), None),
+                    accountable=all(part.accountable for part in parts))
+        written: set[int] = set()
         for part in parts:
-            whole.records.extend(part.records)
+            for record in part.records:
+                if record.gene_id is not None:
+                    if record.gene_id in written:
+                        continue
+                    written.add(record.gene_id)
+                whole.records.append(record)
             whole.answered.update(part.answered)
         return whole
 

@@ -1,62 +1,59 @@
-"""Fetch one batch: the page-token loop, and around every page the retry loop.
+"""Fetch one batch, in layers, as httpx layers its client; each layer one concern:
 
-Every attempt waits for the rate limiter. A page is kept only once it validates; a batch
-is complete only when its pages add up to ``total_count``. What happens on each failure
-is decided here and nowhere else:
+    fetch_batch       pack the batch into requests the URL allows, fetch the parts at once
+    _isolate          split a part when the server refuses it (400, persistent 404, 414),
+                      after a probe with a known GeneID shows the refusal isn't systematic
+    _page_chain       follow next_page_token from page 1; a failing token restarts the chain
+    _exchange         one request until it yields a usable answer: pacer, attempt, the
+                      status policy (net/policy.py), backoff, stale-connection resend
+    attempt()         one HTTP attempt and exception translation (net/attempt.py)
 
-    connection error, timeout, truncated body, invalid/HTML/wrong-shape page,
-    429, 5xx except 501 .......... retried with backoff, up to RetryPolicy.max_attempts
-    400 (invalid page token) ..... the batch restarts from page 1
-    400, 414, 431 ................ the batch is split in halves to isolate the offending IDs
-    a GET path over 7800 bytes .... split in halves before it is sent
-    401, 403 ..................... AuthError: the whole run stops
-    every request failing for RetryPolicy.outage_s ... OutageError: the whole run stops
-    anything else ................ the batch fails; the run goes on and exits 3
+The probe also notices a retired endpoint (404/410 for a GeneID that exists, or a body
+saying "retired") and switches to a current endpoint that gives the same records.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import TypeVar
-from urllib.parse import urlsplit
+from typing import Any, TypeVar
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import orjson
 
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import AuthError, FatalHTTPError, OutageError
-from bulkgene.model import Batch
+from bulkgene.model import Batch, BatchFailure, BatchOutcome, BatchResult
 from bulkgene.ncbi.pages import (
     NOT_RETURNED,
     BatchAnswer,
     BrokenChain,
     InvalidPage,
-    Record,
-    page_request,
     parse_ndjson,
     parse_page,
 )
+from bulkgene.ncbi.requests import MAX_PATH_BYTES, pack, page_request
 from bulkgene.ncbi.tsv import GENE_ID_FIELD, TsvAnswer, parse_tsv
-from bulkgene.net.pacer import AdaptiveRateLimiter, Slot
-from bulkgene.net.policy import (
-    AUTH_STATUSES,
-    SPLIT_STATUSES,
-    backoff_s,
-    is_retried_status,
-    parse_retry_after,
-)
+from bulkgene.net.attempt import AttemptFailed, Reply, attempt
+from bulkgene.net.pacer import AdaptiveRateLimiter
+from bulkgene.net.policy import Action, action_for, backoff_s, parse_retry_after
+
+log = logging.getLogger("bulkgene")
 
 REJECTED_BY_SERVER = "REJECTED_BY_SERVER"
+PROBE_GENE_ID = 7157  # TP53, human: exists on every NCBI Gene release
+_PROBE_VALID_S = 60.0  # a successful probe vouches for the endpoint this long
+_STALE_RESENDS = 3  # a dead pooled connection is no failure, but a loop of them is
+_NOT_FOUND_ATTEMPTS = 3  # a 404 is retried like a transient error this often
+_UNREACHABLE_S = 15.0  # before any success, a host that can't be reached stops the run
+_FALLBACK_ENDPOINTS = ("gene-id-report", "dataset-report", "gene-id")
+_REQUEST_ID_HEADERS = ("Ncbi-Phid", "X-Request-Id")
+T = TypeVar("T")
 AnswerT = TypeVar("AnswerT", BatchAnswer, TsvAnswer)
-# GET puts the IDs in the path: 1000 IDs of 8-9 digits make 9-10 KB, and gateways commonly
-# refuse request lines over 8 KB (nginx's default). A longer batch is fetched in halves
-# (one commit still); a 414/431 that happens anyway splits the same way.
-MAX_PATH_BYTES = 7800
-_REQUEST_ID_HEADERS = ("NCBI-PHID", "X-Request-Id", "X-Ncbi-Phid")
 
 
 @dataclass
@@ -69,58 +66,34 @@ class NetStats:
     bytes: int = 0
 
 
-@dataclass(frozen=True)
-class BatchOutcome:
-    """A batch fetched completely: what to write and how to account for it."""
-
-    batch: Batch
-    records: list[Record]
-    found: int
-    missing: list[tuple[int, str]]
-    header: bytes | None = None  # TSV: the header line, for the top of a new shard
-    unverified: int = 0  # TSV without a GeneID column: IDs neither found nor missing
-
-
-@dataclass(frozen=True)
-class BatchFailure:
-    """A batch that could not be fetched after every retry; a re-run tries it again."""
-
-    batch: Batch
-    reason: str
-
-
-BatchResult = BatchOutcome | BatchFailure
-
-
 class _GaveUp(Exception):
-    """This page (and so this batch) failed after every attempt."""
+    """This request (and so its batch) failed after every attempt."""
 
 
-class _RestartBatch(Exception):
-    """The page chain is broken (bad token, loop): fetch the batch again from page 1."""
-
-
-class _Split(Exception):
-    """The server refused this set of IDs as a whole (400/414/431)."""
+class _Refused(Exception):
+    """The server refused this set of IDs as a whole (400, 414, 431, a persistent 404)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+        self.message = message
 
 
-def describe_exception(exc: BaseException) -> str:
-    """A one-line description that names the failure but never a URL or header."""
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return "timed out"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "the response body was cut short"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the server closed the connection"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"could not connect ({exc.os_error.strerror or type(exc.os_error).__name__})"
-    if isinstance(exc, aiohttp.ClientOSError):
-        return f"connection error ({exc.strerror or type(exc).__name__})"
-    return type(exc).__name__
+class _RestartChain(Exception):
+    """The page chain broke (a token refused or repeated): fetch the batch again from page 1."""
+
+
+def server_message(body: bytes) -> str:
+    """The ``message`` of NCBI's error envelope, whatever the content type says; else the text."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:200].decode("utf-8", "replace").strip()
+    if isinstance(data, dict):
+        for key in ("message", "error"):
+            if isinstance(data.get(key), str):
+                return str(data[key])
+    return body[:200].decode("utf-8", "replace").strip()
 
 
 def _float_header(headers: Mapping[str, str], name: str) -> float | None:
@@ -130,54 +103,68 @@ def _float_header(headers: Mapping[str, str], name: str) -> float | None:
         return None
 
 
-def sent_hook() -> aiohttp.TraceConfig:
-    """A trace config that tells each request's rate-limit Slot when its headers went out."""
-
-    async def on_headers_sent(session: aiohttp.ClientSession, context: SimpleNamespace,
-                              params: aiohttp.TraceRequestHeadersSentParams) -> None:
-        slot = context.trace_request_ctx
-        if isinstance(slot, Slot):
-            slot.sent()
-
-    trace = aiohttp.TraceConfig()
-    trace.on_request_headers_sent.append(on_headers_sent)
-    return trace
-
-
-def _server_message(body: bytes) -> str:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body[:200].decode("utf-8", "replace").strip()
-    if isinstance(data, dict) and isinstance(data.get("message"), str):
-        return str(data["message"])
-    return body[:200].decode("utf-8", "replace").strip()
-
-
 @dataclass
 class GeneClient:
-    """Fetches batches of GeneIDs through one session and one rate limiter."""
+    """Fetches batches of GeneIDs through one session and one pacer."""
 
     session: aiohttp.ClientSession
     limiter: AdaptiveRateLimiter
     config: DownloadConfig
     stats: NetStats = field(default_factory=NetStats)
     rng: random.Random = field(default_factory=random.Random)
+    endpoint: str = ""
     _last_success_at: float | None = None
+    _ever_succeeded: bool = False
+    _first_failure_at: float | None = None
+    _known_good: int | None = None
+    _probe_ok_at: float | None = None
+    _probe_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.endpoint = self.endpoint or self.config.query.endpoint
+
+    # -- layer 1: the batch ------------------------------------------------------------
 
     async def fetch_batch(self, batch: Batch) -> BatchResult:
         """Every page of ``batch``, validated; a BatchFailure if it can't be had."""
         try:
-            if self.config.format == "tsv":
-                return await self._fetch_tsv(batch)
-            answer = await self._fetch_ids(batch.gene_ids)
+            parts = pack(self.endpoint, batch.gene_ids, self._path_budget())
+            if self.config.query.format == "tsv":
+                tsv = TsvAnswer.merged(batch.gene_ids, await self._gather(
+                    parts, lambda ids: self._isolate(ids, self._fetch_tsv, self._refused_tsv,
+                                                     TsvAnswer.merged)))
+                return self._tsv_outcome(batch, tsv)
+            answer = self._merge_json(batch.gene_ids, await self._gather(
+                parts, lambda ids: self._isolate(ids, self._page_chain, self._refused_json,
+                                                 self._merge_json)))
         except _GaveUp as exc:
             return BatchFailure(batch, str(exc))
         return BatchOutcome(batch, answer.records, len(answer.answered), answer.missing())
 
-    async def _fetch_tsv(self, batch: Batch) -> BatchOutcome:
-        """The batch as TSV: one answer with every row, or halves of it (as _fetch_ids)."""
-        answer = await self._fetch_tsv_ids(batch.gene_ids)
+    async def _gather(self, parts: list[tuple[int, ...]],
+                      fetch: Callable[[tuple[int, ...]], Coroutine[Any, Any, AnswerT]]
+                      ) -> list[AnswerT]:
+        if len(parts) == 1:
+            return [await fetch(parts[0])]
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(fetch(part)) for part in parts]
+        return [task.result() for task in tasks]
+
+    def _path_budget(self) -> int:
+        """Bytes the IDs' part of a GET path may take: the base path and query take the rest."""
+        query = page_request(self.config.query, self.endpoint, (), None).params
+        base_path = urlsplit(self.config.network.base_url).path.rstrip("/")
+        return MAX_PATH_BYTES - len(base_path) - len(urlencode(query)) - 1
+
+    @property
+    def _gene_only(self) -> bool:
+        return self.config.output.record == "gene"
+
+    def _merge_json(self, gene_ids: tuple[int, ...], parts: Sequence[BatchAnswer]
+                    ) -> BatchAnswer:
+        return BatchAnswer.merged(gene_ids, self._gene_only, parts)
+
+    def _tsv_outcome(self, batch: Batch, answer: TsvAnswer) -> BatchOutcome:
         if not answer.accountable:
             return BatchOutcome(batch, answer.records, 0, [], answer.header,
                                 unverified=len(batch.gene_ids))
@@ -185,189 +172,258 @@ class GeneClient:
                    if gene_id not in answer.answered]
         return BatchOutcome(batch, answer.records, len(answer.answered), missing, answer.header)
 
-    async def _fetch_tsv_ids(self, gene_ids: tuple[int, ...]) -> TsvAnswer:
-        has_header = self.config.include_tabular_header != "INCLUDE_TABULAR_HEADER_NEVER"
-        fields = self.config.table_fields
-        column = fields.index(GENE_ID_FIELD) if GENE_ID_FIELD in fields else None
+    def _refused_json(self, ids: tuple[int, ...]) -> BatchAnswer:
+        answer = BatchAnswer(ids, self._gene_only)
+        answer.reasons[ids[0]] = REJECTED_BY_SERVER
+        return answer
 
-        async def fetch(ids: tuple[int, ...]) -> TsvAnswer:
-            holder: list[TsvAnswer] = []
+    def _refused_tsv(self, _ids: tuple[int, ...]) -> TsvAnswer:
+        # one refused ID: no rows, so it is counted missing (or unverified)
+        return TsvAnswer(None, accountable=self._tsv_column is not None)
 
-            def parse(body: bytes, _answer: BatchAnswer) -> str | None:
-                holder[:] = [parse_tsv(body, ids, has_header, column)]
-                return None
+    # -- layer 2: isolating refused IDs ------------------------------------------------
 
-            try:
-                await self._fetch_page(ids, None, BatchAnswer(ids), parse)
-            except _RestartBatch as exc:  # TSV has no page chain to restart
-                raise _GaveUp(str(exc)) from None
-            return holder[0]
-
-        def refused(_ids: tuple[int, ...]) -> TsvAnswer:
-            # one refused ID: no rows, so it is counted missing (or unverified)
-            return TsvAnswer(None, accountable=column is not None)
-
-        return await self._split_when_refused(gene_ids, fetch, refused, TsvAnswer.merged)
-
-    async def _fetch_ids(self, gene_ids: tuple[int, ...]) -> BatchAnswer:
-        gene_only = self.config.record == "gene"
-
-        def refused(ids: tuple[int, ...]) -> BatchAnswer:
-            answer = BatchAnswer(ids, gene_only)
-            answer.reasons[ids[0]] = REJECTED_BY_SERVER
-            return answer
-
-        def merged(ids: tuple[int, ...], parts: tuple[BatchAnswer, BatchAnswer]) -> BatchAnswer:
-            return BatchAnswer.merged(ids, gene_only, parts)
-
-        return await self._split_when_refused(gene_ids, self._fetch_chain, refused, merged)
-
-    async def _split_when_refused(
-            self, gene_ids: tuple[int, ...],
-            fetch: Callable[[tuple[int, ...]], Awaitable[AnswerT]],
-            refused: Callable[[tuple[int, ...]], AnswerT],
-            merge: Callable[[tuple[int, ...], tuple[AnswerT, AnswerT]], AnswerT]) -> AnswerT:
-        """``fetch(gene_ids)``, in halves when the server refuses them together (400, 414,
-        431) or the GET URL would be too long; a single refused ID becomes ``refused``."""
+    async def _isolate(self, gene_ids: tuple[int, ...],
+                       fetch: Callable[[tuple[int, ...]], Coroutine[Any, Any, AnswerT]],
+                       refused: Callable[[tuple[int, ...]], AnswerT],
+                       merge: Callable[[tuple[int, ...], Sequence[AnswerT]], AnswerT]
+                       ) -> AnswerT:
+        """``fetch(gene_ids)``, in halves while the server refuses them together; a single
+        refused ID becomes ``refused(id)``: O(k log n) requests for k refused IDs in n."""
         try:
-            if len(gene_ids) > 1 and len(page_request(self.config, gene_ids, None).path) > \
-                    MAX_PATH_BYTES:
-                raise _Split(414, "planned: the URL would be too long")  # not sent at all
             return await fetch(gene_ids)
-        except _Split as split:
+        except _Refused as refusal:
+            if refusal.status in (400, 404):
+                await self._confirm_not_systematic(refusal)
             if len(gene_ids) == 1:
-                if split.status != 400:
-                    raise _GaveUp(f"HTTP {split.status} for a single GeneID: {split}") from None
+                if refusal.status not in (400, 404):
+                    raise _GaveUp(f"HTTP {refusal.status} for a single GeneID: "
+                                  f"{refusal.message}") from None
+                log.info("the server refuses GeneID %d (HTTP %d: %s)", gene_ids[0],
+                         refusal.status, refusal.message)
                 return refused(gene_ids)
+            log.debug("splitting %d GeneIDs from %d after HTTP %d", len(gene_ids), gene_ids[0],
+                      refusal.status)
             half = len(gene_ids) // 2
-            first = await self._split_when_refused(gene_ids[:half], fetch, refused, merge)
-            second = await self._split_when_refused(gene_ids[half:], fetch, refused, merge)
+            first = await self._isolate(gene_ids[:half], fetch, refused, merge)
+            second = await self._isolate(gene_ids[half:], fetch, refused, merge)
             return merge(gene_ids, (first, second))
 
-    async def _fetch_chain(self, gene_ids: tuple[int, ...]) -> BatchAnswer:
-        """Follow ``next_page_token`` from page 1 until the batch is complete."""
-        for _restart in range(self.config.retry.max_attempts):  # restarts share the budget
-            answer = BatchAnswer(gene_ids, self.config.record == "gene")
+    async def _confirm_not_systematic(self, refusal: _Refused) -> None:
+        """Ask for one GeneID the server must know; refusing it too ends the run."""
+        loop = asyncio.get_running_loop()
+        async with self._probe_lock:
+            if self._probe_ok_at is not None and loop.time() - self._probe_ok_at < _PROBE_VALID_S:
+                return
+            probe_id = self._known_good or PROBE_GENE_ID
+            for endpoint in self._endpoints_to_try():
+                try:
+                    await self._probe(endpoint, probe_id)
+                except _Refused as probe_refusal:
+                    if probe_refusal.status == 400:
+                        raise FatalHTTPError(
+                            f"the server refuses every request, even one for GeneID {probe_id}, "
+                            f"which it knows (HTTP 400: {probe_refusal.message}). That is a "
+                            "setting it doesn't accept (a misspelt --table-field or "
+                            "--sort-field?) or a gateway in the way, not missing genes: fix "
+                            "the options and run the same command again.") from None
+                    continue  # 404/410: this endpoint is gone or the URL is wrong
+                if endpoint != self.endpoint:
+                    log.warning("the %s endpoint no longer answers (HTTP %d: %s); switching to "
+                                "%s, which gives the same records", self.endpoint,
+                                refusal.status, refusal.message, endpoint)
+                    self.endpoint = endpoint
+                self._probe_ok_at = loop.time()
+                return
+            raise FatalHTTPError(
+                f"the server says these endpoints do not exist (HTTP {refusal.status}: "
+                f"{refusal.message}), even for GeneID {probe_id}, which NCBI has: check "
+                f"--base-url (expected something like https://api.ncbi.nlm.nih.gov/datasets/v2); "
+                "`bulkgene doctor` checks the connection step by step.")
+
+    def _endpoints_to_try(self) -> list[str]:
+        query = self.config.query
+        others = [e for e in _FALLBACK_ENDPOINTS
+                  if e != self.endpoint and not query.unsupported_by(e)]
+        return [self.endpoint, *others]
+
+    async def _probe(self, endpoint: str, gene_id: int) -> None:
+        request = page_request(self.config.query, endpoint, (gene_id,), None)
+        reply = await self._exchange(request.method, request.path, request.params,
+                                     request.json_body, request.accept, _NOT_FOUND_ATTEMPTS,
+                                     lambda r: r)
+        del reply
+
+    # -- layer 3: the page chain -------------------------------------------------------
+
+    async def _page_chain(self, gene_ids: tuple[int, ...]) -> BatchAnswer:
+        """Follow ``next_page_token`` from page 1 until the batch's pages are complete."""
+        retry = self.config.network.retry
+        max_pages = -(-len(gene_ids) // self.config.query.page_size) + 1
+        for _restart in range(retry.max_attempts):
+            answer = BatchAnswer(gene_ids, self._gene_only)
             token: str | None = None
             try:
                 while True:
-                    token = await self._fetch_page(gene_ids, token, answer)
+                    token = await self._fetch_page(answer, token)
                     if token is None:
                         answer.check_complete()
+                        self._remember_known_good(answer)
                         return answer
-                    expected_pages = -(-(answer.total_count or 0) // self.config.page_size)
-                    if answer.pages > expected_pages + 1:
-                        raise _RestartBatch("the page chain goes on past total_count")
-            except (_RestartBatch, InvalidPage):
+                    if answer.pages >= max_pages:
+                        raise _RestartChain(f"the page chain goes on past the {max_pages} pages "
+                                            f"{len(gene_ids)} GeneIDs can need")
+            except (_RestartChain, InvalidPage) as exc:
+                self.stats.retries += 1  # the chain is fetched again: a retry of its own kind
+                log.info("restarting a batch from page 1: %s", exc)
                 continue
-        raise _GaveUp("the server's page chain kept breaking (tokens rejected or repeated)")
+        raise _GaveUp("the server's page chain kept breaking (tokens refused, repeated or "
+                      "pages that don't add up)")
 
-    def _read_json_page(self, body: bytes, answer: BatchAnswer) -> str | None:
-        page = parse_ndjson(body) if self.config.format == "ndjson" else parse_page(body)
-        answer.add(page)
-        return page.next_page_token
+    def _remember_known_good(self, answer: BatchAnswer) -> None:
+        if self._known_good is None and answer.answered:
+            self._known_good = min(answer.answered)
 
-    async def _fetch_page(self, gene_ids: tuple[int, ...], token: str | None,
-                          answer: BatchAnswer,
-                          read: Callable[[bytes, BatchAnswer], str | None] | None = None
-                          ) -> str | None:
-        """One page, retried until ``read`` accepts it; returns the next token."""
-        read = read or self._read_json_page
-        request = page_request(self.config, gene_ids, token)
-        url = self.config.base_url.rstrip("/") + request.path
-        headers = {"Accept": request.accept}
-        if self.config.api_key:
-            headers["api-key"] = self.config.api_key.reveal()
-        policy = self.config.retry
-        timeouts = self.config.timeouts
+    async def _fetch_page(self, answer: BatchAnswer, token: str | None) -> str | None:
+        """One page, retried until it validates; the next token, None after the last page."""
+        request = page_request(self.config.query, self.endpoint, answer.gene_ids, token)
+        parse = parse_ndjson if self.config.query.format == "ndjson" else parse_page
+
+        def read(reply: Reply) -> str | None:
+            page = parse(reply.body)
+            try:
+                answer.add(page)
+            except BrokenChain as exc:
+                raise _RestartChain(str(exc)) from None
+            return page.next_page_token
+
+        retry = self.config.network.retry
+        if token is None:
+            return await self._exchange(request.method, request.path, request.params,
+                                        request.json_body, request.accept, retry.max_attempts,
+                                        read)
+        try:  # a token the server no longer takes answers 500 every time: restart instead
+            return await self._exchange(request.method, request.path, request.params,
+                                        request.json_body, request.accept,
+                                        retry.token_attempts, read)
+        except (_GaveUp, _Refused) as exc:
+            raise _RestartChain(f"a next-page request failed ({exc})") from None
+
+    @property
+    def _tsv_column(self) -> int | None:
+        fields = self.config.query.table_fields
+        return fields.index(GENE_ID_FIELD) if GENE_ID_FIELD in fields else None
+
+    async def _fetch_tsv(self, gene_ids: tuple[int, ...]) -> TsvAnswer:
+        """A TSV answer: one response with every row (TSV has no page chain to follow)."""
+        request = page_request(self.config.query, self.endpoint, gene_ids, None)
+        has_header = self.config.query.include_tabular_header != "INCLUDE_TABULAR_HEADER_NEVER"
+        column = self._tsv_column
+        return await self._exchange(
+            request.method, request.path, request.params, request.json_body, request.accept,
+            self.config.network.retry.max_attempts,
+            lambda reply: parse_tsv(reply.body, gene_ids, has_header, column))
+
+    # -- layer 4: one request, retried -------------------------------------------------
+
+    async def _exchange(self, method: str, path: str, params: list[tuple[str, str]],
+                        json_body: dict[str, object] | None, accept: str, max_attempts: int,
+                        read: Callable[[Reply], T]) -> T:
+        """Send until ``read`` accepts a 200; raises _Refused, _GaveUp or a fatal error."""
+        network = self.config.network
+        url = network.base_url.rstrip("/") + path
+        headers = {"Accept": accept}
+        if network.api_key:
+            headers["api-key"] = network.api_key.reveal()
+        timeouts = network.timeouts
         timeout = aiohttp.ClientTimeout(total=timeouts.attempt_s, sock_connect=timeouts.connect_s,
                                         sock_read=timeouts.read_stall_s)
         reason = ""
-        for attempt in range(1, policy.max_attempts + 1):
+        attempt_number = 0
+        stale_resends = 0
+        not_found = 0
+        while True:
             slot = await self.limiter.acquire()
             self.stats.requests += 1
             retry_after: float | None = None
             try:
-                async with self.session.request(request.method, url, params=request.params,
-                                                json=request.json_body, headers=headers,
-                                                allow_redirects=False, timeout=timeout,
-                                                trace_request_ctx=slot) as response:
-                    slot.sent()  # at the latest; the trace hook reports the exact moment
-                    body = await response.read()
-                    status = response.status
-                    response_headers = response.headers
-            except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
-                host = urlsplit(self.config.base_url).hostname
-                raise FatalHTTPError(
-                    f"the TLS certificate of {host} could not be verified ({type(exc).__name__}); "
-                    "bulkgene never skips verification. Behind a proxy that re-signs traffic, "
-                    "point SSL_CERT_FILE at your site's CA bundle and run again.") from None
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                reason = describe_exception(exc)
+                reply = await attempt(self.session, method, url, params=params,
+                                      json_body=json_body, headers=headers, client_timeout=timeout,
+                                      slot=slot, max_body_bytes=network.max_response_bytes)
+            except AttemptFailed as failure:
+                if failure.stale_connection and stale_resends < _STALE_RESENDS:
+                    stale_resends += 1  # the server had closed it: no fault, no backoff
+                    self.stats.retries += 1
+                    log.debug("resending at once: a kept-alive connection was closed")
+                    continue
+                reason = failure.reason
+                self._check_unreachable(failure)
             else:
-                self.stats.bytes += len(body)
-                self._read_server_limits(response_headers)
-                if status == 200:
+                self.stats.bytes += len(reply.body)
+                self._read_server_limits(reply.headers)
+                action = action_for(reply.status)
+                if action is Action.USE:
                     try:
-                        next_token = read(body, answer)
-                    except BrokenChain as exc:
-                        raise _RestartBatch(str(exc)) from None
+                        result = read(reply)
                     except InvalidPage as exc:
                         reason = f"invalid page: {exc}"
                     else:
-                        self._last_success_at = asyncio.get_running_loop().time()
-                        return next_token
-                elif status == 429:
+                        self._succeeded()
+                        return result
+                elif action is Action.THROTTLED:
                     self.stats.throttled += 1
-                    retry_after = parse_retry_after(response_headers.get("Retry-After"),
-                                                    policy.retry_after_cap_s)
+                    retry_after = parse_retry_after(reply.headers.get("Retry-After"),
+                                                    network.retry.retry_after_cap_s)
                     self.limiter.on_throttled(retry_after, _float_header(
-                        response_headers, "X-RateLimit-Limit"))
+                        reply.headers, "X-RateLimit-Limit"))
                     reason = "HTTP 429 Too Many Requests"
-                elif is_retried_status(status):
-                    retry_after = parse_retry_after(response_headers.get("Retry-After"),
-                                                    policy.retry_after_cap_s)
-                    reason = f"HTTP {status}"
+                    log.info("HTTP 429: the server asks us to slow down")
+                elif action is Action.RETRY:
+                    retry_after = parse_retry_after(reply.headers.get("Retry-After"),
+                                                    network.retry.retry_after_cap_s)
+                    reason = f"HTTP {reply.status}"
+                elif action in (Action.NOT_FOUND, Action.GONE):
+                    message = server_message(reply.body)
+                    not_found += 1
+                    retired = action is Action.GONE or "retired" in message.lower()
+                    if retired or not_found >= _NOT_FOUND_ATTEMPTS:
+                        self._succeeded()  # the server answered: it is reachable
+                        raise _Refused(reply.status, message)
+                    reason = f"HTTP {reply.status}: {message}"
                 else:
-                    self._raise_for_final(status, body, response_headers, token)
-            finally:
-                slot.sent()  # a request that never left must not hold the next one back
+                    self._raise_final(action, reply)
             self._check_outage(reason)
-            if attempt == policy.max_attempts:
-                break
+            attempt_number += 1
+            if attempt_number >= max_attempts:
+                raise _GaveUp(f"gave up after {attempt_number} attempts; last: {reason}")
             self.stats.retries += 1
-            await asyncio.sleep(backoff_s(policy, attempt, retry_after, self.rng))
-        raise _GaveUp(f"gave up after {policy.max_attempts} attempts; last: {reason}")
+            delay = backoff_s(network.retry, attempt_number, retry_after, self.rng)
+            log.info("retrying in %.1f s: %s", delay, reason)
+            await asyncio.sleep(delay)
 
-    def _raise_for_final(self, status: int, body: bytes, headers: Mapping[str, str],
-                         token: str | None) -> None:
-        message = _server_message(body)
-        request_id = next((headers[h] for h in _REQUEST_ID_HEADERS if h in headers), None)
+    def _raise_final(self, action: Action, reply: Reply) -> None:
+        message = server_message(reply.body)
+        request_id = next((reply.headers[h] for h in _REQUEST_ID_HEADERS if h in reply.headers),
+                          None)
         suffix = f" (server request id {request_id})" if request_id else ""
-        if status in AUTH_STATUSES:
-            if status == 401:
+        if action is Action.AUTH:
+            if reply.status == 401:
                 raise AuthError(
                     f"the server rejected the API key (HTTP 401: {message}){suffix}. Check "
                     "NCBI_API_KEY or --api-key-file; keys are made at "
                     "https://www.ncbi.nlm.nih.gov/account/settings/")
             raise AuthError(
-                f"the server refused access (HTTP 403{': blocked' if b'<' in body[:1] else ''})"
-                f"{suffix}. NCBI blocks IP addresses that send too many requests: stop other "
-                "downloads from this machine, wait, lower --rate, and contact NCBI "
-                "(info@ncbi.nlm.nih.gov) if it persists. Re-run the same command to resume.")
-        if status in SPLIT_STATUSES:
-            if token is not None and "token" in message.lower():
-                raise _RestartBatch(message)
-            raise _Split(status, message)
-        if 300 <= status < 400:
+                f"the server refused access (HTTP 403){suffix}. NCBI blocks IP addresses that "
+                "send too many requests: stop other downloads from this machine, wait, lower "
+                "--rate, and contact NCBI (info@ncbi.nlm.nih.gov) if it persists. Re-run the "
+                "same command to resume.")
+        if action in (Action.REFUSED, Action.TOO_LONG):
+            raise _Refused(reply.status, message)
+        if action is Action.REDIRECT:
             raise FatalHTTPError(
-                f"the server answered with a redirect (HTTP {status}), which bulkgene does not "
-                "follow so the API key can't leak to another host: check --base-url")
-        if status == 404:
-            raise FatalHTTPError(
-                f"the server says this endpoint does not exist (HTTP 404: {message}): check "
-                f"--base-url (expected something like https://api.ncbi.nlm.nih.gov/datasets/v2)")
-        raise _GaveUp(f"HTTP {status}: {message}")
+                f"the server answered with a redirect (HTTP {reply.status}), which bulkgene "
+                "does not follow so the API key can't leak to another host: check --base-url")
+        raise _GaveUp(f"HTTP {reply.status}: {message}")
 
     def _read_server_limits(self, headers: Mapping[str, str]) -> None:
         limit = _float_header(headers, "X-RateLimit-Limit")
@@ -375,12 +431,44 @@ class GeneClient:
         if limit is not None or remaining is not None:
             self.limiter.on_server_limit(limit, None if remaining is None else int(remaining))
 
+    def _succeeded(self) -> None:
+        self._last_success_at = asyncio.get_running_loop().time()
+        self._ever_succeeded = True
+
+    def _check_unreachable(self, failure: AttemptFailed) -> None:
+        """Before anything has worked, a host that can't be reached is a setup problem."""
+        if self._ever_succeeded or not failure.unreachable:
+            return
+        now = asyncio.get_running_loop().time()
+        if self._first_failure_at is None:
+            self._first_failure_at = now
+        if now - self._first_failure_at < _UNREACHABLE_S:
+            return
+        host = urlsplit(self.config.network.base_url).hostname
+        proxy = next((f" through the proxy {urlsplit(value).hostname}" for value in
+                      (_env_proxy(),) if value), "")
+        raise FatalHTTPError(
+            f"cannot reach {host}{proxy}: {failure.reason}. Check the host name in --base-url, "
+            "the network (compute nodes often reach the internet only through a proxy: set "
+            "HTTPS_PROXY), then run `bulkgene doctor` to check step by step; `bulkgene demo` "
+            "works offline.")
+
     def _check_outage(self, reason: str) -> None:
         now = asyncio.get_running_loop().time()
         if self._last_success_at is None:
             self._last_success_at = now
-        elif now - self._last_success_at > self.config.retry.outage_s:
+        elif now - self._last_success_at > self.config.network.retry.outage_s:
             raise OutageError(
-                f"no request has succeeded for {self.config.retry.outage_s:.0f} s (last error: "
-                f"{reason}); the API looks down. Everything fetched so far is saved: re-run the "
-                "same command later to resume.")
+                f"no request has succeeded for {self.config.network.retry.outage_s:.0f} s (last "
+                f"error: {reason}); the API looks down. Everything fetched so far is saved: "
+                "re-run the same command later to resume.")
+
+
+def _env_proxy() -> str | None:
+    import os
+
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+

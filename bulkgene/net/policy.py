@@ -1,21 +1,69 @@
-"""The retry policy in one place: which failures are retried, and how long to wait before."""
+"""What each HTTP status means for a request (one table), and how long to wait before a retry.
+
+    status                       action       what the client does
+    200                          USE          validate the page; an invalid one is retried
+    429                          THROTTLED    slow the pacer down, wait, retry
+    500, 502-504, 505-599        RETRY        back off, retry (a next-page request restarts
+                                              its batch from page 1 after a couple)
+    404                          NOT_FOUND    retry like a transient error; if it persists,
+                                              probe a known GeneID: the probe failing too
+                                              means a wrong URL or a retired endpoint, else
+                                              the batch is split to isolate refused IDs
+    410                          GONE         the endpoint is retired: probe and switch
+    400                          REFUSED      split the batch to isolate the refused IDs
+                                              (after a probe proves refusals aren't systematic)
+    414, 431                     TOO_LONG     split the batch
+    401, 403                     AUTH         stop the run: bad key or blocked IP
+    3xx                          REDIRECT     stop the run: redirects are never followed
+    anything else (501, 418...)  FAIL         the batch fails; a re-run retries it
+"""
 
 from __future__ import annotations
 
+import enum
 import random
 import time
 from email.utils import parsedate_to_datetime
 
 from bulkgene.config import RetryPolicy
 
-RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504}) | frozenset(range(505, 600))
-SPLIT_STATUSES = frozenset({400, 414, 431})
-AUTH_STATUSES = frozenset({401, 403})
+
+class Action(enum.Enum):
+    """What to do with an HTTP answer of a given status."""
+
+    USE = "use"
+    THROTTLED = "throttled"
+    RETRY = "retry"
+    NOT_FOUND = "not found"
+    GONE = "gone"
+    REFUSED = "refused"
+    TOO_LONG = "too long"
+    AUTH = "auth"
+    REDIRECT = "redirect"
+    FAIL = "fail"
 
 
-def is_retried_status(status: int) -> bool:
-    """429 and every 5xx except 501 (Not Implemented won't change on a retry)."""
-    return status in RETRIED_STATUSES
+STATUS_ACTIONS: dict[int, Action] = {
+    200: Action.USE,
+    429: Action.THROTTLED,
+    500: Action.RETRY, 502: Action.RETRY, 503: Action.RETRY, 504: Action.RETRY,
+    404: Action.NOT_FOUND,
+    410: Action.GONE,
+    400: Action.REFUSED,
+    414: Action.TOO_LONG, 431: Action.TOO_LONG,
+    401: Action.AUTH, 403: Action.AUTH,
+}
+
+
+def action_for(status: int) -> Action:
+    """The action for ``status``: the table, then the classes (5xx retried, 3xx redirects)."""
+    if status in STATUS_ACTIONS:
+        return STATUS_ACTIONS[status]
+    if 505 <= status <= 599:
+        return Action.RETRY
+    if 300 <= status <= 399:
+        return Action.REDIRECT
+    return Action.FAIL
 
 
 def parse_retry_after(value: str | None, cap_s: float, now: float | None = None) -> float | None:
@@ -23,7 +71,7 @@ def parse_retry_after(value: str | None, cap_s: float, now: float | None = None)
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return min(float(value), cap_s)
     try:
         when = parsedate_to_datetime(value)

@@ -1,63 +1,49 @@
-"""The output directory's files: NDJSON shards and the missing/replaced reports, committed per batch.
+"""The output directory's files: NDJSON/TSV shards and the missing/replaced reports, per batch.
 
-One writer (this class, driven by one task) owns every file, so no locks are needed for
-correctness, which matters on NFS and Lustre. ``commit`` appends the finished batches,
-fsyncs what it touched, then saves the checkpoint: the order the resume invariants rest on.
+One writer (this class, driven from one thread at a time) owns every file, so no locks are
+needed for correctness, which matters on NFS and Lustre. ``write`` appends finished batches,
+fsyncs what it touched and returns a CommitReceipt saying what is now durable; it never
+touches the checkpoint, which belongs to the event loop. The loop applies the receipt and
+saves the checkpoint afterwards: the order the resume invariants rest on.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
-import re
-import time
 from pathlib import Path
 from typing import BinaryIO
 
 from bulkgene.input.idset import IdBitmap
-from bulkgene.net.client import BatchFailure, BatchOutcome, BatchResult
+from bulkgene.model import BatchFailure, BatchOutcome, BatchResult, BatchWritten, CommitReceipt
+from bulkgene.output import layout
 from bulkgene.run import checkpoint as ckpt
-from bulkgene.run.checkpoint import Checkpoint
-
-MISSING_NAME = "missing.tsv"
-REPLACED_NAME = "replaced.tsv"
-REJECTS_NAME = "rejects.tsv"
-SUMMARY_NAME = "summary.json"
-MISSING_HEADER = b"gene_id\treason\n"
-REPLACED_HEADER = b"requested_gene_id\treturned_gene_id\n"
-REJECTS_HEADER = b"file\tline\ttext\treason\n"
-SHARD_PATTERN = re.compile(r"shard-\d{4,}\.(ndjson|tsv)(\.gz)?")
-
-
-def shard_name(shard_index: int, gzipped: bool = False, tsv: bool = False) -> str:
-    """The name of shard ``shard_index``: integers only, sortable."""
-    return f"shard-{shard_index:04d}.{'tsv' if tsv else 'ndjson'}{'.gz' if gzipped else ''}"
 
 
 class OutputStore:
     """Appends committed batches to shards and side reports; the single writer of a directory."""
 
-    def __init__(self, out_dir: Path, shard_count: int, checkpoint: Checkpoint,
-                 requested: IdBitmap, gzipped: bool = False, tsv: bool = False) -> None:
+    def __init__(self, out_dir: Path, shard_count: int, requested: IdBitmap,
+                 gzipped: bool = False, tsv: bool = False) -> None:
         self.out_dir = out_dir
         self.shard_count = shard_count
         self.gzipped = gzipped
         self.tsv = tsv
-        self.checkpoint = checkpoint
         self._requested = requested
         self._handles: dict[str, BinaryIO] = {}
         self._replacements_written: set[int] = set()
 
-    def managed_files(self) -> list[Path]:
+    def managed_files(self, committed_names: set[str]) -> list[Path]:
         """Every file whose length the checkpoint governs, present or not."""
-        names = {MISSING_NAME, REPLACED_NAME} | set(self.checkpoint.file_lengths)
-        names.update(p.name for p in self.out_dir.iterdir() if SHARD_PATTERN.fullmatch(p.name))
+        names = {layout.MISSING_NAME, layout.REPLACED_NAME} | committed_names
+        names.update(p.name for p in self.out_dir.iterdir() if layout.is_shard_name(p.name))
         return [self.out_dir / name for name in sorted(names)]
 
-    def open(self) -> None:
+    def open(self, checkpoint: ckpt.Checkpoint | None) -> None:
         """Cut every file back to its committed length and learn what is already written."""
-        ckpt.cut_back(self.out_dir, self.checkpoint, self.managed_files())
-        replaced = self.out_dir / REPLACED_NAME
+        committed = set(checkpoint.file_lengths) if checkpoint else set()
+        ckpt.cut_back(self.out_dir, checkpoint, self.managed_files(committed))
+        replaced = self.out_dir / layout.REPLACED_NAME
         if replaced.exists():
             with open(replaced, "rb") as handle:
                 handle.readline()  # header
@@ -75,36 +61,40 @@ class OutputStore:
                 handle.write(header)
         return handle
 
-    def commit(self, results: list[BatchResult], network: dict[str, int]) -> None:
-        """Write ``results`` durably, then record them in the checkpoint."""
-        touched: set[str] = {MISSING_NAME, REPLACED_NAME}
-        missing = self._handle(MISSING_NAME, MISSING_HEADER)
-        replaced = self._handle(REPLACED_NAME, REPLACED_HEADER)
+    def write(self, results: list[BatchResult]) -> CommitReceipt:
+        """Append ``results`` and make them durable; say what was written."""
+        touched: set[str] = {layout.MISSING_NAME, layout.REPLACED_NAME}
+        missing = self._handle(layout.MISSING_NAME, layout.MISSING_HEADER)
+        replaced = self._handle(layout.REPLACED_NAME, layout.REPLACED_HEADER)
+        written: list[BatchWritten] = []
+        failed: list[tuple[int, int]] = []
         for result in results:
             if isinstance(result, BatchFailure):
-                self.checkpoint.mark_failed(result.batch.index, len(result.batch.gene_ids))
+                failed.append((result.batch.index, len(result.batch.gene_ids)))
             else:
-                self._write_outcome(result, missing, replaced, touched)
+                written.append(self._write_outcome(result, missing, replaced, touched))
+        lengths: dict[str, int] = {}
         for name in touched:
             handle = self._handles[name]
             handle.flush()
             os.fsync(handle.fileno())
-            self.checkpoint.file_lengths[name] = handle.tell()
-        self.checkpoint.add(**network)
-        self.checkpoint.updated_at = time.time()
-        ckpt.save(self.out_dir, self.checkpoint)
+            lengths[name] = handle.tell()
+        return CommitReceipt(written, failed, lengths)
 
     def _write_outcome(self, outcome: BatchOutcome, missing: BinaryIO, replaced: BinaryIO,
-                       touched: set[str]) -> None:
-        shard = shard_name(outcome.batch.index % self.shard_count, self.gzipped, self.tsv)
+                       touched: set[str]) -> BatchWritten:
+        shard = layout.shard_name(outcome.batch.index % self.shard_count, self.gzipped, self.tsv)
         lines: list[bytes] = []
         replaced_rows = 0
         for record in outcome.records:
-            if record.is_replacement and record.gene_id is not None:
+            if record.gene_id is not None:
+                # every other ID this gene answers was merged into it, also when the new ID
+                # was asked for in the same request (then the gene is written as itself)
                 for query in record.queries:
                     if query != record.gene_id:
                         replaced.write(b"%d\t%d\n" % (query, record.gene_id))
                         replaced_rows += 1
+            if record.is_replacement and record.gene_id is not None:
                 # the new gene is written once: not if it was requested itself, not twice
                 if (record.gene_id in self._requested
                         or record.gene_id in self._replacements_written):
@@ -124,11 +114,9 @@ class OutputStore:
             touched.add(shard)
         for gene_id, reason in outcome.missing:
             missing.write(b"%d\t%s\n" % (gene_id, reason.encode()))
-        records = len(lines)
-        self.checkpoint.add(found=outcome.found, missing=len(outcome.missing),
-                            replaced=replaced_rows, records=records,
-                            unverified=outcome.unverified)
-        self.checkpoint.mark_committed(outcome.batch.index)
+        return BatchWritten(outcome.batch.index, found=outcome.found,
+                            missing=len(outcome.missing), replaced=replaced_rows,
+                            records=len(lines), unverified=outcome.unverified)
 
     def close(self) -> None:
         for handle in self._handles.values():

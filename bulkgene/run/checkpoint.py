@@ -25,8 +25,8 @@ from typing import Any
 import orjson
 
 from bulkgene.errors import CorruptCheckpoint, FingerprintMismatch
+from bulkgene.output.layout import CHECKPOINT_NAME
 
-CHECKPOINT_NAME = "checkpoint.json"
 FORMAT_VERSION = 1
 _RESTART_HINT = ("pass --restart to move the old run aside (nothing is deleted) and start over, "
                  "or use another --out directory")

@@ -16,8 +16,8 @@ from pathlib import Path
 import orjson
 
 from bulkgene.errors import StateError
+from bulkgene.output.layout import LOCK_NAME
 
-LOCK_NAME = "bulkgene.lock"
 log = logging.getLogger("bulkgene")
 
 

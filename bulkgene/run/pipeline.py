@@ -21,20 +21,19 @@ import time
 from dataclasses import asdict
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from bulkgene import __version__
 from bulkgene.config import DownloadConfig
-from bulkgene.errors import BulkgeneError, StateError
-from bulkgene.model import Batch
-from bulkgene.net.client import BatchFailure, BatchResult, GeneClient, NetStats, sent_hook
+from bulkgene.errors import EXIT_INTERRUPTED, BulkgeneError, StateError
+from bulkgene.model import Batch, BatchFailure, BatchResult
+from bulkgene.net.attempt import open_session
+from bulkgene.net.client import GeneClient, NetStats
 from bulkgene.net.pacer import AdaptiveRateLimiter
-from bulkgene.output.store import SUMMARY_NAME
+from bulkgene.output.layout import CHECKPOINT_NAME, SUMMARY_NAME
 from bulkgene.run import checkpoint as ckpt
 from bulkgene.run.checkpoint import write_atomically
 from bulkgene.run.prepare import PreparedRun, prepare
 from bulkgene.run.progress import ProgressReporter, Snapshot
-from bulkgene.run.summary import EXIT_INTERRUPTED, Summary
+from bulkgene.run.summary import Summary
 
 log = logging.getLogger("bulkgene")
 
@@ -47,7 +46,7 @@ class _Run:
         self.config = config
         self.progress = progress
         self.task_batches, self.task_ids = config.task.share(prepared.plan.counts.requested,
-                                                             config.batch_size)
+                                                             config.output.batch_size)
         self.prepared = prepared
         self.client = client
         self.workers = config.effective_concurrency
@@ -84,7 +83,7 @@ class _Run:
                 global_index // task.count)
 
         try:
-            for global_batch in self.prepared.plan.batches(self.config.batch_size, wanted):
+            for global_batch in self.prepared.plan.batches(self.config.output.batch_size, wanted):
                 if self.stopping.is_set():
                     return
                 batch = Batch(global_batch.index // task.count, global_batch.gene_ids)
@@ -117,7 +116,6 @@ class _Run:
 
     async def _write(self) -> None:
         open_workers = self.workers
-        store = self.prepared.store
         while open_workers:
             items = [await self.results.get()]
             while not self.results.empty():
@@ -128,7 +126,7 @@ class _Run:
                 continue  # draining, so that no worker waits on a full queue forever
             if results:
                 try:
-                    await asyncio.to_thread(store.commit, results, self._network_delta())
+                    await self._commit(results)
                 except OSError as exc:
                     self.write_failed = True
                     self.stop(fatal=StateError(
@@ -142,6 +140,23 @@ class _Run:
                                     "retries it", result.batch.index, len(result.batch.gene_ids),
                                     result.batch.gene_ids[0], result.reason)
         self.results_done.set()
+
+    async def _commit(self, results: list[BatchResult]) -> None:
+        """Durable data first (in a thread), then the checkpoint, which only this loop touches."""
+        receipt = await asyncio.to_thread(self.prepared.store.write, results)
+        checkpoint = self.prepared.checkpoint
+        for failed_index, id_count in receipt.failed:
+            checkpoint.mark_failed(failed_index, id_count)
+        for written in receipt.written:
+            checkpoint.add(found=written.found, missing=written.missing,
+                           replaced=written.replaced, records=written.records,
+                           unverified=written.unverified)
+            checkpoint.mark_committed(written.batch_index)
+        checkpoint.file_lengths.update(receipt.file_lengths)
+        checkpoint.add(**self._network_delta())
+        checkpoint.updated_at = time.time()
+        await asyncio.to_thread(write_atomically, self.config.work_dir / CHECKPOINT_NAME,
+                                checkpoint.to_bytes())
 
     def _network_delta(self) -> dict[str, int]:
         now = asdict(self.client.stats)
@@ -209,7 +224,7 @@ def _summarize(config: DownloadConfig, prepared: PreparedRun, run: _Run | None,
     counts = prepared.plan.counts
     found = totals.get("found", 0)
     missing = totals.get("missing", 0)
-    _, requested = config.task.share(counts.requested, config.batch_size)  # this task's share
+    _, requested = config.task.share(counts.requested, config.output.batch_size)  # this task's share
     return Summary(
         out_dir=str(config.work_dir),
         requested=requested,
@@ -237,9 +252,9 @@ def _summarize(config: DownloadConfig, prepared: PreparedRun, run: _Run | None,
 
 
 def _warn_about_plain_http(config: DownloadConfig) -> None:
-    url = urlsplit(config.base_url)
+    url = urlsplit(config.network.base_url)
     loopback = url.hostname in ("localhost", "::1") or (url.hostname or "").startswith("127.")
-    if config.api_key is not None and url.scheme == "http" and not loopback:
+    if config.network.api_key is not None and url.scheme == "http" and not loopback:
         log.warning("the API key will be sent unencrypted over plain http to %s; use https",
                     url.hostname)
 
@@ -256,28 +271,22 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
     rate = config.effective_requests_per_second
     task = config.task
     counts = prepared.plan.counts
-    task_batches, _ = task.share(counts.requested, config.batch_size)
+    task_batches, _ = task.share(counts.requested, config.output.batch_size)
     where = f"task {task.index} of {task.count}: " if task.count > 1 else ""
     log.info("%s%s %d unique GeneIDs (%d duplicates, %d rejected lines); %d batches of up to "
              "%d; %.3g requests/s, %d in flight; writing to %s", where,
              "resuming" if prepared.resumed else "starting", counts.requested,
              counts.duplicates, counts.rejected, task_batches,
-             config.batch_size, rate, config.effective_concurrency, config.work_dir)
+             config.output.batch_size, rate, config.effective_concurrency, config.work_dir)
     _warn_about_plain_http(config)
     run: _Run | None = None
     error: BulkgeneError | None = None
     stats = NetStats()
     loop = asyncio.get_running_loop()
-    connector = aiohttp.TCPConnector(limit=config.effective_concurrency + 2)
     try:
-        async with aiohttp.ClientSession(
-            connector=connector, trust_env=True, trace_configs=[sent_hook()],
-            headers={"User-Agent": f"bulkgene/{__version__} (+aiohttp)"},
-        ) as session:
-            if hasattr(session, "_retry_connection"):
-                # aiohttp silently re-sends a request once when a kept-alive connection drops;
-                # that resend would bypass the rate limiter and the retry accounting
-                session._retry_connection = False
+        async with open_session(config.effective_concurrency + 2,
+                                config.network.timeouts.keepalive_s,
+                                f"bulkgene/{__version__} (+aiohttp)") as session:
             limiter = AdaptiveRateLimiter(rate)
             client = GeneClient(session, limiter, config)
             stats = client.stats
@@ -315,6 +324,6 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
         finally:
             prepared.lock.release()
     if error is not None:
-        error.summary = summary  # type: ignore[attr-defined]
+        error.summary = summary
         raise error
     return summary

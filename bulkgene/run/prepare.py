@@ -14,27 +14,18 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import ConfigError, FingerprintMismatch, StateError
 from bulkgene.input import plan as idplan
 from bulkgene.input.lines import STDIN, InputCounts, Reject, file_digest, scan_ids
 from bulkgene.input.plan import IdPlan
-from bulkgene.output.store import (
-    MISSING_NAME,
-    REJECTS_HEADER,
-    REJECTS_NAME,
-    REPLACED_NAME,
-    SHARD_PATTERN,
-    SUMMARY_NAME,
-    OutputStore,
-)
+from bulkgene.output import layout
+from bulkgene.output.layout import REJECTS_HEADER, REJECTS_NAME, STDIN_SPOOL_NAME
+from bulkgene.output.store import OutputStore
 from bulkgene.run import checkpoint as ckpt
 from bulkgene.run.checkpoint import Checkpoint
-from bulkgene.run.lock import LOCK_NAME, RunLock
-
-STDIN_SPOOL_NAME = "stdin.spool"
+from bulkgene.run.lock import RunLock
 
 
 @dataclass
@@ -48,40 +39,13 @@ class PreparedRun:
     lock: RunLock
 
 
-def output_params(config: DownloadConfig) -> dict[str, Any]:
-    """The parameters that change what lands in the directory (the checkpoint's fingerprint)."""
-    return {
-        "batch_size": config.batch_size,
-        "shards": config.shards,
-        "format": config.format,
-        "endpoint": config.endpoint,
-        "record": config.record,
-        "compress": config.compress,
-        "returned_content": config.returned_content,
-        "locus_tags": list(config.locus_tags),
-        "sort": [config.sort_field, config.sort_direction],
-        "tax_search_subtree": config.tax_search_subtree,
-        "table_fields": list(config.table_fields),
-        "accession_filter": list(config.accession_filter),
-        "include_tabular_header": config.include_tabular_header,
-        "task_index": config.task.index,
-        "task_count": config.task.count,
-    }
-
-
-def _is_ours(path: Path) -> bool:
-    names = {ckpt.CHECKPOINT_NAME, MISSING_NAME, REPLACED_NAME, REJECTS_NAME, SUMMARY_NAME,
-             STDIN_SPOOL_NAME, LOCK_NAME, *idplan.PLAN_FILES}
-    return path.name in names or bool(SHARD_PATTERN.fullmatch(path.name))
-
-
 def move_aside(work_dir: Path, out_dir: Path) -> Path | None:
     """``--restart``: move the old run next to ``out_dir`` (never delete); its new place.
 
     A task's directory goes to ``DIR.restarted-<time>/task-000i``, outside ``DIR``, so that
     globbing ``DIR/**/*.ndjson`` never reads an old run's shards.
     """
-    if not work_dir.is_dir() or not any(_is_ours(p) for p in work_dir.iterdir()):
+    if not work_dir.is_dir() or not any(layout.is_ours(p.name) for p in work_dir.iterdir()):
         return None
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     parent = out_dir.with_name(f"{out_dir.name}.restarted-{stamp}")
@@ -146,7 +110,7 @@ def prepare(config: DownloadConfig) -> PreparedRun:
 def _prepare_locked(config: DownloadConfig, lock: RunLock) -> PreparedRun:
     out_dir = config.work_dir
     if config.restart and (moved := move_aside(out_dir, config.out_dir)) is not None:
-        (moved / LOCK_NAME).unlink(missing_ok=True)  # our lock moved away with the old run
+        (moved / layout.LOCK_NAME).unlink(missing_ok=True)  # our lock moved away with the old run
         out_dir.mkdir(parents=True, exist_ok=True)
         lock.acquire()
     if config.inputs.count(STDIN) > 1:
@@ -156,7 +120,7 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock) -> PreparedRun:
     names = config.inputs
     inputs = [{"name": name, "digest": file_digest(path)} for name, path in zip(names, paths,
                                                                                 strict=True)]
-    params = output_params(config)
+    params = config.fingerprint_params()
     fingerprint = ckpt.fingerprint(params, [entry["digest"] for entry in inputs])
     existing = ckpt.load(out_dir)
     if existing is not None:
@@ -176,9 +140,9 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock) -> PreparedRun:
     state.run_started_at = time.time()  # saved with the first commit of this run
     state.run_ids_at_start = state.ids_done
     plan = _read_input(out_dir, paths, names, [entry["digest"] for entry in inputs])
-    store = OutputStore(out_dir, config.shards, state, plan.requested,
-                        gzipped=config.compress == "gzip", tsv=config.format == "tsv")
-    store.open()
+    store = OutputStore(out_dir, config.output.shards, plan.requested,
+                        gzipped=config.output.compress == "gzip", tsv=config.query.format == "tsv")
+    store.open(existing)
     return PreparedRun(plan, state, store, existing is not None, lock)
 
 
@@ -198,8 +162,8 @@ def dry_run(config: DownloadConfig, rejects: list[Reject] | None = None) -> DryR
     """Read and validate the input and work out batches and time; writes and sends nothing."""
     counts, _ = scan_ids(config.inputs, config.inputs,
                          rejects.append if rejects is not None else None)
-    task_batches, task_ids = config.task.share(counts.requested, config.batch_size)
-    pages_per_batch = -(-min(config.batch_size, max(counts.requested, 1)) // config.page_size)
+    task_batches, task_ids = config.task.share(counts.requested, config.output.batch_size)
+    pages_per_batch = -(-min(config.output.batch_size, max(counts.requested, 1)) // config.query.page_size)
     rate = config.effective_requests_per_second
-    return DryRun(counts, -(-counts.requested // config.batch_size), task_batches, task_ids,
+    return DryRun(counts, -(-counts.requested // config.output.batch_size), task_batches, task_ids,
                   rate, task_batches * pages_per_batch / rate)

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bulkgene.errors import ConfigError
-
-TASK_DIR_PREFIX = "task-"
+from bulkgene.output.layout import TASK_DIR_PREFIX, task_dir_name
 
 
 @dataclass(frozen=True)
@@ -43,10 +42,6 @@ class TaskSpec:
     def directory(self, out_dir: Path) -> Path:
         """Where this task writes: DIR itself alone, DIR/task-000i/ in an array."""
         return out_dir if self.count == 1 else out_dir / task_dir_name(self.index)
-
-
-def task_dir_name(index: int) -> str:
-    return f"{TASK_DIR_PREFIX}{index:04d}"
 
 
 def _int(env: Mapping[str, str], name: str) -> int | None:

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from bulkgene.errors import StateError
-from bulkgene.output.store import SUMMARY_NAME
+from bulkgene.output.layout import SUMMARY_NAME
 from bulkgene.run import checkpoint as ckpt
 from bulkgene.run.lock import holder_alive, read_lock
 from bulkgene.run.split import task_directories

@@ -7,11 +7,7 @@ from typing import Any
 
 import orjson
 
-EXIT_OK = 0
-EXIT_FATAL = 1
-EXIT_USAGE = 2
-EXIT_FAILED_BATCHES = 3
-EXIT_INTERRUPTED = 75
+from bulkgene.errors import EXIT_FAILED_BATCHES, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK
 
 
 @dataclass

@@ -19,7 +19,7 @@ import orjson
 from bulkgene.errors import CorruptCheckpoint
 from bulkgene.input.idset import MAX_GENE_ID, IdBitmap
 from bulkgene.ncbi.tsv import GENE_ID_FIELD, GENE_ID_HEADER
-from bulkgene.output.store import MISSING_NAME, SHARD_PATTERN, SUMMARY_NAME
+from bulkgene.output.layout import MISSING_NAME, SUMMARY_NAME, is_shard_name
 from bulkgene.run import checkpoint as ckpt
 from bulkgene.run.split import task_directories
 
@@ -99,7 +99,7 @@ def verify(out_dir: Path) -> Verdict:
         if state is None:
             verdict.problems.append(f"{directory}: no checkpoint.json")
             continue
-        shards = sorted(p for p in directory.iterdir() if SHARD_PATTERN.fullmatch(p.name))
+        shards = sorted(p for p in directory.iterdir() if is_shard_name(p.name))
         for name, committed in sorted(state.file_lengths.items()):
             size = (directory / name).stat().st_size if (directory / name).exists() else None
             if size != committed:

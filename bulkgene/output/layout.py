@@ -1,0 +1,53 @@
+"""Every file name bulkgene writes in an output directory, and how to recognise them.
+
+    DIR/ shard-0000.ndjson[.gz] | shard-0000.tsv[.gz]   the records, batch b in shard b mod N
+         missing.tsv  replaced.tsv  rejects.tsv      the side reports
+         summary.json                                the accounting of the latest run
+         checkpoint.json  plan.json plan.ids plan.bitmap  stdin.spool  bulkgene.lock
+    DIR/task-0003/...                                one array task's own copy of the above
+"""
+
+from __future__ import annotations
+
+import re
+
+MISSING_NAME = "missing.tsv"
+REPLACED_NAME = "replaced.tsv"
+REJECTS_NAME = "rejects.tsv"
+SUMMARY_NAME = "summary.json"
+CHECKPOINT_NAME = "checkpoint.json"
+LOCK_NAME = "bulkgene.lock"
+PLAN_JSON = "plan.json"
+PLAN_IDS = "plan.ids"
+PLAN_BITMAP = "plan.bitmap"
+PLAN_FILES = (PLAN_JSON, PLAN_IDS, PLAN_BITMAP)
+STDIN_SPOOL_NAME = "stdin.spool"
+TASK_DIR_PREFIX = "task-"
+
+MISSING_HEADER = b"gene_id\treason\n"
+REPLACED_HEADER = b"requested_gene_id\treturned_gene_id\n"
+REJECTS_HEADER = b"file\tline\ttext\treason\n"
+
+_SHARD_PATTERN = re.compile(r"shard-\d{4,}\.(ndjson|tsv)(\.gz)?")
+STATE_NAMES = frozenset({MISSING_NAME, REPLACED_NAME, REJECTS_NAME, SUMMARY_NAME,
+                         CHECKPOINT_NAME, LOCK_NAME, STDIN_SPOOL_NAME, *PLAN_FILES})
+
+
+def shard_name(shard_index: int, gzipped: bool = False, tsv: bool = False) -> str:
+    """The name of shard ``shard_index``: integers only, sortable."""
+    return f"shard-{shard_index:04d}.{'tsv' if tsv else 'ndjson'}{'.gz' if gzipped else ''}"
+
+
+def is_shard_name(name: str) -> bool:
+    """Whether ``name`` is one of bulkgene's shard files."""
+    return _SHARD_PATTERN.fullmatch(name) is not None
+
+
+def is_ours(name: str) -> bool:
+    """Whether ``name`` is a file bulkgene writes in a task directory."""
+    return name in STATE_NAMES or is_shard_name(name)
+
+
+def task_dir_name(index: int) -> str:
+    """The subdirectory of array task ``index``."""
+    return f"{TASK_DIR_PREFIX}{index:04d}"

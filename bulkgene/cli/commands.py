@@ -38,8 +38,13 @@ def status(out_dir: Path, as_json: bool) -> None:
         raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(status_module.as_json(statuses).decode(), nl=False)
-    else:
-        click.echo(status_module.as_table(statuses))
+        return
+    click.echo(status_module.as_table(statuses))
+    reasons = status_module.incomplete_reasons(statuses)
+    for reason in reasons:
+        click.echo(f"incomplete: {reason}")
+    if not reasons:
+        click.echo("complete: every requested GeneID was found or is in missing.tsv with a reason")
 
 
 VERIFY_EXAMPLES = """
@@ -63,14 +68,14 @@ def verify(out_dir: Path) -> None:
     verdict = run_verify(out_dir)
     summary = (f"{verdict.tasks} task(s), {verdict.shards} shard(s), {verdict.records} records")
     if verdict.ok:
-        click.echo(f"ok: {summary}; no GeneID twice, shard lengths match the checkpoints, "
-                   "accounting reconciles")
+        click.echo(f"ok: {summary}; every requested GeneID found or missing with a reason, "
+                   "no GeneID twice, shard lengths match the checkpoints, accounting reconciles")
         return
     for problem in verdict.problems:
         click.echo(f"problem: {problem}", err=True)
-    click.echo(f"FAILED: {len(verdict.problems)} problem(s) in {summary}. A resumable run "
-               "(re-run the same fetch) cuts torn tails back; anything else means the files "
-               "were changed outside bulkgene.", err=True)
+    click.echo(f"FAILED: {len(verdict.problems)} problem(s) in {summary}. An unfinished run "
+               "is finished (and torn tails cut back) by re-running the same fetch command; "
+               "anything else means the files were changed outside bulkgene.", err=True)
     sys.exit(1)
 
 

@@ -4,7 +4,8 @@ The server may repeat its header before every internal page (INCLUDE_TABULAR_HEA
 bulkgene keeps the first line as the header and drops its repeats, so a shard gets the
 header once at the top and never mid-file. Accounting needs a GeneID column (``gene-id``):
 with it, found and missing are exact except that a replaced GeneID counts as missing (a
-TSV row doesn't say which query it answers); without it they can't be known, and the
+TSV row doesn't say which query it answers, so rows for GeneIDs nobody asked for are not
+written); without it they can't be known, and the
 summary counts those IDs as ``unverified`` instead of guessing.
 """
 
@@ -81,7 +82,10 @@ def parse_tsv(body: bytes, gene_ids: tuple[int, ...], has_header: bool,
         if gene_id in seen:
             continue  # merged IDs answered by one gene: one row is enough
         seen.add(gene_id)
-        queries = (gene_id,) if gene_id in requested else ()
-        answer.answered.update(queries)
-        answer.records.append(Record(gene_id, queries, row + b"\n"))
+        if gene_id not in requested:
+            # a row can't say which query it answers: a replaced gene's new ID and a gene
+            # nobody asked for look the same, so neither is written (JSON follows replacements)
+            continue
+        answer.answered.add(gene_id)
+        answer.records.append(Record(gene_id, (gene_id,), row + b"\n"))
     return answer

@@ -83,10 +83,9 @@ class Checkpoint:
 
     @property
     def ids_done(self) -> int:
-        """IDs settled so far: found, missing, unverified, or in failed batches."""
+        """IDs answered so far: found, missing or unverified (failed IDs are not progress)."""
         totals = self.totals
-        return (totals.get("found", 0) + totals.get("missing", 0) + totals.get("unverified", 0)
-                + sum(self.failed.values()))
+        return totals.get("found", 0) + totals.get("missing", 0) + totals.get("unverified", 0)
 
     def add(self, **counts: int) -> None:
         for name, value in counts.items():

@@ -267,7 +267,24 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
     fatal problems, after committing what finished and writing ``summary.json``.
     """
     started = time.monotonic()
-    prepared = await asyncio.to_thread(prepare, config)
+    loop = asyncio.get_running_loop()
+    early_signals: list[int] = []  # before the run exists: replayed into it, never lost
+    if handle_signals:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, early_signals.append, signum)
+    try:
+        prepared = await asyncio.to_thread(prepare, config)
+    except BaseException as exc:
+        if handle_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+        if isinstance(exc, OSError):  # a full or read-only disk, EIO: not a bug
+            raise StateError(
+                f"could not prepare {config.work_dir}: {exc.strerror or exc}"
+                f"{f' ({exc.filename})' if exc.filename else ''}. Free some space, fix the "
+                "permissions or the disk, then run the same command again; nothing committed "
+                "before is lost.") from None
+        raise
     rate = config.effective_requests_per_second
     task = config.task
     counts = prepared.plan.counts
@@ -282,7 +299,6 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
     run: _Run | None = None
     error: BulkgeneError | None = None
     stats = NetStats()
-    loop = asyncio.get_running_loop()
     try:
         async with open_session(config.effective_concurrency + 2,
                                 config.network.timeouts.keepalive_s,
@@ -296,6 +312,8 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
             if handle_signals:
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     loop.add_signal_handler(signum, run.on_signal, signum)
+                for early in early_signals:
+                    run.on_signal(early)
             try:
                 await run.run()
             finally:

@@ -39,6 +39,23 @@ class PreparedRun:
     lock: RunLock
 
 
+def _refuse_orphan_data(out_dir: Path) -> None:
+    """Output files without a checkpoint would be truncated by a fresh start: refuse instead."""
+    data = sorted(p.name for p in out_dir.iterdir()
+                  if (layout.is_shard_name(p.name) or p.name in _DATA_NAMES)
+                  and p.is_file() and p.stat().st_size > 0)
+    if data:
+        shown = ", ".join(data[:5]) + (", ..." if len(data) > 5 else "")
+        raise StateError(
+            f"{out_dir} holds bulkgene output ({shown}) but no checkpoint.json to resume it "
+            "from, so bulkgene can't tell what in it is complete and won't overwrite it. Pass "
+            "--restart to move it aside (nothing is deleted) and start over, or use another "
+            "--out directory.")
+
+
+_DATA_NAMES = frozenset({layout.MISSING_NAME, layout.REPLACED_NAME})
+
+
 def move_aside(work_dir: Path, out_dir: Path) -> Path | None:
     """``--restart``: move the old run next to ``out_dir`` (never delete); its new place.
 
@@ -47,6 +64,12 @@ def move_aside(work_dir: Path, out_dir: Path) -> Path | None:
     """
     if not work_dir.is_dir() or not any(layout.is_ours(p.name) for p in work_dir.iterdir()):
         return None
+    work_dir, out_dir = work_dir.resolve(), out_dir.resolve()
+    cwd = Path.cwd().resolve()
+    if work_dir in (cwd, *cwd.parents) or not out_dir.name:
+        raise StateError(f"--restart would move {work_dir} aside, but it is (or holds) the "
+                         "current directory: run the command from its parent directory "
+                         f"(cd {work_dir.parent}) with --out {work_dir.name}")
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     parent = out_dir.with_name(f"{out_dir.name}.restarted-{stamp}")
     target = parent if work_dir == out_dir else parent / work_dir.name
@@ -132,6 +155,7 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock) -> PreparedRun:
             raise
         state = existing
     else:
+        _refuse_orphan_data(out_dir)
         state = Checkpoint(fingerprint=fingerprint, params=params, inputs=inputs)
     if incoming is not None:
         spool = out_dir / STDIN_SPOOL_NAME

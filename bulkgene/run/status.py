@@ -11,66 +11,129 @@ from typing import Any
 import orjson
 
 from bulkgene.errors import StateError
-from bulkgene.output.layout import SUMMARY_NAME
+from bulkgene.output.layout import PLAN_JSON, SUMMARY_NAME, task_dir_name
 from bulkgene.run import checkpoint as ckpt
 from bulkgene.run.lock import holder_alive, read_lock
-from bulkgene.run.split import task_directories
+from bulkgene.run.split import TaskSpec, task_directories
 
 
 @dataclass
 class TaskStatus:
-    """One task directory as its checkpoint, summary and lock describe it."""
+    """One task directory as its plan, checkpoint, summary and lock describe it."""
 
     directory: str
+    task_index: int
+    task_count: int
     batches_total: int | None
     batches_committed: int
     batches_failed: int
     batches_pending: int | None
-    requested: int | None
+    requested: int | None  # this task's unique IDs, from the input plan
     found: int
     missing: int
+    unverified: int
     failed_ids: int
+    pending_ids: int | None
     rejected: int | None
     records: int
     requests: int
     throttled: int
     last_activity: float
     elapsed_s: float  # of the latest run, to its last commit (to now while it runs)
-    ids_per_s: float  # in the latest run
+    ids_per_s: float  # found or missing IDs per second in the latest run
+    eta_s: float | None  # while running, at the latest run's speed
     running: bool | None  # None: locked by a process on another host
-    complete: bool
+    starting: bool  # locked, nothing committed yet
+    complete: bool  # every requested ID found or missing with a reason, nothing failed
+
+
+def _plan_requested(directory: Path) -> int | None:
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+        return int(orjson.loads((directory / PLAN_JSON).read_bytes())["requested"])
+    return None
+
+
+def _starting(directory: Path, running: bool | None) -> TaskStatus:
+    return TaskStatus(
+        directory=str(directory), task_index=0, task_count=1, batches_total=None,
+        batches_committed=0, batches_failed=0, batches_pending=None, requested=None, found=0,
+        missing=0, unverified=0, failed_ids=0, pending_ids=None, rejected=None, records=0,
+        requests=0, throttled=0, last_activity=time.time(), elapsed_s=0.0, ids_per_s=0.0,
+        eta_s=None, running=running, starting=True, complete=False)
 
 
 def task_status(directory: Path) -> TaskStatus:
+    """The status of one task directory; StateError if it holds no run at all."""
+    holder = read_lock(directory)
+    running = holder_alive(holder) if holder else False
     state = ckpt.load(directory)
     if state is None:
+        if running is not False:
+            return _starting(directory, running)
         raise StateError(f"{directory} has no checkpoint.json: nothing has been committed there")
     summary: dict[str, Any] = {}
     with contextlib.suppress(OSError, orjson.JSONDecodeError):
         summary = orjson.loads((directory / SUMMARY_NAME).read_bytes())
-    holder = read_lock(directory)
-    running = holder_alive(holder) if holder else False
-    total = state.total_batches
+    task = TaskSpec(int(state.params.get("task_index", 0)), int(state.params.get("task_count", 1)))
+    plan_ids = _plan_requested(directory)
+    batch_size = int(state.params.get("batch_size", 1000))
+    total, requested = (task.share(plan_ids, batch_size) if plan_ids is not None
+                        else (state.total_batches, None))
     failed = len(state.failed)
     pending = None if total is None else total - state.committed_batches - failed
     totals = state.totals
+    answered = state.ids_done
+    failed_ids = sum(state.failed.values())
+    pending_ids = None if requested is None else requested - answered - failed_ids
     end = time.time() if running else state.updated_at
     elapsed = max(0.0, end - state.run_started_at) if state.run_started_at else 0.0
-    rate = (state.ids_done - state.run_ids_at_start) / elapsed if elapsed > 0 else 0.0
+    rate = (answered - state.run_ids_at_start) / elapsed if elapsed > 0 else 0.0
+    eta = pending_ids / rate if running and pending_ids is not None and rate > 0 else None
     return TaskStatus(
-        directory=str(directory), batches_total=total,
-        batches_committed=state.committed_batches, batches_failed=failed,
-        batches_pending=pending, requested=summary.get("requested"),
-        found=totals.get("found", 0), missing=totals.get("missing", 0),
-        failed_ids=sum(state.failed.values()), rejected=summary.get("rejected"),
+        directory=str(directory), task_index=task.index, task_count=task.count,
+        batches_total=total, batches_committed=state.committed_batches, batches_failed=failed,
+        batches_pending=pending, requested=requested, found=totals.get("found", 0),
+        missing=totals.get("missing", 0), unverified=totals.get("unverified", 0),
+        failed_ids=failed_ids, pending_ids=pending_ids, rejected=summary.get("rejected"),
         records=totals.get("records", 0), requests=totals.get("requests", 0),
         throttled=totals.get("throttled", 0), last_activity=state.updated_at,
-        elapsed_s=round(elapsed, 3), ids_per_s=round(rate, 1), running=running,
-        complete=pending == 0 and failed == 0 and not running,
-    )
+        elapsed_s=round(elapsed, 3), ids_per_s=round(rate, 1),
+        eta_s=None if eta is None else round(eta, 1), running=running, starting=False,
+        complete=(requested is not None and pending_ids == 0 and pending == 0 and failed == 0
+                  and not running))
+
+
+def incomplete_reasons(statuses: list[TaskStatus]) -> list[str]:
+    """Why a directory isn't complete, in words that say what to do; [] when it is."""
+    reasons: list[str] = []
+    expected = max((s.task_count for s in statuses), default=1)
+    present = {s.task_index for s in statuses if not s.starting}
+    if expected > 1:
+        absent = sorted(set(range(expected)) - present)
+        if absent:
+            names = ", ".join(task_dir_name(i) for i in absent[:10])
+            reasons.append(f"{len(absent)} of {expected} array tasks have written nothing "
+                           f"({names}{', ...' if len(absent) > 10 else ''}): run them")
+    for s in statuses:
+        name = Path(s.directory).name if expected > 1 else s.directory
+        if s.starting:
+            reasons.append(f"{name}: a run is starting; nothing is committed yet")
+        elif s.running:
+            reasons.append(f"{name}: still running ({s.pending_ids} IDs pending)")
+        elif s.requested is None:
+            reasons.append(f"{name}: the input plan (plan.json) can't be read, so it can't be "
+                           "told whether every requested ID was fetched: re-run the fetch")
+        elif s.batches_failed:
+            reasons.append(f"{name}: {s.batches_failed} batches ({s.failed_ids} IDs) failed: "
+                           "re-run the same fetch command to retry them")
+        elif s.pending_ids:
+            reasons.append(f"{name}: interrupted, {s.pending_ids} of {s.requested} IDs "
+                           "pending: re-run the same fetch command to finish")
+    return reasons
 
 
 def directory_status(out_dir: Path) -> list[TaskStatus]:
+    """Every task of ``out_dir``; StateError if it holds no run."""
     directories = task_directories(out_dir)
     if not directories:
         raise StateError(f"{out_dir} holds no bulkgene run (no checkpoint.json, no task-* "
@@ -85,7 +148,11 @@ def as_json(statuses: list[TaskStatus]) -> bytes:
         "requests", "throttled")}
     total["batches_total"] = (None if any(s.batches_total is None for s in statuses)
                               else sum(s.batches_total or 0 for s in statuses))
-    total["complete"] = all(s.complete for s in statuses)
+    total["requested"] = (None if any(s.requested is None for s in statuses)
+                          else sum(s.requested or 0 for s in statuses))
+    total["pending_ids"] = (None if any(s.pending_ids is None for s in statuses)
+                            else sum(s.pending_ids or 0 for s in statuses))
+    total["complete"] = not incomplete_reasons(statuses)
     total["running"] = sum(1 for s in statuses if s.running)
     return orjson.dumps({"tasks": tasks, "total": total}, option=orjson.OPT_INDENT_2) + b"\n"
 
@@ -99,29 +166,49 @@ def _age(timestamp: float) -> str:
     return f"{seconds / 3600:.1f}h ago"
 
 
+def _known(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
 def as_table(statuses: list[TaskStatus]) -> str:
-    header = ("task", "batches", "failed", "pending", "found", "missing", "records",
-              "throttled", "elapsed", "IDs/s", "last commit", "state")
+    header = ("task", "batches", "failed", "IDs", "pending", "found", "missing", "records",
+              "throttled", "elapsed", "IDs/s", "ETA", "last commit", "state")
     rows = []
     for s in statuses:
-        state = ("running" if s.running else "locked elsewhere" if s.running is None
-                 else "complete" if s.complete else "stopped")
+        state = ("starting" if s.starting else "running" if s.running
+                 else "locked elsewhere" if s.running is None
+                 else "complete" if s.complete else "incomplete")
         rows.append((Path(s.directory).name, f"{s.batches_committed}/{s.batches_total or '?'}",
-                     str(s.batches_failed), "?" if s.batches_pending is None else str(s.batches_pending),
+                     str(s.batches_failed), _known(s.requested), _known(s.pending_ids),
                      str(s.found), str(s.missing), str(s.records), str(s.throttled),
-                     f"{s.elapsed_s:.0f}s", f"{s.ids_per_s:.0f}", _age(s.last_activity), state))
+                     f"{s.elapsed_s:.0f}s", f"{s.ids_per_s:.0f}", _eta(s.eta_s),
+                     _age(s.last_activity), state))
     if len(statuses) > 1:
         known = all(s.batches_total is not None for s in statuses)
         rows.append(("total",
                      f"{sum(s.batches_committed for s in statuses)}/"
                      f"{sum(s.batches_total or 0 for s in statuses) if known else '?'}",
                      str(sum(s.batches_failed for s in statuses)),
-                     str(sum(s.batches_pending or 0 for s in statuses)) if known else "?",
+                     _known(None if any(s.requested is None for s in statuses)
+                            else sum(s.requested or 0 for s in statuses)),
+                     _known(None if any(s.pending_ids is None for s in statuses)
+                            else sum(s.pending_ids or 0 for s in statuses)),
                      str(sum(s.found for s in statuses)), str(sum(s.missing for s in statuses)),
                      str(sum(s.records for s in statuses)),
                      str(sum(s.throttled for s in statuses)),
                      f"{max(s.elapsed_s for s in statuses):.0f}s",
                      f"{sum(s.ids_per_s for s in statuses):.0f}",
+                     _eta(max((s.eta_s for s in statuses if s.eta_s is not None), default=None)),
                      _age(max(s.last_activity for s in statuses)),
                      f"{sum(1 for s in statuses if s.running)} running"))
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]

@@ -16,12 +16,13 @@ from pathlib import Path
 import msgspec
 import orjson
 
-from bulkgene.errors import CorruptCheckpoint
+from bulkgene.errors import CorruptCheckpoint, StateError
 from bulkgene.input.idset import MAX_GENE_ID, IdBitmap
 from bulkgene.ncbi.tsv import GENE_ID_FIELD, GENE_ID_HEADER
 from bulkgene.output.layout import MISSING_NAME, SUMMARY_NAME, is_shard_name
 from bulkgene.run import checkpoint as ckpt
 from bulkgene.run.split import task_directories
+from bulkgene.run.status import directory_status, incomplete_reasons
 
 _MAX_PROBLEMS_PER_KIND = 20
 
@@ -119,6 +120,10 @@ def verify(out_dir: Path) -> Verdict:
         _check_accounting(directory, state, task_records, verdict)
     if verdict.duplicates > _MAX_PROBLEMS_PER_KIND:
         verdict.problems.append(f"... {verdict.duplicates} duplicate GeneIDs in all")
+    try:  # complete: every requested ID found or missing with a reason, in every task
+        verdict.problems.extend(incomplete_reasons(directory_status(out_dir)))
+    except (StateError, CorruptCheckpoint) as exc:
+        verdict.problems.append(str(exc))
     return verdict
 
 

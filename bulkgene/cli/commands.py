@@ -97,17 +97,31 @@ def demo(out_dir: Path | None) -> None:
     through it with the real pipeline (rate limit, paging, checkpoint), prints the
     summary and the commands to look at the output. No network access is needed.
     """
+    import shutil
     import tempfile
 
-    from bulkgene.cli.demo import how_to_look, run_demo
+    from bulkgene.cli.demo import SYNTHETIC_NOTE, how_to_look, preview, run_demo
 
+    scratch: Path | None = None
     if out_dir is None:
-        out_dir = Path(tempfile.mkdtemp(prefix="bulkgene-demo-")) / "genes"
+        scratch = Path(tempfile.mkdtemp(prefix="bulkgene-demo-"))
+    target = out_dir if out_dir is not None else Path(str(scratch)) / "genes"
     terminal = Terminal(sys.stderr, live=sys.stderr.isatty())
     configure_logging(0, 0, TerminalLog(terminal))
-    summary = run_demo(out_dir, ProgressReporter(terminal, 5.0))
-    report_end(summary)
-    click.echo(how_to_look(out_dir))
+    try:
+        summary = run_demo(target, ProgressReporter(terminal, 5.0))
+        click.echo(SYNTHETIC_NOTE)
+        if out_dir is not None:
+            report_end(summary)
+            click.echo(how_to_look(out_dir))
+        else:
+            click.echo(f"bulkgene demo: {summary.line()}")
+            click.echo(preview(target))
+            click.echo("The demo's temporary directory was removed again; `bulkgene demo --out "
+                       "DIR` keeps the output and shows commands to read it.")
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     sys.exit(summary.exit_code)
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 from pathlib import Path
+
+import orjson
 
 from bulkgene.config import DownloadConfig, NetworkSpec, OutputSpec
 from bulkgene.run.pipeline import download
@@ -37,6 +41,25 @@ def run_demo(out_dir: Path, progress: ProgressReporter | None) -> Summary:
                                 output=OutputSpec(batch_size=50), restart=True,
                                 progress_interval_s=5)
         return asyncio.run(download(config, handle_signals=True, progress=progress))
+
+
+SYNTHETIC_NOTE = ("Note: the demo's genes come from bulkgene's local emulator, not from NCBI: "
+                  "their symbols, descriptions, missing and replaced IDs are synthetic.")
+
+
+def preview(out_dir: Path) -> str:
+    """A few genes and missing IDs of a demo run, for when its directory is not kept."""
+    lines = ["A few (synthetic) records:"]
+    shard = out_dir / "shard-0000.ndjson"
+    with contextlib.suppress(OSError), open(shard, "rb") as handle:
+        for line in itertools.islice(handle, 3):
+            gene = orjson.loads(line).get("gene", {})
+            lines.append(f"  {gene.get('gene_id')}\t{gene.get('symbol')}\t"
+                         f"{gene.get('description')}")
+    with contextlib.suppress(OSError):
+        rows = (out_dir / "missing.tsv").read_text().splitlines()[1:4]
+        lines += ["A few missing IDs (gene_id, reason):", *(f"  {row}" for row in rows)]
+    return "\n".join(lines)
 
 
 def how_to_look(out_dir: Path) -> str:

@@ -43,6 +43,7 @@ from bulkgene.net.pacer import AdaptiveRateLimiter
 from bulkgene.net.policy import Action, action_for, backoff_s, parse_retry_after
 
 log = logging.getLogger("bulkgene")
+TRACE = 5  # -vv: every request and its answer
 
 REJECTED_BY_SERVER = "REJECTED_BY_SERVER"
 PROBE_GENE_ID = 7157  # TP53, human: exists on every NCBI Gene release
@@ -275,7 +276,7 @@ class GeneClient:
                                             f"{len(gene_ids)} GeneIDs can need")
             except (_RestartChain, InvalidPage) as exc:
                 self.stats.retries += 1  # the chain is fetched again: a retry of its own kind
-                log.info("restarting a batch from page 1: %s", exc)
+                log.debug("restarting a batch from page 1: %s", exc)
                 continue
         raise _GaveUp("the server's page chain kept breaking (tokens refused, repeated or "
                       "pages that don't add up)")
@@ -360,6 +361,10 @@ class GeneClient:
                 self._check_unreachable(failure)
             else:
                 self.stats.bytes += len(reply.body)
+                log.log(TRACE, "%s %s -> HTTP %d, %d bytes, limit %s, remaining %s", method,
+                        path if len(path) < 60 else path[:57] + "...", reply.status,
+                        len(reply.body), reply.headers.get("X-RateLimit-Limit", "-"),
+                        reply.headers.get("X-RateLimit-Remaining", "-"))
                 self._read_server_limits(reply.headers)
                 action = action_for(reply.status)
                 if action is Action.USE:
@@ -377,7 +382,8 @@ class GeneClient:
                     self.limiter.on_throttled(retry_after, _float_header(
                         reply.headers, "X-RateLimit-Limit"))
                     reason = "HTTP 429 Too Many Requests"
-                    log.info("HTTP 429: the server asks us to slow down")
+                    log.debug("HTTP 429: the server asks us to slow down (limit %s)",
+                              reply.headers.get("X-RateLimit-Limit", "not given"))
                 elif action is Action.RETRY:
                     retry_after = parse_retry_after(reply.headers.get("Retry-After"),
                                                     network.retry.retry_after_cap_s)
@@ -398,7 +404,8 @@ class GeneClient:
                 raise _GaveUp(f"gave up after {attempt_number} attempts; last: {reason}")
             self.stats.retries += 1
             delay = backoff_s(network.retry, attempt_number, retry_after, self.rng)
-            log.info("retrying in %.1f s: %s", delay, reason)
+            log.debug("retrying in %.1f s (attempt %d of %d): %s", delay, attempt_number + 1,
+                      max_attempts, reason)
             await asyncio.sleep(delay)
 
     def _raise_final(self, action: Action, reply: Reply) -> None:

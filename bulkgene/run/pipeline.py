@@ -61,6 +61,8 @@ class _Run:
         self._committed_stats = NetStats()
         self.results_done = asyncio.Event()
         self.write_failed = False
+        self._started = time.monotonic()
+        self._done_at_start = prepared.checkpoint.ids_done
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -71,6 +73,9 @@ class _Run:
             reporter = group.create_task(self._report())
             await self.results_done.wait()
             reporter.cancel()
+        if self.progress is not None:  # the last word: where the run ended, 100 % if done
+            self.progress.update(self.snapshot(time.monotonic() - self._started,
+                                               self._done_at_start))
 
     async def _produce(self) -> None:
         checkpoint = self.prepared.checkpoint
@@ -167,11 +172,10 @@ class _Run:
     async def _report(self) -> None:
         if self.progress is None:
             return
-        started = time.monotonic()
-        done_at_start = self.ids_done()
         while True:
             await asyncio.sleep(self.progress.tick_s)
-            self.progress.update(self.snapshot(time.monotonic() - started, done_at_start))
+            self.progress.update(self.snapshot(time.monotonic() - self._started,
+                                               self._done_at_start))
 
     def ids_done(self) -> int:
         return self.prepared.checkpoint.ids_done

@@ -8,6 +8,7 @@ garble each other. Without a terminal nothing is redrawn and no carriage return 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from typing import TextIO
@@ -58,11 +59,19 @@ def describe(snapshot: Snapshot) -> str:
             f"{snapshot.throttled} throttled")
 
 
-def bar(snapshot: Snapshot, width: int = 24) -> str:
-    """The progress as a bar for a terminal line."""
+def bar(snapshot: Snapshot, columns: int = 120) -> str:
+    """The progress as a bar that fits a terminal line of ``columns`` characters."""
     fraction = snapshot.ids_done / snapshot.ids_total if snapshot.ids_total else 1.0
+    text = (f"{100 * fraction:5.1f}% {snapshot.ids_done}/{snapshot.ids_total} IDs, "
+            f"{snapshot.ids_per_s:.0f}/s, ETA {_duration(snapshot.eta_s)}")
+    if snapshot.retries or snapshot.throttled or snapshot.batches_failed:
+        text += (f", {snapshot.retries} retried, {snapshot.throttled} throttled, "
+                 f"{snapshot.batches_failed} batches failed")
+    width = max(0, min(30, columns - 1 - len(text) - 3))
     filled = round(fraction * width)
-    return f"[{'#' * filled}{'.' * (width - filled)}] {describe(snapshot)}"
+    line = f"[{'#' * filled}{'.' * (width - filled)}] {text}" if width >= 5 else text
+    # one character short of the width: a full line makes some terminals wrap at redraw
+    return line[: max(1, columns - 1)]
 
 
 class Terminal:
@@ -126,7 +135,7 @@ class ProgressReporter:
 
     def update(self, snapshot: Snapshot) -> None:
         if self.terminal is not None and self.terminal.live:
-            self.terminal.show(bar(snapshot))
+            self.terminal.show(bar(snapshot, shutil.get_terminal_size((120, 24)).columns))
         else:
             logging.getLogger("bulkgene").info("%s", describe(snapshot))
 

@@ -284,7 +284,8 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
                 loop.remove_signal_handler(signum)
         if isinstance(exc, OSError):  # a full or read-only disk, EIO: not a bug
             raise StateError(
-                f"could not prepare {config.work_dir}: {exc.strerror or exc}"
+                f"writing to {config.work_dir} failed while preparing the run: "
+                f"{exc.strerror or exc}"
                 f"{f' ({exc.filename})' if exc.filename else ''}. Free some space, fix the "
                 "permissions or the disk, then run the same command again; nothing committed "
                 "before is lost.") from None

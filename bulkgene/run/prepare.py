@@ -167,6 +167,10 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock) -> PreparedRun:
     store = OutputStore(out_dir, config.output.shards, plan.requested,
                         gzipped=config.output.compress == "gzip", tsv=config.query.format == "tsv")
     store.open(existing)
+    if existing is None:
+        # state before any data: a kill before the first commit leaves a directory that
+        # resumes (cut back to nothing), never data without a checkpoint
+        ckpt.save(out_dir, state)
     return PreparedRun(plan, state, store, existing is not None, lock)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -19,7 +20,7 @@ def test_packing_sends_every_id_once_in_order_and_under_the_budget(endpoint: str
     assert tuple(gene_id for part in parts for gene_id in part) == ids
     assert all(len(ids_path(endpoint, part)) <= MAX_PATH_BYTES for part in parts)
     # greedy: no part could have taken the next part's first ID
-    for part, following in zip(parts, parts[1:], strict=False):
+    for part, following in itertools.pairwise(parts):
         assert len(ids_path(endpoint, (*part, following[0]))) > MAX_PATH_BYTES
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sys
 import traceback
 from pathlib import Path
@@ -43,7 +42,7 @@ from bulkgene.config import (
     Timeouts,
     default_of,
 )
-from bulkgene.errors import EXIT_INTERRUPTED, BulkgeneError, ConfigError
+from bulkgene.errors import BulkgeneError, ConfigError
 from bulkgene.input.lines import Reject
 from bulkgene.run import split
 from bulkgene.run.progress import ProgressReporter, Terminal, TerminalLog
@@ -215,7 +214,6 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
     replaced.tsv, rejects.tsv and summary.json beside them. Kill it at any time and run
     the same command again: it resumes, and every gene ends up exactly once.
     """
-    _exit_interrupted_on_signals()  # until the download takes the signals over
     show_progress = progress if progress is not None else quiet == 0
     terminal = Terminal(sys.stderr, live=show_progress and sys.stderr.isatty())
     configure_logging(verbose, quiet, TerminalLog(terminal))
@@ -267,18 +265,6 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
         sys.exit(1)
     report_end(summary)
     sys.exit(summary.exit_code)
-
-
-def _exit_interrupted_on_signals() -> None:
-    """A signal before anything was started still means "interrupted, safe to re-run" (75)."""
-
-    def interrupted(signum: int, _frame: object) -> None:
-        click.echo(f"bulkgene: {signal.Signals(signum).name} before the download started; "
-                   "nothing was changed. Run the same command again.", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, interrupted)
 
 
 def _dry_run(config: DownloadConfig) -> None:

@@ -50,7 +50,6 @@ PROBE_GENE_ID = 7157  # TP53, human: exists on every NCBI Gene release
 _PROBE_VALID_S = 60.0  # a successful probe vouches for the endpoint this long
 _STALE_RESENDS = 3  # a dead pooled connection is no failure, but a loop of them is
 _NOT_FOUND_ATTEMPTS = 3  # a 404 is retried like a transient error this often
-_UNREACHABLE_S = 15.0  # before any success, a host that can't be reached stops the run
 _FALLBACK_ENDPOINTS = ("gene-id-report", "dataset-report", "gene-id")
 _REQUEST_ID_HEADERS = ("Ncbi-Phid", "X-Request-Id")
 T = TypeVar("T")
@@ -449,7 +448,7 @@ class GeneClient:
         now = asyncio.get_running_loop().time()
         if self._first_failure_at is None:
             self._first_failure_at = now
-        if now - self._first_failure_at < _UNREACHABLE_S:
+        if now - self._first_failure_at < self.config.network.retry.unreachable_s:
             return
         host = urlsplit(self.config.network.base_url).hostname
         proxy = next((f" through the proxy {urlsplit(value).hostname}" for value in

@@ -1,0 +1,147 @@
+"""Never a false success: exit 0, "complete" and verify ok only when the user has it all."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import (
+    cli_command,
+    cli_env,
+    make_config,
+    run_cli,
+    served,
+    write_ids,
+)
+
+import bulkgene
+from bulkgene.config import RetryPolicy
+from bulkgene.errors import FatalHTTPError, FingerprintMismatch
+from bulkgene.testing import EmulatorThread
+
+FAST = RetryPolicy(max_attempts=2, backoff_base_s=0.01, backoff_cap_s=0.02, unreachable_s=0.5)
+
+
+def _fetch(source: Path, out: Path, *extra: str) -> list[str]:
+    return ["fetch", str(source), "--out", str(out), "--batch-size", "20", "--rate", "200",
+            "--retry-wait", "0.01", "--no-progress", *extra]
+
+
+def test_verify_and_status_fail_for_a_directory_with_an_array_task_missing(
+        emulator: EmulatorThread, tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", range(1, 101))
+    out = tmp_path / "out"
+    done = run_cli(*_fetch(source, out, "--task-index", "0", "--task-count", "2"),
+                   env=cli_env(emulator.base_url))
+    assert done.returncode == 0, done.stderr.decode()
+    verify = run_cli("verify", str(out))
+    assert verify.returncode == 1
+    assert b"task-0001" in verify.stderr and b"run them" in verify.stderr
+    status = run_cli("status", str(out), "--json")
+    assert json.loads(status.stdout)["total"]["complete"] is False
+
+
+def test_verify_fails_when_every_batch_failed(make_emulator: object, tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator(faults={"http_503": 1.0})  # type: ignore[operator]
+    source = write_ids(tmp_path / "ids.txt", range(1, 61))
+    out = tmp_path / "out"
+    result = run_cli(*_fetch(source, out, "--max-attempts", "1"), env=cli_env(emulator.base_url))
+    assert result.returncode == 3
+    verify = run_cli("verify", str(out))
+    assert verify.returncode == 1 and b"failed" in verify.stderr
+    assert json.loads(run_cli("status", str(out), "--json").stdout)["total"]["complete"] is False
+
+
+def test_an_interrupted_run_is_not_complete_until_it_is_finished(make_emulator: object,
+                                                                 tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator(latency_s=0.05)  # type: ignore[operator]
+    source = write_ids(tmp_path / "ids.txt", range(1, 2001))
+    out = tmp_path / "out"
+    args = ["fetch", str(source), "--out", str(out), "--batch-size", "20", "--rate", "20",
+            "--no-progress"]
+    process = subprocess.Popen(cli_command(*args), env=cli_env(emulator.base_url),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # driven by observed progress: a few commits
+        summary_free = (out / "checkpoint.json")
+        if summary_free.exists() and b'"done_below": 0,' not in summary_free.read_bytes():
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 75, stderr.decode()
+    verify = run_cli("verify", str(out))
+    assert verify.returncode == 1 and b"pending" in verify.stderr
+    status = json.loads(run_cli("status", str(out), "--json").stdout)
+    assert status["total"]["complete"] is False and status["total"]["pending_ids"] > 0
+    assert run_cli(*args, env=cli_env(emulator.base_url)).returncode == 0
+    assert run_cli("verify", str(out)).returncode == 0
+
+
+async def test_a_directory_filled_from_another_server_is_not_resumed(emulator: EmulatorThread,
+                                                                     tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", range(1, 41))
+    out = tmp_path / "out"
+    await bulkgene.download(make_config([str(source)], out, base_url=emulator.base_url,
+                                        requests_per_second=200.0, progress_interval_s=0))
+    other = emulator.base_url.replace("127.0.0.1", "localhost")
+    with pytest.raises(FingerprintMismatch, match="server") as caught:
+        await bulkgene.download(make_config([str(source)], out, base_url=other,
+                                            progress_interval_s=0))
+    assert "http://127.0.0.1" in str(caught.value) and "http://localhost" in str(caught.value)
+
+
+async def test_an_unreachable_host_stops_the_run_naming_it(tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", range(1, 41))
+    config = make_config([str(source)], tmp_path / "out",
+                         base_url="http://127.0.0.1:9/datasets/v2",  # discard: refused
+                         retry=RetryPolicy(max_attempts=1000, backoff_base_s=0.01,
+                                           backoff_cap_s=0.05, unreachable_s=0.3),
+                         requests_per_second=100.0, progress_interval_s=0)
+    with pytest.raises(FatalHTTPError, match=r"cannot reach 127\.0\.0\.1") as caught:
+        await bulkgene.download(config)
+    assert "doctor" in str(caught.value)
+    assert caught.value.summary is not None and caught.value.summary.found == 0
+
+
+async def test_a_setting_the_server_refuses_everywhere_stops_the_run(emulator: EmulatorThread,
+                                                                     tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", range(1, 101))
+    config = make_config([str(source)], tmp_path / "out", base_url=emulator.base_url,
+                         format="tsv", table_fields=("gene-id", "symbl"), retry=FAST,
+                         requests_per_second=200.0, progress_interval_s=0)
+    with pytest.raises(FatalHTTPError, match="symbl"):
+        await bulkgene.download(config)
+    arrivals = served(emulator.state.arrivals())
+    assert len(arrivals) < 10, "no split down to single IDs: the probe shows it's systematic"
+    missing = tmp_path / "out" / "missing.tsv"
+    assert not missing.exists() or not missing.read_text().splitlines()[1:], "nothing 'missing'"
+
+
+def test_sigterm_once_the_command_is_loaded_exits_75() -> None:
+    # the earliest moment bulkgene's own code runs: the command line's package is imported
+    code = ("import os, signal, time; import bulkgene.cli; os.kill(os.getpid(), signal.SIGTERM); "
+            "time.sleep(5)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
+                            check=False)
+    assert result.returncode == 75, result.stderr.decode()
+    assert b"Run the same command again" in result.stderr
+
+
+def test_sigterm_while_the_input_is_read_exits_75(emulator: EmulatorThread,
+                                                  tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", range(1, 400_001))
+    out = tmp_path / "out"
+    process = subprocess.Popen(cli_command(*_fetch(source, out)), env=cli_env(emulator.base_url),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not out.exists() and time.monotonic() < deadline:  # prepare has begun
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 75, stderr.decode()

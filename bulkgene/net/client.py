@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
+import msgspec
 import orjson
 
 from bulkgene.config import DownloadConfig
@@ -52,6 +53,9 @@ _STALE_RESENDS = 3  # a dead pooled connection is no failure, but a loop of them
 _NOT_FOUND_ATTEMPTS = 3  # a 404 is retried like a transient error this often
 _FALLBACK_ENDPOINTS = ("gene-id-report", "dataset-report", "gene-id")
 _REQUEST_ID_HEADERS = ("Ncbi-Phid", "X-Request-Id")
+# what parsing a hostile body can raise besides InvalidPage (bad UTF-8, nesting, numbers)
+_UNTRUSTED_BODY_ERRORS = (ValueError, UnicodeError, RecursionError, OverflowError,
+                          msgspec.DecodeError)
 T = TypeVar("T")
 AnswerT = TypeVar("AnswerT", BatchAnswer, TsvAnswer)
 
@@ -371,6 +375,8 @@ class GeneClient:
                         result = read(reply)
                     except InvalidPage as exc:
                         reason = f"invalid page: {exc}"
+                    except _UNTRUSTED_BODY_ERRORS as exc:  # whatever a body holds, no crash
+                        reason = f"invalid page: {type(exc).__name__}: {str(exc)[:100]}"
                     else:
                         self._succeeded()
                         return result

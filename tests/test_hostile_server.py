@@ -1,0 +1,130 @@
+"""Nothing a server sends can crash bulkgene: malformed, huge, endless or trickling answers."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+from pathlib import Path
+
+import orjson
+import pytest
+from aiohttp import web
+from helpers import make_config, write_ids
+from hostile import HostileServer
+
+import bulkgene
+from bulkgene.config import RetryPolicy, Timeouts
+from bulkgene.errors import EXIT_FAILED_BATCHES
+
+RETRY = RetryPolicy(max_attempts=2, backoff_base_s=0.01, backoff_cap_s=0.02)
+
+
+def _ids(request: web.Request) -> list[str]:
+    return request.match_info["tail"].split("/")[-1].split(",")
+
+
+def _page(reports: list[bytes], **extra: object) -> bytes:
+    head = orjson.dumps(extra)[1:-1]
+    return b'{"reports":[' + b",".join(reports) + b"]" + (b"," + head if head else b"") + b"}"
+
+
+def _report(gene_id: str, query: str) -> bytes:
+    return b'{"gene":{"gene_id":"%s"},"query":["%s"]}' % (gene_id.encode(), query.encode())
+
+
+async def _run(server: HostileServer, tmp_path: Path, **settings: object) -> bulkgene.Summary:
+    source = write_ids(tmp_path / "ids.txt", [7157, 672])
+    config = make_config([str(source)], tmp_path / "out", base_url=server.base_url,
+                         retry=RETRY, requests_per_second=100.0, progress_interval_s=0,
+                         **settings)
+    return await bulkgene.download(config)
+
+
+def _bad_page(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type="application/json")
+
+
+MALFORMED = {
+    "superscript-two": _page([_report("²", "7157")], total_count=1),
+    "deeply-nested": b'{"reports":[' + b"[" * 5000 + b"]" * 5000 + b'],"total_count":1}',
+    "multi-line-bad-utf8": (b'{"reports":[{"gene":{"gene_id":"7157","symbol":"\xff\xfe"},\n'
+                            b'"query":["7157"]}],"total_count":1}'),
+    "error-envelope-in-a-200": b'{"error":"Internal","code":500,"message":"oops"}',
+    "huge-total-count": _page([_report("7157", "7157")], total_count=10**12),
+    "stranger": _page([_report("1", "1")], total_count=1),
+    "truncated": b'{"reports":[{"gene":{"gene_id":"71',
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+async def test_a_malformed_page_is_retried_then_fails_its_batch(tmp_path: Path,
+                                                                name: str) -> None:
+    async def handler(_request: web.Request) -> web.Response:
+        return _bad_page(MALFORMED[name])
+
+    with HostileServer(handler) as server:
+        summary = await _run(server, tmp_path)
+    assert summary.exit_code == EXIT_FAILED_BATCHES and summary.found == 0
+    assert server.requests == RETRY.max_attempts
+    shards = list((tmp_path / "out").glob("shard-*"))
+    assert all(shard.stat().st_size == 0 for shard in shards), "nothing invalid is written"
+
+
+async def test_an_endless_page_chain_is_cut_at_what_the_ids_can_need(tmp_path: Path) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        first = "page_token" not in request.query
+        extra: dict[str, object] = {"next_page_token": f"t{request.query.get('page_token', '')}x"}
+        if first:
+            extra["total_count"] = 2
+        ids = _ids(request)
+        return _bad_page(_page([_report(ids[0], ids[0])] if first else [], **extra))
+
+    with HostileServer(handler) as server:
+        summary = await _run(server, tmp_path)
+    assert summary.exit_code == EXIT_FAILED_BATCHES
+    # 2 IDs fit one page: at most 2 pages per chain, chains bounded by max_attempts
+    assert server.requests <= 2 * RETRY.max_attempts
+
+
+async def test_an_oversized_or_bomb_answer_is_cut_off_and_retried(tmp_path: Path) -> None:
+    bomb = gzip.compress(b" " * (64 << 20), compresslevel=9)  # 64 MiB of spaces in ~64 KB
+
+    async def handler(_request: web.Request) -> web.Response:
+        return web.Response(body=bomb, headers={"Content-Encoding": "gzip",
+                                                "Content-Type": "application/json"})
+
+    with HostileServer(handler) as server:
+        summary = await _run(server, tmp_path, max_response_bytes=1 << 20)
+    assert summary.exit_code == EXIT_FAILED_BATCHES
+    assert server.requests == RETRY.max_attempts
+
+
+async def test_a_trickling_body_is_cut_by_the_attempt_timeout(tmp_path: Path) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for byte in _page([_report("7157", "7157")], total_count=1):
+            await response.write(bytes([byte]))
+            await asyncio.sleep(0.05)
+        return response
+
+    with HostileServer(handler) as server:
+        summary = await _run(server, tmp_path,
+                             timeouts=Timeouts(read_stall_s=5, attempt_s=0.3))
+    assert summary.exit_code == EXIT_FAILED_BATCHES and summary.found == 0
+    assert server.requests == RETRY.max_attempts
+
+
+async def test_an_absurd_server_rate_limit_is_refused_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        ids = _ids(request)
+        return web.Response(body=_page([_report(i, i) for i in ids], total_count=len(ids)),
+                            content_type="application/json",
+                            headers={"X-RateLimit-Limit": "0.01", "X-RateLimit-Remaining": "0"})
+
+    with caplog.at_level(logging.WARNING, logger="bulkgene"), HostileServer(handler) as server:
+        summary = await _run(server, tmp_path)
+    assert summary.exit_code == 0 and summary.found == 2
+    assert "X-RateLimit-Limit" in caplog.text

@@ -25,7 +25,7 @@ from helpers import (
 
 from bulkgene.errors import ConfigError
 from bulkgene.run import checkpoint
-from bulkgene.run.split import TaskSpec, from_slurm, resolve
+from bulkgene.run.split import TaskSpec, from_slurm, resolve, unsplit_array_note
 from bulkgene.testing import EmulatorThread
 
 
@@ -45,9 +45,22 @@ def test_irregular_arrays_and_half_given_options_are_refused() -> None:
         from_slurm({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "3",
                     "SLURM_ARRAY_TASK_MIN": "1"})  # --array=1,4,9
     with pytest.raises(ConfigError, match="go together"):
-        resolve(1, None, {})
-    assert resolve(1, 3, {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "2",
-                          "SLURM_ARRAY_TASK_MIN": "0"}) == TaskSpec(1, 3)
+        resolve(1, None, env={})
+    array = {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "2",
+             "SLURM_ARRAY_TASK_MIN": "0"}
+    assert resolve(1, 3, env=array) == TaskSpec(1, 3)
+    with pytest.raises(ConfigError, match="--split slurm needs a SLURM array task"):
+        resolve(None, None, "slurm", env={})
+
+
+def test_an_array_task_splits_its_input_only_when_asked() -> None:
+    array = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "3",
+             "SLURM_ARRAY_TASK_MIN": "0"}
+    assert resolve(None, None, env=array) == TaskSpec(0, 1), "the whole input by default"
+    assert resolve(None, None, "slurm", env=array) == TaskSpec(1, 3)
+    note = unsplit_array_note(array)
+    assert note is not None and "--split slurm" in note
+    assert unsplit_array_note({}) is None
 
 
 def test_default_rate_is_the_budget_divided_by_tasks(tmp_path: Path) -> None:

@@ -177,10 +177,13 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
               default=default_of(RetryPolicy, "outage_s"), show_default=True,
               help="Stop (resumably) when no request has succeeded for this many seconds.")
 @click.option("--task-index", type=click.IntRange(0), default=None,
-              help="This task's number, 0..N-1. [default: from $SLURM_ARRAY_TASK_ID, else 0]")
+              help="This task's number, 0..N-1, when N processes share one input.")
 @click.option("--task-count", type=click.IntRange(1), default=None,
-              help="How many tasks split the input (batch b goes to task b mod N). "
-              "[default: from $SLURM_ARRAY_TASK_COUNT, else 1]")
+              help="How many tasks split the input (batch b goes to task b mod N).")
+@click.option("--split", "split_mode", type=click.Choice(["slurm"]), default=None,
+              help="Share the input among the tasks of a SLURM array: index and count from "
+              "$SLURM_ARRAY_TASK_ID/_COUNT/_MIN/_STEP. Without it (or --task-*), an array task "
+              "fetches its whole input.")
 @click.option("--restart", is_flag=True,
               help="Move an existing run in --out aside (renamed, never deleted) and start over.")
 @click.option("--progress/--no-progress", default=None,
@@ -204,7 +207,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
           shards: int, max_attempts: int, retry_wait: float, connect_timeout: float,
           read_timeout: float, attempt_timeout: float, max_response_mb: int,
           outage_after: float, task_index: int | None,
-          task_count: int | None, restart: bool, progress: bool | None,
+          task_count: int | None, split_mode: str | None, restart: bool, progress: bool | None,
           progress_interval: float, dry_run: bool, quiet: int, verbose: int) -> None:
     """Download the gene reports of every GeneID in INPUT... (files, .gz, or - for stdin).
 
@@ -236,7 +239,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
                 timeouts=Timeouts(connect_s=connect_timeout, read_stall_s=read_timeout,
                                   attempt_s=attempt_timeout),
                 max_response_bytes=max_response_mb << 20),
-            task=split.resolve(task_index, task_count),
+            task=split.resolve(task_index, task_count, split_mode),
             progress_interval_s=progress_interval if show_progress else 0,
         )
     except ConfigError as exc:

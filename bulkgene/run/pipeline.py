@@ -33,6 +33,7 @@ from bulkgene.run import checkpoint as ckpt
 from bulkgene.run.checkpoint import write_atomically
 from bulkgene.run.prepare import PreparedRun, prepare
 from bulkgene.run.progress import ProgressReporter, Snapshot
+from bulkgene.run.split import unsplit_array_note
 from bulkgene.run.summary import Summary
 
 log = logging.getLogger("bulkgene")
@@ -301,6 +302,8 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
              counts.duplicates, counts.rejected, task_batches,
              config.output.batch_size, rate, config.effective_concurrency, config.work_dir)
     _warn_about_plain_http(config)
+    if task.count == 1 and (note := unsplit_array_note()):
+        log.info("%s", note)
     run: _Run | None = None
     error: BulkgeneError | None = None
     stats = NetStats()

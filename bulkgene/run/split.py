@@ -75,14 +75,40 @@ def from_slurm(env: Mapping[str, str] | None = None) -> TaskSpec | None:
     return TaskSpec(offset // step, count)
 
 
-def resolve(index: int | None, count: int | None, env: Mapping[str, str] | None = None
-            ) -> TaskSpec:
-    """Explicit options win; else the SLURM array; else a single task."""
+def resolve(index: int | None, count: int | None, split: str | None = None,
+            env: Mapping[str, str] | None = None) -> TaskSpec:
+    """``--task-index/--task-count``, or ``--split slurm``; else one task with the whole input.
+
+    Inside a SLURM array without either, every task fetches its whole input: one array job
+    often runs one task per sample, each with its own list, and splitting that silently
+    would fetch 1/N of each list and call it done.
+    """
     if index is not None or count is not None:
         if index is None or count is None:
             raise ConfigError("--task-index and --task-count go together")
+        if split is not None:
+            raise ConfigError("--split takes the task from the environment: leave out "
+                              "--task-index and --task-count, or --split")
         return TaskSpec(index, count)
-    return from_slurm(env) or TaskSpec()
+    if split == "slurm":
+        spec = from_slurm(env)
+        if spec is None:
+            raise ConfigError("--split slurm needs a SLURM array task ($SLURM_ARRAY_TASK_ID is "
+                              "not set): submit with sbatch --array, or pass --task-index and "
+                              "--task-count")
+        return spec
+    if split is not None:
+        raise ConfigError(f"--split {split!r} is not known: use --split slurm")
+    return TaskSpec()
+
+
+def unsplit_array_note(env: Mapping[str, str] | None = None) -> str | None:
+    """What to say once when running inside an array job without splitting, else None."""
+    env = os.environ if env is None else env
+    if not env.get("SLURM_ARRAY_TASK_ID", "").strip():
+        return None
+    return (f"SLURM array task {env['SLURM_ARRAY_TASK_ID']}: fetching the whole input (pass "
+            "--split slurm to share one list among the array's tasks)")
 
 
 def task_directories(out_dir: Path) -> list[Path]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import re
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -19,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
 
 from bulkgene.errors import FatalHTTPError
 from bulkgene.net.pacer import Slot
@@ -120,6 +123,25 @@ async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> byte
     return b"".join(chunks)
 
 
+_KEEP_ALIVE_MAX = re.compile(r"\bmax\s*=\s*(\d+)", re.IGNORECASE)
+# responses served per pooled connection (keyed by its protocol object, weakly)
+_served: weakref.WeakKeyDictionary[ResponseHandler, int] = weakref.WeakKeyDictionary()
+
+
+def _count_and_close_if_spent(protocol: ResponseHandler, headers: Mapping[str, str]) -> None:
+    """Close a connection that has served the ``max`` of the server's ``Keep-Alive``.
+
+    NCBI closes every connection after 40 answers; a request written into it after that
+    would fail. Closing it ourselves once it has served that many (or the remaining count
+    the header gives, whichever comes first) keeps the pool from reusing it.
+    """
+    served = _served.get(protocol, 0) + 1
+    _served[protocol] = served
+    match = _KEEP_ALIVE_MAX.search(headers.get("Keep-Alive", ""))
+    if match and served >= int(match.group(1)):
+        protocol.close()
+
+
 async def attempt(session: aiohttp.ClientSession, method: str, url: str, *,
                   params: list[tuple[str, str]], json_body: dict[str, Any] | None,
                   headers: Mapping[str, str], client_timeout: aiohttp.ClientTimeout, slot: Slot,
@@ -133,7 +155,10 @@ async def attempt(session: aiohttp.ClientSession, method: str, url: str, *,
                                    timeout=client_timeout, trace_request_ctx=context) as response:
             answered = True
             slot.sent()  # at the latest; the trace hook reports the exact moment
+            protocol = response.connection.protocol if response.connection else None
             body = await _read_capped(response, max_body_bytes)
+            if protocol is not None:
+                _count_and_close_if_spent(protocol, response.headers)
             return Reply(response.status, response.headers, body)
     except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
         host = urlsplit(url).hostname

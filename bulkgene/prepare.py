@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bulkgene import checkpoint as ckpt
-from bulkgene import idplan
+from bulkgene import durable, idplan
 from bulkgene.checkpoint import Checkpoint
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import ConfigError, FingerprintMismatch, StateError
@@ -103,7 +103,7 @@ def move_aside(work_dir: Path, out_dir: Path) -> Path | None:
 def _spool_stdin(out_dir: Path) -> Path:
     """Copy stdin into the directory (beside the old copy) so it can be digested and re-read."""
     incoming = out_dir / (STDIN_SPOOL_NAME + ".new")
-    with open(incoming, "wb") as handle:
+    with durable.create_new(incoming) as handle:
         shutil.copyfileobj(sys.stdin.buffer, handle, 1 << 20)
     return incoming
 
@@ -113,8 +113,7 @@ def _read_input(out_dir: Path, paths: tuple[str, ...], names: tuple[str, ...],
     """The input's plan: reused when it matches, else made while writing rejects.tsv."""
     if (out_dir / REJECTS_NAME).exists() and (plan := idplan.load(out_dir, digests)):
         return plan
-    tmp = out_dir / (REJECTS_NAME + ".tmp")
-    with open(tmp, "wb") as handle:
+    with durable.atomic_file(out_dir / REJECTS_NAME) as handle:
         handle.write(REJECTS_HEADER)
 
         def record(reject: Reject) -> None:
@@ -123,7 +122,6 @@ def _read_input(out_dir: Path, paths: tuple[str, ...], names: tuple[str, ...],
                          .encode())
 
         plan = idplan.build(out_dir, paths, names, digests, record)
-    os.replace(tmp, out_dir / REJECTS_NAME)
     return plan
 
 

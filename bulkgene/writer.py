@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bulkgene import checkpoint as ckpt
+from bulkgene import durable
 from bulkgene.checkpoint import Checkpoint
 from bulkgene.fetcher import BatchFailure, BatchOutcome, BatchResult
 from bulkgene.idset import IdBitmap
@@ -59,7 +60,7 @@ class OutputStore:
         ckpt.cut_back(self.out_dir, self.checkpoint, self.managed_files())
         replaced = self.out_dir / REPLACED_NAME
         if replaced.exists():
-            with open(replaced, "rb") as handle:
+            with durable.open_read(replaced) as handle:
                 handle.readline()  # header
                 for row in handle:
                     returned = int(row.split(b"\t")[1])
@@ -70,7 +71,7 @@ class OutputStore:
     def _handle(self, name: str, header: bytes = b"") -> BinaryIO:
         handle = self._handles.get(name)
         if handle is None:
-            handle = self._handles[name] = open(self.out_dir / name, "ab")  # noqa: SIM115
+            handle = self._handles[name] = durable.open_append(self.out_dir / name)
             if header and handle.tell() == 0:
                 handle.write(header)
         return handle

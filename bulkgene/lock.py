@@ -95,13 +95,14 @@ class RunLock:
     def __init__(self, directory: Path) -> None:
         self.path = directory / LOCK_NAME
         self._held: tuple[int, int] | None = None  # (device, inode) of our lock file
+        self._token = ""
 
     @property
     def held(self) -> bool:
         return self._held is not None
 
     def acquire(self) -> None:
-        token = secrets.token_hex(8)
+        token = self._token = secrets.token_hex(8)
         record = orjson.dumps({"host": socket.gethostname(), "pid": os.getpid(),
                                "started": time.time(), "token": token})
         for _ in range(_ATTEMPTS):
@@ -224,6 +225,7 @@ class RunLock:
 
     def release(self) -> None:
         if self._held is not None:
-            if self._is(self._held):
+            if self._is(self._held) and (read_lock(self.path.parent) or {}).get(
+                    "token") == self._token:  # the inode alone may be a new file's, reused
                 self.path.unlink(missing_ok=True)
             self._held = None

@@ -30,6 +30,11 @@ def _refuse_link(path: Path) -> StateError:
         f"at). Remove the link, or use another --out directory, and run again")
 
 
+def _refuse_special(path: Path) -> StateError:
+    return StateError(f"{path} is not a regular file; bulkgene keeps only its own files under "
+                      "that name. Move it away, or use another --out directory, and run again")
+
+
 def open_fd(path: Path, flags: int, mode: int = 0o644) -> int:
     """``os.open`` of a regular file in an output directory, refusing symlinks and others."""
     try:
@@ -38,11 +43,12 @@ def open_fd(path: Path, flags: int, mode: int = 0o644) -> int:
         # Linux and macOS say ELOOP for a symlink under O_NOFOLLOW, FreeBSD EMLINK
         if exc.errno in (errno.ELOOP, errno.EMLINK) and path.is_symlink():
             raise _refuse_link(path) from None
+        if exc.errno == errno.ENXIO:  # a FIFO without a reader, or a socket
+            raise _refuse_special(path) from None
         raise
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise StateError(f"{path} is not a regular file; bulkgene keeps only its own files "
-                             "under that name. Move it away, or use another --out directory")
+            raise _refuse_special(path)
         os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)

@@ -71,13 +71,13 @@ def open_append(path: Path) -> BinaryIO:
 def create_new(path: Path) -> BinaryIO:
     """A new file at ``path`` for writing; a leftover regular file there is removed first."""
     try:
-        if stat.S_ISLNK(os.lstat(path).st_mode):
-            raise _refuse_link(path)
-        # a regular leftover of a killed run goes; anything else makes the open below fail
-        if stat.S_ISREG(os.lstat(path).st_mode):
-            path.unlink()
+        mode = os.lstat(path).st_mode
     except FileNotFoundError:
-        pass
+        mode = 0
+    if stat.S_ISLNK(mode):
+        raise _refuse_link(path)
+    if stat.S_ISREG(mode):  # a killed run's leftover; anything else makes the open below fail
+        path.unlink()
     try:
         fd = open_fd(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     except FileExistsError:

@@ -3,9 +3,11 @@
 The lock file appears complete or not at all: its content is written to a temporary file
 first and hard-linked to ``bulkgene.lock`` (link fails if the name exists, atomically, on
 NFS too). So a lock file that can't be parsed is never a crashed run's: it is refused, not
-broken. A lock is stale only if it names a dead process on this host; one held on another
-host is never taken over (this machine can't tell whether that process still runs, and a
-heartbeat would only guess), the user is told how to remove it.
+broken. A lock is stale only if it names a dead process on this host. One held on another
+host is never taken over, as before: this machine can't see that process, and judging it
+by a heartbeat or the file's age would need clocks that agree across nodes and would
+misjudge a run that is merely slow or paused, letting two runs write one directory, the
+very thing the lock prevents. The user is told how to remove it once that run is surely over.
 
 Breaking a stale lock is serialized by an ``flock`` on the stale file itself and done by
 renaming it aside after checking that ``bulkgene.lock`` is still that very file; only then

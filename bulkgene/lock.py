@@ -99,10 +99,6 @@ class RunLock:
         self._held: tuple[int, int] | None = None  # (device, inode) of our lock file
         self._token = ""
 
-    @property
-    def held(self) -> bool:
-        return self._held is not None
-
     def acquire(self) -> None:
         token = self._token = secrets.token_hex(8)
         record = orjson.dumps({"host": socket.gethostname(), "pid": os.getpid(),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bulkgene.errors import CorruptCheckpoint, FingerprintMismatch
+from bulkgene.errors import CorruptCheckpoint, FingerprintMismatch, StateError
 from bulkgene.run import checkpoint as ckpt
 from bulkgene.run.checkpoint import Checkpoint
 
@@ -75,3 +75,24 @@ def test_cut_back_truncates_tails_and_refuses_lost_data(tmp_path: Path) -> None:
     state.file_lengths[shard.name] = 100
     with pytest.raises(CorruptCheckpoint, match="fewer than the 100"):
         ckpt.cut_back(tmp_path, state, [shard])
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../outside", "sub/shard-0000.ndjson", ".",
+                                  "..", "a\0b", ""])
+def test_file_names_outside_the_directory_make_the_checkpoint_corrupt(tmp_path: Path,
+                                                                      name: str) -> None:
+    state = _fresh()
+    state.file_lengths[name] = 0
+    ckpt.save(tmp_path, state)
+    with pytest.raises(CorruptCheckpoint, match=r"not a plain file name.*--restart"):
+        ckpt.load(tmp_path)
+
+
+def test_cut_back_refuses_a_symlink_and_leaves_its_target(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"not ours")
+    shard = tmp_path / "shard-0000.ndjson"
+    shard.symlink_to(victim)
+    with pytest.raises(StateError, match="symbolic link"):
+        ckpt.cut_back(tmp_path, _fresh(), [shard])
+    assert victim.read_bytes() == b"not ours"

@@ -10,7 +10,6 @@ names and renamed, ``plan.json`` last: a plan without it is simply made again.
 
 from __future__ import annotations
 
-import os
 import sys
 from array import array
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ import orjson
 from bulkgene.input.idset import IdBitmap
 from bulkgene.input.lines import InputCounts, Reject, read_ids
 from bulkgene.model import Batch
+from bulkgene.output import durable
 from bulkgene.output.layout import PLAN_BITMAP, PLAN_IDS, PLAN_JSON
 
 _FORMAT = 1
@@ -39,7 +39,7 @@ class IdPlan:
     def batches(self, batch_size: int, wanted: Callable[[int], bool]) -> Iterator[Batch]:
         """Batches 0, 1, 2... of ``batch_size`` IDs, read only where ``wanted(index)``."""
         total = -(-self.counts.requested // batch_size)
-        with open(self.directory / PLAN_IDS, "rb") as handle:
+        with durable.open_read(self.directory / PLAN_IDS) as handle:
             for index in range(total):
                 if not wanted(index):
                     continue
@@ -58,12 +58,6 @@ def _ids_bytes(ids: array[int]) -> bytes:
     return ids.tobytes()
 
 
-def _fsynced_rename(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
-
-
 def build(directory: Path, paths: tuple[str, ...], names: tuple[str, ...],
           digests: list[str], on_reject: Callable[[Reject], None]) -> IdPlan:
     """Stream the input once into a new plan in ``directory``."""
@@ -71,8 +65,7 @@ def build(directory: Path, paths: tuple[str, ...], names: tuple[str, ...],
     requested = IdBitmap()
     add = requested.add
     pending = array("I")
-    ids_tmp = directory / (PLAN_IDS + ".tmp")
-    with open(ids_tmp, "wb") as ids_out:
+    with durable.atomic_file(directory / PLAN_IDS) as ids_out:
         for item in read_ids(paths, names):
             if isinstance(item, int):
                 if add(item):
@@ -87,16 +80,11 @@ def build(directory: Path, paths: tuple[str, ...], names: tuple[str, ...],
                 counts.rejected += 1
                 on_reject(item)
         ids_out.write(_ids_bytes(pending))
-    bitmap_tmp = directory / (PLAN_BITMAP + ".tmp")
-    with open(bitmap_tmp, "wb") as bitmap_out:
+    with durable.atomic_file(directory / PLAN_BITMAP) as bitmap_out:
         chunks = requested.write_to(bitmap_out)
-    for name, tmp in ((PLAN_IDS, ids_tmp), (PLAN_BITMAP, bitmap_tmp)):
-        _fsynced_rename(tmp, directory / name)
     header = {"format": _FORMAT, "digests": digests, "requested": counts.requested,
               "duplicates": counts.duplicates, "rejected": counts.rejected, "chunks": chunks}
-    json_tmp = directory / (PLAN_JSON + ".tmp")
-    json_tmp.write_bytes(orjson.dumps(header))
-    _fsynced_rename(json_tmp, directory / PLAN_JSON)
+    durable.write_atomically(directory / PLAN_JSON, orjson.dumps(header))
     return IdPlan(directory, counts, requested)
 
 
@@ -110,7 +98,7 @@ def load(directory: Path, digests: list[str]) -> IdPlan | None:
                              int(header["rejected"]))
         if (directory / PLAN_IDS).stat().st_size != 4 * counts.requested:
             return None
-        with open(directory / PLAN_BITMAP, "rb") as handle:
+        with durable.open_read(directory / PLAN_BITMAP) as handle:
             requested = IdBitmap.read_from(handle, [int(i) for i in header["chunks"]],
                                            counts.requested)
     except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from bulkgene.input.idset import IdBitmap
 from bulkgene.model import BatchFailure, BatchOutcome, BatchResult, BatchWritten, CommitReceipt
-from bulkgene.output import layout
+from bulkgene.output import durable, layout
 from bulkgene.run import checkpoint as ckpt
 
 
@@ -45,7 +45,7 @@ class OutputStore:
         ckpt.cut_back(self.out_dir, checkpoint, self.managed_files(committed))
         replaced = self.out_dir / layout.REPLACED_NAME
         if replaced.exists():
-            with open(replaced, "rb") as handle:
+            with durable.open_read(replaced) as handle:
                 handle.readline()  # header
                 for row in handle:
                     returned = int(row.split(b"\t")[1])
@@ -56,7 +56,7 @@ class OutputStore:
     def _handle(self, name: str, header: bytes = b"") -> BinaryIO:
         handle = self._handles.get(name)
         if handle is None:
-            handle = self._handles[name] = open(self.out_dir / name, "ab")  # noqa: SIM115
+            handle = self._handles[name] = durable.open_append(self.out_dir / name)
             if header and handle.tell() == 0:
                 handle.write(header)
         return handle

@@ -17,7 +17,6 @@ next run). A commit therefore costs the same after 10 or 100 000 batches.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import orjson
 
 from bulkgene.errors import CorruptCheckpoint, FingerprintMismatch
+from bulkgene.output import durable
 from bulkgene.output.layout import CHECKPOINT_NAME
 
 FORMAT_VERSION = 1
@@ -120,7 +120,7 @@ class Checkpoint:
                 fingerprint=str(data["fingerprint"]),
                 params=dict(data["params"]),
                 inputs=list(data["inputs"]),
-                file_lengths={str(k): int(v) for k, v in data["file_lengths"].items()},
+                file_lengths=_file_lengths(data["file_lengths"], where),
                 done_below=int(data["done_below"]),
                 done_above={int(b) for b in data["done_above"]},
                 failed={int(b): int(n) for b, n in data["failed"].items()},
@@ -137,6 +137,29 @@ class Checkpoint:
                 + _RESTART_HINT) from None
 
 
+def _file_lengths(raw: dict[str, Any], where: Path) -> dict[str, int]:
+    """The checkpoint's file lengths; each name must be a plain file name in the directory.
+
+    cut_back truncates what these name, so a name with a '/' or '..' would let a crafted
+    checkpoint truncate any file the user can write.
+    """
+    lengths: dict[str, int] = {}
+    for name, length in raw.items():
+        if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name
+                or "\\" in name or "\0" in name):
+            raise CorruptCheckpoint(
+                f"{where} names {name!r} among its files, which is not a plain file name in "
+                "its directory: the checkpoint was altered outside bulkgene and is not obeyed. "
+                f"Put back a backup of it, or {_RESTART_HINT}")
+        if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+            raise CorruptCheckpoint(
+                f"{where} records a length of {length!r} for {name}, which is not a byte "
+                f"count: the checkpoint was altered outside bulkgene. Put back a backup of it, "
+                f"or {_RESTART_HINT}")
+        lengths[name] = length
+    return lengths
+
+
 def load(out_dir: Path) -> Checkpoint | None:
     """The directory's checkpoint, None if there is none; CorruptCheckpoint if unreadable."""
     path = out_dir / CHECKPOINT_NAME
@@ -147,29 +170,9 @@ def load(out_dir: Path) -> Checkpoint | None:
     return Checkpoint.from_bytes(raw, path)
 
 
-def fsync_directory(directory: Path) -> None:
-    """Make renames and new files in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, whole."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_directory(path.parent)
-
-
 def save(out_dir: Path, checkpoint: Checkpoint) -> None:
     """Commit ``checkpoint`` (call only after the data it describes is fsync'd)."""
-    write_atomically(out_dir / CHECKPOINT_NAME, checkpoint.to_bytes())
+    durable.write_atomically(out_dir / CHECKPOINT_NAME, checkpoint.to_bytes())
 
 
 def check_compatible(checkpoint: Checkpoint, params: dict[str, Any],
@@ -199,20 +202,14 @@ def cut_back(out_dir: Path, checkpoint: Checkpoint | None, managed: list[Path]) 
     lengths = checkpoint.file_lengths if checkpoint else {}
     for path in managed:
         committed = lengths.get(path.name, 0)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
+        size = durable.cut_to(path, committed)
+        if size is None:
             if committed:
                 raise CorruptCheckpoint(
                     f"{path} is gone, but the checkpoint says {committed} bytes of it were "
-                    f"committed; restore it, or {_RESTART_HINT}") from None
+                    f"committed; restore it, or {_RESTART_HINT}")
             continue
         if size < committed:
             raise CorruptCheckpoint(
                 f"{path} has {size} bytes, fewer than the {committed} the checkpoint committed: "
                 f"data was lost outside bulkgene. Restore the file, or {_RESTART_HINT}")
-        if size > committed:
-            with open(path, "r+b") as handle:
-                handle.truncate(committed)
-                handle.flush()
-                os.fsync(handle.fileno())

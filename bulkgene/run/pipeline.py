@@ -28,9 +28,9 @@ from bulkgene.model import Batch, BatchFailure, BatchResult
 from bulkgene.net.attempt import open_session
 from bulkgene.net.client import GeneClient, NetStats
 from bulkgene.net.pacer import AdaptiveRateLimiter
+from bulkgene.output.durable import write_atomically
 from bulkgene.output.layout import CHECKPOINT_NAME, SUMMARY_NAME
 from bulkgene.run import checkpoint as ckpt
-from bulkgene.run.checkpoint import write_atomically
 from bulkgene.run.prepare import PreparedRun, prepare
 from bulkgene.run.progress import ProgressReporter, Snapshot
 from bulkgene.run.split import unsplit_array_note

@@ -20,7 +20,7 @@ from bulkgene.errors import ConfigError, FingerprintMismatch, StateError
 from bulkgene.input import plan as idplan
 from bulkgene.input.lines import STDIN, InputCounts, Reject, file_digest, scan_ids
 from bulkgene.input.plan import IdPlan
-from bulkgene.output import layout
+from bulkgene.output import durable, layout
 from bulkgene.output.layout import REJECTS_HEADER, REJECTS_NAME, STDIN_SPOOL_NAME
 from bulkgene.output.store import OutputStore
 from bulkgene.run import checkpoint as ckpt
@@ -43,7 +43,7 @@ def _refuse_orphan_data(out_dir: Path) -> None:
     """Output files without a checkpoint would be truncated by a fresh start: refuse instead."""
     data = sorted(p.name for p in out_dir.iterdir()
                   if (layout.is_shard_name(p.name) or p.name in _DATA_NAMES)
-                  and p.is_file() and p.stat().st_size > 0)
+                  and not p.is_symlink() and p.is_file() and p.stat().st_size > 0)
     if data:
         shown = ", ".join(data[:5]) + (", ..." if len(data) > 5 else "")
         raise StateError(
@@ -90,7 +90,7 @@ def move_aside(work_dir: Path, out_dir: Path) -> Path | None:
 def _spool_stdin(out_dir: Path) -> Path:
     """Copy stdin into the directory (beside the old copy) so it can be digested and re-read."""
     incoming = out_dir / (STDIN_SPOOL_NAME + ".new")
-    with open(incoming, "wb") as handle:
+    with durable.create_new(incoming) as handle:
         shutil.copyfileobj(sys.stdin.buffer, handle, 1 << 20)
     return incoming
 
@@ -100,8 +100,7 @@ def _read_input(out_dir: Path, paths: tuple[str, ...], names: tuple[str, ...],
     """The input's plan: reused when it matches, else made while writing rejects.tsv."""
     if (out_dir / REJECTS_NAME).exists() and (plan := idplan.load(out_dir, digests)):
         return plan
-    tmp = out_dir / (REJECTS_NAME + ".tmp")
-    with open(tmp, "wb") as handle:
+    with durable.atomic_file(out_dir / REJECTS_NAME) as handle:
         handle.write(REJECTS_HEADER)
 
         def record(reject: Reject) -> None:
@@ -110,7 +109,6 @@ def _read_input(out_dir: Path, paths: tuple[str, ...], names: tuple[str, ...],
                          .encode())
 
         plan = idplan.build(out_dir, paths, names, digests, record)
-    os.replace(tmp, out_dir / REJECTS_NAME)
     return plan
 
 

@@ -1,0 +1,189 @@
+"""The run lock: many simultaneous starts give exactly one holder; only provably stale locks are broken."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import assert_complete_output, cli_command, cli_env, expected_for, run_cli
+
+from bulkgene.errors import StateError
+from bulkgene.output.layout import LOCK_NAME
+from bulkgene.run.lock import RunLock, read_lock
+from bulkgene.testing import EmulatorThread
+
+NO_SUCH_PID = 2**22 + 1  # above Linux's largest pid_max
+CONTENDERS = 20
+ROUNDS = 10
+
+# the code is on the command line, so /proc/<pid>/cmdline says "bulkgene" as a real run's does
+CONTENDER = r"""
+import sys
+from pathlib import Path
+from bulkgene.errors import StateError
+from bulkgene.run.lock import RunLock
+directory = Path(sys.argv[1])
+print("ready", flush=True)
+for line in sys.stdin:
+    if line.strip() != "go":
+        break
+    lock = RunLock(directory)
+    try:
+        lock.acquire()
+    except StateError as exc:
+        print("lost " + " ".join(str(exc).split()), flush=True)
+    else:
+        print("won", flush=True)
+    sys.stdin.readline()  # hold the lock until every contender has answered
+    lock.release()
+    print("released", flush=True)
+"""
+
+
+def _write_lock(directory: Path, content: bytes) -> None:
+    tmp = directory / "lock-being-planted"
+    tmp.write_bytes(content)
+    tmp.rename(directory / LOCK_NAME)  # appears whole, as a crashed run's would
+
+
+def _stale_record() -> bytes:
+    return json.dumps({"host": socket.gethostname(), "pid": NO_SUCH_PID}).encode()
+
+
+def test_simultaneous_starts_give_exactly_one_holder(tmp_path: Path) -> None:
+    """Every round, 20 processes released together try the lock; odd rounds over a stale one."""
+    directory = tmp_path
+    processes = [subprocess.Popen([sys.executable, "-c", CONTENDER, str(directory)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                 for _ in range(CONTENDERS)]
+    try:
+        for process in processes:
+            assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+        for round_number in range(ROUNDS):
+            if round_number % 2:
+                _write_lock(directory, _stale_record())
+            for process in processes:  # the barrier: every contender is waiting on stdin
+                assert process.stdin is not None
+                process.stdin.write(b"go\n")
+                process.stdin.flush()
+            answers = {process.pid: process.stdout.readline().decode().strip()  # type: ignore[union-attr]
+                       for process in processes}
+            winners = [pid for pid, answer in answers.items() if answer == "won"]
+            assert len(winners) == 1, f"round {round_number}: {len(winners)} holders: {answers}"
+            holder = read_lock(directory)
+            assert holder is not None and holder["pid"] == winners[0]
+            for pid, answer in answers.items():
+                if pid != winners[0]:
+                    assert f"pid {winners[0]} on {socket.gethostname()}" in answer, answer
+            for process in processes:
+                process.stdin.write(b"end\n")  # type: ignore[union-attr]
+                process.stdin.flush()  # type: ignore[union-attr]
+            for process in processes:
+                assert process.stdout.readline() == b"released\n"  # type: ignore[union-attr]
+            assert not (directory / LOCK_NAME).exists()
+    finally:
+        for process in processes:
+            process.kill()
+            process.communicate()
+    leftovers = sorted(p.name for p in directory.iterdir())
+    assert leftovers == [], leftovers
+
+
+def test_a_dead_process_lock_on_this_host_is_taken_over(tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    _write_lock(tmp_path, _stale_record())
+    lock = RunLock(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="bulkgene"):
+        lock.acquire()
+    assert f"stale lock of pid {NO_SUCH_PID}" in caplog.text
+    holder = read_lock(tmp_path)
+    assert holder is not None and holder["pid"] == os.getpid()
+    lock.release()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("content", [b"", b'{"host": "', b'{"host": "h"}', b"[1, 2]",
+                                     b'{"host": "h", "pid": "12"}'],
+                         ids=["empty", "torn", "no-pid", "not-an-object", "pid-text"])
+def test_an_incomplete_lock_is_never_taken_for_stale(tmp_path: Path, content: bytes) -> None:
+    _write_lock(tmp_path, content)
+    with pytest.raises(StateError, match=r"bulkgene.lock is incomplete \(") as raised:
+        RunLock(tmp_path).acquire()
+    assert f"delete {tmp_path / LOCK_NAME}" in str(raised.value)
+    assert (tmp_path / LOCK_NAME).read_bytes() == content
+
+
+def test_a_lock_from_another_host_is_left_alone(tmp_path: Path) -> None:
+    content = json.dumps({"host": "some-other-node", "pid": NO_SUCH_PID}).encode()
+    _write_lock(tmp_path, content)
+    with pytest.raises(StateError, match="can't check"):
+        RunLock(tmp_path).acquire()
+    assert (tmp_path / LOCK_NAME).read_bytes() == content
+
+
+def test_release_leaves_a_lock_that_is_not_ours(tmp_path: Path) -> None:
+    lock = RunLock(tmp_path)
+    lock.acquire()
+    (tmp_path / LOCK_NAME).unlink()  # removed by hand, and someone else took the directory
+    content = json.dumps({"host": socket.gethostname(), "pid": 1}).encode()
+    _write_lock(tmp_path, content)
+    lock.release()
+    assert (tmp_path / LOCK_NAME).read_bytes() == content
+
+
+def test_a_symlinked_lock_is_refused(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_NAME).symlink_to(victim)
+    with pytest.raises(StateError, match="symbolic link"):
+        RunLock(out).acquire()
+    assert victim.read_bytes() == b"precious"
+
+
+def _exited(processes: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    while True:  # the holder blocks on its stdin, so only the refused one can exit
+        for process in processes:
+            if process.poll() is not None:
+                return process
+        time.sleep(0.01)
+
+
+def test_two_resumes_started_together_one_proceeds(make_emulator: object,
+                                                   tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator(faults={"http_503": 0.3}, seed=3)  # type: ignore[operator]
+    ids = range(1, 1001)
+    source = "".join(f"{gene_id}\n" for gene_id in ids).encode()
+    out = tmp_path / "out"
+    env = cli_env(emulator.base_url)
+    args = ["fetch", "-", "--out", str(out), "--batch-size", "50", "--page-size", "1000",
+            "--max-attempts", "1", "--shards", "3"]
+    first = run_cli(*args, env=env, stdin=source)
+    assert first.returncode == 3, first.stderr.decode()  # a partial run to resume
+    emulator.state.config.faults.clear()
+    # both take the lock (or fail to) before reading their input from stdin
+    resumes = [subprocess.Popen(cli_command(*args), env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+               for _ in range(2)]
+    try:
+        refused = _exited(resumes)
+        holder = next(p for p in resumes if p is not refused)
+        _, refused_err = refused.communicate(timeout=60)
+        assert refused.returncode == 1, refused_err.decode()
+        assert f"pid {holder.pid} on {socket.gethostname()}".encode() in refused_err
+        _, holder_err = holder.communicate(source, timeout=120)
+        assert holder.returncode == 0, holder_err.decode()
+    finally:
+        for process in resumes:
+            process.kill()
+            process.communicate()
+    assert_complete_output(out, expected_for(emulator.state.universe, ids))
+    assert not (out / LOCK_NAME).exists()

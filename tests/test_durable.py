@@ -87,7 +87,7 @@ def test_a_checkpoint_naming_a_file_outside_the_directory_is_not_obeyed(
     assert victim.read_bytes() == PRECIOUS
     assert (out / "sub" / "victim.txt").read_bytes() == PRECIOUS
     assert code == 1, stderr
-    assert "not a plain file name" in stderr and "--restart" in stderr, stderr
+    assert "not a shard or report" in stderr and "--restart" in stderr, stderr
 
 
 def test_a_negative_committed_length_is_refused(emulator: EmulatorThread, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ import orjson
 
 from bulkgene.errors import CorruptCheckpoint, FingerprintMismatch
 from bulkgene.output import durable
-from bulkgene.output.layout import CHECKPOINT_NAME
+from bulkgene.output.layout import CHECKPOINT_NAME, MISSING_NAME, REPLACED_NAME, is_shard_name
 
 FORMAT_VERSION = 1
 _RESTART_HINT = ("pass --restart to move the old run aside (nothing is deleted) and start over, "
@@ -137,19 +137,21 @@ class Checkpoint:
                 + _RESTART_HINT) from None
 
 
+_COMMITTED_REPORTS = frozenset({MISSING_NAME, REPLACED_NAME})
+
+
 def _file_lengths(raw: dict[str, Any], where: Path) -> dict[str, int]:
-    """The checkpoint's file lengths; each name must be a plain file name in the directory.
+    """The checkpoint's file lengths; each name must be a shard or report of the directory.
 
     cut_back truncates what these name, so a name with a '/' or '..' would let a crafted
-    checkpoint truncate any file the user can write.
+    checkpoint truncate any file the user can write, and one like plan.ids bulkgene's own.
     """
     lengths: dict[str, int] = {}
     for name, length in raw.items():
-        if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name
-                or "\\" in name or "\0" in name):
+        if not isinstance(name, str) or not (is_shard_name(name) or name in _COMMITTED_REPORTS):
             raise CorruptCheckpoint(
-                f"{where} names {name!r} among its files, which is not a plain file name in "
-                "its directory: the checkpoint was altered outside bulkgene and is not obeyed. "
+                f"{where} names {name!r} among its files, which is not a shard or report "
+                "bulkgene commits: the checkpoint was altered outside bulkgene and is not obeyed. "
                 f"Put back a backup of it, or {_RESTART_HINT}")
         if not isinstance(length, int) or isinstance(length, bool) or length < 0:
             raise CorruptCheckpoint(

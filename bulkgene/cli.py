@@ -46,11 +46,14 @@ def _read_api_key(api_key: str | None, api_key_file: Path | None) -> Secret | No
         return Secret(api_key.strip())
     if api_key_file is not None:
         try:
-            text = api_key_file.read_text().strip()
+            raw = api_key_file.read_bytes()
         except OSError as exc:
             raise ConfigError(f"cannot read --api-key-file {api_key_file}: {exc.strerror}") from None
+        # editors on Windows save a BOM, and every editor a final newline: neither is the key
+        text = raw.decode("utf-8-sig", "replace").strip()
         if not text:
-            raise ConfigError(f"--api-key-file {api_key_file} is empty")
+            raise ConfigError(f"--api-key-file {api_key_file} is empty: put your NCBI API key "
+                              "on its first line (from your NCBI account settings page)")
         return Secret(text.splitlines()[0].strip())
     from_env = os.environ.get("NCBI_API_KEY", "").strip()
     return Secret(from_env) if from_env else None
@@ -89,6 +92,10 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Output directory (created). Re-running into it resumes.")
+@click.option("--column", metavar="N|NAME", default=None,
+              help="Read GeneIDs from this column: a number counted from 1, or a name in the "
+              "file's header line (e.g. GeneID for NCBI's gene_info, whose column 1 is "
+              "tax_id). [default: the column a header line names GeneID, else the first field]")
 @click.option("--base-url", envvar="BULKGENE_BASE_URL", default=DEFAULT_BASE_URL,
               show_default=True, help="API root; env BULKGENE_BASE_URL.")
 @click.option("--api-key-file", type=click.Path(path_type=Path, dir_okay=False),
@@ -159,8 +166,9 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
               "implies; send nothing, write nothing.")
 @click.option("-q", "--quiet", count=True, help="Less logging (-qq: errors only).")
 @click.option("-v", "--verbose", count=True, help="More logging.")
-def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: Path | None,
-          api_key: str | None, endpoint: str, output_format: str, record: str, compress: str,
+def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: str,
+          api_key_file: Path | None, api_key: str | None, endpoint: str, output_format: str,
+          record: str, compress: str,
           returned_content: str, locus_tags: tuple[str, ...], sort_field: str | None,
           sort_direction: str | None, tax_search_subtree: bool, table_fields: tuple[str, ...],
           accession_filter: tuple[str, ...], include_tabular_header: str | None,
@@ -172,9 +180,13 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
           progress_interval: float, dry_run: bool, quiet: int, verbose: int) -> None:
     """Download the gene reports of every GeneID in INPUT... (files, .gz, or - for stdin).
 
-    One GeneID per line (the first field of a whitespace-, tab- or comma-separated line);
-    blank lines and # comments are skipped; bad lines go to rejects.tsv with their line
-    number. Reports are appended as NDJSON to shard-NNNN.ndjson in --out, with missing.tsv,
+    One GeneID per line: the first field of a tab-, comma- or space-separated line, or the
+    column --column picks, or the GeneID column a header line names (NCBI's gene_info).
+    A line with several numbers is rejected, not guessed at; blank lines and # comments are
+    skipped; bad lines go to rejects.tsv with their line number; an input with no GeneID
+    at all is an error. Pipes and <(zcat ids.gz) are copied into --out once.
+
+    Reports are appended as NDJSON to shard-NNNN.ndjson in --out, with missing.tsv,
     replaced.tsv, rejects.tsv and summary.json beside them. Kill it at any time and run
     the same command again: it resumes, and every gene ends up exactly once.
     """
@@ -183,7 +195,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
     configure_logging(verbose, quiet, TerminalLog(terminal))
     try:
         config = DownloadConfig(
-            inputs=inputs, out_dir=out_dir, base_url=base_url,
+            inputs=inputs, out_dir=out_dir, column=column, base_url=base_url,
             api_key=_read_api_key(api_key, api_key_file), batch_size=batch_size,
             page_size=page_size, requests_per_second=rate, concurrency=concurrency,
             shards=shards, returned_content=returned_content, locus_tags=locus_tags,
@@ -205,7 +217,9 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
         _dry_run(config)
         return
     from bulkgene.pipeline import download  # aiohttp is loaded only when a download runs
+    from bulkgene.prepare import spool_files
 
+    spools = spool_files(config)  # asked before the run: a FIFO may be gone after it
     reporter = ProgressReporter(terminal, progress_interval) if show_progress else None
     summary: Summary | None = None
     try:
@@ -225,8 +239,32 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
         click.echo(f"{report}\nbulkgene: internal error (a bug; please report it with the "
                    "traceback above). Committed work is safe: re-run to resume.", err=True)
         sys.exit(1)
+    if spools:  # report_end prints argv as the resume command: name the copies, not the pipes
+        sys.argv[1:] = _naming_spools(sys.argv[1:], spools)
     report_end(summary)
     sys.exit(summary.exit_code)
+
+
+def _naming_spools(args: list[str], spools: dict[int, Path]) -> list[str]:
+    """``args`` with the spooled INPUT arguments (by position) replaced by their copies."""
+    takes_value = {name for param in fetch.params if isinstance(param, click.Option)
+                   and not param.is_flag and not param.count for name in param.opts}
+    shown: list[str] = []
+    position = 0
+    value_next = only_inputs = False
+    for arg in args[1:] if args[:1] == ["fetch"] else args:
+        if value_next:
+            value_next = False
+        elif not only_inputs and arg == "--":
+            only_inputs = True
+        elif not only_inputs and arg in takes_value:
+            value_next = True
+        elif only_inputs or arg == "-" or not arg.startswith("-"):
+            shown.append(str(spools[position]) if position in spools else arg)
+            position += 1
+            continue
+        shown.append(arg)
+    return (["fetch"] if args[:1] == ["fetch"] else []) + shown
 
 
 def _dry_run(config: DownloadConfig) -> None:

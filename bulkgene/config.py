@@ -81,6 +81,7 @@ class DownloadConfig:
 
     inputs: tuple[str, ...]
     out_dir: Path
+    column: str | None = None  # --column: 1-based number or header name; None finds GeneID
     base_url: str = DEFAULT_BASE_URL
     api_key: Secret | None = None
     batch_size: int = MAX_IDS_PER_REQUEST
@@ -110,6 +111,10 @@ class DownloadConfig:
     def __post_init__(self) -> None:
         if not self.inputs:
             raise ConfigError("no input given: name at least one GeneID file, or - for stdin")
+        if self.column is not None and (not self.column.strip() or self.column.strip() == "0"
+                                        or self.column.strip().startswith("-")):
+            raise ConfigError(f"--column {self.column!r} is not a column: give its number "
+                              "counted from 1, or its name in the header line (e.g. GeneID)")
         if not 1 <= self.batch_size <= MAX_IDS_PER_REQUEST:
             raise ConfigError(
                 f"batch size {self.batch_size} is out of range: use 1..{MAX_IDS_PER_REQUEST}"

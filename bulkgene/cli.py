@@ -77,6 +77,8 @@ Examples:
   bulkgene fetch sample_inputs/human_genes.txt --out genes/
   NCBI_API_KEY=... bulkgene fetch ids.txt.gz --out genes/       # 10 req/s with a key
   cut -f2 gene_info.tsv | bulkgene fetch - --out genes/          # IDs from stdin
+  bulkgene fetch Homo_sapiens.gene_info.gz --out genes/   # NCBI table: its GeneID column
+  bulkgene fetch table.csv --column 3 --out genes/        # or pick the column yourself
   bulkgene fetch ids.txt --out genes/ --endpoint dataset-report --record gene --compress gzip
   bulkgene fetch ids.txt --out table/ --format tsv --table-field gene-id --table-field symbol
   bulkgene fetch ids.txt --out genes/   # run it again after a kill: it resumes

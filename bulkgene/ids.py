@@ -211,17 +211,18 @@ def _parse_first(line: bytes, overlong: bool) -> int | str | None:
 
 def _parse_column(line: bytes, overlong: bool, index: int) -> int | str | None:
     """With a column: the GeneID in field ``index``, a reject reason, or None."""
-    stripped = line.strip()
+    content = line.rstrip()
+    stripped = content.lstrip()
     if not stripped or stripped.startswith(b"#"):
         return None
-    fields = _fields(stripped)
+    fields = _fields(content if content[:1] == b"\t" else stripped)  # an empty first cell counts
     if len(fields) <= index:
         return "LINE_TOO_LONG" if overlong else "MISSING_COLUMN"
     return _gene_id(fields[index])
 
 
 def _header_names(line: bytes) -> list[str]:
-    """A possible header line's field names (a leading ``#`` dropped), lower-case.
+    """A possible header line's field names (a leading ``#`` dropped).
 
     A ``#`` line is a header only if tab- or comma-separated (NCBI's are tab-separated):
     a prose comment that mentions GeneID is not.
@@ -236,11 +237,11 @@ def _header_names(line: bytes) -> list[str]:
         fields = text.split()
     else:
         return []
-    return [f.strip(_FIELD_QUOTES).decode("utf-8", "replace").lower() for f in fields]
+    return [f.strip(_FIELD_QUOTES).decode("utf-8", "replace") for f in fields]
 
 
 def _is_gene_id_name(name: str) -> bool:
-    return name.replace("_", "").replace(" ", "").replace("-", "") in _GENE_ID_NAMES
+    return name.lower().replace("_", "").replace(" ", "").replace("-", "") in _GENE_ID_NAMES
 
 
 @dataclass
@@ -267,7 +268,7 @@ def _read_file(handle: BinaryIO, name: str, column: int | str | None,
             if _is_header(line, name, column):
                 names = _header_names(line)
                 if isinstance(column, str):
-                    index = names.index(column.lower())
+                    index = [n.lower() for n in names].index(column.lower())
                     log.info("%s: reading GeneIDs from column %d (%s)", name, index + 1, column)
                 elif index is None:
                     index = next(i for i, n in enumerate(names) if _is_gene_id_name(n))
@@ -308,7 +309,7 @@ def _is_header(line: bytes, name: str, column: int | str | None) -> bool:
     """Whether a file's first non-blank line names columns: ``--column NAME``'s, or GeneID."""
     names = _header_names(line)
     if isinstance(column, str):
-        if column.lower() not in names:
+        if column.lower() not in (n.lower() for n in names):
             raise InputError(
                 f"--column {column!r}: the first line of {name} names no such column (it is "
                 f"{shown_text(line.strip())!r}); give a column number (1, 2, ...) or a name "

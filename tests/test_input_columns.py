@@ -33,7 +33,7 @@ def test_ncbi_gene_info_header_picks_the_gene_id_column(emulator: EmulatorThread
     result = run_cli("fetch", str(source), "--out", str(out), env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     assert set(gene_ids_written(out)) == {7157, 672, 3105}
-    assert result.stderr.count(b"reading GeneIDs from column 2 (geneid)") == 1
+    assert result.stderr.count(b"reading GeneIDs from column 2 (GeneID)") == 1
 
 
 @pytest.mark.parametrize("column", ["2", "GeneID", "geneid"])
@@ -65,6 +65,16 @@ def test_a_column_that_is_no_column_is_a_usage_error(tmp_path: Path, column: str
     result = run_cli("fetch", "ids.txt", "--out", str(tmp_path / "out"), "--column", column)
     assert result.returncode == 2
     assert b"counted from 1" in result.stderr
+
+
+def test_empty_cells_keep_their_place(tmp_path: Path) -> None:
+    source = tmp_path / "ids.tsv"
+    source.write_bytes(b"\t7157\tTP53\n9606\t\t672\n,3105,x\n")
+    third = list(read_ids((str(source),), column=parse_column("3")))
+    assert third[1] == 672 and [r.line_number for r in third if isinstance(r, Reject)] == [1, 3]
+    items = list(read_ids((str(source),), column=parse_column("2")))
+    assert items[0] == 7157 and items[2] == 3105
+    assert isinstance(items[1], Reject) and items[1].reason == "NOT_A_GENE_ID"
 
 
 def test_short_lines_are_rejected_not_skipped(tmp_path: Path) -> None:

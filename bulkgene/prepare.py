@@ -198,7 +198,7 @@ def prepare(config: DownloadConfig) -> PreparedRun:
         return _prepare_locked(config, lock, created)
     except BaseException as exc:
         lock.release()
-        if isinstance(exc, InputError):  # a bad input leaves no empty --out behind
+        if isinstance(exc, InputError | ConfigError):  # a bad input leaves no empty --out
             _remove_empty(created)
         raise
 

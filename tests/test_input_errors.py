@@ -126,3 +126,13 @@ def test_an_empty_api_key_file_is_a_clear_error(tmp_path: Path, content: bytes) 
                      str(key_file))
     assert result.returncode == 2
     assert b"is empty" in result.stderr and b"API key" in result.stderr
+
+
+@pytest.mark.parametrize("inputs", [["missing.txt"], ["-", "-"]])
+def test_an_unreadable_input_leaves_no_out_dir(emulator: EmulatorThread, tmp_path: Path,
+                                               inputs: list[str]) -> None:
+    out = tmp_path / "out"
+    result = run_cli("fetch", *inputs, "--out", str(out), env=cli_env(emulator.base_url),
+                     stdin=b"7157\n")
+    assert result.returncode in (1, 2) and b"Traceback" not in result.stderr
+    assert not out.exists()

@@ -81,7 +81,6 @@ class DownloadConfig:
 
     inputs: tuple[str, ...]
     out_dir: Path
-    column: str | None = None  # --column: 1-based number or header name; None finds GeneID
     base_url: str = DEFAULT_BASE_URL
     api_key: Secret | None = None
     batch_size: int = MAX_IDS_PER_REQUEST
@@ -107,6 +106,7 @@ class DownloadConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     shutdown_grace_s: float = 10.0
     progress_interval_s: float = 30.0
+    column: str | None = None  # --column: 1-based number or header name; None finds GeneID
 
     def __post_init__(self) -> None:
         if not self.inputs:

@@ -254,10 +254,15 @@ class DownloadConfig:
     restart: bool = False
     shutdown_grace_s: float = 10.0
     progress_interval_s: float = 30.0
+    column: str | None = None  # --column: 1-based number or header name; None finds GeneID
 
     def __post_init__(self) -> None:
         if not self.inputs:
             raise ConfigError("no input given: name at least one GeneID file, or - for stdin")
+        if self.column is not None and (not self.column.strip() or self.column.strip() == "0"
+                                        or self.column.strip().startswith("-")):
+            raise ConfigError(f"--column {self.column!r} is not a column: give its number "
+                              "counted from 1, or its name in the header line (e.g. GeneID)")
         if self.query.format == "tsv" and self.output.record == "gene":
             raise ConfigError("--record gene picks a JSON object; with --format tsv every "
                               "line is already a table row: leave --record out")
@@ -291,6 +296,8 @@ class DownloadConfig:
                 if item.metadata.get("fingerprint", True):
                     value = getattr(group, item.name)
                     params[item.name] = list(value) if isinstance(value, tuple) else value
+        if self.column is not None:  # only when given: older checkpoints still match
+            params["column"] = self.column
         params["server"] = self.network.server
         params["task_index"] = self.task.index
         params["task_count"] = self.task.count

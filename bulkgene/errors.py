@@ -4,7 +4,7 @@ Every error says what happened and what to do next.
 
     BulkgeneError                  base class; ``exit_code`` is what the CLI exits with
     ├── ConfigError                a setting or option is invalid (exit 2)
-    ├── InputError                 an input file can't be read (exit 1)
+    ├── InputError                 an input can't be read or holds no GeneID (exit 1)
     ├── StateError                 the output directory can't be resumed safely (exit 1)
     │   ├── FingerprintMismatch    input or parameters changed since the checkpoint
     │   └── CorruptCheckpoint      the checkpoint or a shard doesn't match what was committed
@@ -44,7 +44,7 @@ class ConfigError(BulkgeneError):
 
 
 class InputError(BulkgeneError):
-    """An input file could not be opened or read."""
+    """An input file could not be opened or read, or it holds no usable GeneID."""
 
 
 class StateError(BulkgeneError):

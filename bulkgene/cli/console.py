@@ -25,15 +25,18 @@ def configure_logging(verbose: int, quiet: int, handler: logging.Handler | None 
     root.propagate = False
 
 
-def report_end(summary: Summary) -> None:
-    """The end-of-run account on stderr: what, where, and the next step if there is one."""
+def report_end(summary: Summary, args: list[str] | None = None) -> None:
+    """The end-of-run account on stderr: what, where, and the next step if there is one.
+
+    ``args`` is the command line to suggest for a re-run (default: this process's own).
+    """
     where = Path(summary.out_dir)
     click.echo(f"bulkgene: {summary.line()}", err=True)  # always, even with -q
     lines = [f"  {summary.records} records in {where}/shard-*; "
              f"{summary.missing} missing -> {where}/missing.tsv; "
              f"{summary.replaced} replaced -> {where}/replaced.tsv; "
              f"{summary.rejected} rejected lines -> {where}/rejects.tsv"]
-    command = resume_command(sys.argv[1:])
+    command = resume_command(sys.argv[1:] if args is None else args)
     if summary.exit_code == EXIT_FAILED_BATCHES:
         lines.append(f"{summary.batches_failed} batch(es) ({summary.failed} GeneIDs) failed "
                      f"after every retry; run the same command again to retry exactly those:\n"
@@ -49,10 +52,13 @@ def report_end(summary: Summary) -> None:
 
 
 def resume_command(args: list[str]) -> str:
-    """The command line to run again, with the value of any --api-key hidden."""
+    """The command line to run again: the value of any --api-key hidden, and no --restart
+    (running that again would start over instead of resuming)."""
     shown: list[str] = []
     hide_next = False
     for arg in args:
+        if arg == "--restart":
+            continue
         if hide_next:
             shown.append("<KEY>")
             hide_next = False

@@ -57,11 +57,14 @@ def _read_api_key(api_key: str | None, api_key_file: Path | None) -> Secret | No
         return Secret(api_key.strip())
     if api_key_file is not None:
         try:
-            text = api_key_file.read_text().strip()
+            raw = api_key_file.read_bytes()
         except OSError as exc:
             raise ConfigError(f"cannot read --api-key-file {api_key_file}: {exc.strerror}") from None
+        # editors on Windows save a BOM, and every editor a final newline: neither is the key
+        text = raw.decode("utf-8-sig", "replace").strip()
         if not text:
-            raise ConfigError(f"--api-key-file {api_key_file} is empty")
+            raise ConfigError(f"--api-key-file {api_key_file} is empty: put your NCBI API key "
+                              "on its first line (from your NCBI account settings page)")
         return Secret(text.splitlines()[0].strip())
     from_env = os.environ.get("NCBI_API_KEY", "").strip()
     return Secret(from_env) if from_env else None
@@ -85,6 +88,8 @@ Examples:
   bulkgene fetch sample_inputs/human_genes.txt --out genes/
   NCBI_API_KEY=... bulkgene fetch ids.txt.gz --out genes/       # 10 req/s with a key
   cut -f2 gene_info.tsv | bulkgene fetch - --out genes/          # IDs from stdin
+  bulkgene fetch Homo_sapiens.gene_info.gz --out genes/   # NCBI table: its GeneID column
+  bulkgene fetch table.csv --column 3 --out genes/        # or pick the column yourself
   bulkgene fetch ids.txt --out genes/ --endpoint dataset-report --record gene --compress gzip
   bulkgene fetch ids.txt --out table/ --format tsv --table-field gene-id --table-field symbol
   bulkgene fetch ids.txt --out genes/   # run it again after a kill: it resumes
@@ -100,6 +105,10 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Output directory (created). Re-running into it resumes.")
+@click.option("--column", metavar="N|NAME", default=None,
+              help="Read GeneIDs from this column: a number counted from 1, or a name in the "
+              "file's header line (e.g. GeneID for NCBI's gene_info, whose column 1 is "
+              "tax_id). [default: the column a header line names GeneID, else the first field]")
 @click.option("--base-url", envvar="BULKGENE_BASE_URL", default=DEFAULT_BASE_URL,
               show_default=True, help="API root; env BULKGENE_BASE_URL.")
 @click.option("--api-key-file", type=click.Path(path_type=Path, dir_okay=False),
@@ -196,7 +205,8 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
               "implies; send nothing, write nothing.")
 @click.option("-q", "--quiet", count=True, help="Less logging (-qq: errors only).")
 @click.option("-v", "--verbose", count=True, help="More logging.")
-def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: Path | None,
+def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: str,
+          api_key_file: Path | None,
           api_key: str | None, endpoint: Endpoint, output_format: Format, record: RecordShape,
           compress: Compression,
           returned_content: ReturnedContent, locus_tags: tuple[str, ...], sort_field: str | None,
@@ -211,9 +221,13 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
           progress_interval: float, dry_run: bool, quiet: int, verbose: int) -> None:
     """Download the gene reports of every GeneID in INPUT... (files, .gz, or - for stdin).
 
-    One GeneID per line (the first field of a whitespace-, tab- or comma-separated line);
-    blank lines and # comments are skipped; bad lines go to rejects.tsv with their line
-    number. Reports are appended as NDJSON to shard-NNNN.ndjson in --out, with missing.tsv,
+    One GeneID per line: the first field of a tab-, comma- or space-separated line, or the
+    column --column picks, or the GeneID column a header line names (NCBI's gene_info).
+    A line with several numbers is rejected, not guessed at; blank lines and # comments are
+    skipped; bad lines go to rejects.tsv with their line number; an input with no GeneID
+    at all is an error. Pipes and <(zcat ids.gz) are copied into --out once.
+
+    Reports are appended as NDJSON to shard-NNNN.ndjson in --out, with missing.tsv,
     replaced.tsv, rejects.tsv and summary.json beside them. Kill it at any time and run
     the same command again: it resumes, and every gene ends up exactly once.
     """
@@ -222,7 +236,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
     configure_logging(verbose, quiet, TerminalLog(terminal))
     try:
         config = DownloadConfig(
-            inputs=inputs, out_dir=out_dir, restart=restart,
+            inputs=inputs, out_dir=out_dir, column=column, restart=restart,
             query=ApiQuery(
                 endpoint=endpoint, format=output_format, returned_content=returned_content,
                 page_size=page_size, locus_tags=locus_tags, table_fields=table_fields,
@@ -248,7 +262,9 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
         _dry_run(config)
         return
     from bulkgene.run.pipeline import download  # aiohttp is loaded only when a download runs
+    from bulkgene.run.prepare import spool_files
 
+    spools = spool_files(config)  # asked before the run: a FIFO may be gone after it
     reporter = ProgressReporter(terminal, progress_interval) if show_progress else None
     summary: Summary | None = None
     try:
@@ -266,8 +282,31 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, base_url: str, api_key_file: P
         click.echo(f"{report}\nbulkgene: internal error (a bug; please report it with the "
                    "traceback above). Committed work is safe: re-run to resume.", err=True)
         sys.exit(1)
-    report_end(summary)
+    # the resume command names the copies of read-once inputs, not the pipes
+    report_end(summary, _naming_spools(sys.argv[1:], spools) if spools else None)
     sys.exit(summary.exit_code)
+
+
+def _naming_spools(args: list[str], spools: dict[int, Path]) -> list[str]:
+    """``args`` with the spooled INPUT arguments (by position) replaced by their copies."""
+    takes_value = {name for param in fetch.params if isinstance(param, click.Option)
+                   and not param.is_flag and not param.count for name in param.opts}
+    shown: list[str] = []
+    position = 0
+    value_next = only_inputs = False
+    for arg in args[1:] if args[:1] == ["fetch"] else args:
+        if value_next:
+            value_next = False
+        elif not only_inputs and arg == "--":
+            only_inputs = True
+        elif not only_inputs and arg in takes_value:
+            value_next = True
+        elif only_inputs or arg == "-" or not arg.startswith("-"):
+            shown.append(str(spools[position]) if position in spools else arg)
+            position += 1
+            continue
+        shown.append(arg)
+    return (["fetch"] if args[:1] == ["fetch"] else []) + shown
 
 
 def _dry_run(config: DownloadConfig) -> None:

@@ -1,17 +1,22 @@
 """Stream GeneIDs out of input files, stdin or .gz, yielding valid IDs and rejected lines.
 
-One GeneID per line: the first whitespace-, tab- or comma-separated field. Blank lines and
-``#`` comments are skipped, a UTF-8 BOM and CRLF are tolerated. Anything else that is not an
-integer in 1..2**31-1 is a rejected line with its line number, never a crash. Lines are read
-with a length limit, so a 100 MB line costs no more memory than a short one.
+One GeneID per line: the first whitespace-, tab- or comma-separated field, or the column
+``--column`` names, or the ``GeneID`` column a header line names. A line with more numbers
+than that one (``1,2,3``) is rejected, never half-read. LF, CRLF and CR-only line ends are
+all line ends; blank lines and ``#`` comments are skipped, a UTF-8 BOM is tolerated. Anything
+else that is not an integer in 1..2**31-1 is a rejected line with its line number, never a
+crash. Lines are read with a length limit, so a 100 MB line costs no more memory than a short
+one. An input that yields no GeneID at all is an InputError that says why.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import re
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,10 +27,25 @@ from bulkgene.input.idset import MAX_GENE_ID, IdBitmap
 
 STDIN = "-"
 _MAX_LINE_BYTES = 64 * 1024
+_READ_BYTES = 1 << 20
 _SHOWN_TEXT_CHARS = 80
+_SHOWN_REJECTS = 5
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
-_FIELD_END = re.compile(rb"[\s,]")
+_COMMENT = re.compile(rb"(?:^|[\s,])#")
+_FIELD_QUOTES = b" \t\"'"
+_GENE_ID_NAMES = frozenset({"geneid", "ncbigeneid", "entrezgeneid", "entrezid"})
+_ENSEMBL = re.compile(r"ENS[A-Z]*G\d{6,}", re.IGNORECASE)
+_SYMBOL = re.compile(r"[A-Za-z][A-Za-z0-9@._/-]{0,39}(?:$|\s|\\t|,|;)")
+# other compressions read as junk lines; name them instead (gzip alone is un-packed)
+_PACKED = ((b"\xfd7zXZ\x00", "xz", "xz -dc"), (b"BZh", "bzip2", "bzip2 -dc"),
+           (b"PK\x03\x04", "zip", "unzip -p"), (b"\x28\xb5\x2f\xfd", "zstd", "zstd -dc"),
+           (b"7z\xbc\xaf\x27\x1c", "7z", "7z x -so"))
+# one value in more than half of a file's IDs is a column like tax_id, not GeneIDs
+_REPEAT_SAMPLE = 10_000
+_REPEAT_MIN_IDS = 10
+
+log = logging.getLogger("bulkgene")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +56,20 @@ class Reject:
     line_number: int
     text: str
     reason: str
+
+
+def parse_column(column: str | None) -> int | str | None:
+    """``--column``: a 1-based index (as a 0-based int), a header name, or None (automatic)."""
+    if column is None:
+        return None
+    text = column.strip()
+    if text.isdigit():
+        if int(text) < 1:
+            raise InputError(f"--column {column}: columns count from 1 (the first is 1)")
+        return int(text) - 1
+    if not text:
+        raise InputError("--column is empty: give a column number (1, 2, ...) or a header name")
+    return text
 
 
 @contextmanager
@@ -49,7 +83,12 @@ def open_input(path: str) -> Iterator[BinaryIO]:
     except OSError as exc:
         raise InputError(f"cannot read input {path!r}: {exc.strerror}; check the path") from None
     try:
-        if raw.peek(2)[:2] == _GZIP_MAGIC:
+        start = raw.peek(8)[:8]
+        for magic, kind, command in _PACKED:
+            if start.startswith(magic):
+                raise InputError(f"input {path!r} is {kind}-compressed; bulkgene un-packs only "
+                                 f"gzip: run `{command} {path} | bulkgene fetch - ...` instead")
+        if start[:2] == _GZIP_MAGIC:
             with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
                 yield unzipped  # type: ignore[misc]
         else:
@@ -82,59 +121,261 @@ def shown_text(raw: bytes) -> str:
 
 
 def _lines(handle: BinaryIO) -> Iterator[tuple[int, bytes, bool]]:
-    """(line number, at most _MAX_LINE_BYTES of the line, whether it was longer)."""
+    """(line number, at most _MAX_LINE_BYTES of the line, whether it was longer).
+
+    LF, CRLF and a lone CR each end a line (a CR-only file from old Mac software is lines,
+    not one long line). Read in blocks: a line never costs more than _MAX_LINE_BYTES.
+    """
     line_number = 0
-    readline = handle.readline
+    partial = b""  # the kept start of a line that continues into the next block
+    overlong = False
+    held_cr = False  # a block's last CR, kept back in case the next block starts with LF
+    first = True
+    read = handle.read
     while True:
-        line = readline(_MAX_LINE_BYTES)
-        if not line:
+        data = read(_READ_BYTES)
+        at_end = not data
+        if first:
+            first = False
+            if data.startswith(_BOM):
+                data = data[len(_BOM):]
+        if held_cr:
+            data = b"\r" + data
+            held_cr = False
+        if not at_end and data.endswith(b"\r"):
+            data = data[:-1]
+            held_cr = True
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        pieces = data.split(b"\n")
+        tail = pieces.pop()
+        for piece in pieces:
+            line_number += 1
+            if partial or overlong:
+                room = _MAX_LINE_BYTES - len(partial)
+                yield line_number, partial + piece[:room], overlong or len(piece) > room
+                partial = b""
+                overlong = False
+            elif len(piece) > _MAX_LINE_BYTES:
+                yield line_number, piece[:_MAX_LINE_BYTES], True
+            else:
+                yield line_number, piece, False
+        if tail:
+            room = _MAX_LINE_BYTES - len(partial)
+            if len(tail) > room:
+                overlong = True
+            partial += tail[:room]
+        if at_end:
+            if partial or overlong:
+                yield line_number + 1, partial, overlong
             return
-        line_number += 1
-        overlong = False
-        if len(line) == _MAX_LINE_BYTES and not line.endswith(b"\n"):
-            overlong = True
-            while True:  # skip the rest of the line without holding it
-                rest = readline(_MAX_LINE_BYTES)
-                if not rest or rest.endswith(b"\n"):
-                    break
-        if line_number == 1 and line.startswith(_BOM):
-            line = line[len(_BOM) :]
-        yield line_number, line, overlong
 
 
-def _parse(source: str, line_number: int, line: bytes, overlong: bool) -> int | Reject | None:
-    """A GeneID, a Reject, or None for a blank or comment line."""
-    stripped = line.strip()
-    if stripped.isdigit() and len(stripped) <= 10 and not overlong:  # the common case first
-        value = int(stripped)
-        if 1 <= value <= MAX_GENE_ID:
-            return value
-        return Reject(source, line_number, shown_text(stripped), "OUT_OF_RANGE")
-    if not stripped or stripped.startswith(b"#"):
-        return None
-    end = _FIELD_END.search(stripped)
-    field = stripped[: end.start()] if end else stripped
-    if overlong and end is None:
-        return Reject(source, line_number, shown_text(stripped), "LINE_TOO_LONG")
+def _fields(stripped: bytes) -> list[bytes]:
+    """A line's fields: tab-separated if it has a tab, else comma-, else space-separated."""
+    comment = _COMMENT.search(stripped)
+    if comment is not None:
+        stripped = stripped[: comment.start()]
+    if b"\t" in stripped:
+        return [f.strip(_FIELD_QUOTES) for f in stripped.split(b"\t")]
+    if b"," in stripped:
+        return [f.strip(_FIELD_QUOTES) for f in stripped.split(b",")]
+    return [f.strip(_FIELD_QUOTES) for f in stripped.split()]
+
+
+def _gene_id(field: bytes) -> int | str:
+    """The GeneID in ``field``, or the reason it is none."""
     if not field.isdigit():
-        return Reject(source, line_number, shown_text(stripped), "NOT_A_GENE_ID")
+        return "NOT_A_GENE_ID"
     if len(field) > 10 or not 1 <= int(field) <= MAX_GENE_ID:
-        return Reject(source, line_number, shown_text(stripped), "OUT_OF_RANGE")
+        return "OUT_OF_RANGE"
     return int(field)
 
 
-def read_ids(paths: tuple[str, ...], names: tuple[str, ...] | None = None) -> Iterator[int | Reject]:
+def _parse_first(line: bytes, overlong: bool) -> int | str | None:
+    """Without a column: the line's one GeneID, a reject reason, or None (blank, comment)."""
+    stripped = line.strip()
+    if stripped.isdigit() and len(stripped) <= 10 and not overlong:  # the common case first
+        value = int(stripped)
+        return value if 1 <= value <= MAX_GENE_ID else "OUT_OF_RANGE"
+    if not stripped or stripped.startswith(b"#"):
+        return None
+    fields = _fields(stripped)
+    if overlong and len(fields) == 1:
+        return "LINE_TOO_LONG"
+    found = _gene_id(fields[0])
+    if isinstance(found, int) and any(f.isdigit() for f in fields[1:]):
+        return "SEVERAL_IDS"
+    return found
+
+
+def _parse_column(line: bytes, overlong: bool, index: int) -> int | str | None:
+    """With a column: the GeneID in field ``index``, a reject reason, or None."""
+    content = line.rstrip()
+    stripped = content.lstrip()
+    if not stripped or stripped.startswith(b"#"):
+        return None
+    fields = _fields(content if content[:1] == b"\t" else stripped)  # an empty first cell counts
+    if len(fields) <= index:
+        return "LINE_TOO_LONG" if overlong else "MISSING_COLUMN"
+    return _gene_id(fields[index])
+
+
+def _header_names(line: bytes) -> list[str]:
+    """A possible header line's field names (a leading ``#`` dropped).
+
+    A ``#`` line is a header only if tab- or comma-separated (NCBI's are tab-separated):
+    a prose comment that mentions GeneID is not.
+    """
+    stripped = line.strip()
+    text = stripped.lstrip(b"#").strip()
+    if b"\t" in text:
+        fields = text.split(b"\t")
+    elif b"," in text:
+        fields = text.split(b",")
+    elif not stripped.startswith(b"#"):
+        fields = text.split()
+    else:
+        return []
+    return [f.strip(_FIELD_QUOTES).decode("utf-8", "replace") for f in fields]
+
+
+def _is_gene_id_name(name: str) -> bool:
+    return name.lower().replace("_", "").replace(" ", "").replace("-", "") in _GENE_ID_NAMES
+
+
+@dataclass
+class _FileReport:
+    """What one file held, for the errors and warnings after it is read."""
+
+    name: str
+    nonblank: bool = False
+    data_lines: int = 0
+    valid: int = 0
+    binary: bool = False
+
+
+def _read_file(handle: BinaryIO, name: str, column: int | str | None,
+               report: _FileReport) -> Iterator[int | Reject]:
+    index: int | None = column if isinstance(column, int) else None
+    sample: Counter[int] = Counter()  # the first IDs; then only the commonest one is counted
+    common, common_count = 0, 0
+    data_lines = valid = 0
+    looked_for_header = False
+    for line_number, line, overlong in _lines(handle):
+        if not looked_for_header and line.strip():
+            looked_for_header = True
+            if _is_header(line, name, column):
+                names = _header_names(line)
+                if isinstance(column, str):
+                    index = [n.lower() for n in names].index(column.lower())
+                    log.info("%s: reading GeneIDs from column %d (%s)", name, index + 1, column)
+                elif index is None:
+                    index = next(i for i, n in enumerate(names) if _is_gene_id_name(n))
+                    log.info("%s: reading GeneIDs from column %d (%s), the one its header "
+                             "line names", name, index + 1, names[index])
+                continue
+        parsed = (_parse_first(line, overlong) if index is None
+                  else _parse_column(line, overlong, index))
+        if parsed is None:
+            continue
+        data_lines += 1
+        if isinstance(parsed, int):
+            valid += 1
+            if valid <= _REPEAT_SAMPLE:
+                sample[parsed] += 1
+                if valid == _REPEAT_SAMPLE:
+                    common, common_count = sample.most_common(1)[0]
+            elif parsed == common:
+                common_count += 1
+            yield parsed
+        else:
+            if b"\x00" in line:
+                report.binary = True
+            yield Reject(name, line_number, shown_text(line.strip()), parsed)
+    report.nonblank = looked_for_header
+    report.data_lines, report.valid = data_lines, valid
+    if valid < _REPEAT_SAMPLE and sample:
+        common, common_count = sample.most_common(1)[0]
+    if valid >= _REPEAT_MIN_IDS and 2 * common_count > valid:
+        log.warning("%s: %d makes up %d%% of its %d GeneIDs, so column %d looks like tax_id "
+                    "(9606 is human) or another repeated value, not GeneIDs; if so, choose the "
+                    "GeneID column with --column N (1-based) or --column GeneID (with --restart "
+                    "if the run has begun)", name, common, 100 * common_count // valid, valid,
+                    (index or 0) + 1)
+
+
+def _is_header(line: bytes, name: str, column: int | str | None) -> bool:
+    """Whether a file's first non-blank line names columns: ``--column NAME``'s, or GeneID."""
+    names = _header_names(line)
+    if isinstance(column, str):
+        if column.lower() not in (n.lower() for n in names):
+            raise InputError(
+                f"--column {column!r}: the first line of {name} names no such column (it is "
+                f"{shown_text(line.strip())!r}); give a column number (1, 2, ...) or a name "
+                "from that header line")
+        return True
+    return any(_is_gene_id_name(n) for n in names)
+
+
+def read_ids(paths: tuple[str, ...], names: tuple[str, ...] | None = None,
+             column: int | str | None = None) -> Iterator[int | Reject]:
     """Every valid GeneID (duplicates included) and every rejected line, in input order.
 
-    ``names`` are what rejects report as the source (e.g. ``-`` for a spooled stdin copy).
+    ``names`` are what rejects report as the source (e.g. ``-`` for a spooled stdin copy);
+    ``column`` is what :func:`parse_column` made of ``--column``. Raises InputError at the
+    end when no line held a GeneID.
     """
-    for index, path in enumerate(paths):
-        name = names[index] if names else path
+    reports: list[_FileReport] = []
+    first_rejects: list[Reject] = []
+    valid = 0
+    for position, path in enumerate(paths):
+        report = _FileReport(names[position] if names else path)
+        reports.append(report)
         with open_input(path) as handle:
-            for line_number, line, overlong in _lines(handle):
-                parsed = _parse(name, line_number, line, overlong)
-                if parsed is not None:
-                    yield parsed
+            for item in _read_file(handle, report.name, column, report):
+                if isinstance(item, int):
+                    valid += 1
+                elif len(first_rejects) < _SHOWN_REJECTS:
+                    first_rejects.append(item)
+                yield item
+    if valid == 0:
+        raise _no_ids_error(reports, first_rejects)
+
+
+def _no_ids_error(reports: list[_FileReport], rejects: list[Reject]) -> InputError:
+    """Why the input held no GeneID at all, with its first rejected lines and what to do."""
+    where = ", ".join(r.name for r in reports)
+    if not any(r.nonblank for r in reports):
+        return InputError(f"the input ({where}) is empty: give a file with one GeneID per "
+                          "line, e.g. 7157 for TP53")
+    if not any(r.data_lines for r in reports):
+        return InputError(f"the input ({where}) holds only blank lines, # comments and "
+                          "headers, no GeneIDs: give a file with one GeneID per line, e.g. 7157 for TP53")
+    shown = "\n".join(f"  {r.source}:{r.line_number}: {r.text!r} ({r.reason})" for r in rejects)
+    rejected = sum(r.data_lines for r in reports)
+    advice: list[str] = []
+    if any(r.binary for r in reports):
+        advice.append("the input looks binary, not text: give a plain-text (or gzip) list of "
+                      "GeneIDs")
+    if any(_ENSEMBL.match(r.text) for r in rejects):
+        advice.append("Ensembl IDs (ENSG...) aren't GeneIDs: convert them first, e.g. with "
+                      "NCBI's gene2ensembl file (Ensembl_gene_identifier -> GeneID)")
+    if any(r.reason == "NOT_A_GENE_ID" and _SYMBOL.match(r.text) and not _ENSEMBL.match(r.text)
+           for r in rejects):
+        advice.append("gene symbols aren't GeneIDs: convert them first, e.g. with NCBI's "
+                      "gene_info (Symbol -> GeneID) or `datasets summary gene symbol TP53 "
+                      "--taxon human`")
+    if any(r.reason == "SEVERAL_IDS" for r in rejects):
+        advice.append("a line holds several numbers and bulkgene never guesses which one is "
+                      "the GeneID: put one GeneID per line (e.g. `tr ',' '\\n'`), or choose "
+                      "the column with --column N")
+    if any(r.reason == "MISSING_COLUMN" for r in rejects):
+        advice.append("lines have fewer fields than the GeneID column: check --column")
+    advice.append("bulkgene reads NCBI GeneIDs (positive integers such as 7157): one per "
+                  "line, the first field, or the column --column N names")
+    return InputError(f"no GeneID in the input ({where}): all {rejected} data lines were "
+                      f"rejected. The first ones:\n{shown}\n" + "\n".join(advice))
 
 
 @dataclass
@@ -150,12 +391,13 @@ def scan_ids(
     paths: tuple[str, ...],
     names: tuple[str, ...],
     on_reject: Callable[[Reject], None] | None = None,
+    column: int | str | None = None,
 ) -> tuple[InputCounts, IdBitmap]:
     """Count the input and collect the set of requested IDs; rejects go to ``on_reject``."""
     counts = InputCounts()
     requested = IdBitmap()
     add = requested.add
-    for item in read_ids(paths, names):
+    for item in read_ids(paths, names, column):
         if isinstance(item, int):
             if add(item):
                 counts.requested += 1

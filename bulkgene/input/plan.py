@@ -59,14 +59,26 @@ def _ids_bytes(ids: array[int]) -> bytes:
 
 
 def build(directory: Path, paths: tuple[str, ...], names: tuple[str, ...],
-          digests: list[str], on_reject: Callable[[Reject], None]) -> IdPlan:
-    """Stream the input once into a new plan in ``directory``."""
+          digests: list[str], on_reject: Callable[[Reject], None],
+          column: int | str | None = None) -> IdPlan:
+    """Stream the input once into a new plan in ``directory``; nothing is left on InputError."""
+    ids_tmp = directory / (PLAN_IDS + ".tmp")
+    try:
+        return _build(directory, paths, names, digests, on_reject, column, ids_tmp)
+    except BaseException:
+        ids_tmp.unlink(missing_ok=True)
+        raise
+
+
+def _build(directory: Path, paths: tuple[str, ...], names: tuple[str, ...],
+           digests: list[str], on_reject: Callable[[Reject], None],
+           column: int | str | None, ids_tmp: Path) -> IdPlan:
     counts = InputCounts()
     requested = IdBitmap()
     add = requested.add
     pending = array("I")
     with durable.atomic_file(directory / PLAN_IDS) as ids_out:
-        for item in read_ids(paths, names):
+        for item in read_ids(paths, names, column):
             if isinstance(item, int):
                 if add(item):
                     counts.requested += 1

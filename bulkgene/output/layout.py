@@ -3,7 +3,8 @@
     DIR/ shard-0000.ndjson[.gz] | shard-0000.tsv[.gz]   the records, batch b in shard b mod N
          missing.tsv  replaced.tsv  rejects.tsv      the side reports
          summary.json                                the accounting of the latest run
-         checkpoint.json  plan.json plan.ids plan.bitmap  stdin.spool  bulkgene.lock
+         checkpoint.json  plan.json plan.ids plan.bitmap  bulkgene.lock
+         stdin.spool  input-2.spool                  copies of inputs that can be read once
     DIR/task-0003/...                                one array task's own copy of the above
 """
 
@@ -29,6 +30,7 @@ REPLACED_HEADER = b"requested_gene_id\treturned_gene_id\n"
 REJECTS_HEADER = b"file\tline\ttext\treason\n"
 
 _SHARD_PATTERN = re.compile(r"shard-\d{4,}\.(ndjson|tsv)(\.gz)?")
+_SPOOL_PATTERN = re.compile(r"input-\d+\.spool")  # a read-once input (pipe, FIFO), copied
 STATE_NAMES = frozenset({MISSING_NAME, REPLACED_NAME, REJECTS_NAME, SUMMARY_NAME,
                          CHECKPOINT_NAME, LOCK_NAME, STDIN_SPOOL_NAME, *PLAN_FILES})
 
@@ -45,7 +47,7 @@ def is_shard_name(name: str) -> bool:
 
 def is_ours(name: str) -> bool:
     """Whether ``name`` is a file bulkgene writes in a task directory."""
-    return name in STATE_NAMES or is_shard_name(name)
+    return name in STATE_NAMES or is_shard_name(name) or _SPOOL_PATTERN.fullmatch(name) is not None
 
 
 def task_dir_name(index: int) -> str:

@@ -1,8 +1,10 @@
 """Everything before the first request: the output directory, the input's identity and counts, resume state.
 
 Runs synchronously (in a worker thread): move an old run aside on ``--restart``, copy stdin
-to a spool file so the input can be re-read and fingerprinted, digest the inputs, refuse a
-mismatched checkpoint, count the input and write ``rejects.tsv``, cut files back.
+and every other input that can be read only once (a pipe, ``<(zcat ids.gz)``, a FIFO) to a
+spool file so it can be fingerprinted and re-read, digest the inputs, refuse a mismatched
+checkpoint, count the input and write ``rejects.tsv``, cut files back. An input error leaves
+nothing behind: no spool, no temporary file, no directory this run created.
 """
 
 from __future__ import annotations
@@ -10,15 +12,16 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
+import stat
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from bulkgene.config import DownloadConfig
-from bulkgene.errors import ConfigError, FingerprintMismatch, StateError
+from bulkgene.errors import ConfigError, InputError, StateError
 from bulkgene.input import plan as idplan
-from bulkgene.input.lines import STDIN, InputCounts, Reject, file_digest, scan_ids
+from bulkgene.input.lines import STDIN, InputCounts, Reject, file_digest, parse_column, scan_ids
 from bulkgene.input.plan import IdPlan
 from bulkgene.output import durable, layout
 from bulkgene.output.layout import REJECTS_HEADER, REJECTS_NAME, STDIN_SPOOL_NAME
@@ -87,20 +90,50 @@ def move_aside(work_dir: Path, out_dir: Path) -> Path | None:
     return target
 
 
-def _spool_stdin(out_dir: Path) -> Path:
-    """Copy stdin into the directory (beside the old copy) so it can be digested and re-read."""
-    incoming = out_dir / (STDIN_SPOOL_NAME + ".new")
-    with durable.create_new(incoming) as handle:
-        shutil.copyfileobj(sys.stdin.buffer, handle, 1 << 20)
+def _needs_spool(name: str) -> bool:
+    """Whether an input can be read only once: stdin, a pipe, ``<(...)``, a FIFO, a device."""
+    if name == STDIN:
+        return True
+    try:
+        mode = os.stat(name).st_mode
+    except OSError:
+        return False  # reading it says what is wrong
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def spool_files(config: DownloadConfig) -> dict[int, Path]:
+    """The inputs (by position) that are copied into the directory, and their copies.
+
+    The copy is what a resumed run reads: ``bulkgene fetch DIR/stdin.spool ...`` resumes a
+    run whose input was piped in, without piping the same bytes again.
+    """
+    return {position: config.work_dir / (STDIN_SPOOL_NAME if name == STDIN
+                                     else f"input-{position + 1}.spool")
+            for position, name in enumerate(config.inputs) if _needs_spool(name)}
+
+
+def _spool(name: str, target: Path) -> Path:
+    """Copy a read-once input beside its old copy, so it can be digested and re-read."""
+    incoming = target.with_name(target.name + ".new")
+    try:
+        source = sys.stdin.buffer if name == STDIN else open(name, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise InputError(f"cannot read input {name!r}: {exc.strerror}; check the path") from None
+    try:
+        with durable.create_new(incoming) as handle:
+            shutil.copyfileobj(source, handle, 1 << 20)
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()
     return incoming
 
 
 def _read_input(out_dir: Path, paths: tuple[str, ...], names: tuple[str, ...],
-                digests: list[str]) -> IdPlan:
+                plan_key: list[str], column: str | None) -> IdPlan:
     """The input's plan: reused when it matches, else made while writing rejects.tsv."""
-    if (out_dir / REJECTS_NAME).exists() and (plan := idplan.load(out_dir, digests)):
+    if (out_dir / REJECTS_NAME).exists() and (plan := idplan.load(out_dir, plan_key)):
         return plan
-    with durable.atomic_file(out_dir / REJECTS_NAME) as handle:
+    with durable.atomic_file(out_dir / REJECTS_NAME) as handle:  # removed again on errors
         handle.write(REJECTS_HEADER)
 
         def record(reject: Reject) -> None:
@@ -108,13 +141,31 @@ def _read_input(out_dir: Path, paths: tuple[str, ...], names: tuple[str, ...],
             handle.write(f"{source}\t{reject.line_number}\t{reject.text}\t{reject.reason}\n"
                          .encode())
 
-        plan = idplan.build(out_dir, paths, names, digests, record)
+        plan = idplan.build(out_dir, paths, names, plan_key, record, parse_column(column))
     return plan
+
+
+def _absent_dirs(directory: Path) -> list[Path]:
+    """``directory`` and those of its parents that don't exist yet, innermost first."""
+    absent = []
+    while not directory.exists() and directory != directory.parent:
+        absent.append(directory)
+        directory = directory.parent
+    return absent
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
 
 
 def prepare(config: DownloadConfig) -> PreparedRun:
     """Get the directory ready to resume or start; nothing has been sent yet."""
     out_dir = config.work_dir
+    created = _absent_dirs(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -122,46 +173,53 @@ def prepare(config: DownloadConfig) -> PreparedRun:
     lock = RunLock(out_dir)
     lock.acquire()
     try:
-        return _prepare_locked(config, lock)
-    except BaseException:
+        return _prepare_locked(config, lock, created)
+    except BaseException as exc:
         lock.release()
+        if isinstance(exc, InputError | ConfigError):  # a bad input leaves no empty --out
+            _remove_empty(created)
         raise
 
 
-def _prepare_locked(config: DownloadConfig, lock: RunLock) -> PreparedRun:
+def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path]) -> PreparedRun:
     out_dir = config.work_dir
     if config.restart and (moved := move_aside(out_dir, config.out_dir)) is not None:
         (moved / layout.LOCK_NAME).unlink(missing_ok=True)  # our lock moved away with the old run
         out_dir.mkdir(parents=True, exist_ok=True)
+        created.insert(0, out_dir)
         lock.acquire()
     if config.inputs.count(STDIN) > 1:
         raise ConfigError("stdin (-) can be given only once as input")
-    incoming = _spool_stdin(out_dir) if STDIN in config.inputs else None
-    paths = tuple(str(incoming) if p == STDIN else p for p in config.inputs)
     names = config.inputs
-    inputs = [{"name": name, "digest": file_digest(path)} for name, path in zip(names, paths,
-                                                                                strict=True)]
-    params = config.fingerprint_params()
-    fingerprint = ckpt.fingerprint(params, [entry["digest"] for entry in inputs])
-    existing = ckpt.load(out_dir)
-    if existing is not None:
-        try:
+    spools = spool_files(config)
+    incoming: dict[int, Path] = {}
+    try:  # until the input proved good, new copies sit beside the old ones
+        for position, target in spools.items():
+            incoming[position] = _spool(names[position], target)
+        paths = tuple(str(incoming.get(position, name)) for position, name in enumerate(names))
+        inputs = [{"name": name, "digest": file_digest(path)}
+                  for name, path in zip(names, paths, strict=True)]
+        params = config.fingerprint_params()
+        digests = [entry["digest"] for entry in inputs]
+        fingerprint = ckpt.fingerprint(params, digests)
+        existing = ckpt.load(out_dir)
+        if existing is not None:
             ckpt.check_compatible(existing, params, inputs, fingerprint)
-        except FingerprintMismatch:
-            if incoming is not None:  # keep the old run's copy of its stdin, drop the new one
-                incoming.unlink()
-            raise
-        state = existing
-    else:
-        _refuse_orphan_data(out_dir)
-        state = Checkpoint(fingerprint=fingerprint, params=params, inputs=inputs)
-    if incoming is not None:
-        spool = out_dir / STDIN_SPOOL_NAME
-        os.replace(incoming, spool)
-        paths = tuple(str(spool) if p == STDIN else p for p in config.inputs)
+            state = existing
+        else:
+            _refuse_orphan_data(out_dir)
+            state = Checkpoint(fingerprint=fingerprint, params=params, inputs=inputs)
+        # the column is in the plan's key too: a killed first run has no checkpoint yet
+        plan_key = digests + ([f"column={config.column}"] if config.column is not None else [])
+        plan = _read_input(out_dir, paths, names, plan_key, config.column)
+    except BaseException:
+        for path in incoming.values():  # keep an old run's copies, drop the new ones
+            path.unlink(missing_ok=True)
+        raise
+    for position, path in incoming.items():
+        os.replace(path, spools[position])
     state.run_started_at = time.time()  # saved with the first commit of this run
     state.run_ids_at_start = state.ids_done
-    plan = _read_input(out_dir, paths, names, [entry["digest"] for entry in inputs])
     store = OutputStore(out_dir, config.output.shards, plan.requested,
                         gzipped=config.output.compress == "gzip", tsv=config.query.format == "tsv")
     store.open(existing)
@@ -187,9 +245,11 @@ class DryRun:
 def dry_run(config: DownloadConfig, rejects: list[Reject] | None = None) -> DryRun:
     """Read and validate the input and work out batches and time; writes and sends nothing."""
     counts, _ = scan_ids(config.inputs, config.inputs,
-                         rejects.append if rejects is not None else None)
+                         rejects.append if rejects is not None else None,
+                         parse_column(config.column))
     task_batches, task_ids = config.task.share(counts.requested, config.output.batch_size)
-    pages_per_batch = -(-min(config.output.batch_size, max(counts.requested, 1)) // config.query.page_size)
+    pages_per_batch = -(-min(config.output.batch_size, max(counts.requested, 1))
+                        // config.query.page_size)
     rate = config.effective_requests_per_second
     return DryRun(counts, -(-counts.requested // config.output.batch_size), task_batches, task_ids,
                   rate, task_batches * pages_per_batch / rate)

@@ -1,0 +1,152 @@
+"""Which column holds the GeneID: --column N|NAME, a header naming GeneID, the tax_id warning."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from helpers import cli_env, gene_ids_written, run_cli
+
+from bulkgene.errors import InputError
+from bulkgene.input.lines import Reject, parse_column, read_ids
+from bulkgene.testing import EmulatorThread
+
+GENE_INFO_HEADER = ("#tax_id\tGeneID\tSymbol\tLocusTag\tSynonyms\tdbXrefs\tchromosome\t"
+                    "map_location\tdescription\ttype_of_gene\n")
+ROWS = [(9606, 7157, "TP53", "17"), (9606, 672, "BRCA1", "17"), (9606, 3105, "HLA-A", "6")]
+
+
+def _gene_info(path: Path, header: bool = True, repeat: int = 1) -> Path:
+    lines = [GENE_INFO_HEADER] if header else []
+    for _ in range(repeat):
+        lines += [f"{tax}\t{gene}\t{symbol}\t-\t-\tMIM:1\t{chromosome}\t17p13.1\tprotein\t"
+                  "protein-coding\n" for tax, gene, symbol, chromosome in ROWS]
+    path.write_text("".join(lines))
+    return path
+
+
+def test_ncbi_gene_info_header_picks_the_gene_id_column(emulator: EmulatorThread,
+                                                        tmp_path: Path) -> None:
+    source = _gene_info(tmp_path / "gene_info")
+    out = tmp_path / "out"
+    result = run_cli("fetch", str(source), "--out", str(out), env=cli_env(emulator.base_url))
+    assert result.returncode == 0, result.stderr.decode()
+    assert set(gene_ids_written(out)) == {7157, 672, 3105}
+    assert result.stderr.count(b"reading GeneIDs from column 2 (GeneID)") == 1
+
+
+@pytest.mark.parametrize("column", ["2", "GeneID", "geneid"])
+def test_column_option_by_number_or_header_name(emulator: EmulatorThread, tmp_path: Path,
+                                                column: str) -> None:
+    source = _gene_info(tmp_path / "gene_info")
+    out = tmp_path / "out"
+    result = run_cli("fetch", str(source), "--out", str(out), "--column", column,
+                     env=cli_env(emulator.base_url))
+    assert result.returncode == 0, result.stderr.decode()
+    assert set(gene_ids_written(out)) == {7157, 672, 3105}
+
+
+def test_column_number_without_a_header(tmp_path: Path) -> None:
+    source = _gene_info(tmp_path / "rows.tsv", header=False)
+    assert list(read_ids((str(source),), column=parse_column("2"))) == [7157, 672, 3105]
+
+
+def test_a_column_name_the_header_lacks_is_an_error(tmp_path: Path) -> None:
+    source = _gene_info(tmp_path / "gene_info")
+    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--column",
+                     "Entrez", "--dry-run")
+    assert result.returncode == 1
+    assert b"--column 'Entrez'" in result.stderr and b"GeneID" in result.stderr
+
+
+@pytest.mark.parametrize("column", ["0", "", "-1"])
+def test_a_column_that_is_no_column_is_a_usage_error(tmp_path: Path, column: str) -> None:
+    result = run_cli("fetch", "ids.txt", "--out", str(tmp_path / "out"), "--column", column)
+    assert result.returncode == 2
+    assert b"counted from 1" in result.stderr
+
+
+def test_empty_cells_keep_their_place(tmp_path: Path) -> None:
+    source = tmp_path / "ids.tsv"
+    source.write_bytes(b"\t7157\tTP53\n9606\t\t672\n,3105,x\n")
+    third = list(read_ids((str(source),), column=parse_column("3")))
+    assert third[1] == 672 and [r.line_number for r in third if isinstance(r, Reject)] == [1, 3]
+    items = list(read_ids((str(source),), column=parse_column("2")))
+    assert items[0] == 7157 and items[2] == 3105
+    assert isinstance(items[1], Reject) and items[1].reason == "NOT_A_GENE_ID"
+
+
+def test_short_lines_are_rejected_not_skipped(tmp_path: Path) -> None:
+    source = tmp_path / "ids.tsv"
+    source.write_text("9606\t7157\n672\n")
+    items = list(read_ids((str(source),), column=parse_column("2")))
+    assert items[0] == 7157
+    assert isinstance(items[1], Reject) and items[1].reason == "MISSING_COLUMN"
+    with pytest.raises(InputError, match="fewer fields"):
+        list(read_ids((str(source),), column=parse_column("3")))
+
+
+def test_one_repeated_value_warns_that_the_column_looks_like_tax_id(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    source = tmp_path / "rows.tsv"  # what `cut -f1,3 gene_info` gives
+    source.write_text("".join(f"9606\tSYMBOL{gene}\n" for gene in range(1, 40)))
+    with caplog.at_level(logging.WARNING, logger="bulkgene"):
+        assert set(read_ids((str(source),))) == {9606}
+    (warning,) = caplog.records
+    assert "column 1 looks like tax_id" in warning.getMessage()
+    assert "9606 makes up 100%" in warning.getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bulkgene"):
+        source.write_text("".join(f"9606\t{gene}\n" for gene in range(1, 40)))
+        assert len(set(read_ids((str(source),), column=parse_column("2")))) == 39
+    assert not caplog.records
+
+
+def test_tax_id_warning_holds_beyond_the_sample(tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    source = tmp_path / "big.txt"  # the commonest value of the first 10 000 IDs, counted on
+    source.write_text("".join(f"{i}\n" for i in range(1, 4001)) + "9606\n" * 30_000)
+    with caplog.at_level(logging.WARNING, logger="bulkgene"):
+        for _ in read_ids((str(source),)):
+            pass
+    assert any("9606 makes up 88%" in r.getMessage() for r in caplog.records)
+
+
+def test_tax_id_warning_reaches_the_cli(tmp_path: Path) -> None:
+    source = _gene_info(tmp_path / "gene_info", repeat=5)
+    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--column", "1",
+                     "--dry-run")
+    assert result.returncode == 0
+    assert b"input: 1 unique GeneIDs, 14 duplicates" in result.stdout
+    assert b"column 1 looks like tax_id" in result.stderr and b"--column" in result.stderr
+
+
+def test_gene_info_without_its_header_is_an_error_pointing_to_column(tmp_path: Path) -> None:
+    source = _gene_info(tmp_path / "rows.tsv", header=False, repeat=5)
+    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--dry-run")
+    assert result.returncode == 1
+    assert b"SEVERAL_IDS" in result.stderr and b"--column N" in result.stderr
+
+
+def test_a_changed_column_is_refused_like_a_changed_input(emulator: EmulatorThread,
+                                                          tmp_path: Path) -> None:
+    source = _gene_info(tmp_path / "gene_info")
+    out = tmp_path / "out"
+    env = cli_env(emulator.base_url)
+    assert run_cli("fetch", str(source), "--out", str(out), env=env).returncode == 0
+    refused = run_cli("fetch", str(source), "--out", str(out), "--column", "1", env=env)
+    assert refused.returncode == 1
+    assert b"column: was None, now '1'" in refused.stderr and b"--restart" in refused.stderr
+    again = run_cli("fetch", str(source), "--out", str(out), env=env)
+    assert again.returncode == 0
+
+
+def test_a_killed_first_run_does_not_reuse_the_plan_of_another_column(tmp_path: Path) -> None:
+    from bulkgene.input import plan as idplan
+
+    source = _gene_info(tmp_path / "rows.tsv", header=False)
+    plan = idplan.build(tmp_path, (str(source),), ("rows",), ["d", "column=2"], lambda r: None,
+                        parse_column("2"))
+    assert plan.counts.requested == 3
+    assert idplan.load(tmp_path, ["d"]) is None

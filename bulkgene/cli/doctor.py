@@ -87,12 +87,12 @@ def _table(checks: tuple[object, ...], verdict: str, requests: int) -> str:
     for check in rows:
         head = f"{check.name:<{name_width}}  {_MARKS[check.status]:<6}  "
         lines.append(textwrap.fill(check.detail, _WIDTH, initial_indent=head,
-                                   subsequent_indent=indent, break_on_hyphens=False))
+                                   subsequent_indent=indent, break_on_hyphens=False, break_long_words=False))
         if check.advice and check.status in ("fail", "warn"):
             lines.append(textwrap.fill(check.advice, _WIDTH, initial_indent=indent + "-> ",
                                        subsequent_indent=indent + "   ",
-                                       break_on_hyphens=False))
+                                       break_on_hyphens=False, break_long_words=False))
     lines.append("")
     lines.append(textwrap.fill(f"{verdict} ({requests} request{'s' if requests != 1 else ''} "
-                               "sent)", _WIDTH, break_on_hyphens=False))
+                               "sent)", _WIDTH, break_on_hyphens=False, break_long_words=False))
     return "\n".join(lines) + "\n"

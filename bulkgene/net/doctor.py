@@ -37,7 +37,6 @@ Status = Literal["ok", "warn", "fail", "info", "skip"]
 
 GAP_S = 0.25  # between one answer and the next request: 3 requests stay under 4 per second
 CLOCK_SKEW_WARN_S = 30.0
-CERT_EXPIRY_WARN_DAYS = 14
 DEPRECATED = frozenset({"gene-id"})  # `deprecated: true` in NCBI's OpenAPI spec
 KEYED_LIMIT = 10  # X-RateLimit-Limit NCBI announces for a keyed client (5 without)
 _MAX_BODY_BYTES = 8 << 20  # one gene's page is ~50 KB
@@ -114,7 +113,6 @@ class _Probe:
     tls: TlsFailure | None = None
     sent_wall_s: float = 0.0
     received_wall_s: float = 0.0
-    cert_not_after: float | None = None
     verdict: str = "skipped"  # works, retired, not found, auth, throttled, error, invalid, ...
     detail: str = ""
 
@@ -384,7 +382,7 @@ class _Doctor:
         self.requests += 1
         probe.sent_wall_s = time.time()
         try:
-            probe.reply, probe.cert_not_after = await _send(
+            probe.reply = await _send(
                 session, request.method, url, request.params, request.json_body, headers,
                 client_timeout)
         except _Unanswered as exc:
@@ -430,14 +428,6 @@ class _Doctor:
         if not any(p.reply is not None for p in probes):
             return Check("TLS", "skip", "not checked: no connection")
         detail = f"certificate of {self.host} verified against {ca_source()}"
-        not_after = next((p.cert_not_after for p in probes if p.cert_not_after), None)
-        if not_after is not None:
-            days = (not_after - time.time()) / 86400
-            stamp = time.strftime("%Y-%m-%d", time.gmtime(not_after))
-            detail += f"; valid until {stamp}"
-            if days < CERT_EXPIRY_WARN_DAYS:
-                return Check("TLS", "warn", f"{detail}, in {days:.0f} days",
-                             "a long job may outlast the certificate: tell the server's operator")
         return Check("TLS", "ok", detail)
 
     def _judge(self, probes: list[_Probe]) -> None:
@@ -564,13 +554,12 @@ class _Doctor:
 async def _send(session: aiohttp.ClientSession, method: str, url: str,
                 params: list[tuple[str, str]], json_body: dict[str, Any] | None,
                 headers: Mapping[str, str], client_timeout: aiohttp.ClientTimeout
-                ) -> tuple[Reply, float | None]:
-    """One request, the answer read whole, and the server certificate's end of validity."""
+                ) -> Reply:
+    """One request and its answer, read whole; raises _Unanswered with the kind of failure."""
     try:
         async with session.request(method, url, params=params, json=json_body,
                                    headers=dict(headers), allow_redirects=False,
                                    timeout=client_timeout) as response:
-            not_after = _cert_not_after(response)
             chunks: list[bytes] = []
             size = 0
             async for chunk in response.content.iter_chunked(1 << 16):
@@ -579,7 +568,7 @@ async def _send(session: aiohttp.ClientSession, method: str, url: str,
                     raise _Unanswered(f"the answer is larger than {_MAX_BODY_BYTES >> 20} MiB, "
                                       "far more than one gene's page", "other")
                 chunks.append(chunk)
-            return Reply(response.status, response.headers, b"".join(chunks)), not_after
+            return Reply(response.status, response.headers, b"".join(chunks))
     except aiohttp.ClientSSLError as exc:
         raise _Unanswered("TLS failed", "tls", tls_failure(exc)) from None
     except (aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError) as exc:
@@ -592,17 +581,6 @@ async def _send(session: aiohttp.ClientSession, method: str, url: str,
         raise _Unanswered(describe_exception(exc), "timeout") from None
     except aiohttp.ClientError as exc:
         raise _Unanswered(describe_exception(exc), "other") from None
-
-
-def _cert_not_after(response: aiohttp.ClientResponse) -> float | None:
-    connection = response.connection
-    transport = connection.transport if connection is not None else None
-    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-    if not isinstance(ssl_object, ssl.SSLObject):
-        return None
-    cert = ssl_object.getpeercert()
-    not_after = cert.get("notAfter") if cert else None
-    return ssl.cert_time_to_seconds(not_after) if isinstance(not_after, str) else None
 
 
 async def diagnose(network: NetworkSpec, endpoint: str | None = None,

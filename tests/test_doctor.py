@@ -73,7 +73,7 @@ def test_a_healthy_server_passes_and_names_the_endpoint_fetch_will_use(
     emulator = make_emulator(valid_keys=frozenset({SENTINEL_KEY}))
     code, output = doctor(emulator.base_url, NCBI_API_KEY=SENTINEL_KEY)
     assert code == 0, output
-    assert verdict(output).startswith("a fetch would work: it will use gene-id ")
+    assert verdict(output).startswith("a fetch would work: it will use gene-id;")
     for name in ("gene-id", "gene-id-report", "dataset-report"):
         assert row(output, name).split()[1] == "ok"
     assert "deprecated" in row(output, "gene-id ")

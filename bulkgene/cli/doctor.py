@@ -93,6 +93,7 @@ def _table(checks: tuple[object, ...], verdict: str, requests: int) -> str:
                                        subsequent_indent=indent + "   ",
                                        break_on_hyphens=False, break_long_words=False))
     lines.append("")
-    lines.append(textwrap.fill(f"{verdict} ({requests} request{'s' if requests != 1 else ''} "
-                               "sent)", _WIDTH, break_on_hyphens=False, break_long_words=False))
+    sent = f"{requests} request{'s' if requests != 1 else ''} sent"
+    lines.append(textwrap.fill(f"{verdict}; {sent}", _WIDTH, break_on_hyphens=False,
+                               break_long_words=False))
     return "\n".join(lines) + "\n"

@@ -545,8 +545,9 @@ class _Doctor:
                           "fix the failing rows above, from the top")
         other = working[0]
         if chosen.verdict in ("retired", "not found"):
-            return other, (f"a fetch would work: {self.endpoint} does not answer, so fetch "
-                           f"switches to {other} by itself (or pass --endpoint {other})")
+            state = "is retired" if chosen.verdict == "retired" else "answers 404"
+            return other, (f"a fetch would work: {self.endpoint} {state}, so fetch switches "
+                           f"to {other} by itself (or pass --endpoint {other})")
         return other, (f"a fetch would work with --endpoint {other}; with {self.endpoint} "
                        f"it would not ({chosen.detail})")
 
@@ -570,7 +571,8 @@ async def _send(session: aiohttp.ClientSession, method: str, url: str,
                 chunks.append(chunk)
             return Reply(response.status, response.headers, b"".join(chunks))
     except aiohttp.ClientSSLError as exc:
-        raise _Unanswered("TLS failed", "tls", tls_failure(exc)) from None
+        failure = tls_failure(exc)
+        raise _Unanswered(f"TLS failed: {failure.kind}", "tls", failure) from None
     except (aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError) as exc:
         raise _Unanswered(describe_exception(exc), "proxy") from None
     except aiohttp.ClientConnectorDNSError as exc:

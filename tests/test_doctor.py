@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import itertools
 import re
+import socket
 import ssl
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -111,6 +112,20 @@ def test_a_wrong_base_url_fails_with_check_base_url(emulator: EmulatorThread) ->
     assert "(from BULKGENE_BASE_URL)" in row(output, "base URL")
 
 
+def test_nothing_listening_fails_after_one_request() -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code, output = doctor(f"http://127.0.0.1:{port}/datasets/v2", "--json")
+    assert code == 1
+    report = orjson.loads(output)
+    assert report["ok"] is False and report["fetch_endpoint"] is None
+    assert report["requests"] == 1, "an unreachable host is not asked three times"
+    connection = next(c for c in report["checks"] if c["check"] == "connection")
+    assert connection["status"] == "fail" and "cannot reach" in connection["detail"]
+    assert connection["advice"]
+
+
 def test_a_rejected_key_fails_without_showing_it(make_emulator: EmulatorFactory,
                                                  tmp_path: Path) -> None:
     emulator = make_emulator(valid_keys=frozenset({"another-key"}))
@@ -170,6 +185,8 @@ def test_a_key_counted_as_anonymous_is_a_warning() -> None:
     assert check.status == "warn" and "anonymous" in check.detail
     assert key_check(False, [Reply(200, {"X-RateLimit-Limit": "5"}, b"{}")]).status == "info"
     assert key_check(True, [Reply(403, {}, b"")]).status == "fail"
+    blocked = key_check(False, [Reply(403, {}, b"")])
+    assert blocked.status == "fail" and "blocks IP addresses" in blocked.advice
 
 
 def test_clock_skew_is_measured_against_the_date_header() -> None:

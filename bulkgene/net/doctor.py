@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
+from urllib.request import proxy_bypass
 
 import aiohttp
 import orjson
@@ -42,12 +43,15 @@ KEYED_LIMIT = 10  # X-RateLimit-Limit NCBI announces for a keyed client (5 witho
 _MAX_BODY_BYTES = 8 << 20  # one gene's page is ~50 KB
 KEY_HELP = ("check NCBI_API_KEY, --api-key-file or --api-key (keys are made at "
             "https://www.ncbi.nlm.nih.gov/account/settings/), or run without a key at 5 requests/s")
+BLOCKED_HELP = ("NCBI blocks IP addresses that send too many requests: stop other downloads "
+                "from this machine, wait, and write to info@ncbi.nlm.nih.gov if it persists")
 BASE_URL_HELP = f"check --base-url (or BULKGENE_BASE_URL); NCBI's is {DEFAULT_BASE_URL}"
 
 # OpenSSL X509_V_ERR_* codes (ssl.SSLCertVerificationError.verify_code) and what they mean here
 _UNKNOWN_CA_CODES = frozenset({2, 18, 19, 20, 21})
 _EXPIRED_CODE, _NOT_YET_VALID_CODE = 10, 9
 _MISMATCH_CODES = frozenset({62, 64})
+_NO_CONNECTION = frozenset({"dns", "proxy", "connect", "connect timeout", "tls"})
 _DOCS_NOTE = re.compile(r"\s*\(For more help, see [^)]*\)")
 
 
@@ -138,7 +142,7 @@ def proxy_route(base_url: str) -> ProxyRoute:
     try:
         proxy, _auth = get_env_proxy_for_url(url)
     except LookupError:
-        if configured and _env("NO_PROXY"):
+        if configured and url.host and proxy_bypass(url.host):
             return ProxyRoute(None, f"none: NO_PROXY exempts {url.host} from {variable}, so "
                               "the connection is direct")
         if configured and URL(configured).scheme in ("https", "wss"):
@@ -244,6 +248,9 @@ def key_check(has_key: bool, replies: list[Reply]) -> Check:
     limits = [limit for reply in replies if (limit := _header_limit(reply)) is not None]
     limit = max(limits) if limits else None
     shown = f"X-RateLimit-Limit {limit:g}" if limit is not None else ""
+    if not has_key and 403 in statuses:
+        return Check("API key", "fail", "none given, and the server refuses this machine (HTTP "
+                     "403)", BLOCKED_HELP)
     if not has_key:
         extra = f" ({shown})" if shown else ""
         return Check("API key", "info", f"none given: 5 requests/s{extra}; a key "
@@ -252,8 +259,7 @@ def key_check(has_key: bool, replies: list[Reply]) -> Check:
         return Check("API key", "fail", "rejected by the server (HTTP 401)", KEY_HELP)
     if 403 in statuses:
         return Check("API key", "fail", "refused (HTTP 403): a rejected key or a blocked IP "
-                     "address", KEY_HELP + "; if a run without a key gets 403 too, NCBI blocks "
-                     "this IP: stop other downloads, wait, and write to info@ncbi.nlm.nih.gov")
+                     "address", KEY_HELP + "; if a run without a key gets 403 too: " + BLOCKED_HELP)
     if not any(reply.status < 400 or reply.status == 429 for reply in replies):
         return Check("API key", "skip", "not checked: no endpoint answered")
     if limit is None:
@@ -367,7 +373,7 @@ class _Doctor:
                     await asyncio.sleep(max(0.0, last_answer_at + self.gap_s - loop.time()))
                 await self._probe(session, probe, client_timeout)
                 last_answer_at = loop.time()
-                if probe.failure_kind in ("dns", "proxy", "connect", "tls"):
+                if probe.failure_kind in _NO_CONNECTION:
                     for later in probes[probes.index(probe) + 1:]:
                         later.detail = "not tried: the server could not be reached"
                     return
@@ -405,6 +411,9 @@ class _Doctor:
                      "or unset it if this machine reaches the internet directly",
             "dns": "check the host name in --base-url, or set HTTPS_PROXY if only a proxy can "
                    "resolve outside names",
+            "connect timeout": "nothing answered in time: outgoing traffic may be filtered here "
+                               "(compute nodes often reach the internet only through a proxy: "
+                               "set HTTPS_PROXY), or raise --timeout",
             "timeout": "nothing answered in time: outgoing traffic may be filtered here (compute "
                        "nodes often need HTTPS_PROXY), or the server is slow; try again, or "
                        "raise --timeout",
@@ -490,7 +499,7 @@ class _Doctor:
                              f"NCBI may have retired it: {use_other} (fetch switches by itself)")
             return Check(name, "fail", probe.detail, BASE_URL_HELP + " (every endpoint says 404)")
         if probe.verdict == "auth":
-            return Check(name, "fail", probe.detail, "see the API key row: " + KEY_HELP)
+            return Check(name, "fail", probe.detail, "see the API key row")
         if probe.verdict == "throttled":
             return Check(name, "fail", probe.detail, "other downloads from this machine or IP "
                          "use the rate budget: stop them, wait a minute, run doctor again")
@@ -503,7 +512,7 @@ class _Doctor:
                          "check the proxy settings and " + BASE_URL_HELP)
         if probe.verdict == "unreached":
             advice = ("see the TLS row" if probe.failure_kind == "tls"
-                      else "see the connection row" if probe.failure_kind != "timeout"
+                      else "see the connection row" if probe.failure_kind in _NO_CONNECTION
                       else f"try again; {use_other}")
             return Check(name, "fail", probe.detail, advice)
         reply_status = probe.reply.status if probe.reply else 0
@@ -579,6 +588,8 @@ async def _send(session: aiohttp.ClientSession, method: str, url: str,
         raise _Unanswered(describe_exception(exc), "dns") from None
     except aiohttp.ClientConnectorError as exc:
         raise _Unanswered(describe_exception(exc), "connect") from None
+    except aiohttp.ConnectionTimeoutError:
+        raise _Unanswered("timed out while connecting", "connect timeout") from None
     except TimeoutError as exc:
         raise _Unanswered(describe_exception(exc), "timeout") from None
     except aiohttp.ClientError as exc:

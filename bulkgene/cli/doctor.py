@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import textwrap
+import traceback
 from pathlib import Path
 
 import click
@@ -66,7 +67,15 @@ def doctor(ctx: click.Context, base_url: str, api_key_file: Path | None, api_key
     origin = {click.core.ParameterSource.ENVIRONMENT: "from BULKGENE_BASE_URL",
               click.core.ParameterSource.COMMANDLINE: "from --base-url"}.get(
         source, "the default") if source is not None else "the default"
-    diagnosis = asyncio.run(diagnose(network, endpoint, origin))
+    try:
+        diagnosis = asyncio.run(diagnose(network, endpoint, origin))
+    except Exception:  # noqa: BLE001 - a bug: show it, but never the key
+        report = traceback.format_exc()
+        if key is not None:
+            report = report.replace(key.reveal(), "***")
+        click.echo(f"{report}\nbulkgene: internal error in doctor (a bug; please report it "
+                   "with the traceback above)", err=True)
+        sys.exit(1)
     if as_json:
         text = diagnosis.as_json().decode()
     else:

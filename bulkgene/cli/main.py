@@ -17,6 +17,7 @@ import click
 
 from bulkgene.cli import commands
 from bulkgene.cli.console import configure_logging, report_end
+from bulkgene.cli.doctor import doctor
 from bulkgene.config import (
     COMPRESSIONS,
     DEFAULT_BASE_URL,
@@ -342,5 +343,5 @@ def _human_time(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-for command in (commands.status, commands.verify, commands.demo, commands.emulate):
+for command in (commands.status, commands.verify, commands.demo, commands.emulate, doctor):
     main.add_command(command)

@@ -1,15 +1,17 @@
-"""stderr for people: logging through the progress terminal, and the end-of-run account."""
+"""The console for people: logging through the progress terminal, the end-of-run account, the key."""
 
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
 
 import click
 
-from bulkgene.errors import EXIT_FAILED_BATCHES, EXIT_INTERRUPTED, EXIT_OK
+from bulkgene.config import Secret
+from bulkgene.errors import EXIT_FAILED_BATCHES, EXIT_INTERRUPTED, EXIT_OK, ConfigError
 from bulkgene.run.summary import Summary
 
 log = logging.getLogger("bulkgene")
@@ -70,3 +72,22 @@ def resume_command(args: list[str]) -> str:
         else:
             shown.append(shlex.quote(arg))
     return "bulkgene " + " ".join(shown)
+
+
+def read_api_key(api_key: str | None, api_key_file: Path | None) -> Secret | None:
+    """--api-key, else --api-key-file, else $NCBI_API_KEY; never echoed anywhere."""
+    if api_key:
+        return Secret(api_key.strip())
+    if api_key_file is not None:
+        try:
+            raw = api_key_file.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read --api-key-file {api_key_file}: {exc.strerror}") from None
+        # editors on Windows save a BOM, and every editor a final newline: neither is the key
+        text = raw.decode("utf-8-sig", "replace").strip()
+        if not text:
+            raise ConfigError(f"--api-key-file {api_key_file} is empty: put your NCBI API key "
+                              "on its first line (from your NCBI account settings page)")
+        return Secret(text.splitlines()[0].strip())
+    from_env = os.environ.get("NCBI_API_KEY", "").strip()
+    return Secret(from_env) if from_env else None

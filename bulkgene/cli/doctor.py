@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from bulkgene.cli.console import read_api_key
 from bulkgene.config import DEFAULT_BASE_URL, ENDPOINTS, ApiQuery, NetworkSpec, Timeouts, default_of
 from bulkgene.errors import ConfigError
 
@@ -54,11 +55,10 @@ def doctor(ctx: click.Context, base_url: str, api_key_file: Path | None, api_key
     the server's version, the clock's skew and deprecated or retired endpoints. Three
     requests at most, paced; the key never appears in the output.
     """
-    from bulkgene.cli.main import _read_api_key  # main imports this module: import late
     from bulkgene.net.doctor import diagnose
 
     try:
-        key = _read_api_key(api_key, api_key_file)
+        key = read_api_key(api_key, api_key_file)
         network = NetworkSpec(base_url=base_url, api_key=key, timeouts=Timeouts(
             connect_s=timeout_s, read_stall_s=timeout_s, attempt_s=timeout_s * 2))
     except ConfigError as exc:

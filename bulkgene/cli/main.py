@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 import traceback
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import click
 
 from bulkgene.cli import commands
-from bulkgene.cli.console import configure_logging, report_end
+from bulkgene.cli.console import configure_logging, read_api_key, report_end
 from bulkgene.cli.doctor import doctor
 from bulkgene.config import (
     COMPRESSIONS,
@@ -37,7 +36,6 @@ from bulkgene.config import (
     RecordShape,
     RetryPolicy,
     ReturnedContent,
-    Secret,
     SortDirection,
     TabularHeader,
     Timeouts,
@@ -50,25 +48,6 @@ from bulkgene.run.progress import ProgressReporter, Terminal, TerminalLog
 from bulkgene.run.summary import Summary
 
 log = logging.getLogger("bulkgene")
-
-
-def _read_api_key(api_key: str | None, api_key_file: Path | None) -> Secret | None:
-    """--api-key, else --api-key-file, else $NCBI_API_KEY; never echoed anywhere."""
-    if api_key:
-        return Secret(api_key.strip())
-    if api_key_file is not None:
-        try:
-            raw = api_key_file.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read --api-key-file {api_key_file}: {exc.strerror}") from None
-        # editors on Windows save a BOM, and every editor a final newline: neither is the key
-        text = raw.decode("utf-8-sig", "replace").strip()
-        if not text:
-            raise ConfigError(f"--api-key-file {api_key_file} is empty: put your NCBI API key "
-                              "on its first line (from your NCBI account settings page)")
-        return Secret(text.splitlines()[0].strip())
-    from_env = os.environ.get("NCBI_API_KEY", "").strip()
-    return Secret(from_env) if from_env else None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -247,7 +226,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
             output=OutputSpec(batch_size=batch_size, shards=shards, record=record,
                               compress=compress),
             network=NetworkSpec(
-                base_url=base_url, api_key=_read_api_key(api_key, api_key_file),
+                base_url=base_url, api_key=read_api_key(api_key, api_key_file),
                 requests_per_second=rate, concurrency=concurrency,
                 retry=RetryPolicy(max_attempts=max_attempts, backoff_base_s=retry_wait,
                                   outage_s=outage_after),

@@ -24,6 +24,8 @@ MAX_PATH_BYTES = 7800
 ACCEPT = {"json": "application/json", "ndjson": "application/x-ndjson",
           "tsv": "text/tab-separated-values"}
 GET_ENDPOINTS = frozenset({"gene-id", "gene-id-report"})
+# where to go when NCBI retires the chosen endpoint: current ones first, the same records
+FALLBACK_ENDPOINTS = ("gene-id-report", "dataset-report", "gene-id")
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from bulkgene.ncbi.pages import (
     parse_ndjson,
     parse_page,
 )
-from bulkgene.ncbi.requests import MAX_PATH_BYTES, pack, page_request
+from bulkgene.ncbi.requests import FALLBACK_ENDPOINTS, MAX_PATH_BYTES, pack, page_request
 from bulkgene.ncbi.tsv import GENE_ID_FIELD, TsvAnswer, parse_tsv
 from bulkgene.net.attempt import AttemptFailed, Reply, attempt
 from bulkgene.net.pacer import AdaptiveRateLimiter
@@ -51,7 +51,6 @@ PROBE_GENE_ID = 7157  # TP53, human: exists on every NCBI Gene release
 _PROBE_VALID_S = 60.0  # a successful probe vouches for the endpoint this long
 _STALE_RESENDS = 3  # a dead pooled connection is no failure, but a loop of them is
 _NOT_FOUND_ATTEMPTS = 3  # a 404 is retried like a transient error this often
-_FALLBACK_ENDPOINTS = ("gene-id-report", "dataset-report", "gene-id")
 _REQUEST_ID_HEADERS = ("Ncbi-Phid", "X-Request-Id")
 # what parsing a hostile body can raise besides InvalidPage (bad UTF-8, nesting, numbers)
 _UNTRUSTED_BODY_ERRORS = (ValueError, UnicodeError, RecursionError, OverflowError,
@@ -247,7 +246,7 @@ class GeneClient:
 
     def _endpoints_to_try(self) -> list[str]:
         query = self.config.query
-        others = [e for e in _FALLBACK_ENDPOINTS
+        others = [e for e in FALLBACK_ENDPOINTS
                   if e != self.endpoint and not query.unsupported_by(e)]
         return [self.endpoint, *others]
 

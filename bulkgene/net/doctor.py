@@ -30,9 +30,9 @@ from yarl import URL
 from bulkgene import __version__
 from bulkgene.config import DEFAULT_BASE_URL, ApiQuery, NetworkSpec, default_of
 from bulkgene.ncbi.pages import BatchAnswer, InvalidPage, parse_page
-from bulkgene.ncbi.requests import page_request
+from bulkgene.ncbi.requests import FALLBACK_ENDPOINTS, page_request
 from bulkgene.net.attempt import Reply, describe_exception, open_session
-from bulkgene.net.client import _FALLBACK_ENDPOINTS, PROBE_GENE_ID, server_message
+from bulkgene.net.client import PROBE_GENE_ID, server_message
 
 Status = Literal["ok", "warn", "fail", "info", "skip"]
 
@@ -326,7 +326,7 @@ class _Doctor:
         return Diagnosis(tuple(self.checks), working, chosen, verdict, self.requests)
 
     def _endpoint_order(self) -> list[str]:
-        return [self.endpoint, *(e for e in _FALLBACK_ENDPOINTS if e != self.endpoint)]
+        return [self.endpoint, *(e for e in FALLBACK_ENDPOINTS if e != self.endpoint)]
 
     async def _dns(self, route: ProxyRoute) -> bool:
         try:

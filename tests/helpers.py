@@ -169,3 +169,15 @@ def max_in_window(times: list[float], window_s: float = 1.0) -> int:
 
 def served(arrivals: list[Arrival]) -> list[Arrival]:
     return [a for a in arrivals if a.path.startswith("/datasets/v2/")]
+
+
+def rewrite_checkpoint(out_dir: Path, change: Any) -> None:
+    """Edit ``checkpoint.json`` as someone outside bulkgene would, checksum made to match."""
+    from bulkgene.run.checkpoint import content_checksum
+
+    path = out_dir / "checkpoint.json"
+    state = orjson.loads(path.read_bytes())
+    state.pop("checksum", None)
+    change(state)
+    state["checksum"] = content_checksum(state)
+    path.write_bytes(orjson.dumps(state))

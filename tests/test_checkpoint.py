@@ -96,3 +96,13 @@ def test_cut_back_refuses_a_symlink_and_leaves_its_target(tmp_path: Path) -> Non
     with pytest.raises(StateError, match="symbolic link"):
         ckpt.cut_back(tmp_path, _fresh(), [shard])
     assert victim.read_bytes() == b"not ours"
+
+
+def test_a_checkpoint_changed_outside_bulkgene_fails_its_checksum(tmp_path: Path) -> None:
+    state = _fresh()
+    state.mark_committed(0)
+    ckpt.save(tmp_path, state)
+    path = tmp_path / "checkpoint.json"
+    path.write_bytes(path.read_bytes().replace(b'"done_below": 1', b'"done_below": 9'))
+    with pytest.raises(CorruptCheckpoint, match="checksum"):
+        ckpt.load(tmp_path)

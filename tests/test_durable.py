@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import orjson
 import pytest
-from helpers import cli_env, run_cli, write_ids
+from helpers import cli_env, rewrite_checkpoint, run_cli, write_ids
 
 from bulkgene.errors import StateError
 from bulkgene.output import durable
@@ -80,9 +79,8 @@ def test_a_checkpoint_naming_a_file_outside_the_directory_is_not_obeyed(
     victim.write_bytes(PRECIOUS)
     (out / "sub").mkdir()
     (out / "sub" / "victim.txt").write_bytes(PRECIOUS)
-    state = orjson.loads((out / "checkpoint.json").read_bytes())
-    state["file_lengths"][name.format(victim=str(victim).lstrip("/"))] = 0
-    (out / "checkpoint.json").write_bytes(orjson.dumps(state))
+    rewrite_checkpoint(out, lambda state: state["file_lengths"].__setitem__(
+        name.format(victim=str(victim).lstrip("/")), 0))
     code, stderr = _fetch(emulator, source, out)
     assert victim.read_bytes() == PRECIOUS
     assert (out / "sub" / "victim.txt").read_bytes() == PRECIOUS
@@ -94,9 +92,7 @@ def test_a_negative_committed_length_is_refused(emulator: EmulatorThread, tmp_pa
     source = write_ids(tmp_path / "ids.txt", range(1, 101))
     out = tmp_path / "out"
     assert _fetch(emulator, source, out)[0] == 0
-    state = orjson.loads((out / "checkpoint.json").read_bytes())
-    state["file_lengths"]["missing.tsv"] = -1
-    (out / "checkpoint.json").write_bytes(orjson.dumps(state))
+    rewrite_checkpoint(out, lambda state: state["file_lengths"].__setitem__("missing.tsv", -1))
     code, stderr = _fetch(emulator, source, out)
     assert code == 1 and "not a byte count" in stderr, stderr
 

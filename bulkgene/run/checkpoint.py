@@ -27,7 +27,7 @@ from bulkgene.errors import CorruptCheckpoint, FingerprintMismatch
 from bulkgene.output import durable
 from bulkgene.output.layout import CHECKPOINT_NAME, MISSING_NAME, REPLACED_NAME, is_shard_name
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: grouped parameters, the server, a checksum
 _RESTART_HINT = ("pass --restart to move the old run aside (nothing is deleted) and start over, "
                  "or use another --out directory")
 
@@ -92,7 +92,8 @@ class Checkpoint:
             self.totals[name] = self.totals.get(name, 0) + value
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps({
+        """The checkpoint as JSON with a checksum of its content (a mismatch is damage)."""
+        content = {
             "format": FORMAT_VERSION,
             "fingerprint": self.fingerprint,
             "params": self.params,
@@ -106,12 +107,20 @@ class Checkpoint:
             "updated_at": self.updated_at,
             "run_started_at": self.run_started_at,
             "run_ids_at_start": self.run_ids_at_start,
-        }, option=orjson.OPT_INDENT_2)
+        }
+        content["checksum"] = content_checksum(content)
+        return orjson.dumps(content, option=orjson.OPT_INDENT_2)
 
     @classmethod
     def from_bytes(cls, raw: bytes, where: Path) -> Checkpoint:
         try:
             data = orjson.loads(raw)
+            stored = data.pop("checksum", None) if isinstance(data, dict) else None
+            if data.get("format") == FORMAT_VERSION and stored != content_checksum(data):
+                raise CorruptCheckpoint(
+                    f"{where} does not match its own checksum: it was changed or damaged "
+                    "outside bulkgene, so it can't be trusted. If you have a backup of it, put it "
+                    f"back; otherwise {_RESTART_HINT}")
             if data.get("format") != FORMAT_VERSION:
                 raise CorruptCheckpoint(
                     f"{where} was written by an incompatible bulkgene (format "
@@ -138,6 +147,12 @@ class Checkpoint:
 
 
 _COMMITTED_REPORTS = frozenset({MISSING_NAME, REPLACED_NAME})
+
+
+def content_checksum(content: dict[str, Any]) -> str:
+    """A digest of the checkpoint's content (without its checksum), whatever the formatting."""
+    material = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(material, digest_size=16).hexdigest()
 
 
 def _file_lengths(raw: dict[str, Any], where: Path) -> dict[str, int]:

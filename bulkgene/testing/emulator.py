@@ -1,11 +1,21 @@
 """The emulator's aiohttp application: NCBI Datasets v2 gene reports, with its quirks and faults.
 
-Serves ``GET {prefix}/gene/id/{gene_ids}`` with the real ``v2reportsGeneDataReportPage``
-schema: ``reports`` out of input order, ``total_count``, ``next_page_token`` only while pages
-remain (opaque, bound to the query), page-level ``messages`` for unknown and discontinued
-IDs, replaced IDs answered by their new gene with a ``REPLACED_GENE_ID`` warning, and a
-per-key sliding-window rate limit answering 429 with ``Retry-After``. Faults are drawn per
-request from a seeded RNG. Every request is logged (never the key) for tests to assert on.
+Serves ``GET {prefix}/gene/id/{gene_ids}``, its current twin ``.../dataset_report`` and the
+POSTs ``/gene`` and ``/gene/dataset_report`` with the real ``v2reportsGeneDataReportPage``
+schema, behaving by default as NCBI was recorded (API-FACTS §11): reports out of input
+order; ``total_count`` on the first page only; ``next_page_token`` only while pages remain
+(opaque, bound to the query); nothing found is ``{}``; unknown and discontinued IDs are
+simply missing; replaced IDs are answered by their new gene with a ``REPLACED_GENE_ID``
+warning; an invalid page token is a 500 with NCBI's error envelope and ``Connection: close``.
+Every answer carries ``Server: Finatra``, ``X-Datasets-Version``, ``Ncbi-Phid``,
+``X-RateLimit-Limit`` and ``-Remaining`` (what is left of the caller's 1-s window) and
+``Keep-Alive: timeout=4, max=40``, which the server enforces; pages mirror their count and
+token in ``X-Ncbi-Total-Count`` / ``X-Ncbi-Next-Page-Token``. Over the per-key sliding-window
+rate limit it answers 429 with ``Retry-After``. Knobs (EmulatorConfig) add NCBI 18.23's
+whole-request 404 for an invalid GeneID, retired endpoints, arrival jitter, and bring back
+the older guesses (page messages, total on every page, 400 for bad tokens, rate headers on
+429s only). Faults are drawn per request from a seeded RNG. Every request is logged (never
+the key) for tests to assert on.
 
 Control endpoints (not part of NCBI's API): ``GET /_emulator/arrivals``,
 ``POST /_emulator/reset``, ``POST /_emulator/outage?status=503`` and ``DELETE /_emulator/outage``.

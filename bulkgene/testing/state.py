@@ -216,10 +216,18 @@ class EmulatorState:
 
 
 STATE_KEY = web.AppKey("state", EmulatorState)
+
+
+def _request_key(name: str, kind: type) -> Any:
+    """A typed request-storage key where aiohttp has them (3.14+; plain strings warn there)."""
+    request_key = getattr(web, "RequestKey", None)
+    return request_key(name, kind) if request_key is not None else f"bulkgene.emulator.{name}"
+
+
 # per-request notes from the handlers to the gateway middleware
-PHID_KEY = "bulkgene.emulator.phid"
-RATE_HEADERS_KEY = "bulkgene.emulator.rate_headers"
-FRONT_END_KEY = "bulkgene.emulator.front_end"  # answered by an Apache front end, not by Finatra
+PHID_KEY = _request_key("phid", str)
+RATE_HEADERS_KEY = _request_key("rate_headers", dict)
+FRONT_END_KEY = _request_key("front_end", bool)  # answered by an Apache front end, not Finatra
 
 
 def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:

@@ -54,13 +54,13 @@ async def test_every_answer_carries_ncbis_headers(make_emulator: Any) -> None:
     assert bad_headers["X-RateLimit-Limit"] == "10" and bad_headers["X-RateLimit-Remaining"] == "9"
 
 
-async def test_remaining_is_counted_without_a_rate_limit_and_never_negative(
-        make_emulator: Any) -> None:
-    emulator = start(make_emulator)  # the fixture's default: no 429s
+async def test_a_server_without_a_rate_limit_names_none(make_emulator: Any) -> None:
+    emulator = start(make_emulator)  # the fixture's default: rate_limit=False
     async with aiohttp.ClientSession() as session:
         answers = [await fetch(session, f"{emulator.base_url}/gene/id/7157") for _ in range(7)]
     assert [status for status, _, _ in answers] == [200] * 7
-    assert [h["X-RateLimit-Remaining"] for _, h, _ in answers][-3:] == ["0", "0", "0"]
+    assert not any("X-RateLimit-Limit" in headers for _, headers, _ in answers)
+    assert all(headers["Server"] == "Finatra" for _, headers, _ in answers)
 
 
 async def test_knob_restores_rate_headers_on_429s_only(make_emulator: Any) -> None:

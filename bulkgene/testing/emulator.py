@@ -152,7 +152,9 @@ async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
                           request.headers.get("Accept", "")))
 
     def rate_headers(remaining: int) -> None:
-        if config.rate_limit_headers and not config.rate_limit_headers_only_on_429:
+        # a server without a limit (rate_limit off) has none to name
+        if config.rate_limit and config.rate_limit_headers and (
+                not config.rate_limit_headers_only_on_429):
             request[RATE_HEADERS_KEY] = {"X-RateLimit-Limit": f"{limit:g}",
                                          "X-RateLimit-Remaining": str(remaining)}
 
@@ -169,7 +171,7 @@ async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
     if key is not None and config.valid_keys is not None and key not in config.valid_keys:
         log(401, "bad_key")
         return error_response(401, "Unauthorized", "Invalid API key.")
-    admitted, remaining = state.admit(client, limit, now, enforce=config.rate_limit)
+    admitted, remaining = state.admit(client, limit, now) if config.rate_limit else (True, 0)
     if not admitted:
         log(429, "rate_limit")
         headers = {"Retry-After": str(config.retry_after_s)}

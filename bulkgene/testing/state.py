@@ -48,7 +48,7 @@ class EmulatorConfig:
     seed: int = 0
     anonymous_requests_per_second: float = 5.0
     keyed_requests_per_second: float = 10.0
-    rate_limit: bool = True
+    rate_limit: bool = True  # off: a server without a limit, so no 429s and no X-RateLimit-*
     retry_after_s: int = 1
     rate_limit_headers: bool = True  # X-RateLimit-Limit/-Remaining at all
     rate_limit_headers_only_on_429: bool = False  # old guess: not on other answers
@@ -144,17 +144,15 @@ class EmulatorState:
             self._arrivals.clear()
             self._windows.clear()
 
-    def admit(self, client: str, limit: float, now: float, enforce: bool = True
-              ) -> tuple[bool, int]:
+    def admit(self, client: str, limit: float, now: float) -> tuple[bool, int]:
         """Sliding one-second window per client: admit unless ``limit`` already arrived.
 
-        Returns (admitted, what is left of the window afterwards, never negative). With
-        ``enforce`` off every request is admitted and still counted, for the headers.
+        Returns (admitted, what is left of the window afterwards, never negative).
         """
         window = self._windows.setdefault(client, deque())
         while window and window[0] <= now - 1.0:
             window.popleft()
-        if enforce and len(window) >= limit:
+        if len(window) >= limit:
             return False, 0
         window.append(now)
         return True, max(0, int(limit) - len(window))

@@ -37,6 +37,7 @@ def universe() -> GeneUniverse:
 
 async def test_every_answer_carries_ncbis_headers(make_emulator: Any) -> None:
     emulator = start(make_emulator, rate_limit=True)
+    emulator.state.clock = lambda: 1000.0  # one instant: every request lands in one window
     async with aiohttp.ClientSession() as session:
         answers = [await fetch(session, f"{emulator.base_url}/gene/id/7157") for _ in range(7)]
         _, bad_headers, _ = await fetch(session, f"{emulator.base_url}/gene/id/abc",
@@ -65,6 +66,7 @@ async def test_a_server_without_a_rate_limit_names_none(make_emulator: Any) -> N
 
 async def test_knob_restores_rate_headers_on_429s_only(make_emulator: Any) -> None:
     emulator = start(make_emulator, rate_limit=True, rate_limit_headers_only_on_429=True)
+    emulator.state.clock = lambda: 1000.0
     async with aiohttp.ClientSession() as session:
         answers = [await fetch(session, f"{emulator.base_url}/gene/id/7157") for _ in range(6)]
     for status, headers, _ in answers[:5]:

@@ -24,7 +24,6 @@ Control endpoints (not part of NCBI's API): ``GET /_emulator/arrivals``,
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
@@ -139,7 +138,7 @@ async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
     if (delay_s := state.arrival_delay_s()) > 0:
         # the server counts arrivals, not sends: a request held here is judged when it lands
         await asyncio.sleep(delay_s)
-    now = time.monotonic()
+    now = state.clock()
     key = request.headers.get("api-key") or request.query.get("api_key")
     ids = query.ids
     limit = config.keyed_requests_per_second if key else config.anonymous_requests_per_second

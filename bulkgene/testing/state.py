@@ -9,8 +9,10 @@ import base64
 import hashlib
 import random
 import threading
+import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +131,7 @@ class EmulatorState:
         self._answers: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
         self._secret = hashlib.blake2b(str(config.seed).encode(), digest_size=16).digest()
         self.outage_status: int | None = None
+        self.clock: Callable[[], float] = time.monotonic  # tests may freeze it
 
     def log(self, arrival: Arrival) -> None:
         with self._lock:

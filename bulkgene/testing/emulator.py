@@ -60,8 +60,8 @@ from bulkgene.testing.state import (
 )
 from bulkgene.testing.universe import Content, Fate, GeneUniverse
 
-__all__ = ["API_PREFIX", "ENDPOINTS", "FAULTS", "STATE_KEY", "Arrival", "EmulatorConfig", "EmulatorState",
-           "create_app"]
+__all__ = ["API_PREFIX", "ENDPOINTS", "FAULTS", "STATE_KEY", "Arrival", "EmulatorConfig",
+           "EmulatorState", "create_app"]
 
 
 def _warning(code: str, gene_id: int) -> dict[str, Any]:
@@ -176,7 +176,6 @@ async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
         headers = {"Retry-After": str(config.retry_after_s)}
         if config.rate_limit_headers:
             headers.update({"X-RateLimit-Limit": f"{limit:g}", "X-RateLimit-Remaining": "0"})
-        request.pop(RATE_HEADERS_KEY, None)
         return json_response(429, {"error": "Too Many Requests", "code": 429,
                                    "message": "API rate limit exceeded"}, headers)
     rate_headers(remaining)

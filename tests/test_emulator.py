@@ -62,7 +62,7 @@ def contract_emulator(make_emulator: object, universe: GeneUniverse) -> Emulator
 
 @pytest.mark.parametrize("query", [
     "672,3105,7157",                                      # the real records
-    "7157,11,12,13,5,6",                                  # messages and a replaced gene
+    "7157,11,12,13,5,6",                                  # silent unknowns, a replaced gene
     "11,12",                                              # nothing found at all
     "1,2,3,4,5,6,7,8,9,10?page_size=3",                   # first of several pages
     "1,2,3,4,5?returned_content=IDS_ONLY",
@@ -84,8 +84,32 @@ def test_real_records_are_served_verbatim_in_ncbis_order(contract_emulator: Emul
     assert {g["gene_id"]: g for g in genes} == {str(k): v for k, v in real_reports().items()}
 
 
-def test_quirks_unknown_discontinued_replaced_and_strings(contract_emulator: EmulatorThread) -> None:
-    _, _, body = get(f"{contract_emulator.base_url}/gene/id/7157%2C11,12,13,5")
+def test_every_page_kind_validates_with_the_old_guesses_too(make_emulator: object,
+                                                           universe: GeneUniverse) -> None:
+    emulator: EmulatorThread = make_emulator(  # type: ignore[operator]
+        universe, unknown_id_messages=True, total_count_on_every_page=True)
+    _, _, body = get(f"{emulator.base_url}/gene/id/7157,11,12,13,5,6")
+    validate_page(body)
+    token = json.loads(get(f"{emulator.base_url}/gene/id/1,2,3?page_size=2")[2])["next_page_token"]
+    status, _, body = get(f"{emulator.base_url}/gene/id/1,2,3?page_size=2&page_token={token}")
+    assert status == 200 and json.loads(body)["total_count"] == 3
+    validate_page(body)
+
+
+def test_later_pages_validate_against_ncbis_schema(contract_emulator: EmulatorThread) -> None:
+    base = f"{contract_emulator.base_url}/gene/id/1,2,3,4,5?page_size=2"
+    token = json.loads(get(base)[2])["next_page_token"]
+    status, _, body = get(f"{base}&page_token={token}")
+    assert status == 200 and "total_count" not in json.loads(body)
+    validate_page(body)
+
+
+def test_quirks_unknown_discontinued_replaced_and_strings(make_emulator: object,
+                                                          universe: GeneUniverse) -> None:
+    # the page messages are the emulator's old guess (NCBI was recorded silent): a knob
+    emulator: EmulatorThread = make_emulator(  # type: ignore[operator]
+        universe, unknown_id_messages=True)
+    _, _, body = get(f"{emulator.base_url}/gene/id/7157%2C11,12,13,5")
     page = json.loads(body)
     codes = {m["warning"]["unrecognized_identifier"]: m["warning"]["gene_warning_code"]
              for m in page["messages"]}
@@ -110,7 +134,7 @@ def test_page_tokens_are_opaque_and_bound_to_the_query(contract_emulator: Emulat
     status, _, _ = get(f"{base}/gene/id/1,2,3,4,5?page_size=2&page_token={token}")
     assert status == 200
     status, _, error = get(f"{base}/gene/id/1,2,3,4,6?page_size=2&page_token={token}")
-    assert status == 400 and json.loads(error)["code"] == 400
+    assert status == 500 and json.loads(error)["code"] == 500, "NCBI's answer to a bad token"
     for bad in ("page_size=0", "page_size=1001"):
         assert get(f"{base}/gene/id/1?{bad}")[0] == 400
     assert get(f"{base}/gene/id/abc")[0] == 400

@@ -53,7 +53,8 @@ async def test_unknown_discontinued_and_replaced_ids_are_accounted(make_emulator
                                                                    tmp_path: Path) -> None:
     universe = GeneUniverse(unknown=frozenset({11}), discontinued=frozenset({12}),
                             replaced={13: 1_500_000_013})
-    emulator = make_emulator(universe)  # type: ignore[operator]
+    # reasons come from page messages, the emulator's old guess (NCBI was recorded silent)
+    emulator = make_emulator(universe, unknown_id_messages=True)  # type: ignore[operator]
     source = write_ids(tmp_path / "ids.txt", [7157, 11, 12, 13, 672])
     summary = await bulkgene.download(config_for(emulator, [source], tmp_path / "out"))
     out = tmp_path / "out"

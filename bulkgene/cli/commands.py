@@ -134,7 +134,20 @@ Examples:
 """
 
 
-@click.command(epilog=EMULATE_EXAMPLES)
+class _EmulateCommand(click.Command):
+    """``emulate``, whose help lists the fault and endpoint names (imported only for help)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from bulkgene.testing import ENDPOINTS, FAULTS
+
+        with formatter.section("Faults (--fault NAME=P)"):
+            formatter.write_text(", ".join(FAULTS))
+        with formatter.section("Endpoints (--retire NAME)"):
+            formatter.write_text(", ".join(ENDPOINTS))
+        super().format_epilog(ctx, formatter)
+
+
+@click.command(cls=_EmulateCommand, epilog=EMULATE_EXAMPLES)
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
               help="Port on 127.0.0.1 (0 picks a free one). Never binds another address.")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -150,20 +163,48 @@ Examples:
               help="Extra seconds per report on the page.")
 @click.option("--jitter", type=float, default=0.0, show_default=True,
               help="Latency varies by +- this fraction.")
+@click.option("--arrival-jitter-ms", type=click.FloatRange(min=0), default=0.0,
+              show_default=True,
+              help="Hold each request 0..this many ms (seeded) before it counts as arrived.")
 @click.option("--fault", "faults", multiple=True, metavar="NAME=P",
-              help="Inject a fault with probability P per request (repeatable).")
+              help="Inject a fault with probability P per request (repeatable; names below).")
 @click.option("--valid-key", "valid_keys", multiple=True,
               help="Accept only these api-keys (others get 401). Default: any key.")
+@click.option("--keepalive-timeout", type=click.FloatRange(min=0), default=4.0,
+              show_default=True, help="Close a kept-alive connection idle this many seconds "
+              "(0: 75 s and no Keep-Alive header).")
+@click.option("--keepalive-max", type=click.IntRange(min=0), default=40, show_default=True,
+              help="Close every connection after this many answers (0: never).")
+@click.option("--invalid-id-per-mille", type=click.IntRange(0, 1000), default=0,
+              show_default=True, help="This share of GeneIDs fails a whole request with 404 "
+              "'Your request is invalid.' (NCBI 18.23).")
+@click.option("--retire", "retired", multiple=True, metavar="NAME",
+              help="Answer this endpoint (an operationId, below) as retired (repeatable).")
+@click.option("--retired-status", type=click.Choice(["404", "410"]), default="404",
+              show_default=True, help="What a retired endpoint answers.")
+@click.option("--unknown-id-messages", is_flag=True,
+              help="Old guess: page messages for unknown and discontinued GeneIDs.")
+@click.option("--total-count-every-page", is_flag=True,
+              help="Old guess: total_count on every page, not only the first.")
+@click.option("--bad-token-status", type=click.Choice(["400", "500"]), default="500",
+              show_default=True, help="What an invalid page token gets (400: old guess).")
+@click.option("--remaining-only-on-429", is_flag=True,
+              help="Old guess: X-RateLimit-* headers on 429s only.")
 def emulate(port: int, seed: int, anonymous_rate: float, keyed_rate: float, no_rate_limit: bool,
-            latency: float, latency_per_gene: float, jitter: float, faults: tuple[str, ...],
-            valid_keys: tuple[str, ...]) -> None:
+            latency: float, latency_per_gene: float, jitter: float, arrival_jitter_ms: float,
+            faults: tuple[str, ...], valid_keys: tuple[str, ...], keepalive_timeout: float,
+            keepalive_max: int, invalid_id_per_mille: int, retired: tuple[str, ...],
+            retired_status: str, unknown_id_messages: bool, total_count_every_page: bool,
+            bad_token_status: str, remaining_only_on_429: bool) -> None:
     """Serve a faithful local emulator of NCBI Datasets v2 gene reports on 127.0.0.1.
 
-    Same page schema and quirks as the real API (reports out of input order, GeneIDs as
-    strings, omitted empty fields, page tokens, messages for unknown IDs, replaced IDs,
-    429 with Retry-After). Stop it with Ctrl-C.
+    Behaves as NCBI was recorded: same page schema and quirks (reports out of input order,
+    GeneIDs as strings, omitted empty fields, total_count on the first page only, page
+    tokens, {} for nothing found, unknown IDs silently missing, replaced IDs, 500 for a bad
+    token), X-RateLimit-Limit/-Remaining on every answer, Keep-Alive: timeout=4, max=40
+    enforced, 429 with Retry-After over the rate. Stop it with Ctrl-C.
     """
-    from bulkgene.testing import FAULTS, EmulatorConfig, serve_forever
+    from bulkgene.testing import ENDPOINTS, FAULTS, EmulatorConfig, serve_forever
 
     fault_map: dict[str, float] = {}
     for item in faults:
@@ -176,11 +217,20 @@ def emulate(port: int, seed: int, anonymous_rate: float, keyed_rate: float, no_r
         if name not in FAULTS:
             raise click.BadParameter(f"unknown fault {name!r}; known: {', '.join(FAULTS)}",
                                      param_hint="--fault")
+    for name in retired:
+        if name not in ENDPOINTS:
+            raise click.BadParameter(f"unknown endpoint {name!r}; known: {', '.join(ENDPOINTS)}",
+                                     param_hint="--retire")
     config = EmulatorConfig(
         seed=seed, anonymous_requests_per_second=anonymous_rate,
         keyed_requests_per_second=keyed_rate, rate_limit=not no_rate_limit, latency_s=latency,
         latency_per_gene_s=latency_per_gene, latency_jitter=jitter, faults=fault_map,
-        valid_keys=frozenset(valid_keys) or None,
+        valid_keys=frozenset(valid_keys) or None, arrival_jitter_ms=arrival_jitter_ms,
+        keepalive_timeout_s=keepalive_timeout or None, keepalive_max_requests=keepalive_max or None,
+        invalid_id_per_mille=invalid_id_per_mille, retired_endpoints=frozenset(retired),
+        retired_status=int(retired_status), unknown_id_messages=unknown_id_messages,
+        total_count_on_every_page=total_count_every_page, bad_token_status=int(bad_token_status),
+        rate_limit_headers_only_on_429=remaining_only_on_429,
     )
     try:
         asyncio.run(serve_forever(config, port))

@@ -2,6 +2,7 @@
 
 from bulkgene.testing.emulator import (
     API_PREFIX,
+    ENDPOINTS,
     FAULTS,
     Arrival,
     EmulatorConfig,
@@ -13,6 +14,7 @@ from bulkgene.testing.universe import Content, Fate, GeneUniverse
 
 __all__ = [
     "API_PREFIX",
+    "ENDPOINTS",
     "FAULTS",
     "LOOPBACK",
     "Arrival",

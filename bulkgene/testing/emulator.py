@@ -1,11 +1,21 @@
 """The emulator's aiohttp application: NCBI Datasets v2 gene reports, with its quirks and faults.
 
-Serves ``GET {prefix}/gene/id/{gene_ids}`` with the real ``v2reportsGeneDataReportPage``
-schema: ``reports`` out of input order, ``total_count``, ``next_page_token`` only while pages
-remain (opaque, bound to the query), page-level ``messages`` for unknown and discontinued
-IDs, replaced IDs answered by their new gene with a ``REPLACED_GENE_ID`` warning, and a
-per-key sliding-window rate limit answering 429 with ``Retry-After``. Faults are drawn per
-request from a seeded RNG. Every request is logged (never the key) for tests to assert on.
+Serves ``GET {prefix}/gene/id/{gene_ids}``, its current twin ``.../dataset_report`` and the
+POSTs ``/gene`` and ``/gene/dataset_report`` with the real ``v2reportsGeneDataReportPage``
+schema, behaving by default as NCBI was recorded (API-FACTS §11): reports out of input
+order; ``total_count`` on the first page only; ``next_page_token`` only while pages remain
+(opaque, bound to the query); nothing found is ``{}``; unknown and discontinued IDs are
+simply missing; replaced IDs are answered by their new gene with a ``REPLACED_GENE_ID``
+warning; an invalid page token is a 500 with NCBI's error envelope and ``Connection: close``.
+Every answer carries ``Server: Finatra``, ``X-Datasets-Version``, ``Ncbi-Phid``,
+``X-RateLimit-Limit`` and ``-Remaining`` (what is left of the caller's 1-s window) and
+``Keep-Alive: timeout=4, max=40``, which the server enforces; pages mirror their count and
+token in ``X-Ncbi-Total-Count`` / ``X-Ncbi-Next-Page-Token``. Over the per-key sliding-window
+rate limit it answers 429 with ``Retry-After``. Knobs (EmulatorConfig) add NCBI 18.23's
+whole-request 404 for an invalid GeneID, retired endpoints, arrival jitter, and bring back
+the older guesses (page messages, total on every page, 400 for bad tokens, rate headers on
+429s only). Faults are drawn per request from a seeded RNG. Every request is logged (never
+the key) for tests to assert on.
 
 Control endpoints (not part of NCBI's API): ``GET /_emulator/arrivals``,
 ``POST /_emulator/reset``, ``POST /_emulator/outage?status=503`` and ``DELETE /_emulator/outage``.
@@ -14,8 +24,7 @@ Control endpoints (not part of NCBI's API): ``GET /_emulator/arrivals``,
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -33,8 +42,14 @@ from bulkgene.testing.requests import (
 )
 from bulkgene.testing.state import (
     API_PREFIX,
+    DATASETS_VERSION,
+    ENDPOINTS,
     FAULTS,
+    FRONT_END_KEY,
     MAX_PAGE_SIZE,
+    PHID_KEY,
+    RATE_HEADERS_KEY,
+    RETIRED_MESSAGE,
     STATE_KEY,
     Arrival,
     EmulatorConfig,
@@ -45,8 +60,8 @@ from bulkgene.testing.state import (
 )
 from bulkgene.testing.universe import Content, Fate, GeneUniverse
 
-__all__ = ["API_PREFIX", "FAULTS", "STATE_KEY", "Arrival", "EmulatorConfig", "EmulatorState",
-           "create_app"]
+__all__ = ["API_PREFIX", "ENDPOINTS", "FAULTS", "STATE_KEY", "Arrival", "EmulatorConfig",
+           "EmulatorState", "create_app"]
 
 
 def _warning(code: str, gene_id: int) -> dict[str, Any]:
@@ -93,8 +108,13 @@ async def _matches(universe: GeneUniverse, ids: list[int], content: Content
 
 
 async def gene_by_id(request: web.Request) -> web.StreamResponse:
-    """``GET /gene/id/{gene_ids}`` (and ``.../dataset_report``): the paged report page."""
+    """``GET /gene/id/{gene_ids}`` (deprecated by NCBI): the paged report page."""
     return await _serve(request, query_from_get(request))
+
+
+async def gene_dataset_reports_by_id(request: web.Request) -> web.StreamResponse:
+    """``GET /gene/id/{gene_ids}/dataset_report``: the same, with the current parameters."""
+    return await _serve(request, query_from_get(request, dataset_report=True))
 
 
 async def gene_dataset_report(request: web.Request) -> web.StreamResponse:
@@ -102,12 +122,27 @@ async def gene_dataset_report(request: web.Request) -> web.StreamResponse:
     return await _serve(request, await query_from_post(request))
 
 
+def _kept(match: bytes, query: Query) -> bool:
+    """Whether a match passes the dataset_report GET's ``query`` and ``types`` filters."""
+    gene = orjson.loads(match)["gene"]
+    if query.types and gene.get("type") not in query.types:
+        return False
+    text = (query.text or "").lower()
+    return not text or text in gene.get("symbol", "").lower() or text in gene.get(
+        "description", "").lower()
+
+
 async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     config = state.config
-    now = time.monotonic()
+    if (delay_s := state.arrival_delay_s()) > 0:
+        # the server counts arrivals, not sends: a request held here is judged when it lands
+        await asyncio.sleep(delay_s)
+    now = state.clock()
     key = request.headers.get("api-key") or request.query.get("api_key")
     ids = query.ids
+    limit = config.keyed_requests_per_second if key else config.anonymous_requests_per_second
+    client = f"key:{key}" if key else f"ip:{request.remote}"
 
     def log(status: int, fault: str | None = None) -> None:
         state.log(Arrival(now, request.method, request.path, query.logged,
@@ -115,6 +150,17 @@ async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
                           query.page_token is not None, key is not None, status, fault,
                           request.headers.get("Accept", "")))
 
+    def rate_headers(remaining: int) -> None:
+        # a server without a limit (rate_limit off) has none to name
+        if config.rate_limit and config.rate_limit_headers and (
+                not config.rate_limit_headers_only_on_429):
+            request[RATE_HEADERS_KEY] = {"X-RateLimit-Limit": f"{limit:g}",
+                                         "X-RateLimit-Remaining": str(remaining)}
+
+    rate_headers(state.remaining(client, limit, now))  # answers before the window counts it
+    if request.match_info.route.name in config.retired_endpoints:
+        log(config.retired_status, "retired")
+        return json_response(config.retired_status, {"error": RETIRED_MESSAGE})
     if len(request.raw_path) > config.max_request_line_bytes:
         log(414)
         return error_response(414, "URI Too Long", "The request URI is too long.")
@@ -124,23 +170,27 @@ async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
     if key is not None and config.valid_keys is not None and key not in config.valid_keys:
         log(401, "bad_key")
         return error_response(401, "Unauthorized", "Invalid API key.")
-    if config.rate_limit:
-        limit = config.keyed_requests_per_second if key else config.anonymous_requests_per_second
-        client = f"key:{key}" if key else f"ip:{request.remote}"
-        if not state.admit(client, limit, now):
-            log(429, "rate_limit")
-            headers = {"Retry-After": str(config.retry_after_s)}
-            if config.rate_limit_headers:
-                headers.update({"X-RateLimit-Limit": f"{limit:g}", "X-RateLimit-Remaining": "0"})
-            return json_response(429, {"error": "Too Many Requests", "code": 429,
-                               "message": "API rate limit exceeded"}, headers)
+    admitted, remaining = state.admit(client, limit, now) if config.rate_limit else (True, 0)
+    if not admitted:
+        log(429, "rate_limit")
+        headers = {"Retry-After": str(config.retry_after_s)}
+        if config.rate_limit_headers:
+            headers.update({"X-RateLimit-Limit": f"{limit:g}", "X-RateLimit-Remaining": "0"})
+        return json_response(429, {"error": "Too Many Requests", "code": 429,
+                                   "message": "API rate limit exceeded"}, headers)
+    rate_headers(remaining)
     if ids is None:
         log(400)
-        return error_response(400, "Bad Request", "Invalid argument type for gene_ids.")
+        return error_response(400, "Bad Request", "Invalid argument type ('parameter: gene_ids') "
+                              "provided.")
     if config.poison_ids.intersection(ids):
         log(400)
         return error_response(400, "Bad Request", "Invalid argument provided: 'gene_ids' contains an "
                       "identifier that can't be processed.")
+    if (config.invalid_ids or config.invalid_id_per_mille) and any(
+            config.is_invalid_id(gene_id) for gene_id in ids):
+        log(404, "invalid_id")  # NCBI 18.23 fails the whole request for one bad member
+        return error_response(404, "Not Found", "Your request is invalid.")
     try:
         page_size = int(query.page_size)
         content = Content(query.returned_content)
@@ -164,11 +214,20 @@ async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
     if token := query.page_token:
         found = state.offset_of(token, signature)
         if found is None or fault == "bad_token":  # e.g. a token that expired server-side
-            log(400, "bad_token" if found is not None else None)
-            return error_response(400, "Bad Request", "Invalid argument provided: invalid page token.")
+            status = config.bad_token_status
+            log(status, "bad_token" if found is not None else None)
+            if status == 500:
+                return error_response(500, "Internal Server Error", "Internal server error.",
+                                      request[PHID_KEY])
+            return error_response(status, "Bad Request",
+                                  "Invalid argument provided: invalid page token.")
         offset = found
 
     found_matches, messages = await _matches(state.universe, ids, content)
+    if query.text or query.types:
+        found_matches = [item for item in found_matches if _kept(item[2], query)]
+    if not config.unknown_id_messages:
+        messages = []  # NCBI is silent: what was asked for and not answered is just missing
     if query.sort_field == "gene_id":
         found_matches.sort(key=lambda item: item[1],
                            reverse=query.sort_direction == "SORT_DIRECTION_DESCENDING")
@@ -194,9 +253,16 @@ async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
     repeated = fault == "repeat_token" and bool(token) and token_out is not None
     if repeated:
         token_out = token  # a server bug: the chain loops
-    body = page_body(page, len(matches), token_out, messages if offset == 0 else [])
+    total = len(matches) if offset == 0 or config.total_count_on_every_page else 0
+    body = page_body(page, total, token_out, messages if offset == 0 else [])
+    mirrors: dict[str, str] = {}
+    if config.ncbi_headers:
+        if total:
+            mirrors["X-Ncbi-Total-Count"] = str(total)
+        if token_out:
+            mirrors["X-Ncbi-Next-Page-Token"] = token_out
     return await _answer(request, state, body, "application/json", len(page), fault, log, ids,
-                         "repeat_token" if repeated else None)
+                         "repeat_token" if repeated else None, mirrors)
 
 
 async def _serve_ndjson(request: web.Request, state: EmulatorState, matches: list[bytes],
@@ -216,7 +282,8 @@ async def _serve_ndjson(request: web.Request, state: EmulatorState, matches: lis
 
 async def _answer(request: web.Request, state: EmulatorState, body: bytes, content_type: str,
                   genes: int, fault: str | None, log: Callable[[int, str | None], None],
-                  ids: list[int], logged_fault: str | None = None) -> web.StreamResponse:
+                  ids: list[int], logged_fault: str | None = None,
+                  headers: dict[str, str] | None = None) -> web.StreamResponse:
     """Send ``body`` after the configured latency, or the drawn fault instead."""
     config = state.config
     delay = (config.latency_s + config.latency_per_gene_s * genes) * state.jitter()
@@ -227,7 +294,7 @@ async def _answer(request: web.Request, state: EmulatorState, body: bytes, conte
         log(response.status if fault not in ("truncate", "reset", "stall") else 0, fault)
         return response
     log(200, logged_fault)
-    return web.Response(body=body, content_type=content_type)
+    return web.Response(body=body, content_type=content_type, headers=headers)
 
 
 async def arrivals(request: web.Request) -> web.Response:
@@ -262,16 +329,51 @@ async def not_found(request: web.Request) -> web.Response:
     return error_response(404, "Not Found", "Your request is invalid.")
 
 
+@web.middleware
+async def gateway(request: web.Request,
+                  handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                  ) -> web.StreamResponse:
+    """What NCBI's front end adds to every answer: its headers, the rate headers, and the
+    connection policy (``Keep-Alive: timeout=4, max=40``, ``Connection: close`` on 500s)."""
+    state = request.app[STATE_KEY]
+    config = state.config
+    request[PHID_KEY] = state.phid()
+    response = await handler(request)
+    if response.prepared:
+        return response  # a fault that wrote (or dropped) the connection itself
+    headers = response.headers
+    if not request.get(FRONT_END_KEY):
+        if config.ncbi_headers:
+            headers.setdefault("Server", "Finatra")
+            headers["X-Datasets-Version"] = DATASETS_VERSION
+            headers["Ncbi-Phid"] = request[PHID_KEY]
+        for name, value in request.get(RATE_HEADERS_KEY, {}).items():
+            headers.setdefault(name, value)
+    if response.status == 500:
+        response.force_close()
+    if config.keepalive_max_requests is not None and request.transport is not None and (
+            state.count_answer(request.transport) >= config.keepalive_max_requests):
+        response.force_close()
+    if response.keep_alive is not False and (keep_alive := config.keep_alive_header()):
+        headers["Keep-Alive"] = keep_alive
+    return response
+
+
 def create_app(config: EmulatorConfig | None = None,
                universe: GeneUniverse | None = None) -> web.Application:
     """The emulator as an aiohttp application (mount it on any runner or test server)."""
     config = config or EmulatorConfig()
-    app = web.Application()
+    app = web.Application(middlewares=[gateway])
     app[STATE_KEY] = EmulatorState(config, universe or GeneUniverse(seed=config.seed))
-    app.router.add_get(API_PREFIX + "/gene/id/{gene_ids}", gene_by_id)
-    app.router.add_get(API_PREFIX + "/gene/id/{gene_ids}/dataset_report", gene_by_id)
-    app.router.add_post(API_PREFIX + "/gene/dataset_report", gene_dataset_report)
-    app.router.add_post(API_PREFIX + "/gene", gene_dataset_report)  # deprecated by NCBI
+    # route names are NCBI's operationIds (ENDPOINTS), which ``retired_endpoints`` names
+    app.router.add_get(API_PREFIX + "/gene/id/{gene_ids}", gene_by_id,
+                       name="gene_reports_by_id")
+    app.router.add_get(API_PREFIX + "/gene/id/{gene_ids}/dataset_report",
+                       gene_dataset_reports_by_id, name="gene_dataset_reports_by_id")
+    app.router.add_post(API_PREFIX + "/gene", gene_dataset_report,  # deprecated by NCBI
+                        name="gene_metadata_by_post")
+    app.router.add_post(API_PREFIX + "/gene/dataset_report", gene_dataset_report,
+                        name="gene_dataset_report")
     app.router.add_get("/redirect/{tail:.*}", redirect)
     app.router.add_get("/_emulator/arrivals", arrivals)
     app.router.add_post("/_emulator/reset", reset)

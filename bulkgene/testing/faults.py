@@ -6,11 +6,14 @@ import asyncio
 import time
 from email.utils import formatdate
 
+import orjson
 from aiohttp import web
 
 from bulkgene.testing.state import (
     DOCS,
+    FRONT_END_KEY,
     MAX_GENE_ID,
+    PHID_KEY,
     EmulatorState,
     error_response,
     json_response,
@@ -30,7 +33,15 @@ async def faulty(request: web.Request, state: EmulatorState, fault: str, ids: li
     if fault in ("http_500", "http_502", "http_503"):
         status = int(fault[-3:])
         return error_response(status, "Internal Server Error" if status == 500 else "Bad Gateway"
-                      if status == 502 else "Service Unavailable", "Upstream error.")
+                      if status == 502 else "Service Unavailable", "Upstream error.",
+                      request[PHID_KEY] if status == 500 else None)
+    if fault == "apache_404":
+        # recorded once: an Apache front end's 404, labelled HTML, with NCBI's JSON inside
+        request[FRONT_END_KEY] = True
+        return web.Response(status=404, body=orjson.dumps(
+            {"error": "Not Found", "code": 404, "message": f"Your request is invalid. {DOCS}"})
+            + b"\n", content_type="text/html", charset="iso-8859-1",
+            headers={"Server": "Apache"})
     if fault == "http_504":
         return web.Response(status=504, content_type="text/plain", text=(
             f"[gateway] Internal server error - request timed out {DOCS} (2238ABA88E40A8A21A5DD2E8.3.1)"))

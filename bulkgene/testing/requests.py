@@ -1,4 +1,9 @@
-"""The emulator's view of a request: GET path and query, or POST JSON body, as one Query."""
+"""The emulator's view of a request: GET path and query, or POST JSON body, as one Query.
+
+The two GETs differ as in NCBI's spec: ``/gene/id/{ids}/dataset_report`` has no
+``locus_tags``, ``accession_filter`` or ``tax_search_subtree`` (ignored if sent) and adds
+``table_format``, ``query`` (free text) and ``types`` (gene types).
+"""
 
 from __future__ import annotations
 
@@ -42,18 +47,39 @@ class Query:
     table_fields: list[str] = field(default_factory=list)
     accession_filter: list[str] = field(default_factory=list)
     include_tabular_header: str = "INCLUDE_TABULAR_HEADER_FIRST_PAGE_ONLY"
+    table_format: str | None = None
+    text: str | None = None  # ``query``: free text the symbol or description must contain
+    types: list[str] = field(default_factory=list)  # gene types to keep; empty keeps all
     logged: str = ""  # what the arrival log keeps of it (never the key)
 
     def signature(self) -> bytes:
         """What a page token is bound to: everything but the token itself."""
         bound = [self.ids, self.returned_content, self.locus_tags, self.sort_field,
                  self.sort_direction, self.tax_search_subtree, self.table_fields,
-                 self.accession_filter, self.include_tabular_header]
+                 self.accession_filter, self.include_tabular_header, self.table_format,
+                 self.text, self.types]
         return hashlib.blake2b(orjson.dumps(bound), digest_size=16).digest()
 
 
-def query_from_get(request: web.Request) -> Query:
+def query_from_get(request: web.Request, dataset_report: bool = False) -> Query:
+    """The query of ``GET /gene/id/{ids}`` or, with ``dataset_report``, of its current twin."""
     query = request.query
+    if dataset_report:
+        return Query(
+            ids=_parse_ids(request.match_info["gene_ids"]),
+            page_size=query.get("page_size", str(DEFAULT_PAGE_SIZE)),
+            returned_content=query.get("returned_content", "COMPLETE"),
+            page_token=query.get("page_token") or None,
+            sort_field=query.get("sort.field"),
+            sort_direction=query.get("sort.direction"),
+            table_fields=query.getall("table_fields", []),
+            include_tabular_header=query.get("include_tabular_header",
+                                             "INCLUDE_TABULAR_HEADER_FIRST_PAGE_ONLY"),
+            table_format=query.get("table_format"),
+            text=query.get("query") or None,
+            types=query.getall("types", []),
+            logged=_logged(request),
+        )
     return Query(
         ids=_parse_ids(request.match_info["gene_ids"]),
         page_size=query.get("page_size", str(DEFAULT_PAGE_SIZE)),
@@ -67,9 +93,14 @@ def query_from_get(request: web.Request) -> Query:
         accession_filter=query.getall("accession_filter", []),
         include_tabular_header=query.get("include_tabular_header",
                                          "INCLUDE_TABULAR_HEADER_FIRST_PAGE_ONLY"),
-        logged="&".join(part for part in request.query_string.split("&")
-                        if not part.startswith("api_key=")),  # exactly as sent, less the key
+        logged=_logged(request),
     )
+
+
+def _logged(request: web.Request) -> str:
+    """The query string exactly as sent, less the key."""
+    return "&".join(part for part in request.query_string.split("&")
+                    if not part.startswith("api_key="))
 
 
 async def query_from_post(request: web.Request) -> Query:

@@ -25,8 +25,11 @@ async def start_site(app: web.Application, port: int, ssl_context: ssl.SSLContex
                      ) -> tuple[web.AppRunner, int]:
     """Start ``app`` on 127.0.0.1:``port`` (0 picks a free port); returns the runner and port."""
     # the parser accepts long lines; the handler answers 414 past the configured limit
+    keepalive_timeout_s = app[STATE_KEY].config.keepalive_timeout_s
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                           max_line_size=1 << 20, max_field_size=1 << 16)
+                           max_line_size=1 << 20, max_field_size=1 << 16,
+                           keepalive_timeout=75.0 if keepalive_timeout_s is None
+                           else keepalive_timeout_s)
     await runner.setup()
     site = web.TCPSite(runner, LOOPBACK, port, ssl_context=ssl_context)
     await site.start()

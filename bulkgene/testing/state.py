@@ -1,4 +1,7 @@
-"""The emulator's settings, its mutable state (arrival log, rate windows, outage) and error bodies."""
+"""The emulator's settings, its mutable state (arrival log, rate windows, outage) and error bodies.
+
+Defaults follow NCBI as recorded (API-FACTS §11); each older guess stays reachable by a knob.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +9,17 @@ import base64
 import hashlib
 import random
 import threading
+import time
+import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from bulkgene.testing.universe import GeneUniverse
+from bulkgene.testing.universe import GeneUniverse, mix
 
 API_PREFIX = "/datasets/v2"
 MAX_PAGE_SIZE = 1000
@@ -23,20 +29,42 @@ DOCS = "(For more help, see the NCBI Datasets Documentation at https://www.ncbi.
 FAULTS = (
     "http_500", "http_502", "http_503", "http_504", "truncate", "reset", "html", "stall",
     "missing_reports", "foreign_gene", "throttle_seconds", "throttle_date", "throttle_bare",
-    "blocked", "bad_token", "repeat_token",
+    "blocked", "bad_token", "repeat_token", "apache_404",
 )
+# NCBI's operationIds of the gene report endpoints the emulator serves (for ``retired_endpoints``)
+ENDPOINTS = ("gene_reports_by_id", "gene_dataset_reports_by_id", "gene_metadata_by_post",
+             "gene_dataset_report")
+DATASETS_VERSION = "18.23.0"
+RETIRED_MESSAGE = ("This version of the API has been retired. Please migrate to the latest version "
+                   "of the NCBI Datasets API: https://www.ncbi.nlm.nih.gov/datasets/docs/v2/")
 
 
 @dataclass
 class EmulatorConfig:
-    """Knobs of the emulator: limits, latency, faults. Probabilities are per request."""
+    """Knobs of the emulator: limits, latency, faults. Probabilities are per request.
+
+    The defaults are NCBI as recorded in 2026; the fields marked "old guess" bring back the
+    emulator's earlier, unrecorded behaviour for tests of those client paths.
+    """
 
     seed: int = 0
     anonymous_requests_per_second: float = 5.0
     keyed_requests_per_second: float = 10.0
-    rate_limit: bool = True
+    rate_limit: bool = True  # off: a server without a limit, so no 429s and no X-RateLimit-*
     retry_after_s: int = 1
-    rate_limit_headers: bool = True  # X-RateLimit-Limit/-Remaining on 429s
+    rate_limit_headers: bool = True  # X-RateLimit-Limit/-Remaining at all
+    rate_limit_headers_only_on_429: bool = False  # old guess: not on other answers
+    ncbi_headers: bool = True  # Server, X-Datasets-Version, Ncbi-Phid, X-Ncbi-* paging mirrors
+    keepalive_timeout_s: float | None = 4.0  # idle kept-alive connections close; None: 75 s, no header
+    keepalive_max_requests: int | None = 40  # the Nth answer on a connection closes it; None: never
+    total_count_on_every_page: bool = False  # old guess; NCBI sends it on the first page only
+    unknown_id_messages: bool = False  # old guess: page messages for unknown/discontinued IDs
+    bad_token_status: int = 500  # NCBI answers an invalid page token with 500 (old guess: 400)
+    invalid_id_per_mille: int = 0  # this share of GeneIDs fails a whole request with 404 (18.23)
+    invalid_ids: frozenset[int] = frozenset()  # and these, explicitly
+    retired_endpoints: frozenset[str] = frozenset()  # operationIds (ENDPOINTS) that are retired
+    retired_status: int = 404  # what a retired endpoint answers (404 or 410)
+    arrival_jitter_ms: float = 0.0  # hold each request 0..this ms before counting it (seeded)
     valid_keys: frozenset[str] | None = None  # None: any key is accepted
     latency_s: float = 0.0
     latency_per_gene_s: float = 0.0
@@ -50,6 +78,24 @@ class EmulatorConfig:
         unknown = set(self.faults) - set(FAULTS)
         if unknown:
             raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {', '.join(FAULTS)}")
+        if unknown_endpoints := set(self.retired_endpoints) - set(ENDPOINTS):
+            raise ValueError(f"unknown endpoint(s) {sorted(unknown_endpoints)}; known: "
+                             f"{', '.join(ENDPOINTS)}")
+
+    def is_invalid_id(self, gene_id: int) -> bool:
+        """Whether naming ``gene_id`` makes NCBI 18.23 fail the whole request with 404."""
+        if gene_id in self.invalid_ids:
+            return True
+        return bool(self.invalid_id_per_mille) and (
+            mix(gene_id ^ self.seed ^ 0xBAD1D) % 1000 < self.invalid_id_per_mille)
+
+    def keep_alive_header(self) -> str | None:
+        parts = []
+        if self.keepalive_timeout_s is not None:
+            parts.append(f"timeout={self.keepalive_timeout_s:g}")
+        if self.keepalive_max_requests is not None:
+            parts.append(f"max={self.keepalive_max_requests}")
+        return ", ".join(parts) or None
 
 
 @dataclass(frozen=True)
@@ -79,8 +125,13 @@ class EmulatorState:
         self._arrivals: list[Arrival] = []
         self._windows: dict[str, deque[float]] = {}
         self._rng = random.Random(config.seed)
+        # a separate stream, so that turning jitter on leaves the fault draws as they were
+        self._arrival_rng = random.Random(config.seed ^ 0xA221)
+        self._phids = 0
+        self._answers: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
         self._secret = hashlib.blake2b(str(config.seed).encode(), digest_size=16).digest()
         self.outage_status: int | None = None
+        self.clock: Callable[[], float] = time.monotonic  # tests may freeze it
 
     def log(self, arrival: Arrival) -> None:
         with self._lock:
@@ -96,15 +147,41 @@ class EmulatorState:
             self._arrivals.clear()
             self._windows.clear()
 
-    def admit(self, client: str, limit: float, now: float) -> bool:
-        """Sliding one-second window per client: admit unless ``limit`` already arrived."""
+    def admit(self, client: str, limit: float, now: float) -> tuple[bool, int]:
+        """Sliding one-second window per client: admit unless ``limit`` already arrived.
+
+        Returns (admitted, what is left of the window afterwards, never negative).
+        """
         window = self._windows.setdefault(client, deque())
         while window and window[0] <= now - 1.0:
             window.popleft()
         if len(window) >= limit:
-            return False
+            return False, 0
         window.append(now)
-        return True
+        return True, max(0, int(limit) - len(window))
+
+    def remaining(self, client: str, limit: float, now: float) -> int:
+        """What is left of ``client``'s window now, without counting a request."""
+        window = self._windows.get(client, deque())
+        return max(0, int(limit) - sum(1 for t in window if t > now - 1.0))
+
+    def arrival_delay_s(self) -> float:
+        """How long to hold the next request before it counts as arrived."""
+        spread_ms = self.config.arrival_jitter_ms
+        return self._arrival_rng.uniform(0.0, spread_ms) / 1000 if spread_ms > 0 else 0.0
+
+    def phid(self) -> str:
+        """A fresh ``Ncbi-Phid``: NCBI's request id, as it also ends a 500's message."""
+        self._phids += 1
+        digest = hashlib.blake2b(self._phids.to_bytes(8, "big"), key=self._secret,
+                                 digest_size=12).hexdigest().upper()
+        return f"{digest}.1.1"
+
+    def count_answer(self, transport: object) -> int:
+        """How many answers this connection has had, this one included."""
+        count = self._answers.get(transport, 0) + 1
+        self._answers[transport] = count
+        return count
 
     def draw_fault(self) -> str | None:
         """The fault this request suffers, if any (deterministic in arrival order)."""
@@ -142,14 +219,31 @@ class EmulatorState:
 STATE_KEY = web.AppKey("state", EmulatorState)
 
 
+def _request_key(name: str, kind: type) -> Any:
+    """A typed request-storage key where aiohttp has them (3.14+; plain strings warn there)."""
+    request_key = getattr(web, "RequestKey", None)
+    return request_key(name, kind) if request_key is not None else f"bulkgene.emulator.{name}"
+
+
+# per-request notes from the handlers to the gateway middleware
+PHID_KEY = _request_key("phid", str)
+RATE_HEADERS_KEY = _request_key("rate_headers", dict)
+FRONT_END_KEY = _request_key("front_end", bool)  # answered by an Apache front end, not Finatra
+
+
 def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json",
                         headers=headers)
 
 
-def error_response(status: int, reason: str, message: str) -> web.Response:
-    """The error body NCBI actually sends: ``{error, code, message}``."""
-    return json_response(status, {"error": reason, "code": status, "message": f"{message} {DOCS}"})
+def error_response(status: int, reason: str, message: str, phid: str | None = None,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    """The error body NCBI actually sends: ``{error, code, message}`` and a newline; a 500's
+    message ends with the request's Ncbi-Phid."""
+    text = f"{message} {DOCS}" + (f" ({phid})" if phid else "")
+    return web.Response(status=status, content_type="application/json", headers=headers,
+                        body=orjson.dumps({"error": reason, "code": status, "message": text})
+                        + b"\n")
 
 
 def page_body(reports: list[bytes], total: int, token: str | None,

@@ -111,7 +111,10 @@ class Expected:
     genes: set[int]  # GeneIDs that must appear exactly once in the shards
 
 
-def expected_for(universe: GeneUniverse, ids: list[int] | range) -> Expected:
+def expected_for(universe: GeneUniverse, ids: list[int] | range, messages: bool = False
+                 ) -> Expected:
+    """What a complete run of ``ids`` must write; reasons as page messages give them when the
+    emulator sends messages (an old guess), else NOT_RETURNED, as NCBI was recorded."""
     unique = list(dict.fromkeys(ids))
     requested = set(unique)
     found: set[int] = set()
@@ -129,7 +132,8 @@ def expected_for(universe: GeneUniverse, ids: list[int] | range) -> Expected:
             replaced[gene_id] = target
             genes.add(target)
         else:
-            missing[gene_id] = ("UNRECOGNIZED_GENE_ID" if fate is Fate.UNKNOWN
+            missing[gene_id] = ("NOT_RETURNED" if not messages
+                                else "UNRECOGNIZED_GENE_ID" if fate is Fate.UNKNOWN
                                 else "DISCONTINUED_GENE_ID")
     assert requested == found | set(missing)
     return Expected(found, missing, replaced, genes)

@@ -306,7 +306,7 @@ class GeneClient:
                 reason = describe_exception(exc)
             else:
                 self.stats.bytes += len(body)
-                self._read_server_limits(response_headers)
+                self._read_server_limits(response_headers, slot.sent_at)
                 if status == 200:
                     try:
                         next_token = read(body, answer)
@@ -369,11 +369,12 @@ class GeneClient:
                 f"--base-url (expected something like https://api.ncbi.nlm.nih.gov/datasets/v2)")
         raise _GaveUp(f"HTTP {status}: {message}")
 
-    def _read_server_limits(self, headers: Mapping[str, str]) -> None:
+    def _read_server_limits(self, headers: Mapping[str, str], sent_at: float | None) -> None:
         limit = _float_header(headers, "X-RateLimit-Limit")
         remaining = _float_header(headers, "X-RateLimit-Remaining")
         if limit is not None or remaining is not None:
-            self.limiter.on_server_limit(limit, None if remaining is None else int(remaining))
+            self.limiter.on_server_limit(limit, None if remaining is None else int(remaining),
+                                         sent_at)
 
     def _check_outage(self, reason: str) -> None:
         now = asyncio.get_running_loop().time()

@@ -21,8 +21,8 @@ the server's window at M; it costs J / (1 + J) of the ceiling (4.8 % for 50 ms).
 response tells how close to the edge we are (at full rate every answer says
 ``Remaining: 0``), so the margin cannot be learnt downwards; it starts at
 ``arrival_jitter_s`` (50 ms by default, enough for the internet) and grows by 25 ms, up to
-200 ms, with each 429 (a 429 our own spacing cannot explain means arrivals were bunched
-more than we allowed for). Against a loopback server pass a few milliseconds.
+200 ms, with each 429 that follows no sign of foreign traffic (such a 429 means arrivals
+were bunched more than we allowed for). Against a loopback server pass a few milliseconds.
 
 Server feedback. NCBI sends ``X-RateLimit-Limit`` and ``X-RateLimit-Remaining`` on every
 response, and a client using its whole budget routinely sees ``Remaining: 0``: that alone
@@ -66,6 +66,7 @@ ARRIVAL_JITTER_S = 0.05  # one-way delay spread over the internet; costs 4.8 % o
 _MARGIN_STEP_S = 0.025
 _MARGIN_CAP_S = 0.2
 _FOREIGN_TOLERANCE = 1  # requests the server may count beyond ours before we call it foreign
+_FOREIGN_MEMORY_S = 10.0  # a 429 this soon after seeing foreign traffic is not blamed on jitter
 MIN_SERVER_LIMIT = 1.0  # requests/s: a server limit below this is a misconfiguration, not advice
 _SENDS_KEPT = 1024
 
@@ -117,6 +118,7 @@ class AdaptiveRateLimiter:
         self._last_change_at = self._clock()
         self._server_limit: float | None = None
         self._refused_limits: set[str] = set()
+        self._foreign_seen_at = float("-inf")
 
     async def _full_bucket(self) -> AsyncLimiter:
         """A bucket at the current rate, filled so that it starts with no burst."""
@@ -175,7 +177,8 @@ class AdaptiveRateLimiter:
             self._throttled_at_rate = self.rate
             self.rate = max(self.ceiling * _MIN_RATE_FRACTION, self.rate * _DECREASE_FACTOR)
             self._last_decrease_at = now
-            self.margin_s = min(_MARGIN_CAP_S, self.margin_s + _MARGIN_STEP_S)
+            if now - self._foreign_seen_at > _FOREIGN_MEMORY_S:
+                self.margin_s = min(_MARGIN_CAP_S, self.margin_s + _MARGIN_STEP_S)
         self._last_change_at = now
 
     def on_server_limit(self, limit: float | None, remaining: int | None,
@@ -185,13 +188,15 @@ class AdaptiveRateLimiter:
         if limit is not None:
             self._adopt_server_limit(limit)
         known_limit = self._server_limit if limit is None else limit
-        if remaining is None or known_limit is None or remaining > 0:
+        if remaining is None or known_limit is None:
             return
         sent_at = self._clock() if sent_at is None else sent_at
         # arrivals in the server's window left us within one margin of it, either side
         ours = self.sent_between(sent_at - 1.0 - self.margin_s, sent_at + self.margin_s)
         if known_limit - remaining > ours + _FOREIGN_TOLERANCE:
-            self._paused_until = max(self._paused_until, sent_at + 1.0 + self.margin_s)
+            self._foreign_seen_at = sent_at
+            if remaining <= 0:
+                self._paused_until = max(self._paused_until, sent_at + 1.0 + self.margin_s)
 
     def _adopt_server_limit(self, limit: float) -> None:
         """Lower the ceiling to a plausible server limit, with a warning."""

@@ -25,7 +25,7 @@ T = TypeVar("T")
 _TURN_S = 1e-6
 
 
-class _JumpingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+class _JumpingSelector(selectors.DefaultSelector):
     """Instead of blocking until the next timer, moves the virtual clock there."""
 
     def __init__(self) -> None:
@@ -85,8 +85,12 @@ class SimResult:
     """What the server saw of our requests."""
 
     arrivals_s: list[float]
-    throttled: int
+    throttled_at_s: list[float]  # arrival times of the requests answered 429
     limiter: AdaptiveRateLimiter
+
+    @property
+    def throttled(self) -> int:
+        return len(self.throttled_at_s)
 
     def fraction_of(self, ceiling: float, skip_s: float = 0.0) -> float:
         """Achieved rate over the run (after ``skip_s``) as a fraction of ``ceiling``."""
@@ -117,7 +121,7 @@ async def simulate(rate: float, delay_spread_s: float, duration_s: float = 60.0,
     server = ServerWindow(server_limit)
     end_s = loop.time() + duration_s
     arrivals: list[float] = []
-    throttled = 0
+    throttled: list[float] = []
 
     async def request() -> int | None:
         slot = await limiter.acquire()
@@ -126,15 +130,15 @@ async def simulate(rate: float, delay_spread_s: float, duration_s: float = 60.0,
         await asyncio.sleep(rng.uniform(0.0, delay_spread_s))
         arrivals.append(loop.time())
         remaining = server.arrive(loop.time())
+        if remaining is None:
+            throttled.append(loop.time())
         await asyncio.sleep(latency_s * rng.uniform(0.8, 1.2))
         limiter.on_server_limit(server_limit, remaining or 0, slot.sent_at)
         return remaining
 
     async def worker() -> None:
-        nonlocal throttled
         while loop.time() < end_s:
             if await request() is None:
-                throttled += 1
                 limiter.on_throttled(None, server_limit)
                 await asyncio.sleep(rng.uniform(0.0, 1.0))  # the fetcher's backoff
 

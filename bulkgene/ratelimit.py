@@ -187,7 +187,7 @@ class AdaptiveRateLimiter:
         ``sent_at`` (on our clock): pause only if someone else fills the key's window."""
         if limit is not None:
             self._adopt_server_limit(limit)
-        known_limit = self._server_limit if limit is None else limit
+        known_limit = self._server_limit  # the last plausible one
         if remaining is None or known_limit is None:
             return
         sent_at = self._clock() if sent_at is None else sent_at

@@ -33,12 +33,13 @@ counted more than one request beyond ours, i.e. another process is using the sam
 the window is full, does everyone pause until that window has passed.
 
 The rate adapts (AIMD): a 429 halves it (at most once every 2 s) and pauses everyone for
-``Retry-After``, unless the server names a limit below the current rate, which is then
-taken instead; a server that names its limit (``X-RateLimit-Limit``) lowers the ceiling to
-that, with a warning, and a limit below 1/s is refused with a warning rather than left to
-freeze the run; each ``recovery_period_s`` without a 429 the rate climbs back by a tenth of
-the ceiling up to 90 % of the rate that was throttled, then creeps up by a hundredth, so it
-settles just under a server limit it was never told.
+``Retry-After``, unless the server's limit lowered the ceiling in the last 2 s (its own
+word explains the 429, so it is taken instead of a guess); a server that names its limit
+(``X-RateLimit-Limit``) lowers the ceiling to that, with a warning, and a limit below 1/s
+is refused with a warning rather than left to freeze the run; each ``recovery_period_s``
+without a 429 the rate climbs back by a tenth of the ceiling up to 90 % of the rate that
+was throttled, then creeps up by a hundredth, so it settles just under a server limit it
+was never told.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class AdaptiveRateLimiter:
         self._server_limit: float | None = None
         self._refused_limits: set[str] = set()
         self._foreign_seen_at = float("-inf")
+        self._ceiling_lowered_at = float("-inf")
 
     async def _full_bucket(self) -> AsyncLimiter:
         """A bucket at the current rate, filled so that it starts with no burst."""
@@ -168,11 +170,11 @@ class AdaptiveRateLimiter:
         now = self._clock()
         if retry_after_s:
             self._paused_until = max(self._paused_until, now + retry_after_s)
-        explained = False
         if server_limit is not None:
-            rate_before = self.rate
             self._adopt_server_limit(server_limit)
-            explained = self.rate < rate_before  # its own word beats guessing
+        # a 429 for a request sent before the server's word lowered our ceiling is explained
+        # by that word (the same answer's headers usually lowered it a moment ago): no cut
+        explained = now - self._ceiling_lowered_at < _DECREASE_HOLD_S
         if not explained and now - self._last_decrease_at >= _DECREASE_HOLD_S:
             self._throttled_at_rate = self.rate
             self.rate = max(self.ceiling * _MIN_RATE_FRACTION, self.rate * _DECREASE_FACTOR)
@@ -216,6 +218,7 @@ class AdaptiveRateLimiter:
             # the server's own word on its limit: never climb back above it
             self.ceiling = limit
             self.rate = min(self.rate, limit)
+            self._ceiling_lowered_at = self._clock()
 
     def _recover(self, now: float) -> None:
         if self.rate < self.ceiling and now - self._last_change_at >= self.recovery_period_s:

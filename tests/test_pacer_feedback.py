@@ -72,6 +72,19 @@ def test_a_429_halves_the_rate_even_when_the_server_names_our_own_ceiling() -> N
         assert limiter.rate == pytest.approx(expected)
 
 
+def test_a_429_that_names_a_lower_limit_takes_it_instead_of_halving() -> None:
+    now = [0.0]
+    limiter = AdaptiveRateLimiter(10.0, clock=lambda: now[0])
+    limiter.on_server_limit(4.0, 0, now[0])  # the fetcher reads the 429's headers first
+    limiter.on_throttled(1.0, server_limit=4.0)
+    now[0] += 1.0
+    limiter.on_throttled(1.0, server_limit=4.0)  # still a request sent at the old rate
+    assert limiter.rate == 4.0 and limiter.ceiling == 4.0
+    now[0] += 2.0
+    limiter.on_throttled(1.0, server_limit=4.0)  # too many even at its own limit: halve
+    assert limiter.rate == 2.0 and limiter.ceiling == 4.0
+
+
 def test_a_lower_server_limit_lowers_the_ceiling_with_one_warning(
         caplog: pytest.LogCaptureFixture) -> None:
     limiter = AdaptiveRateLimiter(10.0, clock=lambda: 0.0)

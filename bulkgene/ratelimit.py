@@ -134,7 +134,7 @@ class AdaptiveRateLimiter:
         if len(self._sends) > 2 * _SENDS_KEPT:
             del self._sends[:-_SENDS_KEPT]
 
-    def sent_between(self, start: float, end: float) -> int:
+    def _sent_between(self, start: float, end: float) -> int:
         """How many of our requests left in the window (start, end]."""
         return (bisect.bisect_right(self._sends, end)
                 - bisect.bisect_right(self._sends, start))
@@ -194,7 +194,7 @@ class AdaptiveRateLimiter:
             return
         sent_at = self._clock() if sent_at is None else sent_at
         # arrivals in the server's window left us within one margin of it, either side
-        ours = self.sent_between(sent_at - 1.0 - self.margin_s, sent_at + self.margin_s)
+        ours = self._sent_between(sent_at - 1.0 - self.margin_s, sent_at + self.margin_s)
         if known_limit - remaining > ours + _FOREIGN_TOLERANCE:
             self._foreign_seen_at = sent_at
             if remaining <= 0:
@@ -206,9 +206,9 @@ class AdaptiveRateLimiter:
             if f"{limit:g}" not in self._refused_limits:
                 self._refused_limits.add(f"{limit:g}")
                 log.warning("the server announced a rate limit of %g requests/s "
-                            "(X-RateLimit-Limit), below %g/s: ignoring it and staying at "
-                            "%g/s; if the server keeps answering 429, lower --rate",
-                            limit, MIN_SERVER_LIMIT, self.ceiling)
+                            "(X-RateLimit-Limit), which is not plausible (under %g/s or not "
+                            "a number): ignoring it and staying at %g/s; if the server keeps "
+                            "answering 429, lower --rate", limit, MIN_SERVER_LIMIT, self.ceiling)
             return
         self._server_limit = limit
         if limit < self.ceiling:

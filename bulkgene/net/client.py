@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -367,7 +368,7 @@ class GeneClient:
                         path if len(path) < 60 else path[:57] + "...", reply.status,
                         len(reply.body), reply.headers.get("X-RateLimit-Limit", "-"),
                         reply.headers.get("X-RateLimit-Remaining", "-"))
-                self._read_server_limits(reply.headers)
+                self._read_server_limits(reply.headers, slot.sent_at)
                 action = action_for(reply.status)
                 if action is Action.USE:
                     try:
@@ -436,11 +437,14 @@ class GeneClient:
                 "does not follow so the API key can't leak to another host: check --base-url")
         raise _GaveUp(f"HTTP {reply.status}: {message}")
 
-    def _read_server_limits(self, headers: Mapping[str, str]) -> None:
+    def _read_server_limits(self, headers: Mapping[str, str], sent_at: float | None) -> None:
         limit = _float_header(headers, "X-RateLimit-Limit")
         remaining = _float_header(headers, "X-RateLimit-Remaining")
+        if remaining is not None and not (math.isfinite(remaining) and remaining >= 0):
+            remaining = None  # "nan", "inf", "-3": no count at all
         if limit is not None or remaining is not None:
-            self.limiter.on_server_limit(limit, None if remaining is None else int(remaining))
+            self.limiter.on_server_limit(limit, None if remaining is None else int(remaining),
+                                         sent_at)
 
     def _succeeded(self) -> None:
         self._last_success_at = asyncio.get_running_loop().time()

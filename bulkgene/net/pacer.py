@@ -7,29 +7,53 @@ Two mechanisms, each doing what it is good at:
   page takes ~30 ms) up to two late requests may catch up instead of being lost;
 * a sliding window over the times the requests' headers actually *went on the wire* is
   the guarantee: with M = floor(rate) and W = max(1 s, M / rate), a request may leave only
-  when the M-th request before it left more than W + 15 ms ago. So any M+1 consecutive
-  requests span more than a second, and no one-second window ever holds more than
-  floor(rate), whatever the bucket allowed, from the very first request on (a plain
-  ``AsyncLimiter(10, 1)`` lets about 19 through in its first second). A fractional rate
-  such as 10/3 per array task therefore runs at 3/s, so that N tasks never exceed the
+  when the M-th request before it left more than W + margin ago. So any M+1 consecutive
+  requests span more than a second plus the margin, and no one-second window ever holds
+  more than floor(rate), whatever the bucket allowed, from the very first request on (a
+  plain ``AsyncLimiter(10, 1)`` lets about 19 through in its first second). A fractional
+  rate such as 10/3 per array task therefore runs at 3/s, so that N tasks never exceed the
   key's budget together in any second.
 
+Arrival jitter. The server counts *arrivals*, and the one-way delay of each request varies
+(0-50 ms over the internet). If every delay lies in [d, d + J], M+1 sends spanning W + J
+arrive spanning at least W, so a margin equal to the delay spread J is exactly what keeps
+the server's window at M; it costs J / (1 + J) of the ceiling (4.8 % for 50 ms). No
+response tells how close to the edge we are (at full rate every answer says
+``Remaining: 0``), so the margin cannot be learnt downwards; it starts at
+``arrival_jitter_s`` (50 ms by default, enough for the internet) and grows by 25 ms, up to
+200 ms, with each 429 that follows no sign of foreign traffic (such a 429 means arrivals
+were bunched more than we allowed for). Against a loopback server pass a few milliseconds.
+
+Server feedback. NCBI sends ``X-RateLimit-Limit`` and ``X-RateLimit-Remaining`` on every
+response, and a client using its whole budget routinely sees ``Remaining: 0``: that alone
+is no reason to stop. The pacer compares the server's count (limit - remaining) with the
+requests it sent itself in the window before that request (widened by the margin on both
+sides, so that our own traffic is never mistaken for someone else's). Only if the server
+counted more than one request beyond ours, i.e. another process is using the same key, and
+the window is full, does everyone pause until that window has passed.
+
 The rate adapts (AIMD): a 429 halves it (at most once every 2 s) and pauses everyone for
-``Retry-After``; a server that names its limit (``X-RateLimit-Limit``) lowers the ceiling
-to that; each ``recovery_period_s`` without a 429 the rate climbs back by a tenth of the
-ceiling up to 90 % of the rate that was throttled, then creeps up by a hundredth, so it
-settles just under a server limit it was never told.
+``Retry-After``, unless the server's limit lowered the ceiling in the last 2 s (its own
+word explains the 429, so it is taken instead of a guess); a server that names its limit
+(``X-RateLimit-Limit``) lowers the ceiling to that, with a warning, and a limit below 1/s
+is refused with a warning rather than left to freeze the run; each ``recovery_period_s``
+without a 429 the rate climbs back by a tenth of the ceiling up to 90 % of the rate that
+was throttled, then creeps up by a hundredth, so it settles just under a server limit it
+was never told.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import logging
 import math
-from collections import deque
 from collections.abc import Callable
 
 from aiolimiter import AsyncLimiter
+
+log = logging.getLogger("bulkgene")
 
 _DECREASE_FACTOR = 0.5
 _INCREASE_FRACTION = 0.1
@@ -39,16 +63,24 @@ _SEND_WAIT_CAP_S = 2.0  # a request slow to connect doesn't hold everyone back l
 _BUCKET_CAPACITY = 3
 _MIN_GAP_FRACTION = 0.25  # of 1/rate: the closest two requests may follow each other
 _DECREASE_HOLD_S = 2.0  # 429s this soon after a cut still see the server's old, full window
-_WINDOW_MARGIN_S = 0.015  # server-side arrival jitter; costs 1.5 % of the ceiling
+ARRIVAL_JITTER_S = 0.05  # one-way delay spread over the internet; costs 4.8 % of the ceiling
+_MARGIN_STEP_S = 0.025
+_MARGIN_CAP_S = 0.2
+_FOREIGN_TOLERANCE = 1  # requests the server may count beyond ours before we call it foreign
+_FOREIGN_MEMORY_S = 10.0  # a 429 this soon after seeing foreign traffic is not blamed on jitter
+MIN_SERVER_LIMIT = 1.0  # requests/s: a server limit below this is a misconfiguration, not advice
+_SENDS_KEPT = 1024
 
 
 class Slot:
     """One request's permission to go; call ``sent()`` when its headers are on the wire."""
 
-    __slots__ = ("_clock", "_event", "sent_at")
+    __slots__ = ("_clock", "_event", "_on_sent", "sent_at")
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float],
+                 on_sent: Callable[[float], None] | None = None) -> None:
         self._clock = clock
+        self._on_sent = on_sent
         self._event = asyncio.Event()
         self.sent_at: float | None = None
 
@@ -56,6 +88,8 @@ class Slot:
         """Record the send time (idempotent; also call it if the request never went out)."""
         if self.sent_at is None:
             self.sent_at = self._clock()
+            if self._on_sent is not None:
+                self._on_sent(self.sent_at)
             self._event.set()
 
     async def wait_sent(self, timeout_s: float) -> None:
@@ -67,20 +101,26 @@ class AdaptiveRateLimiter:
     """Paces every request: ``slot = await acquire()``, send, ``slot.sent()``."""
 
     def __init__(self, requests_per_second: float, recovery_period_s: float = 2.0,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None,
+                 arrival_jitter_s: float = ARRIVAL_JITTER_S) -> None:
         self.ceiling = requests_per_second
         self.rate = requests_per_second
         self.recovery_period_s = recovery_period_s
+        self.margin_s = arrival_jitter_s
         self._clock = clock or asyncio.get_running_loop().time
         self._lock = asyncio.Lock()
         self._bucket: AsyncLimiter | None = None
         self._bucket_rate = self.rate
-        self._sends: deque[float] = deque(maxlen=1024)
+        self._sends: list[float] = []  # sorted send times, ours only
         self._previous: Slot | None = None
         self._paused_until = 0.0
         self._last_decrease_at = float("-inf")
         self._throttled_at_rate = float("inf")
         self._last_change_at = self._clock()
+        self._server_limit: float | None = None
+        self._refused_limits: set[str] = set()
+        self._foreign_seen_at = float("-inf")
+        self._ceiling_lowered_at = float("-inf")
 
     async def _full_bucket(self) -> AsyncLimiter:
         """A bucket at the current rate, filled so that it starts with no burst."""
@@ -88,14 +128,23 @@ class AdaptiveRateLimiter:
         await bucket.acquire(_BUCKET_CAPACITY - 1)
         return bucket
 
+    def _record_send(self, sent_at: float) -> None:
+        # a slot may report late (after the send-wait cap): keep the list sorted anyway
+        bisect.insort(self._sends, sent_at)
+        if len(self._sends) > 2 * _SENDS_KEPT:
+            del self._sends[:-_SENDS_KEPT]
+
+    def _sent_between(self, start: float, end: float) -> int:
+        """How many of our requests left in the window (start, end]."""
+        return (bisect.bisect_right(self._sends, end)
+                - bisect.bisect_right(self._sends, start))
+
     async def acquire(self) -> Slot:
         """Wait for the next slot; slots are granted in arrival order."""
         async with self._lock:
             previous = self._previous
             if previous is not None:
                 await previous.wait_sent(_SEND_WAIT_CAP_S)
-                if previous.sent_at is not None:
-                    self._sends.append(previous.sent_at)
             self._recover(self._clock())
             if self._bucket is None or self._bucket_rate != self.rate:
                 # replacing it is safe: only the lock holder ever waits on the bucket
@@ -108,34 +157,68 @@ class AdaptiveRateLimiter:
                 not_before = max(not_before, self._sends[-1] + _MIN_GAP_FRACTION / self.rate)
             if len(self._sends) >= window_count:
                 not_before = max(not_before, self._sends[-window_count] + window_s
-                                 + _WINDOW_MARGIN_S)
+                                 + self.margin_s)
             wait = not_before - self._clock()
             if wait > 0:
                 await asyncio.sleep(wait)
-            slot = self._previous = Slot(self._clock)
+            slot = self._previous = Slot(self._clock, self._record_send)
             return slot
 
     def on_throttled(self, retry_after_s: float | None, server_limit: float | None = None) -> None:
-        """A 429: pause for ``retry_after_s``; take the server's limit, or halve the rate."""
+        """A 429: pause for ``retry_after_s``; take the server's limit if it explains the 429,
+        or halve the rate."""
         now = self._clock()
         if retry_after_s:
             self._paused_until = max(self._paused_until, now + retry_after_s)
-        if server_limit is not None and server_limit > 0:
-            self.on_server_limit(server_limit, None)  # its own word beats guessing
-        elif now - self._last_decrease_at >= _DECREASE_HOLD_S:
+        if server_limit is not None:
+            self._adopt_server_limit(server_limit)
+        # a 429 for a request sent before the server's word lowered our ceiling is explained
+        # by that word (the same answer's headers usually lowered it a moment ago): no cut
+        explained = now - self._ceiling_lowered_at < _DECREASE_HOLD_S
+        if not explained and now - self._last_decrease_at >= _DECREASE_HOLD_S:
             self._throttled_at_rate = self.rate
             self.rate = max(self.ceiling * _MIN_RATE_FRACTION, self.rate * _DECREASE_FACTOR)
             self._last_decrease_at = now
+            if now - self._foreign_seen_at > _FOREIGN_MEMORY_S:
+                self.margin_s = min(_MARGIN_CAP_S, self.margin_s + _MARGIN_STEP_S)
         self._last_change_at = now
 
-    def on_server_limit(self, limit: float | None, remaining: int | None) -> None:
-        """Honour ``X-RateLimit-Limit`` / ``-Remaining`` when the server sends them."""
-        if limit is not None and 0 < limit < self.ceiling:
+    def on_server_limit(self, limit: float | None, remaining: int | None,
+                        sent_at: float | None = None) -> None:
+        """Honour ``X-RateLimit-Limit`` / ``-Remaining`` from the answer to a request sent at
+        ``sent_at`` (on our clock): pause only if someone else fills the key's window."""
+        if limit is not None:
+            self._adopt_server_limit(limit)
+        known_limit = self._server_limit  # the last plausible one
+        if remaining is None or known_limit is None:
+            return
+        sent_at = self._clock() if sent_at is None else sent_at
+        # arrivals in the server's window left us within one margin of it, either side
+        ours = self._sent_between(sent_at - 1.0 - self.margin_s, sent_at + self.margin_s)
+        if known_limit - remaining > ours + _FOREIGN_TOLERANCE:
+            self._foreign_seen_at = sent_at
+            if remaining <= 0:
+                self._paused_until = max(self._paused_until, sent_at + 1.0 + self.margin_s)
+
+    def _adopt_server_limit(self, limit: float) -> None:
+        """Lower the ceiling to a plausible server limit, with a warning."""
+        if not (math.isfinite(limit) and limit >= MIN_SERVER_LIMIT):
+            if f"{limit:g}" not in self._refused_limits:
+                self._refused_limits.add(f"{limit:g}")
+                log.warning("the server announced a rate limit of %g requests/s "
+                            "(X-RateLimit-Limit), which is not plausible (under %g/s or not "
+                            "a number): ignoring it and staying at %g/s; if the server keeps "
+                            "answering 429, lower --rate", limit, MIN_SERVER_LIMIT, self.ceiling)
+            return
+        self._server_limit = limit
+        if limit < self.ceiling:
+            log.warning("the server limits this key to %g requests/s (X-RateLimit-Limit): "
+                        "slowing down from %g/s; pass --rate %g to start there next time",
+                        limit, self.ceiling, limit)
             # the server's own word on its limit: never climb back above it
             self.ceiling = limit
             self.rate = min(self.rate, limit)
-        if remaining == 0:
-            self._paused_until = max(self._paused_until, self._clock() + 1.0)
+            self._ceiling_lowered_at = self._clock()
 
     def _recover(self, now: float) -> None:
         if self.rate < self.ceiling and now - self._last_change_at >= self.recovery_period_s:

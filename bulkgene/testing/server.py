@@ -23,9 +23,14 @@ LOOPBACK = "127.0.0.1"
 
 async def start_site(app: web.Application, port: int, ssl_context: ssl.SSLContext | None = None
                      ) -> tuple[web.AppRunner, int]:
-    """Start ``app`` on 127.0.0.1:``port`` (0 picks a free port); returns the runner and port."""
+    """Start ``app`` on 127.0.0.1:``port`` (0 picks a free port); returns the runner and port.
+
+    An emulator app closes idle connections after its configured keep-alive; any other app
+    (a test's own server) after aiohttp's default.
+    """
+    state = app.get(STATE_KEY)
+    keepalive_timeout_s = state.config.keepalive_timeout_s if state is not None else None
     # the parser accepts long lines; the handler answers 414 past the configured limit
-    keepalive_timeout_s = app[STATE_KEY].config.keepalive_timeout_s
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            max_line_size=1 << 20, max_field_size=1 << 16,
                            keepalive_timeout=75.0 if keepalive_timeout_s is None

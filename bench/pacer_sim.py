@@ -1,0 +1,178 @@
+"""The pacer against a simulated NCBI window on virtual time: arrival = send + random delay.
+
+The server admits a request unless ``limit`` requests already arrived in the second before
+it, and answers every request with ``X-RateLimit-Limit`` and ``X-RateLimit-Remaining`` (as
+real NCBI does, API-FACTS §11). Nothing sleeps: the event loop jumps to the next timer.
+
+    python bench/pacer_sim.py                 # 10/s, delay spread 0 / 20 / 50 ms, 120 s each
+    python bench/pacer_sim.py --foreign 4     # plus another process using 4/s of the same key
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import selectors
+from collections import deque
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from bulkgene.net.pacer import AdaptiveRateLimiter
+
+T = TypeVar("T")
+_TURN_S = 1e-6
+
+
+class _JumpingSelector(selectors.DefaultSelector):
+    """Instead of blocking until the next timer, moves the virtual clock there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now_s = 1000.0
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        events: list[tuple[selectors.SelectorKey, int]] = super().select(0)
+        if not events:
+            if timeout is None:
+                raise RuntimeError("virtual time deadlock: nothing scheduled and nothing ready")
+            # a microsecond per loop turn, as on a real machine: aiolimiter polls until its
+            # clock moves, and float rounding can leave it a hair short of the timer it set
+            self.now_s += max(timeout, _TURN_S)
+        return events
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on a virtual clock: sleeps and timeouts take no real time."""
+
+    def __init__(self) -> None:
+        self._jumping = _JumpingSelector()
+        super().__init__(self._jumping)
+
+    def time(self) -> float:
+        return self._jumping.now_s
+
+
+def run_virtual(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion on a fresh virtual-time loop."""
+    loop = VirtualTimeLoop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
+@dataclass
+class ServerWindow:
+    """The server's per-key sliding window over arrivals; 429s are not counted."""
+
+    limit: int
+    admitted: deque[float] = field(default_factory=deque)
+
+    def arrive(self, now_s: float) -> int | None:
+        """Admit a request arriving now: its ``Remaining``, or None for a 429."""
+        while self.admitted and self.admitted[0] <= now_s - 1.0:
+            self.admitted.popleft()
+        if len(self.admitted) >= self.limit:
+            return None
+        self.admitted.append(now_s)
+        return self.limit - len(self.admitted)
+
+
+@dataclass
+class SimResult:
+    """What the server saw of our requests."""
+
+    arrivals_s: list[float]
+    throttled_at_s: list[float]  # arrival times of the requests answered 429
+    limiter: AdaptiveRateLimiter
+
+    @property
+    def throttled(self) -> int:
+        return len(self.throttled_at_s)
+
+    def fraction_of(self, ceiling: float, skip_s: float = 0.0) -> float:
+        """Achieved rate over the run (after ``skip_s``) as a fraction of ``ceiling``."""
+        times = sorted(self.arrivals_s)
+        times = [t for t in times if t >= times[0] + skip_s]
+        return (len(times) - 1) / (times[-1] - times[0]) / ceiling
+
+
+def max_in_window(times: list[float], window_s: float = 1.0) -> int:
+    """The most arrivals inside any half-open window of ``window_s`` seconds."""
+    times = sorted(times)
+    best = start = 0
+    for end, t in enumerate(times):
+        while times[start] <= t - window_s:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+async def simulate(rate: float, delay_spread_s: float, duration_s: float = 60.0, *,
+                   server_limit: int = 10, workers: int = 16, latency_s: float = 0.3,
+                   foreign_rate: float = 0.0, seed: int = 1,
+                   limiter: AdaptiveRateLimiter | None = None) -> SimResult:
+    """Requests from ``workers`` concurrent tasks for ``duration_s`` virtual seconds."""
+    loop = asyncio.get_running_loop()
+    rng = random.Random(seed)
+    limiter = limiter or AdaptiveRateLimiter(rate)
+    server = ServerWindow(server_limit)
+    end_s = loop.time() + duration_s
+    arrivals: list[float] = []
+    throttled: list[float] = []
+
+    async def request() -> int | None:
+        slot = await limiter.acquire()
+        slot.sent()
+        assert slot.sent_at is not None
+        await asyncio.sleep(rng.uniform(0.0, delay_spread_s))
+        arrivals.append(loop.time())
+        remaining = server.arrive(loop.time())
+        if remaining is None:
+            throttled.append(loop.time())
+        await asyncio.sleep(latency_s * rng.uniform(0.8, 1.2))
+        limiter.on_server_limit(server_limit, remaining or 0, slot.sent_at)
+        return remaining
+
+    async def worker() -> None:
+        while loop.time() < end_s:
+            if await request() is None:
+                limiter.on_throttled(None, server_limit)
+                await asyncio.sleep(rng.uniform(0.0, 1.0))  # the fetcher's backoff
+
+    async def foreign() -> None:
+        while loop.time() < end_s:
+            await asyncio.sleep(1.0 / foreign_rate)
+            server.arrive(loop.time())
+
+    tasks = [worker() for _ in range(workers)]
+    if foreign_rate > 0:
+        tasks.append(foreign())
+    await asyncio.gather(*tasks)
+    return SimResult(arrivals, throttled, limiter)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=10.0)
+    parser.add_argument("--duration", type=float, default=120.0, help="virtual seconds")
+    parser.add_argument("--foreign", type=float, default=0.0, help="another process's req/s")
+    parser.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args()
+    print(f"limit {args.rate:g}/s, {args.duration:g} virtual s, foreign {args.foreign:g}/s")
+    for spread_ms in (0, 20, 50):
+        for seed in range(1, args.seeds + 1):
+            result = run_virtual(simulate(args.rate, spread_ms / 1000, args.duration,
+                                          server_limit=round(args.rate),
+                                          foreign_rate=args.foreign, seed=seed))
+            print(f"delay 0-{spread_ms:2d} ms seed {seed}: "
+                  f"{result.fraction_of(args.rate):.3f} of the ceiling, "
+                  f"{result.throttled} throttled, max {max_in_window(result.arrivals_s)} "
+                  f"of ours in any 1 s, final rate {result.limiter.rate:.2f}/s, "
+                  f"margin {1000 * result.limiter.margin_s:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()

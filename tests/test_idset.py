@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 from helpers import cli_env, read_records, run_cli, served, write_ids
+from pyroaring import BitMap
 
 from bulkgene import idplan
 from bulkgene.idset import MAX_GENE_ID, IdBitmap
@@ -94,6 +95,25 @@ def test_bytes_are_the_portable_roaring_format() -> None:
     expected += struct.pack("<HHH", 1, 2, 70_000 - 65_536)
     assert ids.to_bytes() == expected
     assert IdBitmap().to_bytes() == struct.pack("<II", cookie, 0)
+
+
+@pytest.mark.parametrize("members", [
+    [],
+    [MAX_GENE_ID],
+    list(range(1, 300_000)),  # full ranges: 8 KiB bitmaps
+    [*range(0, 2**31, 2**16 * 63), *range(2**28, 2**28 + 70_000, 3)],  # pieces and their edges
+    sorted(set(_stray_ids(20_000, 7))),
+])
+def test_written_piece_by_piece_as_the_whole_would_serialize(members: list[int]) -> None:
+    ids = IdBitmap()
+    for gene_id in members:
+        ids.add(gene_id)
+    handle = io.BytesIO(b"before")
+    handle.seek(0, io.SEEK_END)
+    written = ids.write_to(handle)
+    handle.write(b"after")
+    whole = BitMap(members, optimize=False).serialize()
+    assert handle.getvalue() == b"before" + whole + b"after" and written == len(whole)
 
 
 @pytest.mark.parametrize(("data", "count"), [

@@ -4,7 +4,7 @@ A Python ``set`` of 60 M ints costs several GB. A plain bitmap over 1..2**31-1 c
 per range touched, so a few stray large numbers (tax IDs, PubMed IDs in a mixed column) cost
 as much as millions of real IDs. A roaring bitmap keeps each 2**16-ID range as a sorted
 array of 16-bit offsets while it holds at most 4096 IDs and as an 8 KiB bitmap beyond: all of
-NCBI Gene in ~16 MB, 10 M IDs spread over 1..2**28 in ~20 MB, a stray in a few bytes.
+NCBI Gene in ~16 MB, 10 M IDs spread over 1..2**28 in ~20 MB, a lone stray in ~50 bytes.
 
 On disk it is the portable roaring format (github.com/RoaringBitmap/RoaringFormatSpec)
 without run containers: each range's kind then follows from its count alone, so the same IDs
@@ -92,7 +92,7 @@ class IdBitmap:
         if bits:
             first_key, last_key = bits.min() >> 16, bits.max() >> 16
             for key in range(first_key, last_key + 1, _PIECE_RANGES):
-                piece = bits & BitMap(range(key << 16, (key + _PIECE_RANGES) << 16))
+                piece = bits & BitMap(range(key << 16, min(key + _PIECE_RANGES, 1 << 16) << 16))
                 if not piece:
                     continue
                 data = piece.serialize()

@@ -134,3 +134,16 @@ def test_appending_continues_at_the_end(tmp_path: Path) -> None:
         assert handle.tell() == 6
         handle.write(b"6\n")
     assert path.read_bytes() == b"12345\n6\n"
+
+
+def test_a_plan_garbled_to_the_same_size_is_a_clear_error(emulator: EmulatorThread,
+                                                          tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", range(1, 101))
+    out = tmp_path / "out"
+    assert _fetch(emulator, source, out)[0] == 0
+    plan_ids = out / "plan.ids"
+    data = bytearray(plan_ids.read_bytes())
+    data[0:4], data[4:8] = data[4:8], data[0:4]  # the same IDs, another order: same size
+    plan_ids.write_bytes(bytes(data))
+    code, stderr = _fetch(emulator, source, out)
+    assert code == 1 and "checksum" in stderr and "plan.ids" in stderr, stderr

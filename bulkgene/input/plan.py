@@ -1,15 +1,17 @@
 """The input parsed once: its unique GeneIDs in order, the set of them, and the counts.
 
 The first run streams the input a single time, writing the unique IDs as a flat uint32
-file (4 bytes per ID: 240 MB for all of NCBI Gene), the bitmap of requested IDs and
-the counts into the task directory. A resumed run whose input digests match reads those
-back instead of parsing again, and reads any batch straight from its offset in the ID
-file, so skipping 60 000 committed batches costs nothing. Files are written to temporary
-names and renamed, ``plan.json`` last: a plan without it is simply made again.
+file (4 bytes per ID: 240 MB for all of NCBI Gene), the set of requested IDs (a roaring
+bitmap: bytes per ID, not per range of IDs) and the counts into the task directory. A
+resumed run whose input digests match reads those back instead of parsing again, and reads
+any batch straight from its offset in the ID file, so skipping 60 000 committed batches
+costs nothing. Files are written to temporary names and renamed, ``plan.json`` last: a
+plan without it is simply made again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from array import array
 from collections.abc import Callable, Iterator
@@ -18,13 +20,17 @@ from pathlib import Path
 
 import orjson
 
+from bulkgene.errors import StateError
 from bulkgene.input.idset import IdBitmap
 from bulkgene.input.lines import InputCounts, Reject, read_ids
 from bulkgene.model import Batch
 from bulkgene.output import durable
 from bulkgene.output.layout import PLAN_BITMAP, PLAN_IDS, PLAN_JSON
 
-_FORMAT = 1
+# 2: plan.bitmap is a roaring bitmap, and plan.json holds checksums of plan.ids and
+# plan.bitmap. A plan of format 1 is not read: load() says no, and the input is parsed
+# again into a format-2 plan, in the same order.
+_FORMAT = 2
 _FLUSH_IDS = 1 << 16
 
 
@@ -49,6 +55,15 @@ class IdPlan:
                 if sys.byteorder != "little":
                     ids.byteswap()
                 yield Batch(index, tuple(ids))
+
+
+def _file_checksum(path: Path) -> str:
+    """blake2b-128 of a plan file: garbling it, even to the same size, is noticed."""
+    digest = hashlib.blake2b(digest_size=16)
+    with durable.open_read(path) as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _ids_bytes(ids: array[int]) -> bytes:
@@ -93,9 +108,11 @@ def _build(directory: Path, paths: tuple[str, ...], names: tuple[str, ...],
                 on_reject(item)
         ids_out.write(_ids_bytes(pending))
     with durable.atomic_file(directory / PLAN_BITMAP) as bitmap_out:
-        chunks = requested.write_to(bitmap_out)
+        requested.write_to(bitmap_out)
     header = {"format": _FORMAT, "digests": digests, "requested": counts.requested,
-              "duplicates": counts.duplicates, "rejected": counts.rejected, "chunks": chunks}
+              "duplicates": counts.duplicates, "rejected": counts.rejected,
+              "checksums": {name: _file_checksum(directory / name)
+                            for name in (PLAN_IDS, PLAN_BITMAP)}}
     durable.write_atomically(directory / PLAN_JSON, orjson.dumps(header))
     return IdPlan(directory, counts, requested)
 
@@ -110,9 +127,16 @@ def load(directory: Path, digests: list[str]) -> IdPlan | None:
                              int(header["rejected"]))
         if (directory / PLAN_IDS).stat().st_size != 4 * counts.requested:
             return None
+        checksums = dict(header["checksums"])
+        for name in (PLAN_IDS, PLAN_BITMAP):
+            if _file_checksum(directory / name) != checksums.get(name):
+                raise StateError(
+                    f"{directory / name} does not match the checksum in {directory / PLAN_JSON}: "
+                    "the input plan was changed or damaged outside bulkgene. Delete plan.json, "
+                    "plan.ids and plan.bitmap there and run the same command again: the plan is "
+                    "made anew from the input, and what was committed stays.")
         with durable.open_read(directory / PLAN_BITMAP) as handle:
-            requested = IdBitmap.read_from(handle, [int(i) for i in header["chunks"]],
-                                           counts.requested)
+            requested = IdBitmap.read_from(handle, counts.requested)
     except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
         return None
     return IdPlan(directory, counts, requested)

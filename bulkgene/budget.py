@@ -1,0 +1,414 @@
+"""A live, key-wide request budget: every bulkgene process using one key runs at budget ÷ live leases.
+
+NCBI's limit (10 req/s with a key, 5 without) is per key, or per IP without one, whatever
+process, node or job sends. So every process using the key takes a *lease*: one file in the
+budget's directory (``budget_path()``: per user under ``$XDG_CACHE_HOME``, or any directory all
+the processes share), named by a random lease id and rewritten every heartbeat by create-temp +
+rename of the process's *own* file. Nothing else is ever written, no file locks are taken, and
+others' files are only read: that is correct on NFS and Lustre (rename is atomic, and
+close-to-open consistency gives fresh content to each new open(); a ``nocto`` mount breaks it).
+The key never appears anywhere: the directory is named by a truncated salted sha256 of it.
+
+**Liveness without comparing clocks.** A lease counts as dead when *this* process has not seen
+its heartbeat counter change for ``dead_after_s`` of its own monotonic clock. Neither the
+``heartbeat_at`` written inside (another client's clock) nor the mtime (the file server's
+clock) is compared with ours: NFS clients can be seconds or minutes apart, and a skewed clock
+would either kill live leases (budget overrun) or keep dead ones. The price: a stale lease seen
+for the first time gets ``dead_after_s`` of benefit of the doubt, which only slows a newcomer.
+A finished process deletes its lease, which survivors see at their next scan.
+
+**Joining.** A newcomer writes its lease (state ``joining``, share 0) and sends nothing until
+every live lease has (a) written twice since the newcomer first saw it, so it has scanned the
+directory after the newcomer's lease existed, and (b) published a share ≤ budget ÷ N as the
+newcomer counts N. Then it waits one server window (1 s) more, so the others' last requests at
+their old, higher rate have left the server's window, before it starts. The others lower their
+share at once when they see it. Acknowledgements, not guessed delays, so a slow NFS only slows
+the join.
+
+**Leaving.** Survivors rise only when the lower head-count has held for one server window
+(``share = min`` of budget ÷ N over the last ``window_s + margin``), so the leaver's last
+requests are out of the server's window first. A killed process stops counting after
+``dead_after_s``.
+
+**Fencing.** A process whose own lease write has not succeeded for ``fence_after_s`` (a hung NFS
+mount, a stopped process) must assume the others are about to declare it dead: its share drops
+to 0 and it re-joins as a newcomer. ``fence_after_s < dead_after_s`` so it stops before the
+others can rise.
+
+**Timings** (defaults): heartbeat 1 s; dead after 5 s without a visible change; fence after
+3 s without a successful write; server window 1 s + 0.25 s margin. A heartbeat is one listdir,
+a few small reads and one rename: cheap even for dozens of processes. Five missed heartbeats
+before a death leaves room for NFS metadata stalls of several seconds (false deaths would
+overrun the budget; fencing covers the rest), while a SIGKILLed process costs the survivors only
+~6 s at a lower rate, and a clean exit ~2 s; a newcomer starts after ~2-3 heartbeats + 1 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import secrets
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+
+import msgspec
+
+_T = TypeVar("_T")
+
+HEARTBEAT_S = 1.0
+DEAD_AFTER_S = 5.0
+FENCE_AFTER_S = 3.0
+SERVER_WINDOW_S = 1.0  # NCBI counts requests per second
+MARGIN_S = 0.25  # scheduling and NFS visibility jitter
+GC_AFTER_S = 3600.0  # a lease this old by both its own clock and the file's mtime is litter
+SKEW_TOLERANCE_S = 10.0  # for list_leases only, which must judge from one look
+_SUFFIX = ".lease"
+_NAME_SALT = b"bulkgene-budget-v1\0"
+_EPSILON_RPS = 1e-9
+
+
+class LeaseRecord(msgspec.Struct, frozen=True):
+    """The content of one lease file (times are the writer's wall clock, for display only)."""
+
+    lease_id: str
+    host: str
+    pid: int
+    out_dir: str
+    started_at: float
+    heartbeat_at: float
+    seq: int  # heartbeat counter: liveness is judged by seeing it change
+    state: str  # "joining" (sends nothing yet) or "active"
+    share_rps: float  # the most this process may use: budget ÷ the leases it counts
+    rate_rps: float  # what its pacer currently uses (≤ share_rps)
+    total_rps: float  # the budget it believes the key has
+
+
+_decoder = msgspec.json.Decoder(LeaseRecord)
+
+
+def budget_name(api_key: str | None) -> str:
+    """The budget's name: ``anonymous`` without a key, else a salted hash that hides the key."""
+    if not api_key:
+        return "anonymous"
+    return "key-" + hashlib.sha256(_NAME_SALT + api_key.encode()).hexdigest()[:16]
+
+
+def default_budget_root() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "bulkgene" / "budget"
+
+
+def budget_path(api_key: str | None, root: Path | None = None) -> Path:
+    """The directory holding the leases of every process that uses ``api_key``."""
+    return (root if root is not None else default_budget_root()) / budget_name(api_key)
+
+
+def _read_record(path: Path) -> LeaseRecord | None:
+    """The lease in ``path``; None if it is gone or not a lease. Other OSErrors propagate."""
+    try:
+        return _decoder.decode(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except msgspec.DecodeError:
+        return None
+
+
+def _collect_litter(path: Path, now_wall: float) -> bool:
+    """Remove a lease or temp file that nobody has touched for an hour (a crashed run's)."""
+    try:
+        if now_wall - path.stat().st_mtime > GC_AFTER_S:
+            path.unlink()
+            return True
+    except OSError:
+        pass
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseView:
+    """One lease as ``bulkgene status`` shows it."""
+
+    record: LeaseRecord
+    heartbeat_age_s: float  # by this host's clock against the writer's: skew shows here
+    alive: bool
+
+
+def list_leases(directory: Path, *, dead_after_s: float = DEAD_AFTER_S,
+                skew_tolerance_s: float = SKEW_TOLERANCE_S,
+                now_wall: float | None = None) -> list[LeaseView]:
+    """The leases in a budget directory, oldest first, from one look.
+
+    One look can't watch a counter change, so liveness here compares the written heartbeat
+    time with this host's clock and forgives ``skew_tolerance_s`` of clock skew: a killed
+    process shows as alive for that long. The leases themselves never judge this way.
+    """
+    now = time.time() if now_wall is None else now_wall
+    views = []
+    with contextlib.suppress(FileNotFoundError):
+        for path in directory.glob("*" + _SUFFIX):
+            try:
+                record = _read_record(path)
+            except OSError:
+                continue
+            if record is not None:
+                age_s = now - record.heartbeat_at
+                views.append(LeaseView(record, age_s, age_s <= dead_after_s + skew_tolerance_s))
+    return sorted(views, key=lambda view: (view.record.started_at, view.record.lease_id))
+
+
+@dataclass(slots=True)
+class _Peer:
+    record: LeaseRecord
+    changed_at: float  # our clock, when we last saw its seq change (or first saw it)
+    baseline_seq: int  # its seq when first seen after our lease was (re)written; -1: not yet
+
+
+class BudgetLease:
+    """This process's lease on a key's budget; ``share_rps`` is what its pacer may use.
+
+    ``async with BudgetLease(budget_path(key), 10.0, out_dir=...) as lease:`` takes the lease and
+    heartbeats in the background; the share is 0 until the lease is admitted (the pacer must
+    not send then) and changes as processes join and leave: read ``share_rps`` before each
+    request, or follow ``on_share`` / ``watch()``. ``open()``, ``step()`` and ``close()`` are the
+    same steps run synchronously, for tests with a fake clock.
+    """
+
+    def __init__(self, directory: Path, total_rps: float, *, out_dir: str | Path = "",
+                 heartbeat_s: float = HEARTBEAT_S, dead_after_s: float = DEAD_AFTER_S,
+                 fence_after_s: float = FENCE_AFTER_S, window_s: float = SERVER_WINDOW_S,
+                 margin_s: float = MARGIN_S, on_share: Callable[[float], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        if not 0 < heartbeat_s <= fence_after_s < dead_after_s:
+            raise ValueError("budget timings must satisfy 0 < heartbeat ≤ fence < dead")
+        self.directory = directory
+        self.total_rps = total_rps
+        self.lease_id = secrets.token_hex(8)
+        self.path = directory / (self.lease_id + _SUFFIX)
+        self._temp_path = directory / f".{self.lease_id}.tmp"
+        self.out_dir = str(out_dir)
+        self.heartbeat_s, self.dead_after_s, self.fence_after_s = heartbeat_s, dead_after_s, fence_after_s
+        self.settle_s = window_s + margin_s
+        self._on_share = on_share
+        self._clock, self._wall_clock = clock, wall_clock
+        self._peers: dict[str, _Peer] = {}
+        self._fair_history: deque[tuple[float, float]] = deque()
+        self._joined = False  # acknowledged by every peer
+        self._settle_until: float | None = None
+        self._active = False
+        self._share_rps = 0.0
+        self._rate_rps: float | None = None
+        self._seq = 0
+        self._started_at = wall_clock()
+        self._renewed_at = float("-inf")  # our clock, when the last successful write began
+        self._io_lock = threading.Lock()  # a late write from a worker thread must not follow close()
+        self._closed = False
+        self._notified_rps: float | None = None
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- what the pacer reads -------------------------------------------------------------
+
+    @property
+    def share_rps(self) -> float:
+        """Requests per second this process may send now; 0 while joining or fenced."""
+        if self._clock() - self._renewed_at > self.fence_after_s:
+            return 0.0
+        return self._share_rps
+
+    @property
+    def peers(self) -> int:
+        """Other live leases, as this process last counted them."""
+        now = self._clock()
+        return sum(1 for peer in self._peers.values() if now - peer.changed_at < self.dead_after_s)
+
+    def report_rate(self, rate_rps: float) -> None:
+        """The pacer's current rate, published in the lease at the next heartbeat."""
+        self._rate_rps = rate_rps
+
+    async def watch(self) -> AsyncIterator[float]:
+        """Yield the current share, then each new one."""
+        while True:
+            changed = self._changed
+            yield self.share_rps
+            await changed.wait()
+
+    async def wait_admitted(self) -> float:
+        async for share_rps in self.watch():
+            if share_rps > 0:
+                return share_rps
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- the steps --------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Write the lease (joining); nothing may be sent until ``share_rps`` > 0."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._renewed_at = self._clock()
+        if not self._write(self._record()):
+            raise OSError(f"could not write the budget lease {self.path}")
+
+    def step(self) -> float:
+        """One heartbeat: scan the others, recompute the share, renew the lease."""
+        self._apply(self._scan(), self._clock())
+        started = self._clock()
+        if self._write(self._record()):
+            self._renewed_at = started
+        self._notify()
+        return self.share_rps
+
+    def close(self) -> None:
+        """Remove the lease: the others may rise one server window after they see it gone."""
+        with self._io_lock:
+            self._closed = True
+            for path in (self.path, self._temp_path):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        self._share_rps = 0.0
+
+    # -- async use -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> BudgetLease:
+        await asyncio.to_thread(self.open)
+        self._task = asyncio.create_task(self._heartbeat_loop(), name="bulkgene-budget-lease")
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await asyncio.to_thread(self.close)
+        self._notify()
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            started = self._clock()
+            scan = await self._in_thread(self._scan)
+            self._apply(scan, self._clock())
+            write_started = self._clock()
+            if await self._in_thread(self._write, self._record()):
+                self._renewed_at = write_started
+            self._notify()
+            await asyncio.sleep(max(0.0, started + self.heartbeat_s - self._clock()))
+
+    async def _in_thread(self, function: Callable[..., _T], *args: object) -> _T:
+        """Run file I/O off the event loop; while a hung NFS holds it, keep fencing on time."""
+        future = asyncio.get_running_loop().run_in_executor(None, function, *args)
+        while not future.done():
+            await asyncio.wait({future}, timeout=self.heartbeat_s / 4)
+            self._notify()
+        return future.result()
+
+    def _notify(self) -> None:
+        share_rps = self.share_rps
+        if share_rps != self._notified_rps:
+            self._notified_rps = share_rps
+            self._changed.set()
+            self._changed = asyncio.Event()
+            if self._on_share is not None:
+                self._on_share(share_rps)
+
+    # -- file I/O (runs in a worker thread) ------------------------------------------------
+
+    def _record(self) -> LeaseRecord:
+        self._seq += 1
+        share_rps = self._share_rps if self._active else 0.0
+        rate_rps = share_rps if self._rate_rps is None else min(share_rps, self._rate_rps)
+        return LeaseRecord(self.lease_id, socket.gethostname(), os.getpid(), self.out_dir,
+                           self._started_at, self._wall_clock(), self._seq,
+                           "active" if self._active else "joining", share_rps, rate_rps,
+                           self.total_rps)
+
+    def _write(self, record: LeaseRecord) -> bool:
+        """Replace our lease atomically; False (and fencing later) if the filesystem fails."""
+        with self._io_lock:
+            if self._closed:
+                return False
+            try:
+                self._temp_path.write_bytes(msgspec.json.encode(record))
+                os.replace(self._temp_path, self.path)
+            except OSError:
+                return False
+            return True
+
+    def _scan(self) -> dict[str, LeaseRecord | None] | None:
+        """Every other lease by id (None: present but unreadable now); None if the scan failed."""
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return None
+        now_wall = self._wall_clock()
+        found: dict[str, LeaseRecord | None] = {}
+        for name in names:
+            path = self.directory / name
+            if name.startswith(".") and name.endswith(".tmp"):
+                _collect_litter(path, now_wall)
+            if not name.endswith(_SUFFIX) or name == self.path.name:
+                continue
+            try:
+                record = _read_record(path)
+            except OSError:  # ESTALE while it is being replaced: keep what we knew
+                found[name.removesuffix(_SUFFIX)] = None
+                continue
+            if record is None:
+                continue
+            # both the writer's clock and the file server's must call it old
+            if now_wall - record.heartbeat_at > GC_AFTER_S and _collect_litter(path, now_wall):
+                continue
+            found[name.removesuffix(_SUFFIX)] = record
+        return found
+
+    # -- the decision (pure, on our monotonic clock) ----------------------------------------
+
+    def _apply(self, scan: dict[str, LeaseRecord | None] | None, now: float) -> None:
+        if scan is not None:
+            for lease_id in [known for known in self._peers if known not in scan]:
+                del self._peers[lease_id]  # left cleanly (or collected)
+            for lease_id, record in scan.items():
+                peer = self._peers.get(lease_id)
+                if record is None:
+                    continue
+                if peer is None:
+                    self._peers[lease_id] = _Peer(record, now, record.seq)
+                    continue
+                if record.seq != peer.record.seq:
+                    peer.record, peer.changed_at = record, now
+                if peer.baseline_seq < 0:
+                    peer.baseline_seq = record.seq
+        live = [peer for peer in self._peers.values() if now - peer.changed_at < self.dead_after_s]
+        total_rps = min([self.total_rps] + [peer.record.total_rps for peer in live
+                                            if peer.record.total_rps > 0])
+        fair_rps = total_rps / (1 + len(live))
+
+        if now - self._renewed_at > self.fence_after_s:
+            # the others may soon count us dead and rise: stop, and join again, counting
+            # acknowledgements only from scans made after our lease is renewed
+            self._joined, self._active, self._settle_until = False, False, None
+            for peer in self._peers.values():
+                peer.baseline_seq = -1
+        if not self._joined and all(
+                peer.baseline_seq >= 0 and peer.record.seq >= peer.baseline_seq + 2
+                and peer.record.share_rps <= fair_rps + _EPSILON_RPS for peer in live):
+            self._joined = True
+            # with nobody else to lower its rate there is nothing to wait out
+            self._settle_until = now + self.settle_s if live else now
+        if self._joined and not self._active and self._settle_until is not None \
+                and now >= self._settle_until:
+            self._active = True
+
+        # rise only once the lower head-count has held for a server window; lower at once
+        self._fair_history.append((now, fair_rps))
+        while len(self._fair_history) >= 2 and self._fair_history[1][0] <= now - self.settle_s:
+            self._fair_history.popleft()
+        self._share_rps = min(rate for _, rate in self._fair_history) if self._active else 0.0

@@ -15,7 +15,9 @@ its heartbeat counter change for ``dead_after_s`` of its own monotonic clock. Ne
 clock) is compared with ours: NFS clients can be seconds or minutes apart, and a skewed clock
 would either kill live leases (budget overrun) or keep dead ones. The price: a stale lease seen
 for the first time gets ``dead_after_s`` of benefit of the doubt, which only slows a newcomer.
-A finished process deletes its lease, which survivors see at their next scan.
+A finished process deletes its lease, which survivors see at their next scan; a lease seen
+unchanged for a minute (a crashed run's) is deleted by whoever sees it, its owner having fenced
+itself long before (see below), so no wall clock decides that either.
 
 **Joining.** A newcomer writes its lease (state ``joining``, share 0) and sends nothing until
 every live lease has (a) written twice since the newcomer first saw it, so it has scanned the
@@ -69,7 +71,7 @@ DEAD_AFTER_S = 5.0
 FENCE_AFTER_S = 3.0
 SERVER_WINDOW_S = 1.0  # NCBI counts requests per second
 MARGIN_S = 0.25  # scheduling and NFS visibility jitter
-GC_AFTER_S = 3600.0  # a lease this old by both its own clock and the file's mtime is litter
+GC_AFTER_S = 60.0  # seen unchanged this long (our clock): its owner has long fenced itself
 SKEW_TOLERANCE_S = 10.0  # for list_leases only, which must judge from one look
 _SUFFIX = ".lease"
 _NAME_SALT = b"bulkgene-budget-v1\0"
@@ -120,17 +122,6 @@ def _read_record(path: Path) -> LeaseRecord | None:
         return None
     except msgspec.DecodeError:
         return None
-
-
-def _collect_litter(path: Path, now_wall: float) -> bool:
-    """Remove a lease or temp file that nobody has touched for an hour (a crashed run's)."""
-    try:
-        if now_wall - path.stat().st_mtime > GC_AFTER_S:
-            path.unlink()
-            return True
-    except OSError:
-        pass
-    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +192,8 @@ class BudgetLease:
         self._on_share = on_share
         self._clock, self._wall_clock = clock, wall_clock
         self._peers: dict[str, _Peer] = {}
+        self._litter: list[str] = []  # dead leases to remove (by the I/O thread, at the next scan)
+        self._buried: dict[str, int] = {}  # their seq, in case we may not unlink them (sticky dir)
         self._fair_history: deque[tuple[float, float]] = deque()
         self._joined = False  # acknowledged by every peer
         self._settle_until: float | None = None
@@ -348,13 +341,15 @@ class BudgetLease:
             names = os.listdir(self.directory)
         except OSError:
             return None
-        now_wall = self._wall_clock()
+        litter, self._litter = self._litter, []
+        for lease_id in litter:
+            for path in (self.directory / (lease_id + _SUFFIX), self.directory / f".{lease_id}.tmp"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
         found: dict[str, LeaseRecord | None] = {}
         for name in names:
             path = self.directory / name
-            if name.startswith(".") and name.endswith(".tmp"):
-                _collect_litter(path, now_wall)
-            if not name.endswith(_SUFFIX) or name == self.path.name:
+            if not name.endswith(_SUFFIX) or name == self.path.name or name.removesuffix(_SUFFIX) in litter:
                 continue
             try:
                 record = _read_record(path)
@@ -362,9 +357,6 @@ class BudgetLease:
                 found[name.removesuffix(_SUFFIX)] = None
                 continue
             if record is None:
-                continue
-            # both the writer's clock and the file server's must call it old
-            if now_wall - record.heartbeat_at > GC_AFTER_S and _collect_litter(path, now_wall):
                 continue
             found[name.removesuffix(_SUFFIX)] = record
         return found
@@ -375,9 +367,11 @@ class BudgetLease:
         if scan is not None:
             for lease_id in [known for known in self._peers if known not in scan]:
                 del self._peers[lease_id]  # left cleanly (or collected)
+            for lease_id in [known for known in self._buried if known not in scan]:
+                del self._buried[lease_id]
             for lease_id, record in scan.items():
                 peer = self._peers.get(lease_id)
-                if record is None:
+                if record is None or self._buried.get(lease_id) == record.seq:
                     continue
                 if peer is None:
                     self._peers[lease_id] = _Peer(record, now, record.seq)
@@ -386,6 +380,11 @@ class BudgetLease:
                     peer.record, peer.changed_at = record, now
                 if peer.baseline_seq < 0:
                     peer.baseline_seq = record.seq
+        for lease_id, peer in list(self._peers.items()):
+            if now - peer.changed_at > GC_AFTER_S:  # a crashed run's: removed at the next scan
+                self._litter.append(lease_id)
+                self._buried[lease_id] = peer.record.seq
+                del self._peers[lease_id]
         live = [peer for peer in self._peers.values() if now - peer.changed_at < self.dead_after_s]
         total_rps = min([self.total_rps] + [peer.record.total_rps for peer in live
                                             if peer.record.total_rps > 0])

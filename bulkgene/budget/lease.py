@@ -1,55 +1,10 @@
-"""A live, key-wide request budget: every bulkgene process using one key runs at budget ÷ live leases.
-
-NCBI's limit (10 req/s with a key, 5 without) is per key, or per IP without one, whatever
-process, node or job sends. So every process using the key takes a *lease*: one file in the
-budget's directory (``budget_path()``: per user under ``$XDG_CACHE_HOME``, or any directory all
-the processes share), named by a random lease id and rewritten every heartbeat by create-temp +
-rename of the process's *own* file. Nothing else is ever written, no file locks are taken, and
-others' files are only read: that is correct on NFS and Lustre (rename is atomic, and
-close-to-open consistency gives fresh content to each new open(); a ``nocto`` mount breaks it).
-The key never appears anywhere: the directory is named by a truncated salted sha256 of it.
-
-**Liveness without comparing clocks.** A lease counts as dead when *this* process has not seen
-its heartbeat counter change for ``dead_after_s`` of its own monotonic clock. Neither the
-``heartbeat_at`` written inside (another client's clock) nor the mtime (the file server's
-clock) is compared with ours: NFS clients can be seconds or minutes apart, and a skewed clock
-would either kill live leases (budget overrun) or keep dead ones. The price: a stale lease seen
-for the first time gets ``dead_after_s`` of benefit of the doubt, which only slows a newcomer.
-A finished process deletes its lease, which survivors see at their next scan; a lease seen
-unchanged for a minute (a crashed run's) is deleted by whoever sees it, its owner having fenced
-itself long before (see below), so no wall clock decides that either.
-
-**Joining.** A newcomer writes its lease (state ``joining``, share 0) and sends nothing until
-every live lease has (a) written twice since the newcomer first saw it, so it has scanned the
-directory after the newcomer's lease existed, and (b) published a share ≤ budget ÷ N as the
-newcomer counts N. Then it waits one server window (1 s) more, so the others' last requests at
-their old, higher rate have left the server's window, before it starts. The others lower their
-share at once when they see it. Acknowledgements, not guessed delays, so a slow NFS only slows
-the join.
-
-**Leaving.** Survivors rise only when the lower head-count has held for one server window
-(``share = min`` of budget ÷ N over the last ``window_s + margin``), so the leaver's last
-requests are out of the server's window first. A killed process stops counting after
-``dead_after_s``.
-
-**Fencing.** A process whose own lease write has not succeeded for ``fence_after_s`` (a hung NFS
-mount, a stopped process) must assume the others are about to declare it dead: its share drops
-to 0 and it re-joins as a newcomer. ``fence_after_s < dead_after_s`` so it stops before the
-others can rise.
-
-**Timings** (defaults): heartbeat 1 s; dead after 5 s without a visible change; fence after
-3 s without a successful write; server window 1 s + 0.25 s margin. A heartbeat is one listdir,
-a few small reads and one rename: cheap even for dozens of processes. Five missed heartbeats
-before a death leaves room for NFS metadata stalls of several seconds (false deaths would
-overrun the budget; fencing covers the rest), while a SIGKILLed process costs the survivors only
-~6 s at a lower rate, and a clean exit ~2 s; a newcomer starts after ~2-3 heartbeats + 1 s.
-"""
+"""One process's lease: heartbeats it, counts the live ones, and derives its share of the budget."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
+import logging
 import os
 import secrets
 import socket
@@ -64,96 +19,21 @@ from typing import TypeVar
 
 import msgspec
 
+from bulkgene.budget.record import (
+    DEAD_AFTER_S,
+    FENCE_AFTER_S,
+    GC_AFTER_S,
+    HEARTBEAT_S,
+    LEASE_SUFFIX,
+    MARGIN_S,
+    SERVER_WINDOW_S,
+    LeaseRecord,
+    read_record,
+)
+
 _T = TypeVar("_T")
-
-HEARTBEAT_S = 1.0
-DEAD_AFTER_S = 5.0
-FENCE_AFTER_S = 3.0
-SERVER_WINDOW_S = 1.0  # NCBI counts requests per second
-MARGIN_S = 0.25  # scheduling and NFS visibility jitter
-GC_AFTER_S = 60.0  # seen unchanged this long (our clock): its owner has long fenced itself
-SKEW_TOLERANCE_S = 10.0  # for list_leases only, which must judge from one look
-_SUFFIX = ".lease"
-_NAME_SALT = b"bulkgene-budget-v1\0"
 _EPSILON_RPS = 1e-9
-
-
-class LeaseRecord(msgspec.Struct, frozen=True):
-    """The content of one lease file (times are the writer's wall clock, for display only)."""
-
-    lease_id: str
-    host: str
-    pid: int
-    out_dir: str
-    started_at: float
-    heartbeat_at: float
-    seq: int  # heartbeat counter: liveness is judged by seeing it change
-    state: str  # "joining" (sends nothing yet) or "active"
-    share_rps: float  # the most this process may use: budget ÷ the leases it counts
-    rate_rps: float  # what its pacer currently uses (≤ share_rps)
-    total_rps: float  # the budget it believes the key has
-
-
-_decoder = msgspec.json.Decoder(LeaseRecord)
-
-
-def budget_name(api_key: str | None) -> str:
-    """The budget's name: ``anonymous`` without a key, else a salted hash that hides the key."""
-    if not api_key:
-        return "anonymous"
-    return "key-" + hashlib.sha256(_NAME_SALT + api_key.encode()).hexdigest()[:16]
-
-
-def default_budget_root() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "bulkgene" / "budget"
-
-
-def budget_path(api_key: str | None, root: Path | None = None) -> Path:
-    """The directory holding the leases of every process that uses ``api_key``."""
-    return (root if root is not None else default_budget_root()) / budget_name(api_key)
-
-
-def _read_record(path: Path) -> LeaseRecord | None:
-    """The lease in ``path``; None if it is gone or not a lease. Other OSErrors propagate."""
-    try:
-        return _decoder.decode(path.read_bytes())
-    except FileNotFoundError:
-        return None
-    except msgspec.DecodeError:
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseView:
-    """One lease as ``bulkgene status`` shows it."""
-
-    record: LeaseRecord
-    heartbeat_age_s: float  # by this host's clock against the writer's: skew shows here
-    alive: bool
-
-
-def list_leases(directory: Path, *, dead_after_s: float = DEAD_AFTER_S,
-                skew_tolerance_s: float = SKEW_TOLERANCE_S,
-                now_wall: float | None = None) -> list[LeaseView]:
-    """The leases in a budget directory, oldest first, from one look.
-
-    One look can't watch a counter change, so liveness here compares the written heartbeat
-    time with this host's clock and forgives ``skew_tolerance_s`` of clock skew: a killed
-    process shows as alive for that long. The leases themselves never judge this way.
-    """
-    now = time.time() if now_wall is None else now_wall
-    views = []
-    with contextlib.suppress(FileNotFoundError):
-        for path in directory.glob("*" + _SUFFIX):
-            try:
-                record = _read_record(path)
-            except OSError:
-                continue
-            if record is not None:
-                age_s = now - record.heartbeat_at
-                views.append(LeaseView(record, age_s, age_s <= dead_after_s + skew_tolerance_s))
-    return sorted(views, key=lambda view: (view.record.started_at, view.record.lease_id))
+log = logging.getLogger("bulkgene")
 
 
 @dataclass(slots=True)
@@ -184,7 +64,7 @@ class BudgetLease:
         self.directory = directory
         self.total_rps = total_rps
         self.lease_id = secrets.token_hex(8)
-        self.path = directory / (self.lease_id + _SUFFIX)
+        self.path = directory / (self.lease_id + LEASE_SUFFIX)
         self._temp_path = directory / f".{self.lease_id}.tmp"
         self.out_dir = str(out_dir)
         self.heartbeat_s, self.dead_after_s, self.fence_after_s = heartbeat_s, dead_after_s, fence_after_s
@@ -287,11 +167,15 @@ class BudgetLease:
     async def _heartbeat_loop(self) -> None:
         while True:
             started = self._clock()
-            scan = await self._in_thread(self._scan)
-            self._apply(scan, self._clock())
-            write_started = self._clock()
-            if await self._in_thread(self._write, self._record()):
-                self._renewed_at = write_started
+            try:
+                scan = await self._in_thread(self._scan)
+                self._apply(scan, self._clock())
+                write_started = self._clock()
+                if await self._in_thread(self._write, self._record()):
+                    self._renewed_at = write_started
+            except Exception:
+                # fencing stops the requests meanwhile; the next heartbeat tries again
+                log.exception("the budget lease heartbeat failed; retrying")
             self._notify()
             await asyncio.sleep(max(0.0, started + self.heartbeat_s - self._clock()))
 
@@ -343,22 +227,22 @@ class BudgetLease:
             return None
         litter, self._litter = self._litter, []
         for lease_id in litter:
-            for path in (self.directory / (lease_id + _SUFFIX), self.directory / f".{lease_id}.tmp"):
+            for path in (self.directory / (lease_id + LEASE_SUFFIX), self.directory / f".{lease_id}.tmp"):
                 with contextlib.suppress(OSError):
                     path.unlink()
         found: dict[str, LeaseRecord | None] = {}
         for name in names:
-            path = self.directory / name
-            if not name.endswith(_SUFFIX) or name == self.path.name or name.removesuffix(_SUFFIX) in litter:
+            lease_id = name.removesuffix(LEASE_SUFFIX)
+            if not name.endswith(LEASE_SUFFIX) or lease_id == self.lease_id or lease_id in litter:
                 continue
             try:
-                record = _read_record(path)
+                record = read_record(self.directory / name)
             except OSError:  # ESTALE while it is being replaced: keep what we knew
-                found[name.removesuffix(_SUFFIX)] = None
+                found[lease_id] = None
                 continue
             if record is None:
                 continue
-            found[name.removesuffix(_SUFFIX)] = record
+            found[lease_id] = record
         return found
 
     # -- the decision (pure, on our monotonic clock) ----------------------------------------
@@ -393,6 +277,10 @@ class BudgetLease:
         if now - self._renewed_at > self.fence_after_s:
             # the others may soon count us dead and rise: stop, and join again, counting
             # acknowledgements only from scans made after our lease is renewed
+            if self._joined:
+                log.warning("could not renew the budget lease %s for %.1f s (is the filesystem "
+                            "hung?): requests pause until it is renewed and the other processes "
+                            "have seen it", self.path, now - self._renewed_at)
             self._joined, self._active, self._settle_until = False, False, None
             for peer in self._peers.values():
                 peer.baseline_seq = -1

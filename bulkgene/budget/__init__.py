@@ -1,0 +1,78 @@
+"""A live, key-wide request budget: every bulkgene process using one key runs at budget ÷ live leases.
+
+NCBI's limit (10 req/s with a key, 5 without) is per key, or per IP without one, whatever
+process, node or job sends. So every process using the key takes a *lease*: one file in the
+budget's directory (``budget_path()``: per user under ``$XDG_CACHE_HOME``, or any directory all
+the processes share), named by a random lease id and rewritten every heartbeat by create-temp +
+rename of the process's *own* file. Nothing else is ever written, no file locks are taken, and
+others' files are only read: that is correct on NFS and Lustre (rename is atomic, and
+close-to-open consistency gives fresh content to each new open(); a ``nocto`` mount breaks it).
+The key never appears anywhere: the directory is named by a truncated salted sha256 of it.
+
+**Liveness without comparing clocks.** A lease counts as dead when *this* process has not seen
+its heartbeat counter change for ``dead_after_s`` of its own monotonic clock. Neither the
+``heartbeat_at`` written inside (another client's clock) nor the mtime (the file server's
+clock) is compared with ours: NFS clients can be seconds or minutes apart, and a skewed clock
+would either kill live leases (budget overrun) or keep dead ones. The price: a stale lease seen
+for the first time gets ``dead_after_s`` of benefit of the doubt, which only slows a newcomer.
+A finished process deletes its lease, which survivors see at their next scan; a lease seen
+unchanged for a minute (a crashed run's) is deleted by whoever sees it, its owner having fenced
+itself long before (see below), so no wall clock decides that either.
+
+**Joining.** A newcomer writes its lease (state ``joining``, share 0) and sends nothing until
+every live lease has (a) written twice since the newcomer first saw it, so it has scanned the
+directory after the newcomer's lease existed, and (b) published a share ≤ budget ÷ N as the
+newcomer counts N. Then it waits one server window (1 s) more, so the others' last requests at
+their old, higher rate have left the server's window, before it starts. The others lower their
+share at once when they see it. Acknowledgements, not guessed delays, so a slow NFS only slows
+the join.
+
+**Leaving.** Survivors rise only when the lower head-count has held for one server window
+(``share = min`` of budget ÷ N over the last ``window_s + margin``), so the leaver's last
+requests are out of the server's window first. A killed process stops counting after
+``dead_after_s``.
+
+**Fencing.** A process whose own lease write has not succeeded for ``fence_after_s`` (a hung NFS
+mount, a stopped process) must assume the others are about to declare it dead: its share drops
+to 0 and it re-joins as a newcomer. ``fence_after_s < dead_after_s`` so it stops before the
+others can rise.
+
+**Timings** (defaults): heartbeat 1 s; dead after 5 s without a visible change; fence after
+3 s without a successful write; server window 1 s + 0.25 s margin. A heartbeat is one listdir,
+a few small reads and one rename: cheap even for dozens of processes. Five missed heartbeats
+before a death leaves room for NFS metadata stalls of several seconds (false deaths would
+overrun the budget; fencing covers the rest), while a SIGKILLed process costs the survivors only
+~6 s at a lower rate, and a clean exit ~2 s; a newcomer starts after ~2-3 heartbeats + 1 s.
+"""
+
+from bulkgene.budget.lease import BudgetLease
+from bulkgene.budget.record import (
+    DEAD_AFTER_S,
+    FENCE_AFTER_S,
+    GC_AFTER_S,
+    HEARTBEAT_S,
+    MARGIN_S,
+    SERVER_WINDOW_S,
+    LeaseRecord,
+    LeaseView,
+    budget_name,
+    budget_path,
+    default_budget_root,
+    list_leases,
+)
+
+__all__ = [
+    "DEAD_AFTER_S",
+    "FENCE_AFTER_S",
+    "GC_AFTER_S",
+    "HEARTBEAT_S",
+    "MARGIN_S",
+    "SERVER_WINDOW_S",
+    "BudgetLease",
+    "LeaseRecord",
+    "LeaseView",
+    "budget_name",
+    "budget_path",
+    "default_budget_root",
+    "list_leases",
+]

@@ -4,10 +4,15 @@ NCBI's limit (10 req/s with a key, 5 without) is per key, or per IP without one,
 process, node or job sends. So every process using the key takes a *lease*: one file in the
 budget's directory (``budget_path()``: per user under ``$XDG_CACHE_HOME``, or any directory all
 the processes share), named by a random lease id and rewritten every heartbeat by create-temp +
-rename of the process's *own* file. Nothing else is ever written, no file locks are taken, and
-others' files are only read: that is correct on NFS and Lustre (rename is atomic, and
-close-to-open consistency gives fresh content to each new open(); a ``nocto`` mount breaks it).
-The key never appears anywhere: the directory is named by a truncated salted sha256 of it.
+rename of the process's *own* file. No other file is written (a crashed run's lease is removed,
+see below), no file locks are taken, and others' files are only read: that is correct on NFS and
+Lustre (rename is atomic, and close-to-open consistency gives fresh content to each new open();
+a ``nocto`` mount breaks it). The key never appears anywhere: the directory is named by a
+truncated salted sha256 of it. Processes share a budget only through a common directory: the
+per-user default covers one user's jobs on every node that mounts their home; a lab sharing a
+key across users must point all of them to one group-writable directory. Without a key every
+process of the directory shares the anonymous budget, even on nodes with different IPs: too
+cautious then, never too fast.
 
 **Liveness without comparing clocks.** A lease counts as dead when *this* process has not seen
 its heartbeat counter change for ``dead_after_s`` of its own monotonic clock. Neither the

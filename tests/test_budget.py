@@ -21,6 +21,7 @@ from bulkgene.budget import (
     budget_path,
     list_leases,
 )
+from bulkgene.errors import ConfigError
 
 KEY = "0123456789abcdef0123456789abcdef0123"
 
@@ -68,6 +69,13 @@ def test_the_lease_file_names_the_process_but_not_the_key(tmp_path: Path) -> Non
     lease.close()
     assert list_leases(lease.directory) == []
     assert list(lease.directory.iterdir()) == []
+
+
+def test_an_unwritable_budget_directory_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    lease = make_lease(tmp_path / "file" / "budget", FakeClock())
+    with pytest.raises(ConfigError, match=r"could not write the budget lease .*--budget-dir"):
+        lease.open()
 
 
 def test_a_newcomer_waits_until_the_others_have_lowered(tmp_path: Path) -> None:

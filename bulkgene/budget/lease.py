@@ -30,6 +30,7 @@ from bulkgene.budget.record import (
     LeaseRecord,
     read_record,
 )
+from bulkgene.errors import ConfigError
 
 _T = TypeVar("_T")
 _EPSILON_RPS = 1e-9
@@ -85,6 +86,8 @@ class BudgetLease:
         self._renewed_at = float("-inf")  # our clock, when the last successful write began
         self._io_lock = threading.Lock()  # a late write from a worker thread must not follow close()
         self._closed = False
+        self._write_error: OSError | None = None
+        self._host = socket.gethostname()
         self._notified_rps: float | None = None
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -125,10 +128,13 @@ class BudgetLease:
 
     def open(self) -> None:
         """Write the lease (joining); nothing may be sent until ``share_rps`` > 0."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # if this fails, the write below says why
+            self.directory.mkdir(parents=True, exist_ok=True)
         self._renewed_at = self._clock()
         if not self._write(self._record()):
-            raise OSError(f"could not write the budget lease {self.path}")
+            raise ConfigError(f"could not write the budget lease {self.path} ({self._write_error}): "
+                              "point --budget-dir or BULKGENE_BUDGET_DIR to a writable directory "
+                              "that all the jobs sharing the API key can reach")
 
     def step(self) -> float:
         """One heartbeat: scan the others, recompute the share, renew the lease."""
@@ -202,7 +208,7 @@ class BudgetLease:
         self._seq += 1
         share_rps = self._share_rps if self._active else 0.0
         rate_rps = share_rps if self._rate_rps is None else min(share_rps, self._rate_rps)
-        return LeaseRecord(self.lease_id, socket.gethostname(), os.getpid(), self.out_dir,
+        return LeaseRecord(self.lease_id, self._host, os.getpid(), self.out_dir,
                            self._started_at, self._wall_clock(), self._seq,
                            "active" if self._active else "joining", share_rps, rate_rps,
                            self.total_rps)
@@ -215,7 +221,8 @@ class BudgetLease:
             try:
                 self._temp_path.write_bytes(msgspec.json.encode(record))
                 os.replace(self._temp_path, self.path)
-            except OSError:
+            except OSError as error:
+                self._write_error = error
                 return False
             return True
 

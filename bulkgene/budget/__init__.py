@@ -27,10 +27,11 @@ itself long before (see below), so no wall clock decides that either.
 **Joining.** A newcomer writes its lease (state ``joining``, share 0) and sends nothing until
 every live lease has (a) written twice since the newcomer first saw it, so it has scanned the
 directory after the newcomer's lease existed, and (b) published a share ≤ budget ÷ N as the
-newcomer counts N. Then it waits one server window (1 s) more, so the others' last requests at
-their old, higher rate have left the server's window, before it starts. The others lower their
-share at once when they see it. Acknowledgements, not guessed delays, so a slow NFS only slows
-the join.
+newcomer counts N. It starts one server window (1 s + margin) after the last of them was seen
+lowered, after its own first scan, and after the last departure it saw, so that no request sent
+at an old, higher rate (or by a process that just left) is still in the server's window. The
+others lower their share at once when they see it. Acknowledgements, not guessed delays, so a
+slow NFS only slows the join.
 
 **Leaving.** Survivors rise only when the lower head-count has held for one server window
 (``share = min`` of budget ÷ N over the last ``window_s + margin``), so the leaver's last
@@ -46,8 +47,11 @@ others can rise.
 3 s without a successful write; server window 1 s + 0.25 s margin. A heartbeat is one listdir,
 a few small reads and one rename: cheap even for dozens of processes. Five missed heartbeats
 before a death leaves room for NFS metadata stalls of several seconds (false deaths would
-overrun the budget; fencing covers the rest), while a SIGKILLed process costs the survivors only
-~6 s at a lower rate, and a clean exit ~2 s; a newcomer starts after ~2-3 heartbeats + 1 s.
+overrun the budget; fencing covers the rest), while a SIGKILLed process costs the survivors
+only ~6-8 s at a lower rate and a clean exit ~2-3 s; a newcomer starts ~2-3 s after its lease is
+written (~1.3 s when alone). Measured with two processes on one machine: admitted alone 1.1 s
+after start, a second one 3.2 s after the first lowered for it, survivor at full rate 7.8 s
+after a SIGKILL and 2.4 s after a clean exit.
 """
 
 from bulkgene.budget.lease import BudgetLease

@@ -42,6 +42,7 @@ class _Peer:
     record: LeaseRecord
     changed_at: float  # our clock, when we last saw its seq change (or first saw it)
     baseline_seq: int  # its seq when first seen after our lease was (re)written; -1: not yet
+    low_since: float | None = None  # our clock, since when it has published a share ≤ ours
 
 
 class BudgetLease:
@@ -78,6 +79,9 @@ class BudgetLease:
         self._fair_history: deque[tuple[float, float]] = deque()
         self._joined = False  # acknowledged by every peer
         self._settle_until: float | None = None
+        # since our first scan of this join, or the last departure we saw: a process that
+        # left just before may still have requests in the server's window
+        self._calm_since: float | None = None
         self._active = False
         self._share_rps = 0.0
         self._rate_rps: float | None = None
@@ -256,8 +260,11 @@ class BudgetLease:
 
     def _apply(self, scan: dict[str, LeaseRecord | None] | None, now: float) -> None:
         if scan is not None:
+            if self._calm_since is None:
+                self._calm_since = now
             for lease_id in [known for known in self._peers if known not in scan]:
                 del self._peers[lease_id]  # left cleanly (or collected)
+                self._calm_since = now
             for lease_id in [known for known in self._buried if known not in scan]:
                 del self._buried[lease_id]
             for lease_id, record in scan.items():
@@ -289,14 +296,21 @@ class BudgetLease:
                             "hung?): requests pause until it is renewed and the other processes "
                             "have seen it", self.path, now - self._renewed_at)
             self._joined, self._active, self._settle_until = False, False, None
+            self._calm_since = None
             for peer in self._peers.values():
                 peer.baseline_seq = -1
-        if not self._joined and all(
+        for peer in live:
+            if peer.record.share_rps > fair_rps + _EPSILON_RPS:
+                peer.low_since = None
+            elif peer.low_since is None:
+                peer.low_since = now  # it lowered before it wrote this, so before now
+        if not self._joined and self._calm_since is not None and all(
                 peer.baseline_seq >= 0 and peer.record.seq >= peer.baseline_seq + 2
-                and peer.record.share_rps <= fair_rps + _EPSILON_RPS for peer in live):
+                and peer.low_since is not None for peer in live):
             self._joined = True
-            # with nobody else to lower its rate there is nothing to wait out
-            self._settle_until = now + self.settle_s if live else now
+            # start once a server window has passed since the last one lowered or left
+            self._settle_until = max([self._calm_since] + [
+                peer.low_since for peer in live if peer.low_since is not None]) + self.settle_s
         if self._joined and not self._active and self._settle_until is not None \
                 and now >= self._settle_until:
             self._active = True

@@ -187,7 +187,11 @@ class BudgetLease:
                 # fencing stops the requests meanwhile; the next heartbeat tries again
                 log.exception("the budget lease heartbeat failed; retrying")
             self._notify()
-            await asyncio.sleep(max(0.0, started + self.heartbeat_s - self._clock()))
+            wake_at = started + self.heartbeat_s
+            if not self._active and self._settle_until is not None \
+                    and self._settle_until > started:
+                wake_at = min(wake_at, self._settle_until)  # start as soon as we may
+            await asyncio.sleep(max(0.0, wake_at - self._clock()))
 
     async def _in_thread(self, function: Callable[..., _T], *args: object) -> _T:
         """Run file I/O off the event loop; while a hung NFS holds it, keep fencing on time."""

@@ -1,0 +1,366 @@
+"""Budget leases: join, leave, death, fencing and clock skew, on a fake clock and real files."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections import deque
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from bulkgene.budget import (
+    DEAD_AFTER_S,
+    GC_AFTER_S,
+    BudgetLease,
+    LeaseRecord,
+    budget_name,
+    budget_path,
+    list_leases,
+)
+from bulkgene.errors import ConfigError
+
+KEY = "0123456789abcdef0123456789abcdef0123"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_lease(directory: Path, clock: FakeClock, total_rps: float = 10.0,
+               wall_offset_s: float = 0.0, **kwargs: object) -> BudgetLease:
+    real_start = time.time()
+    return BudgetLease(directory, total_rps, clock=clock,
+                       wall_clock=lambda: real_start + clock.now + wall_offset_s, **kwargs)  # type: ignore[arg-type]
+
+
+def test_the_budget_name_hides_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = budget_name(KEY)
+    assert KEY not in name and KEY[:8] not in name
+    assert name == budget_name(KEY) != budget_name(KEY[:-1] + "4")
+    assert budget_name(None) == budget_name("") == "anonymous"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert budget_path(KEY) == tmp_path / "bulkgene" / "budget" / name
+    assert budget_path(None, tmp_path / "lab") == tmp_path / "lab" / "anonymous"
+
+
+def test_the_lease_file_names_the_process_but_not_the_key(tmp_path: Path) -> None:
+    clock = FakeClock()
+    lease = make_lease(budget_path(KEY, tmp_path), clock, out_dir=tmp_path / "out")
+    lease.open()
+    lease.report_rate(4.0)
+    lease.step()
+    clock.now += 2.0
+    assert lease.step() == 10.0
+    [view] = list_leases(lease.directory)
+    assert (view.record.pid, view.record.out_dir, view.record.state) == (
+        os.getpid(), str(tmp_path / "out"), "active")
+    assert (view.record.share_rps, view.record.rate_rps) == (10.0, 4.0)
+    assert view.alive
+    for path in tmp_path.rglob("*"):
+        assert KEY not in str(path)
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes()
+    lease.close()
+    assert list_leases(lease.directory) == []
+    assert list(lease.directory.iterdir()) == []
+
+
+def test_an_unwritable_budget_directory_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    lease = make_lease(tmp_path / "file" / "budget", FakeClock())
+    with pytest.raises(ConfigError, match=r"could not write the budget lease .*--budget-dir"):
+        lease.open()
+
+
+def test_a_newcomer_waits_until_the_others_have_lowered(tmp_path: Path) -> None:
+    clock = FakeClock()
+    first, second = make_lease(tmp_path, clock), make_lease(tmp_path, clock)
+    first.open()
+    first.step()
+    clock.now += 2.0
+    assert first.step() == 10.0
+    second.open()
+    shares = []
+    for _ in range(6):
+        shares.append((first.step(), second.step()))
+        clock.now += 1.0
+    assert shares[0] == (5.0, 0.0)  # the old one lowers as soon as it sees the newcomer
+    assert all(a + b <= 10.0 for a, b in shares)
+    assert shares[-1] == (5.0, 5.0)
+    # the newcomer started only once the other had heartbeated twice since seeing it, and one
+    # server window after the other's lowered share was published
+    first_sending = next(i for i, (_, b) in enumerate(shares) if b > 0)
+    assert first_sending >= 2
+
+
+def test_a_newcomer_alone_still_waits_out_one_who_just_left(tmp_path: Path) -> None:
+    clock = FakeClock()
+    leaver, newcomer = make_lease(tmp_path, clock), make_lease(tmp_path, clock)
+    leaver.open()
+    leaver.step()
+    clock.now += 2.0
+    assert leaver.step() == 10.0
+    leaver.close()  # its last requests are still in the server's window
+    newcomer.open()
+    shares = []
+    for _ in range(6):
+        shares.append((clock.now, newcomer.step()))
+        clock.now += 0.25
+    assert next(t for t, share in shares if share == 10.0) >= shares[0][0] + 1.0
+
+
+def write_peer(directory: Path, seq: int, state: str, share_rps: float) -> None:
+    """Another process's lease, written by hand to play a peer that misbehaves on cue."""
+    record = LeaseRecord("feedfacefeedface", "node9", 99, "/elsewhere", 0.0, 0.0, seq, state,
+                         share_rps, share_rps, 10.0)
+    (directory / "feedfacefeedface.lease").write_bytes(msgspec.json.encode(record))
+
+
+def test_a_peer_that_has_not_heartbeated_since_we_came_has_not_seen_us(tmp_path: Path) -> None:
+    clock = FakeClock()
+    write_peer(tmp_path, 7, "active", 5.0)  # its share happens to fit, but it never looks again
+    lease = make_lease(tmp_path, clock)
+    lease.open()
+    shares = []
+    for _ in range(10):
+        shares.append(lease.step())
+        clock.now += 1.0
+    assert shares[:int(DEAD_AFTER_S)] == [0.0] * int(DEAD_AFTER_S)  # waits for its death
+    assert shares[-1] == 10.0
+
+
+def test_a_joining_peer_that_starts_without_counting_us_is_not_an_acknowledgement(
+        tmp_path: Path) -> None:
+    clock = FakeClock()
+    write_peer(tmp_path, 1, "joining", 0.0)
+    lease = make_lease(tmp_path, clock)
+    lease.open()
+    lease.step()
+    for seq in (2, 3, 4, 5, 6):  # admitted on its own, it takes the whole budget
+        clock.now += 1.0
+        write_peer(tmp_path, seq, "active" if seq > 2 else "joining", 0.0 if seq == 2 else 10.0)
+        assert lease.step() == 0.0
+    for seq in range(7, 10):  # now it counts us
+        clock.now += 1.0
+        write_peer(tmp_path, seq, "active", 5.0)
+        lease.step()
+    assert lease.share_rps == 5.0
+
+
+def test_survivors_rise_one_window_after_a_clean_exit(tmp_path: Path) -> None:
+    clock = FakeClock()
+    leases = [make_lease(tmp_path, clock) for _ in range(3)]
+    for lease in leases:
+        lease.open()
+    for _ in range(8):
+        for lease in leases:
+            lease.step()
+        clock.now += 1.0
+    assert [lease.share_rps for lease in leases] == pytest.approx([10 / 3] * 3)
+    leases[0].close()
+    survivor = leases[1]
+    assert survivor.step() == pytest.approx(10 / 3)  # seen gone, but its requests may be in the window
+    clock.now += 1.0
+    assert survivor.step() == pytest.approx(10 / 3)
+    clock.now += 1.0
+    assert survivor.step() == pytest.approx(5.0)
+
+
+def test_a_killed_process_stops_counting_after_the_dead_timeout(tmp_path: Path) -> None:
+    clock = FakeClock()
+    survivor, killed = make_lease(tmp_path, clock), make_lease(tmp_path, clock)
+    for lease in (survivor, killed):
+        lease.open()
+    for _ in range(5):
+        survivor.step()
+        killed.step()
+        clock.now += 1.0
+    assert survivor.share_rps == killed.share_rps == 5.0
+    seen = []
+    while clock.now < 1020:  # the killed one never steps again
+        seen.append((clock.now, survivor.step()))
+        clock.now += 0.5
+    rise_at = next(t for t, share in seen if share == 10.0)
+    last_change = seen[0][0] - 0.5
+    assert rise_at >= last_change + DEAD_AFTER_S + 1.0
+    assert survivor.peers == 0
+
+
+def test_a_stalled_process_fences_itself_before_the_others_rise(tmp_path: Path) -> None:
+    clock = FakeClock()
+    steady, stalled = make_lease(tmp_path, clock), make_lease(tmp_path, clock)
+    for lease in (steady, stalled):
+        lease.open()
+    for _ in range(5):
+        steady.step()
+        stalled.step()
+        clock.now += 1.0
+    history = []
+    for _ in range(40):  # stalled stops renewing (a hung NFS write) but still reads its share
+        history.append((clock.now, steady.step(), stalled.share_rps))
+        clock.now += 0.25
+    fenced_at = next(t for t, _, share in history if share == 0.0)
+    rise_at = next(t for t, share, _ in history if share == 10.0)
+    assert fenced_at + 1.0 < rise_at
+    assert all(a + b <= 10.0 for _, a, b in history)
+    # it comes back: a newcomer again, admitted only once the steady one lowered
+    pairs = []
+    for _ in range(10):
+        pairs.append((steady.step(), stalled.step()))
+        clock.now += 1.0
+    assert pairs[0][1] == 0.0
+    assert all(a + b <= 10.0 for a, b in pairs)
+    assert pairs[-1] == (5.0, 5.0)
+
+
+def test_liveness_ignores_clock_skew_between_hosts(tmp_path: Path) -> None:
+    clock = FakeClock()
+    here = make_lease(tmp_path, clock)
+    behind = make_lease(tmp_path, clock, wall_offset_s=-2 * GC_AFTER_S)
+    ahead = make_lease(tmp_path, clock, wall_offset_s=+2 * GC_AFTER_S)
+    for lease in (here, behind, ahead):
+        lease.open()
+    for _ in range(30):
+        for lease in (here, behind, ahead):
+            lease.step()
+        clock.now += 1.0
+    assert [lease.share_rps for lease in (here, behind, ahead)] == pytest.approx([10 / 3] * 3)
+    assert len(list(tmp_path.glob("*.lease"))) == 3  # nothing collected for its odd clock
+
+
+def test_a_lease_left_by_a_crashed_run_is_ignored_then_collected(tmp_path: Path) -> None:
+    clock = FakeClock()
+    old_path = tmp_path / "deadbeefdeadbeef.lease"
+    old = LeaseRecord("deadbeefdeadbeef", "node7", 4242, "/out", 0.0, 0.0, 9, "active", 5.0, 5.0, 10.0)
+    old_path.write_bytes(msgspec.json.encode(old))
+    temp = tmp_path / ".deadbeefdeadbeef.tmp"
+    temp.write_bytes(b"{")
+    (tmp_path / "notes.txt").write_text("someone else's file")
+    lease = make_lease(tmp_path, clock)
+    lease.open()
+    shares = []
+    while clock.now < 1000 + GC_AFTER_S + 3:
+        shares.append(lease.step())
+        clock.now += 1.0
+    # counted (as a possible live process) until the dead timeout, then ignored
+    assert shares[0] == 0.0 and shares[-1] == 10.0
+    assert DEAD_AFTER_S <= shares.index(10.0) <= DEAD_AFTER_S + 2  # + one server window
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["notes.txt", lease.path.name])
+    # written again, it is a newcomer: counted at once
+    old_path.write_bytes(msgspec.json.encode(old))
+    assert lease.step() == 5.0
+
+
+def test_the_smallest_budget_any_process_knows_wins(tmp_path: Path) -> None:
+    clock = FakeClock()
+    keyed, anonymous = make_lease(tmp_path, clock, 10.0), make_lease(tmp_path, clock, 5.0)
+    for lease in (keyed, anonymous):
+        lease.open()
+    for _ in range(6):
+        keyed.step()
+        anonymous.step()
+        clock.now += 1.0
+    assert keyed.share_rps == anonymous.share_rps == 2.5
+
+
+def test_list_leases_judges_from_one_look(tmp_path: Path) -> None:
+    clock = FakeClock()
+    lease = make_lease(tmp_path, clock)
+    lease.open()
+    lease.step()
+    [view] = list_leases(tmp_path, now_wall=time.time() + clock.now + 60)
+    assert not view.alive and view.heartbeat_age_s == pytest.approx(60, abs=1)
+    assert list_leases(tmp_path / "missing") == []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_joins_exits_kills_and_stalls_never_overrun_the_budget(tmp_path: Path, seed: int) -> None:
+    """At every instant, the shares in force during the last server window sum to ≤ the budget."""
+    rng = random.Random(seed)
+    clock = FakeClock()
+    total_rps, window_s, tick_s = 10.0, 1.0, 0.05
+    running: dict[int, BudgetLease] = {}
+    next_beat: dict[int, float] = {}
+    stalled_until: dict[int, float] = {}
+    samples: dict[int, deque[tuple[float, float]]] = {}
+    gone: set[int] = set()
+    serial = 0
+
+    def start() -> None:
+        nonlocal serial
+        serial += 1
+        lease = make_lease(tmp_path, clock)
+        lease.open()
+        running[serial], next_beat[serial], samples[serial] = lease, clock.now, deque()
+
+    for _ in range(2):
+        start()
+    end_events = clock.now + 60
+    while clock.now < end_events + 15:
+        if clock.now < end_events and rng.random() < 0.01:
+            event = rng.choice(["start", "start", "exit", "kill", "stall"])
+            victims = [i for i in running if i not in stalled_until]
+            if event == "start" or len(victims) < 2:  # keep someone running, to check the end
+                start()
+            else:
+                victim = rng.choice(victims)
+                if event == "stall":
+                    stalled_until[victim] = clock.now + rng.uniform(1.0, 9.0)
+                else:
+                    if event == "exit":
+                        running[victim].close()
+                    del running[victim]
+                    gone.add(victim)
+        for ident, lease in running.items():
+            if stalled_until.get(ident, 0.0) > clock.now:
+                continue
+            stalled_until.pop(ident, None)
+            if clock.now >= next_beat[ident]:
+                lease.step()
+                next_beat[ident] = clock.now + rng.uniform(0.8, 1.2)
+        in_force = 0.0
+        for ident, history in samples.items():
+            # a stalled process still sends at whatever its share says (its loop may run on)
+            history.append((clock.now, 0.0 if ident in gone else running[ident].share_rps))
+            while history and history[0][0] < clock.now - window_s:
+                history.popleft()
+            in_force += max(share for _, share in history)
+        assert in_force <= total_rps + 1e-9, f"seed {seed} at t={clock.now - 1000:.2f}"
+        clock.now = round(clock.now + tick_s, 6)
+    live = list(running.values())
+    assert live, "the scenario must leave someone running"
+    assert [lease.share_rps for lease in live] == pytest.approx([total_rps / len(live)] * len(live))
+
+
+async def test_async_leases_follow_joins_and_exits(tmp_path: Path) -> None:
+    # generous dead/fence timeouts: a loaded test machine must not see false deaths here
+    timings = {"heartbeat_s": 0.05, "dead_after_s": 3.0, "fence_after_s": 2.0, "window_s": 0.05}
+    reported: list[float] = []
+
+    async def until(condition: object, deadline_s: float = 30.0) -> None:
+        give_up = time.monotonic() + deadline_s
+        while not condition():  # type: ignore[operator]
+            assert time.monotonic() < give_up, "the leases never reached the expected shares"
+            await asyncio.sleep(0.01)
+
+    async with BudgetLease(tmp_path, 8.0, on_share=reported.append, **timings) as first:  # type: ignore[arg-type]
+        assert await first.wait_admitted() == 8.0
+        changes = first.watch()
+        assert await anext(changes) == 8.0
+        async with BudgetLease(tmp_path, 8.0, **timings) as second:  # type: ignore[arg-type]
+            assert second.share_rps == 0.0
+            await until(lambda: (first.share_rps, second.share_rps) == (4.0, 4.0))
+            assert await anext(changes) == 4.0
+        await until(lambda: first.share_rps == 8.0)
+    assert reported[0] == 0.0 and reported[-1] == 0.0  # nothing before admission, nor after exit
+    remaining = iter(reported)
+    assert all(share in remaining for share in (8.0, 4.0, 8.0))  # in this order
+    assert await asyncio.to_thread(os.listdir, tmp_path) == []

@@ -215,6 +215,8 @@ class NetworkSpec:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeouts: Timeouts = field(default_factory=Timeouts)
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    # where the leases on the key's rate budget live (None: see run/sharing.py)
+    budget_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.requests_per_second is not None and not (
@@ -269,12 +271,12 @@ class DownloadConfig:
 
     @property
     def effective_requests_per_second(self) -> float:
-        """The rate ceiling: explicit, else NCBI's budget (per key, per IP) shared by all tasks."""
+        """The rate ceiling: explicit, else NCBI's whole budget (per key, per IP), of which
+        a budget lease then gives this process its live share."""
         if self.network.requests_per_second is not None:
             return self.network.requests_per_second
-        budget = (KEYED_REQUESTS_PER_SECOND if self.network.api_key
-                  else ANONYMOUS_REQUESTS_PER_SECOND)
-        return budget / self.task.count
+        return (KEYED_REQUESTS_PER_SECOND if self.network.api_key
+                else ANONYMOUS_REQUESTS_PER_SECOND)
 
     @property
     def work_dir(self) -> Path:

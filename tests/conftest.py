@@ -32,3 +32,10 @@ def make_emulator() -> Iterator[EmulatorFactory]:
 def emulator(make_emulator: EmulatorFactory) -> EmulatorThread:
     """An emulator without rate limit, latency or faults."""
     return make_emulator()
+
+
+@pytest.fixture(autouse=True)
+def private_rate_budget(tmp_path_factory: pytest.TempPathFactory,
+                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's bulkgene processes share a budget of their own, never ~/.cache's."""
+    monkeypatch.setenv("BULKGENE_BUDGET_DIR", str(tmp_path_factory.mktemp("budget")))

@@ -128,3 +128,24 @@ async def test_an_absurd_server_rate_limit_is_refused_with_a_warning(
         summary = await _run(server, tmp_path)
     assert summary.exit_code == 0 and summary.found == 2
     assert "X-RateLimit-Limit" in caplog.text
+
+
+async def test_a_token_the_server_keeps_refusing_restarts_the_chain_from_page_1(
+        tmp_path: Path) -> None:
+    seen: list[str] = []
+    expired = {"t1"}
+
+    async def handler(request: web.Request) -> web.Response:
+        token = request.query.get("page_token")
+        seen.append(token or "page 1")
+        if token is None:
+            return _bad_page(_page([_report("7157", "7157")], total_count=2,
+                                   next_page_token=f"t{len(seen)}"))
+        if token in expired:  # the first chain's token: refused every time, as NCBI does
+            return web.Response(status=500, text='{"error":"Internal Server Error"}\n')
+        return _bad_page(_page([_report("672", "672")]))
+
+    with HostileServer(handler) as server:
+        summary = await _run(server, tmp_path, page_size=1)
+    assert summary.exit_code == 0 and summary.found == 2
+    assert seen == ["page 1", "t1", "t1", "page 1", "t4"]

@@ -63,14 +63,15 @@ def test_an_array_task_splits_its_input_only_when_asked() -> None:
     assert unsplit_array_note({}) is None
 
 
-def test_default_rate_is_the_budget_divided_by_tasks(tmp_path: Path) -> None:
+def test_the_default_ceiling_is_the_keys_whole_budget_for_leases_to_share(tmp_path: Path) -> None:
     from bulkgene import Secret
 
     def rate(**kwargs: object) -> float:
         return make_config(["x"], tmp_path, **kwargs).effective_requests_per_second
 
-    assert rate(task=TaskSpec(0, 4)) == 5 / 4
-    assert rate(task=TaskSpec(1, 4), api_key=Secret("k")) == 10 / 4
+    # not budget / task count: live leases divide it among the processes that really run
+    assert rate(task=TaskSpec(0, 4)) == 5
+    assert rate(task=TaskSpec(1, 4), api_key=Secret("k")) == 10
     assert rate(task=TaskSpec(1, 4), requests_per_second=7.0) == 7.0
 
 

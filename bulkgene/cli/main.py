@@ -138,7 +138,15 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
               show_default=True, help="Reports per page, 1..1000; smaller pages mean more "
               "requests.")
 @click.option("--rate", type=float, default=None,
-              help="Requests per second ceiling. [default: 5 without a key, 10 with one]")
+              help="A fixed requests/s ceiling for this process alone, taking no share of the "
+              "key's budget. [default: the key's 10/s (5 without a key), shared live with "
+              "every other bulkgene using it]")
+@click.option("--budget-dir", type=click.Path(path_type=Path, file_okay=False),
+              envvar="BULKGENE_BUDGET_DIR", default=None,
+              help="Where every bulkgene using the same API key (or IP) shares the key's "
+              "requests/s live, through small lease files: give all jobs of a cluster one "
+              "directory on a shared filesystem. Ignored with --rate. [default: DIR/.budget for "
+              "an array task, else ~/.cache/bulkgene/budget]")
 @click.option("--concurrency", type=int, default=None,
               help="Requests in flight, 1..256. [default: rate x 1.6]")
 @click.option("--shards", type=int, default=default_of(OutputSpec, "shards"), show_default=True,
@@ -193,7 +201,8 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
           sort_direction: SortDirection | None, tax_search_subtree: bool,
           table_fields: tuple[str, ...],
           accession_filter: tuple[str, ...], include_tabular_header: TabularHeader | None,
-          batch_size: int, page_size: int, rate: float | None, concurrency: int | None,
+          batch_size: int, page_size: int, rate: float | None, budget_dir: Path | None,
+          concurrency: int | None,
           shards: int, max_attempts: int, retry_wait: float, connect_timeout: float,
           read_timeout: float, attempt_timeout: float, max_response_mb: int,
           outage_after: float, task_index: int | None,
@@ -227,7 +236,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
                               compress=compress),
             network=NetworkSpec(
                 base_url=base_url, api_key=read_api_key(api_key, api_key_file),
-                requests_per_second=rate, concurrency=concurrency,
+                requests_per_second=rate, concurrency=concurrency, budget_dir=budget_dir,
                 retry=RetryPolicy(max_attempts=max_attempts, backoff_base_s=retry_wait,
                                   outage_s=outage_after),
                 timeouts=Timeouts(connect_s=connect_timeout, read_stall_s=read_timeout,

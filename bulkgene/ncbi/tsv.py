@@ -4,8 +4,9 @@ The server may repeat its header before every internal page (INCLUDE_TABULAR_HEA
 bulkgene keeps the first line as the header and drops its repeats, so a shard gets the
 header once at the top and never mid-file. Accounting needs a GeneID column (``gene-id``):
 with it, found and missing are exact except that a replaced GeneID counts as missing (a
-TSV row doesn't say which query it answers, so rows for GeneIDs nobody asked for are not
-written); without it they can't be known, and the
+TSV row doesn't say which query it answers; a row for a GeneID nobody asked for is kept only
+while requested IDs without a row of their own can explain it as their new gene); without it
+they can't be known, and the
 summary counts those IDs as ``unverified`` instead of guessing.
 """
 
@@ -67,6 +68,7 @@ def parse_tsv(body: bytes, gene_ids: tuple[int, ...], has_header: bool,
     answer = TsvAnswer(header, accountable=gene_id_column is not None)
     requested = frozenset(gene_ids)
     seen: set[int] = set()
+    unasked: list[Record] = []
     for row in rows:
         row_width = row.count(b"\t") + 1
         if width is not None and row_width != width:
@@ -82,10 +84,15 @@ def parse_tsv(body: bytes, gene_ids: tuple[int, ...], has_header: bool,
         if gene_id in seen:
             continue  # merged IDs answered by one gene: one row is enough
         seen.add(gene_id)
-        if gene_id not in requested:
-            # a row can't say which query it answers: a replaced gene's new ID and a gene
-            # nobody asked for look the same, so neither is written (JSON follows replacements)
-            continue
-        answer.answered.add(gene_id)
-        answer.records.append(Record(gene_id, (gene_id,), row + b"\n"))
+        if gene_id in requested:
+            answer.answered.add(gene_id)
+            answer.records.append(Record(gene_id, (gene_id,), row + b"\n"))
+        else:  # a replaced ID's new gene, or a stranger: a row can't say which
+            unasked.append(Record(gene_id, (), row + b"\n"))
+    # each requested ID answered by another GeneID explains at most one such row
+    if len(unasked) > len(requested) - len(answer.answered):
+        raise InvalidPage(f"{len(unasked)} rows are for GeneIDs nobody asked for, more than the "
+                          f"{len(requested) - len(answer.answered)} requested IDs that could "
+                          "have been replaced")
+    answer.records.extend(unasked)
     return answer

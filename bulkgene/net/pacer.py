@@ -24,6 +24,10 @@ response tells how close to the edge we are (at full rate every answer says
 200 ms, with each 429 that follows no sign of foreign traffic (such a 429 means arrivals
 were bunched more than we allowed for). Against a loopback server pass a few milliseconds.
 
+Shared keys. A budget lease (bulkgene/budget) sets this process's share with
+``set_share``: the ceiling follows it, and the traffic the other lease holders may send is
+expected in the server's count, not taken for a stranger's.
+
 Server feedback. NCBI sends ``X-RateLimit-Limit`` and ``X-RateLimit-Remaining`` on every
 response, and a client using its whole budget routinely sees ``Remaining: 0``: that alone
 is no reason to stop. The pacer compares the server's count (limit - remaining) with the
@@ -121,6 +125,9 @@ class AdaptiveRateLimiter:
         self._refused_limits: set[str] = set()
         self._foreign_seen_at = float("-inf")
         self._ceiling_lowered_at = float("-inf")
+        self._shared_rps = 0.0  # what other processes on the key may send (budget leases)
+        self._admitted = asyncio.Event()
+        self._admitted.set()
 
     async def _full_bucket(self) -> AsyncLimiter:
         """A bucket at the current rate, filled so that it starts with no burst."""
@@ -142,6 +149,7 @@ class AdaptiveRateLimiter:
     async def acquire(self) -> Slot:
         """Wait for the next slot; slots are granted in arrival order."""
         async with self._lock:
+            await self._admitted.wait()  # a budget share of 0: send nothing until it rises
             previous = self._previous
             if previous is not None:
                 await previous.wait_sent(_SEND_WAIT_CAP_S)
@@ -195,10 +203,27 @@ class AdaptiveRateLimiter:
         sent_at = self._clock() if sent_at is None else sent_at
         # arrivals in the server's window left us within one margin of it, either side
         ours = self._sent_between(sent_at - 1.0 - self.margin_s, sent_at + self.margin_s)
-        if known_limit - remaining > ours + _FOREIGN_TOLERANCE:
+        expected_others = math.ceil(self._shared_rps * (1.0 + self.margin_s))
+        if known_limit - remaining > ours + expected_others + _FOREIGN_TOLERANCE:
             self._foreign_seen_at = sent_at
             if remaining <= 0:
                 self._paused_until = max(self._paused_until, sent_at + 1.0 + self.margin_s)
+
+    def set_share(self, share_rps: float, total_rps: float) -> None:
+        """The key's budget lease speaks: run at ``share_rps`` of ``total_rps``, the others
+        at the rest. Lowering takes effect at once; 0 holds every request until it rises."""
+        if share_rps <= 0:
+            self._admitted.clear()
+            return
+        self._shared_rps = max(0.0, total_rps - share_rps)
+        ceiling = share_rps if self._server_limit is None else min(share_rps,
+                                                                   self._server_limit)
+        at_ceiling = self.rate >= self.ceiling
+        self.ceiling = ceiling
+        if at_ceiling or self.rate > ceiling:
+            self.rate = ceiling
+        self._last_change_at = self._clock()
+        self._admitted.set()
 
     def _adopt_server_limit(self, limit: float) -> None:
         """Lower the ceiling to a plausible server limit, with a warning."""

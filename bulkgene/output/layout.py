@@ -6,6 +6,7 @@
          checkpoint.json  plan.json plan.ids plan.bitmap  bulkgene.lock
          stdin.spool  input-2.spool                  copies of inputs that can be read once
     DIR/task-0003/...                                one array task's own copy of the above
+    DIR/.budget/                                     an array's rate-budget leases
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ PLAN_BITMAP = "plan.bitmap"
 PLAN_FILES = (PLAN_JSON, PLAN_IDS, PLAN_BITMAP)
 STDIN_SPOOL_NAME = "stdin.spool"
 TASK_DIR_PREFIX = "task-"
+BUDGET_DIR_NAME = ".budget"  # an array's rate-budget leases, shared by its tasks
 
 MISSING_HEADER = b"gene_id\treason\n"
 REPLACED_HEADER = b"requested_gene_id\treturned_gene_id\n"

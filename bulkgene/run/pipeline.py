@@ -22,6 +22,7 @@ from dataclasses import asdict
 from urllib.parse import urlsplit
 
 from bulkgene import __version__
+from bulkgene.budget import BudgetLease
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import EXIT_INTERRUPTED, BulkgeneError, StateError
 from bulkgene.model import Batch, BatchFailure, BatchResult
@@ -33,6 +34,7 @@ from bulkgene.output.layout import CHECKPOINT_NAME, SUMMARY_NAME
 from bulkgene.run import checkpoint as ckpt
 from bulkgene.run.prepare import PreparedRun, prepare
 from bulkgene.run.progress import ProgressReporter, Snapshot
+from bulkgene.run.sharing import budget_directory, shared_budget
 from bulkgene.run.split import unsplit_array_note
 from bulkgene.run.summary import Summary
 
@@ -62,6 +64,7 @@ class _Run:
         self._committed_stats = NetStats()
         self.results_done = asyncio.Event()
         self.write_failed = False
+        self.lease: BudgetLease | None = None
         self._started = time.monotonic()
         self._done_at_start = prepared.checkpoint.ids_done
 
@@ -72,8 +75,10 @@ class _Run:
                 group.create_task(self._work())
             group.create_task(self._write())
             reporter = group.create_task(self._report())
+            rate_reporter = group.create_task(self._report_rate())
             await self.results_done.wait()
             reporter.cancel()
+            rate_reporter.cancel()
         if self.progress is not None:  # the last word: where the run ended, 100 % if done
             self.progress.update(self.snapshot(time.monotonic() - self._started,
                                                self._done_at_start))
@@ -169,6 +174,12 @@ class _Run:
         before = asdict(self._committed_stats)
         self._committed_stats = NetStats(**now)
         return {name: now[name] - before[name] for name in now}
+
+    async def _report_rate(self) -> None:
+        """Publish the pacer's rate in the budget lease, for `bulkgene status`."""
+        while self.lease is not None:
+            self.lease.report_rate(self.client.limiter.rate)
+            await asyncio.sleep(1.0)
 
     async def _report(self) -> None:
         if self.progress is None:
@@ -296,11 +307,14 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
     counts = prepared.plan.counts
     task_batches, _ = task.share(counts.requested, config.output.batch_size)
     where = f"task {task.index} of {task.count}: " if task.count > 1 else ""
+    pace = (f"{rate:.3g} requests/s (--rate)" if config.network.requests_per_second is not None
+            else f"the key's {rate:g} requests/s shared live with every bulkgene on it "
+                 f"(budget {budget_directory(config)})")
     log.info("%s%s %d unique GeneIDs (%d duplicates, %d rejected lines); %d batches of up to "
-             "%d; %.3g requests/s, %d in flight; writing to %s", where,
+             "%d; %s, %d in flight; writing to %s", where,
              "resuming" if prepared.resumed else "starting", counts.requested,
              counts.duplicates, counts.rejected, task_batches,
-             config.output.batch_size, rate, config.effective_concurrency, config.work_dir)
+             config.output.batch_size, pace, config.effective_concurrency, config.work_dir)
     _warn_about_plain_http(config)
     if task.count == 1 and (note := unsplit_array_note()):
         log.info("%s", note)
@@ -323,7 +337,9 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
                 for early in early_signals:
                     run.on_signal(early)
             try:
-                await run.run()
+                async with shared_budget(config, limiter) as lease:
+                    run.lease = lease
+                    await run.run()
             finally:
                 if handle_signals:
                     for signum in (signal.SIGTERM, signal.SIGINT):

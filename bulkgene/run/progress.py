@@ -63,7 +63,7 @@ def bar(snapshot: Snapshot, columns: int = 120) -> str:
     """The progress as a bar that fits a terminal line of ``columns`` characters."""
     fraction = snapshot.ids_done / snapshot.ids_total if snapshot.ids_total else 1.0
     text = (f"{100 * fraction:5.1f}% {snapshot.ids_done}/{snapshot.ids_total} IDs, "
-            f"{snapshot.ids_per_s:.0f}/s, ETA {_duration(snapshot.eta_s)}")
+            f"{snapshot.ids_per_s:.0f} IDs/s, ETA {_duration(snapshot.eta_s)}")
     if snapshot.retries or snapshot.throttled or snapshot.batches_failed:
         text += (f", {snapshot.retries} retried, {snapshot.throttled} throttled, "
                  f"{snapshot.batches_failed} batches failed")

@@ -1,0 +1,99 @@
+"""Where a run's key budget lives, and the lease that sets its pacer's share of it.
+
+Without ``--rate``, every run takes a lease on the budget of its key (its IP without one) at
+the server it talks to, and its pacer runs at the share the lease gives it (bulkgene/budget
+says how leases are shared live). The budget's directory, first that applies:
+``--budget-dir`` / ``$BULKGENE_BUDGET_DIR``; for an array task, ``DIR/.budget`` (its tasks
+may run on any node that sees ``DIR``); else a per-user directory on the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from bulkgene.budget import BudgetLease, LeaseView, budget_path, default_budget_root, list_leases
+from bulkgene.config import (
+    ANONYMOUS_REQUESTS_PER_SECOND,
+    KEYED_REQUESTS_PER_SECOND,
+    DownloadConfig,
+)
+from bulkgene.net.pacer import AdaptiveRateLimiter
+from bulkgene.output.layout import BUDGET_DIR_NAME
+
+log = logging.getLogger("bulkgene")
+BUDGET_DIR_ENV = "BULKGENE_BUDGET_DIR"
+
+
+def budget_root(config: DownloadConfig) -> Path:
+    """The directory under which this run's budget lives (see the module docstring)."""
+    if config.network.budget_dir is not None:
+        return config.network.budget_dir
+    if os.environ.get(BUDGET_DIR_ENV):
+        return Path(os.environ[BUDGET_DIR_ENV])
+    if config.task.count > 1:
+        return config.out_dir / BUDGET_DIR_NAME
+    return default_budget_root()
+
+
+def _server_tag(base_url: str) -> str:
+    """The server's host as a directory name: the emulator's budget is not NCBI's."""
+    host = urlsplit(base_url).hostname or "server"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", host)
+
+
+def budget_directory(config: DownloadConfig) -> Path:
+    """The directory of the leases of every process using this key at this server."""
+    key = config.network.api_key.reveal() if config.network.api_key else None
+    return budget_path(key, budget_root(config) / _server_tag(config.network.base_url))
+
+
+def key_budget_rps(config: DownloadConfig) -> float:
+    """NCBI's budget for the key (for the IP without one)."""
+    return KEYED_REQUESTS_PER_SECOND if config.network.api_key else ANONYMOUS_REQUESTS_PER_SECOND
+
+
+@contextlib.asynccontextmanager
+async def shared_budget(config: DownloadConfig, limiter: AdaptiveRateLimiter
+                        ) -> AsyncIterator[BudgetLease | None]:
+    """Hold a lease on the key's budget while the body runs (none with an explicit --rate)."""
+    if config.network.requests_per_second is not None:
+        yield None
+        return
+    total = key_budget_rps(config)
+    directory = budget_directory(config)
+    limiter.set_share(0.0, total)  # nothing leaves until the lease is admitted
+    lease = BudgetLease(directory, total, out_dir=str(config.work_dir.resolve()),
+                        on_share=lambda share: _apply_share(limiter, share, total))
+    async with lease:
+        yield lease
+
+
+def _apply_share(limiter: AdaptiveRateLimiter, share_rps: float, total_rps: float) -> None:
+    if share_rps > 0 and share_rps != limiter.ceiling:
+        log.debug("rate budget: %.3g of the key's %g requests/s", share_rps, total_rps)
+    limiter.set_share(share_rps, total_rps)
+
+
+def leases_sharing_with(out_dir: Path) -> list[LeaseView]:
+    """Live leases of every budget that a process writing under ``out_dir`` holds now."""
+    roots = [default_budget_root(), out_dir / BUDGET_DIR_NAME]
+    if os.environ.get(BUDGET_DIR_ENV):
+        roots.insert(0, Path(os.environ[BUDGET_DIR_ENV]))
+    target = str(out_dir.resolve())
+    found: list[LeaseView] = []
+    for root in roots:
+        for directory in sorted(root.glob("*/*")) if root.is_dir() else []:
+            leases = [view for view in list_leases(directory) if view.alive]
+            if any(_under(view.record.out_dir, target) for view in leases):
+                found.extend(leases)
+    return found
+
+
+def _under(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")

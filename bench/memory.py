@@ -14,8 +14,15 @@ import argparse
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TypedDict
 
 from bench.common import PYTHON, Emulator, bulkgene_env, median_spread, run_measured, save, write_ids
+
+
+class SizeResult(TypedDict):
+    peak_rss_mib: dict[str, float]
+    resume_all_committed_s: dict[str, float]
+    batches: int
 
 
 def main() -> None:
@@ -24,7 +31,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-memory-"))
-    result: dict[str, dict[str, object]] = {}
+    result: dict[str, SizeResult] = {}
     with Emulator("--no-rate-limit", "--seed", "3") as emulator:
         for size in args.sizes:
             ids_file = write_ids(work / f"ids-{size}.txt", size, spread=True)
@@ -51,15 +58,15 @@ def main() -> None:
             ids_file.unlink()
     shutil.rmtree(work, ignore_errors=True)
     sizes = [str(s) for s in args.sizes]
-    peaks = [result[s]["peak_rss_mib"]["median"] for s in sizes]  # type: ignore[index]
+    peaks = [result[s]["peak_rss_mib"]["median"] for s in sizes]
     growth = max(peaks) / min(peaks) - 1
     print()
     print("| IDs | peak RSS MiB | re-run with all batches committed, s |")
     print("|---|---|---|")
     for s in sizes:
         entry = result[s]
-        print(f"| {int(s):,} | {entry['peak_rss_mib']['median']:.1f} | "  # type: ignore[index]
-              f"{entry['resume_all_committed_s']['median']:.1f} |")  # type: ignore[index]
+        print(f"| {int(s):,} | {entry['peak_rss_mib']['median']:.1f} | "
+              f"{entry['resume_all_committed_s']['median']:.1f} |")
     print(f"\npeak RSS growth from smallest to largest: {growth * 100:.1f} %")
     print(f"result: {save('memory', {'args': vars(args), 'sizes': result, 'growth': growth})}")
 

@@ -9,16 +9,22 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from bulkgene.config import ApiQuery, DownloadConfig, NetworkSpec, OutputSpec
-from bulkgene.testing import Fate, GeneUniverse
+from bulkgene.testing import EmulatorThread, Fate, GeneUniverse
 from bulkgene.testing.emulator import Arrival
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_inputs"
+
+
+class EmulatorFactory(Protocol):
+    """The ``make_emulator`` fixture: an emulator with these config fields, stopped at teardown."""
+
+    def __call__(self, universe: GeneUniverse | None = None, **config: Any) -> EmulatorThread: ...
 
 
 def make_config(inputs: tuple[str, ...] | list[str], out_dir: Path, **settings: Any

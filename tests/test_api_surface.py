@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from helpers import (
+    EmulatorFactory,
     assert_complete_output,
     cli_env,
     expected_for,
@@ -116,11 +117,11 @@ def test_sort_direction_without_a_field_is_a_usage_error(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("fault", [None, "truncate", "html", "http_503", "reset"])
 async def test_ndjson_format_fetches_whole_batches_and_accounts_exactly(
-        make_emulator: object, tmp_path: Path, fault: str | None) -> None:
+        make_emulator: EmulatorFactory, tmp_path: Path, fault: str | None) -> None:
     import bulkgene
     from bulkgene import RetryPolicy
 
-    emulator: EmulatorThread = make_emulator(  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(
         faults={fault: 0.3} if fault else {}, seed=9)
     ids = range(1, 501)
     source = write_ids(tmp_path / "ids.txt", ids)
@@ -254,9 +255,9 @@ async def test_a_long_get_url_is_split_before_it_is_sent(emulator: EmulatorThrea
     assert_complete_output(tmp_path / "out", expected_for(emulator.state.universe, ids))
 
 
-def test_tsv_batches_split_to_isolate_ids_the_server_refuses(make_emulator: object,
+def test_tsv_batches_split_to_isolate_ids_the_server_refuses(make_emulator: EmulatorFactory,
                                                              tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(poison_ids=frozenset({37}))  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(poison_ids=frozenset({37}))
     source = write_ids(tmp_path / "ids.txt", range(1, 101))
     out = tmp_path / "out"
     result = run_cli("fetch", str(source), "--out", str(out), "--format", "tsv",

@@ -12,7 +12,7 @@ from helpers import cli_env, gene_ids_written, read_summary, run_cli, write_ids
 from bulkgene.cli.main import main
 from bulkgene.testing import EmulatorThread
 
-COMMANDS = sorted(main.commands)  # type: ignore[attr-defined]
+COMMANDS = sorted(main.commands)
 
 
 def test_every_command_is_listed() -> None:

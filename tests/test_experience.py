@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import SAMPLES, cli_command, cli_env, read_summary, run_cli, served, write_ids
+from helpers import SAMPLES, EmulatorFactory, cli_command, cli_env, read_summary, run_cli, served, write_ids
 
 from bulkgene.testing import EmulatorThread
 
@@ -36,9 +36,9 @@ def _run_under_pty(args: list[str], env: dict[str, str]) -> tuple[int, bytes]:
     return process.wait(timeout=60), output
 
 
-def test_a_terminal_gets_a_live_bar_that_log_lines_do_not_garble(make_emulator: object,
+def test_a_terminal_gets_a_live_bar_that_log_lines_do_not_garble(make_emulator: EmulatorFactory,
                                                                  tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(latency_s=0.3)  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(latency_s=0.3)
     source = write_ids(tmp_path / "ids.txt", range(1, 201))
     code, drawn = _run_under_pty(["fetch", str(source), "--out", str(tmp_path / "out"),
                                   "--batch-size", "20", "--rate", "10"],
@@ -53,8 +53,8 @@ def test_a_terminal_gets_a_live_bar_that_log_lines_do_not_garble(make_emulator: 
 
 
 def test_without_a_terminal_progress_is_plain_lines_without_carriage_returns(
-        make_emulator: object, tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(latency_s=0.2)  # type: ignore[operator]
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator(latency_s=0.2)
     source = write_ids(tmp_path / "ids.txt", range(1, 201))
     result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--batch-size", "20",
                      "--rate", "10", "--progress", "--progress-interval", "1",

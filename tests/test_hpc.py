@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from helpers import (
+    EmulatorFactory,
     assert_complete_output,
     cli_command,
     cli_env,
@@ -62,9 +63,9 @@ def test_default_rate_is_the_budget_divided_by_tasks(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_three_tasks_together_stay_within_one_keys_budget(make_emulator: object,
+def test_three_tasks_together_stay_within_one_keys_budget(make_emulator: EmulatorFactory,
                                                           tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(rate_limit=True)  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(rate_limit=True)
     ids = range(1, 3001)
     source = write_ids(tmp_path / "ids.txt", ids)
     out = tmp_path / "out"
@@ -157,9 +158,9 @@ def test_verify_catches_damage(emulator: EmulatorThread, tmp_path: Path, damage:
     assert expected in result.stderr, result.stderr.decode()
 
 
-def test_a_second_run_on_the_same_directory_refuses(make_emulator: object,
+def test_a_second_run_on_the_same_directory_refuses(make_emulator: EmulatorFactory,
                                                     tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(latency_s=0.5)  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(latency_s=0.5)
     source = write_ids(tmp_path / "ids.txt", range(1, 401))
     out = tmp_path / "out"
     args = cli_command("fetch", str(source), "--out", str(out), "--batch-size", "50")

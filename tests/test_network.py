@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers import (
+    EmulatorFactory,
     assert_complete_output,
     cli_command,
     cli_env,
@@ -48,8 +49,8 @@ def fast_config(emulator: EmulatorThread, source: Path, out: Path, **overrides: 
 
 @pytest.mark.parametrize("fault", RETRIED_FAULTS)
 async def test_each_fault_alone_is_retried_and_nothing_partial_is_written(
-        make_emulator: object, tmp_path: Path, fault: str) -> None:
-    emulator: EmulatorThread = make_emulator(faults={fault: 0.35}, seed=7, stall_s=2.0,  # type: ignore[operator]
+        make_emulator: EmulatorFactory, tmp_path: Path, fault: str) -> None:
+    emulator: EmulatorThread = make_emulator(faults={fault: 0.35}, seed=7, stall_s=2.0,
                                              retry_after_s=0)
     ids = range(1, 301)
     source = write_ids(tmp_path / "ids.txt", ids)
@@ -67,10 +68,10 @@ async def test_each_fault_alone_is_retried_and_nothing_partial_is_written(
 
 
 @pytest.mark.slow
-def test_fault_mix_through_the_cli_with_a_key_that_never_leaks(make_emulator: object,
+def test_fault_mix_through_the_cli_with_a_key_that_never_leaks(make_emulator: EmulatorFactory,
                                                               tmp_path: Path) -> None:
     faults = dict.fromkeys(RETRIED_FAULTS, 0.03)
-    emulator: EmulatorThread = make_emulator(faults=faults, seed=11, stall_s=2.0,  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(faults=faults, seed=11, stall_s=2.0,
                                              retry_after_s=0,
                                              valid_keys=frozenset({SENTINEL_KEY}))
     ids = range(1, 3001)
@@ -99,9 +100,9 @@ def _assert_key_nowhere(out: Path, streams: bytes) -> None:
             assert key not in path.read_bytes(), f"the API key leaked into {path}"
 
 
-def test_bad_key_stops_after_one_request_with_exit_1(make_emulator: object,
+def test_bad_key_stops_after_one_request_with_exit_1(make_emulator: EmulatorFactory,
                                                      tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(valid_keys=frozenset({"the-right-key"}))  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(valid_keys=frozenset({"the-right-key"}))
     source = write_ids(tmp_path / "ids.txt", range(1, 2001))
     out = tmp_path / "out"
     result = run_cli("fetch", str(source), "--out", str(out), "--batch-size", "100",
@@ -116,10 +117,10 @@ def test_bad_key_stops_after_one_request_with_exit_1(make_emulator: object,
 
 
 @pytest.mark.parametrize("form", [["--api-key", SENTINEL_KEY], [f"--api-key={SENTINEL_KEY}"]])
-def test_the_resume_command_printed_after_failures_hides_the_key(make_emulator: object,
+def test_the_resume_command_printed_after_failures_hides_the_key(make_emulator: EmulatorFactory,
                                                                  tmp_path: Path,
                                                                  form: list[str]) -> None:
-    emulator: EmulatorThread = make_emulator(faults={"http_503": 1.0})  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(faults={"http_503": 1.0})
     source = write_ids(tmp_path / "ids.txt", [7157])
     result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), *form,
                      "--max-attempts", "1", env=cli_env(emulator.base_url))
@@ -128,8 +129,8 @@ def test_the_resume_command_printed_after_failures_hides_the_key(make_emulator: 
     _assert_key_nowhere(tmp_path / "out", result.stdout + result.stderr)
 
 
-def test_ip_block_html_403_stops_with_advice(make_emulator: object, tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(faults={"blocked": 1.0})  # type: ignore[operator]
+def test_ip_block_html_403_stops_with_advice(make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator(faults={"blocked": 1.0})
     source = write_ids(tmp_path / "ids.txt", [7157])
     result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"),
                      env=cli_env(emulator.base_url))
@@ -137,9 +138,9 @@ def test_ip_block_html_403_stops_with_advice(make_emulator: object, tmp_path: Pa
     assert b"403" in result.stderr and b"lower --rate" in result.stderr
 
 
-async def test_outage_stops_cleanly_and_the_run_resumes(make_emulator: object,
+async def test_outage_stops_cleanly_and_the_run_resumes(make_emulator: EmulatorFactory,
                                                         tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator()  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator()
     ids = range(1, 501)
     source = write_ids(tmp_path / "ids.txt", ids)
     out = tmp_path / "out"
@@ -156,9 +157,9 @@ async def test_outage_stops_cleanly_and_the_run_resumes(make_emulator: object,
 
 
 async def test_400_batch_is_split_to_isolate_the_ids_the_server_refuses(
-        make_emulator: object, tmp_path: Path) -> None:
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
     # any request naming a "poison" ID is refused whole with a 400, as NCBI does for bad input
-    emulator: EmulatorThread = make_emulator(poison_ids=frozenset({37, 81}))  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(poison_ids=frozenset({37, 81}))
     ids = range(1, 101)
     source = write_ids(tmp_path / "ids.txt", ids)
     summary = await bulkgene.download(fast_config(emulator, source, tmp_path / "out",
@@ -172,9 +173,9 @@ async def test_400_batch_is_split_to_isolate_the_ids_the_server_refuses(
 
 
 @pytest.mark.parametrize("headers", [True, False], ids=["server-names-limit", "silent-server"])
-async def test_rate_converges_under_a_stricter_server_limit(make_emulator: object,
+async def test_rate_converges_under_a_stricter_server_limit(make_emulator: EmulatorFactory,
                                                             tmp_path: Path, headers: bool) -> None:
-    emulator: EmulatorThread = make_emulator(rate_limit=True, anonymous_requests_per_second=4,  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(rate_limit=True, anonymous_requests_per_second=4,
                                              retry_after_s=1, rate_limit_headers=headers)
     source = write_ids(tmp_path / "ids.txt", range(1, 1401))
     summary = await bulkgene.download(fast_config(emulator, source, tmp_path / "out",
@@ -191,8 +192,8 @@ async def test_rate_converges_under_a_stricter_server_limit(make_emulator: objec
     assert (3.6 if headers else 2.8) <= achieved <= 4.2, achieved  # the server admits 4 per 1 s
 
 
-def test_no_burst_in_the_first_second(make_emulator: object, tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(rate_limit=True)  # type: ignore[operator]
+def test_no_burst_in_the_first_second(make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator(rate_limit=True)
     source = write_ids(tmp_path / "ids.txt", range(1, 401))
     result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--batch-size", "20",
                      env=cli_env(emulator.base_url, NCBI_API_KEY="k"))
@@ -218,9 +219,9 @@ def _start_slow_run(emulator: EmulatorThread, tmp_path: Path
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signal_commits_in_flight_work_and_exits_75(make_emulator: object, tmp_path: Path,
+def test_signal_commits_in_flight_work_and_exits_75(make_emulator: EmulatorFactory, tmp_path: Path,
                                                     signum: int) -> None:
-    emulator: EmulatorThread = make_emulator(latency_s=0.3)  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(latency_s=0.3)
     process, args, out = _start_slow_run(emulator, tmp_path)
     signalled_at = time.monotonic()
     process.send_signal(signum)
@@ -241,9 +242,9 @@ def test_signal_commits_in_flight_work_and_exits_75(make_emulator: object, tmp_p
     assert_complete_output(out, expected_for(emulator.state.universe, range(1, 2001)))
 
 
-def test_second_signal_exits_at_once_and_state_stays_safe(make_emulator: object,
+def test_second_signal_exits_at_once_and_state_stays_safe(make_emulator: EmulatorFactory,
                                                           tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(latency_s=3.0)  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(latency_s=3.0)
     process, args, out = _start_slow_run(emulator, tmp_path)
     time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
@@ -261,10 +262,10 @@ def test_second_signal_exits_at_once_and_state_stays_safe(make_emulator: object,
 
 
 @pytest.mark.parametrize("fault", ["bad_token", "repeat_token"])
-async def test_a_broken_page_chain_restarts_the_batch_from_page_1(make_emulator: object,
+async def test_a_broken_page_chain_restarts_the_batch_from_page_1(make_emulator: EmulatorFactory,
                                                                   tmp_path: Path,
                                                                   fault: str) -> None:
-    emulator: EmulatorThread = make_emulator(faults={fault: 0.15}, seed=5)  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(faults={fault: 0.15}, seed=5)
     ids = range(1, 401)
     source = write_ids(tmp_path / "ids.txt", ids)
     summary = await bulkgene.download(fast_config(emulator, source, tmp_path / "out",
@@ -279,9 +280,9 @@ async def test_a_broken_page_chain_restarts_the_batch_from_page_1(make_emulator:
                    for a in arrivals)
 
 
-async def test_414_splits_the_batch_until_the_url_fits(make_emulator: object,
+async def test_414_splits_the_batch_until_the_url_fits(make_emulator: EmulatorFactory,
                                                        tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(max_request_line_bytes=300)  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(max_request_line_bytes=300)
     ids = range(100_000, 100_100)  # 50 IDs of 6 digits: ~370-byte URLs, over the limit
     source = write_ids(tmp_path / "ids.txt", ids)
     summary = await bulkgene.download(fast_config(emulator, source, tmp_path / "out"))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from helpers import (
+    EmulatorFactory,
     assert_complete_output,
     cli_command,
     cli_env,
@@ -41,11 +42,11 @@ def _fetch_args(source: Path, out: Path, *extra: str) -> list[str]:
     (("--format", "tsv", "--table-field", "gene-id", "--table-field", "symbol",
       "--compress", "gzip"), 10),
 ], ids=["default", "gzip-gene", "dataset-report", "ndjson", "tsv-gzip"])
-def test_resume_after_random_sigkills_writes_each_gene_once(make_emulator: object,
+def test_resume_after_random_sigkills_writes_each_gene_once(make_emulator: EmulatorFactory,
                                                              tmp_path: Path,
                                                              variant: tuple[str, ...],
                                                              kills: int) -> None:
-    emulator: EmulatorThread = make_emulator(latency_s=0.01, latency_jitter=0.5)  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(latency_s=0.01, latency_jitter=0.5)
     ids = list(range(1, 12001))  # 240 batches of 3 pages: ~12 s of requests at 60/s
     source = write_ids(tmp_path / "ids.txt", ids)
     out = tmp_path / "out"
@@ -145,9 +146,9 @@ def test_corrupt_checkpoint_stops_with_instructions(emulator: EmulatorThread,
     assert "damaged" in message and "--restart" in message and "Traceback" not in message
 
 
-def test_failed_batches_exit_3_and_a_re_run_retries_exactly_those(make_emulator: object,
+def test_failed_batches_exit_3_and_a_re_run_retries_exactly_those(make_emulator: EmulatorFactory,
                                                                   tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(faults={"http_503": 0.3}, seed=3)  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(faults={"http_503": 0.3}, seed=3)
     ids = range(1, 1001)
     source = write_ids(tmp_path / "ids.txt", ids)
     out = tmp_path / "out"

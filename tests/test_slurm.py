@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from helpers import (
     REPO,
+    EmulatorFactory,
     assert_complete_output,
     expected_for,
     gene_ids_written,
@@ -73,8 +74,8 @@ def _wait_for(job_id: str, states: set[str], timeout_s: float = 200) -> dict[str
 
 
 def test_readme_array_script_splits_the_list_within_one_keys_budget(
-        slurm: None, make_emulator: object, tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(rate_limit=True, latency_s=0.05)  # type: ignore[operator]
+        slurm: None, make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator(rate_limit=True, latency_s=0.05)
     ids = range(1, 4001)
     source = write_ids(tmp_path / "ids.txt", ids)
     out = tmp_path / "genes"
@@ -103,8 +104,8 @@ def _logs(directory: Path) -> str:
 
 
 def test_term_mid_run_exits_75_and_a_requeue_finishes_exactly(
-        slurm: None, make_emulator: object, tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(latency_s=0.3)  # type: ignore[operator]
+        slurm: None, make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator(latency_s=0.3)
     ids = range(1, 1601)
     source = write_ids(tmp_path / "ids.txt", ids)
     out = tmp_path / "genes"

@@ -27,9 +27,37 @@ from bulkgene.run import checkpoint as ckpt
 from bulkgene.testing import EmulatorThread
 
 
-def _fetch_args(source: Path, out: Path, *extra: str) -> list[str]:
+def _fetch_args(source: Path, out: Path, *extra: str, rate: int = 60) -> list[str]:
     return ["fetch", str(source), "--out", str(out), "--batch-size", "50", "--page-size", "20",
-            "--rate", "60", "--concurrency", "6", "--shards", "3", *extra]
+            "--rate", str(rate), "--concurrency", "6", "--shards", "3", *extra]
+
+
+BATCHES = 240  # 12 000 IDs in batches of 50, 3 pages each at --page-size 20
+MAX_ADVANCE = 3  # batches a run may commit before its kill; kills x this stays far below 240
+
+
+def _committed(out: Path) -> int:
+    state = ckpt.load(out)  # replaced atomically by the run: always whole
+    return state.committed_batches if state else 0
+
+
+def _kill_after_progress(process: subprocess.Popen[bytes], out: Path, rng: random.Random
+                         ) -> int:
+    """SIGKILL ``process`` once it has committed 1-3 more batches; return the count seen then.
+
+    Driven by the checkpoint, not the clock: whatever the machine's speed, the kill lands
+    after real progress and long before the end (the pacing leaves hundreds of requests to go).
+    """
+    target = _committed(out) + rng.randint(1, MAX_ADVANCE)
+    deadline = time.monotonic() + 120  # only a hang guard; progress is what is waited for
+    while (seen := _committed(out)) < target:
+        assert process.poll() is None, f"the run exited ({process.returncode}) before its kill"
+        assert time.monotonic() < deadline, f"no progress past {seen} committed batches"
+        time.sleep(0.005)
+    # a random moment inside the next batch: mid-write, mid-fsync or between commits
+    time.sleep(rng.uniform(0, 0.05))
+    process.send_signal(signal.SIGKILL)
+    return seen
 
 
 @pytest.mark.slow
@@ -46,8 +74,8 @@ def test_resume_after_random_sigkills_writes_each_gene_once(make_emulator: Emula
                                                              tmp_path: Path,
                                                              variant: tuple[str, ...],
                                                              kills: int) -> None:
-    emulator: EmulatorThread = make_emulator(latency_s=0.01, latency_jitter=0.5)
-    ids = list(range(1, 12001))  # 240 batches of 3 pages: ~12 s of requests at 60/s
+    emulator = make_emulator(latency_s=0.01, latency_jitter=0.5)
+    ids = list(range(1, 12001))
     source = write_ids(tmp_path / "ids.txt", ids)
     out = tmp_path / "out"
     env = cli_env(emulator.base_url)
@@ -56,17 +84,17 @@ def test_resume_after_random_sigkills_writes_each_gene_once(make_emulator: Emula
     for _ in range(kills):
         process = subprocess.Popen(cli_command(*_fetch_args(source, out, *variant)), env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.05, 1.2))
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            killed_mid_run += 1
+        seen = _kill_after_progress(process, out, rng)
         process.wait(timeout=30)
+        if process.returncode == -signal.SIGKILL and seen < BATCHES:
+            killed_mid_run += 1
     assert killed_mid_run == kills, "every kill must land while the run is working"
     state = ckpt.load(out)
-    assert state is not None and 0 < state.committed_batches < 240, "kills must land mid-run"
+    assert state is not None and 0 < state.committed_batches < BATCHES, "kills must land mid-run"
     finals = 0
     while True:
-        result = run_cli(*_fetch_args(source, out, *variant), env=env, timeout=120)
+        # the pace is no part of the fingerprint: the finishing run may go fast
+        result = run_cli(*_fetch_args(source, out, *variant, rate=400), env=env, timeout=120)
         finals += 1
         if result.returncode == 0:
             break
@@ -78,7 +106,7 @@ def test_resume_after_random_sigkills_writes_each_gene_once(make_emulator: Emula
     else:
         assert_complete_output(out, expected)
     summary = read_summary(out)
-    assert summary["batches_committed"] == 240
+    assert summary["batches_committed"] == BATCHES
     verified = run_cli("verify", str(out))
     assert verified.returncode == 0, verified.stderr.decode()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import SAMPLES, EmulatorFactory, cli_env, read_records, run_cli
+from helpers import SAMPLES, EmulatorFactory, cli_env, invoke_cli, read_records
 
 from bulkgene.testing import EmulatorThread, GeneUniverse
 from bulkgene.testing.universe import real_reports
@@ -147,7 +147,7 @@ def test_the_generated_ncbi_client_runs_end_to_end(contract_emulator: EmulatorTh
 def test_every_line_bulkgene_writes_is_a_report_match(emulator: EmulatorThread,
                                                       tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = run_cli("fetch", str(SAMPLES / "human_genes.txt"), str(SAMPLES / "messy_ids.txt"),
+    result = invoke_cli("fetch", str(SAMPLES / "human_genes.txt"), str(SAMPLES / "messy_ids.txt"),
                      "--out", str(out), "--rate", "50", env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     records = read_records(out)

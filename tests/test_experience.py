@@ -9,7 +9,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import SAMPLES, EmulatorFactory, cli_command, cli_env, read_summary, run_cli, served, write_ids
+from helpers import (
+    SAMPLES,
+    EmulatorFactory,
+    cli_command,
+    cli_env,
+    invoke_cli,
+    read_summary,
+    served,
+    write_ids,
+)
 
 from bulkgene.testing import EmulatorThread
 
@@ -56,13 +65,13 @@ def test_without_a_terminal_progress_is_plain_lines_without_carriage_returns(
         make_emulator: EmulatorFactory, tmp_path: Path) -> None:
     emulator: EmulatorThread = make_emulator(latency_s=0.2)
     source = write_ids(tmp_path / "ids.txt", range(1, 201))
-    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--batch-size", "20",
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--batch-size", "20",
                      "--rate", "10", "--progress", "--progress-interval", "1",
                      env=cli_env(emulator.base_url))
     assert result.returncode == 0
     assert b"\r" not in result.stderr and b"\x1b" not in result.stderr
     assert b"IDs/s" in result.stderr, "a periodic progress line was printed"
-    quiet = run_cli("fetch", str(source), "--out", str(tmp_path / "out2"), "-q",
+    quiet = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out2"), "-q",
                     env=cli_env(emulator.base_url))
     assert quiet.stderr.count(b"\n") == 1, "-q: only the final account line"
 
@@ -70,7 +79,7 @@ def test_without_a_terminal_progress_is_plain_lines_without_carriage_returns(
 def test_dry_run_counts_and_plans_but_sends_and_writes_nothing(emulator: EmulatorThread,
                                                                tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = run_cli("fetch", str(SAMPLES / "human_genes.txt"), str(SAMPLES / "messy_ids.txt"),
+    result = invoke_cli("fetch", str(SAMPLES / "human_genes.txt"), str(SAMPLES / "messy_ids.txt"),
                      "--out", str(out), "--dry-run", "--batch-size", "100",
                      "--task-count", "2", "--task-index", "1",
                      env=cli_env(emulator.base_url))
@@ -98,7 +107,7 @@ def test_demo_runs_offline_and_says_how_to_look(tmp_path: Path) -> None:
 @pytest.fixture
 def fetched(emulator: EmulatorThread, tmp_path: Path) -> tuple[Path, dict[str, int]]:
     out = tmp_path / "out"
-    result = run_cli("fetch", str(SAMPLES / "human_genes.txt"), "--out", str(out),
+    result = invoke_cli("fetch", str(SAMPLES / "human_genes.txt"), "--out", str(out),
                      "--rate", "50", env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     return out, read_summary(out)

@@ -17,6 +17,7 @@ from helpers import (
     cli_command,
     cli_env,
     expected_for,
+    invoke_cli,
     make_config,
     max_in_window,
     read_summary,
@@ -27,6 +28,7 @@ from helpers import (
 
 import bulkgene
 from bulkgene import DownloadConfig, RetryPolicy, Timeouts
+from bulkgene.run import checkpoint as ckpt
 from bulkgene.testing import EmulatorThread
 
 RETRIED_FAULTS = ["http_500", "http_502", "http_503", "http_504", "truncate", "reset", "html",
@@ -105,7 +107,7 @@ def test_bad_key_stops_after_one_request_with_exit_1(make_emulator: EmulatorFact
     emulator: EmulatorThread = make_emulator(valid_keys=frozenset({"the-right-key"}))
     source = write_ids(tmp_path / "ids.txt", range(1, 2001))
     out = tmp_path / "out"
-    result = run_cli("fetch", str(source), "--out", str(out), "--batch-size", "100",
+    result = invoke_cli("fetch", str(source), "--out", str(out), "--batch-size", "100",
                      "--concurrency", "1", "--rate", "20",
                      env=cli_env(emulator.base_url, NCBI_API_KEY=SENTINEL_KEY))
     assert result.returncode == 1
@@ -122,7 +124,7 @@ def test_the_resume_command_printed_after_failures_hides_the_key(make_emulator: 
                                                                  form: list[str]) -> None:
     emulator: EmulatorThread = make_emulator(faults={"http_503": 1.0})
     source = write_ids(tmp_path / "ids.txt", [7157])
-    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), *form,
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), *form,
                      "--max-attempts", "1", env=cli_env(emulator.base_url))
     assert result.returncode == 3
     assert b"run the same command again" in result.stderr and b"<KEY>" in result.stderr
@@ -132,7 +134,7 @@ def test_the_resume_command_printed_after_failures_hides_the_key(make_emulator: 
 def test_ip_block_html_403_stops_with_advice(make_emulator: EmulatorFactory, tmp_path: Path) -> None:
     emulator: EmulatorThread = make_emulator(faults={"blocked": 1.0})
     source = write_ids(tmp_path / "ids.txt", [7157])
-    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"),
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"),
                      env=cli_env(emulator.base_url))
     assert result.returncode == 1
     assert b"403" in result.stderr and b"lower --rate" in result.stderr
@@ -195,7 +197,7 @@ async def test_rate_converges_under_a_stricter_server_limit(make_emulator: Emula
 def test_no_burst_in_the_first_second(make_emulator: EmulatorFactory, tmp_path: Path) -> None:
     emulator: EmulatorThread = make_emulator(rate_limit=True)
     source = write_ids(tmp_path / "ids.txt", range(1, 401))
-    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--batch-size", "20",
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--batch-size", "20",
                      env=cli_env(emulator.base_url, NCBI_API_KEY="k"))
     assert result.returncode == 0, result.stderr.decode()
     arrivals = served(emulator.state.arrivals())
@@ -212,17 +214,27 @@ def _start_slow_run(emulator: EmulatorThread, tmp_path: Path
     args = ["fetch", str(source), "--out", str(out), "--batch-size", "20", "--rate", "20"]
     process = subprocess.Popen(cli_command(*args), env=cli_env(emulator.base_url),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # a hang guard: the first commit is what is waited for
     while not (out / "checkpoint.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.02)
     return process, args, out
 
 
+def _finish(emulator: EmulatorThread, args: list[str]) -> None:
+    """Resume the interrupted run to its end, without latency and at a quick pace."""
+    emulator.state.config.latency_s = 0
+    rate = args.index("--rate") + 1
+    rerun = invoke_cli(*args[:rate], "200", *args[rate + 1:], env=cli_env(emulator.base_url))
+    assert rerun.returncode == 0, rerun.stderr.decode()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signal_commits_in_flight_work_and_exits_75(make_emulator: EmulatorFactory, tmp_path: Path,
-                                                    signum: int) -> None:
-    emulator: EmulatorThread = make_emulator(latency_s=0.3)
+def test_signal_commits_in_flight_work_and_exits_75(make_emulator: EmulatorFactory,
+                                                    tmp_path: Path, signum: int) -> None:
+    emulator = make_emulator(latency_s=0.3)
     process, args, out = _start_slow_run(emulator, tmp_path)
+    at_signal = ckpt.load(out)
+    assert at_signal is not None
     signalled_at = time.monotonic()
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=30)
@@ -232,32 +244,43 @@ def test_signal_commits_in_flight_work_and_exits_75(make_emulator: EmulatorFacto
     assert summary["interrupted"] and summary["pending"] > 0
     assert summary["requested"] == (summary["found"] + summary["missing"] + summary["failed"]
                                     + summary["pending"])
-    in_flight_at_signal = {a.first_id for a in served(emulator.state.arrivals())
-                           if a.t >= signalled_at - 0.3}
+    arrivals = served(emulator.state.arrivals())
+    in_flight_at_signal = {a.first_id for a in arrivals if a.t >= signalled_at - 0.3}
     assert in_flight_at_signal, "some batches were in flight when the signal came"
+    # every batch asked for before the signal was committed, also those still uncommitted then
+    asked = {(a.first_id - 1) // 20 for a in arrivals if a.first_id and a.t < signalled_at}
+    after = ckpt.load(out)
+    assert after is not None
+    assert all(after.is_committed(index) for index in asked), sorted(
+        index for index in asked if not after.is_committed(index))
+    assert any(not at_signal.is_committed(index) for index in asked)
+    assert after.committed_batches > at_signal.committed_batches
     assert b"Resume with" in stderr
-    emulator.state.config.latency_s = 0
-    rerun = run_cli(*args, env=cli_env(emulator.base_url))
-    assert rerun.returncode == 0, rerun.stderr.decode()
+    _finish(emulator, args)
     assert_complete_output(out, expected_for(emulator.state.universe, range(1, 2001)))
 
 
+@pytest.mark.slow  # a timing band: exit at once, not after the in-flight requests' 8 s
 def test_second_signal_exits_at_once_and_state_stays_safe(make_emulator: EmulatorFactory,
                                                           tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(latency_s=3.0)
+    emulator = make_emulator(latency_s=0.3)
     process, args, out = _start_slow_run(emulator, tmp_path)
-    time.sleep(0.5)
+    emulator.state.config.latency_s = 8.0  # from now on, in-flight requests take long
     process.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
+    assert process.stderr is not None
+    seen = b""
+    while b"received: finishing in-flight" not in seen:  # the first signal was handled
+        line = process.stderr.readline()
+        assert line, f"the run ended before it acknowledged the first signal: {seen!r}"
+        seen += line
     sent = time.monotonic()
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=30)
+    _, rest = process.communicate(timeout=30)
+    stderr = seen + rest
     assert process.returncode == 75
-    assert time.monotonic() - sent < 2.0, "the second signal must not wait for the grace"
+    assert time.monotonic() - sent < 4.0, "the second signal must not wait for the grace"
     assert b"second SIGTERM" in stderr
-    emulator.state.config.latency_s = 0
-    rerun = run_cli(*args, env=cli_env(emulator.base_url))
-    assert rerun.returncode == 0, rerun.stderr.decode()
+    _finish(emulator, args)
     assert_complete_output(out, expected_for(emulator.state.universe, range(1, 2001)))
 
 
@@ -326,7 +349,7 @@ def test_tls_is_verified_and_ssl_cert_file_is_honoured(tls_emulator: tuple[Emula
 
 def test_redirects_are_not_followed(emulator: EmulatorThread, tmp_path: Path) -> None:
     source = write_ids(tmp_path / "ids.txt", [7157])
-    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"),
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"),
                      env=cli_env(emulator.root_url + "/redirect/datasets/v2",
                                  NCBI_API_KEY=SENTINEL_KEY))
     assert result.returncode == 1

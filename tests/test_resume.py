@@ -15,6 +15,7 @@ from helpers import (
     cli_command,
     cli_env,
     expected_for,
+    invoke_cli,
     read_summary,
     run_cli,
     served,
@@ -115,7 +116,7 @@ def _complete_run(emulator: EmulatorThread, tmp_path: Path) -> tuple[Path, Path,
     source = write_ids(tmp_path / "ids.txt", range(1, 301))
     out = tmp_path / "out"
     env = cli_env(emulator.base_url)
-    result = run_cli(*_fetch_args(source, out), env=env)
+    result = invoke_cli(*_fetch_args(source, out), env=env)
     assert result.returncode == 0, result.stderr.decode()
     return source, out, env
 
@@ -127,7 +128,7 @@ def test_garbage_after_the_committed_end_is_cut_away(emulator: EmulatorThread,
     clean = shard.read_bytes()
     with open(shard, "ab") as handle:
         handle.write(b'{"gene": {"gene_id": "7157"}, "query": ["71')  # a torn half batch
-    result = run_cli(*_fetch_args(source, out), env=env)
+    result = invoke_cli(*_fetch_args(source, out), env=env)
     assert result.returncode == 0, result.stderr.decode()
     assert shard.read_bytes() == clean
     assert_complete_output(out, expected_for(emulator.state.universe, range(1, 301)))
@@ -136,7 +137,7 @@ def test_garbage_after_the_committed_end_is_cut_away(emulator: EmulatorThread,
 def test_a_completed_run_re_run_sends_nothing(emulator: EmulatorThread, tmp_path: Path) -> None:
     source, out, env = _complete_run(emulator, tmp_path)
     before = len(served(emulator.state.arrivals()))
-    result = run_cli(*_fetch_args(source, out), env=env)
+    result = invoke_cli(*_fetch_args(source, out), env=env)
     assert result.returncode == 0
     assert len(served(emulator.state.arrivals())) == before
 
@@ -145,11 +146,11 @@ def test_changed_input_is_refused_until_restart(emulator: EmulatorThread, tmp_pa
     source, out, env = _complete_run(emulator, tmp_path)
     with open(source, "a") as handle:
         handle.write("7157\n")
-    refused = run_cli(*_fetch_args(source, out), env=env)
+    refused = invoke_cli(*_fetch_args(source, out), env=env)
     assert refused.returncode == 1
     message = refused.stderr.decode()
     assert "input" in message and "--restart" in message and "Traceback" not in message
-    restarted = run_cli(*_fetch_args(source, out, "--restart"), env=env)
+    restarted = invoke_cli(*_fetch_args(source, out, "--restart"), env=env)
     assert restarted.returncode == 0, restarted.stderr.decode()
     aside = list(tmp_path.glob("out.restarted-*"))
     assert len(aside) == 1 and (aside[0] / "checkpoint.json").exists()
@@ -159,7 +160,7 @@ def test_changed_batch_size_is_refused(emulator: EmulatorThread, tmp_path: Path)
     source, out, env = _complete_run(emulator, tmp_path)
     args = _fetch_args(source, out)
     args[args.index("--batch-size") + 1] = "40"
-    refused = run_cli(*args, env=env)
+    refused = invoke_cli(*args, env=env)
     assert refused.returncode == 1
     assert "batch_size: was 50, now 40" in refused.stderr.decode()
 
@@ -168,7 +169,7 @@ def test_corrupt_checkpoint_stops_with_instructions(emulator: EmulatorThread,
                                                     tmp_path: Path) -> None:
     source, out, env = _complete_run(emulator, tmp_path)
     (out / "checkpoint.json").write_text("{ not json")
-    result = run_cli(*_fetch_args(source, out), env=env)
+    result = invoke_cli(*_fetch_args(source, out), env=env)
     assert result.returncode == 1
     message = result.stderr.decode()
     assert "damaged" in message and "--restart" in message and "Traceback" not in message
@@ -182,7 +183,7 @@ def test_failed_batches_exit_3_and_a_re_run_retries_exactly_those(make_emulator:
     out = tmp_path / "out"
     env = cli_env(emulator.base_url)
     args = _fetch_args(source, out, "--max-attempts", "1", "--page-size", "1000")
-    first = run_cli(*args, env=env)
+    first = invoke_cli(*args, env=env)
     assert first.returncode == 3, first.stderr.decode()
     summary = read_summary(out)
     assert summary["failed"] > 0 and summary["batches_failed"] > 0
@@ -191,7 +192,7 @@ def test_failed_batches_exit_3_and_a_re_run_retries_exactly_those(make_emulator:
     failed_first_ids = {index * 50 + 1 for index in summary["failed_batch_indexes"]}
     emulator.state.config.faults.clear()
     emulator.state.reset()
-    second = run_cli(*args, env=env)
+    second = invoke_cli(*args, env=env)
     assert second.returncode == 0, second.stderr.decode()
     assert {a.first_id for a in served(emulator.state.arrivals())} == failed_first_ids
     assert_complete_output(out, expected_for(emulator.state.universe, ids))
@@ -202,12 +203,12 @@ def test_a_write_failure_stops_cleanly_and_says_what_to_do(emulator: EmulatorThr
     source = write_ids(tmp_path / "ids.txt", range(1, 301))
     out = tmp_path / "out"
     (out / "checkpoint.json.tmp").mkdir(parents=True)  # the first commit can't be saved
-    result = run_cli(*_fetch_args(source, out), env=cli_env(emulator.base_url), timeout=60)
+    result = invoke_cli(*_fetch_args(source, out), env=cli_env(emulator.base_url), timeout=60)
     assert result.returncode == 1
     message = result.stderr.decode()
     assert "writing to" in message and "run the same command" in message
     assert "Traceback" not in message
     (out / "checkpoint.json.tmp").rmdir()
-    again = run_cli(*_fetch_args(source, out), env=cli_env(emulator.base_url))
+    again = invoke_cli(*_fetch_args(source, out), env=cli_env(emulator.base_url))
     assert again.returncode == 0, again.stderr.decode()
     assert_complete_output(out, expected_for(emulator.state.universe, range(1, 301)))

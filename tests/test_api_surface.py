@@ -32,7 +32,7 @@ def test_every_parameter_is_encoded_exactly_as_the_api_expects(emulator: Emulato
                                                                tmp_path: Path) -> None:
     source = write_ids(tmp_path / "ids.txt", [7157, 672])
     result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), *EVERY_PARAMETER,
-                     env=cli_env(emulator.base_url))
+                        env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     (arrival,) = served(emulator.state.arrivals())
     assert arrival.method == "GET" and arrival.path == "/datasets/v2/gene/id/7157,672"
@@ -45,7 +45,7 @@ def test_dataset_report_posts_the_same_request_as_a_json_body(emulator: Emulator
                                                               tmp_path: Path) -> None:
     source = write_ids(tmp_path / "ids.txt", [7157, 672])
     result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), *EVERY_PARAMETER,
-                     "--endpoint", "dataset-report", env=cli_env(emulator.base_url))
+                        "--endpoint", "dataset-report", env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     (arrival,) = served(emulator.state.arrivals())
     assert arrival.method == "POST" and arrival.path == "/datasets/v2/gene/dataset_report"
@@ -62,8 +62,8 @@ def test_dataset_report_pages_and_accounts_like_the_get(emulator: EmulatorThread
     source = write_ids(tmp_path / "ids.txt", ids)
     out = tmp_path / "out"
     result = invoke_cli("fetch", str(source), "--out", str(out), "--endpoint", "dataset-report",
-                     "--page-size", "37", "--batch-size", "200", "--rate", "200",
-                     env=cli_env(emulator.base_url))
+                        "--page-size", "37", "--batch-size", "200", "--rate", "200",
+                        env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     assert_complete_output(out, expected_for(emulator.state.universe, ids))
     assert all(a.method == "POST" for a in served(emulator.state.arrivals()))
@@ -75,7 +75,7 @@ def test_record_gene_writes_ncbi_gene_descriptors(emulator: EmulatorThread,
     source = write_ids(tmp_path / "ids.txt", [7157, 672, 3105, 5, 6, 7])
     out = tmp_path / "out"
     result = invoke_cli("fetch", str(source), "--out", str(out), "--record", "gene",
-                     env=cli_env(emulator.base_url))
+                        env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     lines = [json.loads(line) for shard in sorted(out.glob("shard-*.ndjson"))
              for line in shard.read_text().splitlines()]
@@ -111,7 +111,7 @@ def test_gzip_shards_are_one_member_per_batch_and_zcat_clean(emulator: EmulatorT
 
 def test_sort_direction_without_a_field_is_a_usage_error(tmp_path: Path) -> None:
     result = invoke_cli("fetch", "x.txt", "--out", str(tmp_path / "o"),
-                     "--sort-direction", "SORT_DIRECTION_DESCENDING")
+                        "--sort-direction", "SORT_DIRECTION_DESCENDING")
     assert result.returncode == 2 and b"--sort-field" in result.stderr
 
 
@@ -161,10 +161,10 @@ def test_tsv_has_its_header_once_at_the_top_of_every_shard(emulator: EmulatorThr
     source = write_ids(tmp_path / "ids.txt", ids)
     out = tmp_path / "out"
     result = invoke_cli("fetch", str(source), "--out", str(out), "--format", "tsv",
-                     "--table-field", "gene-id", "--table-field", "symbol",
-                     "--table-field", "tax-name", "--include-tabular-header", mode,
-                     "--page-size", "7", "--batch-size", "50", "--shards", "2", "--rate", "100",
-                     env=cli_env(emulator.base_url))
+                        "--table-field", "gene-id", "--table-field", "symbol",
+                        "--table-field", "tax-name", "--include-tabular-header", mode,
+                        "--page-size", "7", "--batch-size", "50", "--shards", "2", "--rate", "100",
+                        env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     headers, rows = _tsv_rows(out)
     assert headers == [b"NCBI GeneID\tSymbol\tTaxonomic Name"] * 2
@@ -189,8 +189,8 @@ def test_tsv_without_a_gene_id_column_says_accounting_is_unverified(emulator: Em
     source = write_ids(tmp_path / "ids.txt", range(1, 101))
     out = tmp_path / "out"
     result = invoke_cli("fetch", str(source), "--out", str(out), "--format", "tsv",
-                     "--table-field", "symbol", "--compress", "gzip",
-                     env=cli_env(emulator.base_url))
+                        "--table-field", "symbol", "--compress", "gzip",
+                        env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["unverified"] == 100 and summary["found"] == 0 and summary["missing"] == 0
@@ -215,13 +215,13 @@ def test_the_query_string_matches_ncbis_generated_client(emulator: EmulatorThrea
     api = pytest.importorskip("ncbi.datasets.openapi")
     source = write_ids(tmp_path / "ids.txt", [7157, 672])
     result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--format", "tsv",
-                     "--returned-content", "COUNTS_ONLY", "--locus-tag", "b0001",
-                     "--locus-tag", "b0002", "--table-field", "gene-id", "--table-field", "symbol",
-                     "--include-tabular-header", "INCLUDE_TABULAR_HEADER_ALWAYS",
-                     "--page-size", "1000", "--accession-filter", "NM_001407959.1",
-                     "--tax-search-subtree", "--sort-field", "gene_id",
-                     "--sort-direction", "SORT_DIRECTION_ASCENDING",
-                     env=cli_env(emulator.base_url))
+                        "--returned-content", "COUNTS_ONLY", "--locus-tag", "b0001",
+                        "--locus-tag", "b0002", "--table-field", "gene-id", "--table-field", "symbol",
+                        "--include-tabular-header", "INCLUDE_TABULAR_HEADER_ALWAYS",
+                        "--page-size", "1000", "--accession-filter", "NM_001407959.1",
+                        "--tax-search-subtree", "--sort-field", "gene_id",
+                        "--sort-direction", "SORT_DIRECTION_ASCENDING",
+                        env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     (arrival,) = served(emulator.state.arrivals())
     generated = api.GeneApi(api.ApiClient(api.Configuration(host="http://h")))
@@ -261,7 +261,7 @@ def test_tsv_batches_split_to_isolate_ids_the_server_refuses(make_emulator: Emul
     source = write_ids(tmp_path / "ids.txt", range(1, 101))
     out = tmp_path / "out"
     result = invoke_cli("fetch", str(source), "--out", str(out), "--format", "tsv",
-                     "--table-field", "gene-id", "--rate", "100", env=cli_env(emulator.base_url))
+                        "--table-field", "gene-id", "--rate", "100", env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     _, rows = _tsv_rows(out)
     assert 37 not in {int(row[0]) for row in rows} and 36 in {int(row[0]) for row in rows}

@@ -148,7 +148,7 @@ def test_every_line_bulkgene_writes_is_a_report_match(emulator: EmulatorThread,
                                                       tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = invoke_cli("fetch", str(SAMPLES / "human_genes.txt"), str(SAMPLES / "messy_ids.txt"),
-                     "--out", str(out), "--rate", "50", env=cli_env(emulator.base_url))
+                        "--out", str(out), "--rate", "50", env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     records = read_records(out)
     assert len(records) > 300

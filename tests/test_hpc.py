@@ -170,7 +170,7 @@ def test_a_second_run_on_the_same_directory_refuses(make_emulator: EmulatorFacto
         while not (out / "bulkgene.lock").exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         second = invoke_cli("fetch", str(source), "--out", str(out), "--batch-size", "50",
-                         env=cli_env(emulator.base_url))
+                            env=cli_env(emulator.base_url))
         assert second.returncode == 1
         assert f"pid {first.pid} on {socket.gethostname()}".encode() in second.stderr
     finally:

@@ -108,8 +108,8 @@ def test_bad_key_stops_after_one_request_with_exit_1(make_emulator: EmulatorFact
     source = write_ids(tmp_path / "ids.txt", range(1, 2001))
     out = tmp_path / "out"
     result = invoke_cli("fetch", str(source), "--out", str(out), "--batch-size", "100",
-                     "--concurrency", "1", "--rate", "20",
-                     env=cli_env(emulator.base_url, NCBI_API_KEY=SENTINEL_KEY))
+                        "--concurrency", "1", "--rate", "20",
+                        env=cli_env(emulator.base_url, NCBI_API_KEY=SENTINEL_KEY))
     assert result.returncode == 1
     assert len(served(emulator.state.arrivals())) == 1
     message = result.stderr.decode()
@@ -125,7 +125,7 @@ def test_the_resume_command_printed_after_failures_hides_the_key(make_emulator: 
     emulator: EmulatorThread = make_emulator(faults={"http_503": 1.0})
     source = write_ids(tmp_path / "ids.txt", [7157])
     result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), *form,
-                     "--max-attempts", "1", env=cli_env(emulator.base_url))
+                        "--max-attempts", "1", env=cli_env(emulator.base_url))
     assert result.returncode == 3
     assert b"run the same command again" in result.stderr and b"<KEY>" in result.stderr
     _assert_key_nowhere(tmp_path / "out", result.stdout + result.stderr)
@@ -135,7 +135,7 @@ def test_ip_block_html_403_stops_with_advice(make_emulator: EmulatorFactory, tmp
     emulator: EmulatorThread = make_emulator(faults={"blocked": 1.0})
     source = write_ids(tmp_path / "ids.txt", [7157])
     result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"),
-                     env=cli_env(emulator.base_url))
+                        env=cli_env(emulator.base_url))
     assert result.returncode == 1
     assert b"403" in result.stderr and b"lower --rate" in result.stderr
 
@@ -174,6 +174,7 @@ async def test_400_batch_is_split_to_isolate_the_ids_the_server_refuses(
     assert statuses.count(400) >= 2 and statuses[-1] == 200
 
 
+@pytest.mark.slow  # a timing band over ~10 s of throttled requests
 @pytest.mark.parametrize("headers", [True, False], ids=["server-names-limit", "silent-server"])
 async def test_rate_converges_under_a_stricter_server_limit(make_emulator: EmulatorFactory,
                                                             tmp_path: Path, headers: bool) -> None:
@@ -198,7 +199,7 @@ def test_no_burst_in_the_first_second(make_emulator: EmulatorFactory, tmp_path: 
     emulator: EmulatorThread = make_emulator(rate_limit=True)
     source = write_ids(tmp_path / "ids.txt", range(1, 401))
     result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--batch-size", "20",
-                     env=cli_env(emulator.base_url, NCBI_API_KEY="k"))
+                        env=cli_env(emulator.base_url, NCBI_API_KEY="k"))
     assert result.returncode == 0, result.stderr.decode()
     arrivals = served(emulator.state.arrivals())
     assert all(a.status == 200 for a in arrivals), "nothing may be throttled at the ceiling"
@@ -350,7 +351,7 @@ def test_tls_is_verified_and_ssl_cert_file_is_honoured(tls_emulator: tuple[Emula
 def test_redirects_are_not_followed(emulator: EmulatorThread, tmp_path: Path) -> None:
     source = write_ids(tmp_path / "ids.txt", [7157])
     result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"),
-                     env=cli_env(emulator.root_url + "/redirect/datasets/v2",
+                        env=cli_env(emulator.root_url + "/redirect/datasets/v2",
                                  NCBI_API_KEY=SENTINEL_KEY))
     assert result.returncode == 1
     assert b"redirect" in result.stderr and b"--base-url" in result.stderr

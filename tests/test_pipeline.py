@@ -30,7 +30,7 @@ FAST_RETRY = RetryPolicy(max_attempts=6, backoff_base_s=0.01, backoff_cap_s=0.05
 
 def config_for(emulator: EmulatorThread, inputs: list[Path], out_dir: Path, **overrides: object
                ) -> DownloadConfig:
-    settings: dict[str, object] = {"requests_per_second": 200.0, "retry": FAST_RETRY,
+    settings: dict[str, object] = {"requests_per_second": 1000.0, "retry": FAST_RETRY,
                                    "progress_interval_s": 0}
     settings.update(overrides)
     return make_config(list(map(str, inputs)), out_dir, base_url=emulator.base_url, **settings)

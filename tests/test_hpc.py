@@ -160,13 +160,14 @@ def test_verify_catches_damage(emulator: EmulatorThread, tmp_path: Path, damage:
 
 def test_a_second_run_on_the_same_directory_refuses(make_emulator: EmulatorFactory,
                                                     tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(latency_s=0.5)
+    # a slow server: the first run holds its lock for seconds after taking it (until killed)
+    emulator = make_emulator(latency_s=3.0)
     source = write_ids(tmp_path / "ids.txt", range(1, 401))
     out = tmp_path / "out"
     args = cli_command("fetch", str(source), "--out", str(out), "--batch-size", "50")
     first = subprocess.Popen(args, env=cli_env(emulator.base_url), stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # a hang guard: the lock file is what is waited for
         while not (out / "bulkgene.lock").exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         second = invoke_cli("fetch", str(source), "--out", str(out), "--batch-size", "50",

@@ -41,11 +41,12 @@ SLURM_OPT_IN = "BULKGENE_SLURM_TESTS"
 
 
 def _cluster_is_up() -> bool:
+    """A controller answers with at least one node, busy or not: a cluster this run didn't start."""
     if shutil.which("sinfo") is None:
         return False
     states = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True,
                             timeout=30, check=False)
-    return states.returncode == 0 and "idle" in states.stdout.split()
+    return states.returncode == 0 and bool(states.stdout.split())
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,7 @@ def test_final_line_on_stderr_reconciles(emulator: EmulatorThread, tmp_path: Pat
 def test_wrong_base_url_is_a_clear_fatal_error(emulator: EmulatorThread, tmp_path: Path) -> None:
     source = write_ids(tmp_path / "ids.txt", [7157])
     result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"),
-                        "--retry-wait", "0",  # the 404s are retried a few times first
+                        "--retry-wait", "0", "--rate", "1000",  # the 404s are retried first
                         env=cli_env(emulator.root_url + "/wrong/v9"))
     assert result.returncode == 1
     assert b"--base-url" in result.stderr and b"Traceback" not in result.stderr

@@ -43,7 +43,7 @@ def fast_config(emulator: EmulatorThread, source: Path, out: Path, **overrides: 
         "requests_per_second": 100.0, "batch_size": 50, "page_size": 20,
         "retry": RetryPolicy(max_attempts=12, backoff_base_s=0.01, backoff_cap_s=0.05,
                              retry_after_cap_s=0.3),
-        "timeouts": Timeouts(read_stall_s=0.5, attempt_s=5), "progress_interval_s": 0,
+        "timeouts": Timeouts(read_stall_s=0.25, attempt_s=5), "progress_interval_s": 0,
     }
     settings.update(overrides)
     return make_config([str(source)], out, base_url=emulator.base_url, **settings)
@@ -52,7 +52,7 @@ def fast_config(emulator: EmulatorThread, source: Path, out: Path, **overrides: 
 @pytest.mark.parametrize("fault", RETRIED_FAULTS)
 async def test_each_fault_alone_is_retried_and_nothing_partial_is_written(
         make_emulator: EmulatorFactory, tmp_path: Path, fault: str) -> None:
-    emulator: EmulatorThread = make_emulator(faults={fault: 0.35}, seed=7, stall_s=2.0,
+    emulator: EmulatorThread = make_emulator(faults={fault: 0.35}, seed=7, stall_s=1.0,
                                              retry_after_s=0)
     ids = range(1, 301)
     source = write_ids(tmp_path / "ids.txt", ids)

@@ -192,7 +192,8 @@ async def test_rate_converges_under_a_stricter_server_limit(make_emulator: Emula
     assert throttled_late <= 0.05 * len(late)
     ok_times = [a.t for a in late if a.status == 200]
     achieved = len(ok_times) / (ok_times[-1] - (start + 3.0))
-    assert (3.6 if headers else 2.8) <= achieved <= 4.2, achieved  # the server admits 4 per 1 s
+    # the server admits 4 per 1 s; the lower bounds are loose: a busy machine only sends less
+    assert (3.2 if headers else 2.4) <= achieved <= 4.2, achieved
 
 
 def test_no_burst_in_the_first_second(make_emulator: EmulatorFactory, tmp_path: Path) -> None:

@@ -18,10 +18,21 @@ import argparse
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TypedDict
 
 from bench.common import PYTHON, Emulator, bulkgene_env, median_spread, run_measured, save, write_ids
 
 MAX_GENE_ID = 2**31 - 1
+
+
+class CaseResult(TypedDict):
+    kind: str
+    ids: int
+    peak_rss_mib: dict[str, float]
+    resume_all_committed_s: dict[str, float]
+    plan_bitmap_bytes: int
+    batches: int
+
 STRAY_EVERY = 200  # 0.5 %
 
 
@@ -52,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     cases = [("spread", size) for size in args.sizes] + [("strays", size) for size in args.strays]
-    result: dict[str, dict[str, object]] = {}
+    result: dict[str, CaseResult] = {}
     with Emulator("--no-rate-limit", "--seed", "3") as emulator:
         for kind, size in cases:
             ids_path = work / f"ids-{kind}-{size}.txt"
@@ -84,7 +95,7 @@ def main() -> None:
                   f"over {-(-size // 1000)} committed batches {resume_s} s", flush=True)
             ids_file.unlink()
     shutil.rmtree(work, ignore_errors=True)
-    spread = [result[f"spread-{s}"]["peak_rss_mib"]["median"] for s in args.sizes]  # type: ignore[index]
+    spread = [result[f"spread-{s}"]["peak_rss_mib"]["median"] for s in args.sizes]
     growth = max(spread) / min(spread) - 1 if spread else 0.0
     print()
     print("| input | IDs | peak RSS MiB, median (min-max) | plan.bitmap bytes "
@@ -93,8 +104,8 @@ def main() -> None:
     for entry in result.values():
         peak, resume = entry["peak_rss_mib"], entry["resume_all_committed_s"]
         print(f"| {entry['kind']} | {entry['ids']:,} | "
-              f"{peak['median']:.1f} ({peak['min']:.1f}-{peak['max']:.1f}) | "  # type: ignore[index]
-              f"{entry['plan_bitmap_bytes']:,} | {resume['median']:.1f} |")  # type: ignore[index]
+              f"{peak['median']:.1f} ({peak['min']:.1f}-{peak['max']:.1f}) | "
+              f"{entry['plan_bitmap_bytes']:,} | {resume['median']:.1f} |")
     if len(spread) > 1:
         print(f"\npeak RSS growth from smallest to largest spread input: {growth * 100:.1f} %")
     print(f"result: {save('memory', {'args': vars(args), 'cases': result, 'growth': growth})}")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from helpers import EmulatorFactory
 
 from bulkgene.testing import EmulatorConfig, EmulatorThread, GeneUniverse
-
-EmulatorFactory = Callable[..., EmulatorThread]
 
 
 @pytest.fixture

@@ -9,16 +9,22 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from bulkgene.config import ApiQuery, DownloadConfig, NetworkSpec, OutputSpec
-from bulkgene.testing import Fate, GeneUniverse
+from bulkgene.testing import EmulatorThread, Fate, GeneUniverse
 from bulkgene.testing.emulator import Arrival
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_inputs"
+
+
+class EmulatorFactory(Protocol):
+    """The ``make_emulator`` fixture: an emulator with these config fields, stopped at teardown."""
+
+    def __call__(self, universe: GeneUniverse | None = None, **config: Any) -> EmulatorThread: ...
 
 
 def make_config(inputs: tuple[str, ...] | list[str], out_dir: Path, **settings: Any
@@ -55,6 +61,35 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
             stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(cli_command(*args), env=env, input=stdin, capture_output=True,
                           timeout=timeout, check=False)
+
+
+def invoke_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+               stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """``run_cli`` in this process (click's CliRunner): same result, no interpreter start-up.
+
+    For exit codes and output only; signals, kills, terminals and a second concurrent run
+    need a real process (``run_cli``). ``env`` replaces the environment, as for a child.
+    """
+    del timeout  # kept so the call reads like run_cli; an in-process run is bounded by pytest
+    from click.testing import CliRunner
+
+    from bulkgene.cli.main import main
+
+    overrides: dict[str, str | None] = {}
+    if env is not None:
+        overrides = {name: None for name in os.environ if name not in env}
+        overrides.update(env)
+    argv = sys.argv  # the printed resume command repeats the command line
+    sys.argv = ["bulkgene", *args]
+    try:
+        result = CliRunner().invoke(main, list(args), input=stdin, env=overrides,
+                                    prog_name="bulkgene")
+    finally:
+        sys.argv = argv
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(["bulkgene", *args], result.exit_code,
+                                       result.stdout_bytes, result.stderr_bytes)
 
 
 def shard_files(out_dir: Path) -> list[Path]:

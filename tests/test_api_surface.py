@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 from helpers import (
+    EmulatorFactory,
     assert_complete_output,
     cli_env,
     expected_for,
+    invoke_cli,
     make_config,
     read_tsv,
-    run_cli,
     served,
     write_ids,
 )
@@ -30,8 +31,8 @@ EVERY_PARAMETER = ["--returned-content", "COUNTS_ONLY", "--locus-tag", "b0001",
 def test_every_parameter_is_encoded_exactly_as_the_api_expects(emulator: EmulatorThread,
                                                                tmp_path: Path) -> None:
     source = write_ids(tmp_path / "ids.txt", [7157, 672])
-    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), *EVERY_PARAMETER,
-                     env=cli_env(emulator.base_url))
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), *EVERY_PARAMETER,
+                        env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     (arrival,) = served(emulator.state.arrivals())
     assert arrival.method == "GET" and arrival.path == "/datasets/v2/gene/id/7157,672"
@@ -43,8 +44,8 @@ def test_every_parameter_is_encoded_exactly_as_the_api_expects(emulator: Emulato
 def test_dataset_report_posts_the_same_request_as_a_json_body(emulator: EmulatorThread,
                                                               tmp_path: Path) -> None:
     source = write_ids(tmp_path / "ids.txt", [7157, 672])
-    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), *EVERY_PARAMETER,
-                     "--endpoint", "dataset-report", env=cli_env(emulator.base_url))
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), *EVERY_PARAMETER,
+                        "--endpoint", "dataset-report", env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     (arrival,) = served(emulator.state.arrivals())
     assert arrival.method == "POST" and arrival.path == "/datasets/v2/gene/dataset_report"
@@ -60,9 +61,9 @@ def test_dataset_report_pages_and_accounts_like_the_get(emulator: EmulatorThread
     ids = range(1, 601)
     source = write_ids(tmp_path / "ids.txt", ids)
     out = tmp_path / "out"
-    result = run_cli("fetch", str(source), "--out", str(out), "--endpoint", "dataset-report",
-                     "--page-size", "37", "--batch-size", "200", "--rate", "200",
-                     env=cli_env(emulator.base_url))
+    result = invoke_cli("fetch", str(source), "--out", str(out), "--endpoint", "dataset-report",
+                        "--page-size", "37", "--batch-size", "200", "--rate", "200",
+                        env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     assert_complete_output(out, expected_for(emulator.state.universe, ids))
     assert all(a.method == "POST" for a in served(emulator.state.arrivals()))
@@ -73,8 +74,8 @@ def test_record_gene_writes_ncbi_gene_descriptors(emulator: EmulatorThread,
     models = pytest.importorskip("ncbi.datasets.openapi.models")
     source = write_ids(tmp_path / "ids.txt", [7157, 672, 3105, 5, 6, 7])
     out = tmp_path / "out"
-    result = run_cli("fetch", str(source), "--out", str(out), "--record", "gene",
-                     env=cli_env(emulator.base_url))
+    result = invoke_cli("fetch", str(source), "--out", str(out), "--record", "gene",
+                        env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     lines = [json.loads(line) for shard in sorted(out.glob("shard-*.ndjson"))
              for line in shard.read_text().splitlines()]
@@ -83,7 +84,7 @@ def test_record_gene_writes_ncbi_gene_descriptors(emulator: EmulatorThread,
         assert "query" not in line
         parsed = models.V2reportsGeneDescriptor.from_dict(line).to_dict()
         assert all(parsed[key] == value for key, value in line.items())
-    assert run_cli("verify", str(out)).returncode == 0
+    assert invoke_cli("verify", str(out)).returncode == 0
 
 
 def test_gzip_shards_are_one_member_per_batch_and_zcat_clean(emulator: EmulatorThread,
@@ -93,7 +94,7 @@ def test_gzip_shards_are_one_member_per_batch_and_zcat_clean(emulator: EmulatorT
     out = tmp_path / "out"
     args = ["fetch", str(source), "--out", str(out), "--compress", "gzip", "--batch-size", "50",
             "--shards", "2", "--rate", "100"]
-    assert run_cli(*args, env=cli_env(emulator.base_url)).returncode == 0
+    assert invoke_cli(*args, env=cli_env(emulator.base_url)).returncode == 0
     shards = sorted(out.glob("shard-*.ndjson.gz"))
     assert len(shards) == 2 and not list(out.glob("shard-*.ndjson"))
     for shard in shards:
@@ -102,25 +103,25 @@ def test_gzip_shards_are_one_member_per_batch_and_zcat_clean(emulator: EmulatorT
         assert text.endswith(b"\n") and all(json.loads(line) for line in text.splitlines())
     with open(shards[0], "ab") as handle:  # a torn member after the committed end
         handle.write(gzip.compress(b'{"gene": {"gene_id": "1"}}\n')[:20])
-    assert run_cli(*args, env=cli_env(emulator.base_url)).returncode == 0
-    assert run_cli("verify", str(out)).returncode == 0
+    assert invoke_cli(*args, env=cli_env(emulator.base_url)).returncode == 0
+    assert invoke_cli("verify", str(out)).returncode == 0
     assert_complete_output(out, expected_for(emulator.state.universe, ids))
     assert read_tsv(out / "missing.tsv")
 
 
 def test_sort_direction_without_a_field_is_a_usage_error(tmp_path: Path) -> None:
-    result = run_cli("fetch", "x.txt", "--out", str(tmp_path / "o"),
-                     "--sort-direction", "SORT_DIRECTION_DESCENDING")
+    result = invoke_cli("fetch", "x.txt", "--out", str(tmp_path / "o"),
+                        "--sort-direction", "SORT_DIRECTION_DESCENDING")
     assert result.returncode == 2 and b"--sort-field" in result.stderr
 
 
 @pytest.mark.parametrize("fault", [None, "truncate", "html", "http_503", "reset"])
 async def test_ndjson_format_fetches_whole_batches_and_accounts_exactly(
-        make_emulator: object, tmp_path: Path, fault: str | None) -> None:
+        make_emulator: EmulatorFactory, tmp_path: Path, fault: str | None) -> None:
     import bulkgene
     from bulkgene import RetryPolicy
 
-    emulator: EmulatorThread = make_emulator(  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(
         faults={fault: 0.3} if fault else {}, seed=9)
     ids = range(1, 501)
     source = write_ids(tmp_path / "ids.txt", ids)
@@ -159,11 +160,11 @@ def test_tsv_has_its_header_once_at_the_top_of_every_shard(emulator: EmulatorThr
     ids = range(1, 301)
     source = write_ids(tmp_path / "ids.txt", ids)
     out = tmp_path / "out"
-    result = run_cli("fetch", str(source), "--out", str(out), "--format", "tsv",
-                     "--table-field", "gene-id", "--table-field", "symbol",
-                     "--table-field", "tax-name", "--include-tabular-header", mode,
-                     "--page-size", "7", "--batch-size", "50", "--shards", "2", "--rate", "100",
-                     env=cli_env(emulator.base_url))
+    result = invoke_cli("fetch", str(source), "--out", str(out), "--format", "tsv",
+                        "--table-field", "gene-id", "--table-field", "symbol",
+                        "--table-field", "tax-name", "--include-tabular-header", mode,
+                        "--page-size", "7", "--batch-size", "50", "--shards", "2", "--rate", "100",
+                        env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     headers, rows = _tsv_rows(out)
     assert headers == [b"NCBI GeneID\tSymbol\tTaxonomic Name"] * 2
@@ -180,16 +181,16 @@ def test_tsv_has_its_header_once_at_the_top_of_every_shard(emulator: EmulatorThr
     assert arrival.accept == "text/tab-separated-values"
     assert arrival.query == (f"table_fields=gene-id&table_fields=symbol&table_fields=tax-name"
                              f"&include_tabular_header={mode}&page_size=7")
-    assert run_cli("verify", str(out)).returncode == 0
+    assert invoke_cli("verify", str(out)).returncode == 0
 
 
 def test_tsv_without_a_gene_id_column_says_accounting_is_unverified(emulator: EmulatorThread,
                                                                     tmp_path: Path) -> None:
     source = write_ids(tmp_path / "ids.txt", range(1, 101))
     out = tmp_path / "out"
-    result = run_cli("fetch", str(source), "--out", str(out), "--format", "tsv",
-                     "--table-field", "symbol", "--compress", "gzip",
-                     env=cli_env(emulator.base_url))
+    result = invoke_cli("fetch", str(source), "--out", str(out), "--format", "tsv",
+                        "--table-field", "symbol", "--compress", "gzip",
+                        env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["unverified"] == 100 and summary["found"] == 0 and summary["missing"] == 0
@@ -199,12 +200,12 @@ def test_tsv_without_a_gene_id_column_says_accounting_is_unverified(emulator: Em
     text = subprocess.run(["zcat", str(next(out.glob("*.tsv.gz")))], capture_output=True,
                           check=True).stdout
     assert text.count(b"Symbol\n") == 1
-    verified = run_cli("verify", str(out))
+    verified = invoke_cli("verify", str(out))
     assert verified.returncode == 0, verified.stderr.decode()
 
 
 def test_tsv_only_options_need_the_tsv_format(tmp_path: Path) -> None:
-    result = run_cli("fetch", "x.txt", "--out", str(tmp_path / "o"), "--table-field", "symbol")
+    result = invoke_cli("fetch", "x.txt", "--out", str(tmp_path / "o"), "--table-field", "symbol")
     assert result.returncode == 2
     assert b"--table-field only apply to TSV" in result.stderr and b"--format tsv" in result.stderr
 
@@ -213,14 +214,14 @@ def test_the_query_string_matches_ncbis_generated_client(emulator: EmulatorThrea
                                                          tmp_path: Path) -> None:
     api = pytest.importorskip("ncbi.datasets.openapi")
     source = write_ids(tmp_path / "ids.txt", [7157, 672])
-    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--format", "tsv",
-                     "--returned-content", "COUNTS_ONLY", "--locus-tag", "b0001",
-                     "--locus-tag", "b0002", "--table-field", "gene-id", "--table-field", "symbol",
-                     "--include-tabular-header", "INCLUDE_TABULAR_HEADER_ALWAYS",
-                     "--page-size", "1000", "--accession-filter", "NM_001407959.1",
-                     "--tax-search-subtree", "--sort-field", "gene_id",
-                     "--sort-direction", "SORT_DIRECTION_ASCENDING",
-                     env=cli_env(emulator.base_url))
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--format", "tsv",
+                        "--returned-content", "COUNTS_ONLY", "--locus-tag", "b0001",
+                        "--locus-tag", "b0002", "--table-field", "gene-id", "--table-field", "symbol",
+                        "--include-tabular-header", "INCLUDE_TABULAR_HEADER_ALWAYS",
+                        "--page-size", "1000", "--accession-filter", "NM_001407959.1",
+                        "--tax-search-subtree", "--sort-field", "gene_id",
+                        "--sort-direction", "SORT_DIRECTION_ASCENDING",
+                        env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     (arrival,) = served(emulator.state.arrivals())
     generated = api.GeneApi(api.ApiClient(api.Configuration(host="http://h")))
@@ -254,13 +255,13 @@ async def test_a_long_get_url_is_split_before_it_is_sent(emulator: EmulatorThrea
     assert_complete_output(tmp_path / "out", expected_for(emulator.state.universe, ids))
 
 
-def test_tsv_batches_split_to_isolate_ids_the_server_refuses(make_emulator: object,
+def test_tsv_batches_split_to_isolate_ids_the_server_refuses(make_emulator: EmulatorFactory,
                                                              tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(poison_ids=frozenset({37}))  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(poison_ids=frozenset({37}))
     source = write_ids(tmp_path / "ids.txt", range(1, 101))
     out = tmp_path / "out"
-    result = run_cli("fetch", str(source), "--out", str(out), "--format", "tsv",
-                     "--table-field", "gene-id", "--rate", "100", env=cli_env(emulator.base_url))
+    result = invoke_cli("fetch", str(source), "--out", str(out), "--format", "tsv",
+                        "--table-field", "gene-id", "--rate", "100", env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     _, rows = _tsv_rows(out)
     assert 37 not in {int(row[0]) for row in rows} and 36 in {int(row[0]) for row in rows}

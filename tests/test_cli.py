@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import cli_env, gene_ids_written, read_summary, run_cli, write_ids
+from helpers import cli_env, gene_ids_written, invoke_cli, read_summary, write_ids
 
 from bulkgene.cli.main import main
 from bulkgene.testing import EmulatorThread
 
-COMMANDS = sorted(main.commands)  # type: ignore[attr-defined]
+COMMANDS = sorted(main.commands)
 
 
 def test_every_command_is_listed() -> None:
@@ -27,15 +27,15 @@ def test_help_shows_an_example(command: list[str]) -> None:
 
 
 def test_out_of_range_option_is_a_usage_error(tmp_path: Path) -> None:
-    result = run_cli("fetch", "ids.txt", "--out", str(tmp_path / "o"), "--batch-size", "5000")
+    result = invoke_cli("fetch", "ids.txt", "--out", str(tmp_path / "o"), "--batch-size", "5000")
     assert result.returncode == 2
     assert b"batch-size" in result.stderr
 
 
 def test_missing_input_file_says_so_without_a_traceback(emulator: EmulatorThread,
                                                         tmp_path: Path) -> None:
-    result = run_cli("fetch", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o"),
-                     env=cli_env(emulator.base_url))
+    result = invoke_cli("fetch", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o"),
+                        env=cli_env(emulator.base_url))
     assert result.returncode == 1
     assert b"nope.txt" in result.stderr and b"Traceback" not in result.stderr
 
@@ -44,31 +44,32 @@ def test_ids_from_stdin_and_gzip_files_together(emulator: EmulatorThread, tmp_pa
     gz = tmp_path / "more.txt.gz"
     gz.write_bytes(gzip.compress(b"672\n3105\n"))
     out = tmp_path / "out"
-    result = run_cli("fetch", "-", str(gz), "--out", str(out), "--rate", "50",
-                     env=cli_env(emulator.base_url), stdin=b"7157\n672\n")
+    result = invoke_cli("fetch", "-", str(gz), "--out", str(out), "--rate", "50",
+                        env=cli_env(emulator.base_url), stdin=b"7157\n672\n")
     assert result.returncode == 0, result.stderr.decode()
     assert set(gene_ids_written(out)) == {7157, 672, 3105}
     assert read_summary(out)["duplicates"] == 1
-    again = run_cli("fetch", "-", str(gz), "--out", str(out), "--rate", "50",
-                    env=cli_env(emulator.base_url), stdin=b"7157\n672\n")
+    again = invoke_cli("fetch", "-", str(gz), "--out", str(out), "--rate", "50",
+                       env=cli_env(emulator.base_url), stdin=b"7157\n672\n")
     assert again.returncode == 0, "the same stdin resumes"
-    other = run_cli("fetch", "-", str(gz), "--out", str(out), "--rate", "50",
-                    env=cli_env(emulator.base_url), stdin=b"59067\n")
+    other = invoke_cli("fetch", "-", str(gz), "--out", str(out), "--rate", "50",
+                       env=cli_env(emulator.base_url), stdin=b"59067\n")
     assert other.returncode == 1 and b"--restart" in other.stderr
 
 
 def test_final_line_on_stderr_reconciles(emulator: EmulatorThread, tmp_path: Path) -> None:
     source = write_ids(tmp_path / "ids.txt", [7157, 672, 7157])
-    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--rate", "50",
-                     env=cli_env(emulator.base_url))
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--rate", "50",
+                        env=cli_env(emulator.base_url))
     assert result.returncode == 0
     assert b"requested 2 = found 2 + missing 0 + failed 0" in result.stderr
 
 
 def test_wrong_base_url_is_a_clear_fatal_error(emulator: EmulatorThread, tmp_path: Path) -> None:
     source = write_ids(tmp_path / "ids.txt", [7157])
-    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"),
-                     env=cli_env(emulator.root_url + "/wrong/v9"))
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"),
+                        "--retry-wait", "0", "--rate", "1000",  # the 404s are retried first
+                        env=cli_env(emulator.root_url + "/wrong/v9"))
     assert result.returncode == 1
     assert b"--base-url" in result.stderr and b"Traceback" not in result.stderr
 
@@ -76,11 +77,11 @@ def test_wrong_base_url_is_a_clear_fatal_error(emulator: EmulatorThread, tmp_pat
 def test_a_different_stdin_is_refused_and_the_old_copy_kept(emulator: EmulatorThread,
                                                             tmp_path: Path) -> None:
     out = tmp_path / "out"
-    first = run_cli("fetch", "-", "--out", str(out), env=cli_env(emulator.base_url),
-                    stdin=b"7157\n672\n")
+    first = invoke_cli("fetch", "-", "--out", str(out), env=cli_env(emulator.base_url),
+                       stdin=b"7157\n672\n")
     assert first.returncode == 0
-    refused = run_cli("fetch", "-", "--out", str(out), env=cli_env(emulator.base_url),
-                      stdin=b"3105\n")
+    refused = invoke_cli("fetch", "-", "--out", str(out), env=cli_env(emulator.base_url),
+                         stdin=b"3105\n")
     assert refused.returncode == 1
     assert (out / "stdin.spool").read_bytes() == b"7157\n672\n"
     assert not (out / "stdin.spool.new").exists()

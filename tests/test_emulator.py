@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import SAMPLES, cli_env, read_records, run_cli
+from helpers import SAMPLES, EmulatorFactory, cli_env, invoke_cli, read_records
 
 from bulkgene.testing import EmulatorThread, GeneUniverse
 from bulkgene.testing.universe import real_reports
@@ -56,8 +56,8 @@ def universe() -> GeneUniverse:
 
 
 @pytest.fixture
-def contract_emulator(make_emulator: object, universe: GeneUniverse) -> EmulatorThread:
-    return make_emulator(universe)  # type: ignore[operator, no-any-return]
+def contract_emulator(make_emulator: EmulatorFactory, universe: GeneUniverse) -> EmulatorThread:
+    return make_emulator(universe)
 
 
 @pytest.mark.parametrize("query", [
@@ -140,8 +140,8 @@ def test_page_tokens_are_opaque_and_bound_to_the_query(contract_emulator: Emulat
     assert get(f"{base}/gene/id/abc")[0] == 400
 
 
-def test_rate_limit_is_per_key_with_retry_after(make_emulator: object) -> None:
-    emulator: EmulatorThread = make_emulator(rate_limit=True)  # type: ignore[operator]
+def test_rate_limit_is_per_key_with_retry_after(make_emulator: EmulatorFactory) -> None:
+    emulator: EmulatorThread = make_emulator(rate_limit=True)
     url = f"{emulator.base_url}/gene/id/7157"
     anonymous = [get(url)[0] for _ in range(7)]
     assert anonymous.count(200) == 5 and anonymous.count(429) == 2
@@ -163,15 +163,16 @@ def test_the_generated_ncbi_client_runs_end_to_end(contract_emulator: EmulatorTh
         first = api.gene_reports_by_id(gene_ids=[1, 2, 3, 4, 5, 672], page_size=4)
         second = api.gene_reports_by_id(gene_ids=[1, 2, 3, 4, 5, 672], page_size=4,
                                         page_token=first.next_page_token)
-    genes = {r.gene.gene_id for r in [*first.reports, *second.reports]}
+    genes = {r.gene.gene_id if r.gene else None
+             for r in [*(first.reports or []), *(second.reports or [])]}
     assert genes == {"1", "2", "3", "4", "5", "672"} and second.next_page_token is None
 
 
 def test_every_line_bulkgene_writes_is_a_report_match(emulator: EmulatorThread,
                                                       tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = run_cli("fetch", str(SAMPLES / "human_genes.txt"), str(SAMPLES / "messy_ids.txt"),
-                     "--out", str(out), "--rate", "50", env=cli_env(emulator.base_url))
+    result = invoke_cli("fetch", str(SAMPLES / "human_genes.txt"), str(SAMPLES / "messy_ids.txt"),
+                        "--out", str(out), "--rate", "50", env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     records = read_records(out)
     assert len(records) > 300

@@ -9,7 +9,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import SAMPLES, cli_command, cli_env, read_summary, run_cli, served, write_ids
+from helpers import (
+    SAMPLES,
+    EmulatorFactory,
+    cli_command,
+    cli_env,
+    invoke_cli,
+    read_summary,
+    served,
+    write_ids,
+)
 
 from bulkgene.testing import EmulatorThread
 
@@ -36,9 +45,9 @@ def _run_under_pty(args: list[str], env: dict[str, str]) -> tuple[int, bytes]:
     return process.wait(timeout=60), output
 
 
-def test_a_terminal_gets_a_live_bar_that_log_lines_do_not_garble(make_emulator: object,
+def test_a_terminal_gets_a_live_bar_that_log_lines_do_not_garble(make_emulator: EmulatorFactory,
                                                                  tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(latency_s=0.3)  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(latency_s=0.3)
     source = write_ids(tmp_path / "ids.txt", range(1, 201))
     code, drawn = _run_under_pty(["fetch", str(source), "--out", str(tmp_path / "out"),
                                   "--batch-size", "20", "--rate", "10"],
@@ -53,27 +62,27 @@ def test_a_terminal_gets_a_live_bar_that_log_lines_do_not_garble(make_emulator: 
 
 
 def test_without_a_terminal_progress_is_plain_lines_without_carriage_returns(
-        make_emulator: object, tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(latency_s=0.2)  # type: ignore[operator]
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator(latency_s=0.2)
     source = write_ids(tmp_path / "ids.txt", range(1, 201))
-    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--batch-size", "20",
-                     "--rate", "10", "--progress", "--progress-interval", "1",
-                     env=cli_env(emulator.base_url))
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--batch-size", "20",
+                        "--rate", "10", "--progress", "--progress-interval", "1",
+                        env=cli_env(emulator.base_url))
     assert result.returncode == 0
     assert b"\r" not in result.stderr and b"\x1b" not in result.stderr
     assert b"IDs/s" in result.stderr, "a periodic progress line was printed"
-    quiet = run_cli("fetch", str(source), "--out", str(tmp_path / "out2"), "-q",
-                    env=cli_env(emulator.base_url))
+    quiet = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out2"), "-q",
+                       env=cli_env(emulator.base_url))
     assert quiet.stderr.count(b"\n") == 1, "-q: only the final account line"
 
 
 def test_dry_run_counts_and_plans_but_sends_and_writes_nothing(emulator: EmulatorThread,
                                                                tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = run_cli("fetch", str(SAMPLES / "human_genes.txt"), str(SAMPLES / "messy_ids.txt"),
-                     "--out", str(out), "--dry-run", "--batch-size", "100",
-                     "--task-count", "2", "--task-index", "1",
-                     env=cli_env(emulator.base_url))
+    result = invoke_cli("fetch", str(SAMPLES / "human_genes.txt"), str(SAMPLES / "messy_ids.txt"),
+                        "--out", str(out), "--dry-run", "--batch-size", "100",
+                        "--task-count", "2", "--task-index", "1",
+                        env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     text = result.stdout.decode()
     assert "input: 396 unique GeneIDs, 8 duplicates, 9 rejected lines" in text
@@ -86,8 +95,7 @@ def test_dry_run_counts_and_plans_but_sends_and_writes_nothing(emulator: Emulato
 def test_demo_runs_offline_and_says_how_to_look(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("NCBI_API_KEY", "BULKGENE_BASE_URL")}
     env["BULKGENE_BASE_URL"] = "http://192.0.2.1:9/unreachable"  # the demo must not use it
-    result = subprocess.run(cli_command("demo", "--out", str(tmp_path / "genes")), env=env,
-                            capture_output=True, timeout=120, check=False)
+    result = invoke_cli("demo", "--out", str(tmp_path / "genes"), env=env)
     assert result.returncode == 0, result.stderr.decode()
     summary = read_summary(tmp_path / "genes")
     assert summary["complete"] and summary["found"] > 350 and summary["rejected"] == 9
@@ -98,8 +106,8 @@ def test_demo_runs_offline_and_says_how_to_look(tmp_path: Path) -> None:
 @pytest.fixture
 def fetched(emulator: EmulatorThread, tmp_path: Path) -> tuple[Path, dict[str, int]]:
     out = tmp_path / "out"
-    result = run_cli("fetch", str(SAMPLES / "human_genes.txt"), "--out", str(out),
-                     "--rate", "50", env=cli_env(emulator.base_url))
+    result = invoke_cli("fetch", str(SAMPLES / "human_genes.txt"), "--out", str(out),
+                        "--rate", "50", env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     return out, read_summary(out)
 

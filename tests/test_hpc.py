@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 from helpers import (
+    EmulatorFactory,
     assert_complete_output,
     cli_command,
     cli_env,
     expected_for,
     gene_ids_written,
+    invoke_cli,
     make_config,
     max_in_window,
-    run_cli,
     served,
     shard_files,
     write_ids,
@@ -76,9 +77,9 @@ def test_the_default_ceiling_is_the_keys_whole_budget_for_leases_to_share(tmp_pa
 
 
 @pytest.mark.slow
-def test_three_tasks_together_stay_within_one_keys_budget(make_emulator: object,
+def test_three_tasks_together_stay_within_one_keys_budget(make_emulator: EmulatorFactory,
                                                           tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(rate_limit=True)  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(rate_limit=True)
     ids = range(1, 3001)
     source = write_ids(tmp_path / "ids.txt", ids)
     out = tmp_path / "out"
@@ -112,7 +113,7 @@ def _fetch(emulator: EmulatorThread, tmp_path: Path, *extra: str) -> tuple[Path,
     out = tmp_path / "out"
     args = ["fetch", str(source), "--out", str(out), "--batch-size", "50", "--rate", "100",
             *extra]
-    result = run_cli(*args, env=cli_env(emulator.base_url))
+    result = invoke_cli(*args, env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     return out, args
 
@@ -120,7 +121,7 @@ def _fetch(emulator: EmulatorThread, tmp_path: Path, *extra: str) -> tuple[Path,
 def test_status_json_matches_the_checkpoints(emulator: EmulatorThread, tmp_path: Path) -> None:
     out, _ = _fetch(emulator, tmp_path, "--task-index", "1", "--task-count", "2")
     _fetch(emulator, tmp_path, "--task-index", "0", "--task-count", "2")
-    result = run_cli("status", str(out), "--json")
+    result = invoke_cli("status", str(out), "--json")
     assert result.returncode == 0, result.stderr.decode()
     data = json.loads(result.stdout)
     for task in data["tasks"]:
@@ -133,14 +134,14 @@ def test_status_json_matches_the_checkpoints(emulator: EmulatorThread, tmp_path:
         assert task["elapsed_s"] == round(state.updated_at - state.run_started_at, 3)
     assert data["total"]["found"] == sum(t["found"] for t in data["tasks"])
     assert data["total"]["batches_total"] == 8 and data["total"]["complete"]
-    table = run_cli("status", str(out))
+    table = invoke_cli("status", str(out))
     assert b"task-0001" in table.stdout and b"complete" in table.stdout and b"total" in table.stdout
     assert b"IDs/s" in table.stdout and b"elapsed" in table.stdout
 
 
 def test_verify_passes_on_a_clean_run(emulator: EmulatorThread, tmp_path: Path) -> None:
     out, _ = _fetch(emulator, tmp_path)
-    result = run_cli("verify", str(out))
+    result = invoke_cli("verify", str(out))
     assert result.returncode == 0, result.stderr.decode()
     assert b"ok:" in result.stdout
 
@@ -166,24 +167,25 @@ def test_verify_catches_damage(emulator: EmulatorThread, tmp_path: Path, damage:
     else:
         shard.write_bytes(data + b'{"gene": {"gene_id": "999999"}}\n')
         expected = b"bytes on disk, the checkpoint committed"
-    result = run_cli("verify", str(out))
+    result = invoke_cli("verify", str(out))
     assert result.returncode == 1
     assert expected in result.stderr, result.stderr.decode()
 
 
-def test_a_second_run_on_the_same_directory_refuses(make_emulator: object,
+def test_a_second_run_on_the_same_directory_refuses(make_emulator: EmulatorFactory,
                                                     tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(latency_s=0.5)  # type: ignore[operator]
+    # a slow server: the first run holds its lock for seconds after taking it (until killed)
+    emulator = make_emulator(latency_s=3.0)
     source = write_ids(tmp_path / "ids.txt", range(1, 401))
     out = tmp_path / "out"
     args = cli_command("fetch", str(source), "--out", str(out), "--batch-size", "50")
     first = subprocess.Popen(args, env=cli_env(emulator.base_url), stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # a hang guard: the lock file is what is waited for
         while not (out / "bulkgene.lock").exists() and time.monotonic() < deadline:
             time.sleep(0.02)
-        second = run_cli("fetch", str(source), "--out", str(out), "--batch-size", "50",
-                         env=cli_env(emulator.base_url))
+        second = invoke_cli("fetch", str(source), "--out", str(out), "--batch-size", "50",
+                            env=cli_env(emulator.base_url))
         assert second.returncode == 1
         assert f"pid {first.pid} on {socket.gethostname()}".encode() in second.stderr
     finally:
@@ -199,7 +201,7 @@ def test_a_stale_lock_is_taken_over_with_a_warning(emulator: EmulatorThread,
     (out / "bulkgene.lock").write_text(json.dumps({"host": socket.gethostname(),
                                                    "pid": no_such_pid}))
     source = write_ids(tmp_path / "ids.txt", [7157, 672])
-    result = run_cli("fetch", str(source), "--out", str(out), env=cli_env(emulator.base_url))
+    result = invoke_cli("fetch", str(source), "--out", str(out), env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     assert b"stale lock" in result.stderr
     assert not (out / "bulkgene.lock").exists()

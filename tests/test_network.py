@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 from helpers import (
+    EmulatorFactory,
     assert_complete_output,
     cli_command,
     cli_env,
     expected_for,
+    invoke_cli,
     make_config,
     max_in_window,
     read_summary,
@@ -26,6 +28,7 @@ from helpers import (
 
 import bulkgene
 from bulkgene import DownloadConfig, RetryPolicy, Timeouts
+from bulkgene.run import checkpoint as ckpt
 from bulkgene.testing import EmulatorThread
 
 RETRIED_FAULTS = ["http_500", "http_502", "http_503", "http_504", "truncate", "reset", "html",
@@ -40,7 +43,7 @@ def fast_config(emulator: EmulatorThread, source: Path, out: Path, **overrides: 
         "requests_per_second": 100.0, "batch_size": 50, "page_size": 20,
         "retry": RetryPolicy(max_attempts=12, backoff_base_s=0.01, backoff_cap_s=0.05,
                              retry_after_cap_s=0.3),
-        "timeouts": Timeouts(read_stall_s=0.5, attempt_s=5), "progress_interval_s": 0,
+        "timeouts": Timeouts(read_stall_s=0.25, attempt_s=5), "progress_interval_s": 0,
     }
     settings.update(overrides)
     return make_config([str(source)], out, base_url=emulator.base_url, **settings)
@@ -48,8 +51,8 @@ def fast_config(emulator: EmulatorThread, source: Path, out: Path, **overrides: 
 
 @pytest.mark.parametrize("fault", RETRIED_FAULTS)
 async def test_each_fault_alone_is_retried_and_nothing_partial_is_written(
-        make_emulator: object, tmp_path: Path, fault: str) -> None:
-    emulator: EmulatorThread = make_emulator(faults={fault: 0.35}, seed=7, stall_s=2.0,  # type: ignore[operator]
+        make_emulator: EmulatorFactory, tmp_path: Path, fault: str) -> None:
+    emulator: EmulatorThread = make_emulator(faults={fault: 0.35}, seed=7, stall_s=1.0,
                                              retry_after_s=0)
     ids = range(1, 301)
     source = write_ids(tmp_path / "ids.txt", ids)
@@ -67,10 +70,10 @@ async def test_each_fault_alone_is_retried_and_nothing_partial_is_written(
 
 
 @pytest.mark.slow
-def test_fault_mix_through_the_cli_with_a_key_that_never_leaks(make_emulator: object,
+def test_fault_mix_through_the_cli_with_a_key_that_never_leaks(make_emulator: EmulatorFactory,
                                                               tmp_path: Path) -> None:
     faults = dict.fromkeys(RETRIED_FAULTS, 0.03)
-    emulator: EmulatorThread = make_emulator(faults=faults, seed=11, stall_s=2.0,  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(faults=faults, seed=11, stall_s=2.0,
                                              retry_after_s=0,
                                              valid_keys=frozenset({SENTINEL_KEY}))
     ids = range(1, 3001)
@@ -99,14 +102,14 @@ def _assert_key_nowhere(out: Path, streams: bytes) -> None:
             assert key not in path.read_bytes(), f"the API key leaked into {path}"
 
 
-def test_bad_key_stops_after_one_request_with_exit_1(make_emulator: object,
+def test_bad_key_stops_after_one_request_with_exit_1(make_emulator: EmulatorFactory,
                                                      tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(valid_keys=frozenset({"the-right-key"}))  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(valid_keys=frozenset({"the-right-key"}))
     source = write_ids(tmp_path / "ids.txt", range(1, 2001))
     out = tmp_path / "out"
-    result = run_cli("fetch", str(source), "--out", str(out), "--batch-size", "100",
-                     "--concurrency", "1", "--rate", "20",
-                     env=cli_env(emulator.base_url, NCBI_API_KEY=SENTINEL_KEY))
+    result = invoke_cli("fetch", str(source), "--out", str(out), "--batch-size", "100",
+                        "--concurrency", "1", "--rate", "20",
+                        env=cli_env(emulator.base_url, NCBI_API_KEY=SENTINEL_KEY))
     assert result.returncode == 1
     assert len(served(emulator.state.arrivals())) == 1
     message = result.stderr.decode()
@@ -116,30 +119,30 @@ def test_bad_key_stops_after_one_request_with_exit_1(make_emulator: object,
 
 
 @pytest.mark.parametrize("form", [["--api-key", SENTINEL_KEY], [f"--api-key={SENTINEL_KEY}"]])
-def test_the_resume_command_printed_after_failures_hides_the_key(make_emulator: object,
+def test_the_resume_command_printed_after_failures_hides_the_key(make_emulator: EmulatorFactory,
                                                                  tmp_path: Path,
                                                                  form: list[str]) -> None:
-    emulator: EmulatorThread = make_emulator(faults={"http_503": 1.0})  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(faults={"http_503": 1.0})
     source = write_ids(tmp_path / "ids.txt", [7157])
-    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), *form,
-                     "--max-attempts", "1", env=cli_env(emulator.base_url))
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), *form,
+                        "--max-attempts", "1", env=cli_env(emulator.base_url))
     assert result.returncode == 3
     assert b"run the same command again" in result.stderr and b"<KEY>" in result.stderr
     _assert_key_nowhere(tmp_path / "out", result.stdout + result.stderr)
 
 
-def test_ip_block_html_403_stops_with_advice(make_emulator: object, tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(faults={"blocked": 1.0})  # type: ignore[operator]
+def test_ip_block_html_403_stops_with_advice(make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator(faults={"blocked": 1.0})
     source = write_ids(tmp_path / "ids.txt", [7157])
-    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"),
-                     env=cli_env(emulator.base_url))
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"),
+                        env=cli_env(emulator.base_url))
     assert result.returncode == 1
     assert b"403" in result.stderr and b"lower --rate" in result.stderr
 
 
-async def test_outage_stops_cleanly_and_the_run_resumes(make_emulator: object,
+async def test_outage_stops_cleanly_and_the_run_resumes(make_emulator: EmulatorFactory,
                                                         tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator()  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator()
     ids = range(1, 501)
     source = write_ids(tmp_path / "ids.txt", ids)
     out = tmp_path / "out"
@@ -156,9 +159,9 @@ async def test_outage_stops_cleanly_and_the_run_resumes(make_emulator: object,
 
 
 async def test_400_batch_is_split_to_isolate_the_ids_the_server_refuses(
-        make_emulator: object, tmp_path: Path) -> None:
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
     # any request naming a "poison" ID is refused whole with a 400, as NCBI does for bad input
-    emulator: EmulatorThread = make_emulator(poison_ids=frozenset({37, 81}))  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(poison_ids=frozenset({37, 81}))
     ids = range(1, 101)
     source = write_ids(tmp_path / "ids.txt", ids)
     summary = await bulkgene.download(fast_config(emulator, source, tmp_path / "out",
@@ -171,10 +174,11 @@ async def test_400_batch_is_split_to_isolate_the_ids_the_server_refuses(
     assert statuses.count(400) >= 2 and statuses[-1] == 200
 
 
+@pytest.mark.slow  # a timing band over ~10 s of throttled requests
 @pytest.mark.parametrize("headers", [True, False], ids=["server-names-limit", "silent-server"])
-async def test_rate_converges_under_a_stricter_server_limit(make_emulator: object,
+async def test_rate_converges_under_a_stricter_server_limit(make_emulator: EmulatorFactory,
                                                             tmp_path: Path, headers: bool) -> None:
-    emulator: EmulatorThread = make_emulator(rate_limit=True, anonymous_requests_per_second=4,  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(rate_limit=True, anonymous_requests_per_second=4,
                                              retry_after_s=1, rate_limit_headers=headers)
     source = write_ids(tmp_path / "ids.txt", range(1, 1401))
     summary = await bulkgene.download(fast_config(emulator, source, tmp_path / "out",
@@ -188,14 +192,15 @@ async def test_rate_converges_under_a_stricter_server_limit(make_emulator: objec
     assert throttled_late <= 0.05 * len(late)
     ok_times = [a.t for a in late if a.status == 200]
     achieved = len(ok_times) / (ok_times[-1] - (start + 3.0))
-    assert (3.6 if headers else 2.8) <= achieved <= 4.2, achieved  # the server admits 4 per 1 s
+    # the server admits 4 per 1 s; the lower bounds are loose: a busy machine only sends less
+    assert (3.2 if headers else 2.4) <= achieved <= 4.2, achieved
 
 
-def test_no_burst_in_the_first_second(make_emulator: object, tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(rate_limit=True)  # type: ignore[operator]
+def test_no_burst_in_the_first_second(make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    emulator: EmulatorThread = make_emulator(rate_limit=True)
     source = write_ids(tmp_path / "ids.txt", range(1, 401))
-    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--batch-size", "20",
-                     env=cli_env(emulator.base_url, NCBI_API_KEY="k"))
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--batch-size", "20",
+                        env=cli_env(emulator.base_url, NCBI_API_KEY="k"))
     assert result.returncode == 0, result.stderr.decode()
     arrivals = served(emulator.state.arrivals())
     assert all(a.status == 200 for a in arrivals), "nothing may be throttled at the ceiling"
@@ -211,17 +216,27 @@ def _start_slow_run(emulator: EmulatorThread, tmp_path: Path
     args = ["fetch", str(source), "--out", str(out), "--batch-size", "20", "--rate", "20"]
     process = subprocess.Popen(cli_command(*args), env=cli_env(emulator.base_url),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # a hang guard: the first commit is what is waited for
     while not (out / "checkpoint.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.02)
     return process, args, out
 
 
+def _finish(emulator: EmulatorThread, args: list[str]) -> None:
+    """Resume the interrupted run to its end, without latency and at a quick pace."""
+    emulator.state.config.latency_s = 0
+    rate = args.index("--rate") + 1
+    rerun = invoke_cli(*args[:rate], "200", *args[rate + 1:], env=cli_env(emulator.base_url))
+    assert rerun.returncode == 0, rerun.stderr.decode()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signal_commits_in_flight_work_and_exits_75(make_emulator: object, tmp_path: Path,
-                                                    signum: int) -> None:
-    emulator: EmulatorThread = make_emulator(latency_s=0.3)  # type: ignore[operator]
+def test_signal_commits_in_flight_work_and_exits_75(make_emulator: EmulatorFactory,
+                                                    tmp_path: Path, signum: int) -> None:
+    emulator = make_emulator(latency_s=0.3)
     process, args, out = _start_slow_run(emulator, tmp_path)
+    at_signal = ckpt.load(out)
+    assert at_signal is not None
     signalled_at = time.monotonic()
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=30)
@@ -231,40 +246,51 @@ def test_signal_commits_in_flight_work_and_exits_75(make_emulator: object, tmp_p
     assert summary["interrupted"] and summary["pending"] > 0
     assert summary["requested"] == (summary["found"] + summary["missing"] + summary["failed"]
                                     + summary["pending"])
-    in_flight_at_signal = {a.first_id for a in served(emulator.state.arrivals())
-                           if a.t >= signalled_at - 0.3}
+    arrivals = served(emulator.state.arrivals())
+    in_flight_at_signal = {a.first_id for a in arrivals if a.t >= signalled_at - 0.3}
     assert in_flight_at_signal, "some batches were in flight when the signal came"
+    # every batch asked for before the signal was committed, also those still uncommitted then
+    asked = {(a.first_id - 1) // 20 for a in arrivals if a.first_id and a.t < signalled_at}
+    after = ckpt.load(out)
+    assert after is not None
+    assert all(after.is_committed(index) for index in asked), sorted(
+        index for index in asked if not after.is_committed(index))
+    assert any(not at_signal.is_committed(index) for index in asked)
+    assert after.committed_batches > at_signal.committed_batches
     assert b"Resume with" in stderr
-    emulator.state.config.latency_s = 0
-    rerun = run_cli(*args, env=cli_env(emulator.base_url))
-    assert rerun.returncode == 0, rerun.stderr.decode()
+    _finish(emulator, args)
     assert_complete_output(out, expected_for(emulator.state.universe, range(1, 2001)))
 
 
-def test_second_signal_exits_at_once_and_state_stays_safe(make_emulator: object,
+@pytest.mark.slow  # a timing band: exit at once, not after the in-flight requests' 8 s
+def test_second_signal_exits_at_once_and_state_stays_safe(make_emulator: EmulatorFactory,
                                                           tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(latency_s=3.0)  # type: ignore[operator]
+    emulator = make_emulator(latency_s=0.3)
     process, args, out = _start_slow_run(emulator, tmp_path)
-    time.sleep(0.5)
+    emulator.state.config.latency_s = 8.0  # from now on, in-flight requests take long
     process.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
+    assert process.stderr is not None
+    seen = b""
+    while b"received: finishing in-flight" not in seen:  # the first signal was handled
+        line = process.stderr.readline()
+        assert line, f"the run ended before it acknowledged the first signal: {seen!r}"
+        seen += line
     sent = time.monotonic()
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=30)
+    _, rest = process.communicate(timeout=30)
+    stderr = seen + rest
     assert process.returncode == 75
-    assert time.monotonic() - sent < 2.0, "the second signal must not wait for the grace"
+    assert time.monotonic() - sent < 4.0, "the second signal must not wait for the grace"
     assert b"second SIGTERM" in stderr
-    emulator.state.config.latency_s = 0
-    rerun = run_cli(*args, env=cli_env(emulator.base_url))
-    assert rerun.returncode == 0, rerun.stderr.decode()
+    _finish(emulator, args)
     assert_complete_output(out, expected_for(emulator.state.universe, range(1, 2001)))
 
 
 @pytest.mark.parametrize("fault", ["bad_token", "repeat_token"])
-async def test_a_broken_page_chain_restarts_the_batch_from_page_1(make_emulator: object,
+async def test_a_broken_page_chain_restarts_the_batch_from_page_1(make_emulator: EmulatorFactory,
                                                                   tmp_path: Path,
                                                                   fault: str) -> None:
-    emulator: EmulatorThread = make_emulator(faults={fault: 0.15}, seed=5)  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(faults={fault: 0.15}, seed=5)
     ids = range(1, 401)
     source = write_ids(tmp_path / "ids.txt", ids)
     summary = await bulkgene.download(fast_config(emulator, source, tmp_path / "out",
@@ -282,9 +308,9 @@ async def test_a_broken_page_chain_restarts_the_batch_from_page_1(make_emulator:
             and retried[0].status == 200)
 
 
-async def test_414_splits_the_batch_until_the_url_fits(make_emulator: object,
+async def test_414_splits_the_batch_until_the_url_fits(make_emulator: EmulatorFactory,
                                                        tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(max_request_line_bytes=300)  # type: ignore[operator]
+    emulator: EmulatorThread = make_emulator(max_request_line_bytes=300)
     ids = range(100_000, 100_100)  # 50 IDs of 6 digits: ~370-byte URLs, over the limit
     source = write_ids(tmp_path / "ids.txt", ids)
     summary = await bulkgene.download(fast_config(emulator, source, tmp_path / "out"))
@@ -328,8 +354,8 @@ def test_tls_is_verified_and_ssl_cert_file_is_honoured(tls_emulator: tuple[Emula
 
 def test_redirects_are_not_followed(emulator: EmulatorThread, tmp_path: Path) -> None:
     source = write_ids(tmp_path / "ids.txt", [7157])
-    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"),
-                     env=cli_env(emulator.root_url + "/redirect/datasets/v2",
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"),
+                        env=cli_env(emulator.root_url + "/redirect/datasets/v2",
                                  NCBI_API_KEY=SENTINEL_KEY))
     assert result.returncode == 1
     assert b"redirect" in result.stderr and b"--base-url" in result.stderr

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from helpers import (
     SAMPLES,
+    EmulatorFactory,
     assert_complete_output,
     expected_for,
     gene_ids_written,
@@ -29,7 +30,7 @@ FAST_RETRY = RetryPolicy(max_attempts=6, backoff_base_s=0.01, backoff_cap_s=0.05
 
 def config_for(emulator: EmulatorThread, inputs: list[Path], out_dir: Path, **overrides: object
                ) -> DownloadConfig:
-    settings: dict[str, object] = {"requests_per_second": 200.0, "retry": FAST_RETRY,
+    settings: dict[str, object] = {"requests_per_second": 1000.0, "retry": FAST_RETRY,
                                    "progress_interval_s": 0}
     settings.update(overrides)
     return make_config(list(map(str, inputs)), out_dir, base_url=emulator.base_url, **settings)
@@ -49,12 +50,12 @@ async def test_multi_page_batches_yield_every_gene_once(emulator: EmulatorThread
     assert all(a.query.startswith("page_size=7") for a in served(emulator.state.arrivals()))
 
 
-async def test_unknown_discontinued_and_replaced_ids_are_accounted(make_emulator: object,
+async def test_unknown_discontinued_and_replaced_ids_are_accounted(make_emulator: EmulatorFactory,
                                                                    tmp_path: Path) -> None:
     universe = GeneUniverse(unknown=frozenset({11}), discontinued=frozenset({12}),
                             replaced={13: 1_500_000_013})
     # reasons come from page messages, the emulator's old guess (NCBI was recorded silent)
-    emulator = make_emulator(universe, unknown_id_messages=True)  # type: ignore[operator]
+    emulator = make_emulator(universe, unknown_id_messages=True)
     source = write_ids(tmp_path / "ids.txt", [7157, 11, 12, 13, 672])
     summary = await bulkgene.download(config_for(emulator, [source], tmp_path / "out"))
     out = tmp_path / "out"
@@ -65,11 +66,11 @@ async def test_unknown_discontinued_and_replaced_ids_are_accounted(make_emulator
     assert (summary.requested, summary.found, summary.missing, summary.replaced) == (5, 3, 2, 1)
 
 
-async def test_merged_ids_and_their_new_gene_are_written_once(make_emulator: object,
+async def test_merged_ids_and_their_new_gene_are_written_once(make_emulator: EmulatorFactory,
                                                               tmp_path: Path) -> None:
     # 21 and 22 were merged into 23, which is also asked for directly, in another batch
     universe = GeneUniverse(replaced={21: 23, 22: 23, 31: 1_700_000_000, 32: 1_700_000_000})
-    emulator = make_emulator(universe)  # type: ignore[operator]
+    emulator = make_emulator(universe)
     source = write_ids(tmp_path / "ids.txt", [21, 22, 5, 6, 31, 7, 8, 32, 9, 23])
     summary = await bulkgene.download(config_for(emulator, [source], tmp_path / "out",
                                                  batch_size=3))
@@ -114,8 +115,8 @@ async def test_no_one_second_window_exceeds_the_rate(emulator: EmulatorThread,
     assert times[-1] - times[0] >= (36 - 1) / 12 - 0.05  # paced, not bursted
 
 
-async def test_api_key_goes_in_the_header_only(make_emulator: object, tmp_path: Path) -> None:
-    emulator = make_emulator(valid_keys=frozenset({"sentinel-key-123"}))  # type: ignore[operator]
+async def test_api_key_goes_in_the_header_only(make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    emulator = make_emulator(valid_keys=frozenset({"sentinel-key-123"}))
     source = write_ids(tmp_path / "ids.txt", [7157])
     await bulkgene.download(config_for(emulator, [source], tmp_path / "out",
                                        api_key=Secret("sentinel-key-123")))

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from bulkgene.input.idset import IdBitmap
-from bulkgene.model import Batch, BatchFailure, BatchOutcome, CommitReceipt, Record
+from bulkgene.model import Batch, BatchFailure, BatchOutcome, BatchResult, CommitReceipt, Record
 from bulkgene.output.store import OutputStore
 from bulkgene.run.checkpoint import Checkpoint
 
@@ -34,7 +34,8 @@ async def test_the_writer_thread_never_changes_the_checkpoint_the_loop_reads(
     checkpoint = Checkpoint(fingerprint="f", params={}, inputs=[])
     before = checkpoint.to_bytes()
     store = _store(tmp_path, list(range(1, 101)))
-    results = [_outcome(b, tuple(range(b * 10 + 1, b * 10 + 11))) for b in range(0, 9, 2)]
+    results: list[BatchResult] = [_outcome(b, tuple(range(b * 10 + 1, b * 10 + 11)))
+                                  for b in range(0, 9, 2)]
     results += [BatchFailure(Batch(b, tuple(range(b * 10 + 1, b * 10 + 11))), "HTTP 500")
                 for b in range(1, 10, 2)]
     threads: set[str] = set()

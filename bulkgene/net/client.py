@@ -197,8 +197,11 @@ class GeneClient:
         try:
             return await fetch(gene_ids)
         except _Refused as refusal:
-            if refusal.status in (400, 404):
+            if refusal.status in (400, 404, 410):
+                endpoint = self.endpoint
                 await self._confirm_not_systematic(refusal)
+                if self.endpoint != endpoint:  # the old one was retired: ask the new one
+                    return await self._isolate(gene_ids, fetch, refused, merge)
             if len(gene_ids) == 1:
                 if refusal.status not in (400, 404):
                     raise _GaveUp(f"HTTP {refusal.status} for a single GeneID: "

@@ -7,7 +7,9 @@ import os
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict
 
 import msgspec
 import pytest
@@ -35,10 +37,10 @@ class FakeClock:
 
 
 def make_lease(directory: Path, clock: FakeClock, total_rps: float = 10.0,
-               wall_offset_s: float = 0.0, **kwargs: object) -> BudgetLease:
+               wall_offset_s: float = 0.0, out_dir: str | Path = "") -> BudgetLease:
     real_start = time.time()
-    return BudgetLease(directory, total_rps, clock=clock,
-                       wall_clock=lambda: real_start + clock.now + wall_offset_s, **kwargs)  # type: ignore[arg-type]
+    return BudgetLease(directory, total_rps, clock=clock, out_dir=out_dir,
+                       wall_clock=lambda: real_start + clock.now + wall_offset_s)
 
 
 def test_the_budget_name_hides_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -340,22 +342,29 @@ def test_random_joins_exits_kills_and_stalls_never_overrun_the_budget(tmp_path: 
     assert [lease.share_rps for lease in live] == pytest.approx([total_rps / len(live)] * len(live))
 
 
+class _Timings(TypedDict):
+    heartbeat_s: float
+    dead_after_s: float
+    fence_after_s: float
+    window_s: float
+
+
 async def test_async_leases_follow_joins_and_exits(tmp_path: Path) -> None:
     # generous dead/fence timeouts: a loaded test machine must not see false deaths here
-    timings = {"heartbeat_s": 0.05, "dead_after_s": 3.0, "fence_after_s": 2.0, "window_s": 0.05}
+    timings: _Timings = {"heartbeat_s": 0.05, "dead_after_s": 3.0, "fence_after_s": 2.0, "window_s": 0.05}
     reported: list[float] = []
 
-    async def until(condition: object, deadline_s: float = 30.0) -> None:
+    async def until(condition: Callable[[], bool], deadline_s: float = 30.0) -> None:
         give_up = time.monotonic() + deadline_s
-        while not condition():  # type: ignore[operator]
+        while not condition():
             assert time.monotonic() < give_up, "the leases never reached the expected shares"
             await asyncio.sleep(0.01)
 
-    async with BudgetLease(tmp_path, 8.0, on_share=reported.append, **timings) as first:  # type: ignore[arg-type]
+    async with BudgetLease(tmp_path, 8.0, on_share=reported.append, **timings) as first:
         assert await first.wait_admitted() == 8.0
         changes = first.watch()
         assert await anext(changes) == 8.0
-        async with BudgetLease(tmp_path, 8.0, **timings) as second:  # type: ignore[arg-type]
+        async with BudgetLease(tmp_path, 8.0, **timings) as second:
             assert second.share_rps == 0.0
             await until(lambda: (first.share_rps, second.share_rps) == (4.0, 4.0))
             assert await anext(changes) == 4.0

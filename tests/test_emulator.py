@@ -84,10 +84,9 @@ def test_real_records_are_served_verbatim_in_ncbis_order(contract_emulator: Emul
     assert {g["gene_id"]: g for g in genes} == {str(k): v for k, v in real_reports().items()}
 
 
-def test_every_page_kind_validates_with_the_old_guesses_too(make_emulator: object,
+def test_every_page_kind_validates_with_the_old_guesses_too(make_emulator: EmulatorFactory,
                                                            universe: GeneUniverse) -> None:
-    emulator: EmulatorThread = make_emulator(  # type: ignore[operator]
-        universe, unknown_id_messages=True, total_count_on_every_page=True)
+    emulator = make_emulator(universe, unknown_id_messages=True, total_count_on_every_page=True)
     _, _, body = get(f"{emulator.base_url}/gene/id/7157,11,12,13,5,6")
     validate_page(body)
     token = json.loads(get(f"{emulator.base_url}/gene/id/1,2,3?page_size=2")[2])["next_page_token"]
@@ -104,11 +103,10 @@ def test_later_pages_validate_against_ncbis_schema(contract_emulator: EmulatorTh
     validate_page(body)
 
 
-def test_quirks_unknown_discontinued_replaced_and_strings(make_emulator: object,
+def test_quirks_unknown_discontinued_replaced_and_strings(make_emulator: EmulatorFactory,
                                                           universe: GeneUniverse) -> None:
     # the page messages are the emulator's old guess (NCBI was recorded silent): a knob
-    emulator: EmulatorThread = make_emulator(  # type: ignore[operator]
-        universe, unknown_id_messages=True)
+    emulator = make_emulator(universe, unknown_id_messages=True)
     _, _, body = get(f"{emulator.base_url}/gene/id/7157%2C11,12,13,5")
     page = json.loads(body)
     codes = {m["warning"]["unrecognized_identifier"]: m["warning"]["gene_warning_code"]
@@ -141,7 +139,7 @@ def test_page_tokens_are_opaque_and_bound_to_the_query(contract_emulator: Emulat
 
 
 def test_rate_limit_is_per_key_with_retry_after(make_emulator: EmulatorFactory) -> None:
-    emulator: EmulatorThread = make_emulator(rate_limit=True)
+    emulator = make_emulator(rate_limit=True)
     url = f"{emulator.base_url}/gene/id/7157"
     anonymous = [get(url)[0] for _ in range(7)]
     assert anonymous.count(200) == 5 and anonymous.count(429) == 2

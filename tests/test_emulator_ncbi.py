@@ -260,7 +260,9 @@ async def test_idle_connections_are_closed_after_the_keepalive_timeout(
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     assert b"Keep-Alive: timeout=0.2, max=40" in head
-    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+    length_match = re.search(rb"Content-Length: (\d+)", head)
+    assert length_match is not None, head
+    length = int(length_match.group(1))
     await reader.readexactly(length)
     # the server, not us, ends the idle connection: EOF arrives with nothing more sent
     assert await asyncio.wait_for(reader.read(), timeout=60) == b""
@@ -309,7 +311,9 @@ async def test_arrival_jitter_keeps_order_per_connection(make_emulator: Any) -> 
         bodies = []
         for _ in ids:
             head = await reader.readuntil(b"\r\n\r\n")
-            length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+            length_match = re.search(rb"Content-Length: (\d+)", head)
+            assert length_match is not None, head
+            length = int(length_match.group(1))
             bodies.append(await reader.readexactly(length))
         writer.close()
         return bodies

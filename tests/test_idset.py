@@ -14,6 +14,7 @@ from pyroaring import BitMap
 
 from bulkgene.input import plan as idplan
 from bulkgene.input.idset import MAX_GENE_ID, IdBitmap
+from bulkgene.output.layout import PLAN_BITMAP, PLAN_IDS, PLAN_JSON
 from bulkgene.testing import EmulatorThread
 
 
@@ -138,7 +139,7 @@ def test_plan_bitmap_of_sparse_ids_is_small(tmp_path: Path) -> None:
     strays = _stray_ids(3000, 6)
     path = write_ids(tmp_path / "ids.txt", strays)
     plan = idplan.build(tmp_path, (str(path),), ("ids",), ["d"], lambda reject: None)
-    size = (tmp_path / idplan.PLAN_BITMAP).stat().st_size
+    size = (tmp_path / PLAN_BITMAP).stat().st_size
     assert size <= 10 * len(set(strays)) + 8  # a few bytes per ID (format 1: ~370 MB here)
     again = idplan.load(tmp_path, ["d"])
     assert again is not None and list(again.requested) == list(plan.requested)
@@ -147,11 +148,11 @@ def test_plan_bitmap_of_sparse_ids_is_small(tmp_path: Path) -> None:
 
 def _as_format_1(directory: Path) -> None:
     """Turn a plan into what bulkgene wrote before the roaring bitmap."""
-    header = orjson.loads((directory / idplan.PLAN_JSON).read_bytes())
+    header = orjson.loads((directory / PLAN_JSON).read_bytes())
     header["format"] = 1
     header["chunks"] = [0]
-    (directory / idplan.PLAN_JSON).write_bytes(orjson.dumps(header))
-    (directory / idplan.PLAN_BITMAP).write_bytes(b"\xff" * 128 * 1024)
+    (directory / PLAN_JSON).write_bytes(orjson.dumps(header))
+    (directory / PLAN_BITMAP).write_bytes(b"\xff" * 128 * 1024)
 
 
 def test_a_format_1_plan_is_not_read_and_is_made_again_the_same(tmp_path: Path) -> None:
@@ -161,11 +162,11 @@ def test_a_format_1_plan_is_not_read_and_is_made_again_the_same(tmp_path: Path) 
         idplan.build(tmp_path, (str(path),), ("ids",), ["d"], lambda reject: None)
 
     build()
-    plan_ids = (tmp_path / idplan.PLAN_IDS).read_bytes()
+    plan_ids = (tmp_path / PLAN_IDS).read_bytes()
     _as_format_1(tmp_path)
     assert idplan.load(tmp_path, ["d"]) is None
     build()
-    assert (tmp_path / idplan.PLAN_IDS).read_bytes() == plan_ids
+    assert (tmp_path / PLAN_IDS).read_bytes() == plan_ids
     again = idplan.load(tmp_path, ["d"])
     assert again is not None and list(again.requested) == [3, 5, 9, 2**30]
 
@@ -186,5 +187,5 @@ def test_a_finished_run_with_a_format_1_plan_reruns_without_refetching(
     assert again.returncode == 0, again.stderr.decode()
     assert len(served(emulator.state.arrivals())) == sent  # every batch was still committed
     assert read_records(out) == records and (out / "rejects.tsv").read_bytes() == rejects
-    assert orjson.loads((out / idplan.PLAN_JSON).read_bytes())["format"] == 2
-    assert (out / idplan.PLAN_BITMAP).stat().st_size < 1024
+    assert orjson.loads((out / PLAN_JSON).read_bytes())["format"] == 2
+    assert (out / PLAN_BITMAP).stat().st_size < 1024

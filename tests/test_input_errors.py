@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import cli_env, run_cli
+from helpers import EmulatorFactory, cli_env, run_cli
 
 from bulkgene.testing import EmulatorThread
 
@@ -104,9 +104,9 @@ def test_other_compressions_are_named_not_read_as_junk(emulator: EmulatorThread,
     assert b"xz-compressed" in result.stderr and b"xz -dc" in result.stderr
 
 
-def test_api_key_file_bom_and_newline_are_not_part_of_the_key(make_emulator: object,
+def test_api_key_file_bom_and_newline_are_not_part_of_the_key(make_emulator: EmulatorFactory,
                                                               tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(valid_keys=frozenset({"k3y"}))  # type: ignore[operator]
+    emulator = make_emulator(valid_keys=frozenset({"k3y"}))
     key_file = tmp_path / "key"
     key_file.write_bytes(b"\xef\xbb\xbf  k3y \r\n")
     source = tmp_path / "ids.txt"

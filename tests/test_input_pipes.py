@@ -9,7 +9,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from helpers import cli_command, cli_env, gene_ids_written, run_cli
+from helpers import EmulatorFactory, cli_command, cli_env, gene_ids_written, run_cli
 
 from bulkgene.testing import EmulatorThread
 
@@ -54,10 +54,10 @@ def test_a_named_fifo_is_read_once_without_hanging(emulator: EmulatorThread,
     assert set(gene_ids_written(out)) == {7157, 3105}
 
 
-def test_the_resume_command_after_piped_input_names_the_copy(make_emulator: object,
+def test_the_resume_command_after_piped_input_names_the_copy(make_emulator: EmulatorFactory,
                                                              tmp_path: Path) -> None:
-    failing: EmulatorThread = make_emulator(faults={"http_503": 1.0})  # type: ignore[operator]
-    healthy: EmulatorThread = make_emulator()  # type: ignore[operator]
+    failing = make_emulator(faults={"http_503": 1.0})
+    healthy = make_emulator()
     out = tmp_path / "out"
     first = run_cli("fetch", "-", "--out", str(out), "--max-attempts", "1",
                     env=cli_env(failing.base_url), stdin=b"7157\n672\n")
@@ -69,10 +69,10 @@ def test_the_resume_command_after_piped_input_names_the_copy(make_emulator: obje
     assert set(gene_ids_written(out)) == {7157, 672}
 
 
-def test_the_resume_command_after_process_substitution_names_the_copy(make_emulator: object,
+def test_the_resume_command_after_process_substitution_names_the_copy(make_emulator: EmulatorFactory,
                                                                       tmp_path: Path) -> None:
-    failing: EmulatorThread = make_emulator(faults={"http_503": 1.0})  # type: ignore[operator]
-    healthy: EmulatorThread = make_emulator()  # type: ignore[operator]
+    failing = make_emulator(faults={"http_503": 1.0})
+    healthy = make_emulator()
     good = tmp_path / "good.txt"
     good.write_text("3105\n")
     out = tmp_path / "out"

@@ -12,12 +12,18 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import assert_complete_output, cli_command, cli_env, expected_for, run_cli
+from helpers import (
+    EmulatorFactory,
+    assert_complete_output,
+    cli_command,
+    cli_env,
+    expected_for,
+    run_cli,
+)
 
 from bulkgene.errors import StateError
 from bulkgene.output.layout import LOCK_NAME
 from bulkgene.run.lock import RunLock, read_lock
-from bulkgene.testing import EmulatorThread
 
 NO_SUCH_PID = 2**22 + 1  # above Linux's largest pid_max
 CONTENDERS = 20
@@ -73,8 +79,10 @@ def test_simultaneous_starts_give_exactly_one_holder(tmp_path: Path) -> None:
                 assert process.stdin is not None
                 process.stdin.write(b"go\n")
                 process.stdin.flush()
-            answers = {process.pid: process.stdout.readline().decode().strip()  # type: ignore[union-attr]
-                       for process in processes}
+            answers: dict[int, str] = {}
+            for process in processes:
+                assert process.stdout is not None
+                answers[process.pid] = process.stdout.readline().decode().strip()
             winners = [pid for pid, answer in answers.items() if answer == "won"]
             assert len(winners) == 1, f"round {round_number}: {len(winners)} holders: {answers}"
             holder = read_lock(directory)
@@ -83,10 +91,11 @@ def test_simultaneous_starts_give_exactly_one_holder(tmp_path: Path) -> None:
                 if pid != winners[0]:
                     assert f"pid {winners[0]} on {socket.gethostname()}" in answer, answer
             for process in processes:
-                process.stdin.write(b"end\n")  # type: ignore[union-attr]
-                process.stdin.flush()  # type: ignore[union-attr]
+                assert process.stdin is not None
+                process.stdin.write(b"end\n")
+                process.stdin.flush()
             for process in processes:
-                assert process.stdout.readline() == b"released\n"  # type: ignore[union-attr]
+                assert process.stdout is not None and process.stdout.readline() == b"released\n"
             assert not (directory / LOCK_NAME).exists()
     finally:
         for process in processes:
@@ -157,9 +166,9 @@ def _exited(processes: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]
         time.sleep(0.01)
 
 
-def test_two_resumes_started_together_one_proceeds(make_emulator: object,
+def test_two_resumes_started_together_one_proceeds(make_emulator: EmulatorFactory,
                                                    tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(faults={"http_503": 0.3}, seed=3)  # type: ignore[operator]
+    emulator = make_emulator(faults={"http_503": 0.3}, seed=3)
     ids = range(1, 1001)
     source = "".join(f"{gene_id}\n" for gene_id in ids).encode()
     out = tmp_path / "out"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from helpers import (
+    EmulatorFactory,
     cli_command,
     cli_env,
     make_config,
@@ -46,8 +47,8 @@ def test_verify_and_status_fail_for_a_directory_with_an_array_task_missing(
     assert json.loads(status.stdout)["total"]["complete"] is False
 
 
-def test_verify_fails_when_every_batch_failed(make_emulator: object, tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(faults={"http_503": 1.0})  # type: ignore[operator]
+def test_verify_fails_when_every_batch_failed(make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    emulator = make_emulator(faults={"http_503": 1.0})
     source = write_ids(tmp_path / "ids.txt", range(1, 61))
     out = tmp_path / "out"
     result = run_cli(*_fetch(source, out, "--max-attempts", "1"), env=cli_env(emulator.base_url))
@@ -57,9 +58,9 @@ def test_verify_fails_when_every_batch_failed(make_emulator: object, tmp_path: P
     assert json.loads(run_cli("status", str(out), "--json").stdout)["total"]["complete"] is False
 
 
-def test_an_interrupted_run_is_not_complete_until_it_is_finished(make_emulator: object,
+def test_an_interrupted_run_is_not_complete_until_it_is_finished(make_emulator: EmulatorFactory,
                                                                  tmp_path: Path) -> None:
-    emulator: EmulatorThread = make_emulator(latency_s=0.05)  # type: ignore[operator]
+    emulator = make_emulator(latency_s=0.05)
     source = write_ids(tmp_path / "ids.txt", range(1, 2001))
     out = tmp_path / "out"
     args = ["fetch", str(source), "--out", str(out), "--batch-size", "20", "--rate", "20",

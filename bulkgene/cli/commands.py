@@ -36,10 +36,15 @@ def status(out_dir: Path, as_json: bool) -> None:
         statuses = status_module.directory_status(out_dir)
     except StateError as exc:
         raise click.ClickException(str(exc)) from None
+    from bulkgene.run.sharing import leases_sharing_with
+
+    leases = leases_sharing_with(out_dir)
     if as_json:
-        click.echo(status_module.as_json(statuses).decode(), nl=False)
+        click.echo(status_module.as_json(statuses, leases).decode(), nl=False)
         return
     click.echo(status_module.as_table(statuses))
+    if leases:
+        click.echo(status_module.leases_table(leases))
     reasons = status_module.incomplete_reasons(statuses)
     for reason in reasons:
         click.echo(f"incomplete: {reason}")

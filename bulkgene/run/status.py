@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from bulkgene.budget import LeaseView
 from bulkgene.errors import StateError
 from bulkgene.output.layout import PLAN_JSON, SUMMARY_NAME, task_dir_name
 from bulkgene.run import checkpoint as ckpt
@@ -141,7 +142,7 @@ def directory_status(out_dir: Path) -> list[TaskStatus]:
     return [task_status(directory) for directory in directories]
 
 
-def as_json(statuses: list[TaskStatus]) -> bytes:
+def as_json(statuses: list[TaskStatus], leases: list[LeaseView] | None = None) -> bytes:
     tasks = [asdict(s) for s in statuses]
     total = {key: sum(t[key] or 0 for t in tasks) for key in (
         "batches_committed", "batches_failed", "found", "missing", "failed_ids", "records",
@@ -154,7 +155,24 @@ def as_json(statuses: list[TaskStatus]) -> bytes:
                             else sum(s.pending_ids or 0 for s in statuses))
     total["complete"] = not incomplete_reasons(statuses)
     total["running"] = sum(1 for s in statuses if s.running)
-    return orjson.dumps({"tasks": tasks, "total": total}, option=orjson.OPT_INDENT_2) + b"\n"
+    budget = [{"host": view.record.host, "pid": view.record.pid, "out_dir": view.record.out_dir,
+               "state": view.record.state, "rate_rps": view.record.rate_rps,
+               "share_rps": view.record.share_rps, "budget_rps": view.record.total_rps,
+               "heartbeat_age_s": round(view.heartbeat_age_s, 1)} for view in leases or []]
+    return orjson.dumps({"tasks": tasks, "total": total, "budget_leases": budget},
+                        option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def leases_table(leases: list[LeaseView]) -> str:
+    """The processes sharing this directory's key budget now, one line each."""
+    total = leases[0].record.total_rps
+    lines = [f"the key's {total:g} requests/s are shared live by {len(leases)} process(es):"]
+    for view in leases:
+        record = view.record
+        lines.append(f"  {record.host} pid {record.pid}  {record.state}  "
+                     f"{record.rate_rps:.2f}/s of a {record.share_rps:.2f}/s share  "
+                     f"-> {record.out_dir}")
+    return "\n".join(lines)
 
 
 def _age(timestamp: float) -> str:

@@ -1,0 +1,105 @@
+"""One API key, many processes: the key's budget is shared live through leases (issue 11)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from helpers import (
+    EmulatorFactory,
+    cli_command,
+    cli_env,
+    invoke_cli,
+    max_in_window,
+    served,
+    write_ids,
+)
+
+from bulkgene.run import checkpoint as ckpt
+
+KEY = "sharing-test-key"
+
+
+def _start(source: Path, out: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cli_command("fetch", str(source), "--out", str(out), "--batch-size",
+                                        "10", "--no-progress"),
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_for_commits(out: Path, batches: int, deadline_s: float = 60) -> None:
+    give_up = time.monotonic() + deadline_s
+    while time.monotonic() < give_up:
+        try:
+            state = ckpt.load(out)
+        except Exception:  # noqa: BLE001 - a checkpoint being replaced: look again
+            state = None
+        if state is not None and state.committed_batches >= batches:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{out} never committed {batches} batches")
+
+
+def _rate(times: list[float], start: float, end: float) -> float:
+    inside = [t for t in times if start <= t < end]
+    return len(inside) / (end - start) if end > start else 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_two_runs_on_one_key_share_its_budget_and_the_survivor_takes_it_all(
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    emulator = make_emulator(rate_limit=True, latency_s=0.05)
+    env = cli_env(emulator.base_url, NCBI_API_KEY=KEY)
+    first_ids, second_ids = range(1, 1501), range(100_001, 101_001)
+    first = _start(write_ids(tmp_path / "a.txt", first_ids), tmp_path / "a", env)
+    _wait_for_commits(tmp_path / "a", 3)
+    second = _start(write_ids(tmp_path / "b.txt", second_ids), tmp_path / "b", env)
+    _wait_for_commits(tmp_path / "b", 15)
+    second.send_signal(signal.SIGKILL)
+    second.wait(timeout=30)
+    killed_at = emulator.state.clock()
+    assert first.wait(timeout=180) == 0
+    arrivals = served(emulator.state.arrivals())
+    assert not [a for a in arrivals if a.status == 429], "no request over the key's budget"
+    times = [a.t for a in arrivals]
+    assert max_in_window(times) <= 10
+    a_times = [a.t for a in arrivals if a.first_id is not None and a.first_id < 100_000]
+    b_times = [a.t for a in arrivals if a.first_id is not None and a.first_id >= 100_000]
+    together = _rate(times, b_times[0] + 2.0, b_times[-1])
+    alone_again = _rate(a_times, killed_at + 8.0, a_times[-1])
+    assert together >= 8.5, f"{together:.2f} requests/s together while both ran"
+    assert alone_again >= 8.5, f"{alone_again:.2f} requests/s for the survivor"
+
+
+@pytest.mark.slow
+def test_three_runs_started_at_the_same_instant_stay_within_the_budget(
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    emulator = make_emulator(rate_limit=True)
+    env = cli_env(emulator.base_url, NCBI_API_KEY=KEY)
+    runs = [_start(write_ids(tmp_path / f"{n}.txt", range(n * 100_000 + 1, n * 100_000 + 201)),
+                   tmp_path / f"out{n}", env) for n in range(3)]
+    assert [run.wait(timeout=120) for run in runs] == [0, 0, 0]
+    arrivals = served(emulator.state.arrivals())
+    assert not [a for a in arrivals if a.status == 429]
+    assert max_in_window([a.t for a in arrivals]) <= 10, "first second included"
+
+
+def test_status_shows_who_shares_the_budget(make_emulator: EmulatorFactory,
+                                            tmp_path: Path) -> None:
+    emulator = make_emulator(latency_s=0.2)
+    env = cli_env(emulator.base_url, NCBI_API_KEY=KEY)
+    out = tmp_path / "out"
+    run = _start(write_ids(tmp_path / "ids.txt", range(1, 2001)), out, env)
+    try:
+        _wait_for_commits(out, 1)
+        shown = invoke_cli("status", str(out), env=env)
+        assert shown.returncode == 0, shown.stderr
+        text = shown.stdout.decode()
+        assert "shared live by 1 process(es)" in text and f"pid {run.pid}" in text
+        assert KEY not in text
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=30)

@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from helpers import (
     invoke_cli,
     make_config,
     max_in_window,
+    read_tsv,
     served,
     shard_files,
     write_ids,
@@ -27,7 +29,7 @@ from helpers import (
 from bulkgene.errors import ConfigError
 from bulkgene.run import checkpoint
 from bulkgene.run.split import TaskSpec, from_slurm, resolve, unsplit_array_note
-from bulkgene.testing import EmulatorThread
+from bulkgene.testing import EmulatorThread, GeneUniverse
 
 
 def test_slurm_array_ids_map_to_task_indexes() -> None:
@@ -206,3 +208,25 @@ def test_a_stale_lock_is_taken_over_with_a_warning(emulator: EmulatorThread,
     assert b"stale lock" in result.stderr
     assert not (out / "bulkgene.lock").exists()
     assert_complete_output(out, expected_for(emulator.state.universe, [7157, 672]))
+
+
+def test_a_gene_merged_from_ids_of_two_tasks_is_written_once_in_the_union(
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    # 21 (task 0's batch) and 22 (task 1's) were both merged into a gene nobody asked for
+    emulator = make_emulator(GeneUniverse(replaced={21: 1_700_000_000, 22: 1_700_000_000}))
+    source = write_ids(tmp_path / "ids.txt", [21, 22, 7157, 672])
+    out = tmp_path / "out"
+    env = cli_env(emulator.base_url)
+    for index in (0, 1):
+        result = invoke_cli("fetch", str(source), "--out", str(out), "--batch-size", "1",
+                            "--task-index", str(index), "--task-count", "2", "--rate", "100",
+                            env=env)
+        assert result.returncode == 0, result.stderr.decode()
+    union: Counter[int] = Counter()
+    for task in ("task-0000", "task-0001"):
+        union.update(gene_ids_written(out / task))
+    assert union == Counter({1_700_000_000: 1, 7157: 1, 672: 1})
+    replaced = [row for task in ("task-0000", "task-0001")
+                for row in read_tsv(out / task / "replaced.tsv")]
+    assert sorted(replaced) == [["21", "1700000000"], ["22", "1700000000"]]
+    assert invoke_cli("verify", str(out)).returncode == 0

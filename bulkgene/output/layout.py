@@ -7,6 +7,7 @@
          stdin.spool  input-2.spool                  copies of inputs that can be read once
     DIR/task-0003/...                                one array task's own copy of the above
     DIR/.budget/                                     an array's rate-budget leases
+    DIR/.claims/                                     which task writes a merged gene
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ PLAN_FILES = (PLAN_JSON, PLAN_IDS, PLAN_BITMAP)
 STDIN_SPOOL_NAME = "stdin.spool"
 TASK_DIR_PREFIX = "task-"
 BUDGET_DIR_NAME = ".budget"  # an array's rate-budget leases, shared by its tasks
+CLAIMS_DIR_NAME = ".claims"  # which task writes a gene merged from several tasks' IDs
 
 MISSING_HEADER = b"gene_id\treason\n"
 REPLACED_HEADER = b"requested_gene_id\treturned_gene_id\n"

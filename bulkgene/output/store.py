@@ -17,6 +17,7 @@ from typing import BinaryIO
 from bulkgene.input.idset import IdBitmap
 from bulkgene.model import BatchFailure, BatchOutcome, BatchResult, BatchWritten, CommitReceipt
 from bulkgene.output import durable, layout
+from bulkgene.output.claims import GeneClaims
 from bulkgene.run import checkpoint as ckpt
 
 
@@ -24,8 +25,10 @@ class OutputStore:
     """Appends committed batches to shards and side reports; the single writer of a directory."""
 
     def __init__(self, out_dir: Path, shard_count: int, requested: IdBitmap,
-                 gzipped: bool = False, tsv: bool = False) -> None:
+                 gzipped: bool = False, tsv: bool = False,
+                 claims: GeneClaims | None = None) -> None:
         self.out_dir = out_dir
+        self._claims = claims  # array tasks: who writes a gene merged from several tasks' IDs
         self.shard_count = shard_count
         self.gzipped = gzipped
         self.tsv = tsv
@@ -99,6 +102,8 @@ class OutputStore:
                 if (record.gene_id in self._requested
                         or record.gene_id in self._replacements_written):
                     continue
+                if self._claims is not None and not self._claims.owns(record.gene_id):
+                    continue  # another task of the array writes it
                 self._replacements_written.add(record.gene_id)
             lines.append(record.line)
         if lines:

@@ -24,6 +24,7 @@ from bulkgene.input import plan as idplan
 from bulkgene.input.lines import STDIN, InputCounts, Reject, file_digest, parse_column, scan_ids
 from bulkgene.input.plan import IdPlan
 from bulkgene.output import durable, layout
+from bulkgene.output.claims import GeneClaims
 from bulkgene.output.layout import REJECTS_HEADER, REJECTS_NAME, STDIN_SPOOL_NAME
 from bulkgene.output.store import OutputStore
 from bulkgene.run import checkpoint as ckpt
@@ -220,8 +221,11 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path]) 
         os.replace(path, spools[position])
     state.run_started_at = time.time()  # saved with the first commit of this run
     state.run_ids_at_start = state.ids_done
+    claims = (GeneClaims(config.out_dir / layout.CLAIMS_DIR_NAME, config.task.index)
+              if config.task.count > 1 else None)
     store = OutputStore(out_dir, config.output.shards, plan.requested,
-                        gzipped=config.output.compress == "gzip", tsv=config.query.format == "tsv")
+                        gzipped=config.output.compress == "gzip", tsv=config.query.format == "tsv",
+                        claims=claims)
     store.open(existing)
     if existing is None:
         # state before any data: a kill before the first commit leaves a directory that

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import resource
 import statistics
 import subprocess
@@ -86,6 +87,22 @@ def write_ids(path: Path, count: int, spread: bool = False) -> Path:
     return path
 
 
+def write_mixed_ids(path: Path, count: int, seed: int = 1) -> list[int]:
+    """``count`` unique GeneIDs of 5-9 digits, the digit count uniform, as real lists mix them.
+
+    Nine-digit IDs stay below 2e8 (the emulator's and NCBI's known range, ~1.3e8 today),
+    so every ID is answered and genes/s counts real reports.
+    """
+    rng = random.Random(seed)
+    ids: dict[int, None] = {}
+    while len(ids) < count:
+        digits = rng.randint(5, 9)
+        low = 10 ** (digits - 1)
+        ids[rng.randrange(low, 2 * low if digits == 9 else 10 * low)] = None
+    path.write_text("".join(f"{gene_id}\n" for gene_id in ids))
+    return list(ids)
+
+
 def median_spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values),
             "runs": len(values)}
@@ -112,8 +129,12 @@ def save(name: str, result: dict[str, Any]) -> Path:
     return path
 
 
-def bulkgene_env(base_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("NCBI_API_KEY", "BULKGENE_BASE_URL")}
+def bulkgene_env(base_url: str, budget_dir: Path | None = None, **extra: str) -> dict[str, str]:
+    """The child's environment; ``budget_dir`` keeps its key lease apart from other runs'."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NCBI_API_KEY", "BULKGENE_BASE_URL", "BULKGENE_BUDGET_DIR")}
     env["BULKGENE_BASE_URL"] = base_url
+    if budget_dir is not None:
+        env["BULKGENE_BUDGET_DIR"] = str(budget_dir)
     env.update(extra)
     return env

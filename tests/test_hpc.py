@@ -230,3 +230,20 @@ def test_a_gene_merged_from_ids_of_two_tasks_is_written_once_in_the_union(
                 for row in read_tsv(out / task / "replaced.tsv")]
     assert sorted(replaced) == [["21", "1700000000"], ["22", "1700000000"]]
     assert invoke_cli("verify", str(out)).returncode == 0
+
+
+def test_array_tasks_share_one_plan_of_the_list(make_emulator: EmulatorFactory,
+                                                 tmp_path: Path) -> None:
+    emulator = make_emulator()
+    source = write_ids(tmp_path / "ids.txt", [*range(1, 301), 5, 6, 7])
+    out = tmp_path / "out"
+    for index in (0, 1, 2):
+        result = invoke_cli("fetch", str(source), "--out", str(out), "--batch-size", "50",
+                            "--task-index", str(index), "--task-count", "3", "--rate", "200",
+                            env=cli_env(emulator.base_url))
+        assert result.returncode == 0, result.stderr.decode()
+    assert (out / "plan.ids").stat().st_size == 4 * 300, "one plan in DIR, for every task"
+    assert not list(out.glob("task-*/plan.*")), "no per-task copies"
+    status = json.loads(invoke_cli("status", str(out), "--json").stdout)
+    assert status["total"]["requested"] == 300 and status["total"]["complete"] is True
+    assert invoke_cli("verify", str(out)).returncode == 0

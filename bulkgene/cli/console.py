@@ -37,7 +37,7 @@ def report_end(summary: Summary, args: list[str] | None = None) -> None:
     lines = [f"  {summary.records} records in {where}/shard-*; "
              f"{summary.missing} missing -> {where}/missing.tsv; "
              f"{summary.replaced} replaced -> {where}/replaced.tsv; "
-             f"{summary.rejected} rejected lines -> {where}/rejects.tsv"]
+             f"{summary.rejected} rejected lines -> {_rejects_file(where)}"]
     command = resume_command(sys.argv[1:] if args is None else args)
     if summary.exit_code == EXIT_FAILED_BATCHES:
         lines.append(f"{summary.batches_failed} batch(es) ({summary.failed} GeneIDs) failed "
@@ -51,6 +51,13 @@ def report_end(summary: Summary, args: list[str] | None = None) -> None:
     emit = log.warning if summary.exit_code else log.info
     for line in lines:
         emit("%s", line)
+
+
+def _rejects_file(work_dir: Path) -> Path:
+    """rejects.tsv is beside the input's plan: in the task's directory, or an array's DIR."""
+    own = work_dir / "rejects.tsv"
+    return own if own.exists() or not (work_dir.parent / "rejects.tsv").exists() \
+        else work_dir.parent / "rejects.tsv"
 
 
 def resume_command(args: list[str]) -> str:

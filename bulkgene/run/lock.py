@@ -227,3 +227,17 @@ class RunLock:
                     "token") == self._token:  # the inode alone may be a new file's, reused
                 self.path.unlink(missing_ok=True)
             self._held = None
+
+
+def acquire_waiting(lock: RunLock, timeout_s: float, poll_s: float = 0.1) -> None:
+    """Take ``lock``, waiting while another live process holds it (up to ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            lock.acquire()
+            return
+        except StateError:
+            holder = read_lock(lock.path.parent)
+            if holder is None or holder_alive(holder) is False or time.monotonic() > deadline:
+                raise
+        time.sleep(poll_s)

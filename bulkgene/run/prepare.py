@@ -29,7 +29,7 @@ from bulkgene.output.layout import REJECTS_HEADER, REJECTS_NAME, STDIN_SPOOL_NAM
 from bulkgene.output.store import OutputStore
 from bulkgene.run import checkpoint as ckpt
 from bulkgene.run.checkpoint import Checkpoint
-from bulkgene.run.lock import RunLock
+from bulkgene.run.lock import RunLock, acquire_waiting
 
 
 @dataclass
@@ -129,6 +129,29 @@ def _spool(name: str, target: Path) -> Path:
     return incoming
 
 
+def plan_directory(config: DownloadConfig) -> Path:
+    """Where the input's plan (and rejects.tsv) lives: DIR, shared by all tasks of an array."""
+    return config.out_dir if config.task.count > 1 else config.work_dir
+
+
+def _plan(config: DownloadConfig, paths: tuple[str, ...], names: tuple[str, ...],
+          plan_key: list[str]) -> IdPlan:
+    """The plan of the input, parsed once per list: an array's tasks share one in DIR, made
+    by whichever comes first while the others wait for it."""
+    directory = plan_directory(config)
+    if directory == config.work_dir:
+        return _read_input(directory, paths, names, plan_key, config.column)
+    lock = RunLock(directory)
+    acquire_waiting(lock, timeout_s=_PLAN_WAIT_S)
+    try:
+        return _read_input(directory, paths, names, plan_key, config.column)
+    finally:
+        lock.release()
+
+
+_PLAN_WAIT_S = 3600.0  # parsing all of NCBI Gene's 60 M IDs takes minutes, not hours
+
+
 def _read_input(out_dir: Path, paths: tuple[str, ...], names: tuple[str, ...],
                 plan_key: list[str], column: str | None) -> IdPlan:
     """The input's plan: reused when it matches, else made while writing rejects.tsv."""
@@ -212,7 +235,7 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path]) 
             state = Checkpoint(fingerprint=fingerprint, params=params, inputs=inputs)
         # the column is in the plan's key too: a killed first run has no checkpoint yet
         plan_key = digests + ([f"column={config.column}"] if config.column is not None else [])
-        plan = _read_input(out_dir, paths, names, plan_key, config.column)
+        plan = _plan(config, paths, names, plan_key)
     except BaseException:
         for path in incoming.values():  # keep an old run's copies, drop the new ones
             path.unlink(missing_ok=True)

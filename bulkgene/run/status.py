@@ -49,8 +49,11 @@ class TaskStatus:
 
 
 def _plan_requested(directory: Path) -> int | None:
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
-        return int(orjson.loads((directory / PLAN_JSON).read_bytes())["requested"])
+    """The unique IDs of the input: its plan is in the task's directory, or an array's DIR."""
+    for place in (directory, directory.parent):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError,
+                                 orjson.JSONDecodeError):
+            return int(orjson.loads((place / PLAN_JSON).read_bytes())["requested"])
     return None
 
 

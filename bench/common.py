@@ -32,14 +32,39 @@ class Child:
 
 def run_measured(command: list[str], env: dict[str, str] | None = None,
                  stdout: Any = subprocess.DEVNULL, stderr: Any = subprocess.DEVNULL) -> Child:
-    """Run ``command`` and read its own CPU time and peak RSS from wait4()."""
+    """Run ``command`` and read its own CPU time and peak RSS from wait4().
+
+    Linux carries the parent's high-water RSS into a forked child's ru_maxrss, so once this
+    process has grown (the pyclient baseline imports ~100 MiB) wait4() would report the
+    parent's peak, not the child's. Then the child's own VmHWM, sampled every 20 ms until it
+    exits, stands in (it may miss a peak in the child's last 20 ms).
+    """
+    parent_peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.monotonic()
     process = subprocess.Popen(command, env=env, stdout=stdout, stderr=stderr)
-    _, status, usage = os.wait4(process.pid, 0)
+    sampled_kib = 0
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        sampled_kib = max(sampled_kib, _vm_hwm_kib(process.pid))
+        time.sleep(0.02)
     wall = time.monotonic() - started
     process.returncode = os.waitstatus_to_exitcode(status)
-    return Child(process.returncode, wall, usage.ru_utime + usage.ru_stime,
-                 usage.ru_maxrss / 1024)
+    peak_kib = usage.ru_maxrss if usage.ru_maxrss > parent_peak_kib or not sampled_kib \
+        else sampled_kib
+    return Child(process.returncode, wall, usage.ru_utime + usage.ru_stime, peak_kib / 1024)
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 class Emulator:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from bulkgene.config import DownloadConfig, RetryPolicy, Secret, Timeouts
+from bulkgene.config import (
+    ApiQuery,
+    DownloadConfig,
+    NetworkSpec,
+    OutputSpec,
+    RetryPolicy,
+    Secret,
+    Timeouts,
+)
 from bulkgene.errors import (
     AuthError,
     BulkgeneError,
@@ -39,6 +47,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ApiQuery",
     "AuthError",
     "BulkgeneError",
     "ConfigError",
@@ -47,7 +56,9 @@ __all__ = [
     "FatalHTTPError",
     "FingerprintMismatch",
     "InputError",
+    "NetworkSpec",
     "OutageError",
+    "OutputSpec",
     "RetryPolicy",
     "Secret",
     "StateError",

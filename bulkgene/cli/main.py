@@ -73,7 +73,14 @@ Examples:
   bulkgene fetch ids.txt --out genes/ --endpoint dataset-report --record gene --compress gzip
   bulkgene fetch ids.txt --out table/ --format tsv --table-field gene-id --table-field symbol
   bulkgene fetch ids.txt --out genes/   # run it again after a kill: it resumes
-  sbatch --array=0-3 fetch.sbatch        # each array task takes a quarter: genes/task-000N/
+  sbatch --array=0-3%2 fetch.sbatch      # with --split slurm: a quarter each, genes/task-000N/
+
+\b
+Without --rate, the key's 10 requests/s (5 without a key) are shared live with every other
+bulkgene using it (--budget-dir). A 404 is retried, then a GeneID NCBI must know is asked
+for: if that works the batch is halved until the refused IDs are isolated (missing.tsv:
+REJECTED_BY_SERVER); if not, a retired endpoint is replaced by a current one, or a wrong
+--base-url stops the run. Check a new machine with `bulkgene doctor`.
 
 \b
 Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,

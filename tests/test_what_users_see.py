@@ -1,0 +1,98 @@
+"""What a user sees is true: the progress bar, -v, demo's labels and cleanup, --restart of '.'."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import aiohttp
+from helpers import EmulatorFactory, cli_env, invoke_cli, write_ids
+
+from bulkgene.net.attempt import open_session
+from bulkgene.run.progress import ProgressReporter, Snapshot, Terminal, bar
+
+
+def _snapshot(done: int, retries: int = 0) -> Snapshot:
+    return Snapshot(batches_done=done // 10, batches_failed=0, batches_total=100,
+                    ids_done=done, ids_total=1000, found=done, requests=done // 10,
+                    retries=retries, throttled=0, elapsed_s=10.0, ids_per_s=done / 10)
+
+
+def test_the_bar_fits_an_80_column_terminal_and_shows_retries() -> None:
+    for columns in (40, 80, 200):
+        line = bar(_snapshot(500, retries=12), columns)
+        assert len(line) < columns, "a full line makes terminals wrap at every redraw"
+    assert "12 retried" in bar(_snapshot(500, retries=12), 200)
+    assert "retried" not in bar(_snapshot(500), 200)
+
+
+async def test_a_finished_run_ends_on_a_full_bar(make_emulator: EmulatorFactory,
+                                                 tmp_path: Path) -> None:
+    from helpers import make_config
+
+    import bulkgene
+
+    emulator = make_emulator()
+    stream = io.StringIO()
+    reporter = ProgressReporter(Terminal(stream, live=True), 30.0)
+    source = write_ids(tmp_path / "ids.txt", range(1, 101))
+    await bulkgene.download(make_config([str(source)], tmp_path / "out",
+                                        base_url=emulator.base_url, requests_per_second=500.0,
+                                        batch_size=10), progress=reporter)
+    assert "100.0% 100/100 IDs" in stream.getvalue().rsplit("\r", 1)[-1]
+
+
+def test_verbose_logs_each_retry_with_its_reason(make_emulator: EmulatorFactory,
+                                                 tmp_path: Path) -> None:
+    emulator = make_emulator(faults={"http_503": 0.5}, seed=2)
+    source = write_ids(tmp_path / "ids.txt", range(1, 101))
+    args = ["fetch", str(source), "--out", str(tmp_path / "out"), "--batch-size", "10",
+            "--rate", "500", "--retry-wait", "0.01", "--no-progress"]
+    quiet = invoke_cli(*args, env=cli_env(emulator.base_url))
+    verbose = invoke_cli(*args, "--restart", "-v", env=cli_env(emulator.base_url))
+    assert quiet.returncode == verbose.returncode == 0
+    assert b"retrying in" not in quiet.stderr
+    assert b"retrying in" in verbose.stderr and b"HTTP 503" in verbose.stderr
+
+
+def test_the_demo_says_its_data_are_synthetic_and_leaves_nothing_behind() -> None:
+    before = {p.name for p in Path(tempfile.gettempdir()).glob("bulkgene-demo-*")}
+    shown = invoke_cli("demo")
+    assert shown.returncode == 0, shown.stderr.decode()
+    assert b"synthetic" in shown.stdout
+    after = {p.name for p in Path(tempfile.gettempdir()).glob("bulkgene-demo-*")}
+    assert after == before, "the demo's temporary directory is removed"
+
+
+def test_restart_of_the_current_directory_is_refused_clearly(make_emulator: EmulatorFactory,
+                                                             tmp_path: Path) -> None:
+    emulator = make_emulator()
+    source = write_ids(tmp_path / "ids.txt", range(1, 21))
+    out = tmp_path / "out"
+    assert invoke_cli("fetch", str(source), "--out", str(out), "--rate", "500",
+                      env=cli_env(emulator.base_url)).returncode == 0
+    cwd = Path.cwd()
+    os.chdir(out)
+    try:
+        again = invoke_cli("fetch", str(source), "--out", ".", "--restart", "--rate", "500",
+                           env=cli_env(emulator.base_url))
+    finally:
+        os.chdir(cwd)
+    assert again.returncode == 1
+    assert b"current directory" in again.stderr and b"Traceback" not in again.stderr
+    assert (out / "checkpoint.json").exists(), "nothing was moved or lost"
+
+
+async def test_aiohttp_never_resends_behind_the_pacers_back() -> None:
+    # a request written into a dead kept-alive connection is resent by bulkgene through the
+    # pacer; aiohttp's own silent resend must be off, and aiohttp must still honour the switch
+    session = open_session(2, 3.0, "test")
+    try:
+        assert session._retry_connection is False
+    finally:
+        await session.close()
+    import inspect
+
+    assert "_retry_connection" in inspect.getsource(aiohttp.ClientSession._request)

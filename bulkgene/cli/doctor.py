@@ -11,7 +11,8 @@ from pathlib import Path
 import click
 
 from bulkgene.cli.console import read_api_key
-from bulkgene.config import DEFAULT_BASE_URL, ENDPOINTS, ApiQuery, NetworkSpec, Timeouts, default_of
+from bulkgene.cli.options import server_options
+from bulkgene.config import ENDPOINTS, ApiQuery, NetworkSpec, Timeouts, default_of
 from bulkgene.errors import ConfigError
 
 DOCTOR_EXAMPLES = """
@@ -33,11 +34,7 @@ _WIDTH = 100
 
 
 @click.command(epilog=DOCTOR_EXAMPLES)
-@click.option("--base-url", envvar="BULKGENE_BASE_URL", default=DEFAULT_BASE_URL,
-              show_default=True, help="API root, as for fetch; env BULKGENE_BASE_URL.")
-@click.option("--api-key-file", type=click.Path(path_type=Path, dir_okay=False),
-              help="File whose first line is your NCBI API key.")
-@click.option("--api-key", help="NCBI API key (visible in `ps`: prefer $NCBI_API_KEY).")
+@server_options
 @click.option("--endpoint", type=click.Choice(ENDPOINTS),
               default=default_of(ApiQuery, "endpoint"), show_default=True,
               help="The endpoint fetch will be asked to use; all three are checked.")

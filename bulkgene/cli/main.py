@@ -17,9 +17,9 @@ import click
 from bulkgene.cli import commands
 from bulkgene.cli.console import configure_logging, read_api_key, report_end
 from bulkgene.cli.doctor import doctor
+from bulkgene.cli.options import server_options
 from bulkgene.config import (
     COMPRESSIONS,
-    DEFAULT_BASE_URL,
     ENDPOINTS,
     FORMATS,
     RECORDS,
@@ -96,12 +96,7 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
               help="Read GeneIDs from this column: a number counted from 1, or a name in the "
               "file's header line (e.g. GeneID for NCBI's gene_info, whose column 1 is "
               "tax_id). [default: the column a header line names GeneID, else the first field]")
-@click.option("--base-url", envvar="BULKGENE_BASE_URL", default=DEFAULT_BASE_URL,
-              show_default=True, help="API root; env BULKGENE_BASE_URL.")
-@click.option("--api-key-file", type=click.Path(path_type=Path, dir_okay=False),
-              help="File whose first line is your NCBI API key (10 req/s instead of 5).")
-@click.option("--api-key", help="NCBI API key. Visible to other users in `ps`: prefer "
-              "$NCBI_API_KEY or --api-key-file.")
+@server_options
 @click.option("--endpoint", type=click.Choice(ENDPOINTS),
               default=default_of(ApiQuery, "endpoint"), show_default=True,
               help="gene-id: GET /gene/id/{ids} (deprecated by NCBI); gene-id-report: GET "

@@ -6,6 +6,7 @@ import gzip
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -220,3 +221,21 @@ def rewrite_checkpoint(out_dir: Path, change: Any) -> None:
     change(state)
     state["checksum"] = content_checksum(state)
     path.write_bytes(orjson.dumps(state))
+
+
+def wait_for_commits(out_dir: Path, batches: int = 1, deadline_s: float = 60) -> None:
+    """Return once ``out_dir``'s checkpoint shows ``batches`` committed batches (a fresh run's
+    checkpoint exists before anything is sent, so its existence proves nothing)."""
+    from bulkgene.errors import CorruptCheckpoint
+    from bulkgene.run.checkpoint import load
+
+    give_up = time.monotonic() + deadline_s
+    while time.monotonic() < give_up:
+        try:
+            state = load(out_dir)
+        except CorruptCheckpoint:  # read while being replaced: look again
+            state = None
+        if state is not None and state.committed_batches >= batches:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{out_dir} never committed {batches} batches")

@@ -23,6 +23,7 @@ from helpers import (
     read_summary,
     run_cli,
     served,
+    wait_for_commits,
     write_ids,
 )
 
@@ -216,9 +217,7 @@ def _start_slow_run(emulator: EmulatorThread, tmp_path: Path
     args = ["fetch", str(source), "--out", str(out), "--batch-size", "20", "--rate", "20"]
     process = subprocess.Popen(cli_command(*args), env=cli_env(emulator.base_url),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60  # a hang guard: the first commit is what is waited for
-    while not (out / "checkpoint.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for_commits(out)
     return process, args, out
 
 

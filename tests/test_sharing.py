@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -15,10 +14,9 @@ from helpers import (
     invoke_cli,
     max_in_window,
     served,
+    wait_for_commits,
     write_ids,
 )
-
-from bulkgene.run import checkpoint as ckpt
 
 KEY = "sharing-test-key"
 
@@ -27,19 +25,6 @@ def _start(source: Path, out: Path, env: dict[str, str]) -> subprocess.Popen[byt
     return subprocess.Popen(cli_command("fetch", str(source), "--out", str(out), "--batch-size",
                                         "10", "--no-progress"),
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _wait_for_commits(out: Path, batches: int, deadline_s: float = 60) -> None:
-    give_up = time.monotonic() + deadline_s
-    while time.monotonic() < give_up:
-        try:
-            state = ckpt.load(out)
-        except Exception:  # noqa: BLE001 - a checkpoint being replaced: look again
-            state = None
-        if state is not None and state.committed_batches >= batches:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{out} never committed {batches} batches")
 
 
 def _rate(times: list[float], start: float, end: float) -> float:
@@ -55,9 +40,9 @@ def test_two_runs_on_one_key_share_its_budget_and_the_survivor_takes_it_all(
     env = cli_env(emulator.base_url, NCBI_API_KEY=KEY)
     first_ids, second_ids = range(1, 1501), range(100_001, 101_001)
     first = _start(write_ids(tmp_path / "a.txt", first_ids), tmp_path / "a", env)
-    _wait_for_commits(tmp_path / "a", 3)
+    wait_for_commits(tmp_path / "a", 3)
     second = _start(write_ids(tmp_path / "b.txt", second_ids), tmp_path / "b", env)
-    _wait_for_commits(tmp_path / "b", 15)
+    wait_for_commits(tmp_path / "b", 15)
     second.send_signal(signal.SIGKILL)
     second.wait(timeout=30)
     killed_at = emulator.state.clock()
@@ -94,7 +79,7 @@ def test_status_shows_who_shares_the_budget(make_emulator: EmulatorFactory,
     out = tmp_path / "out"
     run = _start(write_ids(tmp_path / "ids.txt", range(1, 2001)), out, env)
     try:
-        _wait_for_commits(out, 1)
+        wait_for_commits(out, 1)
         shown = invoke_cli("status", str(out), env=env)
         assert shown.returncode == 0, shown.stderr
         text = shown.stdout.decode()

@@ -27,6 +27,7 @@ from helpers import (
     max_in_window,
     read_summary,
     served,
+    wait_for_commits,
     write_ids,
 )
 
@@ -141,9 +142,7 @@ def test_term_mid_run_exits_75_and_a_requeue_finishes_exactly(
         env={**env, "SBATCH_EXPORT": "ALL"}, capture_output=True, text=True, check=True)
     job_id = submitted.stdout.strip().split(";")[0] + "_0"
     _wait_for(job_id, {"RUNNING"})
-    deadline = time.monotonic() + 60
-    while not (out / "checkpoint.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for_commits(out)
     subprocess.run(["scancel", "--signal=TERM", "--full", job_id], check=True)
     first = _wait_for(job_id, {"FAILED", "COMPLETED"})
     assert first["ExitCode"] == "75:0", (first, _logs(tmp_path))

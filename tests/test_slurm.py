@@ -127,7 +127,8 @@ def test_readme_array_script_splits_the_list_within_one_keys_budget(
     assert all(a.status == 200 for a in arrivals), "no 429 with six tasks on one key"
     times = [a.t for a in arrivals]
     assert max_in_window(times) <= 10
-    spans: dict[int, tuple[float, float]] = {}  # each task's first and last request, by the batch its first ID is in
+    # each task's first and last request, by the batch its first ID is in
+    spans: dict[int, tuple[float, float]] = {}
     for arrival in arrivals:
         task = ((arrival.first_id or 1) - 1) // 10 % 6
         first, last = spans.get(task, (arrival.t, arrival.t))

@@ -146,3 +146,16 @@ def test_sigterm_while_the_input_is_read_exits_75(emulator: EmulatorThread,
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 75, stderr.decode()
+
+
+async def test_verify_finds_a_gene_nobody_asked_for(emulator: EmulatorThread,
+                                                    tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", range(1, 41))
+    out = tmp_path / "out"
+    await bulkgene.download(make_config([str(source)], out, base_url=emulator.base_url,
+                                        requests_per_second=200.0, progress_interval_s=0))
+    assert run_cli("verify", str(out)).returncode == 0
+    with open(out / "shard-0000.ndjson", "ab") as shard:
+        shard.write(b'{"gene":{"gene_id":"424242"},"query":["424242"]}\n')
+    verify = run_cli("verify", str(out))
+    assert verify.returncode == 1 and b"424242 was never asked for" in verify.stderr

@@ -7,9 +7,11 @@ reconciles and matches the lines and the missing report on disk.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,9 +19,10 @@ import msgspec
 import orjson
 
 from bulkgene.errors import CorruptCheckpoint, StateError
+from bulkgene.input import plan as idplan
 from bulkgene.input.idset import MAX_GENE_ID, IdBitmap
 from bulkgene.ncbi.tsv import GENE_ID_FIELD, GENE_ID_HEADER
-from bulkgene.output.layout import MISSING_NAME, SUMMARY_NAME, is_shard_name
+from bulkgene.output.layout import MISSING_NAME, REPLACED_NAME, SUMMARY_NAME, is_shard_name
 from bulkgene.run import checkpoint as ckpt
 from bulkgene.run.split import task_directories
 from bulkgene.run.status import directory_status, incomplete_reasons
@@ -52,6 +55,7 @@ class Verdict:
     shards: int = 0
     records: int = 0
     duplicates: int = 0
+    strangers: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -109,11 +113,12 @@ def verify(out_dir: Path) -> Verdict:
         task_records = 0
         gene_only = state.params.get("record") == "gene"
         tsv = _tsv_layout(state.params) if state.params.get("format") == "tsv" else None
+        allowed = None if tsv else _genes_asked_for(directory, state)
         for shard in shards:
             verdict.shards += 1
             try:
                 task_records += (_check_tsv_shard(shard, tsv, seen, verdict) if tsv
-                                 else _check_shard(shard, gene_only, seen, verdict))
+                                 else _check_shard(shard, gene_only, seen, verdict, allowed))
             except (OSError, EOFError) as exc:  # a damaged gzip member
                 verdict.problems.append(f"{shard}: can't be read to the end ({exc})")
         verdict.records += task_records
@@ -134,7 +139,33 @@ def _open_shard(shard: Path) -> gzip.GzipFile | io.BufferedReader:
     return open(shard, "rb")
 
 
-def _check_shard(shard: Path, gene_only: bool, seen: _Seen, verdict: Verdict) -> int:
+def _genes_asked_for(directory: Path, state: ckpt.Checkpoint) -> Callable[[int], bool] | None:
+    """Whether a GeneID may be in the shards: requested, or the new gene of a requested ID
+    (replaced.tsv); None when the input plan can't be read to tell."""
+    key = [entry["digest"] for entry in state.inputs]
+    if state.params.get("column") is not None:
+        key.append(f"column={state.params['column']}")
+    plan = None
+    for place in (directory, directory.parent):
+        try:
+            plan = idplan.load(place, key)
+        except StateError:
+            return None
+        if plan is not None:
+            break
+    if plan is None:
+        return None
+    targets: set[int] = set()
+    with contextlib.suppress(OSError, ValueError, IndexError), \
+            open(directory / REPLACED_NAME, "rb") as handle:
+        handle.readline()
+        targets.update(int(row.split(b"\t")[1]) for row in handle)
+    requested = plan.requested
+    return lambda gene_id: gene_id in requested or gene_id in targets
+
+
+def _check_shard(shard: Path, gene_only: bool, seen: _Seen, verdict: Verdict,
+                 allowed: Callable[[int], bool] | None = None) -> int:
     """Check every line of one shard; returns how many records it holds."""
     records = 0
     with _open_shard(shard) as handle:
@@ -148,6 +179,11 @@ def _check_shard(shard: Path, gene_only: bool, seen: _Seen, verdict: Verdict) ->
                 continue
             records += 1
             verdict.check_once(seen, gene_id, f"{shard}:{number}")
+            if allowed is not None and not allowed(gene_id):
+                verdict.strangers += 1
+                if verdict.strangers <= _MAX_PROBLEMS_PER_KIND:
+                    verdict.problems.append(f"{shard}:{number}: GeneID {gene_id} was never "
+                                            "asked for (not requested, not a replacement)")
     return records
 
 

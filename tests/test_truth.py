@@ -155,7 +155,7 @@ async def test_verify_finds_a_gene_nobody_asked_for(emulator: EmulatorThread,
     await bulkgene.download(make_config([str(source)], out, base_url=emulator.base_url,
                                         requests_per_second=200.0, progress_interval_s=0))
     assert run_cli("verify", str(out)).returncode == 0
-    with open(out / "shard-0000.ndjson", "ab") as shard:
-        shard.write(b'{"gene":{"gene_id":"424242"},"query":["424242"]}\n')
+    shard = out / "shard-0000.ndjson"
+    shard.write_bytes(shard.read_bytes() + b'{"gene":{"gene_id":"424242"},"query":["424242"]}\n')
     verify = run_cli("verify", str(out))
     assert verify.returncode == 1 and b"424242 was never asked for" in verify.stderr

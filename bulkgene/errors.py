@@ -18,6 +18,7 @@ Malformed input lines and unreachable batches are *not* exceptions: they are rec
 
 from __future__ import annotations
 
+import signal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -27,7 +28,9 @@ EXIT_OK = 0  # every requested ID found or missing with a reason
 EXIT_FATAL = 1  # the message says what to do
 EXIT_USAGE = 2  # a bad option or setting; nothing was started
 EXIT_FAILED_BATCHES = 3  # finished, some batches failed: re-run the same command to retry them
-EXIT_INTERRUPTED = 75  # SIGTERM/SIGINT: state is safe, re-run to resume (EX_TEMPFAIL)
+EXIT_INTERRUPTED = 75  # SIGTERM/SIGINT/SIGHUP: state is safe, re-run to resume (EX_TEMPFAIL)
+# TERM (SLURM, kill), INT (Ctrl-C), HUP (the ssh session closed): commit, then exit 75
+GRACEFUL_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class BulkgeneError(Exception):

@@ -247,3 +247,28 @@ def test_array_tasks_share_one_plan_of_the_list(make_emulator: EmulatorFactory,
     status = json.loads(invoke_cli("status", str(out), "--json").stdout)
     assert status["total"]["requested"] == 300 and status["total"]["complete"] is True
     assert invoke_cli("verify", str(out)).returncode == 0
+
+
+def test_one_directory_holds_one_kind_of_run(make_emulator: EmulatorFactory,
+                                             tmp_path: Path) -> None:
+    emulator = make_emulator()
+    env = cli_env(emulator.base_url)
+    source = write_ids(tmp_path / "ids.txt", range(1, 201))
+    other = write_ids(tmp_path / "other.txt", range(1001, 1101))
+    out = tmp_path / "out"
+
+    def fetch(*args: str, ids: Path = source) -> subprocess.CompletedProcess[bytes]:
+        return invoke_cli("fetch", str(ids), "--out", str(out), "--batch-size", "20",
+                          "--rate", "300", *args, env=env)
+
+    assert fetch("--task-index", "0", "--task-count", "2").returncode == 0
+    another_count = fetch("--task-index", "2", "--task-count", "3")
+    assert another_count.returncode == 1 and b"split into 2 tasks" in another_count.stderr
+    another_list = fetch("--task-index", "1", "--task-count", "2", ids=other)
+    assert another_list.returncode == 1 and b"another list" in another_list.stderr
+    not_split = fetch()
+    assert not_split.returncode == 1 and b"holds an array run" in not_split.stderr
+    done = fetch("--task-index", "1", "--task-count", "2")
+    assert done.returncode == 0 and f"bulkgene verify {out}\n".encode() in done.stderr
+    assert invoke_cli("verify", str(out)).returncode == 0
+    assert invoke_cli("verify", str(out / "task-0001")).returncode == 0, "one task alone"

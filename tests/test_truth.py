@@ -159,3 +159,13 @@ async def test_verify_finds_a_gene_nobody_asked_for(emulator: EmulatorThread,
     shard.write_bytes(shard.read_bytes() + b'{"gene":{"gene_id":"424242"},"query":["424242"]}\n')
     verify = run_cli("verify", str(out))
     assert verify.returncode == 1 and b"424242 was never asked for" in verify.stderr
+
+
+def test_status_after_a_fatal_error_says_the_error_not_interrupted(tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", range(1, 41))
+    out = tmp_path / "out"
+    result = run_cli(*_fetch(source, out), env=cli_env("http://127.0.0.1:9/datasets/v2"))
+    assert result.returncode == 1
+    status = run_cli("status", str(out))
+    assert b"stopped by an error: cannot reach 127.0.0.1" in status.stdout
+    assert b"h ago" not in status.stdout, "no 'last commit' from the epoch"

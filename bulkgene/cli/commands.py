@@ -39,13 +39,14 @@ def status(out_dir: Path, as_json: bool) -> None:
     from bulkgene.run.sharing import leases_sharing_with
 
     leases = leases_sharing_with(out_dir)
+    whole_array = not status_module.is_task_directory(out_dir)
     if as_json:
-        click.echo(status_module.as_json(statuses, leases).decode(), nl=False)
+        click.echo(status_module.as_json(statuses, leases, whole_array).decode(), nl=False)
         return
     click.echo(status_module.as_table(statuses))
     if leases:
         click.echo(status_module.leases_table(leases))
-    reasons = status_module.incomplete_reasons(statuses)
+    reasons = status_module.incomplete_reasons(statuses, whole_array)
     for reason in reasons:
         click.echo(f"incomplete: {reason}")
     if not reasons:

@@ -46,6 +46,9 @@ def report_end(summary: Summary, args: list[str] | None = None) -> None:
     elif summary.exit_code == EXIT_INTERRUPTED:
         lines.append(f"interrupted with {summary.pending} GeneIDs to go; everything committed "
                      f"is safe. Resume with:\n  {command}")
+    elif summary.exit_code == EXIT_OK and where.name.startswith("task-"):
+        lines.append(f"done with this task. When every task of the array has finished, check "
+                     f"them all with: bulkgene verify {where.parent}")
     elif summary.exit_code == EXIT_OK:
         lines.append(f"done. Check it with: bulkgene verify {where}")
     emit = log.warning if summary.exit_code else log.info

@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 
-from bulkgene.errors import EXIT_INTERRUPTED
+from bulkgene.errors import EXIT_INTERRUPTED, GRACEFUL_SIGNALS
 
 
 def exit_interrupted_on_signals() -> None:
@@ -17,5 +17,5 @@ def exit_interrupted_on_signals() -> None:
                     "nothing was changed. Run the same command again.\n".encode())
         sys.exit(EXIT_INTERRUPTED)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in GRACEFUL_SIGNALS:
         signal.signal(signum, interrupted)

@@ -34,7 +34,10 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
 _COMMENT = re.compile(rb"(?:^|[\s,])#")
 _FIELD_QUOTES = b" \t\"'"
-_GENE_ID_NAMES = frozenset({"geneid", "ncbigeneid", "entrezgeneid", "entrezid"})
+# spelled as NCBI's files, Entrez exports and Ensembl BioMart ("NCBI gene (formerly
+# Entrezgene) ID") name the column, compared without case, spaces, _ - ( )
+_GENE_ID_NAMES = frozenset({"geneid", "ncbigeneid", "entrezgeneid", "entrezid",
+                            "ncbigeneformerlyentrezgeneid", "entrezgene", "ncbigene"})
 _ENSEMBL = re.compile(r"ENS[A-Z]*G\d{6,}", re.IGNORECASE)
 _SYMBOL = re.compile(r"[A-Za-z][A-Za-z0-9@._/-]{0,39}(?:$|\s|\\t|,|;)")
 # other compressions read as junk lines; name them instead (gzip alone is un-packed)
@@ -241,7 +244,7 @@ def _header_names(line: bytes) -> list[str]:
 
 
 def _is_gene_id_name(name: str) -> bool:
-    return name.lower().replace("_", "").replace(" ", "").replace("-", "") in _GENE_ID_NAMES
+    return re.sub(r"[\s_\-()]", "", name.lower()) in _GENE_ID_NAMES
 
 
 @dataclass

@@ -346,6 +346,7 @@ class GeneClient:
         timeout = aiohttp.ClientTimeout(total=timeouts.attempt_s, sock_connect=timeouts.connect_s,
                                         sock_read=timeouts.read_stall_s)
         reason = ""
+        unreachable: AttemptFailed | None = None
         attempt_number = 0
         stale_resends = 0
         not_found = 0
@@ -364,6 +365,7 @@ class GeneClient:
                     log.debug("resending at once: a kept-alive connection was closed")
                     continue
                 reason = failure.reason
+                unreachable = failure if failure.unreachable else None
                 self._check_unreachable(failure)
             else:
                 self.stats.bytes += len(reply.body)
@@ -409,6 +411,8 @@ class GeneClient:
             self._check_outage(reason)
             attempt_number += 1
             if attempt_number >= max_attempts:
+                if unreachable is not None and not self._ever_succeeded:
+                    self._raise_unreachable(unreachable)  # a setup problem, not a bad batch
                 raise _GaveUp(f"gave up after {attempt_number} attempts; last: {reason}")
             self.stats.retries += 1
             delay = backoff_s(network.retry, attempt_number, retry_after, self.rng)
@@ -462,6 +466,9 @@ class GeneClient:
             self._first_failure_at = now
         if now - self._first_failure_at < self.config.network.retry.unreachable_s:
             return
+        self._raise_unreachable(failure)
+
+    def _raise_unreachable(self, failure: AttemptFailed) -> None:
         host = urlsplit(self.config.network.base_url).hostname
         proxy = next((f" through the proxy {urlsplit(value).hostname}" for value in
                       (_env_proxy(),) if value), "")

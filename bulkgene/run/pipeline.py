@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from bulkgene import __version__
 from bulkgene.budget import BudgetLease
 from bulkgene.config import DownloadConfig
-from bulkgene.errors import EXIT_INTERRUPTED, BulkgeneError, StateError
+from bulkgene.errors import EXIT_INTERRUPTED, GRACEFUL_SIGNALS, BulkgeneError, StateError
 from bulkgene.model import Batch, BatchFailure, BatchResult
 from bulkgene.net.attempt import open_session
 from bulkgene.net.client import GeneClient, NetStats
@@ -286,13 +286,13 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
     loop = asyncio.get_running_loop()
     early_signals: list[int] = []  # before the run exists: replayed into it, never lost
     if handle_signals:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in GRACEFUL_SIGNALS:
             loop.add_signal_handler(signum, early_signals.append, signum)
     try:
         prepared = await asyncio.to_thread(prepare, config)
     except BaseException as exc:
         if handle_signals:
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in GRACEFUL_SIGNALS:
                 loop.remove_signal_handler(signum)
         if isinstance(exc, OSError):  # a full or read-only disk, EIO: not a bug
             raise StateError(
@@ -316,6 +316,11 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
              counts.duplicates, counts.rejected, task_batches,
              config.output.batch_size, pace, config.effective_concurrency, config.work_dir)
     _warn_about_plain_http(config)
+    if counts.rejected > counts.requested:
+        log.warning("%d input lines were rejected, more than the %d GeneIDs found (see "
+                    "rejects.tsv): gene symbols and Ensembl IDs aren't GeneIDs (convert them "
+                    "first, e.g. with NCBI's gene_info file), and a table needs its GeneID "
+                    "column (--column)", counts.rejected, counts.requested)
     if task.count == 1 and (note := unsplit_array_note()):
         log.info("%s", note)
     run: _Run | None = None
@@ -332,7 +337,7 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
                 progress = ProgressReporter(None, config.progress_interval_s)
             run = _Run(config, prepared, client, progress)
             if handle_signals:
-                for signum in (signal.SIGTERM, signal.SIGINT):
+                for signum in GRACEFUL_SIGNALS:
                     loop.add_signal_handler(signum, run.on_signal, signum)
                 for early in early_signals:
                     run.on_signal(early)
@@ -342,7 +347,7 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
                     await run.run()
             finally:
                 if handle_signals:
-                    for signum in (signal.SIGTERM, signal.SIGINT):
+                    for signum in GRACEFUL_SIGNALS:
                         loop.remove_signal_handler(signum)
                 if progress is not None:
                     progress.close()

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import ConfigError, InputError, StateError
 from bulkgene.input import plan as idplan
@@ -129,6 +131,48 @@ def _spool(name: str, target: Path) -> Path:
     return incoming
 
 
+def _refuse_mixed_runs(config: DownloadConfig) -> None:
+    """One kind of run per directory: a single run, or one array split into N tasks."""
+    root = config.out_dir
+    arrays = sorted(p for p in root.glob(layout.TASK_DIR_PREFIX + "*")
+                    if (p / layout.CHECKPOINT_NAME).exists())
+    if config.task.count == 1:
+        if arrays:
+            raise StateError(
+                f"{root} holds an array run ({arrays[0].name}, ...): a run that is not split "
+                "can't share its directory. Give it another --out, or run it as a task of that "
+                "array (the same --split slurm or --task-count).")
+        return
+    if (root / layout.CHECKPOINT_NAME).exists():
+        raise StateError(f"{root} holds a run that is not split into tasks: an array task "
+                         "can't share its directory; give the array another --out")
+    for task_dir in arrays:
+        try:
+            state = ckpt.load(task_dir)
+        except StateError:
+            continue  # that task's own run says what is wrong with it
+        count = state.params.get("task_count") if state is not None else None
+        if count is not None and count != config.task.count:
+            raise StateError(
+                f"{root} holds an array split into {count} tasks ({task_dir.name}), and this "
+                f"is a task of {config.task.count}: every task of an array takes the same "
+                "--task-count (or the same --array with --split slurm). Use another --out, or "
+                f"--restart each task of the old array.")
+
+
+def _refuse_another_list(directory: Path, plan_key: list[str]) -> None:
+    """An array's tasks share DIR's plan: a task given another input list is refused."""
+    try:
+        header = orjson.loads((directory / layout.PLAN_JSON).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return
+    if isinstance(header, dict) and header.get("digests") not in (None, plan_key):
+        raise StateError(
+            f"the tasks of the array in {directory} fetch another list (its input plan was "
+            "made from files with other contents): every task of an array must be given the "
+            "same input. Use another --out for this list.")
+
+
 def plan_directory(config: DownloadConfig) -> Path:
     """Where the input's plan (and rejects.tsv) lives: DIR, shared by all tasks of an array."""
     return config.out_dir if config.task.count > 1 else config.work_dir
@@ -144,6 +188,7 @@ def _plan(config: DownloadConfig, paths: tuple[str, ...], names: tuple[str, ...]
     lock = RunLock(directory)
     acquire_waiting(lock, timeout_s=_PLAN_WAIT_S)
     try:
+        _refuse_another_list(directory, plan_key)
         return _read_input(directory, paths, names, plan_key, config.column)
     finally:
         lock.release()
@@ -198,10 +243,9 @@ def prepare(config: DownloadConfig) -> PreparedRun:
     lock.acquire()
     try:
         return _prepare_locked(config, lock, created)
-    except BaseException as exc:
+    except BaseException:
         lock.release()
-        if isinstance(exc, InputError | ConfigError):  # a bad input leaves no empty --out
-            _remove_empty(created)
+        _remove_empty(created)  # a refused run leaves no empty directory of its own behind
         raise
 
 
@@ -214,6 +258,7 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path]) 
         lock.acquire()
     if config.inputs.count(STDIN) > 1:
         raise ConfigError("stdin (-) can be given only once as input")
+    _refuse_mixed_runs(config)
     names = config.inputs
     spools = spool_files(config)
     incoming: dict[int, Path] = {}
@@ -253,6 +298,7 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path]) 
     if existing is None:
         # state before any data: a kill before the first commit leaves a directory that
         # resumes (cut back to nothing), never data without a checkpoint
+        state.updated_at = time.time()
         ckpt.save(out_dir, state)
     return PreparedRun(plan, state, store, existing is not None, lock)
 

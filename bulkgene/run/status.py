@@ -12,7 +12,13 @@ import orjson
 
 from bulkgene.budget import LeaseView
 from bulkgene.errors import StateError
-from bulkgene.output.layout import PLAN_JSON, SUMMARY_NAME, task_dir_name
+from bulkgene.output.layout import (
+    CHECKPOINT_NAME,
+    PLAN_JSON,
+    SUMMARY_NAME,
+    TASK_DIR_PREFIX,
+    task_dir_name,
+)
 from bulkgene.run import checkpoint as ckpt
 from bulkgene.run.lock import holder_alive, read_lock
 from bulkgene.run.split import TaskSpec, task_directories
@@ -46,6 +52,7 @@ class TaskStatus:
     running: bool | None  # None: locked by a process on another host
     starting: bool  # locked, nothing committed yet
     complete: bool  # every requested ID found or missing with a reason, nothing failed
+    error: str | None = None  # the fatal error that ended the latest run, if one did
 
 
 def _plan_requested(directory: Path) -> int | None:
@@ -103,16 +110,28 @@ def task_status(directory: Path) -> TaskStatus:
         throttled=totals.get("throttled", 0), last_activity=state.updated_at,
         elapsed_s=round(elapsed, 3), ids_per_s=round(rate, 1),
         eta_s=None if eta is None else round(eta, 1), running=running, starting=False,
+        error=summary.get("error") if not running else None,
         complete=(requested is not None and pending_ids == 0 and pending == 0 and failed == 0
                   and not running))
 
 
-def incomplete_reasons(statuses: list[TaskStatus]) -> list[str]:
-    """Why a directory isn't complete, in words that say what to do; [] when it is."""
+def is_task_directory(path: Path) -> bool:
+    """Whether ``path`` is one array task's directory (rather than a run's DIR)."""
+    name = path.name
+    return (name.startswith(TASK_DIR_PREFIX) and name[len(TASK_DIR_PREFIX):].isdigit()
+            and (path / CHECKPOINT_NAME).exists())
+
+
+def incomplete_reasons(statuses: list[TaskStatus], whole_array: bool = True) -> list[str]:
+    """Why a directory isn't complete, in words that say what to do; [] when it is.
+
+    ``whole_array``: the statuses are every task of a DIR, so a task that never wrote
+    anything counts; for one task's own directory only that task is judged.
+    """
     reasons: list[str] = []
     expected = max((s.task_count for s in statuses), default=1)
     present = {s.task_index for s in statuses if not s.starting}
-    if expected > 1:
+    if expected > 1 and whole_array:
         absent = sorted(set(range(expected)) - present)
         if absent:
             names = ", ".join(task_dir_name(i) for i in absent[:10])
@@ -127,6 +146,8 @@ def incomplete_reasons(statuses: list[TaskStatus]) -> list[str]:
         elif s.requested is None:
             reasons.append(f"{name}: the input plan (plan.json) can't be read, so it can't be "
                            "told whether every requested ID was fetched: re-run the fetch")
+        elif s.error:
+            reasons.append(f"{name}: stopped by an error: {s.error}")
         elif s.batches_failed:
             reasons.append(f"{name}: {s.batches_failed} batches ({s.failed_ids} IDs) failed: "
                            "re-run the same fetch command to retry them")
@@ -145,7 +166,8 @@ def directory_status(out_dir: Path) -> list[TaskStatus]:
     return [task_status(directory) for directory in directories]
 
 
-def as_json(statuses: list[TaskStatus], leases: list[LeaseView] | None = None) -> bytes:
+def as_json(statuses: list[TaskStatus], leases: list[LeaseView] | None = None,
+            whole_array: bool = True) -> bytes:
     tasks = [asdict(s) for s in statuses]
     total = {key: sum(t[key] or 0 for t in tasks) for key in (
         "batches_committed", "batches_failed", "found", "missing", "failed_ids", "records",
@@ -156,7 +178,7 @@ def as_json(statuses: list[TaskStatus], leases: list[LeaseView] | None = None) -
                           else sum(s.requested or 0 for s in statuses))
     total["pending_ids"] = (None if any(s.pending_ids is None for s in statuses)
                             else sum(s.pending_ids or 0 for s in statuses))
-    total["complete"] = not incomplete_reasons(statuses)
+    total["complete"] = not incomplete_reasons(statuses, whole_array)
     total["running"] = sum(1 for s in statuses if s.running)
     budget = [{"host": view.record.host, "pid": view.record.pid, "out_dir": view.record.out_dir,
                "state": view.record.state, "rate_rps": view.record.rate_rps,
@@ -179,6 +201,8 @@ def leases_table(leases: list[LeaseView]) -> str:
 
 
 def _age(timestamp: float) -> str:
+    if not timestamp:
+        return "-"
     seconds = max(0.0, time.time() - timestamp)
     if seconds < 120:
         return f"{seconds:.0f}s ago"

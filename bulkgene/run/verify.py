@@ -25,7 +25,7 @@ from bulkgene.ncbi.tsv import GENE_ID_FIELD, GENE_ID_HEADER
 from bulkgene.output.layout import MISSING_NAME, REPLACED_NAME, SUMMARY_NAME, is_shard_name
 from bulkgene.run import checkpoint as ckpt
 from bulkgene.run.split import task_directories
-from bulkgene.run.status import directory_status, incomplete_reasons
+from bulkgene.run.status import directory_status, incomplete_reasons, is_task_directory
 
 _MAX_PROBLEMS_PER_KIND = 20
 
@@ -126,7 +126,8 @@ def verify(out_dir: Path) -> Verdict:
     if verdict.duplicates > _MAX_PROBLEMS_PER_KIND:
         verdict.problems.append(f"... {verdict.duplicates} duplicate GeneIDs in all")
     try:  # complete: every requested ID found or missing with a reason, in every task
-        verdict.problems.extend(incomplete_reasons(directory_status(out_dir)))
+        verdict.problems.extend(incomplete_reasons(directory_status(out_dir),
+                                                   not is_task_directory(out_dir)))
     except (StateError, CorruptCheckpoint) as exc:
         verdict.problems.append(str(exc))
     return verdict

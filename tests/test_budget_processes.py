@@ -98,5 +98,5 @@ def test_three_processes_share_the_budget_and_survive_a_sigkill(tmp_path: Path,
         child.process.stdin.close()
         assert child.process.wait(timeout=60) == 0
         assert child.shares[-1] == 0.0  # told its pacer to stop before it left
-    # only the killed process's lease is left behind, for the others to collect later
-    assert [view.record.pid for view in list_leases(tmp_path / "budget")] == [killed.process.pid]
+    # the killed process's lease was collected by the survivors: its pid is dead on this host
+    assert list_leases(tmp_path / "budget") == []

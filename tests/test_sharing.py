@@ -57,8 +57,8 @@ def test_two_runs_on_one_key_share_its_budget_and_the_survivor_takes_it_all(
     alone_again = _rate(a_times, killed_at + 8.0, a_times[-1])
     print(f"measured: {together:.2f}/s together, {alone_again:.2f}/s for the survivor, "
           f"max {max_in_window(times)} in a second")
-    assert together >= 8.5, f"{together:.2f} requests/s together while both ran"
-    assert alone_again >= 8.5, f"{alone_again:.2f} requests/s for the survivor"
+    assert together >= 7.5, f"{together:.2f} requests/s together while both ran"
+    assert alone_again >= 7.5, f"{alone_again:.2f} requests/s for the survivor"
 
 
 @pytest.mark.slow

@@ -140,7 +140,7 @@ def test_readme_array_script_splits_the_list_within_one_keys_budget(
     assert seconds > 0, "two tasks ran together"
     print(f"measured: {sent / seconds:.2f}/s while two tasks ran, max "
           f"{max_in_window(times)} in a second")
-    assert sent / seconds >= 8.5, f"{sent / seconds:.2f} requests/s while two tasks ran"
+    assert sent / seconds >= 7.5, f"{sent / seconds:.2f} requests/s while two tasks ran"
     assert invoke_cli("verify", str(out)).returncode == 0
 
 

@@ -27,8 +27,10 @@ def status(out_dir: Path, as_json: bool) -> None:
     """Progress and accounting of a fetch directory (every task of it), read from disk.
 
     Works while a run is going on: it reads the checkpoints, summaries and locks, and never
-    writes. Shows batches committed/failed/pending, genes found and missing, and whether
-    each task is running now.
+    writes. Shows the IDs requested and pending, batches committed/failed, genes found and
+    missing, speed and ETA, whether each task is running now, why a run is not complete,
+    and which processes share the API key's rate budget. It exits 0 whenever it could
+    read the directory (1 if it holds no run): for a pass/fail, use `bulkgene verify`.
     """
     from bulkgene.run import status as status_module
 

@@ -66,7 +66,7 @@ def how_to_look(out_dir: Path) -> str:
     """Commands to read the output, printed after the demo."""
     shards = f"{out_dir}/shard-*.ndjson"
     sql = f"select gene.symbol, gene.tax_id, gene.type from read_json('{shards}') limit 5"  # noqa: S608 - printed for the user, never run
-    frames = f"pd.read_json(f, lines=True) for f in glob.glob('{shards}')"
+    frames = f"pd.read_json(f, lines=True, dtype=False) for f in glob.glob('{shards}')"
     return "\n".join([
         "Look at the output:",
         f"  head -c 700 {out_dir}/shard-0000.ndjson; echo",

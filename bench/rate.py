@@ -157,9 +157,9 @@ def main() -> None:
                          "--seed", "1"]
         with Emulator(*emulator_args) as emulator:
             for _ in range(args.warmup_runs):
-                # a cold emulator synthesises every gene afresh and, busy on 2 cores, stamps
-                # some arrivals late and bunched (a 429 at about the 12th request); real NCBI
-                # has no such stall, so its figures are kept apart, not in the medians
+                # a cold emulator synthesises every gene afresh and, on 2 busy cores, can stamp
+                # early arrivals late and bunched (then a 429 at about the 12th request); real
+                # NCBI has no such stall, so these figures are kept apart, not in the medians
                 emulator.reset()
                 time.sleep(1.1)
                 group = f"warm-up GET jitter {jitter_ms:g} ms"

@@ -233,6 +233,10 @@ class NetworkSpec:
                               f"and name a host, e.g. {DEFAULT_BASE_URL}")
         if self.api_key is not None and not self.api_key.reveal().strip():
             raise ConfigError("the API key is empty: pass a real key or none at all")
+        if self.api_key is not None and not all(
+                char.isprintable() and not char.isspace() for char in self.api_key.reveal()):
+            raise ConfigError("the API key holds spaces, line breaks or control characters: "
+                              "an NCBI key is one word (check NCBI_API_KEY or the key file)")
         if self.max_response_bytes < 1 << 20:
             raise ConfigError("the response size cap must be at least 1 MiB")
 

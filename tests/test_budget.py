@@ -373,3 +373,12 @@ async def test_async_leases_follow_joins_and_exits(tmp_path: Path) -> None:
     remaining = iter(reported)
     assert all(share in remaining for share in (8.0, 4.0, 8.0))  # in this order
     assert await asyncio.to_thread(os.listdir, tmp_path) == []
+
+
+def test_files_in_a_shared_budget_directory_are_not_trusted(tmp_path: Path) -> None:
+    from bulkgene.budget.record import LEASE_SUFFIX
+
+    os.mkfifo(tmp_path / f"fifo{LEASE_SUFFIX}")  # reading it would block for ever
+    (tmp_path / f"huge{LEASE_SUFFIX}").write_bytes(b" " * 100_000)
+    (tmp_path / f"junk{LEASE_SUFFIX}").write_bytes(b"\\xff not a lease")
+    assert list_leases(tmp_path) == []

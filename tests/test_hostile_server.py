@@ -149,3 +149,43 @@ async def test_a_token_the_server_keeps_refusing_restarts_the_chain_from_page_1(
         summary = await _run(server, tmp_path, page_size=1)
     assert summary.exit_code == 0 and summary.found == 2
     assert seen == ["page 1", "t1", "t1", "page 1", "t4"]
+
+
+async def test_a_server_echoing_the_key_gets_it_into_no_log_or_file(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from bulkgene.config import Secret
+
+    key = "sentinel-key-echoed-back"
+
+    async def handler(request: web.Request) -> web.Response:
+        echoed = request.headers.get("api-key", "")
+        if request.query.get("page_token") is None and "7157" in request.path:
+            return web.Response(status=400, text=f'{{"message":"bad key {echoed}"}}\n',
+                                headers={"Ncbi-Phid": echoed})
+        return _bad_page(b'{"error":"key ' + echoed.encode() + b'"}')
+
+    with caplog.at_level(logging.DEBUG, logger="bulkgene"), HostileServer(handler) as server, \
+            pytest.raises(bulkgene.BulkgeneError) as caught:
+        await _run(server, tmp_path, api_key=Secret(key))
+    assert key not in str(caught.value) and key not in caplog.text
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("name", ["bad-utf8-single-line", "two-genes-for-one-id"])
+async def test_reports_no_tool_could_read_or_trust_are_invalid(tmp_path: Path,
+                                                                name: str) -> None:
+    bodies = {
+        "bad-utf8-single-line": (b'{"reports":[{"gene":{"gene_id":"7157","symbol":"\xff\xfe"},'
+                                 b'"query":["7157"]}],"total_count":1}'),
+        "two-genes-for-one-id": _page([_report("7157", "7157"), _report("672", "7157")],
+                                      total_count=2),
+    }
+
+    async def handler(_request: web.Request) -> web.Response:
+        return _bad_page(bodies[name])
+
+    with HostileServer(handler) as server:
+        summary = await _run(server, tmp_path)
+    assert summary.exit_code == EXIT_FAILED_BATCHES and summary.found == 0

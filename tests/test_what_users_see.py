@@ -96,3 +96,11 @@ async def test_aiohttp_never_resends_behind_the_pacers_back() -> None:
     import inspect
 
     assert "_retry_connection" in inspect.getsource(aiohttp.ClientSession._request)
+
+
+def test_a_key_with_a_line_break_is_a_usage_error_not_a_crash(tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", [7157])
+    env = {**cli_env("http://127.0.0.1:9/datasets/v2"), "NCBI_API_KEY": "SECRET\nKEY"}
+    shown = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), env=env)
+    assert shown.returncode == 2 and b"line breaks" in shown.stderr
+    assert b"SECRET" not in shown.stderr and b"Traceback" not in shown.stderr

@@ -34,6 +34,7 @@ from bulkgene.errors import ConfigError
 
 _T = TypeVar("_T")
 _EPSILON_RPS = 1e-9
+_MIN_BUDGET_RPS = 1.0  # below this a lease's budget is not plausible (NCBI's is 5 or 10)
 log = logging.getLogger("bulkgene")
 
 
@@ -296,8 +297,10 @@ class BudgetLease:
                 self._buried[lease_id] = peer.record.seq
                 del self._peers[lease_id]
         live = [peer for peer in self._peers.values() if now - peer.changed_at < self.dead_after_s]
+        # the smallest budget any holder believes in wins, but not an absurd one: a crafted
+        # lease saying 1e-9 must not freeze everyone
         total_rps = min([self.total_rps] + [peer.record.total_rps for peer in live
-                                            if peer.record.total_rps > 0])
+                                            if peer.record.total_rps >= _MIN_BUDGET_RPS])
         fair_rps = total_rps / (1 + len(live))
 
         if now - self._renewed_at > self.fence_after_s:

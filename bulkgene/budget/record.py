@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,12 +60,25 @@ def budget_path(api_key: str | None, root: Path | None = None) -> Path:
     return (root if root is not None else default_budget_root()) / budget_name(api_key)
 
 
+_MAX_LEASE_BYTES = 4096  # a lease is a few hundred bytes: anything bigger is not one
+
+
 def read_record(path: Path) -> LeaseRecord | None:
-    """The lease in ``path``; None if it is gone or not a lease. Other OSErrors propagate."""
+    """The lease in ``path``; None if it is gone or not a lease (a FIFO, a link, a huge
+    file, garbage: the budget directory is shared, so its files are not trusted)."""
     try:
-        return _decoder.decode(path.read_bytes())
-    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except (FileNotFoundError, OSError):
         return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_LEASE_BYTES:
+            return None
+        raw = os.read(fd, _MAX_LEASE_BYTES + 1)
+    finally:
+        os.close(fd)
+    try:
+        return _decoder.decode(raw)
     except msgspec.DecodeError:
         return None
 

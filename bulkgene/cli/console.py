@@ -98,6 +98,10 @@ def read_api_key(api_key: str | None, api_key_file: Path | None) -> Secret | Non
         if not text:
             raise ConfigError(f"--api-key-file {api_key_file} is empty: put your NCBI API key "
                               "on its first line (from your NCBI account settings page)")
-        return Secret(text.splitlines()[0].strip())
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if len(lines) > 1:
+            raise ConfigError(f"--api-key-file {api_key_file} holds {len(lines)} lines: put "
+                              "only the key in it, so that no other line is sent by mistake")
+        return Secret(lines[0])
     from_env = os.environ.get("NCBI_API_KEY", "").strip()
     return Secret(from_env) if from_env else None

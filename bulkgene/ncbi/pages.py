@@ -141,6 +141,11 @@ def _warning_code(report: _ReportFields) -> str | None:
 def _line(raw: msgspec.Raw | bytes) -> bytes:
     """A JSON value as one NDJSON line: the server's bytes, re-encoded only if they span lines."""
     data = bytes(raw)
+    try:  # JSON is UTF-8: bytes that aren't would make the shard unreadable to every tool
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidPage(f"a report is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+                          ) from None
     if b"\n" in data or b"\r" in data:
         data = orjson.dumps(orjson.loads(data))
     return data + b"\n"
@@ -159,6 +164,7 @@ class BatchAnswer:
     pages: int = 0
     reports: int = 0  # gene reports received (a gene under two query lists counts twice)
     _gene_index: dict[int, int] = field(default_factory=dict)  # gene -> its place in records
+    _gene_of: dict[int, int] = field(default_factory=dict)  # query -> the gene answering it
     _seen: set[tuple[int, tuple[int, ...]]] = field(default_factory=set)
     _tokens: set[str] = field(default_factory=set)
     _requested: frozenset[int] = frozenset()
@@ -198,6 +204,12 @@ class BatchAnswer:
             if identity in self._seen or identity in seen_here:
                 raise InvalidPage(f"GeneID {gene_id} arrived twice for the same query")
             seen_here.add(identity)
+            for query in queries:  # a GeneID names one gene: two genes for it is a lie
+                other = self._gene_of.get(query, gene_id)
+                if other != gene_id:
+                    raise InvalidPage(f"GeneID {query} is answered by two genes, {other} and "
+                                      f"{gene_id}")
+                self._gene_of[query] = gene_id
             new_answered.update(queries)
             reports += 1
             new_records.append(Record(gene_id, queries, _line(gene if self.gene_only else raw)))

@@ -369,6 +369,7 @@ class GeneClient:
                 self._check_unreachable(failure)
             else:
                 self.stats.bytes += len(reply.body)
+                reply = self._without_key(reply)
                 log.log(TRACE, "%s %s -> HTTP %d, %d bytes, limit %s, remaining %s", method,
                         path if len(path) < 60 else path[:57] + "...", reply.status,
                         len(reply.body), reply.headers.get("X-RateLimit-Limit", "-"),
@@ -419,6 +420,20 @@ class GeneClient:
             log.debug("retrying in %.1f s (attempt %d of %d): %s", delay, attempt_number + 1,
                       max_attempts, reason)
             await asyncio.sleep(delay)
+
+    def _without_key(self, reply: Reply) -> Reply:
+        """The answer with any echo of our API key masked: a server that repeats it back
+        (in an error message, or inside a report) must not get it into a log or a file."""
+        key = self.config.network.api_key
+        if key is None:
+            return reply
+        secret = key.reveal().encode()
+        if secret not in reply.body and not any(key.reveal() in value
+                                                for value in reply.headers.values()):
+            return reply
+        headers = {name: value.replace(key.reveal(), "***")
+                   for name, value in reply.headers.items()}
+        return Reply(reply.status, headers, reply.body.replace(secret, b"***"))
 
     def _raise_final(self, action: Action, reply: Reply) -> None:
         message = server_message(reply.body)

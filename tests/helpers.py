@@ -58,10 +58,20 @@ def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "bulkgene", *args]
 
 
+def _paced(args: tuple[str, ...]) -> tuple[str, ...]:
+    """A fetch without its own --rate runs at a fixed 1000/s in tests: a shared-budget lease
+    waits ~1.3 s to be admitted, which tests of other things need not pay (the lease itself
+    is tested in test_budget*.py, test_sharing.py and the array tests)."""
+    if args[:1] == ("fetch",) and not any(a == "--rate" or a.startswith("--rate=")
+                                          for a in args) and "--dry-run" not in args:
+        return (*args, "--rate", "1000")
+    return args
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
             stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(cli_command(*args), env=env, input=stdin, capture_output=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(cli_command(*_paced(args)), env=env, input=stdin,
+                          capture_output=True, timeout=timeout, check=False)
 
 
 def invoke_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
@@ -72,6 +82,7 @@ def invoke_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 1
     need a real process (``run_cli``). ``env`` replaces the environment, as for a child.
     """
     del timeout  # kept so the call reads like run_cli; an in-process run is bounded by pytest
+    args = _paced(args)
     from click.testing import CliRunner
 
     from bulkgene.cli.main import main

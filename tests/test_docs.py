@@ -62,6 +62,7 @@ def test_the_exit_code_table_is_the_codes_the_code_uses() -> None:
     assert codes == {EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_FAILED_BATCHES, EXIT_INTERRUPTED}
 
 
+@pytest.mark.slow
 def test_reading_the_output_commands_work_as_written(tmp_path: Path) -> None:
     if shutil.which("jq") is None:
         pytest.skip("jq is not installed here; the README's jq command needs it")

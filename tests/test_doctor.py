@@ -308,6 +308,7 @@ class ForwardProxy:
         self._loop.close()
 
 
+@pytest.mark.slow
 def test_a_proxy_is_named_and_used(emulator: EmulatorThread) -> None:
     with ForwardProxy() as proxy:
         proxy_url = f"http://127.0.0.1:{proxy.port}"

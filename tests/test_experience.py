@@ -45,6 +45,7 @@ def _run_under_pty(args: list[str], env: dict[str, str]) -> tuple[int, bytes]:
     return process.wait(timeout=60), output
 
 
+@pytest.mark.slow
 def test_a_terminal_gets_a_live_bar_that_log_lines_do_not_garble(make_emulator: EmulatorFactory,
                                                                  tmp_path: Path) -> None:
     emulator: EmulatorThread = make_emulator(latency_s=0.3)
@@ -61,6 +62,7 @@ def test_a_terminal_gets_a_live_bar_that_log_lines_do_not_garble(make_emulator: 
         assert not (b"bulkgene:" in text and b"] " in text.split(b"bulkgene:")[0])
 
 
+@pytest.mark.slow
 def test_without_a_terminal_progress_is_plain_lines_without_carriage_returns(
         make_emulator: EmulatorFactory, tmp_path: Path) -> None:
     emulator: EmulatorThread = make_emulator(latency_s=0.2)
@@ -92,6 +94,7 @@ def test_dry_run_counts_and_plans_but_sends_and_writes_nothing(emulator: Emulato
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_demo_runs_offline_and_says_how_to_look(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("NCBI_API_KEY", "BULKGENE_BASE_URL")}
     env["BULKGENE_BASE_URL"] = "http://192.0.2.1:9/unreachable"  # the demo must not use it

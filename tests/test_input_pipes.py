@@ -9,6 +9,7 @@ import subprocess
 import threading
 from pathlib import Path
 
+import pytest
 from helpers import EmulatorFactory, cli_command, cli_env, gene_ids_written, run_cli
 
 from bulkgene.testing import EmulatorThread
@@ -25,6 +26,7 @@ def _printed_command(stderr: bytes) -> list[str]:
     return shlex.split(match.group(1).decode())
 
 
+@pytest.mark.slow
 def test_process_substitution_is_read_whole(emulator: EmulatorThread, tmp_path: Path) -> None:
     out = tmp_path / "out"
     fetch = shlex.join(cli_command("fetch"))
@@ -35,6 +37,7 @@ def test_process_substitution_is_read_whole(emulator: EmulatorThread, tmp_path: 
     assert (out / "input-1.spool").read_bytes() == b"7157\n672\n"
 
 
+@pytest.mark.slow
 def test_a_named_fifo_is_read_once_without_hanging(emulator: EmulatorThread,
                                                    tmp_path: Path) -> None:
     fifo = tmp_path / "ids.fifo"
@@ -69,6 +72,7 @@ def test_the_resume_command_after_piped_input_names_the_copy(make_emulator: Emul
     assert set(gene_ids_written(out)) == {7157, 672}
 
 
+@pytest.mark.slow
 def test_the_resume_command_after_process_substitution_names_the_copy(make_emulator: EmulatorFactory,
                                                                       tmp_path: Path) -> None:
     failing = make_emulator(faults={"http_503": 1.0})

@@ -63,6 +63,7 @@ def _stale_record() -> bytes:
     return json.dumps({"host": socket.gethostname(), "pid": NO_SUCH_PID}).encode()
 
 
+@pytest.mark.slow
 def test_simultaneous_starts_give_exactly_one_holder(tmp_path: Path) -> None:
     """Every round, 20 processes released together try the lock; odd rounds over a stale one."""
     directory = tmp_path
@@ -166,6 +167,7 @@ def _exited(processes: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 def test_two_resumes_started_together_one_proceeds(make_emulator: EmulatorFactory,
                                                    tmp_path: Path) -> None:
     emulator = make_emulator(faults={"http_503": 0.3}, seed=3)

@@ -141,6 +141,7 @@ def test_ip_block_html_403_stops_with_advice(make_emulator: EmulatorFactory, tmp
     assert b"403" in result.stderr and b"lower --rate" in result.stderr
 
 
+@pytest.mark.slow
 async def test_outage_stops_cleanly_and_the_run_resumes(make_emulator: EmulatorFactory,
                                                         tmp_path: Path) -> None:
     emulator: EmulatorThread = make_emulator()
@@ -197,6 +198,7 @@ async def test_rate_converges_under_a_stricter_server_limit(make_emulator: Emula
     assert (3.2 if headers else 2.4) <= achieved <= 4.2, achieved
 
 
+@pytest.mark.slow
 def test_no_burst_in_the_first_second(make_emulator: EmulatorFactory, tmp_path: Path) -> None:
     emulator: EmulatorThread = make_emulator(rate_limit=True)
     source = write_ids(tmp_path / "ids.txt", range(1, 401))
@@ -229,7 +231,8 @@ def _finish(emulator: EmulatorThread, args: list[str]) -> None:
     assert rerun.returncode == 0, rerun.stderr.decode()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM,
+                                    pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
 def test_signal_commits_in_flight_work_and_exits_75(make_emulator: EmulatorFactory,
                                                     tmp_path: Path, signum: int) -> None:
     emulator = make_emulator(latency_s=0.3)

@@ -104,6 +104,7 @@ async def test_sample_inputs_reconcile_with_duplicates_and_rejects(emulator: Emu
     assert all(r[0].endswith("messy_ids.txt") for r in rejects)
 
 
+@pytest.mark.slow
 async def test_no_one_second_window_exceeds_the_rate(emulator: EmulatorThread,
                                                      tmp_path: Path) -> None:
     source = write_ids(tmp_path / "ids.txt", range(1, 361))

@@ -102,6 +102,7 @@ async def test_a_run_resumes_on_another_endpoint(make_emulator: EmulatorFactory,
     assert summary.exit_code == 0 and len(served(emulator.state.arrivals())) == before
 
 
+@pytest.mark.slow
 async def test_kept_alive_connections_are_never_written_after_the_server_closed_them(
         make_emulator: EmulatorFactory, tmp_path: Path) -> None:
     # the server closes idle links after 0.3 s and every link after 3 answers; the client

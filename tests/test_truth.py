@@ -58,6 +58,7 @@ def test_verify_fails_when_every_batch_failed(make_emulator: EmulatorFactory, tm
     assert json.loads(run_cli("status", str(out), "--json").stdout)["total"]["complete"] is False
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_is_not_complete_until_it_is_finished(make_emulator: EmulatorFactory,
                                                                  tmp_path: Path) -> None:
     emulator = make_emulator(latency_s=0.05)
@@ -134,6 +135,7 @@ def test_sigterm_once_the_command_is_loaded_exits_75() -> None:
     assert b"Run the same command again" in result.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_while_the_input_is_read_exits_75(emulator: EmulatorThread,
                                                   tmp_path: Path) -> None:
     source = write_ids(tmp_path / "ids.txt", range(1, 400_001))

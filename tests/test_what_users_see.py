@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import aiohttp
+import pytest
 from helpers import EmulatorFactory, cli_env, invoke_cli, write_ids
 
 from bulkgene.net.attempt import open_session
@@ -57,6 +58,7 @@ def test_verbose_logs_each_retry_with_its_reason(make_emulator: EmulatorFactory,
     assert b"retrying in" in verbose.stderr and b"HTTP 503" in verbose.stderr
 
 
+@pytest.mark.slow
 def test_the_demo_says_its_data_are_synthetic_and_leaves_nothing_behind() -> None:
     before = {p.name for p in Path(tempfile.gettempdir()).glob("bulkgene-demo-*")}
     shown = invoke_cli("demo")

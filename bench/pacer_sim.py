@@ -113,11 +113,14 @@ def max_in_window(times: list[float], window_s: float = 1.0) -> int:
 async def simulate(rate: float, delay_spread_s: float, duration_s: float = 60.0, *,
                    server_limit: int = 10, workers: int = 16, latency_s: float = 0.3,
                    foreign_rate: float = 0.0, seed: int = 1,
-                   limiter: AdaptiveRateLimiter | None = None) -> SimResult:
+                   limiter: AdaptiveRateLimiter | None = None,
+                   margin_s: float | None = None) -> SimResult:
     """Requests from ``workers`` concurrent tasks for ``duration_s`` virtual seconds."""
     loop = asyncio.get_running_loop()
     rng = random.Random(seed)
-    limiter = limiter or AdaptiveRateLimiter(rate)
+    if limiter is None:
+        limiter = (AdaptiveRateLimiter(rate) if margin_s is None
+                   else AdaptiveRateLimiter(rate, arrival_jitter_s=margin_s))
     server = ServerWindow(server_limit)
     end_s = loop.time() + duration_s
     arrivals: list[float] = []
@@ -160,13 +163,17 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=120.0, help="virtual seconds")
     parser.add_argument("--foreign", type=float, default=0.0, help="another process's req/s")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--margin-ms", type=float, default=None,
+                        help="the pacer's arrival-jitter margin [default: its own, 50 ms]")
     args = parser.parse_args()
     print(f"limit {args.rate:g}/s, {args.duration:g} virtual s, foreign {args.foreign:g}/s")
     for spread_ms in (0, 20, 50):
         for seed in range(1, args.seeds + 1):
             result = run_virtual(simulate(args.rate, spread_ms / 1000, args.duration,
                                           server_limit=round(args.rate),
-                                          foreign_rate=args.foreign, seed=seed))
+                                          foreign_rate=args.foreign, seed=seed,
+                                          margin_s=None if args.margin_ms is None
+                                          else args.margin_ms / 1000))
             print(f"delay 0-{spread_ms:2d} ms seed {seed}: "
                   f"{result.fraction_of(args.rate):.3f} of the ceiling, "
                   f"{result.throttled} throttled, max {max_in_window(result.arrivals_s)} "

@@ -171,3 +171,19 @@ def test_status_after_a_fatal_error_says_the_error_not_interrupted(tmp_path: Pat
     status = run_cli("status", str(out))
     assert b"stopped by an error: cannot reach 127.0.0.1" in status.stdout
     assert b"h ago" not in status.stdout, "no 'last commit' from the epoch"
+
+
+def test_status_says_starting_before_the_first_commit(tmp_path: Path) -> None:
+    from bulkgene.run.status import task_status
+
+    holder = subprocess.Popen(  # a bulkgene process holding the lock, nothing committed yet
+        [sys.executable, "-c", "import sys; from bulkgene.run.lock import RunLock; "
+         f"lock = RunLock(__import__('pathlib').Path({str(tmp_path)!r})); lock.acquire(); "
+         "print('held', flush=True); sys.stdin.readline(); lock.release()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        status = task_status(tmp_path)
+        assert status.starting and status.running and not status.complete
+    finally:
+        holder.communicate(b"\n", timeout=30)

@@ -138,6 +138,10 @@ class _Run:
             if results:
                 try:
                     await self._commit(results)
+                except StateError as exc:  # a file there is not ours to write (a link)
+                    self.write_failed = True
+                    self.stop(fatal=exc)
+                    continue
                 except OSError as exc:
                     self.write_failed = True
                     self.stop(fatal=StateError(
@@ -365,9 +369,9 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
             try:
                 await asyncio.to_thread(write_atomically, config.work_dir / SUMMARY_NAME,
                                         summary.to_json())
-            except OSError as exc:
+            except (OSError, StateError) as exc:
                 log.error("could not write %s (%s); the checkpoint is unaffected",
-                          config.work_dir / SUMMARY_NAME, exc.strerror or exc)
+                          config.work_dir / SUMMARY_NAME, getattr(exc, "strerror", None) or exc)
         finally:
             prepared.lock.release()
     if error is not None:

@@ -17,12 +17,14 @@ from helpers import (
     make_config,
     run_cli,
     served,
+    wait_for_commits,
     write_ids,
 )
 
 import bulkgene
 from bulkgene.config import RetryPolicy
 from bulkgene.errors import FatalHTTPError, FingerprintMismatch
+from bulkgene.run import checkpoint as ckpt
 from bulkgene.testing import EmulatorThread
 
 FAST = RetryPolicy(max_attempts=2, backoff_base_s=0.01, backoff_cap_s=0.02, unreachable_s=0.5)
@@ -187,3 +189,34 @@ def test_status_says_starting_before_the_first_commit(tmp_path: Path) -> None:
         assert status.starting and status.running and not status.complete
     finally:
         holder.communicate(b"\n", timeout=30)
+
+
+def test_a_failed_commit_is_not_counted_in_the_end_of_run_account(
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    emulator = make_emulator(latency_s=0.05)
+    source = write_ids(tmp_path / "ids.txt", range(1, 2001))
+    out = tmp_path / "out"
+    run = subprocess.Popen(cli_command(*_fetch(source, out, "--rate", "20")),
+                           env=cli_env(emulator.base_url), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
+    wait_for_commits(out, 2)
+    (out / "checkpoint.json.tmp").mkdir()  # the next checkpoint can't be saved
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 1, stderr.decode()
+    (out / "checkpoint.json.tmp").rmdir()
+    summary = json.loads((out / "summary.json").read_text())
+    state = ckpt.load(out)
+    assert state is not None
+    assert summary["batches_committed"] == state.committed_batches
+    assert summary["found"] + summary["missing"] == state.ids_done
+
+
+def test_output_without_a_checkpoint_is_refused_not_overwritten(emulator: EmulatorThread,
+                                                               tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", range(1, 41))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "shard-0000.ndjson").write_bytes(b'{"gene":{"gene_id":"1"}}\n')
+    refused = run_cli(*_fetch(source, out), env=cli_env(emulator.base_url))
+    assert refused.returncode == 1 and b"no checkpoint.json" in refused.stderr
+    assert (out / "shard-0000.ndjson").read_bytes() == b'{"gene":{"gene_id":"1"}}\n'

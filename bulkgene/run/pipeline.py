@@ -13,6 +13,7 @@ worker gets one ``None`` sentinel and sends one on to the writer.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
 import signal
@@ -84,13 +85,12 @@ class _Run:
                                                self._done_at_start))
 
     async def _produce(self) -> None:
-        checkpoint = self.prepared.checkpoint
         task = self.config.task
 
         def wanted(global_index: int) -> bool:
             # this task numbers its own batches 0, 1, 2...: the checkpoint's watermark then
             # advances with no gaps left by the other tasks
-            return task.takes(global_index) and not checkpoint.is_committed(
+            return task.takes(global_index) and not self.prepared.checkpoint.is_committed(
                 global_index // task.count)
 
         try:
@@ -159,7 +159,9 @@ class _Run:
     async def _commit(self, results: list[BatchResult]) -> None:
         """Durable data first (in a thread), then the checkpoint, which only this loop touches."""
         receipt = await asyncio.to_thread(self.prepared.store.write, results)
-        checkpoint = self.prepared.checkpoint
+        # the next state is built on a copy and becomes the run's only once it is saved: a
+        # failed save must leave the account exactly as committed on disk
+        checkpoint = copy.deepcopy(self.prepared.checkpoint)
         for failed_index, id_count in receipt.failed:
             checkpoint.mark_failed(failed_index, id_count)
         for written in receipt.written:
@@ -172,6 +174,7 @@ class _Run:
         checkpoint.updated_at = time.time()
         await asyncio.to_thread(write_atomically, self.config.work_dir / CHECKPOINT_NAME,
                                 checkpoint.to_bytes())
+        self.prepared.checkpoint = checkpoint
 
     def _network_delta(self) -> dict[str, int]:
         now = asdict(self.client.stats)

@@ -373,8 +373,11 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
                 await asyncio.to_thread(write_atomically, config.work_dir / SUMMARY_NAME,
                                         summary.to_json())
             except (OSError, StateError) as exc:
-                log.error("could not write %s (%s); the checkpoint is unaffected",
-                          config.work_dir / SUMMARY_NAME, getattr(exc, "strerror", None) or exc)
+                # without summary.json the directory can't be verified: no "done" then
+                reason = exc if isinstance(exc, StateError) else exc.strerror or exc
+                error = error or StateError(
+                    f"could not write {config.work_dir / SUMMARY_NAME} ({reason}); the "
+                    "checkpoint is unaffected: fix that, then run the same command again")
         finally:
             prepared.lock.release()
     if error is not None:

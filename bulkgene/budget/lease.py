@@ -31,6 +31,7 @@ from bulkgene.budget.record import (
     read_record,
 )
 from bulkgene.errors import ConfigError
+from bulkgene.processes import process_alive
 
 _T = TypeVar("_T")
 _EPSILON_RPS = 1e-9
@@ -276,7 +277,7 @@ class BudgetLease:
                 peer = self._peers.get(lease_id)
                 if record is None or self._buried.get(lease_id) == record.seq:
                     continue
-                if record.host == self._host and not _process_alive(record.pid):
+                if record.host == self._host and not process_alive(record.pid):
                     # a killed process on this host: it sends nothing more, and its lease
                     # need not wait out dead_after_s (its last requests: one settle below)
                     self._litter.append(lease_id)
@@ -335,16 +336,3 @@ class BudgetLease:
         while len(self._fair_history) >= 2 and self._fair_history[1][0] <= now - self.settle_s:
             self._fair_history.popleft()
         self._share_rps = min(rate for _, rate in self._fair_history) if self._active else 0.0
-
-
-def _process_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host exists (a permission error means it does)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

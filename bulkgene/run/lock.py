@@ -31,25 +31,12 @@ import orjson
 from bulkgene.errors import StateError
 from bulkgene.output import durable
 from bulkgene.output.layout import LOCK_NAME
+from bulkgene.processes import process_alive
 
 _ATTEMPTS = 5
 # link() is unsupported on some filesystems (FAT, some FUSE and object-store mounts)
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EXDEV}
 log = logging.getLogger("bulkgene")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a recycled pid that isn't bulkgene doesn't count
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True
-    return b"bulkgene" in cmdline
 
 
 def parse_lock(raw: bytes) -> dict[str, object] | None:
@@ -77,7 +64,7 @@ def holder_alive(holder: dict[str, object]) -> bool | None:
     if holder.get("host") != socket.gethostname():
         return None
     pid = holder.get("pid")
-    return isinstance(pid, int) and _alive(pid)
+    return isinstance(pid, int) and process_alive(pid, bulkgene_only=True)
 
 
 def _identity(stat_result: os.stat_result) -> tuple[int, int]:

@@ -21,7 +21,7 @@ from aiohttp import web
 from helpers import cli_env, run_cli, served
 
 from bulkgene.net.attempt import Reply
-from bulkgene.net.doctor import clock_check, key_check, proxy_route
+from bulkgene.net.doctor_checks import clock_check, key_check, proxy_route
 from bulkgene.testing import EmulatorConfig, EmulatorThread
 
 SENTINEL_KEY = "SENTINEL-KEY-5d1e2b7a"

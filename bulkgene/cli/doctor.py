@@ -84,7 +84,7 @@ def doctor(ctx: click.Context, base_url: str, api_key_file: Path | None, api_key
 
 
 def _table(checks: tuple[object, ...], verdict: str, requests: int) -> str:
-    from bulkgene.net.doctor import Check
+    from bulkgene.net.doctor_report import Check
 
     rows = [c for c in checks if isinstance(c, Check)]
     name_width = max(len("CHECK"), *(len(c.name) for c in rows))

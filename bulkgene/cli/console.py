@@ -15,6 +15,7 @@ from bulkgene.errors import EXIT_FAILED_BATCHES, EXIT_INTERRUPTED, EXIT_OK, Conf
 from bulkgene.run.summary import Summary
 
 log = logging.getLogger("bulkgene")
+_TRACE = 5  # net/client.py's TRACE (not imported: it loads aiohttp): -vv, every request
 
 
 def configure_logging(verbose: int, quiet: int, handler: logging.Handler | None = None) -> None:
@@ -23,7 +24,7 @@ def configure_logging(verbose: int, quiet: int, handler: logging.Handler | None 
     handler.setFormatter(logging.Formatter("bulkgene: %(message)s"))
     root = logging.getLogger("bulkgene")
     root.handlers[:] = [handler]
-    root.setLevel(max(logging.DEBUG, min(level, logging.CRITICAL)))
+    root.setLevel(max(_TRACE, min(level, logging.CRITICAL)))
     root.propagate = False
 
 

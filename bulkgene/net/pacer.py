@@ -189,6 +189,10 @@ class AdaptiveRateLimiter:
             self._last_decrease_at = now
             if now - self._foreign_seen_at > _FOREIGN_MEMORY_S:
                 self.margin_s = min(_MARGIN_CAP_S, self.margin_s + _MARGIN_STEP_S)
+            log.debug("pacing: %.4g -> %.4g requests/s after HTTP 429%s",
+                      self._throttled_at_rate, self.rate,
+                      f", everyone pausing {retry_after_s:g} s (Retry-After)"
+                      if retry_after_s else "")
         self._last_change_at = now
 
     def on_server_limit(self, limit: float | None, remaining: int | None,
@@ -254,4 +258,6 @@ class AdaptiveRateLimiter:
             else:
                 self.rate += self.ceiling * _CREEP_FRACTION
             self.rate = min(self.ceiling, self.rate)
+            log.debug("pacing: back up to %.4g of %.4g requests/s after a 429", self.rate,
+                      self.ceiling)
             self._last_change_at = now

@@ -19,12 +19,6 @@ from bulkgene.run.progress import ProgressReporter, Snapshot
 from bulkgene.run.summary import Summary
 
 _IDS = range(1, 201)
-_NO_ETA_WHEN_STOPPED = ("run/status.py gives an ETA only while running: an interrupted run "
-                        "needs one at its last run's speed")
-_LOCK_ONLY_IS_NO_RUN = ("run/status.py's directory_status finds no run without checkpoint.json: "
-                        "a held bulkgene.lock alone must read as 'starting'")
-
-
 class _Recorder(ProgressReporter):
     """Every snapshot the run reports; with ``stop_after`` commits, SIGTERM to itself once."""
 
@@ -91,7 +85,6 @@ async def test_a_running_runs_eta_is_pending_over_its_committed_rate(
     _assert_eta_from_committed_ids(task)
 
 
-@pytest.mark.xfail(strict=True, reason=_NO_ETA_WHEN_STOPPED)
 async def test_an_interrupted_run_shows_pending_and_an_eta(make_emulator: EmulatorFactory,
                                                            tmp_path: Path) -> None:
     out = tmp_path / "out"
@@ -147,7 +140,6 @@ async def test_the_progress_lines_speed_counts_only_committed_found_and_missing(
                for s in resumed.snapshots)
 
 
-@pytest.mark.xfail(strict=True, reason=_LOCK_ONLY_IS_NO_RUN)
 def test_status_says_starting_while_a_run_holds_the_lock_before_its_checkpoint(
         tmp_path: Path) -> None:
     lock = RunLock(tmp_path)  # a run's first moments: locked, its input still being read

@@ -14,6 +14,7 @@ from bulkgene.budget import LeaseView
 from bulkgene.errors import StateError
 from bulkgene.output.layout import (
     CHECKPOINT_NAME,
+    LOCK_NAME,
     PLAN_JSON,
     SUMMARY_NAME,
     TASK_DIR_PREFIX,
@@ -99,7 +100,8 @@ def task_status(directory: Path) -> TaskStatus:
     end = time.time() if running else state.updated_at
     elapsed = max(0.0, end - state.run_started_at) if state.run_started_at else 0.0
     rate = (answered - state.run_ids_at_start) / elapsed if elapsed > 0 else 0.0
-    eta = pending_ids / rate if running and pending_ids is not None and rate > 0 else None
+    # an interrupted run's ETA is at its last run's speed: what a re-run would take
+    eta = pending_ids / rate if pending_ids and rate > 0 else None
     return TaskStatus(
         directory=str(directory), task_index=task.index, task_count=task.count,
         batches_total=total, batches_committed=state.committed_batches, batches_failed=failed,
@@ -160,6 +162,8 @@ def incomplete_reasons(statuses: list[TaskStatus], whole_array: bool = True) -> 
 def directory_status(out_dir: Path) -> list[TaskStatus]:
     """Every task of ``out_dir``; StateError if it holds no run."""
     directories = task_directories(out_dir)
+    if not directories and (out_dir / LOCK_NAME).exists():
+        directories = [out_dir]  # a run's first moments: locked, its checkpoint not yet written
     if not directories:
         raise StateError(f"{out_dir} holds no bulkgene run (no checkpoint.json, no task-* "
                          "directories); check the path given to --out")

@@ -362,6 +362,37 @@ def test_the_probe_asks_for_a_gene_this_server_already_answered() -> None:
     assert isinstance(result, BatchOutcome) and result.missing == [(6, REJECTED_BY_SERVER)]
 
 
+def _tsv(gene_ids: tuple[int, ...]) -> Reply:
+    rows = b"".join(b"%d\tsym%d\n" % (g, g) for g in gene_ids)
+    return Reply(200, {}, b"NCBI GeneID\tSymbol\n" + rows)
+
+
+def test_400_in_tsv_isolates_the_refused_id_and_counts_it_missing() -> None:
+    transport = ScriptedTransport(then=lambda asked: status(400) if 2 in asked.gene_ids
+                                  else _tsv(asked.gene_ids))
+    outcome = fetch(transport, format="tsv", table_fields=("gene-id", "symbol")).outcome
+    assert transport.ids_asked == [IDS, (PROBE_GENE_ID,), (1, 2), (1,), (2,), (3, 4)]
+    assert outcome.found == 3 and outcome.missing == [(2, "NOT_RETURNED")]
+    assert outcome.header == b"NCBI GeneID\tSymbol"
+
+
+@pytest.mark.parametrize(("fmt", "torn", "said"), [
+    ("ndjson", b'{"query": ["1"], "gene": {"gene_id": "1"}}\n{"query": ["2"', "torn line"),
+    ("tsv", b"NCBI GeneID\tSymbol\n1\tsym1\n2\ts", "torn line"),
+])
+def test_a_body_cut_at_a_line_is_fetched_again(fmt: str, torn: bytes, said: str,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    whole = (_tsv(IDS) if fmt == "tsv"
+             else Reply(200, {}, b"".join(b'{"query": ["%d"], "gene": {"gene_id": "%d"}}\n'
+                                          % (g, g) for g in IDS)))
+    transport = ScriptedTransport(Reply(200, {}, torn), whole)
+    settings: dict[str, Any] = {"table_fields": ("gene-id", "symbol")} if fmt == "tsv" else {}
+    with caplog.at_level(logging.DEBUG, "bulkgene"):
+        outcome = fetch(transport, format=fmt, **settings).outcome
+    assert transport.gaps_s == [1.0] and outcome.found == 4
+    assert any(said in message for message in caplog.messages)
+
+
 # -- 414, 431: TOO_LONG (split, no probe) ------------------------------------------------
 
 @pytest.mark.parametrize("code", [414, 431])

@@ -51,7 +51,7 @@ class GeneClient:
         self.session = session
         self.limiter = limiter
         self.config = config
-        self.stats = stats or NetStats()
+        self.stats = stats if stats is not None else NetStats()
         self._exchanger = Exchanger(session, limiter, config, self.stats,
                                     rng or random.Random(), transport)
         self._guard = EndpointGuard(self._exchanger, config.query.endpoint)

@@ -31,6 +31,7 @@ async def test_the_writer_thread_never_changes_the_checkpoint_the_loop_reads(
     # the old writer marked batches in the checkpoint from its thread while the progress
     # snapshot iterated checkpoint.failed on the loop ("dictionary changed size during
     # iteration"); now the thread only returns a receipt, and only the loop applies it
+    # (test_checkpoint_race.py reproduces the race itself, with the writer held mid-fsync)
     checkpoint = Checkpoint(fingerprint="f", params={}, inputs=[])
     before = checkpoint.to_bytes()
     store = _store(tmp_path, list(range(1, 101)))

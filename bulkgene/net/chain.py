@@ -1,0 +1,95 @@
+"""A request's whole answer: the JSON page chain from page 1, or the one TSV response."""
+
+from __future__ import annotations
+
+import logging
+
+from bulkgene.config import DownloadConfig
+from bulkgene.ncbi.pages import BatchAnswer, BrokenChain, InvalidPage, parse_ndjson, parse_page
+from bulkgene.ncbi.requests import page_request
+from bulkgene.ncbi.tsv import GENE_ID_FIELD, TsvAnswer, parse_tsv
+from bulkgene.net.attempt import Reply
+from bulkgene.net.exchange import Exchanger, GaveUp, Refused
+from bulkgene.net.refusals import EndpointGuard
+
+log = logging.getLogger("bulkgene")
+
+
+class _RestartChain(Exception):
+    """The page chain broke (a token refused or repeated): fetch the batch again from page 1."""
+
+
+def tsv_column(config: DownloadConfig) -> int | None:
+    """Where the GeneID is in a TSV row, if the table has that column."""
+    fields = config.query.table_fields
+    return fields.index(GENE_ID_FIELD) if GENE_ID_FIELD in fields else None
+
+
+class PageFetcher:
+    """Fetches the whole answer for one request's GeneIDs on the guard's current endpoint."""
+
+    def __init__(self, exchanger: Exchanger, guard: EndpointGuard) -> None:
+        self._exchanger = exchanger
+        self._guard = guard
+        self._config = exchanger.config
+
+    @property
+    def gene_only(self) -> bool:
+        return self._config.output.record == "gene"
+
+    async def json_chain(self, gene_ids: tuple[int, ...]) -> BatchAnswer:
+        """Follow ``next_page_token`` from page 1 until the batch's pages are complete."""
+        retry = self._config.network.retry
+        max_pages = -(-len(gene_ids) // self._config.query.page_size) + 1
+        for _restart in range(retry.max_attempts):
+            answer = BatchAnswer(gene_ids, self.gene_only)
+            token: str | None = None
+            try:
+                while True:
+                    token = await self._fetch_page(answer, token)
+                    if token is None:
+                        answer.check_complete()
+                        self._guard.remember_known_good(answer.answered)
+                        return answer
+                    if answer.pages >= max_pages:
+                        raise _RestartChain(f"the page chain goes on past the {max_pages} pages "
+                                            f"{len(gene_ids)} GeneIDs can need")
+            except (_RestartChain, InvalidPage) as exc:
+                # the chain is fetched again: a retry of its own kind
+                self._exchanger.stats.retries += 1
+                log.debug("restarting a batch from page 1: %s", exc)
+                continue
+        raise GaveUp("the server's page chain kept breaking (tokens refused, repeated or "
+                     "pages that don't add up)")
+
+    async def _fetch_page(self, answer: BatchAnswer, token: str | None) -> str | None:
+        """One page, retried until it validates; the next token, None after the last page."""
+        query = self._config.query
+        request = page_request(query, self._guard.current, answer.gene_ids, token)
+        parse = parse_ndjson if query.format == "ndjson" else parse_page
+
+        def read(reply: Reply) -> str | None:
+            page = parse(reply.body)
+            try:
+                answer.add(page)
+            except BrokenChain as exc:
+                raise _RestartChain(str(exc)) from None
+            return page.next_page_token
+
+        retry = self._config.network.retry
+        if token is None:
+            return await self._exchanger.exchange(request, retry.max_attempts, read)
+        try:  # a token the server no longer takes answers 500 every time: restart instead
+            return await self._exchanger.exchange(request, retry.token_attempts, read)
+        except (GaveUp, Refused) as exc:
+            raise _RestartChain(f"a next-page request failed ({exc})") from None
+
+    async def tsv(self, gene_ids: tuple[int, ...]) -> TsvAnswer:
+        """A TSV answer: one response with every row (TSV has no page chain to follow)."""
+        query = self._config.query
+        request = page_request(query, self._guard.current, gene_ids, None)
+        has_header = query.include_tabular_header != "INCLUDE_TABULAR_HEADER_NEVER"
+        column = tsv_column(self._config)
+        return await self._exchanger.exchange(
+            request, self._config.network.retry.max_attempts,
+            lambda reply: parse_tsv(reply.body, gene_ids, has_header, column))

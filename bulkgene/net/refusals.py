@@ -1,0 +1,106 @@
+"""Refused GeneIDs isolated by halving, once a probe shows the refusal isn't systematic."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
+
+from bulkgene.errors import FatalHTTPError
+from bulkgene.ncbi.pages import BatchAnswer
+from bulkgene.ncbi.requests import FALLBACK_ENDPOINTS, page_request
+from bulkgene.ncbi.tsv import TsvAnswer
+from bulkgene.net.exchange import NOT_FOUND_ATTEMPTS, Exchanger, GaveUp, Refused
+
+log = logging.getLogger("bulkgene")
+
+PROBE_GENE_ID = 7157  # TP53, human: exists on every NCBI Gene release
+_PROBE_VALID_S = 60.0  # a successful probe vouches for the endpoint this long
+AnswerT = TypeVar("AnswerT", BatchAnswer, TsvAnswer)
+
+
+class EndpointGuard:
+    """The endpoint in use, vouched for by a probe for a GeneID the server must know."""
+
+    def __init__(self, exchanger: Exchanger, endpoint: str) -> None:
+        self._exchanger = exchanger
+        self._query = exchanger.config.query
+        self.current = endpoint
+        self.known_good: int | None = None  # a GeneID this server has answered
+        self._probe_ok_at: float | None = None
+        self._probe_lock = asyncio.Lock()
+
+    def remember_known_good(self, answered: set[int]) -> None:
+        if self.known_good is None and answered:
+            self.known_good = min(answered)
+
+    async def confirm_not_systematic(self, refusal: Refused) -> None:
+        """Ask for one GeneID the server must know; refusing it too ends the run."""
+        loop = asyncio.get_running_loop()
+        async with self._probe_lock:
+            if self._probe_ok_at is not None and loop.time() - self._probe_ok_at < _PROBE_VALID_S:
+                return
+            probe_id = self.known_good or PROBE_GENE_ID
+            for endpoint in self._endpoints_to_try():
+                try:
+                    await self._probe(endpoint, probe_id)
+                except Refused as probe_refusal:
+                    if probe_refusal.status == 400:
+                        raise FatalHTTPError(
+                            f"the server refuses every request, even one for GeneID {probe_id}, "
+                            f"which it knows (HTTP 400: {probe_refusal.message}). That is a "
+                            "setting it doesn't accept (a misspelt --table-field or "
+                            "--sort-field?) or a gateway in the way, not missing genes: fix "
+                            "the options and run the same command again.") from None
+                    continue  # 404/410: this endpoint is gone or the URL is wrong
+                if endpoint != self.current:
+                    log.warning("the %s endpoint no longer answers (HTTP %d: %s); switching to "
+                                "%s, which gives the same records", self.current,
+                                refusal.status, refusal.message, endpoint)
+                    self.current = endpoint
+                self._probe_ok_at = loop.time()
+                return
+            raise FatalHTTPError(
+                f"the server says these endpoints do not exist (HTTP {refusal.status}: "
+                f"{refusal.message}), even for GeneID {probe_id}, which NCBI has: check "
+                f"--base-url (expected something like https://api.ncbi.nlm.nih.gov/datasets/v2); "
+                "`bulkgene doctor` checks the connection step by step.")
+
+    def _endpoints_to_try(self) -> list[str]:
+        others = [e for e in FALLBACK_ENDPOINTS
+                  if e != self.current and not self._query.unsupported_by(e)]
+        return [self.current, *others]
+
+    async def _probe(self, endpoint: str, gene_id: int) -> None:
+        request = page_request(self._query, endpoint, (gene_id,), None)
+        await self._exchanger.exchange(request, NOT_FOUND_ATTEMPTS, lambda reply: None)
+
+
+async def isolate(gene_ids: tuple[int, ...], guard: EndpointGuard,
+                  fetch: Callable[[tuple[int, ...]], Coroutine[Any, Any, AnswerT]],
+                  refused: Callable[[tuple[int, ...]], AnswerT],
+                  merge: Callable[[tuple[int, ...], Sequence[AnswerT]], AnswerT]) -> AnswerT:
+    """``fetch(gene_ids)``, in halves while the server refuses them together; a single
+    refused ID becomes ``refused(id)``: O(k log n) requests for k refused IDs in n."""
+    try:
+        return await fetch(gene_ids)
+    except Refused as refusal:
+        if refusal.status in (400, 404, 410):
+            endpoint = guard.current
+            await guard.confirm_not_systematic(refusal)
+            if guard.current != endpoint:  # the old one was retired: ask the new one
+                return await isolate(gene_ids, guard, fetch, refused, merge)
+        if len(gene_ids) == 1:
+            if refusal.status not in (400, 404):
+                raise GaveUp(f"HTTP {refusal.status} for a single GeneID: "
+                             f"{refusal.message}") from None
+            log.info("the server refuses GeneID %d (HTTP %d: %s)", gene_ids[0],
+                     refusal.status, refusal.message)
+            return refused(gene_ids)
+        log.debug("splitting %d GeneIDs from %d after HTTP %d", len(gene_ids), gene_ids[0],
+                  refusal.status)
+        half = len(gene_ids) // 2
+        first = await isolate(gene_ids[:half], guard, fetch, refused, merge)
+        second = await isolate(gene_ids[half:], guard, fetch, refused, merge)
+        return merge(gene_ids, (first, second))

@@ -1,0 +1,613 @@
+"""Every row of the failure table, on a scripted transport and a virtual clock (no sockets).
+
+Each test scripts what the server answers, runs GeneClient.fetch_batch on a virtual-time
+loop and checks the decision: what the client asked next, how long it waited (virtual
+seconds) and the BatchOutcome or error. The backoff's jitter is pinned to its ceiling
+(an rng whose ``uniform`` returns the upper bound), so every wait is exact: 1 s after the
+first failure, 2 s after the second, Retry-After + 1 s when the server names a time.
+The failure kinds that ``attempt`` translates run through the real ``attempt`` over a
+scripted aiohttp session (the library faked, not our code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp.client_reqrep import ConnectionKey
+from helpers import make_config
+
+from bulkgene.config import RetryPolicy, Secret
+from bulkgene.errors import AuthError, FatalHTTPError, OutageError
+from bulkgene.model import Batch, BatchFailure, BatchOutcome, BatchResult
+from bulkgene.net.attempt import AttemptFailed, Reply, attempt
+from bulkgene.net.client import PROBE_GENE_ID, REJECTED_BY_SERVER, GeneClient, Transport
+from bulkgene.net.pacer import AdaptiveRateLimiter, Slot
+from bulkgene.testing.virtual_time import run_virtual
+
+BASE_URL = "http://ncbi.test/datasets/v2"
+IDS = (1, 2, 3, 4)
+
+
+class CeilingRandom(random.Random):
+    """Jitter pinned to its upper bound: every backoff is the longest it may be."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+# -- what the server says ----------------------------------------------------------------
+
+def page(answered: tuple[int, ...], *, total: int | None = None,
+         next_page: str | None = None) -> bytes:
+    """A report page answering ``answered`` (``total`` defaults to their number)."""
+    content: dict[str, Any] = {
+        "reports": [{"query": [str(g)], "gene": {"gene_id": str(g)}} for g in answered],
+        "total_count": len(answered) if total is None else total}
+    if next_page is not None:
+        content["next_page_token"] = next_page
+    return orjson.dumps(content)
+
+
+def ok(answered: tuple[int, ...], **kwargs: Any) -> Reply:
+    return Reply(200, {}, page(answered, **kwargs))
+
+
+def status(code: int, message: str = "", headers: Mapping[str, str] | None = None) -> Reply:
+    body = orjson.dumps({"error": "error", "code": code, "message": message or f"HTTP {code}"})
+    return Reply(code, dict(headers or {}), body)
+
+
+# -- the scripted transport --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Asked:
+    """One request the client made, and when (virtual seconds since the batch began)."""
+
+    endpoint: str
+    gene_ids: tuple[int, ...]
+    token: str | None
+    at_s: float
+
+
+Answer = Reply | AttemptFailed
+Step = Answer | Callable[[Asked], Answer]
+
+
+def _asked(method: str, url: str, params: list[tuple[str, str]],
+           json_body: dict[str, Any] | None, at_s: float) -> Asked:
+    path = url.removeprefix(BASE_URL)
+    if method == "POST":
+        assert json_body is not None
+        return Asked("dataset-report", tuple(json_body["gene_ids"]),
+                     json_body.get("page_token"), at_s)
+    endpoint = "gene-id-report" if path.endswith("/dataset_report") else "gene-id"
+    ids = path.removeprefix("/gene/id/").removesuffix("/dataset_report")
+    return Asked(endpoint, tuple(int(i) for i in ids.split(",")), dict(params).get("page_token"),
+                 at_s)
+
+
+class ScriptedTransport:
+    """Answers each request with the next step of its script, then with ``then``."""
+
+    def __init__(self, *script: Step, then: Callable[[Asked], Answer] | None = None) -> None:
+        self.script: deque[Step] = deque(script)
+        self.then = then
+        self.asked: list[Asked] = []
+        self.started_at = 0.0
+
+    async def __call__(self, session: aiohttp.ClientSession, method: str, url: str, *,
+                       params: list[tuple[str, str]], json_body: dict[str, Any] | None,
+                       headers: Mapping[str, str], client_timeout: aiohttp.ClientTimeout,
+                       slot: Slot, max_body_bytes: int) -> Reply:
+        slot.sent()
+        asked = _asked(method, url, params, json_body,
+                       asyncio.get_running_loop().time() - self.started_at)
+        self.asked.append(asked)
+        if self.script:
+            step = self.script.popleft()
+        else:
+            assert self.then is not None, f"unscripted request {asked}"
+            step = self.then
+        answer = step(asked) if callable(step) else step
+        if isinstance(answer, AttemptFailed):
+            raise answer
+        return answer
+
+    @property
+    def gaps_s(self) -> list[float]:
+        """Virtual seconds between one request and the next."""
+        times = [a.at_s for a in self.asked]
+        return [round(b - a, 2) for a, b in itertools.pairwise(times)]
+
+    @property
+    def ids_asked(self) -> list[tuple[int, ...]]:
+        return [a.gene_ids for a in self.asked]
+
+
+@dataclass
+class Fetched:
+    """What one fetch_batch returned, and the client it ran on."""
+
+    result: BatchResult
+    client: GeneClient
+
+    @property
+    def outcome(self) -> BatchOutcome:
+        assert isinstance(self.result, BatchOutcome), self.result
+        return self.result
+
+    @property
+    def failure(self) -> BatchFailure:
+        assert isinstance(self.result, BatchFailure), self.result
+        return self.result
+
+
+def fetch_all(transport: Transport, *batches: tuple[int, ...],
+              session: aiohttp.ClientSession | None = None, **settings: Any
+              ) -> tuple[list[BatchResult], GeneClient]:
+    """``fetch_batch`` of each batch in turn through ``transport``, on a fresh virtual clock."""
+    settings.setdefault("retry", RetryPolicy(max_attempts=3, backoff_base_s=1.0))
+    config = make_config(["ids.txt"], Path("out"), base_url=BASE_URL, **settings)
+
+    async def run() -> tuple[list[BatchResult], GeneClient]:
+        if isinstance(transport, ScriptedTransport):
+            transport.started_at = asyncio.get_running_loop().time()
+        # the scripted transport never uses the session; the real attempt gets a scripted one
+        async with contextlib.AsyncExitStack() as stack:
+            used = (session if session is not None
+                    else await stack.enter_async_context(aiohttp.ClientSession()))
+            client = GeneClient(used, AdaptiveRateLimiter(1000.0), config, rng=CeilingRandom(),
+                                transport=transport)
+            return [await client.fetch_batch(Batch(i, ids)) for i, ids in enumerate(batches)], client
+
+    return run_virtual(run())
+
+
+def fetch(transport: Transport, gene_ids: tuple[int, ...] = IDS,
+          session: aiohttp.ClientSession | None = None, **settings: Any) -> Fetched:
+    """``fetch_batch`` of ``gene_ids`` through ``transport``, on a fresh virtual clock."""
+    (result,), client = fetch_all(transport, gene_ids, session=session, **settings)
+    return Fetched(result, client)
+
+
+def answering(refused: Callable[[tuple[int, ...]], Reply | None]) -> Callable[[Asked], Answer]:
+    """A server that answers every ID it has (all of them), unless ``refused`` says no."""
+    def respond(asked: Asked) -> Answer:
+        return refused(asked.gene_ids) or ok(asked.gene_ids)
+    return respond
+
+
+# -- 200: USE ----------------------------------------------------------------------------
+
+def test_a_valid_page_is_used_at_once_and_unanswered_ids_are_missing() -> None:
+    transport = ScriptedTransport(ok((1, 2, 4)))
+    fetched = fetch(transport)
+    assert transport.ids_asked == [IDS]
+    assert fetched.outcome.found == 3 and fetched.outcome.missing == [(3, "NOT_RETURNED")]
+    assert fetched.client.stats.requests == 1 and fetched.client.stats.retries == 0
+
+
+BAD_BODIES = [
+    pytest.param(b"<html><body>502 Bad Gateway</body></html>", "HTML page", id="html"),
+    pytest.param(b'{"reports": [{"query": ["1"]', "not a valid report page", id="invalid-json"),
+    pytest.param(b'{"reports": 5, "total_count": 1}', "not a valid report page",
+                 id="wrong-shape"),
+    pytest.param(b'{"total_count": 2}', "no 'reports'", id="reports-missing"),
+    pytest.param(page((1, 9)), "did not ask for", id="a-stranger's-report"),
+    pytest.param(page((1,), total=9), "more than the 4 GeneIDs", id="total-over-batch"),
+    pytest.param(b'{"error": "Internal", "code": 13, "message": "try later"}',
+                 "error instead of a page", id="error-envelope-in-200"),
+    pytest.param(b'\xff\xfe{"reports": []}', "not a valid report page", id="not-utf8"),
+]
+
+
+@pytest.mark.parametrize(("body", "said"), BAD_BODIES)
+def test_an_unusable_200_is_fetched_again_after_a_backoff(body: bytes, said: str) -> None:
+    transport = ScriptedTransport(Reply(200, {}, body), ok(IDS))
+    fetched = fetch(transport)
+    assert transport.ids_asked == [IDS, IDS] and transport.gaps_s == [1.0]
+    assert fetched.outcome.found == 4 and fetched.client.stats.retries == 1
+
+
+@pytest.mark.parametrize(("body", "said"), BAD_BODIES)
+def test_a_200_that_stays_unusable_fails_the_batch_with_the_reason(body: bytes, said: str
+                                                                   ) -> None:
+    transport = ScriptedTransport(then=lambda _: Reply(200, {}, body))
+    failure = fetch(transport).failure
+    assert len(transport.asked) == 3 and transport.gaps_s == [1.0, 2.0]
+    assert "gave up after 3 attempts; last: invalid page" in failure.reason
+    assert said in failure.reason
+
+
+# -- 429: THROTTLED ----------------------------------------------------------------------
+
+def test_429_without_retry_after_backs_off_and_halves_the_pacer() -> None:
+    transport = ScriptedTransport(status(429), ok(IDS))
+    fetched = fetch(transport)
+    assert transport.gaps_s == [1.0]
+    assert fetched.outcome.found == 4 and fetched.client.stats.throttled == 1
+    assert fetched.client.limiter.rate == 500.0
+
+
+def test_429_with_retry_after_waits_what_the_server_named() -> None:
+    transport = ScriptedTransport(status(429, headers={"Retry-After": "7"}), ok(IDS))
+    fetched = fetch(transport)
+    assert transport.gaps_s == [8.0]  # 7 s, spread by up to 1 s so retries don't clump
+    assert fetched.outcome.found == 4 and fetched.client.stats.throttled == 1
+
+
+def test_429_with_a_retry_after_past_the_cap_waits_only_the_cap() -> None:
+    transport = ScriptedTransport(status(429, headers={"Retry-After": "86400"}), ok(IDS))
+    fetch(transport, retry=RetryPolicy(max_attempts=3, retry_after_cap_s=60.0))
+    assert transport.gaps_s == [61.0]
+
+
+def test_429_with_the_servers_limit_lowers_the_pacers_ceiling() -> None:
+    transport = ScriptedTransport(status(429, headers={"X-RateLimit-Limit": "10"}), ok(IDS))
+    fetched = fetch(transport)
+    assert fetched.client.limiter.ceiling == 10.0 and fetched.outcome.found == 4
+
+
+# -- 5xx: RETRY --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("code", [500, 502, 503, 504, 505, 599])
+def test_a_5xx_is_retried_after_a_backoff(code: int) -> None:
+    transport = ScriptedTransport(status(code), ok(IDS))
+    fetched = fetch(transport)
+    assert transport.ids_asked == [IDS, IDS] and transport.gaps_s == [1.0]
+    assert fetched.outcome.found == 4
+
+
+def test_a_503_with_retry_after_waits_for_it() -> None:
+    transport = ScriptedTransport(status(503, headers={"Retry-After": "5"}), ok(IDS))
+    fetch(transport)
+    assert transport.gaps_s == [6.0]
+
+
+def test_a_5xx_that_persists_fails_the_batch_after_max_attempts() -> None:
+    transport = ScriptedTransport(then=lambda _: status(502))
+    failure = fetch(transport).failure
+    assert transport.gaps_s == [1.0, 2.0]
+    assert failure.reason == "gave up after 3 attempts; last: HTTP 502"
+
+
+def test_failures_for_longer_than_outage_s_stop_the_run() -> None:
+    transport = ScriptedTransport(then=lambda _: status(503))
+    with pytest.raises(OutageError, match="no request has succeeded for 60 s") as raised:
+        fetch(transport, retry=RetryPolicy(max_attempts=100, backoff_cap_s=30.0,
+                                           outage_s=60.0))
+    assert "re-run the same command later" in str(raised.value)
+    # 1 + 2 + 4 + 8 + 16 + 30 s: the first check past 60 s after the first failure
+    assert transport.gaps_s == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
+
+
+# -- anything else: FAIL -----------------------------------------------------------------
+
+@pytest.mark.parametrize("code", [501, 418, 204])
+def test_a_status_without_a_meaning_fails_the_batch_at_once(code: int) -> None:
+    transport = ScriptedTransport(status(code, "not implemented here"))
+    failure = fetch(transport).failure
+    assert len(transport.asked) == 1
+    assert failure.reason == f"HTTP {code}: not implemented here"
+
+
+# -- 3xx, 401, 403: the run stops --------------------------------------------------------
+
+@pytest.mark.parametrize("code", [301, 302, 307, 308])
+def test_a_redirect_stops_the_run_without_following_it(code: int) -> None:
+    transport = ScriptedTransport(Reply(code, {"Location": "http://elsewhere.test/"}, b""))
+    with pytest.raises(FatalHTTPError, match=f"redirect \\(HTTP {code}\\).*--base-url"):
+        fetch(transport)
+    assert len(transport.asked) == 1
+
+
+def test_401_stops_the_run_naming_the_key_and_never_showing_it() -> None:
+    key = "SECRETKEY0123456789"
+    transport = ScriptedTransport(status(401, f"invalid api key {key}",
+                                         headers={"Ncbi-Phid": "PHID42"}))
+    with pytest.raises(AuthError) as raised:
+        fetch(transport, api_key=Secret(key))
+    message = str(raised.value)
+    assert "rejected the API key" in message and "NCBI_API_KEY" in message
+    assert "server request id PHID42" in message and key not in message
+    assert len(transport.asked) == 1
+
+
+def test_403_stops_the_run_with_what_to_do() -> None:
+    transport = ScriptedTransport(status(403))
+    with pytest.raises(AuthError, match=r"refused access \(HTTP 403\).*lower --rate"):
+        fetch(transport)
+    assert len(transport.asked) == 1
+
+
+# -- 400: REFUSED (probe, then isolate) --------------------------------------------------
+
+def test_400_probes_a_known_gene_then_isolates_the_refused_id_by_halving() -> None:
+    transport = ScriptedTransport(then=answering(
+        lambda ids: status(400, "bad id") if 6 in ids else None))
+    outcome = fetch(transport, tuple(range(1, 9))).outcome
+    assert transport.ids_asked == [
+        (1, 2, 3, 4, 5, 6, 7, 8), (PROBE_GENE_ID,),  # the probe: refusals aren't systematic
+        (1, 2, 3, 4), (5, 6, 7, 8), (5, 6), (5,), (6,), (7, 8)]
+    assert set(transport.gaps_s) == {0.0}, "a refusal is an answer: no backoff"
+    assert outcome.found == 7 and outcome.missing == [(6, REJECTED_BY_SERVER)]
+
+
+def test_400_for_the_probe_too_stops_the_run_as_a_bad_setting() -> None:
+    transport = ScriptedTransport(then=lambda _: status(400, "unknown table field"))
+    with pytest.raises(FatalHTTPError, match="refuses every request, even one for GeneID 7157"):
+        fetch(transport)
+    assert transport.ids_asked == [IDS, (PROBE_GENE_ID,)]
+
+
+def test_the_probe_asks_for_a_gene_this_server_already_answered() -> None:
+    # a first batch succeeds; a refusal in the second probes with a GeneID from the first
+    answers = answering(lambda ids: status(400) if 6 in ids else None)
+    transport = ScriptedTransport(then=answers)
+    (_, result), _ = fetch_all(transport, (3, 4), (5, 6))
+    assert transport.ids_asked == [(3, 4), (5, 6), (3,), (5,), (6,)]
+    assert isinstance(result, BatchOutcome) and result.missing == [(6, REJECTED_BY_SERVER)]
+
+
+def _tsv(gene_ids: tuple[int, ...]) -> Reply:
+    rows = b"".join(b"%d\tsym%d\n" % (g, g) for g in gene_ids)
+    return Reply(200, {}, b"NCBI GeneID\tSymbol\n" + rows)
+
+
+def test_400_in_tsv_isolates_the_refused_id_and_counts_it_missing() -> None:
+    transport = ScriptedTransport(then=lambda asked: status(400) if 2 in asked.gene_ids
+                                  else _tsv(asked.gene_ids))
+    outcome = fetch(transport, format="tsv", table_fields=("gene-id", "symbol")).outcome
+    assert transport.ids_asked == [IDS, (PROBE_GENE_ID,), (1, 2), (1,), (2,), (3, 4)]
+    assert outcome.found == 3 and outcome.missing == [(2, "NOT_RETURNED")]
+    assert outcome.header == b"NCBI GeneID\tSymbol"
+
+
+@pytest.mark.parametrize(("fmt", "torn", "said"), [
+    ("ndjson", b'{"query": ["1"], "gene": {"gene_id": "1"}}\n{"query": ["2"', "torn line"),
+    ("tsv", b"NCBI GeneID\tSymbol\n1\tsym1\n2\ts", "torn line"),
+])
+def test_a_body_cut_at_a_line_is_fetched_again(fmt: str, torn: bytes, said: str,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    whole = (_tsv(IDS) if fmt == "tsv"
+             else Reply(200, {}, b"".join(b'{"query": ["%d"], "gene": {"gene_id": "%d"}}\n'
+                                          % (g, g) for g in IDS)))
+    transport = ScriptedTransport(Reply(200, {}, torn), whole)
+    settings: dict[str, Any] = {"table_fields": ("gene-id", "symbol")} if fmt == "tsv" else {}
+    with caplog.at_level(logging.DEBUG, "bulkgene"):
+        outcome = fetch(transport, format=fmt, **settings).outcome
+    assert transport.gaps_s == [1.0] and outcome.found == 4
+    assert any(said in message for message in caplog.messages)
+
+
+# -- 414, 431: TOO_LONG (split, no probe) ------------------------------------------------
+
+@pytest.mark.parametrize("code", [414, 431])
+def test_a_request_too_long_is_split_without_a_probe(code: int) -> None:
+    transport = ScriptedTransport(then=answering(
+        lambda ids: status(code) if len(ids) > 2 else None))
+    outcome = fetch(transport).outcome
+    assert transport.ids_asked == [IDS, (1, 2), (3, 4)]
+    assert outcome.found == 4
+
+
+def test_414_for_a_single_id_fails_the_batch() -> None:
+    transport = ScriptedTransport(then=lambda _: status(414, "URI too long"))
+    failure = fetch(transport, (5,)).failure
+    assert failure.reason == "HTTP 414 for a single GeneID: URI too long"
+    assert transport.ids_asked == [(5,)]
+
+
+# -- 404: NOT_FOUND (retry, probe, isolate) ----------------------------------------------
+
+def test_a_404_that_goes_away_was_transient() -> None:
+    transport = ScriptedTransport(status(404, "no such page"), ok(IDS))
+    outcome = fetch(transport).outcome
+    assert transport.ids_asked == [IDS, IDS] and transport.gaps_s == [1.0]
+    assert outcome.found == 4
+
+
+def test_a_persistent_404_is_retried_then_probed_then_the_id_isolated() -> None:
+    transport = ScriptedTransport(then=answering(
+        lambda ids: status(404, "gene not found") if 42 in ids else None))
+    outcome = fetch(transport, (42,)).outcome
+    assert transport.ids_asked == [(42,), (42,), (42,), (PROBE_GENE_ID,)]
+    assert transport.gaps_s == [1.0, 2.0, 0.0]
+    assert outcome.found == 0 and outcome.missing == [(42, REJECTED_BY_SERVER)]
+
+
+def test_a_404_everywhere_even_for_the_probe_is_a_wrong_url() -> None:
+    transport = ScriptedTransport(then=lambda _: status(404, "Not Found"))
+    with pytest.raises(FatalHTTPError, match=r"endpoints do not exist.*check --base-url"):
+        fetch(transport, (42,))
+    probes = [a.endpoint for a in transport.asked if a.gene_ids == (PROBE_GENE_ID,)]
+    # every endpoint is probed, each 404 retried like a transient error first
+    assert probes == ["gene-id"] * 3 + ["gene-id-report"] * 3 + ["dataset-report"] * 3
+
+
+# -- 410 or "retired": GONE (probe, switch endpoint) -------------------------------------
+
+@pytest.mark.parametrize("retired", [status(410, "Gone"),
+                                     status(404, "This endpoint has been retired")],
+                         ids=["410", "404-retired"])
+def test_a_retired_endpoint_is_replaced_by_a_current_one(retired: Reply) -> None:
+    transport = ScriptedTransport(then=lambda asked: retired if asked.endpoint == "gene-id"
+                                  else ok(asked.gene_ids))
+    fetched = fetch(transport)
+    assert [(a.endpoint, a.gene_ids) for a in transport.asked] == [
+        ("gene-id", IDS), ("gene-id", (PROBE_GENE_ID,)),
+        ("gene-id-report", (PROBE_GENE_ID,)), ("gene-id-report", IDS)]
+    assert fetched.client.endpoint == "gene-id-report" and fetched.outcome.found == 4
+
+
+# -- the page chain ----------------------------------------------------------------------
+
+def test_a_next_page_token_that_keeps_failing_restarts_the_chain_from_page_1() -> None:
+    # NCBI answers an expired or foreign page_token with 500 every time (API-FACTS §11)
+    transport = ScriptedTransport(
+        ok((1, 2), total=4, next_page="t1"), status(500), status(500),
+        ok((1, 2), total=4, next_page="t2"), ok((3, 4), total=4))
+    fetched = fetch(transport, page_size=2)
+    assert [a.token for a in transport.asked] == [None, "t1", "t1", None, "t2"]
+    assert fetched.outcome.found == 4
+    assert fetched.client.stats.retries == 2  # one retry of the token, one restart
+
+
+def test_a_token_sent_twice_restarts_the_chain() -> None:
+    transport = ScriptedTransport(
+        ok((1, 2), total=4, next_page="t1"), ok((3,), total=4, next_page="t1"),
+        ok((1, 2), total=4, next_page="t2"), ok((3, 4), total=4))
+    outcome = fetch(transport, page_size=2).outcome
+    assert [a.token for a in transport.asked] == [None, "t1", None, "t2"]
+    assert outcome.found == 4
+
+
+def test_pages_that_dont_add_up_to_total_count_restart_the_chain() -> None:
+    transport = ScriptedTransport(ok((1, 2), total=4), ok(IDS))
+    outcome = fetch(transport, page_size=2).outcome
+    assert [a.token for a in transport.asked] == [None, None] and outcome.found == 4
+
+
+def test_a_chain_that_keeps_breaking_fails_the_batch() -> None:
+    transport = ScriptedTransport(then=lambda asked: ok((1, 2), total=4, next_page="t1")
+                                  if asked.token is None else status(500))
+    failure = fetch(transport, page_size=2).failure
+    assert "page chain kept breaking" in failure.reason
+    assert [a.token for a in transport.asked] == [None, "t1", "t1"] * 3
+
+
+# -- what attempt() says when there is no HTTP answer ------------------------------------
+
+def test_a_stale_pooled_connection_is_resent_at_once_but_not_forever() -> None:
+    stale = AttemptFailed("the server closed the connection", stale_connection=True)
+    transport = ScriptedTransport(stale, stale, stale, stale, ok(IDS))
+    fetched = fetch(transport)
+    # three resends cost nothing; the fourth dead connection in a row is a failure
+    assert transport.gaps_s == [0.0, 0.0, 0.0, 1.0]
+    assert fetched.outcome.found == 4 and fetched.client.stats.retries == 4
+
+
+@dataclass
+class _Content:
+    chunks: list[bytes | BaseException]
+
+    async def iter_chunked(self, _size: int) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            if isinstance(chunk, BaseException):
+                raise chunk
+            yield chunk
+
+
+@dataclass
+class _Response:
+    status: int
+    headers: Mapping[str, str]
+    content: _Content
+    content_length: int | None = None
+    connection: None = None
+
+
+ServerStep = _Response | BaseException
+
+
+class ScriptedSession:
+    """aiohttp's side of a request, scripted: an exception, or a response to read."""
+
+    def __init__(self, *script: ServerStep) -> None:
+        self.script = deque(script)
+
+    @contextlib.asynccontextmanager
+    async def request(self, _method: str, _url: str, **_kwargs: Any
+                      ) -> AsyncIterator[_Response]:
+        step = self.script.popleft()
+        if isinstance(step, BaseException):
+            raise step
+        yield step
+
+
+def _body(*chunks: bytes | BaseException, length: int | None = None) -> _Response:
+    return _Response(200, {}, _Content(list(chunks)), length)
+
+
+_CAP_BYTES = 1 << 20  # the smallest cap the config allows
+_KEY = ConnectionKey("ncbi.test", 80, False, True, None, None, None)
+
+TRANSLATED = [
+    pytest.param(aiohttp.ServerTimeoutError("Timeout on reading data from socket"),
+                 "timed out", id="timeout"),
+    pytest.param(aiohttp.ClientConnectorError(_KEY, ConnectionResetError(104, "Reset")),
+                 "could not connect (Reset)", id="connection-error"),
+    pytest.param(aiohttp.ServerDisconnectedError(), "the server closed the connection",
+                 id="server-disconnected"),
+    pytest.param(_body(b'{"reports": [', aiohttp.ClientPayloadError("cut")),
+                 "the response body was cut short", id="truncated-body"),
+    pytest.param(_body(b"", length=2 << 20),
+                 "the answer would be 2097152 bytes, over the 1048576-byte cap",
+                 id="oversize-declared"),
+    pytest.param(_body(b"x" * 600_000, b"x" * 600_000),
+                 "the answer is larger than the 1048576-byte cap", id="oversize-streamed"),
+]
+
+
+def _via_attempt(*script: ServerStep) -> tuple[aiohttp.ClientSession, Transport]:
+    return cast(aiohttp.ClientSession, ScriptedSession(*script)), attempt
+
+
+@pytest.mark.parametrize(("failure", "reason"), TRANSLATED)
+def test_an_attempt_without_an_answer_is_retried_after_a_backoff(
+        failure: ServerStep, reason: str, caplog: pytest.LogCaptureFixture) -> None:
+    session, transport = _via_attempt(failure, _body(page(IDS)))
+    with caplog.at_level(logging.DEBUG, "bulkgene"):
+        fetched = fetch(transport, session=session, max_response_bytes=_CAP_BYTES)
+    assert fetched.outcome.found == 4 and fetched.client.stats.retries == 1
+    assert f"retrying in 1.0 s (attempt 2 of 3): {reason}" in caplog.messages
+
+
+@pytest.mark.parametrize(("failure", "reason"), TRANSLATED)
+def test_an_attempt_that_keeps_failing_fails_the_batch_naming_why(failure: ServerStep,
+                                                                  reason: str) -> None:
+    # the host answered once, so even a connection error is the batch's, not the setup's
+    session, transport = _via_attempt(_body(page((1, 2))), failure, failure, failure)
+    (first, second), _ = fetch_all(transport, (1, 2), IDS, session=session,
+                                   max_response_bytes=_CAP_BYTES)
+    assert isinstance(first, BatchOutcome)
+    assert isinstance(second, BatchFailure)
+    assert second.reason == f"gave up after 3 attempts; last: {reason}"
+
+
+def test_a_host_never_reached_is_a_setup_problem_after_unreachable_s() -> None:
+    refused = aiohttp.ClientConnectorError(_KEY, ConnectionRefusedError(111, "Refused"))
+    session, transport = _via_attempt(*[refused] * 20)
+    started: list[float] = []
+
+    async def timed(*args: Any, **kwargs: Any) -> Reply:
+        started.append(asyncio.get_running_loop().time())
+        return await transport(*args, **kwargs)
+
+    with pytest.raises(FatalHTTPError, match=r"cannot reach ncbi\.test: could not connect "
+                                             r"\(Refused\).*HTTPS_PROXY"):
+        fetch(timed, session=session,
+              retry=RetryPolicy(max_attempts=20, unreachable_s=15.0))
+    # 1 + 2 + 4 + 8 s of backoff: the attempt at 15 s is the last
+    assert [round(t - started[0], 3) for t in started] == [0.0, 1.0, 3.0, 7.0, 15.0]
+
+
+def test_a_certificate_that_cant_be_verified_stops_the_run_at_once() -> None:
+    bad_certificate = aiohttp.ClientConnectorCertificateError(
+        _KEY, ssl.SSLCertVerificationError(1, "self-signed certificate"))
+    session, transport = _via_attempt(bad_certificate)
+    with pytest.raises(FatalHTTPError, match=r"TLS certificate of ncbi\.test.*SSL_CERT_FILE"):
+        fetch(transport, session=session)

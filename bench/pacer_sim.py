@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from bulkgene.net.pacer import AdaptiveRateLimiter
+from bulkgene.testing.windows import max_in_window
 
 T = TypeVar("T")
 _TURN_S = 1e-6
@@ -97,17 +98,6 @@ class SimResult:
         times = sorted(self.arrivals_s)
         times = [t for t in times if t >= times[0] + skip_s]
         return (len(times) - 1) / (times[-1] - times[0]) / ceiling
-
-
-def max_in_window(times: list[float], window_s: float = 1.0) -> int:
-    """The most arrivals inside any half-open window of ``window_s`` seconds."""
-    times = sorted(times)
-    best = start = 0
-    for end, t in enumerate(times):
-        while times[start] <= t - window_s:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 async def simulate(rate: float, delay_spread_s: float, duration_s: float = 60.0, *,

@@ -28,20 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import PYTHON, Emulator, bulkgene_env, fmt, median_spread, save
+from bulkgene.testing.windows import max_in_window
 
 KEY = "bench-sharing-key"
 BUDGET_RPS = 10.0
-
-
-def max_in_window(times: list[float], window_s: float = 1.0) -> int:
-    """The most arrivals inside any half-open window of ``window_s`` seconds."""
-    times = sorted(times)
-    best = start = 0
-    for end, t in enumerate(times):
-        while times[start] <= t - window_s:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def rate_between(times: list[float], start: float, end: float) -> float:

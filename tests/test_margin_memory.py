@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import make_config
 
 from bulkgene.budget.margin import (
     MARGIN_FILE_NAME,
@@ -16,7 +17,6 @@ from bulkgene.budget.margin import (
 )
 from bulkgene.net.pacer import INITIAL_MARGIN_S, MARGIN_PROVEN_S
 from bulkgene.run.sharing import budget_directory, paced_limiter, path_directory
-from tests.helpers import make_config
 
 
 def test_a_remembered_margin_comes_back(tmp_path: Path) -> None:

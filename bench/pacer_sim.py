@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from bulkgene.net.pacer import AdaptiveRateLimiter
 from bulkgene.testing.virtual_time import VirtualTimeLoop, run_virtual
+from bulkgene.testing.windows import max_in_window
 
 # the virtual clock moved to bulkgene.testing; re-exported for the tests that import it here
 __all__ = ["ServerWindow", "SimResult", "VirtualTimeLoop", "max_in_window", "run_virtual",
@@ -60,17 +61,6 @@ class SimResult:
         return (len(times) - 1) / (times[-1] - times[0]) / ceiling
 
 
-def max_in_window(times: list[float], window_s: float = 1.0) -> int:
-    """The most arrivals inside any half-open window of ``window_s`` seconds."""
-    times = sorted(times)
-    best = start = 0
-    for end, t in enumerate(times):
-        while times[start] <= t - window_s:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
-
-
 async def simulate(rate: float, delay_spread_s: float, duration_s: float = 60.0, *,
                    server_limit: int = 10, workers: int = 16, latency_s: float = 0.3,
                    foreign_rate: float = 0.0, seed: int = 1,
@@ -81,7 +71,7 @@ async def simulate(rate: float, delay_spread_s: float, duration_s: float = 60.0,
     rng = random.Random(seed)
     if limiter is None:
         limiter = (AdaptiveRateLimiter(rate) if margin_s is None
-                   else AdaptiveRateLimiter(rate, arrival_jitter_s=margin_s))
+                   else AdaptiveRateLimiter(rate, margin_s=margin_s))
     server = ServerWindow(server_limit)
     end_s = loop.time() + duration_s
     arrivals: list[float] = []
@@ -98,12 +88,13 @@ async def simulate(rate: float, delay_spread_s: float, duration_s: float = 60.0,
             throttled.append(loop.time())
         await asyncio.sleep(latency_s * rng.uniform(0.8, 1.2))
         limiter.on_server_limit(server_limit, remaining or 0, slot.sent_at)
+        if remaining is None:
+            limiter.on_throttled(None, server_limit, slot.sent_at)
         return remaining
 
     async def worker() -> None:
         while loop.time() < end_s:
             if await request() is None:
-                limiter.on_throttled(None, server_limit)
                 await asyncio.sleep(rng.uniform(0.0, 1.0))  # the fetcher's backoff
 
     async def foreign() -> None:
@@ -125,7 +116,7 @@ def main() -> None:
     parser.add_argument("--foreign", type=float, default=0.0, help="another process's req/s")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--margin-ms", type=float, default=None,
-                        help="the pacer's arrival-jitter margin [default: its own, 50 ms]")
+                        help="the pacer's starting margin [default: its own, 25 ms]")
     args = parser.parse_args()
     print(f"limit {args.rate:g}/s, {args.duration:g} virtual s, foreign {args.foreign:g}/s")
     for spread_ms in (0, 20, 50):

@@ -207,17 +207,6 @@ def assert_complete_output(out_dir: Path, expected: Expected) -> None:
                                     + summary["pending"])
 
 
-def max_in_window(times: list[float], window_s: float = 1.0) -> int:
-    """The most arrivals inside any half-open window of ``window_s`` seconds."""
-    times = sorted(times)
-    best = start = 0
-    for end, t in enumerate(times):
-        while times[start] <= t - window_s:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
-
-
 def served(arrivals: list[Arrival]) -> list[Arrival]:
     return [a for a in arrivals if a.path.startswith("/datasets/v2/")]
 

@@ -19,7 +19,6 @@ from helpers import (
     gene_ids_written,
     invoke_cli,
     make_config,
-    max_in_window,
     read_tsv,
     served,
     shard_files,
@@ -30,6 +29,7 @@ from bulkgene.errors import ConfigError
 from bulkgene.run import checkpoint
 from bulkgene.run.split import TaskSpec, from_slurm, resolve, unsplit_array_note
 from bulkgene.testing import EmulatorThread, GeneUniverse
+from bulkgene.testing.windows import max_in_window
 
 
 def test_slurm_array_ids_map_to_task_indexes() -> None:

@@ -19,7 +19,6 @@ from helpers import (
     expected_for,
     invoke_cli,
     make_config,
-    max_in_window,
     read_summary,
     run_cli,
     served,
@@ -31,6 +30,7 @@ import bulkgene
 from bulkgene import DownloadConfig, RetryPolicy, Timeouts
 from bulkgene.run import checkpoint as ckpt
 from bulkgene.testing import EmulatorThread
+from bulkgene.testing.windows import max_in_window
 
 RETRIED_FAULTS = ["http_500", "http_502", "http_503", "http_504", "truncate", "reset", "html",
                   "stall", "missing_reports", "foreign_gene", "throttle_seconds",

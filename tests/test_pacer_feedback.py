@@ -61,9 +61,11 @@ def test_remaining_without_a_plausible_limit_is_ignored(limit: float | None) -> 
     assert next_at - times[-1] < 0.2
 
 
-def test_a_429_halves_the_rate_even_when_the_server_names_our_own_ceiling() -> None:
+def test_a_429_that_bunched_arrivals_cant_explain_halves_the_rate_then_recovers() -> None:
     now = [0.0]
     limiter = AdaptiveRateLimiter(10.0, recovery_period_s=2.0, clock=lambda: now[0])
+    for _ in range(12):  # more of ours in its second than the limit it names
+        limiter._record_send(now[0])
     limiter.on_throttled(None, server_limit=10.0)  # NCBI sends its Limit on every answer
     assert limiter.rate == 5.0 and limiter.ceiling == 10.0
     for expected in (6.0, 7.0, 8.0, 9.0, 9.1):  # fast to 90 % of the throttled 10, then creep

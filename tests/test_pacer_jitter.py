@@ -1,11 +1,17 @@
-"""The pacer under arrival jitter: its margin, and whole runs against a simulated NCBI window."""
+"""The pacer under arrival jitter: its margin, how 429s teach it, and whole simulated runs."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.pacer_sim import max_in_window, run_virtual, simulate
-from bulkgene.net.pacer import ARRIVAL_JITTER_S, AdaptiveRateLimiter
+from bench.pacer_sim import run_virtual, simulate
+from bulkgene.net.pacer import (
+    INITIAL_MARGIN_S,
+    MARGIN_CAP_S,
+    MARGIN_PROVEN_S,
+    AdaptiveRateLimiter,
+)
+from bulkgene.testing.windows import max_in_window
 
 
 async def spans_of_eleven(limiter: AdaptiveRateLimiter) -> list[float]:
@@ -19,48 +25,126 @@ async def spans_of_eleven(limiter: AdaptiveRateLimiter) -> list[float]:
     return [times[i + 10] - times[i] for i in range(len(times) - 10)]
 
 
-@pytest.mark.parametrize("jitter_s", [ARRIVAL_JITTER_S, 0.005])
-def test_any_eleven_sends_span_a_second_plus_the_jitter_allowance(jitter_s: float) -> None:
+@pytest.mark.parametrize("margin_s", [INITIAL_MARGIN_S, 0.05, 0.005])
+def test_any_eleven_sends_span_a_second_plus_the_margin(margin_s: float) -> None:
     async def scenario() -> list[float]:
-        return await spans_of_eleven(AdaptiveRateLimiter(10.0, arrival_jitter_s=jitter_s))
+        return await spans_of_eleven(AdaptiveRateLimiter(10.0, margin_s=margin_s))
 
     spans = run_virtual(scenario())
-    assert min(spans) >= 1.0 + jitter_s - 1e-9
-    assert max(spans[-10:]) < 1.0 + jitter_s + 0.001  # and no slower: the margin is all it costs
+    assert min(spans) >= 1.0 + margin_s - 1e-9
+    assert max(spans[-10:]) < 1.0 + margin_s + 0.001  # and no slower: the margin is all it costs
 
 
-def test_a_429_widens_the_margin_up_to_a_cap_unless_someone_else_uses_the_key() -> None:
+def full_rate(limiter: AdaptiveRateLimiter, now: list[float]) -> float:
+    """Ten sends a second apart from the last: a window at the server's limit, ours only."""
+    for _ in range(10):
+        limiter._record_send(now[0])
+        now[0] += 0.1
+    return now[0] - 0.1
+
+
+def test_a_429_within_the_named_limit_widens_the_margin_not_the_rate() -> None:
     now = [0.0]
     limiter = AdaptiveRateLimiter(10.0, clock=lambda: now[0])
+    limiter.on_server_limit(10, None, now[0])  # named on every answer, as NCBI does
     margins = []
     for _ in range(10):
-        limiter.on_throttled(None)
+        now[0] += 1.0  # a fresh second, so that the test's own sends never overlap
+        sent_at = full_rate(limiter, now)
+        limiter.on_throttled(None, 10, sent_at)  # 10 of ours in its second: arrivals bunched
         margins.append(limiter.margin_s)
-        now[0] += 2.0
-    assert margins[:3] == pytest.approx([0.075, 0.1, 0.125])
-    assert margins[-1] == pytest.approx(0.2)
+        assert limiter.rate == 10.0 or margins[-1] == MARGIN_CAP_S
+    assert margins[:3] == pytest.approx([0.05, 0.075, 0.1])
+    assert margins[-1] == pytest.approx(MARGIN_CAP_S)
+    assert limiter.rate < 10.0  # past the cap, bunching can't be the explanation any more
+
+
+def test_a_429_for_a_request_sent_before_the_widening_is_already_answered() -> None:
+    now = [0.0]
+    limiter = AdaptiveRateLimiter(10.0, clock=lambda: now[0])
+    limiter.on_server_limit(10, None, now[0])
+    first = full_rate(limiter, now)
+    limiter.on_throttled(None, 10, first)
+    limiter.on_throttled(None, 10, first - 0.05)  # in flight when the first 429 came back
+    assert limiter.margin_s == pytest.approx(INITIAL_MARGIN_S + 0.025) and limiter.rate == 10.0
+
+
+def test_a_widened_margin_is_reported_once_it_has_held_without_429s() -> None:
+    now = [0.0]
+    learnt: list[float] = []
+    limiter = AdaptiveRateLimiter(10.0, clock=lambda: now[0], on_margin=learnt.append)
+    limiter.on_server_limit(10, None, now[0])
+    limiter.on_throttled(None, 10, full_rate(limiter, now))
+    now[0] += MARGIN_PROVEN_S - 0.5
+    limiter._recover(now[0])
+    assert learnt == []  # not proven yet
+    now[0] += 1.0
+    limiter._recover(now[0])
+    limiter._recover(now[0] + 10)
+    assert learnt == [pytest.approx(INITIAL_MARGIN_S + 0.025)]  # once
+
+
+def test_a_margin_widened_in_an_episode_that_cut_the_rate_is_not_remembered() -> None:
+    """Global overload (NCBI #284): the margin grows to its cap, then the rate halves."""
+    now = [0.0]
+    learnt: list[float] = []
+    limiter = AdaptiveRateLimiter(10.0, clock=lambda: now[0], on_margin=learnt.append)
+    limiter.on_server_limit(10, None, now[0])
+    while limiter.rate == 10.0:
+        now[0] += 1.0
+        limiter.on_throttled(None, 10, full_rate(limiter, now))
+    now[0] += 60.0
+    limiter._recover(now[0])
+    assert limiter.margin_s == pytest.approx(MARGIN_CAP_S) and learnt == []
+
+
+def test_a_429_with_more_of_ours_in_the_second_than_the_limit_halves_the_rate() -> None:
+    now = [0.0]
+    limiter = AdaptiveRateLimiter(10.0, clock=lambda: now[0])
+    limiter.on_server_limit(8, 0, now[0])  # a limit below ours: the ceiling follows it ...
+    now[0] += 3.0
+    limiter.on_throttled(None, None, full_rate(limiter, now))  # ... but we sent 10 in a second
+    assert limiter.margin_s == INITIAL_MARGIN_S and limiter.rate == 4.0
+
+
+def test_a_429_without_a_named_limit_or_while_a_stranger_uses_the_key_halves_the_rate() -> None:
+    now = [0.0]
+    limiter = AdaptiveRateLimiter(10.0, clock=lambda: now[0])
+    limiter.on_throttled(None)  # the server never named its limit: nothing to compare with
+    assert limiter.margin_s == INITIAL_MARGIN_S and limiter.rate == 5.0
 
     limiter = AdaptiveRateLimiter(10.0, clock=lambda: now[0])
     limiter.on_server_limit(10, 0, now[0])  # ten counted, none of them ours
     now[0] += 2.0
     limiter.on_throttled(None)  # blamed on the other process, not on jitter
-    assert limiter.margin_s == ARRIVAL_JITTER_S and limiter.rate == 5.0
+    assert limiter.margin_s == INITIAL_MARGIN_S and limiter.rate == 5.0
 
 
-@pytest.mark.parametrize("delay_spread_s", [0.0, 0.02, 0.05])
+@pytest.mark.parametrize("delay_spread_s", [0.0, 0.02])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_random_arrival_delays_never_overfill_the_servers_window(
+def test_arrival_delays_within_the_margin_never_overfill_the_servers_window(
         delay_spread_s: float, seed: int) -> None:
     result = run_virtual(simulate(10.0, delay_spread_s, 60.0, seed=seed))
     assert result.throttled == 0
     assert max_in_window(result.arrivals_s) <= 10
-    assert result.fraction_of(10.0) >= 0.95
+    assert result.fraction_of(10.0) >= 0.97
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_wider_spread_costs_one_429_then_the_learnt_margin_none(seed: int) -> None:
+    first = run_virtual(simulate(10.0, 0.05, 60.0, seed=seed))
+    assert first.throttled == 1 and first.limiter.rate == 10.0
+    assert first.fraction_of(10.0) >= 0.95
+    again = run_virtual(simulate(10.0, 0.05, 60.0, seed=seed + 10,
+                                 margin_s=first.limiter.margin_s))  # as remembered
+    assert again.throttled == 0 and max_in_window(again.arrivals_s) <= 10
+    assert again.fraction_of(10.0) >= 0.95
 
 
 def test_delays_beyond_the_allowance_widen_the_margin_until_429s_stop() -> None:
     result = run_virtual(simulate(10.0, 0.1, 300.0, seed=1))
     assert result.throttled > 0
-    assert result.limiter.margin_s > ARRIVAL_JITTER_S
+    assert result.limiter.margin_s > INITIAL_MARGIN_S
     assert max(result.throttled_at_s) < min(result.arrivals_s) + 200.0
 
 

@@ -12,7 +12,6 @@ from helpers import (
     expected_for,
     gene_ids_written,
     make_config,
-    max_in_window,
     read_records,
     read_summary,
     read_tsv,
@@ -24,6 +23,7 @@ import bulkgene
 from bulkgene import DownloadConfig, RetryPolicy, Secret
 from bulkgene.testing import EmulatorThread, GeneUniverse
 from bulkgene.testing.universe import real_reports
+from bulkgene.testing.windows import max_in_window
 
 FAST_RETRY = RetryPolicy(max_attempts=6, backoff_base_s=0.01, backoff_cap_s=0.05)
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from helpers import max_in_window
-
 from bulkgene.net.pacer import AdaptiveRateLimiter
+from bulkgene.testing.windows import max_in_window
 
 
 async def test_no_burst_even_in_the_first_second() -> None:

@@ -12,11 +12,12 @@ from helpers import (
     cli_command,
     cli_env,
     invoke_cli,
-    max_in_window,
     served,
     wait_for_commits,
     write_ids,
 )
+
+from bulkgene.testing.windows import max_in_window
 
 KEY = "sharing-test-key"
 

@@ -25,7 +25,6 @@ from helpers import (
     expected_for,
     gene_ids_written,
     invoke_cli,
-    max_in_window,
     read_summary,
     served,
     wait_for_commits,
@@ -33,6 +32,7 @@ from helpers import (
 )
 
 from bulkgene.testing import EmulatorThread
+from bulkgene.testing.windows import max_in_window
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 SCRIPT = REPO / "examples" / "fetch-array.sbatch"

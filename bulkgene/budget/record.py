@@ -63,20 +63,27 @@ def budget_path(api_key: str | None, root: Path | None = None) -> Path:
 _MAX_LEASE_BYTES = 4096  # a lease is a few hundred bytes: anything bigger is not one
 
 
-def read_record(path: Path) -> LeaseRecord | None:
-    """The lease in ``path``; None if it is gone or not a lease (a FIFO, a link, a huge
-    file, garbage: the budget directory is shared, so its files are not trusted)."""
+def read_small_file(path: Path, max_bytes: int) -> bytes | None:
+    """The bytes of ``path`` if it is a regular file of at most ``max_bytes``; None if it is
+    gone or anything else (a FIFO, a link, a huge file): a shared directory is not trusted."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except (FileNotFoundError, OSError):
         return None
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_LEASE_BYTES:
+        if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
             return None
-        raw = os.read(fd, _MAX_LEASE_BYTES + 1)
+        return os.read(fd, max_bytes + 1)
     finally:
         os.close(fd)
+
+
+def read_record(path: Path) -> LeaseRecord | None:
+    """The lease in ``path``; None if it is gone or not a lease (garbage included)."""
+    raw = read_small_file(path, _MAX_LEASE_BYTES)
+    if raw is None:
+        return None
     try:
         return _decoder.decode(raw)
     except msgspec.DecodeError:

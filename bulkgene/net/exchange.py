@@ -161,7 +161,7 @@ class Exchanger:
                     retry_after = parse_retry_after(reply.headers.get("Retry-After"),
                                                     network.retry.retry_after_cap_s)
                     self.limiter.on_throttled(retry_after, _float_header(
-                        reply.headers, "X-RateLimit-Limit"))
+                        reply.headers, "X-RateLimit-Limit"), slot.sent_at)
                     reason = "HTTP 429 Too Many Requests"
                     log.debug("HTTP 429: the server asks us to slow down (limit %s)",
                               reply.headers.get("X-RateLimit-Limit", "not given"))

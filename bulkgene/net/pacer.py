@@ -17,12 +17,21 @@ Two mechanisms, each doing what it is good at:
 Arrival jitter. The server counts *arrivals*, and the one-way delay of each request varies
 (0-50 ms over the internet). If every delay lies in [d, d + J], M+1 sends spanning W + J
 arrive spanning at least W, so a margin equal to the delay spread J is exactly what keeps
-the server's window at M; it costs J / (1 + J) of the ceiling (4.8 % for 50 ms). No
-response tells how close to the edge we are (at full rate every answer says
-``Remaining: 0``), so the margin cannot be learnt downwards; it starts at
-``arrival_jitter_s`` (50 ms by default, enough for the internet) and grows by 25 ms, up to
-200 ms, with each 429 that follows no sign of foreign traffic (such a 429 means arrivals
-were bunched more than we allowed for). Against a loopback server pass a few milliseconds.
+the server's window at M; it costs J / (1 + J) of the ceiling. Nothing we can observe
+measures J: at full rate every answer says ``Remaining: 0`` whatever the headroom (the
+server's count at an arrival is M as long as the M-1 requests before it arrived within the
+second), and round-trip times are dominated by the server's own, varying, work. Only a 429
+shows that arrivals were bunched more than allowed for. So the margin is learnt upwards:
+it starts at ``margin_s`` (25 ms by default: loopback, a LAN, and the calmer internet
+paths; 2.4 % of the ceiling) and a 429 for a request that kept within the server's named
+limit, with no sign of anyone else on the key, widens it by 25 ms instead of cutting the
+rate: the server counted more than we sent in its second, so arrivals bunched. A 429 for a
+request sent before the last widening is already answered by it. Past 200 ms (global
+overload, a limit lower than the one named) the rate halves instead. Once a widened margin
+has held for ``MARGIN_PROVEN_S`` without a 429 or a rate cut, ``on_margin`` hears it, so the
+caller can remember it for the next run on the same path (bulkgene/run/sharing.py keeps it
+beside the key's budget): a path with 50 ms of spread costs one 429 once, not once per run,
+and an overload episode (which cuts the rate) teaches nothing.
 
 Shared keys. A budget lease (bulkgene/budget) sets this process's share with
 ``set_share``: the ceiling follows it, and the traffic the other lease holders may send is
@@ -36,14 +45,14 @@ sides, so that our own traffic is never mistaken for someone else's). Only if th
 counted more than one request beyond ours, i.e. another process is using the same key, and
 the window is full, does everyone pause until that window has passed.
 
-The rate adapts (AIMD): a 429 halves it (at most once every 2 s) and pauses everyone for
-``Retry-After``, unless the server's limit lowered the ceiling in the last 2 s (its own
-word explains the 429, so it is taken instead of a guess); a server that names its limit
-(``X-RateLimit-Limit``) lowers the ceiling to that, with a warning, and a limit below 1/s
-is refused with a warning rather than left to freeze the run; each ``recovery_period_s``
-without a 429 the rate climbs back by a tenth of the ceiling up to 90 % of the rate that
-was throttled, then creeps up by a hundredth, so it settles just under a server limit it
-was never told.
+The rate adapts (AIMD): a 429 that bunched arrivals don't explain (above) halves it (at
+most once every 2 s); every 429 pauses everyone for ``Retry-After``; a 429 in the 2 s after
+the server's limit lowered the ceiling is explained by that word and changes nothing else. A
+server that names its limit (``X-RateLimit-Limit``) lowers the ceiling to that, with a
+warning, and a limit below 1/s is refused with a warning rather than left to freeze the run;
+each ``recovery_period_s`` without a 429 the rate climbs back by a tenth of the ceiling up to
+90 % of the rate that was throttled, then creeps up by a hundredth, so it settles just under
+a server limit it was never told.
 """
 
 from __future__ import annotations
@@ -67,9 +76,10 @@ _SEND_WAIT_CAP_S = 2.0  # a request slow to connect doesn't hold everyone back l
 _BUCKET_CAPACITY = 3
 _MIN_GAP_FRACTION = 0.25  # of 1/rate: the closest two requests may follow each other
 _DECREASE_HOLD_S = 2.0  # 429s this soon after a cut still see the server's old, full window
-ARRIVAL_JITTER_S = 0.05  # one-way delay spread over the internet; costs 4.8 % of the ceiling
-_MARGIN_STEP_S = 0.025
-_MARGIN_CAP_S = 0.2
+INITIAL_MARGIN_S = 0.025  # one-way delay spread allowed for before any 429: 2.4 % of the ceiling
+MARGIN_STEP_S = 0.025
+MARGIN_CAP_S = 0.2
+MARGIN_PROVEN_S = 5.0  # a widened margin held this long without a 429 is worth remembering
 _FOREIGN_TOLERANCE = 1  # requests the server may count beyond ours before we call it foreign
 _FOREIGN_MEMORY_S = 10.0  # a 429 this soon after seeing foreign traffic is not blamed on jitter
 MIN_SERVER_LIMIT = 1.0  # requests/s: a server limit below this is a misconfiguration, not advice
@@ -106,11 +116,16 @@ class AdaptiveRateLimiter:
 
     def __init__(self, requests_per_second: float, recovery_period_s: float = 2.0,
                  clock: Callable[[], float] | None = None,
-                 arrival_jitter_s: float = ARRIVAL_JITTER_S) -> None:
+                 margin_s: float = INITIAL_MARGIN_S,
+                 on_margin: Callable[[float], None] | None = None) -> None:
         self.ceiling = requests_per_second
         self.rate = requests_per_second
         self.recovery_period_s = recovery_period_s
-        self.margin_s = arrival_jitter_s
+        self.margin_s = min(MARGIN_CAP_S, max(0.0, margin_s))
+        self._on_margin = on_margin
+        self._margin_widened_at = float("-inf")
+        self._margin_unproven = False  # widened, and not yet held long enough to remember
+        self._last_throttled_at = float("-inf")
         self._clock = clock or asyncio.get_running_loop().time
         self._lock = asyncio.Lock()
         self._bucket: AsyncLimiter | None = None
@@ -172,28 +187,53 @@ class AdaptiveRateLimiter:
             slot = self._previous = Slot(self._clock, self._record_send)
             return slot
 
-    def on_throttled(self, retry_after_s: float | None, server_limit: float | None = None) -> None:
-        """A 429: pause for ``retry_after_s``; take the server's limit if it explains the 429,
-        or halve the rate."""
+    def on_throttled(self, retry_after_s: float | None, server_limit: float | None = None,
+                     sent_at: float | None = None) -> None:
+        """A 429 for a request sent at ``sent_at`` (our clock): pause for ``retry_after_s``;
+        then take the server's limit if it explains the 429, widen the margin if bunched
+        arrivals do, or halve the rate."""
         now = self._clock()
+        sent_at = now if sent_at is None else sent_at
         if retry_after_s:
             self._paused_until = max(self._paused_until, now + retry_after_s)
         if server_limit is not None:
             self._adopt_server_limit(server_limit)
+        self._last_change_at = self._last_throttled_at = now
         # a 429 for a request sent before the server's word lowered our ceiling is explained
-        # by that word (the same answer's headers usually lowered it a moment ago): no cut
-        explained = now - self._ceiling_lowered_at < _DECREASE_HOLD_S
-        if not explained and now - self._last_decrease_at >= _DECREASE_HOLD_S:
+        # by that word (the same answer's headers usually lowered it a moment ago)
+        if now - self._ceiling_lowered_at < _DECREASE_HOLD_S:
+            return
+        if sent_at < self._margin_widened_at:
+            return  # sent under the narrower margin: the widening already answered it
+        if self._arrivals_bunched(sent_at):
+            self.margin_s = min(MARGIN_CAP_S, self.margin_s + MARGIN_STEP_S)
+            self._margin_widened_at = now
+            self._margin_unproven = True
+            log.debug("pacing: HTTP 429 although we kept within the server's limit (requests "
+                      "arrived closer together than sent): margin widened to %.0f ms, rate "
+                      "kept", 1000 * self.margin_s)
+            return
+        self._margin_unproven = False  # the rate had to go down: the margin was not the cure
+        if now - self._last_decrease_at >= _DECREASE_HOLD_S:
             self._throttled_at_rate = self.rate
             self.rate = max(self.ceiling * _MIN_RATE_FRACTION, self.rate * _DECREASE_FACTOR)
             self._last_decrease_at = now
-            if now - self._foreign_seen_at > _FOREIGN_MEMORY_S:
-                self.margin_s = min(_MARGIN_CAP_S, self.margin_s + _MARGIN_STEP_S)
             log.debug("pacing: %.4g -> %.4g requests/s after HTTP 429%s",
                       self._throttled_at_rate, self.rate,
                       f", everyone pausing {retry_after_s:g} s (Retry-After)"
                       if retry_after_s else "")
-        self._last_change_at = now
+
+    def _arrivals_bunched(self, sent_at: float) -> bool:
+        """Whether a 429 for a request sent at ``sent_at`` is explained by arrival jitter:
+        the server named a limit, our sends (and our lease peers' share) kept within it, no
+        stranger was seen on the key lately, and the margin can still grow."""
+        if self._server_limit is None or self.margin_s >= MARGIN_CAP_S:
+            return False
+        if sent_at - self._foreign_seen_at <= _FOREIGN_MEMORY_S:
+            return False
+        ours = self._sent_between(sent_at - 1.0, sent_at)
+        others = math.ceil(self._shared_rps)
+        return ours + others <= math.floor(self._server_limit)
 
     def on_server_limit(self, limit: float | None, remaining: int | None,
                         sent_at: float | None = None) -> None:
@@ -250,6 +290,10 @@ class AdaptiveRateLimiter:
             self._ceiling_lowered_at = self._clock()
 
     def _recover(self, now: float) -> None:
+        if self._margin_unproven and now - self._last_throttled_at >= MARGIN_PROVEN_S:
+            self._margin_unproven = False
+            if self._on_margin is not None:
+                self._on_margin(self.margin_s)
         if self.rate < self.ceiling and now - self._last_change_at >= self.recovery_period_s:
             # climb fast back towards 90 % of the rate that was throttled, then only creep
             target = 0.9 * self._throttled_at_rate

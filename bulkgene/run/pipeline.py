@@ -29,13 +29,12 @@ from bulkgene.errors import EXIT_INTERRUPTED, GRACEFUL_SIGNALS, BulkgeneError, S
 from bulkgene.model import Batch, BatchFailure, BatchResult
 from bulkgene.net.attempt import open_session
 from bulkgene.net.client import GeneClient, NetStats
-from bulkgene.net.pacer import AdaptiveRateLimiter
 from bulkgene.output.durable import write_atomically
 from bulkgene.output.layout import CHECKPOINT_NAME, SUMMARY_NAME
 from bulkgene.run import checkpoint as ckpt
 from bulkgene.run.prepare import PreparedRun, prepare
 from bulkgene.run.progress import ProgressReporter, Snapshot
-from bulkgene.run.sharing import budget_directory, shared_budget
+from bulkgene.run.sharing import budget_directory, paced_limiter, shared_budget
 from bulkgene.run.split import unsplit_array_note
 from bulkgene.run.summary import Summary
 
@@ -337,7 +336,7 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
         async with open_session(config.effective_concurrency + 2,
                                 config.network.timeouts.keepalive_s,
                                 f"bulkgene/{__version__} (+aiohttp)") as session:
-            limiter = AdaptiveRateLimiter(rate)
+            limiter = paced_limiter(config, rate)
             client = GeneClient(session, limiter, config)
             stats = client.stats
             if progress is None and config.progress_interval_s > 0:

@@ -18,12 +18,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bulkgene.budget import BudgetLease, LeaseView, budget_path, default_budget_root, list_leases
+from bulkgene.budget.margin import recall_margin_s, remember_margin_s
 from bulkgene.config import (
     ANONYMOUS_REQUESTS_PER_SECOND,
     KEYED_REQUESTS_PER_SECOND,
     DownloadConfig,
 )
-from bulkgene.net.pacer import AdaptiveRateLimiter
+from bulkgene.net.pacer import INITIAL_MARGIN_S, AdaptiveRateLimiter
 from bulkgene.output.layout import BUDGET_DIR_NAME
 
 log = logging.getLogger("bulkgene")
@@ -47,10 +48,27 @@ def _server_tag(base_url: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", host)
 
 
+def path_directory(config: DownloadConfig) -> Path:
+    """Where what is learnt about the path to this server is kept (whatever the key)."""
+    return budget_root(config) / _server_tag(config.network.base_url)
+
+
+def paced_limiter(config: DownloadConfig, rate_rps: float) -> AdaptiveRateLimiter:
+    """The run's pacer, starting from the margin an earlier run on this path learnt."""
+    directory = path_directory(config)
+    remembered = recall_margin_s(directory)
+    margin_s = INITIAL_MARGIN_S if remembered is None else max(INITIAL_MARGIN_S, remembered)
+    if remembered is not None and remembered > INITIAL_MARGIN_S:
+        log.debug("pacing margin %.0f ms, as learnt by an earlier run on this path",
+                  1000 * margin_s)
+    return AdaptiveRateLimiter(rate_rps, margin_s=margin_s,
+                               on_margin=lambda learnt_s: remember_margin_s(directory, learnt_s))
+
+
 def budget_directory(config: DownloadConfig) -> Path:
     """The directory of the leases of every process using this key at this server."""
     key = config.network.api_key.reveal() if config.network.api_key else None
-    return budget_path(key, budget_root(config) / _server_tag(config.network.base_url))
+    return budget_path(key, path_directory(config))
 
 
 def key_budget_rps(config: DownloadConfig) -> float:

@@ -362,6 +362,16 @@ def test_the_probe_asks_for_a_gene_this_server_already_answered() -> None:
     assert isinstance(result, BatchOutcome) and result.missing == [(6, REJECTED_BY_SERVER)]
 
 
+def test_a_probe_answered_without_the_gene_vouches_for_nothing() -> None:
+    """A server that answers 200 ``{}`` even for TP53 is not NCBI: stop, don't record data."""
+    transport = ScriptedTransport(then=lambda asked: status(400, "bad id")
+                                  if asked.gene_ids != (PROBE_GENE_ID,) else Reply(200, {}, b"{}"))
+    with pytest.raises(FatalHTTPError, match=r"GeneID 7157, which NCBI has, without it.*doctor"):
+        fetch(transport)
+    probes = [a.endpoint for a in transport.asked if a.gene_ids == (PROBE_GENE_ID,)]
+    assert probes == ["gene-id", "gene-id-report", "dataset-report"]
+
+
 def _tsv(gene_ids: tuple[int, ...]) -> Reply:
     rows = b"".join(b"%d\tsym%d\n" % (g, g) for g in gene_ids)
     return Reply(200, {}, b"NCBI GeneID\tSymbol\n" + rows)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -42,9 +43,12 @@ class EndpointGuard:
             if self._probe_ok_at is not None and loop.time() - self._probe_ok_at < _PROBE_VALID_S:
                 return
             probe_id = self.known_good or PROBE_GENE_ID
+            answered_without_it = False
             for endpoint in self._endpoints_to_try():
                 try:
-                    await self._probe(endpoint, probe_id)
+                    if not await self._probe(endpoint, probe_id):
+                        answered_without_it = True
+                        continue  # a 200 that doesn't hold the gene vouches for nothing
                 except Refused as probe_refusal:
                     if probe_refusal.status == 400:
                         raise FatalHTTPError(
@@ -61,6 +65,13 @@ class EndpointGuard:
                     self.current = endpoint
                 self._probe_ok_at = loop.time()
                 return
+            if answered_without_it:
+                raise FatalHTTPError(
+                    f"the server refuses GeneIDs (HTTP {refusal.status}: {refusal.message}) and "
+                    f"answers a request for GeneID {probe_id}, which NCBI has, without it: "
+                    "--base-url may not point to NCBI Datasets v2 (expected something like "
+                    "https://api.ncbi.nlm.nih.gov/datasets/v2); `bulkgene doctor` checks the "
+                    "connection step by step.")
             raise FatalHTTPError(
                 f"the server says these endpoints do not exist (HTTP {refusal.status}: "
                 f"{refusal.message}), even for GeneID {probe_id}, which NCBI has: check "
@@ -72,9 +83,12 @@ class EndpointGuard:
                   if e != self.current and not self._query.unsupported_by(e)]
         return [self.current, *others]
 
-    async def _probe(self, endpoint: str, gene_id: int) -> None:
+    async def _probe(self, endpoint: str, gene_id: int) -> bool:
+        """Whether the endpoint's answer for ``gene_id`` holds it (Refused if it refuses)."""
         request = page_request(self._query, endpoint, (gene_id,), None)
-        await self._exchanger.exchange(request, NOT_FOUND_ATTEMPTS, lambda reply: None)
+        mention = re.compile(rb"(?<![0-9])%d(?![0-9])" % gene_id)
+        return await self._exchanger.exchange(request, NOT_FOUND_ATTEMPTS,
+                                              lambda reply: bool(mention.search(reply.body)))
 
 
 async def isolate(gene_ids: tuple[int, ...], guard: EndpointGuard,

@@ -1,13 +1,8 @@
-"""The docs are part of the feature: README commands run as written, tables match the code."""
+"""The docs are part of the feature: tables match the code (commands: test_readme_commands.py)."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import click
 import pytest
@@ -29,10 +24,6 @@ def _section(title: str) -> str:
     start = README.index(title)
     following = README.find("\n#", start + len(title))
     return README[start:following if following > 0 else len(README)]
-
-
-def _code_blocks(text: str, language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
 
 
 @pytest.mark.parametrize("name", sorted(main.commands))
@@ -60,25 +51,3 @@ def test_the_exit_code_table_is_the_codes_the_code_uses() -> None:
     table = _section("## Resume, crash safety and exit codes")
     codes = {int(code) for code in re.findall(r"^\| (\d+) \|", table, flags=re.M)}
     assert codes == {EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_FAILED_BATCHES, EXIT_INTERRUPTED}
-
-
-@pytest.mark.slow
-def test_reading_the_output_commands_work_as_written(tmp_path: Path) -> None:
-    if shutil.which("jq") is None:
-        pytest.skip("jq is not installed here; the README's jq command needs it")
-    made = invoke_cli("demo", "--out", str(tmp_path / "genes"))
-    assert made.returncode == 0, made.stderr.decode()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    lines = [line for block in _code_blocks(_section("### Reading the output"), "sh")
-             for line in block.splitlines() if line.strip()]
-    assert len(lines) == 3
-    for line in lines:
-        result = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env,
-                                capture_output=True, timeout=120, check=False)
-        assert result.returncode == 0, f"{line}\n{result.stderr.decode()}"
-        assert result.stdout.strip(), f"{line} printed nothing"
-    quick = next(line for line in README.splitlines() if line.startswith("jq -r '.gene |"))
-    shown = subprocess.run(["bash", "-c", quick], cwd=tmp_path, env=env, capture_output=True,
-                           timeout=60, check=False)
-    assert shown.returncode == 0 and shown.stdout.count(b"\n") == 10
-    assert invoke_cli("verify", str(tmp_path / "genes")).returncode == 0

@@ -175,10 +175,9 @@ REGISTRY: dict[tuple[str, str], Runs | Elsewhere] = {
             "${BULKGENE_OPTIONS:-}"): Runs("test_hpc"),
     ("HPC", "export NCBI_API_KEY=..."): Runs("test_hpc"),
     ("HPC", "sbatch --export=ALL,IDS=ids.txt,OUT=genes examples/fetch-array.sbatch"):
-        Elsewhere("tests/test_slurm.py submits examples/fetch-array.sbatch with sbatch on a real "
-                  "one-node SLURM, though with its own options (--wait, --array, --output, "
-                  "--chdir; IDS and OUT in the environment); here the script runs as each array "
-                  "task would", instead=SBATCH_INSTEAD),
+        Elsewhere("tests/test_slurm.py::test_readme_hpc_commands_run_as_written runs it as "
+                  "written on a real one-node SLURM (SBATCH_WAIT=1 in the environment); here "
+                  "the script runs as each array task would", instead=SBATCH_INSTEAD),
     ("HPC", "bulkgene status genes/"): Runs("test_hpc"),
     ("HPC", "bulkgene verify genes/"): Runs("test_hpc"),
     ("HPC", "rule fetch_gene_reports:"): Runs("test_snakemake_rule"),

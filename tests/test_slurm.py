@@ -144,8 +144,32 @@ def test_readme_array_script_splits_the_list_within_one_keys_budget(
     assert invoke_cli("verify", str(out)).returncode == 0
 
 
+def test_readme_hpc_commands_run_as_written(slurm: None, make_emulator: EmulatorFactory,
+                                            tmp_path: Path) -> None:
+    """The README's HPC block, line by line as a user types it, in a copy of examples/."""
+    emulator: EmulatorThread = make_emulator(rate_limit=True, latency_s=0.05)
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    ids = range(1, 401)
+    write_ids(tmp_path / "ids.txt", ids)
+    # SBATCH_WAIT is sbatch's own environment form of --wait: the command stays as written
+    env = _env(emulator, SBATCH_WAIT="1")
+    for command in ("sbatch --export=ALL,IDS=ids.txt,OUT=genes examples/fetch-array.sbatch",
+                    "bulkgene status genes/", "bulkgene verify genes/"):
+        done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=400, check=False)
+        assert done.returncode == 0, (command, done.stdout, done.stderr, _logs(tmp_path))
+    assert done.stdout.startswith("ok"), done.stdout
+    written: list[int] = []
+    for task_dir in sorted((tmp_path / "genes").glob("task-*")):
+        written.extend(gene_ids_written(task_dir).elements())
+    assert len(list((tmp_path / "genes").glob("task-*"))) == 4  # the script's --array=0-3%2
+    assert sorted(written) == sorted(expected_for(emulator.state.universe, ids).genes)
+    assert list(tmp_path.glob("bulkgene-*.log")), "the script's own --output"
+
+
 def _logs(directory: Path) -> str:
-    return "\n".join(p.read_text(errors="replace")[-1500:] for p in directory.glob("log-*"))
+    return "\n".join(p.read_text(errors="replace")[-1500:]
+                     for pattern in ("log-*", "bulkgene-*.log") for p in directory.glob(pattern))
 
 
 def test_term_mid_run_exits_75_and_a_requeue_finishes_exactly(

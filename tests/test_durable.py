@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import cli_env, rewrite_checkpoint, run_cli, write_ids
+from helpers import cli_env, invoke_cli, rewrite_checkpoint, write_ids
 
 from bulkgene.errors import StateError
 from bulkgene.output import durable
@@ -16,7 +16,7 @@ PRECIOUS = b"precious data that is not bulkgene's\n"
 
 
 def _fetch(emulator: EmulatorThread, source: Path, out: Path, *extra: str) -> tuple[int, str]:
-    result = run_cli("fetch", str(source), "--out", str(out), "--batch-size", "50", *extra,
+    result = invoke_cli("fetch", str(source), "--out", str(out), "--batch-size", "50", *extra,
                      env=cli_env(emulator.base_url), stdin=b"7157\n672\n")
     return result.returncode, result.stderr.decode()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from helpers import cli_env, read_records, run_cli, served, write_ids
+from helpers import cli_env, invoke_cli, read_records, served, write_ids
 from pyroaring import BitMap
 
 from bulkgene.input import plan as idplan
@@ -178,13 +178,13 @@ def test_a_finished_run_with_a_format_1_plan_reruns_without_refetching(
     out = tmp_path / "out"
     env = cli_env(emulator.base_url)
     args = ("fetch", str(source), "--out", str(out), "--batch-size", "50", "-q")
-    first = run_cli(*args, env=env)
+    first = invoke_cli(*args, env=env)
     assert first.returncode == 0, first.stderr.decode()
     records = read_records(out)
     rejects = (out / "rejects.tsv").read_bytes()
     sent = len(served(emulator.state.arrivals()))
     _as_format_1(out)
-    again = run_cli(*args, env=env)
+    again = invoke_cli(*args, env=env)
     assert again.returncode == 0, again.stderr.decode()
     assert len(served(emulator.state.arrivals())) == sent  # every batch was still committed
     assert read_records(out) == records and (out / "rejects.tsv").read_bytes() == rejects

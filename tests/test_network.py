@@ -41,10 +41,10 @@ SENTINEL_KEY = "SENTINEL-KEY-7f3a9c1e"
 def fast_config(emulator: EmulatorThread, source: Path, out: Path, **overrides: object
                 ) -> DownloadConfig:
     settings: dict[str, object] = {
-        "requests_per_second": 100.0, "batch_size": 50, "page_size": 20,
+        "requests_per_second": 1000.0, "batch_size": 50, "page_size": 20,
         "retry": RetryPolicy(max_attempts=12, backoff_base_s=0.01, backoff_cap_s=0.05,
                              retry_after_cap_s=0.3),
-        "timeouts": Timeouts(read_stall_s=0.25, attempt_s=5), "progress_interval_s": 0,
+        "timeouts": Timeouts(read_stall_s=0.15, attempt_s=5), "progress_interval_s": 0,
     }
     settings.update(overrides)
     return make_config([str(source)], out, base_url=emulator.base_url, **settings)
@@ -53,7 +53,7 @@ def fast_config(emulator: EmulatorThread, source: Path, out: Path, **overrides: 
 @pytest.mark.parametrize("fault", RETRIED_FAULTS)
 async def test_each_fault_alone_is_retried_and_nothing_partial_is_written(
         make_emulator: EmulatorFactory, tmp_path: Path, fault: str) -> None:
-    emulator: EmulatorThread = make_emulator(faults={fault: 0.35}, seed=7, stall_s=1.0,
+    emulator: EmulatorThread = make_emulator(faults={fault: 0.35}, seed=7, stall_s=0.4,
                                              retry_after_s=0)
     ids = range(1, 301)
     source = write_ids(tmp_path / "ids.txt", ids)
@@ -216,7 +216,10 @@ def _start_slow_run(emulator: EmulatorThread, tmp_path: Path
                     ) -> tuple[subprocess.Popen[bytes], list[str], Path]:
     source = write_ids(tmp_path / "ids.txt", range(1, 2001))
     out = tmp_path / "out"
-    args = ["fetch", str(source), "--out", str(out), "--batch-size", "20", "--rate", "20"]
+    # 4 in flight: a batch waiting for its turn at the pacer counts as in flight too, and
+    # the run finishes those before it stops (at --rate 20, 32 of them took 1.6 s)
+    args = ["fetch", str(source), "--out", str(out), "--batch-size", "20", "--rate", "20",
+            "--concurrency", "4"]
     process = subprocess.Popen(cli_command(*args), env=cli_env(emulator.base_url),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for_commits(out)
@@ -227,7 +230,7 @@ def _finish(emulator: EmulatorThread, args: list[str]) -> None:
     """Resume the interrupted run to its end, without latency and at a quick pace."""
     emulator.state.config.latency_s = 0
     rate = args.index("--rate") + 1
-    rerun = invoke_cli(*args[:rate], "200", *args[rate + 1:], env=cli_env(emulator.base_url))
+    rerun = invoke_cli(*args[:rate], "1000", *args[rate + 1:], env=cli_env(emulator.base_url))
     assert rerun.returncode == 0, rerun.stderr.decode()
 
 
@@ -341,8 +344,10 @@ def test_tls_is_verified_and_ssl_cert_file_is_honoured(tls_emulator: tuple[Emula
     server, ca_file = tls_emulator
     assert server.base_url.startswith("https://")
     source = write_ids(tmp_path / "ids.txt", [7157, 672])
-    untrusted = run_cli("fetch", str(source), "--out", str(tmp_path / "a"),
-                        env=cli_env(server.base_url, NCBI_API_KEY=SENTINEL_KEY))
+    # in this process: aiohttp's context, made at import, trusts the system CAs only; the
+    # trusted run needs a process of its own to have its SSL_CERT_FILE read
+    untrusted = invoke_cli("fetch", str(source), "--out", str(tmp_path / "a"),
+                          env=cli_env(server.base_url, NCBI_API_KEY=SENTINEL_KEY))
     assert untrusted.returncode == 1
     assert b"certificate" in untrusted.stderr and b"SSL_CERT_FILE" in untrusted.stderr
     assert not served(server.state.arrivals()), "nothing was sent over an unverified channel"

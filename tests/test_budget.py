@@ -349,11 +349,13 @@ class _Timings(TypedDict):
     dead_after_s: float
     fence_after_s: float
     window_s: float
+    margin_s: float
 
 
 async def test_async_leases_follow_joins_and_exits(tmp_path: Path) -> None:
     # generous dead/fence timeouts: a loaded test machine must not see false deaths here
-    timings: _Timings = {"heartbeat_s": 0.05, "dead_after_s": 3.0, "fence_after_s": 2.0, "window_s": 0.05}
+    timings: _Timings = {"heartbeat_s": 0.05, "dead_after_s": 3.0, "fence_after_s": 2.0,
+                         "window_s": 0.05, "margin_s": 0.05}
     reported: list[float] = []
 
     async def until(condition: Callable[[], bool], deadline_s: float = 30.0) -> None:

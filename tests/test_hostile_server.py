@@ -111,7 +111,7 @@ async def test_a_trickling_body_is_cut_by_the_attempt_timeout(tmp_path: Path) ->
 
     with HostileServer(handler) as server:
         summary = await _run(server, tmp_path,
-                             timeouts=Timeouts(read_stall_s=5, attempt_s=0.3))
+                             timeouts=Timeouts(read_stall_s=5, attempt_s=0.15))
     assert summary.exit_code == EXIT_FAILED_BATCHES and summary.found == 0
     assert server.requests == RETRY.max_attempts
 

@@ -55,7 +55,7 @@ async def test_each_fault_alone_is_retried_and_nothing_partial_is_written(
         make_emulator: EmulatorFactory, tmp_path: Path, fault: str) -> None:
     emulator: EmulatorThread = make_emulator(faults={fault: 0.35}, seed=7, stall_s=0.4,
                                              retry_after_s=0)
-    ids = range(1, 301)
+    ids = range(1, 151)
     source = write_ids(tmp_path / "ids.txt", ids)
     summary = await bulkgene.download(fast_config(emulator, source, tmp_path / "out"))
     assert_complete_output(tmp_path / "out", expected_for(emulator.state.universe, ids))

@@ -171,7 +171,6 @@ def test_a_format_1_plan_is_not_read_and_is_made_again_the_same(tmp_path: Path) 
     assert again is not None and list(again.requested) == [3, 5, 9, 2**30]
 
 
-@pytest.mark.slow
 def test_a_finished_run_with_a_format_1_plan_reruns_without_refetching(
         emulator: EmulatorThread, tmp_path: Path) -> None:
     source = write_ids(tmp_path / "ids.txt", [*range(1, 120), 1_500_000_000])

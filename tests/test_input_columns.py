@@ -36,7 +36,6 @@ def test_ncbi_gene_info_header_picks_the_gene_id_column(emulator: EmulatorThread
     assert result.stderr.count(b"reading GeneIDs from column 2 (GeneID)") == 1
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("column", ["2", "GeneID", "geneid"])
 def test_column_option_by_number_or_header_name(emulator: EmulatorThread, tmp_path: Path,
                                                 column: str) -> None:
@@ -130,7 +129,6 @@ def test_gene_info_without_its_header_is_an_error_pointing_to_column(tmp_path: P
     assert b"SEVERAL_IDS" in result.stderr and b"--column N" in result.stderr
 
 
-@pytest.mark.slow
 def test_a_changed_column_is_refused_like_a_changed_input(emulator: EmulatorThread,
                                                           tmp_path: Path) -> None:
     source = _gene_info(tmp_path / "gene_info")

@@ -70,7 +70,6 @@ def test_a_task_directory_made_for_a_bad_input_is_removed(emulator: EmulatorThre
     assert not (tmp_path / "deep").exists()
 
 
-@pytest.mark.slow
 def test_restart_with_a_bad_input_leaves_no_empty_directory(emulator: EmulatorThread,
                                                             tmp_path: Path) -> None:
     good = tmp_path / "good.txt"

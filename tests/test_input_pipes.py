@@ -37,7 +37,6 @@ def test_process_substitution_is_read_whole(emulator: EmulatorThread, tmp_path: 
     assert (out / "input-1.spool").read_bytes() == b"7157\n672\n"
 
 
-@pytest.mark.slow
 def test_a_named_fifo_is_read_once_without_hanging(emulator: EmulatorThread,
                                                    tmp_path: Path) -> None:
     fifo = tmp_path / "ids.fifo"

@@ -212,9 +212,14 @@ def test_no_burst_in_the_first_second(make_emulator: EmulatorFactory, tmp_path: 
     assert sum(1 for t in times if t - times[0] < 1.0) <= 10
 
 
+# 50 batches: 4 in flight at 0.3 s each send them over ~4 s, so a signal sent at the first
+# commit lands mid-run with room to spare
+SLOW_RUN_IDS = range(1, 1001)
+
+
 def _start_slow_run(emulator: EmulatorThread, tmp_path: Path
                     ) -> tuple[subprocess.Popen[bytes], list[str], Path]:
-    source = write_ids(tmp_path / "ids.txt", range(1, 2001))
+    source = write_ids(tmp_path / "ids.txt", SLOW_RUN_IDS)
     out = tmp_path / "out"
     # 4 in flight: a batch waiting for its turn at the pacer counts as in flight too, and
     # the run finishes those before it stops (at --rate 20, 32 of them took 1.6 s)
@@ -264,7 +269,7 @@ def test_signal_commits_in_flight_work_and_exits_75(make_emulator: EmulatorFacto
     assert after.committed_batches > at_signal.committed_batches
     assert b"Resume with" in stderr
     _finish(emulator, args)
-    assert_complete_output(out, expected_for(emulator.state.universe, range(1, 2001)))
+    assert_complete_output(out, expected_for(emulator.state.universe, SLOW_RUN_IDS))
 
 
 @pytest.mark.slow  # a timing band: exit at once, not after the in-flight requests' 8 s
@@ -288,7 +293,7 @@ def test_second_signal_exits_at_once_and_state_stays_safe(make_emulator: Emulato
     assert time.monotonic() - sent < 4.0, "the second signal must not wait for the grace"
     assert b"second SIGTERM" in stderr
     _finish(emulator, args)
-    assert_complete_output(out, expected_for(emulator.state.universe, range(1, 2001)))
+    assert_complete_output(out, expected_for(emulator.state.universe, SLOW_RUN_IDS))
 
 
 @pytest.mark.parametrize("fault", ["bad_token", "repeat_token"])

@@ -62,7 +62,7 @@ def test_dataset_report_pages_and_accounts_like_the_get(emulator: EmulatorThread
     source = write_ids(tmp_path / "ids.txt", ids)
     out = tmp_path / "out"
     result = invoke_cli("fetch", str(source), "--out", str(out), "--endpoint", "dataset-report",
-                        "--page-size", "37", "--batch-size", "200", "--rate", "200",
+                        "--page-size", "37", "--batch-size", "200", "--rate", "1000",
                         env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     assert_complete_output(out, expected_for(emulator.state.universe, ids))
@@ -93,7 +93,7 @@ def test_gzip_shards_are_one_member_per_batch_and_zcat_clean(emulator: EmulatorT
     source = write_ids(tmp_path / "ids.txt", ids)
     out = tmp_path / "out"
     args = ["fetch", str(source), "--out", str(out), "--compress", "gzip", "--batch-size", "50",
-            "--shards", "2", "--rate", "100"]
+            "--shards", "2", "--rate", "1000"]
     assert invoke_cli(*args, env=cli_env(emulator.base_url)).returncode == 0
     shards = sorted(out.glob("shard-*.ndjson.gz"))
     assert len(shards) == 2 and not list(out.glob("shard-*.ndjson"))
@@ -127,7 +127,7 @@ async def test_ndjson_format_fetches_whole_batches_and_accounts_exactly(
     source = write_ids(tmp_path / "ids.txt", ids)
     config = make_config([str(source)], tmp_path / "out",
                             base_url=emulator.base_url, format="ndjson", batch_size=100,
-                            page_size=10, requests_per_second=100.0, progress_interval_s=0,
+                            page_size=10, requests_per_second=1000.0, progress_interval_s=0,
                             retry=RetryPolicy(max_attempts=12, backoff_base_s=0.01,
                                               backoff_cap_s=0.02))
     summary = await bulkgene.download(config)
@@ -163,7 +163,7 @@ def test_tsv_has_its_header_once_at_the_top_of_every_shard(emulator: EmulatorThr
     result = invoke_cli("fetch", str(source), "--out", str(out), "--format", "tsv",
                         "--table-field", "gene-id", "--table-field", "symbol",
                         "--table-field", "tax-name", "--include-tabular-header", mode,
-                        "--page-size", "7", "--batch-size", "50", "--shards", "2", "--rate", "100",
+                        "--page-size", "7", "--batch-size", "50", "--shards", "2", "--rate", "1000",
                         env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     headers, rows = _tsv_rows(out)
@@ -247,7 +247,7 @@ async def test_a_long_get_url_is_split_before_it_is_sent(emulator: EmulatorThrea
     source = write_ids(tmp_path / "ids.txt", ids)
     summary = await bulkgene.download(make_config(
         [str(source)], tmp_path / "out", base_url=emulator.base_url,
-        requests_per_second=100.0, progress_interval_s=0))
+        requests_per_second=1000.0, progress_interval_s=0))
     assert summary.complete
     arrivals = served(emulator.state.arrivals())
     assert all(a.status == 200 for a in arrivals), "no 414: nothing over the limit was sent"
@@ -261,7 +261,7 @@ def test_tsv_batches_split_to_isolate_ids_the_server_refuses(make_emulator: Emul
     source = write_ids(tmp_path / "ids.txt", range(1, 101))
     out = tmp_path / "out"
     result = invoke_cli("fetch", str(source), "--out", str(out), "--format", "tsv",
-                        "--table-field", "gene-id", "--rate", "100", env=cli_env(emulator.base_url))
+                        "--table-field", "gene-id", "--rate", "1000", env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     _, rows = _tsv_rows(out)
     assert 37 not in {int(row[0]) for row in rows} and 36 in {int(row[0]) for row in rows}

@@ -117,7 +117,7 @@ def gene_ids_written_all(out: Path) -> list[int]:
 def _fetch(emulator: EmulatorThread, tmp_path: Path, *extra: str) -> tuple[Path, list[str]]:
     source = write_ids(tmp_path / "ids.txt", range(1, 401))
     out = tmp_path / "out"
-    args = ["fetch", str(source), "--out", str(out), "--batch-size", "50", "--rate", "100",
+    args = ["fetch", str(source), "--out", str(out), "--batch-size", "50", "--rate", "1000",
             *extra]
     result = invoke_cli(*args, env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
@@ -223,7 +223,7 @@ def test_a_gene_merged_from_ids_of_two_tasks_is_written_once_in_the_union(
     env = cli_env(emulator.base_url)
     for index in (0, 1):
         result = invoke_cli("fetch", str(source), "--out", str(out), "--batch-size", "1",
-                            "--task-index", str(index), "--task-count", "2", "--rate", "100",
+                            "--task-index", str(index), "--task-count", "2", "--rate", "1000",
                             env=env)
         assert result.returncode == 0, result.stderr.decode()
     union: Counter[int] = Counter()
@@ -243,7 +243,7 @@ def test_array_tasks_share_one_plan_of_the_list(make_emulator: EmulatorFactory,
     out = tmp_path / "out"
     for index in (0, 1, 2):
         result = invoke_cli("fetch", str(source), "--out", str(out), "--batch-size", "50",
-                            "--task-index", str(index), "--task-count", "3", "--rate", "200",
+                            "--task-index", str(index), "--task-count", "3", "--rate", "1000",
                             env=cli_env(emulator.base_url))
         assert result.returncode == 0, result.stderr.decode()
     assert (out / "plan.ids").stat().st_size == 4 * 300, "one plan in DIR, for every task"
@@ -263,7 +263,7 @@ def test_one_directory_holds_one_kind_of_run(make_emulator: EmulatorFactory,
 
     def fetch(*args: str, ids: Path = source) -> subprocess.CompletedProcess[bytes]:
         return invoke_cli("fetch", str(ids), "--out", str(out), "--batch-size", "20",
-                          "--rate", "300", *args, env=env)
+                          "--rate", "1000", *args, env=env)
 
     assert fetch("--task-index", "0", "--task-count", "2").returncode == 0
     another_count = fetch("--task-index", "2", "--task-count", "3")

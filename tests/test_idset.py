@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from helpers import cli_env, read_records, run_cli, served, write_ids
+from helpers import cli_env, invoke_cli, read_records, served, write_ids
 from pyroaring import BitMap
 
 from bulkgene.input import plan as idplan
@@ -171,20 +171,19 @@ def test_a_format_1_plan_is_not_read_and_is_made_again_the_same(tmp_path: Path) 
     assert again is not None and list(again.requested) == [3, 5, 9, 2**30]
 
 
-@pytest.mark.slow
 def test_a_finished_run_with_a_format_1_plan_reruns_without_refetching(
         emulator: EmulatorThread, tmp_path: Path) -> None:
     source = write_ids(tmp_path / "ids.txt", [*range(1, 120), 1_500_000_000])
     out = tmp_path / "out"
     env = cli_env(emulator.base_url)
     args = ("fetch", str(source), "--out", str(out), "--batch-size", "50", "-q")
-    first = run_cli(*args, env=env)
+    first = invoke_cli(*args, env=env)
     assert first.returncode == 0, first.stderr.decode()
     records = read_records(out)
     rejects = (out / "rejects.tsv").read_bytes()
     sent = len(served(emulator.state.arrivals()))
     _as_format_1(out)
-    again = run_cli(*args, env=env)
+    again = invoke_cli(*args, env=env)
     assert again.returncode == 0, again.stderr.decode()
     assert len(served(emulator.state.arrivals())) == sent  # every batch was still committed
     assert read_records(out) == records and (out / "rejects.tsv").read_bytes() == rejects

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from helpers import cli_env, gene_ids_written, run_cli
+from helpers import cli_env, gene_ids_written, invoke_cli
 
 from bulkgene.errors import InputError
 from bulkgene.input.lines import Reject, parse_column, read_ids
@@ -30,19 +30,18 @@ def test_ncbi_gene_info_header_picks_the_gene_id_column(emulator: EmulatorThread
                                                         tmp_path: Path) -> None:
     source = _gene_info(tmp_path / "gene_info")
     out = tmp_path / "out"
-    result = run_cli("fetch", str(source), "--out", str(out), env=cli_env(emulator.base_url))
+    result = invoke_cli("fetch", str(source), "--out", str(out), env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     assert set(gene_ids_written(out)) == {7157, 672, 3105}
     assert result.stderr.count(b"reading GeneIDs from column 2 (GeneID)") == 1
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("column", ["2", "GeneID", "geneid"])
 def test_column_option_by_number_or_header_name(emulator: EmulatorThread, tmp_path: Path,
                                                 column: str) -> None:
     source = _gene_info(tmp_path / "gene_info")
     out = tmp_path / "out"
-    result = run_cli("fetch", str(source), "--out", str(out), "--column", column,
+    result = invoke_cli("fetch", str(source), "--out", str(out), "--column", column,
                      env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     assert set(gene_ids_written(out)) == {7157, 672, 3105}
@@ -55,7 +54,7 @@ def test_column_number_without_a_header(tmp_path: Path) -> None:
 
 def test_a_column_name_the_header_lacks_is_an_error(tmp_path: Path) -> None:
     source = _gene_info(tmp_path / "gene_info")
-    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--column",
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--column",
                      "Entrez", "--dry-run")
     assert result.returncode == 1
     assert b"--column 'Entrez'" in result.stderr and b"GeneID" in result.stderr
@@ -63,7 +62,7 @@ def test_a_column_name_the_header_lacks_is_an_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("column", ["0", "", "-1"])
 def test_a_column_that_is_no_column_is_a_usage_error(tmp_path: Path, column: str) -> None:
-    result = run_cli("fetch", "ids.txt", "--out", str(tmp_path / "out"), "--column", column)
+    result = invoke_cli("fetch", "ids.txt", "--out", str(tmp_path / "out"), "--column", column)
     assert result.returncode == 2
     assert b"counted from 1" in result.stderr
 
@@ -116,7 +115,7 @@ def test_tax_id_warning_holds_beyond_the_sample(tmp_path: Path,
 
 def test_tax_id_warning_reaches_the_cli(tmp_path: Path) -> None:
     source = _gene_info(tmp_path / "gene_info", repeat=5)
-    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--column", "1",
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--column", "1",
                      "--dry-run")
     assert result.returncode == 0
     assert b"input: 1 unique GeneIDs, 14 duplicates" in result.stdout
@@ -125,22 +124,21 @@ def test_tax_id_warning_reaches_the_cli(tmp_path: Path) -> None:
 
 def test_gene_info_without_its_header_is_an_error_pointing_to_column(tmp_path: Path) -> None:
     source = _gene_info(tmp_path / "rows.tsv", header=False, repeat=5)
-    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--dry-run")
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--dry-run")
     assert result.returncode == 1
     assert b"SEVERAL_IDS" in result.stderr and b"--column N" in result.stderr
 
 
-@pytest.mark.slow
 def test_a_changed_column_is_refused_like_a_changed_input(emulator: EmulatorThread,
                                                           tmp_path: Path) -> None:
     source = _gene_info(tmp_path / "gene_info")
     out = tmp_path / "out"
     env = cli_env(emulator.base_url)
-    assert run_cli("fetch", str(source), "--out", str(out), env=env).returncode == 0
-    refused = run_cli("fetch", str(source), "--out", str(out), "--column", "1", env=env)
+    assert invoke_cli("fetch", str(source), "--out", str(out), env=env).returncode == 0
+    refused = invoke_cli("fetch", str(source), "--out", str(out), "--column", "1", env=env)
     assert refused.returncode == 1
     assert b"column: was None, now '1'" in refused.stderr and b"--restart" in refused.stderr
-    again = run_cli("fetch", str(source), "--out", str(out), env=env)
+    again = invoke_cli("fetch", str(source), "--out", str(out), env=env)
     assert again.returncode == 0
 
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import EmulatorFactory, cli_env, run_cli
+from helpers import EmulatorFactory, cli_env, invoke_cli
 
 from bulkgene.testing import EmulatorThread
 
@@ -30,7 +30,7 @@ def test_an_input_without_gene_ids_fails_saying_why(emulator: EmulatorThread, tm
     source = tmp_path / "ids.txt"
     source.write_bytes(data)
     out = tmp_path / "out"
-    result = run_cli("fetch", str(source), "--out", str(out), env=cli_env(emulator.base_url))
+    result = invoke_cli("fetch", str(source), "--out", str(out), env=cli_env(emulator.base_url))
     assert result.returncode == 1, result.stderr.decode()
     assert advice in result.stderr and b"Traceback" not in result.stderr
     assert not out.exists()  # no empty --out left behind
@@ -40,7 +40,7 @@ def test_the_error_shows_the_first_rejected_lines(emulator: EmulatorThread,
                                                   tmp_path: Path) -> None:
     source = tmp_path / "symbols.txt"
     source.write_text("# my list\nTP53\nBRCA1\n")
-    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"),
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"),
                      env=cli_env(emulator.base_url))
     assert result.returncode == 1
     assert f"{source}:2: 'TP53'".encode() in result.stderr
@@ -52,7 +52,7 @@ def test_an_existing_out_dir_gets_no_tmp_or_spool_files(emulator: EmulatorThread
                                                         tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    result = run_cli("fetch", "-", "--out", str(out), env=cli_env(emulator.base_url),
+    result = invoke_cli("fetch", "-", "--out", str(out), env=cli_env(emulator.base_url),
                      stdin=b"TP53\nBRCA1\n")
     assert result.returncode == 1
     assert b"gene symbols" in result.stderr
@@ -64,23 +64,22 @@ def test_a_task_directory_made_for_a_bad_input_is_removed(emulator: EmulatorThre
     source = tmp_path / "ids.txt"
     source.write_text("ENSG00000141510\n")
     out = tmp_path / "deep" / "out"
-    result = run_cli("fetch", str(source), "--out", str(out), "--task-index", "1",
+    result = invoke_cli("fetch", str(source), "--out", str(out), "--task-index", "1",
                      "--task-count", "2", env=cli_env(emulator.base_url))
     assert result.returncode == 1
     assert not (tmp_path / "deep").exists()
 
 
-@pytest.mark.slow
 def test_restart_with_a_bad_input_leaves_no_empty_directory(emulator: EmulatorThread,
                                                             tmp_path: Path) -> None:
     good = tmp_path / "good.txt"
     good.write_text("7157\n")
     out = tmp_path / "out"
     env = cli_env(emulator.base_url)
-    assert run_cli("fetch", str(good), "--out", str(out), env=env).returncode == 0
+    assert invoke_cli("fetch", str(good), "--out", str(out), env=env).returncode == 0
     bad = tmp_path / "bad.txt"
     bad.write_text("TP53\n")
-    result = run_cli("fetch", str(bad), "--out", str(out), "--restart", env=env)
+    result = invoke_cli("fetch", str(bad), "--out", str(out), "--restart", env=env)
     assert result.returncode == 1
     assert not out.exists()
     (moved,) = tmp_path.glob("out.restarted-*")
@@ -90,7 +89,7 @@ def test_restart_with_a_bad_input_leaves_no_empty_directory(emulator: EmulatorTh
 def test_dry_run_of_an_input_without_gene_ids_fails(tmp_path: Path) -> None:
     source = tmp_path / "ids.txt"
     source.write_text("ENSG00000141510\n")
-    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--dry-run")
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--dry-run")
     assert result.returncode == 1
     assert b"Ensembl IDs" in result.stderr and not (tmp_path / "out").exists()
 
@@ -99,7 +98,7 @@ def test_other_compressions_are_named_not_read_as_junk(emulator: EmulatorThread,
                                                        tmp_path: Path) -> None:
     source = tmp_path / "ids.txt.xz"
     source.write_bytes(b"\xfd7zXZ\x00\x00" + os.urandom(64))
-    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"),
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"),
                      env=cli_env(emulator.base_url))
     assert result.returncode == 1
     assert b"xz-compressed" in result.stderr and b"xz -dc" in result.stderr
@@ -112,7 +111,7 @@ def test_api_key_file_bom_and_newline_are_not_part_of_the_key(make_emulator: Emu
     key_file.write_bytes(b"\xef\xbb\xbf  k3y \r\n")
     source = tmp_path / "ids.txt"
     source.write_text("7157\n")
-    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--api-key-file",
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--api-key-file",
                      str(key_file), env=cli_env(emulator.base_url))
     assert result.returncode == 0, result.stderr.decode()
     assert all(a.has_key and a.status == 200 for a in emulator.state.arrivals()
@@ -123,7 +122,7 @@ def test_api_key_file_bom_and_newline_are_not_part_of_the_key(make_emulator: Emu
 def test_an_empty_api_key_file_is_a_clear_error(tmp_path: Path, content: bytes) -> None:
     key_file = tmp_path / "key"
     key_file.write_bytes(content)
-    result = run_cli("fetch", "ids.txt", "--out", str(tmp_path / "out"), "--api-key-file",
+    result = invoke_cli("fetch", "ids.txt", "--out", str(tmp_path / "out"), "--api-key-file",
                      str(key_file))
     assert result.returncode == 2
     assert b"is empty" in result.stderr and b"API key" in result.stderr
@@ -133,7 +132,7 @@ def test_an_empty_api_key_file_is_a_clear_error(tmp_path: Path, content: bytes) 
 def test_an_unreadable_input_leaves_no_out_dir(emulator: EmulatorThread, tmp_path: Path,
                                                inputs: list[str]) -> None:
     out = tmp_path / "out"
-    result = run_cli("fetch", *inputs, "--out", str(out), env=cli_env(emulator.base_url),
+    result = invoke_cli("fetch", *inputs, "--out", str(out), env=cli_env(emulator.base_url),
                      stdin=b"7157\n")
     assert result.returncode in (1, 2) and b"Traceback" not in result.stderr
     assert not out.exists()

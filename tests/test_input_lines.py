@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import cli_env, run_cli
+from helpers import cli_env, invoke_cli
 
 from bulkgene.errors import InputError
 from bulkgene.input.lines import Reject, read_ids
@@ -60,7 +60,7 @@ def test_a_one_line_csv_is_an_error_that_says_so(emulator: EmulatorThread,
                                                  tmp_path: Path) -> None:
     source = tmp_path / "ids.csv"
     source.write_text("7157,672,3105\n")
-    result = run_cli("fetch", str(source), "--out", str(tmp_path / "out"),
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"),
                      env=cli_env(emulator.base_url))
     assert result.returncode == 1
     assert b"SEVERAL_IDS" in result.stderr and b"one GeneID per line" in result.stderr

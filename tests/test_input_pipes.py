@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import EmulatorFactory, cli_command, cli_env, gene_ids_written, run_cli
+from helpers import EmulatorFactory, cli_command, cli_env, gene_ids_written, invoke_cli
 
 from bulkgene.testing import EmulatorThread
 
@@ -37,7 +37,6 @@ def test_process_substitution_is_read_whole(emulator: EmulatorThread, tmp_path: 
     assert (out / "input-1.spool").read_bytes() == b"7157\n672\n"
 
 
-@pytest.mark.slow
 def test_a_named_fifo_is_read_once_without_hanging(emulator: EmulatorThread,
                                                    tmp_path: Path) -> None:
     fifo = tmp_path / "ids.fifo"
@@ -50,7 +49,7 @@ def test_a_named_fifo_is_read_once_without_hanging(emulator: EmulatorThread,
     writer = threading.Thread(target=write, daemon=True)
     writer.start()
     out = tmp_path / "out"
-    result = run_cli("fetch", str(fifo), "--out", str(out), env=cli_env(emulator.base_url),
+    result = invoke_cli("fetch", str(fifo), "--out", str(out), env=cli_env(emulator.base_url),
                      timeout=60)
     writer.join()
     assert result.returncode == 0, result.stderr.decode()
@@ -62,12 +61,12 @@ def test_the_resume_command_after_piped_input_names_the_copy(make_emulator: Emul
     failing = make_emulator(faults={"http_503": 1.0})
     healthy = make_emulator()
     out = tmp_path / "out"
-    first = run_cli("fetch", "-", "--out", str(out), "--max-attempts", "1",
+    first = invoke_cli("fetch", "-", "--out", str(out), "--max-attempts", "1",
                     env=cli_env(failing.base_url), stdin=b"7157\n672\n")
     assert first.returncode == 3, first.stderr.decode()
     command = _printed_command(first.stderr)
     assert command[:2] == ["fetch", str(out / "stdin.spool")]
-    again = run_cli(*command, env=cli_env(healthy.base_url))  # nothing piped this time
+    again = invoke_cli(*command, env=cli_env(healthy.base_url))  # nothing piped this time
     assert again.returncode == 0, again.stderr.decode()
     assert set(gene_ids_written(out)) == {7157, 672}
 
@@ -87,6 +86,6 @@ def test_the_resume_command_after_process_substitution_names_the_copy(make_emula
     command = _printed_command(first.stderr)
     assert command == ["fetch", "--max-attempts", "1", str(good), str(out / "input-2.spool"),
                        "-o", str(out)]
-    again = run_cli(*command, env=cli_env(healthy.base_url))
+    again = invoke_cli(*command, env=cli_env(healthy.base_url))
     assert again.returncode == 0, again.stderr.decode()
     assert set(gene_ids_written(out)) == {7157, 3105}

@@ -41,7 +41,7 @@ SENTINEL_KEY = "SENTINEL-KEY-7f3a9c1e"
 def fast_config(emulator: EmulatorThread, source: Path, out: Path, **overrides: object
                 ) -> DownloadConfig:
     settings: dict[str, object] = {
-        "requests_per_second": 100.0, "batch_size": 50, "page_size": 20,
+        "requests_per_second": 1000.0, "batch_size": 50, "page_size": 20,
         "retry": RetryPolicy(max_attempts=12, backoff_base_s=0.01, backoff_cap_s=0.05,
                              retry_after_cap_s=0.3),
         "timeouts": Timeouts(read_stall_s=0.25, attempt_s=5), "progress_interval_s": 0,
@@ -53,11 +53,14 @@ def fast_config(emulator: EmulatorThread, source: Path, out: Path, **overrides: 
 @pytest.mark.parametrize("fault", RETRIED_FAULTS)
 async def test_each_fault_alone_is_retried_and_nothing_partial_is_written(
         make_emulator: EmulatorFactory, tmp_path: Path, fault: str) -> None:
-    emulator: EmulatorThread = make_emulator(faults={fault: 0.35}, seed=7, stall_s=1.0,
+    emulator: EmulatorThread = make_emulator(faults={fault: 0.35}, seed=7, stall_s=0.3,
                                              retry_after_s=0)
-    ids = range(1, 301)
+    ids = range(1, 151)
     source = write_ids(tmp_path / "ids.txt", ids)
-    summary = await bulkgene.download(fast_config(emulator, source, tmp_path / "out"))
+    # a 0.1 s stall limit against 0.3 s stalls: a stalled page costs little; a slow machine
+    # that stalls a good page too only adds a retry, which the checks below allow
+    summary = await bulkgene.download(fast_config(
+        emulator, source, tmp_path / "out", timeouts=Timeouts(read_stall_s=0.1, attempt_s=5)))
     assert_complete_output(tmp_path / "out", expected_for(emulator.state.universe, ids))
     arrivals = served(emulator.state.arrivals())
     hit = [a for a in arrivals if a.fault == fault]
@@ -212,11 +215,19 @@ def test_no_burst_in_the_first_second(make_emulator: EmulatorFactory, tmp_path: 
     assert sum(1 for t in times if t - times[0] < 1.0) <= 10
 
 
+# 50 batches: 4 in flight at 0.3 s each send them over ~4 s, so a signal sent at the first
+# commit lands mid-run with room to spare
+SLOW_RUN_IDS = range(1, 1001)
+
+
 def _start_slow_run(emulator: EmulatorThread, tmp_path: Path
                     ) -> tuple[subprocess.Popen[bytes], list[str], Path]:
-    source = write_ids(tmp_path / "ids.txt", range(1, 2001))
+    source = write_ids(tmp_path / "ids.txt", SLOW_RUN_IDS)
     out = tmp_path / "out"
-    args = ["fetch", str(source), "--out", str(out), "--batch-size", "20", "--rate", "20"]
+    # 4 in flight: a batch waiting for its turn at the pacer counts as in flight too, and
+    # the run finishes those before it stops (at --rate 20, 32 of them took 1.6 s)
+    args = ["fetch", str(source), "--out", str(out), "--batch-size", "20", "--rate", "20",
+            "--concurrency", "4"]
     process = subprocess.Popen(cli_command(*args), env=cli_env(emulator.base_url),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for_commits(out)
@@ -227,7 +238,7 @@ def _finish(emulator: EmulatorThread, args: list[str]) -> None:
     """Resume the interrupted run to its end, without latency and at a quick pace."""
     emulator.state.config.latency_s = 0
     rate = args.index("--rate") + 1
-    rerun = invoke_cli(*args[:rate], "200", *args[rate + 1:], env=cli_env(emulator.base_url))
+    rerun = invoke_cli(*args[:rate], "1000", *args[rate + 1:], env=cli_env(emulator.base_url))
     assert rerun.returncode == 0, rerun.stderr.decode()
 
 
@@ -261,7 +272,7 @@ def test_signal_commits_in_flight_work_and_exits_75(make_emulator: EmulatorFacto
     assert after.committed_batches > at_signal.committed_batches
     assert b"Resume with" in stderr
     _finish(emulator, args)
-    assert_complete_output(out, expected_for(emulator.state.universe, range(1, 2001)))
+    assert_complete_output(out, expected_for(emulator.state.universe, SLOW_RUN_IDS))
 
 
 @pytest.mark.slow  # a timing band: exit at once, not after the in-flight requests' 8 s
@@ -285,7 +296,7 @@ def test_second_signal_exits_at_once_and_state_stays_safe(make_emulator: Emulato
     assert time.monotonic() - sent < 4.0, "the second signal must not wait for the grace"
     assert b"second SIGTERM" in stderr
     _finish(emulator, args)
-    assert_complete_output(out, expected_for(emulator.state.universe, range(1, 2001)))
+    assert_complete_output(out, expected_for(emulator.state.universe, SLOW_RUN_IDS))
 
 
 @pytest.mark.parametrize("fault", ["bad_token", "repeat_token"])
@@ -341,8 +352,10 @@ def test_tls_is_verified_and_ssl_cert_file_is_honoured(tls_emulator: tuple[Emula
     server, ca_file = tls_emulator
     assert server.base_url.startswith("https://")
     source = write_ids(tmp_path / "ids.txt", [7157, 672])
-    untrusted = run_cli("fetch", str(source), "--out", str(tmp_path / "a"),
-                        env=cli_env(server.base_url, NCBI_API_KEY=SENTINEL_KEY))
+    # in this process: aiohttp's context, made at import, trusts the system CAs only; the
+    # trusted run needs a process of its own to have its SSL_CERT_FILE read
+    untrusted = invoke_cli("fetch", str(source), "--out", str(tmp_path / "a"),
+                          env=cli_env(server.base_url, NCBI_API_KEY=SENTINEL_KEY))
     assert untrusted.returncode == 1
     assert b"certificate" in untrusted.stderr and b"SSL_CERT_FILE" in untrusted.stderr
     assert not served(server.state.arrivals()), "nothing was sent over an unverified channel"

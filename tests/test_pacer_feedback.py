@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from bench.pacer_sim import run_virtual
 from bulkgene.net.pacer import AdaptiveRateLimiter
+from bulkgene.testing.virtual_time import run_virtual
 
 
 async def send(limiter: AdaptiveRateLimiter, count: int) -> list[float]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from bench.pacer_sim import run_virtual, simulate
+from bench.pacer_sim import simulate
 from bulkgene.net.pacer import (
     INITIAL_MARGIN_S,
     MARGIN_CAP_S,
     MARGIN_PROVEN_S,
     AdaptiveRateLimiter,
 )
+from bulkgene.testing.virtual_time import run_virtual
 from bulkgene.testing.windows import max_in_window
 
 

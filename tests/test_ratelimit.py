@@ -1,40 +1,48 @@
-"""The pacer: no start-up burst, spacing by send time, AIMD on 429s (with a fake clock)."""
+"""The pacer: no start-up burst, spacing by send time, AIMD on 429s (virtual or fake clock)."""
 
 from __future__ import annotations
 
 import asyncio
 
 from bulkgene.net.pacer import AdaptiveRateLimiter
+from bulkgene.testing.virtual_time import run_virtual
 from bulkgene.testing.windows import max_in_window
 
 
-async def test_no_burst_even_in_the_first_second() -> None:
-    limiter = AdaptiveRateLimiter(50.0)
-    loop = asyncio.get_running_loop()
-    times: list[float] = []
+def test_no_burst_even_in_the_first_second() -> None:
+    async def scenario() -> list[float]:
+        limiter = AdaptiveRateLimiter(50.0)
+        loop = asyncio.get_running_loop()
+        times: list[float] = []
 
-    async def request() -> None:
-        slot = await limiter.acquire()
-        times.append(loop.time())
-        slot.sent()
+        async def request() -> None:
+            slot = await limiter.acquire()
+            times.append(loop.time())
+            slot.sent()
 
-    await asyncio.gather(*(request() for _ in range(60)))
+        await asyncio.gather(*(request() for _ in range(60)))
+        return times
+
+    times = run_virtual(scenario())
     assert max_in_window(times) <= 50
     assert times[-1] - times[0] >= 59 / 50 - 0.01
 
 
-async def test_next_slot_waits_for_the_previous_send() -> None:
-    limiter = AdaptiveRateLimiter(100.0)
-    loop = asyncio.get_running_loop()
-    first = await limiter.acquire()
-    loop.call_later(0.2, first.sent)  # a slow connect: headers leave 200 ms after the grant
-    second_task = asyncio.create_task(limiter.acquire())
-    await asyncio.sleep(0.1)
-    assert not second_task.done()
-    second = await second_task
-    assert first.sent_at is not None
-    assert loop.time() - first.sent_at >= 0.25 / 100 - 1e-4  # never in a clump
-    second.sent()
+def test_next_slot_waits_for_the_previous_send() -> None:
+    async def scenario() -> None:
+        limiter = AdaptiveRateLimiter(100.0)
+        loop = asyncio.get_running_loop()
+        first = await limiter.acquire()
+        loop.call_later(0.2, first.sent)  # a slow connect: headers leave 200 ms after the grant
+        second_task = asyncio.create_task(limiter.acquire())
+        await asyncio.sleep(0.1)
+        assert not second_task.done()
+        second = await second_task
+        assert first.sent_at is not None
+        assert loop.time() - first.sent_at >= 0.25 / 100 - 1e-4  # never in a clump
+        second.sent()
+
+    run_virtual(scenario())
 
 
 async def test_429_halves_at_most_every_two_seconds_and_recovery_creeps_up() -> None:

@@ -26,7 +26,7 @@ FAST = RetryPolicy(max_attempts=12, backoff_base_s=0.01, backoff_cap_s=0.05,
 
 
 def _config(base_url: str, source: Path, out: Path, **settings: object) -> bulkgene.DownloadConfig:
-    options: dict[str, object] = {"requests_per_second": 500.0, "retry": FAST,
+    options: dict[str, object] = {"requests_per_second": 1000.0, "retry": FAST,
                                   "progress_interval_s": 0, "batch_size": 100}
     options.update(settings)
     return make_config([str(source)], out, base_url=base_url, **options)

@@ -28,7 +28,7 @@ from bulkgene.run import checkpoint as ckpt
 from bulkgene.testing import EmulatorThread
 
 
-def _fetch_args(source: Path, out: Path, *extra: str, rate: int = 60) -> list[str]:
+def _fetch_args(source: Path, out: Path, *extra: str, rate: int = 1000) -> list[str]:
     return ["fetch", str(source), "--out", str(out), "--batch-size", "50", "--page-size", "20",
             "--rate", str(rate), "--concurrency", "6", "--shards", "3", *extra]
 
@@ -83,8 +83,9 @@ def test_resume_after_random_sigkills_writes_each_gene_once(make_emulator: Emula
     rng = random.Random(20261125)
     killed_mid_run = 0
     for _ in range(kills):
-        process = subprocess.Popen(cli_command(*_fetch_args(source, out, *variant)), env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # 60/s: each run has hundreds of requests to go when the kill lands
+        process = subprocess.Popen(cli_command(*_fetch_args(source, out, *variant, rate=60)),
+                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         seen = _kill_after_progress(process, out, rng)
         process.wait(timeout=30)
         if process.returncode == -signal.SIGKILL and seen < BATCHES:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from helpers import (
     write_ids,
 )
 
+from bulkgene.budget.record import LEASE_SUFFIX
 from bulkgene.testing.windows import max_in_window
 
 KEY = "sharing-test-key"
@@ -26,6 +28,15 @@ def _start(source: Path, out: Path, env: dict[str, str]) -> subprocess.Popen[byt
     return subprocess.Popen(cli_command("fetch", str(source), "--out", str(out), "--batch-size",
                                         "10", "--no-progress"),
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_for_lease(budget_dir: Path, deadline_s: float = 60) -> None:
+    """Return once a process has taken a lease in ``budget_dir`` (before it is admitted: the
+    lease is what `status` shows, and admission waits out a server window)."""
+    give_up = time.monotonic() + deadline_s
+    while not any(budget_dir.rglob("*" + LEASE_SUFFIX)):
+        assert time.monotonic() < give_up, f"no lease was taken in {budget_dir}"
+        time.sleep(0.02)
 
 
 def _rate(times: list[float], start: float, end: float) -> float:
@@ -82,7 +93,7 @@ def test_status_shows_who_shares_the_budget(make_emulator: EmulatorFactory,
     out = tmp_path / "out"
     run = _start(write_ids(tmp_path / "ids.txt", range(1, 2001)), out, env)
     try:
-        wait_for_commits(out, 1)
+        wait_for_lease(Path(env["BULKGENE_BUDGET_DIR"]))
         shown = invoke_cli("status", str(out), env=env)
         assert shown.returncode == 0, shown.stderr
         text = shown.stdout.decode()

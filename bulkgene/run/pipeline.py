@@ -131,37 +131,46 @@ class _Run:
                 await self.batches.put(None)
 
     async def _work(self) -> None:
-        current = asyncio.current_task()
         while (batch := await self.batches.get()) is not None:
             if self.stopping.is_set():
                 continue  # left uncommitted: the next run fetches it
-            expected = round(self._bytes_per_id * len(batch.gene_ids))
-            await self.memory.reserve(expected)  # waits while the writer catches up
-            if self.stopping.is_set():
-                self.memory.release(expected)
-                continue
-            task = asyncio.create_task(self.client.fetch_batch(batch))
-            self.in_flight.add(task)
-            try:
-                result = await task
-            except asyncio.CancelledError:
-                self.memory.release(expected)
-                if current is not None and current.cancelling():
-                    raise
-                continue  # aborted by a stop: uncommitted, fetched again next run
-            except BulkgeneError as exc:
-                self.memory.release(expected)
-                self.stop(fatal=exc)
-                continue
-            finally:
-                self.in_flight.discard(task)
-            held = result_bytes(result)
-            self.memory.resize(expected, held)
-            if isinstance(result, BatchOutcome):
-                self._bytes_per_id += _LEARNING_WEIGHT * (
-                    held / len(batch.gene_ids) - self._bytes_per_id)
-            await self.results.put((result, held))
+            await self._fetch(batch)
         await self.results.put(None)
+
+    async def _fetch(self, batch: Batch) -> None:
+        """Fetch ``batch`` within the byte budget and hand it to the writer.
+
+        A function of its own so that nothing here outlives the hand-over: a loop's locals
+        (the result, the task holding it) would keep a ~5 MB batch alive in every worker
+        until its next batch arrived, long after the writer had written and released it.
+        """
+        current = asyncio.current_task()
+        expected = round(self._bytes_per_id * len(batch.gene_ids))
+        await self.memory.reserve(expected)  # waits while the writer catches up
+        if self.stopping.is_set():
+            self.memory.release(expected)
+            return
+        task = asyncio.create_task(self.client.fetch_batch(batch))
+        self.in_flight.add(task)
+        try:
+            result = await task
+        except asyncio.CancelledError:
+            self.memory.release(expected)
+            if current is not None and current.cancelling():
+                raise
+            return  # aborted by a stop: uncommitted, fetched again next run
+        except BulkgeneError as exc:
+            self.memory.release(expected)
+            self.stop(fatal=exc)
+            return
+        finally:
+            self.in_flight.discard(task)
+        held = result_bytes(result)
+        self.memory.resize(expected, held)
+        if isinstance(result, BatchOutcome):
+            self._bytes_per_id += _LEARNING_WEIGHT * (
+                held / len(batch.gene_ids) - self._bytes_per_id)
+        await self.results.put((result, held))
 
     async def _write(self) -> None:
         open_workers = self.workers

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -133,18 +134,23 @@ def _achieved_rate(arrivals: list[dict[str, Any]]) -> float:
     return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
 
 
-def _full_rate_run(emulator: Emulator, ids_file: Path, work: Path, extra: list[str],
+def _full_rate_run(emulator: Emulator, ids_file: Path, work: Path, args: argparse.Namespace,
                    traced: Path | None = None) -> dict[str, float]:
     """One default keyed bulkgene run (its own budget lease) against a fresh rate window."""
     emulator.reset()
     time.sleep(1.1)  # let the key's window empty
     out = Path(tempfile.mkdtemp(prefix="out-", dir=work))
     budget = Path(tempfile.mkdtemp(prefix="budget-", dir=work))
-    prefix = ([PYTHON, "-m", "bench.memory", "--traced-child", str(traced), "--"] if traced
+    knobs = {"BENCH_TRACE_FILE": str(traced or ""),
+             "BENCH_BUDGET_BYTES": str(int(args.budget_mib * MIB) if args.budget_mib else ""),
+             "BENCH_FSYNC_DELAY_S": str(args.fsync_delay_s or "")}
+    # the plain command unless a knob needs the in-process wrapper below
+    prefix = ([PYTHON, "-m", "bench.memory", "--child", "--"] if any(knobs.values())
               else [PYTHON, "-m", "bulkgene"])
     try:
-        child = run_measured(prefix + _fetch_command(ids_file, out, extra),
-                             env=bulkgene_env(emulator.base_url, budget, NCBI_API_KEY=KEY))
+        child = run_measured(prefix + _fetch_command(ids_file, out, list(args.fetch_arg)),
+                             env=bulkgene_env(emulator.base_url, budget, NCBI_API_KEY=KEY,
+                                              **knobs))
         assert child.returncode == 0, f"bulkgene exited {child.returncode}"
         summary = json.loads((out / "summary.json").read_text())
     finally:
@@ -163,21 +169,20 @@ def full_rate_case(args: argparse.Namespace, work: Path) -> FullRateResult | Non
         return None
     ids_file = work / "ids-full-rate.txt"
     write_mixed_ids(ids_file, args.full_rate)
-    extra = list(args.fetch_arg)
     runs: dict[str, list[float]] = {}
     traced: dict[str, Any] | None = None
     with Emulator("--latency", "0.3", "--latency-per-gene", "0.0008", "--jitter", "0.1",
                   "--keyed-rate", "10", "--seed", "1") as emulator:
         # untimed: a cold emulator synthesises every gene afresh and can fall behind
-        _full_rate_run(emulator, ids_file, work, extra)
+        _full_rate_run(emulator, ids_file, work, args)
         for repeat in range(args.repeats):
-            for name, value in _full_rate_run(emulator, ids_file, work, extra).items():
+            for name, value in _full_rate_run(emulator, ids_file, work, args).items():
                 runs.setdefault(name, []).append(value)
             print(f"full rate {args.full_rate} IDs, repeat {repeat + 1}: " + ", ".join(
                 f"{k}={v[-1]:.2f}" for k, v in runs.items()), flush=True)
         if args.diagnose:
             trace_file = work / "trace.json"
-            _full_rate_run(emulator, ids_file, work, extra, traced=trace_file)
+            _full_rate_run(emulator, ids_file, work, args, traced=trace_file)
             traced = json.loads(trace_file.read_text())
     ids_file.unlink()
     return {"ids": args.full_rate, "genes": int(runs["genes"][0]),
@@ -188,17 +193,34 @@ def full_rate_case(args: argparse.Namespace, work: Path) -> FullRateResult | Non
             "wall_s": median_spread(runs["wall_s"]), "traced": traced}
 
 
-def traced_child(trace_file: Path, argv: list[str]) -> None:
-    """Run ``bulkgene argv`` under tracemalloc; save the allocation sites at the traced peak.
+def child(argv: list[str]) -> None:
+    """Run ``bulkgene argv`` in this process, with the knobs the environment asks for.
 
-    A sampler thread snapshots whenever the traced total passes its highest so far, so the
-    saved sites are those of (nearly) the peak; tracing slows the run, which is why its
-    figures stay out of the medians.
+    BENCH_BUDGET_BYTES: the pipeline's byte budget (not a CLI option); BENCH_FSYNC_DELAY_S:
+    every fsync takes this much longer, as on a busy network filesystem; BENCH_TRACE_FILE:
+    trace allocations and save the sites holding the most at the traced peak. A sampler
+    thread snapshots whenever the traced total passes its highest so far; tracing slows the
+    run, which is why its figures stay out of the medians.
     """
     import threading
     import tracemalloc
 
-    tracemalloc.start(4)
+    from bulkgene.cli.main import main as bulkgene_main
+    from bulkgene.run import pipeline
+
+    if budget := os.environ.get("BENCH_BUDGET_BYTES"):
+        assert pipeline.download.__kwdefaults__ is not None
+        pipeline.download.__kwdefaults__["memory_budget_bytes"] = int(budget)
+    if delay := os.environ.get("BENCH_FSYNC_DELAY_S"):
+        real_fsync = os.fsync
+
+        def slow_fsync(fd: Any) -> None:
+            time.sleep(float(delay))
+            real_fsync(fd)
+
+        os.fsync = slow_fsync
+    trace_file = Path(os.environ["BENCH_TRACE_FILE"]) if os.environ.get("BENCH_TRACE_FILE") \
+        else None
     best: dict[str, Any] = {"bytes": 0, "snapshot": None}
     done = threading.Event()
 
@@ -209,9 +231,9 @@ def traced_child(trace_file: Path, argv: list[str]) -> None:
                 best["bytes"], best["snapshot"] = current, tracemalloc.take_snapshot()
 
     sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    from bulkgene.cli.main import main as bulkgene_main
-
+    if trace_file is not None:
+        tracemalloc.start(4)
+        sampler.start()
     code = 0
     try:
         bulkgene_main(argv, prog_name="bulkgene", standalone_mode=False)
@@ -219,23 +241,24 @@ def traced_child(trace_file: Path, argv: list[str]) -> None:
         code = exit_.code if isinstance(exit_.code, int) else 1
     finally:
         done.set()
-        sampler.join()
-        _, peak = tracemalloc.get_traced_memory()
-        snapshot = best["snapshot"]
-        top = [] if snapshot is None else [
-            {"site": " <- ".join(f"{Path(frame.filename).name}:{frame.lineno}"
-                                 for frame in reversed(stat.traceback)),  # newest first
-             "mib": stat.size / MIB, "blocks": stat.count}
-            for stat in snapshot.statistics("traceback")[:15]]
-        trace_file.write_text(json.dumps({"traced_peak_mib": peak / MIB,
-                                          "snapshot_mib": best["bytes"] / MIB,
-                                          "top": top}, indent=2))
+        if trace_file is not None:
+            sampler.join()
+            _, peak = tracemalloc.get_traced_memory()
+            snapshot = best["snapshot"]
+            top = [] if snapshot is None else [
+                {"site": " <- ".join(f"{Path(frame.filename).name}:{frame.lineno}"
+                                     for frame in reversed(stat.traceback)),  # newest first
+                 "mib": stat.size / MIB, "blocks": stat.count}
+                for stat in snapshot.statistics("traceback")[:15]]
+            trace_file.write_text(json.dumps({"traced_peak_mib": peak / MIB,
+                                              "snapshot_mib": best["bytes"] / MIB,
+                                              "top": top}, indent=2))
     sys.exit(code)
 
 
 def main() -> None:
-    if len(sys.argv) > 2 and sys.argv[1] == "--traced-child":
-        traced_child(Path(sys.argv[2]), sys.argv[4:])
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        child(sys.argv[3:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[1_000_000, 10_000_000],
                         help="ID counts spread over 1..2**28")
@@ -246,6 +269,10 @@ def main() -> None:
     parser.add_argument("--fetch-arg", action="append", default=[],
                         help="extra `bulkgene fetch` argument for the full-rate runs "
                              "(repeatable; e.g. --fetch-arg=--endpoint --fetch-arg=dataset-report)")
+    parser.add_argument("--budget-mib", type=float, default=None,
+                        help="the full-rate runs' byte budget (default: bulkgene's, 64 MiB)")
+    parser.add_argument("--fsync-delay-s", type=float, default=0.0,
+                        help="full-rate runs: each fsync this much slower (a busy NFS)")
     parser.add_argument("--diagnose", action="store_true",
                         help="one more full-rate run under tracemalloc: where the memory goes")
     parser.add_argument("--repeats", type=int, default=1)

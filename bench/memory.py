@@ -13,7 +13,7 @@ bulkgene as by default with a key (its budget lease, 16 in flight). Targets: pea
 seconds. ``--diagnose`` adds one traced full-rate run (slower, not in the medians) that
 reports which lines held the most memory at the traced peak.
 
-    python -m bench.memory --repeats 3              # 1 M, 10 M, 2 M with strays, full rate
+    python -m bench.memory --repeats 3 --diagnose   # 1 M, 10 M, 2 M strays, full rate: ~40 min
     python -m bench.memory --sizes --strays --full-rate 50000 --repeats 3 --diagnose
     python -m bench.memory --sizes 2000 20000 --strays 2000 --full-rate 3000   # smoke
 """

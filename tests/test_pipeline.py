@@ -135,3 +135,17 @@ async def test_config_rejects_out_of_range_settings(tmp_path: Path) -> None:
         make_config(["x"], tmp_path, batch_size=1001)
     with pytest.raises(bulkgene.ConfigError, match="rate"):
         make_config(["x"], tmp_path, requests_per_second=0)
+
+
+async def test_a_byte_budget_smaller_than_one_batch_still_fetches_every_gene_once(
+        emulator: EmulatorThread, tmp_path: Path) -> None:
+    # each batch is bigger than the whole budget: they go through one at a time, never stuck
+    ids = list(range(1, 601))
+    source = write_ids(tmp_path / "ids.txt", ids)
+    summary = await bulkgene.download(
+        config_for(emulator, [source], tmp_path / "out", batch_size=40, page_size=15,
+                   concurrency=8),
+        memory_budget_bytes=1)
+    assert_complete_output(tmp_path / "out", expected_for(emulator.state.universe, ids))
+    assert summary.complete and summary.exit_code == 0 and summary.reconciles()
+    assert summary.batches_committed == 15

@@ -20,6 +20,24 @@ from bulkgene.output import durable, layout
 from bulkgene.output.claims import GeneClaims
 from bulkgene.run import checkpoint as ckpt
 
+_CHUNK_BYTES = 1 << 20
+
+
+def _write_in_chunks(handle: BinaryIO, lines: list[bytes]) -> None:
+    """Write ``lines`` in joins of about 1 MiB: one join of a whole batch would copy its ~5 MB
+    once more, and a write per line would cost a system call per line."""
+    chunk: list[bytes] = []
+    size = 0
+    for line in lines:
+        chunk.append(line)
+        size += len(line)
+        if size >= _CHUNK_BYTES:
+            handle.write(b"".join(chunk))
+            chunk.clear()
+            size = 0
+    if chunk:
+        handle.write(b"".join(chunk))
+
 
 class OutputStore:
     """Appends committed batches to shards and side reports; the single writer of a directory."""
@@ -110,12 +128,13 @@ class OutputStore:
             handle = self._handle(shard)
             # a TSV header once, at the very top of each shard
             top = outcome.header + b"\n" if outcome.header and handle.tell() == 0 else b""
-            data = top + b"".join(lines)
             if self.gzipped:
                 # one gzip member per batch: cutting a shard back to a committed length
                 # always leaves whole members, so zcat reads clean NDJSON or TSV
-                data = gzip.compress(data, compresslevel=6, mtime=0)
-            handle.write(data)
+                handle.write(gzip.compress(top + b"".join(lines), compresslevel=6, mtime=0))
+            else:
+                handle.write(top)
+                _write_in_chunks(handle, lines)
             touched.add(shard)
         for gene_id, reason in outcome.missing:
             missing.write(b"%d\t%s\n" % (gene_id, reason.encode()))

@@ -4,6 +4,11 @@
     workers     fetch_batch() under the shared rate limiter               -> result queue
     writer      commits results (durable data, then the checkpoint), in a thread
 
+Memory is bounded by bytes, not only by count: a worker reserves a batch's expected size
+in a ByteBudget before fetching it (its pages accumulate meanwhile), trues it up to the
+result's real size, and the writer releases it once the result is on disk. A 1000-gene
+COMPLETE batch is ~5 MB, so a count alone would let 16 in flight and 32 queued hold 250 MB.
+
 A fatal error (bad key, outage) or a signal sets ``stopping``: the producer stops, workers
 take no new batches, in-flight batches get a grace period and are then cancelled, and the
 writer commits everything that finished. Python 3.11 queues can't be shut down, so each
@@ -26,12 +31,13 @@ from bulkgene import __version__
 from bulkgene.budget import BudgetLease
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import EXIT_INTERRUPTED, GRACEFUL_SIGNALS, BulkgeneError, StateError
-from bulkgene.model import Batch, BatchFailure, BatchResult
+from bulkgene.model import Batch, BatchFailure, BatchOutcome, BatchResult
 from bulkgene.net.attempt import open_session
 from bulkgene.net.client import GeneClient, NetStats
 from bulkgene.output.durable import write_atomically
 from bulkgene.output.layout import CHECKPOINT_NAME, SUMMARY_NAME
 from bulkgene.run import checkpoint as ckpt
+from bulkgene.run.byte_budget import DEFAULT_BUDGET_BYTES, ByteBudget
 from bulkgene.run.prepare import PreparedRun, prepare
 from bulkgene.run.progress import ProgressReporter, Snapshot
 from bulkgene.run.sharing import budget_directory, paced_limiter, shared_budget
@@ -40,12 +46,28 @@ from bulkgene.run.summary import Summary
 
 log = logging.getLogger("bulkgene")
 
+# a Record's Python objects besides its line: the object, the queries tuple, the ints
+_RECORD_OVERHEAD_BYTES = 200
+# what a GeneID is expected to cost before any batch has been seen: a COMPLETE report is
+# 1-8 KB (IDS_ONLY far less, learnt from the first results)
+_FIRST_GUESS_BYTES_PER_ID = 8 << 10
+_LEARNING_WEIGHT = 0.25  # of the newest batch in the running bytes-per-ID estimate
+
+
+def result_bytes(result: BatchResult) -> int:
+    """What a result holds in memory until it is written: its lines and their records."""
+    if not isinstance(result, BatchOutcome):
+        return 0
+    return sum(len(record.line) for record in result.records) + (
+        _RECORD_OVERHEAD_BYTES * len(result.records))
+
 
 class _Run:
     """One download's moving parts and the state they share."""
 
     def __init__(self, config: DownloadConfig, prepared: PreparedRun, client: GeneClient,
-                 progress: ProgressReporter | None) -> None:
+                 progress: ProgressReporter | None,
+                 memory_budget_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
         self.config = config
         self.progress = progress
         self.task_batches, self.task_ids = config.task.share(prepared.plan.counts.requested,
@@ -54,7 +76,11 @@ class _Run:
         self.client = client
         self.workers = config.effective_concurrency
         self.batches: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=self.workers)
-        self.results: asyncio.Queue[BatchResult | None] = asyncio.Queue(maxsize=2 * self.workers)
+        # each result travels with the bytes it holds in the budget, for the writer to release
+        self.results: asyncio.Queue[tuple[BatchResult, int] | None] = asyncio.Queue(
+            maxsize=2 * self.workers)
+        self.memory = ByteBudget(memory_budget_bytes)
+        self._bytes_per_id = float(_FIRST_GUESS_BYTES_PER_ID)
         self.stopping = asyncio.Event()
         self.interrupted = False
         self.fatal: BulkgeneError | None = None
@@ -104,25 +130,46 @@ class _Run:
                 await self.batches.put(None)
 
     async def _work(self) -> None:
-        current = asyncio.current_task()
         while (batch := await self.batches.get()) is not None:
             if self.stopping.is_set():
                 continue  # left uncommitted: the next run fetches it
-            task = asyncio.create_task(self.client.fetch_batch(batch))
-            self.in_flight.add(task)
-            try:
-                result = await task
-            except asyncio.CancelledError:
-                if current is not None and current.cancelling():
-                    raise
-                continue  # aborted by a stop: uncommitted, fetched again next run
-            except BulkgeneError as exc:
-                self.stop(fatal=exc)
-                continue
-            finally:
-                self.in_flight.discard(task)
-            await self.results.put(result)
+            await self._fetch(batch)
         await self.results.put(None)
+
+    async def _fetch(self, batch: Batch) -> None:
+        """Fetch ``batch`` within the byte budget and hand it to the writer.
+
+        A function of its own so that nothing here outlives the hand-over: a loop's locals
+        (the result, the task holding it) would keep a ~5 MB batch alive in every worker
+        until its next batch arrived, long after the writer had written and released it.
+        """
+        current = asyncio.current_task()
+        expected = round(self._bytes_per_id * len(batch.gene_ids))
+        await self.memory.reserve(expected)  # waits while the writer catches up
+        if self.stopping.is_set():
+            self.memory.release(expected)
+            return
+        task = asyncio.create_task(self.client.fetch_batch(batch))
+        self.in_flight.add(task)
+        try:
+            result = await task
+        except asyncio.CancelledError:
+            self.memory.release(expected)
+            if current is not None and current.cancelling():
+                raise
+            return  # aborted by a stop: uncommitted, fetched again next run
+        except BulkgeneError as exc:
+            self.memory.release(expected)
+            self.stop(fatal=exc)
+            return
+        finally:
+            self.in_flight.discard(task)
+        held = result_bytes(result)
+        self.memory.resize(expected, held)
+        if isinstance(result, BatchOutcome):
+            self._bytes_per_id += _LEARNING_WEIGHT * (
+                held / len(batch.gene_ids) - self._bytes_per_id)
+        await self.results.put((result, held))
 
     async def _write(self) -> None:
         open_workers = self.workers
@@ -130,30 +177,38 @@ class _Run:
             items = [await self.results.get()]
             while not self.results.empty():
                 items.append(self.results.get_nowait())
-            results = [item for item in items if item is not None]
-            open_workers -= len(items) - len(results)
-            if results and self.write_failed:
-                continue  # draining, so that no worker waits on a full queue forever
-            if results:
-                try:
+            held = [item for item in items if item is not None]
+            open_workers -= len(items) - len(held)
+            results = [result for result, _ in held]
+            held_bytes = sum(nbytes for _, nbytes in held)
+            del items, held  # from here on only ``results`` keeps the records alive
+            try:
+                if results and not self.write_failed:  # else draining: no worker waits forever
                     await self._commit(results)
-                except StateError as exc:  # a file there is not ours to write (a link)
-                    self.write_failed = True
-                    self.stop(fatal=exc)
-                    continue
-                except OSError as exc:
-                    self.write_failed = True
-                    self.stop(fatal=StateError(
-                        f"writing to {self.config.work_dir} failed ({exc.strerror or exc}): "
-                        "free some space or fix the permissions, then run the same command "
-                        "again; everything committed before is safe"))
-                    continue
-                for result in results:
-                    if isinstance(result, BatchFailure):
-                        log.warning("batch %d (%d IDs from GeneID %d) failed: %s; a re-run "
-                                    "retries it", result.batch.index, len(result.batch.gene_ids),
-                                    result.batch.gene_ids[0], result.reason)
+                    self._log_failures(results)
+            except StateError as exc:  # a file there is not ours to write (a link)
+                self.write_failed = True
+                self.stop(fatal=exc)
+            except OSError as exc:
+                self.write_failed = True
+                self.stop(fatal=StateError(
+                    f"writing to {self.config.work_dir} failed ({exc.strerror or exc}): "
+                    "free some space or fix the permissions, then run the same command "
+                    "again; everything committed before is safe"))
+            finally:
+                # written (or given up): drop the records now, not when the next result
+                # arrives, and give their bytes back so that waiting workers may fetch
+                results.clear()
+                self.memory.release(held_bytes)
         self.results_done.set()
+
+    @staticmethod
+    def _log_failures(results: list[BatchResult]) -> None:
+        for result in results:
+            if isinstance(result, BatchFailure):
+                log.warning("batch %d (%d IDs from GeneID %d) failed: %s; a re-run retries it",
+                            result.batch.index, len(result.batch.gene_ids),
+                            result.batch.gene_ids[0], result.reason)
 
     async def _commit(self, results: list[BatchResult]) -> None:
         """Durable data first (in a thread), then the checkpoint, which only this loop touches."""
@@ -282,8 +337,12 @@ def _warn_about_plain_http(config: DownloadConfig) -> None:
 
 
 async def download(config: DownloadConfig, *, handle_signals: bool = False,
-                   progress: ProgressReporter | None = None) -> Summary:
+                   progress: ProgressReporter | None = None,
+                   memory_budget_bytes: int = DEFAULT_BUDGET_BYTES) -> Summary:
     """Fetch every GeneID of ``config.inputs`` into ``config.out_dir``; resumable.
+
+    ``memory_budget_bytes`` bounds the fetched data held at once (pages of batches in
+    flight and results waiting for the writer); one batch larger than it still goes alone.
 
     Returns the Summary (also written to ``summary.json``). Raises a BulkgeneError for
     fatal problems, after committing what finished and writing ``summary.json``.
@@ -341,7 +400,7 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
             stats = client.stats
             if progress is None and config.progress_interval_s > 0:
                 progress = ProgressReporter(None, config.progress_interval_s)
-            run = _Run(config, prepared, client, progress)
+            run = _Run(config, prepared, client, progress, memory_budget_bytes)
             if handle_signals:
                 for signum in GRACEFUL_SIGNALS:
                     loop.add_signal_handler(signum, run.on_signal, signum)

@@ -142,13 +142,15 @@ def _full_rate_run(emulator: Emulator, ids_file: Path, work: Path, args: argpars
     out = Path(tempfile.mkdtemp(prefix="out-", dir=work))
     budget = Path(tempfile.mkdtemp(prefix="budget-", dir=work))
     knobs = {"BENCH_TRACE_FILE": str(traced or ""),
-             "BENCH_BUDGET_BYTES": str(int(args.budget_mib * MIB) if args.budget_mib else ""),
              "BENCH_FSYNC_DELAY_S": str(args.fsync_delay_s or "")}
+    budget_args = (["--memory-budget-mb", str(max(1, round(args.budget_mib)))]
+                   if args.budget_mib else [])
     # the plain command unless a knob needs the in-process wrapper below
     prefix = ([PYTHON, "-m", "bench.memory", "--child", "--"] if any(knobs.values())
               else [PYTHON, "-m", "bulkgene"])
     try:
-        child = run_measured(prefix + _fetch_command(ids_file, out, list(args.fetch_arg)),
+        child = run_measured(prefix + _fetch_command(ids_file, out,
+                                                     [*args.fetch_arg, *budget_args]),
                              env=bulkgene_env(emulator.base_url, budget, NCBI_API_KEY=KEY,
                                               **knobs))
         assert child.returncode == 0, f"bulkgene exited {child.returncode}"
@@ -196,9 +198,9 @@ def full_rate_case(args: argparse.Namespace, work: Path) -> FullRateResult | Non
 def child(argv: list[str]) -> None:
     """Run ``bulkgene argv`` in this process, with the knobs the environment asks for.
 
-    BENCH_BUDGET_BYTES: the pipeline's byte budget (not a CLI option); BENCH_FSYNC_DELAY_S:
-    every fsync takes this much longer, as on a busy network filesystem; BENCH_TRACE_FILE:
-    trace allocations and save the sites holding the most at the traced peak. A sampler
+    BENCH_FSYNC_DELAY_S: every fsync takes this much longer, as on a busy network
+    filesystem; BENCH_TRACE_FILE: trace allocations and save the sites holding the most at
+    the traced peak. A sampler
     thread snapshots whenever the traced total passes its highest so far; tracing slows the
     run, which is why its figures stay out of the medians.
     """
@@ -206,11 +208,7 @@ def child(argv: list[str]) -> None:
     import tracemalloc
 
     from bulkgene.cli.main import main as bulkgene_main
-    from bulkgene.run import pipeline
 
-    if budget := os.environ.get("BENCH_BUDGET_BYTES"):
-        assert pipeline.download.__kwdefaults__ is not None
-        pipeline.download.__kwdefaults__["memory_budget_bytes"] = int(budget)
     if delay := os.environ.get("BENCH_FSYNC_DELAY_S"):
         real_fsync = os.fsync
 
@@ -270,7 +268,7 @@ def main() -> None:
                         help="extra `bulkgene fetch` argument for the full-rate runs "
                              "(repeatable; e.g. --fetch-arg=--endpoint --fetch-arg=dataset-report)")
     parser.add_argument("--budget-mib", type=float, default=None,
-                        help="the full-rate runs' byte budget (default: bulkgene's, 64 MiB)")
+                        help="the full-rate runs' --memory-budget-mb (default: bulkgene's, 80)")
     parser.add_argument("--fsync-delay-s", type=float, default=0.0,
                         help="full-rate runs: each fsync this much slower (a busy NFS)")
     parser.add_argument("--diagnose", action="store_true",

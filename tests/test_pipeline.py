@@ -144,8 +144,7 @@ async def test_a_byte_budget_smaller_than_one_batch_still_fetches_every_gene_onc
     source = write_ids(tmp_path / "ids.txt", ids)
     summary = await bulkgene.download(
         config_for(emulator, [source], tmp_path / "out", batch_size=40, page_size=15,
-                   concurrency=8),
-        memory_budget_bytes=1)
+                   concurrency=8, memory_budget_bytes=1))
     assert_complete_output(tmp_path / "out", expected_for(emulator.state.universe, ids))
     assert summary.complete and summary.exit_code == 0 and summary.reconciles()
     assert summary.batches_committed == 15

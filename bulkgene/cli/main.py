@@ -168,6 +168,11 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
 @click.option("--attempt-timeout", type=click.FloatRange(0.1, 86400),
               default=default_of(Timeouts, "attempt_s"), show_default=True,
               help="Seconds one attempt may take in all, however slowly bytes trickle in.")
+@click.option("--memory-budget-mb", type=click.IntRange(1, 65536),
+              default=default_of(OutputSpec, "memory_budget_bytes") >> 20, show_default=True,
+              help="Fetched results held in memory before they are written, in MiB: raise it "
+              "if reports are much bigger than NCBI's (one batch bigger than it still goes "
+              "through, alone).")
 @click.option("--max-response-mb", type=click.IntRange(1, 65536),
               default=default_of(NetworkSpec, "max_response_bytes") >> 20, show_default=True,
               help="Largest answer accepted (after decompression); a bigger one is treated as "
@@ -206,7 +211,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
           batch_size: int, page_size: int, rate: float | None, budget_dir: Path | None,
           concurrency: int | None,
           shards: int, max_attempts: int, retry_wait: float, connect_timeout: float,
-          read_timeout: float, attempt_timeout: float, max_response_mb: int,
+          read_timeout: float, attempt_timeout: float, memory_budget_mb: int, max_response_mb: int,
           outage_after: float, task_index: int | None,
           task_count: int | None, split_mode: str | None, restart: bool, progress: bool | None,
           progress_interval: float, dry_run: bool, quiet: int, verbose: int) -> None:
@@ -235,7 +240,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
                 sort_field=sort_field, sort_direction=sort_direction,
                 tax_search_subtree=tax_search_subtree),
             output=OutputSpec(batch_size=batch_size, shards=shards, record=record,
-                              compress=compress),
+                              compress=compress, memory_budget_bytes=memory_budget_mb << 20),
             network=NetworkSpec(
                 base_url=base_url, api_key=read_api_key(api_key, api_key_file),
                 requests_per_second=rate, concurrency=concurrency, budget_dir=budget_dir,

@@ -15,13 +15,12 @@ from collections import deque
 # 16 batches of 1000 COMPLETE reports (~5 MB each) in flight at 10 requests/s fit: 64 MiB
 # cost POST 8 % of its genes/s. With a writer stalled on a slow disk the process then peaks
 # near 135 MiB, under the 150 MB target (bench/memory.py measures both).
-DEFAULT_BUDGET_BYTES = 80 << 20
 
 
 class ByteBudget:
     """A byte counter with a soft limit: ``reserve`` waits for room, ``release`` makes it."""
 
-    def __init__(self, limit_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
+    def __init__(self, limit_bytes: int) -> None:
         if limit_bytes < 1:
             raise ValueError("a byte budget needs a limit of at least one byte")
         self.limit_bytes = limit_bytes

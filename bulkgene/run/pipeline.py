@@ -37,7 +37,7 @@ from bulkgene.net.client import GeneClient, NetStats
 from bulkgene.output.durable import write_atomically
 from bulkgene.output.layout import CHECKPOINT_NAME, SUMMARY_NAME
 from bulkgene.run import checkpoint as ckpt
-from bulkgene.run.byte_budget import DEFAULT_BUDGET_BYTES, ByteBudget
+from bulkgene.run.byte_budget import ByteBudget
 from bulkgene.run.prepare import PreparedRun, prepare
 from bulkgene.run.progress import ProgressReporter, Snapshot
 from bulkgene.run.sharing import budget_directory, paced_limiter, shared_budget
@@ -66,8 +66,7 @@ class _Run:
     """One download's moving parts and the state they share."""
 
     def __init__(self, config: DownloadConfig, prepared: PreparedRun, client: GeneClient,
-                 progress: ProgressReporter | None,
-                 memory_budget_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
+                 progress: ProgressReporter | None) -> None:
         self.config = config
         self.progress = progress
         self.task_batches, self.task_ids = config.task.share(prepared.plan.counts.requested,
@@ -79,7 +78,7 @@ class _Run:
         # each result travels with the bytes it holds in the budget, for the writer to release
         self.results: asyncio.Queue[tuple[BatchResult, int] | None] = asyncio.Queue(
             maxsize=2 * self.workers)
-        self.memory = ByteBudget(memory_budget_bytes)
+        self.memory = ByteBudget(config.output.memory_budget_bytes)
         self._bytes_per_id = float(_FIRST_GUESS_BYTES_PER_ID)
         self.stopping = asyncio.Event()
         self.interrupted = False
@@ -337,12 +336,12 @@ def _warn_about_plain_http(config: DownloadConfig) -> None:
 
 
 async def download(config: DownloadConfig, *, handle_signals: bool = False,
-                   progress: ProgressReporter | None = None,
-                   memory_budget_bytes: int = DEFAULT_BUDGET_BYTES) -> Summary:
+                   progress: ProgressReporter | None = None) -> Summary:
     """Fetch every GeneID of ``config.inputs`` into ``config.out_dir``; resumable.
 
-    ``memory_budget_bytes`` bounds the fetched data held at once (pages of batches in
-    flight and results waiting for the writer); one batch larger than it still goes alone.
+    ``config.output.memory_budget_bytes`` bounds the fetched data held at once (pages of
+    batches in flight and results waiting for the writer); one batch larger than it still
+    goes alone.
 
     Returns the Summary (also written to ``summary.json``). Raises a BulkgeneError for
     fatal problems, after committing what finished and writing ``summary.json``.
@@ -400,7 +399,7 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
             stats = client.stats
             if progress is None and config.progress_interval_s > 0:
                 progress = ProgressReporter(None, config.progress_interval_s)
-            run = _Run(config, prepared, client, progress, memory_budget_bytes)
+            run = _Run(config, prepared, client, progress)
             if handle_signals:
                 for signum in GRACEFUL_SIGNALS:
                     loop.add_signal_handler(signum, run.on_signal, signum)

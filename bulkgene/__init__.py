@@ -33,14 +33,14 @@ except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
 if TYPE_CHECKING:
-    from bulkgene.run.pipeline import download
+    from bulkgene.run.download import download
 
 
 def __getattr__(name: str) -> Any:
     # the pipeline (and with it aiohttp) loads on first use, so `status`, `verify` and
     # `--help` start without it
     if name == "download":
-        from bulkgene.run.pipeline import download
+        from bulkgene.run.download import download
 
         return download
     raise AttributeError(f"module 'bulkgene' has no attribute {name!r}")

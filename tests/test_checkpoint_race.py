@@ -26,7 +26,7 @@ from bulkgene.model import Batch, BatchFailure, BatchOutcome, BatchResult, Recor
 from bulkgene.net.client import GeneClient
 from bulkgene.net.pacer import AdaptiveRateLimiter
 from bulkgene.output.layout import CHECKPOINT_NAME
-from bulkgene.run.pipeline import _Run
+from bulkgene.run.pipeline import Pipeline
 from bulkgene.run.prepare import prepare
 
 BATCH_IDS = 10
@@ -72,7 +72,7 @@ async def test_the_loop_iterates_the_checkpoint_through_a_commit_in_flight(
     monkeypatch.setattr(os, "fsync", fsync)
     try:
         async with aiohttp.ClientSession() as session:  # never sends: no batch is fetched
-            run = _Run(config, prepared, GeneClient(session, AdaptiveRateLimiter(10.0), config),
+            run = Pipeline(config, prepared, GeneClient(session, AdaptiveRateLimiter(10.0), config),
                        progress=None)
             first: list[BatchResult] = [_found(0), _failed(1), _found(2), _failed(3),
                                         _found(5)]

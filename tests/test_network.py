@@ -380,7 +380,7 @@ def test_redirects_are_not_followed(emulator: EmulatorThread, tmp_path: Path) ->
 def test_a_key_over_plain_http_to_another_host_is_warned_about(
         caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     from bulkgene import Secret
-    from bulkgene.run.pipeline import _warn_about_plain_http
+    from bulkgene.run.download import _warn_about_plain_http
 
     def warned(base_url: str, key: str | None) -> bool:
         caplog.clear()

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 
 from bulkgene.config import DownloadConfig, NetworkSpec, OutputSpec
-from bulkgene.run.pipeline import download
+from bulkgene.run.download import download
 from bulkgene.run.progress import ProgressReporter
 from bulkgene.run.summary import Summary
 from bulkgene.testing import EmulatorConfig, EmulatorThread

@@ -257,7 +257,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
     if dry_run:
         _dry_run(config)
         return
-    from bulkgene.run.pipeline import download  # aiohttp is loaded only when a download runs
+    from bulkgene.run.download import download  # aiohttp is loaded only when a download runs
     from bulkgene.run.prepare import spool_files
 
     spools = spool_files(config)  # asked before the run: a FIFO may be gone after it

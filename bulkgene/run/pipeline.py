@@ -73,6 +73,7 @@ class Pipeline:
             maxsize=2 * self.workers)
         self.memory = ByteBudget(config.output.memory_budget_bytes)
         self._bytes_per_id = float(_FIRST_GUESS_BYTES_PER_ID)
+        self._bytes_per_id_seen = False  # the first answer replaces the guess outright
         self.stopping = asyncio.Event()
         self.interrupted = False
         self.fatal: BulkgeneError | None = None
@@ -159,8 +160,9 @@ class Pipeline:
         held = result_bytes(result)
         self.memory.resize(expected, held)
         if isinstance(result, BatchOutcome):
-            self._bytes_per_id += _LEARNING_WEIGHT * (
-                held / len(batch.gene_ids) - self._bytes_per_id)
+            weight = _LEARNING_WEIGHT if self._bytes_per_id_seen else 1.0
+            self._bytes_per_id += weight * (held / len(batch.gene_ids) - self._bytes_per_id)
+            self._bytes_per_id_seen = True
         await self.results.put((result, held))
 
     async def _write(self) -> None:

@@ -160,9 +160,10 @@ class Pipeline:
         held = result_bytes(result)
         self.memory.resize(expected, held)
         if isinstance(result, BatchOutcome):
-            weight = _LEARNING_WEIGHT if self._bytes_per_id_seen else 1.0
+            # a batch of only missing IDs says little about the next: it can't replace the guess
+            weight = _LEARNING_WEIGHT if self._bytes_per_id_seen or not held else 1.0
             self._bytes_per_id += weight * (held / len(batch.gene_ids) - self._bytes_per_id)
-            self._bytes_per_id_seen = True
+            self._bytes_per_id_seen = self._bytes_per_id_seen or held > 0
         await self.results.put((result, held))
 
     async def _write(self) -> None:

@@ -28,6 +28,7 @@ KEYED_REQUESTS_PER_SECOND = 10.0
 # a COMPLETE page of 1000 reports is ~5 MB; 128 MiB leaves room for genes with huge
 # annotations while a hostile body can't take the machine's memory
 DEFAULT_MAX_RESPONSE_BYTES = 128 << 20
+MIN_API_KEY_CHARS = 8  # NCBI's keys have 36
 # fetched results held before the writer has them on disk: 80 MiB keeps 16 POST batches in
 # flight at full rate (64 cost 8 % of genes/s) and a stalled writer's run under 150 MB
 DEFAULT_MEMORY_BUDGET_BYTES = 80 << 20
@@ -246,6 +247,13 @@ class NetworkSpec:
                 char.isprintable() and not char.isspace() for char in self.api_key.reveal()):
             raise ConfigError("the API key holds spaces, line breaks or control characters: "
                               "an NCBI key is one word (check NCBI_API_KEY or the key file)")
+        if self.api_key is not None and len(self.api_key.reveal()) < MIN_API_KEY_CHARS:
+            # an echo of the key is masked in every answer and message: a one-letter "key"
+            # would be masked inside the data itself
+            raise ConfigError(
+                f"the API key is {len(self.api_key.reveal())} characters long, too short to be "
+                "an NCBI key (those have 36): check NCBI_API_KEY or the key file, or run "
+                "without a key (5 requests/s)")
         if self.max_response_bytes < 1 << 20:
             raise ConfigError("the response size cap must be at least 1 MiB")
 

@@ -74,7 +74,7 @@ def test_the_default_ceiling_is_the_keys_whole_budget_for_leases_to_share(tmp_pa
 
     # not budget / task count: live leases divide it among the processes that really run
     assert rate(task=TaskSpec(0, 4)) == 5
-    assert rate(task=TaskSpec(1, 4), api_key=Secret("k")) == 10
+    assert rate(task=TaskSpec(1, 4), api_key=Secret("hpc-test-key")) == 10
     assert rate(task=TaskSpec(1, 4), requests_per_second=7.0) == 7.0
 
 

@@ -106,9 +106,9 @@ def test_other_compressions_are_named_not_read_as_junk(emulator: EmulatorThread,
 
 def test_api_key_file_bom_and_newline_are_not_part_of_the_key(make_emulator: EmulatorFactory,
                                                               tmp_path: Path) -> None:
-    emulator = make_emulator(valid_keys=frozenset({"k3y"}))
+    emulator = make_emulator(valid_keys=frozenset({"k3y-0123456789"}))
     key_file = tmp_path / "key"
-    key_file.write_bytes(b"\xef\xbb\xbf  k3y \r\n")
+    key_file.write_bytes(b"\xef\xbb\xbf  k3y-0123456789 \r\n")
     source = tmp_path / "ids.txt"
     source.write_text("7157\n")
     result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--api-key-file",
@@ -126,6 +126,15 @@ def test_an_empty_api_key_file_is_a_clear_error(tmp_path: Path, content: bytes) 
                      str(key_file))
     assert result.returncode == 2
     assert b"is empty" in result.stderr and b"API key" in result.stderr
+
+
+def test_a_key_too_short_to_be_ncbis_is_a_usage_error_not_masked_into_the_data(
+        tmp_path: Path) -> None:
+    """Echoes of the key are masked in answers: a one-letter key would be masked inside them."""
+    result = invoke_cli("fetch", "ids.txt", "--out", str(tmp_path / "out"),
+                        env={**os.environ, "NCBI_API_KEY": "e"})
+    assert result.returncode == 2 and not (tmp_path / "out").exists()
+    assert b"too short to be an NCBI key" in result.stderr and b"NCBI_API_KEY" in result.stderr
 
 
 @pytest.mark.parametrize("inputs", [["missing.txt"], ["-", "-"]])

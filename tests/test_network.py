@@ -206,7 +206,7 @@ def test_no_burst_in_the_first_second(make_emulator: EmulatorFactory, tmp_path: 
     emulator: EmulatorThread = make_emulator(rate_limit=True)
     source = write_ids(tmp_path / "ids.txt", range(1, 401))
     result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--batch-size", "20",
-                        env=cli_env(emulator.base_url, NCBI_API_KEY="k"))
+                        env=cli_env(emulator.base_url, NCBI_API_KEY="first-second-key"))
     assert result.returncode == 0, result.stderr.decode()
     arrivals = served(emulator.state.arrivals())
     assert all(a.status == 200 for a in arrivals), "nothing may be throttled at the ceiling"

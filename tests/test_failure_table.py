@@ -615,6 +615,21 @@ def test_a_host_never_reached_is_a_setup_problem_after_unreachable_s() -> None:
     assert [round(t - started[0], 3) for t in started] == [0.0, 1.0, 3.0, 7.0, 15.0]
 
 
+def test_an_unreachable_host_stops_at_its_deadline_not_a_backoff_later() -> None:
+    refused = aiohttp.ClientConnectorError(_KEY, ConnectionRefusedError(111, "Refused"))
+    session, transport = _via_attempt(*[refused] * 20)
+    started: list[float] = []
+
+    async def timed(*args: Any, **kwargs: Any) -> Reply:
+        started.append(asyncio.get_running_loop().time())
+        return await transport(*args, **kwargs)
+
+    with pytest.raises(FatalHTTPError, match=r"cannot reach ncbi\.test"):
+        fetch(timed, session=session, retry=RetryPolicy(max_attempts=20, unreachable_s=10.0))
+    # 1 + 2 + 4 s of backoff, then not 8 s more but the rest up to the 10 s deadline
+    assert [round(t - started[0], 2) for t in started] == [0.0, 1.0, 3.0, 7.0, 10.01]
+
+
 def test_a_certificate_that_cant_be_verified_stops_the_run_at_once() -> None:
     bad_certificate = aiohttp.ClientConnectorCertificateError(
         _KEY, ssl.SSLCertVerificationError(1, "self-signed certificate"))

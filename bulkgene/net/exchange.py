@@ -187,6 +187,12 @@ class Exchanger:
                 raise GaveUp(f"gave up after {attempt_number} attempts; last: {reason}")
             self.stats.retries += 1
             delay = backoff_s(network.retry, attempt_number, retry_after, self.rng)
+            if unreachable is not None and not self._ever_succeeded and (
+                    self._first_failure_at is not None):
+                # try again right at the deadline, so an unreachable host stops the run
+                # then and not a backoff later
+                deadline = self._first_failure_at + network.retry.unreachable_s + 0.01
+                delay = min(delay, max(0.0, deadline - asyncio.get_running_loop().time()))
             log.debug("retrying in %.1f s (attempt %d of %d): %s", delay, attempt_number + 1,
                       max_attempts, reason)
             await asyncio.sleep(delay)

@@ -113,6 +113,24 @@ async def test_an_unreachable_host_stops_the_run_naming_it(tmp_path: Path) -> No
     assert caught.value.summary is not None and caught.value.summary.found == 0
 
 
+async def test_a_directory_that_never_got_an_answer_may_be_taken_over_by_another_server(
+        emulator: EmulatorThread, tmp_path: Path) -> None:
+    """The README's first command run offline leaves a directory bound to nothing at all."""
+    source = write_ids(tmp_path / "ids.txt", range(1, 41))
+    out = tmp_path / "out"
+    with pytest.raises(FatalHTTPError, match="cannot reach"):
+        await bulkgene.download(make_config(
+            [str(source)], out, base_url="http://localhost:9/datasets/v2",
+            retry=RetryPolicy(max_attempts=1000, backoff_base_s=0.01, backoff_cap_s=0.05,
+                              unreachable_s=0.3),
+            requests_per_second=100.0, progress_interval_s=0))
+    summary = await bulkgene.download(make_config([str(source)], out, base_url=emulator.base_url,
+                                                  requests_per_second=200.0,
+                                                  progress_interval_s=0))
+    assert summary.exit_code == 0 and summary.complete
+    assert invoke_cli("verify", str(out)).returncode == 0
+
+
 async def test_a_setting_the_server_refuses_everywhere_stops_the_run(emulator: EmulatorThread,
                                                                      tmp_path: Path) -> None:
     source = write_ids(tmp_path / "ids.txt", range(1, 101))

@@ -10,6 +10,7 @@ nothing behind: no spool, no temporary file, no directory this run created.
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import shutil
 import stat
@@ -17,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -33,6 +35,8 @@ from bulkgene.run import checkpoint as ckpt
 from bulkgene.run.checkpoint import Checkpoint
 from bulkgene.run.lock import RunLock, acquire_waiting
 
+log = logging.getLogger("bulkgene")
+
 
 @dataclass
 class PreparedRun:
@@ -43,6 +47,15 @@ class PreparedRun:
     store: OutputStore
     resumed: bool
     lock: RunLock
+
+
+def _only_the_server_changed_on_nothing(existing: Checkpoint, params: dict[str, Any]) -> bool:
+    """A first run against a wrong or unreachable server left a directory with no answer in
+    it: another server may take it over (with data in it, the server is its identity)."""
+    changed = {name for name in set(params) | set(existing.params)
+               if existing.params.get(name) != params.get(name)}
+    return (changed == {"server"} and existing.committed_batches == 0 and not existing.failed
+            and not any(existing.file_lengths.values()))
 
 
 def _refuse_orphan_data(out_dir: Path) -> None:
@@ -272,6 +285,11 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path]) 
         digests = [entry["digest"] for entry in inputs]
         fingerprint = ckpt.fingerprint(params, digests)
         existing = ckpt.load(out_dir)
+        if existing is not None and _only_the_server_changed_on_nothing(existing, params):
+            log.info("the run in %s never got an answer from %s (nothing committed): "
+                     "starting it afresh against %s", out_dir, existing.params.get("server"),
+                     params["server"])
+            existing = None
         if existing is not None:
             ckpt.check_compatible(existing, params, inputs, fingerprint)
             state = existing

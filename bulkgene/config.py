@@ -131,6 +131,14 @@ class ApiQuery:
         if tsv_only and self.format != "tsv":
             raise ConfigError(f"{', '.join(tsv_only)} only apply to TSV answers, as the API "
                               "defines them: add --format tsv, or leave them out")
+        if self.format == "tsv" and "gene-id" not in self.table_fields:
+            # without it no row says which GeneID it answers: found, missing and replaced
+            # can't be told apart, so neither a resume nor verify could be trusted
+            raise ConfigError(
+                "--format tsv needs the gene-id column so that bulkgene can tell which GeneIDs "
+                "were answered (found, missing, exactly once): add --table-field gene-id to "
+                "the --table-field columns you want (e.g. --table-field gene-id --table-field "
+                "symbol), and drop it afterwards with `cut -f2-` if unwanted")
         if self.endpoint == "gene-id-report" and (unsupported := self.unsupported_by(
                 "gene-id-report")):
             raise ConfigError(

@@ -184,24 +184,18 @@ def test_tsv_has_its_header_once_at_the_top_of_every_shard(emulator: EmulatorThr
     assert invoke_cli("verify", str(out)).returncode == 0
 
 
-def test_tsv_without_a_gene_id_column_says_accounting_is_unverified(emulator: EmulatorThread,
-                                                                    tmp_path: Path) -> None:
+@pytest.mark.parametrize("fields", [(), ("--table-field", "symbol")])
+def test_tsv_without_a_gene_id_column_is_refused_before_anything_is_sent(
+        emulator: EmulatorThread, tmp_path: Path, fields: tuple[str, ...]) -> None:
+    """Without the column no row says which GeneID it answers: the run could only end in a
+    'done' that nobody can check (it did, with found 0, missing 0, and verify ok)."""
     source = write_ids(tmp_path / "ids.txt", range(1, 101))
     out = tmp_path / "out"
-    result = invoke_cli("fetch", str(source), "--out", str(out), "--format", "tsv",
-                        "--table-field", "symbol", "--compress", "gzip",
+    result = invoke_cli("fetch", str(source), "--out", str(out), "--format", "tsv", *fields,
                         env=cli_env(emulator.base_url))
-    assert result.returncode == 0, result.stderr.decode()
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["unverified"] == 100 and summary["found"] == 0 and summary["missing"] == 0
-    assert b"unverified 100 (TSV without a gene-id column)" in result.stderr
-    headers, rows = _tsv_rows(out)
-    assert headers == [b"Symbol"] and len(rows) == summary["records"] > 90
-    text = subprocess.run(["zcat", str(next(out.glob("*.tsv.gz")))], capture_output=True,
-                          check=True).stdout
-    assert text.count(b"Symbol\n") == 1
-    verified = invoke_cli("verify", str(out))
-    assert verified.returncode == 0, verified.stderr.decode()
+    assert result.returncode == 2, result.stderr.decode()
+    assert b"--table-field gene-id" in result.stderr
+    assert not out.exists() and not served(emulator.state.arrivals())
 
 
 def test_tsv_only_options_need_the_tsv_format(tmp_path: Path) -> None:

@@ -13,12 +13,16 @@ from helpers import (
     cli_command,
     cli_env,
     invoke_cli,
+    make_config,
     served,
     wait_for_commits,
     write_ids,
 )
 
 from bulkgene.budget.record import LEASE_SUFFIX
+from bulkgene.config import Secret
+from bulkgene.run.sharing import budget_directory, lease_directories
+from bulkgene.run.split import TaskSpec
 from bulkgene.testing.windows import max_in_window
 
 KEY = "sharing-test-key"
@@ -102,3 +106,35 @@ def test_status_shows_who_shares_the_budget(make_emulator: EmulatorFactory,
     finally:
         run.send_signal(signal.SIGKILL)
         run.wait(timeout=30)
+
+
+def test_an_array_task_also_leases_the_per_user_budget_that_a_plain_fetch_uses(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BULKGENE_BUDGET_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    plain = make_config(["ids.txt"], tmp_path / "plain", api_key=Secret("sharing-test-key"))
+    task = make_config(["ids.txt"], tmp_path / "array", api_key=Secret("sharing-test-key"),
+                       task=TaskSpec(0, 2))
+    assert lease_directories(plain) == [budget_directory(plain)]
+    own, per_user = lease_directories(task)
+    assert own.is_relative_to(tmp_path / "array") and per_user == budget_directory(plain)
+    chosen = make_config(["ids.txt"], tmp_path / "array", task=TaskSpec(0, 2),
+                         budget_dir=tmp_path / "shared")
+    assert lease_directories(chosen) == [budget_directory(chosen)]  # where the user said
+
+
+@pytest.mark.slow
+def test_a_split_array_task_and_a_plain_fetch_on_one_key_share_its_budget(
+        make_emulator: EmulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BULKGENE_BUDGET_DIR")
+    emulator = make_emulator(rate_limit=True, latency_s=0.05)
+    env = cli_env(emulator.base_url, NCBI_API_KEY=KEY, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    array = subprocess.Popen(cli_command(
+        "fetch", str(write_ids(tmp_path / "a.txt", range(1, 601))), "--out", str(tmp_path / "a"),
+        "--task-index", "0", "--task-count", "2", "--batch-size", "10", "--no-progress"),
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    plain = _start(write_ids(tmp_path / "b.txt", range(100_001, 100_301)), tmp_path / "b", env)
+    assert array.wait(timeout=120) == 0 and plain.wait(timeout=120) == 0
+    arrivals = served(emulator.state.arrivals())
+    assert not [a for a in arrivals if a.status == 429], "together within the key's budget"
+    assert max_in_window([a.t for a in arrivals]) <= 10

@@ -139,8 +139,8 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
                 for early in early_signals:
                     run.on_signal(early)
             try:
-                async with shared_budget(config, limiter) as lease:
-                    run.lease = lease
+                async with shared_budget(config, limiter) as leases:
+                    run.leases = leases
                     await run.run()
             finally:
                 if handle_signals:

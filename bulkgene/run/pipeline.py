@@ -83,7 +83,7 @@ class Pipeline:
         self._committed_stats = NetStats()
         self.results_done = asyncio.Event()
         self.write_failed = False
-        self.lease: BudgetLease | None = None
+        self.leases: list[BudgetLease] = []
         self._started = time.monotonic()
         self._done_at_start = prepared.checkpoint.ids_done
 
@@ -233,8 +233,9 @@ class Pipeline:
 
     async def _report_rate(self) -> None:
         """Publish the pacer's rate in the budget lease, for `bulkgene status`."""
-        while self.lease is not None:
-            self.lease.report_rate(self.client.limiter.rate)
+        while self.leases:
+            for lease in self.leases:
+                lease.report_rate(self.client.limiter.rate)
             await asyncio.sleep(1.0)
 
     async def _report(self) -> None:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -76,20 +76,44 @@ def key_budget_rps(config: DownloadConfig) -> float:
     return KEYED_REQUESTS_PER_SECOND if config.network.api_key else ANONYMOUS_REQUESTS_PER_SECOND
 
 
+def lease_directories(config: DownloadConfig) -> list[Path]:
+    """Every budget directory this run takes a lease in: its own, and for an array task the
+    per-user one too, so that a plain fetch on the same key (which knows only that one)
+    counts the array's tasks and they count it."""
+    own = budget_directory(config)
+    if (config.task.count > 1 and config.network.budget_dir is None
+            and not os.environ.get(BUDGET_DIR_ENV)):
+        key = config.network.api_key.reveal() if config.network.api_key else None
+        per_user = budget_path(key, default_budget_root() / _server_tag(config.network.base_url))
+        if per_user != own:
+            return [own, per_user]
+    return [own]
+
+
 @contextlib.asynccontextmanager
 async def shared_budget(config: DownloadConfig, limiter: AdaptiveRateLimiter
-                        ) -> AsyncIterator[BudgetLease | None]:
-    """Hold a lease on the key's budget while the body runs (none with an explicit --rate)."""
+                        ) -> AsyncIterator[list[BudgetLease]]:
+    """Hold leases on the key's budget while the body runs (none with an explicit --rate);
+    the pacer runs at the smallest share any of them gives."""
     if config.network.requests_per_second is not None:
-        yield None
+        yield []
         return
     total = key_budget_rps(config)
-    directory = budget_directory(config)
-    limiter.set_share(0.0, total)  # nothing leaves until the lease is admitted
-    lease = BudgetLease(directory, total, out_dir=str(config.work_dir.resolve()),
-                        on_share=lambda share: _apply_share(limiter, share, total))
-    async with lease:
-        yield lease
+    limiter.set_share(0.0, total)  # nothing leaves until every lease is admitted
+    directories = lease_directories(config)
+    shares = dict.fromkeys(range(len(directories)), 0.0)
+
+    def share_setter(which: int) -> Callable[[float], None]:
+        def on_share(share: float) -> None:
+            shares[which] = share
+            _apply_share(limiter, min(shares.values()), total)
+        return on_share
+
+    async with contextlib.AsyncExitStack() as stack:
+        leases = [await stack.enter_async_context(BudgetLease(
+            directory, total, out_dir=str(config.work_dir.resolve()),
+            on_share=share_setter(which))) for which, directory in enumerate(directories)]
+        yield leases
 
 
 def _apply_share(limiter: AdaptiveRateLimiter, share_rps: float, total_rps: float) -> None:
@@ -110,7 +134,15 @@ def leases_sharing_with(out_dir: Path) -> list[LeaseView]:
             leases = [view for view in list_leases(directory) if view.alive]
             if any(_under(view.record.out_dir, target) for view in leases):
                 found.extend(leases)
-    return found
+    # an array task holds a lease in two budgets (its own and the per-user one): show it once
+    seen: set[tuple[str, int, str]] = set()
+    unique = []
+    for view in found:
+        owner = (view.record.host, view.record.pid, view.record.out_dir)
+        if owner not in seen:
+            seen.add(owner)
+            unique.append(view)
+    return unique
 
 
 def _under(path: str, directory: str) -> bool:

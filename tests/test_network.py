@@ -389,7 +389,7 @@ def test_a_key_over_plain_http_to_another_host_is_warned_about(
                 ["x"], tmp_path, base_url=base_url, api_key=Secret(key) if key else None))
         return "unencrypted" in caplog.text
 
-    assert warned("http://genes.example.org/datasets/v2", "k")
-    assert not warned("https://genes.example.org/datasets/v2", "k")
-    assert not warned("http://127.0.0.1:8765/datasets/v2", "k")
+    assert warned("http://genes.example.org/datasets/v2", "plain-http-key")
+    assert not warned("https://genes.example.org/datasets/v2", "plain-http-key")
+    assert not warned("http://127.0.0.1:8765/datasets/v2", "plain-http-key")
     assert not warned("http://genes.example.org/datasets/v2", None)

@@ -13,9 +13,11 @@ def process_alive(pid: int, *, bulkgene_only: bool = False) -> bool:
     """
     if pid == os.getpid():
         return True
+    if not 0 < pid < 1 << 31:  # read from a file others can write: no pid can be that
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError, ValueError):
         return False
     except PermissionError:
         return True

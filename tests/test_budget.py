@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from bulkgene.budget import (
     list_leases,
 )
 from bulkgene.errors import ConfigError
+from bulkgene.processes import process_alive
 
 KEY = "0123456789abcdef0123456789abcdef0123"
 
@@ -386,3 +388,21 @@ def test_files_in_a_shared_budget_directory_are_not_trusted(tmp_path: Path) -> N
     (tmp_path / f"huge{LEASE_SUFFIX}").write_bytes(b" " * 100_000)
     (tmp_path / f"junk{LEASE_SUFFIX}").write_bytes(b"\\xff not a lease")
     assert list_leases(tmp_path) == []
+
+
+@pytest.mark.parametrize("pid", [1 << 40, -5, 0, 1 << 31])
+def test_a_lease_naming_an_impossible_pid_of_this_host_is_dead_at_once(
+        tmp_path: Path, pid: int) -> None:
+    """os.kill(2**40, 0) raises OverflowError: the heartbeat failed forever, no request left."""
+    record = LeaseRecord("feedfacefeedface", socket.gethostname(), pid, "/elsewhere", 0.0, 0.0,
+                         1, "active", 10.0, 10.0, 10.0)
+    (tmp_path / "feedfacefeedface.lease").write_bytes(msgspec.json.encode(record))
+    assert not process_alive(pid)
+    clock = FakeClock()
+    lease = make_lease(tmp_path, clock)
+    lease.open()
+    shares = []
+    for _ in range(6):
+        shares.append(lease.step())
+        clock.now += 0.5
+    assert shares[-1] == 10.0  # alone, long before a live peer could have been declared dead

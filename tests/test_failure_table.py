@@ -30,7 +30,7 @@ from aiohttp.client_reqrep import ConnectionKey
 from helpers import make_config
 
 from bulkgene.config import RetryPolicy, Secret
-from bulkgene.errors import AuthError, FatalHTTPError, OutageError
+from bulkgene.errors import AuthError, BulkgeneError, FatalHTTPError, OutageError
 from bulkgene.model import Batch, BatchFailure, BatchOutcome, BatchResult
 from bulkgene.net.attempt import AttemptFailed, Reply, attempt
 from bulkgene.net.client import PROBE_GENE_ID, REJECTED_BY_SERVER, GeneClient, Transport
@@ -324,6 +324,24 @@ def test_401_stops_the_run_naming_the_key_and_never_showing_it() -> None:
     assert "rejected the API key" in message and "NCBI_API_KEY" in message
     assert "server request id PHID42" in message and key not in message
     assert len(transport.asked) == 1
+
+
+@pytest.mark.parametrize("code", [400, 401, 404])
+def test_a_key_echoed_json_escaped_never_reaches_a_message(code: int,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """Masking the raw bytes misses ``\\u0053\\u0045...``; decoding turns it back into the key."""
+    key = "SECRETKEY0123456789abcdef"
+    escaped = "".join(f"\\u{ord(char):04x}" for char in key)
+    body = b'{"error": "bad", "code": %d, "message": "bad key %s"}' % (code, escaped.encode())
+    transport = ScriptedTransport(then=lambda _: Reply(code, {}, body))
+    with caplog.at_level(logging.DEBUG, "bulkgene"):
+        try:
+            result: object = fetch(transport, api_key=Secret(key),
+                                   retry=RetryPolicy(max_attempts=2))
+        except BulkgeneError as exc:
+            result = exc
+    assert key not in str(result) and key not in caplog.text
+    assert "***" in str(result) + caplog.text
 
 
 def test_403_stops_the_run_with_what_to_do() -> None:

@@ -150,9 +150,10 @@ class Exchanger:
                     try:
                         result = read(reply)
                     except InvalidPage as exc:
-                        reason = f"invalid page: {exc}"
+                        reason = self._masked(f"invalid page: {exc}")
                     except _UNTRUSTED_BODY_ERRORS as exc:  # whatever a body holds, no crash
-                        reason = f"invalid page: {type(exc).__name__}: {str(exc)[:100]}"
+                        reason = self._masked(
+                            f"invalid page: {type(exc).__name__}: {str(exc)[:100]}")
                     else:
                         self._succeeded()
                         return result
@@ -170,7 +171,7 @@ class Exchanger:
                                                     network.retry.retry_after_cap_s)
                     reason = f"HTTP {reply.status}"
                 elif action in (Action.NOT_FOUND, Action.GONE):
-                    message = server_message(reply.body)
+                    message = self._masked(server_message(reply.body))
                     not_found += 1
                     retired = action is Action.GONE or "retired" in message.lower()
                     if retired or not_found >= NOT_FOUND_ATTEMPTS:
@@ -197,6 +198,12 @@ class Exchanger:
                       max_attempts, reason)
             await asyncio.sleep(delay)
 
+    def _masked(self, text: str) -> str:
+        """``text`` decoded from an answer, with our API key masked: a server may echo it
+        JSON-escaped (``\\u0053...``), which only decoding turns back into the key."""
+        key = self.config.network.api_key
+        return text.replace(key.reveal(), "***") if key is not None else text
+
     def _without_key(self, reply: Reply) -> Reply:
         """The answer with any echo of our API key masked: a server that repeats it back
         (in an error message, or inside a report) must not get it into a log or a file."""
@@ -212,7 +219,7 @@ class Exchanger:
         return Reply(reply.status, headers, reply.body.replace(secret, b"***"))
 
     def _raise_final(self, action: Action, reply: Reply) -> None:
-        message = server_message(reply.body)
+        message = self._masked(server_message(reply.body))
         request_id = next((reply.headers[h] for h in _REQUEST_ID_HEADERS if h in reply.headers),
                           None)
         suffix = f" (server request id {request_id})" if request_id else ""

@@ -390,6 +390,32 @@ def test_a_probe_answered_without_the_gene_vouches_for_nothing() -> None:
     assert probes == ["gene-id", "gene-id-report", "dataset-report"]
 
 
+def test_a_probe_answered_by_an_html_page_naming_the_gene_vouches_for_nothing() -> None:
+    html = Reply(200, {"Content-Type": "text/html"},
+                 b"<html>No route for /datasets/v2/gene/id/7157</html>")
+    transport = ScriptedTransport(then=lambda asked: status(404, "Your request is invalid.")
+                                  if asked.gene_ids != (PROBE_GENE_ID,) else html)
+    with pytest.raises(FatalHTTPError, match=r"GeneID 7157, which NCBI has, without it"):
+        fetch(transport, (100,))
+
+
+def test_a_server_that_finds_nothing_for_anyone_is_not_a_list_of_missing_genes() -> None:
+    """``{}`` ("nothing found") to everything, TP53 included: an error, never a 'done'."""
+    transport = ScriptedTransport(then=lambda _: Reply(200, {}, b"{}"))
+    with pytest.raises(FatalHTTPError, match=r"finds nothing for a whole batch.*7157"):
+        fetch(transport)
+    assert (PROBE_GENE_ID,) in transport.ids_asked
+
+
+def test_a_batch_of_dead_ids_costs_one_probe_a_minute_not_a_failure() -> None:
+    transport = ScriptedTransport(then=lambda asked: ok(asked.gene_ids)
+                                  if asked.gene_ids == (PROBE_GENE_ID,) else Reply(200, {}, b"{}"))
+    results, _ = fetch_all(transport, (1, 2), (3, 4))
+    assert all(isinstance(r, BatchOutcome) and r.found == 0 and len(r.missing) == 2
+               for r in results)
+    assert transport.ids_asked == [(1, 2), (PROBE_GENE_ID,), (3, 4)]  # vouched for a minute
+
+
 def _tsv(gene_ids: tuple[int, ...]) -> Reply:
     rows = b"".join(b"%d\tsym%d\n" % (g, g) for g in gene_ids)
     return Reply(200, {}, b"NCBI GeneID\tSymbol\n" + rows)

@@ -240,3 +240,23 @@ def test_output_without_a_checkpoint_is_refused_not_overwritten(emulator: Emulat
     refused = invoke_cli(*_fetch(source, out), env=cli_env(emulator.base_url))
     assert refused.returncode == 1 and b"no checkpoint.json" in refused.stderr
     assert (out / "shard-0000.ndjson").read_bytes() == b'{"gene":{"gene_id":"1"}}\n'
+
+
+def test_a_server_that_answers_nothing_found_to_everything_is_an_error_not_a_done(
+        tmp_path: Path) -> None:
+    """200 ``{}`` for every request, TP53 included: the CLI stops with exit 1, and verify
+    does not certify the directory (attacker trial: exit 0, 396 'missing', verify ok)."""
+    from aiohttp import web
+    from hostile import HostileServer
+
+    async def nothing(_request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"{}", content_type="application/json")
+
+    source = write_ids(tmp_path / "ids.txt", [7157, 672, 100])
+    out = tmp_path / "out"
+    with HostileServer(nothing) as server:
+        result = invoke_cli("fetch", str(source), "--out", str(out), "--rate", "100",
+                            env=cli_env(server.base_url))
+    assert result.returncode == 1, result.stderr.decode()
+    assert b"finds nothing for a whole batch" in result.stderr
+    assert invoke_cli("verify", str(out)).returncode != 0

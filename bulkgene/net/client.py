@@ -70,10 +70,14 @@ class GeneClient:
                 tsv = TsvAnswer.merged(batch.gene_ids, await self._gather(
                     parts, lambda ids: isolate(ids, self._guard, self._pages.tsv,
                                                self._refused_tsv, TsvAnswer.merged)))
+                if not tsv.answered:
+                    await self._guard.vouch_for_nothing_found()
                 return self._tsv_outcome(batch, tsv)
             answer = self._merge_json(batch.gene_ids, await self._gather(
                 parts, lambda ids: isolate(ids, self._guard, self._pages.json_chain,
                                            self._refused_json, self._merge_json)))
+            if not answer.answered:
+                await self._guard.vouch_for_nothing_found()
         except GaveUp as exc:
             return BatchFailure(batch, str(exc))
         return BatchOutcome(batch, answer.records, len(answer.answered), answer.missing())

@@ -9,9 +9,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from bulkgene.errors import FatalHTTPError
-from bulkgene.ncbi.pages import BatchAnswer
+from bulkgene.ncbi.pages import BatchAnswer, InvalidPage, parse_ndjson, parse_page
 from bulkgene.ncbi.requests import FALLBACK_ENDPOINTS, page_request
 from bulkgene.ncbi.tsv import TsvAnswer
+from bulkgene.net.attempt import Reply
 from bulkgene.net.exchange import NOT_FOUND_ATTEMPTS, Exchanger, GaveUp, Refused
 
 log = logging.getLogger("bulkgene")
@@ -35,6 +36,11 @@ class EndpointGuard:
     def remember_known_good(self, answered: set[int]) -> None:
         if self.known_good is None and answered:
             self.known_good = min(answered)
+
+    async def vouch_for_nothing_found(self) -> None:
+        """A batch came back with nothing found: fine for a list of dead IDs, but a server
+        that answers ``{}`` to everything says the same. Ask it for a GeneID it must know."""
+        await self.confirm_not_systematic(Refused(200, "nothing found for a whole batch"))
 
     async def confirm_not_systematic(self, refusal: Refused) -> None:
         """Ask for one GeneID the server must know; refusing it too ends the run."""
@@ -66,9 +72,11 @@ class EndpointGuard:
                 self._probe_ok_at = loop.time()
                 return
             if answered_without_it:
+                said = ("finds nothing for a whole batch" if refusal.status == 200 else
+                        f"refuses GeneIDs (HTTP {refusal.status}: {refusal.message})")
                 raise FatalHTTPError(
-                    f"the server refuses GeneIDs (HTTP {refusal.status}: {refusal.message}) and "
-                    f"answers a request for GeneID {probe_id}, which NCBI has, without it: "
+                    f"the server {said} and answers a request for GeneID {probe_id}, which "
+                    "NCBI has, without it: "
                     "--base-url may not point to NCBI Datasets v2 (expected something like "
                     "https://api.ncbi.nlm.nih.gov/datasets/v2); `bulkgene doctor` checks the "
                     "connection step by step.")
@@ -84,11 +92,27 @@ class EndpointGuard:
         return [self.current, *others]
 
     async def _probe(self, endpoint: str, gene_id: int) -> bool:
-        """Whether the endpoint's answer for ``gene_id`` holds it (Refused if it refuses)."""
+        """Whether the endpoint's answer for ``gene_id`` is a valid page holding it
+        (Refused if it refuses)."""
         request = page_request(self._query, endpoint, (gene_id,), None)
-        mention = re.compile(rb"(?<![0-9])%d(?![0-9])" % gene_id)
-        return await self._exchanger.exchange(request, NOT_FOUND_ATTEMPTS,
-                                              lambda reply: bool(mention.search(reply.body)))
+        return await self._exchanger.exchange(
+            request, NOT_FOUND_ATTEMPTS, lambda reply: _holds(reply, gene_id, self._query.format))
+
+
+def _holds(reply: Reply, gene_id: int, answer_format: str) -> bool:
+    """Whether ``reply`` is a valid answer that holds ``gene_id`` (any 200 won't do: an HTML
+    page or ``{}`` that merely mentions the number vouches for nothing)."""
+    if reply.body.lstrip()[:1] == b"<":
+        return False
+    if answer_format == "tsv":  # the rows are checked against the request by the chain
+        return re.search(rb"(?m)(?:^|\t)%d(?:\t|$)" % gene_id, reply.body) is not None
+    try:
+        page = parse_ndjson(reply.body) if answer_format == "ndjson" else parse_page(reply.body)
+        answer = BatchAnswer((gene_id,))
+        answer.add(page)
+    except InvalidPage:
+        return False
+    return gene_id in answer.answered
 
 
 async def isolate(gene_ids: tuple[int, ...], guard: EndpointGuard,

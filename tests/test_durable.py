@@ -147,3 +147,27 @@ def test_a_plan_garbled_to_the_same_size_is_a_clear_error(emulator: EmulatorThre
     plan_ids.write_bytes(bytes(data))
     code, stderr = _fetch(emulator, source, out)
     assert code == 1 and "checksum" in stderr and "plan.ids" in stderr, stderr
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", ["checkpoint.json", "plan.json", "missing.tsv",
+                                  "shard-0000.ndjson", "summary.json", "bulkgene.lock"])
+def test_a_fifo_planted_in_a_finished_directory_is_an_error_for_every_command_not_a_hang(
+        emulator: EmulatorThread, tmp_path: Path, name: str) -> None:
+    """Reads of checkpoint.json, plan.json, reports and the lock blocked on a FIFO forever
+    (fetch then even ignored SIGTERM); every read of the directory is now regular-file-only."""
+    out = tmp_path / "out"
+    fetch = ("fetch", str(write_ids(tmp_path / "ids.txt", range(1, 41))), "--out", str(out),
+             "--rate", "1000")
+    assert invoke_cli(*fetch, env=cli_env(emulator.base_url)).returncode == 0
+    (out / name).unlink(missing_ok=True)
+    os.mkfifo(out / name)
+    for command in (("verify", str(out)), ("status", str(out)), fetch):
+        result = invoke_cli(*command, env=cli_env(emulator.base_url))
+        if command[0] == "status" and name in ("missing.tsv", "shard-0000.ndjson"):
+            continue  # status doesn't read these
+        if command[0] == "fetch" and name == "summary.json":
+            assert result.returncode == 0  # never read, only replaced (rename over it)
+            continue
+        assert result.returncode != 0, (command, name)
+        assert b"Traceback" not in result.stderr

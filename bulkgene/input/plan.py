@@ -120,7 +120,7 @@ def _build(directory: Path, paths: tuple[str, ...], names: tuple[str, ...],
 def load(directory: Path, digests: list[str]) -> IdPlan | None:
     """The plan in ``directory`` if it was made from inputs with these digests, else None."""
     try:
-        header = orjson.loads((directory / PLAN_JSON).read_bytes())
+        header = orjson.loads(durable.read_bytes(directory / PLAN_JSON))
         if header.get("format") != _FORMAT or header.get("digests") != digests:
             return None
         counts = InputCounts(int(header["requested"]), int(header["duplicates"]),

@@ -61,6 +61,12 @@ def open_read(path: Path) -> BinaryIO:
     return os.fdopen(open_fd(path, os.O_RDONLY), "rb")
 
 
+def read_bytes(path: Path) -> bytes:
+    """The whole of an output-directory file: a FIFO or a link there is an error, never a hang."""
+    with open_read(path) as handle:
+        return handle.read()
+
+
 def open_append(path: Path) -> BinaryIO:
     """An output-directory file for appending, created if absent; positioned at its end."""
     handle = os.fdopen(open_fd(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")

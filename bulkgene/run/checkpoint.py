@@ -181,7 +181,7 @@ def load(out_dir: Path) -> Checkpoint | None:
     """The directory's checkpoint, None if there is none; CorruptCheckpoint if unreadable."""
     path = out_dir / CHECKPOINT_NAME
     try:
-        raw = path.read_bytes()
+        raw = durable.read_bytes(path)
     except FileNotFoundError:
         return None
     return Checkpoint.from_bytes(raw, path)

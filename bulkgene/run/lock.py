@@ -23,6 +23,7 @@ import logging
 import os
 import secrets
 import socket
+import stat
 import time
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def parse_lock(raw: bytes) -> dict[str, object] | None:
 
 def read_lock(directory: Path) -> dict[str, object] | None:
     try:
-        raw = (directory / LOCK_NAME).read_bytes()
+        raw = durable.read_bytes(directory / LOCK_NAME)
     except OSError:
         return None
     return parse_lock(raw)
@@ -145,12 +146,12 @@ class RunLock:
     def _break_if_stale(self, token: str) -> None:
         """Return when the lock file is gone (removed here if stale); raise if it is held."""
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
             return
         except PermissionError:  # someone else's file: readable is enough to judge it
             try:
-                fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
             except FileNotFoundError:
                 return
         except OSError as exc:
@@ -159,6 +160,10 @@ class RunLock:
                                  "it and run again") from None
             raise
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO there would hang the read
+                raise StateError(f"{self.path} is not a regular file, so not a bulkgene lock; "
+                                 "remove it and run again")
+            os.set_blocking(fd, True)
             raw = _read_fd(fd)
             holder = parse_lock(raw)
             if holder is None:

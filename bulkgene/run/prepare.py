@@ -176,7 +176,7 @@ def _refuse_mixed_runs(config: DownloadConfig) -> None:
 def _refuse_another_list(directory: Path, plan_key: list[str]) -> None:
     """An array's tasks share DIR's plan: a task given another input list is refused."""
     try:
-        header = orjson.loads((directory / layout.PLAN_JSON).read_bytes())
+        header = orjson.loads(durable.read_bytes(directory / layout.PLAN_JSON))
     except (OSError, orjson.JSONDecodeError):
         return
     if isinstance(header, dict) and header.get("digests") not in (None, plan_key):

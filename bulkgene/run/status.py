@@ -12,6 +12,7 @@ import orjson
 
 from bulkgene.budget import LeaseView
 from bulkgene.errors import StateError
+from bulkgene.output import durable
 from bulkgene.output.layout import (
     CHECKPOINT_NAME,
     LOCK_NAME,
@@ -61,7 +62,7 @@ def _plan_requested(directory: Path) -> int | None:
     for place in (directory, directory.parent):
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError,
                                  orjson.JSONDecodeError):
-            return int(orjson.loads((place / PLAN_JSON).read_bytes())["requested"])
+            return int(orjson.loads(durable.read_bytes(place / PLAN_JSON))["requested"])
     return None
 
 
@@ -85,7 +86,7 @@ def task_status(directory: Path) -> TaskStatus:
         raise StateError(f"{directory} has no checkpoint.json: nothing has been committed there")
     summary: dict[str, Any] = {}
     with contextlib.suppress(OSError, orjson.JSONDecodeError):
-        summary = orjson.loads((directory / SUMMARY_NAME).read_bytes())
+        summary = orjson.loads(durable.read_bytes(directory / SUMMARY_NAME))
     task = TaskSpec(int(state.params.get("task_index", 0)), int(state.params.get("task_count", 1)))
     plan_ids = _plan_requested(directory)
     batch_size = int(state.params.get("batch_size", 1000))

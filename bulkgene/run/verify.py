@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import io
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import msgspec
 import orjson
@@ -22,6 +22,7 @@ from bulkgene.errors import CorruptCheckpoint, StateError
 from bulkgene.input import plan as idplan
 from bulkgene.input.idset import MAX_GENE_ID, IdBitmap
 from bulkgene.ncbi.tsv import GENE_ID_FIELD, GENE_ID_HEADER
+from bulkgene.output import durable
 from bulkgene.output.layout import MISSING_NAME, REPLACED_NAME, SUMMARY_NAME, is_shard_name
 from bulkgene.run import checkpoint as ckpt
 from bulkgene.run.split import task_directories
@@ -98,7 +99,7 @@ def verify(out_dir: Path) -> Verdict:
         verdict.tasks += 1
         try:
             state = ckpt.load(directory)
-        except CorruptCheckpoint as exc:
+        except (CorruptCheckpoint, StateError) as exc:
             verdict.problems.append(str(exc))
             continue
         if state is None:
@@ -119,10 +120,15 @@ def verify(out_dir: Path) -> Verdict:
             try:
                 task_records += (_check_tsv_shard(shard, tsv, seen, verdict) if tsv
                                  else _check_shard(shard, gene_only, seen, verdict, allowed))
+            except StateError as exc:  # not a regular file (a FIFO would hang the read)
+                verdict.problems.append(str(exc))
             except (OSError, EOFError) as exc:  # a damaged gzip member
                 verdict.problems.append(f"{shard}: can't be read to the end ({exc})")
         verdict.records += task_records
-        _check_accounting(directory, state, task_records, verdict)
+        try:
+            _check_accounting(directory, state, task_records, verdict)
+        except StateError as exc:  # a report or summary.json that is not a regular file
+            verdict.problems.append(str(exc))
     if verdict.duplicates > _MAX_PROBLEMS_PER_KIND:
         verdict.problems.append(f"... {verdict.duplicates} duplicate GeneIDs in all")
     try:  # complete: every requested ID found or missing with a reason, in every task
@@ -133,11 +139,15 @@ def verify(out_dir: Path) -> Verdict:
     return verdict
 
 
-def _open_shard(shard: Path) -> gzip.GzipFile | io.BufferedReader:
-    """A shard for reading, gunzipped if need be (the caller closes it)."""
-    if shard.name.endswith(".gz"):
-        return gzip.open(shard, "rb")
-    return open(shard, "rb")
+@contextlib.contextmanager
+def _open_shard(shard: Path) -> Iterator[BinaryIO]:
+    """A shard for reading, gunzipped if need be; a FIFO or a link there is an error."""
+    with durable.open_read(shard) as raw:
+        if not shard.name.endswith(".gz"):
+            yield raw
+            return
+        with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+            yield cast(BinaryIO, unzipped)
 
 
 def _genes_asked_for(directory: Path, state: ckpt.Checkpoint) -> Callable[[int], bool] | None:
@@ -157,8 +167,8 @@ def _genes_asked_for(directory: Path, state: ckpt.Checkpoint) -> Callable[[int],
     if plan is None:
         return None
     targets: set[int] = set()
-    with contextlib.suppress(OSError, ValueError, IndexError), \
-            open(directory / REPLACED_NAME, "rb") as handle:
+    with contextlib.suppress(OSError, ValueError, IndexError, StateError), \
+            durable.open_read(directory / REPLACED_NAME) as handle:
         handle.readline()
         targets.update(int(row.split(b"\t")[1]) for row in handle)
     requested = plan.requested
@@ -236,13 +246,13 @@ def _check_accounting(directory: Path, state: ckpt.Checkpoint, records_on_disk: 
                                 f"checkpoint counted {totals.get('records', 0)}")
     missing_file = directory / MISSING_NAME
     if missing_file.exists():
-        with open(missing_file, "rb") as handle:
+        with durable.open_read(missing_file) as handle:
             rows = sum(1 for _ in handle) - 1
         if rows != totals.get("missing", 0):
             verdict.problems.append(f"{missing_file}: {rows} rows, the checkpoint counted "
                                     f"{totals.get('missing', 0)} missing")
     try:
-        summary = orjson.loads((directory / SUMMARY_NAME).read_bytes())
+        summary = orjson.loads(durable.read_bytes(directory / SUMMARY_NAME))
     except (OSError, orjson.JSONDecodeError):
         verdict.problems.append(f"{directory}: no readable summary.json")
         return

@@ -102,14 +102,15 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
     rate = config.effective_requests_per_second
     task = config.task
     counts = prepared.plan.counts
-    task_batches, _ = task.share(counts.requested, config.output.batch_size)
-    where = f"task {task.index} of {task.count}: " if task.count > 1 else ""
-    pace = (f"{rate:.3g} requests/s (--rate)" if config.network.requests_per_second is not None
+    task_batches, task_ids = task.share(counts.requested, config.output.batch_size)
+    where = (f"task {task.index} of {task.count}: {task_ids} of the list's"
+             if task.count > 1 else "")
+    pace = (f"{rate:g} requests/s (--rate)" if config.network.requests_per_second is not None
             else f"the key's {rate:g} requests/s shared live with every bulkgene on it "
                  f"(budget {budget_directory(config)})")
     log.info("%s%s %d unique GeneIDs (%d duplicates, %d rejected lines); %d batches of up to "
-             "%d; %s, %d in flight; writing to %s", where,
-             "resuming" if prepared.resumed else "starting", counts.requested,
+             "%d; %s, %d in flight; writing to %s",
+             "resuming " if prepared.resumed else "starting ", where, counts.requested,
              counts.duplicates, counts.rejected, task_batches,
              config.output.batch_size, pace, config.effective_concurrency, config.work_dir)
     _warn_about_plain_http(config)

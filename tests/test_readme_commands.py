@@ -149,7 +149,7 @@ REGISTRY: dict[tuple[str, str], Runs | Elsewhere] = {
     ("bulkgene", "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && "
                  ".venv/bin/python -m pytest"):
         Elsewhere(".ci/run: a fresh venv, pip install -e '.[test]', then every test"),
-    ("bulkgene", "export NCBI_API_KEY=..."): Runs("test_quick_start"),
+    ("bulkgene", "export NCBI_API_KEY=your-api-key"): Runs("test_quick_start"),
     ("bulkgene", "bulkgene fetch sample_inputs/human_genes.txt --out genes/"): Runs("test_quick_start"),
     ("bulkgene", "jq -r '.gene | [.gene_id, .symbol, .description] | @tsv' genes/shard-*.ndjson | head"):
         Runs("test_quick_start"),
@@ -173,7 +173,7 @@ REGISTRY: dict[tuple[str, str], Runs | Elsewhere] = {
                            "recursive=True)); print(df.shape)\""): Runs("test_reading_the_output"),
     ("HPC", 'exec bulkgene fetch "${IDS:-ids.txt}" --out "${OUT:-genes}" --split slurm '
             "${BULKGENE_OPTIONS:-}"): Runs("test_hpc"),
-    ("HPC", "export NCBI_API_KEY=..."): Runs("test_hpc"),
+    ("HPC", "export NCBI_API_KEY=your-api-key"): Runs("test_hpc"),
     ("HPC", "sbatch --export=ALL,IDS=ids.txt,OUT=genes examples/fetch-array.sbatch"):
         Elsewhere("tests/test_slurm.py::test_readme_hpc_commands_run_as_written runs it as "
                   "written on a real one-node SLURM (SBATCH_WAIT=1 in the environment); here "

@@ -150,3 +150,17 @@ def test_a_killed_first_run_does_not_reuse_the_plan_of_another_column(tmp_path: 
                         parse_column("2"))
     assert plan.counts.requested == 3
     assert idplan.load(tmp_path, ["d"]) is None
+
+
+@pytest.mark.parametrize("header", ["tax_id,symbol", "#tax_id\tsymbol", "TaxID Symbol"])
+def test_a_first_column_named_tax_id_is_refused_however_short_the_table(
+        tmp_path: Path, header: str) -> None:
+    """Four lines are below the repeat warning's sample: 9606 was fetched as a gene, exit 0."""
+    source = tmp_path / "taxsym.csv"
+    separator = "," if "," in header else "\t" if "\t" in header else " "
+    source.write_text(f"{header}\n" + "".join(f"{tax}{separator}{symbol}\n" for tax, symbol in
+                                             [(9606, "TP53"), (9606, "EGFR"), (10090, "Trp53")]))
+    with pytest.raises(InputError, match=r"taxonomy IDs.*--column"):
+        list(read_ids((str(source),)))
+    chosen = list(read_ids((str(source),), column=parse_column("1")))  # said: their call
+    assert 9606 in chosen

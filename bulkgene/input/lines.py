@@ -243,6 +243,10 @@ def _header_names(line: bytes) -> list[str]:
     return [f.strip(_FIELD_QUOTES).decode("utf-8", "replace") for f in fields]
 
 
+def _is_tax_id_name(name: str) -> bool:
+    return re.sub(r"[\s_\-()#]", "", name.lower()) in ("taxid", "taxonomyid", "taxon")
+
+
 def _is_gene_id_name(name: str) -> bool:
     return re.sub(r"[\s_\-()]", "", name.lower()) in _GENE_ID_NAMES
 
@@ -278,6 +282,12 @@ def _read_file(handle: BinaryIO, name: str, column: int | str | None,
                     log.info("%s: reading GeneIDs from column %d (%s), the one its header "
                              "line names", name, index + 1, names[index])
                 continue
+            first_name = next(iter(_header_names(line)), "")
+            if column is None and _is_tax_id_name(first_name):
+                raise InputError(
+                    f"{name}: its first line names the first column {first_name!r}: taxonomy "
+                    "IDs (9606 is human), not GeneIDs. Choose the GeneID column with --column "
+                    "N (1-based) or --column NAME")
         parsed = (_parse_first(line, overlong) if index is None
                   else _parse_column(line, overlong, index))
         if parsed is None:

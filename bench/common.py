@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,18 +100,25 @@ class Emulator:
         self.stop()
 
 
+def write_id_lines(path: Path, gene_ids: Iterable[int]) -> Path:
+    """One GeneID per line, written in chunks (tens of millions don't fit a string)."""
+    with open(path, "w") as handle:
+        for chunk in _chunks(gene_ids, 65536):
+            handle.write("".join(f"{gene_id}\n" for gene_id in chunk))
+    return path
+
+
+def _chunks(items: Iterable[int], size: int) -> Iterator[tuple[int, ...]]:
+    iterator = iter(items)
+    while chunk := tuple(itertools.islice(iterator, size)):
+        yield chunk
+
+
 def write_ids(path: Path, count: int, spread: bool = False) -> Path:
     """``count`` unique GeneIDs: 1..count, or spread over 1..2**28 like real ones."""
     modulus = 2**28 - 1
-    with open(path, "w") as handle:
-        chunk = []
-        for i in range(1, count + 1):
-            chunk.append(f"{(i * 2654435761) % modulus + 1 if spread else i}\n")
-            if len(chunk) == 65536:
-                handle.write("".join(chunk))
-                chunk.clear()
-        handle.write("".join(chunk))
-    return path
+    return write_id_lines(path, ((i * 2654435761) % modulus + 1 if spread else i
+                                 for i in range(1, count + 1)))
 
 
 def write_mixed_ids(path: Path, count: int, seed: int = 1) -> list[int]:

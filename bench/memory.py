@@ -37,6 +37,7 @@ from bench.common import (
     median_spread,
     run_measured,
     save,
+    write_id_lines,
     write_ids,
     write_mixed_ids,
 )
@@ -72,19 +73,9 @@ STRAY_EVERY = 200  # 0.5 %
 
 def write_ids_with_strays(path: Path, count: int) -> Path:
     """``count`` IDs spread over 1..2**28, every 200th replaced by a stray up to 2**31-1."""
-    with open(path, "w") as handle:
-        chunk = []
-        for i in range(1, count + 1):
-            if i % STRAY_EVERY == 0:
-                gene_id = (i * 0x9E3779B97F4A7C15 >> 7) % MAX_GENE_ID + 1
-            else:
-                gene_id = (i * 2654435761) % (2**28 - 1) + 1
-            chunk.append(f"{gene_id}\n")
-            if len(chunk) == 65536:
-                handle.write("".join(chunk))
-                chunk.clear()
-        handle.write("".join(chunk))
-    return path
+    return write_id_lines(path, ((i * 0x9E3779B97F4A7C15 >> 7) % MAX_GENE_ID + 1
+                                 if i % STRAY_EVERY == 0 else (i * 2654435761) % (2**28 - 1) + 1
+                                 for i in range(1, count + 1)))
 
 
 def id_set_cases(args: argparse.Namespace, work: Path) -> dict[str, CaseResult]:

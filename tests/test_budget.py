@@ -45,6 +45,16 @@ def make_lease(directory: Path, clock: FakeClock, total_rps: float = 10.0,
                        wall_clock=lambda: real_start + clock.now + wall_offset_s)
 
 
+def run_together(clock: FakeClock, leases: tuple[BudgetLease, ...], seconds: int) -> None:
+    """Open ``leases`` and let each heartbeat once a second for ``seconds`` (fake clock)."""
+    for lease in leases:
+        lease.open()
+    for _ in range(seconds):
+        for lease in leases:
+            lease.step()
+        clock.now += 1.0
+
+
 def test_the_budget_name_hides_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     name = budget_name(KEY)
     assert KEY not in name and KEY[:8] not in name
@@ -181,12 +191,7 @@ def test_survivors_rise_one_window_after_a_clean_exit(tmp_path: Path) -> None:
 def test_a_killed_process_stops_counting_after_the_dead_timeout(tmp_path: Path) -> None:
     clock = FakeClock()
     survivor, killed = make_lease(tmp_path, clock), make_lease(tmp_path, clock)
-    for lease in (survivor, killed):
-        lease.open()
-    for _ in range(5):
-        survivor.step()
-        killed.step()
-        clock.now += 1.0
+    run_together(clock, (survivor, killed), 5)
     assert survivor.share_rps == killed.share_rps == 5.0
     seen = []
     while clock.now < 1020:  # the killed one never steps again
@@ -201,12 +206,7 @@ def test_a_killed_process_stops_counting_after_the_dead_timeout(tmp_path: Path) 
 def test_a_stalled_process_fences_itself_before_the_others_rise(tmp_path: Path) -> None:
     clock = FakeClock()
     steady, stalled = make_lease(tmp_path, clock), make_lease(tmp_path, clock)
-    for lease in (steady, stalled):
-        lease.open()
-    for _ in range(5):
-        steady.step()
-        stalled.step()
-        clock.now += 1.0
+    run_together(clock, (steady, stalled), 5)
     history = []
     for _ in range(40):  # stalled stops renewing (a hung NFS write) but still reads its share
         history.append((clock.now, steady.step(), stalled.share_rps))
@@ -230,12 +230,7 @@ def test_liveness_ignores_clock_skew_between_hosts(tmp_path: Path) -> None:
     here = make_lease(tmp_path, clock)
     behind = make_lease(tmp_path, clock, wall_offset_s=-2 * GC_AFTER_S)
     ahead = make_lease(tmp_path, clock, wall_offset_s=+2 * GC_AFTER_S)
-    for lease in (here, behind, ahead):
-        lease.open()
-    for _ in range(30):
-        for lease in (here, behind, ahead):
-            lease.step()
-        clock.now += 1.0
+    run_together(clock, (here, behind, ahead), 30)
     assert [lease.share_rps for lease in (here, behind, ahead)] == pytest.approx([10 / 3] * 3)
     assert len(list(tmp_path.glob("*.lease"))) == 3  # nothing collected for its odd clock
 
@@ -266,12 +261,7 @@ def test_a_lease_left_by_a_crashed_run_is_ignored_then_collected(tmp_path: Path)
 def test_the_smallest_budget_any_process_knows_wins(tmp_path: Path) -> None:
     clock = FakeClock()
     keyed, anonymous = make_lease(tmp_path, clock, 10.0), make_lease(tmp_path, clock, 5.0)
-    for lease in (keyed, anonymous):
-        lease.open()
-    for _ in range(6):
-        keyed.step()
-        anonymous.step()
-        clock.now += 1.0
+    run_together(clock, (keyed, anonymous), 6)
     assert keyed.share_rps == anonymous.share_rps == 2.5
 
 

@@ -642,7 +642,8 @@ def test_an_attempt_that_keeps_failing_fails_the_batch_naming_why(failure: Serve
     assert second.reason == f"gave up after 3 attempts; last: {reason}"
 
 
-def test_a_host_never_reached_is_a_setup_problem_after_unreachable_s() -> None:
+def _refused_forever() -> tuple[aiohttp.ClientSession, Transport, list[float]]:
+    """A host whose every connection is refused, and the virtual time of each attempt."""
     refused = aiohttp.ClientConnectorError(_KEY, ConnectionRefusedError(111, "Refused"))
     session, transport = _via_attempt(*[refused] * 20)
     started: list[float] = []
@@ -650,6 +651,12 @@ def test_a_host_never_reached_is_a_setup_problem_after_unreachable_s() -> None:
     async def timed(*args: Any, **kwargs: Any) -> Reply:
         started.append(asyncio.get_running_loop().time())
         return await transport(*args, **kwargs)
+
+    return session, timed, started
+
+
+def test_a_host_never_reached_is_a_setup_problem_after_unreachable_s() -> None:
+    session, timed, started = _refused_forever()
 
     with pytest.raises(FatalHTTPError, match=r"cannot reach ncbi\.test: could not connect "
                                              r"\(Refused\).*HTTPS_PROXY"):
@@ -660,13 +667,7 @@ def test_a_host_never_reached_is_a_setup_problem_after_unreachable_s() -> None:
 
 
 def test_an_unreachable_host_stops_at_its_deadline_not_a_backoff_later() -> None:
-    refused = aiohttp.ClientConnectorError(_KEY, ConnectionRefusedError(111, "Refused"))
-    session, transport = _via_attempt(*[refused] * 20)
-    started: list[float] = []
-
-    async def timed(*args: Any, **kwargs: Any) -> Reply:
-        started.append(asyncio.get_running_loop().time())
-        return await transport(*args, **kwargs)
+    session, timed, started = _refused_forever()
 
     with pytest.raises(FatalHTTPError, match=r"cannot reach ncbi\.test"):
         fetch(timed, session=session, retry=RetryPolicy(max_attempts=20, unreachable_s=10.0))

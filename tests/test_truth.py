@@ -87,12 +87,18 @@ def test_an_interrupted_run_is_not_complete_until_it_is_finished(make_emulator: 
     assert invoke_cli("verify", str(out)).returncode == 0
 
 
-async def test_a_directory_filled_from_another_server_is_not_resumed(emulator: EmulatorThread,
-                                                                     tmp_path: Path) -> None:
+async def _finished_run(emulator: EmulatorThread, tmp_path: Path) -> tuple[Path, Path]:
+    """A complete 40-ID run from the emulator: its input and its directory."""
     source = write_ids(tmp_path / "ids.txt", range(1, 41))
     out = tmp_path / "out"
     await bulkgene.download(make_config([str(source)], out, base_url=emulator.base_url,
                                         requests_per_second=200.0, progress_interval_s=0))
+    return source, out
+
+
+async def test_a_directory_filled_from_another_server_is_not_resumed(emulator: EmulatorThread,
+                                                                     tmp_path: Path) -> None:
+    source, out = await _finished_run(emulator, tmp_path)
     other = emulator.base_url.replace("127.0.0.1", "localhost")
     with pytest.raises(FingerprintMismatch, match="server") as caught:
         await bulkgene.download(make_config([str(source)], out, base_url=other,
@@ -172,10 +178,7 @@ def test_sigterm_while_the_input_is_read_exits_75(emulator: EmulatorThread,
 
 async def test_verify_finds_a_gene_nobody_asked_for(emulator: EmulatorThread,
                                                     tmp_path: Path) -> None:
-    source = write_ids(tmp_path / "ids.txt", range(1, 41))
-    out = tmp_path / "out"
-    await bulkgene.download(make_config([str(source)], out, base_url=emulator.base_url,
-                                        requests_per_second=200.0, progress_interval_s=0))
+    _, out = await _finished_run(emulator, tmp_path)
     assert invoke_cli("verify", str(out)).returncode == 0
     shard = out / "shard-0000.ndjson"
     shard.write_bytes(shard.read_bytes() + b'{"gene":{"gene_id":"424242"},"query":["424242"]}\n')

@@ -40,10 +40,11 @@ class EndpointGuard:
     async def vouch_for_nothing_found(self) -> None:
         """A batch came back with nothing found: fine for a list of dead IDs, but a server
         that answers ``{}`` to everything says the same. Ask it for a GeneID it must know."""
-        await self.confirm_not_systematic(Refused(200, "nothing found for a whole batch"))
+        await self.confirm_not_systematic("finds nothing for a whole batch")
 
-    async def confirm_not_systematic(self, refusal: Refused) -> None:
-        """Ask for one GeneID the server must know; refusing it too ends the run."""
+    async def confirm_not_systematic(self, what: str) -> None:
+        """The server ``what`` (refuses some IDs, finds nothing): ask for one GeneID it must
+        know; refusing that too, or answering without it, ends the run."""
         loop = asyncio.get_running_loop()
         async with self._probe_lock:
             if self._probe_ok_at is not None and loop.time() - self._probe_ok_at < _PROBE_VALID_S:
@@ -65,24 +66,22 @@ class EndpointGuard:
                             "the options and run the same command again.") from None
                     continue  # 404/410: this endpoint is gone or the URL is wrong
                 if endpoint != self.current:
-                    log.warning("the %s endpoint no longer answers (HTTP %d: %s); switching to "
-                                "%s, which gives the same records", self.current,
-                                refusal.status, refusal.message, endpoint)
+                    log.warning("the %s endpoint no longer answers (the server %s); switching "
+                                "to %s, which gives the same records", self.current, what,
+                                endpoint)
                     self.current = endpoint
                 self._probe_ok_at = loop.time()
                 return
             if answered_without_it:
-                said = ("finds nothing for a whole batch" if refusal.status == 200 else
-                        f"refuses GeneIDs (HTTP {refusal.status}: {refusal.message})")
                 raise FatalHTTPError(
-                    f"the server {said} and answers a request for GeneID {probe_id}, which "
+                    f"the server {what} and answers a request for GeneID {probe_id}, which "
                     "NCBI has, without it: "
                     "--base-url may not point to NCBI Datasets v2 (expected something like "
                     "https://api.ncbi.nlm.nih.gov/datasets/v2); `bulkgene doctor` checks the "
                     "connection step by step.")
             raise FatalHTTPError(
-                f"the server says these endpoints do not exist (HTTP {refusal.status}: "
-                f"{refusal.message}), even for GeneID {probe_id}, which NCBI has: check "
+                f"the server {what}, and says these endpoints do not exist, even for GeneID "
+                f"{probe_id}, which NCBI has: check "
                 f"--base-url (expected something like https://api.ncbi.nlm.nih.gov/datasets/v2); "
                 "`bulkgene doctor` checks the connection step by step.")
 
@@ -126,7 +125,8 @@ async def isolate(gene_ids: tuple[int, ...], guard: EndpointGuard,
     except Refused as refusal:
         if refusal.status in (400, 404, 410):
             endpoint = guard.current
-            await guard.confirm_not_systematic(refusal)
+            await guard.confirm_not_systematic(
+                f"refuses GeneIDs (HTTP {refusal.status}: {refusal.message})")
             if guard.current != endpoint:  # the old one was retired: ask the new one
                 return await isolate(gene_ids, guard, fetch, refused, merge)
         if len(gene_ids) == 1:

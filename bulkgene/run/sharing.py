@@ -65,10 +65,11 @@ def paced_limiter(config: DownloadConfig, rate_rps: float) -> AdaptiveRateLimite
                                on_margin=lambda learnt_s: remember_margin_s(directory, learnt_s))
 
 
-def budget_directory(config: DownloadConfig) -> Path:
-    """The directory of the leases of every process using this key at this server."""
+def budget_directory(config: DownloadConfig, root: Path | None = None) -> Path:
+    """The directory of the leases of every process using this key at this server (under
+    ``root``, by default this run's ``budget_root``)."""
     key = config.network.api_key.reveal() if config.network.api_key else None
-    return budget_path(key, path_directory(config))
+    return budget_path(key, (root or budget_root(config)) / _server_tag(config.network.base_url))
 
 
 def key_budget_rps(config: DownloadConfig) -> float:
@@ -81,12 +82,8 @@ def lease_directories(config: DownloadConfig) -> list[Path]:
     per-user one too, so that a plain fetch on the same key (which knows only that one)
     counts the array's tasks and they count it."""
     own = budget_directory(config)
-    if (config.task.count > 1 and config.network.budget_dir is None
-            and not os.environ.get(BUDGET_DIR_ENV)):
-        key = config.network.api_key.reveal() if config.network.api_key else None
-        per_user = budget_path(key, default_budget_root() / _server_tag(config.network.base_url))
-        if per_user != own:
-            return [own, per_user]
+    if budget_root(config) == config.out_dir / BUDGET_DIR_NAME:  # an array task's own
+        return [own, budget_directory(config, default_budget_root())]
     return [own]
 
 

@@ -32,9 +32,10 @@ from helpers import make_config
 from bulkgene.config import RetryPolicy, Secret
 from bulkgene.errors import AuthError, BulkgeneError, FatalHTTPError, OutageError
 from bulkgene.model import Batch, BatchFailure, BatchOutcome, BatchResult
-from bulkgene.net.attempt import AttemptFailed, Reply, attempt
-from bulkgene.net.client import PROBE_GENE_ID, REJECTED_BY_SERVER, GeneClient, Transport
-from bulkgene.net.pacer import AdaptiveRateLimiter, Slot
+from bulkgene.net.attempt import HttpRequest, Reply, SessionTransport, Transport
+from bulkgene.net.client import PROBE_GENE_ID, REJECTED_BY_SERVER, GeneClient
+from bulkgene.net.failures import AttemptFailed, StaleConnection
+from bulkgene.net.pacer import AdaptiveRateLimiter
 from bulkgene.testing.virtual_time import run_virtual
 
 BASE_URL = "http://ncbi.test/datasets/v2"
@@ -86,10 +87,10 @@ Answer = Reply | AttemptFailed
 Step = Answer | Callable[[Asked], Answer]
 
 
-def _asked(method: str, url: str, params: list[tuple[str, str]],
-           json_body: dict[str, Any] | None, at_s: float) -> Asked:
-    path = url.removeprefix(BASE_URL)
-    if method == "POST":
+def _asked(request: HttpRequest, at_s: float) -> Asked:
+    path = request.url.removeprefix(BASE_URL)
+    json_body, params = request.page.json_body, request.page.params
+    if request.page.method == "POST":
         assert json_body is not None
         return Asked("dataset-report", tuple(json_body["gene_ids"]),
                      json_body.get("page_token"), at_s)
@@ -108,13 +109,9 @@ class ScriptedTransport:
         self.asked: list[Asked] = []
         self.started_at = 0.0
 
-    async def __call__(self, session: aiohttp.ClientSession, method: str, url: str, *,
-                       params: list[tuple[str, str]], json_body: dict[str, Any] | None,
-                       headers: Mapping[str, str], client_timeout: aiohttp.ClientTimeout,
-                       slot: Slot, max_body_bytes: int) -> Reply:
-        slot.sent()
-        asked = _asked(method, url, params, json_body,
-                       asyncio.get_running_loop().time() - self.started_at)
+    async def __call__(self, request: HttpRequest) -> Reply:
+        request.on_sent()
+        asked = _asked(request, asyncio.get_running_loop().time() - self.started_at)
         self.asked.append(asked)
         if self.script:
             step = self.script.popleft()
@@ -155,8 +152,7 @@ class Fetched:
         return self.result
 
 
-def fetch_all(transport: Transport, *batches: tuple[int, ...],
-              session: aiohttp.ClientSession | None = None, **settings: Any
+def fetch_all(transport: Transport, *batches: tuple[int, ...], **settings: Any
               ) -> tuple[list[BatchResult], GeneClient]:
     """``fetch_batch`` of each batch in turn through ``transport``, on a fresh virtual clock."""
     settings.setdefault("retry", RetryPolicy(max_attempts=3, backoff_base_s=1.0))
@@ -165,21 +161,18 @@ def fetch_all(transport: Transport, *batches: tuple[int, ...],
     async def run() -> tuple[list[BatchResult], GeneClient]:
         if isinstance(transport, ScriptedTransport):
             transport.started_at = asyncio.get_running_loop().time()
-        # the scripted transport never uses the session; the real attempt gets a scripted one
-        async with contextlib.AsyncExitStack() as stack:
-            used = (session if session is not None
-                    else await stack.enter_async_context(aiohttp.ClientSession()))
-            client = GeneClient(used, AdaptiveRateLimiter(1000.0), config, rng=CeilingRandom(),
+        # the transport never uses the client's session: it has its own, or none
+        async with aiohttp.ClientSession() as unused:
+            client = GeneClient(unused, AdaptiveRateLimiter(1000.0), config, rng=CeilingRandom(),
                                 transport=transport)
             return [await client.fetch_batch(Batch(i, ids)) for i, ids in enumerate(batches)], client
 
     return run_virtual(run())
 
 
-def fetch(transport: Transport, gene_ids: tuple[int, ...] = IDS,
-          session: aiohttp.ClientSession | None = None, **settings: Any) -> Fetched:
+def fetch(transport: Transport, gene_ids: tuple[int, ...] = IDS, **settings: Any) -> Fetched:
     """``fetch_batch`` of ``gene_ids`` through ``transport``, on a fresh virtual clock."""
-    (result,), client = fetch_all(transport, gene_ids, session=session, **settings)
+    (result,), client = fetch_all(transport, gene_ids, **settings)
     return Fetched(result, client)
 
 
@@ -546,7 +539,7 @@ def test_a_chain_that_keeps_breaking_fails_the_batch() -> None:
 # -- what attempt() says when there is no HTTP answer ------------------------------------
 
 def test_a_stale_pooled_connection_is_resent_at_once_but_not_forever() -> None:
-    stale = AttemptFailed("the server closed the connection", stale_connection=True)
+    stale = StaleConnection("the server closed the connection")
     transport = ScriptedTransport(stale, stale, stale, stale, ok(IDS))
     fetched = fetch(transport)
     # three resends cost nothing; the fourth dead connection in a row is a failure
@@ -616,16 +609,17 @@ TRANSLATED = [
 ]
 
 
-def _via_attempt(*script: ServerStep) -> tuple[aiohttp.ClientSession, Transport]:
-    return cast(aiohttp.ClientSession, ScriptedSession(*script)), attempt
+def _via_attempt(*script: ServerStep) -> Transport:
+    """The real ``attempt`` over a scripted aiohttp session."""
+    return SessionTransport(cast(aiohttp.ClientSession, ScriptedSession(*script)))
 
 
 @pytest.mark.parametrize(("failure", "reason"), TRANSLATED)
 def test_an_attempt_without_an_answer_is_retried_after_a_backoff(
         failure: ServerStep, reason: str, caplog: pytest.LogCaptureFixture) -> None:
-    session, transport = _via_attempt(failure, _body(page(IDS)))
+    transport = _via_attempt(failure, _body(page(IDS)))
     with caplog.at_level(logging.DEBUG, "bulkgene"):
-        fetched = fetch(transport, session=session, max_response_bytes=_CAP_BYTES)
+        fetched = fetch(transport, max_response_bytes=_CAP_BYTES)
     assert fetched.outcome.found == 4 and fetched.client.stats.retries == 1
     assert f"retrying in 1.0 s (attempt 2 of 3): {reason}" in caplog.messages
 
@@ -634,43 +628,41 @@ def test_an_attempt_without_an_answer_is_retried_after_a_backoff(
 def test_an_attempt_that_keeps_failing_fails_the_batch_naming_why(failure: ServerStep,
                                                                   reason: str) -> None:
     # the host answered once, so even a connection error is the batch's, not the setup's
-    session, transport = _via_attempt(_body(page((1, 2))), failure, failure, failure)
-    (first, second), _ = fetch_all(transport, (1, 2), IDS, session=session,
-                                   max_response_bytes=_CAP_BYTES)
+    transport = _via_attempt(_body(page((1, 2))), failure, failure, failure)
+    (first, second), _ = fetch_all(transport, (1, 2), IDS, max_response_bytes=_CAP_BYTES)
     assert isinstance(first, BatchOutcome)
     assert isinstance(second, BatchFailure)
     assert second.reason == f"gave up after 3 attempts; last: {reason}"
 
 
-def _refused_forever() -> tuple[aiohttp.ClientSession, Transport, list[float]]:
+def _refused_forever() -> tuple[Transport, list[float]]:
     """A host whose every connection is refused, and the virtual time of each attempt."""
     refused = aiohttp.ClientConnectorError(_KEY, ConnectionRefusedError(111, "Refused"))
-    session, transport = _via_attempt(*[refused] * 20)
+    transport = _via_attempt(*[refused] * 20)
     started: list[float] = []
 
-    async def timed(*args: Any, **kwargs: Any) -> Reply:
+    async def timed(request: HttpRequest) -> Reply:
         started.append(asyncio.get_running_loop().time())
-        return await transport(*args, **kwargs)
+        return await transport(request)
 
-    return session, timed, started
+    return timed, started
 
 
 def test_a_host_never_reached_is_a_setup_problem_after_unreachable_s() -> None:
-    session, timed, started = _refused_forever()
+    timed, started = _refused_forever()
 
     with pytest.raises(FatalHTTPError, match=r"cannot reach ncbi\.test: could not connect "
                                              r"\(Refused\).*HTTPS_PROXY"):
-        fetch(timed, session=session,
-              retry=RetryPolicy(max_attempts=20, unreachable_s=15.0))
+        fetch(timed, retry=RetryPolicy(max_attempts=20, unreachable_s=15.0))
     # 1 + 2 + 4 + 8 s of backoff: the attempt at 15 s is the last
     assert [round(t - started[0], 3) for t in started] == [0.0, 1.0, 3.0, 7.0, 15.0]
 
 
 def test_an_unreachable_host_stops_at_its_deadline_not_a_backoff_later() -> None:
-    session, timed, started = _refused_forever()
+    timed, started = _refused_forever()
 
     with pytest.raises(FatalHTTPError, match=r"cannot reach ncbi\.test"):
-        fetch(timed, session=session, retry=RetryPolicy(max_attempts=20, unreachable_s=10.0))
+        fetch(timed, retry=RetryPolicy(max_attempts=20, unreachable_s=10.0))
     # 1 + 2 + 4 s of backoff, then not 8 s more but the rest up to the 10 s deadline
     assert [round(t - started[0], 2) for t in started] == [0.0, 1.0, 3.0, 7.0, 10.01]
 
@@ -678,6 +670,6 @@ def test_an_unreachable_host_stops_at_its_deadline_not_a_backoff_later() -> None
 def test_a_certificate_that_cant_be_verified_stops_the_run_at_once() -> None:
     bad_certificate = aiohttp.ClientConnectorCertificateError(
         _KEY, ssl.SSLCertVerificationError(1, "self-signed certificate"))
-    session, transport = _via_attempt(bad_certificate)
+    transport = _via_attempt(bad_certificate)
     with pytest.raises(FatalHTTPError, match=r"TLS certificate of ncbi\.test.*SSL_CERT_FILE"):
-        fetch(transport, session=session)
+        fetch(transport)

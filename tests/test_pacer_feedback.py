@@ -15,10 +15,8 @@ async def send(limiter: AdaptiveRateLimiter, count: int) -> list[float]:
     """Send ``count`` requests one after the other; their send times."""
     times: list[float] = []
     for _ in range(count):
-        slot = await limiter.acquire()
-        slot.sent()
-        assert slot.sent_at is not None
-        times.append(slot.sent_at)
+        await limiter.acquire()
+        times.append(limiter.on_sent())
     return times
 
 

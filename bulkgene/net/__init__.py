@@ -1,1 +1,27 @@
-"""Talking to the server: one HTTP attempt, the retry policy, the pacer, the batch client."""
+"""Talking to the server: one HTTP attempt, the retry policy, the pacer, the batch client.
+
+One batch, from the pipeline down to the socket (each layer one module):
+
+    client.py     GeneClient.fetch_batch: pack the batch into requests, fetch the parts
+    refusals.py   isolate the GeneIDs a server refuses; the probe and endpoint switch
+    chain.py      the page chain of one request (or its one TSV answer)
+    exchange.py   one request until it yields a usable answer: send, judge, retry
+    health.py     whether the run goes on (unreachable host, outage)
+    attempt.py    one HTTP attempt; aiohttp's exceptions translated in this one place
+
+Which exception crosses which layer (anything else stays inside its module):
+
+    exception                    raised by              caught by
+    AttemptFailed and kin        attempt (Transport)    exchange (retried), doctor (a row)
+      (net/failures.py)
+    InvalidPage (ncbi/pages.py)  a read callback        exchange: the page is fetched again
+    BrokenChain (ncbi/pages.py)  BatchAnswer.add        chain: the chain starts again
+    Refused (exchange.py)        exchange               refusals (split, probe), chain
+    GaveUp (exchange.py)         exchange, chain,       client: the batch failed
+                                 refusals
+    FatalHTTPError, AuthError,   exchange, health,      the pipeline: the run stops
+      OutageError (errors.py)    refusals
+
+A read callback never leaves the retry loop by raising: it returns what it found, and only
+an InvalidPage (fetch the page again) goes back into the loop.
+"""

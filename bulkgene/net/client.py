@@ -8,11 +8,12 @@
                              (net/refusals.py)
     PageFetcher              follow next_page_token from page 1; a failing token restarts the
                              chain; or the one TSV answer (net/chain.py)
-    Exchanger.exchange       one request until it yields a usable answer: pacer, transport,
-                             the status policy (net/policy.py), backoff, stale-connection
-                             resend, unreachable host and outage (net/exchange.py)
-    attempt()                one HTTP attempt and exception translation (net/attempt.py): the
-                             default Transport; tests inject a scripted one
+    Exchanger.exchange       one request until it yields a usable answer: send once (pacer,
+                             transport), judge by the status policy (net/policy.py), retry
+                             with backoff while the run's Health (net/health.py: unreachable
+                             host, outage) says go on (net/exchange.py)
+    SessionTransport         attempt(): one HTTP attempt and exception translation
+                             (net/attempt.py); tests inject a scripted Transport
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from bulkgene.model import Batch, BatchFailure, BatchOutcome, BatchResult
 from bulkgene.ncbi.pages import NOT_RETURNED, BatchAnswer
 from bulkgene.ncbi.requests import MAX_PATH_BYTES, pack, page_request
 from bulkgene.ncbi.tsv import TsvAnswer
-from bulkgene.net.attempt import attempt
+from bulkgene.net.attempt import SessionTransport, Transport
 from bulkgene.net.chain import PageFetcher, tsv_column
-from bulkgene.net.exchange import Exchanger, GaveUp, NetStats, Transport, server_message
+from bulkgene.net.exchange import Exchanger, GaveUp, NetStats, server_message
 from bulkgene.net.pacer import AdaptiveRateLimiter
 from bulkgene.net.refusals import PROBE_GENE_ID, AnswerT, EndpointGuard, isolate
 
@@ -47,13 +48,13 @@ class GeneClient:
 
     def __init__(self, session: aiohttp.ClientSession, limiter: AdaptiveRateLimiter,
                  config: DownloadConfig, *, stats: NetStats | None = None,
-                 rng: random.Random | None = None, transport: Transport = attempt) -> None:
+                 rng: random.Random | None = None, transport: Transport | None = None) -> None:
         self.session = session
         self.limiter = limiter
         self.config = config
         self.stats = stats if stats is not None else NetStats()
-        self._exchanger = Exchanger(session, limiter, config, self.stats,
-                                    rng or random.Random(), transport)
+        self._exchanger = Exchanger(transport or SessionTransport(session), limiter, config,
+                                    self.stats, rng or random.Random())
         self._guard = EndpointGuard(self._exchanger, config.query.endpoint)
         self._pages = PageFetcher(self._exchanger, self._guard)
 

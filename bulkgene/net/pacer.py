@@ -86,33 +86,9 @@ MIN_SERVER_LIMIT = 1.0  # requests/s: a server limit below this is a misconfigur
 _SENDS_KEPT = 1024
 
 
-class Slot:
-    """One request's permission to go; call ``sent()`` when its headers are on the wire."""
-
-    __slots__ = ("_clock", "_event", "_on_sent", "sent_at")
-
-    def __init__(self, clock: Callable[[], float],
-                 on_sent: Callable[[float], None] | None = None) -> None:
-        self._clock = clock
-        self._on_sent = on_sent
-        self._event = asyncio.Event()
-        self.sent_at: float | None = None
-
-    def sent(self) -> None:
-        """Record the send time (idempotent; also call it if the request never went out)."""
-        if self.sent_at is None:
-            self.sent_at = self._clock()
-            if self._on_sent is not None:
-                self._on_sent(self.sent_at)
-            self._event.set()
-
-    async def wait_sent(self, timeout_s: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout_s)
-
-
 class AdaptiveRateLimiter:
-    """Paces every request: ``slot = await acquire()``, send, ``slot.sent()``."""
+    """Paces every request: ``await acquire()``, send, then ``on_sent()`` once the request's
+    headers are on the wire (or it failed without leaving: it must not hold the next back)."""
 
     def __init__(self, requests_per_second: float, recovery_period_s: float = 2.0,
                  clock: Callable[[], float] | None = None,
@@ -131,7 +107,8 @@ class AdaptiveRateLimiter:
         self._bucket: AsyncLimiter | None = None
         self._bucket_rate = self.rate
         self._sends: list[float] = []  # sorted send times, ours only
-        self._previous: Slot | None = None
+        self._last_grant_sent = asyncio.Event()  # the last request granted has gone out
+        self._last_grant_sent.set()
         self._paused_until = 0.0
         self._last_decrease_at = float("-inf")
         self._throttled_at_rate = float("inf")
@@ -151,7 +128,7 @@ class AdaptiveRateLimiter:
         return bucket
 
     def _record_send(self, sent_at: float) -> None:
-        # a slot may report late (after the send-wait cap): keep the list sorted anyway
+        # a send may be reported late (after the send-wait cap): keep the list sorted anyway
         bisect.insort(self._sends, sent_at)
         if len(self._sends) > 2 * _SENDS_KEPT:
             del self._sends[:-_SENDS_KEPT]
@@ -161,13 +138,13 @@ class AdaptiveRateLimiter:
         return (bisect.bisect_right(self._sends, end)
                 - bisect.bisect_right(self._sends, start))
 
-    async def acquire(self) -> Slot:
-        """Wait for the next slot; slots are granted in arrival order."""
+    async def acquire(self) -> None:
+        """Wait until the next request may go; requests are let go in arrival order."""
         async with self._lock:
             await self._admitted.wait()  # a budget share of 0: send nothing until it rises
-            previous = self._previous
-            if previous is not None:
-                await previous.wait_sent(_SEND_WAIT_CAP_S)
+            if not self._last_grant_sent.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._last_grant_sent.wait(), _SEND_WAIT_CAP_S)
             self._recover(self._clock())
             if self._bucket is None or self._bucket_rate != self.rate:
                 # replacing it is safe: only the lock holder ever waits on the bucket
@@ -184,8 +161,15 @@ class AdaptiveRateLimiter:
             wait = not_before - self._clock()
             if wait > 0:
                 await asyncio.sleep(wait)
-            slot = self._previous = Slot(self._clock, self._record_send)
-            return slot
+            self._last_grant_sent.clear()
+
+    def on_sent(self, sent_at: float | None = None) -> float:
+        """A request let go by ``acquire`` is on the wire (at ``sent_at``, default now): call
+        it once per request, also for one that failed without leaving; returns the time."""
+        sent_at = self._clock() if sent_at is None else sent_at
+        self._record_send(sent_at)
+        self._last_grant_sent.set()
+        return sent_at
 
     def on_throttled(self, retry_after_s: float | None, server_limit: float | None = None,
                      sent_at: float | None = None) -> None:

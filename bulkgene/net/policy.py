@@ -9,7 +9,8 @@
                                               probe a known GeneID: the probe failing too
                                               means a wrong URL or a retired endpoint, else
                                               the batch is split to isolate refused IDs
-    410                          GONE         the endpoint is retired: probe and switch
+    410, or a 404 saying
+    "retired"                    GONE         the endpoint is retired: probe and switch
     400                          REFUSED      split the batch to isolate the refused IDs
                                               (after a probe proves refusals aren't systematic)
     414, 431                     TOO_LONG     split the batch
@@ -64,6 +65,15 @@ def action_for(status: int) -> Action:
     if 300 <= status <= 399:
         return Action.REDIRECT
     return Action.FAIL
+
+
+def classify(status: int, message: str) -> Action:
+    """What to do with an answer: its status's action, and a 404 whose ``message`` (the
+    server's own words) says the API was retired is the retirement it names."""
+    action = action_for(status)
+    if action is Action.NOT_FOUND and "retired" in message.lower():
+        return Action.GONE
+    return action
 
 
 def parse_retry_after(value: str | None, cap_s: float, now: float | None = None) -> float | None:

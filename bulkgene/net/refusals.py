@@ -14,6 +14,7 @@ from bulkgene.ncbi.requests import FALLBACK_ENDPOINTS, page_request
 from bulkgene.ncbi.tsv import TsvAnswer
 from bulkgene.net.attempt import Reply
 from bulkgene.net.exchange import NOT_FOUND_ATTEMPTS, Exchanger, GaveUp, Refused
+from bulkgene.net.policy import Action
 
 log = logging.getLogger("bulkgene")
 
@@ -57,7 +58,7 @@ class EndpointGuard:
                         answered_without_it = True
                         continue  # a 200 that doesn't hold the gene vouches for nothing
                 except Refused as probe_refusal:
-                    if probe_refusal.status == 400:
+                    if probe_refusal.action is Action.REFUSED:
                         raise FatalHTTPError(
                             f"the server refuses every request, even one for GeneID {probe_id}, "
                             f"which it knows (HTTP 400: {probe_refusal.message}). That is a "
@@ -123,14 +124,14 @@ async def isolate(gene_ids: tuple[int, ...], guard: EndpointGuard,
     try:
         return await fetch(gene_ids)
     except Refused as refusal:
-        if refusal.status in (400, 404, 410):
+        if refusal.action in (Action.REFUSED, Action.NOT_FOUND, Action.GONE):
             endpoint = guard.current
             await guard.confirm_not_systematic(
                 f"refuses GeneIDs (HTTP {refusal.status}: {refusal.message})")
             if guard.current != endpoint:  # the old one was retired: ask the new one
                 return await isolate(gene_ids, guard, fetch, refused, merge)
         if len(gene_ids) == 1:
-            if refusal.status not in (400, 404):
+            if refusal.action not in (Action.REFUSED, Action.NOT_FOUND):
                 raise GaveUp(f"HTTP {refusal.status} for a single GeneID: "
                              f"{refusal.message}") from None
             log.info("the server refuses GeneID %d (HTTP %d: %s)", gene_ids[0],

@@ -12,176 +12,33 @@ scripted aiohttp session (the library faked, not our code).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import logging
-import random
 import ssl
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
-import orjson
 import pytest
-from aiohttp.client_reqrep import ConnectionKey
-from helpers import make_config
+from scripted import (
+    CONNECTION_KEY,
+    IDS,
+    ScriptedTransport,
+    ServerStep,
+    answering,
+    body,
+    fetch,
+    fetch_all,
+    ok,
+    page,
+    status,
+    via_attempt,
+)
 
 from bulkgene.config import RetryPolicy, Secret
 from bulkgene.errors import AuthError, BulkgeneError, FatalHTTPError, OutageError
-from bulkgene.model import Batch, BatchFailure, BatchOutcome, BatchResult
-from bulkgene.net.attempt import HttpRequest, Reply, SessionTransport, Transport
-from bulkgene.net.client import PROBE_GENE_ID, REJECTED_BY_SERVER, GeneClient
-from bulkgene.net.failures import AttemptFailed, StaleConnection
-from bulkgene.net.pacer import AdaptiveRateLimiter
-from bulkgene.testing.virtual_time import run_virtual
-
-BASE_URL = "http://ncbi.test/datasets/v2"
-IDS = (1, 2, 3, 4)
-
-
-class CeilingRandom(random.Random):
-    """Jitter pinned to its upper bound: every backoff is the longest it may be."""
-
-    def uniform(self, a: float, b: float) -> float:
-        return b
-
-
-# -- what the server says ----------------------------------------------------------------
-
-def page(answered: tuple[int, ...], *, total: int | None = None,
-         next_page: str | None = None) -> bytes:
-    """A report page answering ``answered`` (``total`` defaults to their number)."""
-    content: dict[str, Any] = {
-        "reports": [{"query": [str(g)], "gene": {"gene_id": str(g)}} for g in answered],
-        "total_count": len(answered) if total is None else total}
-    if next_page is not None:
-        content["next_page_token"] = next_page
-    return orjson.dumps(content)
-
-
-def ok(answered: tuple[int, ...], **kwargs: Any) -> Reply:
-    return Reply(200, {}, page(answered, **kwargs))
-
-
-def status(code: int, message: str = "", headers: Mapping[str, str] | None = None) -> Reply:
-    body = orjson.dumps({"error": "error", "code": code, "message": message or f"HTTP {code}"})
-    return Reply(code, dict(headers or {}), body)
-
-
-# -- the scripted transport --------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Asked:
-    """One request the client made, and when (virtual seconds since the batch began)."""
-
-    endpoint: str
-    gene_ids: tuple[int, ...]
-    token: str | None
-    at_s: float
-
-
-Answer = Reply | AttemptFailed
-Step = Answer | Callable[[Asked], Answer]
-
-
-def _asked(request: HttpRequest, at_s: float) -> Asked:
-    path = request.url.removeprefix(BASE_URL)
-    json_body, params = request.page.json_body, request.page.params
-    if request.page.method == "POST":
-        assert json_body is not None
-        return Asked("dataset-report", tuple(json_body["gene_ids"]),
-                     json_body.get("page_token"), at_s)
-    endpoint = "gene-id-report" if path.endswith("/dataset_report") else "gene-id"
-    ids = path.removeprefix("/gene/id/").removesuffix("/dataset_report")
-    return Asked(endpoint, tuple(int(i) for i in ids.split(",")), dict(params).get("page_token"),
-                 at_s)
-
-
-class ScriptedTransport:
-    """Answers each request with the next step of its script, then with ``then``."""
-
-    def __init__(self, *script: Step, then: Callable[[Asked], Answer] | None = None) -> None:
-        self.script: deque[Step] = deque(script)
-        self.then = then
-        self.asked: list[Asked] = []
-        self.started_at = 0.0
-
-    async def __call__(self, request: HttpRequest) -> Reply:
-        request.on_sent()
-        asked = _asked(request, asyncio.get_running_loop().time() - self.started_at)
-        self.asked.append(asked)
-        if self.script:
-            step = self.script.popleft()
-        else:
-            assert self.then is not None, f"unscripted request {asked}"
-            step = self.then
-        answer = step(asked) if callable(step) else step
-        if isinstance(answer, AttemptFailed):
-            raise answer
-        return answer
-
-    @property
-    def gaps_s(self) -> list[float]:
-        """Virtual seconds between one request and the next."""
-        times = [a.at_s for a in self.asked]
-        return [round(b - a, 2) for a, b in itertools.pairwise(times)]
-
-    @property
-    def ids_asked(self) -> list[tuple[int, ...]]:
-        return [a.gene_ids for a in self.asked]
-
-
-@dataclass
-class Fetched:
-    """What one fetch_batch returned, and the client it ran on."""
-
-    result: BatchResult
-    client: GeneClient
-
-    @property
-    def outcome(self) -> BatchOutcome:
-        assert isinstance(self.result, BatchOutcome), self.result
-        return self.result
-
-    @property
-    def failure(self) -> BatchFailure:
-        assert isinstance(self.result, BatchFailure), self.result
-        return self.result
-
-
-def fetch_all(transport: Transport, *batches: tuple[int, ...], **settings: Any
-              ) -> tuple[list[BatchResult], GeneClient]:
-    """``fetch_batch`` of each batch in turn through ``transport``, on a fresh virtual clock."""
-    settings.setdefault("retry", RetryPolicy(max_attempts=3, backoff_base_s=1.0))
-    config = make_config(["ids.txt"], Path("out"), base_url=BASE_URL, **settings)
-
-    async def run() -> tuple[list[BatchResult], GeneClient]:
-        if isinstance(transport, ScriptedTransport):
-            transport.started_at = asyncio.get_running_loop().time()
-        # the transport never uses the client's session: it has its own, or none
-        async with aiohttp.ClientSession() as unused:
-            client = GeneClient(unused, AdaptiveRateLimiter(1000.0), config, rng=CeilingRandom(),
-                                transport=transport)
-            return [await client.fetch_batch(Batch(i, ids)) for i, ids in enumerate(batches)], client
-
-    return run_virtual(run())
-
-
-def fetch(transport: Transport, gene_ids: tuple[int, ...] = IDS, **settings: Any) -> Fetched:
-    """``fetch_batch`` of ``gene_ids`` through ``transport``, on a fresh virtual clock."""
-    (result,), client = fetch_all(transport, gene_ids, **settings)
-    return Fetched(result, client)
-
-
-def answering(refused: Callable[[tuple[int, ...]], Reply | None]) -> Callable[[Asked], Answer]:
-    """A server that answers every ID it has (all of them), unless ``refused`` says no."""
-    def respond(asked: Asked) -> Answer:
-        return refused(asked.gene_ids) or ok(asked.gene_ids)
-    return respond
-
+from bulkgene.model import BatchFailure, BatchOutcome
+from bulkgene.net.attempt import HttpRequest, Reply, Transport
+from bulkgene.net.client import PROBE_GENE_ID, REJECTED_BY_SERVER
+from bulkgene.net.failures import StaleConnection
 
 # -- 200: USE ----------------------------------------------------------------------------
 
@@ -547,77 +404,29 @@ def test_a_stale_pooled_connection_is_resent_at_once_but_not_forever() -> None:
     assert fetched.outcome.found == 4 and fetched.client.stats.retries == 4
 
 
-@dataclass
-class _Content:
-    chunks: list[bytes | BaseException]
-
-    async def iter_chunked(self, _size: int) -> AsyncIterator[bytes]:
-        for chunk in self.chunks:
-            if isinstance(chunk, BaseException):
-                raise chunk
-            yield chunk
-
-
-@dataclass
-class _Response:
-    status: int
-    headers: Mapping[str, str]
-    content: _Content
-    content_length: int | None = None
-    connection: None = None
-
-
-ServerStep = _Response | BaseException
-
-
-class ScriptedSession:
-    """aiohttp's side of a request, scripted: an exception, or a response to read."""
-
-    def __init__(self, *script: ServerStep) -> None:
-        self.script = deque(script)
-
-    @contextlib.asynccontextmanager
-    async def request(self, _method: str, _url: str, **_kwargs: Any
-                      ) -> AsyncIterator[_Response]:
-        step = self.script.popleft()
-        if isinstance(step, BaseException):
-            raise step
-        yield step
-
-
-def _body(*chunks: bytes | BaseException, length: int | None = None) -> _Response:
-    return _Response(200, {}, _Content(list(chunks)), length)
-
-
 _CAP_BYTES = 1 << 20  # the smallest cap the config allows
-_KEY = ConnectionKey("ncbi.test", 80, False, True, None, None, None)
 
 TRANSLATED = [
     pytest.param(aiohttp.ServerTimeoutError("Timeout on reading data from socket"),
                  "timed out", id="timeout"),
-    pytest.param(aiohttp.ClientConnectorError(_KEY, ConnectionResetError(104, "Reset")),
+    pytest.param(aiohttp.ClientConnectorError(CONNECTION_KEY, ConnectionResetError(104, "Reset")),
                  "could not connect (Reset)", id="connection-error"),
     pytest.param(aiohttp.ServerDisconnectedError(), "the server closed the connection",
                  id="server-disconnected"),
-    pytest.param(_body(b'{"reports": [', aiohttp.ClientPayloadError("cut")),
+    pytest.param(body(b'{"reports": [', aiohttp.ClientPayloadError("cut")),
                  "the response body was cut short", id="truncated-body"),
-    pytest.param(_body(b"", length=2 << 20),
+    pytest.param(body(b"", length=2 << 20),
                  "the answer would be 2097152 bytes, over the 1048576-byte cap",
                  id="oversize-declared"),
-    pytest.param(_body(b"x" * 600_000, b"x" * 600_000),
+    pytest.param(body(b"x" * 600_000, b"x" * 600_000),
                  "the answer is larger than the 1048576-byte cap", id="oversize-streamed"),
 ]
-
-
-def _via_attempt(*script: ServerStep) -> Transport:
-    """The real ``attempt`` over a scripted aiohttp session."""
-    return SessionTransport(cast(aiohttp.ClientSession, ScriptedSession(*script)))
 
 
 @pytest.mark.parametrize(("failure", "reason"), TRANSLATED)
 def test_an_attempt_without_an_answer_is_retried_after_a_backoff(
         failure: ServerStep, reason: str, caplog: pytest.LogCaptureFixture) -> None:
-    transport = _via_attempt(failure, _body(page(IDS)))
+    transport = via_attempt(failure, body(page(IDS)))
     with caplog.at_level(logging.DEBUG, "bulkgene"):
         fetched = fetch(transport, max_response_bytes=_CAP_BYTES)
     assert fetched.outcome.found == 4 and fetched.client.stats.retries == 1
@@ -628,7 +437,7 @@ def test_an_attempt_without_an_answer_is_retried_after_a_backoff(
 def test_an_attempt_that_keeps_failing_fails_the_batch_naming_why(failure: ServerStep,
                                                                   reason: str) -> None:
     # the host answered once, so even a connection error is the batch's, not the setup's
-    transport = _via_attempt(_body(page((1, 2))), failure, failure, failure)
+    transport = via_attempt(body(page((1, 2))), failure, failure, failure)
     (first, second), _ = fetch_all(transport, (1, 2), IDS, max_response_bytes=_CAP_BYTES)
     assert isinstance(first, BatchOutcome)
     assert isinstance(second, BatchFailure)
@@ -637,8 +446,8 @@ def test_an_attempt_that_keeps_failing_fails_the_batch_naming_why(failure: Serve
 
 def _refused_forever() -> tuple[Transport, list[float]]:
     """A host whose every connection is refused, and the virtual time of each attempt."""
-    refused = aiohttp.ClientConnectorError(_KEY, ConnectionRefusedError(111, "Refused"))
-    transport = _via_attempt(*[refused] * 20)
+    refused = aiohttp.ClientConnectorError(CONNECTION_KEY, ConnectionRefusedError(111, "Refused"))
+    transport = via_attempt(*[refused] * 20)
     started: list[float] = []
 
     async def timed(request: HttpRequest) -> Reply:
@@ -669,7 +478,7 @@ def test_an_unreachable_host_stops_at_its_deadline_not_a_backoff_later() -> None
 
 def test_a_certificate_that_cant_be_verified_stops_the_run_at_once() -> None:
     bad_certificate = aiohttp.ClientConnectorCertificateError(
-        _KEY, ssl.SSLCertVerificationError(1, "self-signed certificate"))
-    transport = _via_attempt(bad_certificate)
+        CONNECTION_KEY, ssl.SSLCertVerificationError(1, "self-signed certificate"))
+    transport = via_attempt(bad_certificate)
     with pytest.raises(FatalHTTPError, match=r"TLS certificate of ncbi\.test.*SSL_CERT_FILE"):
         fetch(transport)

@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -34,6 +33,7 @@ from bulkgene.ncbi.tsv import TsvAnswer
 from bulkgene.net.attempt import SessionTransport, Transport
 from bulkgene.net.chain import PageFetcher, tsv_column
 from bulkgene.net.exchange import Exchanger, GaveUp, NetStats, server_message
+from bulkgene.net.gather import gather
 from bulkgene.net.pacer import AdaptiveRateLimiter
 from bulkgene.net.refusals import PROBE_GENE_ID, AnswerT, EndpointGuard, isolate
 
@@ -86,11 +86,7 @@ class GeneClient:
     async def _gather(self, parts: list[tuple[int, ...]],
                       fetch: Callable[[tuple[int, ...]], Coroutine[Any, Any, AnswerT]]
                       ) -> list[AnswerT]:
-        if len(parts) == 1:
-            return [await fetch(parts[0])]
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(fetch(part)) for part in parts]
-        return [task.result() for task in tasks]
+        return await gather([fetch(part) for part in parts])
 
     def _path_budget(self) -> int:
         """Bytes the IDs' part of a GET path may take: the base path and query take the rest."""

@@ -111,16 +111,18 @@ class Pipeline:
             return task.takes(global_index) and not self.prepared.checkpoint.is_committed(
                 global_index // task.count)
 
-        try:
-            for global_batch in self.prepared.plan.batches(self.config.output.batch_size, wanted):
-                if self.stopping.is_set():
-                    return
-                batch = Batch(global_batch.index // task.count, global_batch.gene_ids)
-                await self.batches.put(batch)
+        for global_batch in self.prepared.plan.batches(self.config.output.batch_size, wanted):
+            if self.stopping.is_set():
+                break
+            batch = Batch(global_batch.index // task.count, global_batch.gene_ids)
+            await self.batches.put(batch)
+        else:
             self.total_batches = self.task_batches
-        finally:
-            for _ in range(self.workers):
-                await self.batches.put(None)
+        # only a producer that ended by itself says goodbye: one whose put was cancelled (the
+        # task group is coming down on another task's error) would block here forever on a
+        # full queue whose workers are gone
+        for _ in range(self.workers):
+            await self.batches.put(None)
 
     async def _work(self) -> None:
         while (batch := await self.batches.get()) is not None:
@@ -264,7 +266,8 @@ class Pipeline:
         """Stop taking batches; with ``fatal``, also abort what is in flight now."""
         if fatal is not None and self.fatal is None:
             self.fatal = fatal
-            log.error("stopping: %s", fatal)
+            # said once, by whoever catches it (the CLI prints it as the run's error)
+            log.debug("stopping: %s", fatal)
         self.stopping.set()
         if fatal is not None:
             self.abort_in_flight()

@@ -203,13 +203,17 @@ def test_403_stops_the_run_with_what_to_do() -> None:
 
 # -- 400: REFUSED (probe, then isolate) --------------------------------------------------
 
-def test_400_probes_a_known_gene_then_isolates_the_refused_id_by_halving() -> None:
+def test_400_probes_a_known_gene_then_finds_the_refused_id_by_binary_splitting() -> None:
     transport = ScriptedTransport(then=answering(
         lambda ids: status(400, "bad id") if 6 in ids else None))
     outcome = fetch(transport, tuple(range(1, 9))).outcome
     assert transport.ids_asked == [
         (1, 2, 3, 4, 5, 6, 7, 8), (PROBE_GENE_ID,),  # the probe: refusals aren't systematic
-        (1, 2, 3, 4), (5, 6, 7, 8), (5, 6), (5,), (6,), (7, 8)]
+        (1, 2, 3, 4),  # passes: 5..8 hold the refused ID, and are not asked for whole
+        (5, 6),  # refused: 7, 8 are set aside
+        (5,),  # passes: 6 is the one, by inference
+        (6,),  # ...confirmed alone
+        (7, 8)]  # the set-aside IDs, together
     assert set(transport.gaps_s) == {0.0}, "a refusal is an answer: no backoff"
     assert outcome.found == 7 and outcome.missing == [(6, REJECTED_BY_SERVER)]
 
@@ -315,22 +319,46 @@ def test_414_for_a_single_id_fails_the_batch() -> None:
     assert transport.ids_asked == [(5,)]
 
 
-# -- 404: NOT_FOUND (retry, probe, isolate) ----------------------------------------------
+# -- 404: NOT_FOUND (probe, isolate) and STRAY_404 (retry first) -------------------------
 
-def test_a_404_that_goes_away_was_transient() -> None:
-    transport = ScriptedTransport(status(404, "no such page"), ok(IDS))
+def apache_404() -> Reply:
+    """A 404 as NCBI's Apache front end once served it: labelled HTML, NCBI's JSON inside."""
+    return Reply(404, {"Server": "Apache", "Content-Type": "text/html; charset=iso-8859-1"},
+                 b'{"error": "Not Found", "code": 404, "message": "Your request is invalid."}')
+
+
+def test_a_front_ends_404_that_goes_away_was_transient() -> None:
+    transport = ScriptedTransport(apache_404(), ok(IDS))
     outcome = fetch(transport).outcome
     assert transport.ids_asked == [IDS, IDS] and transport.gaps_s == [1.0]
     assert outcome.found == 4
 
 
-def test_a_persistent_404_is_retried_then_probed_then_the_id_isolated() -> None:
-    transport = ScriptedTransport(then=answering(
-        lambda ids: status(404, "gene not found") if 42 in ids else None))
+def test_a_front_ends_404_that_persists_is_retried_then_probed_then_the_id_refused() -> None:
+    transport = ScriptedTransport(then=lambda asked: ok(asked.gene_ids)
+                                  if asked.gene_ids == (PROBE_GENE_ID,) else apache_404())
     outcome = fetch(transport, (42,)).outcome
     assert transport.ids_asked == [(42,), (42,), (42,), (PROBE_GENE_ID,)]
     assert transport.gaps_s == [1.0, 2.0, 0.0]
     assert outcome.found == 0 and outcome.missing == [(42, REJECTED_BY_SERVER)]
+
+
+def test_the_apis_404_is_probed_at_once_and_the_id_refused_without_a_wait() -> None:
+    transport = ScriptedTransport(then=answering(
+        lambda ids: status(404, "Your request is invalid.") if 42 in ids else None))
+    outcome = fetch(transport, (42,)).outcome
+    assert transport.ids_asked == [(42,), (PROBE_GENE_ID,)]
+    assert transport.gaps_s == [0.0]
+    assert outcome.found == 0 and outcome.missing == [(42, REJECTED_BY_SERVER)]
+
+
+def test_an_apis_404_that_came_and_went_marks_no_id_refused() -> None:
+    """Inference says the last ID is refused; alone, it is answered: nothing is refused."""
+    transport = ScriptedTransport(status(404, "Your request is invalid."),
+                                  then=lambda asked: ok(asked.gene_ids))
+    outcome = fetch(transport).outcome
+    assert transport.ids_asked == [IDS, (PROBE_GENE_ID,), (1, 2), (3,), (4,)]
+    assert outcome.found == 4 and outcome.missing == []
 
 
 def test_a_404_everywhere_even_for_the_probe_is_a_wrong_url() -> None:

@@ -3,7 +3,8 @@
 One batch, from the pipeline down to the socket (each layer one module):
 
     client.py     GeneClient.fetch_batch: pack the batch into requests, fetch the parts
-    refusals.py   isolate the GeneIDs a server refuses; the probe and endpoint switch
+    refusals.py   find the GeneIDs a server refuses (adaptive group testing)
+    probe.py      vouch for the endpoint with a GeneID it must know; switch a retired one
     chain.py      the page chain of one request (or its one TSV answer)
     exchange.py   one request until it yields a usable answer: send, judge, retry
     health.py     whether the run goes on (unreachable host, outage)
@@ -20,7 +21,7 @@ Which exception crosses which layer (anything else stays inside its module):
     GaveUp (exchange.py)         exchange, chain,       client: the batch failed
                                  refusals
     FatalHTTPError, AuthError,   exchange, health,      the pipeline: the run stops
-      OutageError (errors.py)    refusals
+      OutageError (errors.py)    probe, refusals
 
 A read callback never leaves the retry loop by raising: it returns what it found, and only
 an InvalidPage (fetch the page again) goes back into the loop.

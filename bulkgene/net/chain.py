@@ -11,7 +11,7 @@ from bulkgene.ncbi.requests import page_request
 from bulkgene.ncbi.tsv import GENE_ID_FIELD, TsvAnswer, parse_tsv
 from bulkgene.net.attempt import Reply
 from bulkgene.net.exchange import Exchanger, GaveUp, Refused
-from bulkgene.net.refusals import EndpointGuard
+from bulkgene.net.probe import EndpointGuard
 
 log = logging.getLogger("bulkgene")
 

@@ -2,10 +2,11 @@
 
     GeneClient.fetch_batch   pack the batch into requests the URL allows, fetch the parts at
                              once, turn the answer into a BatchOutcome (this module)
-    isolate                  split a part when the server refuses it (400, persistent 404,
-                             414), after a probe with a known GeneID shows the refusal isn't
-                             systematic; the probe also finds a retired endpoint's successor
-                             (net/refusals.py)
+    Refusals.fetch           when the server refuses a part as a whole (400, its 404, 414),
+                             find the GeneIDs it refuses by adaptive group testing
+                             (net/refusals.py), after a probe with a known GeneID shows the
+                             refusal isn't systematic; the probe also finds a retired
+                             endpoint's successor (net/probe.py)
     PageFetcher              follow next_page_token from page 1; a failing token restarts the
                              chain; or the one TSV answer (net/chain.py)
     Exchanger.exchange       one request until it yields a usable answer: send once (pacer,
@@ -26,7 +27,7 @@ from urllib.parse import urlencode, urlsplit
 import aiohttp
 
 from bulkgene.config import DownloadConfig
-from bulkgene.model import Batch, BatchFailure, BatchOutcome, BatchResult
+from bulkgene.model import REJECTED_BY_SERVER, Batch, BatchFailure, BatchOutcome, BatchResult
 from bulkgene.ncbi.pages import NOT_RETURNED, BatchAnswer
 from bulkgene.ncbi.requests import MAX_PATH_BYTES, pack, page_request
 from bulkgene.ncbi.tsv import TsvAnswer
@@ -35,12 +36,11 @@ from bulkgene.net.chain import PageFetcher, tsv_column
 from bulkgene.net.exchange import Exchanger, GaveUp, NetStats, server_message
 from bulkgene.net.gather import gather
 from bulkgene.net.pacer import AdaptiveRateLimiter
-from bulkgene.net.refusals import PROBE_GENE_ID, AnswerT, EndpointGuard, isolate
+from bulkgene.net.probe import PROBE_GENE_ID, EndpointGuard
+from bulkgene.net.refusals import AnswerT, Refusals
 
 __all__ = ["PROBE_GENE_ID", "REJECTED_BY_SERVER", "GeneClient", "NetStats", "Transport",
            "server_message"]
-
-REJECTED_BY_SERVER = "REJECTED_BY_SERVER"
 
 
 class GeneClient:
@@ -57,6 +57,7 @@ class GeneClient:
                                     self.stats, rng or random.Random())
         self._guard = EndpointGuard(self._exchanger, config.query.endpoint)
         self._pages = PageFetcher(self._exchanger, self._guard)
+        self.refusals = Refusals(self._guard)
 
     @property
     def endpoint(self) -> str:
@@ -69,14 +70,14 @@ class GeneClient:
             parts = pack(self.endpoint, batch.gene_ids, self._path_budget())
             if self.config.query.format == "tsv":
                 tsv = TsvAnswer.merged(batch.gene_ids, await self._gather(
-                    parts, lambda ids: isolate(ids, self._guard, self._pages.tsv,
-                                               self._refused_tsv, TsvAnswer.merged)))
+                    parts, lambda ids: self.refusals.fetch(ids, self._pages.tsv,
+                                                           self._refused_tsv, TsvAnswer.merged)))
                 if not tsv.answered:
                     await self._guard.vouch_for_nothing_found()
                 return self._tsv_outcome(batch, tsv)
             answer = self._merge_json(batch.gene_ids, await self._gather(
-                parts, lambda ids: isolate(ids, self._guard, self._pages.json_chain,
-                                           self._refused_json, self._merge_json)))
+                parts, lambda ids: self.refusals.fetch(ids, self._pages.json_chain,
+                                                       self._refused_json, self._merge_json)))
             if not answer.answered:
                 await self._guard.vouch_for_nothing_found()
         except GaveUp as exc:

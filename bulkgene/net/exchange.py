@@ -35,7 +35,7 @@ from bulkgene.net.policy import Action, backoff_s, classify, parse_retry_after
 log = logging.getLogger("bulkgene")
 TRACE = 5  # -vv: every request and its answer
 
-NOT_FOUND_ATTEMPTS = 3  # a 404 is retried like a transient error this often
+NOT_FOUND_ATTEMPTS = 3  # a front end's 404 (and any 404 to a probe) is retried this often
 _STALE_RESENDS = 3  # a dead pooled connection is no failure, but a loop of them is
 _REQUEST_ID_HEADERS = ("Ncbi-Phid", "X-Request-Id")
 # what parsing a hostile body can raise besides InvalidPage (bad UTF-8, nesting, numbers)
@@ -123,9 +123,11 @@ class Exchanger:
         self.health = Health(self.config.network)
 
     async def exchange(self, request: PageRequest, max_attempts: int,
-                       read: Callable[[Reply], T]) -> T:
+                       read: Callable[[Reply], T], *, patient_404: bool = False) -> T:
         """Send until ``read`` accepts a 200 (``read`` raises InvalidPage for a page to fetch
-        again); raises Refused, GaveUp or a fatal error."""
+        again); raises Refused, GaveUp or a fatal error. The API's own 404 refuses the
+        request at once (a front end's is retried first), unless ``patient_404`` (a probe:
+        its 404 ends the run or retires the endpoint, so it must not be a passing one)."""
         retry = self.config.network.retry
         attempt_number = stale_resends = not_found = 0
         while True:
@@ -145,8 +147,13 @@ class Exchanger:
                 verdict: _Use[T] | _Again = _Again(failure.reason)
             else:
                 action, message = self._classify(sent.reply)
-                not_found += action is Action.NOT_FOUND
-                verdict = self._judge(sent, action, message, read, not_found)
+                if action in (Action.NOT_FOUND, Action.STRAY_404):
+                    not_found += 1
+                    if action is Action.STRAY_404 or patient_404:
+                        # a refusal only once it persists
+                        action = (Action.NOT_FOUND if not_found >= NOT_FOUND_ATTEMPTS
+                                  else Action.STRAY_404)
+                verdict = self._judge(sent, action, message, read)
             if isinstance(verdict, _Use):
                 return verdict.result
             self.health.failed(failure, verdict.reason)
@@ -199,12 +206,12 @@ class Exchanger:
     def _classify(self, reply: Reply) -> tuple[Action, str]:
         """The policy's Action for an answer, and the server's message (key masked)."""
         message = self._masked(server_message(reply.body)) if reply.status != 200 else ""
-        return classify(reply.status, message), message
+        return classify(reply.status, message, reply.headers, reply.body), message
 
-    def _judge(self, sent: Sent, action: Action, message: str, read: Callable[[Reply], T],
-               not_found: int) -> _Use[T] | _Again:
+    def _judge(self, sent: Sent, action: Action, message: str, read: Callable[[Reply], T]
+               ) -> _Use[T] | _Again:
         """What an answer of ``action`` means: a result, or a reason to try again; raises
-        Refused or a fatal error. ``not_found``: the 404s this request has had."""
+        Refused or a fatal error."""
         reply = sent.reply
         if action is Action.USE:
             try:
@@ -228,11 +235,10 @@ class Exchanger:
         if action is Action.RETRY:
             return _Again(f"HTTP {reply.status}",
                           parse_retry_after(reply.headers.get("Retry-After"), retry_cap_s))
-        if action is Action.GONE or (action is Action.NOT_FOUND
-                                     and not_found >= NOT_FOUND_ATTEMPTS):
+        if action in (Action.GONE, Action.NOT_FOUND):
             self.health.succeeded()  # the server answered: it is reachable
             raise Refused(action, reply.status, message)
-        if action is Action.NOT_FOUND:
+        if action is Action.STRAY_404:
             return _Again(f"HTTP {reply.status}: {message}")
         raise self._final(action, reply, message)
 

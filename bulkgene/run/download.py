@@ -9,11 +9,12 @@ from urllib.parse import urlsplit
 
 from bulkgene import __version__
 from bulkgene.config import DownloadConfig
-from bulkgene.errors import GRACEFUL_SIGNALS, BulkgeneError, StateError
+from bulkgene.errors import GRACEFUL_SIGNALS, BulkgeneError, FatalHTTPError, StateError
 from bulkgene.net.attempt import open_session
 from bulkgene.net.client import GeneClient, NetStats
 from bulkgene.output.durable import write_atomically
 from bulkgene.output.layout import SUMMARY_NAME
+from bulkgene.output.missing import missing_counts, mostly_refused_message
 from bulkgene.run import checkpoint as ckpt
 from bulkgene.run.pipeline import Pipeline
 from bulkgene.run.prepare import PreparedRun, prepare
@@ -58,6 +59,17 @@ def _summarize(config: DownloadConfig, prepared: PreparedRun, run: Pipeline | No
         interrupted=run.interrupted if run else False,
         error=str(error) if error else None,
     )
+
+
+def _mostly_refused(config: DownloadConfig, prepared: PreparedRun) -> FatalHTTPError | None:
+    """A directory whose GeneIDs the server mostly refused holds no result: an error."""
+    counts = missing_counts(config.work_dir)
+    totals = prepared.checkpoint.totals
+    if counts is None or not counts.refused:
+        return None
+    answered = totals.get("found", 0) + totals.get("missing", 0) - counts.refused
+    return (FatalHTTPError(mostly_refused_message(counts.refused, answered))
+            if counts.refused > answered else None)
 
 
 def _warn_about_plain_http(config: DownloadConfig) -> None:
@@ -150,6 +162,8 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
                 if progress is not None:
                     progress.close()
             error = run.fatal
+            if error is None and not run.interrupted:
+                error = await asyncio.to_thread(_mostly_refused, config, prepared)
     finally:
         prepared.store.close()
         try:  # still holding the lock: the last writes of this run

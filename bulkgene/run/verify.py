@@ -24,6 +24,7 @@ from bulkgene.input.idset import MAX_GENE_ID, IdBitmap
 from bulkgene.ncbi.tsv import GENE_ID_FIELD, GENE_ID_HEADER
 from bulkgene.output import durable
 from bulkgene.output.layout import MISSING_NAME, REPLACED_NAME, SUMMARY_NAME, is_shard_name
+from bulkgene.output.missing import missing_counts, mostly_refused_message
 from bulkgene.run import checkpoint as ckpt
 from bulkgene.run.split import task_directories
 from bulkgene.run.status import directory_status, incomplete_reasons, is_task_directory
@@ -244,13 +245,15 @@ def _check_accounting(directory: Path, state: ckpt.Checkpoint, records_on_disk: 
     if totals.get("records", 0) != records_on_disk:
         verdict.problems.append(f"{directory}: {records_on_disk} records in the shards, the "
                                 f"checkpoint counted {totals.get('records', 0)}")
-    missing_file = directory / MISSING_NAME
-    if missing_file.exists():
-        with durable.open_read(missing_file) as handle:
-            rows = sum(1 for _ in handle) - 1
-        if rows != totals.get("missing", 0):
-            verdict.problems.append(f"{missing_file}: {rows} rows, the checkpoint counted "
-                                    f"{totals.get('missing', 0)} missing")
+    counts = missing_counts(directory)
+    if counts is not None:
+        if counts.rows != totals.get("missing", 0):
+            verdict.problems.append(f"{directory / MISSING_NAME}: {counts.rows} rows, the "
+                                    f"checkpoint counted {totals.get('missing', 0)} missing")
+        answered = totals.get("found", 0) + totals.get("missing", 0) - counts.refused
+        if counts.refused > answered:  # as a run stops: most of it refused is no result
+            verdict.problems.append(
+                f"{directory}: {mostly_refused_message(counts.refused, answered)}")
     try:
         summary = orjson.loads(durable.read_bytes(directory / SUMMARY_NAME))
     except (OSError, orjson.JSONDecodeError):

@@ -189,9 +189,11 @@ class RetryPolicy:
     backoff_cap_s: float = 30.0
     retry_after_cap_s: float = 120.0
     outage_s: float = 600.0
-    # before any request has worked, a host that can't be reached (DNS, refused, proxy) is a
-    # setup problem, not an outage: stop after this long
+    # before anything has answered, a host that can't be reached (refused, no route, proxy,
+    # a connection or an answer that never comes) is a setup problem, not an outage: stop
+    # after this long; a host name that does not resolve, after unresolved_s
     unreachable_s: float = 15.0
+    unresolved_s: float = 2.0
     # a next-page request failing this often restarts its batch from page 1 (a token the
     # server no longer takes answers 500 every time); restarts are bounded by max_attempts
     token_attempts: int = 2

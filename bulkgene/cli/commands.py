@@ -139,6 +139,7 @@ Examples:
   bulkgene emulate --port 8765
   bulkgene emulate --port 8765 --latency 0.3 --latency-per-gene 0.0008 --fault http_503=0.05
   BULKGENE_BASE_URL=http://127.0.0.1:8765/datasets/v2 bulkgene fetch ids.txt --out genes/
+  bulkgene emulate --port 8766 --black-hole   # a proxy that swallows requests
 """
 
 
@@ -199,12 +200,15 @@ class _EmulateCommand(click.Command):
               show_default=True, help="What an invalid page token gets (400: old guess).")
 @click.option("--remaining-only-on-429", is_flag=True,
               help="Old guess: X-RateLimit-* headers on 429s only.")
+@click.option("--black-hole", is_flag=True,
+              help="Instead of the API: accept connections and never answer, as a proxy or "
+              "firewall that swallows requests does (try `bulkgene fetch` and `doctor` on it).")
 def emulate(port: int, seed: int, anonymous_rate: float, keyed_rate: float, no_rate_limit: bool,
             latency: float, latency_per_gene: float, jitter: float, arrival_jitter_ms: float,
             faults: tuple[str, ...], valid_keys: tuple[str, ...], keepalive_timeout: float,
             keepalive_max: int, invalid_id_per_mille: float, retired: tuple[str, ...],
             retired_status: str, unknown_id_messages: bool, total_count_every_page: bool,
-            bad_token_status: str, remaining_only_on_429: bool) -> None:
+            bad_token_status: str, remaining_only_on_429: bool, black_hole: bool) -> None:
     """Serve a faithful local emulator of NCBI Datasets v2 gene reports on 127.0.0.1.
 
     Behaves as NCBI was recorded: same page schema and quirks (reports out of input order,
@@ -242,7 +246,12 @@ def emulate(port: int, seed: int, anonymous_rate: float, keyed_rate: float, no_r
         rate_limit_headers_only_on_429=remaining_only_on_429,
     )
     try:
-        asyncio.run(serve_forever(config, port))
+        if black_hole:
+            from bulkgene.testing.blackhole import serve_black_hole_forever
+
+            asyncio.run(serve_black_hole_forever(port))
+        else:
+            asyncio.run(serve_forever(config, port))
     except KeyboardInterrupt:
         pass
     except OSError as exc:

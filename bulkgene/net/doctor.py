@@ -18,6 +18,7 @@ from bulkgene.net.attempt import HttpRequest, attempt, open_session
 from bulkgene.net.client import PROBE_GENE_ID
 from bulkgene.net.doctor_checks import (
     BASE_URL_HELP,
+    NO_ANSWER,
     NO_CONNECTION,
     ca_source,
     clock_check,
@@ -130,9 +131,11 @@ class _Doctor:
                     await asyncio.sleep(max(0.0, last_answer_at + self.gap_s - loop.time()))
                 await self._probe(session, probe)
                 last_answer_at = loop.time()
-                if probe.failure_kind in NO_CONNECTION:
+                if probe.failure_kind in (*NO_CONNECTION, NO_ANSWER):
+                    why = ("the first request got no answer" if probe.failure_kind == NO_ANSWER
+                           else "the server could not be reached")
                     for later in probes[probes.index(probe) + 1:]:
-                        later.detail = "not tried: the server could not be reached"
+                        later.detail = f"not tried: {why}"
                     return
 
     async def _probe(self, session: aiohttp.ClientSession, probe: Probe) -> None:
@@ -162,6 +165,14 @@ class _Doctor:
         if failed.failure_kind == "tls":
             return Check("connection", "ok", f"connected to {self.host}:{self.port} {via}; "
                          "TLS then failed (see TLS)")
+        if failed.failure_kind == NO_ANSWER:
+            return Check(
+                "connection", "fail", f"connected to {self.host}:{self.port} {via}, no answer "
+                f"in {self.network.timeouts.read_stall_s:g} s",
+                "something accepts the connection and passes nothing back: a proxy or firewall "
+                "in the way (check HTTPS_PROXY / NO_PROXY; compute nodes often need the "
+                "site's proxy), or a server that hangs; raise --timeout only if the server is "
+                "known to be that slow")
         advice = {
             "proxy": f"the proxy {route.proxy} does not let us through: check the host and port "
                      "in HTTPS_PROXY/HTTP_PROXY (credentials go in as http://user:pass@host:port), "
@@ -171,9 +182,6 @@ class _Doctor:
             "connect timeout": "nothing answered in time: outgoing traffic may be filtered here "
                                "(compute nodes often reach the internet only through a proxy: "
                                "set HTTPS_PROXY), or raise --timeout",
-            "timeout": "nothing answered in time: outgoing traffic may be filtered here (compute "
-                       "nodes often need HTTPS_PROXY), or the server is slow; try again, or "
-                       "raise --timeout",
         }.get(failed.failure_kind,
               f"nothing accepts connections at {self.host}:{self.port}: {BASE_URL_HELP}; "
               "compute nodes often reach the internet only through a proxy (HTTPS_PROXY)")
@@ -246,7 +254,7 @@ def _failure_kind(failure: AttemptFailed) -> str:
         return "proxy" if failure.via_proxy else (
             "connect timeout" if failure.timed_out else "connect")
     if isinstance(failure, NoAnswer):
-        return "timeout"
+        return NO_ANSWER
     return "other"
 
 

@@ -28,6 +28,7 @@ BLOCKED_HELP = ("NCBI blocks IP addresses that send too many requests: stop othe
                 "from this machine, wait, and write to info@ncbi.nlm.nih.gov if it persists")
 BASE_URL_HELP = f"check --base-url (or BULKGENE_BASE_URL); NCBI's is {DEFAULT_BASE_URL}"
 NO_CONNECTION = frozenset({"dns", "proxy", "connect", "connect timeout", "tls"})  # failure kinds
+NO_ANSWER = "no answer"  # the failure kind of a request that went out and got nothing back
 
 DOCS_NOTE = re.compile(r"\s*\(For more help, see [^)]*\)")
 
@@ -236,7 +237,8 @@ def endpoint_check(probe: Probe, probes: list[Probe]) -> Check:
                      "check the proxy settings and " + BASE_URL_HELP)
     if probe.verdict == "unreached":
         advice = ("see the TLS row" if probe.failure_kind == "tls"
-                  else "see the connection row" if probe.failure_kind in NO_CONNECTION
+                  else "see the connection row" if probe.failure_kind in (*NO_CONNECTION,
+                                                                          NO_ANSWER)
                   else f"try again; {use_other}")
         return Check(name, "fail", probe.detail, advice)
     reply_status = probe.reply.status if probe.reply else 0

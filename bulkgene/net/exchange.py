@@ -177,22 +177,31 @@ class Exchanger:
             headers["api-key"] = network.api_key.reveal()
         await self.limiter.acquire()
         self.stats.requests += 1
+        started_at = asyncio.get_running_loop().time()
         sent_at: float | None = None
 
-        def on_sent() -> None:
+        def record_send() -> None:
             nonlocal sent_at
             if sent_at is None:
                 sent_at = self.limiter.on_sent()
 
+        def went_out() -> None:  # the transport: the headers are on the wire
+            record_send()
+            self.health.went_out()
+
         try:
             reply = await self.transport(HttpRequest(
                 request, network.base_url.rstrip("/") + request.path, headers,
-                network.timeouts, network.max_response_bytes, on_sent))
+                network.timeouts, network.max_response_bytes, went_out))
         except TlsUnverified as exc:
             raise self._tls_error(exc) from None
+        except AttemptFailed as exc:
+            exc.started_at = started_at
+            raise
         finally:
-            on_sent()  # a request that never left must not hold the next one back
+            record_send()  # a request that never left must not hold the next one back
         assert sent_at is not None
+        self.health.answered()
         self.stats.bytes += len(reply.body)
         reply = self._without_key(reply)
         path = request.path

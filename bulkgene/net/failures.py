@@ -22,11 +22,16 @@ from __future__ import annotations
 
 
 class AttemptFailed(Exception):
-    """No usable HTTP answer: connection, timeout, a cut or oversized body."""
+    """No usable HTTP answer: connection, timeout, a cut or oversized body.
+
+    ``started_at`` is when the pacer let the attempt go (the exchange sets it; the loop's
+    clock): how long a host has kept failing is counted from the first attempt's start.
+    """
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.started_at: float | None = None
 
 
 class StaleConnection(AttemptFailed):

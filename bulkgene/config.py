@@ -251,6 +251,11 @@ class NetworkSpec:
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ConfigError(f"base URL {self.base_url!r} must start with http:// or https:// "
                               f"and name a host, e.g. {DEFAULT_BASE_URL}")
+        try:
+            url.port  # noqa: B018 - urlsplit checks the port only when asked for it
+        except ValueError:
+            raise ConfigError(f"base URL {self.base_url!r} names a port that can't be one "
+                              f"(1..65535), e.g. {DEFAULT_BASE_URL}") from None
         if self.api_key is not None and not self.api_key.reveal().strip():
             raise ConfigError("the API key is empty: pass a real key or none at all")
         if self.api_key is not None and not all(
@@ -269,9 +274,15 @@ class NetworkSpec:
 
     @property
     def server(self) -> str:
-        """Scheme and host of the base URL: which server filled a directory."""
+        """The origin of the base URL, which server filled a directory: scheme, host and
+        port, a scheme's default port left out (as an origin is written, and as directories
+        filled before the port counted recorded NCBI's)."""
         url = urlsplit(self.base_url)
-        return f"{url.scheme}://{url.hostname}"
+        host = url.hostname or ""
+        shown = f"[{host}]" if ":" in host else host
+        port = url.port
+        default = 443 if url.scheme == "https" else 80
+        return f"{url.scheme}://{shown}" + (f":{port}" if port not in (None, default) else "")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from bulkgene.errors import (
     OutageError,
     StateError,
 )
-from bulkgene.run.summary import Summary
+from bulkgene.model import Summary
 
 try:
     __version__ = version("bulkgene")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from bulkgene.errors import CorruptCheckpoint, FingerprintMismatch, StateError
-from bulkgene.run import checkpoint as ckpt
-from bulkgene.run.checkpoint import Checkpoint
+from bulkgene.output import checkpoint as ckpt
+from bulkgene.output.checkpoint import Checkpoint
 
 
 def _fresh() -> Checkpoint:

@@ -22,10 +22,10 @@ import aiohttp
 import pytest
 from helpers import make_config, write_ids
 
+from bulkgene.layout import CHECKPOINT_NAME
 from bulkgene.model import Batch, BatchFailure, BatchOutcome, BatchResult, Record
 from bulkgene.net.client import GeneClient
 from bulkgene.net.pacer import AdaptiveRateLimiter
-from bulkgene.output.layout import CHECKPOINT_NAME
 from bulkgene.run.pipeline import Pipeline
 from bulkgene.run.prepare import prepare
 

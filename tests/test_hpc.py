@@ -25,9 +25,10 @@ from helpers import (
     write_ids,
 )
 
+from bulkgene.config import TaskSpec
 from bulkgene.errors import ConfigError
-from bulkgene.run import checkpoint
-from bulkgene.run.split import TaskSpec, from_slurm, resolve, unsplit_array_note
+from bulkgene.output import checkpoint
+from bulkgene.run.array import from_slurm, resolve, unsplit_array_note
 from bulkgene.testing import EmulatorThread, GeneUniverse
 from bulkgene.testing.windows import max_in_window
 

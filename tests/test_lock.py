@@ -22,7 +22,7 @@ from helpers import (
 )
 
 from bulkgene.errors import StateError
-from bulkgene.output.layout import LOCK_NAME
+from bulkgene.layout import LOCK_NAME
 from bulkgene.run.lock import RunLock, read_lock
 
 NO_SUCH_PID = 2**22 + 1  # above Linux's largest pid_max

@@ -12,11 +12,11 @@ import pytest
 from helpers import EmulatorFactory, invoke_cli, make_config, write_ids
 
 import bulkgene
+from bulkgene.cli.progress import ProgressReporter, Snapshot
 from bulkgene.config import RetryPolicy
 from bulkgene.errors import BulkgeneError
+from bulkgene.model import Summary
 from bulkgene.run.lock import RunLock
-from bulkgene.run.progress import ProgressReporter, Snapshot
-from bulkgene.run.summary import Summary
 
 _IDS = range(1, 201)
 class _Recorder(ProgressReporter):

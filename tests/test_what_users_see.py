@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from helpers import EmulatorFactory, cli_env, invoke_cli, write_ids
 
+from bulkgene.cli.progress import ProgressReporter, Snapshot, Terminal, bar
 from bulkgene.net.attempt import open_session
-from bulkgene.run.progress import ProgressReporter, Snapshot, Terminal, bar
 
 
 def _snapshot(done: int, retries: int = 0) -> Snapshot:

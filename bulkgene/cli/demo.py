@@ -9,10 +9,10 @@ from pathlib import Path
 
 import orjson
 
+from bulkgene.cli.progress import ProgressReporter
 from bulkgene.config import DownloadConfig, NetworkSpec, OutputSpec
+from bulkgene.model import Summary
 from bulkgene.run.download import download
-from bulkgene.run.progress import ProgressReporter
-from bulkgene.run.summary import Summary
 from bulkgene.testing import EmulatorConfig, EmulatorThread
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_inputs"

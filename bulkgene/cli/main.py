@@ -18,6 +18,7 @@ from bulkgene.cli import commands
 from bulkgene.cli.console import configure_logging, read_api_key, report_end
 from bulkgene.cli.doctor import doctor
 from bulkgene.cli.options import server_options
+from bulkgene.cli.progress import ProgressReporter, Terminal, TerminalLog
 from bulkgene.config import (
     COMPRESSIONS,
     ENDPOINTS,
@@ -43,9 +44,8 @@ from bulkgene.config import (
 )
 from bulkgene.errors import BulkgeneError, ConfigError
 from bulkgene.input.lines import Reject
-from bulkgene.run import split
-from bulkgene.run.progress import ProgressReporter, Terminal, TerminalLog
-from bulkgene.run.summary import Summary
+from bulkgene.model import Summary
+from bulkgene.run import array
 
 log = logging.getLogger("bulkgene")
 
@@ -249,7 +249,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
                 timeouts=Timeouts(connect_s=connect_timeout, read_stall_s=read_timeout,
                                   attempt_s=attempt_timeout),
                 max_response_bytes=max_response_mb << 20),
-            task=split.resolve(task_index, task_count, split_mode),
+            task=array.resolve(task_index, task_count, split_mode),
             progress_interval_s=progress_interval if show_progress else 0,
         )
     except ConfigError as exc:

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import orjson
 
+from bulkgene import durable
 from bulkgene.errors import StateError
 from bulkgene.input.idset import IdBitmap
 from bulkgene.input.lines import InputCounts, Reject, read_ids
+from bulkgene.layout import PLAN_BITMAP, PLAN_IDS, PLAN_JSON
 from bulkgene.model import Batch
-from bulkgene.output import durable
-from bulkgene.output.layout import PLAN_BITMAP, PLAN_IDS, PLAN_JSON
 
 # 2: plan.bitmap is a roaring bitmap, and plan.json holds checksums of plan.ids and
 # plan.bitmap. A plan of format 1 is not read: load() says no, and the input is parsed

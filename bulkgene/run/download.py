@@ -8,19 +8,19 @@ import time
 from urllib.parse import urlsplit
 
 from bulkgene import __version__
+from bulkgene.cli.progress import ProgressReporter
 from bulkgene.config import DownloadConfig
+from bulkgene.durable import write_atomically
 from bulkgene.errors import GRACEFUL_SIGNALS, BulkgeneError, StateError
+from bulkgene.layout import SUMMARY_NAME
+from bulkgene.model import Summary
 from bulkgene.net.attempt import open_session
 from bulkgene.net.client import GeneClient, NetStats
-from bulkgene.output.durable import write_atomically
-from bulkgene.output.layout import SUMMARY_NAME
-from bulkgene.run import checkpoint as ckpt
+from bulkgene.output import checkpoint as ckpt
+from bulkgene.run.array import unsplit_array_note
 from bulkgene.run.pipeline import Pipeline
 from bulkgene.run.prepare import PreparedRun, prepare
-from bulkgene.run.progress import ProgressReporter
 from bulkgene.run.sharing import budget_directory, paced_limiter, shared_budget
-from bulkgene.run.split import unsplit_array_note
-from bulkgene.run.summary import Summary
 
 log = logging.getLogger("bulkgene")
 

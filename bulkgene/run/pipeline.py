@@ -5,7 +5,7 @@
     writer      commits results (durable data, then the checkpoint), in a thread
 
 Memory is bounded by bytes, not only by count: a worker reserves a batch's expected size
-in a ByteBudget before fetching it (its pages accumulate meanwhile), trues it up to the
+in a MemoryBudget before fetching it (its pages accumulate meanwhile), trues it up to the
 result's real size, and the writer releases it once the result is on disk. A 1000-gene
 COMPLETE batch is ~5 MB, so a count alone would let 16 in flight and 32 queued hold 250 MB.
 
@@ -27,15 +27,15 @@ import time
 from dataclasses import asdict
 
 from bulkgene.budget import BudgetLease
+from bulkgene.cli.progress import ProgressReporter, Snapshot
 from bulkgene.config import DownloadConfig
+from bulkgene.durable import write_atomically
 from bulkgene.errors import EXIT_INTERRUPTED, BulkgeneError, StateError
+from bulkgene.layout import CHECKPOINT_NAME
 from bulkgene.model import Batch, BatchFailure, BatchOutcome, BatchResult
 from bulkgene.net.client import GeneClient, NetStats
-from bulkgene.output.durable import write_atomically
-from bulkgene.output.layout import CHECKPOINT_NAME
-from bulkgene.run.byte_budget import ByteBudget
+from bulkgene.run.memory import MemoryBudget
 from bulkgene.run.prepare import PreparedRun
-from bulkgene.run.progress import ProgressReporter, Snapshot
 
 log = logging.getLogger("bulkgene")
 
@@ -71,7 +71,7 @@ class Pipeline:
         # each result travels with the bytes it holds in the budget, for the writer to release
         self.results: asyncio.Queue[tuple[BatchResult, int] | None] = asyncio.Queue(
             maxsize=2 * self.workers)
-        self.memory = ByteBudget(config.output.memory_budget_bytes)
+        self.memory = MemoryBudget(config.output.memory_budget_bytes)
         self._bytes_per_id = float(_FIRST_GUESS_BYTES_PER_ID)
         self._bytes_per_id_seen = False  # the first answer replaces the guess outright
         self.stopping = asyncio.Event()
@@ -130,7 +130,7 @@ class Pipeline:
         await self.results.put(None)
 
     async def _fetch(self, batch: Batch) -> None:
-        """Fetch ``batch`` within the byte budget and hand it to the writer.
+        """Fetch ``batch`` within the memory budget and hand it to the writer.
 
         A function of its own so that nothing here outlives the hand-over: a loop's locals
         (the result, the task holding it) would keep a ~5 MB batch alive in every worker

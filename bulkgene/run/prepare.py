@@ -22,17 +22,17 @@ from typing import Any
 
 import orjson
 
+from bulkgene import durable, layout
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import ConfigError, InputError, StateError
 from bulkgene.input import plan as idplan
 from bulkgene.input.lines import STDIN, InputCounts, Reject, file_digest, parse_column, scan_ids
 from bulkgene.input.plan import IdPlan
-from bulkgene.output import durable, layout
+from bulkgene.layout import REJECTS_HEADER, REJECTS_NAME, STDIN_SPOOL_NAME
+from bulkgene.output import checkpoint as ckpt
+from bulkgene.output.checkpoint import Checkpoint
 from bulkgene.output.claims import GeneClaims
-from bulkgene.output.layout import REJECTS_HEADER, REJECTS_NAME, STDIN_SPOOL_NAME
 from bulkgene.output.store import OutputStore
-from bulkgene.run import checkpoint as ckpt
-from bulkgene.run.checkpoint import Checkpoint
 from bulkgene.run.lock import RunLock, acquire_waiting
 
 log = logging.getLogger("bulkgene")

@@ -10,20 +10,21 @@ from typing import Any
 
 import orjson
 
+from bulkgene import durable
 from bulkgene.budget import LeaseView
+from bulkgene.config import TaskSpec
 from bulkgene.errors import StateError
-from bulkgene.output import durable
-from bulkgene.output.layout import (
+from bulkgene.layout import (
     CHECKPOINT_NAME,
     LOCK_NAME,
     PLAN_JSON,
     SUMMARY_NAME,
     TASK_DIR_PREFIX,
     task_dir_name,
+    task_directories,
 )
-from bulkgene.run import checkpoint as ckpt
+from bulkgene.output import checkpoint as ckpt
 from bulkgene.run.lock import holder_alive, read_lock
-from bulkgene.run.split import TaskSpec, task_directories
 
 
 @dataclass

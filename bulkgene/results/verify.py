@@ -18,15 +18,14 @@ from typing import BinaryIO, cast
 import msgspec
 import orjson
 
+from bulkgene import durable
 from bulkgene.errors import CorruptCheckpoint, StateError
 from bulkgene.input import plan as idplan
 from bulkgene.input.idset import MAX_GENE_ID, IdBitmap
+from bulkgene.layout import MISSING_NAME, REPLACED_NAME, SUMMARY_NAME, is_shard_name, task_directories
 from bulkgene.ncbi.tsv import GENE_ID_FIELD, GENE_ID_HEADER
-from bulkgene.output import durable
-from bulkgene.output.layout import MISSING_NAME, REPLACED_NAME, SUMMARY_NAME, is_shard_name
-from bulkgene.run import checkpoint as ckpt
-from bulkgene.run.split import task_directories
-from bulkgene.run.status import directory_status, incomplete_reasons, is_task_directory
+from bulkgene.output import checkpoint as ckpt
+from bulkgene.results.status import directory_status, incomplete_reasons, is_task_directory
 
 _MAX_PROBLEMS_PER_KIND = 20
 

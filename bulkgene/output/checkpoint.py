@@ -23,9 +23,9 @@ from typing import Any
 
 import orjson
 
+from bulkgene import durable
 from bulkgene.errors import CorruptCheckpoint, FingerprintMismatch
-from bulkgene.output import durable
-from bulkgene.output.layout import CHECKPOINT_NAME, MISSING_NAME, REPLACED_NAME, is_shard_name
+from bulkgene.layout import CHECKPOINT_NAME, MISSING_NAME, REPLACED_NAME, is_shard_name
 
 FORMAT_VERSION = 2  # 2: grouped parameters, the server, a checksum
 _RESTART_HINT = ("pass --restart to move the old run aside (nothing is deleted) and start over, "

@@ -149,3 +149,46 @@ class Summary:
                  f"rejected lines, {self.requests} requests ({self.retries} retries, "
                  f"{self.throttled} throttled) in {self.elapsed_s:.1f} s")
         return text
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Where a running download stands now, as its progress callback hears it."""
+
+    batches_done: int
+    batches_failed: int
+    batches_total: int
+    ids_done: int
+    ids_total: int
+    found: int
+    requests: int
+    retries: int
+    throttled: int
+    elapsed_s: float
+    ids_per_s: float
+
+    @property
+    def eta_s(self) -> float | None:
+        remaining = self.ids_total - self.ids_done
+        if remaining <= 0:
+            return 0.0
+        return remaining / self.ids_per_s if self.ids_per_s > 0 else None
+
+    def line(self) -> str:
+        """The progress as one plain line (a log line every 30 s where there is no terminal)."""
+        percent = 100 * self.ids_done / self.ids_total if self.ids_total else 100.0
+        return (f"{percent:5.1f}% batches {self.batches_done}/{self.batches_total}"
+                f"{f' ({self.batches_failed} failed)' if self.batches_failed else ''}, "
+                f"IDs {self.ids_done}/{self.ids_total}, {self.ids_per_s:.0f} IDs/s, "
+                f"ETA {human_duration(self.eta_s)}; {self.retries} retried, "
+                f"{self.throttled} throttled")
+
+
+def human_duration(seconds: float | None) -> str:
+    """``seconds`` as 42s, 3m07s or 2h05m; ``?`` when unknown."""
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"

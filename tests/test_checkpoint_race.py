@@ -73,7 +73,7 @@ async def test_the_loop_iterates_the_checkpoint_through_a_commit_in_flight(
     try:
         async with aiohttp.ClientSession() as session:  # never sends: no batch is fetched
             run = Pipeline(config, prepared, GeneClient(session, AdaptiveRateLimiter(10.0), config),
-                       progress=None)
+                       on_progress=None)
             first: list[BatchResult] = [_found(0), _failed(1), _found(2), _failed(3),
                                         _found(5)]
             await run._commit(first)

@@ -202,7 +202,7 @@ def test_status_says_starting_before_the_first_commit(tmp_path: Path) -> None:
     from bulkgene.results.status import task_status
 
     holder = subprocess.Popen(  # a bulkgene process holding the lock, nothing committed yet
-        [sys.executable, "-c", "import sys; from bulkgene.run.lock import RunLock; "
+        [sys.executable, "-c", "import sys; from bulkgene.output.lock import RunLock; "
          f"lock = RunLock(__import__('pathlib').Path({str(tmp_path)!r})); lock.acquire(); "
          "print('held', flush=True); sys.stdin.readline(); lock.release()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE)

@@ -24,7 +24,7 @@ from bulkgene.layout import (
     task_directories,
 )
 from bulkgene.output import checkpoint as ckpt
-from bulkgene.run.lock import holder_alive, read_lock
+from bulkgene.output.lock import holder_alive, read_lock
 
 
 @dataclass

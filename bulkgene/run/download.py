@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from bulkgene import __version__
-from bulkgene.cli.progress import ProgressReporter
 from bulkgene.config import DownloadConfig
 from bulkgene.durable import write_atomically
 from bulkgene.errors import GRACEFUL_SIGNALS, BulkgeneError, StateError
 from bulkgene.layout import SUMMARY_NAME
-from bulkgene.model import Summary
+from bulkgene.model import Snapshot, Summary
 from bulkgene.net.attempt import open_session
 from bulkgene.net.client import GeneClient, NetStats
 from bulkgene.output import checkpoint as ckpt
@@ -21,6 +20,7 @@ from bulkgene.run.array import unsplit_array_note
 from bulkgene.run.pipeline import Pipeline
 from bulkgene.run.prepare import PreparedRun, prepare
 from bulkgene.run.sharing import budget_directory, paced_limiter, shared_budget
+from bulkgene.version import __version__
 
 log = logging.getLogger("bulkgene")
 
@@ -68,9 +68,16 @@ def _warn_about_plain_http(config: DownloadConfig) -> None:
                     url.hostname)
 
 
+def _log_progress(snapshot: Snapshot) -> None:
+    log.info("%s", snapshot.line())
+
+
 async def download(config: DownloadConfig, *, handle_signals: bool = False,
-                   progress: ProgressReporter | None = None) -> Summary:
+                   on_progress: Callable[[Snapshot], None] | None = None) -> Summary:
     """Fetch every GeneID of ``config.inputs`` into ``config.out_dir``; resumable.
+
+    ``on_progress`` hears a Snapshot every ``config.progress_interval_s`` seconds and once at
+    the end (by default a log line; none when the interval is 0).
 
     ``config.output.memory_budget_bytes`` bounds the fetched data held at once (pages of
     batches in flight and results waiting for the writer); one batch larger than it still
@@ -131,9 +138,10 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
             limiter = paced_limiter(config, rate)
             client = GeneClient(session, limiter, config)
             stats = client.stats
-            if progress is None and config.progress_interval_s > 0:
-                progress = ProgressReporter(None, config.progress_interval_s)
-            run = Pipeline(config, prepared, client, progress)
+            report = None
+            if config.progress_interval_s > 0:
+                report = on_progress if on_progress is not None else _log_progress
+            run = Pipeline(config, prepared, client, report)
             if handle_signals:
                 for signum in GRACEFUL_SIGNALS:
                     loop.add_signal_handler(signum, run.on_signal, signum)
@@ -147,8 +155,6 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
                 if handle_signals:
                     for signum in GRACEFUL_SIGNALS:
                         loop.remove_signal_handler(signum)
-                if progress is not None:
-                    progress.close()
             error = run.fatal
     finally:
         prepared.store.close()

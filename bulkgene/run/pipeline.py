@@ -24,15 +24,15 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 
 from bulkgene.budget import BudgetLease
-from bulkgene.cli.progress import ProgressReporter, Snapshot
 from bulkgene.config import DownloadConfig
 from bulkgene.durable import write_atomically
 from bulkgene.errors import EXIT_INTERRUPTED, BulkgeneError, StateError
 from bulkgene.layout import CHECKPOINT_NAME
-from bulkgene.model import Batch, BatchFailure, BatchOutcome, BatchResult
+from bulkgene.model import Batch, BatchFailure, BatchOutcome, BatchResult, Snapshot
 from bulkgene.net.client import GeneClient, NetStats
 from bulkgene.run.memory import MemoryBudget
 from bulkgene.run.prepare import PreparedRun
@@ -59,9 +59,9 @@ class Pipeline:
     """One download's moving parts and the state they share."""
 
     def __init__(self, config: DownloadConfig, prepared: PreparedRun, client: GeneClient,
-                 progress: ProgressReporter | None) -> None:
+                 on_progress: Callable[[Snapshot], None] | None) -> None:
         self.config = config
-        self.progress = progress
+        self.on_progress = on_progress  # every config.progress_interval_s, and at the end
         self.task_batches, self.task_ids = config.task.share(prepared.plan.counts.requested,
                                                              config.output.batch_size)
         self.prepared = prepared
@@ -98,9 +98,9 @@ class Pipeline:
             await self.results_done.wait()
             reporter.cancel()
             rate_reporter.cancel()
-        if self.progress is not None:  # the last word: where the run ended, 100 % if done
-            self.progress.update(self.snapshot(time.monotonic() - self._started,
-                                               self._done_at_start))
+        if self.on_progress is not None:  # the last word: where the run ended, 100 % if done
+            self.on_progress(self.snapshot(time.monotonic() - self._started,
+                                           self._done_at_start))
 
     async def _produce(self) -> None:
         task = self.config.task
@@ -239,12 +239,12 @@ class Pipeline:
             await asyncio.sleep(1.0)
 
     async def _report(self) -> None:
-        if self.progress is None:
+        if self.on_progress is None:
             return
         while True:
-            await asyncio.sleep(self.progress.tick_s)
-            self.progress.update(self.snapshot(time.monotonic() - self._started,
-                                               self._done_at_start))
+            await asyncio.sleep(self.config.progress_interval_s)
+            self.on_progress(self.snapshot(time.monotonic() - self._started,
+                                           self._done_at_start))
 
     def ids_done(self) -> int:
         return self.prepared.checkpoint.ids_done

@@ -32,8 +32,8 @@ from bulkgene.layout import REJECTS_HEADER, REJECTS_NAME, STDIN_SPOOL_NAME
 from bulkgene.output import checkpoint as ckpt
 from bulkgene.output.checkpoint import Checkpoint
 from bulkgene.output.claims import GeneClaims
+from bulkgene.output.lock import RunLock, acquire_waiting
 from bulkgene.output.store import OutputStore
-from bulkgene.run.lock import RunLock, acquire_waiting
 
 log = logging.getLogger("bulkgene")
 

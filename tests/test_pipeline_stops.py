@@ -15,7 +15,7 @@ from scripted import BASE_URL, Answer, Asked, ScriptedTransport, status
 from bulkgene.errors import AuthError
 from bulkgene.net.client import GeneClient
 from bulkgene.net.pacer import AdaptiveRateLimiter
-from bulkgene.run.pipeline import Pipeline
+from bulkgene.run.pipeline import Pipeline, RunOutcome
 from bulkgene.run.prepare import prepare
 
 
@@ -23,7 +23,7 @@ class Broken(Exception):
     """What no transport may raise: a bug below the pipeline."""
 
 
-async def _run(tmp_path: Path, transport: ScriptedTransport) -> Pipeline:
+async def _run(tmp_path: Path, transport: ScriptedTransport) -> tuple[Pipeline, RunOutcome]:
     """A pipeline over 40 batches with 2 workers, its client talking to ``transport``."""
     config = make_config([str(write_ids(tmp_path / "ids.txt", range(1, 401)))],
                          tmp_path / "out", base_url=BASE_URL, batch_size=10, concurrency=2,
@@ -32,9 +32,9 @@ async def _run(tmp_path: Path, transport: ScriptedTransport) -> Pipeline:
     try:
         async with aiohttp.ClientSession() as unused:
             client = GeneClient(unused, AdaptiveRateLimiter(1000.0), config, transport=transport)
-            run = Pipeline(config, prepared, client, progress=None)
-            await run.run()  # a hang is the failure: pytest's per-test timeout ends it
-            return run
+            run = Pipeline(config, prepared, client, on_progress=None)
+            # a hang is the failure: pytest's per-test timeout ends it
+            return run, await run.run()
     finally:
         prepared.store.close()
         prepared.lock.release()
@@ -51,6 +51,6 @@ async def test_a_worker_that_dies_ends_the_run_instead_of_leaving_the_producer_b
 
 
 async def test_a_fatal_error_stops_the_run_with_more_batches_waiting(tmp_path: Path) -> None:
-    run = await _run(tmp_path, ScriptedTransport(then=lambda _: status(401)))
-    assert isinstance(run.fatal, AuthError)
+    run, outcome = await _run(tmp_path, ScriptedTransport(then=lambda _: status(401)))
+    assert isinstance(outcome.fatal, AuthError)
     assert run.prepared.checkpoint.committed_batches == 0

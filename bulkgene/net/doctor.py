@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from bulkgene import __version__
 from bulkgene.config import ApiQuery, NetworkSpec, default_of
 from bulkgene.ncbi.requests import FALLBACK_ENDPOINTS, page_request
 from bulkgene.net.attempt import HttpRequest, attempt, open_session
@@ -38,6 +37,7 @@ from bulkgene.net.failures import (
     TlsUnverified,
     Unreachable,
 )
+from bulkgene.version import __version__
 
 GAP_S = 0.25  # between one answer and the next request: 3 requests stay under 4 per second
 _MAX_BODY_BYTES = 8 << 20  # one gene's page is ~50 KB

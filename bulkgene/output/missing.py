@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from bulkgene import durable
+from bulkgene.layout import MISSING_NAME
 from bulkgene.model import REJECTED_BY_SERVER
-from bulkgene.output import durable
-from bulkgene.output.layout import MISSING_NAME
 
 _REFUSED_SUFFIX = b"\t" + REJECTED_BY_SERVER.encode()
 

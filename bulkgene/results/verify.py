@@ -18,16 +18,15 @@ from typing import BinaryIO, cast
 import msgspec
 import orjson
 
+from bulkgene import durable
 from bulkgene.errors import CorruptCheckpoint, StateError
 from bulkgene.input import plan as idplan
 from bulkgene.input.idset import MAX_GENE_ID, IdBitmap
+from bulkgene.layout import MISSING_NAME, REPLACED_NAME, SUMMARY_NAME, is_shard_name, task_directories
 from bulkgene.ncbi.tsv import GENE_ID_FIELD, GENE_ID_HEADER
-from bulkgene.output import durable
-from bulkgene.output.layout import MISSING_NAME, REPLACED_NAME, SUMMARY_NAME, is_shard_name
+from bulkgene.output import checkpoint as ckpt
 from bulkgene.output.missing import missing_counts, mostly_refused_message
-from bulkgene.run import checkpoint as ckpt
-from bulkgene.run.split import task_directories
-from bulkgene.run.status import directory_status, incomplete_reasons, is_task_directory
+from bulkgene.results.status import directory_status, incomplete_reasons, is_task_directory
 
 _MAX_PROBLEMS_PER_KIND = 20
 
@@ -154,7 +153,7 @@ def _open_shard(shard: Path) -> Iterator[BinaryIO]:
 def _genes_asked_for(directory: Path, state: ckpt.Checkpoint) -> Callable[[int], bool] | None:
     """Whether a GeneID may be in the shards: requested, or the new gene of a requested ID
     (replaced.tsv); None when the input plan can't be read to tell."""
-    key = [entry["digest"] for entry in state.inputs]
+    key = [entry.digest for entry in state.inputs]
     if state.params.get("column") is not None:
         key.append(f"column={state.params['column']}")
     plan = None
@@ -242,15 +241,15 @@ def _check_tsv_shard(shard: Path, layout: tuple[bool, int | None], seen: _Seen,
 def _check_accounting(directory: Path, state: ckpt.Checkpoint, records_on_disk: int,
                       verdict: Verdict) -> None:
     totals = state.totals
-    if totals.get("records", 0) != records_on_disk:
+    if totals.records != records_on_disk:
         verdict.problems.append(f"{directory}: {records_on_disk} records in the shards, the "
-                                f"checkpoint counted {totals.get('records', 0)}")
+                                f"checkpoint counted {totals.records}")
     counts = missing_counts(directory)
     if counts is not None:
-        if counts.rows != totals.get("missing", 0):
+        if counts.rows != totals.missing:
             verdict.problems.append(f"{directory / MISSING_NAME}: {counts.rows} rows, the "
-                                    f"checkpoint counted {totals.get('missing', 0)} missing")
-        answered = totals.get("found", 0) + totals.get("missing", 0) - counts.refused
+                                    f"checkpoint counted {totals.missing} missing")
+        answered = totals.found + totals.missing - counts.refused
         if counts.refused > answered:  # as a run stops: most of it refused is no result
             verdict.problems.append(
                 f"{directory}: {mostly_refused_message(counts.refused, answered)}")

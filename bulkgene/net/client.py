@@ -22,14 +22,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
 from bulkgene.config import DownloadConfig
 from bulkgene.model import REJECTED_BY_SERVER, Batch, BatchFailure, BatchOutcome, BatchResult
 from bulkgene.ncbi.pages import NOT_RETURNED, BatchAnswer
-from bulkgene.ncbi.requests import MAX_PATH_BYTES, pack, page_request
+from bulkgene.ncbi.requests import id_path_budget, pack
 from bulkgene.ncbi.tsv import TsvAnswer
 from bulkgene.net.attempt import SessionTransport, Transport
 from bulkgene.net.chain import PageFetcher, tsv_column
@@ -67,7 +66,8 @@ class GeneClient:
     async def fetch_batch(self, batch: Batch) -> BatchResult:
         """Every page of ``batch``, validated; a BatchFailure if it can't be had."""
         try:
-            parts = pack(self.endpoint, batch.gene_ids, self._path_budget())
+            parts = pack(self.endpoint, batch.gene_ids, id_path_budget(
+                self.config.query, self.endpoint, self.config.network.base_url))
             if self.config.query.format == "tsv":
                 tsv = TsvAnswer.merged(batch.gene_ids, await self._gather(
                     parts, lambda ids: self.refusals.fetch(ids, self._pages.tsv,
@@ -88,12 +88,6 @@ class GeneClient:
                       fetch: Callable[[tuple[int, ...]], Coroutine[Any, Any, AnswerT]]
                       ) -> list[AnswerT]:
         return await gather([fetch(part) for part in parts])
-
-    def _path_budget(self) -> int:
-        """Bytes the IDs' part of a GET path may take: the base path and query take the rest."""
-        query = page_request(self.config.query, self.endpoint, (), None).params
-        base_path = urlsplit(self.config.network.base_url).path.rstrip("/")
-        return MAX_PATH_BYTES - len(base_path) - len(urlencode(query)) - 1
 
     def _merge_json(self, gene_ids: tuple[int, ...], parts: Sequence[BatchAnswer]
                     ) -> BatchAnswer:

@@ -24,7 +24,7 @@ from bulkgene import durable, layout
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import ConfigError, InputError, StateError
 from bulkgene.input import plan as idplan
-from bulkgene.input.lines import STDIN, InputCounts, Reject, file_digest, parse_column, scan_ids
+from bulkgene.input.lines import STDIN, Reject, file_digest, parse_column
 from bulkgene.input.plan import IdPlan
 from bulkgene.layout import REJECTS_HEADER, REJECTS_NAME, STDIN_SPOOL_NAME
 from bulkgene.output import checkpoint as ckpt
@@ -73,6 +73,29 @@ def _refuse_orphan_data(out_dir: Path) -> None:
 _DATA_NAMES = frozenset({layout.MISSING_NAME, layout.REPLACED_NAME})
 
 
+def resume_state(config: DownloadConfig, inputs: list[InputFile] | None) -> Checkpoint | None:
+    """The checkpoint a run of ``inputs`` resumes (None: it starts afresh); raises what the
+    run must refuse: other settings or input, bulkgene data without a checkpoint. Reads only
+    (``fetch --dry-run`` asks it too, with ``inputs`` None when it can't read them twice:
+    then only the settings are compared)."""
+    out_dir = config.work_dir
+    params = config.fingerprint_params()
+    existing = ckpt.load(out_dir) if out_dir.is_dir() else None
+    if existing is not None and _only_the_server_changed_on_nothing(existing, params):
+        log.info("the run in %s never got an answer from %s (nothing committed): "
+                 "starting it afresh against %s", out_dir, existing.params.get("server"),
+                 params["server"])
+        existing = None
+    if existing is not None:
+        inputs = existing.inputs if inputs is None else inputs
+        fingerprint = ckpt.fingerprint(params, [entry.digest for entry in inputs])
+        ckpt.check_compatible(existing, params, inputs, fingerprint)
+        return existing
+    if out_dir.is_dir():
+        _refuse_orphan_data(out_dir)
+    return None
+
+
 def move_aside(work_dir: Path, out_dir: Path) -> Path | None:
     """``--restart``: move the old run next to ``out_dir`` (never delete); its new place.
 
@@ -104,7 +127,7 @@ def move_aside(work_dir: Path, out_dir: Path) -> Path | None:
     return target
 
 
-def _needs_spool(name: str) -> bool:
+def needs_spool(name: str) -> bool:
     """Whether an input can be read only once: stdin, a pipe, ``<(...)``, a FIFO, a device."""
     if name == STDIN:
         return True
@@ -123,7 +146,7 @@ def spool_files(config: DownloadConfig) -> dict[int, Path]:
     """
     return {position: config.work_dir / (STDIN_SPOOL_NAME if name == STDIN
                                      else f"input-{position + 1}.spool")
-            for position, name in enumerate(config.inputs) if _needs_spool(name)}
+            for position, name in enumerate(config.inputs) if needs_spool(name)}
 
 
 def _spool(name: str, target: Path) -> Path:
@@ -142,7 +165,7 @@ def _spool(name: str, target: Path) -> Path:
     return incoming
 
 
-def _refuse_mixed_runs(config: DownloadConfig) -> None:
+def refuse_mixed_runs(config: DownloadConfig) -> None:
     """One kind of run per directory: a single run, or one array split into N tasks."""
     root = config.out_dir
     arrays = sorted(p for p in root.glob(layout.TASK_DIR_PREFIX + "*")
@@ -266,7 +289,7 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path]) 
         lock.acquire()
     if config.inputs.count(STDIN) > 1:
         raise ConfigError("stdin (-) can be given only once as input")
-    _refuse_mixed_runs(config)
+    refuse_mixed_runs(config)
     names = config.inputs
     spools = spool_files(config)
     incoming: dict[int, Path] = {}
@@ -278,19 +301,9 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path]) 
                   for name, path in zip(names, paths, strict=True)]
         params = config.fingerprint_params()
         digests = [entry.digest for entry in inputs]
-        fingerprint = ckpt.fingerprint(params, digests)
-        existing = ckpt.load(out_dir)
-        if existing is not None and _only_the_server_changed_on_nothing(existing, params):
-            log.info("the run in %s never got an answer from %s (nothing committed): "
-                     "starting it afresh against %s", out_dir, existing.params.get("server"),
-                     params["server"])
-            existing = None
-        if existing is not None:
-            ckpt.check_compatible(existing, params, inputs, fingerprint)
-            state = existing
-        else:
-            _refuse_orphan_data(out_dir)
-            state = Checkpoint(fingerprint=fingerprint, params=params, inputs=inputs)
+        existing = resume_state(config, inputs)
+        state = existing or Checkpoint(fingerprint=ckpt.fingerprint(params, digests),
+                                       params=params, inputs=inputs)
         # the column is in the plan's key too: a killed first run has no checkpoint yet
         plan_key = digests + ([f"column={config.column}"] if config.column is not None else [])
         plan = _plan(config, paths, names, plan_key)
@@ -314,28 +327,3 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path]) 
         state.updated_at = time.time()
         ckpt.save(out_dir, state)
     return PreparedRun(plan, state, store, existing is not None, lock)
-
-
-@dataclass(frozen=True)
-class DryRun:
-    """What a run would do, from the input alone (``fetch --dry-run``)."""
-
-    counts: InputCounts
-    batches: int
-    task_batches: int
-    task_ids: int
-    requests_per_s: float
-    seconds: float
-
-
-def dry_run(config: DownloadConfig, rejects: list[Reject] | None = None) -> DryRun:
-    """Read and validate the input and work out batches and time; writes and sends nothing."""
-    counts, _ = scan_ids(config.inputs, config.inputs,
-                         rejects.append if rejects is not None else None,
-                         parse_column(config.column))
-    task_batches, task_ids = config.task.share(counts.requested, config.output.batch_size)
-    pages_per_batch = -(-min(config.output.batch_size, max(counts.requested, 1))
-                        // config.query.page_size)
-    rate = config.effective_requests_per_second
-    return DryRun(counts, -(-counts.requested // config.output.batch_size), task_batches, task_ids,
-                  rate, task_batches * pages_per_batch / rate)

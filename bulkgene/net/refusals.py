@@ -134,12 +134,13 @@ class _Isolation(Generic[AnswerT]):
             if not set_aside:
                 return answers
             # never asked for alone, the set-aside halves go out together; refused, they
-            # hold more refused IDs: as many as this request has shown so far, at least one
+            # hold more refused IDs, and this request more than one: guess twice as many as
+            # it has shown so far, so that a dense one is split into groups searched at once
             got = await self._try(set_aside)
             if not isinstance(got, Refused):
                 return answers + got
             gene_ids, refusal = set_aside, got
-            expected = max(float(self._found),
+            expected = max(2.0 * self._found,
                            self._refusals.expected_in(len(set_aside)))
 
     async def _one(self, gene_id: Ids, refusal: Refused | None) -> list[AnswerT]:

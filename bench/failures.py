@@ -15,7 +15,7 @@ checkout's (e.g. a worktree of ``main``), run as ``python -m bulkgene fetch`` fr
    not resolve: seconds to exit, the exit code, and the error lines printed. A run still
    going after ``--give-up-s`` is killed and shown as such (once: not repeated).
 
-    python -m bench.failures --baseline-tree /path/to/main-worktree      # ~1 h on 2 cores
+    python -m bench.failures --baseline-tree /path/to/main-worktree      # ~1.5 h on 2 cores
     python -m bench.failures --scale 0.05 --repeats 1 --give-up-s 60     # smoke
 """
 
@@ -103,9 +103,12 @@ def refused_case(trees: dict[str, Path], share: float, ids_count: int, repeats: 
     truth = EmulatorConfig(seed=SEED, invalid_id_per_mille=1000 * share)
     bad = {gene_id for gene_id in ids if truth.is_invalid_id(gene_id)}
     runs: dict[str, dict[str, list[float]]] = {}
+    killed: set[str] = set()
     with emulator(0) as clean, emulator(1000 * share) as refusing:
         for repeat in range(repeats):
             for name, tree in trees.items():
+                if name in killed:
+                    continue  # another try would only be killed again
                 clean.reset()
                 time.sleep(1.1)  # let the key's window empty
                 base = fetch(tree, ids_path, clean.base_url, work, give_up_s, "--rate", "10")
@@ -127,6 +130,8 @@ def refused_case(trees: dict[str, Path], share: float, ids_count: int, repeats: 
                     runs.setdefault(name, {}).setdefault(metric, []).append(value)
                 print(f"refused {100 * share:g} %, {name}, repeat {repeat + 1}: " + ", ".join(
                     f"{k}={v:.3f}" for k, v in values.items()), flush=True)
+                if run["exit"] is None:
+                    killed.add(name)
     return runs
 
 
@@ -157,6 +162,13 @@ def _cell(stats: dict[str, dict[str, float]] | None, metric: str, digits: int) -
     return "-" if stats is None else fmt(stats[metric], digits)
 
 
+def _refused_cell(stats: dict[str, dict[str, float]] | None, metric: str, digits: int) -> str:
+    """A figure of the refused table; a run killed at --give-up-s has none (only a bound)."""
+    if stats is not None and stats["killed"]["max"]:
+        return f"killed at {stats['wall_s']['max']:.0f} s"
+    return _cell(stats, metric, digits)
+
+
 def _exit_cell(stats: dict[str, dict[str, float]] | None) -> str:
     if stats is None:
         return "-"
@@ -173,7 +185,7 @@ def main() -> None:
                         help="another checkout to measure side by side (e.g. a worktree of main)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0, help="of every list's length")
-    parser.add_argument("--give-up-s", type=float, default=200.0,
+    parser.add_argument("--give-up-s", type=float, default=600.0,
                         help="kill a run still going after this long")
     parser.add_argument("--skip", nargs="*", default=[], choices=["refused", "dead-hosts"])
     parser.add_argument("--refused-shares", type=float, nargs="+", default=list(REFUSED),
@@ -221,10 +233,12 @@ def main() -> None:
             ids_count = max(1000, round(REFUSED[float(share)] * args.scale))
             print(f"| {100 * float(share):g} % | {ids_count} "
                   f"({after['refused_ids']['median']:.0f}) "
-                  f"| {_cell(before, 'requests_per_refused', 1)} / "
-                  f"{_cell(after, 'requests_per_refused', 1)} "
-                  f"| {_cell(before, 'time_ratio', 2)} / {_cell(after, 'time_ratio', 2)} "
-                  f"| {_cell(before, 's_per_refused', 2)} / {_cell(after, 's_per_refused', 2)} "
+                  f"| {_refused_cell(before, 'requests_per_refused', 1)} / "
+                  f"{_refused_cell(after, 'requests_per_refused', 1)} "
+                  f"| {_refused_cell(before, 'time_ratio', 2)} / "
+                  f"{_refused_cell(after, 'time_ratio', 2)} "
+                  f"| {_refused_cell(before, 's_per_refused', 2)} / "
+                  f"{_refused_cell(after, 's_per_refused', 2)} "
                   f"| {_cell(after, 'busy', 3)} | {after['exact']['min'] == 1} |")
     if stats["dead_hosts"]:
         print(f"\nHosts that never answer, {round(600_000 * args.scale)} nine-digit IDs, "

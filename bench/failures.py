@@ -226,7 +226,7 @@ def main() -> None:
               f"of {n}:\n")
         print("| refused | IDs (refused) | requests per refused ID, before / after | time / "
               "without them, before / after | seconds per refused ID, before / after "
-              "| busy / ceiling, after | exact, after |")
+              "| busy / ceiling, before / after | exact, after |")
         print("|---|---|---|---|---|---|---|")
         for share, by_tree in stats["refused"].items():
             after, before = by_tree["after"], by_tree.get("before")
@@ -239,7 +239,8 @@ def main() -> None:
                   f"{_refused_cell(after, 'time_ratio', 2)} "
                   f"| {_refused_cell(before, 's_per_refused', 2)} / "
                   f"{_refused_cell(after, 's_per_refused', 2)} "
-                  f"| {_cell(after, 'busy', 3)} | {after['exact']['min'] == 1} |")
+                  f"| {_refused_cell(before, 'busy', 3)} / {_cell(after, 'busy', 3)} "
+                  f"| {after['exact']['min'] == 1} |")
     if stats["dead_hosts"]:
         print(f"\nHosts that never answer, {round(600_000 * args.scale)} nine-digit IDs, "
               f"default options; median (min-max) of up to {n}:\n")

@@ -8,14 +8,15 @@ order; ``total_count`` on the first page only; ``next_page_token`` only while pa
 simply missing; replaced IDs are answered by their new gene with a ``REPLACED_GENE_ID``
 warning; an invalid page token is a 500 with NCBI's error envelope and ``Connection: close``.
 Every answer carries ``Server: Finatra``, ``X-Datasets-Version``, ``Ncbi-Phid``,
-``X-RateLimit-Limit`` and ``-Remaining`` (what is left of the caller's 1-s window) and
-``Keep-Alive: timeout=4, max=40``, which the server enforces; pages mirror their count and
-token in ``X-Ncbi-Total-Count`` / ``X-Ncbi-Next-Page-Token``. Over the per-key sliding-window
-rate limit it answers 429 with ``Retry-After``. Knobs (EmulatorConfig) add NCBI 18.23's
-whole-request 404 for an invalid GeneID, retired endpoints, arrival jitter, and bring back
-the older guesses (page messages, total on every page, 400 for bad tokens, rate headers on
-429s only). Faults are drawn per request from a seeded RNG. Every request is logged (never
-the key) for tests to assert on.
+``X-RateLimit-Limit`` and ``-Remaining`` (what is left of the caller's 1-s window: counted at
+the request's arrival, or as its answer leaves with ``remaining_counted_at="answer"``, since
+which NCBI does is unrecorded) and ``Keep-Alive: timeout=4, max=40``, which the server
+enforces; pages mirror their count and token in ``X-Ncbi-Total-Count`` /
+``X-Ncbi-Next-Page-Token``. Over the per-key sliding-window rate limit it answers 429 with
+``Retry-After``. Knobs (EmulatorConfig) add NCBI 18.23's whole-request 404 for an invalid
+GeneID, retired endpoints, arrival jitter, and bring back the older guesses (page messages,
+total on every page, 400 for bad tokens, rate headers on 429s only). Faults are drawn per
+request from a seeded RNG. Every request is logged (never the key) for tests to assert on.
 
 Control endpoints (not part of NCBI's API): ``GET /_emulator/arrivals``,
 ``POST /_emulator/reset``, ``POST /_emulator/outage?status=503`` and ``DELETE /_emulator/outage``.
@@ -48,6 +49,7 @@ from bulkgene.testing.state import (
     FRONT_END_KEY,
     MAX_PAGE_SIZE,
     PHID_KEY,
+    RATE_CLIENT_KEY,
     RATE_HEADERS_KEY,
     RETIRED_MESSAGE,
     STATE_KEY,
@@ -156,6 +158,7 @@ async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
                 not config.rate_limit_headers_only_on_429):
             request[RATE_HEADERS_KEY] = {"X-RateLimit-Limit": f"{limit:g}",
                                          "X-RateLimit-Remaining": str(remaining)}
+            request[RATE_CLIENT_KEY] = (client, limit)
 
     rate_headers(state.remaining(client, limit, now))  # answers before the window counts it
     if request.match_info.route.name in config.retired_endpoints:
@@ -347,7 +350,14 @@ async def gateway(request: web.Request,
             headers.setdefault("Server", "Finatra")
             headers["X-Datasets-Version"] = DATASETS_VERSION
             headers["Ncbi-Phid"] = request[PHID_KEY]
-        for name, value in request.get(RATE_HEADERS_KEY, {}).items():
+        rate_headers = dict(request.get(RATE_HEADERS_KEY, {}))
+        if rate_headers and config.remaining_counted_at == "answer" and (
+                rate_client := request.get(RATE_CLIENT_KEY)) is not None:
+            # the other reading of NCBI's count: what the window holds as the answer leaves
+            client, limit = rate_client
+            rate_headers["X-RateLimit-Remaining"] = str(state.remaining(client, limit,
+                                                                        state.clock()))
+        for name, value in rate_headers.items():
             headers.setdefault(name, value)
     if response.status == 500:
         response.force_close()

@@ -1,7 +1,10 @@
-"""The pacer's reading of the server: Remaining, Limit, 429s (virtual or fake clock, no sleeping)."""
+"""The pacer (bulkgene/net/pacer.py) on a virtual or fake clock, no sleeping: no start-up
+burst, spacing by send time, AIMD on 429s, and its reading of the server: Remaining, Limit,
+429s."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 
@@ -9,7 +12,73 @@ import pytest
 
 from bulkgene.net.pacer import AdaptiveRateLimiter
 from bulkgene.testing.virtual_time import run_virtual
+from bulkgene.testing.windows import max_in_window
 
+
+def test_no_burst_even_in_the_first_second() -> None:
+    async def scenario() -> list[float]:
+        limiter = AdaptiveRateLimiter(50.0)
+        loop = asyncio.get_running_loop()
+        times: list[float] = []
+
+        async def request() -> None:
+            slot = await limiter.acquire()
+            times.append(loop.time())
+            slot.sent()
+
+        await asyncio.gather(*(request() for _ in range(60)))
+        return times
+
+    times = run_virtual(scenario())
+    assert max_in_window(times) <= 50
+    assert times[-1] - times[0] >= 59 / 50 - 0.01
+
+
+def test_next_slot_waits_for_the_previous_send() -> None:
+    async def scenario() -> None:
+        limiter = AdaptiveRateLimiter(100.0)
+        loop = asyncio.get_running_loop()
+        first = await limiter.acquire()
+        loop.call_later(0.2, first.sent)  # a slow connect: headers leave 200 ms after the grant
+        second_task = asyncio.create_task(limiter.acquire())
+        await asyncio.sleep(0.1)
+        assert not second_task.done()
+        second = await second_task
+        assert first.sent_at is not None
+        assert loop.time() - first.sent_at >= 0.25 / 100 - 1e-4  # never in a clump
+        second.sent()
+
+    run_virtual(scenario())
+
+
+async def test_429_halves_at_most_every_two_seconds_and_recovery_creeps_up() -> None:
+    now = [100.0]
+    limiter = AdaptiveRateLimiter(10.0, recovery_period_s=5.0, clock=lambda: now[0])
+    limiter.on_throttled(None)
+    assert limiter.rate == 5.0
+    now[0] += 1.5
+    limiter.on_throttled(None)  # the server's window still holds the old burst: no second cut
+    assert limiter.rate == 5.0
+    now[0] += 1.0
+    limiter.on_throttled(None)
+    assert limiter.rate == 2.5
+    for expected in (3.5, 4.5, 4.6, 4.7):  # fast to 90 % of the throttled 5.0, then a creep
+        now[0] += 5.0
+        limiter._recover(now[0])
+        assert abs(limiter.rate - expected) < 1e-9
+
+
+async def test_a_server_that_names_its_limit_sets_the_ceiling() -> None:
+    now = [0.0]
+    limiter = AdaptiveRateLimiter(10.0, clock=lambda: now[0])
+    limiter.on_throttled(1.0, server_limit=4.0)
+    assert limiter.rate == 4.0 and limiter.ceiling == 4.0
+    now[0] += 100
+    limiter._recover(now[0])
+    assert limiter.rate == 4.0
+
+
+# -- reading the server -----------------------------------------------------------------
 
 async def send(limiter: AdaptiveRateLimiter, count: int) -> list[float]:
     """Send ``count`` requests one after the other; their send times."""

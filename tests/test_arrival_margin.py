@@ -1,4 +1,5 @@
-"""The pacer under arrival jitter: its margin, how 429s teach it, and whole simulated runs."""
+"""The pacer under arrival jitter (bulkgene/net/arrival_margin.py): its margin, how 429s widen
+it, how clean running narrows it, what a run remembers, and whole simulated runs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from bulkgene.net.pacer import (
     MARGIN_CAP_S,
     MARGIN_PROVEN_S,
     AdaptiveRateLimiter,
+    MarginLesson,
 )
 from bulkgene.testing.virtual_time import run_virtual
 from bulkgene.testing.windows import max_in_window
@@ -39,7 +41,7 @@ def test_any_eleven_sends_span_a_second_plus_the_margin(margin_s: float) -> None
 def full_rate(limiter: AdaptiveRateLimiter, now: list[float]) -> float:
     """Ten sends a second apart from the last: a window at the server's limit, ours only."""
     for _ in range(10):
-        limiter._record_send(now[0])
+        limiter.note_sent(now[0])
         now[0] += 0.1
     return now[0] - 0.1
 
@@ -72,31 +74,34 @@ def test_a_429_for_a_request_sent_before_the_widening_is_already_answered() -> N
 
 def test_a_widened_margin_is_reported_once_it_has_held_without_429s() -> None:
     now = [0.0]
-    learnt: list[float] = []
+    learnt: list[MarginLesson] = []
     limiter = AdaptiveRateLimiter(10.0, clock=lambda: now[0], on_margin=learnt.append)
     limiter.on_server_limit(10, None, now[0])
     limiter.on_throttled(None, 10, full_rate(limiter, now))
     now[0] += MARGIN_PROVEN_S - 0.5
-    limiter._recover(now[0])
+    limiter.refresh()
     assert learnt == []  # not proven yet
     now[0] += 1.0
-    limiter._recover(now[0])
-    limiter._recover(now[0] + 10)
-    assert learnt == [pytest.approx(INITIAL_MARGIN_S + 0.025)]  # once
+    limiter.refresh()
+    now[0] += 10
+    limiter.refresh()
+    assert [lesson.margin_s for lesson in learnt] == [pytest.approx(INITIAL_MARGIN_S + 0.025)]
+    assert learnt[0].refuted == 0  # once
 
 
 def test_a_margin_widened_in_an_episode_that_cut_the_rate_is_not_remembered() -> None:
     """Global overload (NCBI #284): the margin grows to its cap, then the rate halves."""
     now = [0.0]
-    learnt: list[float] = []
+    learnt: list[MarginLesson] = []
     limiter = AdaptiveRateLimiter(10.0, clock=lambda: now[0], on_margin=learnt.append)
     limiter.on_server_limit(10, None, now[0])
     while limiter.rate == 10.0:
         now[0] += 1.0
         limiter.on_throttled(None, 10, full_rate(limiter, now))
+    assert limiter.margin_s == pytest.approx(MARGIN_CAP_S)
     now[0] += 60.0
-    limiter._recover(now[0])
-    assert limiter.margin_s == pytest.approx(MARGIN_CAP_S) and learnt == []
+    limiter.refresh()
+    assert learnt == []
 
 
 def test_a_429_with_more_of_ours_in_the_second_than_the_limit_halves_the_rate() -> None:
@@ -105,6 +110,8 @@ def test_a_429_with_more_of_ours_in_the_second_than_the_limit_halves_the_rate() 
     limiter.on_server_limit(8, 0, now[0])  # a limit below ours: the ceiling follows it ...
     now[0] += 3.0
     limiter.on_throttled(None, None, full_rate(limiter, now))  # ... but we sent 10 in a second
+    assert limiter.margin_s == INITIAL_MARGIN_S and limiter.rate == 8.0  # once: resent
+    limiter.on_throttled(None, None, full_rate(limiter, now))  # twice: they keep coming
     assert limiter.margin_s == INITIAL_MARGIN_S and limiter.rate == 4.0
 
 
@@ -112,10 +119,12 @@ def test_a_429_without_a_named_limit_or_while_a_stranger_uses_the_key_halves_the
     now = [0.0]
     limiter = AdaptiveRateLimiter(10.0, clock=lambda: now[0])
     limiter.on_throttled(None)  # the server never named its limit: nothing to compare with
+    limiter.on_throttled(None)  # (and the first is only resent)
     assert limiter.margin_s == INITIAL_MARGIN_S and limiter.rate == 5.0
 
     limiter = AdaptiveRateLimiter(10.0, clock=lambda: now[0])
-    limiter.on_server_limit(10, 0, now[0])  # ten counted, none of them ours
+    limiter.on_server_limit(10, 0, now[0])  # ten counted, none of them ours ...
+    limiter.on_server_limit(10, 0, now[0])  # ... in two answers
     now[0] += 2.0
     limiter.on_throttled(None)  # blamed on the other process, not on jitter
     assert limiter.margin_s == INITIAL_MARGIN_S and limiter.rate == 5.0

@@ -1,4 +1,4 @@
-"""The emulator behaves as NCBI was recorded (API-FACTS §11), seen through a real aiohttp client."""
+"""The emulator behaves as NCBI was recorded (docs/ncbi-api.md), seen through a real aiohttp client."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ async def test_knob_restores_rate_headers_on_429s_only(make_emulator: Any) -> No
 @pytest.mark.parametrize(("counted_at", "expected"), [("arrival", 9), ("answer", 6)])
 async def test_remaining_is_counted_at_arrival_or_as_the_answer_leaves(
         make_emulator: Any, universe: GeneUniverse, counted_at: str, expected: int) -> None:
-    """API-FACTS §11 leaves open when NCBI counts: a knob serves both readings."""
+    """docs/ncbi-api.md §6 leaves open when NCBI counts: a knob serves both readings."""
     emulator = start(make_emulator, universe, rate_limit=True, latency_per_gene_s=1.0,
                      remaining_counted_at=counted_at)
     now = [1000.0]

@@ -209,7 +209,7 @@ def test_an_absurd_server_limit_is_refused_with_one_warning(
 class ScriptedKey:
     """A server's one-second window over our key, scripted: every request is answered
     ``answer_after_s`` after it was sent, with NCBI's headers, its ``Remaining`` counted at the
-    request's arrival or as the answer leaves (API-FACTS §11 leaves open which); the requests
+    request's arrival or as the answer leaves (docs/ncbi-api.md §6 leaves open which); the requests
     numbered in ``throttle`` (from 0) get a 429 instead, as bunched arrivals would draw; a
     stranger's requests at ``stranger_at`` (virtual seconds from the start) count too."""
 

@@ -65,7 +65,7 @@ expected in the server's count, not taken for a stranger's.
 Server feedback. NCBI sends ``X-RateLimit-Limit`` and ``X-RateLimit-Remaining`` on every
 response, and a client using its whole budget routinely sees ``Remaining: 0``: that alone
 is no reason to stop. Whether the server counts when a request arrives or when it answers
-is unrecorded (docs/ncbi-api.md), and an answer that took 0.7 s carries, in the second
+is unrecorded (docs/ncbi-api.md §6), and an answer that took 0.7 s carries, in the second
 reading, our own later requests in its count. So the server's count (limit - remaining) is
 compared with the most of our requests any one-second window (widened by the margin on
 both sides) held between the request's send and its answer's arrival, plus our lease

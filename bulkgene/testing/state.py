@@ -1,6 +1,6 @@
 """The emulator's settings, its mutable state (arrival log, rate windows, outage) and error bodies.
 
-Defaults follow NCBI as recorded (API-FACTS §11); each older guess stays reachable by a knob.
+Defaults follow NCBI as recorded (docs/ncbi-api.md); each older guess stays reachable by a knob.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class EmulatorConfig:
     rate_limit_headers_only_on_429: bool = False  # old guess: not on other answers
     # when X-RateLimit-Remaining is counted: "arrival" (the request's own arrival) or "answer"
     # (when the answer leaves, so a slow answer counts the caller's later requests too);
-    # unrecorded which NCBI does (API-FACTS §11), so both readings are served
+    # unrecorded which NCBI does (docs/ncbi-api.md §6), so both readings are served
     remaining_counted_at: str = "arrival"
     ncbi_headers: bool = True  # Server, X-Datasets-Version, Ncbi-Phid, X-Ncbi-* paging mirrors
     keepalive_timeout_s: float | None = 4.0  # idle kept-alive connections close; None: 75 s, no header

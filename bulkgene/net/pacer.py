@@ -83,7 +83,6 @@ warning, and a limit below 1/s is refused with a warning rather than left to fre
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 import math
@@ -103,6 +102,7 @@ from bulkgene.net.arrival_margin import (
     MarginLesson,
     Widening,
 )
+from bulkgene.net.sends import SendLog
 
 __all__ = ["INITIAL_MARGIN_S", "MARGIN_CAP_S", "MARGIN_PROVEN_S", "MARGIN_STEP_S",
            "MIN_SERVER_LIMIT", "REMEMBERED_CAP_S", "AdaptiveRateLimiter", "MarginLesson",
@@ -123,8 +123,6 @@ _FOREIGN_TOLERANCE = 1  # requests the server may count beyond ours before we ca
 _FOREIGN_MEMORY_S = 10.0  # two sightings of foreign traffic this close together show it
 _FOREIGN_SIGHTINGS = 2  # answers it takes to show another process on the key
 MIN_SERVER_LIMIT = 1.0  # requests/s: a server limit below this is a misconfiguration, not advice
-_SENDS_KEPT = 1024
-_LAG_NOTED_S = 0.002  # event-loop lateness below this is noise, not worth keeping
 
 
 class Slot:
@@ -188,9 +186,7 @@ class AdaptiveRateLimiter:
         self._lock = asyncio.Lock()
         self._bucket: AsyncLimiter | None = None
         self._bucket_rate = self._rate
-        self._sends: list[float] = []  # sorted send times, ours only
-        self._refused: list[float] = []  # sorted send times of ours answered 429 (not counted)
-        self._lags: deque[tuple[float, float]] = deque(maxlen=256)  # (sent_at, loop late by)
+        self._sends = SendLog()  # ours only
         self._previous: Slot | None = None
         self._paused_until = 0.0
         self._last_decrease_at = float("-inf")
@@ -237,29 +233,14 @@ class AdaptiveRateLimiter:
 
     def note_sent(self, sent_at: float) -> None:
         """One of our requests went on the wire at ``sent_at`` (this pacer's clock)."""
-        # a slot may report late (after the send-wait cap): keep the list sorted anyway
-        bisect.insort(self._sends, sent_at)
-        if len(self._sends) > 2 * _SENDS_KEPT:
-            del self._sends[:-_SENDS_KEPT]
+        self._sends.sent(sent_at)
         with contextlib.suppress(RuntimeError):  # no loop (a test's fake clock): no lag known
             asyncio.get_running_loop().call_soon(self._note_lag, sent_at)
 
     def _note_lag(self, sent_at: float) -> None:
         # how long the loop took to come back to us after that send: work queued behind it
         # (a POST's body, another task's parsing) may have reached the wire that much later
-        lag_s = self._clock() - sent_at
-        if lag_s >= _LAG_NOTED_S:
-            self._lags.append((sent_at, lag_s))
-
-    def _sent_between(self, start: float, end: float) -> int:
-        """How many of our requests left in the window (start, end]."""
-        return (bisect.bisect_right(self._sends, end)
-                - bisect.bisect_right(self._sends, start))
-
-    def _counted_between(self, start: float, end: float) -> int:
-        """How many of our requests that left in (start, end] the server let in."""
-        return self._sent_between(start, end) - (bisect.bisect_right(self._refused, end)
-                                                 - bisect.bisect_right(self._refused, start))
+        self._sends.loop_late(sent_at, self._clock() - sent_at)
 
     async def acquire(self) -> Slot:
         """Wait for the next slot; slots are granted in arrival order."""
@@ -299,9 +280,7 @@ class AdaptiveRateLimiter:
             self._adopt_server_limit(server_limit)
         self._last_change_at = self._last_throttled_at = now
         self._margin.heard_429(now)
-        bisect.insort(self._refused, sent_at)
-        if len(self._refused) > 2 * _SENDS_KEPT:
-            del self._refused[:-_SENDS_KEPT]
+        self._sends.refused(sent_at)
         if sent_at < self._heard_at:
             return  # in flight when we heard the last one: our reaction to it answers this
         repeated = now - self._heard_at <= _REPEAT_S
@@ -336,13 +315,13 @@ class AdaptiveRateLimiter:
             return False
         window_count = math.floor(limit)
         others = math.ceil(self._shared_rps)
-        sent = self._sent_between(sent_at - 1.0, sent_at)
+        sent = self._sends.between(sent_at - 1.0, sent_at)
         if sent + others > window_count:
             log.debug("pacing: HTTP 429 after %d of our requests in one second (one reported "
                       "late): resent", sent)
             return False
         reach_s = self._margin.margin_s + MARGIN_STEP_S
-        near = self._counted_between(sent_at - 1.0 - reach_s, sent_at + reach_s)
+        near = self._sends.counted_between(sent_at - 1.0 - reach_s, sent_at + reach_s)
         if near + others + _FOREIGN_TOLERANCE < window_count:
             # its window was full, and not with ours: the 429 is one answer showing someone
             self._foreign_sightings.append(sent_at)
@@ -369,8 +348,7 @@ class AdaptiveRateLimiter:
     def _own_lag(self, sent_at: float) -> bool:
         """Whether our event loop ran late, around the sends that shared the server's second
         with the request sent at ``sent_at``, by as much as the margin allowed for."""
-        start = sent_at - 1.0 - self._margin.margin_s
-        late_s = max((lag for at, lag in self._lags if start <= at < sent_at), default=0.0)
+        late_s = self._sends.latest_lag_s(sent_at - 1.0 - self._margin.margin_s, sent_at)
         return late_s > 0 and late_s >= self._margin.margin_s
 
     def _stranger_shown(self, at: float) -> bool:
@@ -403,14 +381,8 @@ class AdaptiveRateLimiter:
         in, in any one-second window (widened by the margin both sides) ending between the
         request's arrival and its answer's, since when the server counts is unrecorded."""
         margin_s = self._margin.margin_s
-        span_s = 1.0 + 2 * margin_s
-        first_end = sent_at + margin_s
-        most = self._counted_between(first_end - span_s, first_end)
-        later = bisect.bisect_right(self._sends, first_end)
-        last = bisect.bisect_right(self._sends, answered_at + margin_s)
-        for end in self._sends[later:last]:
-            most = max(most, self._counted_between(end - span_s, end))
-        return most
+        return self._sends.most_counted(sent_at + margin_s, answered_at + margin_s,
+                                        1.0 + 2 * margin_s)
 
     def set_share(self, share_rps: float, total_rps: float) -> None:
         """The key's budget lease speaks: run at ``share_rps`` of ``total_rps``, the others

@@ -8,10 +8,16 @@ import asyncio
 import itertools
 import logging
 import math
+import os
+import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from helpers import EmulatorFactory, cli_command, cli_env, served, write_ids
+
+from bulkgene.budget.margin import recall_margin_s
 
 from bulkgene.net.pacer import INITIAL_MARGIN_S, MARGIN_STEP_S, AdaptiveRateLimiter, MarginLesson
 from bulkgene.testing.virtual_time import VirtualTimeLoop, run_virtual
@@ -360,3 +366,25 @@ def test_a_429_after_our_own_late_send_overfilled_the_second_changes_nothing() -
     limiter.note_sent(0.35)  # a slow connect: reported after the next ones had gone
     limiter.on_throttled(None, 10, now[0] - 0.1)
     assert limiter.rate == 10.0 and limiter.margin_s == INITIAL_MARGIN_S
+
+
+@pytest.mark.slow  # 40 requests at the key's 10/s, after the lease's admission
+@pytest.mark.parametrize("counted_at", ["arrival", "answer"])
+def test_a_lone_cold_run_draws_at_most_one_429_and_never_halves(
+        make_emulator: EmulatorFactory, tmp_path: Path, counted_at: str) -> None:
+    """Issue 20 end to end: NCBI as recorded (limit headers on every answer, Keep-Alive 4 s/40),
+    0-50 ms of arrival jitter, answers in 0.3-0.7 s; a new user's first run (no --rate: the
+    key's budget, a path nothing was learnt on)."""
+    emulator = make_emulator(rate_limit=True, arrival_jitter_ms=50.0, latency_s=0.3,
+                             latency_per_gene_s=0.004, remaining_counted_at=counted_at, seed=1)
+    source = write_ids(tmp_path / "ids.txt", range(1, 4001))
+    result = subprocess.run(cli_command("fetch", str(source), "--out", str(tmp_path / "out"),
+                                        "--batch-size", "100", "-v"),
+                            env=cli_env(emulator.base_url, NCBI_API_KEY="a-new-users-key"),
+                            capture_output=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    statuses = [a.status for a in served(emulator.state.arrivals())]
+    assert statuses.count(200) == 40 and statuses.count(429) <= 1
+    assert b"requests/s after HTTP 429" not in result.stderr, "the rate was never cut"
+    learnt = recall_margin_s(next(Path(os.environ["BULKGENE_BUDGET_DIR"]).glob("127.0.0.1")))
+    assert learnt is None or learnt <= INITIAL_MARGIN_S + MARGIN_STEP_S  # one step at most

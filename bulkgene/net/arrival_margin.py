@@ -13,15 +13,15 @@ from enum import Enum
 INITIAL_MARGIN_S = 0.025  # one-way delay spread allowed for before any 429: 2.4 % of the ceiling
 MARGIN_STEP_S = 0.025
 MARGIN_CAP_S = 0.2  # within a run; past it, 429s that keep coming halve the rate instead
-REMEMBERED_CAP_S = 0.1  # a lesson wider than this is an episode, not a property of the path
+REMEMBERED_CAP_S = 0.075  # a lesson wider than this is an episode, not a property of the path
 MARGIN_PROVEN_S = 5.0  # a lesson that held this long without a 429 is reported, to be remembered
 EPISODE_S = 60.0  # a second bunched 429 this soon after the first makes an episode, not a lesson
 EPISODE_NARROW_S = 10.0  # an episode's margin narrows a step after this long without a 429 ...
 _EPISODE_NARROW_DOUBLINGS = 5  # ... twice as long after each refuted narrowing, up to 32 times
-PROBE_CLEAN_S = 10.0  # a lesson is only tested after this long without a 429 in the run ...
+PROBE_CLEAN_S = 5.0  # a lesson is only tested after this long without a 429 in the run ...
 PROBE_AFTER_S = 3600.0  # ... once it is this old, twice as old after each refuted test ...
 PROBE_AFTER_MAX_S = 86400.0  # ... but at least once a day
-PROBE_HOLD_S = 30.0  # a narrower margin that held this long without a 429 replaces the lesson
+PROBE_HOLD_S = 10.0  # a narrower margin that held this long without a 429 replaces the lesson
 _EPSILON_S = 1e-9
 
 

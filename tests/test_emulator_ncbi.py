@@ -101,6 +101,21 @@ async def test_remaining_is_counted_at_arrival_or_as_the_answer_leaves(
     assert status == 200 and headers["X-RateLimit-Remaining"] == str(expected)
 
 
+async def test_the_path_knobs_change_while_serving(make_emulator: Any) -> None:
+    emulator = start(make_emulator, rate_limit=True)
+    root = emulator.base_url.removesuffix("/datasets/v2")
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{root}/_emulator/path", params={
+                "arrival_jitter_ms": "30", "remaining_counted_at": "answer"}) as response:
+            assert response.status == 200
+        for bad in ({"arrival_jitter_ms": "-1"}, {"arrival_jitter_ms": "nan"},
+                    {"remaining_counted_at": "never"}):
+            async with session.post(f"{root}/_emulator/path", params=bad) as response:
+                assert response.status == 400
+    assert emulator.state.config.arrival_jitter_ms == 30.0
+    assert emulator.state.config.remaining_counted_at == "answer"
+
+
 async def test_pages_mirror_count_and_token_in_headers(make_emulator: Any) -> None:
     emulator = start(make_emulator)
     async with aiohttp.ClientSession() as session:

@@ -19,7 +19,9 @@ total on every page, 400 for bad tokens, rate headers on 429s only). Faults are 
 request from a seeded RNG. Every request is logged (never the key) for tests to assert on.
 
 Control endpoints (not part of NCBI's API): ``GET /_emulator/arrivals``,
-``POST /_emulator/reset``, ``POST /_emulator/outage?status=503`` and ``DELETE /_emulator/outage``.
+``POST /_emulator/reset``, ``POST /_emulator/outage?status=503``, ``DELETE /_emulator/outage``
+and ``POST /_emulator/path?arrival_jitter_ms=150&remaining_counted_at=answer`` (a path that
+turns bad, or another reading of the count, without a new emulator).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from bulkgene.testing.state import (
     PHID_KEY,
     RATE_CLIENT_KEY,
     RATE_HEADERS_KEY,
+    REMAINING_COUNTED_AT,
     RETIRED_MESSAGE,
     STATE_KEY,
     Arrival,
@@ -316,6 +319,30 @@ async def outage_on(request: web.Request) -> web.Response:
     return json_response(200, {"outage": True})
 
 
+async def path_knobs(request: web.Request) -> web.Response:
+    """Change the arrival jitter and the reading of ``Remaining`` while serving."""
+    config = request.app[STATE_KEY].config
+    changes: dict[str, Any] = {}
+    try:
+        if "arrival_jitter_ms" in request.query:
+            jitter_ms = float(request.query["arrival_jitter_ms"])
+            if not 0 <= jitter_ms <= 60_000:
+                raise ValueError(jitter_ms)
+            changes["arrival_jitter_ms"] = jitter_ms
+        if "remaining_counted_at" in request.query:
+            counted_at = request.query["remaining_counted_at"]
+            if counted_at not in REMAINING_COUNTED_AT:
+                raise ValueError(counted_at)
+            changes["remaining_counted_at"] = counted_at
+    except ValueError:
+        return json_response(400, {"error": "arrival_jitter_ms must be 0-60000, "
+                                            f"remaining_counted_at one of {REMAINING_COUNTED_AT}"})
+    for name, value in changes.items():
+        setattr(config, name, value)
+    return json_response(200, {"arrival_jitter_ms": config.arrival_jitter_ms,
+                               "remaining_counted_at": config.remaining_counted_at})
+
+
 async def outage_off(request: web.Request) -> web.Response:
     request.app[STATE_KEY].outage_status = None
     return json_response(200, {"outage": False})
@@ -389,5 +416,6 @@ def create_app(config: EmulatorConfig | None = None,
     app.router.add_post("/_emulator/reset", reset)
     app.router.add_post("/_emulator/outage", outage_on)
     app.router.add_delete("/_emulator/outage", outage_off)
+    app.router.add_post("/_emulator/path", path_knobs)
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app

@@ -196,14 +196,19 @@ def test_an_episode_widens_for_the_run_only_and_narrows_back_after_clean_running
     learnt: list[MarginLesson] = []
     limiter = AdaptiveRateLimiter(10.0, clock=lambda: now[0], on_margin=learnt.append)
     for _ in range(3):  # a bad minute: 429s a few seconds apart
-        bunched_429(limiter, now)
         now[0] += 3.0
+        bunched_429(limiter, now)
     assert limiter.margin_s == pytest.approx(INITIAL_MARGIN_S + 3 * MARGIN_STEP_S)
-    assert limiter.snapshot().lesson.margin_s == INITIAL_MARGIN_S  # the lone step undone
+    lesson = limiter.snapshot().lesson  # the lone step that began it, held in doubt
+    assert lesson.margin_s == pytest.approx(0.05) and lesson.age_s >= PROBE_AFTER_S
     clean_running(limiter, now, EPISODE_NARROW_S)
     assert limiter.margin_s == pytest.approx(INITIAL_MARGIN_S + 2 * MARGIN_STEP_S)
-    clean_running(limiter, now, 2 * EPISODE_NARROW_S)
-    assert limiter.margin_s == INITIAL_MARGIN_S and learnt == []
+    clean_running(limiter, now, EPISODE_NARROW_S)
+    assert limiter.margin_s == pytest.approx(0.05)  # back to the lesson, not below
+    clean_running(limiter, now, PROBE_CLEAN_S)
+    assert limiter.margin_s == INITIAL_MARGIN_S and limiter.snapshot().probing  # then tried
+    clean_running(limiter, now, PROBE_HOLD_S + MARGIN_PROVEN_S)
+    assert [lesson.margin_s for lesson in learnt][-1] == INITIAL_MARGIN_S
 
 
 def test_a_narrowing_that_draws_a_429_waits_twice_as_long_before_the_next() -> None:
@@ -300,10 +305,12 @@ def test_the_tries_cost_at_most_four_429s_the_first_day_then_one_a_day() -> None
 def test_a_run_after_a_bad_episode_starts_narrow_and_a_50_ms_path_keeps_its_lesson() -> None:
     """Whole simulated runs: a lesson from jitter the path keeps, none from an episode."""
     bad = run_virtual(simulate(10.0, 0.15, 120.0, seed=1, retry_after_s=1.0))
-    assert bad.limiter.rate == 10.0 and bad.limiter.snapshot().lesson.margin_s == INITIAL_MARGIN_S
-    after = run_virtual(simulate(10.0, 0.0, 60.0, seed=2, retry_after_s=1.0,
-                                 lesson=bad.limiter.snapshot().lesson))
+    assert bad.limiter.rate == 10.0
+    lesson = bad.limiter.snapshot().lesson
+    assert lesson.margin_s <= INITIAL_MARGIN_S + MARGIN_STEP_S and lesson.age_s >= PROBE_AFTER_S
+    after = run_virtual(simulate(10.0, 0.0, 60.0, seed=2, retry_after_s=1.0, lesson=lesson))
     assert after.throttled == 0 and after.fraction_of(10.0) >= 0.97
+    assert after.limiter.snapshot().lesson.margin_s == INITIAL_MARGIN_S  # within the run
 
     first = run_virtual(simulate(10.0, 0.05, 60.0, seed=3, retry_after_s=1.0))
     assert first.throttled == 1 and first.fraction_of(10.0) >= 0.93

@@ -115,7 +115,7 @@ class ArrivalMargin:
             self._dated_at = self._changed_at = self._lesson_at = self._bunched_at = now
             return Widening.LESSON
         if now - self._lesson_at <= EPISODE_S:
-            self._undo_lesson(now)  # the lone 429 that taught it was the start of an episode
+            self._doubt_lesson(now)  # the lone 429 that taught it began an episode
         if self._narrowed_at > self._bunched_at:
             self._narrowings_refuted += 1
         self._margin_s = _on_grid(self._margin_s + MARGIN_STEP_S)
@@ -129,6 +129,12 @@ class ArrivalMargin:
         if self._probe_since is not None:
             self._probe_since = None
             self._margin_s = max(self._margin_s, self._settled_s)
+
+    def _doubt_lesson(self, now: float) -> None:
+        """Keep the lesson (the run narrows back to it), but let the next run try one step
+        narrower at once, as if it were old: an episode's first 429 may not be the path's."""
+        self._dated_at = min(self._dated_at, now - probe_after_s(self._refuted))
+        self._changed_at = now
 
     def _undo_lesson(self, now: float) -> None:
         if self._before_lesson is not None:

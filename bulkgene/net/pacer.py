@@ -48,17 +48,17 @@ one step: the path needs 25 ms more than it was given. Once that held for 5 s, `
 hears the lesson, and bulkgene/run/sharing.py keeps it beside the key's budget (at most
 75 ms, 6.8 % of the ceiling: a path that needs more pays its steps above that in every
 run). A second bunched 429 within 60 s makes an episode (a loaded laptop, a congested
-minute): the lone lesson that started it is undone, the margin widens for this run only, and
-it narrows back a step after each 10 s without a 429 (20, 40, ... up to 320 s after each
-narrowing that drew a 429). An episode that cut the rate teaches nothing either, nor does a
-429 that our own loop's lag explains. A remembered lesson is a starting point: once it is an
-hour old and the run has gone 5 s without a 429, a margin one step narrower is tried; if it
-holds 10 s it becomes the lesson and the next step is tried (an old 75 ms is back at 25 ms
-within 25 s of clean running); if a 429 comes, the lesson stands, dated anew, and the next
-try waits twice as long (2 h, 4 h, ... at most a day). On a path that does need its lesson,
-that is one 429 (one resent request) per try: at most 4 in the first day of continuous
-running, then 1 a day, against 864 000 requests a day at 10/s. A path that got better costs
-nothing.
+minute): the margin widens for this run only, narrows back to the lesson a step after each
+10 s without a 429 (20, 40, ... up to 320 s after each narrowing that drew a 429), and the
+lesson that began it is held in doubt: the next run tries one step narrower at once. An
+episode that cut the rate teaches nothing, nor does a 429 that our own loop's lag explains.
+A remembered lesson is a starting point: once it is an hour old (or in doubt) and the run
+has gone 5 s without a 429, a margin one step narrower is tried; if it holds 10 s it becomes
+the lesson and the next step is tried (an old 75 ms is back at 25 ms within 25 s of clean
+running); if a 429 comes, the lesson stands, dated anew, and the next try waits twice as
+long (2 h, 4 h, ... at most a day). On a path that does need its lesson, that is one 429
+(one resent request) per try: at most 4 in the first day of continuous running, then 1 a
+day, against 864 000 requests a day at 10/s. A path that got better costs nothing.
 
 Shared keys. A budget lease (bulkgene/budget) sets this process's share with
 ``set_share``: the ceiling follows it, and the traffic the other lease holders may send is

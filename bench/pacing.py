@@ -57,8 +57,8 @@ _STALE_LESSON_S = 0.1
 _STALE_AGE_S = 2 * 3600.0
 
 
-def run_bulkgene(emulator: Emulator, ids_file: Path, budget: Path, tree: Path | None
-                 ) -> dict[str, float]:
+def run_bulkgene(emulator: Emulator, ids_file: Path, budget: Path, tree: Path | None,
+                 keep_log: Path | None = None) -> dict[str, float]:
     """One measured run of the bulkgene in ``tree`` (None: this one), leasing in ``budget``;
     ``margin_ms_after``: the margin the next run on the path starts from."""
     emulator.reset()
@@ -73,6 +73,8 @@ def run_bulkgene(emulator: Emulator, ids_file: Path, budget: Path, tree: Path | 
                                  stderr=log, cwd=tree)
             log.seek(0)
             stderr = log.read().decode(errors="replace")
+        if keep_log is not None:
+            keep_log.write_text(stderr)
         assert child.returncode == 0, f"bulkgene exited {child.returncode}: {stderr[-2000:]}"
     finally:
         out.with_suffix(".log").unlink(missing_ok=True)
@@ -103,6 +105,7 @@ def main() -> None:
     parser.add_argument("--episode-ids", type=int, default=50_000,
                         help="IDs of the bad episode's run")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--logs", type=Path, help="keep each run's -v log in this directory")
     baseline = parser.add_mutually_exclusive_group()
     baseline.add_argument("--baseline-commit", help="compare with this commit (git archive)")
     baseline.add_argument("--baseline-tree", type=Path, help="compare with this checkout")
@@ -126,6 +129,16 @@ def main() -> None:
         print(f"{scenario}, {version}: " + ", ".join(f"{k}={v:.3f}" for k, v in values.items()),
               flush=True)
 
+    def measure(ids_file: Path, budget: Path, tree: Path | None, scenario: str,
+                version: str) -> dict[str, float]:
+        keep_log = None
+        if args.logs is not None:
+            args.logs.mkdir(parents=True, exist_ok=True)
+            name = "".join(c if c.isalnum() else "-" for c in scenario)
+            done = len(runs.get(scenario, {}).get(version, {}).get("requests", []))
+            keep_log = args.logs / f"{name}.{version}.{done}.log"
+        return run_bulkgene(emulator, ids_file, budget, tree, keep_log)
+
     def fresh_budget() -> Path:
         return Path(tempfile.mkdtemp(prefix="bench-pacing-budget-", dir=work))
 
@@ -142,26 +155,29 @@ def main() -> None:
             for version, tree in order:
                 for reading in READINGS:
                     emulator.path(0.0, reading)
-                    record(f"cold start, no jitter, Remaining at {reading}", version,
-                           run_bulkgene(emulator, work / "ids.txt", fresh_budget(), tree))
+                    scenario = f"cold start, no jitter, Remaining at {reading}"
+                    record(scenario, version,
+                           measure(work / "ids.txt", fresh_budget(), tree, scenario, version))
                 for reading in READINGS:
                     emulator.path(50.0, reading)
                     budget = fresh_budget()
                     for which in ("first", "second"):
-                        record(f"0-50 ms jitter, {which} run on the path, Remaining at "
-                               f"{reading}", version,
-                               run_bulkgene(emulator, work / "ids.txt", budget, tree))
+                        scenario = f"0-50 ms jitter, {which} run on the path, Remaining at {reading}"
+                        record(scenario, version,
+                               measure(work / "ids.txt", budget, tree, scenario, version))
                 budget = fresh_budget()
                 emulator.path(150.0)
-                record("a bad episode: 0-150 ms jitter", version,
-                       run_bulkgene(emulator, episode_file, budget, tree))
+                scenario = "a bad episode: 0-150 ms jitter"
+                record(scenario, version, measure(episode_file, budget, tree, scenario, version))
                 emulator.path(0.0)
-                record("the next run on the path, no jitter", version,
-                       run_bulkgene(emulator, work / "ids.txt", budget, tree))
+                scenario = "the next run on the path, no jitter"
+                record(scenario, version,
+                       measure(work / "ids.txt", budget, tree, scenario, version))
                 budget = fresh_budget()
                 remember_margin_s(budget / "127.0.0.1", _STALE_LESSON_S, age_s=_STALE_AGE_S)
-                record("after an old 100 ms lesson, no jitter", version,
-                       run_bulkgene(emulator, work / "ids.txt", budget, tree))
+                scenario = "after an old 100 ms lesson, no jitter"
+                record(scenario, version,
+                       measure(work / "ids.txt", budget, tree, scenario, version))
     if extracted is not None:
         shutil.rmtree(extracted, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)

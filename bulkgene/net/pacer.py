@@ -28,13 +28,16 @@ shown on the key. The margin starts at 25 ms (loopback, a LAN, the calmer intern
 What a 429 costs. A 429 for a request sent before we heard the previous one is answered by
 our reaction to that one. Otherwise, the request is resent (after its Retry-After) and:
 
-* bunched arrivals explain it: the margin widens one step and the rate is kept. If our own
-  event loop ran late around the sends in that second by at least the margin (so a send
-  reported on time may have reached the wire later) the wider margin is for this run only;
+* bunched arrivals explain it (enough of ours were let in around it to fill the server's
+  window once their delays shifted them by the margin and a step more): the margin widens
+  one step and the rate is kept. If our own event loop ran late around the sends in that
+  second by at least the margin (so a send reported on time may have reached the wire
+  later) the wider margin is for this run only;
 * our own sends overfilled the server's second by our own record (a send reported long
   after its slot): nothing else changes;
-* another process is shown on the key by more than one answer (below): everyone pauses for
-  the Retry-After and the rate halves;
+* another process is shown on the key by more than one answer (below; a 429 with too few of
+  ours around it to fill the window is one such answer): everyone pauses for the
+  Retry-After and the rate halves;
 * anything else (no named limit, the margin at its cap, the second kind above): a first 429
   changes nothing more; the rate halves, and everyone pauses for the Retry-After, only when
   429s keep coming (another one within 60 s, for a request sent after we heard the first).
@@ -69,9 +72,9 @@ response, and a client using its whole budget routinely sees ``Remaining: 0``: t
 is no reason to stop. Whether the server counts when a request arrives or when it answers
 is unrecorded (docs/ncbi-api.md §6), and an answer that took 0.7 s carries, in the second
 reading, our own later requests in its count. So the server's count (limit - remaining) is
-compared with the most of our requests any one-second window (widened by the margin on
-both sides) held between the request's send and its answer's arrival, plus our lease
-peers' share. An answer that counts more than one request beyond that shows another
+compared with the most of our requests that it let in (not those it answered 429) any
+one-second window (widened by the margin on both sides) held between the request's send
+and its answer's arrival, plus our lease peers' share. An answer that counts more than one request beyond that shows another
 process on the key; two such answers within 10 s show it. Then an answer with the window
 full (``Remaining: 0``) makes everyone pause until that window has passed.
 

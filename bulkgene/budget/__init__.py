@@ -55,28 +55,32 @@ seen lowered for it; the survivor back at full rate 7.6 s after a SIGKILL, 2.7 s
 exit.
 """
 
-from bulkgene.budget.lease import BudgetLease
+from bulkgene.budget.lease import GIVE_UP_AFTER_S, BudgetLease
+from bulkgene.budget.listing import LeaseView, list_leases
 from bulkgene.budget.record import (
+    ACK_TIMEOUT_S,
     DEAD_AFTER_S,
     FENCE_AFTER_S,
     GC_AFTER_S,
     HEARTBEAT_S,
     MARGIN_S,
+    MAX_PEERS,
     SERVER_WINDOW_S,
     LeaseRecord,
-    LeaseView,
     budget_name,
     budget_path,
     default_budget_root,
-    list_leases,
 )
 
 __all__ = [
+    "ACK_TIMEOUT_S",
     "DEAD_AFTER_S",
     "FENCE_AFTER_S",
     "GC_AFTER_S",
+    "GIVE_UP_AFTER_S",
     "HEARTBEAT_S",
     "MARGIN_S",
+    "MAX_PEERS",
     "SERVER_WINDOW_S",
     "BudgetLease",
     "LeaseRecord",

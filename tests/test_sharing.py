@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import time
@@ -14,13 +16,15 @@ from helpers import (
     cli_env,
     invoke_cli,
     make_config,
+    read_summary,
     served,
     wait_for_commits,
     write_ids,
 )
 
-from bulkgene.budget.record import LEASE_SUFFIX
+from bulkgene.budget.record import LEASE_SUFFIX, read_record
 from bulkgene.config import Secret
+from bulkgene.errors import EXIT_INTERRUPTED
 from bulkgene.run.sharing import budget_directory, lease_directories
 from bulkgene.run.split import TaskSpec
 from bulkgene.testing.windows import max_in_window
@@ -138,3 +142,96 @@ def test_a_split_array_task_and_a_plain_fetch_on_one_key_share_its_budget(
     arrivals = served(emulator.state.arrivals())
     assert not [a for a in arrivals if a.status == 429], "together within the key's budget"
     assert max_in_window([a.t for a in arrivals]) <= 10
+
+
+def _lease_of(run_budget: Path) -> Path:
+    wait_for_lease(run_budget)
+    [lease] = sorted(run_budget.rglob("*" + LEASE_SUFFIX))
+    return lease
+
+
+def _seq(lease: Path) -> int:
+    """The lease's heartbeat counter (-1 while it is being replaced, or not a lease now)."""
+    record = read_record(lease)
+    return -1 if record is None else record.seq
+
+
+def wait_for_heartbeats(lease: Path, count: int, deadline_s: float = 60) -> None:
+    give_up = time.monotonic() + deadline_s
+    first = _seq(lease)
+    while _seq(lease) < first + count or first < 0:
+        assert time.monotonic() < give_up, f"{lease} was not renewed {count} times"
+        first = first if first >= 0 else _seq(lease)
+        time.sleep(0.02)
+
+
+def test_an_array_tasks_lease_follows_no_link_planted_in_dir_budget(
+        make_emulator: EmulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BULKGENE_BUDGET_DIR")
+    emulator = make_emulator(latency_s=0.2)
+    env = cli_env(emulator.base_url, NCBI_API_KEY=KEY, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious\n")
+    out = tmp_path / "genes"
+    run = subprocess.Popen(cli_command(
+        "fetch", str(write_ids(tmp_path / "ids.txt", range(1, 4001))), "--out", str(out),
+        "--task-index", "0", "--task-count", "2", "--batch-size", "10", "--no-progress"),
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        lease = _lease_of(out / ".budget")
+        lease_id = lease.name.removesuffix(LEASE_SUFFIX)
+        (lease.parent / f".{lease_id}.tmp").symlink_to(victim)  # the name it used to write
+        wait_for_heartbeats(lease, 3)
+        assert victim.read_bytes() == b"precious\n"
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=30)
+
+
+@pytest.mark.timeout(180)
+def test_a_fifo_planted_in_the_budget_directory_neither_hangs_the_run_nor_its_sigterm(
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    emulator = make_emulator(latency_s=0.2)
+    env = cli_env(emulator.base_url, NCBI_API_KEY=KEY)
+    out = tmp_path / "out"
+    run = _start(write_ids(tmp_path / "ids.txt", range(1, 4001)), out, env)
+    try:
+        lease = _lease_of(Path(env["BULKGENE_BUDGET_DIR"]))
+        lease_id = lease.name.removesuffix(LEASE_SUFFIX)
+        os.mkfifo(lease.parent / f".{lease_id}.tmp")  # writing it blocked for ever
+        wait_for_heartbeats(lease, 3)
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=90) == EXIT_INTERRUPTED  # the first SIGTERM is enough
+    finally:
+        if run.poll() is None:
+            run.send_signal(signal.SIGKILL)
+            run.wait(timeout=30)
+
+
+def test_a_lease_that_cannot_be_renewed_stops_the_run_with_exit_1_naming_path_and_errno(
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    emulator = make_emulator(latency_s=0.2)
+    env = cli_env(emulator.base_url, NCBI_API_KEY=KEY)
+    out = tmp_path / "out"
+    ids = write_ids(tmp_path / "ids.txt", range(1, 4001))
+    run = subprocess.Popen(cli_command("fetch", str(ids), "--out", str(out), "--batch-size", "10",
+                                       "--no-progress", "--outage-after", "2"),
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        lease = _lease_of(Path(env["BULKGENE_BUDGET_DIR"]))
+        wait_for_commits(out, 1)
+        while not lease.is_dir():  # a group member replaces it with a directory
+            with contextlib.suppress(FileNotFoundError):
+                lease.unlink()
+            with contextlib.suppress(FileExistsError):
+                lease.mkdir()
+        _, stderr = run.communicate(timeout=90)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate(timeout=30)
+    text = stderr.decode()
+    assert run.returncode == 1, text
+    assert str(lease) in text and "[Errno 21] Is a directory" in text, text
+    assert "Traceback" not in text
+    assert read_summary(out)["error"], "the error is in summary.json"

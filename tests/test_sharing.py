@@ -23,10 +23,9 @@ from helpers import (
 )
 
 from bulkgene.budget.record import LEASE_SUFFIX, read_record
-from bulkgene.config import Secret
+from bulkgene.config import Secret, TaskSpec
 from bulkgene.errors import EXIT_INTERRUPTED
 from bulkgene.run.sharing import budget_directory, lease_directories
-from bulkgene.run.split import TaskSpec
 from bulkgene.testing.windows import max_in_window
 
 KEY = "sharing-test-key"

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 from helpers import (
     EmulatorFactory,
@@ -22,10 +25,11 @@ from helpers import (
     write_ids,
 )
 
-from bulkgene.budget.record import LEASE_SUFFIX, read_record
+from bulkgene.budget.record import LEASE_SUFFIX, LeaseRecord, read_record
 from bulkgene.config import Secret, TaskSpec
 from bulkgene.errors import EXIT_INTERRUPTED
 from bulkgene.run.sharing import budget_directory, lease_directories
+from bulkgene.testing import EmulatorThread
 from bulkgene.testing.windows import max_in_window
 
 KEY = "sharing-test-key"
@@ -234,3 +238,55 @@ def test_a_lease_that_cannot_be_renewed_stops_the_run_with_exit_1_naming_path_an
     assert str(lease) in text and "[Errno 21] Is a directory" in text, text
     assert "Traceback" not in text
     assert read_summary(out)["error"], "the error is in summary.json"
+def test_status_prints_another_users_lease_escaped(emulator: EmulatorThread,
+                                                   tmp_path: Path) -> None:
+    env = cli_env(emulator.base_url, NCBI_API_KEY=KEY)
+    out = tmp_path / "out"
+    ids = write_ids(tmp_path / "ids.txt", range(1, 21))
+    assert invoke_cli("fetch", str(ids), "--out", str(out), env=env).returncode == 0
+    budget = Path(env["BULKGENE_BUDGET_DIR"]) / "node" / "key-forged"
+    budget.mkdir(parents=True)
+    forged = LeaseRecord(
+        "feedfacefeedface", socket.gethostname() + "\x1b]0;pwned\x07", os.getpid(),
+        f"{out.resolve()}/\x1b[2J\ntask-0000  9/9  complete\r\u202e", time.time(), time.time(),
+        1, "active\x1b[31m", 5.0, 5.0, 10.0)
+    (budget / "feedfacefeedface.lease").write_bytes(msgspec.json.encode(forged))
+    forged_here = msgspec.structs.replace(forged, lease_id="beefbeefbeefbeef",
+                                          host=socket.gethostname())
+    (budget / "beefbeefbeefbeef.lease").write_bytes(msgspec.json.encode(forged_here))
+    shown = invoke_cli("status", str(out), env=env)
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout.decode()
+    assert "shared live by 1 process(es)" in text, text  # the one of this host, live pid
+    assert "\x1b" not in text and "\r" not in text and "\u202e" not in text and "\x07" not in text
+    assert not any(line.startswith("task-0000  9/9") for line in text.splitlines())
+    assert "\\x1b[2J\\ntask-0000" in text
+    as_json = invoke_cli("status", str(out), "--json", env=env).stdout.decode()
+    assert "\u202e" not in as_json and "\x1b" not in as_json
+    [lease] = json.loads(as_json)["budget_leases"]
+    assert lease["out_dir"].endswith("\\r\\u202e")
+
+
+def test_status_finds_the_leases_of_a_fetch_given_budget_dir(
+        make_emulator: EmulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BULKGENE_BUDGET_DIR")
+    emulator = make_emulator(latency_s=0.2)
+    env = cli_env(emulator.base_url, NCBI_API_KEY=KEY, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    out, lab = tmp_path / "out", tmp_path / "lab-budget"
+    run = subprocess.Popen(cli_command(
+        "fetch", str(write_ids(tmp_path / "ids.txt", range(1, 2001))), "--out", str(out),
+        "--batch-size", "10", "--no-progress", "--budget-dir", str(lab)),
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_lease(lab)
+        wait_for_commits(out, 1)
+        shown = invoke_cli("status", str(out), "--budget-dir", str(lab), env=env)
+        assert shown.returncode == 0, shown.stderr
+        assert f"pid {run.pid}" in shown.stdout.decode()
+        # without it, status says where it looked
+        unaware = invoke_cli("status", str(out), env=env)
+        assert f"pid {run.pid}" not in unaware.stdout.decode()
+        assert "--budget-dir" in unaware.stdout.decode() + unaware.stderr.decode()
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=30)

@@ -133,17 +133,22 @@ def _apply_share(limiter: AdaptiveRateLimiter, share_rps: float, total_rps: floa
     limiter.set_share(share_rps, total_rps)
 
 
-def leases_sharing_with(out_dir: Path, budget_dir: Path | None = None) -> list[LeaseView]:
-    """Live leases of every budget that a process writing under ``out_dir`` holds now, looked
-    for where a fetch puts them: ``budget_dir`` (a fetch's --budget-dir, or
-    $BULKGENE_BUDGET_DIR), ``DIR/.budget`` and the per-user directory."""
+def status_roots(out_dir: Path, budget_dir: Path | None = None) -> list[Path]:
+    """Where a fetch writing under ``out_dir`` may hold leases: ``budget_dir`` (the fetch's
+    --budget-dir; $BULKGENE_BUDGET_DIR by default), ``DIR/.budget``, the per-user directory."""
     roots = [default_budget_root(), out_dir / BUDGET_DIR_NAME]
     if budget_dir is None and os.environ.get(BUDGET_DIR_ENV):
         budget_dir = Path(os.environ[BUDGET_DIR_ENV])
     if budget_dir is not None:
         roots.insert(0, budget_dir)
+    return list(dict.fromkeys(roots))
+
+
+def leases_sharing_with(out_dir: Path, budget_dir: Path | None = None) -> list[LeaseView]:
+    """Live leases of every budget that a process writing under ``out_dir`` holds now (in
+    the ``status_roots``)."""
     target = str(out_dir.resolve())
-    directories = [directory for root in dict.fromkeys(roots)
+    directories = [directory for root in status_roots(out_dir, budget_dir)
                    for directory in (sorted(root.glob("*/*")) if root.is_dir() else [])]
     live = [view for view in list_leases(directories) if view.alive]
     found: list[LeaseView] = []

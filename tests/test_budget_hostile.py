@@ -302,6 +302,22 @@ def test_a_cleaner_deleting_leases_over_and_over_never_lets_runs_exceed_the_budg
     in_force_check(leases, clock, 40, every_s, tmp_path)
 
 
+def test_a_budget_directory_removed_by_a_cleaner_is_made_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import shutil
+
+    clock = FakeClock()
+    lease = admitted(tmp_path / "budget", clock)
+    shutil.rmtree(lease.directory)
+    shares = []
+    for _ in range(5):
+        shares.append(lease.step())
+        clock.now += 1.0
+    # the others' scans failed meanwhile: none of them can have counted it gone
+    assert shares == [10.0] * 5 and lease.path.is_file()
+    assert "was removed by another process" in caplog.text
+
+
 # -- 11. status, from one look ----------------------------------------------------------------
 
 

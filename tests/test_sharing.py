@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from helpers import (
     write_ids,
 )
 
-from bulkgene.budget.record import LEASE_SUFFIX, LeaseRecord, read_record
+from bulkgene.budget.record import LEASE_SUFFIX, LeaseRecord, budget_name, read_record
 from bulkgene.config import Secret, TaskSpec
 from bulkgene.errors import EXIT_INTERRUPTED
 from bulkgene.run.sharing import budget_directory, lease_directories
@@ -290,3 +291,44 @@ def test_status_finds_the_leases_of_a_fetch_given_budget_dir(
     finally:
         run.send_signal(signal.SIGKILL)
         run.wait(timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_planted_lease_that_never_makes_room_is_named_then_not_waited_for(
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    emulator = make_emulator(latency_s=0.05)
+    env = cli_env(emulator.base_url, NCBI_API_KEY=KEY)
+    budget = Path(env["BULKGENE_BUDGET_DIR"]) / "127.0.0.1" / budget_name(KEY)
+    budget.mkdir(parents=True)
+    planted = LeaseRecord("feedfacefeedface", "rogue-node", 4242, "/elsewhere", 0.0, 0.0, 0,
+                          "active", 10.0, 10.0, 10.0)
+    stop = threading.Event()
+
+    def beat(seq: int) -> None:
+        temp = budget / "planting.tmp"
+        temp.write_bytes(msgspec.json.encode(msgspec.structs.replace(planted, seq=seq)))
+        os.replace(temp, budget / "feedfacefeedface.lease")
+
+    def heartbeat() -> None:  # it heartbeats, but never makes room for anyone
+        seq = 1
+        while not stop.wait(0.3):
+            seq += 1
+            beat(seq)
+
+    beat(1)  # there before the run looks
+    beating = threading.Thread(target=heartbeat)
+    beating.start()
+    try:
+        ids = write_ids(tmp_path / "ids.txt", range(1, 201))
+        done = subprocess.run(cli_command("fetch", str(ids), "--out", str(tmp_path / "out"),
+                                          "--batch-size", "10", "--no-progress"),
+                              env=env, capture_output=True, timeout=240, check=False)
+    finally:
+        stop.set()
+        beating.join()
+    text = done.stderr.decode()
+    assert done.returncode == 0, text
+    # at default verbosity: why it waits (the holder, its host), then that it goes ahead
+    assert "waiting to share the key's rate budget" in text and "rogue-node" in text, text
+    assert "has made no room for this run in 60 s" in text, text

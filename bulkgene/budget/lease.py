@@ -35,6 +35,7 @@ from bulkgene.budget.record import (
     SERVER_WINDOW_S,
     LeaseRecord,
     read_record,
+    shown,
 )
 from bulkgene.budget.share import Scan, ShareDecider, Timings
 from bulkgene.errors import BudgetError, ConfigError
@@ -209,8 +210,7 @@ class BudgetLease:
     async def _in_thread(self, function: Callable[..., _T], *args: object) -> _T:
         """Run file I/O off the event loop; while a hung NFS holds it, keep fencing on time."""
         future = self._io.run(function, *args)
-        while not future.done():
-            await asyncio.wait({future}, timeout=self.heartbeat_s / 4)
+        while not (await asyncio.wait({future}, timeout=self.heartbeat_s / 4))[0]:
             self._apply(None)  # fencing, and giving up, go on while the filesystem hangs
             self._notify()
         return future.result()
@@ -247,8 +247,19 @@ class BudgetLease:
         """Replace our lease atomically; False (and fencing later) if the filesystem fails."""
         if self._closed:
             return False
+        data = msgspec.json.encode(record)
         try:
-            write_lease(self.directory, self.lease_id, msgspec.json.encode(record))
+            try:
+                write_lease(self.directory, self.lease_id, data)
+            except FileNotFoundError:  # a cleaner removed the directory: make it again
+                log.warning("the budget directory %s was removed by another process (a cache "
+                            "or tmp cleaner?): making it again; keep cleaners away from it",
+                            self.directory)
+                try:
+                    ensure_directory(self.directory, self.root)
+                except ConfigError as refused:
+                    raise FileNotFoundError(str(refused)) from None
+                write_lease(self.directory, self.lease_id, data)
         except OSError as error:
             if self._write_error is None or str(error) != str(self._write_error):
                 log.debug("could not write the budget lease %s: %s", self.path, error)
@@ -299,5 +310,5 @@ class BudgetLease:
         path = self.directory / name
         log.warning("can't read the budget lease %s (%s; written by an older bulkgene under a "
                     "strict umask?): its process can't be counted, so together you may exceed "
-                    "the key's budget; its owner can run `chmod a+r` on it", path,
+                    "the key's budget; its owner can run `chmod a+r` on it", shown(str(path)),
                     owner_and_mode(path))

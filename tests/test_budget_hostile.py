@@ -107,6 +107,26 @@ def test_a_link_below_the_chosen_budget_directory_is_refused(tmp_path: Path) -> 
     assert list(elsewhere.iterdir()) == []
 
 
+def test_a_budget_directory_swapped_for_a_link_mid_run_is_not_followed(tmp_path: Path) -> None:
+    root, elsewhere = tmp_path / "lab-budget", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    clock = FakeClock()
+    lease = make_lease(root / "api.ncbi.nlm.nih.gov" / "key-0123", clock, root=root)
+    lease.open()
+    for _ in range(3):
+        lease.step()
+        clock.now += 1.0
+    lease.directory.rename(tmp_path / "moved-away")
+    lease.directory.symlink_to(elsewhere)
+    for _ in range(5):
+        lease.step()
+        clock.now += 1.0
+    assert list(elsewhere.iterdir()) == []
+    assert lease.share_rps == 0.0  # it can't renew its lease: fenced, as on a hung mount
+    lease.close()
+    assert list(elsewhere.iterdir()) == []
+
+
 # -- 7. hangs -------------------------------------------------------------------------------
 
 

@@ -3,8 +3,9 @@
 Any member of the group that shares a budget directory can plant files there. So every file
 is created under a fresh random name with ``O_CREAT|O_EXCL|O_NOFOLLOW|O_NONBLOCK`` (never an
 existing file, link or FIFO) and renamed over one's own lease (a rename replaces a link, it
-never follows it); the directories below the one the user chose are created one by one and
-must be real directories, not links. They take the permission bits of the directory above for
+never follows it), relative to a descriptor of the directory opened without following any
+link below the one the user chose; the directories there are created one by one and must be
+real directories, not links. They take the permission bits of the directory above for
 the group and others (and its setgid and sticky bits): under umask 022 the first user would
 otherwise create them 0755 and lock every other user of the group out.
 """
@@ -101,24 +102,46 @@ def _refused(path: Path, exc: OSError) -> ConfigError:
                        "the jobs sharing the API key can reach")
 
 
-def write_lease(directory: Path, lease_id: str, data: bytes) -> Path:
-    """Replace the lease ``lease_id`` in ``directory`` with ``data`` atomically; OSError if the
-    filesystem refuses (nothing is left behind then). Returns the temp name used."""
-    temp = directory / f".{lease_id}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+def open_directory(directory: Path, root: Path) -> int:
+    """A descriptor of ``directory``, reached from ``root`` without following any link below
+    it (a member who swaps a directory for a link mid-run gets ELOOP, not our files); the
+    caller closes it. Every file operation of a lease is relative to it."""
     try:
-        fd = os.open(temp, _CREATE_FLAGS, _LEASE_MODE)
+        relative = directory.relative_to(root)
+    except ValueError:
+        relative, root = Path(), directory
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        for part in relative.parts:
+            below = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK
+                            | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = below
+    except OSError as exc:
+        os.close(fd)
+        exc.filename = str(directory)
+        raise
+    return fd
+
+
+def write_atomically(dir_fd: int, name: str, data: bytes, mode: int = _LEASE_MODE) -> None:
+    """Replace ``name`` in the directory ``dir_fd`` with ``data``: written to a fresh random
+    temp name (never an existing file, link or FIFO) and renamed (a rename replaces a link,
+    never follows it); OSError if the filesystem refuses, and nothing is left behind then."""
+    temp = f".{name.removesuffix(LEASE_SUFFIX)}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+    try:
+        fd = os.open(temp, _CREATE_FLAGS, mode, dir_fd=dir_fd)
         try:
-            os.fchmod(fd, _LEASE_MODE)
+            os.fchmod(fd, mode)  # whatever the umask: the others sharing the directory read it
             if os.write(fd, data) != len(data):
-                raise OSError(errno.ENOSPC, "No space left on device (short write)", str(temp))
+                raise OSError(errno.ENOSPC, "No space left on device (short write)", temp)
         finally:
             os.close(fd)
-        os.replace(temp, directory / (lease_id + LEASE_SUFFIX))
+        os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except OSError:
         with contextlib.suppress(OSError):
-            os.unlink(temp)
+            os.unlink(temp, dir_fd=dir_fd)
         raise
-    return temp
 
 
 def is_temp_of(name: str, lease_id: str) -> bool:
@@ -126,8 +149,8 @@ def is_temp_of(name: str, lease_id: str) -> bool:
     return name.startswith(f".{lease_id}.") and name.endswith(TEMP_SUFFIX)
 
 
-def remove(directory: Path, names: list[str]) -> None:
+def remove(dir_fd: int, names: list[str]) -> None:
     """Unlink what can be unlinked (a sticky directory keeps others' files: that's fine)."""
     for name in names:
         with contextlib.suppress(OSError):
-            os.unlink(directory / name)
+            os.unlink(name, dir_fd=dir_fd)

@@ -21,9 +21,10 @@ from bulkgene.budget.files import (
     denied_advice,
     ensure_directory,
     is_temp_of,
+    open_directory,
     owner_and_mode,
     remove,
-    write_lease,
+    write_atomically,
 )
 from bulkgene.budget.io_thread import IOThread
 from bulkgene.budget.record import (
@@ -250,7 +251,7 @@ class BudgetLease:
         data = msgspec.json.encode(record)
         try:
             try:
-                write_lease(self.directory, self.lease_id, data)
+                dir_fd = open_directory(self.directory, self.root)
             except FileNotFoundError:  # a cleaner removed the directory: make it again
                 log.warning("the budget directory %s was removed by another process (a cache "
                             "or tmp cleaner?): making it again; keep cleaners away from it",
@@ -259,7 +260,11 @@ class BudgetLease:
                     ensure_directory(self.directory, self.root)
                 except ConfigError as refused:
                     raise FileNotFoundError(str(refused)) from None
-                write_lease(self.directory, self.lease_id, data)
+                dir_fd = open_directory(self.directory, self.root)
+            try:
+                write_atomically(dir_fd, self.path.name, data)
+            finally:
+                os.close(dir_fd)
         except OSError as error:
             if self._write_error is None or str(error) != str(self._write_error):
                 log.debug("could not write the budget lease %s: %s", self.path, error)
@@ -274,23 +279,38 @@ class BudgetLease:
         return True
 
     def _remove_own(self) -> None:
-        remove(self.directory, [self.path.name])
+        with contextlib.suppress(OSError):
+            dir_fd = open_directory(self.directory, self.root)
+            try:
+                remove(dir_fd, [self.path.name])
+            finally:
+                os.close(dir_fd)
 
     def _scan(self, litter: list[str]) -> Scan | None:
         """Every other lease by id (None: present but unreadable now); None if the scan failed."""
         try:
-            names = os.listdir(self.directory)
+            dir_fd = open_directory(self.directory, self.root)
         except OSError:
             return None
-        remove(self.directory, [name for name in names for lease_id in litter
-                                if name == lease_id + LEASE_SUFFIX or is_temp_of(name, lease_id)])
+        try:
+            return self._scan_in(dir_fd, litter)
+        finally:
+            os.close(dir_fd)
+
+    def _scan_in(self, dir_fd: int, litter: list[str]) -> Scan | None:
+        try:
+            names = os.listdir(dir_fd)
+        except OSError:
+            return None
+        remove(dir_fd, [name for name in names for lease_id in litter
+                        if name == lease_id + LEASE_SUFFIX or is_temp_of(name, lease_id)])
         found: dict[str, LeaseRecord | None] = {}
         for name in names:
             lease_id = name.removesuffix(LEASE_SUFFIX)
             if not name.endswith(LEASE_SUFFIX) or lease_id == self.lease_id or lease_id in litter:
                 continue
             try:
-                record = read_record(self.directory / name, denied=True)
+                record = read_record(name, denied=True, dir_fd=dir_fd)
             except PermissionError:
                 found[lease_id] = None
                 self._unreadable(name)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import secrets
 import time
 from pathlib import Path
 
 import msgspec
 
-from bulkgene.budget.files import ensure_directory
+from bulkgene.budget.files import ensure_directory, open_directory, write_atomically
 from bulkgene.budget.record import read_small_file
 from bulkgene.errors import ConfigError
 
@@ -58,19 +56,14 @@ def remember_margin_s(directory: Path, margin_s: float, now_wall: float | None =
     learnt_at = time.time() if now_wall is None else now_wall
     data = msgspec.json.encode(_Remembered(margin_s, learnt_at))
     # a temp name of our own, then rename: concurrent writers never collide, readers see
-    # one whole file, as with the leases beside it
-    temp = directory / f".{MARGIN_FILE_NAME}.{secrets.token_hex(6)}.tmp"
+    # one whole file, as with the leases beside it (and no link is followed on the way)
     try:
-        ensure_directory(directory, directory if root is None else root)
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NONBLOCK,
-                     0o644)
+        root = directory if root is None else root
+        ensure_directory(directory, root)
+        dir_fd = open_directory(directory, root)
         try:
-            os.fchmod(fd, 0o644)  # the others sharing the directory read it too
-            os.write(fd, data)
+            write_atomically(dir_fd, MARGIN_FILE_NAME, data)
         finally:
-            os.close(fd)
-        os.replace(temp, directory / MARGIN_FILE_NAME)
+            os.close(dir_fd)
     except (OSError, ConfigError) as exc:
-        with contextlib.suppress(OSError):
-            temp.unlink()
         log.debug("could not remember the pacing margin in %s: %s", directory, exc)

@@ -63,12 +63,15 @@ def budget_path(api_key: str | None, root: Path | None = None) -> Path:
 _MAX_LEASE_BYTES = 4096  # a lease is a few hundred bytes: anything bigger is not one
 
 
-def read_small_file(path: Path, max_bytes: int, *, denied: bool = False) -> bytes | None:
-    """The bytes of ``path`` if it is a regular file of at most ``max_bytes``; None if it is
-    gone or anything else (a FIFO, a link, a huge file): a shared directory is not trusted.
-    With ``denied``, PermissionError is raised rather than taken for "not there"."""
+def read_small_file(path: Path | str, max_bytes: int, *, denied: bool = False,
+                    dir_fd: int | None = None) -> bytes | None:
+    """The bytes of ``path`` (relative to ``dir_fd`` if given) if it is a regular file of at
+    most ``max_bytes``; None if it is gone or anything else (a FIFO, a link, a huge file): a
+    shared directory is not trusted. With ``denied``, PermissionError is raised rather than
+    taken for "not there"."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
     except PermissionError:
         if denied:
             raise
@@ -84,9 +87,10 @@ def read_small_file(path: Path, max_bytes: int, *, denied: bool = False) -> byte
         os.close(fd)
 
 
-def read_record(path: Path, *, denied: bool = False) -> LeaseRecord | None:
+def read_record(path: Path | str, *, denied: bool = False,
+                dir_fd: int | None = None) -> LeaseRecord | None:
     """The lease in ``path``; None if it is gone or not a lease (garbage included)."""
-    raw = read_small_file(path, _MAX_LEASE_BYTES, denied=denied)
+    raw = read_small_file(path, _MAX_LEASE_BYTES, denied=denied, dir_fd=dir_fd)
     if raw is None:
         return None
     try:

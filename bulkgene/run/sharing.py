@@ -150,7 +150,11 @@ def leases_sharing_with(out_dir: Path, budget_dir: Path | None = None) -> list[L
     target = str(out_dir.resolve())
     directories = [directory for root in status_roots(out_dir, budget_dir)
                    for directory in (sorted(root.glob("*/*")) if root.is_dir() else [])]
-    live = [view for view in list_leases(directories) if view.alive]
+    # only the budgets this run holds a lease in are watched for heartbeats (a stale lease
+    # of another user's budget must not slow `status` down)
+    ours = {view.directory for view in list_leases(directories, watch_s=0.0)
+            if _under(view.record.out_dir, target)}
+    live = [view for view in list_leases(sorted(ours)) if view.alive]
     found: list[LeaseView] = []
     for directory in directories:
         leases = [view for view in live if view.directory == directory]

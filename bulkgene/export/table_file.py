@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal, cast, get_args
 
+from bulkgene import durable
 from bulkgene.errors import ConfigError, StateError
 from bulkgene.export.writers import CsvWriter, JsonLinesWriter, ParquetWriter, TableWriter, TsvWriter
-from bulkgene.output import durable
 from bulkgene.results.rundir import tasks_of
 from bulkgene.results.table import Column, TableReader, choose_columns
 
@@ -117,7 +117,7 @@ def export_run(out_dir: Path, target: str, *, fields: list[str] | tuple[str, ...
     chosen = format_of(target, table_format)
     columns = choose_columns(fields)
     if not partial:
-        from bulkgene.run.status import directory_status, incomplete_reasons, is_task_directory
+        from bulkgene.results.status import directory_status, incomplete_reasons, is_task_directory
 
         reasons = incomplete_reasons(directory_status(out_dir), not is_task_directory(out_dir))
         if reasons:

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bulkgene import durable, layout
 from bulkgene.errors import StateError
 from bulkgene.input.idset import IdBitmap
-from bulkgene.output import durable, layout
 from bulkgene.results.rundir import TaskFiles, read_blocks
 
 

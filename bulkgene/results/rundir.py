@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bulkgene import durable, layout
 from bulkgene.errors import StateError
-from bulkgene.output import durable, layout
-from bulkgene.run import checkpoint as ckpt
-from bulkgene.run.split import task_directories
+from bulkgene.layout import task_directories
+from bulkgene.output import checkpoint as ckpt
 
 _BLOCK_BYTES = 4 << 20
 _GZIP_BLOCK_BYTES = 1 << 20  # about 5 MiB of lines once unzipped

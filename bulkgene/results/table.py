@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+from bulkgene import layout
 from bulkgene.errors import ConfigError, StateError
 from bulkgene.ncbi.fields import FIELDS, GeneField, Kind
 from bulkgene.ncbi.gene_table import GeneDecoder, Node, items, values
-from bulkgene.output import layout
 from bulkgene.results.reports import QueryMap, read_report
 from bulkgene.results.rundir import TaskFiles, read_blocks
 

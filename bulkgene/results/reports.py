@@ -1,7 +1,9 @@
 """The side reports of every task read as one: missing.tsv, replaced.tsv, and who asked for a gene.
 
-Another part of bulkgene may append columns to these reports (gene_history's explanation:
-``history``, ``current_gene_id``, ...); readers take whatever columns the header names.
+Another part of bulkgene may add columns to these reports (gene_history's explanation:
+``history``, ``current_gene_id``, ...) and rewrite them, so a report is read whole (to its
+last complete line) rather than to the length a checkpoint committed, and readers take
+whatever columns its header names.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ class Report:
     """One side report of the whole run: the union of its tasks' columns, and its rows."""
 
     columns: list[str] = field(default_factory=list)
-    sources: list[tuple[Path, int]] = field(default_factory=list)  # (file, committed length)
+    sources: list[Path] = field(default_factory=list)
 
     def rows(self) -> Iterator[dict[str, str]]:
         """Each row as column -> text, task after task (a column a task lacks is '')."""
-        for path, length in self.sources:
+        for path in self.sources:
             header: list[str] | None = None
-            for block in read_blocks(path, length):
+            for block in read_blocks(path, _size(path), torn_tail_ok=True):
                 for line in block.decode("utf-8", "replace").splitlines():
                     cells = line.split("\t")
                     if header is None:
@@ -40,11 +42,18 @@ class Report:
                     yield row
 
 
-def _header(path: Path, length: int) -> list[str]:
-    if length <= 0:
-        return []
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _header(path: Path) -> list[str]:
     with durable.open_read(path) as handle:
-        first = handle.readline(min(length, 1 << 16))
+        first = handle.readline(1 << 16)
+    if not first.endswith(b"\n"):
+        return []
     return first.decode("utf-8", "replace").rstrip("\n").split("\t")
 
 
@@ -52,14 +61,13 @@ def read_report(tasks: list[TaskFiles], name: str) -> Report:
     """``name`` (missing.tsv or replaced.tsv) of every task, as one report."""
     report = Report()
     for task in tasks:
-        length = task.length(name)
-        if length <= 0:
-            continue
         path = task.directory / name
-        for column in _header(path, length):
+        if _size(path) <= 0:
+            continue
+        for column in _header(path):
             if column not in report.columns:
                 report.columns.append(column)
-        report.sources.append((path, length))
+        report.sources.append(path)
     return report
 
 

@@ -59,9 +59,10 @@ def tasks_of(out_dir: Path) -> list[TaskFiles]:
     return tasks
 
 
-def read_blocks(path: Path, length: int) -> Iterator[bytes]:
+def read_blocks(path: Path, length: int, torn_tail_ok: bool = False) -> Iterator[bytes]:
     """The first ``length`` bytes of ``path`` (gunzipped if it is .gz), in blocks of whole
-    lines; a file shorter than that is an error (data lost outside bulkgene)."""
+    lines; a file shorter than that is an error (data lost outside bulkgene), and so is a
+    torn last line unless ``torn_tail_ok`` (a report being appended to now)."""
     import zlib
 
     gzipped = path.name.endswith(".gz")
@@ -91,6 +92,6 @@ def read_blocks(path: Path, length: int) -> Iterator[bytes]:
             tail = block[cut:]
             if cut:
                 yield block[:cut]
-    if tail:
+    if tail and not torn_tail_ok:
         raise StateError(f"{path} ends in a torn line within its committed length: it was "
                          "changed outside bulkgene (bulkgene verify says more)")

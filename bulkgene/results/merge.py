@@ -101,7 +101,19 @@ def merged_is_current(out_dir: Path) -> bool:
     except (OSError, StateError, orjson.JSONDecodeError):
         return False
     return (isinstance(summary, dict)
-            and summary.get("merged_from") == _stamp(layout.task_directories(out_dir)))
+            and summary.get("merged_from") == _stamp(layout.task_directories(out_dir))
+            and summary.get("merged_files") == _sizes(out_dir))
+
+
+def _sizes(out_dir: Path) -> dict[str, int | None]:
+    """The merged reports' sizes (None: absent), so a lost or edited one is noticed."""
+    sizes: dict[str, int | None] = {}
+    for name in (layout.MISSING_NAME, layout.REPLACED_NAME):
+        try:
+            sizes[name] = (out_dir / name).stat().st_size
+        except FileNotFoundError:
+            sizes[name] = None
+    return sizes
 
 
 def _write_report(out_dir: Path, tasks: list[TaskFiles], name: str) -> None:
@@ -140,6 +152,7 @@ def rebuild_merged(out_dir: Path) -> dict[str, Any] | None:
         _write_report(out_dir, tasks, name)
     summary = merged_summary(out_dir)
     summary["merged_from"] = stamp
+    summary["merged_files"] = _sizes(out_dir)
     tmp = out_dir / f".{layout.SUMMARY_NAME}.{os.getpid()}.tmp"
     try:
         with durable.create_new(tmp) as handle:

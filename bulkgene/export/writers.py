@@ -18,7 +18,7 @@ from bulkgene.ncbi.gene_table import cell_text
 from bulkgene.results.table import Column, RowBatch
 from bulkgene.results.typed import arrow_batch, arrow_schema, import_pyarrow, typed_columns
 
-_PARQUET_ROWS_PER_GROUP = 65536
+_PARQUET_ROWS_PER_GROUP = 16384  # a row group is buffered whole: this bounds it
 
 
 class TableWriter(Protocol):
@@ -63,7 +63,9 @@ class CsvWriter:
 
     def write(self, batch: RowBatch) -> None:
         separator = self._separator
-        rendered = [[separator.join(map(str, cell)) for cell in cells] for cells in batch.cells]
+        rendered = [[separator.join(map(str, cell)) if isinstance(cell, list)
+                     else "" if cell is None else str(cell) for cell in cells]
+                    for cells in batch.cells]
         self._csv.writerows(zip(*rendered, strict=True))
         self._flush()
 

@@ -14,13 +14,14 @@ path has a list may hold several values (``is_list``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 Kind = Literal["str", "int"]
 Evidence = Literal["seen", "inferred"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class GeneField:
     """One column of a gene table."""
 
@@ -32,7 +33,7 @@ class GeneField:
     # "seen": mnemonic and title both appear in NCBI's own output; "inferred": see the docs
     evidence: Evidence = "seen"
 
-    @property
+    @cached_property
     def segments(self) -> tuple[tuple[str, bool], ...]:
         """The path as (key, holds a list) pairs."""
         return tuple((part.removesuffix("[]"), part.endswith("[]"))

@@ -61,6 +61,55 @@ def items(node: Node, segments: tuple[tuple[str, bool], ...]) -> Iterator[tuple[
     yield from descend(node, 0, ())
 
 
+def cell(node: Node, item: GeneField) -> Any:
+    """``item``'s cell for the gene ``node``: its values as a list for a list field, else the
+    one value (None when absent)."""
+    found = values(node, item.segments)
+    if item.is_list:
+        return found
+    return found[0] if found else None
+
+
+def getter(item: GeneField) -> Callable[[Node], Any]:
+    """``cell`` for ``item``, fast on the Structs ``GeneDecoder`` makes (attribute lookups
+    instead of a path walk); a gene decoded whole (a dict) takes the walk."""
+    segments = item.segments
+    keys = [key for key, _ in segments]
+    plain = not item.is_list
+    leaf_list = item.is_list and not any(many for _, many in segments[:-1])
+
+    def slow(node: Node) -> Any:
+        return cell(node, item)
+
+    if not (plain or leaf_list):
+        return slow
+    if len(keys) == 1:
+        key = keys[0]
+        if plain:
+            def one(node: Node) -> Any:
+                if isinstance(node, dict):
+                    return node.get(key)
+                return getattr(node, key, None)
+            return one
+
+        def many(node: Node) -> Any:
+            if isinstance(node, dict):
+                return slow(node)
+            found = getattr(node, key, None)
+            return [] if found is None else found
+        return many
+
+    def chain(node: Node) -> Any:
+        if isinstance(node, dict):
+            return slow(node)
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else getattr(node, key, None)
+            if node is None:
+                return [] if leaf_list else None
+        return node
+    return chain
+
+
 def _scalar_text(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -71,10 +120,17 @@ def _scalar_text(value: Any) -> str:
     return orjson.dumps(value, default=msgspec.to_builtins).decode()
 
 
-def cell_text(cell: list[Any], separator: str) -> str:
-    """A TSV cell: the values as text joined by ``separator``; tabs and line breaks become
-    spaces, so that a cell never splits a row."""
-    text = separator.join(map(_scalar_text, cell))
+def cell_text(value: Any, separator: str) -> str:
+    """A TSV cell: the value (or a list's values joined by ``separator``) as text; tabs and
+    line breaks become spaces, so that a cell never splits a row."""
+    if value is None:
+        return ""
+    if type(value) is str:
+        text = value
+    elif isinstance(value, list):
+        text = separator.join(map(_scalar_text, value))
+    else:
+        text = _scalar_text(value)
     if "\t" in text or "\n" in text or "\r" in text:
         text = text.replace("\t", " ").replace("\r", " ").replace("\n", " ")
     return text

@@ -17,8 +17,8 @@ from bulkgene.errors import StateError
 from bulkgene.layout import task_directories
 from bulkgene.output import checkpoint as ckpt
 
-_BLOCK_BYTES = 4 << 20
-_GZIP_BLOCK_BYTES = 1 << 20  # about 5 MiB of lines once unzipped
+_BLOCK_BYTES = 1 << 20
+_GZIP_BLOCK_BYTES = 256 << 10  # about 1.5 MiB of lines once unzipped
 
 
 @dataclass(frozen=True)

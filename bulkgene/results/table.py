@@ -2,21 +2,22 @@
 
 Columns are NCBI's gene table fields (``bulkgene.ncbi.fields``), ``query`` (the requested
 GeneIDs a record answers: the old ID for a replaced gene) and, with missing rows, the
-columns of missing.tsv as ``missing_<name>``. Every cell is a list of raw values as the
-JSON has them (GeneIDs as strings; ``query`` as ints); writers render or type them. Rows
+columns of missing.tsv as ``missing_<name>``. Cells hold the raw values as the JSON has
+them (GeneIDs as strings; ``query`` as ints): a list for a list column, else one value or
+None; writers render or type them. Rows
 come in batches of a fixed size, so memory stays the same whatever the run's size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 from bulkgene import layout
 from bulkgene.errors import ConfigError, StateError
 from bulkgene.ncbi.fields import FIELDS, GeneField, Kind
-from bulkgene.ncbi.gene_table import GeneDecoder, Node, items, values
+from bulkgene.ncbi.gene_table import GeneDecoder, Node, getter, items, values
 from bulkgene.results.reports import QueryMap, read_report
 from bulkgene.results.rundir import TaskFiles, read_blocks
 
@@ -41,7 +42,8 @@ class Column:
 
 @dataclass
 class RowBatch:
-    """Up to ROWS_PER_BATCH rows, column by column: ``cells[c][r]`` is a list of values."""
+    """Up to ROWS_PER_BATCH rows, column by column: ``cells[c][r]`` is the cell of row r,
+    a list of values for a list column, else one value or None."""
 
     columns: list[Column]
     cells: list[list[list[Any]]]
@@ -140,121 +142,133 @@ class TableReader:
         self._needs_query = any(c.name == QUERY for c in columns)
         gene_fields = [c.gene_field for c in columns if c.gene_field is not None]
         self._fields = [*gene_fields, _GENE_ID]
+        self._gene_id = getter(_GENE_ID)
         if self._explode is not None:
             self._fields.append(self._explode)
         self._queries: QueryMap | None = QueryMap(tasks) if self._needs_query else None
 
     def batches(self, rows_per_batch: int = ROWS_PER_BATCH) -> Iterator[RowBatch]:
-        """Every row, ``rows_per_batch`` at a time: records task after task, shard after
-        shard, in the order written; then the missing IDs."""
-        batch = self._new_batch()
-        for row in self._rows():
-            for column_cells, cell in zip(batch.cells, row, strict=True):
-                column_cells.append(cell)
+        """Every row, about ``rows_per_batch`` at a time: records task after task, shard
+        after shard, in the order written; then the missing IDs."""
+        if self._explode_name is None:
+            yield from self._column_batches(rows_per_batch)
+        else:
+            yield from self._row_batches(self._exploded_rows(), rows_per_batch)
+        if self._missing is not None:
+            yield from self._row_batches(self._missing_rows(), rows_per_batch)
+
+    def _genes(self, rows_per_batch: int) -> Iterator[list[Node]]:
+        """The records' genes (decoded as far as the columns need), a block at a time."""
+        for task in self.tasks:
+            decoder = GeneDecoder(self._fields, task.gene_only)
+            pending: list[Node] = []
+            for shard in task.shards():
+                for block in read_blocks(shard, task.length(shard.name)):
+                    pending.extend(gene for gene in decoder.decode_lines(block)
+                                   if gene is not None)
+                    while len(pending) >= rows_per_batch:
+                        yield pending[:rows_per_batch]
+                        del pending[:rows_per_batch]
+            if pending:
+                yield pending
+
+    def _column_batches(self, rows_per_batch: int) -> Iterator[RowBatch]:
+        """One row per record, built a column at a time (the fast path)."""
+        getters = [getter(c.gene_field) if c.gene_field is not None else None
+                   for c in self.columns]
+        for genes in self._genes(rows_per_batch):
+            cells: list[list[Any]] = []
+            for column, get in zip(self.columns, getters, strict=True):
+                if get is not None:
+                    cells.append([get(gene) for gene in genes])
+                elif column.name == QUERY:
+                    cells.append([self._gene_queries(gene) for gene in genes])
+                else:  # a missing.tsv column: empty for records
+                    cells.append([None] * len(genes))
+            yield RowBatch(self.columns, cells)
+
+    def _row_batches(self, rows: Iterator[list[Any]], rows_per_batch: int
+                     ) -> Iterator[RowBatch]:
+        batch = RowBatch(self.columns, [[] for _ in self.columns])
+        for row in rows:
+            for column_cells, value in zip(batch.cells, row, strict=True):
+                column_cells.append(value)
             if batch.row_count >= rows_per_batch:
                 yield batch
-                batch = self._new_batch()
+                batch = RowBatch(self.columns, [[] for _ in self.columns])
         if batch.row_count:
             yield batch
 
-    def _new_batch(self) -> RowBatch:
-        return RowBatch(self.columns, [[] for _ in self.columns])
-
     def record_count(self) -> int:
-        """Records in the shards (lines with a gene), read without building rows."""
-        decoder_by_shape: dict[bool, GeneDecoder] = {}
-        total = 0
-        for task in self.tasks:
-            decoder = decoder_by_shape.setdefault(
-                task.gene_only, GeneDecoder([_GENE_ID], task.gene_only))
-            for shard in task.shards():
-                for block in read_blocks(shard, task.length(shard.name)):
-                    total += sum(1 for gene in decoder.decode_lines(block) if gene is not None)
-        return total
+        """Records in the shards (lines with a gene)."""
+        return sum(len(genes) for genes in self._genes(ROWS_PER_BATCH))
 
-    def _rows(self) -> Iterator[list[list[Any]]]:
-        row_maker = self._row_maker()
-        for task in self.tasks:
-            decoder = GeneDecoder(self._fields, task.gene_only)
-            for shard in task.shards():
-                for block in read_blocks(shard, task.length(shard.name)):
-                    for gene in decoder.decode_lines(block):
-                        if gene is not None:
-                            yield from row_maker(gene)
-        if self._missing is not None:
-            yield from self._missing_rows()
-
-    def _gene_queries(self, gene: Node) -> list[Any]:
+    def _gene_queries(self, gene: Node) -> list[int]:
         assert self._queries is not None
-        found = values(gene, _GENE_ID.segments)
+        found = self._gene_id(gene)
         try:
-            gene_id = int(found[0])
-        except (IndexError, ValueError, TypeError):
+            gene_id = int(found)
+        except (ValueError, TypeError):
             raise StateError(f"a record without a readable gene_id ({found!r}) is in the "
                              "shards: run bulkgene verify on the directory") from None
-        return list(self._queries.queries(gene_id))
+        return self._queries.queries(gene_id)
 
-    def _row_maker(self) -> Callable[[Node], Iterator[list[list[Any]]]]:
-        extra = len(self.columns) - sum(1 for c in self.columns if c.gene_field or
-                                        c.name == QUERY)
-        empty_extra: list[list[Any]] = [[] for _ in range(extra)]
-        plain = [(c.name == QUERY, c.gene_field.segments if c.gene_field else ())
-                 for c in self.columns[:len(self.columns) - extra]]
+    def _empty(self, column: Column) -> Any:
+        return [] if column.is_list else None
 
-        def whole_rows(gene: Node) -> Iterator[list[list[Any]]]:
-            queries = self._gene_queries(gene) if self._needs_query else []
-            row = [queries if is_query else values(gene, segments)
-                   for is_query, segments in plain]
-            if self._explode_name == QUERY:
-                for query in queries or [None]:
-                    yield [[query] if is_query else cell for (is_query, _), cell
-                           in zip(plain, row, strict=True)] + [[] for _ in empty_extra]
-                return
-            yield row + [[] for _ in empty_extra]
+    def _exploded_rows(self) -> Iterator[list[Any]]:
+        """One row per item of the exploded field (per asked-for GeneID with ``query``)."""
+        if self._explode_name == QUERY:
+            getters = [getter(c.gene_field) if c.gene_field is not None else None
+                       for c in self.columns]
+            for genes in self._genes(ROWS_PER_BATCH):
+                for gene in genes:
+                    base = [get(gene) if get is not None else self._empty(column)
+                            for column, get in zip(self.columns, getters, strict=True)]
+                    asked: list[int | None] = [*self._gene_queries(gene)] or [None]
+                    for query in asked:
+                        yield [query if column.name == QUERY else value
+                               for column, value in zip(self.columns, base, strict=True)]
+            return
+        assert self._explode is not None
+        prefix = _list_prefix(self._explode)
+        plans = [(column, *(_aligned(column.gene_field, prefix) if column.gene_field
+                            else (0, ()))) for column in self.columns]
+        for genes in self._genes(ROWS_PER_BATCH):
+            for gene in genes:
+                queries = self._gene_queries(gene) if self._needs_query else []
+                chains: list[tuple[Node, ...] | None] = [*items(gene, prefix)] or [None]
+                for chain in chains:
+                    row: list[Any] = []
+                    for column, depth, below in plans:
+                        if column.name == QUERY:
+                            row.append(queries)
+                        elif column.gene_field is None:
+                            row.append(None)
+                        else:
+                            if depth == 0:
+                                found = values(gene, below)
+                            elif chain is None:
+                                found = []
+                            else:
+                                found = values(chain[depth - 1], below)
+                            row.append(found if column.is_list
+                                       else (found[0] if found else None))
+                    yield row
 
-        if self._explode is None:
-            return whole_rows
-        explode = self._explode
-        prefix_segments = _list_prefix(explode)
-        aligned = [(is_query, *(_aligned(c.gene_field, prefix_segments) if c.gene_field
-                                else (0, ())))
-                   for (is_query, _), c in zip(plain, self.columns, strict=False)]
-
-        def exploded_rows(gene: Node) -> Iterator[list[list[Any]]]:
-            queries = self._gene_queries(gene) if self._needs_query else []
-            chains: list[tuple[Node, ...] | None] = [*items(gene, prefix_segments)] or [None]
-            for chain in chains:
-                row: list[list[Any]] = []
-                for is_query, depth, below in aligned:
-                    if is_query:
-                        row.append(queries)
-                    elif depth == 0:
-                        row.append(values(gene, below))
-                    elif chain is None:
-                        row.append([])
-                    else:
-                        row.append(values(chain[depth - 1], below))
-                yield row + [[] for _ in empty_extra]
-
-        return exploded_rows
-
-    def _missing_rows(self) -> Iterator[list[list[Any]]]:
+    def _missing_rows(self) -> Iterator[list[Any]]:
         assert self._missing is not None
-        extra_names = [c.name[len(MISSING_PREFIX):] for c in self.columns
-                       if c.gene_field is None and c.name != QUERY]
         for report_row in self._missing.rows():
             try:
                 gene_id = int(report_row.get("gene_id", ""))
             except ValueError:
                 continue
-            row: list[list[Any]] = []
+            row: list[Any] = []
             for column in self.columns:
                 if column.name == QUERY:
-                    row.append([gene_id])
-                elif column.gene_field is None:
-                    continue
+                    row.append(gene_id if not column.is_list else [gene_id])
+                elif column.gene_field is not None:
+                    row.append(self._empty(column))
                 else:
-                    row.append([])
-            row.extend([[report_row[name]] if report_row.get(name) else []
-                        for name in extra_names])
+                    row.append(report_row.get(column.name[len(MISSING_PREFIX):]) or None)
             yield row

@@ -22,18 +22,25 @@ def _integer(column: Column, value: Any) -> int:
                      "hold something NCBI's schema doesn't allow (run bulkgene verify)")
 
 
-def typed_cell(column: Column, cell: list[Any]) -> Any:
-    """One cell as a typed value: a list for a list column, else one value or None."""
-    if column.kind == "int":
-        cell = [_integer(column, value) for value in cell]
-    if column.is_list:
+def typed_cell(column: Column, cell: Any) -> Any:
+    """One cell typed: integers for an int column, a list for a list column."""
+    if column.kind != "int":
         return cell
-    return cell[0] if cell else None
+    if column.is_list:
+        return [_integer(column, value) for value in cell]
+    return None if cell is None else _integer(column, cell)
+
+
+def typed_column(column: Column, cells: list[Any]) -> list[Any]:
+    """A column's cells typed (strings pass as they are)."""
+    if column.kind != "int":
+        return cells
+    return [typed_cell(column, cell) for cell in cells]
 
 
 def typed_columns(batch: RowBatch) -> list[list[Any]]:
     """Every column of ``batch`` as typed values."""
-    return [[typed_cell(column, cell) for cell in cells]
+    return [typed_column(column, cells)
             for column, cells in zip(batch.columns, batch.cells, strict=True)]
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from bulkgene.ncbi.fields import DEFAULT_TABLE_FIELDS, FIELDS, NCBI_LIST_SEPARATOR, unknown_fields
-from bulkgene.ncbi.gene_table import cell_text, values
+from bulkgene.ncbi.gene_table import cell, cell_text
 
 __all__ = ["render", "unknown_fields"]
 
@@ -28,6 +28,6 @@ def render(genes: list[dict[str, Any]], fields: list[str], header_mode: str,
                 start == 0 and header_mode != "INCLUDE_TABULAR_HEADER_NEVER"):
             lines.append(header)
         for gene in genes[start:start + page_size]:
-            lines.append("\t".join(cell_text(values(gene, column.segments), NCBI_LIST_SEPARATOR)
+            lines.append("\t".join(cell_text(cell(gene, column), NCBI_LIST_SEPARATOR)
                                    for column in columns))
     return "".join(line + "\n" for line in lines).encode()

@@ -6,6 +6,7 @@ import gzip
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pyarrow.parquet as pq
@@ -43,7 +44,7 @@ def _export(*args: str) -> str:
     return result.stderr.decode()
 
 
-def _gene(record: dict[str, object]) -> dict[str, object]:
+def _gene(record: dict[str, Any]) -> dict[str, Any]:
     gene = record.get("gene", record)
     assert isinstance(gene, dict)
     return gene

@@ -147,7 +147,7 @@ class ApiQuery:
                 "--endpoint gene-id or dataset-report for them, or leave them out")
 
     def unsupported_by(self, endpoint: str) -> list[str]:
-        """Options this query uses that ``endpoint`` can't express (API-FACTS §1)."""
+        """Options this query uses that ``endpoint`` can't express (docs/ncbi-api.md §1)."""
         if endpoint != "gene-id-report":
             return []
         return [name for name, value in (("--locus-tag", self.locus_tags),

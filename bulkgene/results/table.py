@@ -107,7 +107,6 @@ class TableReader:
                 "(their columns are the --table-field ones). A table of other fields needs the "
                 "reports as JSON: fetch them again without --format tsv into another --out")
         self.tasks = tasks
-        self._with_missing = with_missing
         self._missing = read_report(tasks, layout.MISSING_NAME) if with_missing else None
         extra = [Column(MISSING_PREFIX + name, MISSING_PREFIX + name, "str", False)
                  for name in (self._missing.columns if self._missing else [])
@@ -198,10 +197,6 @@ class TableReader:
                 batch = RowBatch(self.columns, [[] for _ in self.columns])
         if batch.row_count:
             yield batch
-
-    def record_count(self) -> int:
-        """Records in the shards (lines with a gene)."""
-        return sum(len(genes) for genes in self._genes(ROWS_PER_BATCH))
 
     def _gene_queries(self, gene: Node) -> list[int]:
         assert self._queries is not None

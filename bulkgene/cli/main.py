@@ -17,6 +17,7 @@ import click
 from bulkgene.cli import commands
 from bulkgene.cli.console import configure_logging, read_api_key, report_end
 from bulkgene.cli.doctor import doctor
+from bulkgene.cli.export import export
 from bulkgene.cli.options import server_options
 from bulkgene.cli.progress import ProgressReporter, Terminal, TerminalLog
 from bulkgene.config import (
@@ -341,5 +342,6 @@ def _human_time(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-for command in (commands.status, commands.verify, commands.demo, commands.emulate, doctor):
+for command in (commands.status, commands.verify, export, commands.demo, commands.emulate,
+                doctor):
     main.add_command(command)

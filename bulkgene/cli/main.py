@@ -42,6 +42,7 @@ from bulkgene.config import (
     default_of,
 )
 from bulkgene.errors import BulkgeneError, ConfigError
+from bulkgene.input.advice import shown
 from bulkgene.input.lines import Reject
 from bulkgene.run import split
 from bulkgene.run.progress import ProgressReporter, Terminal, TerminalLog
@@ -318,8 +319,7 @@ def _dry_run(config: DownloadConfig) -> None:
     click.echo(f"input: {counts.requested} unique GeneIDs, {counts.duplicates} duplicates, "
                f"{counts.rejected} rejected lines")
     for reject in rejects[:10]:
-        click.echo(f"  rejected: {reject.source}:{reject.line_number}: {reject.text!r} "
-                   f"({reject.reason})")
+        click.echo(f"  rejected: {shown(reject)}")
     if len(rejects) > 10:
         click.echo(f"  ... and {len(rejects) - 10} more (a real run lists them all in rejects.tsv)")
     task = config.task

@@ -189,3 +189,46 @@ async def test_reports_no_tool_could_read_or_trust_are_invalid(tmp_path: Path,
     with HostileServer(handler) as server:
         summary = await _run(server, tmp_path)
     assert summary.exit_code == EXIT_FAILED_BATCHES and summary.found == 0
+
+
+async def test_another_gene_for_every_id_without_replaced_warning_is_invalid(
+        tmp_path: Path) -> None:
+    """40/40 'replaced' was accepted: NCBI marks every replacement with REPLACED_GENE_ID."""
+    async def handler(request: web.Request) -> web.Response:
+        ids = _ids(request)
+        return _bad_page(_page([_report(str(int(i) + 1), i) for i in ids], total_count=len(ids)))
+
+    with HostileServer(handler) as server:
+        summary = await _run(server, tmp_path)
+    assert summary.exit_code == EXIT_FAILED_BATCHES
+    assert summary.found == 0 and summary.replaced == 0 and summary.failed == 2
+    assert (tmp_path / "out" / "replaced.tsv").read_text().count("\n") <= 1  # the header only
+
+
+@pytest.mark.parametrize("warning", [
+    {"gene_warning_code": "REPLACED_GENE_ID"},
+    {"gene_warning_code": "REPLACED_GENE_ID", "replaced_id": {"requested": "7157",
+                                                              "returned": "99"}},
+])
+async def test_a_marked_replacement_is_kept(tmp_path: Path, warning: dict[str, object]) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        replaced = (b'{"gene":{"gene_id":"99"},"query":["7157"],"warnings":'
+                    + orjson.dumps([warning]) + b"}")
+        return _bad_page(_page([replaced, _report("672", "672")], total_count=2))
+
+    with HostileServer(handler) as server:
+        summary = await _run(server, tmp_path)
+    assert summary.exit_code == 0 and summary.found == 2 and summary.replaced == 1
+
+
+async def test_a_replacement_warning_naming_other_ids_does_not_vouch(tmp_path: Path) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        warning = {"gene_warning_code": "REPLACED_GENE_ID",
+                   "replaced_id": {"requested": "1", "returned": "99"}}
+        replaced = (b'{"gene":{"gene_id":"99"},"query":["7157"],"warnings":'
+                    + orjson.dumps([warning]) + b"}")
+        return _bad_page(_page([replaced, _report("672", "672")], total_count=2))
+
+    with HostileServer(handler) as server:
+        summary = await _run(server, tmp_path)
+    assert summary.exit_code == EXIT_FAILED_BATCHES and summary.replaced == 0

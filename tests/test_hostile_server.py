@@ -232,3 +232,48 @@ async def test_a_replacement_warning_naming_other_ids_does_not_vouch(tmp_path: P
     with HostileServer(handler) as server:
         summary = await _run(server, tmp_path)
     assert summary.exit_code == EXIT_FAILED_BATCHES and summary.replaced == 0
+
+
+@pytest.mark.parametrize("spelling", ["all-escaped", "mixed-case-hex", "half-escaped"])
+async def test_a_key_echoed_json_escaped_in_report_data_is_masked_in_the_shards(
+        tmp_path: Path, spelling: str) -> None:
+    """Escapes hid the key from a byte search, and every JSON reader decodes it back."""
+    from bulkgene.config import Secret
+
+    key = "sentinel-key-echoed-back"
+    escaped = {
+        "all-escaped": "".join(f"\\u{ord(c):04x}" for c in key),
+        "mixed-case-hex": "".join(f"\\u{ord(c):04X}" if i % 2 else f"\\u{ord(c):04x}"
+                                  for i, c in enumerate(key)),
+        "half-escaped": key[:8] + "".join(f"\\u{ord(c):04x}" for c in key[8:]),
+    }[spelling].encode()
+
+    async def handler(request: web.Request) -> web.Response:
+        echo = (b'{"gene":{"gene_id":"7157","description":"key ' + escaped
+                + b' here"},"query":["7157"]}')
+        return _bad_page(_page([echo, _report("672", "672")], total_count=2))
+
+    with HostileServer(handler) as server:
+        summary = await _run(server, tmp_path, api_key=Secret(key))
+    assert summary.exit_code == 0 and summary.found == 2
+    written = [orjson.loads(line) for shard in sorted((tmp_path / "out").glob("shard-*"))
+               for line in shard.read_bytes().splitlines()]
+    assert len(written) == 2
+    for record in written:
+        assert key.encode() not in orjson.dumps(record)  # decoded, as every reader sees it
+    (echoed,) = [r for r in written if r["gene"]["gene_id"] == "7157"]
+    assert echoed["gene"]["description"] == "key *** here"
+
+
+@pytest.mark.parametrize("key", ["a/b\"c\\d-key-0123", "k\U0001f511-emoji-key"])
+def test_every_json_spelling_of_a_key_decodes_to_the_mask(key: str) -> None:
+    from bulkgene.net.keymask import mask_echoes
+
+    spellings = [orjson.dumps(key), orjson.dumps(key).replace(b"/", b"\\/"),
+                 b'"' + "".join(f"\\u{ord(c):04x}" if ord(c) < 0x10000 else
+                                f"\\u{0xD800 + ((ord(c) - 0x10000) >> 10):04x}"
+                                f"\\u{0xDC00 + ((ord(c) - 0x10000) & 0x3FF):04X}"
+                                for c in key).encode() + b'"']
+    for spelling in spellings:
+        assert orjson.loads(spelling) == key  # each really is the key, to a JSON reader
+        assert orjson.loads(mask_echoes(b'{"x":' + spelling + b"}", key)) == {"x": "***"}

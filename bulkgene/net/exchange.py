@@ -21,6 +21,7 @@ from bulkgene.errors import AuthError, FatalHTTPError, OutageError
 from bulkgene.ncbi.pages import InvalidPage
 from bulkgene.ncbi.requests import PageRequest
 from bulkgene.net.attempt import AttemptFailed, Reply, attempt
+from bulkgene.net.keymask import mask_echoes
 from bulkgene.net.pacer import AdaptiveRateLimiter, Slot
 from bulkgene.net.policy import Action, action_for, backoff_s, parse_retry_after
 
@@ -210,13 +211,13 @@ class Exchanger:
         key = self.config.network.api_key
         if key is None:
             return reply
-        secret = key.reveal().encode()
-        if secret not in reply.body and not any(key.reveal() in value
-                                                for value in reply.headers.values()):
+        body = mask_echoes(reply.body, key.reveal())  # also JSON-escaped echoes
+        if body is reply.body and not any(key.reveal() in value
+                                          for value in reply.headers.values()):
             return reply
         headers = {name: value.replace(key.reveal(), "***")
                    for name, value in reply.headers.items()}
-        return Reply(reply.status, headers, reply.body.replace(secret, b"***"))
+        return Reply(reply.status, headers, body)
 
     def _raise_final(self, action: Action, reply: Reply) -> None:
         message = self._masked(server_message(reply.body))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shlex
@@ -16,6 +17,25 @@ from bulkgene.run.summary import Summary
 
 log = logging.getLogger("bulkgene")
 _TRACE = 5  # net/client.py's TRACE (not imported: it loads aiohttp): -vv, every request
+
+
+def print_out(text: str, nl: bool = True) -> None:
+    """``text`` to standard output; a full disk or a failing device there is a clear error
+    (exit 1), not a traceback, and nothing more is tried on that stream."""
+    try:
+        click.echo(text, nl=nl)
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            raise  # click ends quietly on a closed pipe (| head)
+        try:  # the unwritten rest would fail again when Python flushes at exit
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, sys.stdout.fileno())
+            os.close(null)
+        except (OSError, ValueError, AttributeError):
+            pass  # not a real file (a test runner's buffer): nothing is flushed at exit
+        raise click.ClickException(
+            f"cannot write to standard output: {exc.strerror or exc}; if it is redirected "
+            "to a file, free some space there (or write it elsewhere) and run it again") from None
 
 
 def configure_logging(verbose: int, quiet: int, handler: logging.Handler | None = None) -> None:

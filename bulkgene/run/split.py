@@ -15,6 +15,10 @@ from pathlib import Path
 from bulkgene.errors import ConfigError
 from bulkgene.output.layout import TASK_DIR_PREFIX, task_dir_name
 
+# SLURM's largest possible array (MaxArraySize is at most 4 000 001): anything above is a
+# mistake, and numbers past 64 bits can't even be written to the checkpoint
+MAX_TASK_COUNT = 4_000_001
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -24,6 +28,9 @@ class TaskSpec:
     count: int = 1
 
     def __post_init__(self) -> None:
+        if self.count > MAX_TASK_COUNT:
+            raise ConfigError(f"task count {self.count} is more tasks than any array has: use "
+                              f"1..{MAX_TASK_COUNT}")
         if self.count < 1 or not 0 <= self.index < self.count:
             raise ConfigError(f"task index {self.index} of {self.count} is out of range: "
                               "--task-index must be 0..--task-count - 1")
@@ -51,7 +58,8 @@ def _int(env: Mapping[str, str], name: str) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise ConfigError(f"${name}={value!r} is not an integer") from None
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        raise ConfigError(f"${name}={shown!r} is not an integer") from None
 
 
 def from_slurm(env: Mapping[str, str] | None = None) -> TaskSpec | None:
@@ -63,6 +71,10 @@ def from_slurm(env: Mapping[str, str] | None = None) -> TaskSpec | None:
     count = _int(env, "SLURM_ARRAY_TASK_COUNT")
     first = _int(env, "SLURM_ARRAY_TASK_MIN")
     step = _int(env, "SLURM_ARRAY_TASK_STEP") or 1
+    if count is not None and not 1 <= count <= MAX_TASK_COUNT:
+        raise ConfigError(f"$SLURM_ARRAY_TASK_COUNT={count} is not a task count (SLURM arrays "
+                          f"have 1..{MAX_TASK_COUNT} tasks): check the variables you set, or "
+                          "pass --task-index and --task-count")
     if count is None or first is None:
         raise ConfigError("this is a SLURM array task, but SLURM_ARRAY_TASK_COUNT or "
                           "SLURM_ARRAY_TASK_MIN is not set: pass --task-index and --task-count")

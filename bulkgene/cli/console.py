@@ -6,6 +6,7 @@ import errno
 import logging
 import os
 import shlex
+import stat
 import sys
 from pathlib import Path
 
@@ -105,15 +106,41 @@ def resume_command(args: list[str]) -> str:
     return "bulkgene " + " ".join(shown)
 
 
+_MAX_KEY_FILE_BYTES = 4096  # a key is 36 characters; a comment or two at most besides
+
+
+def _read_key_file(path: Path) -> bytes:
+    """A key file's bytes, read as a small file: a device (``/dev/zero``), a directory or a
+    huge file is refused after reading at most a few KiB (reading /dev/zero whole took 24 GB)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(f"cannot read --api-key-file {path}: {exc.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):  # a FIFO: <(pass show ncbi)
+            raise ConfigError(f"--api-key-file {path} is not a regular file: give the file "
+                              "that holds your NCBI API key")
+        os.set_blocking(fd, True)
+        raw = b""
+        while len(raw) <= _MAX_KEY_FILE_BYTES and (block := os.read(fd, 1 << 12)):
+            raw += block
+    except OSError as exc:
+        raise ConfigError(f"cannot read --api-key-file {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > _MAX_KEY_FILE_BYTES:
+        raise ConfigError(f"--api-key-file {path} is too big to be a key file (over "
+                          f"{_MAX_KEY_FILE_BYTES} bytes): put only your NCBI API key in it")
+    return raw
+
+
 def read_api_key(api_key: str | None, api_key_file: Path | None) -> Secret | None:
     """--api-key, else --api-key-file, else $NCBI_API_KEY; never echoed anywhere."""
     if api_key:
         return Secret(api_key.strip())
     if api_key_file is not None:
-        try:
-            raw = api_key_file.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read --api-key-file {api_key_file}: {exc.strerror}") from None
+        raw = _read_key_file(api_key_file)
         # editors on Windows save a BOM, and every editor a final newline: neither is the key
         text = raw.decode("utf-8-sig", "replace").strip()
         if not text:

@@ -34,11 +34,11 @@ from bulkgene.input.columns import (
     refuse_numbered_non_gene_column,
 )
 from bulkgene.input.idset import MAX_GENE_ID, IdBitmap
+from bulkgene.input.spool import STDIN, refuse_device_stream
 
 __all__ = ["STDIN", "InputCounts", "Reject", "file_digest", "open_input", "parse_column",
            "read_ids", "scan_ids", "shown_text"]
 
-STDIN = "-"
 _MAX_LINE_BYTES = 64 * 1024
 _READ_BYTES = 1 << 20
 _SHOWN_TEXT_CHARS = 80
@@ -67,6 +67,7 @@ log = logging.getLogger("bulkgene")
 def open_input(path: str) -> Iterator[BinaryIO]:
     """Open a file (or ``-`` for stdin) for binary reading, un-gzipping by magic number."""
     if path == STDIN:
+        refuse_device_stream(path, sys.stdin.buffer)
         yield sys.stdin.buffer
         return
     try:
@@ -74,6 +75,7 @@ def open_input(path: str) -> Iterator[BinaryIO]:
     except OSError as exc:
         raise InputError(f"cannot read input {path!r}: {exc.strerror}; check the path") from None
     try:
+        refuse_device_stream(path, raw)
         start = raw.peek(64)[:64]
         if _is_spreadsheet(path, start):
             raise InputError(

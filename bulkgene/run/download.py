@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -82,11 +83,17 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
     started = time.monotonic()
     loop = asyncio.get_running_loop()
     early_signals: list[int] = []  # before the run exists: replayed into it, never lost
+    cancel = threading.Event()  # stops the copying of an endless or idle input pipe
+
+    def on_early_signal(signum: int) -> None:
+        early_signals.append(signum)
+        cancel.set()
+
     if handle_signals:
         for signum in GRACEFUL_SIGNALS:
-            loop.add_signal_handler(signum, early_signals.append, signum)
+            loop.add_signal_handler(signum, on_early_signal, signum)
     try:
-        prepared = await asyncio.to_thread(prepare, config)
+        prepared = await asyncio.to_thread(prepare, config, cancel)
     except BaseException as exc:
         if handle_signals:
             for signum in GRACEFUL_SIGNALS:

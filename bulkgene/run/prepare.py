@@ -12,9 +12,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import shutil
-import stat
-import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +21,11 @@ from typing import Any
 import orjson
 
 from bulkgene.config import DownloadConfig
-from bulkgene.errors import ConfigError, InputError, StateError
+from bulkgene.errors import ConfigError, StateError
 from bulkgene.input import plan as idplan
 from bulkgene.input.lines import STDIN, InputCounts, Reject, file_digest, parse_column, scan_ids
 from bulkgene.input.plan import IdPlan
+from bulkgene.input.spool import needs_spool, spool
 from bulkgene.output import durable, layout
 from bulkgene.output.claims import GeneClaims
 from bulkgene.output.layout import REJECTS_HEADER, REJECTS_NAME, STDIN_SPOOL_NAME
@@ -106,17 +105,6 @@ def move_aside(work_dir: Path, out_dir: Path) -> Path | None:
     return target
 
 
-def _needs_spool(name: str) -> bool:
-    """Whether an input can be read only once: stdin, a pipe, ``<(...)``, a FIFO, a device."""
-    if name == STDIN:
-        return True
-    try:
-        mode = os.stat(name).st_mode
-    except OSError:
-        return False  # reading it says what is wrong
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
-
-
 def spool_files(config: DownloadConfig) -> dict[int, Path]:
     """The inputs (by position) that are copied into the directory, and their copies.
 
@@ -125,23 +113,7 @@ def spool_files(config: DownloadConfig) -> dict[int, Path]:
     """
     return {position: config.work_dir / (STDIN_SPOOL_NAME if name == STDIN
                                      else f"input-{position + 1}.spool")
-            for position, name in enumerate(config.inputs) if _needs_spool(name)}
-
-
-def _spool(name: str, target: Path) -> Path:
-    """Copy a read-once input beside its old copy, so it can be digested and re-read."""
-    incoming = target.with_name(target.name + ".new")
-    try:
-        source = sys.stdin.buffer if name == STDIN else open(name, "rb")  # noqa: SIM115
-    except OSError as exc:
-        raise InputError(f"cannot read input {name!r}: {exc.strerror}; check the path") from None
-    try:
-        with durable.create_new(incoming) as handle:
-            shutil.copyfileobj(source, handle, 1 << 20)
-    finally:
-        if source is not sys.stdin.buffer:
-            source.close()
-    return incoming
+            for position, name in enumerate(config.inputs) if needs_spool(name)}
 
 
 def _refuse_mixed_runs(config: DownloadConfig) -> None:
@@ -244,8 +216,11 @@ def _remove_empty(directories: list[Path]) -> None:
             return
 
 
-def prepare(config: DownloadConfig) -> PreparedRun:
-    """Get the directory ready to resume or start; nothing has been sent yet."""
+def prepare(config: DownloadConfig, cancel: threading.Event | None = None) -> PreparedRun:
+    """Get the directory ready to resume or start; nothing has been sent yet.
+
+    ``cancel`` (set by SIGTERM/SIGINT) stops the copying of a read-once input.
+    """
     out_dir = config.work_dir
     created = _absent_dirs(out_dir)
     try:
@@ -255,14 +230,15 @@ def prepare(config: DownloadConfig) -> PreparedRun:
     lock = RunLock(out_dir)
     lock.acquire()
     try:
-        return _prepare_locked(config, lock, created)
+        return _prepare_locked(config, lock, created, cancel)
     except BaseException:
         lock.release()
         _remove_empty(created)  # a refused run leaves no empty directory of its own behind
         raise
 
 
-def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path]) -> PreparedRun:
+def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path],
+                    cancel: threading.Event | None) -> PreparedRun:
     out_dir = config.work_dir
     if config.restart and (moved := move_aside(out_dir, config.out_dir)) is not None:
         (moved / layout.LOCK_NAME).unlink(missing_ok=True)  # our lock moved away with the old run
@@ -277,7 +253,8 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path]) 
     incoming: dict[int, Path] = {}
     try:  # until the input proved good, new copies sit beside the old ones
         for position, target in spools.items():
-            incoming[position] = _spool(names[position], target)
+            incoming[position] = target.with_name(target.name + ".new")
+            spool(names[position], incoming[position], cancel)
         paths = tuple(str(incoming.get(position, name)) for position, name in enumerate(names))
         inputs = [{"name": name, "digest": file_digest(path)}
                   for name, path in zip(names, paths, strict=True)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -89,10 +90,8 @@ def _stop(process: subprocess.Popen[bytes], tmp_path: Path, timeout_s: float = 6
         process.kill()
         process.wait()
         if process.stdin is not None:
-            try:
+            with contextlib.suppress(OSError):
                 process.stdin.close()
-            except OSError:
-                pass
     return (tmp_path / "stderr").read_bytes()
 
 

@@ -10,8 +10,8 @@ import click
 
 from bulkgene.cli.console import configure_logging, print_out, report_end
 from bulkgene.cli.options import FINITE, FiniteRange, OutDir
+from bulkgene.cli.progress import ProgressReporter, Terminal, TerminalLog
 from bulkgene.errors import StateError
-from bulkgene.run.progress import ProgressReporter, Terminal, TerminalLog
 
 STATUS_EXAMPLES = """
 \b
@@ -33,7 +33,7 @@ def status(out_dir: Path, as_json: bool) -> None:
     and which processes share the API key's rate budget. It exits 0 whenever it could
     read the directory (1 if it holds no run): for a pass/fail, use `bulkgene verify`.
     """
-    from bulkgene.run import status as status_module
+    from bulkgene.results import status as status_module
 
     try:
         statuses = status_module.directory_status(out_dir)
@@ -72,7 +72,7 @@ def verify(out_dir: Path) -> None:
     whole directory; every file must be as long as its checkpoint says; the accounting must
     reconcile. Exit 0 only when all of that holds; otherwise each problem is listed.
     """
-    from bulkgene.run.verify import verify as run_verify
+    from bulkgene.results.verify import verify as run_verify
 
     verdict = run_verify(out_dir)
     summary = (f"{verdict.tasks} task(s), {verdict.shards} shard(s), {verdict.records} records")
@@ -97,7 +97,7 @@ Examples:
 
 
 @click.command(epilog=DEMO_EXAMPLES)
-@click.option("-o", "--out", "out_dir", type=OutDir(), default=None,
+@click.option("-o", "--out", "out_dir", type=OutDir(), default=None, metavar="DIR",
               help="Where to write. [default: a new temporary directory]")
 def demo(out_dir: Path | None) -> None:
     """Try bulkgene offline: emulator on 127.0.0.1, fetch sample_inputs/, show the result.
@@ -167,7 +167,7 @@ class _EmulateCommand(click.Command):
               help="Requests/s allowed per api-key.")
 @click.option("--no-rate-limit", is_flag=True, help="Never answer 429 for rate.")
 @click.option("--latency", type=FINITE, default=0.0, show_default=True,
-              help="FiniteRange before each answer.")
+              help="Seconds before each answer.")
 @click.option("--latency-per-gene", type=FINITE, default=0.0, show_default=True,
               help="Extra seconds per report on the page.")
 @click.option("--jitter", type=FINITE, default=0.0, show_default=True,

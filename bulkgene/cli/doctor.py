@@ -39,7 +39,7 @@ _WIDTH = 100
               default=default_of(ApiQuery, "endpoint"), show_default=True,
               help="The endpoint fetch will be asked to use; all three are checked.")
 @click.option("--timeout", "timeout_s", type=FiniteRange(1, 600), default=20.0,
-              show_default=True, help="FiniteRange to wait for a connection, and for each answer.")
+              show_default=True, help="Seconds to wait for a connection, and for each answer.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
 @click.pass_context
 def doctor(ctx: click.Context, base_url: str, api_key_file: Path | None, api_key: str | None,

@@ -18,10 +18,12 @@ from bulkgene.cli import commands
 from bulkgene.cli.console import configure_logging, print_out, read_api_key, report_end
 from bulkgene.cli.doctor import doctor
 from bulkgene.cli.options import FINITE, FiniteRange, OutDir, server_options
+from bulkgene.cli.progress import ProgressReporter, Terminal, TerminalLog
 from bulkgene.config import (
     COMPRESSIONS,
     ENDPOINTS,
     FORMATS,
+    MAX_TASK_COUNT,
     RECORDS,
     RETURNED_CONTENTS,
     SORT_DIRECTIONS,
@@ -44,9 +46,8 @@ from bulkgene.config import (
 from bulkgene.errors import BulkgeneError, ConfigError
 from bulkgene.input.advice import shown
 from bulkgene.input.lines import Reject
-from bulkgene.run import split
-from bulkgene.run.progress import ProgressReporter, Terminal, TerminalLog
-from bulkgene.run.summary import Summary
+from bulkgene.model import Summary
+from bulkgene.run import array
 
 log = logging.getLogger("bulkgene")
 
@@ -91,7 +92,7 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
 
 @main.command(epilog=FETCH_EXAMPLES)
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option("-o", "--out", "out_dir", required=True, type=OutDir(),
+@click.option("-o", "--out", "out_dir", required=True, type=OutDir(), metavar="DIR",
               help="Output directory (created). Re-running into it resumes.")
 @click.option("--column", metavar="N|NAME", default=None,
               help="Read GeneIDs from this column: a number counted from 1, or a name in the "
@@ -162,13 +163,13 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
               help="Base of the exponential backoff between attempts, in seconds (capped at 30 s).")
 @click.option("--connect-timeout", type=FiniteRange(0.1, 3600),
               default=default_of(Timeouts, "connect_s"), show_default=True,
-              help="FiniteRange to wait for a connection before the attempt is retried.")
+              help="Seconds to wait for a connection before the attempt is retried.")
 @click.option("--read-timeout", type=FiniteRange(0.1, 3600),
               default=default_of(Timeouts, "read_stall_s"), show_default=True,
-              help="FiniteRange a response may stall (no byte at all) before the attempt is retried.")
+              help="Seconds a response may stall (no byte at all) before the attempt is retried.")
 @click.option("--attempt-timeout", type=FiniteRange(0.1, 86400),
               default=default_of(Timeouts, "attempt_s"), show_default=True,
-              help="FiniteRange one attempt may take in all, however slowly bytes trickle in.")
+              help="Seconds one attempt may take in all, however slowly bytes trickle in.")
 @click.option("--memory-budget-mb", type=click.IntRange(1, 65536),
               default=default_of(OutputSpec, "memory_budget_bytes") >> 20, show_default=True,
               help="Fetched results held in memory before they are written, in MiB: raise it "
@@ -183,7 +184,7 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
               help="Stop (resumably) when no request has succeeded for this many seconds.")
 @click.option("--task-index", type=click.IntRange(0), default=None,
               help="This task's number, 0..N-1, when N processes share one input.")
-@click.option("--task-count", type=click.IntRange(1, split.MAX_TASK_COUNT), default=None,
+@click.option("--task-count", type=click.IntRange(1, MAX_TASK_COUNT), default=None,
               help="How many tasks split the input (batch b goes to task b mod N).")
 @click.option("--split", "split_mode", type=click.Choice(["slurm"]), default=None,
               help="Share the input among the tasks of a SLURM array: index and count from "
@@ -195,7 +196,7 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
               help="A live bar on a terminal, a plain line every --progress-interval "
               "elsewhere. [default: on, unless -q]")
 @click.option("--progress-interval", type=FiniteRange(1), default=30.0, show_default=True,
-              help="FiniteRange between plain progress lines when stderr is not a terminal.")
+              help="Seconds between plain progress lines when stderr is not a terminal.")
 @click.option("--dry-run", is_flag=True,
               help="Read and check the input, print counts, batches and the time the rate "
               "implies; send nothing, write nothing.")
@@ -230,6 +231,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
     """
     show_progress = progress if progress is not None else quiet == 0
     terminal = Terminal(sys.stderr, live=show_progress and sys.stderr.isatty())
+    reporter = ProgressReporter(terminal, progress_interval)
     configure_logging(verbose, quiet, TerminalLog(terminal))
     try:
         config = DownloadConfig(
@@ -250,8 +252,8 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
                 timeouts=Timeouts(connect_s=connect_timeout, read_stall_s=read_timeout,
                                   attempt_s=attempt_timeout),
                 max_response_bytes=max_response_mb << 20),
-            task=split.resolve(task_index, task_count, split_mode),
-            progress_interval_s=progress_interval if show_progress else 0,
+            task=array.resolve(task_index, task_count, split_mode),
+            progress_interval_s=reporter.tick_s if show_progress else 0,
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
@@ -262,11 +264,11 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
     from bulkgene.run.prepare import spool_files
 
     spools = spool_files(config)  # asked before the run: a FIFO may be gone after it
-    reporter = ProgressReporter(terminal, progress_interval) if show_progress else None
     summary: Summary | None = None
     try:
-        summary = asyncio.run(download(config, handle_signals=True, progress=reporter))
+        summary = asyncio.run(download(config, handle_signals=True, on_progress=reporter.update))
     except BulkgeneError as exc:
+        reporter.close()
         summary = exc.summary
         if summary is not None:
             click.echo(f"bulkgene: {summary.line()}", err=True)
@@ -276,9 +278,11 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
         report = traceback.format_exc()
         if config.network.api_key is not None:
             report = report.replace(config.network.api_key.reveal(), "***")
+        reporter.close()
         click.echo(f"{report}\nbulkgene: internal error (a bug; please report it with the "
                    "traceback above). Committed work is safe: re-run to resume.", err=True)
         sys.exit(1)
+    reporter.close()
     # the resume command names the copies of read-once inputs, not the pipes
     report_end(summary, _naming_spools(sys.argv[1:], spools) if spools else None)
     sys.exit(summary.exit_code)

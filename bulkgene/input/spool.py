@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from bulkgene import durable
 from bulkgene.errors import InputError, Interrupted
-from bulkgene.output import durable
 
 STDIN = "-"
 MAX_KEPT_LINE_BYTES = 1 << 20

@@ -149,7 +149,7 @@ def _marks_replacement(report: _ReportFields, query: int, gene_id: int) -> bool:
     """Whether ``report`` says that ``query`` was replaced by ``gene_id``.
 
     NCBI marks every replacement with a ``REPLACED_GENE_ID`` warning naming the requested
-    and returned GeneIDs (its schema's ``v2reportsWarning.replaced_id``; README, Output): a
+    and returned GeneIDs (docs/ncbi-api.md §3): a
     report answering one GeneID with another gene and no such warning is a server answering
     wrongly, not a merged gene, and must not be recorded as "replaced".
     """

@@ -7,7 +7,7 @@
          stdin.spool  input-2.spool                  copies of inputs that can be read once
     DIR/task-0003/...                                one array task's own copy of the above
     DIR/.budget/                                     an array's rate-budget leases
-    DIR/.claims/                                     which task writes a merged gene
+    DIR/.claims/<layout>/                            which task writes a merged gene
 """
 
 from __future__ import annotations

@@ -277,3 +277,82 @@ def test_one_directory_holds_one_kind_of_run(make_emulator: EmulatorFactory,
     assert done.returncode == 0 and f"bulkgene verify {out}\n".encode() in done.stderr
     assert invoke_cli("verify", str(out)).returncode == 0
     assert invoke_cli("verify", str(out / "task-0001")).returncode == 0, "one task alone"
+
+
+def _merged_universe() -> GeneUniverse:
+    """IDs k+1 and k+31 (k < 10) merged into one gene nobody asked for: 10 such genes."""
+    replaced = {}
+    for k in range(10):
+        replaced[k + 1] = replaced[k + 31] = 1_700_000_000 + k
+    return GeneUniverse(replaced=replaced, unknown_per_mille=0, discontinued_per_mille=0,
+                        replaced_per_mille=0)
+
+
+def _run_array(source: Path, out: Path, env: dict[str, str], *options: str) -> None:
+    for index in range(3):
+        result = invoke_cli("fetch", str(source), "--out", str(out), "--task-index", str(index),
+                            "--task-count", "3", "--rate", "1000", *options, env=env)
+        assert result.returncode == 0, result.stderr.decode()
+
+
+def _union(out: Path) -> Counter[int]:
+    union: Counter[int] = Counter()
+    for task in sorted(out.glob("task-*")):
+        union.update(gene_ids_written(task))
+    return union
+
+
+def test_a_restarted_array_with_another_batch_size_writes_every_merged_gene_once(
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    """.claims survived --restart: merged genes 'owned' by a task that no longer got them."""
+    emulator = make_emulator(_merged_universe())
+    source = write_ids(tmp_path / "ids.txt", range(1, 61))
+    out = tmp_path / "out"
+    env = cli_env(emulator.base_url)
+    expected = Counter({**{gene: 1 for gene in range(11, 31)},
+                        **{gene: 1 for gene in range(41, 61)},
+                        **{1_700_000_000 + k: 1 for k in range(10)}})
+    _run_array(source, out, env, "--batch-size", "2")
+    assert _union(out) == expected
+    _run_array(source, out, env, "--batch-size", "3", "--restart")
+    assert _union(out) == expected
+    verdict = invoke_cli("verify", str(out))
+    assert verdict.returncode == 0, verdict.stderr.decode()
+
+
+def test_verify_finds_a_replacement_that_no_task_wrote(make_emulator: EmulatorFactory,
+                                                        tmp_path: Path) -> None:
+    emulator = make_emulator(GeneUniverse(replaced={21: 1_700_000_000, 22: 1_700_000_000}))
+    source = write_ids(tmp_path / "ids.txt", [21, 22, 7157, 672])
+    out = tmp_path / "out"
+    env = cli_env(emulator.base_url)
+    options = ("--batch-size", "1", "--task-count", "2", "--rate", "1000")
+    for index in (0, 1):
+        assert invoke_cli("fetch", str(source), "--out", str(out), "--task-index", str(index),
+                          *options, env=env).returncode == 0
+    (claim,) = (out / ".claims").rglob("1700000000")
+    claim.write_bytes(b"7")  # a task the array doesn't have: nobody writes the gene again
+    for index in (0, 1):
+        assert invoke_cli("fetch", str(source), "--out", str(out), "--task-index", str(index),
+                          "--restart", *options, env=env).returncode == 0
+    assert 1_700_000_000 not in _union(out)
+    verdict = invoke_cli("verify", str(out))
+    assert verdict.returncode == 1
+    assert b"GeneID 1700000000" in verdict.stderr and b"no shard" in verdict.stderr
+
+
+def test_verify_finds_tasks_that_split_the_list_differently(make_emulator: EmulatorFactory,
+                                                             tmp_path: Path) -> None:
+    """Task 0 restarted with --batch-size 3, tasks 1 and 2 left at 2: IDs nobody fetched."""
+    emulator = make_emulator(_merged_universe())
+    source = write_ids(tmp_path / "ids.txt", range(1, 61))
+    out = tmp_path / "out"
+    env = cli_env(emulator.base_url)
+    _run_array(source, out, env, "--batch-size", "2")
+    result = invoke_cli("fetch", str(source), "--out", str(out), "--task-index", "0",
+                        "--task-count", "3", "--rate", "1000", "--batch-size", "3", "--restart",
+                        env=env)
+    assert result.returncode == 0
+    assert b"--batch-size" in result.stderr and b"task-0001" in result.stderr  # warned
+    verdict = invoke_cli("verify", str(out))
+    assert verdict.returncode == 1 and b"batch size" in verdict.stderr

@@ -28,7 +28,7 @@ from bulkgene.input.spool import needs_spool, spool
 from bulkgene.layout import REJECTS_HEADER, REJECTS_NAME, STDIN_SPOOL_NAME
 from bulkgene.output import checkpoint as ckpt
 from bulkgene.output.checkpoint import Checkpoint, InputFile
-from bulkgene.output.claims import GeneClaims
+from bulkgene.output.claims import GeneClaims, layout_key
 from bulkgene.output.lock import RunLock, acquire_waiting
 from bulkgene.output.store import OutputStore
 
@@ -129,18 +129,29 @@ def _refuse_mixed_runs(config: DownloadConfig) -> None:
     if (root / layout.CHECKPOINT_NAME).exists():
         raise StateError(f"{root} holds a run that is not split into tasks: an array task "
                          "can't share its directory; give the array another --out")
+    others: list[str] = []  # tasks that split the list with another batch size
     for task_dir in arrays:
         try:
             state = ckpt.load(task_dir)
         except StateError:
             continue  # that task's own run says what is wrong with it
         count = state.params.get("task_count") if state is not None else None
+        batch_size = state.params.get("batch_size") if state is not None else None
+        if (batch_size is not None and batch_size != config.output.batch_size
+                and task_dir != config.work_dir):
+            others.append(task_dir.name)
         if count is not None and count != config.task.count:
             raise StateError(
                 f"{root} holds an array split into {count} tasks ({task_dir.name}), and this "
                 f"is a task of {config.task.count}: every task of an array takes the same "
                 "--task-count (or the same --array with --split slurm). Use another --out, or "
                 f"--restart each task of the old array.")
+    if others:
+        log.warning(
+            "%s of this array split the list into batches of another size than this task's "
+            "--batch-size %d: until every task runs with the same --batch-size (--restart "
+            "them too), the tasks cover the list unevenly and `bulkgene verify %s` fails",
+            ", ".join(others), config.output.batch_size, root)
 
 
 def _refuse_another_list(directory: Path, plan_key: list[str]) -> None:
@@ -279,8 +290,9 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path],
         os.replace(path, spools[position])
     state.run_started_at = time.time()  # saved with the first commit of this run
     state.run_ids_at_start = state.ids_done
-    claims = (GeneClaims(config.out_dir / layout.CLAIMS_DIR_NAME, config.task.index)
-              if config.task.count > 1 else None)
+    claims = (GeneClaims(config.out_dir / layout.CLAIMS_DIR_NAME / layout_key(
+        plan_key, config.output.batch_size, config.task.count, config.network.server),
+        config.task.index) if config.task.count > 1 else None)
     store = OutputStore(out_dir, config.output.shards, plan.requested,
                         gzipped=config.output.compress == "gzip", tsv=config.query.format == "tsv",
                         claims=claims)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import subprocess
 import time
@@ -20,6 +21,7 @@ from helpers import (
     invoke_cli,
     make_config,
     read_tsv,
+    run_cli,
     served,
     shard_files,
     write_ids,
@@ -356,3 +358,33 @@ def test_verify_finds_tasks_that_split_the_list_differently(make_emulator: Emula
     assert b"--batch-size" in result.stderr and b"task-0001" in result.stderr  # warned
     verdict = invoke_cli("verify", str(out))
     assert verdict.returncode == 1 and b"batch size" in verdict.stderr
+
+
+def test_hand_set_slurm_variables_without_a_minimum_start_at_0(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="bulkgene"):
+        assert from_slurm({"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "4"}) == \
+            TaskSpec(2, 4)
+    assert "SLURM_ARRAY_TASK_MIN" in caplog.text and "0" in caplog.text
+    with pytest.raises(ConfigError, match="SLURM_ARRAY_TASK_COUNT"):
+        from_slurm({"SLURM_ARRAY_TASK_ID": "2"})
+
+
+def test_an_array_task_that_forgot_split_is_told_so_by_the_lock_error(
+        emulator: EmulatorThread, tmp_path: Path) -> None:
+    """Every task of `sbatch --array` without --split writes the whole list into one --out."""
+    from bulkgene.output.lock import RunLock
+
+    source = write_ids(tmp_path / "ids.txt", [7157])
+    out = tmp_path / "out"
+    out.mkdir()
+    lock = RunLock(out)  # task 0 of the array, still running
+    lock.acquire()
+    try:
+        env = cli_env(emulator.base_url, SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_TASK_COUNT="4",
+                      SLURM_ARRAY_TASK_MIN="0")
+        result = run_cli("fetch", str(source), "--out", str(out), env=env)
+    finally:
+        lock.release()
+    assert result.returncode == 1
+    assert b"already writing" in result.stderr and b"--split slurm" in result.stderr

@@ -24,7 +24,7 @@ from bulkgene.layout import (
     task_directories,
 )
 from bulkgene.output import checkpoint as ckpt
-from bulkgene.output.lock import holder_alive, read_lock
+from bulkgene.output.lock import lock_running
 
 
 @dataclass
@@ -77,8 +77,7 @@ def _starting(directory: Path, running: bool | None) -> TaskStatus:
 
 def task_status(directory: Path) -> TaskStatus:
     """The status of one task directory; StateError if it holds no run at all."""
-    holder = read_lock(directory)
-    running = holder_alive(holder) if holder else False
+    running = lock_running(directory)
     state = ckpt.load(directory)
     if state is None:
         if running is not False:

@@ -31,6 +31,7 @@ from bulkgene.output.checkpoint import Checkpoint, InputFile
 from bulkgene.output.claims import GeneClaims, layout_key
 from bulkgene.output.lock import RunLock, acquire_waiting
 from bulkgene.output.store import OutputStore
+from bulkgene.run.array import unsplit_lock_hint
 
 log = logging.getLogger("bulkgene")
 
@@ -234,7 +235,14 @@ def prepare(config: DownloadConfig, cancel: threading.Event | None = None) -> Pr
     except OSError as exc:
         raise StateError(f"cannot create the output directory {out_dir}: {exc.strerror}") from None
     lock = RunLock(out_dir)
-    lock.acquire()
+    try:
+        lock.acquire()
+    except StateError as exc:
+        _remove_empty(created)
+        hint = unsplit_lock_hint() if config.task.count == 1 else ""
+        if not hint:
+            raise
+        raise StateError(f"{exc}{hint}") from None
     try:
         return _prepare_locked(config, lock, created, cancel)
     except BaseException:

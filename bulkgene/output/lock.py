@@ -119,10 +119,11 @@ def _open_lock(path: Path) -> int | None:
 
 def lock_running(directory: Path) -> bool | None:
     """Whether the run holding ``directory``'s lock lives: True, False (gone, or no complete
-    lock), None (it runs on another host, which this machine can't check)."""
+    lock), None (it runs on another host, which this machine can't check). A link or a
+    FIFO planted as the lock is a StateError, as for every file of the directory."""
     try:
         fd = _open_lock(directory / LOCK_NAME)
-    except (OSError, StateError):
+    except OSError:
         return False
     if fd is None:
         return False

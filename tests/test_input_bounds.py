@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import cli_command, cli_env, gene_ids_written, invoke_cli
+from helpers import cli_command, cli_env, gene_ids_written, invoke_cli, small_filesystem
 
 from bulkgene.errors import EXIT_INTERRUPTED
 from bulkgene.testing import EmulatorThread
@@ -149,29 +149,20 @@ def test_an_idle_pipe_is_stoppable_too(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def small_filesystem(tmp_path: Path) -> Iterator[Path]:
-    """A 16 MB tmpfs (needs root and mount); skipped where the machine can't."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
-                          capture_output=True, check=False)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
-    try:
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    with small_filesystem(tmp_path / "small", "16m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_a_spool_stops_before_the_disk_is_full(small_filesystem: Path) -> None:
-    out = small_filesystem / "out"
-    process = _start(small_filesystem.parent, out)
+def test_a_spool_stops_before_the_disk_is_full(small_disk: Path) -> None:
+    out = small_disk / "out"
+    process = _start(small_disk.parent, out)
     feeder = _endless(process, b"7157\n")
-    stderr = _stop(process, small_filesystem.parent, timeout_s=120)
+    stderr = _stop(process, small_disk.parent, timeout_s=120)
     feeder.join(timeout=10)
     assert process.returncode == 1, stderr.decode()
     assert b"free" in stderr and b"Traceback" not in stderr
     assert not out.exists()
-    free = os.statvfs(small_filesystem)
+    free = os.statvfs(small_disk)
     assert free.f_bavail * free.f_frsize > 1 << 20  # room left for everyone else
 

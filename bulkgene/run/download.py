@@ -168,8 +168,8 @@ async def _finishing(config: DownloadConfig, prepared: PreparedRun,
     try:
         yield finish
     finally:
-        prepared.store.close()
-        try:  # still holding the lock: the last write of this run
+        try:  # still holding the lock: the last writes of this run
+            prepared.store.close(prepared.checkpoint)
             error: BulkgeneError | None = finish.outcome.fatal if finish.outcome else None
             finish.summary = _summarize(config, prepared, finish.outcome, finish.stats,
                                         time.monotonic() - started, error)

@@ -195,8 +195,12 @@ class Exchanger:
                 # then and not a backoff later
                 deadline = self._first_failure_at + network.retry.unreachable_s + 0.01
                 delay = min(delay, max(0.0, deadline - asyncio.get_running_loop().time()))
-            log.debug("retrying in %.1f s (attempt %d of %d): %s", delay, attempt_number + 1,
-                      max_attempts, reason)
+            if reason.startswith("HTTP 404"):  # the third 404 probes and splits, not --max-attempts
+                log.debug("retrying in %.1f s (HTTP 404 %d of %d before the batch is probed and "
+                          "split): %s", delay, not_found + 1, NOT_FOUND_ATTEMPTS, reason)
+            else:
+                log.debug("retrying in %.1f s (attempt %d of %d): %s", delay,
+                          attempt_number + 1, max_attempts, reason)
             await asyncio.sleep(delay)
 
     def _masked(self, text: str) -> str:

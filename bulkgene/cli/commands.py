@@ -35,6 +35,7 @@ def status(out_dir: Path, as_json: bool) -> None:
     """
     from bulkgene.results import status as status_module
 
+    _refuse_absent(out_dir)
     try:
         statuses = status_module.directory_status(out_dir)
     except StateError as exc:
@@ -74,6 +75,7 @@ def verify(out_dir: Path) -> None:
     """
     from bulkgene.results.verify import verify as run_verify
 
+    _refuse_absent(out_dir)
     verdict = run_verify(out_dir)
     summary = (f"{verdict.tasks} task(s), {verdict.shards} shard(s), {verdict.records} records")
     if verdict.ok:
@@ -82,10 +84,20 @@ def verify(out_dir: Path) -> None:
         return
     for problem in verdict.problems:
         click.echo(f"problem: {problem}", err=True)
+    if verdict.tasks == 0:  # nothing to resume: the path is wrong, not the run
+        click.echo(f"FAILED: {out_dir} holds no bulkgene run; check the path (the --out given "
+                   "to bulkgene fetch)", err=True)
+        sys.exit(1)
     click.echo(f"FAILED: {len(verdict.problems)} problem(s) in {summary}. An unfinished run "
                "is finished (and torn tails cut back) by re-running the same fetch command; "
                "anything else means the files were changed outside bulkgene.", err=True)
     sys.exit(1)
+
+
+def _refuse_absent(out_dir: Path) -> None:
+    if not out_dir.exists():
+        raise click.ClickException(f"{out_dir} does not exist: check the path (the --out "
+                                   "given to bulkgene fetch)")
 
 
 DEMO_EXAMPLES = """

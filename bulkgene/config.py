@@ -348,6 +348,8 @@ class DownloadConfig:
     shutdown_grace_s: float = 10.0
     progress_interval_s: float = 30.0
     column: str | None = None  # --column: 1-based number or header name; None finds GeneID
+    # a fresh run into an --out that holds files of someone else's: only when asked for
+    allow_other_files: bool = False
 
     def __post_init__(self) -> None:
         if not self.inputs:

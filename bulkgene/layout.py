@@ -55,6 +55,25 @@ def is_ours(name: str) -> bool:
     return name in STATE_NAMES or is_shard_name(name) or _SPOOL_PATTERN.fullmatch(name) is not None
 
 
+def is_run_entry(name: str) -> bool:
+    """Whether ``name`` in an output directory is bulkgene's: its files, a killed run's
+    temporary ones, an array's task directories and shared state."""
+    base = name.removesuffix(".tmp").removesuffix(".new")
+    return (is_ours(base) or name.startswith(LOCK_NAME + ".") or name in (BUDGET_DIR_NAME,
+            CLAIMS_DIR_NAME) or (name.startswith(TASK_DIR_PREFIX)
+                                 and name[len(TASK_DIR_PREFIX):].isdigit()))
+
+
+def other_entries(directory: Path) -> list[str]:
+    """What an output directory holds that isn't bulkgene's, sorted; hidden names (a
+    filesystem's or a tool's: ``.nfs...``, ``.DS_Store``) don't count."""
+    try:
+        names = [entry.name for entry in directory.iterdir()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(n for n in names if not n.startswith(".") and not is_run_entry(n))
+
+
 def task_dir_name(index: int) -> str:
     """The subdirectory of array task ``index``."""
     return f"{TASK_DIR_PREFIX}{index:04d}"

@@ -192,6 +192,9 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
               "fetches its whole input.")
 @click.option("--restart", is_flag=True,
               help="Move an existing run in --out aside (renamed, never deleted) and start over.")
+@click.option("--allow-other-files", is_flag=True,
+              help="Start a run in an --out that already holds files of yours (they are left "
+              "alone, also by --restart). Without it such a directory is refused.")
 @click.option("--progress/--no-progress", default=None,
               help="A live bar on a terminal, a plain line every --progress-interval "
               "elsewhere. [default: on, unless -q]")
@@ -215,7 +218,8 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
           shards: int, max_attempts: int, retry_wait: float, connect_timeout: float,
           read_timeout: float, attempt_timeout: float, memory_budget_mb: int, max_response_mb: int,
           outage_after: float, task_index: int | None,
-          task_count: int | None, split_mode: str | None, restart: bool, progress: bool | None,
+          task_count: int | None, split_mode: str | None, restart: bool,
+          allow_other_files: bool, progress: bool | None,
           progress_interval: float, dry_run: bool, quiet: int, verbose: int) -> None:
     """Download the gene reports of every GeneID in INPUT... (files, .gz, or - for stdin).
 
@@ -236,6 +240,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
     try:
         config = DownloadConfig(
             inputs=inputs, out_dir=out_dir, column=column, restart=restart,
+            allow_other_files=allow_other_files,
             query=ApiQuery(
                 endpoint=endpoint, format=output_format, returned_content=returned_content,
                 page_size=page_size, locus_tags=locus_tags, table_fields=table_fields,

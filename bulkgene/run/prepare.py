@@ -77,13 +77,20 @@ def move_aside(work_dir: Path, out_dir: Path) -> Path | None:
     """``--restart``: move the old run next to ``out_dir`` (never delete); its new place.
 
     A task's directory goes to ``DIR.restarted-<time>/task-000i``, outside ``DIR``, so that
-    globbing ``DIR/**/*.ndjson`` never reads an old run's shards.
+    globbing ``DIR/**/*.ndjson`` never reads an old run's shards. A directory that also
+    holds files of someone else's (allowed with ``--allow-other-files``) keeps them: only
+    bulkgene's files move. Our own new lock is no old run.
     """
-    if not work_dir.is_dir() or not any(layout.is_ours(p.name) for p in work_dir.iterdir()):
+    if not work_dir.is_dir():
+        return None
+    ours = [p for p in work_dir.iterdir()
+            if layout.is_run_entry(p.name) and p.name != layout.LOCK_NAME]
+    if not ours:
         return None
     work_dir, out_dir = work_dir.resolve(), out_dir.resolve()
+    whole = not layout.other_entries(work_dir)
     cwd = Path.cwd().resolve()
-    if work_dir in (cwd, *cwd.parents) or not out_dir.name:
+    if whole and (work_dir in (cwd, *cwd.parents) or not out_dir.name):
         raise StateError(f"--restart would move {work_dir} aside, but it is (or holds) the "
                          "current directory: run the command from its parent directory "
                          f"(cd {work_dir.parent}) with --out {work_dir.name}")
@@ -95,13 +102,33 @@ def move_aside(work_dir: Path, out_dir: Path) -> Path | None:
         parent = out_dir.with_name(f"{out_dir.name}.restarted-{stamp}-{suffix}")
         target = parent if work_dir == out_dir else parent / work_dir.name
         suffix += 1
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        work_dir.rename(target)
+        if whole:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            work_dir.rename(target)
+        else:
+            target.mkdir(parents=True)
+            for path in ours:
+                path.rename(target / path.name)
     except OSError as exc:
         raise StateError(f"--restart could not move {work_dir} aside to {target}: {exc.strerror}; "
                          "move or remove it yourself, or choose another --out") from None
     return target
+
+
+def _refuse_other_files(config: DownloadConfig) -> None:
+    """A fresh run fills --out: one that holds someone else's files is refused unless asked."""
+    if config.allow_other_files:
+        return
+    for directory in dict.fromkeys((config.out_dir, config.work_dir)):
+        others = layout.other_entries(directory)
+        if others:
+            shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+            raise StateError(
+                f"{directory} holds files that are not a bulkgene run ({shown}): bulkgene "
+                "would write its shards and reports among them. Give --out a new or empty "
+                "directory, or pass --allow-other-files to write there anyway (your files "
+                "are left alone, also by --restart)")
 
 
 def spool_files(config: DownloadConfig) -> dict[int, Path]:
@@ -255,10 +282,15 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path],
                     cancel: threading.Event | None) -> PreparedRun:
     out_dir = config.work_dir
     if config.restart and (moved := move_aside(out_dir, config.out_dir)) is not None:
+        log.info("--restart: moved the old run in %s aside to %s (nothing was deleted)",
+                 out_dir, moved)
         (moved / layout.LOCK_NAME).unlink(missing_ok=True)  # our lock moved away with the old run
-        out_dir.mkdir(parents=True, exist_ok=True)
-        created.insert(0, out_dir)
+        if not out_dir.exists():
+            out_dir.mkdir(parents=True)
+            created.insert(0, out_dir)
         lock.acquire()
+    if not (out_dir / layout.CHECKPOINT_NAME).exists():
+        _refuse_other_files(config)
     if config.inputs.count(STDIN) > 1:
         raise ConfigError("stdin (-) can be given only once as input")
     _refuse_mixed_runs(config)

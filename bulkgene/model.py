@@ -146,7 +146,7 @@ class Summary:
         if self.unverified:
             text += f" + unverified {self.unverified} (TSV without a gene-id column)"
         text += (f"; {self.records} records, {self.duplicates} duplicates, {self.rejected} "
-                 f"rejected lines, {self.requests} requests ({self.retries} retries, "
+                 f"rejected lines; this run: {self.requests} requests ({self.retries} retries, "
                  f"{self.throttled} throttled) in {self.elapsed_s:.1f} s")
         return text
 

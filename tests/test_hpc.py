@@ -139,13 +139,14 @@ def test_status_json_matches_the_checkpoints(emulator: EmulatorThread, tmp_path:
         assert task["batches_committed"] == state.committed_batches == 4
         assert task["found"] == state.totals.found and task["records"] == state.totals.records
         assert task["batches_pending"] == 0 and task["complete"] and not task["running"]
-        assert task["elapsed_s"] > 0 and task["ids_per_s"] > 0
-        assert task["elapsed_s"] == round(state.updated_at - state.run_started_at, 3)
+        assert task["latest_run_elapsed_s"] > 0 and task["latest_run_ids_per_s"] > 0
+        assert task["latest_run_elapsed_s"] == round(state.updated_at - state.run_started_at, 3)
+        assert task["requests_all_runs"] == state.totals.requests
     assert data["total"]["found"] == sum(t["found"] for t in data["tasks"])
     assert data["total"]["batches_total"] == 8 and data["total"]["complete"]
     table = invoke_cli("status", str(out))
     assert b"task-0001" in table.stdout and b"complete" in table.stdout and b"total" in table.stdout
-    assert b"IDs/s" in table.stdout and b"elapsed" in table.stdout
+    assert b"IDs/s" in table.stdout and b"last run" in table.stdout
 
 
 def test_verify_passes_on_a_clean_run(emulator: EmulatorThread, tmp_path: Path) -> None:
@@ -388,3 +389,34 @@ def test_an_array_task_that_forgot_split_is_told_so_by_the_lock_error(
         lock.release()
     assert result.returncode == 1
     assert b"already writing" in result.stderr and b"--split slurm" in result.stderr
+
+
+
+def test_status_counts_every_runs_requests_and_says_so(make_emulator: EmulatorFactory,
+                                                       tmp_path: Path) -> None:
+    """summary.json said 3 866 requests (this run), status 8 067 (all runs, but only up to
+    each run's last commit: the end lines added up to 8 294), under one name."""
+    emulator = make_emulator(valid_keys=frozenset({"good-key-0123456789"}),
+                             faults={"http_503": 0.3}, seed=5)
+    source = write_ids(tmp_path / "ids.txt", range(1, 201))
+    out = tmp_path / "out"
+    args = ("fetch", str(source), "--out", str(out), "--batch-size", "20", "--max-attempts",
+            "1", "--retry-wait", "0", "--rate", "1000")
+    refused = invoke_cli(*args, env=cli_env(emulator.base_url, NCBI_API_KEY="bad-key-0123456"))
+    assert refused.returncode == 1  # 401: requests sent, nothing committed
+    sent = [json.loads((out / "summary.json").read_bytes())["requests"]]
+    assert sent[0] > 0
+    for _ in range(8):
+        result = invoke_cli(*args, env=cli_env(emulator.base_url,
+                                               NCBI_API_KEY="good-key-0123456789"))
+        sent.append(json.loads((out / "summary.json").read_bytes())["requests"])
+        if result.returncode == 0:
+            break
+    assert len(sent) > 2, "the faults made the first good run fail some batches"
+    data = json.loads(invoke_cli("status", str(out), "--json").stdout)
+    (task,) = data["tasks"]
+    assert "requests" not in task and "elapsed_s" not in task
+    assert task["requests_all_runs"] == sum(sent)
+    assert data["total"]["requests_all_runs"] == sum(sent)
+    table = invoke_cli("status", str(out)).stdout
+    assert b"latest run" in table and b"all runs" in table

@@ -277,3 +277,23 @@ def test_every_json_spelling_of_a_key_decodes_to_the_mask(key: str) -> None:
     for spelling in spellings:
         assert orjson.loads(spelling) == key  # each really is the key, to a JSON reader
         assert orjson.loads(mask_echoes(b'{"x":' + spelling + b"}", key)) == {"x": "***"}
+
+
+def test_masking_in_windows_finds_what_a_whole_body_search_finds() -> None:
+    """Escapes everywhere, echoes at the edges and between them: same result as one regex."""
+    import random
+
+    from bulkgene.net.keymask import _echo, mask_echoes
+
+    key = "a/b-key-0123456789"
+    rng = random.Random(7)
+    spellings = [key.encode(), orjson.dumps(key)[1:-1].replace(b"/", b"\\/"),
+                 "".join(f"\\u{ord(c):04x}" for c in key).encode()]
+    for _ in range(200):
+        parts = []
+        for _ in range(rng.randrange(1, 30)):
+            parts.append(rng.choice([b"x" * rng.randrange(0, 300), b"\\u00e9", b"\\/", b'\\"',
+                                     rng.choice(spellings)]))
+        body = b"".join(parts)
+        assert mask_echoes(body, key) == _echo(key).sub(b"***", body.replace(key.encode(),
+                                                                             b"***"))

@@ -6,6 +6,7 @@ Every error says what happened and what to do next.
     ├── ConfigError                a setting or option is invalid (exit 2)
     ├── InputError                 an input can't be read or holds no GeneID (exit 1)
     ├── MissingExtra               an optional dependency (pyarrow, pandas) is not installed (exit 1)
+    ├── Interrupted                SIGTERM/SIGINT before the run began (exit 75)
     ├── StateError                 the output directory can't be resumed safely (exit 1)
     │   ├── FingerprintMismatch    input or parameters changed since the checkpoint
     │   └── CorruptCheckpoint      the checkpoint or a shard doesn't match what was committed
@@ -59,6 +60,12 @@ class MissingExtra(BulkgeneError, ImportError):
                          f"pip install 'bulkgene[{extra}]' (or pip install {module})")
         self.module = module
         self.extra = extra
+
+
+class Interrupted(BulkgeneError):
+    """A signal stopped the run while it was getting ready (copying its input); nothing changed."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 class StateError(BulkgeneError):

@@ -83,7 +83,8 @@ class Summary:
     say which IDs they answer.
 
     ``requested`` and what adds up to it are this task's share; ``duplicates`` and
-    ``rejected`` describe the whole input, so every task of an array reports the same.
+    ``rejected`` describe the whole input, so every task of an array reports the same (its
+    end line leaves them to the array's merged line, which counts them once).
     """
 
     out_dir: str
@@ -108,6 +109,8 @@ class Summary:
     elapsed_s: float = 0.0
     interrupted: bool = False
     error: str | None = None
+    task_index: int = 0
+    task_count: int = 1
 
     def reconciles(self) -> bool:
         return self.requested == (self.found + self.missing + self.failed + self.pending
@@ -139,15 +142,19 @@ class Summary:
 
     def line(self) -> str:
         """The one-line account printed at the end of every run."""
-        text = (f"requested {self.requested} = found {self.found} + missing {self.missing} + "
-                f"failed {self.failed}")
+        text = (f"task {self.task_index} of {self.task_count}: " if self.task_count > 1 else "")
+        text += (f"requested {self.requested} = found {self.found} + missing {self.missing} + "
+                 f"failed {self.failed}")
         if self.pending:
             text += f" + pending {self.pending}"
         if self.unverified:
             text += f" + unverified {self.unverified} (TSV without a gene-id column)"
-        text += (f"; {self.records} records, {self.duplicates} duplicates, {self.rejected} "
-                 f"rejected lines, {self.requests} requests ({self.retries} retries, "
-                 f"{self.throttled} throttled) in {self.elapsed_s:.1f} s")
+        # the list's duplicates and rejected lines belong to no one task: the array's
+        # merged account states them once
+        listed = (f", {self.duplicates} duplicates, {self.rejected} rejected lines"
+                  if self.task_count == 1 else "")
+        text += (f"; {self.records} records{listed}; this run: {self.requests} requests "
+                 f"({self.retries} retries, {self.throttled} throttled) in {self.elapsed_s:.1f} s")
         return text
 
 

@@ -8,6 +8,7 @@ Every error says what happened and what to do next.
     ├── MissingExtra               an optional dependency (pyarrow, pandas) is not installed (exit 1)
     ├── Interrupted                SIGTERM/SIGINT before the run began (exit 75)
     ├── StateError                 the output directory can't be resumed safely (exit 1)
+    ├── BudgetError                the key's shared rate budget can't be kept (exit 1)
     │   ├── FingerprintMismatch    input or parameters changed since the checkpoint
     │   └── CorruptCheckpoint      the checkpoint or a shard doesn't match what was committed
     └── FatalHTTPError             the server refused us in a way retries can't fix (exit 1)
@@ -78,6 +79,11 @@ class FingerprintMismatch(StateError):
 
 class CorruptCheckpoint(StateError):
     """The checkpoint is unreadable or the files on disk are shorter than it says."""
+
+
+class BudgetError(BulkgeneError):
+    """The lease on the key's rate budget could not be kept (its directory refuses writes, or
+    the run was never let in): the run stops rather than risk exceeding the budget."""
 
 
 class FatalHTTPError(BulkgeneError):

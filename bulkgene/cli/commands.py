@@ -18,13 +18,18 @@ STATUS_EXAMPLES = """
 Examples:
   bulkgene status genes/
   bulkgene status genes/ --json | jq .total
+  bulkgene status genes/ --budget-dir /shared/lab/bulkgene-budget
 """
 
 
 @click.command(epilog=STATUS_EXAMPLES)
 @click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False), metavar="DIR")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
-def status(out_dir: Path, as_json: bool) -> None:
+@click.option("--budget-dir", type=click.Path(path_type=Path, file_okay=False),
+              envvar="BULKGENE_BUDGET_DIR", default=None,
+              help="The --budget-dir the fetch was given, to list who shares the key's budget "
+                   "with it (DIR/.budget and ~/.cache/bulkgene/budget are always looked at).")
+def status(out_dir: Path, as_json: bool, budget_dir: Path | None) -> None:
     """Progress and accounting of a fetch directory (every task of it), read from disk.
 
     Works while a run is going on: it reads the checkpoints, summaries and locks, and never
@@ -40,9 +45,9 @@ def status(out_dir: Path, as_json: bool) -> None:
         statuses = status_module.directory_status(out_dir)
     except StateError as exc:
         raise click.ClickException(str(exc)) from None
-    from bulkgene.run.sharing import leases_sharing_with
+    from bulkgene.run.sharing import leases_sharing_with, status_roots
 
-    leases = leases_sharing_with(out_dir)
+    leases = leases_sharing_with(out_dir, budget_dir)
     whole_array = not status_module.is_task_directory(out_dir)
     if as_json:
         print_out(status_module.as_json(statuses, leases, whole_array).decode(), nl=False)
@@ -50,6 +55,8 @@ def status(out_dir: Path, as_json: bool) -> None:
     print_out(status_module.as_table(statuses))
     if leases:
         print_out(status_module.leases_table(leases))
+    elif hint := status_module.no_lease_hint(statuses, status_roots(out_dir, budget_dir)):
+        print_out(hint)
     reasons = status_module.incomplete_reasons(statuses, whole_array)
     for reason in reasons:
         print_out(f"incomplete: {reason}")

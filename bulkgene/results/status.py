@@ -12,6 +12,7 @@ import orjson
 
 from bulkgene import durable
 from bulkgene.budget import LeaseView
+from bulkgene.budget.record import shown
 from bulkgene.config import TaskSpec
 from bulkgene.errors import StateError
 from bulkgene.input import plan as idplan
@@ -172,6 +173,9 @@ def directory_status(out_dir: Path) -> list[TaskStatus]:
     return [task_status(directory) for directory in directories]
 
 
+_RAW = 4096  # JSON keeps whole values (a lease is at most 4 KiB)
+
+
 def as_json(statuses: list[TaskStatus], leases: list[LeaseView] | None = None,
             whole_array: bool = True) -> bytes:
     tasks = [asdict(s) for s in statuses]
@@ -186,8 +190,11 @@ def as_json(statuses: list[TaskStatus], leases: list[LeaseView] | None = None,
                             else sum(s.pending_ids or 0 for s in statuses))
     total["complete"] = not incomplete_reasons(statuses, whole_array)
     total["running"] = sum(1 for s in statuses if s.running)
-    budget = [{"host": view.record.host, "pid": view.record.pid, "out_dir": view.record.out_dir,
-               "state": view.record.state, "rate_rps": view.record.rate_rps,
+    # a lease is another user's file: its strings are escaped here too (JSON leaves C1
+    # controls and bidi overrides raw, and `status --json` is often read on a terminal)
+    budget = [{"host": shown(view.record.host, _RAW), "pid": view.record.pid,
+               "out_dir": shown(view.record.out_dir, _RAW),
+               "state": shown(view.record.state, _RAW), "rate_rps": view.record.rate_rps,
                "share_rps": view.record.share_rps, "budget_rps": view.record.total_rps,
                "heartbeat_age_s": round(view.heartbeat_age_s, 1)} for view in leases or []]
     return orjson.dumps({"tasks": tasks, "total": total, "budget_leases": budget},
@@ -195,15 +202,26 @@ def as_json(statuses: list[TaskStatus], leases: list[LeaseView] | None = None,
 
 
 def leases_table(leases: list[LeaseView]) -> str:
-    """The processes sharing this directory's key budget now, one line each."""
-    total = leases[0].record.total_rps
-    lines = [f"the key's {total:g} requests/s are shared live by {len(leases)} process(es):"]
+    """The processes sharing this directory's key budget now, one line each (what others
+    wrote is escaped: no terminal escape, line break or forged line gets through)."""
+    totals = [view.record.total_rps for view in leases if 1 <= view.record.total_rps <= 1000]
+    total = f"{min(totals):g}" if totals else "?"
+    lines = [f"the key's {total} requests/s are shared live by {len(leases)} process(es):"]
     for view in leases:
         record = view.record
-        lines.append(f"  {record.host} pid {record.pid}  {record.state}  "
+        lines.append(f"  {shown(record.host, 64)} pid {record.pid}  {shown(record.state, 16)}  "
                      f"{record.rate_rps:.2f}/s of a {record.share_rps:.2f}/s share  "
-                     f"-> {record.out_dir}")
+                     f"-> {shown(record.out_dir)}")
     return "\n".join(lines)
+
+
+def no_lease_hint(statuses: list[TaskStatus], searched: list[Path]) -> str | None:
+    """Why a running task shows no lease: it has none (--rate), or it is elsewhere."""
+    if not any(s.running for s in statuses):
+        return None
+    return (f"no budget lease of this run was found (looked in {', '.join(map(str, searched))}): "
+            "a run with --rate takes none; for one started with --budget-dir D (or "
+            "BULKGENE_BUDGET_DIR), run `bulkgene status DIR --budget-dir D`")
 
 
 def _age(timestamp: float) -> str:

@@ -268,10 +268,14 @@ class Pipeline:
         return {name: now[name] - before[name] for name in now}
 
     async def _report_rate(self) -> None:
-        """Publish the pacer's rate in the budget lease, for `bulkgene status`."""
+        """Publish the pacer's rate in the budget lease, for `bulkgene status`; stop the run
+        if a lease could not be kept (its directory refuses writes for too long)."""
         while self.leases:
             for lease in self.leases:
                 lease.report_rate(self.client.limiter.rate)
+                if lease.failure is not None:
+                    self.stop(fatal=lease.failure)
+                    return
             await asyncio.sleep(1.0)
 
     async def _report(self) -> None:

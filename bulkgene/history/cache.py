@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from bulkgene import durable
 from bulkgene.history.rows import GZIP_ERRORS, GZIP_MAGIC
-from bulkgene.output import durable
 
 FILE_NAME = "gene_history.gz"
 

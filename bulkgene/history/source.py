@@ -30,12 +30,12 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from bulkgene import __version__
 from bulkgene.errors import HistoryError, StateError
 from bulkgene.history.cache import CacheEntry, CopyMeta, PartMeta, Validators, default_cache_dir, gzip_problem
 from bulkgene.history.rows import GZIP_MAGIC
 from bulkgene.net.attempt import describe_exception, open_session
-from bulkgene.run.lock import RunLock, acquire_waiting
+from bulkgene.output.lock import RunLock, acquire_waiting
+from bulkgene.version import __version__
 
 log = logging.getLogger("bulkgene")
 

@@ -59,6 +59,11 @@ class Totals(msgspec.Struct, kw_only=True):
     retries: Count = 0
     throttled: Count = 0
     bytes: Count = 0
+    # missing.tsv's rows by what the gene history says of them (`bulkgene explain`); rows
+    # not explained yet are the rest of ``missing``
+    missing_discontinued: Count = 0
+    missing_replaced: Count = 0
+    missing_not_in_history: Count = 0
 
     @property
     def ids_done(self) -> int:
@@ -95,6 +100,9 @@ class Checkpoint(msgspec.Struct, kw_only=True):
     updated_at: float = 0.0
     run_started_at: float = 0.0  # the latest run: when it started and how many IDs were
     run_ids_at_start: Count = 0  # done then (status's elapsed time and rate)
+    # reports being replaced by their NAME.rewrite (output/rewrite.py): the lengths in
+    # file_lengths are already the new versions'
+    rewrites: list[str] = msgspec.field(default_factory=list)
 
     def is_committed(self, batch_index: int) -> bool:
         if batch_index < self.done_below:
@@ -161,6 +169,11 @@ class Checkpoint(msgspec.Struct, kw_only=True):
         except (msgspec.ValidationError, ValueError, AttributeError) as exc:
             raise _damaged(where, exc) from None
         _check_file_lengths(state.file_lengths, where)
+        if unknown := set(state.rewrites) - _COMMITTED_REPORTS:
+            raise CorruptCheckpoint(
+                f"{where} names {sorted(unknown)} as reports being rewritten, which are not "
+                f"reports bulkgene commits: the checkpoint was altered outside bulkgene. Put "
+                f"back a backup of it, or {_RESTART_HINT}")
         return state
 
 

@@ -55,9 +55,13 @@ def is_shard_name(name: str) -> bool:
     return _SHARD_PATTERN.fullmatch(name) is not None
 
 
+_SEGMENT_PATTERN = re.compile(r"plan-segment-\d{4,}\.(ids|notes)")  # what a run grew by
+
+
 def is_ours(name: str) -> bool:
     """Whether ``name`` is a file bulkgene writes in a task directory."""
-    return name in STATE_NAMES or is_shard_name(name) or _SPOOL_PATTERN.fullmatch(name) is not None
+    return (name in STATE_NAMES or is_shard_name(name) or _SPOOL_PATTERN.fullmatch(name) is not None
+            or _SEGMENT_PATTERN.fullmatch(name) is not None)
 
 
 def explained_header(header: bytes) -> bytes:

@@ -46,6 +46,8 @@ def status(out_dir: Path, as_json: bool) -> None:
         click.echo(status_module.as_json(statuses, leases, whole_array).decode(), nl=False)
         return
     click.echo(status_module.as_table(statuses))
+    if history := status_module.history_line(statuses):
+        click.echo(history)
     if leases:
         click.echo(status_module.leases_table(leases))
     reasons = status_module.incomplete_reasons(statuses, whole_array)

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from bulkgene.errors import HistoryError, StateError
+from bulkgene.history import DEFAULT_HISTORY_URL
 from bulkgene.history.cache import CacheEntry, CopyMeta, PartMeta, Validators, default_cache_dir, gzip_problem
 from bulkgene.history.rows import GZIP_MAGIC
 from bulkgene.net.attempt import describe_exception, open_session
@@ -39,8 +40,6 @@ from bulkgene.version import __version__
 
 log = logging.getLogger("bulkgene")
 
-DEFAULT_HISTORY_URL = "https://ftp.ncbi.nlm.nih.gov/gene/DATA/gene_history.gz"
-HISTORY_ENV = "BULKGENE_HISTORY"
 # far above the real file (hundreds of MB), far below what a hostile server could fill
 DEFAULT_MAX_BYTES = 4 << 30
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -36,6 +36,21 @@ from bulkgene.output.checkpoint import Checkpoint
 
 Writer = Callable[[BinaryIO], None]
 REPORTS = (MISSING_NAME, REPLACED_NAME)
+
+
+def committed_rows(path: Path, length: int) -> Iterator[bytes]:
+    """The rows (without their newline) in a report's first ``length`` bytes, header aside:
+    what the checkpoint committed, whatever a killed run appended after it."""
+    if length <= 0:
+        return
+    with durable.open_read(path) as handle:
+        left = length - len(handle.readline(length))
+        while left > 0:
+            row = handle.readline(left)
+            if not row:
+                return
+            left -= len(row)
+            yield row.rstrip(b"\n")
 
 
 def pending_path(out_dir: Path, name: str) -> Path:

@@ -119,8 +119,10 @@ def demo(out_dir: Path | None) -> None:
     terminal = Terminal(sys.stderr, live=sys.stderr.isatty())
     configure_logging(0, 0, TerminalLog(terminal))
     try:
-        summary = run_demo(target, ProgressReporter(terminal, 5.0))
+        summary, explained = run_demo(target, ProgressReporter(terminal, 5.0))
         click.echo(SYNTHETIC_NOTE)
+        if explained is not None:
+            click.echo(f"bulkgene demo: {explained}")
         if out_dir is not None:
             report_end(summary)
             click.echo(how_to_look(out_dir))

@@ -34,7 +34,7 @@ log = logging.getLogger("bulkgene")
 
 HistoryClass = Literal["DISCONTINUED", "REPLACED", "NOT_IN_HISTORY"]
 HISTORY_CLASSES: tuple[HistoryClass, ...] = ("DISCONTINUED", "REPLACED", "NOT_IN_HISTORY")
-# oganm/homologene's traceID and a PHP loader follow chains; the loader caps them at 30
+# chains exist and consumers cap them, a PHP loader at 30 (docs/ncbi-gene-history.md §7)
 MAX_HOPS = 30
 
 

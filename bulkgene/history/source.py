@@ -1,9 +1,11 @@
 """Where the gene_history comes from: a local file read as it is, or a URL downloaded once into the cache.
 
-A URL's copy is reused for ``max_age_s`` (a day: NCBI rebuilds the file daily), then
+A URL's copy is reused for ``max_age_s`` (a day: NCBI rebuilds the file daily and dates it
+anew even when unchanged, docs/ncbi-gene-history.md §2), then
 revalidated with ``If-None-Match`` / ``If-Modified-Since`` (a 304 costs no body). A download
 shows its progress, resumes a killed one with ``Range`` and ``If-Range`` when the server
-honours them (a 200 instead starts over), retries a dropped connection, refuses a body over
+honours them (a 200 instead starts over: what NCBI's HTTPS does was never recorded, §11),
+retries a dropped connection, refuses a body over
 ``max_bytes``, and lands in the cache only once it is checked to be one whole gzip file: a
 truncated or non-gzip body is an error that names the URL. When the server can't be reached
 at all, a copy already in the cache is used with a warning rather than stopping the run.
@@ -40,7 +42,8 @@ from bulkgene.version import __version__
 
 log = logging.getLogger("bulkgene")
 
-# far above the real file (hundreds of MB), far below what a hostile server could fill
+# far above the real file (hundreds of MB, docs/ncbi-gene-history.md §10), far below what a
+# hostile server could fill
 DEFAULT_MAX_BYTES = 4 << 30
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _CHUNK_BYTES = 1 << 16

@@ -239,3 +239,29 @@ def wait_for_commits(out_dir: Path, batches: int = 1, deadline_s: float = 60) ->
             return
         time.sleep(0.02)
     raise AssertionError(f"{out_dir} never committed {batches} batches")
+
+
+EXPLAINED_MISSING_HEADER = ("gene_id\treason\thistory\tcurrent_gene_id\tdiscontinued_on\tsymbol"
+                            "\ttax_id")
+
+
+def expected_explanation(universe: GeneUniverse, gene_id: int, history_max_id: int = 1_000_000
+                         ) -> list[str]:
+    """The five explanation fields the emulator's gene_history implies for ``gene_id``."""
+    listed = (gene_id <= history_max_id or gene_id in universe.discontinued
+              or gene_id in universe.replaced)
+    steps = universe.history(gene_id) if listed else ()
+    if not steps:
+        return ["NOT_IN_HISTORY", "", "", "", ""]
+    last = steps[-1]
+    day = f"{last.date // 10000:04d}-{last.date // 100 % 100:02d}-{last.date % 100:02d}"
+    history = "DISCONTINUED" if last.successor is None else "REPLACED"
+    current = "" if last.successor is None else str(last.successor)
+    return [history, current, day, universe.symbol(gene_id), str(universe.tax_id(gene_id))]
+
+
+def explained_rows(path: Path) -> dict[int, list[str]]:
+    """A report's rows by GeneID (its first column): every other field, explanation included."""
+    lines = path.read_text().split("\n")
+    assert lines[-1] == "", f"{path} ends in a torn row"
+    return {int(row.split("\t")[0]): row.split("\t")[1:] for row in lines[1:-1]}

@@ -177,12 +177,10 @@ async def _attempt(session: aiohttp.ClientSession, limits: aiohttp.ClientTimeout
             if status == 206 and resume_from:
                 assert partial is not None
                 meta = _resumed(partial[0], response, resume_from, entry)
-                handle = entry.append_part()
             elif status == 200:
                 meta = PartMeta(url, Validators(response.headers.get("ETag"),
                                                 response.headers.get("Last-Modified")),
                                 response.content_length)
-                handle = entry.start_part(meta)
                 resume_from = 0
             else:
                 raise HistoryError(
@@ -192,6 +190,7 @@ async def _attempt(session: aiohttp.ClientSession, limits: aiohttp.ClientTimeout
             if meta.total is not None and meta.total > source.max_bytes:
                 entry.drop_part()
                 raise _too_big(url, meta.total, source.max_bytes)
+            handle = entry.append_part() if resume_from else entry.start_part(meta)
             with handle:
                 await _receive(response, handle, resume_from, meta.total, source, entry, progress)
     except (aiohttp.ClientError, TimeoutError) as exc:

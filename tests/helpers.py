@@ -59,11 +59,14 @@ def cli_command(*args: str) -> list[str]:
 
 
 def _paced(args: tuple[str, ...]) -> tuple[str, ...]:
-    """A fetch without its own --rate runs at a fixed 1000/s in tests: a shared-budget lease
+    """A fetch (or retry, or explain --follow-replaced) without its own --rate runs at a fixed
+    1000/s in tests: a shared-budget lease
     waits ~1.3 s to be admitted, which tests of other things need not pay (the lease itself
     is tested in test_budget*.py, test_sharing.py and the array tests)."""
-    if args[:1] == ("fetch",) and not any(a == "--rate" or a.startswith("--rate=")
-                                          for a in args) and "--dry-run" not in args:
+    fetches = args[:1] in (("fetch",), ("retry",)) or (args[:1] == ("explain",)
+                                                       and "--follow-replaced" in args)
+    if fetches and not any(a == "--rate" or a.startswith("--rate=")
+                           for a in args) and "--dry-run" not in args:
         return (*args, "--rate", "1000")
     return args
 

@@ -20,6 +20,7 @@ import click
 
 from bulkgene import layout
 from bulkgene.cli.console import configure_logging, read_api_key, report_end
+from bulkgene.cli.grow import rate_option
 from bulkgene.cli.options import server_options
 from bulkgene.cli.progress import ProgressReporter, Terminal, TerminalLog
 from bulkgene.config import DownloadConfig, NetworkSpec
@@ -238,13 +239,14 @@ column, an ID of another database, or newer than the file).
               help="Also fetch the live GeneID that replaced a missing one (recorded with the "
               "original in its query), through the run's pipeline, unless the run has it.")
 @server_options
+@rate_option
 @click.option("--progress/--no-progress", default=None,
               help="A live line on a terminal, a plain line every 30 s elsewhere. "
               "[default: on, unless -q]")
 @click.option("-q", "--quiet", count=True, help="Less logging (-qq: errors only).")
 @click.option("-v", "--verbose", count=True, help="More logging.")
 def explain(out_dir: Path, history: str, cache_dir: Path | None, follow_replaced: bool,
-            base_url: str, api_key_file: Path | None, api_key: str | None,
+            base_url: str, api_key_file: Path | None, api_key: str | None, rate: float | None,
             progress: bool | None, quiet: int, verbose: int) -> None:
     """Explain every missing and replaced GeneID of a fetch directory from NCBI's gene history.
 
@@ -258,7 +260,8 @@ def explain(out_dir: Path, history: str, cache_dir: Path | None, follow_replaced
     configure_logging(verbose, quiet, TerminalLog(terminal))
     reporter = ProgressReporter(terminal, 30.0)
     try:
-        network = NetworkSpec(base_url=base_url, api_key=read_api_key(api_key, api_key_file))
+        network = NetworkSpec(base_url=base_url, api_key=read_api_key(api_key, api_key_file),
+                              requests_per_second=rate)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     try:

@@ -19,6 +19,14 @@ from bulkgene.errors import EXIT_OK, BulkgeneError, ConfigError
 F = TypeVar("F", bound=Callable[..., object])
 
 
+def rate_option(function: F) -> F:
+    """``--rate`` for commands that go on with a run (retry, explain --follow-replaced)."""
+    return click.option(
+        "--rate", type=float, default=None,
+        help="A fixed requests/s ceiling for this process alone, as fetch's. [default: the "
+        "key's budget, shared live]")(function)
+
+
 def add_option(function: F) -> F:
     """fetch's ``--add``: the INPUTs are IDs to add to the finished run in --out."""
     return click.option(
@@ -42,13 +50,14 @@ Exit codes as fetch: 0 when every GeneID is found or missing with a reason.
 @click.command(epilog=RETRY_EXAMPLES)
 @click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False), metavar="DIR")
 @server_options
+@rate_option
 @click.option("--progress/--no-progress", default=None,
               help="A live bar on a terminal, a plain line every 30 s elsewhere. "
               "[default: on, unless -q]")
 @click.option("-q", "--quiet", count=True, help="Less logging (-qq: errors only).")
 @click.option("-v", "--verbose", count=True, help="More logging.")
 def retry(out_dir: Path, base_url: str, api_key_file: Path | None, api_key: str | None,
-          progress: bool | None, quiet: int, verbose: int) -> None:
+          rate: float | None, progress: bool | None, quiet: int, verbose: int) -> None:
     """Fetch again the GeneIDs of a finished run that ended failed or REJECTED_BY_SERVER.
 
     A server that refused some GeneIDs yesterday may answer them today. Their rows leave
@@ -61,7 +70,8 @@ def retry(out_dir: Path, base_url: str, api_key_file: Path | None, api_key: str 
     configure_logging(verbose, quiet, TerminalLog(terminal))
     reporter = ProgressReporter(terminal, 30.0)
     try:
-        network = NetworkSpec(base_url=base_url, api_key=read_api_key(api_key, api_key_file))
+        network = NetworkSpec(base_url=base_url, api_key=read_api_key(api_key, api_key_file),
+                              requests_per_second=rate)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     from bulkgene.run import growth

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 import pytest
@@ -56,7 +57,10 @@ def test_a_whole_rewrite(tmp_path: Path, committed: Checkpoint) -> None:
     def update(state: Checkpoint) -> None:
         state.totals.missing_not_in_history = 2
 
-    new = rewrite.replace(tmp_path, committed, {MISSING_NAME: lambda h: h.write(NEW)}, update)
+    def write(handle: BinaryIO) -> None:
+        handle.write(NEW)
+
+    new = rewrite.replace(tmp_path, committed, {MISSING_NAME: write}, update)
     assert agree(tmp_path, new) == NEW
     assert new.totals.missing_not_in_history == 2
     assert ckpt.load(tmp_path) == new

@@ -137,3 +137,22 @@ def test_a_split_array_task_and_a_plain_fetch_on_one_key_share_its_budget(
     arrivals = served(emulator.state.arrivals())
     assert not [a for a in arrivals if a.status == 429], "together within the key's budget"
     assert max_in_window([a.t for a in arrivals]) <= 10
+
+
+def test_status_never_lists_a_lease_of_a_dead_process_on_this_host(
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    """A killed run's lease was listed as sharing the budget until its heartbeat aged out."""
+    emulator = make_emulator(latency_s=0.2)
+    env = cli_env(emulator.base_url, NCBI_API_KEY=KEY)
+    out = tmp_path / "out"
+    run = _start(write_ids(tmp_path / "ids.txt", range(1, 2001)), out, env)
+    try:
+        wait_for_lease(Path(env["BULKGENE_BUDGET_DIR"]))
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=30)
+    assert any(Path(env["BULKGENE_BUDGET_DIR"]).rglob("*" + LEASE_SUFFIX)), "left behind"
+    shown = invoke_cli("status", str(out), "--json", env=env)
+    assert b'"budget_leases": []' in shown.stdout, shown.stdout.decode()
+    table = invoke_cli("status", str(out), env=env).stdout.decode()
+    assert f"pid {run.pid}" not in table

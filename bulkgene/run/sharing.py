@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import re
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,6 +27,7 @@ from bulkgene.config import (
 )
 from bulkgene.layout import BUDGET_DIR_NAME
 from bulkgene.net.pacer import INITIAL_MARGIN_S, AdaptiveRateLimiter
+from bulkgene.processes import process_alive
 
 log = logging.getLogger("bulkgene")
 BUDGET_DIR_ENV = "BULKGENE_BUDGET_DIR"
@@ -128,7 +130,8 @@ def leases_sharing_with(out_dir: Path) -> list[LeaseView]:
     found: list[LeaseView] = []
     for root in roots:
         for directory in sorted(root.glob("*/*")) if root.is_dir() else []:
-            leases = [view for view in list_leases(directory) if view.alive]
+            leases = [view for view in list_leases(directory) if view.alive
+                      and not _dead_here(view.record.host, view.record.pid)]
             if any(_under(view.record.out_dir, target) for view in leases):
                 found.extend(leases)
     # an array task holds a lease in two budgets (its own and the per-user one): show it once
@@ -140,6 +143,12 @@ def leases_sharing_with(out_dir: Path) -> list[LeaseView]:
             seen.add(owner)
             unique.append(view)
     return unique
+
+
+def _dead_here(host: str, pid: int) -> bool:
+    """A lease of a process on this host that is gone: its heartbeat may look fresh for
+    seconds yet, but the process table says at once."""
+    return host == socket.gethostname() and not process_alive(pid)
 
 
 def _under(path: str, directory: str) -> bool:

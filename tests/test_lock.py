@@ -88,7 +88,7 @@ def test_simultaneous_starts_give_exactly_one_holder(tmp_path: Path) -> None:
             winners = [pid for pid, answer in answers.items() if answer == "won"]
             assert len(winners) == 1, f"round {round_number}: {len(winners)} holders: {answers}"
             holder = read_lock(directory)
-            assert holder is not None and holder["pid"] == winners[0]
+            assert holder is not None and holder.pid == winners[0]
             for pid, answer in answers.items():
                 if pid != winners[0]:
                     assert f"pid {winners[0]} on {socket.gethostname()}" in answer, answer
@@ -115,7 +115,7 @@ def test_a_dead_process_lock_on_this_host_is_taken_over(tmp_path: Path,
         lock.acquire()
     assert f"stale lock of pid {NO_SUCH_PID}" in caplog.text
     holder = read_lock(tmp_path)
-    assert holder is not None and holder["pid"] == os.getpid()
+    assert holder is not None and holder.pid == os.getpid()
     lock.release()
     assert list(tmp_path.iterdir()) == []
 
@@ -279,7 +279,7 @@ def test_a_lock_naming_a_recycled_pid_is_stale_when_its_flock_is_free(tmp_path: 
         lock = RunLock(tmp_path)
         lock.acquire()
         holder = read_lock(tmp_path)
-        assert holder is not None and holder["pid"] == os.getpid()
+        assert holder is not None and holder.pid == os.getpid()
         lock.release()
     finally:
         sleeper.kill()

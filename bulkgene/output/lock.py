@@ -35,8 +35,9 @@ import socket
 import stat
 import time
 from pathlib import Path
+from typing import Annotated
 
-import orjson
+import msgspec
 
 from bulkgene import durable
 from bulkgene.errors import StateError
@@ -53,19 +54,25 @@ _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, er
 log = logging.getLogger("bulkgene")
 
 
-def parse_lock(raw: bytes) -> dict[str, object] | None:
+class LockHolder(msgspec.Struct, frozen=True):
+    """What a lock file says of the run holding it."""
+
+    host: str
+    pid: Annotated[int, msgspec.Meta(gt=0)]
+    started: float = 0.0
+    token: str = ""
+    flock: bool = False  # it holds an flock on the lock file for its whole life
+
+
+def parse_lock(raw: bytes) -> LockHolder | None:
     """The holder a lock file names; None unless it is complete (JSON with a host and a pid)."""
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        return msgspec.json.decode(raw, type=LockHolder)
+    except msgspec.DecodeError:
         return None
-    if (isinstance(data, dict) and isinstance(data.get("host"), str)
-            and type(data.get("pid")) is int and data["pid"] > 0):
-        return data
-    return None
 
 
-def read_lock(directory: Path) -> dict[str, object] | None:
+def read_lock(directory: Path) -> LockHolder | None:
     try:
         raw = durable.read_bytes(directory / LOCK_NAME)
     except OSError:
@@ -73,18 +80,17 @@ def read_lock(directory: Path) -> dict[str, object] | None:
     return parse_lock(raw)
 
 
-def _judge(holder: dict[str, object], flock_free: bool) -> bool | None:
+def _judge(holder: LockHolder, flock_free: bool) -> bool | None:
     """Whether the holder a lock names runs: True/False on this host, None elsewhere.
 
     Called when its flock is free (``flock_free``) or can't be asked: a holder that took
     the flock (the file says so) would still hold it, so its pid is someone else's now.
     """
-    if holder.get("host") != socket.gethostname():
+    if holder.host != socket.gethostname():
         return None
-    pid = holder.get("pid")
-    if not (isinstance(pid, int) and process_alive(pid)):
+    if not process_alive(holder.pid):
         return False
-    return not (flock_free and holder.get("flock") is True)
+    return not (flock_free and holder.flock)
 
 
 def _try_flock(fd: int, operation: int) -> bool | None:
@@ -165,8 +171,8 @@ class RunLock:
         self._token = ""
 
     def _record(self, token: str, flocked: bool) -> bytes:
-        return orjson.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                             "started": time.time(), "token": token, "flock": flocked})
+        return msgspec.json.encode(LockHolder(socket.gethostname(), os.getpid(), time.time(),
+                                              token, flocked))
 
     def acquire(self) -> None:
         self._close()  # a lock re-taken (after --restart moved the old one away)
@@ -248,7 +254,7 @@ class RunLock:
                     f"pid): another bulkgene may be starting on {self.path.parent} right now, "
                     "or an old version was killed while writing it. If no bulkgene is running "
                     f"there, delete {self.path} and run again")
-            where = f"pid {holder['pid']} on {holder['host']}"
+            where = f"pid {holder.pid} on {holder.host}"
             alive = True if flock is False else _judge(holder, flock_free=flock is True)
             if alive:
                 raise StateError(f"another bulkgene ({where}) is already writing to "
@@ -298,8 +304,9 @@ class RunLock:
 
     def release(self) -> None:
         if self._held is not None:
-            if self._is(self._held) and (read_lock(self.path.parent) or {}).get(
-                    "token") == self._token:  # the inode alone may be a new file's, reused
+            holder = read_lock(self.path.parent)
+            # the inode alone may be a new file's, reused: the token says it is ours
+            if self._is(self._held) and holder is not None and holder.token == self._token:
                 self.path.unlink(missing_ok=True)
             self._held = None
         self._close()  # the flock goes last: the name is gone before the lock is free

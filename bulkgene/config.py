@@ -355,8 +355,14 @@ class DownloadConfig:
     column: str | None = None  # --column: 1-based number or header name; None finds GeneID
     # a fresh run into an --out that holds files of someone else's: only when asked for
     allow_other_files: bool = False
+    # growing a finished run (run/growth.py): the inputs are IDs to add to it (--add), or
+    # there are none and the run goes on from its own plan (retry, --follow-replaced)
+    add: bool = False
+    from_directory: bool = False
 
     def __post_init__(self) -> None:
+        if self.add and (self.restart or self.from_directory):
+            raise ConfigError("--add grows the run in --out: it can't go with --restart")
         # easy mistakes in library code, read as meant: one path for a tuple of them, a str
         # for a Path (a str as ``inputs`` was read letter by letter: "cannot read input 'i'")
         if isinstance(self.inputs, (str, os.PathLike)):
@@ -374,7 +380,7 @@ class DownloadConfig:
             if not isinstance(self.out_dir, os.PathLike):
                 raise ConfigError(f"out_dir must be a directory path, not {self.out_dir!r}")
             object.__setattr__(self, "out_dir", Path(os.fspath(self.out_dir)))
-        if not self.inputs:
+        if not self.inputs and not self.from_directory:
             raise ConfigError("no input given: name at least one GeneID file, or - for stdin")
         if self.out_dir.resolve() == Path(self.out_dir.resolve().anchor):
             raise ConfigError(f"the output directory {str(self.out_dir)!r} is the root "
@@ -424,3 +430,22 @@ class DownloadConfig:
         params["task_index"] = self.task.index
         params["task_count"] = self.task.count
         return params
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], out_dir: Path, network: NetworkSpec,
+                    **settings: Any) -> DownloadConfig:
+        """The config that goes on with a run whose checkpoint holds ``params`` (what
+        ``fingerprint_params`` gave), from its own plan: ``retry``, ``--follow-replaced``.
+        ``network`` says how to reach the server (which must be the run's)."""
+        groups: list[Any] = []
+        for group in (ApiQuery, OutputSpec):
+            values: dict[str, Any] = {
+                item.name: (tuple(params[item.name]) if isinstance(params[item.name], list)
+                            else params[item.name])
+                for item in fields(group)
+                if item.metadata.get("fingerprint", True) and item.name in params}
+            groups.append(group(**values))
+        task = TaskSpec(int(params.get("task_index", 0)), int(params.get("task_count", 1)))
+        return cls(inputs=(), out_dir=out_dir, query=groups[0], output=groups[1],
+                   network=network, task=task, column=params.get("column"),
+                   from_directory=True, **settings)

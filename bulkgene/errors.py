@@ -11,9 +11,10 @@ Every error says what happened and what to do next.
     ├── BudgetError                the key's shared rate budget can't be kept (exit 1)
     │   ├── FingerprintMismatch    input or parameters changed since the checkpoint
     │   └── CorruptCheckpoint      the checkpoint or a shard doesn't match what was committed
-    └── FatalHTTPError             the server refused us in a way retries can't fix (exit 1)
-        ├── AuthError              401/403: bad key or a blocked IP
-        └── OutageError            every request failed for too long
+    ├── FatalHTTPError             the server refused us in a way retries can't fix (exit 1)
+    │   ├── AuthError              401/403: bad key or a blocked IP
+    │   └── OutageError            every request failed for too long
+    └── HistoryError               NCBI's gene_history could not be had or read (exit 1)
 
 Malformed input lines and unreachable batches are *not* exceptions: they are recorded
 (rejects.tsv, failed batches) and the run goes on.
@@ -96,3 +97,7 @@ class AuthError(FatalHTTPError):
 
 class OutageError(FatalHTTPError):
     """Every request failed for longer than the outage limit."""
+
+
+class HistoryError(BulkgeneError):
+    """NCBI's gene_history file could not be downloaded, or what came is not that file."""

@@ -157,6 +157,8 @@ REGISTRY: dict[tuple[str, str], Runs | Elsewhere] = {
     ("Usage", "bulkgene fetch INPUT... --out DIR [options]"): Runs("test_usage_synopses"),
     ("Usage", "bulkgene status DIR [--json]"): Runs("test_usage_synopses"),
     ("Usage", "bulkgene verify DIR"): Runs("test_usage_synopses"),
+    ("Usage", "bulkgene explain DIR [--follow-replaced]"): Runs("test_usage_synopses"),
+    ("Usage", "bulkgene retry DIR"): Runs("test_usage_synopses"),
     ("Usage", "bulkgene export DIR --to FILE [--fields F,...]"): Runs("test_usage_synopses"),
     ("Usage", "bulkgene doctor [--json]"): Runs("test_usage_synopses"),
     ("Usage", "bulkgene demo [--out DIR]"): Runs("test_usage_synopses"),
@@ -297,7 +299,8 @@ def place(tmp_path: Path) -> Place:
         (shims / name).write_text(f'#!/bin/sh\nexec {program} "$@"\n')
         (shims / name).chmod(0o755)
     env = {k: v for k, v in os.environ.items()
-           if k not in ("NCBI_API_KEY", "BULKGENE_BASE_URL", "SSL_CERT_FILE")
+           if k not in ("NCBI_API_KEY", "BULKGENE_BASE_URL", "SSL_CERT_FILE", "BULKGENE_HISTORY",
+                        "BULKGENE_CACHE_DIR")
            and k.lower() not in ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
            and not k.startswith("SLURM_")}
     env["PATH"] = os.pathsep.join([str(shims), str(Path(sys.executable).parent), env["PATH"]])
@@ -310,6 +313,9 @@ def ncbi(make_emulator: EmulatorFactory, place: Place) -> EmulatorThread:
     """The emulator as NCBI was recorded (rate limit on), where the README's commands go."""
     emulator = make_emulator(rate_limit=True)
     place.env["BULKGENE_BASE_URL"] = emulator.base_url
+    # `bulkgene explain` reads NCBI's gene_history: the emulator's, cached in the test's tree
+    place.env["BULKGENE_HISTORY"] = emulator.history_url
+    place.env["BULKGENE_CACHE_DIR"] = str(place.root.parent / "cache")
     return emulator
 
 
@@ -371,7 +377,7 @@ def test_usage_synopses(place: Place, ncbi: EmulatorThread) -> None:
     fills = {"INPUT...": "sample_inputs/human_genes.txt", "DIR": "genes", " [options]": "",
              "FILE": "genes.tsv", "F,...": "gene-id,symbol"}
     synopses = commands_of("test_usage_synopses")
-    assert len(synopses) == 6
+    assert len(synopses) == 8
     instances: list[str] = []
     for synopsis in synopses:
         text = synopsis.key
@@ -389,6 +395,9 @@ def test_usage_synopses(place: Place, ncbi: EmulatorThread) -> None:
     assert "complete" in by_command["bulkgene status genes"].stdout
     assert orjson.loads(by_command["bulkgene status genes --json"].stdout)
     assert by_command["bulkgene verify genes"].stdout.startswith("ok:")
+    assert "explained" in by_command["bulkgene explain genes"].stderr
+    assert "followed" in by_command["bulkgene explain genes --follow-replaced"].stderr
+    assert "fetching again 0 refused GeneIDs" in by_command["bulkgene retry genes"].stderr
     assert "wrote" in by_command["bulkgene export genes --to genes.tsv --fields gene-id,symbol"].stderr
     assert "a fetch would work" in by_command["bulkgene doctor"].stdout
     assert orjson.loads(by_command["bulkgene doctor --json"].stdout)
@@ -448,10 +457,12 @@ def test_side_reports_shown(place: Place) -> None:
     [result] = place.run_ok(as_run([command]))
     # which missing IDs come first follows the order batches commit in, so the rows the README
     # shows are checked to be in the files, and head's output to have the same shape
-    shape = [re.sub(r"^\d+\t\S+$", "<row>", line) for line in command.shown]
-    assert [re.sub(r"^\d+\t\S+$", "<row>", line) for line in result.stdout.splitlines()] == shape
-    files = {"missing": (place.root / "genes" / "missing.tsv").read_text().splitlines(),
-             "replaced": (place.root / "genes" / "replaced.tsv").read_text().splitlines()}
+    # (a row's empty explanation fields end it in tabs, which the README doesn't show)
+    shape = [re.sub(r"^\d+\t.*$", "<row>", line) for line in command.shown]
+    assert [re.sub(r"^\d+\t.*$", "<row>", line) for line in result.stdout.splitlines()] == shape
+    files = {name: [line.rstrip("\t") for line in
+                    (place.root / "genes" / f"{name}.tsv").read_text().splitlines()]
+             for name in ("missing", "replaced")}
     current = ""
     for line in command.shown:
         if line.startswith("==>"):

@@ -53,6 +53,8 @@ def status(out_dir: Path, as_json: bool, budget_dir: Path | None) -> None:
         print_out(status_module.as_json(statuses, leases, whole_array).decode(), nl=False)
         return
     print_out(status_module.as_table(statuses))
+    if history := status_module.history_line(statuses):
+        print_out(history)
     if leases:
         print_out(status_module.leases_table(leases))
     elif hint := status_module.no_lease_hint(statuses, status_roots(out_dir, budget_dir)):
@@ -145,8 +147,10 @@ def demo(out_dir: Path | None) -> None:
     terminal = Terminal(sys.stderr, live=sys.stderr.isatty())
     configure_logging(0, 0, TerminalLog(terminal))
     try:
-        summary = run_demo(target, ProgressReporter(terminal, 5.0))
+        summary, explained = run_demo(target, ProgressReporter(terminal, 5.0))
         print_out(SYNTHETIC_NOTE)
+        if explained is not None:
+            print_out(f"bulkgene demo: {explained}")
         if out_dir is not None:
             report_end(summary)
             print_out(how_to_look(out_dir))

@@ -17,7 +17,9 @@ import click
 from bulkgene.cli import commands
 from bulkgene.cli.console import configure_logging, print_out, read_api_key, report_end
 from bulkgene.cli.doctor import doctor
+from bulkgene.cli.explain import AfterFetch, explain, explain_fetch_options, finish_fetch
 from bulkgene.cli.export import export
+from bulkgene.cli.grow import add_option, retry
 from bulkgene.cli.options import FINITE, FiniteRange, OutDir, server_options
 from bulkgene.cli.progress import ProgressReporter, Terminal, TerminalLog
 from bulkgene.config import (
@@ -76,6 +78,8 @@ Examples:
   bulkgene fetch ids.txt --out genes/ --endpoint dataset-report --record gene --compress gzip
   bulkgene fetch ids.txt --out table/ --format tsv --table-field gene-id --table-field symbol
   bulkgene fetch ids.txt --out genes/   # run it again after a kill: it resumes
+  bulkgene fetch ids.txt --out genes/ --explain --follow-replaced   # why missing; successors
+  bulkgene fetch more_ids.txt --out genes/ --add   # grow a finished run by the new IDs only
   sbatch --array=0-3%2 fetch.sbatch      # with --split slurm: a quarter each, genes/task-000N/
 
 \b
@@ -204,6 +208,8 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
 @click.option("--dry-run", is_flag=True,
               help="Read and check the input, print counts, batches and the time the rate "
               "implies; send nothing, write nothing.")
+@add_option
+@explain_fetch_options
 @click.option("-q", "--quiet", count=True, help="Less logging (-qq: errors only).")
 @click.option("-v", "--verbose", count=True, help="More logging.")
 def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: str,
@@ -221,7 +227,8 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
           outage_after: float, task_index: int | None,
           task_count: int | None, split_mode: str | None, restart: bool,
           allow_other_files: bool, progress: bool | None,
-          progress_interval: float, dry_run: bool, quiet: int, verbose: int) -> None:
+          progress_interval: float, dry_run: bool, quiet: int, verbose: int, add: bool,
+          after_fetch: AfterFetch) -> None:
     """Download the gene reports of every GeneID in INPUT... (files, .gz, or - for stdin).
 
     One GeneID per line: the first field of a tab-, comma- or space-separated line, or the
@@ -240,7 +247,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
     configure_logging(verbose, quiet, TerminalLog(terminal))
     try:
         config = DownloadConfig(
-            inputs=inputs, out_dir=out_dir, column=column, restart=restart,
+            inputs=inputs, out_dir=out_dir, column=column, restart=restart, add=add,
             allow_other_files=allow_other_files,
             query=ApiQuery(
                 endpoint=endpoint, format=output_format, returned_content=returned_content,
@@ -291,7 +298,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
     reporter.close()
     # the resume command names the copies of read-once inputs, not the pipes
     report_end(summary, _naming_spools(sys.argv[1:], spools) if spools else None)
-    sys.exit(summary.exit_code)
+    sys.exit(finish_fetch(after_fetch, config, summary, terminal, reporter, show_progress))
 
 
 def _naming_spools(args: list[str], spools: dict[int, Path]) -> list[str]:
@@ -349,5 +356,5 @@ def _human_time(seconds: float) -> str:
 
 
 for command in (commands.status, commands.verify, export, commands.demo, commands.emulate,
-                doctor):
+                doctor, explain, retry):
     main.add_command(command)

@@ -74,9 +74,10 @@ is unrecorded (docs/ncbi-api.md §6), and an answer that took 0.7 s carries, in 
 reading, our own later requests in its count. So the server's count (limit - remaining) is
 compared with the most of our requests that it let in (not those it answered 429) any
 one-second window (widened by the margin on both sides) held between the request's send
-and its answer's arrival, plus our lease peers' share. An answer that counts more than one request beyond that shows another
-process on the key; two such answers within 10 s show it. Then an answer with the window
-full (``Remaining: 0``) makes everyone pause until that window has passed.
+and its answer's arrival, plus our lease peers' share. An answer that counts more than one
+request beyond that shows another process on the key; two such answers within 10 s show it.
+Then an answer with the window full (``Remaining: 0``) makes everyone pause until that
+window has passed.
 
 The rate adapts (AIMD): the halvings above; each ``recovery_period_s`` without a 429 the
 rate climbs back by a tenth of the ceiling up to 90 % of the rate that was throttled, then

@@ -18,6 +18,9 @@ GeneID, retired endpoints, arrival jitter, and bring back the older guesses (pag
 total on every page, 400 for bad tokens, rate headers on 429s only). Faults are drawn per
 request from a seeded RNG. Every request is logged (never the key) for tests to assert on.
 
+It also serves NCBI's ``/gene/DATA/gene_history.gz`` consistent with its universe, at the
+root as NCBI's FTP host does (testing/history.py), outside the API's rate limit.
+
 Control endpoints (not part of NCBI's API): ``GET /_emulator/arrivals``,
 ``POST /_emulator/reset``, ``POST /_emulator/outage?status=503``, ``DELETE /_emulator/outage``
 and ``POST /_emulator/path?arrival_jitter_ms=150&remaining_counted_at=answer`` (a path that
@@ -36,6 +39,7 @@ from aiohttp import web
 
 from bulkgene.testing import tabular
 from bulkgene.testing.faults import faulty
+from bulkgene.testing.history import HISTORY_PATH, gene_history
 from bulkgene.testing.requests import (
     SORT_DIRECTIONS,
     SORT_FIELDS,
@@ -411,6 +415,7 @@ def create_app(config: EmulatorConfig | None = None,
                         name="gene_metadata_by_post")
     app.router.add_post(API_PREFIX + "/gene/dataset_report", gene_dataset_report,
                         name="gene_dataset_report")
+    app.router.add_get(HISTORY_PATH, gene_history)  # as NCBI's FTP host, at the root
     app.router.add_get("/redirect/{tail:.*}", redirect)
     app.router.add_get("/_emulator/arrivals", arrivals)
     app.router.add_post("/_emulator/reset", reset)

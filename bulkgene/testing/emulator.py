@@ -17,6 +17,9 @@ the older guesses (page messages, total on every page, 400 for bad tokens, rate 
 429s only). Faults are drawn per request from a seeded RNG. Every request is logged (never
 the key) for tests to assert on.
 
+The taxon routes (``/gene/taxon/{taxon}/dataset_report``, ``/counts``, ``taxon`` in a POST
+body) are in testing/taxon_routes.py, behind the same admission (testing/admission.py).
+
 Control endpoints (not part of NCBI's API): ``GET /_emulator/arrivals``,
 ``POST /_emulator/reset``, ``POST /_emulator/outage?status=503`` and ``DELETE /_emulator/outage``.
 """
@@ -57,6 +60,7 @@ from bulkgene.testing.state import (
     json_response,
     page_body,
 )
+from bulkgene.testing.taxon_routes import add_taxon_routes, taxon_by_body
 from bulkgene.testing.universe import Content, Fate, GeneUniverse
 
 __all__ = ["API_PREFIX", "ENDPOINTS", "FAULTS", "STATE_KEY", "Arrival", "EmulatorConfig",
@@ -117,7 +121,14 @@ async def gene_dataset_reports_by_id(request: web.Request) -> web.StreamResponse
 
 
 async def gene_dataset_report(request: web.Request) -> web.StreamResponse:
-    """``POST /gene/dataset_report`` (and the deprecated ``POST /gene``): the same, by body."""
+    """``POST /gene/dataset_report`` (and the deprecated ``POST /gene``): the same, by body;
+    a body that names a ``taxon`` and no GeneIDs pages that taxon's genes."""
+    try:
+        body = await request.json(loads=orjson.loads)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("taxon") and not body.get("gene_ids"):
+        return await taxon_by_body(request, body)
     return await _serve(request, await query_from_post(request))
 
 
@@ -316,6 +327,7 @@ def create_app(config: EmulatorConfig | None = None,
                         name="gene_metadata_by_post")
     app.router.add_post(API_PREFIX + "/gene/dataset_report", gene_dataset_report,
                         name="gene_dataset_report")
+    add_taxon_routes(app.router)
     app.router.add_get("/redirect/{tail:.*}", redirect)
     app.router.add_get("/_emulator/arrivals", arrivals)
     app.router.add_post("/_emulator/reset", reset)

@@ -8,9 +8,11 @@ Every error says what happened and what to do next.
     ├── StateError                 the output directory can't be resumed safely (exit 1)
     │   ├── FingerprintMismatch    input or parameters changed since the checkpoint
     │   └── CorruptCheckpoint      the checkpoint or a shard doesn't match what was committed
-    └── FatalHTTPError             the server refused us in a way retries can't fix (exit 1)
-        ├── AuthError              401/403: bad key or a blocked IP
-        └── OutageError            every request failed for too long
+    ├── FatalHTTPError             the server refused us in a way retries can't fix (exit 1)
+    │   ├── AuthError              401/403: bad key or a blocked IP
+    │   └── OutageError            every request failed for too long
+    ├── ListingIncomplete          a taxon's GeneIDs could not all be listed; re-run (exit 3)
+    └── Interrupted                a signal stopped the run before its fetch began (exit 75)
 
 Malformed input lines and unreachable batches are *not* exceptions: they are recorded
 (rejects.tsv, failed batches) and the run goes on.
@@ -72,3 +74,16 @@ class AuthError(FatalHTTPError):
 
 class OutageError(FatalHTTPError):
     """Every request failed for longer than the outage limit."""
+
+
+class ListingIncomplete(BulkgeneError):
+    """A taxon's page chain failed after every attempt; what was listed is kept, and a
+    re-run goes on from the last page committed."""
+
+    exit_code = EXIT_FAILED_BATCHES
+
+
+class Interrupted(BulkgeneError):
+    """SIGTERM/SIGINT/SIGHUP arrived while the taxa were being listed: state is safe."""
+
+    exit_code = EXIT_INTERRUPTED

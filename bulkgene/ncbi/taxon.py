@@ -15,14 +15,15 @@ from typing import Any
 
 import msgspec
 
+from bulkgene.config import GENE_TYPES
 from bulkgene.ncbi.pages import InvalidPage
 from bulkgene.ncbi.requests import PageRequest
 
 TAXON_PAGE_SIZE = 1000
 MAX_GENE_ID = 2**31 - 1
-# the API's v2GeneType values (docs/ncbi-gene-taxon.md), in the spec's order
-GENE_TYPES = ("UNKNOWN", "tRNA", "rRNA", "snRNA", "scRNA", "snoRNA", "PROTEIN_CODING", "PSEUDO",
-              "TRANSPOSON", "miscRNA", "ncRNA", "BIOLOGICAL_REGION", "OTHER")
+__all__ = ["GENE_TYPES", "NOTHING_FOUND", "TAXON_PAGE_SIZE", "Notice", "TaxonPage",
+           "parse_taxon_counts", "parse_taxon_page", "taxon_counts_request",
+           "taxon_page_request"]
 NOTHING_FOUND = "NOTHING_FOUND"  # the reason for a taxon answered by {} or no reports
 
 

@@ -2,7 +2,7 @@
 
 The server admits a request unless ``limit`` requests already arrived in the second before
 it, and answers every request with ``X-RateLimit-Limit`` and ``X-RateLimit-Remaining`` (as
-real NCBI does, API-FACTS §11). Nothing sleeps: the event loop jumps to the next timer.
+real NCBI does, docs/ncbi-api.md §6). Nothing sleeps: the event loop jumps to the next timer.
 
     python bench/pacer_sim.py                 # 10/s, delay spread 0 / 20 / 50 ms, 120 s each
     python bench/pacer_sim.py --foreign 4     # plus another process using 4/s of the same key

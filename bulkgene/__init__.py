@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from bulkgene.config import (
@@ -25,12 +24,8 @@ from bulkgene.errors import (
     OutageError,
     StateError,
 )
-from bulkgene.run.summary import Summary
-
-try:
-    __version__ = version("bulkgene")
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0+unknown"
+from bulkgene.model import Summary
+from bulkgene.version import __version__
 
 if TYPE_CHECKING:
     from bulkgene.run.download import download

@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from bulkgene.errors import ConfigError
-from bulkgene.run.split import TaskSpec
+from bulkgene.layout import task_dir_name
 
 DEFAULT_BASE_URL = "https://api.ncbi.nlm.nih.gov/datasets/v2"
 MAX_IDS_PER_REQUEST = 1000
@@ -150,7 +150,7 @@ class ApiQuery:
                 "--endpoint gene-id or dataset-report for them, or leave them out")
 
     def unsupported_by(self, endpoint: str) -> list[str]:
-        """Options this query uses that ``endpoint`` can't express (API-FACTS §1)."""
+        """Options this query uses that ``endpoint`` can't express (docs/ncbi-api.md §1)."""
         if endpoint != "gene-id-report":
             return []
         return [name for name, value in (("--locus-tag", self.locus_tags),
@@ -274,6 +274,34 @@ class NetworkSpec:
         """Scheme and host of the base URL: which server filled a directory."""
         url = urlsplit(self.base_url)
         return f"{url.scheme}://{url.hostname}"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """This process's share of the batches."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ConfigError(f"task index {self.index} of {self.count} is out of range: "
+                              "--task-index must be 0..--task-count - 1")
+
+    def takes(self, batch_index: int) -> bool:
+        return batch_index % self.count == self.index
+
+    def share(self, requested: int, batch_size: int) -> tuple[int, int]:
+        """How many batches and IDs this task takes of ``requested`` unique IDs."""
+        all_batches = -(-requested // batch_size)
+        batches = range(self.index, all_batches, self.count)
+        last_size = requested - batch_size * (all_batches - 1) if all_batches else 0
+        ids = sum(last_size if b == all_batches - 1 else batch_size for b in batches)
+        return len(batches), ids
+
+    def directory(self, out_dir: Path) -> Path:
+        """Where this task writes: DIR itself alone, DIR/task-000i/ in an array."""
+        return out_dir if self.count == 1 else out_dir / task_dir_name(self.index)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import signal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bulkgene.run.summary import Summary
+    from bulkgene.model import Summary
 
 EXIT_OK = 0  # every requested ID found or missing with a reason
 EXIT_FATAL = 1  # the message says what to do

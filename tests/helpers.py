@@ -213,7 +213,7 @@ def served(arrivals: list[Arrival]) -> list[Arrival]:
 
 def rewrite_checkpoint(out_dir: Path, change: Any) -> None:
     """Edit ``checkpoint.json`` as someone outside bulkgene would, checksum made to match."""
-    from bulkgene.run.checkpoint import content_checksum
+    from bulkgene.output.checkpoint import content_checksum
 
     path = out_dir / "checkpoint.json"
     state = orjson.loads(path.read_bytes())
@@ -227,7 +227,7 @@ def wait_for_commits(out_dir: Path, batches: int = 1, deadline_s: float = 60) ->
     """Return once ``out_dir``'s checkpoint shows ``batches`` committed batches (a fresh run's
     checkpoint exists before anything is sent, so its existence proves nothing)."""
     from bulkgene.errors import CorruptCheckpoint
-    from bulkgene.run.checkpoint import load
+    from bulkgene.output.checkpoint import load
 
     give_up = time.monotonic() + deadline_s
     while time.monotonic() < give_up:

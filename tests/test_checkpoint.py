@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from bulkgene.errors import CorruptCheckpoint, FingerprintMismatch, StateError
-from bulkgene.run import checkpoint as ckpt
-from bulkgene.run.checkpoint import Checkpoint
+from bulkgene.output import checkpoint as ckpt
+from bulkgene.output.checkpoint import Checkpoint, InputFile
 
 
 def _fresh() -> Checkpoint:
-    return Checkpoint(fingerprint="f", params={"batch_size": 10}, inputs=[{"name": "a", "digest": "d"}])
+    return Checkpoint(fingerprint="f", params={"batch_size": 10}, inputs=[InputFile("a", "d")])
 
 
 def test_watermark_advances_over_committed_and_failed_batches() -> None:
@@ -60,7 +60,7 @@ def test_corrupt_checkpoint_is_an_error_with_instructions(tmp_path: Path) -> Non
 def test_mismatch_names_the_changed_parameter() -> None:
     state = _fresh()
     params = {"batch_size": 20}
-    inputs = [{"name": "a", "digest": "d"}]
+    inputs = [InputFile("a", "d")]
     with pytest.raises(FingerprintMismatch, match="batch_size: was 10, now 20"):
         ckpt.check_compatible(state, params, inputs, ckpt.fingerprint(params, ["d"]))
 

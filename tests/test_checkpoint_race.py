@@ -22,10 +22,10 @@ import aiohttp
 import pytest
 from helpers import make_config, write_ids
 
+from bulkgene.layout import CHECKPOINT_NAME
 from bulkgene.model import Batch, BatchFailure, BatchOutcome, BatchResult, Record
 from bulkgene.net.client import GeneClient
 from bulkgene.net.pacer import AdaptiveRateLimiter
-from bulkgene.output.layout import CHECKPOINT_NAME
 from bulkgene.run.pipeline import Pipeline
 from bulkgene.run.prepare import prepare
 
@@ -73,7 +73,7 @@ async def test_the_loop_iterates_the_checkpoint_through_a_commit_in_flight(
     try:
         async with aiohttp.ClientSession() as session:  # never sends: no batch is fetched
             run = Pipeline(config, prepared, GeneClient(session, AdaptiveRateLimiter(10.0), config),
-                       progress=None)
+                       on_progress=None)
             first: list[BatchResult] = [_found(0), _failed(1), _found(2), _failed(3),
                                         _found(5)]
             await run._commit(first)
@@ -94,7 +94,7 @@ async def test_the_loop_iterates_the_checkpoint_through_a_commit_in_flight(
             # the write is paused mid-flight: the loop reads what a progress snapshot reads
             reading: list[Iterator[object]] = [iter(checkpoint.failed),
                                                iter(checkpoint.done_above),
-                                               iter(checkpoint.totals.items())]
+                                               iter(checkpoint.file_lengths.items())]
             seen = [next(iterator) for iterator in reading]
             assert run.snapshot(1.0, 0).batches_failed == 2
             assert prepared.checkpoint is checkpoint and checkpoint.to_bytes() == before
@@ -115,6 +115,6 @@ async def test_the_loop_iterates_the_checkpoint_through_a_commit_in_flight(
     assert adopted is not checkpoint, "the loop adopted a new checkpoint after the save"
     assert adopted.failed == {4: BATCH_IDS}
     assert [adopted.is_committed(b) for b in range(7)] == [True] * 4 + [False] + [True] * 2
-    assert adopted.totals["found"] == 6 * BATCH_IDS
+    assert adopted.totals.found == 6 * BATCH_IDS
     saved = (config.work_dir / CHECKPOINT_NAME).read_bytes()
     assert saved != saved_before and saved == adopted.to_bytes()

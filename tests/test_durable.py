@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from helpers import cli_env, invoke_cli, rewrite_checkpoint, write_ids
 
+from bulkgene import durable
 from bulkgene.errors import StateError
-from bulkgene.output import durable
 from bulkgene.testing import EmulatorThread
 
 PRECIOUS = b"precious data that is not bulkgene's\n"

@@ -1,4 +1,4 @@
-"""The emulator behaves as NCBI was recorded (API-FACTS §11), seen through a real aiohttp client."""
+"""The emulator behaves as NCBI was recorded (docs/ncbi-api.md), seen through a real aiohttp client."""
 
 from __future__ import annotations
 

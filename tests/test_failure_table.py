@@ -510,7 +510,7 @@ def test_a_retired_endpoint_is_replaced_by_a_current_one(retired: Reply) -> None
 # -- the page chain ----------------------------------------------------------------------
 
 def test_a_next_page_token_that_keeps_failing_restarts_the_chain_from_page_1() -> None:
-    # NCBI answers an expired or foreign page_token with 500 every time (API-FACTS §11)
+    # NCBI answers an expired or foreign page_token with 500 every time (docs/ncbi-api.md §4)
     transport = ScriptedTransport(
         ok((1, 2), total=4, next_page="t1"), status(500), status(500),
         ok((1, 2), total=4, next_page="t2"), ok((3, 4), total=4))

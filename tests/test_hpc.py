@@ -25,9 +25,10 @@ from helpers import (
     write_ids,
 )
 
+from bulkgene.config import TaskSpec
 from bulkgene.errors import ConfigError
-from bulkgene.run import checkpoint
-from bulkgene.run.split import TaskSpec, from_slurm, resolve, unsplit_array_note
+from bulkgene.output import checkpoint
+from bulkgene.run.array import from_slurm, resolve, unsplit_array_note
 from bulkgene.testing import EmulatorThread, GeneUniverse
 from bulkgene.testing.windows import max_in_window
 
@@ -134,7 +135,7 @@ def test_status_json_matches_the_checkpoints(emulator: EmulatorThread, tmp_path:
         state = checkpoint.load(Path(task["directory"]))
         assert state is not None
         assert task["batches_committed"] == state.committed_batches == 4
-        assert task["found"] == state.totals["found"] and task["records"] == state.totals["records"]
+        assert task["found"] == state.totals.found and task["records"] == state.totals.records
         assert task["batches_pending"] == 0 and task["complete"] and not task["running"]
         assert task["elapsed_s"] > 0 and task["ids_per_s"] > 0
         assert task["elapsed_s"] == round(state.updated_at - state.run_started_at, 3)

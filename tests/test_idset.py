@@ -14,7 +14,7 @@ from pyroaring import BitMap
 
 from bulkgene.input import plan as idplan
 from bulkgene.input.idset import MAX_GENE_ID, IdBitmap
-from bulkgene.output.layout import PLAN_BITMAP, PLAN_IDS, PLAN_JSON
+from bulkgene.layout import PLAN_BITMAP, PLAN_IDS, PLAN_JSON
 from bulkgene.testing import EmulatorThread
 
 

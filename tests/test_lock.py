@@ -22,8 +22,8 @@ from helpers import (
 )
 
 from bulkgene.errors import StateError
-from bulkgene.output.layout import LOCK_NAME
-from bulkgene.run.lock import RunLock, read_lock
+from bulkgene.layout import LOCK_NAME
+from bulkgene.output.lock import RunLock, read_lock
 
 NO_SUCH_PID = 2**22 + 1  # above Linux's largest pid_max
 CONTENDERS = 20
@@ -34,7 +34,7 @@ CONTENDER = r"""
 import sys
 from pathlib import Path
 from bulkgene.errors import StateError
-from bulkgene.run.lock import RunLock
+from bulkgene.output.lock import RunLock
 directory = Path(sys.argv[1])
 print("ready", flush=True)
 for line in sys.stdin:

@@ -28,7 +28,7 @@ from helpers import (
 
 import bulkgene
 from bulkgene import DownloadConfig, RetryPolicy, Timeouts
-from bulkgene.run import checkpoint as ckpt
+from bulkgene.output import checkpoint as ckpt
 from bulkgene.testing import EmulatorThread
 from bulkgene.testing.windows import max_in_window
 

@@ -1,4 +1,4 @@
-"""bulkgene against NCBI as recorded (API-FACTS §11): 404s, retired endpoints, kept-alive links."""
+"""bulkgene against NCBI as recorded (docs/ncbi-api.md): 404s, retired endpoints, kept-alive links."""
 
 from __future__ import annotations
 

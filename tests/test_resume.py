@@ -24,7 +24,7 @@ from helpers import (
     write_ids,
 )
 
-from bulkgene.run import checkpoint as ckpt
+from bulkgene.output import checkpoint as ckpt
 from bulkgene.testing import EmulatorThread
 
 

@@ -20,9 +20,8 @@ from helpers import (
 )
 
 from bulkgene.budget.record import LEASE_SUFFIX
-from bulkgene.config import Secret
+from bulkgene.config import Secret, TaskSpec
 from bulkgene.run.sharing import budget_directory, lease_directories
-from bulkgene.run.split import TaskSpec
 from bulkgene.testing.windows import max_in_window
 
 KEY = "sharing-test-key"

@@ -12,11 +12,11 @@ import pytest
 from helpers import EmulatorFactory, invoke_cli, make_config, write_ids
 
 import bulkgene
+from bulkgene.cli.progress import ProgressReporter
 from bulkgene.config import RetryPolicy
 from bulkgene.errors import BulkgeneError
-from bulkgene.run.lock import RunLock
-from bulkgene.run.progress import ProgressReporter, Snapshot
-from bulkgene.run.summary import Summary
+from bulkgene.model import Snapshot, Summary
+from bulkgene.output.lock import RunLock
 
 _IDS = range(1, 201)
 class _Recorder(ProgressReporter):
@@ -40,9 +40,11 @@ async def _fetch(make_emulator: EmulatorFactory, out: Path, faults: dict[str, fl
     source = write_ids(out.parent / "ids.txt", _IDS)
     config = make_config([str(source)], out, base_url=emulator.base_url,
                          requests_per_second=100.0, batch_size=10, concurrency=2,
-                         retry=RetryPolicy(max_attempts=1), progress_interval_s=0)
+                         retry=RetryPolicy(max_attempts=1),
+                         progress_interval_s=recorder.tick_s)
     try:
-        return await bulkgene.download(config, handle_signals=True, progress=recorder)
+        return await bulkgene.download(config, handle_signals=True,
+                                       on_progress=recorder.update)
     except BulkgeneError as exc:  # exit 3, batches failed: the account is still there
         assert exc.summary is not None
         return exc.summary

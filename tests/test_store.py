@@ -8,8 +8,8 @@ from pathlib import Path
 
 from bulkgene.input.idset import IdBitmap
 from bulkgene.model import Batch, BatchFailure, BatchOutcome, BatchResult, CommitReceipt, Record
+from bulkgene.output.checkpoint import Checkpoint
 from bulkgene.output.store import OutputStore
-from bulkgene.run.checkpoint import Checkpoint
 
 
 def _outcome(index: int, gene_ids: tuple[int, ...]) -> BatchOutcome:

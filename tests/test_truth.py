@@ -24,7 +24,7 @@ from helpers import (
 import bulkgene
 from bulkgene.config import RetryPolicy
 from bulkgene.errors import FatalHTTPError, FingerprintMismatch
-from bulkgene.run import checkpoint as ckpt
+from bulkgene.output import checkpoint as ckpt
 from bulkgene.testing import EmulatorThread
 
 FAST = RetryPolicy(max_attempts=2, backoff_base_s=0.01, backoff_cap_s=0.02, unreachable_s=0.5)
@@ -199,10 +199,10 @@ def test_status_after_a_fatal_error_says_the_error_not_interrupted(tmp_path: Pat
 
 
 def test_status_says_starting_before_the_first_commit(tmp_path: Path) -> None:
-    from bulkgene.run.status import task_status
+    from bulkgene.results.status import task_status
 
     holder = subprocess.Popen(  # a bulkgene process holding the lock, nothing committed yet
-        [sys.executable, "-c", "import sys; from bulkgene.run.lock import RunLock; "
+        [sys.executable, "-c", "import sys; from bulkgene.output.lock import RunLock; "
          f"lock = RunLock(__import__('pathlib').Path({str(tmp_path)!r})); lock.acquire(); "
          "print('held', flush=True); sys.stdin.readline(); lock.release()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE)

@@ -11,8 +11,9 @@ import aiohttp
 import pytest
 from helpers import EmulatorFactory, cli_env, invoke_cli, write_ids
 
+from bulkgene.cli.progress import ProgressReporter, Terminal, bar
+from bulkgene.model import Snapshot
 from bulkgene.net.attempt import open_session
-from bulkgene.run.progress import ProgressReporter, Snapshot, Terminal, bar
 
 
 def _snapshot(done: int, retries: int = 0) -> Snapshot:
@@ -41,7 +42,9 @@ async def test_a_finished_run_ends_on_a_full_bar(make_emulator: EmulatorFactory,
     source = write_ids(tmp_path / "ids.txt", range(1, 101))
     await bulkgene.download(make_config([str(source)], tmp_path / "out",
                                         base_url=emulator.base_url, requests_per_second=500.0,
-                                        batch_size=10), progress=reporter)
+                                        batch_size=10, progress_interval_s=reporter.tick_s),
+                            on_progress=reporter.update)
+    reporter.close()
     assert "100.0% 100/100 IDs" in stream.getvalue().rsplit("\r", 1)[-1]
 
 

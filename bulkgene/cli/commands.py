@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from bulkgene.cli.console import configure_logging, report_end
+from bulkgene.cli.progress import ProgressReporter, Terminal, TerminalLog
 from bulkgene.errors import StateError
-from bulkgene.run.progress import ProgressReporter, Terminal, TerminalLog
 
 STATUS_EXAMPLES = """
 \b
@@ -32,7 +32,7 @@ def status(out_dir: Path, as_json: bool) -> None:
     and which processes share the API key's rate budget. It exits 0 whenever it could
     read the directory (1 if it holds no run): for a pass/fail, use `bulkgene verify`.
     """
-    from bulkgene.run import status as status_module
+    from bulkgene.results import status as status_module
 
     try:
         statuses = status_module.directory_status(out_dir)
@@ -71,7 +71,7 @@ def verify(out_dir: Path) -> None:
     whole directory; every file must be as long as its checkpoint says; the accounting must
     reconcile. Exit 0 only when all of that holds; otherwise each problem is listed.
     """
-    from bulkgene.run.verify import verify as run_verify
+    from bulkgene.results.verify import verify as run_verify
 
     verdict = run_verify(out_dir)
     summary = (f"{verdict.tasks} task(s), {verdict.shards} shard(s), {verdict.records} records")

@@ -12,7 +12,7 @@ import click
 
 from bulkgene.config import Secret
 from bulkgene.errors import EXIT_FAILED_BATCHES, EXIT_INTERRUPTED, EXIT_OK, ConfigError
-from bulkgene.run.summary import Summary
+from bulkgene.model import Summary
 
 log = logging.getLogger("bulkgene")
 _TRACE = 5  # net/client.py's TRACE (not imported: it loads aiohttp): -vv, every request

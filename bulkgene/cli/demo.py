@@ -9,10 +9,10 @@ from pathlib import Path
 
 import orjson
 
+from bulkgene.cli.progress import ProgressReporter
 from bulkgene.config import DownloadConfig, NetworkSpec, OutputSpec
+from bulkgene.model import Summary
 from bulkgene.run.download import download
-from bulkgene.run.progress import ProgressReporter
-from bulkgene.run.summary import Summary
 from bulkgene.testing import EmulatorConfig, EmulatorThread
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_inputs"
@@ -31,7 +31,7 @@ def demo_inputs(out_dir: Path) -> tuple[str, ...]:
     return (str(fallback),)
 
 
-def run_demo(out_dir: Path, progress: ProgressReporter | None) -> Summary:
+def run_demo(out_dir: Path, progress: ProgressReporter) -> Summary:
     """Serve the emulator on 127.0.0.1 with a realistic latency and fetch the sample lists."""
     emulator_config = EmulatorConfig(rate_limit=True, latency_s=0.15, latency_per_gene_s=0.0005,
                                      latency_jitter=0.2)
@@ -39,8 +39,11 @@ def run_demo(out_dir: Path, progress: ProgressReporter | None) -> Summary:
         config = DownloadConfig(inputs=demo_inputs(out_dir), out_dir=out_dir,
                                 network=NetworkSpec(base_url=emulator.base_url),
                                 output=OutputSpec(batch_size=50), restart=True,
-                                progress_interval_s=5)
-        return asyncio.run(download(config, handle_signals=True, progress=progress))
+                                progress_interval_s=progress.tick_s)
+        try:
+            return asyncio.run(download(config, handle_signals=True, on_progress=progress.update))
+        finally:
+            progress.close()
 
 
 SYNTHETIC_NOTE = ("Note: the demo's genes come from bulkgene's local emulator, not from NCBI: "

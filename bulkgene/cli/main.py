@@ -18,6 +18,7 @@ from bulkgene.cli import commands
 from bulkgene.cli.console import configure_logging, read_api_key, report_end
 from bulkgene.cli.doctor import doctor
 from bulkgene.cli.options import server_options
+from bulkgene.cli.progress import ProgressReporter, Terminal, TerminalLog
 from bulkgene.config import (
     COMPRESSIONS,
     ENDPOINTS,
@@ -43,9 +44,8 @@ from bulkgene.config import (
 )
 from bulkgene.errors import BulkgeneError, ConfigError
 from bulkgene.input.lines import Reject
-from bulkgene.run import split
-from bulkgene.run.progress import ProgressReporter, Terminal, TerminalLog
-from bulkgene.run.summary import Summary
+from bulkgene.model import Summary
+from bulkgene.run import array
 
 log = logging.getLogger("bulkgene")
 
@@ -229,6 +229,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
     """
     show_progress = progress if progress is not None else quiet == 0
     terminal = Terminal(sys.stderr, live=show_progress and sys.stderr.isatty())
+    reporter = ProgressReporter(terminal, progress_interval)
     configure_logging(verbose, quiet, TerminalLog(terminal))
     try:
         config = DownloadConfig(
@@ -249,8 +250,8 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
                 timeouts=Timeouts(connect_s=connect_timeout, read_stall_s=read_timeout,
                                   attempt_s=attempt_timeout),
                 max_response_bytes=max_response_mb << 20),
-            task=split.resolve(task_index, task_count, split_mode),
-            progress_interval_s=progress_interval if show_progress else 0,
+            task=array.resolve(task_index, task_count, split_mode),
+            progress_interval_s=reporter.tick_s if show_progress else 0,
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
@@ -261,11 +262,11 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
     from bulkgene.run.prepare import spool_files
 
     spools = spool_files(config)  # asked before the run: a FIFO may be gone after it
-    reporter = ProgressReporter(terminal, progress_interval) if show_progress else None
     summary: Summary | None = None
     try:
-        summary = asyncio.run(download(config, handle_signals=True, progress=reporter))
+        summary = asyncio.run(download(config, handle_signals=True, on_progress=reporter.update))
     except BulkgeneError as exc:
+        reporter.close()
         summary = exc.summary
         if summary is not None:
             click.echo(f"bulkgene: {summary.line()}", err=True)
@@ -275,9 +276,11 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
         report = traceback.format_exc()
         if config.network.api_key is not None:
             report = report.replace(config.network.api_key.reveal(), "***")
+        reporter.close()
         click.echo(f"{report}\nbulkgene: internal error (a bug; please report it with the "
                    "traceback above). Committed work is safe: re-run to resume.", err=True)
         sys.exit(1)
+    reporter.close()
     # the resume command names the copies of read-once inputs, not the pipes
     report_end(summary, _naming_spools(sys.argv[1:], spools) if spools else None)
     sys.exit(summary.exit_code)

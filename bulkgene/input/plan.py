@@ -18,20 +18,39 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
+import msgspec
 
+from bulkgene import durable
 from bulkgene.errors import StateError
 from bulkgene.input.idset import IdBitmap
 from bulkgene.input.lines import InputCounts, Reject, read_ids
+from bulkgene.layout import PLAN_BITMAP, PLAN_IDS, PLAN_JSON
 from bulkgene.model import Batch
-from bulkgene.output import durable
-from bulkgene.output.layout import PLAN_BITMAP, PLAN_IDS, PLAN_JSON
 
 # 2: plan.bitmap is a roaring bitmap, and plan.json holds checksums of plan.ids and
 # plan.bitmap. A plan of format 1 is not read: load() says no, and the input is parsed
 # again into a format-2 plan, in the same order.
 _FORMAT = 2
 _FLUSH_IDS = 1 << 16
+
+
+class PlanHeader(msgspec.Struct, frozen=True):
+    """plan.json: which inputs the plan was made from, their counts, its files' checksums."""
+
+    format: int
+    digests: list[str]  # the inputs' digests (and the column, when one was chosen)
+    requested: int
+    duplicates: int
+    rejected: int
+    checksums: dict[str, str]
+
+
+def read_header(directory: Path) -> PlanHeader | None:
+    """``directory``'s plan.json, None if there is none or it can't be read as one."""
+    try:
+        return msgspec.json.decode(durable.read_bytes(directory / PLAN_JSON), type=PlanHeader)
+    except (OSError, msgspec.DecodeError):
+        return None
 
 
 @dataclass
@@ -109,27 +128,23 @@ def _build(directory: Path, paths: tuple[str, ...], names: tuple[str, ...],
         ids_out.write(_ids_bytes(pending))
     with durable.atomic_file(directory / PLAN_BITMAP) as bitmap_out:
         requested.write_to(bitmap_out)
-    header = {"format": _FORMAT, "digests": digests, "requested": counts.requested,
-              "duplicates": counts.duplicates, "rejected": counts.rejected,
-              "checksums": {name: _file_checksum(directory / name)
-                            for name in (PLAN_IDS, PLAN_BITMAP)}}
-    durable.write_atomically(directory / PLAN_JSON, orjson.dumps(header))
+    header = PlanHeader(_FORMAT, digests, counts.requested, counts.duplicates, counts.rejected,
+                        {name: _file_checksum(directory / name) for name in (PLAN_IDS, PLAN_BITMAP)})
+    durable.write_atomically(directory / PLAN_JSON, msgspec.json.encode(header))
     return IdPlan(directory, counts, requested)
 
 
 def load(directory: Path, digests: list[str]) -> IdPlan | None:
     """The plan in ``directory`` if it was made from inputs with these digests, else None."""
+    header = read_header(directory)
+    if header is None or header.format != _FORMAT or header.digests != digests:
+        return None
     try:
-        header = orjson.loads(durable.read_bytes(directory / PLAN_JSON))
-        if header.get("format") != _FORMAT or header.get("digests") != digests:
-            return None
-        counts = InputCounts(int(header["requested"]), int(header["duplicates"]),
-                             int(header["rejected"]))
+        counts = InputCounts(header.requested, header.duplicates, header.rejected)
         if (directory / PLAN_IDS).stat().st_size != 4 * counts.requested:
             return None
-        checksums = dict(header["checksums"])
         for name in (PLAN_IDS, PLAN_BITMAP):
-            if _file_checksum(directory / name) != checksums.get(name):
+            if _file_checksum(directory / name) != header.checksums.get(name):
                 raise StateError(
                     f"{directory / name} does not match the checksum in {directory / PLAN_JSON}: "
                     "the input plan was changed or damaged outside bulkgene. Delete plan.json, "
@@ -137,6 +152,6 @@ def load(directory: Path, digests: list[str]) -> IdPlan | None:
                     "made anew from the input, and what was committed stays.")
         with durable.open_read(directory / PLAN_BITMAP) as handle:
             requested = IdBitmap.read_from(handle, counts.requested)
-    except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+    except (OSError, ValueError):
         return None
     return IdPlan(directory, counts, requested)

@@ -29,10 +29,10 @@ from typing import TypeVar
 
 import msgspec
 
+from bulkgene import durable
 from bulkgene.config import TaxonSelection
 from bulkgene.errors import StateError
 from bulkgene.input.idset import IdBitmap
-from bulkgene.output import durable
 
 TAXA_DIR = "taxa"
 SELECTION_NAME = "selection.json"

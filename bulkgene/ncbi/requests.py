@@ -39,7 +39,7 @@ class _Param:
     not_on: frozenset[str] = frozenset()
 
 
-# NCBI's generated client's order; gene-id-report drops three parameters (API-FACTS §1)
+# NCBI's generated client's order; gene-id-report drops three parameters (docs/ncbi-api.md §1)
 _PARAMS = (
     _Param("returned_content", "returned_content", omit="COMPLETE"),
     _Param("locus_tags", "locus_tags", omit=(), not_on=frozenset({"gene-id-report"})),

@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from bulkgene import __version__
 from bulkgene.config import ApiQuery, NetworkSpec, default_of
 from bulkgene.ncbi.requests import FALLBACK_ENDPOINTS, page_request
 from bulkgene.net.attempt import Reply, describe_exception, open_session
@@ -33,6 +32,7 @@ from bulkgene.net.doctor_checks import (
     tls_failure,
 )
 from bulkgene.net.doctor_report import Check, Diagnosis, Probe, ProxyRoute, TlsFailure
+from bulkgene.version import __version__
 
 GAP_S = 0.25  # between one answer and the next request: 3 requests stay under 4 per second
 _MAX_BODY_BYTES = 8 << 20  # one gene's page is ~50 KB

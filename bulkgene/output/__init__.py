@@ -1,1 +1,1 @@
-"""The output directory: the shard store, every output file name, durable-write helpers."""
+"""What a run commits to its directory: the shard store, the checkpoint, claims on merged genes."""

@@ -14,7 +14,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from bulkgene.output import durable
+from bulkgene import durable
 
 
 class GeneClaims:

@@ -14,11 +14,11 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
+from bulkgene import durable, layout
 from bulkgene.input.idset import IdBitmap
 from bulkgene.model import BatchFailure, BatchOutcome, BatchResult, BatchWritten, CommitReceipt
-from bulkgene.output import durable, layout
+from bulkgene.output import checkpoint as ckpt
 from bulkgene.output.claims import GeneClaims
-from bulkgene.run import checkpoint as ckpt
 
 _CHUNK_BYTES = 1 << 20
 

@@ -1,1 +1,1 @@
-"""One run: prepare, pipeline, checkpoint, lock, array split, summary, status and verify."""
+"""One download: prepare the directory, run the pipeline, share the key's budget, write the summary."""

@@ -1,51 +1,58 @@
-"""One download around the pipeline: prepare, session, pacer, lease, signals, then summary.json."""
+"""One download around the pipeline: prepare, session, pacer, lease, signals, then summary.json.
+
+    download()
+      signals          SIGTERM/INT/HUP held from the first moment, then given to the run
+      prepare          the directory, the input's plan, the checkpoint, the lock (a thread)
+      finishing        whatever happens next: the store closed, summary.json written, the
+                       lock released, a fatal error raised with the account attached
+      session, pacer, budget lease  →  Pipeline.run()  →  RunOutcome
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from bulkgene import __version__
 from bulkgene.config import DownloadConfig
+from bulkgene.durable import write_atomically
 from bulkgene.errors import GRACEFUL_SIGNALS, BulkgeneError, StateError
+from bulkgene.layout import SUMMARY_NAME
+from bulkgene.model import Snapshot, Summary
 from bulkgene.net.attempt import open_session
 from bulkgene.net.client import GeneClient, NetStats
-from bulkgene.output.durable import write_atomically
-from bulkgene.output.layout import SUMMARY_NAME
-from bulkgene.run import checkpoint as ckpt
-from bulkgene.run.pipeline import Pipeline
+from bulkgene.run.array import unsplit_array_note
+from bulkgene.run.pipeline import Pipeline, RunOutcome
 from bulkgene.run.prepare import PreparedRun, prepare
-from bulkgene.run.progress import ProgressReporter
 from bulkgene.run.sharing import budget_directory, paced_limiter, shared_budget
-from bulkgene.run.split import unsplit_array_note
-from bulkgene.run.summary import Summary
+from bulkgene.version import __version__
 
 log = logging.getLogger("bulkgene")
 
 
-def _summarize(config: DownloadConfig, prepared: PreparedRun, run: Pipeline | None,
+def _summarize(config: DownloadConfig, prepared: PreparedRun, outcome: RunOutcome | None,
                stats: NetStats, elapsed_s: float, error: BaseException | None) -> Summary:
     checkpoint = prepared.checkpoint
     totals = checkpoint.totals
     failed_ids = sum(checkpoint.failed.values())
     counts = prepared.plan.counts
-    found = totals.get("found", 0)
-    missing = totals.get("missing", 0)
     _, requested = config.task.share(counts.requested, config.output.batch_size)  # this task's share
     return Summary(
         out_dir=str(config.work_dir),
         requested=requested,
-        found=found,
-        missing=missing,
+        found=totals.found,
+        missing=totals.missing,
         failed=failed_ids,
-        pending=requested - found - missing - failed_ids - totals.get("unverified", 0),
-        unverified=totals.get("unverified", 0),
+        pending=requested - totals.found - totals.missing - failed_ids - totals.unverified,
+        unverified=totals.unverified,
         duplicates=counts.duplicates,
         rejected=counts.rejected,
-        records=totals.get("records", 0),
-        replaced=totals.get("replaced", 0),
+        records=totals.records,
+        replaced=totals.replaced,
         batches=checkpoint.total_batches or 0,
         batches_committed=checkpoint.committed_batches,
         batches_failed=len(checkpoint.failed),
@@ -55,7 +62,7 @@ def _summarize(config: DownloadConfig, prepared: PreparedRun, run: Pipeline | No
         throttled=stats.throttled,
         bytes_received=stats.bytes,
         elapsed_s=elapsed_s,
-        interrupted=run.interrupted if run else False,
+        interrupted=outcome.interrupted if outcome else False,
         error=str(error) if error else None,
     )
 
@@ -68,37 +75,7 @@ def _warn_about_plain_http(config: DownloadConfig) -> None:
                     url.hostname)
 
 
-async def download(config: DownloadConfig, *, handle_signals: bool = False,
-                   progress: ProgressReporter | None = None) -> Summary:
-    """Fetch every GeneID of ``config.inputs`` into ``config.out_dir``; resumable.
-
-    ``config.output.memory_budget_bytes`` bounds the fetched data held at once (pages of
-    batches in flight and results waiting for the writer); one batch larger than it still
-    goes alone.
-
-    Returns the Summary (also written to ``summary.json``). Raises a BulkgeneError for
-    fatal problems, after committing what finished and writing ``summary.json``.
-    """
-    started = time.monotonic()
-    loop = asyncio.get_running_loop()
-    early_signals: list[int] = []  # before the run exists: replayed into it, never lost
-    if handle_signals:
-        for signum in GRACEFUL_SIGNALS:
-            loop.add_signal_handler(signum, early_signals.append, signum)
-    try:
-        prepared = await asyncio.to_thread(prepare, config)
-    except BaseException as exc:
-        if handle_signals:
-            for signum in GRACEFUL_SIGNALS:
-                loop.remove_signal_handler(signum)
-        if isinstance(exc, OSError):  # a full or read-only disk, EIO: not a bug
-            raise StateError(
-                f"writing to {config.work_dir} failed while preparing the run: "
-                f"{exc.strerror or exc}"
-                f"{f' ({exc.filename})' if exc.filename else ''}. Free some space, fix the "
-                "permissions or the disk, then run the same command again; nothing committed "
-                "before is lost.") from None
-        raise
+def _log_start(config: DownloadConfig, prepared: PreparedRun) -> None:
     rate = config.effective_requests_per_second
     task = config.task
     counts = prepared.plan.counts
@@ -121,48 +98,81 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
                     "column (--column)", counts.rejected, counts.requested)
     if task.count == 1 and (note := unsplit_array_note()):
         log.info("%s", note)
-    run: Pipeline | None = None
-    error: BulkgeneError | None = None
-    stats = NetStats()
+
+
+def _log_progress(snapshot: Snapshot) -> None:
+    log.info("%s", snapshot.line())
+
+
+class _Signals:
+    """Graceful signals from the first moment: held until the run exists, then handed to it."""
+
+    def __init__(self) -> None:
+        self._early: list[int] = []  # before the run exists: replayed into it, never lost
+        self._handler: Callable[[int], None] = self._early.append
+
+    def receive(self, signum: int) -> None:
+        self._handler(signum)
+
+    def hand_to(self, handler: Callable[[int], None]) -> None:
+        self._handler = handler
+        for signum in self._early:
+            handler(signum)
+
+
+@contextlib.contextmanager
+def _graceful_signals(enabled: bool) -> Iterator[_Signals]:
+    signals = _Signals()
+    loop = asyncio.get_running_loop()
+    if enabled:
+        for signum in GRACEFUL_SIGNALS:
+            loop.add_signal_handler(signum, signals.receive, signum)
     try:
-        async with open_session(config.effective_concurrency + 2,
-                                config.network.timeouts.keepalive_s,
-                                f"bulkgene/{__version__} (+aiohttp)") as session:
-            limiter = paced_limiter(config, rate)
-            client = GeneClient(session, limiter, config)
-            stats = client.stats
-            if progress is None and config.progress_interval_s > 0:
-                progress = ProgressReporter(None, config.progress_interval_s)
-            run = Pipeline(config, prepared, client, progress)
-            if handle_signals:
-                for signum in GRACEFUL_SIGNALS:
-                    loop.add_signal_handler(signum, run.on_signal, signum)
-                for early in early_signals:
-                    run.on_signal(early)
-            try:
-                async with shared_budget(config, limiter) as leases:
-                    run.leases = leases
-                    await run.run()
-            finally:
-                if handle_signals:
-                    for signum in GRACEFUL_SIGNALS:
-                        loop.remove_signal_handler(signum)
-                if progress is not None:
-                    progress.close()
-            error = run.fatal
+        yield signals
+    finally:
+        if enabled:
+            for signum in GRACEFUL_SIGNALS:
+                loop.remove_signal_handler(signum)
+
+
+async def _prepare(config: DownloadConfig) -> PreparedRun:
+    try:
+        return await asyncio.to_thread(prepare, config)
+    except OSError as exc:  # a full or read-only disk, EIO: not a bug
+        raise StateError(
+            f"writing to {config.work_dir} failed while preparing the run: "
+            f"{exc.strerror or exc}"
+            f"{f' ({exc.filename})' if exc.filename else ''}. Free some space, fix the "
+            "permissions or the disk, then run the same command again; nothing committed "
+            "before is lost.") from None
+
+
+@dataclass
+class _Finish:
+    """What the run has to say when it ends: its outcome and what went over the wire."""
+
+    outcome: RunOutcome | None = None
+    stats: NetStats = field(default_factory=NetStats)
+    summary: Summary | None = None
+
+
+@contextlib.asynccontextmanager
+async def _finishing(config: DownloadConfig, prepared: PreparedRun,
+                     started: float) -> AsyncIterator[_Finish]:
+    """Close the store, write summary.json and release the lock, however the run ended;
+    then raise the run's fatal error (if any) with the account attached."""
+    finish = _Finish()
+    try:
+        yield finish
     finally:
         prepared.store.close()
-        try:  # still holding the lock: the last writes of this run
-            checkpoint = prepared.checkpoint
-            if (run is not None and run.total_batches is not None and not run.write_failed
-                    and checkpoint.total_batches is None):
-                checkpoint.total_batches = run.total_batches
-                await asyncio.to_thread(ckpt.save, config.work_dir, checkpoint)
-            summary = _summarize(config, prepared, run, stats, time.monotonic() - started,
-                                 error)
+        try:  # still holding the lock: the last write of this run
+            error: BulkgeneError | None = finish.outcome.fatal if finish.outcome else None
+            finish.summary = _summarize(config, prepared, finish.outcome, finish.stats,
+                                        time.monotonic() - started, error)
             try:
                 await asyncio.to_thread(write_atomically, config.work_dir / SUMMARY_NAME,
-                                        summary.to_json())
+                                        finish.summary.to_json())
             except (OSError, StateError) as exc:
                 # without summary.json the directory can't be verified: no "done" then
                 reason = exc if isinstance(exc, StateError) else exc.strerror or exc
@@ -172,6 +182,40 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
         finally:
             prepared.lock.release()
     if error is not None:
-        error.summary = summary
+        error.summary = finish.summary
         raise error
-    return summary
+
+
+async def download(config: DownloadConfig, *, handle_signals: bool = False,
+                   on_progress: Callable[[Snapshot], None] | None = None) -> Summary:
+    """Fetch every GeneID of ``config.inputs`` into ``config.out_dir``; resumable.
+
+    ``config.output.memory_budget_bytes`` bounds the fetched data held at once (pages of
+    batches in flight and results waiting for the writer); one batch larger than it still
+    goes alone. ``on_progress`` hears a Snapshot every ``config.progress_interval_s`` seconds
+    and once at the end (by default a log line; none when the interval is 0).
+
+    Returns the Summary (also written to ``summary.json``). Raises a BulkgeneError for
+    fatal problems, after committing what finished and writing ``summary.json``.
+    """
+    started = time.monotonic()
+    with _graceful_signals(handle_signals) as signals:
+        prepared = await _prepare(config)
+        async with _finishing(config, prepared, started) as finish:
+            _log_start(config, prepared)
+            async with open_session(config.effective_concurrency + 2,
+                                    config.network.timeouts.keepalive_s,
+                                    f"bulkgene/{__version__} (+aiohttp)") as session:
+                limiter = paced_limiter(config, config.effective_requests_per_second)
+                client = GeneClient(session, limiter, config)
+                finish.stats = client.stats
+                report = None
+                if config.progress_interval_s > 0:
+                    report = on_progress if on_progress is not None else _log_progress
+                run = Pipeline(config, prepared, client, report)
+                signals.hand_to(run.on_signal)
+                async with shared_budget(config, limiter) as leases:
+                    run.leases = leases
+                    finish.outcome = await run.run()
+    assert finish.summary is not None  # _finishing wrote it or raised
+    return finish.summary

@@ -5,7 +5,7 @@
     writer      commits results (durable data, then the checkpoint), in a thread
 
 Memory is bounded by bytes, not only by count: a worker reserves a batch's expected size
-in a ByteBudget before fetching it (its pages accumulate meanwhile), trues it up to the
+in a MemoryBudget before fetching it (its pages accumulate meanwhile), trues it up to the
 result's real size, and the writer releases it once the result is on disk. A 1000-gene
 COMPLETE batch is ~5 MB, so a count alone would let 16 in flight and 32 queued hold 250 MB.
 
@@ -24,18 +24,18 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 from bulkgene.budget import BudgetLease
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import EXIT_INTERRUPTED, BulkgeneError, StateError
-from bulkgene.model import Batch, BatchFailure, BatchOutcome, BatchResult
+from bulkgene.model import Batch, BatchFailure, BatchOutcome, BatchResult, Snapshot
 from bulkgene.net.client import GeneClient, NetStats
-from bulkgene.output.durable import write_atomically
-from bulkgene.output.layout import CHECKPOINT_NAME
-from bulkgene.run.byte_budget import ByteBudget
+from bulkgene.output import checkpoint as ckpt
+from bulkgene.output.checkpoint import Checkpoint
+from bulkgene.run.memory import MemoryBudget
 from bulkgene.run.prepare import PreparedRun
-from bulkgene.run.progress import ProgressReporter, Snapshot
 
 log = logging.getLogger("bulkgene")
 
@@ -55,13 +55,21 @@ def result_bytes(result: BatchResult) -> int:
         _RECORD_OVERHEAD_BYTES * len(result.records))
 
 
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a pipeline run ended: stopped by a signal, by a fatal error, or neither."""
+
+    interrupted: bool
+    fatal: BulkgeneError | None
+
+
 class Pipeline:
     """One download's moving parts and the state they share."""
 
     def __init__(self, config: DownloadConfig, prepared: PreparedRun, client: GeneClient,
-                 progress: ProgressReporter | None) -> None:
+                 on_progress: Callable[[Snapshot], None] | None) -> None:
         self.config = config
-        self.progress = progress
+        self.on_progress = on_progress  # every config.progress_interval_s, and at the end
         self.task_batches, self.task_ids = config.task.share(prepared.plan.counts.requested,
                                                              config.output.batch_size)
         self.prepared = prepared
@@ -71,7 +79,7 @@ class Pipeline:
         # each result travels with the bytes it holds in the budget, for the writer to release
         self.results: asyncio.Queue[tuple[BatchResult, int] | None] = asyncio.Queue(
             maxsize=2 * self.workers)
-        self.memory = ByteBudget(config.output.memory_budget_bytes)
+        self.memory = MemoryBudget(config.output.memory_budget_bytes)
         self._bytes_per_id = float(_FIRST_GUESS_BYTES_PER_ID)
         self._bytes_per_id_seen = False  # the first answer replaces the guess outright
         self.stopping = asyncio.Event()
@@ -87,7 +95,8 @@ class Pipeline:
         self._started = time.monotonic()
         self._done_at_start = prepared.checkpoint.ids_done
 
-    async def run(self) -> None:
+    async def run(self) -> RunOutcome:
+        """Fetch and commit every batch this task still needs; how the run ended."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self._produce())
             for _ in range(self.workers):
@@ -98,9 +107,24 @@ class Pipeline:
             await self.results_done.wait()
             reporter.cancel()
             rate_reporter.cancel()
-        if self.progress is not None:  # the last word: where the run ended, 100 % if done
-            self.progress.update(self.snapshot(time.monotonic() - self._started,
-                                               self._done_at_start))
+        if self.on_progress is not None:  # the last word: where the run ended, 100 % if done
+            self.on_progress(self.snapshot(time.monotonic() - self._started,
+                                           self._done_at_start))
+        await self._record_total_batches()
+        return RunOutcome(self.interrupted, self.fatal)
+
+    async def _record_total_batches(self) -> None:
+        """The producer saw the end of the input: the checkpoint learns how many batches
+        there are, so status and verify can tell a complete directory from a partial one."""
+        checkpoint = self.prepared.checkpoint
+        if self.total_batches is None or self.write_failed or checkpoint.total_batches is not None:
+            return
+        final = copy.deepcopy(checkpoint)
+        final.total_batches = self.total_batches
+        try:
+            await self._save(final)
+        except (OSError, StateError) as exc:
+            self._stop_on_write_error(exc)
 
     async def _produce(self) -> None:
         task = self.config.task
@@ -130,7 +154,7 @@ class Pipeline:
         await self.results.put(None)
 
     async def _fetch(self, batch: Batch) -> None:
-        """Fetch ``batch`` within the byte budget and hand it to the writer.
+        """Fetch ``batch`` within the memory budget and hand it to the writer.
 
         A function of its own so that nothing here outlives the hand-over: a loop's locals
         (the result, the task holding it) would keep a ~5 MB batch alive in every worker
@@ -181,21 +205,23 @@ class Pipeline:
                 if results and not self.write_failed:  # else draining: no worker waits forever
                     await self._commit(results)
                     self._log_failures(results)
-            except StateError as exc:  # a file there is not ours to write (a link)
-                self.write_failed = True
-                self.stop(fatal=exc)
-            except OSError as exc:
-                self.write_failed = True
-                self.stop(fatal=StateError(
-                    f"writing to {self.config.work_dir} failed ({exc.strerror or exc}): "
-                    "free some space or fix the permissions, then run the same command "
-                    "again; everything committed before is safe"))
+            except (OSError, StateError) as exc:
+                self._stop_on_write_error(exc)
             finally:
                 # written (or given up): drop the records now, not when the next result
                 # arrives, and give their bytes back so that waiting workers may fetch
                 results.clear()
                 self.memory.release(held_bytes)
         self.results_done.set()
+
+    def _stop_on_write_error(self, exc: OSError | StateError) -> None:
+        self.write_failed = True
+        if isinstance(exc, OSError):
+            exc = StateError(
+                f"writing to {self.config.work_dir} failed ({exc.strerror or exc}): free some "
+                "space or fix the permissions, then run the same command again; everything "
+                "committed before is safe")
+        self.stop(fatal=exc)  # a StateError as it is: a file there is not ours (a link)
 
     @staticmethod
     def _log_failures(results: list[BatchResult]) -> None:
@@ -214,15 +240,19 @@ class Pipeline:
         for failed_index, id_count in receipt.failed:
             checkpoint.mark_failed(failed_index, id_count)
         for written in receipt.written:
-            checkpoint.add(found=written.found, missing=written.missing,
-                           replaced=written.replaced, records=written.records,
-                           unverified=written.unverified)
+            checkpoint.totals.count_written(
+                found=written.found, missing=written.missing, replaced=written.replaced,
+                records=written.records, unverified=written.unverified)
             checkpoint.mark_committed(written.batch_index)
         checkpoint.file_lengths.update(receipt.file_lengths)
-        checkpoint.add(**self._network_delta())
+        checkpoint.totals.count_network(**self._network_delta())
+        await self._save(checkpoint)
+
+    async def _save(self, checkpoint: Checkpoint) -> None:
+        """Make ``checkpoint`` durable, then the run's own: a failed save leaves the state
+        the loop reads exactly as committed on disk."""
         checkpoint.updated_at = time.time()
-        await asyncio.to_thread(write_atomically, self.config.work_dir / CHECKPOINT_NAME,
-                                checkpoint.to_bytes())
+        await asyncio.to_thread(ckpt.save, self.config.work_dir, checkpoint)
         self.prepared.checkpoint = checkpoint
 
     def _network_delta(self) -> dict[str, int]:
@@ -239,12 +269,12 @@ class Pipeline:
             await asyncio.sleep(1.0)
 
     async def _report(self) -> None:
-        if self.progress is None:
+        if self.on_progress is None:
             return
         while True:
-            await asyncio.sleep(self.progress.tick_s)
-            self.progress.update(self.snapshot(time.monotonic() - self._started,
-                                               self._done_at_start))
+            await asyncio.sleep(self.config.progress_interval_s)
+            self.on_progress(self.snapshot(time.monotonic() - self._started,
+                                           self._done_at_start))
 
     def ids_done(self) -> int:
         return self.prepared.checkpoint.ids_done
@@ -256,7 +286,7 @@ class Pipeline:
         return Snapshot(
             batches_done=checkpoint.committed_batches, batches_failed=len(checkpoint.failed),
             batches_total=self.task_batches, ids_done=done, ids_total=self.task_ids,
-            found=checkpoint.totals.get("found", 0), requests=stats.requests,
+            found=checkpoint.totals.found, requests=stats.requests,
             retries=stats.retries, throttled=stats.throttled, elapsed_s=elapsed_s,
             ids_per_s=(done - done_at_start) / elapsed_s if elapsed_s > 0 else 0.0)
 

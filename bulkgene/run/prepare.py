@@ -20,20 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from bulkgene import durable, layout
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import ConfigError, InputError, StateError
 from bulkgene.input import plan as idplan
 from bulkgene.input.lines import STDIN, InputCounts, Reject, file_digest, parse_column, scan_ids
 from bulkgene.input.plan import IdPlan
-from bulkgene.output import durable, layout
+from bulkgene.layout import REJECTS_HEADER, REJECTS_NAME, STDIN_SPOOL_NAME
+from bulkgene.output import checkpoint as ckpt
+from bulkgene.output.checkpoint import Checkpoint, InputFile
 from bulkgene.output.claims import GeneClaims
-from bulkgene.output.layout import REJECTS_HEADER, REJECTS_NAME, STDIN_SPOOL_NAME
+from bulkgene.output.lock import RunLock, acquire_waiting
 from bulkgene.output.store import OutputStore
-from bulkgene.run import checkpoint as ckpt
-from bulkgene.run.checkpoint import Checkpoint
-from bulkgene.run.lock import RunLock, acquire_waiting
 
 log = logging.getLogger("bulkgene")
 
@@ -175,11 +173,8 @@ def _refuse_mixed_runs(config: DownloadConfig) -> None:
 
 def _refuse_another_list(directory: Path, plan_key: list[str]) -> None:
     """An array's tasks share DIR's plan: a task given another input list is refused."""
-    try:
-        header = orjson.loads(durable.read_bytes(directory / layout.PLAN_JSON))
-    except (OSError, orjson.JSONDecodeError):
-        return
-    if isinstance(header, dict) and header.get("digests") not in (None, plan_key):
+    header = idplan.read_header(directory)
+    if header is not None and header.digests != plan_key:
         raise StateError(
             f"the tasks of the array in {directory} fetch another list (its input plan was "
             "made from files with other contents): every task of an array must be given the "
@@ -279,10 +274,10 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path]) 
         for position, target in spools.items():
             incoming[position] = _spool(names[position], target)
         paths = tuple(str(incoming.get(position, name)) for position, name in enumerate(names))
-        inputs = [{"name": name, "digest": file_digest(path)}
+        inputs = [InputFile(name, file_digest(path))
                   for name, path in zip(names, paths, strict=True)]
         params = config.fingerprint_params()
-        digests = [entry["digest"] for entry in inputs]
+        digests = [entry.digest for entry in inputs]
         fingerprint = ckpt.fingerprint(params, digests)
         existing = ckpt.load(out_dir)
         if existing is not None and _only_the_server_changed_on_nothing(existing, params):

@@ -24,8 +24,8 @@ from bulkgene.config import (
     KEYED_REQUESTS_PER_SECOND,
     DownloadConfig,
 )
+from bulkgene.layout import BUDGET_DIR_NAME
 from bulkgene.net.pacer import INITIAL_MARGIN_S, AdaptiveRateLimiter
-from bulkgene.output.layout import BUDGET_DIR_NAME
 
 log = logging.getLogger("bulkgene")
 BUDGET_DIR_ENV = "BULKGENE_BUDGET_DIR"

@@ -2,7 +2,7 @@
 
 Serves ``GET {prefix}/gene/id/{gene_ids}``, its current twin ``.../dataset_report`` and the
 POSTs ``/gene`` and ``/gene/dataset_report`` with the real ``v2reportsGeneDataReportPage``
-schema, behaving by default as NCBI was recorded (API-FACTS §11): reports out of input
+schema, behaving by default as NCBI was recorded (docs/ncbi-api.md): reports out of input
 order; ``total_count`` on the first page only; ``next_page_token`` only while pages remain
 (opaque, bound to the query); nothing found is ``{}``; unknown and discontinued IDs are
 simply missing; replaced IDs are answered by their new gene with a ``REPLACED_GENE_ID``

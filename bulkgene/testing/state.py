@@ -1,6 +1,6 @@
 """The emulator's settings, its mutable state (arrival log, rate windows, outage) and error bodies.
 
-Defaults follow NCBI as recorded (API-FACTS §11); each older guess stays reachable by a knob.
+Defaults follow NCBI as recorded (docs/ncbi-api.md); each older guess stays reachable by a knob.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Column names verified from real ``dataformat`` output: NCBI GeneID, Symbol, Description,
 Taxonomic Name, Proteins, Gene Group Method, Gene Group Identifier, Ensembl GeneIDs,
-Synonyms. The others follow the same style but were not seen (API-FACTS §8). Multi-valued
+Synonyms. The others follow the same style but were not seen (docs/ncbi-api.md §8). Multi-valued
 fields are joined with commas. Like the JSON-lines answer, a TSV answer holds every row of
 the request at once; the header mode decides whether the header leads the first internal
 page only, every page of ``page_size`` rows, or never.

@@ -1,4 +1,4 @@
-"""ByteBudget on plain asyncio: waits for room, serves in order, never deadlocks on a big batch."""
+"""MemoryBudget on plain asyncio: waits for room, serves in order, never deadlocks on a big batch."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bulkgene.run.byte_budget import ByteBudget
+from bulkgene.run.memory import MemoryBudget
 
 
 async def settle() -> None:
@@ -16,14 +16,14 @@ async def settle() -> None:
 
 
 async def test_reserve_within_the_limit_does_not_wait() -> None:
-    budget = ByteBudget(100)
+    budget = MemoryBudget(100)
     await budget.reserve(60)
     await budget.reserve(40)
     assert budget.held_bytes == 100 and budget.peak_bytes == 100
 
 
 async def test_a_reservation_past_the_limit_waits_for_a_release() -> None:
-    budget = ByteBudget(100)
+    budget = MemoryBudget(100)
     await budget.reserve(70)
     waiting = asyncio.create_task(budget.reserve(50))
     await settle()
@@ -34,7 +34,7 @@ async def test_a_reservation_past_the_limit_waits_for_a_release() -> None:
 
 
 async def test_a_batch_larger_than_the_budget_goes_through_alone() -> None:
-    budget = ByteBudget(100)
+    budget = MemoryBudget(100)
     await budget.reserve(500)  # nothing held: it may pass the limit rather than wait forever
     assert budget.held_bytes == 500
     small = asyncio.create_task(budget.reserve(1))
@@ -46,7 +46,7 @@ async def test_a_batch_larger_than_the_budget_goes_through_alone() -> None:
 
 
 async def test_waiters_are_served_in_order_so_a_big_one_is_not_starved() -> None:
-    budget = ByteBudget(100)
+    budget = MemoryBudget(100)
     await budget.reserve(90)
     big = asyncio.create_task(budget.reserve(80))
     await settle()
@@ -59,7 +59,7 @@ async def test_waiters_are_served_in_order_so_a_big_one_is_not_starved() -> None
 
 
 async def test_resize_to_the_real_size_may_pass_the_limit_and_a_shrink_makes_room() -> None:
-    budget = ByteBudget(100)
+    budget = MemoryBudget(100)
     await budget.reserve(50)
     budget.resize(50, 130)  # the data exists already: accounted, never waited for
     assert budget.held_bytes == 130
@@ -72,7 +72,7 @@ async def test_resize_to_the_real_size_may_pass_the_limit_and_a_shrink_makes_roo
 
 
 async def test_a_cancelled_waiter_leaves_the_queue_and_lets_the_next_in() -> None:
-    budget = ByteBudget(100)
+    budget = MemoryBudget(100)
     await budget.reserve(60)
     big = asyncio.create_task(budget.reserve(90))
     await settle()
@@ -85,7 +85,7 @@ async def test_a_cancelled_waiter_leaves_the_queue_and_lets_the_next_in() -> Non
 
 
 async def test_a_waiter_cancelled_as_it_is_granted_gives_the_bytes_back() -> None:
-    budget = ByteBudget(100)
+    budget = MemoryBudget(100)
     await budget.reserve(100)
     waiting = asyncio.create_task(budget.reserve(40))
     await settle()
@@ -96,7 +96,7 @@ async def test_a_waiter_cancelled_as_it_is_granted_gives_the_bytes_back() -> Non
 
 
 async def test_releasing_more_than_held_is_a_bug_caught_at_once() -> None:
-    budget = ByteBudget(100)
+    budget = MemoryBudget(100)
     await budget.reserve(10)
     with pytest.raises(ValueError, match="only 10 are held"):
         budget.release(11)

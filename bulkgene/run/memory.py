@@ -1,4 +1,4 @@
-"""ByteBudget: bytes of fetched data held at once, bounded; a taker waits for room, never forever.
+"""MemoryBudget: bytes of fetched data held at once, bounded; a taker waits for room, never forever.
 
 The pipeline reserves a batch's expected bytes before fetching it, trues the reservation up
 to the result's real size when it arrives, and the writer releases it once the result is on
@@ -17,12 +17,12 @@ from collections import deque
 # near 135 MiB, under the 150 MB target (bench/memory.py measures both).
 
 
-class ByteBudget:
+class MemoryBudget:
     """A byte counter with a soft limit: ``reserve`` waits for room, ``release`` makes it."""
 
     def __init__(self, limit_bytes: int) -> None:
         if limit_bytes < 1:
-            raise ValueError("a byte budget needs a limit of at least one byte")
+            raise ValueError("a memory budget needs a limit of at least one byte")
         self.limit_bytes = limit_bytes
         self.held_bytes = 0
         self.peak_bytes = 0  # the most held at once, for benchmarks and tests

@@ -10,20 +10,21 @@ from typing import Any
 
 import orjson
 
+from bulkgene import durable
 from bulkgene.budget import LeaseView
+from bulkgene.config import TaskSpec
 from bulkgene.errors import StateError
-from bulkgene.output import durable
-from bulkgene.output.layout import (
+from bulkgene.input import plan as idplan
+from bulkgene.layout import (
     CHECKPOINT_NAME,
     LOCK_NAME,
-    PLAN_JSON,
     SUMMARY_NAME,
     TASK_DIR_PREFIX,
     task_dir_name,
+    task_directories,
 )
-from bulkgene.run import checkpoint as ckpt
-from bulkgene.run.lock import holder_alive, read_lock
-from bulkgene.run.split import TaskSpec, task_directories
+from bulkgene.output import checkpoint as ckpt
+from bulkgene.output.lock import holder_alive, read_lock
 
 
 @dataclass
@@ -60,9 +61,8 @@ class TaskStatus:
 def _plan_requested(directory: Path) -> int | None:
     """The unique IDs of the input: its plan is in the task's directory, or an array's DIR."""
     for place in (directory, directory.parent):
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError,
-                                 orjson.JSONDecodeError):
-            return int(orjson.loads(durable.read_bytes(place / PLAN_JSON))["requested"])
+        if (header := idplan.read_header(place)) is not None:
+            return header.requested
     return None
 
 
@@ -106,11 +106,11 @@ def task_status(directory: Path) -> TaskStatus:
     return TaskStatus(
         directory=str(directory), task_index=task.index, task_count=task.count,
         batches_total=total, batches_committed=state.committed_batches, batches_failed=failed,
-        batches_pending=pending, requested=requested, found=totals.get("found", 0),
-        missing=totals.get("missing", 0), unverified=totals.get("unverified", 0),
+        batches_pending=pending, requested=requested, found=totals.found,
+        missing=totals.missing, unverified=totals.unverified,
         failed_ids=failed_ids, pending_ids=pending_ids, rejected=summary.get("rejected"),
-        records=totals.get("records", 0), requests=totals.get("requests", 0),
-        throttled=totals.get("throttled", 0), last_activity=state.updated_at,
+        records=totals.records, requests=totals.requests,
+        throttled=totals.throttled, last_activity=state.updated_at,
         elapsed_s=round(elapsed, 3), ids_per_s=round(rate, 1),
         eta_s=None if eta is None else round(eta, 1), running=running, starting=False,
         error=summary.get("error") if not running else None,

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 MISSING_NAME = "missing.tsv"
 REPLACED_NAME = "replaced.tsv"
@@ -57,3 +58,9 @@ def is_ours(name: str) -> bool:
 def task_dir_name(index: int) -> str:
     """The subdirectory of array task ``index``."""
     return f"{TASK_DIR_PREFIX}{index:04d}"
+
+def task_directories(out_dir: Path) -> list[Path]:
+    """Every directory under ``out_dir`` that holds (or held) one task's run."""
+    tasks = sorted(p for p in out_dir.glob(TASK_DIR_PREFIX + "*") if p.is_dir()
+                   and p.name[len(TASK_DIR_PREFIX):].isdigit())
+    return tasks or ([out_dir] if (out_dir / CHECKPOINT_NAME).exists() else [])

@@ -10,60 +10,20 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass
 from typing import TextIO
+
+from bulkgene.model import Snapshot, human_duration
 
 _CLEAR_LINE = "\r\x1b[K"
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """Where a run stands now."""
-
-    batches_done: int
-    batches_failed: int
-    batches_total: int
-    ids_done: int
-    ids_total: int
-    found: int
-    requests: int
-    retries: int
-    throttled: int
-    elapsed_s: float
-    ids_per_s: float
-
-    @property
-    def eta_s(self) -> float | None:
-        remaining = self.ids_total - self.ids_done
-        if remaining <= 0:
-            return 0.0
-        return remaining / self.ids_per_s if self.ids_per_s > 0 else None
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-def describe(snapshot: Snapshot) -> str:
-    """The progress as one plain line."""
-    percent = 100 * snapshot.ids_done / snapshot.ids_total if snapshot.ids_total else 100.0
-    return (f"{percent:5.1f}% batches {snapshot.batches_done}/{snapshot.batches_total}"
-            f"{f' ({snapshot.batches_failed} failed)' if snapshot.batches_failed else ''}, "
-            f"IDs {snapshot.ids_done}/{snapshot.ids_total}, {snapshot.ids_per_s:.0f} IDs/s, "
-            f"ETA {_duration(snapshot.eta_s)}; {snapshot.retries} retried, "
-            f"{snapshot.throttled} throttled")
 
 
 def bar(snapshot: Snapshot, columns: int = 120) -> str:
     """The progress as a bar that fits a terminal line of ``columns`` characters."""
     fraction = snapshot.ids_done / snapshot.ids_total if snapshot.ids_total else 1.0
     text = (f"{100 * fraction:5.1f}% {snapshot.ids_done}/{snapshot.ids_total} IDs, "
-            f"{snapshot.ids_per_s:.0f} IDs/s, ETA {_duration(snapshot.eta_s)}")
+            f"{snapshot.ids_per_s:.0f} IDs/s, ETA {human_duration(snapshot.eta_s)}")
     if snapshot.retries or snapshot.throttled or snapshot.batches_failed:
         text += (f", {snapshot.retries} retried, {snapshot.throttled} throttled, "
                  f"{snapshot.batches_failed} batches failed")
@@ -137,7 +97,7 @@ class ProgressReporter:
         if self.terminal is not None and self.terminal.live:
             self.terminal.show(bar(snapshot, shutil.get_terminal_size((120, 24)).columns))
         else:
-            logging.getLogger("bulkgene").info("%s", describe(snapshot))
+            logging.getLogger("bulkgene").info("%s", snapshot.line())
 
     def close(self) -> None:
         if self.terminal is not None:

@@ -18,15 +18,14 @@ from typing import BinaryIO, cast
 import msgspec
 import orjson
 
+from bulkgene import durable
 from bulkgene.errors import CorruptCheckpoint, StateError
 from bulkgene.input import plan as idplan
 from bulkgene.input.idset import MAX_GENE_ID, IdBitmap
+from bulkgene.layout import MISSING_NAME, REPLACED_NAME, SUMMARY_NAME, is_shard_name, task_directories
 from bulkgene.ncbi.tsv import GENE_ID_FIELD, GENE_ID_HEADER
-from bulkgene.output import durable
-from bulkgene.output.layout import MISSING_NAME, REPLACED_NAME, SUMMARY_NAME, is_shard_name
-from bulkgene.run import checkpoint as ckpt
-from bulkgene.run.split import task_directories
-from bulkgene.run.status import directory_status, incomplete_reasons, is_task_directory
+from bulkgene.output import checkpoint as ckpt
+from bulkgene.results.status import directory_status, incomplete_reasons, is_task_directory
 
 _MAX_PROBLEMS_PER_KIND = 20
 
@@ -153,7 +152,7 @@ def _open_shard(shard: Path) -> Iterator[BinaryIO]:
 def _genes_asked_for(directory: Path, state: ckpt.Checkpoint) -> Callable[[int], bool] | None:
     """Whether a GeneID may be in the shards: requested, or the new gene of a requested ID
     (replaced.tsv); None when the input plan can't be read to tell."""
-    key = [entry["digest"] for entry in state.inputs]
+    key = [entry.digest for entry in state.inputs]
     if state.params.get("column") is not None:
         key.append(f"column={state.params['column']}")
     plan = None
@@ -241,16 +240,16 @@ def _check_tsv_shard(shard: Path, layout: tuple[bool, int | None], seen: _Seen,
 def _check_accounting(directory: Path, state: ckpt.Checkpoint, records_on_disk: int,
                       verdict: Verdict) -> None:
     totals = state.totals
-    if totals.get("records", 0) != records_on_disk:
+    if totals.records != records_on_disk:
         verdict.problems.append(f"{directory}: {records_on_disk} records in the shards, the "
-                                f"checkpoint counted {totals.get('records', 0)}")
+                                f"checkpoint counted {totals.records}")
     missing_file = directory / MISSING_NAME
     if missing_file.exists():
         with durable.open_read(missing_file) as handle:
             rows = sum(1 for _ in handle) - 1
-        if rows != totals.get("missing", 0):
+        if rows != totals.missing:
             verdict.problems.append(f"{missing_file}: {rows} rows, the checkpoint counted "
-                                    f"{totals.get('missing', 0)} missing")
+                                    f"{totals.missing} missing")
     try:
         summary = orjson.loads(durable.read_bytes(directory / SUMMARY_NAME))
     except (OSError, orjson.JSONDecodeError):

@@ -17,19 +17,20 @@ next run). A commit therefore costs the same after 10 or 100 000 batches.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import orjson
 
+from bulkgene import durable
 from bulkgene.errors import CorruptCheckpoint, FingerprintMismatch
-from bulkgene.output import durable
-from bulkgene.output.layout import CHECKPOINT_NAME, MISSING_NAME, REPLACED_NAME, is_shard_name
+from bulkgene.layout import CHECKPOINT_NAME, MISSING_NAME, REPLACED_NAME, is_shard_name
 
 FORMAT_VERSION = 2  # 2: grouped parameters, the server, a checksum
 _RESTART_HINT = ("pass --restart to move the old run aside (nothing is deleted) and start over, "
                  "or use another --out directory")
+Count = Annotated[int, msgspec.Meta(ge=0)]
 
 
 def fingerprint(params: dict[str, Any], input_digests: list[str]) -> str:
@@ -39,22 +40,61 @@ def fingerprint(params: dict[str, Any], input_digests: list[str]) -> str:
     return hashlib.blake2b(material, digest_size=16).hexdigest()
 
 
-@dataclass
-class Checkpoint:
+class InputFile(msgspec.Struct, frozen=True):
+    """One input of the run, as given on the command line, and a digest of its content."""
+
+    name: str
+    digest: str
+
+
+class Totals(msgspec.Struct, kw_only=True):
+    """What the committed batches add up to, and what the network cost, over all runs."""
+
+    found: Count = 0
+    missing: Count = 0
+    replaced: Count = 0
+    records: Count = 0
+    unverified: Count = 0  # TSV without a gene-id column (now refused): IDs neither way
+    requests: Count = 0
+    retries: Count = 0
+    throttled: Count = 0
+    bytes: Count = 0
+
+    @property
+    def ids_done(self) -> int:
+        """IDs answered: found, missing or unverified (failed IDs are not progress)."""
+        return self.found + self.missing + self.unverified
+
+    def count_written(self, *, found: int, missing: int, replaced: int, records: int,
+                      unverified: int) -> None:
+        self.found += found
+        self.missing += missing
+        self.replaced += replaced
+        self.records += records
+        self.unverified += unverified
+
+    def count_network(self, *, requests: int, retries: int, throttled: int, bytes: int) -> None:
+        self.requests += requests
+        self.retries += retries
+        self.throttled += throttled
+        self.bytes += bytes
+
+
+class Checkpoint(msgspec.Struct, kw_only=True):
     """What has been durably committed in one output directory."""
 
     fingerprint: str
     params: dict[str, Any]
-    inputs: list[dict[str, str]]
-    file_lengths: dict[str, int] = field(default_factory=dict)
-    done_below: int = 0
-    done_above: set[int] = field(default_factory=set)
-    failed: dict[int, int] = field(default_factory=dict)  # batch index -> IDs in it
-    totals: dict[str, int] = field(default_factory=dict)
-    total_batches: int | None = None
+    inputs: list[InputFile]
+    file_lengths: dict[str, int] = msgspec.field(default_factory=dict)  # checked on load
+    done_below: Count = 0
+    done_above: set[Count] = msgspec.field(default_factory=set)
+    failed: dict[Count, Count] = msgspec.field(default_factory=dict)  # batch index -> IDs
+    totals: Totals = msgspec.field(default_factory=Totals)
+    total_batches: Count | None = None
     updated_at: float = 0.0
     run_started_at: float = 0.0  # the latest run: when it started and how many IDs were
-    run_ids_at_start: int = 0  # done then (status's elapsed time and rate)
+    run_ids_at_start: Count = 0  # done then (status's elapsed time and rate)
 
     def is_committed(self, batch_index: int) -> bool:
         if batch_index < self.done_below:
@@ -84,30 +124,13 @@ class Checkpoint:
     @property
     def ids_done(self) -> int:
         """IDs answered so far: found, missing or unverified (failed IDs are not progress)."""
-        totals = self.totals
-        return totals.get("found", 0) + totals.get("missing", 0) + totals.get("unverified", 0)
-
-    def add(self, **counts: int) -> None:
-        for name, value in counts.items():
-            self.totals[name] = self.totals.get(name, 0) + value
+        return self.totals.ids_done
 
     def to_bytes(self) -> bytes:
         """The checkpoint as JSON with a checksum of its content (a mismatch is damage)."""
-        content = {
-            "format": FORMAT_VERSION,
-            "fingerprint": self.fingerprint,
-            "params": self.params,
-            "inputs": self.inputs,
-            "file_lengths": self.file_lengths,
-            "done_below": self.done_below,
-            "done_above": sorted(self.done_above),
-            "failed": {str(b): n for b, n in sorted(self.failed.items())},
-            "totals": self.totals,
-            "total_batches": self.total_batches,
-            "updated_at": self.updated_at,
-            "run_started_at": self.run_started_at,
-            "run_ids_at_start": self.run_ids_at_start,
-        }
+        content: dict[str, Any] = {"format": FORMAT_VERSION, **msgspec.to_builtins(self)}
+        content["done_above"] = sorted(self.done_above)
+        content["failed"] = {str(b): n for b, n in sorted(self.failed.items())}
         content["checksum"] = content_checksum(content)
         return orjson.dumps(content, option=orjson.OPT_INDENT_2)
 
@@ -115,35 +138,37 @@ class Checkpoint:
     def from_bytes(cls, raw: bytes, where: Path) -> Checkpoint:
         try:
             data = orjson.loads(raw)
-            stored = data.pop("checksum", None) if isinstance(data, dict) else None
-            if data.get("format") == FORMAT_VERSION and stored != content_checksum(data):
-                raise CorruptCheckpoint(
-                    f"{where} does not match its own checksum: it was changed or damaged "
-                    "outside bulkgene, so it can't be trusted. If you have a backup of it, put it "
-                    f"back; otherwise {_RESTART_HINT}")
-            if data.get("format") != FORMAT_VERSION:
-                raise CorruptCheckpoint(
-                    f"{where} was written by an incompatible bulkgene (format "
-                    f"{data.get('format')!r}, this one reads {FORMAT_VERSION}); {_RESTART_HINT}")
-            return cls(
-                fingerprint=str(data["fingerprint"]),
-                params=dict(data["params"]),
-                inputs=list(data["inputs"]),
-                file_lengths=_file_lengths(data["file_lengths"], where),
-                done_below=int(data["done_below"]),
-                done_above={int(b) for b in data["done_above"]},
-                failed={int(b): int(n) for b, n in data["failed"].items()},
-                totals={str(k): int(v) for k, v in data["totals"].items()},
-                total_batches=data.get("total_batches"),
-                updated_at=float(data.get("updated_at", 0.0)),
-                run_started_at=float(data.get("run_started_at", 0.0)),
-                run_ids_at_start=int(data.get("run_ids_at_start", 0)),
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        except orjson.JSONDecodeError as exc:
+            raise _damaged(where, exc) from None
+        if not isinstance(data, dict):
+            raise _damaged(where, TypeError("not a JSON object"))
+        stored = data.pop("checksum", None)
+        if data.get("format") == FORMAT_VERSION and stored != content_checksum(data):
             raise CorruptCheckpoint(
-                f"{where} is damaged and can't be read ({type(exc).__name__}: {exc}). bulkgene "
-                "never starts over silently: if you have a backup of it, put it back; otherwise "
-                + _RESTART_HINT) from None
+                f"{where} does not match its own checksum: it was changed or damaged "
+                "outside bulkgene, so it can't be trusted. If you have a backup of it, put it "
+                f"back; otherwise {_RESTART_HINT}")
+        if data.get("format") != FORMAT_VERSION:
+            raise CorruptCheckpoint(
+                f"{where} was written by an incompatible bulkgene (format "
+                f"{data.get('format')!r}, this one reads {FORMAT_VERSION}); {_RESTART_HINT}")
+        data.pop("format")
+        try:
+            # JSON object keys are strings: the failed batches' indexes become ints here
+            failed = data.get("failed", {})
+            data["failed"] = {int(index): ids for index, ids in failed.items()}
+            state = msgspec.convert(data, cls)
+        except (msgspec.ValidationError, ValueError, AttributeError) as exc:
+            raise _damaged(where, exc) from None
+        _check_file_lengths(state.file_lengths, where)
+        return state
+
+
+def _damaged(where: Path, exc: Exception) -> CorruptCheckpoint:
+    return CorruptCheckpoint(
+        f"{where} is damaged and can't be read ({type(exc).__name__}: {exc}). bulkgene "
+        "never starts over silently: if you have a backup of it, put it back; otherwise "
+        + _RESTART_HINT)
 
 
 _COMMITTED_REPORTS = frozenset({MISSING_NAME, REPLACED_NAME})
@@ -155,26 +180,24 @@ def content_checksum(content: dict[str, Any]) -> str:
     return hashlib.blake2b(material, digest_size=16).hexdigest()
 
 
-def _file_lengths(raw: dict[str, Any], where: Path) -> dict[str, int]:
-    """The checkpoint's file lengths; each name must be a shard or report of the directory.
+def _check_file_lengths(lengths: dict[str, int], where: Path) -> None:
+    """Each name in the checkpoint's file lengths must be a shard or report of the directory,
+    each length a byte count.
 
     cut_back truncates what these name, so a name with a '/' or '..' would let a crafted
     checkpoint truncate any file the user can write, and one like plan.ids bulkgene's own.
     """
-    lengths: dict[str, int] = {}
-    for name, length in raw.items():
-        if not isinstance(name, str) or not (is_shard_name(name) or name in _COMMITTED_REPORTS):
+    for name, length in lengths.items():
+        if not (is_shard_name(name) or name in _COMMITTED_REPORTS):
             raise CorruptCheckpoint(
                 f"{where} names {name!r} among its files, which is not a shard or report "
                 "bulkgene commits: the checkpoint was altered outside bulkgene and is not obeyed. "
                 f"Put back a backup of it, or {_RESTART_HINT}")
-        if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+        if length < 0:
             raise CorruptCheckpoint(
                 f"{where} records a length of {length!r} for {name}, which is not a byte "
                 f"count: the checkpoint was altered outside bulkgene. Put back a backup of it, "
                 f"or {_RESTART_HINT}")
-        lengths[name] = length
-    return lengths
 
 
 def load(out_dir: Path) -> Checkpoint | None:
@@ -193,7 +216,7 @@ def save(out_dir: Path, checkpoint: Checkpoint) -> None:
 
 
 def check_compatible(checkpoint: Checkpoint, params: dict[str, Any],
-                     inputs: list[dict[str, str]], fingerprint_now: str) -> None:
+                     inputs: list[InputFile], fingerprint_now: str) -> None:
     """Refuse to resume a run whose input or output-changing parameters differ."""
     if checkpoint.fingerprint == fingerprint_now:
         return
@@ -202,10 +225,10 @@ def check_compatible(checkpoint: Checkpoint, params: dict[str, Any],
         for name in sorted(set(params) | set(checkpoint.params))
         if checkpoint.params.get(name) != params.get(name)
     ]
-    old_digests = [entry["digest"] for entry in checkpoint.inputs]
-    new_digests = [entry["digest"] for entry in inputs]
+    old_digests = [entry.digest for entry in checkpoint.inputs]
+    new_digests = [entry.digest for entry in inputs]
     if old_digests != new_digests:
-        old_names = ", ".join(entry["name"] for entry in checkpoint.inputs)
+        old_names = ", ".join(entry.name for entry in checkpoint.inputs)
         changes.append(f"input: the ID file(s) differ in content from the checkpoint's "
                        f"({old_names})")
     detail = "; ".join(changes) or "the checkpoint's fingerprint differs"

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import orjson
 
+from bulkgene import durable
 from bulkgene.errors import StateError
-from bulkgene.output import durable
-from bulkgene.output.layout import LOCK_NAME
+from bulkgene.layout import LOCK_NAME
 from bulkgene.processes import process_alive
 
 _ATTEMPTS = 5

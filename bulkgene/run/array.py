@@ -1,4 +1,4 @@
-"""Splitting one input over N tasks (SLURM array or by hand): which batches and which directory.
+"""Which task of an array this process is (SLURM or by hand); ``TaskSpec`` says what it takes.
 
 Task *i* of *N* takes the batches with ``b mod N == i`` and works in ``DIR/task-000i/``
 with its own checkpoint, shards and reports, so tasks never share a file. Defaults come
@@ -9,39 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 
+from bulkgene.config import TaskSpec
 from bulkgene.errors import ConfigError
-from bulkgene.output.layout import TASK_DIR_PREFIX, task_dir_name
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """This process's share of the batches."""
-
-    index: int = 0
-    count: int = 1
-
-    def __post_init__(self) -> None:
-        if self.count < 1 or not 0 <= self.index < self.count:
-            raise ConfigError(f"task index {self.index} of {self.count} is out of range: "
-                              "--task-index must be 0..--task-count - 1")
-
-    def takes(self, batch_index: int) -> bool:
-        return batch_index % self.count == self.index
-
-    def share(self, requested: int, batch_size: int) -> tuple[int, int]:
-        """How many batches and IDs this task takes of ``requested`` unique IDs."""
-        all_batches = -(-requested // batch_size)
-        batches = range(self.index, all_batches, self.count)
-        last_size = requested - batch_size * (all_batches - 1) if all_batches else 0
-        ids = sum(last_size if b == all_batches - 1 else batch_size for b in batches)
-        return len(batches), ids
-
-    def directory(self, out_dir: Path) -> Path:
-        """Where this task writes: DIR itself alone, DIR/task-000i/ in an array."""
-        return out_dir if self.count == 1 else out_dir / task_dir_name(self.index)
 
 
 def _int(env: Mapping[str, str], name: str) -> int | None:
@@ -109,10 +79,3 @@ def unsplit_array_note(env: Mapping[str, str] | None = None) -> str | None:
         return None
     return (f"SLURM array task {env['SLURM_ARRAY_TASK_ID']}: fetching the whole input (pass "
             "--split slurm to share one list among the array's tasks)")
-
-
-def task_directories(out_dir: Path) -> list[Path]:
-    """Every directory under ``out_dir`` that holds (or held) one task's run."""
-    tasks = sorted(p for p in out_dir.glob(TASK_DIR_PREFIX + "*") if p.is_dir()
-                   and p.name[len(TASK_DIR_PREFIX):].isdigit())
-    return tasks or ([out_dir] if (out_dir / "checkpoint.json").exists() else [])

@@ -1,0 +1,1 @@
+"""A run directory read back from disk: its status and the verification of its invariants."""

@@ -33,13 +33,12 @@ from bulkgene import durable
 from bulkgene.config import TaxonSelection
 from bulkgene.errors import StateError
 from bulkgene.input.idset import IdBitmap
+from bulkgene.layout import MISSING_TAXA_NAME, TAXA_DIR_NAME, TAXA_REPORT_NAME
 
-TAXA_DIR = "taxa"
+TAXA_DIR = TAXA_DIR_NAME
 SELECTION_NAME = "selection.json"
 GENES_NAME = "genes.txt"
 LIST_NAME = "list.json"
-TAXA_REPORT_NAME = "taxa.tsv"
-MISSING_TAXA_NAME = "missing_taxa.tsv"
 TAXA_REPORT_HEADER = b"taxon\tgene_ids\ttotal_count\tduplicates_dropped\tpages\tnotes\n"
 MISSING_TAXA_HEADER = b"taxon\treason\tmessage\n"
 _FORMAT = 1

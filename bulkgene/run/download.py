@@ -2,6 +2,8 @@
 
     download()
       signals          SIGTERM/INT/HUP held from the first moment, then given to the run
+      taxa             with --taxon: their GeneID list, read back or listed (run/taxa.py),
+                       becomes an input
       prepare          the directory, the input's plan, the checkpoint, the lock (a thread)
       finishing        whatever happens next: the store closed, summary.json written, the
                        lock released, a fatal error raised with the account attached
@@ -29,6 +31,7 @@ from bulkgene.run.array import unsplit_array_note
 from bulkgene.run.pipeline import Pipeline, RunOutcome
 from bulkgene.run.prepare import PreparedRun, prepare
 from bulkgene.run.sharing import budget_directory, paced_limiter, shared_budget
+from bulkgene.run.taxa import with_taxon_list
 from bulkgene.version import __version__
 
 log = logging.getLogger("bulkgene")
@@ -119,6 +122,11 @@ class _Signals:
         for signum in self._early:
             handler(signum)
 
+    def hold(self) -> None:
+        """Hold signals again until the next ``hand_to`` (between one step and the next)."""
+        self._early = []
+        self._handler = self._early.append
+
 
 @contextlib.contextmanager
 def _graceful_signals(enabled: bool) -> Iterator[_Signals]:
@@ -188,7 +196,8 @@ async def _finishing(config: DownloadConfig, prepared: PreparedRun,
 
 async def download(config: DownloadConfig, *, handle_signals: bool = False,
                    on_progress: Callable[[Snapshot], None] | None = None) -> Summary:
-    """Fetch every GeneID of ``config.inputs`` into ``config.out_dir``; resumable.
+    """Fetch every GeneID of ``config.inputs`` (and with ``config.taxa``, of the taxa's
+    list, listed first) into ``config.out_dir``; resumable.
 
     ``config.output.memory_budget_bytes`` bounds the fetched data held at once (pages of
     batches in flight and results waiting for the writer); one batch larger than it still
@@ -200,6 +209,12 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
     """
     started = time.monotonic()
     with _graceful_signals(handle_signals) as signals:
+        stats = NetStats()
+        if config.taxa is not None:
+            stop = asyncio.Event()
+            signals.hand_to(lambda _signum: stop.set())
+            config = await with_taxon_list(config, stats, stop)
+            signals.hold()
         prepared = await _prepare(config)
         async with _finishing(config, prepared, started) as finish:
             _log_start(config, prepared)
@@ -207,7 +222,7 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
                                     config.network.timeouts.keepalive_s,
                                     f"bulkgene/{__version__} (+aiohttp)") as session:
                 limiter = paced_limiter(config, config.effective_requests_per_second)
-                client = GeneClient(session, limiter, config)
+                client = GeneClient(session, limiter, config, stats=stats)
                 finish.stats = client.stats
                 report = None
                 if config.progress_interval_s > 0:

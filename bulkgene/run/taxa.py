@@ -1,0 +1,137 @@
+"""A download's first step when it names taxa: their fixed GeneID list becomes one of its inputs.
+
+The list lives in the plan directory (``DIR``; an array's tasks share it, as they share the
+plan): read back if an earlier run fixed it, else listed now (run/enumeration.py) under that
+directory's lock, with a session, pacer and budget lease of its own that end before the
+fetch takes its own. In an array, whichever task comes first lists; the others wait while
+the listing makes progress (a page committed at least every ``_STALL_S``), then read it.
+``--restart`` of a run that is not split moves the old run, list included, aside first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+from bulkgene import layout
+from bulkgene.config import DownloadConfig
+from bulkgene.errors import FatalHTTPError, Interrupted, StateError
+from bulkgene.input.taxon_list import TAXA_DIR, TaxonList, load_list
+from bulkgene.net.attempt import open_session
+from bulkgene.net.exchange import Exchanger, GaveUp, NetStats
+from bulkgene.output.lock import RunLock, holder_alive, read_lock
+from bulkgene.run.enumeration import TaxonCount, count_taxa, list_taxa
+from bulkgene.run.prepare import move_aside, plan_directory
+from bulkgene.run.sharing import paced_limiter, shared_budget
+from bulkgene.version import __version__
+
+log = logging.getLogger("bulkgene")
+_STALL_S = 600.0  # another task's listing that commits nothing for this long is given up on
+_POLL_S = 0.5
+
+
+def _last_progress_s(directory: Path) -> float:
+    """When the listing in ``directory`` last committed anything (wall clock)."""
+    taxa_dir = directory / TAXA_DIR
+    try:
+        return max((path.stat().st_mtime for path in taxa_dir.iterdir()),
+                   default=taxa_dir.stat().st_mtime)
+    except OSError:
+        return time.time()
+
+
+async def _take_waiting(lock: RunLock, stop: asyncio.Event) -> None:
+    """Take ``lock``, waiting while its live holder's listing makes progress."""
+    announced = False
+    while True:
+        try:
+            lock.acquire()
+            return
+        except StateError:
+            holder = read_lock(lock.path.parent)
+            stalled = time.time() - _last_progress_s(lock.path.parent) > _STALL_S
+            if holder is None or holder_alive(holder) is False or stalled:
+                raise
+        if not announced:
+            log.info("another task of the array is listing the taxa's GeneIDs into %s: "
+                     "waiting for its list", lock.path.parent)
+            announced = True
+        try:
+            await asyncio.wait_for(stop.wait(), _POLL_S)
+        except TimeoutError:
+            continue
+        raise Interrupted("interrupted while waiting for another task's list of the taxa's "
+                          "GeneIDs; nothing was fetched: run the same command again")
+
+
+async def _list(config: DownloadConfig, directory: Path, stats: NetStats,
+                stop: asyncio.Event) -> TaxonList:
+    async with open_session(config.effective_concurrency + 2,
+                            config.network.timeouts.keepalive_s,
+                            f"bulkgene/{__version__} (+aiohttp)") as session:
+        limiter = paced_limiter(config, config.effective_requests_per_second)
+        exchanger = Exchanger(session, limiter, config, stats)
+        async with shared_budget(config, limiter):
+            return await list_taxa(exchanger, config, directory, stop)
+
+
+async def with_taxon_list(config: DownloadConfig, stats: NetStats,
+                          stop: asyncio.Event) -> DownloadConfig:
+    """``config`` with its taxa's GeneID list among its inputs (none if no taxon gave a
+    GeneID and there are other inputs); ``stop`` set ends the listing resumably."""
+    if config.taxa is None:
+        return config
+    directory = plan_directory(config)
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(directory)
+    restarted = False
+    if config.task.count > 1:
+        await _take_waiting(lock, stop)
+    else:
+        lock.acquire()
+    try:
+        if config.restart and config.task.count == 1:
+            if (moved := move_aside(directory, config.out_dir)) is not None:
+                (moved / layout.LOCK_NAME).unlink(missing_ok=True)
+                directory.mkdir(parents=True, exist_ok=True)
+                lock.acquire()  # ours moved away with the old run
+                log.info("--restart: the old run, its list of GeneIDs included, is now in %s",
+                         moved)
+            restarted = True
+        done = None if config.taxa.refresh else await asyncio.to_thread(
+            load_list, directory, config.taxa)
+        if done is None:
+            done = await _list(config, directory, stats, stop)
+    except BaseException:
+        lock.release()
+        if created and not any(directory.iterdir()):
+            directory.rmdir()
+        raise
+    lock.release()
+    inputs = config.inputs
+    if done.gene_ids:
+        inputs = (*inputs, str(done.genes_path(directory)))
+    # prepare must not move the fresh list aside again
+    return dataclasses.replace(config, inputs=inputs,
+                               restart=config.restart and not restarted)
+
+
+async def count_taxa_now(config: DownloadConfig) -> tuple[list[TaxonCount], int]:
+    """What NCBI says about each taxon of ``config`` (``fetch --dry-run``), and the number
+    of requests that took; writes nothing."""
+    stats = NetStats()
+    async with open_session(config.effective_concurrency + 2,
+                            config.network.timeouts.keepalive_s,
+                            f"bulkgene/{__version__} (+aiohttp)") as session:
+        limiter = paced_limiter(config, config.effective_requests_per_second)
+        exchanger = Exchanger(session, limiter, config, stats)
+        async with shared_budget(config, limiter):
+            try:
+                return await count_taxa(exchanger, config), stats.requests
+            except GaveUp as exc:
+                raise FatalHTTPError(f"could not ask NCBI about the taxa ({exc}); check the "
+                                     "network with `bulkgene doctor` and try again") from None

@@ -54,9 +54,11 @@ class Asked:
 
     @property
     def offset(self) -> int | None:
-        """Where the page asked for starts (None: page 1), from a TaxonServer token."""
+        """Where the page asked for starts (None: page 1, -1: a token not of this server)."""
         token = self.token
-        return None if token is None else int(token.split("@")[1].split("#")[0])
+        if token is None:
+            return None
+        return int(token.split("@")[1].split("#")[0]) if "@" in token else -1
 
 
 def page(ids: list[int], *, total: int | None = None, token: str | None = None,
@@ -90,6 +92,7 @@ class TaxonServer:
     overlap: int = 0  # each page after the first repeats this many of the page before
     short_by: int = 0  # the last page leaves out this many GeneIDs (total_count doesn't)
     refuse_offsets: set[int] = field(default_factory=set)  # tokens to these answered 500
+    hang_offsets: set[int] = field(default_factory=set)  # pages here never answer
     generation: int = 0
     stale_below: int = 0  # tokens of earlier generations are answered 500
     special: dict[str, Callable[[Asked], Reply]] = field(default_factory=dict)  # by taxon
@@ -110,6 +113,8 @@ class TaxonServer:
             self.on_ask(asked)
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
+        if asked.offset in self.hang_offsets:
+            await asyncio.sleep(86_400)
         if asked.taxon in self.special:
             return self.special[asked.taxon](asked)
         listing = self.listings.get(asked.taxon)

@@ -1,6 +1,9 @@
 """Listing a taxon's GeneIDs: every decision of run/enumeration.py on a scripted server and a
 virtual clock (no sockets, no real time), and what lands in the directory."""
 
+# page tokens in these tests are opaque strings, not secrets
+# ruff: noqa: S105, S106
+
 from __future__ import annotations
 
 import asyncio
@@ -24,9 +27,6 @@ from bulkgene.input.taxon_list import TaxonList
 from bulkgene.net.attempt import Reply
 from bulkgene.net.exchange import Exchanger
 from bulkgene.run.enumeration import TaxonCount, count_taxa, list_taxa
-
-# page tokens in these tests are opaque strings, not secrets
-# ruff: noqa: S106
 
 HUMAN = list(range(5000, 7500))  # 2500 GeneIDs: three pages of 1000
 
@@ -313,3 +313,14 @@ def test_a_selection_needs_a_taxon_and_checks_gene_types() -> None:
         TaxonSelection(("9606",), ("protein-coding",))
     with pytest.raises(ConfigError, match="surrounding spaces"):
         TaxonSelection((" human",))
+
+
+def test_a_stop_gives_the_page_in_flight_a_grace_then_cancels_it(tmp_path: Path) -> None:
+    stop = asyncio.Event()
+    server = TaxonServer({"9606": HUMAN}, hang_offsets={1000},
+                         on_ask=lambda asked: stop.set() if asked.offset == 1000 else None)
+    config = config_for(tmp_path, "9606", shutdown_grace_s=5.0)
+    with pytest.raises(Interrupted):
+        listed(server, config, stop)
+    state = orjson.loads((config.out_dir / "taxa" / "chain-0000.json").read_bytes())
+    assert state["pages"] == 1 and state["token"] == "9606@1000#1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import subprocess
 import time
@@ -279,6 +280,36 @@ def test_killed_while_listing_and_while_fetching_it_resumes_exactly(
     assert len(bodies) <= 5 + kills
     assert sum(1 for body in bodies if "page_token" not in body) == 1
     assert run_cli("verify", str(out)).returncode == 0
+
+
+def test_sigterm_while_listing_exits_75_and_the_re_run_goes_on(make_emulator: EmulatorFactory,
+                                                              tmp_path: Path) -> None:
+    emulator = make_emulator()
+    out = tmp_path / "out"
+    strain = "Escherichia coli str. K-12 substr. MG1655"
+    args = ["fetch", "--taxon", strain, "--out", str(out), "--rate", "4",
+            "--returned-content", "IDS_ONLY"]
+    env = cli_env(emulator.base_url)
+    process = subprocess.Popen(cli_command(*args), env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while _chain_pages(out) < 2:
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 75, stderr.decode()
+    assert "interrupted while listing" in stderr.decode()
+    assert 2 <= _chain_pages(out) < 5 and not (out / "checkpoint.json").exists()
+    status = run_cli("status", str(out))
+    assert status.returncode == 1
+    assert re.search(r"being listed: \d+ so far of about 4300, 0 of 1 taxa done. Re-run",
+                     status.stderr.decode()), status.stderr.decode()
+    result = run_cli(*args[:5], "--returned-content", "IDS_ONLY", env=env)  # at full pace
+    assert result.returncode == 0, result.stderr.decode()
+    assert set(gene_ids_written(out)) == set(taxon_genes(emulator, strain))
+    bodies = listing_requests(emulator.state.arrivals())
+    assert sum(1 for body in bodies if "page_token" not in body) == 1
 
 
 @pytest.mark.slow

@@ -346,3 +346,23 @@ def describe(done: TaxonList) -> str:
     if done.shared:
         text += f"; {done.shared} listed by more than one taxon, fetched once"
     return text
+
+
+def listing_progress(directory: Path) -> str | None:
+    """What an unfinished listing in ``directory`` has committed, in words (for ``status``);
+    None if there is none. Reads only: a running listing is never disturbed."""
+    taxa_dir = directory / TAXA_DIR
+    if not taxa_dir.is_dir() or (taxa_dir / LIST_NAME).exists():
+        return None
+    chains = []
+    for path in sorted(taxa_dir.glob("chain-*.json")):
+        try:
+            chains.append(msgspec.json.decode(durable.read_bytes(path), type=ChainState))
+        except (OSError, msgspec.DecodeError, StateError):
+            continue  # being replaced, or damaged: the run itself says which
+    listed = sum(chain.ids_bytes // 4 for chain in chains)
+    promised = sum(chain.total_count or 0 for chain in chains)
+    done = sum(1 for chain in chains if chain.done)
+    return (f"the taxa's GeneIDs are being listed: {listed} so far"
+            + (f" of about {promised}" if promised else "")
+            + f", {done} of {len(chains)} taxa done")

@@ -31,7 +31,7 @@ from bulkgene.run.array import unsplit_array_note
 from bulkgene.run.pipeline import Pipeline, RunOutcome
 from bulkgene.run.prepare import PreparedRun, prepare
 from bulkgene.run.sharing import budget_directory, paced_limiter, shared_budget
-from bulkgene.run.taxa import with_taxon_list
+from bulkgene.run.taxa import ListingSignals, with_taxon_list
 from bulkgene.version import __version__
 
 log = logging.getLogger("bulkgene")
@@ -211,9 +211,9 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
     with _graceful_signals(handle_signals) as signals:
         stats = NetStats()
         if config.taxa is not None:
-            stop = asyncio.Event()
-            signals.hand_to(lambda _signum: stop.set())
-            config = await with_taxon_list(config, stats, stop)
+            listing = ListingSignals(config.shutdown_grace_s)
+            signals.hand_to(listing.on_signal)
+            config = await with_taxon_list(config, stats, listing.stop)
             signals.hold()
         prepared = await _prepare(config)
         async with _finishing(config, prepared, started) as finish:

@@ -27,7 +27,7 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ParamSpec, Protocol, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from bulkgene.config import DownloadConfig, TaxonSelection
 from bulkgene.errors import BulkgeneError, InputError, Interrupted, ListingIncomplete
@@ -135,9 +135,8 @@ async def list_taxa(exchanger: Exchanger, config: DownloadConfig, directory: Pat
             if failure is not None:
                 listing.failures.append(failure)
 
-    async with asyncio.TaskGroup() as group:
-        for chain in pending:
-            group.create_task(run(chain))
+    await _run_all([asyncio.create_task(run(chain)) for chain in pending], listing.stop,
+                   config.shutdown_grace_s)
     if listing.fatal is not None:
         raise listing.fatal
     if listing.stop.is_set() and not all(chain.state.done for chain in listing.chains):
@@ -161,6 +160,30 @@ async def list_taxa(exchanger: Exchanger, config: DownloadConfig, directory: Pat
             "later")
     log.info("%s", describe(done))
     return done
+
+
+async def _run_all(tasks: list[asyncio.Task[None]], stop: asyncio.Event, grace_s: float
+                   ) -> None:
+    """Wait for the chains; once ``stop`` is set, give the pages in flight ``grace_s`` to
+    land and commit, then cancel the rest (what they committed stays)."""
+    if not tasks:
+        return
+    everything = asyncio.gather(*tasks)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        either: set[asyncio.Future[Any]] = {everything, stopped}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if not everything.done():
+            await asyncio.wait({everything}, timeout=grace_s)
+        if not everything.done():
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            everything.exception()  # retrieved: the cancellation is ours
+            return
+        everything.result()  # a bug in a chain surfaces here
+    finally:
+        stopped.cancel()
 
 
 def _names(chains: list[Chain]) -> str:

@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
+import signal
+import sys
 import time
 from pathlib import Path
 
 from bulkgene import layout
 from bulkgene.config import DownloadConfig
-from bulkgene.errors import FatalHTTPError, Interrupted, StateError
+from bulkgene.errors import EXIT_INTERRUPTED, FatalHTTPError, Interrupted, StateError
 from bulkgene.input.taxon_list import TAXA_DIR, TaxonList, load_list
 from bulkgene.net.attempt import open_session
 from bulkgene.net.exchange import Exchanger, GaveUp, NetStats
@@ -41,6 +44,28 @@ def _last_progress_s(directory: Path) -> float:
                    default=taxa_dir.stat().st_mtime)
     except OSError:
         return time.time()
+
+
+class ListingSignals:
+    """SIGTERM/INT/HUP while the taxa are listed: the first ends the listing after the pages
+    in flight (``stop``), a second exits at once (committed pages are safe either way)."""
+
+    def __init__(self, grace_s: float) -> None:
+        self.stop = asyncio.Event()
+        self._grace_s = grace_s
+        self._count = 0
+
+    def on_signal(self, signum: int) -> None:
+        self._count += 1
+        name = signal.Signals(signum).name
+        if self._count > 1:
+            sys.stderr.write(f"bulkgene: second {name}: exiting now. Every page listed is "
+                             "safe; re-run the same command to go on.\n")
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
+        log.warning("%s received: finishing the pages in flight (up to %.0f s), then stopping. "
+                    "Send it again to exit at once.", name, self._grace_s)
+        self.stop.set()
 
 
 async def _take_waiting(lock: RunLock, stop: asyncio.Event) -> None:

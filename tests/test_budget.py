@@ -364,7 +364,9 @@ async def test_async_leases_follow_joins_and_exits(tmp_path: Path) -> None:
             assert second.share_rps == 0.0
             await until(lambda: (first.share_rps, second.share_rps) == (4.0, 4.0))
             assert await anext(changes) == 4.0
-        await until(lambda: first.share_rps == 8.0)
+        # on_share hears the new share at the lease's next step, which may come after
+        # share_rps already reads it: wait for what is asserted, the notification
+        await until(lambda: first.share_rps == 8.0 and reported[-1] == 8.0)
     assert reported[0] == 0.0 and reported[-1] == 0.0  # nothing before admission, nor after exit
     remaining = iter(reported)
     assert all(share in remaining for share in (8.0, 4.0, 8.0))  # in this order

@@ -93,6 +93,7 @@ class TaxonServer:
     short_by: int = 0  # the last page leaves out this many GeneIDs (total_count doesn't)
     refuse_offsets: set[int] = field(default_factory=set)  # tokens to these answered 500
     hang_offsets: set[int] = field(default_factory=set)  # pages here never answer
+    types_of: Mapping[int, str] | None = None  # each GeneID's type; None: ``types`` ignored
     generation: int = 0
     stale_below: int = 0  # tokens of earlier generations are answered 500
     special: dict[str, Callable[[Asked], Reply]] = field(default_factory=dict)  # by taxon
@@ -128,11 +129,17 @@ class TaxonServer:
             return status(500, "Internal server error.")
         offset = asked.offset or 0
         size = int(json_body.get("page_size", 20))
+        types = json_body.get("types")
+        if types and self.types_of is not None:
+            listing = [gene_id for gene_id in listing if self.types_of.get(gene_id) in types]
+            if not listing:
+                return Reply(200, {}, b"{}")
+        whole = len(listing)
         listing = listing[: len(listing) - self.short_by] if self.short_by else listing
         ids = listing[offset: offset + size]
         following = offset + size - self.overlap
         more = offset + size < len(listing)
-        return page(ids, total=len(self.listings[asked.taxon]) if token is None else None,
+        return page(ids, total=whole if token is None else None,
                     token=f"{asked.taxon}@{following}#{self.generation}" if more else None)
 
 

@@ -21,7 +21,7 @@ from scripted_taxa import (
     status,
 )
 
-from bulkgene.config import DownloadConfig, TaxonSelection
+from bulkgene.config import GENE_TYPES, DownloadConfig, TaxonSelection
 from bulkgene.errors import AuthError, InputError, Interrupted, ListingIncomplete, StateError
 from bulkgene.input.taxon_list import TaxonList
 from bulkgene.net.attempt import Reply
@@ -324,3 +324,61 @@ def test_a_stop_gives_the_page_in_flight_a_grace_then_cancels_it(tmp_path: Path)
         listed(server, config, stop)
     state = orjson.loads((config.out_dir / "taxa" / "chain-0000.json").read_bytes())
     assert state["pages"] == 1 and state["token"] == "9606@1000#1"
+
+
+WHEAT = list(range(120_000, 126_000))  # 6000 GeneIDs, three gene types
+TYPES = {gene_id: ("PROTEIN_CODING", "ncRNA", "PSEUDO")[gene_id % 3] for gene_id in WHEAT}
+
+
+def test_a_big_taxon_is_listed_in_parts_by_gene_type_side_by_side(tmp_path: Path) -> None:
+    server = TaxonServer({"4565": WHEAT}, types_of=TYPES, latency_s=1.0)
+    config = config_for(tmp_path, "4565")
+    done = listed(server, config)
+    assert sorted(genes_txt(config)) == WHEAT
+    typed = [asked for asked in server.asked if "types" in asked.body]
+    assert {tuple(asked.body["types"]) for asked in typed} == {(t,) for t in GENE_TYPES}
+    # one chain of 6 pages would take 6 round trips; page 1, then the parts' 2 pages each
+    assert max(asked.at_s for asked in server.asked) < 4.0
+    result = done.taxa[0]
+    assert (result.gene_ids, result.total_count, result.pages) == (6000, 6000, 1 + 10 + 3 * 2)
+    assert tsv_rows(config.out_dir / "taxa.tsv") == [["4565", "6000", "6000", "0", "17", ""]]
+
+
+def test_gene_types_that_dont_add_up_fall_back_to_one_chain(tmp_path: Path) -> None:
+    server = TaxonServer({"4565": WHEAT})  # ignores ``types``: every part is the whole
+    config = config_for(tmp_path, "4565")
+    done = listed(server, config)
+    assert genes_txt(config) == WHEAT and done.taxa[0].gene_ids == 6000
+    untyped = [asked.offset for asked in server.asked if "types" not in asked.body]
+    assert untyped == [None, 1000, 2000, 3000, 4000, 5000], "on from page 2, not over"
+    assert sum(1 for asked in server.asked if "types" in asked.body) == len(GENE_TYPES)
+
+
+def test_a_split_listing_resumes_its_parts(tmp_path: Path) -> None:
+    stop = asyncio.Event()
+    server = TaxonServer({"4565": WHEAT}, types_of=TYPES,
+                         on_ask=lambda asked: stop.set() if asked.offset == 1000 else None)
+    config = config_for(tmp_path, "4565")
+    with pytest.raises(Interrupted):
+        listed(server, config, stop)
+    resumed = TaxonServer({"4565": WHEAT}, types_of=TYPES)
+    listed(resumed, config)
+    assert sorted(genes_txt(config)) == WHEAT
+    assert all(asked.token is not None for asked in resumed.asked), "no page 1 asked again"
+
+
+def test_with_many_taxa_in_flight_a_big_one_stays_one_chain(tmp_path: Path) -> None:
+    listings = {str(n): list(range(n * 10_000, n * 10_000 + 4000)) for n in range(1, 9)}
+    server = TaxonServer(listings, types_of={g: "PSEUDO" for ids in listings.values()
+                                             for g in ids})
+    config = config_for(tmp_path, *listings)
+    assert listed(server, config).gene_ids == 32_000
+    assert not any("types" in asked.body for asked in server.asked)
+
+
+def test_one_gene_type_asked_is_never_split(tmp_path: Path) -> None:
+    server = TaxonServer({"4565": WHEAT}, types_of=TYPES)
+    config = config_for(tmp_path, "4565", gene_types=("ncRNA",))
+    assert listed(server, config).gene_ids == 2000
+    assert {tuple(asked.body["types"]) for asked in server.asked} == {("ncRNA",)}
+    assert len(server.asked) == 2

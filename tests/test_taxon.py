@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from helpers import (
     write_ids,
 )
 
+from bulkgene.config import GENE_TYPES
 from bulkgene.output import checkpoint as ckpt
 from bulkgene.testing import EmulatorThread
 from bulkgene.testing.state import Arrival
@@ -207,10 +209,29 @@ def test_taxon_options_need_a_taxon_and_fetch_needs_an_input(emulator: EmulatorT
 
 
 def _chain_pages(out: Path) -> int:
-    try:
-        return int(orjson.loads((out / "taxa" / "chain-0000.json").read_bytes())["pages"])
-    except (OSError, ValueError, KeyError):
-        return 0
+    """Pages committed by every chain of the listing (a big taxon's parts included)."""
+    pages = 0
+    for path in (out / "taxa").glob("chain-*.json"):
+        try:
+            pages += int(orjson.loads(path.read_bytes())["pages"])
+        except (OSError, ValueError, KeyError):
+            continue  # being replaced: counted at the next look
+    return pages
+
+
+def clean_pages(emulator: EmulatorThread, taxon: str) -> int:
+    """The pages a listing of ``taxon`` takes without a kill: page 1, then one chain per gene
+    type (a type with no gene answers one empty page)."""
+    universe = emulator.state.universe
+    found = universe.taxa.find(taxon)
+    assert found is not None
+    return 1 + sum(max(1, -(-len(universe.taxon_genes(found, types=(gene_type,))) // 1000))
+                   for gene_type in GENE_TYPES)
+
+
+def ask(body: dict[str, object]) -> tuple[object, object]:
+    """A listing request by what it asks: its gene types and its page token."""
+    return str(body.get("types")), body.get("page_token")
 
 
 def _committed(out: Path) -> int:
@@ -242,8 +263,9 @@ def _killed_then_finished(emulator: EmulatorThread, out: Path, args: list[str],
     for _ in range(listing_kills):
         process = subprocess.Popen(cli_command(*args), env=env, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
-        # two pages at least: a re-run that listed from page 1 again would then show
-        target = min(pages - 1, _chain_pages(out) + rng.randint(2, max(2, pages // 8)))
+        # two pages at least (a re-run that listed from page 1 again would show), and never
+        # near the end: the parts' pages land several at once
+        target = min(pages * 3 // 4, _chain_pages(out) + rng.randint(2, max(2, pages // 8)))
         _kill_when(process, target, lambda: _chain_pages(out), rng)
         assert process.returncode == -signal.SIGKILL
         assert not (out / "taxa" / "list.json").exists(), "killed while listing"
@@ -268,17 +290,19 @@ def test_killed_while_listing_and_while_fetching_it_resumes_exactly(
         make_emulator: EmulatorFactory, tmp_path: Path) -> None:
     emulator = make_emulator(latency_s=0.01)
     out = tmp_path / "out"
-    strain = "Escherichia coli str. K-12 substr. MG1655"  # 4300 genes: 5 pages
+    strain = "Escherichia coli str. K-12 substr. MG1655"  # 4300 genes: listed in parts
+    pages = clean_pages(emulator, strain)
     args = ["fetch", "--taxon", strain, "--out", str(out), "--rate", "8", "--batch-size", "100",
             "--returned-content", "IDS_ONLY"]
-    kills = _killed_then_finished(emulator, out, args, pages=5, batches=43, listing_kills=1,
-                                  fetch_kills=1, seed=24)
+    kills = _killed_then_finished(emulator, out, args, pages=pages, batches=43,
+                                  listing_kills=1, fetch_kills=1, seed=24)
     genes = taxon_genes(emulator, strain)
     assert_complete_output(out, expected_for(emulator.state.universe, genes))
-    bodies = listing_requests(emulator.state.arrivals())
-    # each kill loses at most the page in flight: the list went on from its committed token
-    assert len(bodies) <= 5 + kills
-    assert sum(1 for body in bodies if "page_token" not in body) == 1
+    asks = Counter(ask(body) for body in listing_requests(emulator.state.arrivals()))
+    assert len(asks) == pages, "every page of the listing asked for"
+    assert asks[ask({})] == 1, "page 1 once: the re-run went on from what was committed"
+    # a kill loses at most the pages in flight (13 gene types side by side at most)
+    assert sum(asks.values()) - pages <= 13 * kills
     assert run_cli("verify", str(out)).returncode == 0
 
 
@@ -300,7 +324,8 @@ def test_sigterm_while_listing_exits_75_and_the_re_run_goes_on(make_emulator: Em
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 75, stderr.decode()
     assert "interrupted while listing" in stderr.decode()
-    assert 2 <= _chain_pages(out) < 5 and not (out / "checkpoint.json").exists()
+    assert 2 <= _chain_pages(out) < clean_pages(emulator, strain)
+    assert not (out / "checkpoint.json").exists()
     status = run_cli("status", str(out))
     assert status.returncode == 1
     assert re.search(r"being listed: \d+ so far of about 4300, 0 of 1 taxa done. Re-run",
@@ -308,8 +333,8 @@ def test_sigterm_while_listing_exits_75_and_the_re_run_goes_on(make_emulator: Em
     result = run_cli(*args[:5], "--returned-content", "IDS_ONLY", env=env)  # at full pace
     assert result.returncode == 0, result.stderr.decode()
     assert set(gene_ids_written(out)) == set(taxon_genes(emulator, strain))
-    bodies = listing_requests(emulator.state.arrivals())
-    assert sum(1 for body in bodies if "page_token" not in body) == 1
+    asks = Counter(ask(body) for body in listing_requests(emulator.state.arrivals()))
+    assert asks[ask({})] == 1, "page 1 once: the re-run went on from what was committed"
 
 
 @pytest.mark.slow
@@ -320,7 +345,8 @@ def test_a_100_000_gene_taxon_killed_at_random_is_fetched_exactly(
     out = tmp_path / "out"
     args = ["fetch", "--taxon", "Triticum aestivum", "--out", str(out), "--rate", "40",
             "--endpoint", "dataset-report", "--compress", "gzip"]
-    kills = _killed_then_finished(emulator, out, args, pages=101, batches=100,
+    pages = clean_pages(emulator, "wheat")
+    kills = _killed_then_finished(emulator, out, args, pages=pages, batches=100,
                                   listing_kills=6, fetch_kills=6, seed=100_000)
     genes = taxon_genes(emulator, "wheat")
     assert len(genes) == 100_000
@@ -328,10 +354,11 @@ def test_a_100_000_gene_taxon_killed_at_random_is_fetched_exactly(
     assert {record["gene"]["tax_id"] for record in read_records(out)} == {"4565"}
     rows = read_tsv(out / "taxa.tsv")
     assert rows[0][:3] == ["Triticum aestivum", "100000", "100000"]
-    assert int(rows[0][3]) == 3 * (int(rows[0][4]) - 1), "the overlaps, dropped and counted"
-    bodies = listing_requests(emulator.state.arrivals())
-    assert len(bodies) <= int(rows[0][4]) + kills
-    assert sum(1 for body in bodies if "page_token" not in body) == 1
+    asks = Counter(ask(body) for body in listing_requests(emulator.state.arrivals()))
+    assert asks[ask({})] == 1, "page 1 once: every re-run went on from what was committed"
+    assert sum(asks.values()) - len(asks) <= 13 * kills, "a kill loses the pages in flight"
+    # each chain's pages after its first repeat 3 GeneIDs of the page before: dropped, counted
+    assert int(rows[0][3]) == 3 * (int(rows[0][4]) - (1 + len(GENE_TYPES)))
     assert run_cli("verify", str(out)).returncode == 0
 
 
@@ -357,8 +384,8 @@ def test_an_array_lists_once_and_its_tasks_share_the_list(make_emulator: Emulato
     for task_dir in sorted(out.glob("task-*")):
         written.extend(gene_ids_written(task_dir).elements())
     assert sorted(written) == sorted(genes), "every gene once across the tasks"
-    bodies = listing_requests(emulator.state.arrivals())
-    assert len(bodies) == 5, "one listing for the three tasks"
+    asks = Counter(ask(body) for body in listing_requests(emulator.state.arrivals()))
+    assert set(asks.values()) == {1}, "one listing for the three tasks"
     assert (out / "taxa" / "list.json").exists() and not (out / "task-0000" / "taxa").exists()
     status = run_cli("status", str(out))
     assert status.returncode == 0, status.stderr.decode()

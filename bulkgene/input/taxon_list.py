@@ -3,7 +3,9 @@
     D/taxa/selection.json    what was asked (taxa, gene types, subtree), written first
     D/taxa/chain-0003.ids    taxon 3's GeneIDs so far, each once, 4 bytes little-endian
     D/taxa/chain-0003.json   how far taxon 3 got: the next page token, the committed length of
-                             its .ids, pages, page 1's total_count, duplicates dropped
+                             its .ids, pages, page 1's total_count, duplicates dropped, and
+                             whether it is listed in parts, one per gene type
+    D/taxa/chain-0003-PSEUDO.ids, .json   such a part: the same, for its type
     D/taxa/genes.txt         the union of every taxon's GeneIDs, one per line, each once: the
                              run's input, read by the ID pipeline like any ID file
     D/taxa/list.json         written last: the list is complete and fixed
@@ -59,6 +61,9 @@ class ChainState(msgspec.Struct):
     notices: list[tuple[str, str]] = []  # page 1's warnings: (code, text)
     refused: str | None = None  # the server refused the taxon itself: why
     short: bool = False  # accepted with fewer GeneIDs than total_count promised
+    # a whole taxon's chain after page 1: listed in parts, one chain per gene type (True),
+    # or on as one chain (False); None: not decided yet
+    split: bool | None = None
     done: bool = False
 
 
@@ -191,15 +196,21 @@ class Chain:
     directory: Path  # D/taxa
     index: int
     state: ChainState
+    part: str | None = None  # the gene type of a part; None: the taxon's whole chain
     seen: IdBitmap = field(default_factory=IdBitmap)
+    parts: list[Chain] = field(default_factory=list)  # a split whole chain's parts
+
+    @property
+    def _stem(self) -> str:
+        return f"chain-{self.index:04d}" + (f"-{self.part}" if self.part else "")
 
     @property
     def ids_path(self) -> Path:
-        return self.directory / f"chain-{self.index:04d}.ids"
+        return self.directory / f"{self._stem}.ids"
 
     @property
     def state_path(self) -> Path:
-        return self.directory / f"chain-{self.index:04d}.json"
+        return self.directory / f"{self._stem}.json"
 
     @property
     def taxon(self) -> str:
@@ -210,11 +221,17 @@ class Chain:
         """Unique GeneIDs committed so far."""
         return len(self.seen)
 
+    @property
+    def taxon_listed(self) -> int:
+        """A whole chain's GeneIDs so far: its parts' if it is split, else its own."""
+        return sum(part.listed for part in self.parts) if self.state.split else self.listed
+
     @classmethod
-    def open(cls, directory: Path, index: int, taxon: str) -> Chain:
-        """The chain of taxon ``index`` as last committed (a fresh one if none was)."""
+    def open(cls, directory: Path, index: int, taxon: str, part: str | None = None) -> Chain:
+        """The chain of taxon ``index`` (or of its gene type ``part``) as last committed (a
+        fresh one if none was)."""
         taxa_dir = directory / TAXA_DIR
-        chain = cls(taxa_dir, index, ChainState(taxon))
+        chain = cls(taxa_dir, index, ChainState(taxon), part)
         state = _read_struct(chain.state_path, ChainState)
         if state is not None and state.taxon == taxon:
             chain.state = state
@@ -252,6 +269,11 @@ class Chain:
         self._save()
         return len(new)
 
+    def decide(self, split: bool) -> None:
+        """After page 1: list the taxon in parts, one per gene type, or on as one chain."""
+        self.state.split = split
+        self._save()
+
     def finish(self, *, short: bool = False) -> None:
         self.state.short = short
         self.state.done = True
@@ -276,9 +298,23 @@ class Chain:
         durable.write_atomically(self.state_path, msgspec.json.encode(self.state))
 
     def gene_ids(self) -> Iterator[int]:
-        """The chain's GeneIDs in the order the pages gave them."""
-        if self.state.ids_bytes:
+        """The chain's GeneIDs in the order the pages gave them (a split chain: its parts')."""
+        if self.state.split:
+            for part in self.parts:
+                yield from part.gene_ids()
+        elif self.state.ids_bytes:
             yield from _read_ids(self.ids_path, self.state.ids_bytes)
+
+    def result(self, listed: int) -> TaxonResult:
+        """What the taxon gave, ``listed`` of its own GeneIDs: a split chain's counts are
+        its parts' (its page 1 only decided the split)."""
+        state = self.state
+        parts = self.parts if state.split else []
+        return TaxonResult(
+            state.taxon, listed, state.total_count,
+            sum(p.state.duplicates for p in parts) if parts else state.duplicates,
+            state.pages + sum(p.state.pages for p in parts), state.notices, state.refused,
+            any(p.state.short for p in parts) if parts else state.short)
 
 
 def _tsv_text(text: str) -> str:
@@ -295,7 +331,10 @@ def finalize(directory: Path, selection: TaxonSelection, chains: list[Chain]) ->
     with durable.atomic_file(taxa_dir / GENES_NAME) as handle:
         for chain in chains:
             lines = []
+            own = IdBitmap()  # this taxon's GeneIDs: parts of a split taxon are disjoint
             for gene_id in chain.gene_ids():
+                if not own.add(gene_id):
+                    continue
                 if union.add(gene_id):
                     lines.append(b"%d\n" % gene_id)
                 else:
@@ -304,17 +343,13 @@ def finalize(directory: Path, selection: TaxonSelection, chains: list[Chain]) ->
                     handle.write(b"".join(lines))
                     lines.clear()
             handle.write(b"".join(lines))
-            state = chain.state
-            results.append(TaxonResult(state.taxon, chain.listed, state.total_count,
-                                       state.duplicates, state.pages, state.notices,
-                                       state.refused, state.short))
+            results.append(chain.result(len(own)))
     done = TaxonList(_FORMAT, _selection(selection), results, len(union), shared)
     if not done.gene_ids:
         # a list of nothing is never fixed: the next run asks again (it may have been an
         # outage at NCBI, issue 373), and the reports below say what each taxon answered
-        for chain in chains:
-            chain.state_path.unlink(missing_ok=True)
-            chain.ids_path.unlink(missing_ok=True)
+        for path in taxa_dir.glob("chain-*"):
+            path.unlink(missing_ok=True)
         (taxa_dir / GENES_NAME).unlink(missing_ok=True)
     report = [TAXA_REPORT_HEADER]
     missing = [MISSING_TAXA_HEADER]
@@ -354,15 +389,18 @@ def listing_progress(directory: Path) -> str | None:
     taxa_dir = directory / TAXA_DIR
     if not taxa_dir.is_dir() or (taxa_dir / LIST_NAME).exists():
         return None
-    chains = []
+    wholes: list[ChainState] = []
+    parts: list[ChainState] = []
     for path in sorted(taxa_dir.glob("chain-*.json")):
         try:
-            chains.append(msgspec.json.decode(durable.read_bytes(path), type=ChainState))
+            state = msgspec.json.decode(durable.read_bytes(path), type=ChainState)
         except (OSError, msgspec.DecodeError, StateError):
             continue  # being replaced, or damaged: the run itself says which
-    listed = sum(chain.ids_bytes // 4 for chain in chains)
-    promised = sum(chain.total_count or 0 for chain in chains)
-    done = sum(1 for chain in chains if chain.done)
+        (parts if path.stem.count("-") > 1 else wholes).append(state)
+    listed = sum(state.ids_bytes // 4 for state in wholes if not state.split) + sum(
+        state.ids_bytes // 4 for state in parts)
+    promised = sum(state.total_count or 0 for state in wholes)
+    done = sum(1 for state in wholes if state.done)
     return (f"the taxa's GeneIDs are being listed: {listed} so far"
             + (f" of about {promised}" if promised else "")
-            + f", {done} of {len(chains)} taxa done")
+            + f", {done} of {len(wholes)} taxa done")

@@ -17,6 +17,14 @@ decisions, each for a reason recorded in docs/ncbi-gene-taxon.md:
   counted, as NCBI's CLI drops them.
 - a chain that gets no page after every attempt (or keeps starting over) fails: the other
   chains finish, then ListingIncomplete says to re-run.
+- a taxon of more than ``SPLIT_ABOVE_PAGES`` pages, while few taxa are left to list, is
+  listed in parts, one chain per gene type (the API's ``types``), side by side: a token
+  chain is serial, one page a round trip, and leaves most of the budget idle; NCBI's genes
+  of one type are not of another, so the parts together are the taxon. The parts cost one
+  request each more (most types are empty), so with many taxa in flight, which use the
+  budget anyway, a taxon stays one chain. The parts are taken only if their
+  ``total_count`` add up to the whole's; if not (a type the API does not name), the taxon's
+  own chain goes on from page 2, where page 1 left it.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypeVar
 
-from bulkgene.config import DownloadConfig, TaxonSelection
+from bulkgene.config import GENE_TYPES, DownloadConfig, TaxonSelection
 from bulkgene.errors import BulkgeneError, InputError, Interrupted, ListingIncomplete
 from bulkgene.input.taxon_list import Chain, TaxonList, begin, describe, finalize, load_list
 from bulkgene.ncbi.taxon import (
@@ -57,6 +65,7 @@ class Offload(Protocol):
 
 
 SHORT_RELISTS = 1  # a chain short of its total_count is listed again this often
+SPLIT_ABOVE_PAGES = 3  # a taxon longer than this is listed in parts, one per gene type
 _SUBTREE_CODES = ("ABOVE_SPECIES_TAXON", "NO_GENE_ANNOTATION_FOUND")
 
 
@@ -75,6 +84,9 @@ class _Listing:
     stop: asyncio.Event
     progress_interval_s: float
     offload: Offload
+    directory: Path
+    concurrency: int
+    slots: asyncio.Semaphore
     chains: list[Chain] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     fatal: BulkgeneError | None = None
@@ -89,8 +101,14 @@ class _Listing:
         done = sum(1 for chain in self.chains if chain.state.done)
         promised = sum(chain.state.total_count or 0 for chain in self.chains)
         log.info("listing taxa: %d of %d done, %d GeneIDs listed%s", done, len(self.chains),
-                 sum(chain.listed for chain in self.chains),
+                 sum(chain.taxon_listed for chain in self.chains),
                  f" of about {promised}" if promised else "")
+
+    @property
+    def split_types(self) -> tuple[str, ...]:
+        """The gene types a big taxon is listed in parts by (none: it can't be split)."""
+        types = self.selection.gene_types or GENE_TYPES
+        return types if len(types) > 1 else ()
 
 
 async def list_taxa(exchanger: Exchanger, config: DownloadConfig, directory: Path,
@@ -112,28 +130,31 @@ async def list_taxa(exchanger: Exchanger, config: DownloadConfig, directory: Pat
     await offload(begin, directory, selection)
     retry = config.network.retry
     listing = _Listing(exchanger, selection, retry.max_attempts, retry.token_attempts,
-                       stop or asyncio.Event(), config.progress_interval_s, offload,
+                       stop or asyncio.Event(), config.progress_interval_s, offload, directory,
+                       config.effective_concurrency,
+                       asyncio.Semaphore(max(1, config.effective_concurrency)),
                        last_report_s=asyncio.get_running_loop().time())
     for index, taxon in enumerate(selection.taxa):
-        listing.chains.append(await offload(Chain.open, directory, index, taxon))
+        chain = await offload(Chain.open, directory, index, taxon)
+        if chain.state.split:
+            await _open_parts(chain, listing)
+        listing.chains.append(chain)
     pending = [chain for chain in listing.chains if not chain.state.done]
     if pending:
         log.info("listing the GeneIDs of %d tax%s (%s)%s", len(pending),
                  "on" if len(pending) == 1 else "a", _names(pending),
                  " from the pages an earlier run committed" if any(
                      chain.state.pages for chain in pending) else "")
-    slots = asyncio.Semaphore(max(1, config.effective_concurrency))
 
     async def run(chain: Chain) -> None:
-        async with slots:
-            try:
-                failure = await _run_chain(chain, listing)
-            except BulkgeneError as exc:  # a bad key, an outage: every chain stops
-                listing.fatal = listing.fatal or exc
-                listing.stop.set()
-                return
-            if failure is not None:
-                listing.failures.append(failure)
+        try:
+            failure = await _run_taxon(chain, listing)
+        except BulkgeneError as exc:  # a bad key, an outage: every chain stops
+            listing.fatal = listing.fatal or exc
+            listing.stop.set()
+            return
+        if failure is not None:
+            listing.failures.append(failure)
 
     await _run_all([asyncio.create_task(run(chain)) for chain in pending], listing.stop,
                    config.shutdown_grace_s)
@@ -206,11 +227,63 @@ def _warn_about(done: TaxonList, selection: TaxonSelection) -> None:
                         result.total_count, result.gene_ids, result.gene_ids)
 
 
-async def _run_chain(chain: Chain, listing: _Listing) -> str | None:
-    """Page ``chain`` to its end (or until stopped); a failure's description, else None."""
+async def _open_parts(whole: Chain, listing: _Listing) -> None:
+    whole.parts = [await listing.offload(Chain.open, listing.directory, whole.index,
+                                         whole.taxon, part)
+                   for part in listing.split_types]
+
+
+async def _run_taxon(whole: Chain, listing: _Listing) -> str | None:
+    """List one taxon: page 1 of its chain, then the rest of it, or its parts side by side."""
+    if not whole.state.done and whole.state.split is None:
+        async with listing.slots:
+            failure = await _run_chain(whole, listing, first_page_only=True)
+        if failure is not None or whole.state.done or listing.stop.is_set():
+            return failure
+        total = whole.state.total_count
+        unfinished = sum(1 for chain in listing.chains if not chain.state.done)
+        split = (bool(listing.split_types) and whole.state.pages == 1 and total is not None
+                 and total > SPLIT_ABOVE_PAGES * TAXON_PAGE_SIZE
+                 and 2 * unfinished <= listing.concurrency)
+        await listing.offload(whole.decide, split)
+        if split:
+            await _open_parts(whole, listing)
+            log.info("taxon %r: listed in %d parts side by side, one per gene type",
+                     whole.taxon, len(whole.parts))
+    if whole.state.split and not whole.state.done:
+        async def part_run(part: Chain, first_page_only: bool) -> str | None:
+            async with listing.slots:
+                return await _run_chain(part, listing, first_page_only)
+
+        # page 1 of every part first: their counts say whether the parts make the whole
+        for first_page_only in (True, False):
+            failures = [failure for failure in await asyncio.gather(
+                *(part_run(part, first_page_only) for part in whole.parts))
+                if failure is not None]
+            if failures or listing.stop.is_set():
+                return failures[0] if failures else None
+            counted = sum(part.state.total_count or 0 for part in whole.parts)
+            if counted != whole.state.total_count:
+                log.info("taxon %r: its gene types count %d genes, not the %s of the whole: "
+                         "listing it as one chain", whole.taxon, counted,
+                         whole.state.total_count)
+                whole.parts = []
+                await listing.offload(whole.decide, False)
+                break
+        else:
+            await listing.offload(whole.finish)
+            return None
+    async with listing.slots:
+        return await _run_chain(whole, listing)
+
+
+async def _run_chain(chain: Chain, listing: _Listing, first_page_only: bool = False
+                     ) -> str | None:
+    """Page ``chain`` to its end (or until stopped; or only page 1); a failure's
+    description, else None."""
     seen_tokens: set[str] = set()
     while not chain.state.done:
-        if listing.stop.is_set():
+        if listing.stop.is_set() or (first_page_only and chain.state.pages):
             return None
         try:
             if chain.state.pages and chain.state.token is None:
@@ -234,7 +307,8 @@ async def _run_chain(chain: Chain, listing: _Listing) -> str | None:
 async def _next_page(chain: Chain, listing: _Listing, seen_tokens: set[str]) -> str | None:
     selection = listing.selection
     token = chain.state.token
-    request = taxon_page_request(chain.taxon, gene_types=selection.gene_types,
+    request = taxon_page_request(chain.taxon, gene_types=(chain.part,) if chain.part
+                                 else selection.gene_types,
                                  include_subtree=selection.include_subtree, page_token=token)
     try:
         page = await listing.exchanger.exchange(
@@ -266,7 +340,7 @@ async def _next_page(chain: Chain, listing: _Listing, seen_tokens: set[str]) -> 
         unusable=page.unusable)
     if next_token is not None:
         seen_tokens.add(next_token)
-    if first:
+    if first and chain.part is None:
         _announce(chain, page.notices)
     if next_token is None:
         await _end(chain, listing)

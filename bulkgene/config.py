@@ -352,10 +352,19 @@ class DownloadConfig:
     shutdown_grace_s: float = 10.0
     progress_interval_s: float = 30.0
     column: str | None = None  # --column: 1-based number or header name; None finds GeneID
+    # growing a finished run (run/growth.py): the inputs are IDs to add to it (--add), or
+    # there are none and the run goes on from its own plan (retry, --follow-replaced)
+    add: bool = False
+    from_directory: bool = False
     taxa: TaxonSelection | None = None  # --taxon: NCBI lists these taxa's GeneIDs first
 
     def __post_init__(self) -> None:
-        if not self.inputs and self.taxa is None:
+        if self.add and (self.restart or self.from_directory):
+            raise ConfigError("--add grows the run in --out: it can't go with --restart")
+        if self.add and self.taxa is not None:
+            raise ConfigError("--add grows a run by ID files; a run's taxa grow with "
+                              "--refresh-list: use one or the other")
+        if not self.inputs and not self.from_directory and self.taxa is None:
             raise ConfigError("no input given: name at least one GeneID file, or - for stdin, "
                               "or a whole organism with --taxon")
         if self.column is not None and (not self.column.strip() or self.column.strip() == "0"
@@ -403,3 +412,22 @@ class DownloadConfig:
         params["task_index"] = self.task.index
         params["task_count"] = self.task.count
         return params
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], out_dir: Path, network: NetworkSpec,
+                    **settings: Any) -> DownloadConfig:
+        """The config that goes on with a run whose checkpoint holds ``params`` (what
+        ``fingerprint_params`` gave), from its own plan: ``retry``, ``--follow-replaced``.
+        ``network`` says how to reach the server (which must be the run's)."""
+        groups: list[Any] = []
+        for group in (ApiQuery, OutputSpec):
+            values: dict[str, Any] = {
+                item.name: (tuple(params[item.name]) if isinstance(params[item.name], list)
+                            else params[item.name])
+                for item in fields(group)
+                if item.metadata.get("fingerprint", True) and item.name in params}
+            groups.append(group(**values))
+        task = TaskSpec(int(params.get("task_index", 0)), int(params.get("task_count", 1)))
+        return cls(inputs=(), out_dir=out_dir, query=groups[0], output=groups[1],
+                   network=network, task=task, column=params.get("column"),
+                   from_directory=True, **settings)

@@ -12,7 +12,8 @@ Every error says what happened and what to do next.
     │   ├── AuthError              401/403: bad key or a blocked IP
     │   └── OutageError            every request failed for too long
     ├── ListingIncomplete          a taxon's GeneIDs could not all be listed; re-run (exit 3)
-    └── Interrupted                a signal stopped the run before its fetch began (exit 75)
+    ├── Interrupted                a signal stopped the run before its fetch began (exit 75)
+    └── HistoryError               NCBI's gene_history could not be had or read (exit 1)
 
 Malformed input lines and unreachable batches are *not* exceptions: they are recorded
 (rejects.tsv, failed batches) and the run goes on.
@@ -87,3 +88,7 @@ class Interrupted(BulkgeneError):
     """SIGTERM/SIGINT/SIGHUP arrived while the taxa were being listed: state is safe."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class HistoryError(BulkgeneError):
+    """NCBI's gene_history file could not be downloaded, or what came is not that file."""

@@ -2,6 +2,7 @@
 
     DIR/ shard-0000.ndjson[.gz] | shard-0000.tsv[.gz]   the records, batch b in shard b mod N
          missing.tsv  replaced.tsv  rejects.tsv      the side reports
+         missing.tsv.rewrite ...                     a report's next version (output/rewrite.py)
          summary.json                                the accounting of the latest run
          checkpoint.json  plan.json plan.ids plan.bitmap  bulkgene.lock
          stdin.spool  input-2.spool                  copies of inputs that can be read once
@@ -37,6 +38,10 @@ MISSING_TAXA_NAME = "missing_taxa.tsv"
 
 MISSING_HEADER = b"gene_id\treason\n"
 REPLACED_HEADER = b"requested_gene_id\treturned_gene_id\n"
+# what `bulkgene explain` appends to both reports, after their own columns (history/chains.py)
+EXPLANATION_COLUMNS = ("history", "current_gene_id", "discontinued_on", "symbol", "tax_id")
+NOT_EXPLAINED = b"\t" * len(EXPLANATION_COLUMNS)  # a row added after explain: fields empty
+REWRITE_SUFFIX = ".rewrite"  # a report's next version, until it is renamed over it
 REJECTS_HEADER = b"file\tline\ttext\treason\n"
 
 _SHARD_PATTERN = re.compile(r"shard-\d{4,}\.(ndjson|tsv)(\.gz)?")
@@ -56,9 +61,19 @@ def is_shard_name(name: str) -> bool:
     return _SHARD_PATTERN.fullmatch(name) is not None
 
 
+_SEGMENT_PATTERN = re.compile(r"plan-segment-\d{4,}\.(ids|notes)")  # what a run grew by
+
+
 def is_ours(name: str) -> bool:
     """Whether ``name`` is a file bulkgene writes in a task directory."""
-    return name in STATE_NAMES or is_shard_name(name) or _SPOOL_PATTERN.fullmatch(name) is not None
+    return (name in STATE_NAMES or is_shard_name(name) or _SPOOL_PATTERN.fullmatch(name) is not None
+            or _SEGMENT_PATTERN.fullmatch(name) is not None)
+
+
+def explained_header(header: bytes) -> bytes:
+    """``header`` (a report's first line) with the explanation columns after its own."""
+    return header.rstrip(b"\n") + b"".join(b"\t" + name.encode()
+                                            for name in EXPLANATION_COLUMNS) + b"\n"
 
 
 def task_dir_name(index: int) -> str:

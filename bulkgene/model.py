@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -11,11 +12,26 @@ from bulkgene.errors import EXIT_FAILED_BATCHES, EXIT_FATAL, EXIT_INTERRUPTED, E
 
 
 @dataclass(frozen=True, slots=True)
+class OnBehalf:
+    """Who a grown run's batch fetches for (input/segments.py): for each GeneID fetched, the
+    GeneIDs it answers for, each with the row it had in missing.tsv before.
+
+    ``rekey``: the fetched GeneIDs are live successors of replaced ones (--follow-replaced),
+    and what comes back is recorded with the original GeneIDs as its query; otherwise they
+    are fetched again for themselves (retry).
+    """
+
+    rekey: bool
+    rows: Mapping[int, tuple[tuple[int, bytes], ...]]
+
+
+@dataclass(frozen=True, slots=True)
 class Batch:
     """Up to 1000 GeneIDs fetched and committed together; ``index`` counts from 0."""
 
     index: int
     gene_ids: tuple[int, ...]
+    behalf: OnBehalf | None = None  # set in a grown run's retry and follow batches
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +81,11 @@ class BatchWritten:
     replaced: int
     records: int
     unverified: int
+    followed: int = 0  # found through the live successor of a replaced GeneID
+    # rows written to missing.tsv with an explanation, by class
+    missing_discontinued: int = 0
+    missing_replaced: int = 0
+    missing_not_in_history: int = 0
 
 
 @dataclass(frozen=True)
@@ -108,6 +129,16 @@ class Summary:
     elapsed_s: float = 0.0
     interrupted: bool = False
     error: str | None = None
+    # missing GeneIDs by what NCBI's gene history says of them (`bulkgene explain`); the
+    # rest of ``missing`` is not explained yet
+    missing_discontinued: int = 0
+    missing_replaced: int = 0
+    missing_not_in_history: int = 0
+    followed: int = 0  # found through the live successor of a replaced GeneID
+
+    @property
+    def explained(self) -> int:
+        return self.missing_discontinued + self.missing_replaced + self.missing_not_in_history
 
     def reconciles(self) -> bool:
         return self.requested == (self.found + self.missing + self.failed + self.pending
@@ -139,8 +170,18 @@ class Summary:
 
     def line(self) -> str:
         """The one-line account printed at the end of every run."""
-        text = (f"requested {self.requested} = found {self.found} + missing {self.missing} + "
-                f"failed {self.failed}")
+        text = f"requested {self.requested} = found {self.found}"
+        if self.followed:
+            text += f" ({self.followed} through a replaced GeneID's live successor)"
+        text += f" + missing {self.missing}"
+        if self.explained:
+            classes = [f"{self.missing_discontinued} discontinued",
+                       f"{self.missing_replaced} replaced",
+                       f"{self.missing_not_in_history} not in history"]
+            if self.explained < self.missing:
+                classes.append(f"{self.missing - self.explained} not explained")
+            text += f" ({', '.join(classes)})"
+        text += f" + failed {self.failed}"
         if self.pending:
             text += f" + pending {self.pending}"
         if self.unverified:

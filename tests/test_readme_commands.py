@@ -157,6 +157,8 @@ REGISTRY: dict[tuple[str, str], Runs | Elsewhere] = {
     ("Usage", "bulkgene fetch INPUT... --out DIR [options]"): Runs("test_usage_synopses"),
     ("Usage", "bulkgene status DIR [--json]"): Runs("test_usage_synopses"),
     ("Usage", "bulkgene verify DIR"): Runs("test_usage_synopses"),
+    ("Usage", "bulkgene explain DIR [--follow-replaced]"): Runs("test_usage_synopses"),
+    ("Usage", "bulkgene retry DIR"): Runs("test_usage_synopses"),
     ("Usage", "bulkgene doctor [--json]"): Runs("test_usage_synopses"),
     ("Usage", "bulkgene demo [--out DIR]"): Runs("test_usage_synopses"),
     ("Usage", "bulkgene emulate [--port 8765]"): Runs("test_usage_emulate"),
@@ -299,7 +301,8 @@ def place(tmp_path: Path) -> Place:
         (shims / name).write_text(f'#!/bin/sh\nexec {program} "$@"\n')
         (shims / name).chmod(0o755)
     env = {k: v for k, v in os.environ.items()
-           if k not in ("NCBI_API_KEY", "BULKGENE_BASE_URL", "SSL_CERT_FILE")
+           if k not in ("NCBI_API_KEY", "BULKGENE_BASE_URL", "SSL_CERT_FILE", "BULKGENE_HISTORY",
+                        "BULKGENE_CACHE_DIR")
            and k.lower() not in ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
            and not k.startswith("SLURM_")}
     env["PATH"] = os.pathsep.join([str(shims), str(Path(sys.executable).parent), env["PATH"]])
@@ -312,6 +315,9 @@ def ncbi(make_emulator: EmulatorFactory, place: Place) -> EmulatorThread:
     """The emulator as NCBI was recorded (rate limit on), where the README's commands go."""
     emulator = make_emulator(rate_limit=True)
     place.env["BULKGENE_BASE_URL"] = emulator.base_url
+    # `bulkgene explain` reads NCBI's gene_history: the emulator's, cached in the test's tree
+    place.env["BULKGENE_HISTORY"] = emulator.history_url
+    place.env["BULKGENE_CACHE_DIR"] = str(place.root.parent / "cache")
     return emulator
 
 
@@ -389,7 +395,7 @@ def test_usage_synopses(place: Place, ncbi: EmulatorThread) -> None:
     # [optional] part (the fills are the only change)
     fills = {"INPUT...": "sample_inputs/human_genes.txt", "DIR": "genes", " [options]": ""}
     synopses = commands_of("test_usage_synopses")
-    assert len(synopses) == 5
+    assert len(synopses) == 7
     instances: list[str] = []
     for synopsis in synopses:
         text = synopsis.key
@@ -407,6 +413,9 @@ def test_usage_synopses(place: Place, ncbi: EmulatorThread) -> None:
     assert "complete" in by_command["bulkgene status genes"].stdout
     assert orjson.loads(by_command["bulkgene status genes --json"].stdout)
     assert by_command["bulkgene verify genes"].stdout.startswith("ok:")
+    assert "explained" in by_command["bulkgene explain genes"].stderr
+    assert "followed" in by_command["bulkgene explain genes --follow-replaced"].stderr
+    assert "fetching again 0 refused GeneIDs" in by_command["bulkgene retry genes"].stderr
     assert "a fetch would work" in by_command["bulkgene doctor"].stdout
     assert orjson.loads(by_command["bulkgene doctor --json"].stdout)
     assert "bulkgene demo: requested" in by_command["bulkgene demo"].stdout
@@ -465,10 +474,12 @@ def test_side_reports_shown(place: Place) -> None:
     [result] = place.run_ok(as_run([command]))
     # which missing IDs come first follows the order batches commit in, so the rows the README
     # shows are checked to be in the files, and head's output to have the same shape
-    shape = [re.sub(r"^\d+\t\S+$", "<row>", line) for line in command.shown]
-    assert [re.sub(r"^\d+\t\S+$", "<row>", line) for line in result.stdout.splitlines()] == shape
-    files = {"missing": (place.root / "genes" / "missing.tsv").read_text().splitlines(),
-             "replaced": (place.root / "genes" / "replaced.tsv").read_text().splitlines()}
+    # (a row's empty explanation fields end it in tabs, which the README doesn't show)
+    shape = [re.sub(r"^\d+\t.*$", "<row>", line) for line in command.shown]
+    assert [re.sub(r"^\d+\t.*$", "<row>", line) for line in result.stdout.splitlines()] == shape
+    files = {name: [line.rstrip("\t") for line in
+                    (place.root / "genes" / f"{name}.tsv").read_text().splitlines()]
+             for name in ("missing", "replaced")}
     current = ""
     for line in command.shown:
         if line.startswith("==>"):

@@ -46,6 +46,8 @@ def status(out_dir: Path, as_json: bool) -> None:
         click.echo(status_module.as_json(statuses, leases, whole_array).decode(), nl=False)
         return
     click.echo(status_module.as_table(statuses))
+    if history := status_module.history_line(statuses):
+        click.echo(history)
     if leases:
         click.echo(status_module.leases_table(leases))
     reasons = status_module.incomplete_reasons(statuses, whole_array)
@@ -117,8 +119,10 @@ def demo(out_dir: Path | None) -> None:
     terminal = Terminal(sys.stderr, live=sys.stderr.isatty())
     configure_logging(0, 0, TerminalLog(terminal))
     try:
-        summary = run_demo(target, ProgressReporter(terminal, 5.0))
+        summary, explained = run_demo(target, ProgressReporter(terminal, 5.0))
         click.echo(SYNTHETIC_NOTE)
+        if explained is not None:
+            click.echo(f"bulkgene demo: {explained}")
         if out_dir is not None:
             report_end(summary)
             click.echo(how_to_look(out_dir))

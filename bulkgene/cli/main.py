@@ -17,6 +17,8 @@ import click
 from bulkgene.cli import commands
 from bulkgene.cli.console import configure_logging, read_api_key, report_end
 from bulkgene.cli.doctor import doctor
+from bulkgene.cli.explain import AfterFetch, explain, explain_fetch_options, finish_fetch
+from bulkgene.cli.grow import add_option, retry
 from bulkgene.cli.options import server_options
 from bulkgene.cli.progress import ProgressReporter, Terminal, TerminalLog
 from bulkgene.cli.taxon import TAXON_EXAMPLES, dry_run_taxa, taxon_options, taxon_selection
@@ -74,6 +76,8 @@ Examples:
   bulkgene fetch ids.txt --out genes/ --endpoint dataset-report --record gene --compress gzip
   bulkgene fetch ids.txt --out table/ --format tsv --table-field gene-id --table-field symbol
   bulkgene fetch ids.txt --out genes/   # run it again after a kill: it resumes
+  bulkgene fetch ids.txt --out genes/ --explain --follow-replaced   # why missing; successors
+  bulkgene fetch more_ids.txt --out genes/ --add   # grow a finished run by the new IDs only
   sbatch --array=0-3%2 fetch.sbatch      # with --split slurm: a quarter each, genes/task-000N/
 
 \b
@@ -201,6 +205,8 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
               help="Read and check the input, print counts, batches and the time the rate "
               "implies; send nothing, write nothing. With --taxon: ask NCBI (two requests a "
               "taxon) how many genes it would fetch, by type, and the time and disk it takes.")
+@add_option
+@explain_fetch_options
 @click.option("-q", "--quiet", count=True, help="Less logging (-qq: errors only).")
 @click.option("-v", "--verbose", count=True, help="More logging.")
 def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None,
@@ -219,7 +225,8 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None,
           read_timeout: float, attempt_timeout: float, memory_budget_mb: int, max_response_mb: int,
           outage_after: float, task_index: int | None,
           task_count: int | None, split_mode: str | None, restart: bool, progress: bool | None,
-          progress_interval: float, dry_run: bool, quiet: int, verbose: int) -> None:
+          progress_interval: float, dry_run: bool, quiet: int, verbose: int, add: bool,
+          after_fetch: AfterFetch) -> None:
     """Download the gene reports of every GeneID in INPUT... (files, .gz, or - for stdin),
     and of every gene of the organisms --taxon names.
 
@@ -239,7 +246,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None,
     configure_logging(verbose, quiet, TerminalLog(terminal))
     try:
         config = DownloadConfig(
-            inputs=inputs, out_dir=out_dir, column=column, restart=restart,
+            inputs=inputs, out_dir=out_dir, column=column, restart=restart, add=add,
             taxa=taxon_selection(taxa, taxa_file, gene_types, include_subtree, refresh_list),
             query=ApiQuery(
                 endpoint=endpoint, format=output_format, returned_content=returned_content,
@@ -297,7 +304,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None,
     reporter.close()
     # the resume command names the copies of read-once inputs, not the pipes
     report_end(summary, _naming_spools(sys.argv[1:], spools) if spools else None)
-    sys.exit(summary.exit_code)
+    sys.exit(finish_fetch(after_fetch, config, summary, terminal, reporter, show_progress))
 
 
 def _naming_spools(args: list[str], spools: dict[int, Path]) -> list[str]:
@@ -355,5 +362,6 @@ def _human_time(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-for command in (commands.status, commands.verify, commands.demo, commands.emulate, doctor):
+for command in (commands.status, commands.verify, commands.demo, commands.emulate, doctor,
+                explain, retry):
     main.add_command(command)

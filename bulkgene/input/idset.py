@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 from pyroaring import BitMap
@@ -43,6 +43,10 @@ class IdBitmap:
         except KeyError:
             return False
         return True
+
+    def update(self, gene_ids: Iterable[int]) -> None:
+        """Add every ID of ``gene_ids`` (each 0..2**31-1) at once."""
+        self._bits.update(gene_ids)
 
     def __contains__(self, gene_id: object) -> bool:
         if not isinstance(gene_id, int) or not 0 <= gene_id <= MAX_GENE_ID:

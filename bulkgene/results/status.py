@@ -57,13 +57,20 @@ class TaskStatus:
     starting: bool  # locked, nothing committed yet
     complete: bool  # every requested ID found or missing with a reason, nothing failed
     error: str | None = None  # the fatal error that ended the latest run, if one did
+    # missing GeneIDs by what the gene history says (bulkgene explain); and found ones
+    # fetched through a replaced GeneID's live successor (--follow-replaced)
+    missing_discontinued: int = 0
+    missing_replaced: int = 0
+    missing_not_in_history: int = 0
+    followed: int = 0
+    rewrite_pending: bool = False  # a report rewrite a kill interrupted (explain, growth)
 
 
-def _plan_requested(directory: Path) -> int | None:
-    """The unique IDs of the input: its plan is in the task's directory, or an array's DIR."""
+def _plan_header(directory: Path) -> idplan.PlanHeader | None:
+    """The input's plan: in the task's directory, or an array's DIR."""
     for place in (directory, directory.parent):
         if (header := idplan.read_header(place)) is not None:
-            return header.requested
+            return header
     return None
 
 
@@ -93,10 +100,11 @@ def task_status(directory: Path) -> TaskStatus:
     with contextlib.suppress(OSError, orjson.JSONDecodeError):
         summary = orjson.loads(durable.read_bytes(directory / SUMMARY_NAME))
     task = TaskSpec(int(state.params.get("task_index", 0)), int(state.params.get("task_count", 1)))
-    plan_ids = _plan_requested(directory)
+    header = _plan_header(directory)
     batch_size = int(state.params.get("batch_size", 1000))
-    total, requested = (task.share(plan_ids, batch_size) if plan_ids is not None
-                        else (state.total_batches, None))
+    # a run that grew: the segments count too, taken in by this task yet or not
+    total, requested = (idplan.task_share(header.requested, header.segments, task, batch_size)
+                        if header is not None else (state.total_batches, None))
     failed = len(state.failed)
     pending = None if total is None else total - state.committed_batches - failed
     totals = state.totals
@@ -120,7 +128,10 @@ def task_status(directory: Path) -> TaskStatus:
         eta_s=None if eta is None else round(eta, 1), running=running, starting=False,
         error=summary.get("error") if not running else None,
         complete=(requested is not None and pending_ids == 0 and pending == 0 and failed == 0
-                  and not running))
+                  and not running and not state.rewrites),
+        missing_discontinued=totals.missing_discontinued, missing_replaced=totals.missing_replaced,
+        missing_not_in_history=totals.missing_not_in_history, followed=totals.followed,
+        rewrite_pending=bool(state.rewrites))
 
 
 def is_task_directory(path: Path) -> bool:
@@ -159,6 +170,10 @@ def incomplete_reasons(statuses: list[TaskStatus], whole_array: bool = True) -> 
                            "told whether every requested ID was fetched: re-run the fetch")
         elif s.error:
             reasons.append(f"{name}: stopped by an error: {s.error}")
+        elif s.rewrite_pending:
+            reasons.append(f"{name}: a rewrite of missing.tsv/replaced.tsv was interrupted: "
+                           "re-run the command that did it (explain, retry, --add), or the "
+                           "fetch, which finishes it first")
         elif s.batches_failed:
             reasons.append(f"{name}: {s.batches_failed} batches ({s.failed_ids} IDs) failed: "
                            "re-run the same fetch command to retry them")
@@ -187,7 +202,8 @@ def as_json(statuses: list[TaskStatus], leases: list[LeaseView] | None = None,
     tasks = [asdict(s) for s in statuses]
     total = {key: sum(t[key] or 0 for t in tasks) for key in (
         "batches_committed", "batches_failed", "found", "missing", "failed_ids", "records",
-        "requests", "throttled")}
+        "requests", "throttled", "missing_discontinued", "missing_replaced",
+        "missing_not_in_history", "followed")}
     total["batches_total"] = (None if any(s.batches_total is None for s in statuses)
                               else sum(s.batches_total or 0 for s in statuses))
     total["requested"] = (None if any(s.requested is None for s in statuses)
@@ -239,6 +255,24 @@ def _eta(seconds: float | None) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f}m"
     return f"{seconds / 3600:.1f}h"
+
+
+def history_line(statuses: list[TaskStatus]) -> str | None:
+    """What the gene history says of the missing GeneIDs (after explain), or None."""
+    classes = [sum(s.missing_discontinued for s in statuses),
+               sum(s.missing_replaced for s in statuses),
+               sum(s.missing_not_in_history for s in statuses)]
+    followed = sum(s.followed for s in statuses)
+    if not any(classes) and not followed:
+        return None
+    missing = sum(s.missing for s in statuses)
+    text = (f"missing, by the gene history: {classes[0]} discontinued, {classes[1]} replaced "
+            f"by a live GeneID, {classes[2]} not in the history")
+    if missing > sum(classes):
+        text += f", {missing - sum(classes)} not explained yet (bulkgene explain)"
+    if followed:
+        text += f"; {followed} found through a replaced GeneID's live successor"
+    return text
 
 
 def as_table(statuses: list[TaskStatus]) -> str:

@@ -2,7 +2,8 @@
 
 Checks: each shard line is complete, valid JSON with a GeneID; no GeneID twice across the
 whole directory; every file is exactly as long as its checkpoint says; the summary
-reconciles and matches the lines and the missing report on disk.
+reconciles and matches the lines and the missing report on disk; the reports' explanation
+columns are consistent (results/explained.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from bulkgene.input.idset import MAX_GENE_ID, IdBitmap
 from bulkgene.layout import MISSING_NAME, REPLACED_NAME, SUMMARY_NAME, is_shard_name, task_directories
 from bulkgene.ncbi.tsv import GENE_ID_FIELD, GENE_ID_HEADER
 from bulkgene.output import checkpoint as ckpt
+from bulkgene.results import explained
 from bulkgene.results.status import directory_status, incomplete_reasons, is_task_directory
 
 _MAX_PROBLEMS_PER_KIND = 20
@@ -250,6 +252,7 @@ def _check_accounting(directory: Path, state: ckpt.Checkpoint, records_on_disk: 
         if rows != totals.missing:
             verdict.problems.append(f"{missing_file}: {rows} rows, the checkpoint counted "
                                     f"{totals.missing} missing")
+    verdict.problems.extend(explained.problems(directory, state))
     try:
         summary = orjson.loads(durable.read_bytes(directory / SUMMARY_NAME))
     except (OSError, orjson.JSONDecodeError):

@@ -42,8 +42,7 @@ def _summarize(config: DownloadConfig, prepared: PreparedRun, outcome: RunOutcom
     checkpoint = prepared.checkpoint
     totals = checkpoint.totals
     failed_ids = sum(checkpoint.failed.values())
-    counts = prepared.plan.counts
-    _, requested = config.task.share(counts.requested, config.output.batch_size)  # this task's share
+    _, requested = prepared.plan.task_share(config.task, config.output.batch_size)  # this task's
     return Summary(
         out_dir=str(config.work_dir),
         requested=requested,
@@ -52,8 +51,8 @@ def _summarize(config: DownloadConfig, prepared: PreparedRun, outcome: RunOutcom
         failed=failed_ids,
         pending=requested - totals.found - totals.missing - failed_ids - totals.unverified,
         unverified=totals.unverified,
-        duplicates=counts.duplicates,
-        rejected=counts.rejected,
+        duplicates=prepared.plan.duplicates_total,
+        rejected=prepared.plan.rejected_total,
         records=totals.records,
         replaced=totals.replaced,
         batches=checkpoint.total_batches or 0,
@@ -67,6 +66,10 @@ def _summarize(config: DownloadConfig, prepared: PreparedRun, outcome: RunOutcom
         elapsed_s=elapsed_s,
         interrupted=outcome.interrupted if outcome else False,
         error=str(error) if error else None,
+        missing_discontinued=totals.missing_discontinued,
+        missing_replaced=totals.missing_replaced,
+        missing_not_in_history=totals.missing_not_in_history,
+        followed=totals.followed,
     )
 
 
@@ -82,7 +85,7 @@ def _log_start(config: DownloadConfig, prepared: PreparedRun) -> None:
     rate = config.effective_requests_per_second
     task = config.task
     counts = prepared.plan.counts
-    task_batches, task_ids = task.share(counts.requested, config.output.batch_size)
+    task_batches, task_ids = prepared.plan.task_share(task, config.output.batch_size)
     where = (f"task {task.index} of {task.count}: {task_ids} of the list's"
              if task.count > 1 else "")
     pace = (f"{rate:g} requests/s (--rate)" if config.network.requests_per_second is not None
@@ -90,8 +93,9 @@ def _log_start(config: DownloadConfig, prepared: PreparedRun) -> None:
                  f"(budget {budget_directory(config)})")
     log.info("%s%s %d unique GeneIDs (%d duplicates, %d rejected lines); %d batches of up to "
              "%d; %s, %d in flight; writing to %s",
-             "resuming " if prepared.resumed else "starting ", where, counts.requested,
-             counts.duplicates, counts.rejected, task_batches,
+             "resuming " if prepared.resumed else "starting ", where,
+             prepared.plan.requested_total, prepared.plan.duplicates_total,
+             prepared.plan.rejected_total, task_batches,
              config.output.batch_size, pace, config.effective_concurrency, config.work_dir)
     _warn_about_plain_http(config)
     if counts.rejected > counts.requested:

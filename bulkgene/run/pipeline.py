@@ -70,8 +70,8 @@ class Pipeline:
                  on_progress: Callable[[Snapshot], None] | None) -> None:
         self.config = config
         self.on_progress = on_progress  # every config.progress_interval_s, and at the end
-        self.task_batches, self.task_ids = config.task.share(prepared.plan.counts.requested,
-                                                             config.output.batch_size)
+        self.task_batches, self.task_ids = prepared.plan.task_share(config.task,
+                                                                    config.output.batch_size)
         self.prepared = prepared
         self.client = client
         self.workers = config.effective_concurrency
@@ -127,19 +127,17 @@ class Pipeline:
             self._stop_on_write_error(exc)
 
     async def _produce(self) -> None:
-        task = self.config.task
-
-        def wanted(global_index: int) -> bool:
-            # this task numbers its own batches 0, 1, 2...: the checkpoint's watermark then
-            # advances with no gaps left by the other tasks
-            return task.takes(global_index) and not self.prepared.checkpoint.is_committed(
-                global_index // task.count)
+        def wanted(index: int) -> bool:
+            # this task numbers its own batches 0, 1, 2... (then those of the segments a
+            # grown run added): the checkpoint's watermark advances with no gaps left by
+            # the other tasks
+            return not self.prepared.checkpoint.is_committed(index)
 
         try:
-            for global_batch in self.prepared.plan.batches(self.config.output.batch_size, wanted):
+            for batch in self.prepared.plan.task_batches(self.config.task,
+                                                         self.config.output.batch_size, wanted):
                 if self.stopping.is_set():
                     return
-                batch = Batch(global_batch.index // task.count, global_batch.gene_ids)
                 await self.batches.put(batch)
             self.total_batches = self.task_batches
         finally:
@@ -242,7 +240,10 @@ class Pipeline:
         for written in receipt.written:
             checkpoint.totals.count_written(
                 found=written.found, missing=written.missing, replaced=written.replaced,
-                records=written.records, unverified=written.unverified)
+                records=written.records, unverified=written.unverified,
+                followed=written.followed, missing_discontinued=written.missing_discontinued,
+                missing_replaced=written.missing_replaced,
+                missing_not_in_history=written.missing_not_in_history)
             checkpoint.mark_committed(written.batch_index)
         checkpoint.file_lengths.update(receipt.file_lengths)
         checkpoint.totals.count_network(**self._network_delta())

@@ -28,10 +28,12 @@ from bulkgene.input.lines import STDIN, InputCounts, Reject, file_digest, parse_
 from bulkgene.input.plan import IdPlan
 from bulkgene.layout import REJECTS_HEADER, REJECTS_NAME, STDIN_SPOOL_NAME
 from bulkgene.output import checkpoint as ckpt
+from bulkgene.output import rewrite
 from bulkgene.output.checkpoint import Checkpoint, InputFile
 from bulkgene.output.claims import GeneClaims
 from bulkgene.output.lock import RunLock, acquire_waiting
 from bulkgene.output.store import OutputStore
+from bulkgene.run import growth
 
 log = logging.getLogger("bulkgene")
 
@@ -267,6 +269,8 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path]) 
     if config.inputs.count(STDIN) > 1:
         raise ConfigError("stdin (-) can be given only once as input")
     _refuse_mixed_runs(config)
+    if config.add or config.from_directory:
+        return _prepare_grown(config, lock)
     names = config.inputs
     spools = spool_files(config)
     incoming: dict[int, Path] = {}
@@ -278,8 +282,11 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path]) 
                   for name, path in zip(names, paths, strict=True)]
         params = config.fingerprint_params()
         digests = [entry.digest for entry in inputs]
-        fingerprint = ckpt.fingerprint(params, digests)
         existing = ckpt.load(out_dir)
+        if existing is not None:  # a report rewrite a kill interrupted is finished first
+            existing = rewrite.finish(out_dir, existing)
+        # a run that grew is the same run: its fingerprint covers the growths too
+        fingerprint = ckpt.fingerprint(params, digests + (existing.segments if existing else []))
         if existing is not None and _only_the_server_changed_on_nothing(existing, params):
             log.info("the run in %s never got an answer from %s (nothing committed): "
                      "starting it afresh against %s", out_dir, existing.params.get("server"),
@@ -300,6 +307,16 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path]) 
         raise
     for position, path in incoming.items():
         os.replace(path, spools[position])
+    committed: Checkpoint | None = existing
+    if len(state.segments) < len(plan.segments):  # the run grew since this task last ran
+        state = committed = growth.absorb(out_dir, state, plan, config.task)
+    return _ready(config, plan, state, committed, lock)
+
+
+def _ready(config: DownloadConfig, plan: IdPlan, state: Checkpoint, committed: Checkpoint | None,
+           lock: RunLock) -> PreparedRun:
+    """The store opened on the committed state (files cut back to it), the run's start noted."""
+    out_dir = config.work_dir
     state.run_started_at = time.time()  # saved with the first commit of this run
     state.run_ids_at_start = state.ids_done
     claims = (GeneClaims(config.out_dir / layout.CLAIMS_DIR_NAME, config.task.index)
@@ -307,13 +324,37 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path]) 
     store = OutputStore(out_dir, config.output.shards, plan.requested,
                         gzipped=config.output.compress == "gzip", tsv=config.query.format == "tsv",
                         claims=claims)
-    store.open(existing)
-    if existing is None:
+    store.open(committed)
+    if committed is None:
         # state before any data: a kill before the first commit leaves a directory that
         # resumes (cut back to nothing), never data without a checkpoint
         state.updated_at = time.time()
         ckpt.save(out_dir, state)
-    return PreparedRun(plan, state, store, existing is not None, lock)
+    return PreparedRun(plan, state, store, committed is not None, lock)
+
+
+def _prepare_grown(config: DownloadConfig, lock: RunLock) -> PreparedRun:
+    """A run that goes on from its own plan: with IDs added (``--add``), or with nothing new
+    from the command line (``retry``, ``--follow-replaced``, which grew it before)."""
+    out_dir = config.work_dir
+    existing = ckpt.load(out_dir)
+    if existing is None:
+        doing = "add to" if config.add else "go on with"
+        raise StateError(f"{out_dir} holds no run to {doing} (no checkpoint.json): fetch a "
+                         "list into it first (without --add)")
+    existing = rewrite.finish(out_dir, existing)
+    params = config.fingerprint_params()
+    digests = [entry.digest for entry in existing.inputs]
+    ckpt.check_compatible(existing, params, existing.inputs,
+                          ckpt.fingerprint(params, digests + existing.segments))
+    plan_dir = plan_directory(config)
+    with growth.plan_lock(plan_dir, out_dir):
+        plan = growth.load_plan(plan_dir, existing)
+        if config.add:
+            growth.check_added_inputs(config.inputs)
+            plan = growth.grow_add(config, plan)
+    state = growth.absorb(out_dir, existing, plan, config.task)
+    return _ready(config, plan, state, state, lock)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ the key) for tests to assert on.
 
 The taxon routes (``/gene/taxon/{taxon}/dataset_report``, ``/counts``, ``taxon`` in a POST
 body) are in testing/taxon_routes.py, behind the same admission (testing/admission.py).
+It also serves NCBI's ``/gene/DATA/gene_history.gz`` consistent with its universe, at the
+root as NCBI's FTP host does (testing/history.py), outside the API's rate limit.
 
 Control endpoints (not part of NCBI's API): ``GET /_emulator/arrivals``,
 ``POST /_emulator/reset``, ``POST /_emulator/outage?status=503`` and ``DELETE /_emulator/outage``.
@@ -36,6 +38,7 @@ from aiohttp import web
 
 from bulkgene.testing import tabular
 from bulkgene.testing.admission import admit, answer
+from bulkgene.testing.history import HISTORY_PATH, gene_history
 from bulkgene.testing.requests import (
     SORT_DIRECTIONS,
     SORT_FIELDS,
@@ -328,6 +331,7 @@ def create_app(config: EmulatorConfig | None = None,
     app.router.add_post(API_PREFIX + "/gene/dataset_report", gene_dataset_report,
                         name="gene_dataset_report")
     add_taxon_routes(app.router)
+    app.router.add_get(HISTORY_PATH, gene_history)  # as NCBI's FTP host, at the root
     app.router.add_get("/redirect/{tail:.*}", redirect)
     app.router.add_get("/_emulator/arrivals", arrivals)
     app.router.add_post("/_emulator/reset", reset)

@@ -16,6 +16,7 @@ from bulkgene.testing.emulator import (
     EmulatorState,
     create_app,
 )
+from bulkgene.testing.history import HISTORY_PATH
 from bulkgene.testing.universe import GeneUniverse
 
 LOOPBACK = "127.0.0.1"
@@ -75,6 +76,11 @@ class EmulatorThread:
     def base_url(self) -> str:
         """What bulkgene's ``--base-url`` should be."""
         return self.root_url + API_PREFIX
+
+    @property
+    def history_url(self) -> str:
+        """Where the emulator serves its gene_history.gz (what ``--history`` should be)."""
+        return self.root_url + HISTORY_PATH
 
     def start(self) -> EmulatorThread:
         self._thread.start()

@@ -77,11 +77,23 @@ class EmulatorConfig:
     # de-duplicates because "client-side paged geneids can return duplicates")
     taxon_page_overlap: int = 0
     faults: dict[str, float] = field(default_factory=dict)
+    # /gene/DATA/gene_history.gz (testing/history.py): which IDs it lists, what it honours
+    history_max_id: int = 1_000_000
+    history_ranges: bool = True  # Range and If-Range: 206 (off: always the whole file, 200)
+    history_conditional: bool = True  # If-None-Match / If-Modified-Since: 304
+    history_etag: bool = True  # an ETag beside Last-Modified
+    history_fault: str | None = None  # cut, truncated_file or not_gzip (HISTORY_FAULTS)
+    history_fault_answers: int | None = None  # the first N answers get it (None: all)
+    history_chunk_bytes: int = 1 << 16  # the body is written in pieces of this size...
+    history_chunk_delay_s: float = 0.0  # ...this far apart (a slow download, to kill)
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(FAULTS)
         if unknown:
             raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {', '.join(FAULTS)}")
+        if self.history_fault not in (None, "cut", "truncated_file", "not_gzip"):
+            raise ValueError(f"unknown history fault {self.history_fault!r}; known: cut, "
+                             "truncated_file, not_gzip")
         if unknown_endpoints := set(self.retired_endpoints) - set(ENDPOINTS):
             raise ValueError(f"unknown endpoint(s) {sorted(unknown_endpoints)}; known: "
                              f"{', '.join(ENDPOINTS)}")
@@ -119,6 +131,19 @@ class Arrival:
     accept: str = ""
 
 
+@dataclass(frozen=True)
+class HistoryRequest:
+    """One request for the history file, as the emulator saw and answered it."""
+
+    range: str | None
+    if_range: str | None
+    if_none_match: str | None
+    if_modified_since: str | None
+    status: int
+    body_bytes: int  # bytes of the body actually sent
+    fault: str | None
+
+
 class EmulatorState:
     """Mutable server state: the arrival log, rate windows, the outage switch."""
 
@@ -136,6 +161,28 @@ class EmulatorState:
         self._secret = hashlib.blake2b(str(config.seed).encode(), digest_size=16).digest()
         self.outage_status: int | None = None
         self.clock: Callable[[], float] = time.monotonic  # tests may freeze it
+        self.history_generation = 0  # a new day's gene_history: new validators, new bytes
+        self._history_requests: list[HistoryRequest] = []
+        self._history_faults = 0
+
+    def log_history(self, entry: HistoryRequest) -> None:
+        with self._lock:
+            self._history_requests.append(entry)
+
+    def history_requests(self) -> list[HistoryRequest]:
+        """A copy of the history file's request log, safe to read from another thread."""
+        with self._lock:
+            return list(self._history_requests)
+
+    def history_fault(self) -> str | None:
+        """The fault this answer of the history file gets, if any."""
+        fault = self.config.history_fault
+        limit = self.config.history_fault_answers
+        with self._lock:
+            if fault is None or (limit is not None and self._history_faults >= limit):
+                return None
+            self._history_faults += 1
+        return fault
 
     def log(self, arrival: Arrival) -> None:
         with self._lock:

@@ -27,6 +27,10 @@ REAL_RECORDS_FILE = "gene_id_7157_672_3105.trimmed.json"
 DEFAULT_MAX_KNOWN_ID = 200_000_000
 # Replacement targets live in a range no real input uses, so they never collide by accident.
 REPLACEMENT_BASE = 1_000_000_000
+# The middle GeneID of a two-step history chain (A -> B -> C or A -> B -> -) is B = this + A:
+# above every known ID and below the replacement targets, so B is never a real list's ID.
+INTERMEDIATE_BASE = 700_000_000
+_CHAINED_ORIGINS_BELOW = REPLACEMENT_BASE - INTERMEDIATE_BASE
 
 
 class Fate(enum.Enum):
@@ -36,6 +40,16 @@ class Fate(enum.Enum):
     UNKNOWN = "unknown"
     DISCONTINUED = "discontinued"
     REPLACED = "replaced"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryStep:
+    """One row of the emulator's gene_history: ``gene_id`` was discontinued on ``date``
+    (YYYYMMDD), replaced by ``successor`` (None: without a replacement)."""
+
+    gene_id: int
+    successor: int | None
+    date: int
 
 
 class Content(enum.Enum):
@@ -259,6 +273,12 @@ class GeneUniverse:
         if (gene_id in real_reports() or gene_id >= REPLACEMENT_BASE or gene_id in self.targets()
                 or self.taxa.owner(gene_id) is not None):
             return Fate.FOUND
+        if INTERMEDIATE_BASE < gene_id < REPLACEMENT_BASE:
+            # the middle of a two-step chain is answered as its own row says
+            tail = self.history(gene_id)
+            if not tail:
+                return Fate.UNKNOWN
+            return Fate.DISCONTINUED if tail[-1].successor is None else Fate.REPLACED
         if gene_id > self.max_known_id:
             return Fate.UNKNOWN
         roll = mix(gene_id ^ self.seed ^ 0x5EED) % 1000
@@ -276,8 +296,72 @@ class GeneUniverse:
         """The current GeneID that a replaced ``gene_id`` was merged into."""
         if gene_id in self.replaced:
             return self.replaced[gene_id]
+        if INTERMEDIATE_BASE < gene_id < REPLACEMENT_BASE and (tail := self.history(gene_id)):
+            end = tail[-1].successor
+            if end is not None:
+                return end
         # pairs of neighbouring old IDs merge into one new gene, as merges do
         return REPLACEMENT_BASE + (gene_id >> 1) % (2**31 - 1 - REPLACEMENT_BASE)
+
+    def history(self, gene_id: int) -> tuple[HistoryStep, ...]:
+        """The rows of NCBI's gene_history that start at ``gene_id`` and follow its chain.
+
+        Empty for a live or never-known GeneID. A discontinued ID ends in ``-``; a replaced one
+        at the gene the API answers it with. A share of each takes two steps through a middle
+        ID (``INTERMEDIATE_BASE + gene_id``). And a quarter of the IDs the API is silent about
+        were replaced in the history by a live gene all the same: whether NCBI's API answers a
+        replaced GeneID at all was never recorded (API-FACTS §9), so an explained run has
+        missing IDs with a successor to fetch (``--follow-replaced``). IDs given explicitly
+        (``discontinued``, ``replaced``) take one step, exactly as given.
+        """
+        if INTERMEDIATE_BASE < gene_id < REPLACEMENT_BASE:
+            origin = self.history(gene_id - INTERMEDIATE_BASE)
+            return origin[1:] if len(origin) == 2 and origin[1].gene_id == gene_id else ()
+        date = self._history_date(gene_id)
+        if gene_id in self.replaced:
+            return (HistoryStep(gene_id, self.replaced[gene_id], date),)
+        if gene_id in self.discontinued:
+            return (HistoryStep(gene_id, None, date),)
+        fate = self.fate(gene_id)
+        if fate not in (Fate.DISCONTINUED, Fate.REPLACED):
+            return ()
+        roll = mix(gene_id ^ self.seed ^ 0x4157) % 100
+        if fate is Fate.REPLACED:
+            end: int | None = self.replacement(gene_id)
+            two_steps = roll < 20
+        elif roll < 25:  # silent in the API, replaced in the history
+            end = REPLACEMENT_BASE + (mix(gene_id ^ 0x5AFE) >> 1) % (2**31 - 1 - REPLACEMENT_BASE)
+            two_steps = roll < 8
+        else:
+            end = None
+            two_steps = roll < 40
+        if not two_steps or gene_id >= _CHAINED_ORIGINS_BELOW:
+            return (HistoryStep(gene_id, end, date),)
+        middle = INTERMEDIATE_BASE + gene_id
+        return (HistoryStep(gene_id, middle, date),
+                HistoryStep(middle, end, self._history_date(middle, after=date)))
+
+    def _history_date(self, gene_id: int, after: int = 20050101) -> int:
+        """A day after ``after`` (YYYYMMDD); E. coli's discontinued genes went on 2024-08-23,
+        as NCBI's prokaryote genes outside reference genomes did."""
+        if self.tax_id(gene_id) == 511145 and after < 20240823:
+            return 20240823
+        h = mix(gene_id ^ self.seed ^ 0xDA7E)
+        year = max(after // 10000, 2005 + h % 20) + (1 if after > 20050101 else 0)
+        return year * 10000 + (1 + (h >> 8) % 12) * 100 + 1 + (h >> 16) % 28
+
+    def tax_id(self, gene_id: int) -> int:
+        """The taxon of ``gene_id``'s synthetic report (what its history row names)."""
+        real = real_reports().get(gene_id)
+        if real is not None:
+            return int(real["tax_id"])
+        variant = mix(gene_id ^ self.seed) % _VARIANTS
+        return int(_SPECIES[mix(variant ^ (self.seed << 32)) % len(_SPECIES)][0])
+
+    def symbol(self, gene_id: int) -> str:
+        """The symbol ``gene_id`` had (what its history row names)."""
+        real = real_reports().get(gene_id)
+        return str(real["symbol"]) if real is not None else f"G{gene_id:X}"
 
     def targets(self) -> frozenset[int]:
         """Explicitly configured replacement targets (served as found genes)."""

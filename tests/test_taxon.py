@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
@@ -34,6 +35,7 @@ from bulkgene.config import GENE_TYPES
 from bulkgene.output import checkpoint as ckpt
 from bulkgene.testing import EmulatorThread
 from bulkgene.testing.state import Arrival
+from bulkgene.testing.taxa import TaxonTree
 
 
 def taxon_genes(emulator: EmulatorThread, taxon: str, subtree: bool = False,
@@ -390,3 +392,77 @@ def test_an_array_lists_once_and_its_tasks_share_the_list(make_emulator: Emulato
     status = run_cli("status", str(out))
     assert status.returncode == 0, status.stderr.decode()
     assert run_cli("verify", str(out)).returncode == 0
+
+
+def _fly_changes(emulator: EmulatorThread, left: int, new: int) -> tuple[list[int], list[int]]:
+    """NCBI's fly list changes: its first ``left`` genes go, ``new`` genes come after its last;
+    (the GeneIDs gone, the GeneIDs new)."""
+    universe = emulator.state.universe
+    old = taxon_genes(emulator, "7227")
+    fly = universe.taxa.find("7227")
+    assert fly is not None
+    taxa = tuple(dataclasses.replace(t, gene_base=fly.gene_base + fly.gene_step * left,
+                                     gene_count=fly.gene_count - left + new)
+                 if t.tax_id == 7227 else t for t in universe.taxa.taxa)
+    universe.taxa = TaxonTree(taxa)
+    universe._listings.clear()
+    now = taxon_genes(emulator, "7227")
+    return sorted(set(old) - set(now)), sorted(set(now) - set(old))
+
+
+def test_refresh_list_fetches_only_new_ids_and_reports_the_ones_that_left(
+        emulator: EmulatorThread, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert fetch(emulator, out, "--taxon", "7227")[0] == 0
+    old = taxon_genes(emulator, "7227")
+    gone, new = _fly_changes(emulator, left=50, new=150)
+    emulator.state.reset()
+    code, stderr = fetch(emulator, out, "--taxon", "7227", "--refresh-list")
+    assert code == 0, stderr
+    assert "refresh 1: 150 GeneIDs NCBI lists now are new to the run" in stderr
+    written = gene_ids_written(out)
+    assert set(written) == {*old, *new} and max(written.values()) == 1, "the gone stay"
+    summary = read_summary(out)
+    assert (summary["requested"], summary["found"], summary["missing"]) == (1150, 1150, 0)
+    fetched = [a for a in served(emulator.state.arrivals()) if a.path.startswith(
+        "/datasets/v2/gene/id/")]
+    assert sum(a.n_ids for a in fetched) == 150, "only the new GeneIDs are fetched"
+    assert read_tsv(out / "taxa_left.tsv") == [[str(gene_id), "1"] for gene_id in gone]
+    assert read_tsv(out / "taxa.tsv")[0][:3] == ["7227", "1100", "1100"]
+    assert run_cli("verify", str(out)).returncode == 0
+    # the same again: listed again, nothing new, nothing more gone
+    code, stderr = fetch(emulator, out, "--taxon", "7227", "--refresh-list")
+    assert code == 0 and "refresh 2: 0 GeneIDs NCBI lists now are new to the run" in stderr
+    assert len(read_tsv(out / "taxa_left.tsv")) == 50
+    # without --refresh-list the grown run is simply done
+    before = len(served(emulator.state.arrivals()))
+    assert fetch(emulator, out, "--taxon", "7227")[0] == 0
+    assert len(served(emulator.state.arrivals())) == before
+
+
+def test_a_refresh_killed_while_fetching_goes_on_without_listing_again(
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    emulator = make_emulator(latency_s=0.01)
+    out = tmp_path / "out"
+    env = cli_env(emulator.base_url)
+    first = run_cli("fetch", "--taxon", "7227", "--out", str(out), "--returned-content",
+                    "IDS_ONLY", "--batch-size", "100", env=env)
+    assert first.returncode == 0, first.stderr.decode()
+    old = taxon_genes(emulator, "7227")
+    _, new = _fly_changes(emulator, left=0, new=4000)
+    args = ["fetch", "--taxon", "7227", "--out", str(out), "--refresh-list", "--rate", "8",
+            "--batch-size", "100", "--returned-content", "IDS_ONLY"]
+    process = subprocess.Popen(cli_command(*args), env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    committed = _committed(out)
+    _kill_when(process, committed + 3, lambda: _committed(out), random.Random(5))
+    assert process.returncode == -signal.SIGKILL
+    listed = len(listing_requests(emulator.state.arrivals()))
+    result = run_cli(*args[:-7], "--refresh-list", "--batch-size", "100",
+                     "--returned-content", "IDS_ONLY", env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    assert "going on with them" in result.stderr.decode()
+    assert len(listing_requests(emulator.state.arrivals())) == listed, "not listed again"
+    assert set(gene_ids_written(out)) == {*old, *new}
+    assert max(gene_ids_written(out).values()) == 1
+    assert not (out / "taxa" / "refresh-0002").exists()

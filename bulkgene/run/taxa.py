@@ -26,6 +26,7 @@ from bulkgene.input.taxon_list import TAXA_DIR, TaxonList, load_list
 from bulkgene.net.attempt import open_session
 from bulkgene.net.exchange import Exchanger, GaveUp, NetStats
 from bulkgene.output.lock import RunLock, holder_alive, read_lock
+from bulkgene.run import refresh
 from bulkgene.run.enumeration import TaxonCount, count_taxa, list_taxa
 from bulkgene.run.prepare import move_aside, plan_directory
 from bulkgene.run.sharing import paced_limiter, shared_budget
@@ -103,6 +104,30 @@ async def _list(config: DownloadConfig, directory: Path, stats: NetStats,
             return await list_taxa(exchanger, config, directory, stop)
 
 
+async def _refresh(config: DownloadConfig, directory: Path, stats: NetStats,
+                   stop: asyncio.Event) -> None:
+    """``--refresh-list`` on a run whose list is complete: list the taxa again and grow the
+    run by what is new, once the run is finished (else go on with it: run/refresh.py)."""
+    plan = await asyncio.to_thread(refresh.run_plan, config, directory)
+    if plan is None:
+        log.info("--refresh-list: nothing of the list is fetched yet; fetching it first")
+        return
+    if pending := await asyncio.to_thread(refresh.unfinished, config, plan):
+        log.info("--refresh-list: the run has GeneIDs still to fetch (%s): going on with "
+                 "them; the taxa are listed again once it is finished", ", ".join(pending[:3]))
+        return
+    where = refresh.next_refresh(directory)
+    number = int(where.name.rsplit("-", 1)[1])
+    log.info("--refresh-list: listing the taxa again (refresh %d)", number)
+    where.mkdir(parents=True, exist_ok=True)
+    refreshed = await _list(config, where, stats, stop)
+    if not refreshed.gene_ids:
+        log.warning("--refresh-list: no taxon gave any GeneID this time (see %s): the run is "
+                    "left as it was; try again later", where / "missing_taxa.tsv")
+        return
+    await asyncio.to_thread(refresh.apply, config, directory, refreshed, number)
+
+
 async def with_taxon_list(config: DownloadConfig, stats: NetStats,
                           stop: asyncio.Event) -> DownloadConfig:
     """``config`` with its taxa's GeneID list among its inputs (none if no taxon gave a
@@ -127,10 +152,12 @@ async def with_taxon_list(config: DownloadConfig, stats: NetStats,
                 log.info("--restart: the old run, its list of GeneIDs included, is now in %s",
                          moved)
             restarted = True
-        done = None if config.taxa.refresh else await asyncio.to_thread(
-            load_list, directory, config.taxa)
+        done = await asyncio.to_thread(load_list, directory, config.taxa)
         if done is None:
             done = await _list(config, directory, stats, stop)
+        elif config.taxa.refresh:
+            await _refresh(dataclasses.replace(config, inputs=(
+                *config.inputs, str(done.genes_path(directory)))), directory, stats, stop)
     except BaseException:
         lock.release()
         if created and not any(directory.iterdir()):

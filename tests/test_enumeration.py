@@ -26,7 +26,8 @@ from bulkgene.errors import AuthError, InputError, Interrupted, ListingIncomplet
 from bulkgene.input.taxon_list import TaxonList
 from bulkgene.net.attempt import Reply
 from bulkgene.net.exchange import Exchanger
-from bulkgene.run.enumeration import TaxonCount, count_taxa, list_taxa
+from bulkgene.run.enumeration import list_taxa
+from bulkgene.run.taxa import TaxonCount, count_taxa
 
 HUMAN = list(range(5000, 7500))  # 2500 GeneIDs: three pages of 1000
 

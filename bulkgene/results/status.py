@@ -15,7 +15,7 @@ from bulkgene.budget import LeaseView
 from bulkgene.config import TaskSpec
 from bulkgene.errors import StateError
 from bulkgene.input import plan as idplan
-from bulkgene.input.taxon_list import listing_progress
+from bulkgene.input.taxon_fixed import listing_progress
 from bulkgene.layout import (
     CHECKPOINT_NAME,
     LOCK_NAME,

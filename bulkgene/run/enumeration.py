@@ -39,13 +39,12 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 
 from bulkgene.config import GENE_TYPES, DownloadConfig, TaxonSelection
 from bulkgene.errors import BulkgeneError, InputError, Interrupted, ListingIncomplete
-from bulkgene.input.taxon_list import Chain, TaxonList, begin, describe, finalize, load_list
+from bulkgene.input.taxon_fixed import describe, finalize
+from bulkgene.input.taxon_list import Chain, TaxonList, begin, load_list
 from bulkgene.ncbi.taxon import (
     TAXON_PAGE_SIZE,
     Notice,
-    parse_taxon_counts,
     parse_taxon_page,
-    taxon_counts_request,
     taxon_page_request,
 )
 from bulkgene.net.exchange import Exchanger, GaveUp, Refused
@@ -374,44 +373,3 @@ async def _end(chain: Chain, listing: _Listing) -> None:
         log.warning("taxon %r: %d reports named no usable GeneID and were skipped",
                     chain.taxon, chain.state.unusable)
     await listing.offload(chain.finish)
-
-
-@dataclass(frozen=True)
-class TaxonCount:
-    """What NCBI says about a taxon before anything is listed (``fetch --dry-run``)."""
-
-    taxon: str
-    by_type: list[tuple[str, int]]  # /counts, as NCBI spells the types
-    listed: int | None  # total_count of an IDS_ONLY page with the run's filters
-    notices: list[Notice]
-    refused: str | None = None
-
-
-async def count_taxa(exchanger: Exchanger, config: DownloadConfig) -> list[TaxonCount]:
-    """For each taxon: its genes by type (``/gene/taxon/counts``) and how many the run
-    would list (one IDS_ONLY page of size 1 with the run's ``types`` and subtree)."""
-    selection = config.taxa
-    if selection is None:
-        raise ValueError("count_taxa needs config.taxa")
-    attempts = config.network.retry.max_attempts
-    slots = asyncio.Semaphore(max(1, config.effective_concurrency))
-
-    async def count(taxon: str) -> TaxonCount:
-        async with slots:
-            try:
-                by_type = await exchanger.exchange(
-                    taxon_counts_request(taxon), attempts,
-                    lambda reply: parse_taxon_counts(reply.body))
-                page = await exchanger.exchange(
-                    taxon_page_request(taxon, gene_types=selection.gene_types,
-                                       include_subtree=selection.include_subtree,
-                                       page_size=1),
-                    attempts, lambda reply: parse_taxon_page(reply.body))
-            except Refused as exc:
-                return TaxonCount(taxon, [], None, [], f"HTTP {exc.status}: {exc.message}")
-        listed = page.total_count if page.gene_ids or page.total_count else 0
-        return TaxonCount(taxon, by_type, listed, page.notices)
-
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(count(taxon)) for taxon in selection.taxa]
-    return [task.result() for task in tasks]

@@ -1,5 +1,7 @@
 """A download's first step when it names taxa: their fixed GeneID list becomes one of its inputs.
 
+(Also what ``--dry-run`` asks NCBI about the taxa: ``count_taxa``.)
+
 The list lives in the plan directory (``DIR``; an array's tasks share it, as they share the
 plan): read back if an earlier run fixed it, else listed now (run/enumeration.py) under that
 directory's lock, with a session, pacer and budget lease of its own that end before the
@@ -17,17 +19,25 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bulkgene import layout
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import EXIT_INTERRUPTED, FatalHTTPError, Interrupted, StateError
 from bulkgene.input.taxon_list import TAXA_DIR, TaxonList, load_list
+from bulkgene.ncbi.taxon import (
+    Notice,
+    parse_taxon_counts,
+    parse_taxon_page,
+    taxon_counts_request,
+    taxon_page_request,
+)
 from bulkgene.net.attempt import open_session
-from bulkgene.net.exchange import Exchanger, GaveUp, NetStats
+from bulkgene.net.exchange import Exchanger, GaveUp, NetStats, Refused
 from bulkgene.output.lock import RunLock, holder_alive, read_lock
 from bulkgene.run import refresh
-from bulkgene.run.enumeration import TaxonCount, count_taxa, list_taxa
+from bulkgene.run.enumeration import list_taxa
 from bulkgene.run.prepare import move_aside, plan_directory
 from bulkgene.run.sharing import paced_limiter, shared_budget
 from bulkgene.version import __version__
@@ -187,3 +197,44 @@ async def count_taxa_now(config: DownloadConfig) -> tuple[list[TaxonCount], int]
             except GaveUp as exc:
                 raise FatalHTTPError(f"could not ask NCBI about the taxa ({exc}); check the "
                                      "network with `bulkgene doctor` and try again") from None
+
+
+@dataclass(frozen=True)
+class TaxonCount:
+    """What NCBI says about a taxon before anything is listed (``fetch --dry-run``)."""
+
+    taxon: str
+    by_type: list[tuple[str, int]]  # /counts, as NCBI spells the types
+    listed: int | None  # total_count of an IDS_ONLY page with the run's filters
+    notices: list[Notice]
+    refused: str | None = None
+
+
+async def count_taxa(exchanger: Exchanger, config: DownloadConfig) -> list[TaxonCount]:
+    """For each taxon: its genes by type (``/gene/taxon/counts``) and how many the run
+    would list (one IDS_ONLY page of size 1 with the run's ``types`` and subtree)."""
+    selection = config.taxa
+    if selection is None:
+        raise ValueError("count_taxa needs config.taxa")
+    attempts = config.network.retry.max_attempts
+    slots = asyncio.Semaphore(max(1, config.effective_concurrency))
+
+    async def count(taxon: str) -> TaxonCount:
+        async with slots:
+            try:
+                by_type = await exchanger.exchange(
+                    taxon_counts_request(taxon), attempts,
+                    lambda reply: parse_taxon_counts(reply.body))
+                page = await exchanger.exchange(
+                    taxon_page_request(taxon, gene_types=selection.gene_types,
+                                       include_subtree=selection.include_subtree,
+                                       page_size=1),
+                    attempts, lambda reply: parse_taxon_page(reply.body))
+            except Refused as exc:
+                return TaxonCount(taxon, [], None, [], f"HTTP {exc.status}: {exc.message}")
+        listed = page.total_count if page.gene_ids or page.total_count else 0
+        return TaxonCount(taxon, by_type, listed, page.notices)
+
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(count(taxon)) for taxon in selection.taxa]
+    return [task.result() for task in tasks]

@@ -13,6 +13,7 @@ them, and the checkpoint's fingerprint is derived from their fields (a field mar
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -241,6 +242,10 @@ class NetworkSpec:
     budget_dir: Path | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.api_key, str):  # a key given as text: held as a Secret from here
+            object.__setattr__(self, "api_key", Secret(self.api_key))
+        if isinstance(self.budget_dir, str):
+            object.__setattr__(self, "budget_dir", Path(self.budget_dir))
         if self.requests_per_second is not None and not (
             0 < self.requests_per_second <= 1000 and math.isfinite(self.requests_per_second)
         ):
@@ -364,6 +369,23 @@ class DownloadConfig:
         if self.add and self.taxa is not None:
             raise ConfigError("--add grows a run by ID files; a run's taxa grow with "
                               "--refresh-list: use one or the other")
+        # easy mistakes in library code, read as meant: one path for a tuple of them, a str
+        # for a Path (a str as ``inputs`` was read letter by letter: "cannot read input 'i'")
+        if isinstance(self.inputs, (str, os.PathLike)):
+            object.__setattr__(self, "inputs", (os.fspath(self.inputs),))
+        elif not isinstance(self.inputs, tuple) or not all(isinstance(i, str) for i in self.inputs):
+            try:
+                object.__setattr__(self, "inputs", tuple(os.fspath(i) for i in self.inputs))
+            except TypeError:
+                raise ConfigError(f"inputs must be paths of GeneID files (str or Path), not "
+                                  f"{self.inputs!r}: for GeneIDs in memory use "
+                                  "bulkgene.fetch(ids)") from None
+        if isinstance(self.out_dir, str):
+            object.__setattr__(self, "out_dir", Path(self.out_dir))
+        elif not isinstance(self.out_dir, Path):
+            if not isinstance(self.out_dir, os.PathLike):
+                raise ConfigError(f"out_dir must be a directory path, not {self.out_dir!r}")
+            object.__setattr__(self, "out_dir", Path(os.fspath(self.out_dir)))
         if not self.inputs and not self.from_directory and self.taxa is None:
             raise ConfigError("no input given: name at least one GeneID file, or - for stdin, "
                               "or a whole organism with --taxon")

@@ -5,6 +5,7 @@ Every error says what happened and what to do next.
     BulkgeneError                  base class; ``exit_code`` is what the CLI exits with
     ├── ConfigError                a setting or option is invalid (exit 2)
     ├── InputError                 an input can't be read or holds no GeneID (exit 1)
+    ├── MissingExtra               an optional dependency (pyarrow, pandas) is not installed (exit 1)
     ├── StateError                 the output directory can't be resumed safely (exit 1)
     │   ├── FingerprintMismatch    input or parameters changed since the checkpoint
     │   └── CorruptCheckpoint      the checkpoint or a shard doesn't match what was committed
@@ -51,6 +52,16 @@ class ConfigError(BulkgeneError):
 
 class InputError(BulkgeneError):
     """An input file could not be opened or read, or it holds no usable GeneID."""
+
+
+class MissingExtra(BulkgeneError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    def __init__(self, module: str, extra: str, wanted_for: str) -> None:
+        super().__init__(f"{wanted_for} needs {module}, which is not installed: "
+                         f"pip install 'bulkgene[{extra}]' (or pip install {module})")
+        self.module = module
+        self.extra = extra
 
 
 class StateError(BulkgeneError):

@@ -104,7 +104,8 @@ class Summary:
     say which IDs they answer.
 
     ``requested`` and what adds up to it are this task's share; ``duplicates`` and
-    ``rejected`` describe the whole input, so every task of an array reports the same.
+    ``rejected`` describe the whole input, so every task of an array reports the same (its
+    end line leaves them to the array's merged line, which counts them once).
     """
 
     out_dir: str
@@ -135,6 +136,8 @@ class Summary:
     missing_replaced: int = 0
     missing_not_in_history: int = 0
     followed: int = 0  # found through the live successor of a replaced GeneID
+    task_index: int = 0
+    task_count: int = 1
 
     @property
     def explained(self) -> int:
@@ -170,7 +173,8 @@ class Summary:
 
     def line(self) -> str:
         """The one-line account printed at the end of every run."""
-        text = f"requested {self.requested} = found {self.found}"
+        text = (f"task {self.task_index} of {self.task_count}: " if self.task_count > 1 else "")
+        text += f"requested {self.requested} = found {self.found}"
         if self.followed:
             text += f" ({self.followed} through a replaced GeneID's live successor)"
         text += f" + missing {self.missing}"
@@ -186,9 +190,12 @@ class Summary:
             text += f" + pending {self.pending}"
         if self.unverified:
             text += f" + unverified {self.unverified} (TSV without a gene-id column)"
-        text += (f"; {self.records} records, {self.duplicates} duplicates, {self.rejected} "
-                 f"rejected lines, {self.requests} requests ({self.retries} retries, "
-                 f"{self.throttled} throttled) in {self.elapsed_s:.1f} s")
+        # the list's duplicates and rejected lines belong to no one task: the array's
+        # merged account states them once
+        listed = (f", {self.duplicates} duplicates, {self.rejected} rejected lines"
+                  if self.task_count == 1 else "")
+        text += (f"; {self.records} records{listed}, {self.requests} requests ({self.retries} "
+                 f"retries, {self.throttled} throttled) in {self.elapsed_s:.1f} s")
         return text
 
 

@@ -22,10 +22,11 @@ from helpers import REPO
     ("bench.sharing", ["--repeats", "1", "--scale", "0.1", "--latency", "0.02"]),
     ("bench.taxon", ["--taxon", "7227", "--repeats", "1", "--latency", "0.02",
                      "--latency-per-gene", "0"]),
+    ("bench.export", ["--ids", "2000", "--repeats", "1"]),
 ])
 def test_benchmark_runs_and_writes_its_result(module: str, args: list[str],
                                               tmp_path: Path) -> None:
-    env = {**os.environ, "BENCH_RESULTS_DIR": str(tmp_path)}
+    env = {**os.environ, "BENCH_RESULTS_DIR": str(tmp_path), "TMPDIR": str(tmp_path)}
     result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
                             capture_output=True, timeout=280, check=False)
     assert result.returncode == 0, result.stderr.decode()[-2000:]

@@ -426,7 +426,7 @@ def test_400_in_tsv_isolates_the_refused_id_and_counts_it_missing() -> None:
                                   else _tsv(asked.gene_ids))
     outcome = fetch(transport, format="tsv", table_fields=("gene-id", "symbol")).outcome
     assert transport.ids_asked == [IDS, (PROBE_GENE_ID,), (1, 2), (1,), (2,), (3, 4)]
-    assert outcome.found == 3 and outcome.missing == [(2, "NOT_RETURNED")]
+    assert outcome.found == 3 and outcome.missing == [(2, REJECTED_BY_SERVER)]  # as in JSON
     assert outcome.header == b"NCBI GeneID\tSymbol"
 
 

@@ -97,9 +97,14 @@ def test_three_tasks_together_stay_within_one_keys_budget(make_emulator: Emulato
         assert process.returncode == 0, stderr.decode()
     names = {p.name for p in out.iterdir()}
     assert {n for n in names if n.startswith("task-")} == {"task-0000", "task-0001", "task-0002"}
-    # beside the tasks only what they share: one plan of the list, its rejects, the claims
-    assert names - {"task-0000", "task-0001", "task-0002"} <= {
+    # beside the tasks only what they share (one plan of the list, its rejects, the claims)
+    # and the merged reports the task that completed the array wrote
+    merged_files = {"missing.tsv", "replaced.tsv", "summary.json"}
+    assert merged_files <= names
+    assert names - {"task-0000", "task-0001", "task-0002"} - merged_files <= {
         "plan.json", "plan.ids", "plan.bitmap", "rejects.tsv", ".claims", ".budget"}
+    merged = json.loads((out / "summary.json").read_text())
+    assert merged["complete"] and merged["requested"] == len(ids)
     written = gene_ids_written_all(out)
     expected = expected_for(emulator.state.universe, ids)
     assert sorted(written) == sorted(expected.genes), "the union is exact, with no overlap"

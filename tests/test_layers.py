@@ -24,7 +24,7 @@ RANKS = {
     "net": 5,
     "results": 6,
     "run": 7,
-    "history": 8,
+    "history": 8, "export": 8, "facade": 8,
     "testing": 9,
     "cli": 10,
     "__init__": 11, "__main__": 11,

@@ -159,6 +159,7 @@ REGISTRY: dict[tuple[str, str], Runs | Elsewhere] = {
     ("Usage", "bulkgene verify DIR"): Runs("test_usage_synopses"),
     ("Usage", "bulkgene explain DIR [--follow-replaced]"): Runs("test_usage_synopses"),
     ("Usage", "bulkgene retry DIR"): Runs("test_usage_synopses"),
+    ("Usage", "bulkgene export DIR --to FILE [--fields F,...]"): Runs("test_usage_synopses"),
     ("Usage", "bulkgene doctor [--json]"): Runs("test_usage_synopses"),
     ("Usage", "bulkgene demo [--out DIR]"): Runs("test_usage_synopses"),
     ("Usage", "bulkgene emulate [--port 8765]"): Runs("test_usage_emulate"),
@@ -172,14 +173,17 @@ REGISTRY: dict[tuple[str, str], Runs | Elsewhere] = {
     ("Whole organisms", "bulkgene fetch my_ids.txt --taxon 7227 --out genes/"):
         Runs("test_whole_organisms"),
     ("Output", "head -3 genes/missing.tsv genes/replaced.tsv"): Runs("test_side_reports_shown"),
+    ("Reading the output", "bulkgene export genes/ --to genes.tsv"): Runs("test_reading_the_output"),
+    ("Reading the output", "bulkgene export genes/ --to genes.parquet --fields query,gene-id,symbol,"
+                           "tax-id,synonyms"): Runs("test_reading_the_output"),
     ("Reading the output", "find genes -name 'shard-*.ndjson' -exec jq -r '.gene | [.gene_id, .symbol, "
                            ".taxname] | @tsv' {} +"): Runs("test_reading_the_output"),
     ("Reading the output", "python -c \"import duckdb; print(duckdb.sql(\\\"select gene.symbol, "
                            "gene.type from read_json('genes/**/shard-*.ndjson')\\\"))\""):
         Runs("test_reading_the_output"),
-    ("Reading the output", "python -c \"import pandas as pd, glob; df = pd.concat(pd.read_json(f, "
-                           "lines=True, dtype=False) for f in glob.glob('genes/**/shard-*.ndjson', "
-                           "recursive=True)); print(df.shape)\""): Runs("test_reading_the_output"),
+    ("Reading the output", "python -c \"import bulkgene; print(bulkgene.open('genes').to_frame("
+                           "fields=['query', 'gene-id', 'symbol', 'tax-name']).shape)\""):
+        Runs("test_reading_the_output"),
     ("HPC", 'exec bulkgene fetch "${IDS:-ids.txt}" --out "${OUT:-genes}" --split slurm '
             "${BULKGENE_OPTIONS:-}"): Runs("test_hpc"),
     ("HPC", "export NCBI_API_KEY=your-api-key"): Runs("test_hpc"),
@@ -191,6 +195,7 @@ REGISTRY: dict[tuple[str, str], Runs | Elsewhere] = {
     ("HPC", "bulkgene verify genes/"): Runs("test_hpc"),
     ("HPC", "rule fetch_gene_reports:"): Runs("test_snakemake_rule"),
     ("Library", "import asyncio"): Runs("test_library_example"),
+    ("Library", "import bulkgene"): Runs("test_library_fetch_example"),
     ("Development", "python3 -m venv .venv && .venv/bin/pip install -e '.[test]'"):
         Elsewhere(".ci/run: a fresh venv and pip install -e '.[test]'"),
     ("Development", ".venv/bin/python -m pytest"):
@@ -393,9 +398,10 @@ def test_quick_start(place: Place, ncbi: EmulatorThread) -> None:
 def test_usage_synopses(place: Place, ncbi: EmulatorThread) -> None:
     # a synopsis has placeholders: each is run with them filled in, without and with the
     # [optional] part (the fills are the only change)
-    fills = {"INPUT...": "sample_inputs/human_genes.txt", "DIR": "genes", " [options]": ""}
+    fills = {"INPUT...": "sample_inputs/human_genes.txt", "DIR": "genes", " [options]": "",
+             "FILE": "genes.tsv", "F,...": "gene-id,symbol"}
     synopses = commands_of("test_usage_synopses")
-    assert len(synopses) == 7
+    assert len(synopses) == 8
     instances: list[str] = []
     for synopsis in synopses:
         text = synopsis.key
@@ -416,6 +422,7 @@ def test_usage_synopses(place: Place, ncbi: EmulatorThread) -> None:
     assert "explained" in by_command["bulkgene explain genes"].stderr
     assert "followed" in by_command["bulkgene explain genes --follow-replaced"].stderr
     assert "fetching again 0 refused GeneIDs" in by_command["bulkgene retry genes"].stderr
+    assert "wrote" in by_command["bulkgene export genes --to genes.tsv --fields gene-id,symbol"].stderr
     assert "a fetch would work" in by_command["bulkgene doctor"].stdout
     assert orjson.loads(by_command["bulkgene doctor --json"].stdout)
     assert "bulkgene demo: requested" in by_command["bulkgene demo"].stdout
@@ -494,10 +501,22 @@ def test_reading_the_output(place: Place, ncbi: EmulatorThread) -> None:
     fetch = next(c for c in commands_of("test_quick_start") if c.key.startswith("bulkgene fetch"))
     place.run_ok(as_run([fetch]))
     records = read_summary(place.root / "genes")["records"]
-    found, duck, pandas = place.run_ok(as_run(commands_of("test_reading_the_output")))
-    assert len(tsv_rows(found.stdout, 3)) == records
+    _check_reading(place, records)
+
+
+def _check_reading(place: Place, records: int) -> None:
+    """The Reading-the-output commands, run as written, each seeing every record."""
+    import pyarrow.parquet as pq
+
+    tsv, parquet, duck, found, frame = place.run_ok(as_run(commands_of("test_reading_the_output")))
+    assert f"wrote {records} rows" in tsv.stderr
+    table = (place.root / "genes.tsv").read_text().splitlines()
+    assert table[0].startswith("Query\tNCBI GeneID\tSymbol") and len(table) == records + 1
+    assert f"wrote {records} rows" in parquet.stderr
+    assert pq.read_table(place.root / "genes.parquet").num_rows == records
     assert "symbol" in duck.stdout and "PROTEIN_CODING" in duck.stdout
-    assert pandas.stdout.strip().startswith(f"({records}, ")
+    assert len(tsv_rows(found.stdout, 3)) == records
+    assert frame.stdout.strip() == f"({records}, 4)"
 
 
 @pytest.mark.slow
@@ -518,9 +537,7 @@ def test_hpc(place: Place, ncbi: EmulatorThread) -> None:
     assert verify.stdout.startswith("ok: 4 task(s)"), verify.stdout
     # the Reading-the-output commands are said to work for an array too
     records = sum(read_summary(place.root / "genes" / task)["records"] for task in tasks)
-    found, _, pandas = place.run_ok(as_run(commands_of("test_reading_the_output")))
-    assert len(tsv_rows(found.stdout, 3)) == records
-    assert pandas.stdout.strip().startswith(f"({records}, ")
+    _check_reading(place, records)
 
 
 @pytest.mark.slow
@@ -618,6 +635,19 @@ def ncbi_by_name(place: Place) -> Iterator[EmulatorThread]:
                          SSL_CERT_FILE=str(place.root.parent / "ca.pem"))
         yield emulator
         assert proxy.tunnels and set(proxy.tunnels) == {"api.ncbi.nlm.nih.gov:443"}
+
+
+@pytest.mark.slow
+def test_library_fetch_example(place: Place, ncbi_by_name: EmulatorThread) -> None:
+    [example] = commands_of("test_library_fetch_example")
+    (place.root / "example.py").write_text(example.text)
+    done = subprocess.run([sys.executable, "example.py"], cwd=place.root, env=place.env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = read_summary(place.root / "genes-lib")
+    assert done.stdout.split() == ["(3,", "4)", str(summary["missing"])]
+    assert summary["complete"] and summary["found"] == 3
+    assert ncbi_by_name.state.arrivals(), "the example's requests reached the emulator"
 
 
 @pytest.mark.slow

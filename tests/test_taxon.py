@@ -82,6 +82,11 @@ def test_a_taxon_by_name_and_one_by_id_are_fetched_exactly_once(emulator: Emulat
     assert read_tsv(out / "missing_taxa.tsv") == []
     assert "3000 GeneIDs listed for 2 of 2 taxa" in stderr
     assert run_cli("verify", str(out)).returncode == 0
+    table = tmp_path / "genes.tsv"
+    exported = invoke_cli("export", str(out), "--to", str(table), "--fields", "gene-id,tax-id")
+    assert exported.returncode == 0, exported.stderr.decode()
+    rows = read_tsv(table)
+    assert len(rows) == 3000 and {row[1] for row in rows} == {"9606", "7227"}
 
 
 @pytest.mark.parametrize("name", ["9606", "human", "HOMO SAPIENS"])

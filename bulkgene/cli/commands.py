@@ -72,7 +72,10 @@ def verify(out_dir: Path) -> None:
     Each line must be complete, valid JSON with a GeneID; no GeneID may appear twice in the
     whole directory; every file must be as long as its checkpoint says; the accounting must
     reconcile. Exit 0 only when all of that holds; otherwise each problem is listed.
+    For an array that passes, DIR/missing.tsv, replaced.tsv and summary.json (every task's
+    merged) are written when absent or out of date.
     """
+    from bulkgene.results import merge
     from bulkgene.results.verify import verify as run_verify
 
     verdict = run_verify(out_dir)
@@ -80,6 +83,11 @@ def verify(out_dir: Path) -> None:
     if verdict.ok:
         click.echo(f"ok: {summary}; every requested GeneID found or missing with a reason, "
                    "no GeneID twice, shard lengths match the checkpoints, accounting reconciles")
+        if merge.is_array(out_dir) and not merge.merged_is_current(out_dir):
+            merged = merge.rebuild_merged(out_dir)
+            if merged is not None:
+                click.echo(f"{merge.summary_line(merged)}; merged into {out_dir}/missing.tsv, "
+                           "replaced.tsv and summary.json")
         return
     for problem in verdict.problems:
         click.echo(f"problem: {problem}", err=True)

@@ -18,6 +18,7 @@ from bulkgene.cli import commands
 from bulkgene.cli.console import configure_logging, read_api_key, report_end
 from bulkgene.cli.doctor import doctor
 from bulkgene.cli.explain import AfterFetch, explain, explain_fetch_options, finish_fetch
+from bulkgene.cli.export import export
 from bulkgene.cli.grow import add_option, retry
 from bulkgene.cli.options import server_options
 from bulkgene.cli.progress import ProgressReporter, Terminal, TerminalLog
@@ -362,6 +363,6 @@ def _human_time(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-for command in (commands.status, commands.verify, commands.demo, commands.emulate, doctor,
-                explain, retry):
+for command in (commands.status, commands.verify, export, explain, retry, commands.demo,
+                commands.emulate, doctor):
     main.add_command(command)

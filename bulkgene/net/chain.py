@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
-from bulkgene.config import DownloadConfig
+from bulkgene.config import ApiQuery, DownloadConfig
 from bulkgene.ncbi.pages import BatchAnswer, BrokenChain, InvalidPage, parse_ndjson, parse_page
 from bulkgene.ncbi.requests import page_request
 from bulkgene.ncbi.tsv import GENE_ID_FIELD, TsvAnswer, parse_tsv
@@ -37,7 +38,17 @@ class PageFetcher:
     def gene_only(self) -> bool:
         return self._config.output.record == "gene"
 
-    async def json_chain(self, gene_ids: tuple[int, ...]) -> BatchAnswer:
+    async def ids_only(self, gene_ids: tuple[int, ...]) -> dict[int, int]:
+        """Which GeneID answers each of ``gene_ids`` (a replaced ID: its new gene), asked as
+        JSON with IDS_ONLY: what a TSV row can't say."""
+        query = replace(self._config.query, format="json", returned_content="IDS_ONLY",
+                        table_fields=(), accession_filter=(), include_tabular_header=None)
+        answer = await self.json_chain(gene_ids, query)
+        return {asked: record.gene_id for record in answer.records
+                if record.gene_id is not None for asked in record.queries}
+
+    async def json_chain(self, gene_ids: tuple[int, ...],
+                         query: ApiQuery | None = None) -> BatchAnswer:
         """Follow ``next_page_token`` from page 1 until the batch's pages are complete."""
         retry = self._config.network.retry
         max_pages = -(-len(gene_ids) // self._config.query.page_size) + 1
@@ -46,7 +57,7 @@ class PageFetcher:
             token: str | None = None
             try:
                 while True:
-                    token = await self._fetch_page(answer, token)
+                    token = await self._fetch_page(answer, token, query)
                     if token is None:
                         answer.check_complete()
                         self._guard.remember_known_good(answer.answered)
@@ -62,9 +73,10 @@ class PageFetcher:
         raise GaveUp("the server's page chain kept breaking (tokens refused, repeated or "
                      "pages that don't add up)")
 
-    async def _fetch_page(self, answer: BatchAnswer, token: str | None) -> str | None:
+    async def _fetch_page(self, answer: BatchAnswer, token: str | None,
+                          query: ApiQuery | None = None) -> str | None:
         """One page, retried until it validates; the next token, None after the last page."""
-        query = self._config.query
+        query = query or self._config.query
         request = page_request(query, self._guard.current, answer.gene_ids, token)
         parse = parse_ndjson if query.format == "ndjson" else parse_page
 

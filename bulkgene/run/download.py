@@ -27,6 +27,7 @@ from bulkgene.layout import SUMMARY_NAME
 from bulkgene.model import Snapshot, Summary
 from bulkgene.net.attempt import open_session
 from bulkgene.net.client import GeneClient, NetStats
+from bulkgene.results import merge
 from bulkgene.run.array import unsplit_array_note
 from bulkgene.run.pipeline import Pipeline, RunOutcome
 from bulkgene.run.prepare import PreparedRun, prepare
@@ -64,6 +65,8 @@ def _summarize(config: DownloadConfig, prepared: PreparedRun, outcome: RunOutcom
         throttled=stats.throttled,
         bytes_received=stats.bytes,
         elapsed_s=elapsed_s,
+        task_index=config.task.index,
+        task_count=config.task.count,
         interrupted=outcome.interrupted if outcome else False,
         error=str(error) if error else None,
         missing_discontinued=totals.missing_discontinued,
@@ -220,6 +223,8 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
             config = await with_taxon_list(config, stats, listing.stop)
             signals.hold()
         prepared = await _prepare(config)
+        if config.task.count > 1:  # this task changes what the array's merged files say
+            await asyncio.to_thread(merge.remove_merged, config.out_dir)
         async with _finishing(config, prepared, started) as finish:
             _log_start(config, prepared)
             async with open_session(config.effective_concurrency + 2,
@@ -237,4 +242,19 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
                     run.leases = leases
                     finish.outcome = await run.run()
     assert finish.summary is not None  # _finishing wrote it or raised
+    if config.task.count > 1 and finish.summary.complete:
+        await asyncio.to_thread(_merge_if_last, config)
     return finish.summary
+
+
+def _merge_if_last(config: DownloadConfig) -> None:
+    """The task whose end completes the array writes DIR's merged reports and summary."""
+    try:
+        merged = merge.merged_summary(config.out_dir)
+        if merged["complete"]:
+            merged = merge.rebuild_merged(config.out_dir) or merged
+            log.info("%s; merged into %s/missing.tsv, replaced.tsv and summary.json",
+                     merge.summary_line(merged), config.out_dir)
+    except (OSError, BulkgeneError) as exc:  # the task itself is done: say so, go on
+        log.warning("the array is complete, but its merged reports could not be written "
+                    "(%s): `bulkgene verify %s` writes them", exc, config.out_dir)

@@ -89,6 +89,18 @@ def test_a_taxon_by_name_and_one_by_id_are_fetched_exactly_once(emulator: Emulat
     assert len(rows) == 3000 and {row[1] for row in rows} == {"9606", "7227"}
 
 
+async def test_the_library_fetches_a_taxon(emulator: EmulatorThread, tmp_path: Path) -> None:
+    import bulkgene
+
+    config = bulkgene.DownloadConfig(
+        inputs=(), out_dir=tmp_path / "fly", taxa=bulkgene.TaxonSelection(("fruit fly",)),
+        network=bulkgene.NetworkSpec(base_url=emulator.base_url, requests_per_second=1000.0),
+        progress_interval_s=0)
+    summary = await bulkgene.download(config)
+    assert (summary.requested, summary.found, summary.missing) == (1000, 1000, 0)
+    assert set(gene_ids_written(tmp_path / "fly")) == set(taxon_genes(emulator, "7227"))
+
+
 @pytest.mark.parametrize("name", ["9606", "human", "HOMO SAPIENS"])
 def test_names_and_tax_ids_give_the_same_genes(emulator: EmulatorThread, tmp_path: Path,
                                                name: str) -> None:

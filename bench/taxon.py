@@ -178,12 +178,12 @@ def main() -> None:
     genes = int(runs["serial"]["genes"][0])
     print(f"\nTaxon {args.taxon}, {genes:,} genes; median (min-max) of {args.repeats}; "
           f"load {os.getloadavg()[0]:.1f}:\n")
-    print("| client | genes/s | speed-up | wall s | listing s | fetching s | listing requests "
-          "| fetch requests | 429s |")
+    print("| client | genes/s | speed-up (x) | wall s | listing s | fetching s "
+          "| listing requests | fetch requests | 429s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for label in ("bulkgene GET", "bulkgene POST", "serial"):
         s = stats[label]
-        speedup = fmt(s["speedup"], 1) + "x" if "speedup" in s else "1"
+        speedup = fmt(s["speedup"], 1) if "speedup" in s else "1"
         print(f"| {label} | {fmt(s['genes_per_s'], 0)} | {speedup} | {fmt(s['wall_s'], 0)} "
               f"| {fmt(s['listing_s'], 0)} | {fmt(s['fetching_s'], 0)} "
               f"| {fmt(s['listing_requests'], 0)} | {fmt(s['fetch_requests'], 0)} "

@@ -110,6 +110,13 @@ class _Listing:
         return types if len(types) > 1 else ()
 
 
+def _report_interval_s(config: DownloadConfig) -> float:
+    """A listing's progress line at the run's interval, but never more often than every
+    10 s (a terminal's bar refreshes twice a second; a listing says less)."""
+    interval = config.progress_interval_s
+    return 0.0 if interval <= 0 else max(interval, 10.0)
+
+
 async def list_taxa(exchanger: Exchanger, config: DownloadConfig, directory: Path,
                     stop: asyncio.Event | None = None,
                     offload: Offload = asyncio.to_thread) -> TaxonList:
@@ -129,7 +136,7 @@ async def list_taxa(exchanger: Exchanger, config: DownloadConfig, directory: Pat
     await offload(begin, directory, selection)
     retry = config.network.retry
     listing = _Listing(exchanger, selection, retry.max_attempts, retry.token_attempts,
-                       stop or asyncio.Event(), config.progress_interval_s, offload, directory,
+                       stop or asyncio.Event(), _report_interval_s(config), offload, directory,
                        config.effective_concurrency,
                        asyncio.Semaphore(max(1, config.effective_concurrency)),
                        last_report_s=asyncio.get_running_loop().time())

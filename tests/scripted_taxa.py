@@ -148,8 +148,9 @@ def config_for(tmp_path: Path, *taxa: str, inputs: tuple[str, ...] = (),
     selection = TaxonSelection(taxa, tuple(settings.pop("gene_types", ())),
                                settings.pop("include_subtree", False))
     settings.setdefault("retry", RetryPolicy(max_attempts=3, backoff_base_s=1.0))
+    settings.setdefault("progress_interval_s", 0)
     return make_config(list(inputs), tmp_path / "out", base_url=BASE_URL, taxa=selection,
-                       progress_interval_s=0, **settings)
+                       **settings)
 
 
 async def inline(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:

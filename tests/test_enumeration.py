@@ -383,3 +383,14 @@ def test_one_gene_type_asked_is_never_split(tmp_path: Path) -> None:
     assert listed(server, config).gene_ids == 2000
     assert {tuple(asked.body["types"]) for asked in server.asked} == {("ncRNA",)}
     assert len(server.asked) == 2
+
+
+def test_a_long_listing_says_how_far_it_got_every_interval(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    server = TaxonServer({"4565": WHEAT}, types_of={g: "PSEUDO" for g in WHEAT}, latency_s=2.0)
+    config = config_for(tmp_path, "4565", gene_types=("PSEUDO",), progress_interval_s=0.5)
+    with caplog.at_level(logging.INFO, logger="bulkgene"):
+        listed(server, config)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("listing taxa")]
+    # six pages of 2 s: a line at 10 s at the soonest, however small the run's interval
+    assert lines == ["listing taxa: 0 of 1 done, 5000 GeneIDs listed of about 6000"]

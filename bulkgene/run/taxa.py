@@ -13,12 +13,14 @@ the listing makes progress (a page committed at least every ``_STALL_S``), then 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,15 +105,22 @@ async def _take_waiting(lock: RunLock, stop: asyncio.Event) -> None:
                           "GeneIDs; nothing was fetched: run the same command again")
 
 
-async def _list(config: DownloadConfig, directory: Path, stats: NetStats,
-                stop: asyncio.Event) -> TaxonList:
+@contextlib.asynccontextmanager
+async def _network(config: DownloadConfig, stats: NetStats) -> AsyncIterator[Exchanger]:
+    """A session, the run's pacer and its budget lease, as the fetch has them, for as long
+    as the taxa are asked about (they end before the fetch takes its own)."""
     async with open_session(config.effective_concurrency + 2,
                             config.network.timeouts.keepalive_s,
                             f"bulkgene/{__version__} (+aiohttp)") as session:
         limiter = paced_limiter(config, config.effective_requests_per_second)
-        exchanger = Exchanger(session, limiter, config, stats)
         async with shared_budget(config, limiter):
-            return await list_taxa(exchanger, config, directory, stop)
+            yield Exchanger(session, limiter, config, stats)
+
+
+async def _list(config: DownloadConfig, directory: Path, stats: NetStats,
+                stop: asyncio.Event) -> TaxonList:
+    async with _network(config, stats) as exchanger:
+        return await list_taxa(exchanger, config, directory, stop)
 
 
 async def _refresh(config: DownloadConfig, directory: Path, stats: NetStats,
@@ -186,17 +195,12 @@ async def count_taxa_now(config: DownloadConfig) -> tuple[list[TaxonCount], int]
     """What NCBI says about each taxon of ``config`` (``fetch --dry-run``), and the number
     of requests that took; writes nothing."""
     stats = NetStats()
-    async with open_session(config.effective_concurrency + 2,
-                            config.network.timeouts.keepalive_s,
-                            f"bulkgene/{__version__} (+aiohttp)") as session:
-        limiter = paced_limiter(config, config.effective_requests_per_second)
-        exchanger = Exchanger(session, limiter, config, stats)
-        async with shared_budget(config, limiter):
-            try:
-                return await count_taxa(exchanger, config), stats.requests
-            except GaveUp as exc:
-                raise FatalHTTPError(f"could not ask NCBI about the taxa ({exc}); check the "
-                                     "network with `bulkgene doctor` and try again") from None
+    async with _network(config, stats) as exchanger:
+        try:
+            return await count_taxa(exchanger, config), stats.requests
+        except GaveUp as exc:
+            raise FatalHTTPError(f"could not ask NCBI about the taxa ({exc}); check the "
+                                 "network with `bulkgene doctor` and try again") from None
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,32 @@ class Secret:
         return hash(self._value)
 
 
+def _check_base_url(base_url: str) -> None:
+    """A URL that aiohttp can connect to, or a ConfigError naming what is wrong with it."""
+    def refused(why: str) -> ConfigError:
+        return ConfigError(f"base URL {base_url!r} (--base-url or BULKGENE_BASE_URL) {why}, "
+                           f"e.g. {DEFAULT_BASE_URL}")
+
+    try:
+        url = urlsplit(base_url)
+        url.port  # noqa: B018 - parsed on access: "Port out of range 0-65535"
+    except ValueError as exc:
+        raise refused(f"is not a URL ({exc})") from None
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise refused("must start with http:// or https:// and name a host")
+    host = url.hostname
+    if ":" in host:  # an IPv6 address in brackets
+        return
+    try:
+        labels = host.encode("idna").split(b".")
+    except UnicodeError:
+        raise refused("names a host that is no host name (each dot-separated part of it may "
+                      "have 1 to 63 letters, digits or hyphens)") from None
+    if len(host) > 253 or any(not 0 < len(label) <= 63 for label in labels if label != b""):
+        raise refused("names a host that is no host name (at most 253 characters, each "
+                      "dot-separated part 1 to 63)")
+
+
 @dataclass(frozen=True)
 class ApiQuery:
     """What to ask the API: the endpoint, the answer format and every request parameter."""
@@ -204,8 +230,10 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.max_attempts < 1 or self.token_attempts < 1:
             raise ConfigError("RetryPolicy attempts must be at least 1")
-        if self.backoff_base_s < 0 or self.backoff_cap_s < 0 or self.retry_after_cap_s < 0:
-            raise ConfigError("RetryPolicy delays must not be negative")
+        delays = (self.backoff_base_s, self.backoff_cap_s, self.retry_after_cap_s, self.outage_s,
+                  self.unreachable_s)
+        if not all(delay >= 0 and math.isfinite(delay) for delay in delays):
+            raise ConfigError("RetryPolicy delays must be finite numbers of seconds, not negative")
 
 
 @dataclass(frozen=True)
@@ -254,10 +282,7 @@ class NetworkSpec:
                 "per second above 0 (NCBI allows 5 without a key, 10 with one)")
         if self.concurrency is not None and not 1 <= self.concurrency <= 256:
             raise ConfigError(f"concurrency {self.concurrency} (--concurrency) is out of range: use 1..256")
-        url = urlsplit(self.base_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ConfigError(f"base URL {self.base_url!r} must start with http:// or https:// "
-                              f"and name a host, e.g. {DEFAULT_BASE_URL}")
+        _check_base_url(self.base_url)
         if self.api_key is not None and not self.api_key.reveal().strip():
             raise ConfigError("the API key is empty: pass a real key or none at all")
         if self.api_key is not None and not all(
@@ -281,6 +306,11 @@ class NetworkSpec:
         return f"{url.scheme}://{url.hostname}"
 
 
+# SLURM's largest possible array (MaxArraySize is at most 4 000 001): anything above is a
+# mistake, and numbers past 64 bits can't even be written to the checkpoint
+MAX_TASK_COUNT = 4_000_001
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """This process's share of the batches."""
@@ -289,6 +319,9 @@ class TaskSpec:
     count: int = 1
 
     def __post_init__(self) -> None:
+        if self.count > MAX_TASK_COUNT:
+            raise ConfigError(f"task count {self.count} is more tasks than any array has: use "
+                              f"1..{MAX_TASK_COUNT}")
         if self.count < 1 or not 0 <= self.index < self.count:
             raise ConfigError(f"task index {self.index} of {self.count} is out of range: "
                               "--task-index must be 0..--task-count - 1")
@@ -357,6 +390,8 @@ class DownloadConfig:
     shutdown_grace_s: float = 10.0
     progress_interval_s: float = 30.0
     column: str | None = None  # --column: 1-based number or header name; None finds GeneID
+    # a fresh run into an --out that holds files of someone else's: only when asked for
+    allow_other_files: bool = False
     # growing a finished run (run/growth.py): the inputs are IDs to add to it (--add), or
     # there are none and the run goes on from its own plan (retry, --follow-replaced)
     add: bool = False
@@ -389,6 +424,11 @@ class DownloadConfig:
         if not self.inputs and not self.from_directory and self.taxa is None:
             raise ConfigError("no input given: name at least one GeneID file, or - for stdin, "
                               "or a whole organism with --taxon")
+        if self.out_dir.resolve() == Path(self.out_dir.resolve().anchor):
+            raise ConfigError(f"the output directory {str(self.out_dir)!r} is the root "
+                              "directory: name a directory to create or to resume in")
+        if not (self.progress_interval_s >= 0 and math.isfinite(self.progress_interval_s)):
+            raise ConfigError("the progress interval must be a finite number of seconds")
         if self.column is not None and (not self.column.strip() or self.column.strip() == "0"
                                         or self.column.strip().startswith("-")):
             raise ConfigError(f"--column {self.column!r} is not a column: give its number "

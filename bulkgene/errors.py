@@ -6,14 +6,16 @@ Every error says what happened and what to do next.
     ├── ConfigError                a setting or option is invalid (exit 2)
     ├── InputError                 an input can't be read or holds no GeneID (exit 1)
     ├── MissingExtra               an optional dependency (pyarrow, pandas) is not installed (exit 1)
+    ├── Interrupted                SIGTERM/SIGINT before the fetch began: getting ready,
+    │                              listing a taxon's GeneIDs (exit 75)
     ├── StateError                 the output directory can't be resumed safely (exit 1)
+    ├── BudgetError                the key's shared rate budget can't be kept (exit 1)
     │   ├── FingerprintMismatch    input or parameters changed since the checkpoint
     │   └── CorruptCheckpoint      the checkpoint or a shard doesn't match what was committed
     ├── FatalHTTPError             the server refused us in a way retries can't fix (exit 1)
     │   ├── AuthError              401/403: bad key or a blocked IP
     │   └── OutageError            every request failed for too long
     ├── ListingIncomplete          a taxon's GeneIDs could not all be listed; re-run (exit 3)
-    ├── Interrupted                a signal stopped the run before its fetch began (exit 75)
     └── HistoryError               NCBI's gene_history could not be had or read (exit 1)
 
 Malformed input lines and unreachable batches are *not* exceptions: they are recorded
@@ -64,6 +66,13 @@ class MissingExtra(BulkgeneError, ImportError):
         self.extra = extra
 
 
+class Interrupted(BulkgeneError):
+    """A signal stopped the run while it was getting ready (copying its input: nothing
+    changed; listing a taxon's GeneIDs: every page listed is kept)."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
 class StateError(BulkgeneError):
     """The output directory holds state that can't be resumed safely."""
 
@@ -74,6 +83,11 @@ class FingerprintMismatch(StateError):
 
 class CorruptCheckpoint(StateError):
     """The checkpoint is unreadable or the files on disk are shorter than it says."""
+
+
+class BudgetError(BulkgeneError):
+    """The lease on the key's rate budget could not be kept (its directory refuses writes, or
+    the run was never let in): the run stops rather than risk exceeding the budget."""
 
 
 class FatalHTTPError(BulkgeneError):
@@ -93,12 +107,6 @@ class ListingIncomplete(BulkgeneError):
     re-run goes on from the last page committed."""
 
     exit_code = EXIT_FAILED_BATCHES
-
-
-class Interrupted(BulkgeneError):
-    """SIGTERM/SIGINT/SIGHUP arrived while the taxa were being listed: state is safe."""
-
-    exit_code = EXIT_INTERRUPTED
 
 
 class HistoryError(BulkgeneError):

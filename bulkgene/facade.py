@@ -26,10 +26,10 @@ from typing import Any
 from bulkgene import durable
 from bulkgene.config import ApiQuery, DownloadConfig, NetworkSpec, OutputSpec, Secret
 from bulkgene.errors import ConfigError
+from bulkgene.layout import LIBRARY_IDS_NAME
 from bulkgene.model import Snapshot
 from bulkgene.results.reader import RunResults
 
-IDS_FILE_NAME = "requested-ids.txt"
 _PROGRESS_INTERVAL_S = 1.0
 
 # fetch's options -> (config group, field); the CLI's names where they differ
@@ -134,7 +134,7 @@ def _config(inputs: _Inputs, out: str | PathLike[str] | None, options: dict[str,
     files = inputs.files
     if inputs.ids_text is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        ids_file = out_dir / IDS_FILE_NAME
+        ids_file = out_dir / LIBRARY_IDS_NAME
         if not ids_file.exists() or durable.read_bytes(ids_file) != inputs.ids_text:
             durable.write_atomically(ids_file, inputs.ids_text)
         files = (str(ids_file),)

@@ -10,7 +10,7 @@
          taxa_left.tsv                               taxon gave (shared by an array's tasks)
     DIR/task-0003/...                                one array task's own copy of the above
     DIR/.budget/                                     an array's rate-budget leases
-    DIR/.claims/                                     which task writes a merged gene
+    DIR/.claims/<layout>/                            which task writes a merged gene
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ PLAN_IDS = "plan.ids"
 PLAN_BITMAP = "plan.bitmap"
 PLAN_FILES = (PLAN_JSON, PLAN_IDS, PLAN_BITMAP)
 STDIN_SPOOL_NAME = "stdin.spool"
+LIBRARY_IDS_NAME = "requested-ids.txt"  # bulkgene.fetch(ids): the list given in memory
 TASK_DIR_PREFIX = "task-"
 BUDGET_DIR_NAME = ".budget"  # an array's rate-budget leases, shared by its tasks
 CLAIMS_DIR_NAME = ".claims"  # which task writes a gene merged from several tasks' IDs
@@ -48,8 +49,9 @@ REJECTS_HEADER = b"file\tline\ttext\treason\n"
 _SHARD_PATTERN = re.compile(r"shard-\d{4,}\.(ndjson|tsv)(\.gz)?")
 _SPOOL_PATTERN = re.compile(r"input-\d+\.spool")  # a read-once input (pipe, FIFO), copied
 STATE_NAMES = frozenset({MISSING_NAME, REPLACED_NAME, REJECTS_NAME, SUMMARY_NAME,
-                         CHECKPOINT_NAME, LOCK_NAME, STDIN_SPOOL_NAME, *PLAN_FILES,
-                         TAXA_DIR_NAME, TAXA_REPORT_NAME, MISSING_TAXA_NAME, TAXA_LEFT_NAME})
+                         CHECKPOINT_NAME, LOCK_NAME, STDIN_SPOOL_NAME, LIBRARY_IDS_NAME,
+                         *PLAN_FILES, TAXA_DIR_NAME, TAXA_REPORT_NAME, MISSING_TAXA_NAME,
+                         TAXA_LEFT_NAME})
 
 
 def shard_name(shard_index: int, gzipped: bool = False, tsv: bool = False) -> str:
@@ -75,6 +77,25 @@ def explained_header(header: bytes) -> bytes:
     """``header`` (a report's first line) with the explanation columns after its own."""
     return header.rstrip(b"\n") + b"".join(b"\t" + name.encode()
                                             for name in EXPLANATION_COLUMNS) + b"\n"
+
+
+def is_run_entry(name: str) -> bool:
+    """Whether ``name`` in an output directory is bulkgene's: its files, a killed run's
+    temporary ones, an array's task directories and shared state."""
+    base = name.removesuffix(".tmp").removesuffix(".new")
+    return (is_ours(base) or name.startswith(LOCK_NAME + ".") or name in (BUDGET_DIR_NAME,
+            CLAIMS_DIR_NAME) or (name.startswith(TASK_DIR_PREFIX)
+                                 and name[len(TASK_DIR_PREFIX):].isdigit()))
+
+
+def other_entries(directory: Path) -> list[str]:
+    """What an output directory holds that isn't bulkgene's, sorted; hidden names (a
+    filesystem's or a tool's: ``.nfs...``, ``.DS_Store``) don't count."""
+    try:
+        names = [entry.name for entry in directory.iterdir()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(n for n in names if not n.startswith(".") and not is_run_entry(n))
 
 
 def task_dir_name(index: int) -> str:

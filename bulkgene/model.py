@@ -194,8 +194,8 @@ class Summary:
         # merged account states them once
         listed = (f", {self.duplicates} duplicates, {self.rejected} rejected lines"
                   if self.task_count == 1 else "")
-        text += (f"; {self.records} records{listed}, {self.requests} requests ({self.retries} "
-                 f"retries, {self.throttled} throttled) in {self.elapsed_s:.1f} s")
+        text += (f"; {self.records} records{listed}; this run: {self.requests} requests "
+                 f"({self.retries} retries, {self.throttled} throttled) in {self.elapsed_s:.1f} s")
         return text
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -268,3 +270,18 @@ def explained_rows(path: Path) -> dict[int, list[str]]:
     lines = path.read_text().split("\n")
     assert lines[-1] == "", f"{path} ends in a torn row"
     return {int(row.split("\t")[0]): row.split("\t")[1:] for row in lines[1:-1]}
+@contextlib.contextmanager
+def small_filesystem(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``2m``) at ``mount`` (needs root and mount; the test is skipped
+    where the machine can't), unmounted afterwards."""
+    import pytest
+
+    mount.mkdir(parents=True, exist_ok=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                          capture_output=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

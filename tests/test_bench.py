@@ -22,6 +22,7 @@ from helpers import REPO
     ("bench.sharing", ["--repeats", "1", "--scale", "0.1", "--latency", "0.02"]),
     ("bench.taxon", ["--taxon", "7227", "--repeats", "1", "--latency", "0.02",
                      "--latency-per-gene", "0"]),
+    ("bench.history", ["--rows", "20000", "--missing", "2000", "--repeats", "1"]),
     ("bench.export", ["--ids", "2000", "--repeats", "1"]),
 ])
 def test_benchmark_runs_and_writes_its_result(module: str, args: list[str],

@@ -134,10 +134,15 @@ def test_every_task_of_an_array_is_explained(emulator: EmulatorThread, tmp_path:
     result = invoke_cli("explain", str(out), env=env)
     assert result.returncode == 0, result.stderr.decode()
     universe = emulator.state.universe
+    both: dict[int, list[str]] = {}
     for task in ("task-0000", "task-0001"):
         rows = explained_rows(out / task / "missing.tsv")
         assert rows and all(fields[1:] == expected_explanation(universe, gene_id)
                             for gene_id, fields in rows.items())
+        both.update(rows)
+    # the array's merged DIR/missing.tsv follows its tasks'
+    assert (out / "missing.tsv").read_text().startswith(EXPLAINED_MISSING_HEADER + "\n")
+    assert explained_rows(out / "missing.tsv") == both
     assert invoke_cli("verify", str(out), env=env).returncode == 0
 
 

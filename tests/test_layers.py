@@ -24,10 +24,10 @@ RANKS = {
     "net": 5,
     "results": 6,
     "run": 7,
-    "history": 8, "export": 8, "facade": 8,
-    "testing": 9,
-    "cli": 10,
-    "__init__": 11, "__main__": 11,
+    "export": 8, "facade": 8, "history": 8,
+    "testing": 8,
+    "cli": 9,
+    "__init__": 10, "__main__": 10,
 }
 
 

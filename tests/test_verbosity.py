@@ -106,3 +106,19 @@ def test_v_logs_the_pacers_cut_and_each_step_back_up() -> None:
         "pacing: back up to 6 of 10 requests/s after a 429",
         "pacing: back up to 7 of 10 requests/s after a 429",
     ]
+
+
+def test_a_404_retry_counts_against_the_404s_before_the_split(make_emulator: EmulatorFactory,
+                                                               tmp_path: Path) -> None:
+    """It said "attempt 2 of 8" (--max-attempts), though the third 404 splits the batch."""
+    emulator = make_emulator(invalid_ids=frozenset({23}))
+    source = write_ids(tmp_path / "ids.txt", range(1, 41))
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--batch-size",
+                        "10", "--rate", "1000", "--retry-wait", "0", "--no-progress", "-v",
+                        env=cli_env(emulator.base_url))
+    assert result.returncode == 0, result.stderr.decode()
+    retries = [line for line in result.stderr.splitlines()
+               if _RETRIED in line and b"HTTP 404" in line]
+    assert retries, result.stderr.decode()
+    assert not any(b"of 8" in line for line in retries), retries
+    assert any(b"404 2 of 3" in line for line in retries), retries

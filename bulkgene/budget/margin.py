@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import secrets
 import time
 from pathlib import Path
 
 import msgspec
 
+from bulkgene.budget.files import ensure_directory, open_directory, write_atomically
 from bulkgene.budget.record import read_small_file
+from bulkgene.errors import ConfigError
 
 MARGIN_FILE_NAME = "arrival-margin.json"
 REMEMBERED_FOR_S = 30 * 24 * 3600.0  # networks change: a month-old lesson is learnt again
@@ -49,22 +49,21 @@ def recall_margin_s(directory: Path, now_wall: float | None = None) -> float | N
     return remembered.margin_s
 
 
-def remember_margin_s(directory: Path, margin_s: float, now_wall: float | None = None) -> None:
-    """Keep ``margin_s`` for the next run (best effort: a read-only cache only costs a 429)."""
+def remember_margin_s(directory: Path, margin_s: float, now_wall: float | None = None, *,
+                      root: Path | None = None) -> None:
+    """Keep ``margin_s`` for the next run (best effort: a read-only cache only costs a 429).
+    ``root``: the directory the user chose, as for the leases beside it."""
     learnt_at = time.time() if now_wall is None else now_wall
     data = msgspec.json.encode(_Remembered(margin_s, learnt_at))
     # a temp name of our own, then rename: concurrent writers never collide, readers see
-    # one whole file, as with the leases beside it
-    temp = directory / f".{MARGIN_FILE_NAME}.{secrets.token_hex(6)}.tmp"
+    # one whole file, as with the leases beside it (and no link is followed on the way)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        root = directory if root is None else root
+        ensure_directory(directory, root)
+        dir_fd = open_directory(directory, root)
         try:
-            os.write(fd, data)
+            write_atomically(dir_fd, MARGIN_FILE_NAME, data)
         finally:
-            os.close(fd)
-        os.replace(temp, directory / MARGIN_FILE_NAME)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            temp.unlink()
+            os.close(dir_fd)
+    except (OSError, ConfigError) as exc:
         log.debug("could not remember the pacing margin in %s: %s", directory, exc)

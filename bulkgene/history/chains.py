@@ -5,14 +5,15 @@
     A -> B, B no Discontinued_GeneID             REPLACED by B (B is live)
     A -> B -> C, A -> B -> -, ...                followed to the end, whatever the order of rows
 
-The first pass over the file keeps the rows of the run's IDs and the set of every
-discontinued GeneID, so a successor outside that set is known to be live at once, and a
-one-step chain needs nothing more. Only a successor that was itself discontinued needs its
-own row, and those few are read in a further pass, together for all chains (a chain of k
-steps takes k passes; real chains are short). A chain is followed for at most ``max_hops``
-rows and a GeneID met twice ends it (the file should hold no cycle, but nothing a file holds
-may hang a run): such a GeneID is called DISCONTINUED, since no live successor can be told,
-and is reported apart.
+The first pass over the file keeps the rows of the run's IDs and the sets of every
+discontinued GeneID and of every GeneID named as a successor, so a successor outside the
+first set is known to be live at once, and a one-step chain needs nothing more. When some
+chain goes on (a successor was itself discontinued), a second pass keeps the successor and
+date of every GeneID in both sets, the only ones that can be a chain's middle (few in a real
+file, 8 bytes each), and every chain, however long, is followed in memory: two passes at
+most. A chain is followed for at most ``max_hops`` rows and a GeneID met twice ends it (the
+file should hold no cycle, but nothing a file holds may hang a run): such a GeneID is called
+DISCONTINUED, since no live successor can be told, and is reported apart.
 
 ``symbol`` and ``tax_id`` are those of the requested GeneID's own row; ``discontinued_on``
 is the date of the chain's last row, the day its fate was sealed.
@@ -21,13 +22,21 @@ is the date of the chain's last row, the day its fate was sealed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from bulkgene.errors import HistoryError
-from bulkgene.history.rows import GZIP_ERRORS, HistoryRow, Scan, open_history, scan
+from bulkgene.history.rows import (
+    GZIP_ERRORS,
+    HistoryRow,
+    Links,
+    Scan,
+    open_history,
+    scan,
+    scan_links,
+)
 from bulkgene.input.idset import IdBitmap
 
 log = logging.getLogger("bulkgene")
@@ -84,28 +93,44 @@ class Explained:
         return counts
 
 
-def _read(path: Path, name: str, wanted: IdBitmap, first: bool) -> Scan:
+def _reading(path: Path, name: str) -> HistoryError:
+    """What a damaged file is, as an error (to raise from the gzip reader's exception)."""
+    return HistoryError(
+        f"the gene history {name} is not a complete gzip file: it was cut short or damaged. "
+        "Download it again, or pass another copy with --history.")
+
+
+def _first_pass(path: Path, name: str, wanted: IdBitmap) -> Scan:
     try:
         with open_history(path, name) as stream:
-            return scan(stream, wanted, collect_discontinued=first)
-    except GZIP_ERRORS as exc:
-        raise HistoryError(
-            f"the gene history {name} is not a complete gzip file ({exc}): it was cut short or "
-            "damaged. Download it again, or pass another copy with --history.") from None
+            return scan(stream, wanted)
+    except GZIP_ERRORS:
+        raise _reading(path, name) from None
     except OSError as exc:
         raise HistoryError(f"reading the gene history {name} failed: {exc.strerror or exc}; "
                            "check the file and the disk, then run again") from None
 
 
-def explain_ids(path: Path, name: str, gene_ids: IdBitmap, max_hops: int = MAX_HOPS,
-                on_pass: Callable[[int, int], None] | None = None) -> Explained:
+def _second_pass(path: Path, name: str, middles: IdBitmap) -> Links:
+    try:
+        with open_history(path, name) as stream:
+            links, _ = scan_links(stream, middles)
+            return links
+    except GZIP_ERRORS:
+        raise _reading(path, name) from None
+    except OSError as exc:
+        raise HistoryError(f"reading the gene history {name} failed: {exc.strerror or exc}; "
+                           "check the file and the disk, then run again") from None
+
+
+def explain_ids(path: Path, name: str, gene_ids: IdBitmap, max_hops: int = MAX_HOPS
+                ) -> Explained:
     """Explain every GeneID of ``gene_ids`` from the history file at ``path``.
 
-    ``name`` names the file in messages (its URL, for a downloaded copy). ``on_pass(number,
-    chains)`` is told before each pass after the first, with how many chains it serves.
-    Raises HistoryError if the file can't be read or holds no gene_history row at all.
+    ``name`` names the file in messages (its URL, for a downloaded copy). Raises
+    HistoryError if the file can't be read or holds no gene_history row at all.
     """
-    first = _read(path, name, gene_ids, first=True)
+    first = _first_pass(path, name, gene_ids)
     if first.lines == 0:
         shown = "; ".join(f"line {n}: {text!r}" for n, text in first.examples[:3])
         raise HistoryError(
@@ -113,54 +138,39 @@ def explain_ids(path: Path, name: str, gene_ids: IdBitmap, max_hops: int = MAX_H
             f"tab-separated fields: tax_id, GeneID, Discontinued_GeneID, Discontinued_Symbol, "
             f"Discontinue_Date){f'; {shown}' if shown else ''}. Is it NCBI's gene_history "
             "(https://ftp.ncbi.nlm.nih.gov/gene/DATA/gene_history.gz)?")
-    discontinued = first.discontinued
-    assert discontinued is not None
+    discontinued, named = first.discontinued, first.successors
+    assert discontinued is not None and named is not None
     result = Explained(passes=1, rows=first.lines, malformed=first.malformed,
                        examples=first.examples)
     rows = first.rows
-    pending = [gene_id for gene_id in gene_ids if gene_id in rows]
-    while pending:
-        waiting: list[int] = []
-        needed = IdBitmap()
-        for gene_id in pending:
-            outcome = _follow(gene_id, rows, discontinued, max_hops)
-            if isinstance(outcome, Explanation):
-                result.by_id[gene_id] = outcome
-                if outcome.problem == "cycle":
-                    result.cycles.append(gene_id)
-                elif outcome.problem == "too_long":
-                    result.too_long.append(gene_id)
-            else:
-                waiting.append(gene_id)
-                needed.add(outcome)
-        if not waiting:
-            break
-        result.passes += 1
-        if on_pass is not None:
-            on_pass(result.passes, len(waiting))
-        more = _read(path, name, needed, first=False)
-        if any(gene_id not in more.rows for gene_id in needed):
-            raise HistoryError(
-                f"{name} changed while it was being read (a row seen in the first pass is "
-                "gone in the next): let whatever writes it finish, then run again")
-        rows.update(more.rows)
-        pending = waiting
+    links = None
+    if any(row.successor is not None and row.successor in discontinued for row in rows.values()):
+        # some chain goes on: every GeneID both discontinued and named as a successor may be
+        # its middle, and one more pass keeps just their successors and dates
+        links = _second_pass(path, name, discontinued.intersection(named))
+        result.passes = 2
+    for gene_id, row in rows.items():
+        explanation = _follow(gene_id, row, rows, links, discontinued, max_hops, name)
+        result.by_id[gene_id] = explanation
+        if explanation.problem == "cycle":
+            result.cycles.append(gene_id)
+        elif explanation.problem == "too_long":
+            result.too_long.append(gene_id)
     return result
 
 
-def _follow(gene_id: int, rows: dict[int, HistoryRow], discontinued: IdBitmap,
-            max_hops: int) -> Explanation | int:
-    """The explanation of ``gene_id``, or the GeneID whose row is needed to go on."""
-    first = row = rows[gene_id]
+def _follow(gene_id: int, first: HistoryRow, rows: dict[int, HistoryRow], links: Links | None,
+            discontinued: IdBitmap, max_hops: int, name: str) -> Explanation:
+    """Where ``gene_id``'s chain ends."""
+    successor, date = first.successor, first.date
     seen = {gene_id}
     hops = 1
 
     def ending(history: HistoryClass, current: int | None,
                problem: Literal["cycle", "too_long"] | None = None) -> Explanation:
-        return Explanation(history, current, row.date, first.symbol, first.tax_id, hops, problem)
+        return Explanation(history, current, date, first.symbol, first.tax_id, hops, problem)
 
     while True:
-        successor = row.successor
         if successor is None:
             return ending("DISCONTINUED", None)
         if successor not in discontinued:
@@ -169,9 +179,15 @@ def _follow(gene_id: int, rows: dict[int, HistoryRow], discontinued: IdBitmap,
             return ending("DISCONTINUED", None, "cycle")
         if hops >= max_hops:
             return ending("DISCONTINUED", None, "too_long")
-        following = rows.get(successor)
-        if following is None:
-            return successor
         seen.add(successor)
-        row = following
         hops += 1
+        known = rows.get(successor)
+        if known is not None:
+            successor, date = known.successor, known.date
+            continue
+        link = links.get(successor) if links is not None else None
+        if link is None:
+            raise HistoryError(
+                f"{name} changed while it was being read (a row seen in the first pass is "
+                "gone in the next): let whatever writes it finish, then run again")
+        successor, date = link

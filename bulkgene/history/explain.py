@@ -7,7 +7,8 @@ resumed fetch cuts back and fetches again) and collect their GeneIDs. The histor
 read once for the GeneIDs of all tasks together (history/chains.py). Then each task's two
 reports are rewritten with five more columns (``history current_gene_id discontinued_on
 symbol tax_id``) through output/rewrite.py, the checkpoint's counts of missing rows by class
-changing in the same commit, and summary.json is brought up to date. Running it again
+changing in the same commit, and summary.json is brought up to date (an array's merged
+DIR/missing.tsv, replaced.tsv and summary.json too). Running it again
 explains every row afresh (a newer history may know more); rows a later fetch appends
 carry empty explanation fields until then.
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +35,7 @@ from bulkgene.output import rewrite
 from bulkgene.output.checkpoint import Checkpoint
 from bulkgene.output.lock import RunLock
 from bulkgene.output.rewrite import committed_rows
+from bulkgene.results import merge
 
 log = logging.getLogger("bulkgene")
 
@@ -161,21 +162,6 @@ def _update_summary(directory: Path, state: Checkpoint) -> None:
     durable.write_atomically(path, orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
 
 
-def merge_array_reports(out_dir: Path) -> None:
-    """Rebuild an array's merged DIR/missing.tsv, replaced.tsv and summary.json after its
-    tasks' reports changed.
-
-    The merge is the export helper's ``bulkgene.results.merge.rebuild_merged``; until that
-    module is on this branch there is nothing to rebuild, and this hook does nothing.
-    """
-    try:
-        merge = importlib.import_module("bulkgene.results.merge")
-    except ModuleNotFoundError:
-        return
-    rebuild: Callable[[Path], object] = merge.rebuild_merged
-    rebuild(out_dir)
-
-
 def explain_with(out_dir: Path, history: LocalHistory, max_hops: int = MAX_HOPS) -> ExplainReport:
     """Explain every task of ``out_dir`` from the local history file (a thread's work)."""
     report = ExplainReport(out_dir, history)
@@ -190,8 +176,8 @@ def explain_with(out_dir: Path, history: LocalHistory, max_hops: int = MAX_HOPS)
     report.rows, report.passes = explained.rows, explained.passes
     report.malformed, report.examples = explained.malformed, explained.examples
     report.cycles, report.too_long = explained.cycles, explained.too_long
-    if report.tasks > 1 or layout.task_directories(out_dir) != [out_dir]:
-        merge_array_reports(out_dir)
+    if merge.is_array(out_dir):  # DIR's merged reports follow the tasks' (results/merge.py)
+        merge.rebuild_merged(out_dir)
     return report
 
 

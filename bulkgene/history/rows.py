@@ -6,18 +6,21 @@ discontinued without a replacement; the date as ``YYYYMMDD``; a ``#`` line is th
 (older copies had a ``#Format:`` line). Row order means nothing: rows are matched by
 GeneID, never by position.
 
-One pass reads the file once, however large, and keeps only what the run needs: the full
-rows of the GeneIDs asked about, and (on the first pass) the set of every discontinued
-GeneID, a roaring bitmap of a few bytes per ID, so that a successor is known to be live
-without reading the file again. A line that is not such a row is skipped and counted, never
-a crash; a file with no row at all is an error (it is not NCBI's gene_history).
+A pass reads the file once, however large, and keeps only what the run needs: the full rows
+of the GeneIDs asked about, and the sets of every discontinued GeneID and of every GeneID
+named as a successor (roaring bitmaps of a few bytes per ID), so that a successor is known
+to be live without reading the file again, and the few GeneIDs that are both (the possible
+middles of a chain) are known before a second pass keeps just their successor and date.
+A line that is not such a row is skipped and counted, never a crash; a file with no row at
+all is an error (it is not NCBI's gene_history).
 """
 
 from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Container, Iterator
+from array import array
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +35,7 @@ _CHUNK_BYTES = 1 << 20
 _EXAMPLES = 5  # malformed lines quoted in the warning
 _MAX_SYMBOL_CHARS = 100
 _MAX_ID_DIGITS = 10
+_BATCH_IDS = 1 << 16  # GeneIDs gathered before they join a set, in one call
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +53,8 @@ class Scan:
     """What one pass over the file kept."""
 
     rows: dict[int, HistoryRow] = field(default_factory=dict)  # by discontinued GeneID
-    discontinued: IdBitmap | None = None  # every Discontinued_GeneID, when asked for
+    discontinued: IdBitmap | None = None  # every Discontinued_GeneID (first pass)
+    successors: IdBitmap | None = None  # every GeneID a row names as a successor (first pass)
     lines: int = 0  # rows read (header, comments and malformed lines aside)
     malformed: int = 0
     examples: list[tuple[int, str]] = field(default_factory=list)  # (line number, text)
@@ -94,18 +99,12 @@ def _row(parts: list[bytes]) -> HistoryRow:
                       f"{date[:4]}-{date[4:6]}-{date[6:]}")
 
 
-def scan(stream: BinaryIO, wanted: Container[int], collect_discontinued: bool) -> Scan:
-    """Read ``stream`` once: keep the rows of ``wanted`` GeneIDs, and with
-    ``collect_discontinued`` the set of every discontinued GeneID.
+def _valid_rows(stream: BinaryIO, result: Scan) -> Iterator[tuple[int, list[bytes]]]:
+    """(Discontinued_GeneID, fields) of every well-formed row; the rest counted in ``result``.
 
-    Every field of every row is checked (numbers where numbers belong, a plausible date): a
-    line that fails is skipped and counted, and its GeneID is not taken as discontinued.
-    Raises zlib.error, EOFError or gzip.BadGzipFile (GZIP_ERRORS) for a
-    damaged gzip stream.
+    Every field is checked (numbers where numbers belong, a plausible date): a line that
+    fails is skipped and counted, and its GeneID is not taken as discontinued.
     """
-    result = Scan(discontinued=IdBitmap() if collect_discontinued else None)
-    seen = result.discontinued
-    rows = result.rows
     tail = b""
     number = 0
 
@@ -118,7 +117,6 @@ def scan(stream: BinaryIO, wanted: Container[int], collect_discontinued: bool) -
         chunk = stream.read(_CHUNK_BYTES)
         lines = (tail + chunk).split(b"\n")
         tail = lines.pop() if chunk else b""
-        numbers: list[int] = []
         for line in lines:
             number += 1
             if not line or line[:1] == b"#":
@@ -129,12 +127,12 @@ def scan(stream: BinaryIO, wanted: Container[int], collect_discontinued: bool) -
                 continue
             tax, gene, disc, _, date = parts
             if date[-1:] == b"\r":
-                date = date[:-1]
-            # the same checks as parse_row's, inline: this loop runs for every row of the file
+                date = parts[4] = date[:-1]
+            # inline, and comparing bytes: this loop runs for every row of the file
             if not (disc.isdigit() and len(disc) <= _MAX_ID_DIGITS and tax.isdigit()
                     and (gene == b"-" or (gene.isdigit() and len(gene) <= _MAX_ID_DIGITS))
                     and len(date) == 8 and date.isdigit()
-                    and 0 < int(date[4:6]) <= 12 and 0 < int(date[6:]) <= 31):
+                    and b"01" <= date[4:6] <= b"12" and b"01" <= date[6:] <= b"31"):
                 bad(line)
                 continue
             disc_id = int(disc)
@@ -142,13 +140,74 @@ def scan(stream: BinaryIO, wanted: Container[int], collect_discontinued: bool) -
                 bad(line)
                 continue
             result.lines += 1
-            numbers.append(disc_id)
-            if disc_id in wanted:
-                rows[disc_id] = _row(parts)
-        if seen is not None:
-            seen.update(numbers)
+            yield disc_id, parts
         if not chunk:
-            return result
+            return
+
+
+def scan(stream: BinaryIO, wanted: IdBitmap) -> Scan:
+    """Read ``stream`` once: keep the rows of ``wanted`` GeneIDs, and collect the set of every
+    discontinued GeneID and of every successor a row names.
+
+    Raises zlib.error, EOFError or gzip.BadGzipFile (GZIP_ERRORS) for a damaged gzip stream.
+    """
+    discontinued, named = IdBitmap(), IdBitmap()
+    result = Scan(discontinued=discontinued, successors=named)
+    rows = result.rows
+    discs: list[int] = []
+    successors: list[int] = []
+    is_wanted = wanted.fast_contains  # disc_id is in range: _valid_rows checked it
+    for disc_id, parts in _valid_rows(stream, result):
+        discs.append(disc_id)
+        if parts[1] != b"-":
+            successors.append(int(parts[1]))
+        if is_wanted(disc_id):
+            rows[disc_id] = _row(parts)
+        if len(discs) >= _BATCH_IDS:
+            discontinued.update(discs)
+            named.update(successors)
+            discs.clear()
+            successors.clear()
+    discontinued.update(discs)
+    named.update(successors)
+    return result
+
+
+@dataclass
+class Links:
+    """The successor and date of each GeneID of ``members``, held compactly (a chain's middle
+    needs nothing else): arrays indexed by a GeneID's rank in the set."""
+
+    members: IdBitmap
+    successor: array[int]  # 0: discontinued without one
+    date: array[int]  # YYYYMMDD; 0: no row was read for it
+
+    def get(self, gene_id: int) -> tuple[int | None, str] | None:
+        """(successor, YYYY-MM-DD) of ``gene_id``, or None if it has no row here."""
+        if gene_id not in self.members:
+            return None
+        index = self.members.rank(gene_id) - 1
+        day = self.date[index]
+        if not day:
+            return None
+        successor = self.successor[index]
+        return (successor or None), f"{day // 10000:04d}-{day // 100 % 100:02d}-{day % 100:02d}"
+
+
+def scan_links(stream: BinaryIO, members: IdBitmap) -> tuple[Links, Scan]:
+    """Read ``stream`` once more, keeping the successor and date of every GeneID of
+    ``members`` (and counting what a scan counts)."""
+    result = Scan()
+    size = len(members)
+    links = Links(members, array("I", bytes(4 * size)), array("I", bytes(4 * size)))
+    rank = members.rank
+    is_member = members.fast_contains
+    for disc_id, parts in _valid_rows(stream, result):
+        if is_member(disc_id):
+            index = rank(disc_id) - 1
+            links.successor[index] = 0 if parts[1] == b"-" else int(parts[1])
+            links.date[index] = int(parts[4])
+    return links, result
 
 
 GZIP_ERRORS = (zlib.error, EOFError, gzip.BadGzipFile)

@@ -21,6 +21,7 @@ from bulkgene.errors import AuthError, FatalHTTPError, OutageError
 from bulkgene.ncbi.pages import InvalidPage
 from bulkgene.ncbi.requests import PageRequest
 from bulkgene.net.attempt import AttemptFailed, Reply, attempt
+from bulkgene.net.keymask import mask_echoes
 from bulkgene.net.pacer import AdaptiveRateLimiter, Slot
 from bulkgene.net.policy import Action, action_for, backoff_s, parse_retry_after
 
@@ -194,8 +195,12 @@ class Exchanger:
                 # then and not a backoff later
                 deadline = self._first_failure_at + network.retry.unreachable_s + 0.01
                 delay = min(delay, max(0.0, deadline - asyncio.get_running_loop().time()))
-            log.debug("retrying in %.1f s (attempt %d of %d): %s", delay, attempt_number + 1,
-                      max_attempts, reason)
+            if reason.startswith("HTTP 404"):  # the third 404 probes and splits, not --max-attempts
+                log.debug("retrying in %.1f s (HTTP 404 %d of %d before the batch is probed and "
+                          "split): %s", delay, not_found + 1, NOT_FOUND_ATTEMPTS, reason)
+            else:
+                log.debug("retrying in %.1f s (attempt %d of %d): %s", delay,
+                          attempt_number + 1, max_attempts, reason)
             await asyncio.sleep(delay)
 
     def _masked(self, text: str) -> str:
@@ -210,13 +215,13 @@ class Exchanger:
         key = self.config.network.api_key
         if key is None:
             return reply
-        secret = key.reveal().encode()
-        if secret not in reply.body and not any(key.reveal() in value
-                                                for value in reply.headers.values()):
+        body = mask_echoes(reply.body, key.reveal())  # also JSON-escaped echoes
+        if body is reply.body and not any(key.reveal() in value
+                                          for value in reply.headers.values()):
             return reply
         headers = {name: value.replace(key.reveal(), "***")
                    for name, value in reply.headers.items()}
-        return Reply(reply.status, headers, reply.body.replace(secret, b"***"))
+        return Reply(reply.status, headers, body)
 
     def _raise_final(self, action: Action, reply: Reply) -> None:
         message = self._masked(server_message(reply.body))

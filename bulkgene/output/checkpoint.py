@@ -237,13 +237,22 @@ def save(out_dir: Path, checkpoint: Checkpoint) -> None:
     durable.write_atomically(out_dir / CHECKPOINT_NAME, checkpoint.to_bytes())
 
 
+def _setting(value: Any) -> str:
+    """A parameter's value in words: an option left out is "not given", never "None"."""
+    if value is None:
+        return "not given"
+    if value == []:
+        return "none"
+    return repr(value)
+
+
 def check_compatible(checkpoint: Checkpoint, params: dict[str, Any],
                      inputs: list[InputFile], fingerprint_now: str) -> None:
     """Refuse to resume a run whose input or output-changing parameters differ."""
     if checkpoint.fingerprint == fingerprint_now:
         return
     changes = [
-        f"{name}: was {checkpoint.params.get(name)!r}, now {params.get(name)!r}"
+        f"{name}: was {_setting(checkpoint.params.get(name))}, now {_setting(params.get(name))}"
         for name in sorted(set(params) | set(checkpoint.params))
         if checkpoint.params.get(name) != params.get(name)
     ]

@@ -9,6 +9,7 @@ saves the checkpoint afterwards: the order the resume invariants rest on.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 from collections import Counter
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bulkgene import durable, layout
+from bulkgene.errors import StateError
 from bulkgene.input.idset import IdBitmap
 from bulkgene.model import BatchFailure, BatchOutcome, BatchResult, BatchWritten, CommitReceipt
 from bulkgene.output import checkpoint as ckpt
@@ -184,7 +186,18 @@ class OutputStore:
                             missing_replaced=classes[b"REPLACED"],
                             missing_not_in_history=classes[b"NOT_IN_HISTORY"])
 
-    def close(self) -> None:
+    def close(self, checkpoint: ckpt.Checkpoint | None = None) -> None:
+        """Close every file; with ``checkpoint``, also cut them back to what it committed.
+
+        Never raises: on a full disk a close can't flush, and what it loses was not committed
+        anyway. Cutting back frees the space uncommitted bytes took (a first batch that filled
+        a small disk), so that summary.json can still be written; a resume would cut them too.
+        """
         for handle in self._handles.values():
-            handle.close()
+            with contextlib.suppress(OSError):
+                handle.close()  # closed even when its flush fails
         self._handles.clear()
+        if checkpoint is not None:
+            with contextlib.suppress(OSError, StateError):
+                ckpt.cut_back(self.out_dir, checkpoint,
+                              self.managed_files(set(checkpoint.file_lengths)))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -120,8 +121,10 @@ class _Signals:
     def __init__(self) -> None:
         self._early: list[int] = []  # before the run exists: replayed into it, never lost
         self._handler: Callable[[int], None] = self._early.append
+        self.cancel = threading.Event()  # stops the copying of an endless or idle input pipe
 
     def receive(self, signum: int) -> None:
+        self.cancel.set()
         self._handler(signum)
 
     def hand_to(self, handler: Callable[[int], None]) -> None:
@@ -150,9 +153,9 @@ def _graceful_signals(enabled: bool) -> Iterator[_Signals]:
                 loop.remove_signal_handler(signum)
 
 
-async def _prepare(config: DownloadConfig) -> PreparedRun:
+async def _prepare(config: DownloadConfig, cancel: threading.Event) -> PreparedRun:
     try:
-        return await asyncio.to_thread(prepare, config)
+        return await asyncio.to_thread(prepare, config, cancel)
     except OSError as exc:  # a full or read-only disk, EIO: not a bug
         raise StateError(
             f"writing to {config.work_dir} failed while preparing the run: "
@@ -180,8 +183,8 @@ async def _finishing(config: DownloadConfig, prepared: PreparedRun,
     try:
         yield finish
     finally:
-        prepared.store.close()
-        try:  # still holding the lock: the last write of this run
+        try:  # still holding the lock: the last writes of this run
+            prepared.store.close(prepared.checkpoint)
             error: BulkgeneError | None = finish.outcome.fatal if finish.outcome else None
             finish.summary = _summarize(config, prepared, finish.outcome, finish.stats,
                                         time.monotonic() - started, error)
@@ -222,7 +225,7 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
             signals.hand_to(listing.on_signal)
             config = await with_taxon_list(config, stats, listing.stop)
             signals.hold()
-        prepared = await _prepare(config)
+        prepared = await _prepare(config, signals.cancel)
         if config.task.count > 1:  # this task changes what the array's merged files say
             await asyncio.to_thread(merge.remove_merged, config.out_dir)
         async with _finishing(config, prepared, started) as finish:

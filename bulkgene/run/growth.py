@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -58,7 +58,7 @@ from bulkgene.errors import InputError, StateError
 from bulkgene.input import plan as idplan
 from bulkgene.input import segments as segs
 from bulkgene.input.idset import IdBitmap
-from bulkgene.input.lines import file_digest, parse_column, read_ids
+from bulkgene.input.lines import Reject, file_digest, parse_column, read_ids
 from bulkgene.input.plan import IdPlan
 from bulkgene.input.segments import Segment, SegmentKind
 from bulkgene.output import checkpoint as ckpt
@@ -187,6 +187,15 @@ def grow_add(config: DownloadConfig, plan: IdPlan) -> IdPlan:
     as it now is."""
     digests = [file_digest(path) for path in config.inputs]
     key = "add:" + ",".join(digests) + (f":column={config.column}" if config.column else "")
+    return grow_requested(config, plan, "add", key, ", ".join(config.inputs),
+                          read_ids(config.inputs, config.inputs, parse_column(config.column)))
+
+
+def grow_requested(config: DownloadConfig, plan: IdPlan, kind: SegmentKind, key: str,
+                   name: str, items: Iterable[int | Reject]) -> IdPlan:
+    """New requested IDs for a finished run (``add``; a taxon's ``refresh``): those of
+    ``items`` the run does not have, as a segment found again by ``key`` (none is added if
+    one with that key exists). Call under the plan's lock; returns the plan as it now is."""
     if any(segment.key == key for segment in plan.segments):
         return plan
     batch_size = config.output.batch_size
@@ -198,7 +207,7 @@ def grow_add(config: DownloadConfig, plan: IdPlan) -> IdPlan:
     fresh: list[int] = []
     seen = IdBitmap()
     duplicates = rejected = already = 0
-    for item in read_ids(config.inputs, config.inputs, parse_column(config.column)):
+    for item in items:
         if not isinstance(item, int):
             rejected += 1
             continue
@@ -212,9 +221,8 @@ def grow_add(config: DownloadConfig, plan: IdPlan) -> IdPlan:
     parts: list[list[int]] = [[] for _ in range(count)]
     for start in range(0, len(fresh), batch_size):  # batch j of the segment to task j mod N
         parts[(start // batch_size) % count].extend(fresh[start:start + batch_size])
-    name = ", ".join(config.inputs)
     number = len(plan.segments) + 1
-    segment = segs.write_segment(plan.directory, number, "add", key, name, parts,
+    segment = segs.write_segment(plan.directory, number, kind, key, name, parts,
                                  duplicates=duplicates, rejected=rejected, already=already)
     idplan.append_segment(plan.directory, segment)
     log.info("added %s to the run: %d new GeneIDs (%d it already had, %d duplicates, %d "

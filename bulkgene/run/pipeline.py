@@ -110,17 +110,23 @@ class Pipeline:
         if self.on_progress is not None:  # the last word: where the run ended, 100 % if done
             self.on_progress(self.snapshot(time.monotonic() - self._started,
                                            self._done_at_start))
-        await self._record_total_batches()
+        await self._record_the_end()
         return RunOutcome(self.interrupted, self.fatal)
 
-    async def _record_total_batches(self) -> None:
-        """The producer saw the end of the input: the checkpoint learns how many batches
-        there are, so status and verify can tell a complete directory from a partial one."""
+    async def _record_the_end(self) -> None:
+        """The run's last save: the batch total, once the producer saw the end of the input
+        (so status and verify can tell a complete directory from a partial one), and the
+        requests sent since the last commit (so status counts every run's requests, not
+        only those before each run's last commit)."""
         checkpoint = self.prepared.checkpoint
-        if self.total_batches is None or self.write_failed or checkpoint.total_batches is not None:
+        learnt_total = self.total_batches is not None and checkpoint.total_batches is None
+        uncounted = self.client.stats != self._committed_stats
+        if self.write_failed or not (learnt_total or uncounted):
             return
         final = copy.deepcopy(checkpoint)
-        final.total_batches = self.total_batches
+        if learnt_total:
+            final.total_batches = self.total_batches
+        final.totals.count_network(**self._network_delta())
         try:
             await self._save(final)
         except (OSError, StateError) as exc:
@@ -263,10 +269,14 @@ class Pipeline:
         return {name: now[name] - before[name] for name in now}
 
     async def _report_rate(self) -> None:
-        """Publish the pacer's rate in the budget lease, for `bulkgene status`."""
+        """Publish the pacer's rate in the budget lease, for `bulkgene status`; stop the run
+        if a lease could not be kept (its directory refuses writes for too long)."""
         while self.leases:
             for lease in self.leases:
                 lease.report_rate(self.client.limiter.rate)
+                if lease.failure is not None:
+                    self.stop(fatal=lease.failure)
+                    return
             await asyncio.sleep(1.0)
 
     async def _report(self) -> None:

@@ -10,8 +10,9 @@ time: while the run has anything left to fetch (the first list, or a refresh's n
 never list twice for one refresh.
 
 The steps, each safe to repeat after a kill: the listing completes (its ``list.json``); the
-segment is appended under the plan's lock, found by its key if it was before; the left
-GeneIDs are written; ``applied.json`` marks the refresh done, last.
+segment is appended under the plan's lock (``growth.grow_requested``, as ``--add``'s), found
+by its key if it was before; the left GeneIDs are written; ``applied.json`` marks the
+refresh done, last.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import msgspec
 from bulkgene import durable
 from bulkgene.config import DownloadConfig
 from bulkgene.input import plan as idplan
-from bulkgene.input import segments as segs
 from bulkgene.input.idset import IdBitmap
 from bulkgene.input.lines import file_digest
 from bulkgene.input.plan import IdPlan
@@ -100,24 +100,9 @@ def apply(config: DownloadConfig, directory: Path, refreshed: TaxonList, number:
         now.add(gene_id)
     left = [gene_id for gene_id in _read_genes(_latest_list(directory)) if gene_id not in now]
     key = f"refresh:{number}:{file_digest(str(genes))}"
-    new = 0
-    if not any(segment.key == key for segment in plan.segments):
-        held = growth.held_genes(config.out_dir)
-        fresh = [gene_id for gene_id in _read_genes(genes)
-                 if gene_id not in plan.requested and gene_id not in held]
-        already = len(now) - len(fresh)
-        count = config.task.count
-        batch_size = config.output.batch_size
-        parts: list[list[int]] = [[] for _ in range(count)]
-        for start in range(0, len(fresh), batch_size):  # batch j to task j mod N, as the list's
-            parts[(start // batch_size) % count].extend(fresh[start:start + batch_size])
-        segment = segs.write_segment(directory, len(plan.segments) + 1, "refresh", key,
-                                     f"the taxa listed again (refresh {number})", parts,
-                                     already=already)
-        idplan.append_segment(directory, segment)
-        new = len(fresh)
-    else:
-        new = sum(sum(segment.per_task) for segment in plan.segments if segment.key == key)
+    grown = growth.grow_requested(config, plan, "refresh", key,
+                                  f"the taxa listed again (refresh {number})", _read_genes(genes))
+    new = sum(sum(segment.per_task) for segment in grown.segments if segment.key == key)
     durable.write_atomically(where / LEFT_NAME, b"".join(b"%d\n" % gene_id for gene_id in left))
     rows = [TAXA_LEFT_HEADER]
     for done in [*_applied(directory), where]:

@@ -37,7 +37,7 @@ from bulkgene.ncbi.taxon import (
 )
 from bulkgene.net.attempt import open_session
 from bulkgene.net.exchange import Exchanger, GaveUp, NetStats, Refused
-from bulkgene.output.lock import RunLock, holder_alive, read_lock
+from bulkgene.output.lock import RunLock, lock_running
 from bulkgene.run import refresh
 from bulkgene.run.enumeration import list_taxa
 from bulkgene.run.prepare import move_aside, plan_directory
@@ -89,9 +89,8 @@ async def _take_waiting(lock: RunLock, stop: asyncio.Event) -> None:
             lock.acquire()
             return
         except StateError:
-            holder = read_lock(lock.path.parent)
             stalled = time.time() - _last_progress_s(lock.path.parent) > _STALL_S
-            if holder is None or holder_alive(holder) is False or stalled:
+            if lock_running(lock.path.parent) is False or stalled:
                 raise
         if not announced:
             log.info("another task of the array is listing the taxa's GeneIDs into %s: "

@@ -247,7 +247,10 @@ def emulate(port: int, seed: int, anonymous_rate: float, keyed_rate: float, no_r
     GeneIDs as strings, omitted empty fields, total_count on the first page only, page
     tokens, {} for nothing found, unknown IDs silently missing, replaced IDs, 500 for a bad
     token), X-RateLimit-Limit/-Remaining on every answer, Keep-Alive: timeout=4, max=40
-    enforced, 429 with Retry-After over the rate. Stop it with Ctrl-C.
+    enforced, 429 with Retry-After over the rate. It also serves the taxon routes
+    (/gene/taxon/{taxon}/dataset_report, /counts, taxon in a POST body) for a few organisms,
+    by tax ID or name: human (9606), house mouse, zebrafish, fruit fly, E. coli K-12 and a
+    100 000-gene bread wheat (4565). Stop it with Ctrl-C.
     """
     from bulkgene.testing import ENDPOINTS, FAULTS, EmulatorConfig, serve_forever
 

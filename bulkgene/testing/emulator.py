@@ -18,6 +18,8 @@ GeneID, retired endpoints, arrival jitter, and bring back the older guesses (pag
 total on every page, 400 for bad tokens, rate headers on 429s only). Faults are drawn per
 request from a seeded RNG. Every request is logged (never the key) for tests to assert on.
 
+The taxon routes (``/gene/taxon/{taxon}/dataset_report``, ``/counts``, ``taxon`` in a POST
+body) are in testing/taxon_routes.py, behind the same admission (testing/admission.py).
 It also serves NCBI's ``/gene/DATA/gene_history.gz`` consistent with its universe, at the
 root as NCBI's FTP host does (testing/history.py), outside the API's rate limit.
 
@@ -38,7 +40,7 @@ import orjson
 from aiohttp import web
 
 from bulkgene.testing import tabular
-from bulkgene.testing.faults import faulty
+from bulkgene.testing.admission import admit, answer
 from bulkgene.testing.history import HISTORY_PATH, gene_history
 from bulkgene.testing.requests import (
     SORT_DIRECTIONS,
@@ -58,7 +60,6 @@ from bulkgene.testing.state import (
     RATE_CLIENT_KEY,
     RATE_HEADERS_KEY,
     REMAINING_COUNTED_AT,
-    RETIRED_MESSAGE,
     STATE_KEY,
     Arrival,
     EmulatorConfig,
@@ -67,6 +68,7 @@ from bulkgene.testing.state import (
     json_response,
     page_body,
 )
+from bulkgene.testing.taxon_routes import add_taxon_routes, taxon_by_body
 from bulkgene.testing.universe import Content, Fate, GeneUniverse
 
 __all__ = ["API_PREFIX", "ENDPOINTS", "FAULTS", "STATE_KEY", "Arrival", "EmulatorConfig",
@@ -127,7 +129,14 @@ async def gene_dataset_reports_by_id(request: web.Request) -> web.StreamResponse
 
 
 async def gene_dataset_report(request: web.Request) -> web.StreamResponse:
-    """``POST /gene/dataset_report`` (and the deprecated ``POST /gene``): the same, by body."""
+    """``POST /gene/dataset_report`` (and the deprecated ``POST /gene``): the same, by body;
+    a body that names a ``taxon`` and no GeneIDs pages that taxon's genes."""
+    try:
+        body = await request.json(loads=orjson.loads)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("taxon") and not body.get("gene_ids"):
+        return await taxon_by_body(request, body)
     return await _serve(request, await query_from_post(request))
 
 
@@ -144,51 +153,10 @@ def _kept(match: bytes, query: Query) -> bool:
 async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     config = state.config
-    if (delay_s := state.arrival_delay_s()) > 0:
-        # the server counts arrivals, not sends: a request held here is judged when it lands
-        await asyncio.sleep(delay_s)
-    now = state.clock()
-    key = request.headers.get("api-key") or request.query.get("api_key")
     ids = query.ids
-    limit = config.keyed_requests_per_second if key else config.anonymous_requests_per_second
-    client = f"key:{key}" if key else f"ip:{request.remote}"
-
-    def log(status: int, fault: str | None = None) -> None:
-        state.log(Arrival(now, request.method, request.path, query.logged,
-                          len(ids or ()), ids[0] if ids else None,
-                          query.page_token is not None, key is not None, status, fault,
-                          request.headers.get("Accept", "")))
-
-    def rate_headers(remaining: int) -> None:
-        # a server without a limit (rate_limit off) has none to name
-        if config.rate_limit and config.rate_limit_headers and (
-                not config.rate_limit_headers_only_on_429):
-            request[RATE_HEADERS_KEY] = {"X-RateLimit-Limit": f"{limit:g}",
-                                         "X-RateLimit-Remaining": str(remaining)}
-            request[RATE_CLIENT_KEY] = (client, limit)
-
-    rate_headers(state.remaining(client, limit, now))  # answers before the window counts it
-    if request.match_info.route.name in config.retired_endpoints:
-        log(config.retired_status, "retired")
-        return json_response(config.retired_status, {"error": RETIRED_MESSAGE})
-    if len(request.raw_path) > config.max_request_line_bytes:
-        log(414)
-        return error_response(414, "URI Too Long", "The request URI is too long.")
-    if state.outage_status is not None:
-        log(state.outage_status, "outage")
-        return error_response(state.outage_status, "Service Unavailable", "The service is down.")
-    if key is not None and config.valid_keys is not None and key not in config.valid_keys:
-        log(401, "bad_key")
-        return error_response(401, "Unauthorized", "Invalid API key.")
-    admitted, remaining = state.admit(client, limit, now) if config.rate_limit else (True, 0)
-    if not admitted:
-        log(429, "rate_limit")
-        headers = {"Retry-After": str(config.retry_after_s)}
-        if config.rate_limit_headers:
-            headers.update({"X-RateLimit-Limit": f"{limit:g}", "X-RateLimit-Remaining": "0"})
-        return json_response(429, {"error": "Too Many Requests", "code": 429,
-                                   "message": "API rate limit exceeded"}, headers)
-    rate_headers(remaining)
+    log, refusal = await admit(request, query.logged, ids, query.page_token is not None)
+    if refusal is not None:
+        return refusal
     if ids is None:
         log(400)
         return error_response(400, "Bad Request", "Invalid argument type ('parameter: gene_ids') "
@@ -255,7 +223,7 @@ async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
         genes = [orjson.loads(match)["gene"] for match in matches]
         body = tabular.render(genes, query.table_fields, query.include_tabular_header,
                               page_size)
-        return await _answer(request, state, body, "text/tab-separated-values", len(matches),
+        return await answer(request, state, body, "text/tab-separated-values", len(matches),
                              fault, log, ids)
     page = matches[offset : offset + page_size]
     next_offset = offset + page_size
@@ -271,7 +239,7 @@ async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
             mirrors["X-Ncbi-Total-Count"] = str(total)
         if token_out:
             mirrors["X-Ncbi-Next-Page-Token"] = token_out
-    return await _answer(request, state, body, "application/json", len(page), fault, log, ids,
+    return await answer(request, state, body, "application/json", len(page), fault, log, ids,
                          "repeat_token" if repeated else None, mirrors)
 
 
@@ -286,25 +254,8 @@ async def _serve_ndjson(request: web.Request, state: EmulatorState, matches: lis
         warning = message["warning"]
         lines.append(orjson.dumps({"query": [warning["unrecognized_identifier"]],
                                    "warnings": [warning]}) + b"\n")
-    return await _answer(request, state, b"".join(lines), "application/x-ndjson",
+    return await answer(request, state, b"".join(lines), "application/x-ndjson",
                          len(matches), fault, log, ids)
-
-
-async def _answer(request: web.Request, state: EmulatorState, body: bytes, content_type: str,
-                  genes: int, fault: str | None, log: Callable[[int, str | None], None],
-                  ids: list[int], logged_fault: str | None = None,
-                  headers: dict[str, str] | None = None) -> web.StreamResponse:
-    """Send ``body`` after the configured latency, or the drawn fault instead."""
-    config = state.config
-    delay = (config.latency_s + config.latency_per_gene_s * genes) * state.jitter()
-    if delay > 0:
-        await asyncio.sleep(delay)
-    if fault is not None and fault not in ("bad_token", "repeat_token"):
-        response = await faulty(request, state, fault, ids, body)
-        log(response.status if fault not in ("truncate", "reset", "stall") else 0, fault)
-        return response
-    log(200, logged_fault)
-    return web.Response(body=body, content_type=content_type, headers=headers)
 
 
 async def arrivals(request: web.Request) -> web.Response:
@@ -415,6 +366,7 @@ def create_app(config: EmulatorConfig | None = None,
                         name="gene_metadata_by_post")
     app.router.add_post(API_PREFIX + "/gene/dataset_report", gene_dataset_report,
                         name="gene_dataset_report")
+    add_taxon_routes(app.router)
     app.router.add_get(HISTORY_PATH, gene_history)  # as NCBI's FTP host, at the root
     app.router.add_get("/redirect/{tail:.*}", redirect)
     app.router.add_get("/_emulator/arrivals", arrivals)

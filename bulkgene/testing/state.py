@@ -33,7 +33,8 @@ FAULTS = (
 )
 # NCBI's operationIds of the gene report endpoints the emulator serves (for ``retired_endpoints``)
 ENDPOINTS = ("gene_reports_by_id", "gene_dataset_reports_by_id", "gene_metadata_by_post",
-             "gene_dataset_report")
+             "gene_dataset_report", "gene_reports_by_taxon", "gene_dataset_reports_by_taxon",
+             "gene_counts_for_taxon", "gene_counts_for_taxon_by_post")
 DATASETS_VERSION = "18.23.0"
 REMAINING_COUNTED_AT = ("arrival", "answer")
 RETIRED_MESSAGE = ("This version of the API has been retired. Please migrate to the latest version "
@@ -77,6 +78,9 @@ class EmulatorConfig:
     stall_s: float = 30.0
     max_request_line_bytes: int = 16384  # longer request targets get 414, as a gateway does
     poison_ids: frozenset[int] = frozenset()  # any request naming one of these gets a 400
+    # each taxon page after the first repeats this many GeneIDs of the page before (NCBI's CLI
+    # de-duplicates because "client-side paged geneids can return duplicates")
+    taxon_page_overlap: int = 0
     faults: dict[str, float] = field(default_factory=dict)
     # /gene/DATA/gene_history.gz (testing/history.py): which IDs it lists, what it honours
     history_max_id: int = 1_000_000

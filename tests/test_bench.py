@@ -17,6 +17,7 @@ from helpers import REPO
 @pytest.mark.parametrize(("module", "args"), [
     ("bench.rate", ["--ids", "3000", "--repeats", "1", "--baseline-requests", "1",
                     "--latency", "0.02", "--latency-per-gene", "0"]),
+    ("bench.pacing", ["--ids", "3000", "--episode-ids", "3000", "--repeats", "1"]),
     ("bench.cpu", ["--ids", "2000", "--repeats", "1"]),
     ("bench.memory", ["--sizes", "2000", "5000", "--strays", "2000", "--full-rate", "2000"]),
     ("bench.sharing", ["--repeats", "1", "--scale", "0.1", "--latency", "0.02"]),

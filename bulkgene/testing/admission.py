@@ -16,6 +16,7 @@ from aiohttp import web
 
 from bulkgene.testing.faults import faulty
 from bulkgene.testing.state import (
+    RATE_CLIENT_KEY,
     RATE_HEADERS_KEY,
     RETIRED_MESSAGE,
     STATE_KEY,
@@ -53,6 +54,7 @@ async def admit(request: web.Request, logged: str, ids: list[int] | None, has_to
                 not config.rate_limit_headers_only_on_429):
             request[RATE_HEADERS_KEY] = {"X-RateLimit-Limit": f"{limit:g}",
                                          "X-RateLimit-Remaining": str(remaining)}
+            request[RATE_CLIENT_KEY] = (client, limit)  # to count again as the answer leaves
 
     rate_headers(state.remaining(client, limit, now))  # answers before the window counts it
     if request.match_info.route.name in config.retired_endpoints:

@@ -8,14 +8,15 @@ order; ``total_count`` on the first page only; ``next_page_token`` only while pa
 simply missing; replaced IDs are answered by their new gene with a ``REPLACED_GENE_ID``
 warning; an invalid page token is a 500 with NCBI's error envelope and ``Connection: close``.
 Every answer carries ``Server: Finatra``, ``X-Datasets-Version``, ``Ncbi-Phid``,
-``X-RateLimit-Limit`` and ``-Remaining`` (what is left of the caller's 1-s window) and
-``Keep-Alive: timeout=4, max=40``, which the server enforces; pages mirror their count and
-token in ``X-Ncbi-Total-Count`` / ``X-Ncbi-Next-Page-Token``. Over the per-key sliding-window
-rate limit it answers 429 with ``Retry-After``. Knobs (EmulatorConfig) add NCBI 18.23's
-whole-request 404 for an invalid GeneID, retired endpoints, arrival jitter, and bring back
-the older guesses (page messages, total on every page, 400 for bad tokens, rate headers on
-429s only). Faults are drawn per request from a seeded RNG. Every request is logged (never
-the key) for tests to assert on.
+``X-RateLimit-Limit`` and ``-Remaining`` (what is left of the caller's 1-s window: counted at
+the request's arrival, or as its answer leaves with ``remaining_counted_at="answer"``, since
+which NCBI does is unrecorded) and ``Keep-Alive: timeout=4, max=40``, which the server
+enforces; pages mirror their count and token in ``X-Ncbi-Total-Count`` /
+``X-Ncbi-Next-Page-Token``. Over the per-key sliding-window rate limit it answers 429 with
+``Retry-After``. Knobs (EmulatorConfig) add NCBI 18.23's whole-request 404 for an invalid
+GeneID, retired endpoints, arrival jitter, and bring back the older guesses (page messages,
+total on every page, 400 for bad tokens, rate headers on 429s only). Faults are drawn per
+request from a seeded RNG. Every request is logged (never the key) for tests to assert on.
 
 The taxon routes (``/gene/taxon/{taxon}/dataset_report``, ``/counts``, ``taxon`` in a POST
 body) are in testing/taxon_routes.py, behind the same admission (testing/admission.py).
@@ -23,7 +24,9 @@ It also serves NCBI's ``/gene/DATA/gene_history.gz`` consistent with its univers
 root as NCBI's FTP host does (testing/history.py), outside the API's rate limit.
 
 Control endpoints (not part of NCBI's API): ``GET /_emulator/arrivals``,
-``POST /_emulator/reset``, ``POST /_emulator/outage?status=503`` and ``DELETE /_emulator/outage``.
+``POST /_emulator/reset``, ``POST /_emulator/outage?status=503``, ``DELETE /_emulator/outage``
+and ``POST /_emulator/path?arrival_jitter_ms=150&remaining_counted_at=answer`` (a path that
+turns bad, or another reading of the count, without a new emulator).
 """
 
 from __future__ import annotations
@@ -54,7 +57,9 @@ from bulkgene.testing.state import (
     FRONT_END_KEY,
     MAX_PAGE_SIZE,
     PHID_KEY,
+    RATE_CLIENT_KEY,
     RATE_HEADERS_KEY,
+    REMAINING_COUNTED_AT,
     STATE_KEY,
     Arrival,
     EmulatorConfig,
@@ -269,6 +274,30 @@ async def outage_on(request: web.Request) -> web.Response:
     return json_response(200, {"outage": True})
 
 
+async def path_knobs(request: web.Request) -> web.Response:
+    """Change the arrival jitter and the reading of ``Remaining`` while serving."""
+    config = request.app[STATE_KEY].config
+    changes: dict[str, Any] = {}
+    try:
+        if "arrival_jitter_ms" in request.query:
+            jitter_ms = float(request.query["arrival_jitter_ms"])
+            if not 0 <= jitter_ms <= 60_000:
+                raise ValueError(jitter_ms)
+            changes["arrival_jitter_ms"] = jitter_ms
+        if "remaining_counted_at" in request.query:
+            counted_at = request.query["remaining_counted_at"]
+            if counted_at not in REMAINING_COUNTED_AT:
+                raise ValueError(counted_at)
+            changes["remaining_counted_at"] = counted_at
+    except ValueError:
+        return json_response(400, {"error": "arrival_jitter_ms must be 0-60000, "
+                                            f"remaining_counted_at one of {REMAINING_COUNTED_AT}"})
+    for name, value in changes.items():
+        setattr(config, name, value)
+    return json_response(200, {"arrival_jitter_ms": config.arrival_jitter_ms,
+                               "remaining_counted_at": config.remaining_counted_at})
+
+
 async def outage_off(request: web.Request) -> web.Response:
     request.app[STATE_KEY].outage_status = None
     return json_response(200, {"outage": False})
@@ -303,7 +332,14 @@ async def gateway(request: web.Request,
             headers.setdefault("Server", "Finatra")
             headers["X-Datasets-Version"] = DATASETS_VERSION
             headers["Ncbi-Phid"] = request[PHID_KEY]
-        for name, value in request.get(RATE_HEADERS_KEY, {}).items():
+        rate_headers = dict(request.get(RATE_HEADERS_KEY, {}))
+        if rate_headers and config.remaining_counted_at == "answer" and (
+                rate_client := request.get(RATE_CLIENT_KEY)) is not None:
+            # the other reading of NCBI's count: what the window holds as the answer leaves
+            client, limit = rate_client
+            rate_headers["X-RateLimit-Remaining"] = str(state.remaining(client, limit,
+                                                                        state.clock()))
+        for name, value in rate_headers.items():
             headers.setdefault(name, value)
     if response.status == 500:
         response.force_close()
@@ -337,5 +373,6 @@ def create_app(config: EmulatorConfig | None = None,
     app.router.add_post("/_emulator/reset", reset)
     app.router.add_post("/_emulator/outage", outage_on)
     app.router.add_delete("/_emulator/outage", outage_off)
+    app.router.add_post("/_emulator/path", path_knobs)
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app

@@ -74,8 +74,9 @@ def fetch(tree: Path, ids: Path, base_url: str, work: Path, give_up_s: float,
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     missing = out / "missing.tsv"
-    refused = ({int(line.split("\t")[0]) for line in missing.read_text().splitlines()[1:]
-                if line.endswith("\tREJECTED_BY_SERVER")} if missing.exists() else set())
+    rows = [line.split("\t") for line in missing.read_text().splitlines()[1:]
+            ] if missing.exists() else []
+    refused = {int(row[0]) for row in rows if len(row) > 1 and row[1] == "REJECTED_BY_SERVER"}
     shutil.rmtree(out, ignore_errors=True)
     stderr_path.unlink(missing_ok=True)
     return {"wall_s": wall_s, "exit": code, "summary": summary, "refused": refused,

@@ -13,6 +13,7 @@ them, and the checkpoint's fingerprint is derived from their fields (a field mar
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -50,6 +51,10 @@ SORT_DIRECTIONS: tuple[str, ...] = get_args(SortDirection)
 TABULAR_HEADERS: tuple[str, ...] = get_args(TabularHeader)
 RECORDS: tuple[str, ...] = get_args(RecordShape)
 COMPRESSIONS: tuple[str, ...] = get_args(Compression)
+# the API's v2GeneType, for the taxon routes' ``types`` filter (docs/ncbi-gene-taxon.md)
+GENE_TYPES = ("UNKNOWN", "tRNA", "rRNA", "snRNA", "scRNA", "snoRNA", "PROTEIN_CODING", "PSEUDO",
+              "TRANSPOSON", "miscRNA", "ncRNA", "BIOLOGICAL_REGION", "OTHER")
+MAX_TAXON_CHARS = 300
 
 # the three endpoints give the same records, so a run may resume on another one
 _NOT_IN_FINGERPRINT = {"fingerprint": False}
@@ -93,6 +98,32 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+def _check_base_url(base_url: str) -> None:
+    """A URL that aiohttp can connect to, or a ConfigError naming what is wrong with it."""
+    def refused(why: str) -> ConfigError:
+        return ConfigError(f"base URL {base_url!r} (--base-url or BULKGENE_BASE_URL) {why}, "
+                           f"e.g. {DEFAULT_BASE_URL}")
+
+    try:
+        url = urlsplit(base_url)
+        url.port  # noqa: B018 - parsed on access: "Port out of range 0-65535"
+    except ValueError as exc:
+        raise refused(f"is not a URL ({exc})") from None
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise refused("must start with http:// or https:// and name a host")
+    host = url.hostname
+    if ":" in host:  # an IPv6 address in brackets
+        return
+    try:
+        labels = host.encode("idna").split(b".")
+    except UnicodeError:
+        raise refused("names a host that is no host name (each dot-separated part of it may "
+                      "have 1 to 63 letters, digits or hyphens)") from None
+    if len(host) > 253 or any(not 0 < len(label) <= 63 for label in labels if label != b""):
+        raise refused("names a host that is no host name (at most 253 characters, each "
+                      "dot-separated part 1 to 63)")
 
 
 @dataclass(frozen=True)
@@ -201,8 +232,10 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.max_attempts < 1 or self.token_attempts < 1:
             raise ConfigError("RetryPolicy attempts must be at least 1")
-        if self.backoff_base_s < 0 or self.backoff_cap_s < 0 or self.retry_after_cap_s < 0:
-            raise ConfigError("RetryPolicy delays must not be negative")
+        delays = (self.backoff_base_s, self.backoff_cap_s, self.retry_after_cap_s, self.outage_s,
+                  self.unreachable_s)
+        if not all(delay >= 0 and math.isfinite(delay) for delay in delays):
+            raise ConfigError("RetryPolicy delays must be finite numbers of seconds, not negative")
 
 
 @dataclass(frozen=True)
@@ -239,6 +272,10 @@ class NetworkSpec:
     budget_dir: Path | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.api_key, str):  # a key given as text: held as a Secret from here
+            object.__setattr__(self, "api_key", Secret(self.api_key))
+        if isinstance(self.budget_dir, str):
+            object.__setattr__(self, "budget_dir", Path(self.budget_dir))
         if self.requests_per_second is not None and not (
             0 < self.requests_per_second <= 1000 and math.isfinite(self.requests_per_second)
         ):
@@ -247,15 +284,7 @@ class NetworkSpec:
                 "per second above 0 (NCBI allows 5 without a key, 10 with one)")
         if self.concurrency is not None and not 1 <= self.concurrency <= 256:
             raise ConfigError(f"concurrency {self.concurrency} (--concurrency) is out of range: use 1..256")
-        url = urlsplit(self.base_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ConfigError(f"base URL {self.base_url!r} must start with http:// or https:// "
-                              f"and name a host, e.g. {DEFAULT_BASE_URL}")
-        try:
-            url.port  # noqa: B018 - urlsplit checks the port only when asked for it
-        except ValueError:
-            raise ConfigError(f"base URL {self.base_url!r} names a port that can't be one "
-                              f"(1..65535), e.g. {DEFAULT_BASE_URL}") from None
+        _check_base_url(self.base_url)
         if self.api_key is not None and not self.api_key.reveal().strip():
             raise ConfigError("the API key is empty: pass a real key or none at all")
         if self.api_key is not None and not all(
@@ -285,6 +314,11 @@ class NetworkSpec:
         return f"{url.scheme}://{shown}" + (f":{port}" if port not in (None, default) else "")
 
 
+# SLURM's largest possible array (MaxArraySize is at most 4 000 001): anything above is a
+# mistake, and numbers past 64 bits can't even be written to the checkpoint
+MAX_TASK_COUNT = 4_000_001
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """This process's share of the batches."""
@@ -293,6 +327,9 @@ class TaskSpec:
     count: int = 1
 
     def __post_init__(self) -> None:
+        if self.count > MAX_TASK_COUNT:
+            raise ConfigError(f"task count {self.count} is more tasks than any array has: use "
+                              f"1..{MAX_TASK_COUNT}")
         if self.count < 1 or not 0 <= self.index < self.count:
             raise ConfigError(f"task index {self.index} of {self.count} is out of range: "
                               "--task-index must be 0..--task-count - 1")
@@ -313,6 +350,39 @@ class TaskSpec:
         return out_dir if self.count == 1 else out_dir / task_dir_name(self.index)
 
 
+@dataclass(frozen=True)
+class TaxonSelection:
+    """Whole organisms: the taxa whose GeneIDs NCBI lists for the run (``fetch --taxon``).
+
+    Each taxon is a tax ID or a name, as the API's ``taxon`` takes them; ``gene_types``
+    become its ``types`` filter and ``include_subtree`` its ``tax_search_subtree``.
+    ``refresh`` lists the taxa again although the run's list is complete.
+    """
+
+    taxa: tuple[str, ...]
+    gene_types: tuple[str, ...] = ()
+    include_subtree: bool = False
+    refresh: bool = field(default=False, metadata=_NOT_IN_FINGERPRINT)
+
+    def __post_init__(self) -> None:
+        if not self.taxa:
+            raise ConfigError("no taxon given: name one with --taxon (a tax ID such as 9606, or "
+                              "a name such as 'Homo sapiens') or list them in --taxa-file")
+        for taxon in self.taxa:
+            if not taxon.strip() or taxon != taxon.strip():
+                raise ConfigError(f"taxon {taxon!r} is empty or has surrounding spaces: give a "
+                                  "tax ID (9606) or a name (human, 'Homo sapiens')")
+            if len(taxon) > MAX_TAXON_CHARS or not taxon.isprintable():
+                raise ConfigError(f"taxon {taxon[:40]!r}... is not a tax ID or a name: names "
+                                  f"are printable and at most {MAX_TAXON_CHARS} characters")
+        for gene_type in self.gene_types:
+            _check_choice("gene type (--gene-type)", gene_type, GENE_TYPES)
+
+    def params(self) -> dict[str, Any]:
+        """What decides the list (``refresh`` does not): part of the run's fingerprint."""
+        return {"taxa": list(self.taxa), "gene_types": sorted(self.gene_types),
+                "include_subtree": self.include_subtree}
+
 
 @dataclass(frozen=True)
 class DownloadConfig:
@@ -328,10 +398,45 @@ class DownloadConfig:
     shutdown_grace_s: float = 10.0
     progress_interval_s: float = 30.0
     column: str | None = None  # --column: 1-based number or header name; None finds GeneID
+    # a fresh run into an --out that holds files of someone else's: only when asked for
+    allow_other_files: bool = False
+    # growing a finished run (run/growth.py): the inputs are IDs to add to it (--add), or
+    # there are none and the run goes on from its own plan (retry, --follow-replaced)
+    add: bool = False
+    from_directory: bool = False
+    taxa: TaxonSelection | None = None  # --taxon: NCBI lists these taxa's GeneIDs first
 
     def __post_init__(self) -> None:
-        if not self.inputs:
-            raise ConfigError("no input given: name at least one GeneID file, or - for stdin")
+        if self.add and (self.restart or self.from_directory):
+            raise ConfigError("--add grows the run in --out: it can't go with --restart")
+        if self.add and self.taxa is not None:
+            raise ConfigError("--add grows a run by ID files; a run's taxa grow with "
+                              "--refresh-list: use one or the other")
+        # easy mistakes in library code, read as meant: one path for a tuple of them, a str
+        # for a Path (a str as ``inputs`` was read letter by letter: "cannot read input 'i'")
+        if isinstance(self.inputs, (str, os.PathLike)):
+            object.__setattr__(self, "inputs", (os.fspath(self.inputs),))
+        elif not isinstance(self.inputs, tuple) or not all(isinstance(i, str) for i in self.inputs):
+            try:
+                object.__setattr__(self, "inputs", tuple(os.fspath(i) for i in self.inputs))
+            except TypeError:
+                raise ConfigError(f"inputs must be paths of GeneID files (str or Path), not "
+                                  f"{self.inputs!r}: for GeneIDs in memory use "
+                                  "bulkgene.fetch(ids)") from None
+        if isinstance(self.out_dir, str):
+            object.__setattr__(self, "out_dir", Path(self.out_dir))
+        elif not isinstance(self.out_dir, Path):
+            if not isinstance(self.out_dir, os.PathLike):
+                raise ConfigError(f"out_dir must be a directory path, not {self.out_dir!r}")
+            object.__setattr__(self, "out_dir", Path(os.fspath(self.out_dir)))
+        if not self.inputs and not self.from_directory and self.taxa is None:
+            raise ConfigError("no input given: name at least one GeneID file, or - for stdin, "
+                              "or a whole organism with --taxon")
+        if self.out_dir.resolve() == Path(self.out_dir.resolve().anchor):
+            raise ConfigError(f"the output directory {str(self.out_dir)!r} is the root "
+                              "directory: name a directory to create or to resume in")
+        if not (self.progress_interval_s >= 0 and math.isfinite(self.progress_interval_s)):
+            raise ConfigError("the progress interval must be a finite number of seconds")
         if self.column is not None and (not self.column.strip() or self.column.strip() == "0"
                                         or self.column.strip().startswith("-")):
             raise ConfigError(f"--column {self.column!r} is not a column: give its number "
@@ -371,7 +476,28 @@ class DownloadConfig:
                     params[item.name] = list(value) if isinstance(value, tuple) else value
         if self.column is not None:  # only when given: older checkpoints still match
             params["column"] = self.column
+        if self.taxa is not None:  # ditto; the list itself is an input, bound by its digest
+            params["taxa"] = self.taxa.params()
         params["server"] = self.network.server
         params["task_index"] = self.task.index
         params["task_count"] = self.task.count
         return params
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], out_dir: Path, network: NetworkSpec,
+                    **settings: Any) -> DownloadConfig:
+        """The config that goes on with a run whose checkpoint holds ``params`` (what
+        ``fingerprint_params`` gave), from its own plan: ``retry``, ``--follow-replaced``.
+        ``network`` says how to reach the server (which must be the run's)."""
+        groups: list[Any] = []
+        for group in (ApiQuery, OutputSpec):
+            values: dict[str, Any] = {
+                item.name: (tuple(params[item.name]) if isinstance(params[item.name], list)
+                            else params[item.name])
+                for item in fields(group)
+                if item.metadata.get("fingerprint", True) and item.name in params}
+            groups.append(group(**values))
+        task = TaskSpec(int(params.get("task_index", 0)), int(params.get("task_count", 1)))
+        return cls(inputs=(), out_dir=out_dir, query=groups[0], output=groups[1],
+                   network=network, task=task, column=params.get("column"),
+                   from_directory=True, **settings)

@@ -5,12 +5,18 @@ Every error says what happened and what to do next.
     BulkgeneError                  base class; ``exit_code`` is what the CLI exits with
     ├── ConfigError                a setting or option is invalid (exit 2)
     ├── InputError                 an input can't be read or holds no GeneID (exit 1)
+    ├── MissingExtra               an optional dependency (pyarrow, pandas) is not installed (exit 1)
+    ├── Interrupted                SIGTERM/SIGINT before the fetch began: getting ready,
+    │                              listing a taxon's GeneIDs (exit 75)
     ├── StateError                 the output directory can't be resumed safely (exit 1)
+    ├── BudgetError                the key's shared rate budget can't be kept (exit 1)
     │   ├── FingerprintMismatch    input or parameters changed since the checkpoint
     │   └── CorruptCheckpoint      the checkpoint or a shard doesn't match what was committed
-    └── FatalHTTPError             the server refused us in a way retries can't fix (exit 1)
-        ├── AuthError              401/403: bad key or a blocked IP
-        └── OutageError            every request failed for too long
+    ├── FatalHTTPError             the server refused us in a way retries can't fix (exit 1)
+    │   ├── AuthError              401/403: bad key or a blocked IP
+    │   └── OutageError            every request failed for too long
+    ├── ListingIncomplete          a taxon's GeneIDs could not all be listed; re-run (exit 3)
+    └── HistoryError               NCBI's gene_history could not be had or read (exit 1)
 
 Malformed input lines and unreachable batches are *not* exceptions: they are recorded
 (rejects.tsv, failed batches) and the run goes on.
@@ -50,6 +56,23 @@ class InputError(BulkgeneError):
     """An input file could not be opened or read, or it holds no usable GeneID."""
 
 
+class MissingExtra(BulkgeneError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    def __init__(self, module: str, extra: str, wanted_for: str) -> None:
+        super().__init__(f"{wanted_for} needs {module}, which is not installed: "
+                         f"pip install 'bulkgene[{extra}]' (or pip install {module})")
+        self.module = module
+        self.extra = extra
+
+
+class Interrupted(BulkgeneError):
+    """A signal stopped the run while it was getting ready (copying its input: nothing
+    changed; listing a taxon's GeneIDs: every page listed is kept)."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
 class StateError(BulkgeneError):
     """The output directory holds state that can't be resumed safely."""
 
@@ -62,6 +85,11 @@ class CorruptCheckpoint(StateError):
     """The checkpoint is unreadable or the files on disk are shorter than it says."""
 
 
+class BudgetError(BulkgeneError):
+    """The lease on the key's rate budget could not be kept (its directory refuses writes, or
+    the run was never let in): the run stops rather than risk exceeding the budget."""
+
+
 class FatalHTTPError(BulkgeneError):
     """The server answered in a way that retrying can't fix; the run stops."""
 
@@ -72,3 +100,14 @@ class AuthError(FatalHTTPError):
 
 class OutageError(FatalHTTPError):
     """Every request failed for longer than the outage limit."""
+
+
+class ListingIncomplete(BulkgeneError):
+    """A taxon's page chain failed after every attempt; what was listed is kept, and a
+    re-run goes on from the last page committed."""
+
+    exit_code = EXIT_FAILED_BATCHES
+
+
+class HistoryError(BulkgeneError):
+    """NCBI's gene_history file could not be downloaded, or what came is not that file."""

@@ -2,12 +2,15 @@
 
     DIR/ shard-0000.ndjson[.gz] | shard-0000.tsv[.gz]   the records, batch b in shard b mod N
          missing.tsv  replaced.tsv  rejects.tsv      the side reports
+         missing.tsv.rewrite ...                     a report's next version (output/rewrite.py)
          summary.json                                the accounting of the latest run
          checkpoint.json  plan.json plan.ids plan.bitmap  bulkgene.lock
          stdin.spool  input-2.spool                  copies of inputs that can be read once
+    DIR/taxa/  taxa.tsv  missing_taxa.tsv            --taxon: the listed GeneIDs and what each
+         taxa_left.tsv                               taxon gave (shared by an array's tasks)
     DIR/task-0003/...                                one array task's own copy of the above
     DIR/.budget/                                     an array's rate-budget leases
-    DIR/.claims/                                     which task writes a merged gene
+    DIR/.claims/<layout>/                            which task writes a merged gene
 """
 
 from __future__ import annotations
@@ -26,18 +29,29 @@ PLAN_IDS = "plan.ids"
 PLAN_BITMAP = "plan.bitmap"
 PLAN_FILES = (PLAN_JSON, PLAN_IDS, PLAN_BITMAP)
 STDIN_SPOOL_NAME = "stdin.spool"
+LIBRARY_IDS_NAME = "requested-ids.txt"  # bulkgene.fetch(ids): the list given in memory
 TASK_DIR_PREFIX = "task-"
 BUDGET_DIR_NAME = ".budget"  # an array's rate-budget leases, shared by its tasks
 CLAIMS_DIR_NAME = ".claims"  # which task writes a gene merged from several tasks' IDs
+TAXA_DIR_NAME = "taxa"  # --taxon: the listed GeneIDs, page by page (input/taxon_list.py)
+TAXA_REPORT_NAME = "taxa.tsv"
+MISSING_TAXA_NAME = "missing_taxa.tsv"
+TAXA_LEFT_NAME = "taxa_left.tsv"  # --refresh-list: GeneIDs NCBI no longer lists for the taxa
 
 MISSING_HEADER = b"gene_id\treason\n"
 REPLACED_HEADER = b"requested_gene_id\treturned_gene_id\n"
+# what `bulkgene explain` appends to both reports, after their own columns (history/chains.py)
+EXPLANATION_COLUMNS = ("history", "current_gene_id", "discontinued_on", "symbol", "tax_id")
+NOT_EXPLAINED = b"\t" * len(EXPLANATION_COLUMNS)  # a row added after explain: fields empty
+REWRITE_SUFFIX = ".rewrite"  # a report's next version, until it is renamed over it
 REJECTS_HEADER = b"file\tline\ttext\treason\n"
 
 _SHARD_PATTERN = re.compile(r"shard-\d{4,}\.(ndjson|tsv)(\.gz)?")
 _SPOOL_PATTERN = re.compile(r"input-\d+\.spool")  # a read-once input (pipe, FIFO), copied
 STATE_NAMES = frozenset({MISSING_NAME, REPLACED_NAME, REJECTS_NAME, SUMMARY_NAME,
-                         CHECKPOINT_NAME, LOCK_NAME, STDIN_SPOOL_NAME, *PLAN_FILES})
+                         CHECKPOINT_NAME, LOCK_NAME, STDIN_SPOOL_NAME, LIBRARY_IDS_NAME,
+                         *PLAN_FILES, TAXA_DIR_NAME, TAXA_REPORT_NAME, MISSING_TAXA_NAME,
+                         TAXA_LEFT_NAME})
 
 
 def shard_name(shard_index: int, gzipped: bool = False, tsv: bool = False) -> str:
@@ -50,9 +64,38 @@ def is_shard_name(name: str) -> bool:
     return _SHARD_PATTERN.fullmatch(name) is not None
 
 
+_SEGMENT_PATTERN = re.compile(r"plan-segment-\d{4,}\.(ids|notes)")  # what a run grew by
+
+
 def is_ours(name: str) -> bool:
     """Whether ``name`` is a file bulkgene writes in a task directory."""
-    return name in STATE_NAMES or is_shard_name(name) or _SPOOL_PATTERN.fullmatch(name) is not None
+    return (name in STATE_NAMES or is_shard_name(name) or _SPOOL_PATTERN.fullmatch(name) is not None
+            or _SEGMENT_PATTERN.fullmatch(name) is not None)
+
+
+def explained_header(header: bytes) -> bytes:
+    """``header`` (a report's first line) with the explanation columns after its own."""
+    return header.rstrip(b"\n") + b"".join(b"\t" + name.encode()
+                                            for name in EXPLANATION_COLUMNS) + b"\n"
+
+
+def is_run_entry(name: str) -> bool:
+    """Whether ``name`` in an output directory is bulkgene's: its files, a killed run's
+    temporary ones, an array's task directories and shared state."""
+    base = name.removesuffix(".tmp").removesuffix(".new")
+    return (is_ours(base) or name.startswith(LOCK_NAME + ".") or name in (BUDGET_DIR_NAME,
+            CLAIMS_DIR_NAME) or (name.startswith(TASK_DIR_PREFIX)
+                                 and name[len(TASK_DIR_PREFIX):].isdigit()))
+
+
+def other_entries(directory: Path) -> list[str]:
+    """What an output directory holds that isn't bulkgene's, sorted; hidden names (a
+    filesystem's or a tool's: ``.nfs...``, ``.DS_Store``) don't count."""
+    try:
+        names = [entry.name for entry in directory.iterdir()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(n for n in names if not n.startswith(".") and not is_run_entry(n))
 
 
 def task_dir_name(index: int) -> str:

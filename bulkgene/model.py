@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -15,11 +16,26 @@ REJECTED_BY_SERVER = "REJECTED_BY_SERVER"
 
 
 @dataclass(frozen=True, slots=True)
+class OnBehalf:
+    """Who a grown run's batch fetches for (input/segments.py): for each GeneID fetched, the
+    GeneIDs it answers for, each with the row it had in missing.tsv before.
+
+    ``rekey``: the fetched GeneIDs are live successors of replaced ones (--follow-replaced),
+    and what comes back is recorded with the original GeneIDs as its query; otherwise they
+    are fetched again for themselves (retry).
+    """
+
+    rekey: bool
+    rows: Mapping[int, tuple[tuple[int, bytes], ...]]
+
+
+@dataclass(frozen=True, slots=True)
 class Batch:
     """Up to 1000 GeneIDs fetched and committed together; ``index`` counts from 0."""
 
     index: int
     gene_ids: tuple[int, ...]
+    behalf: OnBehalf | None = None  # set in a grown run's retry and follow batches
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +85,11 @@ class BatchWritten:
     replaced: int
     records: int
     unverified: int
+    followed: int = 0  # found through the live successor of a replaced GeneID
+    # rows written to missing.tsv with an explanation, by class
+    missing_discontinued: int = 0
+    missing_replaced: int = 0
+    missing_not_in_history: int = 0
 
 
 @dataclass(frozen=True)
@@ -87,7 +108,8 @@ class Summary:
     say which IDs they answer.
 
     ``requested`` and what adds up to it are this task's share; ``duplicates`` and
-    ``rejected`` describe the whole input, so every task of an array reports the same.
+    ``rejected`` describe the whole input, so every task of an array reports the same (its
+    end line leaves them to the array's merged line, which counts them once).
     """
 
     out_dir: str
@@ -112,6 +134,18 @@ class Summary:
     elapsed_s: float = 0.0
     interrupted: bool = False
     error: str | None = None
+    # missing GeneIDs by what NCBI's gene history says of them (`bulkgene explain`); the
+    # rest of ``missing`` is not explained yet
+    missing_discontinued: int = 0
+    missing_replaced: int = 0
+    missing_not_in_history: int = 0
+    followed: int = 0  # found through the live successor of a replaced GeneID
+    task_index: int = 0
+    task_count: int = 1
+
+    @property
+    def explained(self) -> int:
+        return self.missing_discontinued + self.missing_replaced + self.missing_not_in_history
 
     def reconciles(self) -> bool:
         return self.requested == (self.found + self.missing + self.failed + self.pending
@@ -143,15 +177,29 @@ class Summary:
 
     def line(self) -> str:
         """The one-line account printed at the end of every run."""
-        text = (f"requested {self.requested} = found {self.found} + missing {self.missing} + "
-                f"failed {self.failed}")
+        text = (f"task {self.task_index} of {self.task_count}: " if self.task_count > 1 else "")
+        text += f"requested {self.requested} = found {self.found}"
+        if self.followed:
+            text += f" ({self.followed} through a replaced GeneID's live successor)"
+        text += f" + missing {self.missing}"
+        if self.explained:
+            classes = [f"{self.missing_discontinued} discontinued",
+                       f"{self.missing_replaced} replaced",
+                       f"{self.missing_not_in_history} not in history"]
+            if self.explained < self.missing:
+                classes.append(f"{self.missing - self.explained} not explained")
+            text += f" ({', '.join(classes)})"
+        text += f" + failed {self.failed}"
         if self.pending:
             text += f" + pending {self.pending}"
         if self.unverified:
             text += f" + unverified {self.unverified} (TSV without a gene-id column)"
-        text += (f"; {self.records} records, {self.duplicates} duplicates, {self.rejected} "
-                 f"rejected lines, {self.requests} requests ({self.retries} retries, "
-                 f"{self.throttled} throttled) in {self.elapsed_s:.1f} s")
+        # the list's duplicates and rejected lines belong to no one task: the array's
+        # merged account states them once
+        listed = (f", {self.duplicates} duplicates, {self.rejected} rejected lines"
+                  if self.task_count == 1 else "")
+        text += (f"; {self.records} records{listed}; this run: {self.requests} requests "
+                 f"({self.retries} retries, {self.throttled} throttled) in {self.elapsed_s:.1f} s")
         return text
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -59,11 +61,14 @@ def cli_command(*args: str) -> list[str]:
 
 
 def _paced(args: tuple[str, ...]) -> tuple[str, ...]:
-    """A fetch without its own --rate runs at a fixed 1000/s in tests: a shared-budget lease
+    """A fetch (or retry, or explain --follow-replaced) without its own --rate runs at a fixed
+    1000/s in tests: a shared-budget lease
     waits ~1.3 s to be admitted, which tests of other things need not pay (the lease itself
     is tested in test_budget*.py, test_sharing.py and the array tests)."""
-    if args[:1] == ("fetch",) and not any(a == "--rate" or a.startswith("--rate=")
-                                          for a in args) and "--dry-run" not in args:
+    fetches = args[:1] in (("fetch",), ("retry",)) or (args[:1] == ("explain",)
+                                                       and "--follow-replaced" in args)
+    if fetches and not any(a == "--rate" or a.startswith("--rate=")
+                           for a in args) and "--dry-run" not in args:
         return (*args, "--rate", "1000")
     return args
 
@@ -239,3 +244,44 @@ def wait_for_commits(out_dir: Path, batches: int = 1, deadline_s: float = 60) ->
             return
         time.sleep(0.02)
     raise AssertionError(f"{out_dir} never committed {batches} batches")
+
+
+EXPLAINED_MISSING_HEADER = ("gene_id\treason\thistory\tcurrent_gene_id\tdiscontinued_on\tsymbol"
+                            "\ttax_id")
+
+
+def expected_explanation(universe: GeneUniverse, gene_id: int, history_max_id: int = 1_000_000
+                         ) -> list[str]:
+    """The five explanation fields the emulator's gene_history implies for ``gene_id``."""
+    listed = (gene_id <= history_max_id or gene_id in universe.discontinued
+              or gene_id in universe.replaced)
+    steps = universe.history(gene_id) if listed else ()
+    if not steps:
+        return ["NOT_IN_HISTORY", "", "", "", ""]
+    last = steps[-1]
+    day = f"{last.date // 10000:04d}-{last.date // 100 % 100:02d}-{last.date % 100:02d}"
+    history = "DISCONTINUED" if last.successor is None else "REPLACED"
+    current = "" if last.successor is None else str(last.successor)
+    return [history, current, day, universe.symbol(gene_id), str(universe.tax_id(gene_id))]
+
+
+def explained_rows(path: Path) -> dict[int, list[str]]:
+    """A report's rows by GeneID (its first column): every other field, explanation included."""
+    lines = path.read_text().split("\n")
+    assert lines[-1] == "", f"{path} ends in a torn row"
+    return {int(row.split("\t")[0]): row.split("\t")[1:] for row in lines[1:-1]}
+@contextlib.contextmanager
+def small_filesystem(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``2m``) at ``mount`` (needs root and mount; the test is skipped
+    where the machine can't), unmounted afterwards."""
+    import pytest
+
+    mount.mkdir(parents=True, exist_ok=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                          capture_output=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

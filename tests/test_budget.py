@@ -6,6 +6,8 @@ import asyncio
 import os
 import random
 import socket
+import subprocess
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -17,6 +19,7 @@ import pytest
 
 from bulkgene.budget import (
     DEAD_AFTER_S,
+    FENCE_AFTER_S,
     GC_AFTER_S,
     BudgetLease,
     LeaseRecord,
@@ -40,9 +43,10 @@ class FakeClock:
 
 def make_lease(directory: Path, clock: FakeClock, total_rps: float = 10.0,
                wall_offset_s: float = 0.0, out_dir: str | Path = "") -> BudgetLease:
-    real_start = time.time()
+    # the wall clock starts at the real time: `status` judges a lease of this host by it
+    real_start, fake_start = time.time(), clock.now
     return BudgetLease(directory, total_rps, clock=clock, out_dir=out_dir,
-                       wall_clock=lambda: real_start + clock.now + wall_offset_s)
+                       wall_clock=lambda: real_start + clock.now - fake_start + wall_offset_s)
 
 
 def run_together(clock: FakeClock, leases: tuple[BudgetLease, ...], seconds: int) -> None:
@@ -90,7 +94,7 @@ def test_the_lease_file_names_the_process_but_not_the_key(tmp_path: Path) -> Non
 def test_an_unwritable_budget_directory_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a directory")
     lease = make_lease(tmp_path / "file" / "budget", FakeClock())
-    with pytest.raises(ConfigError, match=r"could not write the budget lease .*--budget-dir"):
+    with pytest.raises(ConfigError, match=r"could not create the budget directory .*--budget-dir"):
         lease.open()
 
 
@@ -169,23 +173,45 @@ def test_a_joining_peer_that_starts_without_counting_us_is_not_an_acknowledgemen
     assert lease.share_rps == 5.0
 
 
-def test_survivors_rise_one_window_after_a_clean_exit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["this host", "another host"])
+def test_survivors_rise_one_window_after_a_clean_exit(tmp_path: Path, where: str) -> None:
+    """A lease gone with its process (seen dead, here) is gone at once; one of another host
+    may have been deleted under a live process, which stops when it notices (at its next
+    scan): it counts until it must have, unseen over two scans and for fence_after_s."""
     clock = FakeClock()
-    leases = [make_lease(tmp_path, clock) for _ in range(3)]
-    for lease in leases:
+    survivors = [make_lease(tmp_path, clock) for _ in range(2)]
+    for lease in survivors:
         lease.open()
-    for _ in range(8):
-        for lease in leases:
+    process = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                               stdin=subprocess.PIPE)
+    host = socket.gethostname() if where == "this host" else "node9"
+    leaver = LeaseRecord("feedfacefeedface", host, process.pid, "/elsewhere", 0.0, 0.0, 0,
+                         "active", 10 / 3, 10 / 3, 10.0)
+    leaver_path = tmp_path / "feedfacefeedface.lease"
+    try:
+        for seq in range(1, 9):  # it heartbeats beside them, at its third
+            leaver_path.write_bytes(msgspec.json.encode(msgspec.structs.replace(leaver, seq=seq)))
+            for lease in survivors:
+                lease.step()
+            clock.now += 1.0
+        survivor = survivors[0]
+        assert survivor.share_rps == pytest.approx(10 / 3)
+        leaver_path.unlink()
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        process.wait()
+    left_at, shares = clock.now, []
+    while clock.now < left_at + 10:
+        for lease in survivors:
             lease.step()
+        shares.append((clock.now, survivor.share_rps))
         clock.now += 1.0
-    assert [lease.share_rps for lease in leases] == pytest.approx([10 / 3] * 3)
-    leases[0].close()
-    survivor = leases[1]
-    assert survivor.step() == pytest.approx(10 / 3)  # seen gone, but its requests may be in the window
-    clock.now += 1.0
-    assert survivor.step() == pytest.approx(10 / 3)
-    clock.now += 1.0
-    assert survivor.step() == pytest.approx(5.0)
+    rise_at = next(t for t, share in shares if share == pytest.approx(5.0))
+    if where == "this host":
+        assert rise_at == left_at + 2.0  # gone at its first scan, then one window
+    else:
+        assert rise_at >= left_at + FENCE_AFTER_S + 1.0
 
 
 def test_a_killed_process_stops_counting_after_the_dead_timeout(tmp_path: Path) -> None:
@@ -265,22 +291,28 @@ def test_the_smallest_budget_any_process_knows_wins(tmp_path: Path) -> None:
     assert keyed.share_rps == anonymous.share_rps == 2.5
 
 
-def test_list_leases_judges_from_one_look(tmp_path: Path) -> None:
+def test_list_leases_judges_a_lease_of_this_host_by_its_pid_and_clock(tmp_path: Path) -> None:
     clock = FakeClock()
     lease = make_lease(tmp_path, clock)
     lease.open()
     lease.step()
-    [view] = list_leases(tmp_path, now_wall=time.time() + clock.now + 60)
-    assert not view.alive and view.heartbeat_age_s == pytest.approx(60, abs=1)
+    [view] = list_leases(tmp_path, watch_s=0.0)  # this host's: no watching needed
+    assert view.alive and view.directory == tmp_path
+    [view] = list_leases(tmp_path, watch_s=0.0, wall_clock=lambda: time.time() + 60)
+    assert not view.alive and view.heartbeat_age_s == pytest.approx(60, abs=5)
     assert list_leases(tmp_path / "missing") == []
 
 
 # five seeds in the default run; all twenty, each ~0.2 s, with `slow` (as .ci/run does)
 @pytest.mark.parametrize("seed", [*range(5), *(pytest.param(seed, marks=pytest.mark.slow)
                                                for seed in range(5, 20))])
-def test_random_joins_exits_kills_and_stalls_never_overrun_the_budget(tmp_path: Path, seed: int) -> None:
-    """At every instant, the shares in force during the last server window sum to ≤ the budget."""
+@pytest.mark.parametrize("cleaner", [False, True], ids=["", "cleaner"])
+def test_random_joins_exits_kills_and_stalls_never_overrun_the_budget(
+        tmp_path: Path, seed: int, cleaner: bool) -> None:
+    """At every instant, the shares in force during the last server window sum to ≤ the budget
+    (with ``cleaner``, lease files are also deleted under live processes at random)."""
     rng = random.Random(seed)
+    cleaner_rng = random.Random(1000 + seed)
     clock = FakeClock()
     total_rps, window_s, tick_s = 10.0, 1.0, 0.05
     running: dict[int, BudgetLease] = {}
@@ -301,6 +333,10 @@ def test_random_joins_exits_kills_and_stalls_never_overrun_the_budget(tmp_path: 
         start()
     end_events = clock.now + 60
     while clock.now < end_events + 15:
+        if cleaner and clock.now < end_events and cleaner_rng.random() < 0.01:
+            leases = sorted(tmp_path.glob("*.lease"))
+            if leases:
+                cleaner_rng.choice(leases).unlink()
         if clock.now < end_events and rng.random() < 0.01:
             event = rng.choice(["start", "start", "exit", "kill", "stall"])
             victims = [i for i in running if i not in stalled_until]

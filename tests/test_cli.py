@@ -85,3 +85,16 @@ def test_a_different_stdin_is_refused_and_the_old_copy_kept(emulator: EmulatorTh
     assert refused.returncode == 1
     assert (out / "stdin.spool").read_bytes() == b"7157\n672\n"
     assert not (out / "stdin.spool.new").exists()
+
+
+@pytest.mark.parametrize("command", ["verify", "status"])
+def test_a_directory_that_is_not_there_is_named_as_such(tmp_path: Path, command: str) -> None:
+    """`verify /nonexistent` ended with advice to re-run the fetch."""
+    result = invoke_cli(command, str(tmp_path / "nope"))
+    assert result.returncode == 1
+    assert b"does not exist" in result.stderr and b"re-running" not in result.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = invoke_cli(command, str(empty))
+    assert result.returncode == 1
+    assert b"no bulkgene run" in result.stderr and b"re-running" not in result.stderr

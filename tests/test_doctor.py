@@ -335,3 +335,17 @@ def test_help_shows_examples() -> None:
     assert result.returncode == 0
     assert b"Examples:" in result.stdout and b"bulkgene doctor --json" in result.stdout
     assert b"doctor" in invoke_cli("--help").stdout
+
+
+@pytest.mark.parametrize("status", [404, 401, 429, 500])
+@pytest.mark.parametrize("body", [b"", b"   \n", b'{"message": ""}'])
+def test_an_answer_without_a_message_is_not_shown_as_an_empty_detail(status: int,
+                                                                      body: bytes) -> None:
+    """`HTTP 404:` and nothing after it."""
+    from bulkgene.net.doctor_checks import judge
+    from bulkgene.net.doctor_report import Probe
+
+    probe = Probe("gene-id", Reply(status, {}, body))
+    judge([probe])
+    assert probe.detail.startswith(f"HTTP {status}") and not probe.detail.rstrip().endswith(":")
+    assert "no message" in probe.detail

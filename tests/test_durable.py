@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
-from helpers import cli_env, invoke_cli, rewrite_checkpoint, write_ids
+from helpers import cli_env, invoke_cli, rewrite_checkpoint, run_cli, small_filesystem, write_ids
 
 from bulkgene import durable
 from bulkgene.errors import StateError
@@ -171,3 +172,22 @@ def test_a_fifo_planted_in_a_finished_directory_is_an_error_for_every_command_no
             continue
         assert result.returncode != 0, (command, name)
         assert b"Traceback" not in result.stderr
+
+
+def test_a_disk_full_before_the_first_commit_ends_cleanly(emulator: EmulatorThread,
+                                                         tmp_path: Path) -> None:
+    """3 of 3 tries on a 2 MB filesystem: the right message, then a traceback from closing
+    the shards, "internal error", the lock left behind and no summary.json."""
+    with small_filesystem(tmp_path / "small", "2m") as disk:
+        out = disk / "out"
+        source = write_ids(tmp_path / "ids.txt", range(1, 3001))
+        result = run_cli("fetch", str(source), "--out", str(out), "--rate", "1000",
+                         env=cli_env(emulator.base_url))
+        assert result.returncode == 1, result.stderr.decode()
+        assert b"No space left on device" in result.stderr and b"free some" in result.stderr
+        assert b"Traceback" not in result.stderr and b"internal error" not in result.stderr
+        assert not (out / "bulkgene.lock").exists()
+        summary = json.loads((out / "summary.json").read_bytes())
+        assert summary["found"] == 0 and "No space left on device" in summary["error"]
+        shards = sorted(out.glob("shard-*"))
+        assert all(shard.stat().st_size == 0 for shard in shards)  # no uncommitted tail left

@@ -189,3 +189,111 @@ async def test_reports_no_tool_could_read_or_trust_are_invalid(tmp_path: Path,
     with HostileServer(handler) as server:
         summary = await _run(server, tmp_path)
     assert summary.exit_code == EXIT_FAILED_BATCHES and summary.found == 0
+
+
+async def test_another_gene_for_every_id_without_replaced_warning_is_invalid(
+        tmp_path: Path) -> None:
+    """40/40 'replaced' was accepted: NCBI marks every replacement with REPLACED_GENE_ID."""
+    async def handler(request: web.Request) -> web.Response:
+        ids = _ids(request)
+        return _bad_page(_page([_report(str(int(i) + 1), i) for i in ids], total_count=len(ids)))
+
+    with HostileServer(handler) as server:
+        summary = await _run(server, tmp_path)
+    assert summary.exit_code == EXIT_FAILED_BATCHES
+    assert summary.found == 0 and summary.replaced == 0 and summary.failed == 2
+    assert (tmp_path / "out" / "replaced.tsv").read_text().count("\n") <= 1  # the header only
+
+
+@pytest.mark.parametrize("warning", [
+    {"gene_warning_code": "REPLACED_GENE_ID"},
+    {"gene_warning_code": "REPLACED_GENE_ID", "replaced_id": {"requested": "7157",
+                                                              "returned": "99"}},
+])
+async def test_a_marked_replacement_is_kept(tmp_path: Path, warning: dict[str, object]) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        replaced = (b'{"gene":{"gene_id":"99"},"query":["7157"],"warnings":'
+                    + orjson.dumps([warning]) + b"}")
+        return _bad_page(_page([replaced, _report("672", "672")], total_count=2))
+
+    with HostileServer(handler) as server:
+        summary = await _run(server, tmp_path)
+    assert summary.exit_code == 0 and summary.found == 2 and summary.replaced == 1
+
+
+async def test_a_replacement_warning_naming_other_ids_does_not_vouch(tmp_path: Path) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        warning = {"gene_warning_code": "REPLACED_GENE_ID",
+                   "replaced_id": {"requested": "1", "returned": "99"}}
+        replaced = (b'{"gene":{"gene_id":"99"},"query":["7157"],"warnings":'
+                    + orjson.dumps([warning]) + b"}")
+        return _bad_page(_page([replaced, _report("672", "672")], total_count=2))
+
+    with HostileServer(handler) as server:
+        summary = await _run(server, tmp_path)
+    assert summary.exit_code == EXIT_FAILED_BATCHES and summary.replaced == 0
+
+
+@pytest.mark.parametrize("spelling", ["all-escaped", "mixed-case-hex", "half-escaped"])
+async def test_a_key_echoed_json_escaped_in_report_data_is_masked_in_the_shards(
+        tmp_path: Path, spelling: str) -> None:
+    """Escapes hid the key from a byte search, and every JSON reader decodes it back."""
+    from bulkgene.config import Secret
+
+    key = "sentinel-key-echoed-back"
+    escaped = {
+        "all-escaped": "".join(f"\\u{ord(c):04x}" for c in key),
+        "mixed-case-hex": "".join(f"\\u{ord(c):04X}" if i % 2 else f"\\u{ord(c):04x}"
+                                  for i, c in enumerate(key)),
+        "half-escaped": key[:8] + "".join(f"\\u{ord(c):04x}" for c in key[8:]),
+    }[spelling].encode()
+
+    async def handler(request: web.Request) -> web.Response:
+        echo = (b'{"gene":{"gene_id":"7157","description":"key ' + escaped
+                + b' here"},"query":["7157"]}')
+        return _bad_page(_page([echo, _report("672", "672")], total_count=2))
+
+    with HostileServer(handler) as server:
+        summary = await _run(server, tmp_path, api_key=Secret(key))
+    assert summary.exit_code == 0 and summary.found == 2
+    written = [orjson.loads(line) for shard in sorted((tmp_path / "out").glob("shard-*"))
+               for line in shard.read_bytes().splitlines()]
+    assert len(written) == 2
+    for record in written:
+        assert key.encode() not in orjson.dumps(record)  # decoded, as every reader sees it
+    (echoed,) = [r for r in written if r["gene"]["gene_id"] == "7157"]
+    assert echoed["gene"]["description"] == "key *** here"
+
+
+@pytest.mark.parametrize("key", ["a/b\"c\\d-key-0123", "k\U0001f511-emoji-key"])
+def test_every_json_spelling_of_a_key_decodes_to_the_mask(key: str) -> None:
+    from bulkgene.net.keymask import mask_echoes
+
+    spellings = [orjson.dumps(key), orjson.dumps(key).replace(b"/", b"\\/"),
+                 b'"' + "".join(f"\\u{ord(c):04x}" if ord(c) < 0x10000 else
+                                f"\\u{0xD800 + ((ord(c) - 0x10000) >> 10):04x}"
+                                f"\\u{0xDC00 + ((ord(c) - 0x10000) & 0x3FF):04X}"
+                                for c in key).encode() + b'"']
+    for spelling in spellings:
+        assert orjson.loads(spelling) == key  # each really is the key, to a JSON reader
+        assert orjson.loads(mask_echoes(b'{"x":' + spelling + b"}", key)) == {"x": "***"}
+
+
+def test_masking_in_windows_finds_what_a_whole_body_search_finds() -> None:
+    """Escapes everywhere, echoes at the edges and between them: same result as one regex."""
+    import random
+
+    from bulkgene.net.keymask import _echo, mask_echoes
+
+    key = "a/b-key-0123456789"
+    rng = random.Random(7)
+    spellings = [key.encode(), orjson.dumps(key)[1:-1].replace(b"/", b"\\/"),
+                 "".join(f"\\u{ord(c):04x}" for c in key).encode()]
+    for _ in range(200):
+        parts = []
+        for _ in range(rng.randrange(1, 30)):
+            parts.append(rng.choice([b"x" * rng.randrange(0, 300), b"\\u00e9", b"\\/", b'\\"',
+                                     rng.choice(spellings)]))
+        body = b"".join(parts)
+        assert mask_echoes(body, key) == _echo(key).sub(b"***", body.replace(key.encode(),
+                                                                             b"***"))

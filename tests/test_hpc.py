@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import subprocess
 import time
@@ -20,6 +21,7 @@ from helpers import (
     invoke_cli,
     make_config,
     read_tsv,
+    run_cli,
     served,
     shard_files,
     write_ids,
@@ -97,9 +99,14 @@ def test_three_tasks_together_stay_within_one_keys_budget(make_emulator: Emulato
         assert process.returncode == 0, stderr.decode()
     names = {p.name for p in out.iterdir()}
     assert {n for n in names if n.startswith("task-")} == {"task-0000", "task-0001", "task-0002"}
-    # beside the tasks only what they share: one plan of the list, its rejects, the claims
-    assert names - {"task-0000", "task-0001", "task-0002"} <= {
+    # beside the tasks only what they share (one plan of the list, its rejects, the claims)
+    # and the merged reports the task that completed the array wrote
+    merged_files = {"missing.tsv", "replaced.tsv", "summary.json"}
+    assert merged_files <= names
+    assert names - {"task-0000", "task-0001", "task-0002"} - merged_files <= {
         "plan.json", "plan.ids", "plan.bitmap", "rejects.tsv", ".claims", ".budget"}
+    merged = json.loads((out / "summary.json").read_text())
+    assert merged["complete"] and merged["requested"] == len(ids)
     written = gene_ids_written_all(out)
     expected = expected_for(emulator.state.universe, ids)
     assert sorted(written) == sorted(expected.genes), "the union is exact, with no overlap"
@@ -137,13 +144,14 @@ def test_status_json_matches_the_checkpoints(emulator: EmulatorThread, tmp_path:
         assert task["batches_committed"] == state.committed_batches == 4
         assert task["found"] == state.totals.found and task["records"] == state.totals.records
         assert task["batches_pending"] == 0 and task["complete"] and not task["running"]
-        assert task["elapsed_s"] > 0 and task["ids_per_s"] > 0
-        assert task["elapsed_s"] == round(state.updated_at - state.run_started_at, 3)
+        assert task["latest_run_elapsed_s"] > 0 and task["latest_run_ids_per_s"] > 0
+        assert task["latest_run_elapsed_s"] == round(state.updated_at - state.run_started_at, 3)
+        assert task["requests_all_runs"] == state.totals.requests
     assert data["total"]["found"] == sum(t["found"] for t in data["tasks"])
     assert data["total"]["batches_total"] == 8 and data["total"]["complete"]
     table = invoke_cli("status", str(out))
     assert b"task-0001" in table.stdout and b"complete" in table.stdout and b"total" in table.stdout
-    assert b"IDs/s" in table.stdout and b"elapsed" in table.stdout
+    assert b"IDs/s" in table.stdout and b"last run" in table.stdout
 
 
 def test_verify_passes_on_a_clean_run(emulator: EmulatorThread, tmp_path: Path) -> None:
@@ -277,3 +285,143 @@ def test_one_directory_holds_one_kind_of_run(make_emulator: EmulatorFactory,
     assert done.returncode == 0 and f"bulkgene verify {out}\n".encode() in done.stderr
     assert invoke_cli("verify", str(out)).returncode == 0
     assert invoke_cli("verify", str(out / "task-0001")).returncode == 0, "one task alone"
+
+
+def _merged_universe() -> GeneUniverse:
+    """IDs k+1 and k+31 (k < 10) merged into one gene nobody asked for: 10 such genes."""
+    replaced = {}
+    for k in range(10):
+        replaced[k + 1] = replaced[k + 31] = 1_700_000_000 + k
+    return GeneUniverse(replaced=replaced, unknown_per_mille=0, discontinued_per_mille=0,
+                        replaced_per_mille=0)
+
+
+def _run_array(source: Path, out: Path, env: dict[str, str], *options: str) -> None:
+    for index in range(3):
+        result = invoke_cli("fetch", str(source), "--out", str(out), "--task-index", str(index),
+                            "--task-count", "3", "--rate", "1000", *options, env=env)
+        assert result.returncode == 0, result.stderr.decode()
+
+
+def _union(out: Path) -> Counter[int]:
+    union: Counter[int] = Counter()
+    for task in sorted(out.glob("task-*")):
+        union.update(gene_ids_written(task))
+    return union
+
+
+def test_a_restarted_array_with_another_batch_size_writes_every_merged_gene_once(
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    """.claims survived --restart: merged genes 'owned' by a task that no longer got them."""
+    emulator = make_emulator(_merged_universe())
+    source = write_ids(tmp_path / "ids.txt", range(1, 61))
+    out = tmp_path / "out"
+    env = cli_env(emulator.base_url)
+    expected = Counter({**{gene: 1 for gene in range(11, 31)},
+                        **{gene: 1 for gene in range(41, 61)},
+                        **{1_700_000_000 + k: 1 for k in range(10)}})
+    _run_array(source, out, env, "--batch-size", "2")
+    assert _union(out) == expected
+    _run_array(source, out, env, "--batch-size", "3", "--restart")
+    assert _union(out) == expected
+    verdict = invoke_cli("verify", str(out))
+    assert verdict.returncode == 0, verdict.stderr.decode()
+
+
+def test_verify_finds_a_replacement_that_no_task_wrote(make_emulator: EmulatorFactory,
+                                                        tmp_path: Path) -> None:
+    emulator = make_emulator(GeneUniverse(replaced={21: 1_700_000_000, 22: 1_700_000_000}))
+    source = write_ids(tmp_path / "ids.txt", [21, 22, 7157, 672])
+    out = tmp_path / "out"
+    env = cli_env(emulator.base_url)
+    options = ("--batch-size", "1", "--task-count", "2", "--rate", "1000")
+    for index in (0, 1):
+        assert invoke_cli("fetch", str(source), "--out", str(out), "--task-index", str(index),
+                          *options, env=env).returncode == 0
+    (claim,) = (out / ".claims").rglob("1700000000")
+    claim.write_bytes(b"7")  # a task the array doesn't have: nobody writes the gene again
+    for index in (0, 1):
+        assert invoke_cli("fetch", str(source), "--out", str(out), "--task-index", str(index),
+                          "--restart", *options, env=env).returncode == 0
+    assert 1_700_000_000 not in _union(out)
+    verdict = invoke_cli("verify", str(out))
+    assert verdict.returncode == 1
+    assert b"GeneID 1700000000" in verdict.stderr and b"no shard" in verdict.stderr
+
+
+def test_verify_finds_tasks_that_split_the_list_differently(make_emulator: EmulatorFactory,
+                                                             tmp_path: Path) -> None:
+    """Task 0 restarted with --batch-size 3, tasks 1 and 2 left at 2: IDs nobody fetched."""
+    emulator = make_emulator(_merged_universe())
+    source = write_ids(tmp_path / "ids.txt", range(1, 61))
+    out = tmp_path / "out"
+    env = cli_env(emulator.base_url)
+    _run_array(source, out, env, "--batch-size", "2")
+    result = invoke_cli("fetch", str(source), "--out", str(out), "--task-index", "0",
+                        "--task-count", "3", "--rate", "1000", "--batch-size", "3", "--restart",
+                        env=env)
+    assert result.returncode == 0
+    assert b"--batch-size" in result.stderr and b"task-0001" in result.stderr  # warned
+    verdict = invoke_cli("verify", str(out))
+    assert verdict.returncode == 1 and b"batch size" in verdict.stderr
+
+
+def test_hand_set_slurm_variables_without_a_minimum_start_at_0(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="bulkgene"):
+        assert from_slurm({"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "4"}) == \
+            TaskSpec(2, 4)
+    assert "SLURM_ARRAY_TASK_MIN" in caplog.text and "0" in caplog.text
+    with pytest.raises(ConfigError, match="SLURM_ARRAY_TASK_COUNT"):
+        from_slurm({"SLURM_ARRAY_TASK_ID": "2"})
+
+
+def test_an_array_task_that_forgot_split_is_told_so_by_the_lock_error(
+        emulator: EmulatorThread, tmp_path: Path) -> None:
+    """Every task of `sbatch --array` without --split writes the whole list into one --out."""
+    from bulkgene.output.lock import RunLock
+
+    source = write_ids(tmp_path / "ids.txt", [7157])
+    out = tmp_path / "out"
+    out.mkdir()
+    lock = RunLock(out)  # task 0 of the array, still running
+    lock.acquire()
+    try:
+        env = cli_env(emulator.base_url, SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_TASK_COUNT="4",
+                      SLURM_ARRAY_TASK_MIN="0")
+        result = run_cli("fetch", str(source), "--out", str(out), env=env)
+    finally:
+        lock.release()
+    assert result.returncode == 1
+    assert b"already writing" in result.stderr and b"--split slurm" in result.stderr
+
+
+
+def test_status_counts_every_runs_requests_and_says_so(make_emulator: EmulatorFactory,
+                                                       tmp_path: Path) -> None:
+    """summary.json said 3 866 requests (this run), status 8 067 (all runs, but only up to
+    each run's last commit: the end lines added up to 8 294), under one name."""
+    emulator = make_emulator(valid_keys=frozenset({"good-key-0123456789"}),
+                             faults={"http_503": 0.3}, seed=5)
+    source = write_ids(tmp_path / "ids.txt", range(1, 201))
+    out = tmp_path / "out"
+    args = ("fetch", str(source), "--out", str(out), "--batch-size", "20", "--max-attempts",
+            "1", "--retry-wait", "0", "--rate", "1000")
+    refused = invoke_cli(*args, env=cli_env(emulator.base_url, NCBI_API_KEY="bad-key-0123456"))
+    assert refused.returncode == 1  # 401: requests sent, nothing committed
+    sent = [json.loads((out / "summary.json").read_bytes())["requests"]]
+    assert sent[0] > 0
+    for _ in range(8):
+        result = invoke_cli(*args, env=cli_env(emulator.base_url,
+                                               NCBI_API_KEY="good-key-0123456789"))
+        sent.append(json.loads((out / "summary.json").read_bytes())["requests"])
+        if result.returncode == 0:
+            break
+    assert len(sent) > 2, "the faults made the first good run fail some batches"
+    data = json.loads(invoke_cli("status", str(out), "--json").stdout)
+    (task,) = data["tasks"]
+    assert "requests" not in task and "elapsed_s" not in task
+    assert task["requests_all_runs"] == sum(sent)
+    assert data["total"]["requests_all_runs"] == sum(sent)
+    table = invoke_cli("status", str(out)).stdout
+    assert b"latest run" in table and b"all runs" in table

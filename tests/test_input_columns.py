@@ -114,7 +114,7 @@ def test_tax_id_warning_holds_beyond_the_sample(tmp_path: Path,
 
 
 def test_tax_id_warning_reaches_the_cli(tmp_path: Path) -> None:
-    source = _gene_info(tmp_path / "gene_info", repeat=5)
+    source = _gene_info(tmp_path / "rows.tsv", header=False, repeat=5)
     result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--column", "1",
                      "--dry-run")
     assert result.returncode == 0
@@ -126,7 +126,8 @@ def test_gene_info_without_its_header_is_an_error_pointing_to_column(tmp_path: P
     source = _gene_info(tmp_path / "rows.tsv", header=False, repeat=5)
     result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--dry-run")
     assert result.returncode == 1
-    assert b"SEVERAL_IDS" in result.stderr and b"--column N" in result.stderr
+    assert b"SEVERAL_IDS" in result.stderr and b"--column 2" in result.stderr
+    assert b"tr " not in result.stderr  # one-ID-per-line advice would fetch the tax IDs
 
 
 def test_a_changed_column_is_refused_like_a_changed_input(emulator: EmulatorThread,
@@ -135,9 +136,10 @@ def test_a_changed_column_is_refused_like_a_changed_input(emulator: EmulatorThre
     out = tmp_path / "out"
     env = cli_env(emulator.base_url)
     assert invoke_cli("fetch", str(source), "--out", str(out), env=env).returncode == 0
-    refused = invoke_cli("fetch", str(source), "--out", str(out), "--column", "1", env=env)
+    refused = invoke_cli("fetch", str(source), "--out", str(out), "--column", "3", env=env)
     assert refused.returncode == 1
-    assert b"column: was None, now '1'" in refused.stderr and b"--restart" in refused.stderr
+    assert b"column: was not given, now '3'" in refused.stderr
+    assert b"None" not in refused.stderr and b"--restart" in refused.stderr
     again = invoke_cli("fetch", str(source), "--out", str(out), env=env)
     assert again.returncode == 0
 
@@ -162,5 +164,51 @@ def test_a_first_column_named_tax_id_is_refused_however_short_the_table(
                                              [(9606, "TP53"), (9606, "EGFR"), (10090, "Trp53")]))
     with pytest.raises(InputError, match=r"taxonomy IDs.*--column"):
         list(read_ids((str(source),)))
-    chosen = list(read_ids((str(source),), column=parse_column("1")))  # said: their call
+    with pytest.raises(InputError, match=r"--column 1 is the column"):
+        list(read_ids((str(source),), column=parse_column("1")))
+    named = header.split(separator, maxsplit=1)[0].lstrip("#")
+    chosen = list(read_ids((str(source),), column=parse_column(named)))  # by name: their call
     assert 9606 in chosen
+
+
+@pytest.mark.parametrize("header", ["#tax_id\tGeneID\tSymbol", "tax_id,GeneID,Symbol",
+                                    "PubMed_ID\tGeneID\tSymbol"])
+def test_a_column_chosen_by_number_that_the_header_names_tax_id_is_refused(
+        tmp_path: Path, header: str) -> None:
+    """--column 1 on gene_info (a 0-based habit) fetched the 9 tax IDs as genes, 'done'."""
+    separator = "," if "," in header else "\t"
+    source = tmp_path / "gene_info"
+    source.write_text(header + "\n" + "".join(
+        separator.join((str(tax), str(gene), "S")) + "\n"
+        for tax, gene in [(9606, 7157), (10090, 22059), (7955, 30590)]))
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--column", "1",
+                        "--dry-run")
+    assert result.returncode == 1 and b"Traceback" not in result.stderr
+    assert b"--column 2" in result.stderr  # where the GeneIDs are
+    first = header.split(separator, maxsplit=1)[0].lstrip("#")
+    assert f"--column {first}".encode() in result.stderr  # how to insist: by name
+    assert not (tmp_path / "out").exists()
+    insisted = list(read_ids((str(source),), column=parse_column(first)))
+    assert 9606 in insisted  # chosen by name: the user's call
+
+
+def test_a_column_of_a_few_values_warns_even_when_none_is_half(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Mixed taxa: nine tax IDs, none of them more than half of the column."""
+    taxa = [9606, 10090, 10116, 7955, 7227, 6239, 3702, 559292, 511145]
+    source = tmp_path / "taxa.txt"  # what `cut -f1` of a nine-species gene_info gives
+    source.write_text("".join(f"{taxa[i % len(taxa)]}\n" for i in range(200)))
+    with caplog.at_level(logging.WARNING, logger="bulkgene"):
+        assert set(read_ids((str(source),))) == set(taxa)
+    (warning,) = caplog.records
+    assert "9 distinct values" in warning.getMessage() and "--column" in warning.getMessage()
+
+
+def test_a_list_of_distinct_gene_ids_and_a_repeating_table_column_raise_no_alarm(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    source = tmp_path / "ids.txt"
+    source.write_text("".join(f"{gene}\n" for gene in range(1, 200)) * 2)  # two lists joined
+    with caplog.at_level(logging.WARNING, logger="bulkgene"):
+        for _ in read_ids((str(source),)):
+            pass
+    assert not caplog.records

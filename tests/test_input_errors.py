@@ -145,3 +145,70 @@ def test_an_unreadable_input_leaves_no_out_dir(emulator: EmulatorThread, tmp_pat
                      stdin=b"7157\n")
     assert result.returncode in (1, 2) and b"Traceback" not in result.stderr
     assert not out.exists()
+
+
+def _workbook(path: Path) -> Path:
+    """The start of what Excel saves: a zip whose first member is [Content_Types].xml."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as book:
+        book.writestr("[Content_Types].xml", "<Types/>")
+        book.writestr("xl/workbook.xml", "<workbook/>")
+        book.writestr("xl/worksheets/sheet1.xml", "<c><v>7157</v></c>")
+    return path
+
+
+@pytest.mark.parametrize("name", ["genes.xlsx", "genes.dat"])
+def test_an_excel_workbook_is_named_with_advice_that_works(tmp_path: Path, name: str) -> None:
+    """`unzip -p` of a workbook gives XML, not GeneIDs."""
+    source = _workbook(tmp_path / name)
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--dry-run")
+    assert result.returncode == 1 and b"Traceback" not in result.stderr
+    assert b"Excel workbook" in result.stderr and b"CSV" in result.stderr
+    assert b"unzip" not in result.stderr
+
+
+@pytest.mark.parametrize("header", ["symbol,entrez", "Symbol,Entrez_ID", "symbol\tentrezgene"])
+def test_an_entrez_column_is_read_as_gene_ids(tmp_path: Path, header: str) -> None:
+    separator = "," if "," in header else "\t"
+    source = tmp_path / "genes.csv"
+    source.write_text(f"{header}\nTP53{separator}7157\nBRCA1{separator}672\n")
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--dry-run")
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"input: 2 unique GeneIDs" in result.stdout
+    assert b"reading GeneIDs from column 2" in result.stderr
+
+
+@pytest.mark.parametrize(("text", "column"), [
+    ("TP53,7157\nBRCA1,672\nEGFR,1956\n", b"--column 2"),  # symbol first, no header
+    ("9606\t7157\n9606\t672\n9606\t1956\n", b"--column 2"),  # tax_id first
+    ("TP53\tx\t7157\nBRCA1\ty\t672\n", b"--column 3"),
+])
+def test_a_table_whose_gene_ids_are_in_another_column_points_to_it(
+        tmp_path: Path, text: str, column: bytes) -> None:
+    source = tmp_path / "table.txt"
+    source.write_text(text)
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--dry-run")
+    assert result.returncode == 1
+    assert column in result.stderr, result.stderr.decode()
+    assert b"tr " not in result.stderr  # one ID per line would put the tax IDs in the list
+    assert b"gene symbols aren't GeneIDs" not in result.stderr
+
+
+def test_a_line_of_several_gene_ids_still_gets_the_one_per_line_advice(tmp_path: Path) -> None:
+    source = tmp_path / "lists.txt"
+    source.write_text("7157,672,1956,3105,5728\n7158,673,1957\n")
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--dry-run")
+    assert result.returncode == 1
+    assert b"tr ',' '\\n'" in result.stderr
+
+
+def test_rejected_lines_are_shown_escaped_once(tmp_path: Path) -> None:
+    source = tmp_path / "symbols.txt"
+    source.write_bytes(b"TP53\tBRCA1\nEGFR\x01\n")
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert b"'TP53\\tBRCA1'" in result.stderr and b"'EGFR\\x01'" in result.stderr
+    assert b"\\\\" not in result.stderr
+    dry = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--dry-run")
+    assert b"'TP53\\tBRCA1'" in dry.stderr + dry.stdout and b"\\\\" not in dry.stdout

@@ -24,6 +24,7 @@ RANKS = {
     "net": 5,
     "results": 6,
     "run": 7,
+    "export": 8, "facade": 8, "history": 8,
     "testing": 8,
     "cli": 9,
     "__init__": 10, "__main__": 10,

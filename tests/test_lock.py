@@ -24,6 +24,7 @@ from helpers import (
 from bulkgene.errors import StateError
 from bulkgene.layout import LOCK_NAME
 from bulkgene.output.lock import RunLock, read_lock
+from bulkgene.testing import EmulatorThread
 
 NO_SUCH_PID = 2**22 + 1  # above Linux's largest pid_max
 CONTENDERS = 20
@@ -87,7 +88,7 @@ def test_simultaneous_starts_give_exactly_one_holder(tmp_path: Path) -> None:
             winners = [pid for pid, answer in answers.items() if answer == "won"]
             assert len(winners) == 1, f"round {round_number}: {len(winners)} holders: {answers}"
             holder = read_lock(directory)
-            assert holder is not None and holder["pid"] == winners[0]
+            assert holder is not None and holder.pid == winners[0]
             for pid, answer in answers.items():
                 if pid != winners[0]:
                     assert f"pid {winners[0]} on {socket.gethostname()}" in answer, answer
@@ -114,7 +115,7 @@ def test_a_dead_process_lock_on_this_host_is_taken_over(tmp_path: Path,
         lock.acquire()
     assert f"stale lock of pid {NO_SUCH_PID}" in caplog.text
     holder = read_lock(tmp_path)
-    assert holder is not None and holder["pid"] == os.getpid()
+    assert holder is not None and holder.pid == os.getpid()
     lock.release()
     assert list(tmp_path.iterdir()) == []
 
@@ -198,3 +199,88 @@ def test_two_resumes_started_together_one_proceeds(make_emulator: EmulatorFactor
             process.communicate()
     assert_complete_output(out, expected_for(emulator.state.universe, ids))
     assert not (out / LOCK_NAME).exists()
+
+
+# a script or notebook: nothing on its command line says "bulkgene"
+LIBRARY_RUN = r"""
+import asyncio
+import sys
+from pathlib import Path
+
+import bulkgene
+
+config = bulkgene.DownloadConfig(
+    inputs=(sys.argv[1],), out_dir=Path(sys.argv[2]),
+    output=bulkgene.OutputSpec(batch_size=10),
+    network=bulkgene.NetworkSpec(base_url=sys.argv[3], requests_per_second=1000.0))
+summary = asyncio.run(bulkgene.download(config))
+print(summary.exit_code, flush=True)
+"""
+
+
+def test_the_cli_never_breaks_the_lock_of_a_live_library_run(emulator: EmulatorThread,
+                                                              tmp_path: Path) -> None:
+    """A script's download() has no 'bulkgene' in its command line: the CLI took its lock
+    for stale and wrote 945 GeneIDs a second time."""
+    ids = range(1, 201)
+    fifo = tmp_path / "ids.fifo"  # the library run holds its lock while it waits for its input
+    os.mkfifo(fifo)
+    source = tmp_path / "ids.txt"
+    source.write_text("".join(f"{gene_id}\n" for gene_id in ids))
+    out = tmp_path / "out"
+    script = tmp_path / "analysis.py"
+    script.write_text(LIBRARY_RUN)
+    library = subprocess.Popen([sys.executable, str(script), str(fifo), str(out),
+                                emulator.base_url], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=cli_env(emulator.base_url))
+    try:
+        assert b"bulkgene" not in Path(f"/proc/{library.pid}/cmdline").read_bytes()
+        deadline = time.monotonic() + 60  # a hang guard: the lock file is what is waited for
+        while read_lock(out) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        held = (out / LOCK_NAME).read_bytes()
+        cli = run_cli("fetch", str(source), "--out", str(out), "--batch-size", "10",
+                      env=cli_env(emulator.base_url))
+        assert cli.returncode == 1, cli.stderr.decode()
+        assert f"pid {library.pid} on {socket.gethostname()}".encode() in cli.stderr
+        assert (out / LOCK_NAME).read_bytes() == held
+        with open(fifo, "wb") as feed:
+            feed.write(source.read_bytes())
+        stdout, stderr = library.communicate(timeout=120)
+    finally:
+        library.kill()
+        library.wait()
+    assert library.returncode == 0 and stdout.strip() == b"0", stderr.decode()
+    assert_complete_output(out, expected_for(emulator.state.universe, ids))
+
+
+def test_a_lock_whose_holder_lives_is_never_broken_even_if_it_is_no_bulkgene(
+        tmp_path: Path) -> None:
+    """A live pid in an older lock (no run-long flock to ask) is taken at its word."""
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        content = json.dumps({"host": socket.gethostname(), "pid": sleeper.pid}).encode()
+        _write_lock(tmp_path, content)
+        with pytest.raises(StateError, match=f"pid {sleeper.pid}"):
+            RunLock(tmp_path).acquire()
+        assert (tmp_path / LOCK_NAME).read_bytes() == content
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_lock_naming_a_recycled_pid_is_stale_when_its_flock_is_free(tmp_path: Path) -> None:
+    """A lock written by a run that held its flock names a pid now used by another program:
+    nobody holds the flock, so that run is gone."""
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        _write_lock(tmp_path, json.dumps({"host": socket.gethostname(), "pid": sleeper.pid,
+                                          "flock": True}).encode())
+        lock = RunLock(tmp_path)
+        lock.acquire()
+        holder = read_lock(tmp_path)
+        assert holder is not None and holder.pid == os.getpid()
+        lock.release()
+    finally:
+        sleeper.kill()
+        sleeper.wait()

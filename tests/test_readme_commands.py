@@ -157,20 +157,33 @@ REGISTRY: dict[tuple[str, str], Runs | Elsewhere] = {
     ("Usage", "bulkgene fetch INPUT... --out DIR [options]"): Runs("test_usage_synopses"),
     ("Usage", "bulkgene status DIR [--json]"): Runs("test_usage_synopses"),
     ("Usage", "bulkgene verify DIR"): Runs("test_usage_synopses"),
+    ("Usage", "bulkgene explain DIR [--follow-replaced]"): Runs("test_usage_synopses"),
+    ("Usage", "bulkgene retry DIR"): Runs("test_usage_synopses"),
+    ("Usage", "bulkgene export DIR --to FILE [--fields F,...]"): Runs("test_usage_synopses"),
     ("Usage", "bulkgene doctor [--json]"): Runs("test_usage_synopses"),
     ("Usage", "bulkgene demo [--out DIR]"): Runs("test_usage_synopses"),
     ("Usage", "bulkgene emulate [--port 8765]"): Runs("test_usage_emulate"),
     ("Usage", "bulkgene fetch sample_inputs/*.txt --out genes/ --dry-run"): Runs("test_dry_run"),
     ("Checking a machine first: `bulkgene doctor`", "bulkgene doctor"): Runs("test_doctor_shown"),
+    ("Whole organisms", "bulkgene fetch --taxon human --out human/ --dry-run"):
+        Runs("test_whole_organisms"),
+    ("Whole organisms", "bulkgene fetch --taxon human --out human/"): Runs("test_whole_organisms"),
+    ("Whole organisms", "bulkgene fetch --taxa-file organisms.txt --gene-type PROTEIN_CODING "
+                        "--out coding/"): Runs("test_whole_organisms"),
+    ("Whole organisms", "bulkgene fetch my_ids.txt --taxon 7227 --out genes/"):
+        Runs("test_whole_organisms"),
     ("Output", "head -3 genes/missing.tsv genes/replaced.tsv"): Runs("test_side_reports_shown"),
+    ("Reading the output", "bulkgene export genes/ --to genes.tsv"): Runs("test_reading_the_output"),
+    ("Reading the output", "bulkgene export genes/ --to genes.parquet --fields query,gene-id,symbol,"
+                           "tax-id,synonyms"): Runs("test_reading_the_output"),
     ("Reading the output", "find genes -name 'shard-*.ndjson' -exec jq -r '.gene | [.gene_id, .symbol, "
                            ".taxname] | @tsv' {} +"): Runs("test_reading_the_output"),
     ("Reading the output", "python -c \"import duckdb; print(duckdb.sql(\\\"select gene.symbol, "
                            "gene.type from read_json('genes/**/shard-*.ndjson')\\\"))\""):
         Runs("test_reading_the_output"),
-    ("Reading the output", "python -c \"import pandas as pd, glob; df = pd.concat(pd.read_json(f, "
-                           "lines=True, dtype=False) for f in glob.glob('genes/**/shard-*.ndjson', "
-                           "recursive=True)); print(df.shape)\""): Runs("test_reading_the_output"),
+    ("Reading the output", "python -c \"import bulkgene; print(bulkgene.open('genes').to_frame("
+                           "fields=['query', 'gene-id', 'symbol', 'tax-name']).shape)\""):
+        Runs("test_reading_the_output"),
     ("HPC", 'exec bulkgene fetch "${IDS:-ids.txt}" --out "${OUT:-genes}" --split slurm '
             "${BULKGENE_OPTIONS:-}"): Runs("test_hpc"),
     ("HPC", "export NCBI_API_KEY=your-api-key"): Runs("test_hpc"),
@@ -182,6 +195,7 @@ REGISTRY: dict[tuple[str, str], Runs | Elsewhere] = {
     ("HPC", "bulkgene verify genes/"): Runs("test_hpc"),
     ("HPC", "rule fetch_gene_reports:"): Runs("test_snakemake_rule"),
     ("Library", "import asyncio"): Runs("test_library_example"),
+    ("Library", "import bulkgene"): Runs("test_library_fetch_example"),
     ("Development", "python3 -m venv .venv && .venv/bin/pip install -e '.[test]'"):
         Elsewhere(".ci/run: a fresh venv and pip install -e '.[test]'"),
     ("Development", ".venv/bin/python -m pytest"):
@@ -292,7 +306,8 @@ def place(tmp_path: Path) -> Place:
         (shims / name).write_text(f'#!/bin/sh\nexec {program} "$@"\n')
         (shims / name).chmod(0o755)
     env = {k: v for k, v in os.environ.items()
-           if k not in ("NCBI_API_KEY", "BULKGENE_BASE_URL", "SSL_CERT_FILE")
+           if k not in ("NCBI_API_KEY", "BULKGENE_BASE_URL", "SSL_CERT_FILE", "BULKGENE_HISTORY",
+                        "BULKGENE_CACHE_DIR")
            and k.lower() not in ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
            and not k.startswith("SLURM_")}
     env["PATH"] = os.pathsep.join([str(shims), str(Path(sys.executable).parent), env["PATH"]])
@@ -305,6 +320,9 @@ def ncbi(make_emulator: EmulatorFactory, place: Place) -> EmulatorThread:
     """The emulator as NCBI was recorded (rate limit on), where the README's commands go."""
     emulator = make_emulator(rate_limit=True)
     place.env["BULKGENE_BASE_URL"] = emulator.base_url
+    # `bulkgene explain` reads NCBI's gene_history: the emulator's, cached in the test's tree
+    place.env["BULKGENE_HISTORY"] = emulator.history_url
+    place.env["BULKGENE_CACHE_DIR"] = str(place.root.parent / "cache")
     return emulator
 
 
@@ -349,6 +367,23 @@ def test_dry_run(place: Place) -> None:
 
 
 @pytest.mark.slow
+def test_whole_organisms(place: Place, ncbi: EmulatorThread) -> None:
+    (place.root / "organisms.txt").write_text("# the study's organisms\nhuman\nzebrafish\n")
+    write_ids(place.root / "my_ids.txt", [7157, 672, 31000003])
+    dry, fetched, coding, union = place.run_ok(as_run(commands_of("test_whole_organisms")))
+    assert dry.stdout.startswith("taxon 'human': 2000 genes to fetch; NCBI's counts by type:")
+    assert "nothing was written" in dry.stdout
+    assert "done" in fetched.stderr and read_summary(place.root / "human")["found"] == 2000
+    assert "done" in coding.stderr
+    types = {orjson.loads(line)["gene"]["type"] for shard in (place.root / "coding").glob(
+        "shard-*.ndjson") for line in shard.read_bytes().splitlines()}
+    assert types == {"PROTEIN_CODING"}
+    assert "done" in union.stderr
+    summary = read_summary(place.root / "genes")
+    assert summary["found"] == 1002 and summary["duplicates"] == 1, "fly's 1000, TP53, BRCA1"
+
+
+@pytest.mark.slow
 def test_quick_start(place: Place, ncbi: EmulatorThread) -> None:
     need_jq()
     _, fetch, peek, verify = place.run_ok(as_run(commands_of("test_quick_start")))
@@ -363,9 +398,10 @@ def test_quick_start(place: Place, ncbi: EmulatorThread) -> None:
 def test_usage_synopses(place: Place, ncbi: EmulatorThread) -> None:
     # a synopsis has placeholders: each is run with them filled in, without and with the
     # [optional] part (the fills are the only change)
-    fills = {"INPUT...": "sample_inputs/human_genes.txt", "DIR": "genes", " [options]": ""}
+    fills = {"INPUT...": "sample_inputs/human_genes.txt", "DIR": "genes", " [options]": "",
+             "FILE": "genes.tsv", "F,...": "gene-id,symbol"}
     synopses = commands_of("test_usage_synopses")
-    assert len(synopses) == 5
+    assert len(synopses) == 8
     instances: list[str] = []
     for synopsis in synopses:
         text = synopsis.key
@@ -383,6 +419,10 @@ def test_usage_synopses(place: Place, ncbi: EmulatorThread) -> None:
     assert "complete" in by_command["bulkgene status genes"].stdout
     assert orjson.loads(by_command["bulkgene status genes --json"].stdout)
     assert by_command["bulkgene verify genes"].stdout.startswith("ok:")
+    assert "explained" in by_command["bulkgene explain genes"].stderr
+    assert "followed" in by_command["bulkgene explain genes --follow-replaced"].stderr
+    assert "fetching again 0 refused GeneIDs" in by_command["bulkgene retry genes"].stderr
+    assert "wrote" in by_command["bulkgene export genes --to genes.tsv --fields gene-id,symbol"].stderr
     assert "a fetch would work" in by_command["bulkgene doctor"].stdout
     assert orjson.loads(by_command["bulkgene doctor --json"].stdout)
     assert "bulkgene demo: requested" in by_command["bulkgene demo"].stdout
@@ -441,10 +481,12 @@ def test_side_reports_shown(place: Place) -> None:
     [result] = place.run_ok(as_run([command]))
     # which missing IDs come first follows the order batches commit in, so the rows the README
     # shows are checked to be in the files, and head's output to have the same shape
-    shape = [re.sub(r"^\d+\t\S+$", "<row>", line) for line in command.shown]
-    assert [re.sub(r"^\d+\t\S+$", "<row>", line) for line in result.stdout.splitlines()] == shape
-    files = {"missing": (place.root / "genes" / "missing.tsv").read_text().splitlines(),
-             "replaced": (place.root / "genes" / "replaced.tsv").read_text().splitlines()}
+    # (a row's empty explanation fields end it in tabs, which the README doesn't show)
+    shape = [re.sub(r"^\d+\t.*$", "<row>", line) for line in command.shown]
+    assert [re.sub(r"^\d+\t.*$", "<row>", line) for line in result.stdout.splitlines()] == shape
+    files = {name: [line.rstrip("\t") for line in
+                    (place.root / "genes" / f"{name}.tsv").read_text().splitlines()]
+             for name in ("missing", "replaced")}
     current = ""
     for line in command.shown:
         if line.startswith("==>"):
@@ -459,10 +501,22 @@ def test_reading_the_output(place: Place, ncbi: EmulatorThread) -> None:
     fetch = next(c for c in commands_of("test_quick_start") if c.key.startswith("bulkgene fetch"))
     place.run_ok(as_run([fetch]))
     records = read_summary(place.root / "genes")["records"]
-    found, duck, pandas = place.run_ok(as_run(commands_of("test_reading_the_output")))
-    assert len(tsv_rows(found.stdout, 3)) == records
+    _check_reading(place, records)
+
+
+def _check_reading(place: Place, records: int) -> None:
+    """The Reading-the-output commands, run as written, each seeing every record."""
+    import pyarrow.parquet as pq
+
+    tsv, parquet, duck, found, frame = place.run_ok(as_run(commands_of("test_reading_the_output")))
+    assert f"wrote {records} rows" in tsv.stderr
+    table = (place.root / "genes.tsv").read_text().splitlines()
+    assert table[0].startswith("Query\tNCBI GeneID\tSymbol") and len(table) == records + 1
+    assert f"wrote {records} rows" in parquet.stderr
+    assert pq.read_table(place.root / "genes.parquet").num_rows == records
     assert "symbol" in duck.stdout and "PROTEIN_CODING" in duck.stdout
-    assert pandas.stdout.strip().startswith(f"({records}, ")
+    assert len(tsv_rows(found.stdout, 3)) == records
+    assert frame.stdout.strip() == f"({records}, 4)"
 
 
 @pytest.mark.slow
@@ -483,9 +537,7 @@ def test_hpc(place: Place, ncbi: EmulatorThread) -> None:
     assert verify.stdout.startswith("ok: 4 task(s)"), verify.stdout
     # the Reading-the-output commands are said to work for an array too
     records = sum(read_summary(place.root / "genes" / task)["records"] for task in tasks)
-    found, _, pandas = place.run_ok(as_run(commands_of("test_reading_the_output")))
-    assert len(tsv_rows(found.stdout, 3)) == records
-    assert pandas.stdout.strip().startswith(f"({records}, ")
+    _check_reading(place, records)
 
 
 @pytest.mark.slow
@@ -583,6 +635,19 @@ def ncbi_by_name(place: Place) -> Iterator[EmulatorThread]:
                          SSL_CERT_FILE=str(place.root.parent / "ca.pem"))
         yield emulator
         assert proxy.tunnels and set(proxy.tunnels) == {"api.ncbi.nlm.nih.gov:443"}
+
+
+@pytest.mark.slow
+def test_library_fetch_example(place: Place, ncbi_by_name: EmulatorThread) -> None:
+    [example] = commands_of("test_library_fetch_example")
+    (place.root / "example.py").write_text(example.text)
+    done = subprocess.run([sys.executable, "example.py"], cwd=place.root, env=place.env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = read_summary(place.root / "genes-lib")
+    assert done.stdout.split() == ["(3,", "4)", str(summary["missing"])]
+    assert summary["complete"] and summary["found"] == 3
+    assert ncbi_by_name.state.arrivals(), "the example's requests reached the emulator"
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ def test_the_server_is_the_origin_of_the_base_url(base_url: str, origin: str) ->
 
 
 def test_a_base_url_with_an_impossible_port_is_a_usage_error() -> None:
-    with pytest.raises(ConfigError, match="port"):
+    with pytest.raises(ConfigError, match=r"(?i)port"):
         NetworkSpec(base_url="http://127.0.0.1:99999/datasets/v2")
 
 

@@ -66,15 +66,15 @@ def _status(out: Path) -> dict[str, Any]:
 def _assert_eta_from_committed_ids(task: dict[str, Any]) -> None:
     """ids_per_s is committed found + missing IDs over elapsed; ETA is pending at that rate."""
     committed = task["found"] + task["missing"] + task["unverified"]
-    elapsed_s = task["elapsed_s"]
+    elapsed_s = task["latest_run_elapsed_s"]
     assert task["pending_ids"] == task["requested"] - committed - task["failed_ids"] > 0
     # elapsed_s is rounded to 1 ms and ids_per_s to 0.1: that much slack, no more
     slack = committed * 0.0005 / elapsed_s ** 2 + 0.05
-    assert task["ids_per_s"] == pytest.approx(committed / elapsed_s, abs=slack)
-    assert abs(task["ids_per_s"] - (committed + task["failed_ids"]) / elapsed_s) > slack, \
+    assert task["latest_run_ids_per_s"] == pytest.approx(committed / elapsed_s, abs=slack)
+    assert abs(task["latest_run_ids_per_s"] - (committed + task["failed_ids"]) / elapsed_s) > slack, \
         "failed IDs are not speed"
-    rounding_s = 0.05 + task["pending_ids"] * 0.05 / task["ids_per_s"] ** 2 + 1e-9
-    assert task["eta_s"] == pytest.approx(task["pending_ids"] / task["ids_per_s"], abs=rounding_s)
+    rounding_s = 0.05 + task["pending_ids"] * 0.05 / task["latest_run_ids_per_s"] ** 2 + 1e-9
+    assert task["eta_s"] == pytest.approx(task["pending_ids"] / task["latest_run_ids_per_s"], abs=rounding_s)
 
 
 async def test_a_running_runs_eta_is_pending_over_its_committed_rate(
@@ -124,7 +124,7 @@ async def test_failed_ids_are_not_speed(make_emulator: EmulatorFactory, tmp_path
                 lock.release()
         assert task["running"] is running
         assert task["failed_ids"] == len(_IDS) and task["pending_ids"] == 0
-        assert task["ids_per_s"] == 0 and task["eta_s"] is None
+        assert task["latest_run_ids_per_s"] == 0 and task["eta_s"] is None
 
 
 async def test_the_progress_lines_speed_counts_only_committed_found_and_missing(

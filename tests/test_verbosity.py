@@ -98,11 +98,31 @@ def test_v_logs_the_pacers_cut_and_each_step_back_up() -> None:
     limiter = AdaptiveRateLimiter(10.0, recovery_period_s=2.0, clock=lambda: now[0])
     with _debug_lines() as lines:
         limiter.on_throttled(3.0)
+        limiter.on_throttled(3.0)
         for _ in range(2):
             now[0] += 2.0
-            limiter._recover(now[0])
+            limiter.refresh()
     assert lines == [
-        "pacing: 10 -> 5 requests/s after HTTP 429, everyone pausing 3 s (Retry-After)",
+        "pacing: HTTP 429, the first in 60 s: resent, rate kept",
+        "pacing: 10 -> 5 requests/s after HTTP 429 again within 60 s, everyone pausing 3 s "
+        "(Retry-After)",
         "pacing: back up to 6 of 10 requests/s after a 429",
         "pacing: back up to 7 of 10 requests/s after a 429",
     ]
+
+
+def test_a_404_retry_counts_against_the_404s_before_the_split(make_emulator: EmulatorFactory,
+                                                               tmp_path: Path) -> None:
+    """It said "attempt 2 of 8" (--max-attempts), though the third 404 splits the batch. A
+    front end's 404 (NCBI's Apache, HTML) is the one retried; the API's own is a refusal."""
+    emulator = make_emulator(faults={"apache_404": 0.5}, seed=2)
+    source = write_ids(tmp_path / "ids.txt", range(1, 41))
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--batch-size",
+                        "10", "--rate", "1000", "--retry-wait", "0", "--no-progress", "-v",
+                        env=cli_env(emulator.base_url))
+    assert result.returncode == 0, result.stderr.decode()
+    retries = [line for line in result.stderr.splitlines()
+               if _RETRIED in line and b"HTTP 404" in line]
+    assert retries, result.stderr.decode()
+    assert not any(b"of 8" in line for line in retries), retries
+    assert any(b"404 2 of 3" in line for line in retries), retries

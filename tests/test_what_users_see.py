@@ -109,3 +109,71 @@ def test_a_key_with_a_line_break_is_a_usage_error_not_a_crash(tmp_path: Path) ->
     shown = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), env=env)
     assert shown.returncode == 2 and b"line breaks" in shown.stderr
     assert b"SECRET" not in shown.stderr and b"Traceback" not in shown.stderr
+
+
+def _users_directory(out: Path) -> None:
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes\n")
+    (out / "sub").mkdir()
+    (out / "sub" / "data.csv").write_text("a,b\n")
+
+
+def _users_files_intact(out: Path) -> None:
+    assert (out / "notes.txt").read_text() == "my notes\n"
+    assert (out / "sub" / "data.csv").read_text() == "a,b\n"
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_a_directory_of_other_files_is_refused_neither_used_nor_moved(
+        make_emulator: EmulatorFactory, tmp_path: Path, restart: bool) -> None:
+    """--restart moved a user's notes.txt and sub/ aside without saying where; without it the
+    directory was filled silently."""
+    emulator = make_emulator()
+    source = write_ids(tmp_path / "ids.txt", range(1, 21))
+    out = tmp_path / "out"
+    _users_directory(out)
+    refused = invoke_cli("fetch", str(source), "--out", str(out), "--rate", "500",
+                         *(["--restart"] if restart else []), env=cli_env(emulator.base_url))
+    assert refused.returncode == 1, refused.stderr.decode()
+    assert b"notes.txt" in refused.stderr and b"--allow-other-files" in refused.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "sub"]
+    assert not list(tmp_path.glob("out.restarted-*"))
+    _users_files_intact(out)
+    allowed = invoke_cli("fetch", str(source), "--out", str(out), "--rate", "500",
+                         "--allow-other-files", env=cli_env(emulator.base_url))
+    assert allowed.returncode == 0, allowed.stderr.decode()
+    _users_files_intact(out)
+    assert (out / "checkpoint.json").exists()
+
+
+def test_restart_says_where_it_moved_the_old_run(make_emulator: EmulatorFactory,
+                                                 tmp_path: Path) -> None:
+    emulator = make_emulator()
+    source = write_ids(tmp_path / "ids.txt", range(1, 21))
+    out = tmp_path / "out"
+    env = cli_env(emulator.base_url)
+    assert invoke_cli("fetch", str(source), "--out", str(out), "--rate", "500",
+                      env=env).returncode == 0
+    again = invoke_cli("fetch", str(source), "--out", str(out), "--rate", "500", "--restart",
+                       env=env)
+    assert again.returncode == 0, again.stderr.decode()
+    (moved,) = tmp_path.glob("out.restarted-*")
+    assert f"moved the old run in {out} aside to {moved}".encode() in again.stderr
+
+
+def test_restart_among_other_files_moves_only_the_old_run(make_emulator: EmulatorFactory,
+                                                          tmp_path: Path) -> None:
+    emulator = make_emulator()
+    source = write_ids(tmp_path / "ids.txt", range(1, 21))
+    out = tmp_path / "out"
+    env = cli_env(emulator.base_url)
+    _users_directory(out)
+    assert invoke_cli("fetch", str(source), "--out", str(out), "--rate", "500",
+                      "--allow-other-files", env=env).returncode == 0
+    again = invoke_cli("fetch", str(source), "--out", str(out), "--rate", "500", "--restart",
+                       "--allow-other-files", env=env)
+    assert again.returncode == 0, again.stderr.decode()
+    _users_files_intact(out)
+    (moved,) = tmp_path.glob("out.restarted-*")
+    assert (moved / "checkpoint.json").exists() and not (moved / "notes.txt").exists()
+    assert f"aside to {moved}".encode() in again.stderr

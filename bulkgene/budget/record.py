@@ -1,13 +1,10 @@
-"""Lease files: the budget's name and directory, the record each process writes, a one-look listing."""
+"""Lease files: the budget's name and directory, the record each process writes and how it is read."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import stat
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -19,8 +16,11 @@ FENCE_AFTER_S = 3.0
 SERVER_WINDOW_S = 1.0  # NCBI counts requests per second
 MARGIN_S = 0.25  # scheduling and NFS visibility jitter
 GC_AFTER_S = 60.0  # seen unchanged this long (our clock): its owner has long fenced itself
-SKEW_TOLERANCE_S = 10.0  # for list_leases only, which must judge from one look
+ACK_TIMEOUT_S = 60.0  # a live peer that makes no room for a newcomer this long is not waited for
+MAX_PEERS = 31  # more live leases than this on one key is not plausible: a share is ≥ 1/32
+WAIT_REPORT_S = 10.0  # a join longer than this says what it waits for (normal: ~2-3 s)
 LEASE_SUFFIX = ".lease"
+TEMP_SUFFIX = ".tmp"
 _NAME_SALT = b"bulkgene-budget-v1\0"
 
 
@@ -63,12 +63,20 @@ def budget_path(api_key: str | None, root: Path | None = None) -> Path:
 _MAX_LEASE_BYTES = 4096  # a lease is a few hundred bytes: anything bigger is not one
 
 
-def read_small_file(path: Path, max_bytes: int) -> bytes | None:
-    """The bytes of ``path`` if it is a regular file of at most ``max_bytes``; None if it is
-    gone or anything else (a FIFO, a link, a huge file): a shared directory is not trusted."""
+def read_small_file(path: Path | str, max_bytes: int, *, denied: bool = False,
+                    dir_fd: int | None = None) -> bytes | None:
+    """The bytes of ``path`` (relative to ``dir_fd`` if given) if it is a regular file of at
+    most ``max_bytes``; None if it is gone or anything else (a FIFO, a link, a huge file): a
+    shared directory is not trusted. With ``denied``, PermissionError is raised rather than
+    taken for "not there"."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-    except (FileNotFoundError, OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except PermissionError:
+        if denied:
+            raise
+        return None
+    except OSError:
         return None
     try:
         info = os.fstat(fd)
@@ -79,9 +87,10 @@ def read_small_file(path: Path, max_bytes: int) -> bytes | None:
         os.close(fd)
 
 
-def read_record(path: Path) -> LeaseRecord | None:
+def read_record(path: Path | str, *, denied: bool = False,
+                dir_fd: int | None = None) -> LeaseRecord | None:
     """The lease in ``path``; None if it is gone or not a lease (garbage included)."""
-    raw = read_small_file(path, _MAX_LEASE_BYTES)
+    raw = read_small_file(path, _MAX_LEASE_BYTES, denied=denied, dir_fd=dir_fd)
     if raw is None:
         return None
     try:
@@ -90,33 +99,15 @@ def read_record(path: Path) -> LeaseRecord | None:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class LeaseView:
-    """One lease as ``bulkgene status`` shows it."""
+def shown(text: str, max_chars: int = 160) -> str:
+    """Text from a file another user may have written, safe to print: one line, no terminal
+    escapes (control and format characters are shown escaped), and not too long."""
+    if len(text) > max_chars:
+        text = text[:max_chars] + "..."
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+                   for char in text)
 
-    record: LeaseRecord
-    heartbeat_age_s: float  # by this host's clock against the writer's: skew shows here
-    alive: bool
 
-
-def list_leases(directory: Path, *, dead_after_s: float = DEAD_AFTER_S,
-                skew_tolerance_s: float = SKEW_TOLERANCE_S,
-                now_wall: float | None = None) -> list[LeaseView]:
-    """The leases in a budget directory, oldest first, from one look.
-
-    One look can't watch a counter change, so liveness here compares the written heartbeat
-    time with this host's clock and forgives ``skew_tolerance_s`` of clock skew: a killed
-    process shows as alive for that long. The leases themselves never judge this way.
-    """
-    now = time.time() if now_wall is None else now_wall
-    views = []
-    with contextlib.suppress(FileNotFoundError):
-        for path in directory.glob("*" + LEASE_SUFFIX):
-            try:
-                record = read_record(path)
-            except OSError:
-                continue
-            if record is not None:
-                age_s = now - record.heartbeat_at
-                views.append(LeaseView(record, age_s, age_s <= dead_after_s + skew_tolerance_s))
-    return sorted(views, key=lambda view: (view.record.started_at, view.record.lease_id))
+def describe(record: LeaseRecord) -> str:
+    """Who holds a lease, in words safe to print: pid, host and output directory."""
+    return f"pid {record.pid} on {shown(record.host, 64)} -> {shown(record.out_dir)}"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from bulkgene.cli.console import configure_logging, report_end
+from bulkgene.cli.console import configure_logging, print_out, report_end
+from bulkgene.cli.options import FINITE, FiniteRange, OutDir
 from bulkgene.cli.progress import ProgressReporter, Terminal, TerminalLog
 from bulkgene.errors import StateError
 
@@ -17,13 +18,18 @@ STATUS_EXAMPLES = """
 Examples:
   bulkgene status genes/
   bulkgene status genes/ --json | jq .total
+  bulkgene status genes/ --budget-dir /shared/lab/bulkgene-budget
 """
 
 
 @click.command(epilog=STATUS_EXAMPLES)
 @click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False), metavar="DIR")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
-def status(out_dir: Path, as_json: bool) -> None:
+@click.option("--budget-dir", type=click.Path(path_type=Path, file_okay=False),
+              envvar="BULKGENE_BUDGET_DIR", default=None,
+              help="The --budget-dir the fetch was given, to list who shares the key's budget "
+                   "with it (DIR/.budget and ~/.cache/bulkgene/budget are always looked at).")
+def status(out_dir: Path, as_json: bool, budget_dir: Path | None) -> None:
     """Progress and accounting of a fetch directory (every task of it), read from disk.
 
     Works while a run is going on: it reads the checkpoints, summaries and locks, and never
@@ -34,25 +40,30 @@ def status(out_dir: Path, as_json: bool) -> None:
     """
     from bulkgene.results import status as status_module
 
+    _refuse_absent(out_dir)
     try:
         statuses = status_module.directory_status(out_dir)
     except StateError as exc:
         raise click.ClickException(str(exc)) from None
-    from bulkgene.run.sharing import leases_sharing_with
+    from bulkgene.run.sharing import leases_sharing_with, status_roots
 
-    leases = leases_sharing_with(out_dir)
+    leases = leases_sharing_with(out_dir, budget_dir)
     whole_array = not status_module.is_task_directory(out_dir)
     if as_json:
-        click.echo(status_module.as_json(statuses, leases, whole_array).decode(), nl=False)
+        print_out(status_module.as_json(statuses, leases, whole_array).decode(), nl=False)
         return
-    click.echo(status_module.as_table(statuses))
+    print_out(status_module.as_table(statuses))
+    if history := status_module.history_line(statuses):
+        print_out(history)
     if leases:
-        click.echo(status_module.leases_table(leases))
+        print_out(status_module.leases_table(leases))
+    elif hint := status_module.no_lease_hint(statuses, status_roots(out_dir, budget_dir)):
+        print_out(hint)
     reasons = status_module.incomplete_reasons(statuses, whole_array)
     for reason in reasons:
-        click.echo(f"incomplete: {reason}")
+        print_out(f"incomplete: {reason}")
     if not reasons:
-        click.echo("complete: every requested GeneID was found or is in missing.tsv with a reason")
+        print_out("complete: every requested GeneID was found or is in missing.tsv with a reason")
 
 
 VERIFY_EXAMPLES = """
@@ -70,21 +81,40 @@ def verify(out_dir: Path) -> None:
     Each line must be complete, valid JSON with a GeneID; no GeneID may appear twice in the
     whole directory; every file must be as long as its checkpoint says; the accounting must
     reconcile. Exit 0 only when all of that holds; otherwise each problem is listed.
+    For an array that passes, DIR/missing.tsv, replaced.tsv and summary.json (every task's
+    merged) are written when absent or out of date.
     """
+    from bulkgene.results import merge
     from bulkgene.results.verify import verify as run_verify
 
+    _refuse_absent(out_dir)
     verdict = run_verify(out_dir)
     summary = (f"{verdict.tasks} task(s), {verdict.shards} shard(s), {verdict.records} records")
     if verdict.ok:
-        click.echo(f"ok: {summary}; every requested GeneID found or missing with a reason, "
-                   "no GeneID twice, shard lengths match the checkpoints, accounting reconciles")
+        print_out(f"ok: {summary}; every requested GeneID found or missing with a reason, "
+                  "no GeneID twice, shard lengths match the checkpoints, accounting reconciles")
+        if merge.is_array(out_dir) and not merge.merged_is_current(out_dir):
+            merged = merge.rebuild_merged(out_dir)
+            if merged is not None:
+                print_out(f"{merge.summary_line(merged)}; merged into {out_dir}/missing.tsv, "
+                          "replaced.tsv and summary.json")
         return
     for problem in verdict.problems:
         click.echo(f"problem: {problem}", err=True)
+    if verdict.tasks == 0:  # nothing to resume: the path is wrong, not the run
+        click.echo(f"FAILED: {out_dir} holds no bulkgene run; check the path (the --out given "
+                   "to bulkgene fetch)", err=True)
+        sys.exit(1)
     click.echo(f"FAILED: {len(verdict.problems)} problem(s) in {summary}. An unfinished run "
                "is finished (and torn tails cut back) by re-running the same fetch command; "
                "anything else means the files were changed outside bulkgene.", err=True)
     sys.exit(1)
+
+
+def _refuse_absent(out_dir: Path) -> None:
+    if not out_dir.exists():
+        raise click.ClickException(f"{out_dir} does not exist: check the path (the --out "
+                                   "given to bulkgene fetch)")
 
 
 DEMO_EXAMPLES = """
@@ -96,8 +126,8 @@ Examples:
 
 
 @click.command(epilog=DEMO_EXAMPLES)
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
-              default=None, help="Where to write. [default: a new temporary directory]")
+@click.option("-o", "--out", "out_dir", type=OutDir(), default=None, metavar="DIR",
+              help="Where to write. [default: a new temporary directory]")
 def demo(out_dir: Path | None) -> None:
     """Try bulkgene offline: emulator on 127.0.0.1, fetch sample_inputs/, show the result.
 
@@ -117,16 +147,18 @@ def demo(out_dir: Path | None) -> None:
     terminal = Terminal(sys.stderr, live=sys.stderr.isatty())
     configure_logging(0, 0, TerminalLog(terminal))
     try:
-        summary = run_demo(target, ProgressReporter(terminal, 5.0))
-        click.echo(SYNTHETIC_NOTE)
+        summary, explained = run_demo(target, ProgressReporter(terminal, 5.0))
+        print_out(SYNTHETIC_NOTE)
+        if explained is not None:
+            print_out(f"bulkgene demo: {explained}")
         if out_dir is not None:
             report_end(summary)
-            click.echo(how_to_look(out_dir))
+            print_out(how_to_look(out_dir))
         else:
-            click.echo(f"bulkgene demo: {summary.line()}")
-            click.echo(preview(target))
-            click.echo("The demo's temporary directory was removed again; `bulkgene demo --out "
-                       "DIR` keeps the output and shows commands to read it.")
+            print_out(f"bulkgene demo: {summary.line()}")
+            print_out(preview(target))
+            print_out("The demo's temporary directory was removed again; `bulkgene demo --out "
+                      "DIR` keeps the output and shows commands to read it.")
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -161,25 +193,25 @@ class _EmulateCommand(click.Command):
               help="Port on 127.0.0.1 (0 picks a free one). Never binds another address.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the synthetic genes and of the fault draws.")
-@click.option("--anonymous-rate", type=float, default=5.0, show_default=True,
+@click.option("--anonymous-rate", type=FINITE, default=5.0, show_default=True,
               help="Requests/s allowed without an api-key header.")
-@click.option("--keyed-rate", type=float, default=10.0, show_default=True,
+@click.option("--keyed-rate", type=FINITE, default=10.0, show_default=True,
               help="Requests/s allowed per api-key.")
 @click.option("--no-rate-limit", is_flag=True, help="Never answer 429 for rate.")
-@click.option("--latency", type=float, default=0.0, show_default=True,
+@click.option("--latency", type=FINITE, default=0.0, show_default=True,
               help="Seconds before each answer.")
-@click.option("--latency-per-gene", type=float, default=0.0, show_default=True,
+@click.option("--latency-per-gene", type=FINITE, default=0.0, show_default=True,
               help="Extra seconds per report on the page.")
-@click.option("--jitter", type=float, default=0.0, show_default=True,
+@click.option("--jitter", type=FINITE, default=0.0, show_default=True,
               help="Latency varies by +- this fraction.")
-@click.option("--arrival-jitter-ms", type=click.FloatRange(min=0), default=0.0,
+@click.option("--arrival-jitter-ms", type=FiniteRange(min=0), default=0.0,
               show_default=True,
               help="Hold each request 0..this many ms (seeded) before it counts as arrived.")
 @click.option("--fault", "faults", multiple=True, metavar="NAME=P",
               help="Inject a fault with probability P per request (repeatable; names below).")
 @click.option("--valid-key", "valid_keys", multiple=True,
               help="Accept only these api-keys (others get 401). Default: any key.")
-@click.option("--keepalive-timeout", type=click.FloatRange(min=0), default=4.0,
+@click.option("--keepalive-timeout", type=FiniteRange(min=0), default=4.0,
               show_default=True, help="Close a kept-alive connection idle this many seconds "
               "(0: 75 s and no Keep-Alive header).")
 @click.option("--keepalive-max", type=click.IntRange(min=0), default=40, show_default=True,
@@ -200,6 +232,10 @@ class _EmulateCommand(click.Command):
               show_default=True, help="What an invalid page token gets (400: old guess).")
 @click.option("--remaining-only-on-429", is_flag=True,
               help="Old guess: X-RateLimit-* headers on 429s only.")
+@click.option("--remaining-counted-at", type=click.Choice(["arrival", "answer"]),
+              default="arrival", show_default=True,
+              help="When X-RateLimit-Remaining is counted: at the request's arrival, or as "
+              "its answer leaves (then a slow answer counts the caller's later requests too).")
 @click.option("--black-hole", is_flag=True,
               help="Instead of the API: accept connections and never answer, as a proxy or "
               "firewall that swallows requests does (try `bulkgene fetch` and `doctor` on it).")
@@ -208,14 +244,18 @@ def emulate(port: int, seed: int, anonymous_rate: float, keyed_rate: float, no_r
             faults: tuple[str, ...], valid_keys: tuple[str, ...], keepalive_timeout: float,
             keepalive_max: int, invalid_id_per_mille: float, retired: tuple[str, ...],
             retired_status: str, unknown_id_messages: bool, total_count_every_page: bool,
-            bad_token_status: str, remaining_only_on_429: bool, black_hole: bool) -> None:
+            bad_token_status: str, remaining_only_on_429: bool,
+            remaining_counted_at: str, black_hole: bool) -> None:
     """Serve a faithful local emulator of NCBI Datasets v2 gene reports on 127.0.0.1.
 
     Behaves as NCBI was recorded: same page schema and quirks (reports out of input order,
     GeneIDs as strings, omitted empty fields, total_count on the first page only, page
     tokens, {} for nothing found, unknown IDs silently missing, replaced IDs, 500 for a bad
     token), X-RateLimit-Limit/-Remaining on every answer, Keep-Alive: timeout=4, max=40
-    enforced, 429 with Retry-After over the rate. Stop it with Ctrl-C.
+    enforced, 429 with Retry-After over the rate. It also serves the taxon routes
+    (/gene/taxon/{taxon}/dataset_report, /counts, taxon in a POST body) for a few organisms,
+    by tax ID or name: human (9606), house mouse, zebrafish, fruit fly, E. coli K-12 and a
+    100 000-gene bread wheat (4565). Stop it with Ctrl-C.
     """
     from bulkgene.testing import ENDPOINTS, FAULTS, EmulatorConfig, serve_forever
 
@@ -244,6 +284,7 @@ def emulate(port: int, seed: int, anonymous_rate: float, keyed_rate: float, no_r
         retired_status=int(retired_status), unknown_id_messages=unknown_id_messages,
         total_count_on_every_page=total_count_every_page, bad_token_status=int(bad_token_status),
         rate_limit_headers_only_on_429=remaining_only_on_429,
+        remaining_counted_at=remaining_counted_at,
     )
     try:
         if black_hole:

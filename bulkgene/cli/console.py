@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shlex
+import stat
 import sys
 from pathlib import Path
 
@@ -16,6 +18,25 @@ from bulkgene.model import Summary
 
 log = logging.getLogger("bulkgene")
 _TRACE = 5  # net/client.py's TRACE (not imported: it loads aiohttp): -vv, every request
+
+
+def print_out(text: str, nl: bool = True) -> None:
+    """``text`` to standard output; a full disk or a failing device there is a clear error
+    (exit 1), not a traceback, and nothing more is tried on that stream."""
+    try:
+        click.echo(text, nl=nl)
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            raise  # click ends quietly on a closed pipe (| head)
+        try:  # the unwritten rest would fail again when Python flushes at exit
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, sys.stdout.fileno())
+            os.close(null)
+        except (OSError, ValueError, AttributeError):
+            pass  # not a real file (a test runner's buffer): nothing is flushed at exit
+        raise click.ClickException(
+            f"cannot write to standard output: {exc.strerror or exc}; if it is redirected "
+            "to a file, free some space there (or write it elsewhere) and run it again") from None
 
 
 def configure_logging(verbose: int, quiet: int, handler: logging.Handler | None = None) -> None:
@@ -85,15 +106,41 @@ def resume_command(args: list[str]) -> str:
     return "bulkgene " + " ".join(shown)
 
 
+_MAX_KEY_FILE_BYTES = 4096  # a key is 36 characters; a comment or two at most besides
+
+
+def _read_key_file(path: Path) -> bytes:
+    """A key file's bytes, read as a small file: a device (``/dev/zero``), a directory or a
+    huge file is refused after reading at most a few KiB (reading /dev/zero whole took 24 GB)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(f"cannot read --api-key-file {path}: {exc.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):  # a FIFO: <(pass show ncbi)
+            raise ConfigError(f"--api-key-file {path} is not a regular file: give the file "
+                              "that holds your NCBI API key")
+        os.set_blocking(fd, True)
+        raw = b""
+        while len(raw) <= _MAX_KEY_FILE_BYTES and (block := os.read(fd, 1 << 12)):
+            raw += block
+    except OSError as exc:
+        raise ConfigError(f"cannot read --api-key-file {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > _MAX_KEY_FILE_BYTES:
+        raise ConfigError(f"--api-key-file {path} is too big to be a key file (over "
+                          f"{_MAX_KEY_FILE_BYTES} bytes): put only your NCBI API key in it")
+    return raw
+
+
 def read_api_key(api_key: str | None, api_key_file: Path | None) -> Secret | None:
     """--api-key, else --api-key-file, else $NCBI_API_KEY; never echoed anywhere."""
     if api_key:
         return Secret(api_key.strip())
     if api_key_file is not None:
-        try:
-            raw = api_key_file.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read --api-key-file {api_key_file}: {exc.strerror}") from None
+        raw = _read_key_file(api_key_file)
         # editors on Windows save a BOM, and every editor a final newline: neither is the key
         text = raw.decode("utf-8-sig", "replace").strip()
         if not text:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
+import tempfile
 from pathlib import Path
 
 import orjson
 
 from bulkgene.cli.progress import ProgressReporter
 from bulkgene.config import DownloadConfig, NetworkSpec, OutputSpec
+from bulkgene.history.explain import explain
+from bulkgene.history.source import HistorySource
 from bulkgene.model import Summary
 from bulkgene.run.download import download
 from bulkgene.testing import EmulatorConfig, EmulatorThread
@@ -31,8 +35,10 @@ def demo_inputs(out_dir: Path) -> tuple[str, ...]:
     return (str(fallback),)
 
 
-def run_demo(out_dir: Path, progress: ProgressReporter) -> Summary:
-    """Serve the emulator on 127.0.0.1 with a realistic latency and fetch the sample lists."""
+def run_demo(out_dir: Path, progress: ProgressReporter) -> tuple[Summary, str | None]:
+    """Serve the emulator on 127.0.0.1 with a realistic latency, fetch the sample lists and
+    explain their missing GeneIDs from the emulator's gene_history; the summary and what
+    explaining found (None if the run did not complete)."""
     emulator_config = EmulatorConfig(rate_limit=True, latency_s=0.15, latency_per_gene_s=0.0005,
                                      latency_jitter=0.2)
     with EmulatorThread(emulator_config) as emulator:
@@ -41,9 +47,20 @@ def run_demo(out_dir: Path, progress: ProgressReporter) -> Summary:
                                 output=OutputSpec(batch_size=50), restart=True,
                                 progress_interval_s=progress.tick_s)
         try:
-            return asyncio.run(download(config, handle_signals=True, on_progress=progress.update))
+            summary = asyncio.run(download(config, handle_signals=True,
+                                           on_progress=progress.update))
         finally:
             progress.close()
+        if not summary.complete:
+            return summary, None
+        with tempfile.TemporaryDirectory(prefix="bulkgene-demo-cache-") as cache:
+            source = HistorySource(emulator.history_url, cache_dir=Path(cache))
+            report = asyncio.run(explain(out_dir, source))
+    missing = report.missing
+    summary = dataclasses.replace(summary, missing_discontinued=missing["DISCONTINUED"],
+                                  missing_replaced=missing["REPLACED"],
+                                  missing_not_in_history=missing["NOT_IN_HISTORY"])
+    return summary, report.line()
 
 
 SYNTHETIC_NOTE = ("Note: the demo's genes come from bulkgene's local emulator, not from NCBI: "
@@ -61,7 +78,9 @@ def preview(out_dir: Path) -> str:
                          f"{gene.get('description')}")
     with contextlib.suppress(OSError):
         rows = (out_dir / "missing.tsv").read_text().splitlines()[1:4]
-        lines += ["A few missing IDs (gene_id, reason):", *(f"  {row}" for row in rows)]
+        lines += ["A few missing IDs (gene_id, reason, and what NCBI's gene history says: "
+                  "history, current_gene_id, discontinued_on, symbol, tax_id):",
+                  *(f"  {row}" for row in rows)]
     return "\n".join(lines)
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from bulkgene.cli.console import read_api_key
-from bulkgene.cli.options import server_options
+from bulkgene.cli.console import print_out, read_api_key
+from bulkgene.cli.options import FiniteRange, server_options
 from bulkgene.config import ENDPOINTS, ApiQuery, NetworkSpec, Timeouts, default_of
 from bulkgene.errors import ConfigError
 
@@ -38,7 +38,7 @@ _WIDTH = 100
 @click.option("--endpoint", type=click.Choice(ENDPOINTS),
               default=default_of(ApiQuery, "endpoint"), show_default=True,
               help="The endpoint fetch will be asked to use; all three are checked.")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(1, 600), default=20.0,
+@click.option("--timeout", "timeout_s", type=FiniteRange(1, 600), default=20.0,
               show_default=True, help="Seconds to wait for a connection, and for each answer.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
 @click.pass_context
@@ -79,7 +79,7 @@ def doctor(ctx: click.Context, base_url: str, api_key_file: Path | None, api_key
         text = _table(diagnosis.checks, diagnosis.verdict, diagnosis.requests)
     if key is not None:
         text = text.replace(key.reveal(), "***")
-    click.echo(text, nl=False)
+    print_out(text, nl=False)
     sys.exit(0 if diagnosis.ok else 1)
 
 

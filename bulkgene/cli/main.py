@@ -15,14 +15,19 @@ from pathlib import Path
 import click
 
 from bulkgene.cli import commands
-from bulkgene.cli.console import configure_logging, read_api_key, report_end
+from bulkgene.cli.console import configure_logging, print_out, read_api_key, report_end
 from bulkgene.cli.doctor import doctor
-from bulkgene.cli.options import server_options
+from bulkgene.cli.explain import AfterFetch, explain, explain_fetch_options, finish_fetch
+from bulkgene.cli.export import export
+from bulkgene.cli.grow import add_option, retry
+from bulkgene.cli.options import FINITE, FiniteRange, OutDir, server_options
 from bulkgene.cli.progress import ProgressReporter, Terminal, TerminalLog
+from bulkgene.cli.taxon import TAXON_EXAMPLES, dry_run_taxa, taxon_options, taxon_selection
 from bulkgene.config import (
     COMPRESSIONS,
     ENDPOINTS,
     FORMATS,
+    MAX_TASK_COUNT,
     RECORDS,
     RETURNED_CONTENTS,
     SORT_DIRECTIONS,
@@ -43,6 +48,7 @@ from bulkgene.config import (
     default_of,
 )
 from bulkgene.errors import BulkgeneError, ConfigError
+from bulkgene.input.advice import shown
 from bulkgene.input.lines import Reject
 from bulkgene.model import Summary
 from bulkgene.run import array
@@ -74,6 +80,8 @@ Examples:
   bulkgene fetch ids.txt --out genes/ --endpoint dataset-report --record gene --compress gzip
   bulkgene fetch ids.txt --out table/ --format tsv --table-field gene-id --table-field symbol
   bulkgene fetch ids.txt --out genes/   # run it again after a kill: it resumes
+  bulkgene fetch ids.txt --out genes/ --explain --follow-replaced   # why missing; successors
+  bulkgene fetch more_ids.txt --out genes/ --add   # grow a finished run by the new IDs only
   sbatch --array=0-3%2 fetch.sbatch      # with --split slurm: a quarter each, genes/task-000N/
 
 \b
@@ -89,14 +97,15 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
 """
 
 
-@main.command(epilog=FETCH_EXAMPLES)
-@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path),
+@main.command(epilog=FETCH_EXAMPLES + TAXON_EXAMPLES)
+@click.argument("inputs", nargs=-1, metavar="[INPUT]...")
+@click.option("-o", "--out", "out_dir", required=True, type=OutDir(), metavar="DIR",
               help="Output directory (created). Re-running into it resumes.")
 @click.option("--column", metavar="N|NAME", default=None,
               help="Read GeneIDs from this column: a number counted from 1, or a name in the "
               "file's header line (e.g. GeneID for NCBI's gene_info, whose column 1 is "
               "tax_id). [default: the column a header line names GeneID, else the first field]")
+@taxon_options
 @server_options
 @click.option("--endpoint", type=click.Choice(ENDPOINTS),
               default=default_of(ApiQuery, "endpoint"), show_default=True,
@@ -140,7 +149,7 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
 @click.option("--page-size", type=int, default=default_of(ApiQuery, "page_size"),
               show_default=True, help="Reports per page, 1..1000; smaller pages mean more "
               "requests.")
-@click.option("--rate", type=float, default=None,
+@click.option("--rate", type=FINITE, default=None,
               help="A fixed requests/s ceiling for this process alone, taking no share of the "
               "key's budget. [default: the key's 10/s (5 without a key), shared live with "
               "every other bulkgene using it]")
@@ -157,16 +166,16 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
 @click.option("--max-attempts", type=click.IntRange(1, 100),
               default=default_of(RetryPolicy, "max_attempts"), show_default=True,
               help="Attempts per page before its batch is recorded as failed.")
-@click.option("--retry-wait", type=click.FloatRange(0, 600),
+@click.option("--retry-wait", type=FiniteRange(0, 600),
               default=default_of(RetryPolicy, "backoff_base_s"), show_default=True,
               help="Base of the exponential backoff between attempts, in seconds (capped at 30 s).")
-@click.option("--connect-timeout", type=click.FloatRange(0.1, 3600),
+@click.option("--connect-timeout", type=FiniteRange(0.1, 3600),
               default=default_of(Timeouts, "connect_s"), show_default=True,
               help="Seconds to wait for a connection before the attempt is retried.")
-@click.option("--read-timeout", type=click.FloatRange(0.1, 3600),
+@click.option("--read-timeout", type=FiniteRange(0.1, 3600),
               default=default_of(Timeouts, "read_stall_s"), show_default=True,
               help="Seconds a response may stall (no byte at all) before the attempt is retried.")
-@click.option("--attempt-timeout", type=click.FloatRange(0.1, 86400),
+@click.option("--attempt-timeout", type=FiniteRange(0.1, 86400),
               default=default_of(Timeouts, "attempt_s"), show_default=True,
               help="Seconds one attempt may take in all, however slowly bytes trickle in.")
 @click.option("--memory-budget-mb", type=click.IntRange(1, 65536),
@@ -178,12 +187,12 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
               default=default_of(NetworkSpec, "max_response_bytes") >> 20, show_default=True,
               help="Largest answer accepted (after decompression); a bigger one is treated as "
               "an invalid page and retried.")
-@click.option("--outage-after", type=click.FloatRange(1, 86400),
+@click.option("--outage-after", type=FiniteRange(1, 86400),
               default=default_of(RetryPolicy, "outage_s"), show_default=True,
               help="Stop (resumably) when no request has succeeded for this many seconds.")
 @click.option("--task-index", type=click.IntRange(0), default=None,
               help="This task's number, 0..N-1, when N processes share one input.")
-@click.option("--task-count", type=click.IntRange(1), default=None,
+@click.option("--task-count", type=click.IntRange(1, MAX_TASK_COUNT), default=None,
               help="How many tasks split the input (batch b goes to task b mod N).")
 @click.option("--split", "split_mode", type=click.Choice(["slurm"]), default=None,
               help="Share the input among the tasks of a SLURM array: index and count from "
@@ -191,19 +200,27 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
               "fetches its whole input.")
 @click.option("--restart", is_flag=True,
               help="Move an existing run in --out aside (renamed, never deleted) and start over.")
+@click.option("--allow-other-files", is_flag=True,
+              help="Start a run in an --out that already holds files of yours (they are left "
+              "alone, also by --restart). Without it such a directory is refused.")
 @click.option("--progress/--no-progress", default=None,
               help="A live bar on a terminal, a plain line every --progress-interval "
               "elsewhere. [default: on, unless -q]")
-@click.option("--progress-interval", type=click.FloatRange(1), default=30.0, show_default=True,
+@click.option("--progress-interval", type=FiniteRange(1), default=30.0, show_default=True,
               help="Seconds between plain progress lines when stderr is not a terminal.")
 @click.option("--dry-run", is_flag=True,
               help="Read and check the input and what --out holds; print counts, batches, "
               "the requests as packed, the time the rate implies and the disk the output "
               "will take; say what a real run would refuse (exit 1). Send nothing, write "
-              "nothing.")
+              "nothing. With --taxon: ask NCBI (two requests a taxon) how many genes it would "
+              "fetch, by type, and the time and disk it takes.")
+@add_option
+@explain_fetch_options
 @click.option("-q", "--quiet", count=True, help="Less logging (-qq: errors only).")
 @click.option("-v", "--verbose", count=True, help="More logging.")
-def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: str,
+def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None,
+          taxa: tuple[str, ...], taxa_file: Path | None, gene_types: tuple[str, ...],
+          include_subtree: bool, refresh_list: bool, base_url: str,
           api_key_file: Path | None,
           api_key: str | None, endpoint: Endpoint, output_format: Format, record: RecordShape,
           compress: Compression,
@@ -216,9 +233,12 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
           shards: int, max_attempts: int, retry_wait: float, connect_timeout: float,
           read_timeout: float, attempt_timeout: float, memory_budget_mb: int, max_response_mb: int,
           outage_after: float, task_index: int | None,
-          task_count: int | None, split_mode: str | None, restart: bool, progress: bool | None,
-          progress_interval: float, dry_run: bool, quiet: int, verbose: int) -> None:
-    """Download the gene reports of every GeneID in INPUT... (files, .gz, or - for stdin).
+          task_count: int | None, split_mode: str | None, restart: bool,
+          allow_other_files: bool, progress: bool | None,
+          progress_interval: float, dry_run: bool, quiet: int, verbose: int, add: bool,
+          after_fetch: AfterFetch) -> None:
+    """Download the gene reports of every GeneID in INPUT... (files, .gz, or - for stdin),
+    and of every gene of the organisms --taxon names.
 
     One GeneID per line: the first field of a tab-, comma- or space-separated line, or the
     column --column picks, or the GeneID column a header line names (NCBI's gene_info).
@@ -236,7 +256,9 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
     configure_logging(verbose, quiet, TerminalLog(terminal))
     try:
         config = DownloadConfig(
-            inputs=inputs, out_dir=out_dir, column=column, restart=restart,
+            inputs=inputs, out_dir=out_dir, column=column, restart=restart, add=add,
+            taxa=taxon_selection(taxa, taxa_file, gene_types, include_subtree, refresh_list),
+            allow_other_files=allow_other_files,
             query=ApiQuery(
                 endpoint=endpoint, format=output_format, returned_content=returned_content,
                 page_size=page_size, locus_tags=locus_tags, table_fields=table_fields,
@@ -259,7 +281,14 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     if dry_run:
-        _dry_run(config)
+        if config.inputs:
+            _dry_run(config)
+        if config.taxa is not None:
+            try:
+                dry_run_taxa(config, _human_time)
+            except BulkgeneError as exc:
+                click.echo(f"bulkgene: error: {exc}", err=True)
+                sys.exit(exc.exit_code)
         return
     from bulkgene.run.download import download  # aiohttp is loaded only when a download runs
     from bulkgene.run.prepare import spool_files
@@ -286,7 +315,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
     reporter.close()
     # the resume command names the copies of read-once inputs, not the pipes
     report_end(summary, _naming_spools(sys.argv[1:], spools) if spools else None)
-    sys.exit(summary.exit_code)
+    sys.exit(finish_fetch(after_fetch, config, summary, terminal, reporter, show_progress))
 
 
 def _naming_spools(args: list[str], spools: dict[int, Path]) -> list[str]:
@@ -321,18 +350,17 @@ def _dry_run(config: DownloadConfig) -> None:
         click.echo(f"bulkgene: error: {exc}", err=True)
         sys.exit(exc.exit_code)
     counts = result.counts
-    click.echo(f"input: {counts.requested} unique GeneIDs, {counts.duplicates} duplicates, "
-               f"{counts.rejected} rejected lines")
+    print_out(f"input: {counts.requested} unique GeneIDs, {counts.duplicates} duplicates, "
+              f"{counts.rejected} rejected lines")
     for reject in rejects[:10]:
-        click.echo(f"  rejected: {reject.source}:{reject.line_number}: {reject.text!r} "
-                   f"({reject.reason})")
+        print_out(f"  rejected: {shown(reject)}")
     if len(rejects) > 10:
-        click.echo(f"  ... and {len(rejects) - 10} more (a real run lists them all in rejects.tsv)")
+        print_out(f"  ... and {len(rejects) - 10} more (a real run lists them all in rejects.tsv)")
     task = config.task
-    click.echo(f"batches: {result.batches} of up to {config.output.batch_size} IDs; task "
+    print_out(f"batches: {result.batches} of up to {config.output.batch_size} IDs; task "
                f"{task.index} of {task.count} takes {result.task_batches} "
                f"({result.task_ids} IDs) into {config.work_dir}")
-    click.echo(f"resume: {_resume_line(config, result)}")
+    print_out(f"resume: {_resume_line(config, result)}")
     if result.refusal is not None:
         click.echo(f"bulkgene: error: a real run would stop here: {result.refusal}", err=True)
         sys.exit(result.refusal.exit_code)
@@ -343,12 +371,12 @@ def _dry_run(config: DownloadConfig) -> None:
     hint = ("; --endpoint dataset-report would send each batch in one"
             if endpoint != "dataset-report" and result.requests_per_batch > 1.5 else "")
     batches = result.batches_to_fetch
-    click.echo(f"requests: {result.requests} for {batches} batch{'' if batches == 1 else 'es'}"
+    print_out(f"requests: {result.requests} for {batches} batch{'' if batches == 1 else 'es'}"
                f" ({result.requests_per_batch:.1f} a batch: {packing}{hint})")
-    click.echo(f"time: about {_human_time(result.seconds)} at {result.requests_per_s:.3g} "
+    print_out(f"time: about {_human_time(result.seconds)} at {result.requests_per_s:.3g} "
                "requests/s (network latency aside)")
-    click.echo(f"disk: {_disk_line(config, result)}")
-    click.echo("Nothing was sent.")
+    print_out(f"disk: {_disk_line(config, result)}")
+    print_out("Nothing was sent.")
 
 
 def _resume_line(config: DownloadConfig, result: DryRun) -> str:
@@ -401,5 +429,6 @@ def _human_time(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-for command in (commands.status, commands.verify, commands.demo, commands.emulate, doctor):
+for command in (commands.status, commands.verify, export, commands.demo, commands.emulate,
+                doctor, explain, retry):
     main.add_command(command)

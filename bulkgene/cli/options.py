@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -26,3 +28,48 @@ def server_options(function: F) -> F:
     )):
         function = option(function)
     return function
+
+
+class OutDir(click.Path):
+    """``--out``: a directory to create or resume in, never ``''`` (which is the current
+    directory to pathlib) nor the root directory, both of which a run would fill."""
+
+    def __init__(self) -> None:
+        super().__init__(path_type=Path, file_okay=False)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty: name the output directory, e.g. --out genes/ (--out . "
+                      "for the current directory)", param, ctx)
+        path = Path(os.fsdecode(super().convert(value, param, ctx)))
+        if path.resolve() == Path(path.resolve().anchor):
+            self.fail(f"{str(value)!r} is the root directory: name a directory to create or "
+                      "to resume in, e.g. --out genes/", param, ctx)
+        return path
+
+
+class FiniteRange(click.FloatRange):
+    """A float range that refuses ``nan`` and ``inf``: ``nan`` passes every range check
+    (it compares false with both bounds), and no timer or rate can use it."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+class Finite(click.types.FloatParamType):
+    """A plain float option that refuses ``nan`` and ``inf``."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+FINITE = Finite()

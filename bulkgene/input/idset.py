@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 from pyroaring import BitMap
@@ -43,6 +43,24 @@ class IdBitmap:
         except KeyError:
             return False
         return True
+
+    def update(self, gene_ids: Iterable[int]) -> None:
+        """Add every ID of ``gene_ids`` (each 0..2**31-1) at once."""
+        self._bits.update(gene_ids)
+
+    @property
+    def fast_contains(self) -> Callable[[int], bool]:
+        """Membership of an int already known to be in 0..2**32-1, without the checks of
+        ``in`` (a tight loop over millions of rows calls it for each)."""
+        contains: Callable[[int], bool] = self._bits.__contains__
+        return contains
+
+    def rank(self, gene_id: int) -> int:
+        """How many members are at most ``gene_id`` (a member's place, counting from 1)."""
+        return int(self._bits.rank(gene_id))
+
+    def intersection(self, other: IdBitmap) -> IdBitmap:
+        return IdBitmap(self._bits & other._bits)
 
     def __contains__(self, gene_id: object) -> bool:
         if not isinstance(gene_id, int) or not 0 <= gene_id <= MAX_GENE_ID:

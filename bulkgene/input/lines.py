@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import logging
 import re
+import shlex
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,62 +24,50 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from bulkgene.errors import InputError
+from bulkgene.input.advice import SHOWN_REJECTS, FileReport, LineShape, Reject, no_ids_error
+from bulkgene.input.columns import (
+    FIELD_QUOTES,
+    header_names,
+    is_gene_id_name,
+    is_tax_id_name,
+    parse_column,
+    refuse_numbered_non_gene_column,
+)
 from bulkgene.input.idset import MAX_GENE_ID, IdBitmap
+from bulkgene.input.spool import STDIN, refuse_device_stream
 
-STDIN = "-"
+__all__ = ["STDIN", "InputCounts", "Reject", "file_digest", "open_input", "parse_column",
+           "read_ids", "scan_ids", "shown_text"]
+
 _MAX_LINE_BYTES = 64 * 1024
 _READ_BYTES = 1 << 20
 _SHOWN_TEXT_CHARS = 80
-_SHOWN_REJECTS = 5
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
 _COMMENT = re.compile(rb"(?:^|[\s,])#")
-_FIELD_QUOTES = b" \t\"'"
-# spelled as NCBI's files, Entrez exports and Ensembl BioMart ("NCBI gene (formerly
-# Entrezgene) ID") name the column, compared without case, spaces, _ - ( )
-_GENE_ID_NAMES = frozenset({"geneid", "ncbigeneid", "entrezgeneid", "entrezid",
-                            "ncbigeneformerlyentrezgeneid", "entrezgene", "ncbigene"})
-_ENSEMBL = re.compile(r"ENS[A-Z]*G\d{6,}", re.IGNORECASE)
-_SYMBOL = re.compile(r"[A-Za-z][A-Za-z0-9@._/-]{0,39}(?:$|\s|\\t|,|;)")
 # other compressions read as junk lines; name them instead (gzip alone is un-packed)
 _PACKED = ((b"\xfd7zXZ\x00", "xz", "xz -dc"), (b"BZh", "bzip2", "bzip2 -dc"),
            (b"PK\x03\x04", "zip", "unzip -p"), (b"\x28\xb5\x2f\xfd", "zstd", "zstd -dc"),
            (b"7z\xbc\xaf\x27\x1c", "7z", "7z x -so"))
-# one value in more than half of a file's IDs is a column like tax_id, not GeneIDs
+# an Office file is a zip (xlsx, ods) or an OLE2 compound file (xls): unzipping gives XML
+_OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods")
+_SPREADSHEET_MEMBERS = (b"[Content_Types].xml", b"xl/", b"docProps/", b"spreadsheet")
+# one value in more than half of a file's IDs, or a few values repeated over and over, is a
+# column like tax_id (one species, or the 9 of a mixed table), not GeneIDs
 _REPEAT_SAMPLE = 10_000
 _REPEAT_MIN_IDS = 10
+_FEW_VALUES = 32
+_FEW_VALUES_REPEATS = 4
 
 log = logging.getLogger("bulkgene")
-
-
-@dataclass(frozen=True, slots=True)
-class Reject:
-    """An input line that holds no valid GeneID."""
-
-    source: str
-    line_number: int
-    text: str
-    reason: str
-
-
-def parse_column(column: str | None) -> int | str | None:
-    """``--column``: a 1-based index (as a 0-based int), a header name, or None (automatic)."""
-    if column is None:
-        return None
-    text = column.strip()
-    if text.isdigit():
-        if int(text) < 1:
-            raise InputError(f"--column {column}: columns count from 1 (the first is 1)")
-        return int(text) - 1
-    if not text:
-        raise InputError("--column is empty: give a column number (1, 2, ...) or a header name")
-    return text
 
 
 @contextmanager
 def open_input(path: str) -> Iterator[BinaryIO]:
     """Open a file (or ``-`` for stdin) for binary reading, un-gzipping by magic number."""
     if path == STDIN:
+        refuse_device_stream(path, sys.stdin.buffer)
         yield sys.stdin.buffer
         return
     try:
@@ -86,7 +75,13 @@ def open_input(path: str) -> Iterator[BinaryIO]:
     except OSError as exc:
         raise InputError(f"cannot read input {path!r}: {exc.strerror}; check the path") from None
     try:
-        start = raw.peek(8)[:8]
+        refuse_device_stream(path, raw)
+        start = raw.peek(64)[:64]
+        if _is_spreadsheet(path, start):
+            raise InputError(
+                f"input {path!r} is an Excel workbook (or another spreadsheet), not text: open it, "
+                "save the sheet as CSV or TSV (File > Save As), and give that file, with "
+                "--column naming the GeneID column if it is not the first")
         for magic, kind, command in _PACKED:
             if start.startswith(magic):
                 raise InputError(f"input {path!r} is {kind}-compressed; bulkgene un-packs only "
@@ -103,6 +98,15 @@ def open_input(path: str) -> Iterator[BinaryIO]:
         ) from None
     finally:
         raw.close()
+
+
+def _is_spreadsheet(path: str, start: bytes) -> bool:
+    if start.startswith(_OLE2):
+        return True
+    if not start.startswith(b"PK\x03\x04"):
+        return False
+    return path.lower().endswith(_SPREADSHEET_SUFFIXES) or any(
+        member in start for member in _SPREADSHEET_MEMBERS)
 
 
 def file_digest(path: str) -> str:
@@ -180,10 +184,10 @@ def _fields(stripped: bytes) -> list[bytes]:
     if comment is not None:
         stripped = stripped[: comment.start()]
     if b"\t" in stripped:
-        return [f.strip(_FIELD_QUOTES) for f in stripped.split(b"\t")]
+        return [f.strip(FIELD_QUOTES) for f in stripped.split(b"\t")]
     if b"," in stripped:
-        return [f.strip(_FIELD_QUOTES) for f in stripped.split(b",")]
-    return [f.strip(_FIELD_QUOTES) for f in stripped.split()]
+        return [f.strip(FIELD_QUOTES) for f in stripped.split(b",")]
+    return [f.strip(FIELD_QUOTES) for f in stripped.split()]
 
 
 def _gene_id(field: bytes) -> int | str:
@@ -224,46 +228,17 @@ def _parse_column(line: bytes, overlong: bool, index: int) -> int | str | None:
     return _gene_id(fields[index])
 
 
-def _header_names(line: bytes) -> list[str]:
-    """A possible header line's field names (a leading ``#`` dropped).
-
-    A ``#`` line is a header only if tab- or comma-separated (NCBI's are tab-separated):
-    a prose comment that mentions GeneID is not.
-    """
+def _shape(line: bytes) -> LineShape:
+    """Which fields of a rejected line hold a number: what ``--column`` could read instead."""
     stripped = line.strip()
-    text = stripped.lstrip(b"#").strip()
-    if b"\t" in text:
-        fields = text.split(b"\t")
-    elif b"," in text:
-        fields = text.split(b",")
-    elif not stripped.startswith(b"#"):
-        fields = text.split()
-    else:
-        return []
-    return [f.strip(_FIELD_QUOTES).decode("utf-8", "replace") for f in fields]
-
-
-def _is_tax_id_name(name: str) -> bool:
-    return re.sub(r"[\s_\-()#]", "", name.lower()) in ("taxid", "taxonomyid", "taxon")
-
-
-def _is_gene_id_name(name: str) -> bool:
-    return re.sub(r"[\s_\-()]", "", name.lower()) in _GENE_ID_NAMES
-
-
-@dataclass
-class _FileReport:
-    """What one file held, for the errors and warnings after it is read."""
-
-    name: str
-    nonblank: bool = False
-    data_lines: int = 0
-    valid: int = 0
-    binary: bool = False
+    fields = _fields(stripped)
+    separator = b"\t" if b"\t" in stripped else b"," if b"," in stripped else b" "
+    return LineShape(separator, tuple(isinstance(_gene_id(f), int) for f in fields),
+                     fields[0] if fields else b"")
 
 
 def _read_file(handle: BinaryIO, name: str, column: int | str | None,
-               report: _FileReport) -> Iterator[int | Reject]:
+               report: FileReport) -> Iterator[int | Reject]:
     index: int | None = column if isinstance(column, int) else None
     sample: Counter[int] = Counter()  # the first IDs; then only the commonest one is counted
     common, common_count = 0, 0
@@ -272,22 +247,25 @@ def _read_file(handle: BinaryIO, name: str, column: int | str | None,
     for line_number, line, overlong in _lines(handle):
         if not looked_for_header and line.strip():
             looked_for_header = True
+            if index is not None:
+                refuse_numbered_non_gene_column(name, line, index)
             if _is_header(line, name, column):
-                names = _header_names(line)
+                names = header_names(line)
                 if isinstance(column, str):
                     index = [n.lower() for n in names].index(column.lower())
                     log.info("%s: reading GeneIDs from column %d (%s)", name, index + 1, column)
                 elif index is None:
-                    index = next(i for i, n in enumerate(names) if _is_gene_id_name(n))
+                    index = next(i for i, n in enumerate(names) if is_gene_id_name(n))
                     log.info("%s: reading GeneIDs from column %d (%s), the one its header "
                              "line names", name, index + 1, names[index])
                 continue
-            first_name = next(iter(_header_names(line)), "")
-            if column is None and _is_tax_id_name(first_name):
+            first_name = next(iter(header_names(line)), "")
+            if column is None and is_tax_id_name(first_name):
                 raise InputError(
                     f"{name}: its first line names the first column {first_name!r}: taxonomy "
                     "IDs (9606 is human), not GeneIDs. Choose the GeneID column with --column "
-                    "N (1-based) or --column NAME")
+                    "N (counted from 1) or --column NAME (if column 1 does hold GeneIDs: "
+                    f"--column {shlex.quote(first_name)})")
         parsed = (_parse_first(line, overlong) if index is None
                   else _parse_column(line, overlong, index))
         if parsed is None:
@@ -305,30 +283,47 @@ def _read_file(handle: BinaryIO, name: str, column: int | str | None,
         else:
             if b"\x00" in line:
                 report.binary = True
+            if column is None and parsed in ("NOT_A_GENE_ID", "SEVERAL_IDS"):
+                report.keep_shape(_shape(line))
             yield Reject(name, line_number, shown_text(line.strip()), parsed)
     report.nonblank = looked_for_header
     report.data_lines, report.valid = data_lines, valid
     if valid < _REPEAT_SAMPLE and sample:
         common, common_count = sample.most_common(1)[0]
-    if valid >= _REPEAT_MIN_IDS and 2 * common_count > valid:
+    if valid >= _REPEAT_MIN_IDS:
+        _warn_if_not_gene_ids(name, (index or 0) + 1, valid, common, common_count, sample)
+
+
+def _warn_if_not_gene_ids(name: str, column_number: int, valid: int, common: int,
+                          common_count: int, sample: Counter[int]) -> None:
+    """A column that one value dominates, or that holds a few values over and over, is more
+    likely tax_id (one species, or a mixed table's few) than GeneIDs: say so once."""
+    advice = ("if so, choose the GeneID column with --column N (1-based) or --column GeneID "
+              "(with --restart if the run has begun)")
+    sampled = min(valid, _REPEAT_SAMPLE)
+    if 2 * common_count > valid:
         log.warning("%s: %d makes up %d%% of its %d GeneIDs, so column %d looks like tax_id "
-                    "(9606 is human) or another repeated value, not GeneIDs; if so, choose the "
-                    "GeneID column with --column N (1-based) or --column GeneID (with --restart "
-                    "if the run has begun)", name, common, 100 * common_count // valid, valid,
-                    (index or 0) + 1)
+                    "(9606 is human) or another repeated value, not GeneIDs; %s", name, common,
+                    100 * common_count // valid, valid, column_number, advice)
+    elif len(sample) <= _FEW_VALUES and sampled >= _FEW_VALUES_REPEATS * len(sample):
+        shown = ", ".join(str(value) for value, _ in sample.most_common(5))
+        log.warning("%s: column %d holds only %d distinct values in %d GeneIDs (%s%s), so it "
+                    "looks like tax_id (a table of several species) or another category, not "
+                    "GeneIDs; %s", name, column_number, len(sample), sampled, shown,
+                    ", ..." if len(sample) > 5 else "", advice)
 
 
 def _is_header(line: bytes, name: str, column: int | str | None) -> bool:
     """Whether a file's first non-blank line names columns: ``--column NAME``'s, or GeneID."""
-    names = _header_names(line)
+    names = header_names(line)
     if isinstance(column, str):
         if column.lower() not in (n.lower() for n in names):
             raise InputError(
                 f"--column {column!r}: the first line of {name} names no such column (it is "
-                f"{shown_text(line.strip())!r}); give a column number (1, 2, ...) or a name "
+                f"'{shown_text(line.strip())}'); give a column number (1, 2, ...) or a name "
                 "from that header line")
         return True
-    return any(_is_gene_id_name(n) for n in names)
+    return any(is_gene_id_name(n) for n in names)
 
 
 def read_ids(paths: tuple[str, ...], names: tuple[str, ...] | None = None,
@@ -339,56 +334,21 @@ def read_ids(paths: tuple[str, ...], names: tuple[str, ...] | None = None,
     ``column`` is what :func:`parse_column` made of ``--column``. Raises InputError at the
     end when no line held a GeneID.
     """
-    reports: list[_FileReport] = []
+    reports: list[FileReport] = []
     first_rejects: list[Reject] = []
     valid = 0
     for position, path in enumerate(paths):
-        report = _FileReport(names[position] if names else path)
+        report = FileReport(names[position] if names else path)
         reports.append(report)
         with open_input(path) as handle:
             for item in _read_file(handle, report.name, column, report):
                 if isinstance(item, int):
                     valid += 1
-                elif len(first_rejects) < _SHOWN_REJECTS:
+                elif len(first_rejects) < SHOWN_REJECTS:
                     first_rejects.append(item)
                 yield item
     if valid == 0:
-        raise _no_ids_error(reports, first_rejects)
-
-
-def _no_ids_error(reports: list[_FileReport], rejects: list[Reject]) -> InputError:
-    """Why the input held no GeneID at all, with its first rejected lines and what to do."""
-    where = ", ".join(r.name for r in reports)
-    if not any(r.nonblank for r in reports):
-        return InputError(f"the input ({where}) is empty: give a file with one GeneID per "
-                          "line, e.g. 7157 for TP53")
-    if not any(r.data_lines for r in reports):
-        return InputError(f"the input ({where}) holds only blank lines, # comments and "
-                          "headers, no GeneIDs: give a file with one GeneID per line, e.g. 7157 for TP53")
-    shown = "\n".join(f"  {r.source}:{r.line_number}: {r.text!r} ({r.reason})" for r in rejects)
-    rejected = sum(r.data_lines for r in reports)
-    advice: list[str] = []
-    if any(r.binary for r in reports):
-        advice.append("the input looks binary, not text: give a plain-text (or gzip) list of "
-                      "GeneIDs")
-    if any(_ENSEMBL.match(r.text) for r in rejects):
-        advice.append("Ensembl IDs (ENSG...) aren't GeneIDs: convert them first, e.g. with "
-                      "NCBI's gene2ensembl file (Ensembl_gene_identifier -> GeneID)")
-    if any(r.reason == "NOT_A_GENE_ID" and _SYMBOL.match(r.text) and not _ENSEMBL.match(r.text)
-           for r in rejects):
-        advice.append("gene symbols aren't GeneIDs: convert them first, e.g. with NCBI's "
-                      "gene_info (Symbol -> GeneID) or `datasets summary gene symbol TP53 "
-                      "--taxon human`")
-    if any(r.reason == "SEVERAL_IDS" for r in rejects):
-        advice.append("a line holds several numbers and bulkgene never guesses which one is "
-                      "the GeneID: put one GeneID per line (e.g. `tr ',' '\\n'`), or choose "
-                      "the column with --column N")
-    if any(r.reason == "MISSING_COLUMN" for r in rejects):
-        advice.append("lines have fewer fields than the GeneID column: check --column")
-    advice.append("bulkgene reads NCBI GeneIDs (positive integers such as 7157): one per "
-                  "line, the first field, or the column --column N names")
-    return InputError(f"no GeneID in the input ({where}): all {rejected} data lines were "
-                      f"rejected. The first ones:\n{shown}\n" + "\n".join(advice))
+        raise no_ids_error(reports, first_rejects)
 
 
 @dataclass

@@ -6,26 +6,29 @@ bitmap: bytes per ID, not per range of IDs) and the counts into the task directo
 resumed run whose input digests match reads those back instead of parsing again, and reads
 any batch straight from its offset in the ID file, so skipping 60 000 committed batches
 costs nothing. Files are written to temporary names and renamed, ``plan.json`` last: a
-plan without it is simply made again.
+plan without it is simply made again. A run that grew (--add, retry, --follow-replaced) has
+segments after the list's IDs (input/segments.py), which plan.json names.
 """
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from array import array
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 
 from bulkgene import durable
+from bulkgene.config import TaskSpec
 from bulkgene.errors import StateError
+from bulkgene.input import segments as segs
 from bulkgene.input.idset import IdBitmap
 from bulkgene.input.lines import InputCounts, Reject, read_ids
+from bulkgene.input.segments import Segment
 from bulkgene.layout import PLAN_BITMAP, PLAN_IDS, PLAN_JSON
-from bulkgene.model import Batch
+from bulkgene.model import Batch, OnBehalf
 
 # 2: plan.bitmap is a roaring bitmap, and plan.json holds checksums of plan.ids and
 # plan.bitmap. A plan of format 1 is not read: load() says no, and the input is parsed
@@ -43,6 +46,7 @@ class PlanHeader(msgspec.Struct, frozen=True):
     duplicates: int
     rejected: int
     checksums: dict[str, str]
+    segments: list[Segment] = msgspec.field(default_factory=list)  # growths, in order
 
 
 def read_header(directory: Path) -> PlanHeader | None:
@@ -55,14 +59,15 @@ def read_header(directory: Path) -> PlanHeader | None:
 
 @dataclass
 class IdPlan:
-    """Where the unique IDs of an input are, and what the input held."""
+    """Where the unique IDs of an input are, what the input held, and what the run grew by."""
 
     directory: Path
     counts: InputCounts
-    requested: IdBitmap
+    requested: IdBitmap  # the list's IDs and those of every segment that requests IDs
+    segments: list[Segment] = field(default_factory=list)
 
     def batches(self, batch_size: int, wanted: Callable[[int], bool]) -> Iterator[Batch]:
-        """Batches 0, 1, 2... of ``batch_size`` IDs, read only where ``wanted(index)``."""
+        """The list's batches 0, 1, 2... of ``batch_size`` IDs, read only where ``wanted(index)``."""
         total = -(-self.counts.requested // batch_size)
         with durable.open_read(self.directory / PLAN_IDS) as handle:
             for index in range(total):
@@ -75,14 +80,71 @@ class IdPlan:
                     ids.byteswap()
                 yield Batch(index, tuple(ids))
 
+    def task_share(self, task: TaskSpec, batch_size: int) -> tuple[int, int]:
+        """(batches, requested IDs) of ``task``: its share of the list and of every segment."""
+        return task_share(self.counts.requested, self.segments, task, batch_size)
 
-def _file_checksum(path: Path) -> str:
-    """blake2b-128 of a plan file: garbling it, even to the same size, is noticed."""
-    digest = hashlib.blake2b(digest_size=16)
-    with durable.open_read(path) as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    def task_batches(self, task: TaskSpec, batch_size: int,
+                     wanted: Callable[[int], bool]) -> Iterator[Batch]:
+        """``task``'s batches, numbered 0, 1, 2... as it counts them (the list's share, then
+        its part of each segment), read only where ``wanted(index)``."""
+        for batch in self.batches(batch_size, lambda index: task.takes(index) and wanted(
+                index // task.count)):
+            yield Batch(batch.index // task.count, batch.gene_ids)
+        first, _ = task.share(self.counts.requested, batch_size)
+        for segment in self.segments:
+            part = segment.per_task[task.index]
+            count = -(-part // batch_size)
+            if not any(wanted(first + j) for j in range(count)):
+                first += count
+                continue
+            ids = segs.task_ids(self.directory, segment, task.index)
+            notes = segs.task_notes(self.directory, segment, task.index)
+            for j in range(count):
+                if wanted(first + j):
+                    chunk = tuple(ids[j * batch_size:(j + 1) * batch_size])
+                    behalf = (OnBehalf(segment.kind == "follow",
+                                       {gene_id: tuple(notes.get(gene_id, ())) for gene_id in chunk})
+                              if segment.notes is not None else None)
+                    yield Batch(first + j, chunk, behalf)
+            first += count
+
+    @property
+    def requested_total(self) -> int:
+        """Unique requested IDs: the list's and every requesting segment's."""
+        return self.counts.requested + sum(sum(s.per_task) for s in self.segments
+                                           if s.requests_ids)
+
+    @property
+    def duplicates_total(self) -> int:
+        return self.counts.duplicates + sum(s.duplicates for s in self.segments)
+
+    @property
+    def rejected_total(self) -> int:
+        return self.counts.rejected + sum(s.rejected for s in self.segments)
+
+
+def task_share(listed: int, segments: list[Segment], task: TaskSpec,
+               batch_size: int) -> tuple[int, int]:
+    """(batches, requested IDs) of ``task`` in a plan of ``listed`` IDs grown by ``segments``
+    (IDs a retry or follow segment fetches again were requested before: not counted)."""
+    batches, requested = task.share(listed, batch_size)
+    for segment in segments:
+        part = segment.per_task[task.index]
+        batches += -(-part // batch_size)
+        if segment.requests_ids:
+            requested += part
+    return batches, requested
+
+
+def append_segment(directory: Path, segment: Segment) -> None:
+    """Record ``segment`` (its files written) as the plan's next growth: plan.json, atomically."""
+    header = read_header(directory)
+    if header is None:
+        raise StateError(f"{directory / PLAN_JSON} can't be read, so the run can't grow: run "
+                         "its fetch command again first")
+    grown = msgspec.structs.replace(header, segments=[*header.segments, segment])
+    durable.write_atomically(directory / PLAN_JSON, msgspec.json.encode(grown))
 
 
 def _ids_bytes(ids: array[int]) -> bytes:
@@ -128,8 +190,12 @@ def _build(directory: Path, paths: tuple[str, ...], names: tuple[str, ...],
         ids_out.write(_ids_bytes(pending))
     with durable.atomic_file(directory / PLAN_BITMAP) as bitmap_out:
         requested.write_to(bitmap_out)
+    # a run that grew keeps its growths when its list's plan is made again (the same list)
+    before = read_header(directory)
+    grown = before.segments if before is not None and before.digests == digests else []
     header = PlanHeader(_FORMAT, digests, counts.requested, counts.duplicates, counts.rejected,
-                        {name: _file_checksum(directory / name) for name in (PLAN_IDS, PLAN_BITMAP)})
+                        {name: segs.file_checksum(directory / name) for name in (PLAN_IDS, PLAN_BITMAP)},
+                        grown)
     durable.write_atomically(directory / PLAN_JSON, msgspec.json.encode(header))
     return IdPlan(directory, counts, requested)
 
@@ -144,7 +210,7 @@ def load(directory: Path, digests: list[str]) -> IdPlan | None:
         if (directory / PLAN_IDS).stat().st_size != 4 * counts.requested:
             return None
         for name in (PLAN_IDS, PLAN_BITMAP):
-            if _file_checksum(directory / name) != header.checksums.get(name):
+            if segs.file_checksum(directory / name) != header.checksums.get(name):
                 raise StateError(
                     f"{directory / name} does not match the checksum in {directory / PLAN_JSON}: "
                     "the input plan was changed or damaged outside bulkgene. Delete plan.json, "
@@ -154,4 +220,9 @@ def load(directory: Path, digests: list[str]) -> IdPlan | None:
             requested = IdBitmap.read_from(handle, counts.requested)
     except (OSError, ValueError):
         return None
-    return IdPlan(directory, counts, requested)
+    for segment in header.segments:
+        segs.check(directory, segment)
+        if segment.requests_ids:
+            for task_index in range(len(segment.per_task)):
+                requested.update(segs.task_ids(directory, segment, task_index))
+    return IdPlan(directory, counts, requested, list(header.segments))

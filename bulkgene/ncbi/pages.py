@@ -19,6 +19,7 @@ import orjson
 from bulkgene.model import Record
 
 NOT_RETURNED = "NOT_RETURNED"
+REPLACED_GENE_ID = "REPLACED_GENE_ID"
 
 
 class InvalidPage(Exception):
@@ -29,9 +30,15 @@ class BrokenChain(InvalidPage):
     """The page chain itself is wrong (a token came back twice); start the batch over."""
 
 
+class _ReplacedId(msgspec.Struct):
+    requested: str = ""
+    returned: str = ""
+
+
 class _Warning(msgspec.Struct):
     gene_warning_code: str = ""
     unrecognized_identifier: str = ""
+    replaced_id: _ReplacedId | None = None
 
 
 class _Error(msgspec.Struct):
@@ -138,6 +145,28 @@ def _warning_code(report: _ReportFields) -> str | None:
     return next((w.gene_warning_code for w in warnings if w.gene_warning_code), None)
 
 
+def _marks_replacement(report: _ReportFields, query: int, gene_id: int) -> bool:
+    """Whether ``report`` says that ``query`` was replaced by ``gene_id``.
+
+    NCBI marks every replacement with a ``REPLACED_GENE_ID`` warning naming the requested
+    and returned GeneIDs (docs/ncbi-api.md §3): a
+    report answering one GeneID with another gene and no such warning is a server answering
+    wrongly, not a merged gene, and must not be recorded as "replaced".
+    """
+    for warning in report.warnings or ([report.warning] if report.warning else []):
+        if warning.gene_warning_code != REPLACED_GENE_ID:
+            continue
+        named = warning.replaced_id
+        if named is None or (_names(named.requested, query) and _names(named.returned, gene_id)):
+            return True
+    return False
+
+
+def _names(field: str, gene_id: int) -> bool:
+    """An optional GeneID field of a warning: absent, or naming ``gene_id``."""
+    return not field or (_is_decimal(field) and int(field) == gene_id)
+
+
 def _line(raw: msgspec.Raw | bytes) -> bytes:
     """A JSON value as one NDJSON line: the server's bytes, re-encoded only if they span lines."""
     data = bytes(raw)
@@ -200,6 +229,11 @@ class BatchAnswer:
                 gene_id = _as_gene_id(_GENE_DECODER.decode(gene).gene_id)
             except msgspec.DecodeError as exc:
                 raise InvalidPage(f"a report's gene has the wrong shape ({exc})") from None
+            for query in queries:
+                if query != gene_id and not _marks_replacement(report, query, gene_id):
+                    raise InvalidPage(
+                        f"a report answers GeneID {query} with gene {gene_id} without the "
+                        "REPLACED_GENE_ID warning NCBI gives every replacement")
             identity = (gene_id, queries)
             if identity in self._seen or identity in seen_here:
                 raise InvalidPage(f"GeneID {gene_id} arrived twice for the same query")

@@ -3,17 +3,17 @@
 The server may repeat its header before every internal page (INCLUDE_TABULAR_HEADER_ALWAYS);
 bulkgene keeps the first line as the header and drops its repeats, so a shard gets the
 header once at the top and never mid-file. Accounting needs a GeneID column (``gene-id``):
-with it, found and missing are exact except that a replaced GeneID counts as missing (a
-TSV row doesn't say which query it answers; a row for a GeneID nobody asked for is kept only
-while requested IDs without a row of their own can explain it as their new gene); without it
-they can't be known, and the
-summary counts those IDs as ``unverified`` instead of guessing.
+with it, found and missing are exact. A TSV row doesn't say which query it answers, so a row
+for a GeneID nobody asked for (a replaced ID's new gene) is kept only while requested IDs
+without a row of their own can explain it, and the client then asks which of them it
+answers (``attribute``); without a GeneID column nothing can be known, and the summary
+counts those IDs as ``unverified`` instead of guessing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from bulkgene.model import Record
 from bulkgene.ncbi.pages import InvalidPage
@@ -30,6 +30,8 @@ class TsvAnswer:
     records: list[Record] = field(default_factory=list)
     answered: set[int] = field(default_factory=set)
     accountable: bool = False
+    reasons: dict[int, str] = field(default_factory=dict)  # why an ID has no row, if known
+    repeated: int = 0  # rows dropped because their GeneID had a row already
 
     @classmethod
     def merged(cls, _gene_ids: tuple[int, ...], parts: Sequence[TsvAnswer]) -> TsvAnswer:
@@ -41,11 +43,32 @@ class TsvAnswer:
             for record in part.records:
                 if record.gene_id is not None:
                     if record.gene_id in written:
+                        whole.repeated += 1
                         continue
                     written.add(record.gene_id)
                 whole.records.append(record)
             whole.answered.update(part.answered)
+            whole.reasons.update(part.reasons)
+            whole.repeated += part.repeated
         return whole
+
+    def may_hold_replacements(self) -> bool:
+        """Whether some requested IDs without a row may be answered by another ID's row: a
+        row nobody asked for, or a gene's row sent twice (two IDs merged into it)."""
+        return self.repeated > 0 or any(
+            r.gene_id is not None and not r.queries for r in self.records)
+
+    def attribute(self, answered_by: Mapping[int, int]) -> None:
+        """Give rows the requested IDs they answer (requested ID -> GeneID, as the server
+        said in JSON); those IDs are then found."""
+        queries: dict[int, set[int]] = {}
+        for requested, gene_id in answered_by.items():
+            queries.setdefault(gene_id, set()).add(requested)
+        for position, record in enumerate(self.records):
+            if record.gene_id is not None and record.gene_id in queries:
+                asked = tuple(sorted(queries[record.gene_id] | set(record.queries)))
+                self.records[position] = replace(record, queries=asked)
+                self.answered.update(asked)
 
 
 def parse_tsv(body: bytes, gene_ids: tuple[int, ...], has_header: bool,
@@ -82,7 +105,8 @@ def parse_tsv(body: bytes, gene_ids: tuple[int, ...], has_header: bool,
             raise InvalidPage(f"{value[:20]!r} in the GeneID column is not a GeneID")
         gene_id = int(value)
         if gene_id in seen:
-            continue  # merged IDs answered by one gene: one row is enough
+            answer.repeated += 1  # merged IDs answered by one gene: one row is enough
+            continue
         seen.add(gene_id)
         if gene_id in requested:
             answer.answered.add(gene_id)

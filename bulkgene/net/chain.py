@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from bulkgene.config import DownloadConfig
+from bulkgene.config import ApiQuery, DownloadConfig
 from bulkgene.ncbi.pages import BatchAnswer, BrokenChain, InvalidPage, parse_ndjson, parse_page
 from bulkgene.ncbi.requests import page_request
 from bulkgene.ncbi.tsv import GENE_ID_FIELD, TsvAnswer, parse_tsv
@@ -41,13 +41,23 @@ class PageFetcher:
     def gene_only(self) -> bool:
         return self._config.output.record == "gene"
 
-    async def json_chain(self, gene_ids: tuple[int, ...]) -> BatchAnswer:
+    async def ids_only(self, gene_ids: tuple[int, ...]) -> dict[int, int]:
+        """Which GeneID answers each of ``gene_ids`` (a replaced ID: its new gene), asked as
+        JSON with IDS_ONLY: what a TSV row can't say."""
+        query = replace(self._config.query, format="json", returned_content="IDS_ONLY",
+                        table_fields=(), accession_filter=(), include_tabular_header=None)
+        answer = await self.json_chain(gene_ids, query)
+        return {asked: record.gene_id for record in answer.records
+                if record.gene_id is not None for asked in record.queries}
+
+    async def json_chain(self, gene_ids: tuple[int, ...],
+                         query: ApiQuery | None = None) -> BatchAnswer:
         """Follow ``next_page_token`` from page 1 until the batch's pages are complete."""
         retry = self._config.network.retry
         max_pages = -(-len(gene_ids) // self._config.query.page_size) + 1
         for _restart in range(retry.max_attempts):
             answer = BatchAnswer(gene_ids, self.gene_only)
-            restart = await self._chain(answer, max_pages)
+            restart = await self._chain(answer, max_pages, query or self._config.query)
             if restart is None:
                 self._guard.remember_known_good(answer.answered)
                 return answer
@@ -57,11 +67,12 @@ class PageFetcher:
         raise GaveUp("the server's page chain kept breaking (tokens refused, repeated or "
                      "pages that don't add up)")
 
-    async def _chain(self, answer: BatchAnswer, max_pages: int) -> _Restart | None:
+    async def _chain(self, answer: BatchAnswer, max_pages: int, query: ApiQuery
+                     ) -> _Restart | None:
         """Every page into ``answer``; why the chain must start again, if it must."""
         token: str | None = None
         while True:
-            step = await self._fetch_page(answer, token)
+            step = await self._fetch_page(answer, token, query)
             if isinstance(step, _Restart):
                 return step
             token = step
@@ -75,10 +86,10 @@ class PageFetcher:
                 return _Restart(f"the page chain goes on past the {max_pages} pages "
                                 f"{len(answer.gene_ids)} GeneIDs can need")
 
-    async def _fetch_page(self, answer: BatchAnswer, token: str | None) -> str | _Restart | None:
+    async def _fetch_page(self, answer: BatchAnswer, token: str | None, query: ApiQuery
+                          ) -> str | _Restart | None:
         """One page, retried until it validates: the next token (None after the last page),
         or why the chain must start again."""
-        query = self._config.query
         request = page_request(query, self._guard.current, answer.gene_ids, token)
         parse = parse_ndjson if query.format == "ndjson" else parse_page
 

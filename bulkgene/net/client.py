@@ -72,6 +72,11 @@ class GeneClient:
                 tsv = TsvAnswer.merged(batch.gene_ids, await self._gather(
                     parts, lambda ids: self.refusals.fetch(ids, self._pages.tsv,
                                                            self._refused_tsv, TsvAnswer.merged)))
+                if tsv.accountable and tsv.may_hold_replacements():
+                    # rows can't say which query they answer: ask JSON for the rest
+                    tsv.attribute(await self._pages.ids_only(tuple(
+                        gene_id for gene_id in batch.gene_ids
+                        if gene_id not in tsv.answered and gene_id not in tsv.reasons)))
                 if not tsv.answered:
                     await self._guard.vouch_for_nothing_found()
                 return self._tsv_outcome(batch, tsv)
@@ -97,8 +102,8 @@ class GeneClient:
         if not answer.accountable:
             return BatchOutcome(batch, answer.records, 0, [], answer.header,
                                 unverified=len(batch.gene_ids))
-        missing = [(gene_id, NOT_RETURNED) for gene_id in batch.gene_ids
-                   if gene_id not in answer.answered]
+        missing = [(gene_id, answer.reasons.get(gene_id, NOT_RETURNED))
+                   for gene_id in batch.gene_ids if gene_id not in answer.answered]
         return BatchOutcome(batch, answer.records, len(answer.answered), missing, answer.header)
 
     def _refused_json(self, ids: tuple[int, ...]) -> BatchAnswer:
@@ -106,6 +111,7 @@ class GeneClient:
         answer.reasons[ids[0]] = REJECTED_BY_SERVER
         return answer
 
-    def _refused_tsv(self, _ids: tuple[int, ...]) -> TsvAnswer:
-        # one refused ID: no rows, so it is counted missing (or unverified)
-        return TsvAnswer(None, accountable=tsv_column(self.config) is not None)
+    def _refused_tsv(self, ids: tuple[int, ...]) -> TsvAnswer:
+        # one refused ID: no rows, so it is counted missing with the reason (or unverified)
+        return TsvAnswer(None, accountable=tsv_column(self.config) is not None,
+                         reasons={ids[0]: REJECTED_BY_SERVER})

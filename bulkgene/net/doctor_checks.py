@@ -174,6 +174,7 @@ def judge(probes: list[Probe]) -> None:
             continue
         message = DOCS_NOTE.sub("", server_message(reply.body)).strip()[:160]
         status = f"HTTP {reply.status}"
+        said = f"{status}: {message}" if message else f"{status} (no message in the answer)"
         if reply.status == 200:
             try:
                 answer = BatchAnswer((PROBE_GENE_ID,))
@@ -189,18 +190,18 @@ def judge(probes: list[Probe]) -> None:
                 probe.verdict = "no gene"
                 probe.detail = f"{status}, a valid page without GeneID {PROBE_GENE_ID}"
         elif reply.status == 410 or (reply.status == 404 and "retired" in message.lower()):
-            probe.verdict, probe.detail = "retired", f"retired ({status}: {message})"
+            probe.verdict, probe.detail = "retired", f"retired ({said})"
         elif reply.status == 404:
-            probe.verdict, probe.detail = "not found", f"{status}: {message}"
+            probe.verdict, probe.detail = "not found", said
         elif reply.status in (401, 403):
-            probe.verdict, probe.detail = "auth", f"{status}: {message}"
+            probe.verdict, probe.detail = "auth", said
         elif reply.status == 429:
-            probe.verdict, probe.detail = "throttled", f"{status}: {message}"
+            probe.verdict, probe.detail = "throttled", said
         elif 300 <= reply.status < 400:
             target = urlsplit(reply.headers.get("Location", "")).hostname or "the same host"
             probe.verdict, probe.detail = "redirect", f"{status}: a redirect to {target}"
         else:
-            probe.verdict, probe.detail = "error", f"{status}: {message}"
+            probe.verdict, probe.detail = "error", said
 
 
 def endpoint_check(probe: Probe, probes: list[Probe]) -> Check:

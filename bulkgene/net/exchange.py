@@ -29,6 +29,7 @@ from bulkgene.ncbi.requests import PageRequest
 from bulkgene.net.attempt import HttpRequest, Reply, Transport
 from bulkgene.net.failures import AttemptFailed, StaleConnection, TlsUnverified
 from bulkgene.net.health import Health
+from bulkgene.net.keymask import mask_echoes
 from bulkgene.net.pacer import AdaptiveRateLimiter
 from bulkgene.net.policy import Action, backoff_s, classify, parse_retry_after
 
@@ -164,8 +165,12 @@ class Exchanger:
             self.stats.retries += 1
             delay = self.health.wait_s(
                 backoff_s(retry, attempt_number, verdict.retry_after_s, self.rng), failure)
-            log.debug("retrying in %.1f s (attempt %d of %d): %s", delay, attempt_number + 1,
-                      max_attempts, verdict.reason)
+            if verdict.reason.startswith("HTTP 404"):  # a front end's: the third one is a refusal
+                log.debug("retrying in %.1f s (HTTP 404 %d of %d before it counts as a refusal):"
+                          " %s", delay, not_found + 1, NOT_FOUND_ATTEMPTS, verdict.reason)
+            else:
+                log.debug("retrying in %.1f s (attempt %d of %d): %s", delay,
+                          attempt_number + 1, max_attempts, verdict.reason)
             await asyncio.sleep(delay)
 
     async def send(self, request: PageRequest) -> Sent:
@@ -294,13 +299,13 @@ class Exchanger:
         key = self.config.network.api_key
         if key is None:
             return reply
-        secret = key.reveal().encode()
-        if secret not in reply.body and not any(key.reveal() in value
-                                                for value in reply.headers.values()):
+        body = mask_echoes(reply.body, key.reveal())  # also JSON-escaped echoes
+        if body is reply.body and not any(key.reveal() in value
+                                          for value in reply.headers.values()):
             return reply
         headers = {name: value.replace(key.reveal(), "***")
                    for name, value in reply.headers.items()}
-        return Reply(reply.status, headers, reply.body.replace(secret, b"***"))
+        return Reply(reply.status, headers, body)
 
     def _read_server_limits(self, headers: Mapping[str, str], sent_at: float) -> None:
         limit = _float_header(headers, "X-RateLimit-Limit")

@@ -59,6 +59,12 @@ class Totals(msgspec.Struct, kw_only=True):
     retries: Count = 0
     throttled: Count = 0
     bytes: Count = 0
+    # missing.tsv's rows by what the gene history says of them (`bulkgene explain`); rows
+    # not explained yet are the rest of ``missing``
+    missing_discontinued: Count = 0
+    missing_replaced: Count = 0
+    missing_not_in_history: Count = 0
+    followed: Count = 0  # found through the live successor of a replaced GeneID
 
     @property
     def ids_done(self) -> int:
@@ -66,12 +72,17 @@ class Totals(msgspec.Struct, kw_only=True):
         return self.found + self.missing + self.unverified
 
     def count_written(self, *, found: int, missing: int, replaced: int, records: int,
-                      unverified: int) -> None:
+                      unverified: int, followed: int = 0, missing_discontinued: int = 0,
+                      missing_replaced: int = 0, missing_not_in_history: int = 0) -> None:
         self.found += found
         self.missing += missing
         self.replaced += replaced
         self.records += records
         self.unverified += unverified
+        self.followed += followed
+        self.missing_discontinued += missing_discontinued
+        self.missing_replaced += missing_replaced
+        self.missing_not_in_history += missing_not_in_history
 
     def count_network(self, *, requests: int, retries: int, throttled: int, bytes: int) -> None:
         self.requests += requests
@@ -95,6 +106,12 @@ class Checkpoint(msgspec.Struct, kw_only=True):
     updated_at: float = 0.0
     run_started_at: float = 0.0  # the latest run: when it started and how many IDs were
     run_ids_at_start: Count = 0  # done then (status's elapsed time and rate)
+    # reports being replaced by their NAME.rewrite (output/rewrite.py): the lengths in
+    # file_lengths are already the new versions'
+    rewrites: list[str] = msgspec.field(default_factory=list)
+    # the plan's segments this task has taken in (run/growth.py), by key, in order: the
+    # fingerprint covers them, as it covers the input
+    segments: list[str] = msgspec.field(default_factory=list)
 
     def is_committed(self, batch_index: int) -> bool:
         if batch_index < self.done_below:
@@ -161,6 +178,11 @@ class Checkpoint(msgspec.Struct, kw_only=True):
         except (msgspec.ValidationError, ValueError, AttributeError) as exc:
             raise _damaged(where, exc) from None
         _check_file_lengths(state.file_lengths, where)
+        if unknown := set(state.rewrites) - _COMMITTED_REPORTS:
+            raise CorruptCheckpoint(
+                f"{where} names {sorted(unknown)} as reports being rewritten, which are not "
+                f"reports bulkgene commits: the checkpoint was altered outside bulkgene. Put "
+                f"back a backup of it, or {_RESTART_HINT}")
         return state
 
 
@@ -215,13 +237,22 @@ def save(out_dir: Path, checkpoint: Checkpoint) -> None:
     durable.write_atomically(out_dir / CHECKPOINT_NAME, checkpoint.to_bytes())
 
 
+def _setting(value: Any) -> str:
+    """A parameter's value in words: an option left out is "not given", never "None"."""
+    if value is None:
+        return "not given"
+    if value == []:
+        return "none"
+    return repr(value)
+
+
 def check_compatible(checkpoint: Checkpoint, params: dict[str, Any],
                      inputs: list[InputFile], fingerprint_now: str) -> None:
     """Refuse to resume a run whose input or output-changing parameters differ."""
     if checkpoint.fingerprint == fingerprint_now:
         return
     changes = [
-        f"{name}: was {checkpoint.params.get(name)!r}, now {params.get(name)!r}"
+        f"{name}: was {_setting(checkpoint.params.get(name))}, now {_setting(params.get(name))}"
         for name in sorted(set(params) | set(checkpoint.params))
         if checkpoint.params.get(name) != params.get(name)
     ]

@@ -2,19 +2,34 @@
 
 A merged or replaced GeneID comes back as its new gene. When IDs of different tasks were
 merged into one gene that nobody requested itself, every one of those tasks receives it;
-exactly one may write it. Each claims it in ``DIR/.claims/`` by creating a complete file
-named after the gene with ``link()`` (atomic and exclusive, on NFS too) before its batch is
-committed; whoever finds the claim taken by another task leaves the gene out. A task killed
-after claiming finds its own claim when it re-fetches the batch, and writes the gene then.
+exactly one may write it. Each claims it in ``DIR/.claims/<layout>/`` by creating a complete
+file named after the gene with ``link()`` (atomic and exclusive, on NFS too) before its batch
+is committed; whoever finds the claim taken by another task leaves the gene out. A task
+killed after claiming finds its own claim when it re-fetches the batch, and writes the gene
+then.
+
+A claim holds only for the layout it was made in: which task receives which gene follows
+from the list, the batch size, the task count and the server (its merges). ``<layout>`` is
+a digest of those, so an array restarted with another ``--batch-size`` claims afresh: the old
+claims named tasks that no longer receive the gene, and nobody wrote it (577 of 3 922 genes).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from pathlib import Path
 
+import orjson
+
 from bulkgene import durable
+
+
+def layout_key(plan_key: list[str], batch_size: int, task_count: int, server: str) -> str:
+    """The name of the claims directory of one way of splitting one list among tasks."""
+    material = orjson.dumps([plan_key, batch_size, task_count, server])
+    return "layout-" + hashlib.blake2b(material, digest_size=8).hexdigest()
 
 
 class GeneClaims:

@@ -9,7 +9,7 @@ from bulkgene import durable
 from bulkgene.layout import MISSING_NAME
 from bulkgene.model import REJECTED_BY_SERVER
 
-_REFUSED_SUFFIX = b"\t" + REJECTED_BY_SERVER.encode()
+_REFUSED = REJECTED_BY_SERVER.encode()
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,9 @@ def missing_counts(directory: Path) -> MissingCounts | None:
     with durable.open_read(path) as handle:
         for line in handle:
             lines += 1
-            refused += line.rstrip(b"\r\n").endswith(_REFUSED_SUFFIX)
+            # gene_id, reason (and after `bulkgene explain`, the history's columns)
+            fields = line.rstrip(b"\r\n").split(b"\t", 2)
+            refused += len(fields) > 1 and fields[1] == _REFUSED
     return MissingCounts(lines - 1, refused)
 
 

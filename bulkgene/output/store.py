@@ -9,16 +9,21 @@ saves the checkpoint afterwards: the order the resume invariants rest on.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
+from collections import Counter
 from pathlib import Path
 from typing import BinaryIO
 
 from bulkgene import durable, layout
+from bulkgene.errors import StateError
 from bulkgene.input.idset import IdBitmap
 from bulkgene.model import BatchFailure, BatchOutcome, BatchResult, BatchWritten, CommitReceipt
 from bulkgene.output import checkpoint as ckpt
+from bulkgene.output import on_behalf
 from bulkgene.output.claims import GeneClaims
+from bulkgene.output.on_behalf import Answered
 
 _CHUNK_BYTES = 1 << 20
 
@@ -53,6 +58,9 @@ class OutputStore:
         self._requested = requested
         self._handles: dict[str, BinaryIO] = {}
         self._replacements_written: set[int] = set()
+        # after `bulkgene explain` a report has five more columns: rows added later leave
+        # them empty until the next explain
+        self._row_end = {layout.MISSING_NAME: b"\n", layout.REPLACED_NAME: b"\n"}
 
     def managed_files(self, committed_names: set[str]) -> list[Path]:
         """Every file whose length the checkpoint governs, present or not."""
@@ -64,6 +72,12 @@ class OutputStore:
         """Cut every file back to its committed length and learn what is already written."""
         committed = set(checkpoint.file_lengths) if checkpoint else set()
         ckpt.cut_back(self.out_dir, checkpoint, self.managed_files(committed))
+        for name, header in ((layout.MISSING_NAME, layout.MISSING_HEADER),
+                             (layout.REPLACED_NAME, layout.REPLACED_HEADER)):
+            if (self.out_dir / name).exists():
+                with durable.open_read(self.out_dir / name) as handle:
+                    if handle.readline() == layout.explained_header(header):
+                        self._row_end[name] = layout.NOT_EXPLAINED + b"\n"
         replaced = self.out_dir / layout.REPLACED_NAME
         if replaced.exists():
             with durable.open_read(replaced) as handle:
@@ -105,15 +119,26 @@ class OutputStore:
     def _write_outcome(self, outcome: BatchOutcome, missing: BinaryIO, replaced: BinaryIO,
                        touched: set[str]) -> BatchWritten:
         shard = layout.shard_name(outcome.batch.index % self.shard_count, self.gzipped, self.tsv)
+        missing_end = self._row_end[layout.MISSING_NAME]
+        replaced_end = self._row_end[layout.REPLACED_NAME]
+        behalf = outcome.batch.behalf
+        rows = behalf.rows if behalf is not None else {}
+        answered = Answered(outcome.found)
+        records = outcome.records
+        if behalf is not None and behalf.rekey:
+            records, answered = on_behalf.rekeyed(outcome, behalf)
         lines: list[bytes] = []
         replaced_rows = 0
-        for record in outcome.records:
+        for record in records:
             if record.gene_id is not None:
                 # every other ID this gene answers was merged into it, also when the new ID
                 # was asked for in the same request (then the gene is written as itself)
                 for query in record.queries:
                     if query != record.gene_id:
-                        replaced.write(b"%d\t%d\n" % (query, record.gene_id))
+                        end = replaced_end
+                        if behalf is not None and behalf.rekey and len(replaced_end) > 1:
+                            end = on_behalf.explanation(answered.rows.get(query)) + b"\n"
+                        replaced.write(b"%d\t%d%s" % (query, record.gene_id, end))
                         replaced_rows += 1
             if record.is_replacement and record.gene_id is not None:
                 # the new gene is written once: not if it was requested itself, not twice
@@ -136,13 +161,43 @@ class OutputStore:
                 handle.write(top)
                 _write_in_chunks(handle, lines)
             touched.add(shard)
+        classes: Counter[bytes] = Counter()
+        missing_rows = 0
         for gene_id, reason in outcome.missing:
-            missing.write(b"%d\t%s\n" % (gene_id, reason.encode()))
-        return BatchWritten(outcome.batch.index, found=outcome.found,
-                            missing=len(outcome.missing), replaced=replaced_rows,
-                            records=len(lines), unverified=outcome.unverified)
+            earlier = rows.get(gene_id, ())
+            if behalf is not None and behalf.rekey:
+                # the successor is unknown to the API after all: the rows it stood for return
+                for _, row in earlier:
+                    missing.write(row + b"\n")
+                    classes[on_behalf.history_class(row)] += 1
+                missing_rows += len(earlier)
+                continue
+            end = missing_end
+            if earlier and len(missing_end) > 1:  # fetched again: its explanation still holds
+                end = on_behalf.explanation(earlier[0][1]) + b"\n"
+                classes[on_behalf.history_class(earlier[0][1])] += 1
+            missing.write(b"%d\t%s%s" % (gene_id, reason.encode(), end))
+            missing_rows += 1
+        return BatchWritten(outcome.batch.index, found=answered.found,
+                            missing=missing_rows, replaced=replaced_rows,
+                            records=len(lines), unverified=outcome.unverified,
+                            followed=answered.followed,
+                            missing_discontinued=classes[b"DISCONTINUED"],
+                            missing_replaced=classes[b"REPLACED"],
+                            missing_not_in_history=classes[b"NOT_IN_HISTORY"])
 
-    def close(self) -> None:
+    def close(self, checkpoint: ckpt.Checkpoint | None = None) -> None:
+        """Close every file; with ``checkpoint``, also cut them back to what it committed.
+
+        Never raises: on a full disk a close can't flush, and what it loses was not committed
+        anyway. Cutting back frees the space uncommitted bytes took (a first batch that filled
+        a small disk), so that summary.json can still be written; a resume would cut them too.
+        """
         for handle in self._handles.values():
-            handle.close()
+            with contextlib.suppress(OSError):
+                handle.close()  # closed even when its flush fails
         self._handles.clear()
+        if checkpoint is not None:
+            with contextlib.suppress(OSError, StateError):
+                ckpt.cut_back(self.out_dir, checkpoint,
+                              self.managed_files(set(checkpoint.file_lengths)))

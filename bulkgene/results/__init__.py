@@ -1,1 +1,2 @@
-"""A run directory read back from disk: its status and the verification of its invariants."""
+"""A run directory read back from disk: its status, the verification of its invariants, its
+tasks, records and side reports as one, and the merged reports of an array."""

@@ -2,7 +2,10 @@
 
 Checks: each shard line is complete, valid JSON with a GeneID; no GeneID twice across the
 whole directory; every file is exactly as long as its checkpoint says; the summary
-reconciles and matches the lines and the missing report on disk.
+reconciles and matches the lines and the missing report on disk; the new gene of every
+replaced GeneID (replaced.tsv) is written in some task's shards; an array's tasks split the
+list the same way (one batch size); the reports' explanation columns are consistent
+(results/explained.py).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from bulkgene.layout import MISSING_NAME, REPLACED_NAME, SUMMARY_NAME, is_shard_
 from bulkgene.ncbi.tsv import GENE_ID_FIELD, GENE_ID_HEADER
 from bulkgene.output import checkpoint as ckpt
 from bulkgene.output.missing import missing_counts, mostly_refused_message
+from bulkgene.results import explained
 from bulkgene.results.status import directory_status, incomplete_reasons, is_task_directory
 
 _MAX_PROBLEMS_PER_KIND = 20
@@ -79,6 +83,11 @@ class _Seen:
         self._bitmap = IdBitmap()
         self._large: set[int] = set()
 
+    def __contains__(self, gene_id: int) -> bool:
+        if 0 < gene_id <= MAX_GENE_ID:
+            return gene_id in self._bitmap
+        return gene_id in self._large
+
     def add(self, gene_id: int) -> bool:
         if 0 < gene_id <= MAX_GENE_ID:
             return self._bitmap.add(gene_id)
@@ -95,6 +104,8 @@ def verify(out_dir: Path) -> Verdict:
         verdict.problems.append(f"{out_dir} holds no bulkgene run (no checkpoint.json)")
         return verdict
     seen = _Seen()
+    targets: dict[int, tuple[Path, int]] = {}  # new gene -> (directory, a replaced GeneID)
+    batch_sizes: dict[object, list[str]] = {}
     for directory in directories:
         verdict.tasks += 1
         try:
@@ -111,6 +122,7 @@ def verify(out_dir: Path) -> Verdict:
             if size != committed:
                 verdict.problems.append(f"{directory / name}: {size} bytes on disk, the "
                                         f"checkpoint committed {committed}")
+        batch_sizes.setdefault(state.params.get("batch_size"), []).append(directory.name)
         task_records = 0
         gene_only = state.params.get("record") == "gene"
         tsv = _tsv_layout(state.params) if state.params.get("format") == "tsv" else None
@@ -125,10 +137,26 @@ def verify(out_dir: Path) -> Verdict:
             except (OSError, EOFError) as exc:  # a damaged gzip member
                 verdict.problems.append(f"{shard}: can't be read to the end ({exc})")
         verdict.records += task_records
+        if not tsv:
+            targets.update(_replacements(directory))
         try:
             _check_accounting(directory, state, task_records, verdict)
         except StateError as exc:  # a report or summary.json that is not a regular file
             verdict.problems.append(str(exc))
+    unwritten = [(gene, where) for gene, where in sorted(targets.items()) if gene not in seen]
+    for gene, (directory, requested) in unwritten[:_MAX_PROBLEMS_PER_KIND]:
+        verdict.problems.append(
+            f"GeneID {gene}, the new gene of replaced GeneID {requested} "
+            f"({directory / REPLACED_NAME}), is written in no shard of any task")
+    if len(unwritten) > _MAX_PROBLEMS_PER_KIND:
+        verdict.problems.append(f"... {len(unwritten)} replacement genes written nowhere in all")
+    if len(batch_sizes) > 1:
+        shown = "; ".join(f"{', '.join(names)}: batch size {size}"
+                          for size, names in batch_sizes.items())
+        verdict.problems.append(
+            f"the tasks of {out_dir} split the list with different batch sizes ({shown}), so "
+            "some GeneIDs were fetched by two tasks and others by none: --restart every task "
+            "with the same --batch-size")
     if verdict.duplicates > _MAX_PROBLEMS_PER_KIND:
         verdict.problems.append(f"... {verdict.duplicates} duplicate GeneIDs in all")
     try:  # complete: every requested ID found or missing with a reason, in every task
@@ -173,6 +201,19 @@ def _genes_asked_for(directory: Path, state: ckpt.Checkpoint) -> Callable[[int],
         targets.update(int(row.split(b"\t")[1]) for row in handle)
     requested = plan.requested
     return lambda gene_id: gene_id in requested or gene_id in targets
+
+
+def _replacements(directory: Path) -> dict[int, tuple[Path, int]]:
+    """The new genes a task's replaced.tsv names, each with one GeneID it replaced."""
+    found: dict[int, tuple[Path, int]] = {}
+    with contextlib.suppress(OSError, StateError), \
+            durable.open_read(directory / REPLACED_NAME) as handle:
+        handle.readline()
+        for row in handle:
+            fields = row.split(b"\t")
+            if len(fields) == 2 and fields[0].isdigit() and fields[1].strip().isdigit():
+                found.setdefault(int(fields[1]), (directory, int(fields[0])))
+    return found
 
 
 def _check_shard(shard: Path, gene_only: bool, seen: _Seen, verdict: Verdict,
@@ -253,6 +294,7 @@ def _check_accounting(directory: Path, state: ckpt.Checkpoint, records_on_disk: 
         if counts.refused > answered:  # as a run stops: most of it refused is no result
             verdict.problems.append(
                 f"{directory}: {mostly_refused_message(counts.refused, answered)}")
+    verdict.problems.extend(explained.problems(directory, state))
     try:
         summary = orjson.loads(durable.read_bytes(directory / SUMMARY_NAME))
     except (OSError, orjson.JSONDecodeError):

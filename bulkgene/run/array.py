@@ -7,11 +7,14 @@ from a SLURM array: ``--array=1-7:2`` gives IDs 1, 3, 5, 7, which become tasks 0
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 
-from bulkgene.config import TaskSpec
+from bulkgene.config import MAX_TASK_COUNT, TaskSpec
 from bulkgene.errors import ConfigError
+
+log = logging.getLogger("bulkgene")
 
 
 def _int(env: Mapping[str, str], name: str) -> int | None:
@@ -21,7 +24,8 @@ def _int(env: Mapping[str, str], name: str) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise ConfigError(f"${name}={value!r} is not an integer") from None
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        raise ConfigError(f"${name}={shown!r} is not an integer") from None
 
 
 def from_slurm(env: Mapping[str, str] | None = None) -> TaskSpec | None:
@@ -33,9 +37,19 @@ def from_slurm(env: Mapping[str, str] | None = None) -> TaskSpec | None:
     count = _int(env, "SLURM_ARRAY_TASK_COUNT")
     first = _int(env, "SLURM_ARRAY_TASK_MIN")
     step = _int(env, "SLURM_ARRAY_TASK_STEP") or 1
-    if count is None or first is None:
-        raise ConfigError("this is a SLURM array task, but SLURM_ARRAY_TASK_COUNT or "
-                          "SLURM_ARRAY_TASK_MIN is not set: pass --task-index and --task-count")
+    if count is not None and not 1 <= count <= MAX_TASK_COUNT:
+        raise ConfigError(f"$SLURM_ARRAY_TASK_COUNT={count} is not a task count (SLURM arrays "
+                          f"have 1..{MAX_TASK_COUNT} tasks): check the variables you set, or "
+                          "pass --task-index and --task-count")
+    if count is None:
+        raise ConfigError("this is a SLURM array task, but $SLURM_ARRAY_TASK_COUNT is not set: "
+                          "set it to the array's number of tasks, or pass --task-index and "
+                          "--task-count")
+    if first is None:
+        # SLURM always sets it; by hand (a test, another scheduler) the first ID is 0
+        log.info("$SLURM_ARRAY_TASK_MIN is not set: taking 0 as the array's first task ID "
+                 "(set it if the array starts elsewhere, e.g. --array=1-4)")
+        first = 0
     offset = task_id - first
     if offset % step or not 0 <= offset // step < count:
         raise ConfigError(
@@ -70,6 +84,23 @@ def resolve(index: int | None, count: int | None, split: str | None = None,
     if split is not None:
         raise ConfigError(f"--split {split!r} is not known: use --split slurm")
     return TaskSpec()
+
+
+def unsplit_lock_hint(env: Mapping[str, str] | None = None) -> str:
+    """What to add to a lock error of an array task that didn't split: "" outside an array.
+
+    Every task of ``sbatch --array`` without ``--split`` writes its whole input into the
+    same --out, so all but the first meet the first one's lock.
+    """
+    env = os.environ if env is None else env
+    task_id = env.get("SLURM_ARRAY_TASK_ID", "").strip()
+    if not task_id:
+        return ""
+    return (f". This is SLURM array task {task_id}, which fetches its whole input into that "
+            "directory because --split slurm was not given: to share one list among the "
+            "array's tasks, pass --split slurm (task i then writes DIR/task-000i); if each "
+            "task has a list of its own, give each its own --out (e.g. "
+            "--out genes-$SLURM_ARRAY_TASK_ID)")
 
 
 def unsplit_array_note(env: Mapping[str, str] | None = None) -> str | None:

@@ -2,6 +2,8 @@
 
     download()
       signals          SIGTERM/INT/HUP held from the first moment, then given to the run
+      taxa             with --taxon: their GeneID list, read back or listed (run/taxa.py),
+                       becomes an input
       prepare          the directory, the input's plan, the checkpoint, the lock (a thread)
       finishing        whatever happens next: the store closed, summary.json written, the
                        lock released, a fatal error raised with the account attached
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,10 +30,12 @@ from bulkgene.model import Snapshot, Summary
 from bulkgene.net.attempt import open_session
 from bulkgene.net.client import GeneClient, NetStats
 from bulkgene.output.missing import missing_counts, mostly_refused_message
+from bulkgene.results import merge
 from bulkgene.run.array import unsplit_array_note
 from bulkgene.run.pipeline import Pipeline, RunOutcome
 from bulkgene.run.prepare import PreparedRun, prepare
 from bulkgene.run.sharing import budget_directory, paced_limiter, shared_budget
+from bulkgene.run.taxa import ListingSignals, with_taxon_list
 from bulkgene.version import __version__
 
 log = logging.getLogger("bulkgene")
@@ -41,8 +46,7 @@ def _summarize(config: DownloadConfig, prepared: PreparedRun, outcome: RunOutcom
     checkpoint = prepared.checkpoint
     totals = checkpoint.totals
     failed_ids = sum(checkpoint.failed.values())
-    counts = prepared.plan.counts
-    _, requested = config.task.share(counts.requested, config.output.batch_size)  # this task's share
+    _, requested = prepared.plan.task_share(config.task, config.output.batch_size)  # this task's
     return Summary(
         out_dir=str(config.work_dir),
         requested=requested,
@@ -51,8 +55,8 @@ def _summarize(config: DownloadConfig, prepared: PreparedRun, outcome: RunOutcom
         failed=failed_ids,
         pending=requested - totals.found - totals.missing - failed_ids - totals.unverified,
         unverified=totals.unverified,
-        duplicates=counts.duplicates,
-        rejected=counts.rejected,
+        duplicates=prepared.plan.duplicates_total,
+        rejected=prepared.plan.rejected_total,
         records=totals.records,
         replaced=totals.replaced,
         batches=checkpoint.total_batches or 0,
@@ -64,8 +68,14 @@ def _summarize(config: DownloadConfig, prepared: PreparedRun, outcome: RunOutcom
         throttled=stats.throttled,
         bytes_received=stats.bytes,
         elapsed_s=elapsed_s,
+        task_index=config.task.index,
+        task_count=config.task.count,
         interrupted=outcome.interrupted if outcome else False,
         error=str(error) if error else None,
+        missing_discontinued=totals.missing_discontinued,
+        missing_replaced=totals.missing_replaced,
+        missing_not_in_history=totals.missing_not_in_history,
+        followed=totals.followed,
     )
 
 
@@ -92,7 +102,7 @@ def _log_start(config: DownloadConfig, prepared: PreparedRun) -> None:
     rate = config.effective_requests_per_second
     task = config.task
     counts = prepared.plan.counts
-    task_batches, task_ids = task.share(counts.requested, config.output.batch_size)
+    task_batches, task_ids = prepared.plan.task_share(task, config.output.batch_size)
     where = (f"task {task.index} of {task.count}: {task_ids} of the list's"
              if task.count > 1 else "")
     pace = (f"{rate:g} requests/s (--rate)" if config.network.requests_per_second is not None
@@ -100,8 +110,9 @@ def _log_start(config: DownloadConfig, prepared: PreparedRun) -> None:
                  f"(budget {budget_directory(config)})")
     log.info("%s%s %d unique GeneIDs (%d duplicates, %d rejected lines); %d batches of up to "
              "%d; %s, %d in flight; writing to %s",
-             "resuming " if prepared.resumed else "starting ", where, counts.requested,
-             counts.duplicates, counts.rejected, task_batches,
+             "resuming " if prepared.resumed else "starting ", where,
+             prepared.plan.requested_total, prepared.plan.duplicates_total,
+             prepared.plan.rejected_total, task_batches,
              config.output.batch_size, pace, config.effective_concurrency, config.work_dir)
     _warn_about_plain_http(config)
     if counts.rejected > counts.requested:
@@ -123,14 +134,21 @@ class _Signals:
     def __init__(self) -> None:
         self._early: list[int] = []  # before the run exists: replayed into it, never lost
         self._handler: Callable[[int], None] = self._early.append
+        self.cancel = threading.Event()  # stops the copying of an endless or idle input pipe
 
     def receive(self, signum: int) -> None:
+        self.cancel.set()
         self._handler(signum)
 
     def hand_to(self, handler: Callable[[int], None]) -> None:
         self._handler = handler
         for signum in self._early:
             handler(signum)
+
+    def hold(self) -> None:
+        """Hold signals again until the next ``hand_to`` (between one step and the next)."""
+        self._early = []
+        self._handler = self._early.append
 
 
 @contextlib.contextmanager
@@ -148,9 +166,9 @@ def _graceful_signals(enabled: bool) -> Iterator[_Signals]:
                 loop.remove_signal_handler(signum)
 
 
-async def _prepare(config: DownloadConfig) -> PreparedRun:
+async def _prepare(config: DownloadConfig, cancel: threading.Event) -> PreparedRun:
     try:
-        return await asyncio.to_thread(prepare, config)
+        return await asyncio.to_thread(prepare, config, cancel)
     except OSError as exc:  # a full or read-only disk, EIO: not a bug
         raise StateError(
             f"writing to {config.work_dir} failed while preparing the run: "
@@ -178,8 +196,8 @@ async def _finishing(config: DownloadConfig, prepared: PreparedRun,
     try:
         yield finish
     finally:
-        prepared.store.close()
-        try:  # still holding the lock: the last write of this run
+        try:  # still holding the lock: the last writes of this run
+            prepared.store.close(prepared.checkpoint)
             error: BulkgeneError | None = finish.outcome.fatal if finish.outcome else None
             finish.summary = _summarize(config, prepared, finish.outcome, finish.stats,
                                         time.monotonic() - started, error)
@@ -201,7 +219,8 @@ async def _finishing(config: DownloadConfig, prepared: PreparedRun,
 
 async def download(config: DownloadConfig, *, handle_signals: bool = False,
                    on_progress: Callable[[Snapshot], None] | None = None) -> Summary:
-    """Fetch every GeneID of ``config.inputs`` into ``config.out_dir``; resumable.
+    """Fetch every GeneID of ``config.inputs`` (and with ``config.taxa``, of the taxa's
+    list, listed first) into ``config.out_dir``; resumable.
 
     ``config.output.memory_budget_bytes`` bounds the fetched data held at once (pages of
     batches in flight and results waiting for the writer); one batch larger than it still
@@ -213,14 +232,22 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
     """
     started = time.monotonic()
     with _graceful_signals(handle_signals) as signals:
-        prepared = await _prepare(config)
+        stats = NetStats()
+        if config.taxa is not None:
+            listing = ListingSignals(config.shutdown_grace_s)
+            signals.hand_to(listing.on_signal)
+            config = await with_taxon_list(config, stats, listing.stop)
+            signals.hold()
+        prepared = await _prepare(config, signals.cancel)
+        if config.task.count > 1:  # this task changes what the array's merged files say
+            await asyncio.to_thread(merge.remove_merged, config.out_dir)
         async with _finishing(config, prepared, started) as finish:
             _log_start(config, prepared)
             async with open_session(config.effective_concurrency + 2,
                                     config.network.timeouts.keepalive_s,
                                     f"bulkgene/{__version__} (+aiohttp)") as session:
                 limiter = paced_limiter(config, config.effective_requests_per_second)
-                client = GeneClient(session, limiter, config)
+                client = GeneClient(session, limiter, config, stats=stats)
                 finish.stats = client.stats
                 report = None
                 if config.progress_interval_s > 0:
@@ -235,4 +262,19 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
                 finish.outcome = dataclasses.replace(finish.outcome, fatal=await asyncio.to_thread(
                     _mostly_refused, config, prepared))
     assert finish.summary is not None  # _finishing wrote it or raised
+    if config.task.count > 1 and finish.summary.complete:
+        await asyncio.to_thread(_merge_if_last, config)
     return finish.summary
+
+
+def _merge_if_last(config: DownloadConfig) -> None:
+    """The task whose end completes the array writes DIR's merged reports and summary."""
+    try:
+        merged = merge.merged_summary(config.out_dir)
+        if merged["complete"]:
+            merged = merge.rebuild_merged(config.out_dir) or merged
+            log.info("%s; merged into %s/missing.tsv, replaced.tsv and summary.json",
+                     merge.summary_line(merged), config.out_dir)
+    except (OSError, BulkgeneError) as exc:  # the task itself is done: say so, go on
+        log.warning("the array is complete, but its merged reports could not be written "
+                    "(%s): `bulkgene verify %s` writes them", exc, config.out_dir)

@@ -19,9 +19,12 @@ from bulkgene.config import DownloadConfig
 from bulkgene.errors import BulkgeneError
 from bulkgene.input.idset import IdBitmap
 from bulkgene.input.lines import InputCounts, Reject, file_digest, parse_column, read_ids
+from bulkgene.input.spool import needs_spool
+from bulkgene.layout import CHECKPOINT_NAME
 from bulkgene.ncbi.requests import id_path_budget, pack
+from bulkgene.output import checkpoint as ckpt
 from bulkgene.output.checkpoint import Checkpoint, InputFile
-from bulkgene.run.prepare import needs_spool, refuse_mixed_runs, resume_state
+from bulkgene.run.prepare import refuse_mixed_runs, refuse_other_files, resume_state
 
 # bytes one record takes on disk, by what is asked for (NCBI's COMPLETE gene reports are
 # ~4.5 KB of JSON each; IDS_ONLY and COUNTS_ONLY lines ~100 bytes), and gzip's share of that
@@ -99,9 +102,14 @@ def _resume(config: DownloadConfig, inputs: list[InputFile] | None
     """The state a real run would start from, or what it would refuse."""
     if config.restart:
         return None, None  # the old run would be moved aside
+    work_dir = config.work_dir
     try:
+        if not (work_dir / CHECKPOINT_NAME).exists():
+            refuse_other_files(config)
         refuse_mixed_runs(config)
-        return resume_state(config, inputs), None
+        existing = ckpt.load(work_dir) if work_dir.is_dir() else None
+        # --add grows the run by IDs of its own: the options are what must match
+        return resume_state(config, None if config.add else inputs, existing), None
     except BulkgeneError as exc:
         return None, exc
 

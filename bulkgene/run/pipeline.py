@@ -70,8 +70,8 @@ class Pipeline:
                  on_progress: Callable[[Snapshot], None] | None) -> None:
         self.config = config
         self.on_progress = on_progress  # every config.progress_interval_s, and at the end
-        self.task_batches, self.task_ids = config.task.share(prepared.plan.counts.requested,
-                                                             config.output.batch_size)
+        self.task_batches, self.task_ids = prepared.plan.task_share(config.task,
+                                                                    config.output.batch_size)
         self.prepared = prepared
         self.client = client
         self.workers = config.effective_concurrency
@@ -110,35 +110,39 @@ class Pipeline:
         if self.on_progress is not None:  # the last word: where the run ended, 100 % if done
             self.on_progress(self.snapshot(time.monotonic() - self._started,
                                            self._done_at_start))
-        await self._record_total_batches()
+        await self._record_the_end()
         return RunOutcome(self.interrupted, self.fatal)
 
-    async def _record_total_batches(self) -> None:
-        """The producer saw the end of the input: the checkpoint learns how many batches
-        there are, so status and verify can tell a complete directory from a partial one."""
+    async def _record_the_end(self) -> None:
+        """The run's last save: the batch total, once the producer saw the end of the input
+        (so status and verify can tell a complete directory from a partial one), and the
+        requests sent since the last commit (so status counts every run's requests, not
+        only those before each run's last commit)."""
         checkpoint = self.prepared.checkpoint
-        if self.total_batches is None or self.write_failed or checkpoint.total_batches is not None:
+        learnt_total = self.total_batches is not None and checkpoint.total_batches is None
+        uncounted = self.client.stats != self._committed_stats
+        if self.write_failed or not (learnt_total or uncounted):
             return
         final = copy.deepcopy(checkpoint)
-        final.total_batches = self.total_batches
+        if learnt_total:
+            final.total_batches = self.total_batches
+        final.totals.count_network(**self._network_delta())
         try:
             await self._save(final)
         except (OSError, StateError) as exc:
             self._stop_on_write_error(exc)
 
     async def _produce(self) -> None:
-        task = self.config.task
+        def wanted(index: int) -> bool:
+            # this task numbers its own batches 0, 1, 2... (then those of the segments a
+            # grown run added): the checkpoint's watermark advances with no gaps left by
+            # the other tasks
+            return not self.prepared.checkpoint.is_committed(index)
 
-        def wanted(global_index: int) -> bool:
-            # this task numbers its own batches 0, 1, 2...: the checkpoint's watermark then
-            # advances with no gaps left by the other tasks
-            return task.takes(global_index) and not self.prepared.checkpoint.is_committed(
-                global_index // task.count)
-
-        for global_batch in self.prepared.plan.batches(self.config.output.batch_size, wanted):
+        for batch in self.prepared.plan.task_batches(self.config.task,
+                                                     self.config.output.batch_size, wanted):
             if self.stopping.is_set():
                 break
-            batch = Batch(global_batch.index // task.count, global_batch.gene_ids)
             await self.batches.put(batch)
         else:
             self.total_batches = self.task_batches
@@ -244,7 +248,10 @@ class Pipeline:
         for written in receipt.written:
             checkpoint.totals.count_written(
                 found=written.found, missing=written.missing, replaced=written.replaced,
-                records=written.records, unverified=written.unverified)
+                records=written.records, unverified=written.unverified,
+                followed=written.followed, missing_discontinued=written.missing_discontinued,
+                missing_replaced=written.missing_replaced,
+                missing_not_in_history=written.missing_not_in_history)
             checkpoint.mark_committed(written.batch_index)
         checkpoint.file_lengths.update(receipt.file_lengths)
         checkpoint.totals.count_network(**self._network_delta())
@@ -264,10 +271,14 @@ class Pipeline:
         return {name: now[name] - before[name] for name in now}
 
     async def _report_rate(self) -> None:
-        """Publish the pacer's rate in the budget lease, for `bulkgene status`."""
+        """Publish the pacer's rate in the budget lease, for `bulkgene status`; stop the run
+        if a lease could not be kept (its directory refuses writes for too long)."""
         while self.leases:
             for lease in self.leases:
                 lease.report_rate(self.client.limiter.rate)
+                if lease.failure is not None:
+                    self.stop(fatal=lease.failure)
+                    return
             await asyncio.sleep(1.0)
 
     async def _report(self) -> None:

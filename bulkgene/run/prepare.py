@@ -12,9 +12,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import shutil
-import stat
-import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +20,20 @@ from typing import Any
 
 from bulkgene import durable, layout
 from bulkgene.config import DownloadConfig
-from bulkgene.errors import ConfigError, InputError, StateError
+from bulkgene.errors import ConfigError, StateError
 from bulkgene.input import plan as idplan
 from bulkgene.input.lines import STDIN, Reject, file_digest, parse_column
 from bulkgene.input.plan import IdPlan
+from bulkgene.input.spool import needs_spool, spool
 from bulkgene.layout import REJECTS_HEADER, REJECTS_NAME, STDIN_SPOOL_NAME
 from bulkgene.output import checkpoint as ckpt
+from bulkgene.output import rewrite
 from bulkgene.output.checkpoint import Checkpoint, InputFile
-from bulkgene.output.claims import GeneClaims
+from bulkgene.output.claims import GeneClaims, layout_key
 from bulkgene.output.lock import RunLock, acquire_waiting
 from bulkgene.output.store import OutputStore
+from bulkgene.run import growth
+from bulkgene.run.array import unsplit_lock_hint
 
 log = logging.getLogger("bulkgene")
 
@@ -73,40 +75,49 @@ def _refuse_orphan_data(out_dir: Path) -> None:
 _DATA_NAMES = frozenset({layout.MISSING_NAME, layout.REPLACED_NAME})
 
 
-def resume_state(config: DownloadConfig, inputs: list[InputFile] | None) -> Checkpoint | None:
-    """The checkpoint a run of ``inputs`` resumes (None: it starts afresh); raises what the
-    run must refuse: other settings or input, bulkgene data without a checkpoint. Reads only
-    (``fetch --dry-run`` asks it too, with ``inputs`` None when it can't read them twice:
-    then only the settings are compared)."""
+def resume_state(config: DownloadConfig, inputs: list[InputFile] | None,
+                 existing: Checkpoint | None) -> Checkpoint | None:
+    """The checkpoint (``existing``, as loaded) that a run of ``inputs`` resumes, None if it
+    starts afresh; raises what the run must refuse: other settings or input, bulkgene data
+    without a checkpoint. Writes nothing: ``fetch --dry-run`` asks it too, with ``inputs``
+    None when it can't read them twice (only the settings are compared then)."""
     out_dir = config.work_dir
     params = config.fingerprint_params()
-    existing = ckpt.load(out_dir) if out_dir.is_dir() else None
     if existing is not None and _only_the_server_changed_on_nothing(existing, params):
         log.info("the run in %s never got an answer from %s (nothing committed): "
                  "starting it afresh against %s", out_dir, existing.params.get("server"),
                  params["server"])
         existing = None
-    if existing is not None:
-        inputs = existing.inputs if inputs is None else inputs
-        fingerprint = ckpt.fingerprint(params, [entry.digest for entry in inputs])
-        ckpt.check_compatible(existing, params, inputs, fingerprint)
-        return existing
-    if out_dir.is_dir():
-        _refuse_orphan_data(out_dir)
-    return None
+    if existing is None:
+        if out_dir.is_dir():
+            _refuse_orphan_data(out_dir)
+        return None
+    inputs = existing.inputs if inputs is None else inputs
+    # a run that grew is the same run: its fingerprint covers the growths too
+    fingerprint = ckpt.fingerprint(params, [entry.digest for entry in inputs]
+                                   + existing.segments)
+    ckpt.check_compatible(existing, params, inputs, fingerprint)
+    return existing
 
 
 def move_aside(work_dir: Path, out_dir: Path) -> Path | None:
     """``--restart``: move the old run next to ``out_dir`` (never delete); its new place.
 
     A task's directory goes to ``DIR.restarted-<time>/task-000i``, outside ``DIR``, so that
-    globbing ``DIR/**/*.ndjson`` never reads an old run's shards.
+    globbing ``DIR/**/*.ndjson`` never reads an old run's shards. A directory that also
+    holds files of someone else's (allowed with ``--allow-other-files``) keeps them: only
+    bulkgene's files move. Our own new lock is no old run.
     """
-    if not work_dir.is_dir() or not any(layout.is_ours(p.name) for p in work_dir.iterdir()):
+    if not work_dir.is_dir():
+        return None
+    ours = [p for p in work_dir.iterdir()
+            if layout.is_run_entry(p.name) and p.name != layout.LOCK_NAME]
+    if not ours:
         return None
     work_dir, out_dir = work_dir.resolve(), out_dir.resolve()
+    whole = not layout.other_entries(work_dir)
     cwd = Path.cwd().resolve()
-    if work_dir in (cwd, *cwd.parents) or not out_dir.name:
+    if whole and (work_dir in (cwd, *cwd.parents) or not out_dir.name):
         raise StateError(f"--restart would move {work_dir} aside, but it is (or holds) the "
                          "current directory: run the command from its parent directory "
                          f"(cd {work_dir.parent}) with --out {work_dir.name}")
@@ -118,24 +129,33 @@ def move_aside(work_dir: Path, out_dir: Path) -> Path | None:
         parent = out_dir.with_name(f"{out_dir.name}.restarted-{stamp}-{suffix}")
         target = parent if work_dir == out_dir else parent / work_dir.name
         suffix += 1
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        work_dir.rename(target)
+        if whole:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            work_dir.rename(target)
+        else:
+            target.mkdir(parents=True)
+            for path in ours:
+                path.rename(target / path.name)
     except OSError as exc:
         raise StateError(f"--restart could not move {work_dir} aside to {target}: {exc.strerror}; "
                          "move or remove it yourself, or choose another --out") from None
     return target
 
 
-def needs_spool(name: str) -> bool:
-    """Whether an input can be read only once: stdin, a pipe, ``<(...)``, a FIFO, a device."""
-    if name == STDIN:
-        return True
-    try:
-        mode = os.stat(name).st_mode
-    except OSError:
-        return False  # reading it says what is wrong
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+def refuse_other_files(config: DownloadConfig) -> None:
+    """A fresh run fills --out: one that holds someone else's files is refused unless asked."""
+    if config.allow_other_files:
+        return
+    for directory in dict.fromkeys((config.out_dir, config.work_dir)):
+        others = layout.other_entries(directory)
+        if others:
+            shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+            raise StateError(
+                f"{directory} holds files that are not a bulkgene run ({shown}): bulkgene "
+                "would write its shards and reports among them. Give --out a new or empty "
+                "directory, or pass --allow-other-files to write there anyway (your files "
+                "are left alone, also by --restart)")
 
 
 def spool_files(config: DownloadConfig) -> dict[int, Path]:
@@ -147,22 +167,6 @@ def spool_files(config: DownloadConfig) -> dict[int, Path]:
     return {position: config.work_dir / (STDIN_SPOOL_NAME if name == STDIN
                                      else f"input-{position + 1}.spool")
             for position, name in enumerate(config.inputs) if needs_spool(name)}
-
-
-def _spool(name: str, target: Path) -> Path:
-    """Copy a read-once input beside its old copy, so it can be digested and re-read."""
-    incoming = target.with_name(target.name + ".new")
-    try:
-        source = sys.stdin.buffer if name == STDIN else open(name, "rb")  # noqa: SIM115
-    except OSError as exc:
-        raise InputError(f"cannot read input {name!r}: {exc.strerror}; check the path") from None
-    try:
-        with durable.create_new(incoming) as handle:
-            shutil.copyfileobj(source, handle, 1 << 20)
-    finally:
-        if source is not sys.stdin.buffer:
-            source.close()
-    return incoming
 
 
 def refuse_mixed_runs(config: DownloadConfig) -> None:
@@ -180,18 +184,29 @@ def refuse_mixed_runs(config: DownloadConfig) -> None:
     if (root / layout.CHECKPOINT_NAME).exists():
         raise StateError(f"{root} holds a run that is not split into tasks: an array task "
                          "can't share its directory; give the array another --out")
+    others: list[str] = []  # tasks that split the list with another batch size
     for task_dir in arrays:
         try:
             state = ckpt.load(task_dir)
         except StateError:
             continue  # that task's own run says what is wrong with it
         count = state.params.get("task_count") if state is not None else None
+        batch_size = state.params.get("batch_size") if state is not None else None
+        if (batch_size is not None and batch_size != config.output.batch_size
+                and task_dir != config.work_dir):
+            others.append(task_dir.name)
         if count is not None and count != config.task.count:
             raise StateError(
                 f"{root} holds an array split into {count} tasks ({task_dir.name}), and this "
                 f"is a task of {config.task.count}: every task of an array takes the same "
                 "--task-count (or the same --array with --split slurm). Use another --out, or "
                 f"--restart each task of the old array.")
+    if others:
+        log.warning(
+            "%s of this array split the list into batches of another size than this task's "
+            "--batch-size %d: until every task runs with the same --batch-size (--restart "
+            "them too), the tasks cover the list unevenly and `bulkgene verify %s` fails",
+            ", ".join(others), config.output.batch_size, root)
 
 
 def _refuse_another_list(directory: Path, plan_key: list[str]) -> None:
@@ -262,8 +277,11 @@ def _remove_empty(directories: list[Path]) -> None:
             return
 
 
-def prepare(config: DownloadConfig) -> PreparedRun:
-    """Get the directory ready to resume or start; nothing has been sent yet."""
+def prepare(config: DownloadConfig, cancel: threading.Event | None = None) -> PreparedRun:
+    """Get the directory ready to resume or start; nothing has been sent yet.
+
+    ``cancel`` (set by SIGTERM/SIGINT) stops the copying of a read-once input.
+    """
     out_dir = config.work_dir
     created = _absent_dirs(out_dir)
     try:
@@ -271,37 +289,56 @@ def prepare(config: DownloadConfig) -> PreparedRun:
     except OSError as exc:
         raise StateError(f"cannot create the output directory {out_dir}: {exc.strerror}") from None
     lock = RunLock(out_dir)
-    lock.acquire()
     try:
-        return _prepare_locked(config, lock, created)
+        lock.acquire()
+    except StateError as exc:
+        _remove_empty(created)
+        hint = unsplit_lock_hint() if config.task.count == 1 else ""
+        if not hint:
+            raise
+        raise StateError(f"{exc}{hint}") from None
+    try:
+        return _prepare_locked(config, lock, created, cancel)
     except BaseException:
         lock.release()
         _remove_empty(created)  # a refused run leaves no empty directory of its own behind
         raise
 
 
-def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path]) -> PreparedRun:
+def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path],
+                    cancel: threading.Event | None) -> PreparedRun:
     out_dir = config.work_dir
     if config.restart and (moved := move_aside(out_dir, config.out_dir)) is not None:
+        log.info("--restart: moved the old run in %s aside to %s (nothing was deleted)",
+                 out_dir, moved)
         (moved / layout.LOCK_NAME).unlink(missing_ok=True)  # our lock moved away with the old run
-        out_dir.mkdir(parents=True, exist_ok=True)
-        created.insert(0, out_dir)
+        if not out_dir.exists():
+            out_dir.mkdir(parents=True)
+            created.insert(0, out_dir)
         lock.acquire()
+    if not (out_dir / layout.CHECKPOINT_NAME).exists():
+        refuse_other_files(config)
     if config.inputs.count(STDIN) > 1:
         raise ConfigError("stdin (-) can be given only once as input")
     refuse_mixed_runs(config)
+    if config.add or config.from_directory:
+        return _prepare_grown(config, lock)
     names = config.inputs
     spools = spool_files(config)
     incoming: dict[int, Path] = {}
     try:  # until the input proved good, new copies sit beside the old ones
         for position, target in spools.items():
-            incoming[position] = _spool(names[position], target)
+            incoming[position] = target.with_name(target.name + ".new")
+            spool(names[position], incoming[position], cancel)
         paths = tuple(str(incoming.get(position, name)) for position, name in enumerate(names))
         inputs = [InputFile(name, file_digest(path))
                   for name, path in zip(names, paths, strict=True)]
         params = config.fingerprint_params()
         digests = [entry.digest for entry in inputs]
-        existing = resume_state(config, inputs)
+        existing = ckpt.load(out_dir)
+        if existing is not None:  # a report rewrite a kill interrupted is finished first
+            existing = rewrite.finish(out_dir, existing)
+        existing = resume_state(config, inputs, existing)
         state = existing or Checkpoint(fingerprint=ckpt.fingerprint(params, digests),
                                        params=params, inputs=inputs)
         # the column is in the plan's key too: a killed first run has no checkpoint yet
@@ -313,17 +350,53 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path]) 
         raise
     for position, path in incoming.items():
         os.replace(path, spools[position])
+    committed: Checkpoint | None = existing
+    if len(state.segments) < len(plan.segments):  # the run grew since this task last ran
+        state = committed = growth.absorb(out_dir, state, plan, config.task)
+    return _ready(config, plan, plan_key, state, committed, lock)
+
+
+def _ready(config: DownloadConfig, plan: IdPlan, plan_key: list[str], state: Checkpoint,
+           committed: Checkpoint | None, lock: RunLock) -> PreparedRun:
+    """The store opened on the committed state (files cut back to it), the run's start noted."""
+    out_dir = config.work_dir
     state.run_started_at = time.time()  # saved with the first commit of this run
     state.run_ids_at_start = state.ids_done
-    claims = (GeneClaims(config.out_dir / layout.CLAIMS_DIR_NAME, config.task.index)
-              if config.task.count > 1 else None)
+    claims = (GeneClaims(config.out_dir / layout.CLAIMS_DIR_NAME / layout_key(
+        plan_key, config.output.batch_size, config.task.count, config.network.server),
+        config.task.index) if config.task.count > 1 else None)
     store = OutputStore(out_dir, config.output.shards, plan.requested,
                         gzipped=config.output.compress == "gzip", tsv=config.query.format == "tsv",
                         claims=claims)
-    store.open(existing)
-    if existing is None:
+    store.open(committed)
+    if committed is None:
         # state before any data: a kill before the first commit leaves a directory that
         # resumes (cut back to nothing), never data without a checkpoint
         state.updated_at = time.time()
         ckpt.save(out_dir, state)
-    return PreparedRun(plan, state, store, existing is not None, lock)
+    return PreparedRun(plan, state, store, committed is not None, lock)
+
+
+def _prepare_grown(config: DownloadConfig, lock: RunLock) -> PreparedRun:
+    """A run that goes on from its own plan: with IDs added (``--add``), or with nothing new
+    from the command line (``retry``, ``--follow-replaced``, which grew it before)."""
+    out_dir = config.work_dir
+    existing = ckpt.load(out_dir)
+    if existing is None:
+        doing = "add to" if config.add else "go on with"
+        raise StateError(f"{out_dir} holds no run to {doing} (no checkpoint.json): fetch a "
+                         "list into it first (without --add)")
+    existing = rewrite.finish(out_dir, existing)
+    params = config.fingerprint_params()
+    digests = [entry.digest for entry in existing.inputs]
+    ckpt.check_compatible(existing, params, existing.inputs,
+                          ckpt.fingerprint(params, digests + existing.segments))
+    plan_dir = plan_directory(config)
+    with growth.plan_lock(plan_dir, out_dir):
+        plan = growth.load_plan(plan_dir, existing)
+        if config.add:
+            growth.check_added_inputs(config.inputs)
+            plan = growth.grow_add(config, plan)
+    state = growth.absorb(out_dir, existing, plan, config.task)
+    plan_key = digests + ([f"column={config.column}"] if config.column is not None else [])
+    return _ready(config, plan, plan_key, state, state, lock)

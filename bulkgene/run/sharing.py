@@ -13,19 +13,25 @@ import contextlib
 import logging
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from bulkgene.budget import BudgetLease, LeaseView, budget_path, default_budget_root, list_leases
-from bulkgene.budget.margin import recall_margin_s, remember_margin_s
+from bulkgene.budget.margin import recall_margin, remember_margin_s
 from bulkgene.config import (
     ANONYMOUS_REQUESTS_PER_SECOND,
     KEYED_REQUESTS_PER_SECOND,
     DownloadConfig,
 )
 from bulkgene.layout import BUDGET_DIR_NAME
-from bulkgene.net.pacer import INITIAL_MARGIN_S, AdaptiveRateLimiter
+from bulkgene.net.pacer import (
+    INITIAL_MARGIN_S,
+    REMEMBERED_CAP_S,
+    AdaptiveRateLimiter,
+    MarginLesson,
+)
 
 log = logging.getLogger("bulkgene")
 BUDGET_DIR_ENV = "BULKGENE_BUDGET_DIR"
@@ -42,6 +48,14 @@ def budget_root(config: DownloadConfig) -> Path:
     return default_budget_root()
 
 
+def trusted_root(config: DownloadConfig) -> Path:
+    """Below this directory no link is followed and new directories take its bits: the budget
+    root the user chose, but for an array task ``DIR`` itself (whoever can write in ``DIR``
+    could plant ``DIR/.budget``)."""
+    root = budget_root(config)
+    return config.out_dir if root == config.out_dir / BUDGET_DIR_NAME else root
+
+
 def _server_tag(base_url: str) -> str:
     """The server's host as a directory name: the emulator's budget is not NCBI's."""
     host = urlsplit(base_url).hostname or "server"
@@ -53,16 +67,34 @@ def path_directory(config: DownloadConfig) -> Path:
     return budget_root(config) / _server_tag(config.network.base_url)
 
 
-def paced_limiter(config: DownloadConfig, rate_rps: float) -> AdaptiveRateLimiter:
-    """The run's pacer, starting from the margin an earlier run on this path learnt."""
+def paced_limiter(config: DownloadConfig, rate_rps: float,
+                  clock: Callable[[], float] | None = None) -> AdaptiveRateLimiter:
+    """The run's pacer, starting from the lesson an earlier run on this path left (capped:
+    a wider margin is an episode, not the path) and leaving its own for the next."""
     directory = path_directory(config)
-    remembered = recall_margin_s(directory)
-    margin_s = INITIAL_MARGIN_S if remembered is None else max(INITIAL_MARGIN_S, remembered)
-    if remembered is not None and remembered > INITIAL_MARGIN_S:
-        log.debug("pacing margin %.0f ms, as learnt by an earlier run on this path",
-                  1000 * margin_s)
-    return AdaptiveRateLimiter(rate_rps, margin_s=margin_s,
-                               on_margin=lambda learnt_s: remember_margin_s(directory, learnt_s))
+    remembered = recall_margin(directory)
+    margin_s, refuted, age_s = INITIAL_MARGIN_S, 0, 0.0
+    if remembered is not None and remembered.margin_s > INITIAL_MARGIN_S:
+        margin_s = min(REMEMBERED_CAP_S, remembered.margin_s)
+        refuted, age_s = remembered.refuted, max(0.0, time.time() - remembered.learnt_at)
+        log.debug("pacing margin %.0f ms, as learnt by an earlier run on this path %s ago",
+                  1000 * margin_s, _duration(age_s))
+    root = trusted_root(config)
+
+    def remember(lesson: MarginLesson) -> None:
+        remember_margin_s(directory, lesson.margin_s, refuted=lesson.refuted,
+                          age_s=lesson.age_s, root=root)
+
+    return AdaptiveRateLimiter(rate_rps, clock=clock, margin_s=margin_s, on_margin=remember,
+                               margin_refuted=refuted, margin_age_s=age_s)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"
 
 
 def budget_directory(config: DownloadConfig, root: Path | None = None) -> Path:
@@ -77,14 +109,18 @@ def key_budget_rps(config: DownloadConfig) -> float:
     return KEYED_REQUESTS_PER_SECOND if config.network.api_key else ANONYMOUS_REQUESTS_PER_SECOND
 
 
-def lease_directories(config: DownloadConfig) -> list[Path]:
-    """Every budget directory this run takes a lease in: its own, and for an array task the
-    per-user one too, so that a plain fetch on the same key (which knows only that one)
-    counts the array's tasks and they count it."""
-    own = budget_directory(config)
+def lease_places(config: DownloadConfig) -> list[tuple[Path, Path]]:
+    """Every budget directory this run takes a lease in, with its trusted root: its own, and
+    for an array task the per-user one too, so that a plain fetch on the same key (which
+    knows only that one) counts the array's tasks and they count it."""
+    own = (budget_directory(config), trusted_root(config))
     if budget_root(config) == config.out_dir / BUDGET_DIR_NAME:  # an array task's own
-        return [own, budget_directory(config, default_budget_root())]
+        return [own, (budget_directory(config, default_budget_root()), default_budget_root())]
     return [own]
+
+
+def lease_directories(config: DownloadConfig) -> list[Path]:
+    return [directory for directory, _ in lease_places(config)]
 
 
 @contextlib.asynccontextmanager
@@ -97,8 +133,8 @@ async def shared_budget(config: DownloadConfig, limiter: AdaptiveRateLimiter
         return
     total = key_budget_rps(config)
     limiter.set_share(0.0, total)  # nothing leaves until every lease is admitted
-    directories = lease_directories(config)
-    shares = dict.fromkeys(range(len(directories)), 0.0)
+    places = lease_places(config)
+    shares = dict.fromkeys(range(len(places)), 0.0)
 
     def share_setter(which: int) -> Callable[[float], None]:
         def on_share(share: float) -> None:
@@ -108,8 +144,9 @@ async def shared_budget(config: DownloadConfig, limiter: AdaptiveRateLimiter
 
     async with contextlib.AsyncExitStack() as stack:
         leases = [await stack.enter_async_context(BudgetLease(
-            directory, total, out_dir=str(config.work_dir.resolve()),
-            on_share=share_setter(which))) for which, directory in enumerate(directories)]
+            directory, total, out_dir=str(config.work_dir.resolve()), root=root,
+            give_up_after_s=config.network.retry.outage_s, on_share=share_setter(which)))
+            for which, (directory, root) in enumerate(places)]
         yield leases
 
 
@@ -119,18 +156,33 @@ def _apply_share(limiter: AdaptiveRateLimiter, share_rps: float, total_rps: floa
     limiter.set_share(share_rps, total_rps)
 
 
-def leases_sharing_with(out_dir: Path) -> list[LeaseView]:
-    """Live leases of every budget that a process writing under ``out_dir`` holds now."""
+def status_roots(out_dir: Path, budget_dir: Path | None = None) -> list[Path]:
+    """Where a fetch writing under ``out_dir`` may hold leases: ``budget_dir`` (the fetch's
+    --budget-dir; $BULKGENE_BUDGET_DIR by default), ``DIR/.budget``, the per-user directory."""
     roots = [default_budget_root(), out_dir / BUDGET_DIR_NAME]
-    if os.environ.get(BUDGET_DIR_ENV):
-        roots.insert(0, Path(os.environ[BUDGET_DIR_ENV]))
+    if budget_dir is None and os.environ.get(BUDGET_DIR_ENV):
+        budget_dir = Path(os.environ[BUDGET_DIR_ENV])
+    if budget_dir is not None:
+        roots.insert(0, budget_dir)
+    return list(dict.fromkeys(roots))
+
+
+def leases_sharing_with(out_dir: Path, budget_dir: Path | None = None) -> list[LeaseView]:
+    """Live leases of every budget that a process writing under ``out_dir`` holds now (in
+    the ``status_roots``)."""
     target = str(out_dir.resolve())
+    directories = [directory for root in status_roots(out_dir, budget_dir)
+                   for directory in (sorted(root.glob("*/*")) if root.is_dir() else [])]
+    # only the budgets this run holds a lease in are watched for heartbeats (a stale lease
+    # of another user's budget must not slow `status` down)
+    ours = {view.directory for view in list_leases(directories, watch_s=0.0)
+            if _under(view.record.out_dir, target)}
+    live = [view for view in list_leases(sorted(ours)) if view.alive]
     found: list[LeaseView] = []
-    for root in roots:
-        for directory in sorted(root.glob("*/*")) if root.is_dir() else []:
-            leases = [view for view in list_leases(directory) if view.alive]
-            if any(_under(view.record.out_dir, target) for view in leases):
-                found.extend(leases)
+    for directory in directories:
+        leases = [view for view in live if view.directory == directory]
+        if any(_under(view.record.out_dir, target) for view in leases):
+            found.extend(leases)
     # an array task holds a lease in two budgets (its own and the per-user one): show it once
     seen: set[tuple[str, int, str]] = set()
     unique = []

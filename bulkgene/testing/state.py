@@ -34,8 +34,10 @@ FAULTS = (
 )
 # NCBI's operationIds of the gene report endpoints the emulator serves (for ``retired_endpoints``)
 ENDPOINTS = ("gene_reports_by_id", "gene_dataset_reports_by_id", "gene_metadata_by_post",
-             "gene_dataset_report")
+             "gene_dataset_report", "gene_reports_by_taxon", "gene_dataset_reports_by_taxon",
+             "gene_counts_for_taxon", "gene_counts_for_taxon_by_post")
 DATASETS_VERSION = "18.23.0"
+REMAINING_COUNTED_AT = ("arrival", "answer")
 RETIRED_MESSAGE = ("This version of the API has been retired. Please migrate to the latest version "
                    "of the NCBI Datasets API: https://www.ncbi.nlm.nih.gov/datasets/docs/v2/")
 
@@ -55,6 +57,10 @@ class EmulatorConfig:
     retry_after_s: int = 1
     rate_limit_headers: bool = True  # X-RateLimit-Limit/-Remaining at all
     rate_limit_headers_only_on_429: bool = False  # old guess: not on other answers
+    # when X-RateLimit-Remaining is counted: "arrival" (the request's own arrival) or "answer"
+    # (when the answer leaves, so a slow answer counts the caller's later requests too);
+    # unrecorded which NCBI does (docs/ncbi-api.md §6), so both readings are served
+    remaining_counted_at: str = "arrival"
     ncbi_headers: bool = True  # Server, X-Datasets-Version, Ncbi-Phid, X-Ncbi-* paging mirrors
     keepalive_timeout_s: float | None = 4.0  # idle kept-alive connections close; None: 75 s, no header
     keepalive_max_requests: int | None = 40  # the Nth answer on a connection closes it; None: never
@@ -73,12 +79,30 @@ class EmulatorConfig:
     stall_s: float = 30.0
     max_request_line_bytes: int = 16384  # longer request targets get 414, as a gateway does
     poison_ids: frozenset[int] = frozenset()  # any request naming one of these gets a 400
+    # each taxon page after the first repeats this many GeneIDs of the page before (NCBI's CLI
+    # de-duplicates because "client-side paged geneids can return duplicates")
+    taxon_page_overlap: int = 0
     faults: dict[str, float] = field(default_factory=dict)
+    # /gene/DATA/gene_history.gz (testing/history.py): which IDs it lists, what it honours
+    history_max_id: int = 1_000_000
+    history_ranges: bool = True  # Range and If-Range: 206 (off: always the whole file, 200)
+    history_conditional: bool = True  # If-None-Match / If-Modified-Since: 304
+    history_etag: bool = True  # an ETag beside Last-Modified
+    history_fault: str | None = None  # cut, truncated_file or not_gzip (HISTORY_FAULTS)
+    history_fault_answers: int | None = None  # the first N answers get it (None: all)
+    history_chunk_bytes: int = 1 << 16  # the body is written in pieces of this size...
+    history_chunk_delay_s: float = 0.0  # ...this far apart (a slow download, to kill)
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(FAULTS)
         if unknown:
             raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {', '.join(FAULTS)}")
+        if self.remaining_counted_at not in REMAINING_COUNTED_AT:
+            raise ValueError(f"remaining_counted_at must be one of {REMAINING_COUNTED_AT}, "
+                             f"not {self.remaining_counted_at!r}")
+        if self.history_fault not in (None, "cut", "truncated_file", "not_gzip"):
+            raise ValueError(f"unknown history fault {self.history_fault!r}; known: cut, "
+                             "truncated_file, not_gzip")
         if unknown_endpoints := set(self.retired_endpoints) - set(ENDPOINTS):
             raise ValueError(f"unknown endpoint(s) {sorted(unknown_endpoints)}; known: "
                              f"{', '.join(ENDPOINTS)}")
@@ -120,6 +144,19 @@ class Arrival:
     accept: str = ""
 
 
+@dataclass(frozen=True)
+class HistoryRequest:
+    """One request for the history file, as the emulator saw and answered it."""
+
+    range: str | None
+    if_range: str | None
+    if_none_match: str | None
+    if_modified_since: str | None
+    status: int
+    body_bytes: int  # bytes of the body actually sent
+    fault: str | None
+
+
 class EmulatorState:
     """Mutable server state: the arrival log, rate windows, the outage switch."""
 
@@ -137,6 +174,28 @@ class EmulatorState:
         self._secret = hashlib.blake2b(str(config.seed).encode(), digest_size=16).digest()
         self.outage_status: int | None = None
         self.clock: Callable[[], float] = time.monotonic  # tests may freeze it
+        self.history_generation = 0  # a new day's gene_history: new validators, new bytes
+        self._history_requests: list[HistoryRequest] = []
+        self._history_faults = 0
+
+    def log_history(self, entry: HistoryRequest) -> None:
+        with self._lock:
+            self._history_requests.append(entry)
+
+    def history_requests(self) -> list[HistoryRequest]:
+        """A copy of the history file's request log, safe to read from another thread."""
+        with self._lock:
+            return list(self._history_requests)
+
+    def history_fault(self) -> str | None:
+        """The fault this answer of the history file gets, if any."""
+        fault = self.config.history_fault
+        limit = self.config.history_fault_answers
+        with self._lock:
+            if fault is None or (limit is not None and self._history_faults >= limit):
+                return None
+            self._history_faults += 1
+        return fault
 
     def log(self, arrival: Arrival) -> None:
         with self._lock:
@@ -233,6 +292,7 @@ def _request_key(name: str, kind: type) -> Any:
 # per-request notes from the handlers to the gateway middleware
 PHID_KEY = _request_key("phid", str)
 RATE_HEADERS_KEY = _request_key("rate_headers", dict)
+RATE_CLIENT_KEY = _request_key("rate_client", tuple)  # (client, limit): to count at answer time
 FRONT_END_KEY = _request_key("front_end", bool)  # answered by an Apache front end, not Finatra
 
 

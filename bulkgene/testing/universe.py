@@ -4,6 +4,8 @@ Everything is a pure function of (seed, GeneID), so the tests can ask the same u
 what the server will answer. GeneIDs 7157 (TP53), 672 (BRCA1) and 3105 (HLA-A) are served
 verbatim from a real NCBI response; every other known ID gets a synthetic, schema-valid
 report of 1-8 KB in NCBI's field order, with 64-bit fields as strings and empty fields left out.
+The genes of the emulator's taxa (testing/taxa.py) are always current, and their reports name
+their taxon.
 """
 
 from __future__ import annotations
@@ -17,12 +19,18 @@ from typing import Any
 
 import orjson
 
+from bulkgene.testing.taxa import Taxon, TaxonTree
+
 MASK64 = (1 << 64) - 1
 REAL_RECORDS_FILE = "gene_id_7157_672_3105.trimmed.json"
 # IDs above this are unknown to NCBI today (the largest GeneIDs are around 1.3e8).
 DEFAULT_MAX_KNOWN_ID = 200_000_000
 # Replacement targets live in a range no real input uses, so they never collide by accident.
 REPLACEMENT_BASE = 1_000_000_000
+# The middle GeneID of a two-step history chain (A -> B -> C or A -> B -> -) is B = this + A:
+# above every known ID and below the replacement targets, so B is never a real list's ID.
+INTERMEDIATE_BASE = 700_000_000
+_CHAINED_ORIGINS_BELOW = REPLACEMENT_BASE - INTERMEDIATE_BASE
 
 
 class Fate(enum.Enum):
@@ -32,6 +40,16 @@ class Fate(enum.Enum):
     UNKNOWN = "unknown"
     DISCONTINUED = "discontinued"
     REPLACED = "replaced"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryStep:
+    """One row of the emulator's gene_history: ``gene_id`` was discontinued on ``date``
+    (YYYYMMDD), replaced by ``successor`` (None: without a replacement)."""
+
+    gene_id: int
+    successor: int | None
+    date: int
 
 
 class Content(enum.Enum):
@@ -169,9 +187,41 @@ def _variant_template(variant: int, seed: int) -> bytes:
     return orjson.dumps(gene)
 
 
-def synthetic_gene_bytes(gene_id: int, seed: int) -> bytes:
-    """A deterministic COMPLETE descriptor of 1-8 KB for ``gene_id``, as JSON bytes."""
-    template = _variant_template(mix(gene_id ^ seed) % _VARIANTS, seed)
+def _species_fields(tax_id: str, taxname: str, common_name: str) -> bytes:
+    """The descriptor's organism fields as they sit in a template's bytes."""
+    fields: dict[str, str] = {"tax_id": tax_id, "taxname": taxname}
+    if common_name:  # proto3 JSON omits empty strings
+        fields["common_name"] = common_name
+    return orjson.dumps(fields)[1:-1]
+
+
+@functools.cache
+def _variant_species_fields(variant: int, seed: int) -> bytes:
+    tax_id, taxname, common = _SPECIES[mix(variant ^ (seed << 32)) % len(_SPECIES)][:3]
+    return _species_fields(tax_id, taxname, common)
+
+
+@functools.cache
+def _variant_types(seed: int) -> tuple[str, ...]:
+    """The gene type of every template variant (what ``type`` its descriptor says)."""
+    return tuple(_TYPES[(mix(variant ^ (seed << 32)) >> 8) % len(_TYPES)]
+                 for variant in range(_VARIANTS))
+
+
+def synthetic_gene_type(gene_id: int, seed: int) -> str:
+    """The ``type`` of ``gene_id``'s synthetic descriptor, without building it."""
+    return _variant_types(seed)[mix(gene_id ^ seed) % _VARIANTS]
+
+
+def synthetic_gene_bytes(gene_id: int, seed: int, taxon: Taxon | None = None) -> bytes:
+    """A deterministic COMPLETE descriptor of 1-8 KB for ``gene_id``, as JSON bytes; a gene
+    of one of the emulator's taxa names that taxon."""
+    variant = mix(gene_id ^ seed) % _VARIANTS
+    template = _variant_template(variant, seed)
+    if taxon is not None:
+        template = template.replace(
+            _variant_species_fields(variant, seed),
+            _species_fields(str(taxon.tax_id), taxon.name, taxon.common_name), 1)
     return (
         template.replace(_ID11.encode(), b"%011d" % gene_id)
         .replace(_HEX.encode(), b"%X" % gene_id)
@@ -179,9 +229,9 @@ def synthetic_gene_bytes(gene_id: int, seed: int) -> bytes:
     )
 
 
-def synthetic_gene(gene_id: int, seed: int) -> dict[str, Any]:
+def synthetic_gene(gene_id: int, seed: int, taxon: Taxon | None = None) -> dict[str, Any]:
     """The synthetic descriptor of ``gene_id`` as a dict."""
-    gene: dict[str, Any] = orjson.loads(synthetic_gene_bytes(gene_id, seed))
+    gene: dict[str, Any] = orjson.loads(synthetic_gene_bytes(gene_id, seed, taxon))
     return gene
 
 
@@ -207,7 +257,10 @@ class GeneUniverse:
     unknown: frozenset[int] = frozenset()
     discontinued: frozenset[int] = frozenset()
     replaced: dict[int, int] = field(default_factory=dict)
+    taxa: TaxonTree = field(default_factory=TaxonTree)
     _cache: dict[tuple[int, Content], bytes] = field(default_factory=dict, repr=False)
+    _listings: dict[tuple[int, bool, tuple[str, ...]], list[int]] = field(
+        default_factory=dict, repr=False)
 
     def fate(self, gene_id: int) -> Fate:
         """What the server answers for ``gene_id``."""
@@ -217,8 +270,15 @@ class GeneUniverse:
             return Fate.UNKNOWN
         if gene_id in self.discontinued:
             return Fate.DISCONTINUED
-        if gene_id in real_reports() or gene_id >= REPLACEMENT_BASE or gene_id in self.targets():
+        if (gene_id in real_reports() or gene_id >= REPLACEMENT_BASE or gene_id in self.targets()
+                or self.taxa.owner(gene_id) is not None):
             return Fate.FOUND
+        if INTERMEDIATE_BASE < gene_id < REPLACEMENT_BASE:
+            # the middle of a two-step chain is answered as its own row says
+            tail = self.history(gene_id)
+            if not tail:
+                return Fate.UNKNOWN
+            return Fate.DISCONTINUED if tail[-1].successor is None else Fate.REPLACED
         if gene_id > self.max_known_id:
             return Fate.UNKNOWN
         roll = mix(gene_id ^ self.seed ^ 0x5EED) % 1000
@@ -236,12 +296,96 @@ class GeneUniverse:
         """The current GeneID that a replaced ``gene_id`` was merged into."""
         if gene_id in self.replaced:
             return self.replaced[gene_id]
+        if INTERMEDIATE_BASE < gene_id < REPLACEMENT_BASE and (tail := self.history(gene_id)):
+            end = tail[-1].successor
+            if end is not None:
+                return end
         # pairs of neighbouring old IDs merge into one new gene, as merges do
         return REPLACEMENT_BASE + (gene_id >> 1) % (2**31 - 1 - REPLACEMENT_BASE)
+
+    def history(self, gene_id: int) -> tuple[HistoryStep, ...]:
+        """The rows of NCBI's gene_history that start at ``gene_id`` and follow its chain.
+
+        Empty for a live or never-known GeneID. A discontinued ID ends in ``-``; a replaced one
+        at the gene the API answers it with. A share of each takes two steps through a middle
+        ID (``INTERMEDIATE_BASE + gene_id``). And a quarter of the IDs the API is silent about
+        were replaced in the history by a live gene all the same: whether NCBI's API answers a
+        replaced GeneID at all was never recorded (API-FACTS §9), so an explained run has
+        missing IDs with a successor to fetch (``--follow-replaced``). IDs given explicitly
+        (``discontinued``, ``replaced``) take one step, exactly as given.
+        """
+        if INTERMEDIATE_BASE < gene_id < REPLACEMENT_BASE:
+            origin = self.history(gene_id - INTERMEDIATE_BASE)
+            return origin[1:] if len(origin) == 2 and origin[1].gene_id == gene_id else ()
+        date = self._history_date(gene_id)
+        if gene_id in self.replaced:
+            return (HistoryStep(gene_id, self.replaced[gene_id], date),)
+        if gene_id in self.discontinued:
+            return (HistoryStep(gene_id, None, date),)
+        fate = self.fate(gene_id)
+        if fate not in (Fate.DISCONTINUED, Fate.REPLACED):
+            return ()
+        roll = mix(gene_id ^ self.seed ^ 0x4157) % 100
+        if fate is Fate.REPLACED:
+            end: int | None = self.replacement(gene_id)
+            two_steps = roll < 20
+        elif roll < 25:  # silent in the API, replaced in the history
+            end = REPLACEMENT_BASE + (mix(gene_id ^ 0x5AFE) >> 1) % (2**31 - 1 - REPLACEMENT_BASE)
+            two_steps = roll < 8
+        else:
+            end = None
+            two_steps = roll < 40
+        if not two_steps or gene_id >= _CHAINED_ORIGINS_BELOW:
+            return (HistoryStep(gene_id, end, date),)
+        middle = INTERMEDIATE_BASE + gene_id
+        return (HistoryStep(gene_id, middle, date),
+                HistoryStep(middle, end, self._history_date(middle, after=date)))
+
+    def _history_date(self, gene_id: int, after: int = 20050101) -> int:
+        """A day after ``after`` (YYYYMMDD); E. coli's discontinued genes went on 2024-08-23,
+        as NCBI's prokaryote genes outside reference genomes did."""
+        if self.tax_id(gene_id) == 511145 and after < 20240823:
+            return 20240823
+        h = mix(gene_id ^ self.seed ^ 0xDA7E)
+        year = max(after // 10000, 2005 + h % 20) + (1 if after > 20050101 else 0)
+        return year * 10000 + (1 + (h >> 8) % 12) * 100 + 1 + (h >> 16) % 28
+
+    def tax_id(self, gene_id: int) -> int:
+        """The taxon of ``gene_id``'s synthetic report (what its history row names)."""
+        real = real_reports().get(gene_id)
+        if real is not None:
+            return int(real["tax_id"])
+        variant = mix(gene_id ^ self.seed) % _VARIANTS
+        return int(_SPECIES[mix(variant ^ (self.seed << 32)) % len(_SPECIES)][0])
+
+    def symbol(self, gene_id: int) -> str:
+        """The symbol ``gene_id`` had (what its history row names)."""
+        real = real_reports().get(gene_id)
+        return str(real["symbol"]) if real is not None else f"G{gene_id:X}"
 
     def targets(self) -> frozenset[int]:
         """Explicitly configured replacement targets (served as found genes)."""
         return frozenset(self.replaced.values())
+
+    def gene_type(self, gene_id: int) -> str:
+        """The ``type`` the report of ``gene_id`` names (for the ``types`` filter, counts)."""
+        real = real_reports().get(gene_id)
+        return str(real.get("type", "UNKNOWN")) if real else synthetic_gene_type(gene_id, self.seed)
+
+    def taxon_genes(self, taxon: Taxon, subtree: bool = False, types: tuple[str, ...] = ()
+                    ) -> list[int]:
+        """The GeneIDs annotated at ``taxon`` (and below it with ``subtree``) whose type is
+        one of ``types`` (any without), in GeneID order: what its pages list, in order."""
+        key = (taxon.tax_id, subtree, tuple(sorted(types)))
+        if key not in self._listings:
+            members = self.taxa.subtree(taxon) if subtree else iter([taxon])
+            genes = sorted({gene_id for member in members for gene_id in member.own_genes()})
+            if types:
+                genes = [gene_id for gene_id in genes if self.gene_type(gene_id) in types]
+            if len(self._listings) > 64:
+                self._listings.clear()
+            self._listings[key] = genes
+        return self._listings[key]
 
     def order_key(self, gene_id: int) -> int:
         """Reports come back in this order: neither input nor numeric, like NCBI's."""
@@ -254,9 +398,10 @@ class GeneUniverse:
         if cached is not None:
             return cached
         real = real_reports().get(gene_id)
+        taxon = self.taxa.owner(gene_id) if real is None else None
         if replaced_from is None and content is Content.COMPLETE and real is None:
-            return synthetic_gene_bytes(gene_id, self.seed)  # cheap enough not to cache
-        gene = real or synthetic_gene(gene_id, self.seed)
+            return synthetic_gene_bytes(gene_id, self.seed, taxon)  # cheap enough not to cache
+        gene = real or synthetic_gene(gene_id, self.seed, taxon)
         if replaced_from is not None:
             gene = _reorder_replaced({**gene, "replaced_gene_id": str(replaced_from)})
         cached = orjson.dumps(reduce_gene(gene, content))

@@ -1,0 +1,140 @@
+"""Write a run's table to a file, atomically: the format from the suffix, gzip by ``.gz``.
+
+The rows stream from the shards (``bulkgene.results.table``) to a temporary file beside
+the target, renamed over it only when every row is written: a failed or killed export
+leaves the old file (or none), never half a table. ``-`` writes TSV, CSV or JSON lines to
+standard output instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Literal, cast, get_args
+
+from bulkgene import durable
+from bulkgene.errors import ConfigError, StateError
+from bulkgene.export.writers import CsvWriter, JsonLinesWriter, ParquetWriter, TableWriter, TsvWriter
+from bulkgene.results.rundir import tasks_of
+from bulkgene.results.table import Column, TableReader, choose_columns
+
+TableFormat = Literal["tsv", "csv", "jsonl", "parquet"]
+FORMATS: tuple[str, ...] = get_args(TableFormat)
+_SUFFIXES = {".tsv": "tsv", ".txt": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+             ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+STDOUT = "-"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote."""
+
+    path: str
+    format: str
+    rows: int
+    records: int  # rows made from shard records (more than records with --explode)
+    missing_rows: int
+    columns: list[str]
+
+
+def format_of(target: str, explicit: str | None) -> str:
+    """The table format: ``explicit``, else from the target's suffix (``.gz`` aside)."""
+    if explicit is not None:
+        if explicit not in FORMATS:
+            raise ConfigError(f"format {explicit!r} is not one of {', '.join(FORMATS)}")
+        return explicit
+    if target == STDOUT:
+        return "tsv"
+    name = target.lower().removesuffix(".gz")
+    suffix = os.path.splitext(name)[1]
+    if suffix not in _SUFFIXES:
+        raise ConfigError(f"can't tell the format of {target!r} from its suffix: name it "
+                          f"*.tsv, *.csv, *.jsonl or *.parquet, or pass --format")
+    return _SUFFIXES[suffix]
+
+
+@contextlib.contextmanager
+def _target(target: str, table_format: str) -> Iterator[BinaryIO]:
+    """The file to write, replaced atomically when the block ends without an error."""
+    gzipped = target.lower().endswith(".gz")
+    if gzipped and table_format == "parquet":
+        raise ConfigError("Parquet is compressed inside the file: drop the .gz")
+    if target == STDOUT:
+        if table_format == "parquet":
+            raise ConfigError("Parquet can't be streamed to standard output: name a file")
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    path = Path(target)
+    if path.is_dir():
+        raise ConfigError(f"--to {target} is a directory: name the table file to write")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        handle = durable.create_new(tmp)
+    except FileNotFoundError:
+        raise ConfigError(f"the directory of --to {target} does not exist") from None
+    try:
+        with handle:
+            if gzipped:
+                with gzip.GzipFile(fileobj=handle, mode="wb", compresslevel=6,
+                                   mtime=0) as zipped:
+                    yield cast(BinaryIO, zipped)
+            else:
+                yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _writer(table_format: str, handle: BinaryIO, columns: list[Column],
+            separator: str) -> TableWriter:
+    if table_format == "tsv":
+        return TsvWriter(handle, columns, separator)
+    if table_format == "csv":
+        return CsvWriter(handle, columns, separator)
+    if table_format == "jsonl":
+        return JsonLinesWriter(handle, columns)
+    return ParquetWriter(handle, columns)
+
+
+def export_run(out_dir: Path, target: str, *, fields: list[str] | tuple[str, ...] | None = None,
+               table_format: str | None = None, explode: str | None = None,
+               with_missing: bool = False, list_separator: str = ";",
+               partial: bool = False) -> ExportResult:
+    """Write the records of every task of ``out_dir`` to ``target`` as one table.
+
+    Refuses (StateError) a run that is not complete unless ``partial``: a table of part of
+    a list should not pass for the whole of it.
+    """
+    chosen = format_of(target, table_format)
+    columns = choose_columns(fields)
+    if not partial:
+        from bulkgene.results.status import directory_status, incomplete_reasons, is_task_directory
+
+        reasons = incomplete_reasons(directory_status(out_dir), not is_task_directory(out_dir))
+        if reasons:
+            raise StateError(f"{out_dir} is not complete, so its table would hold part of the "
+                             f"list: {'; '.join(reasons[:3])}. Finish the fetch first, or pass "
+                             "--partial to export what is committed so far")
+    reader = TableReader(tasks_of(out_dir), columns, explode=explode, with_missing=with_missing)
+    rows = missing_rows = 0
+    reason_column = next((i for i, c in enumerate(reader.columns)
+                          if c.name == "missing_reason"), None)
+    with _target(target, chosen) as handle:
+        writer = _writer(chosen, handle, reader.columns, list_separator)
+        for batch in reader.batches():
+            writer.write(batch)
+            rows += batch.row_count
+            if reason_column is not None:
+                missing_rows += sum(1 for cell in batch.cells[reason_column] if cell)
+        writer.close()
+    return ExportResult(target, chosen, rows, rows - missing_rows, missing_rows,
+                        [column.name for column in reader.columns])

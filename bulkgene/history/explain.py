@@ -1,0 +1,195 @@
+"""``bulkgene explain DIR``: every missing and replaced GeneID of a run, explained from NCBI's gene history.
+
+For every task directory of DIR (one, or all of an array's), under that task's lock: finish
+a report rewrite a kill interrupted, then read the committed rows of missing.tsv and
+replaced.tsv (anything past the committed length belongs to an unfinished batch, which a
+resumed fetch cuts back and fetches again) and collect their GeneIDs. The history file is
+read once for the GeneIDs of all tasks together (history/chains.py). Then each task's two
+reports are rewritten with five more columns (``history current_gene_id discontinued_on
+symbol tax_id``) through output/rewrite.py, the checkpoint's counts of missing rows by class
+changing in the same commit, and summary.json is brought up to date (an array's merged
+DIR/missing.tsv, replaced.tsv and summary.json too). Running it again
+explains every row afresh (a newer history may know more); rows a later fetch appends
+carry empty explanation fields until then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+
+from bulkgene import durable, layout
+from bulkgene.errors import StateError
+from bulkgene.history.chains import HISTORY_CLASSES, MAX_HOPS, Explained, HistoryClass, explain_ids
+from bulkgene.history.source import HistorySource, LocalHistory, Progress, obtain
+from bulkgene.input.idset import IdBitmap
+from bulkgene.output import checkpoint as ckpt
+from bulkgene.output import rewrite
+from bulkgene.output.checkpoint import Checkpoint
+from bulkgene.output.lock import RunLock
+from bulkgene.output.rewrite import committed_rows
+from bulkgene.results import merge
+
+log = logging.getLogger("bulkgene")
+
+_REPORTS = ((layout.MISSING_NAME, layout.MISSING_HEADER),
+            (layout.REPLACED_NAME, layout.REPLACED_HEADER))
+
+
+@dataclass
+class ExplainReport:
+    """What explaining a directory found: classes of its missing and replaced GeneIDs."""
+
+    out_dir: Path
+    history: LocalHistory
+    tasks: int = 0
+    missing: dict[HistoryClass, int] = field(default_factory=lambda: dict.fromkeys(HISTORY_CLASSES, 0))
+    replaced: dict[HistoryClass, int] = field(default_factory=lambda: dict.fromkeys(HISTORY_CLASSES, 0))
+    rows: int = 0  # rows of the history file
+    malformed: int = 0
+    examples: list[tuple[int, str]] = field(default_factory=list)
+    cycles: list[int] = field(default_factory=list)
+    too_long: list[int] = field(default_factory=list)
+    passes: int = 0
+
+    def line(self) -> str:
+        """The one-line account of what was explained."""
+        missing = sum(self.missing.values())
+        replaced = sum(self.replaced.values())
+        return (f"explained {missing} missing GeneIDs: {self.missing['DISCONTINUED']} "
+                f"discontinued, {self.missing['REPLACED']} replaced by a live GeneID, "
+                f"{self.missing['NOT_IN_HISTORY']} not in the history; and {replaced} replaced "
+                f"GeneIDs ({self.replaced['REPLACED']} followed to a live one)")
+
+
+@dataclass
+class _Task:
+    directory: Path
+    checkpoint: Checkpoint
+    lock: RunLock
+
+
+@contextlib.contextmanager
+def locked_tasks(out_dir: Path) -> Iterator[list[_Task]]:
+    """Every task of ``out_dir``, each locked and with no report rewrite pending."""
+    directories = layout.task_directories(out_dir)
+    if not directories:
+        raise StateError(f"{out_dir} holds no bulkgene run (no checkpoint.json): pass the "
+                         "--out directory of a fetch")
+    tasks: list[_Task] = []
+    try:
+        for directory in directories:
+            lock = RunLock(directory)
+            lock.acquire()  # a fetch running there: refused with who holds it
+            try:
+                state = ckpt.load(directory)
+                if state is None:
+                    raise StateError(f"{directory} has no checkpoint.json: its run never "
+                                     "started; run its fetch first")
+                tasks.append(_Task(directory, rewrite.finish(directory, state), lock))
+            except BaseException:
+                lock.release()
+                raise
+        yield tasks
+    finally:
+        for task in tasks:
+            task.lock.release()
+
+
+def _gene_ids(task: _Task, into: IdBitmap) -> None:
+    for name, _ in _REPORTS:
+        length = task.checkpoint.file_lengths.get(name, 0)
+        for row in committed_rows(task.directory / name, length):
+            into.add(int(row.split(b"\t", 1)[0]))
+
+
+def _writer(source: Path, length: int, header: bytes, explained: Explained,
+            counts: dict[HistoryClass, int]) -> Callable[[BinaryIO], None]:
+    def write(handle: BinaryIO) -> None:
+        handle.write(layout.explained_header(header))
+        lines: list[bytes] = []
+        for row in committed_rows(source, length):
+            fields = row.split(b"\t", 2)
+            explanation = explained.explanation(int(fields[0]))
+            counts[explanation.history] += 1
+            lines.append(fields[0] + b"\t" + fields[1] + b"\t" + explanation.fields() + b"\n")
+            if len(lines) >= 8192:
+                handle.write(b"".join(lines))
+                lines.clear()
+        handle.write(b"".join(lines))
+    return write
+
+
+def _explain_task(task: _Task, explained: Explained, report: ExplainReport) -> None:
+    counts = {name: dict.fromkeys(HISTORY_CLASSES, 0) for name, _ in _REPORTS}
+    writers = {name: _writer(task.directory / name, task.checkpoint.file_lengths.get(name, 0),
+                             header, explained, counts[name])
+               for name, header in _REPORTS}
+    missing = counts[layout.MISSING_NAME]
+
+    def update(state: Checkpoint) -> None:
+        state.totals.missing_discontinued = missing["DISCONTINUED"]
+        state.totals.missing_replaced = missing["REPLACED"]
+        state.totals.missing_not_in_history = missing["NOT_IN_HISTORY"]
+
+    task.checkpoint = rewrite.replace(task.directory, task.checkpoint, writers, update)
+    for name, tally in ((layout.MISSING_NAME, report.missing),
+                        (layout.REPLACED_NAME, report.replaced)):
+        for history, count in counts[name].items():
+            tally[history] += count
+    _update_summary(task.directory, task.checkpoint)
+
+
+def _update_summary(directory: Path, state: Checkpoint) -> None:
+    """summary.json with the new counts of missing GeneIDs by class (if there is one yet)."""
+    path = directory / layout.SUMMARY_NAME
+    try:
+        summary = orjson.loads(durable.read_bytes(path))
+    except (OSError, StateError, orjson.JSONDecodeError):
+        return  # the next run writes it
+    if not isinstance(summary, dict):
+        return
+    summary["missing_discontinued"] = state.totals.missing_discontinued
+    summary["missing_replaced"] = state.totals.missing_replaced
+    summary["missing_not_in_history"] = state.totals.missing_not_in_history
+    durable.write_atomically(path, orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def explain_with(out_dir: Path, history: LocalHistory, max_hops: int = MAX_HOPS) -> ExplainReport:
+    """Explain every task of ``out_dir`` from the local history file (a thread's work)."""
+    report = ExplainReport(out_dir, history)
+    with locked_tasks(out_dir) as tasks:
+        wanted = IdBitmap()
+        for task in tasks:
+            _gene_ids(task, wanted)
+        explained = explain_ids(history.path, history.name, wanted, max_hops)
+        for task in tasks:
+            _explain_task(task, explained, report)
+        report.tasks = len(tasks)
+    report.rows, report.passes = explained.rows, explained.passes
+    report.malformed, report.examples = explained.malformed, explained.examples
+    report.cycles, report.too_long = explained.cycles, explained.too_long
+    if merge.is_array(out_dir):  # DIR's merged reports follow the tasks' (results/merge.py)
+        merge.rebuild_merged(out_dir)
+    return report
+
+
+async def explain(out_dir: Path, source: HistorySource, on_download: Progress | None = None,
+                  max_hops: int = MAX_HOPS) -> ExplainReport:
+    """Explain every missing and replaced GeneID of the run in ``out_dir``.
+
+    The history is had first (downloaded into the cache if need be, reporting to
+    ``on_download``), then read under the tasks' locks. Raises HistoryError or StateError.
+    """
+    if not layout.task_directories(out_dir):
+        raise StateError(f"{out_dir} holds no bulkgene run (no checkpoint.json): pass the "
+                         "--out directory of a fetch")
+    history = await obtain(source, on_download)
+    return await asyncio.to_thread(explain_with, out_dir, history, max_hops)

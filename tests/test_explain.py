@@ -1,0 +1,174 @@
+"""``bulkgene explain`` and ``fetch --explain`` end to end: each missing and replaced ID gets its class."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from helpers import (
+    EXPLAINED_MISSING_HEADER,
+    EmulatorFactory,
+    cli_env,
+    expected_explanation,
+    explained_rows,
+    invoke_cli,
+    read_summary,
+    write_ids,
+)
+
+from bulkgene.output.lock import RunLock
+from bulkgene.testing import EmulatorThread
+
+
+def env_for(emulator: EmulatorThread, tmp_path: Path) -> dict[str, str]:
+    return cli_env(emulator.base_url, BULKGENE_HISTORY=emulator.history_url,
+                   BULKGENE_CACHE_DIR=str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("count", [
+    5000, pytest.param(50_000, marks=pytest.mark.slow)])
+def test_every_missing_id_of_a_list_gets_the_class_the_universe_implies(
+        make_emulator: EmulatorFactory, tmp_path: Path, count: int) -> None:
+    emulator = make_emulator()
+    universe = emulator.state.universe
+    ids = random.Random(22).sample(range(1, 1_000_001), count)
+    source = write_ids(tmp_path / "ids.txt", ids)
+    out = tmp_path / "genes"
+    env = env_for(emulator, tmp_path)
+    result = invoke_cli("fetch", str(source), "--out", str(out), "--explain", env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    missing = explained_rows(out / "missing.tsv")
+    assert (out / "missing.tsv").read_text().startswith(EXPLAINED_MISSING_HEADER + "\n")
+    for gene_id, fields in missing.items():
+        assert fields[1:] == expected_explanation(universe, gene_id), gene_id
+    replaced = explained_rows(out / "replaced.tsv")
+    for gene_id, fields in replaced.items():
+        assert fields[1:] == expected_explanation(universe, gene_id), gene_id
+        assert fields[1] == "REPLACED" and fields[2] == fields[0]  # the API's new gene, followed
+    classes = Counter(fields[1] for fields in missing.values())
+    # the universe's missing IDs: 2 % never known, 1 % discontinued (a quarter of them
+    # replaced in the history all the same), each class well represented
+    assert classes["NOT_IN_HISTORY"] > count // 80 and classes["DISCONTINUED"] > count // 300
+    assert classes["REPLACED"] > count // 1000
+    two_steps = [g for g in [*missing, *replaced] if len(universe.history(g)) == 2]
+    assert len(two_steps) > count // 1000, "chains of two steps are explained too"
+    summary = read_summary(out)
+    assert (summary["missing_discontinued"], summary["missing_replaced"],
+            summary["missing_not_in_history"]) == (
+        classes["DISCONTINUED"], classes["REPLACED"], classes["NOT_IN_HISTORY"])
+    stderr = result.stderr.decode()
+    assert (f"explained {len(missing)} missing GeneIDs: {classes['DISCONTINUED']} discontinued, "
+            f"{classes['REPLACED']} replaced by a live GeneID, {classes['NOT_IN_HISTORY']} not in "
+            "the history") in stderr
+    status = invoke_cli("status", str(out), env=env)
+    assert (f"{classes['DISCONTINUED']} discontinued, {classes['REPLACED']} replaced by a live "
+            f"GeneID") in status.stdout.decode()
+    verified = invoke_cli("verify", str(out), env=env)
+    assert verified.returncode == 0, verified.stderr.decode()
+
+
+def test_explaining_again_gives_the_same_files(emulator: EmulatorThread, tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", range(1, 5001))
+    out = tmp_path / "genes"
+    env = env_for(emulator, tmp_path)
+    assert invoke_cli("fetch", str(source), "--out", str(out), env=env).returncode == 0
+    assert invoke_cli("explain", str(out), env=env).returncode == 0
+    first = (out / "missing.tsv").read_bytes(), (out / "replaced.tsv").read_bytes()
+    again = invoke_cli("explain", str(out), env=env)
+    assert again.returncode == 0
+    assert "the cached copy" in again.stderr.decode()
+    assert ((out / "missing.tsv").read_bytes(), (out / "replaced.tsv").read_bytes()) == first
+    assert invoke_cli("verify", str(out), env=env).returncode == 0
+
+
+def test_a_local_plain_text_history_with_bad_lines(emulator: EmulatorThread,
+                                                   tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", [*range(1, 200), 250_000_000])
+    out = tmp_path / "genes"
+    env = env_for(emulator, tmp_path)
+    assert invoke_cli("fetch", str(source), "--out", str(out), env=env).returncode == 0
+    missing = sorted(explained_rows(out / "missing.tsv"))
+    history = tmp_path / "gene_history.txt"  # not gzip: read as it is
+    history.write_text("#tax_id\tGeneID\tDiscontinued_GeneID\tDiscontinued_Symbol\tDiscontinue_Date\n"
+                       f"9606\t-\t{missing[0]}\tOLD1\t20050508\n"
+                       "this line is not a history row\n"
+                       f"9606\t7157\t{missing[1]}\tOLD2\t20100101\n")
+    result = invoke_cli("explain", str(out), "--history", str(history), env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    assert "1 malformed lines of the history were skipped (line 3:" in result.stderr.decode()
+    rows = explained_rows(out / "missing.tsv")
+    assert rows[missing[0]][1:] == ["DISCONTINUED", "", "2005-05-08", "OLD1", "9606"]
+    assert rows[missing[1]][1:] == ["REPLACED", "7157", "2010-01-01", "OLD2", "9606"]
+    assert rows[250_000_000][1] == "NOT_IN_HISTORY"
+
+
+def test_rows_added_after_explain_wait_for_the_next_one(emulator: EmulatorThread,
+                                                        tmp_path: Path) -> None:
+    out = tmp_path / "genes"
+    env = env_for(emulator, tmp_path)
+    first = write_ids(tmp_path / "ids.txt", range(1, 2001))
+    assert invoke_cli("fetch", str(first), "--out", str(out), "--explain", env=env).returncode == 0
+    more = write_ids(tmp_path / "more.txt", range(1500, 4001))
+    added = invoke_cli("fetch", str(more), "--out", str(out), "--add", env=env)
+    assert added.returncode == 0, added.stderr.decode()
+    rows = explained_rows(out / "missing.tsv")
+    fresh = [fields for gene_id, fields in rows.items() if gene_id > 2000]
+    assert fresh and all(fields[1:] == [""] * 5 for fields in fresh)
+    assert "not explained yet" in invoke_cli("status", str(out), env=env).stdout.decode()
+    assert invoke_cli("verify", str(out), env=env).returncode == 0
+    assert invoke_cli("explain", str(out), env=env).returncode == 0
+    assert all(fields[1] for fields in explained_rows(out / "missing.tsv").values())
+    assert invoke_cli("verify", str(out), env=env).returncode == 0
+
+
+def test_every_task_of_an_array_is_explained(emulator: EmulatorThread, tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", range(1, 6001))
+    out = tmp_path / "genes"
+    env = env_for(emulator, tmp_path)
+    for index in (0, 1):
+        assert invoke_cli("fetch", str(source), "--out", str(out), "--batch-size", "500",
+                          "--task-index", str(index), "--task-count", "2",
+                          env=env).returncode == 0
+    result = invoke_cli("explain", str(out), env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    universe = emulator.state.universe
+    both: dict[int, list[str]] = {}
+    for task in ("task-0000", "task-0001"):
+        rows = explained_rows(out / task / "missing.tsv")
+        assert rows and all(fields[1:] == expected_explanation(universe, gene_id)
+                            for gene_id, fields in rows.items())
+        both.update(rows)
+    # the array's merged DIR/missing.tsv follows its tasks'
+    assert (out / "missing.tsv").read_text().startswith(EXPLAINED_MISSING_HEADER + "\n")
+    assert explained_rows(out / "missing.tsv") == both
+    assert invoke_cli("verify", str(out), env=env).returncode == 0
+
+
+def test_explain_refuses_a_directory_a_run_is_writing(emulator: EmulatorThread,
+                                                      tmp_path: Path) -> None:
+    out = tmp_path / "genes"
+    env = env_for(emulator, tmp_path)
+    source = write_ids(tmp_path / "ids.txt", range(1, 50))
+    assert invoke_cli("fetch", str(source), "--out", str(out), env=env).returncode == 0
+    before = (out / "missing.tsv").read_bytes()
+    lock = RunLock(out)
+    lock.acquire()  # as a running fetch holds it (this process: alive)
+    try:
+        refused = invoke_cli("explain", str(out), env=env)
+    finally:
+        lock.release()
+    assert refused.returncode == 1
+    assert b"already writing to" in refused.stderr
+    assert (out / "missing.tsv").read_bytes() == before
+
+
+@pytest.mark.slow  # the demo's emulator answers with a real latency
+def test_the_demo_shows_an_explained_missing_tsv() -> None:
+    result = invoke_cli("demo")
+    assert result.returncode == 0, result.stderr.decode()
+    shown = result.stdout.decode()
+    assert "bulkgene demo: explained" in shown
+    assert "history, current_gene_id, discontinued_on, symbol, tax_id" in shown
+    assert "NOT_IN_HISTORY" in shown or "DISCONTINUED" in shown

@@ -86,8 +86,8 @@ Examples:
 
 \b
 Without --rate, the key's 10 requests/s (5 without a key) are shared live with every other
-bulkgene using it (--budget-dir). A 404 is retried, then a GeneID NCBI must know is asked
-for: if that works the batch is halved until the refused IDs are isolated (missing.tsv:
+bulkgene using it (--budget-dir). After a 404, a GeneID NCBI must know is asked for: if that
+works, the GeneIDs NCBI refuses are found by group testing, ~11 requests each (missing.tsv:
 REJECTED_BY_SERVER); if not, a retired endpoint is replaced by a current one, or a wrong
 --base-url stops the run. Check a new machine with `bulkgene doctor`.
 

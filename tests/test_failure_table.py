@@ -21,6 +21,8 @@ import pytest
 from scripted import (
     CONNECTION_KEY,
     IDS,
+    Answer,
+    Asked,
     ScriptedTransport,
     ServerStep,
     answering,
@@ -250,6 +252,24 @@ def test_a_probe_answered_without_the_gene_vouches_for_nothing() -> None:
         fetch(transport)
     probes = [a.endpoint for a in transport.asked if a.gene_ids == (PROBE_GENE_ID,)]
     assert probes == ["gene-id", "gene-id-report", "dataset-report"]
+
+
+def test_a_probe_answered_once_by_a_broken_page_is_asked_again() -> None:
+    """A passing fault (an HTML page for the probe) is fetched again like any page, not taken
+    for a server without TP53: that would end the run."""
+    html = Reply(200, {"Content-Type": "text/html"}, b"<html>Service unavailable</html>")
+    probes = iter([html])
+
+    def respond(asked: Asked) -> Answer:
+        if asked.gene_ids == (PROBE_GENE_ID,):
+            return next(probes, None) or ok(asked.gene_ids)
+        return status(404, "Your request is invalid.") if 42 in asked.gene_ids else ok(
+            asked.gene_ids)
+
+    transport = ScriptedTransport(then=respond)
+    outcome = fetch(transport, (42,)).outcome
+    assert transport.ids_asked == [(42,), (PROBE_GENE_ID,), (PROBE_GENE_ID,)]
+    assert outcome.missing == [(42, REJECTED_BY_SERVER)]
 
 
 def test_a_probe_answered_by_an_html_page_naming_the_gene_vouches_for_nothing() -> None:

@@ -56,7 +56,12 @@ class NetStats:
 
 
 class GaveUp(Exception):
-    """This request (and so its batch) failed after every attempt."""
+    """This request (and so its batch) failed after every attempt; ``invalid_page``: its last
+    attempt was answered, with a page the reader refused (not a failure to answer)."""
+
+    def __init__(self, message: str, *, invalid_page: bool = False) -> None:
+        super().__init__(message)
+        self.invalid_page = invalid_page
 
 
 class Refused(Exception):
@@ -107,6 +112,7 @@ class _Use(Generic[T]):
 class _Again:
     reason: str
     retry_after_s: float | None = None
+    invalid_page: bool = False
 
 
 @dataclass
@@ -161,7 +167,8 @@ class Exchanger:
             attempt_number += 1
             if attempt_number >= max_attempts:
                 self.health.gave_up(failure)
-                raise GaveUp(f"gave up after {attempt_number} attempts; last: {verdict.reason}")
+                raise GaveUp(f"gave up after {attempt_number} attempts; last: {verdict.reason}",
+                             invalid_page=verdict.invalid_page)
             self.stats.retries += 1
             delay = self.health.wait_s(
                 backoff_s(retry, attempt_number, verdict.retry_after_s, self.rng), failure)
@@ -231,10 +238,10 @@ class Exchanger:
             try:
                 result = read(reply)
             except InvalidPage as exc:
-                return _Again(self._masked(f"invalid page: {exc}"))
+                return _Again(self._masked(f"invalid page: {exc}"), invalid_page=True)
             except _UNTRUSTED_BODY_ERRORS as exc:  # whatever a body holds, no crash
                 return _Again(self._masked(
-                    f"invalid page: {type(exc).__name__}: {str(exc)[:100]}"))
+                    f"invalid page: {type(exc).__name__}: {str(exc)[:100]}"), invalid_page=True)
             self.health.succeeded()
             return _Use(result)
         retry_cap_s = self.config.network.retry.retry_after_cap_s

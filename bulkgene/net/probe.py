@@ -17,7 +17,7 @@ from bulkgene.errors import FatalHTTPError
 from bulkgene.ncbi.pages import BatchAnswer, InvalidPage, parse_ndjson, parse_page
 from bulkgene.ncbi.requests import FALLBACK_ENDPOINTS, page_request
 from bulkgene.net.attempt import Reply
-from bulkgene.net.exchange import NOT_FOUND_ATTEMPTS, Exchanger, Refused
+from bulkgene.net.exchange import NOT_FOUND_ATTEMPTS, Exchanger, GaveUp, Refused
 from bulkgene.net.policy import Action
 
 log = logging.getLogger("bulkgene")
@@ -104,24 +104,27 @@ class EndpointGuard:
 
     async def _probe(self, endpoint: str, gene_id: int) -> bool:
         """Whether the endpoint's answer for ``gene_id`` is a valid page holding it
-        (Refused if it refuses)."""
+        (Refused if it refuses). An invalid page (HTML, broken JSON, a stranger's gene) is
+        asked for again, as any page is; one that stays invalid vouches for nothing."""
         request = page_request(self._query, endpoint, (gene_id,), None)
-        return await self._exchanger.exchange(
-            request, NOT_FOUND_ATTEMPTS, lambda reply: _holds(reply, gene_id, self._query.format),
-            patient_404=True)
+        try:
+            return await self._exchanger.exchange(
+                request, NOT_FOUND_ATTEMPTS,
+                lambda reply: _holds(reply, gene_id, self._query.format), patient_404=True)
+        except GaveUp as exc:
+            if exc.invalid_page:
+                return False
+            raise
 
 
 def _holds(reply: Reply, gene_id: int, answer_format: str) -> bool:
-    """Whether ``reply`` is a valid answer that holds ``gene_id`` (any 200 won't do: an HTML
-    page or ``{}`` that merely mentions the number vouches for nothing)."""
+    """Whether ``reply``, a valid answer, holds ``gene_id`` (``{}`` does not); InvalidPage if
+    it is none (any 200 won't do: an HTML page that merely mentions the number)."""
     if reply.body.lstrip()[:1] == b"<":
-        return False
+        raise InvalidPage("an HTML page came back instead of the probe's answer")
     if answer_format == "tsv":  # the rows are checked against the request by the chain
         return re.search(rb"(?m)(?:^|\t)%d(?:\t|$)" % gene_id, reply.body) is not None
-    try:
-        page = parse_ndjson(reply.body) if answer_format == "ndjson" else parse_page(reply.body)
-        answer = BatchAnswer((gene_id,))
-        answer.add(page)
-    except InvalidPage:
-        return False
+    page = parse_ndjson(reply.body) if answer_format == "ndjson" else parse_page(reply.body)
+    answer = BatchAnswer((gene_id,))
+    answer.add(page)
     return gene_id in answer.answered

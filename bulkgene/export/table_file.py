@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal, cast, get_args
 
 from bulkgene import durable
-from bulkgene.errors import ConfigError, StateError
+from bulkgene.errors import ConfigError, IncompleteRun
 from bulkgene.export.writers import CsvWriter, JsonLinesWriter, ParquetWriter, TableWriter, TsvWriter
 from bulkgene.results.rundir import tasks_of
 from bulkgene.results.table import Column, TableReader, choose_columns
@@ -117,13 +117,13 @@ def export_run(out_dir: Path, target: str, *, fields: list[str] | tuple[str, ...
     chosen = format_of(target, table_format)
     columns = choose_columns(fields)
     if not partial:
-        from bulkgene.results.status import directory_status, incomplete_reasons, is_task_directory
+        from bulkgene.results.account import completeness
 
-        reasons = incomplete_reasons(directory_status(out_dir), not is_task_directory(out_dir))
+        reasons = completeness(out_dir)
         if reasons:
-            raise StateError(f"{out_dir} is not complete, so its table would hold part of the "
-                             f"list: {'; '.join(reasons[:3])}. Finish the fetch first, or pass "
-                             "--partial to export what is committed so far")
+            raise IncompleteRun(f"{out_dir} is not complete, so its table would hold part of "
+                                f"the list: {'; '.join(reasons[:3])}. Finish the fetch first, "
+                                "or pass --partial to export what is committed so far", reasons)
     reader = TableReader(tasks_of(out_dir), columns, explode=explode, with_missing=with_missing)
     rows = missing_rows = 0
     reason_column = next((i for i, c in enumerate(reader.columns)

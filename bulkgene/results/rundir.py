@@ -16,6 +16,7 @@ from bulkgene import durable, layout
 from bulkgene.errors import StateError
 from bulkgene.layout import task_directories
 from bulkgene.output import checkpoint as ckpt
+from bulkgene.results.status import refuse_no_run
 
 _BLOCK_BYTES = 1 << 20
 _GZIP_BLOCK_BYTES = 256 << 10  # about 1.5 MiB of lines once unzipped
@@ -45,8 +46,7 @@ def tasks_of(out_dir: Path) -> list[TaskFiles]:
     """Every task of ``out_dir`` that has committed something; StateError if it holds no run."""
     directories = task_directories(out_dir)
     if not directories:
-        raise StateError(f"{out_dir} holds no bulkgene run (no checkpoint.json, no task-* "
-                         "directories): check the path given to --out")
+        raise refuse_no_run(out_dir)
     tasks = []
     for directory in directories:
         state = ckpt.load(directory)

@@ -10,13 +10,14 @@ come in batches of a fixed size, so memory stays the same whatever the run's siz
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 from bulkgene import layout
 from bulkgene.errors import ConfigError, StateError
-from bulkgene.ncbi.fields import FIELDS, GeneField, Kind
+from bulkgene.ncbi.fields import FIELDS, GeneField, Kind, resolve, suggest
 from bulkgene.ncbi.gene_table import GeneDecoder, Node, getter, items, values
 from bulkgene.results.reports import QueryMap, read_report
 from bulkgene.results.rundir import TaskFiles, read_blocks
@@ -53,18 +54,49 @@ class RowBatch:
         return len(self.cells[0]) if self.cells else 0
 
 
-def choose_columns(fields: list[str] | tuple[str, ...] | None) -> list[Column]:
-    """The columns for ``fields`` (mnemonics, or ``query``); ConfigError naming the unknown."""
-    names = list(fields) if fields else list(DEFAULT_FIELDS)
-    unknown = [name for name in names if name != QUERY and name not in FIELDS]
-    if unknown:
-        raise ConfigError(f"unknown field(s) {', '.join(map(repr, unknown))}: "
-                          "`bulkgene export --list-fields` lists them")
-    duplicates = sorted({name for name in names if names.count(name) > 1})
+ALL = "all"
+
+
+def field_names(fields: list[str] | tuple[str, ...] | str | None) -> list[str]:
+    """The mnemonics ``fields`` names: a list of names, or one str (one name, or several
+    split by commas or line breaks); ``all`` for every field; aliases (NCBI's column
+    titles, the JSON keys) become their mnemonic. ConfigError naming what is wrong, with the
+    closest names for an unknown one."""
+    if fields is None:
+        return list(DEFAULT_FIELDS)
+    if isinstance(fields, str):
+        names = [name.strip() for name in re.split(r"[,\n]", fields) if name.strip()]
+    elif isinstance(fields, (list, tuple)) and all(isinstance(name, str) for name in fields):
+        names = [name.strip() for name in fields]
+    else:
+        raise ConfigError(f"fields must be field names (a list of str, or one str), not "
+                          f"{fields!r}: `bulkgene export --list-fields` lists them")
+    if not names:
+        raise ConfigError("no field given (fields is empty): name at least one, leave it out "
+                          f"for the default ({', '.join(DEFAULT_FIELDS)}), or say 'all'")
+    if ALL in names:
+        if names != [ALL]:
+            raise ConfigError("'all' stands for every field: give it alone")
+        return [QUERY, *FIELDS]
+    resolved: list[str] = []
+    for name in names:
+        mnemonic = QUERY if name.lower() == QUERY else resolve(name)
+        if mnemonic is None:
+            close = suggest(name, (QUERY,))
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            raise ConfigError(f"unknown field {name!r}{hint}: `bulkgene export --list-fields` "
+                              "lists them (NCBI's dataformat mnemonics)")
+        resolved.append(mnemonic)
+    duplicates = sorted({name for name in resolved if resolved.count(name) > 1})
     if duplicates:
         raise ConfigError(f"field(s) {', '.join(duplicates)} given twice")
+    return resolved
+
+
+def choose_columns(fields: list[str] | tuple[str, ...] | str | None) -> list[Column]:
+    """The columns for ``fields`` (see ``field_names``)."""
     columns = []
-    for name in names:
+    for name in field_names(fields):
         if name == QUERY:
             columns.append(Column(QUERY, "Query", "int", True))
         else:
@@ -117,9 +149,13 @@ class TableReader:
         self._explode_name = explode
         self._explode: GeneField | None = None
         if explode is not None:
+            explode = QUERY if explode.lower() == QUERY else (resolve(explode) or explode)
+            self._explode_name = explode
             if explode != QUERY and explode not in FIELDS:
-                raise ConfigError(f"--explode {explode!r} is not a field: `bulkgene export "
-                                  "--list-fields` lists them")
+                close = suggest(explode, (QUERY,))
+                hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+                raise ConfigError(f"--explode {explode!r} is not a field{hint}: `bulkgene "
+                                  "export --list-fields` lists them")
             if not any(c.name == explode for c in columns):
                 raise ConfigError(f"--explode {explode} names a field that is not among the "
                                   "columns: add it to --fields")

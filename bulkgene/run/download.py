@@ -28,6 +28,7 @@ from bulkgene.net.attempt import open_session
 from bulkgene.net.client import GeneClient, NetStats
 from bulkgene.results import merge
 from bulkgene.run.array import unsplit_array_note
+from bulkgene.run.interrupt import Interrupter
 from bulkgene.run.pipeline import Pipeline, RunOutcome
 from bulkgene.run.prepare import PreparedRun, prepare
 from bulkgene.run.sharing import budget_directory, paced_limiter, shared_budget
@@ -131,15 +132,19 @@ class _Signals:
 
 
 @contextlib.contextmanager
-def _graceful_signals(enabled: bool) -> Iterator[_Signals]:
+def _graceful_signals(enabled: bool, interrupter: Interrupter | None) -> Iterator[_Signals]:
     signals = _Signals()
     loop = asyncio.get_running_loop()
     if enabled:
         for signum in GRACEFUL_SIGNALS:
             loop.add_signal_handler(signum, signals.receive, signum)
+    if interrupter is not None:
+        interrupter.attach(loop, signals.receive)
     try:
         yield signals
     finally:
+        if interrupter is not None:
+            interrupter.detach()
         if enabled:
             for signum in GRACEFUL_SIGNALS:
                 loop.remove_signal_handler(signum)
@@ -197,19 +202,22 @@ async def _finishing(config: DownloadConfig, prepared: PreparedRun,
 
 
 async def download(config: DownloadConfig, *, handle_signals: bool = False,
-                   on_progress: Callable[[Snapshot], None] | None = None) -> Summary:
+                   on_progress: Callable[[Snapshot], None] | None = None,
+                   interrupter: Interrupter | None = None) -> Summary:
     """Fetch every GeneID of ``config.inputs`` into ``config.out_dir``; resumable.
 
     ``config.output.memory_budget_bytes`` bounds the fetched data held at once (pages of
     batches in flight and results waiting for the writer); one batch larger than it still
     goes alone. ``on_progress`` hears a Snapshot every ``config.progress_interval_s`` seconds
     and once at the end (by default a log line; none when the interval is 0).
+    ``handle_signals`` takes SIGTERM/SIGINT/SIGHUP over as the CLI does (a second one exits
+    the process); an ``interrupter`` stops the run when asked, from any thread.
 
     Returns the Summary (also written to ``summary.json``). Raises a BulkgeneError for
     fatal problems, after committing what finished and writing ``summary.json``.
     """
     started = time.monotonic()
-    with _graceful_signals(handle_signals) as signals:
+    with _graceful_signals(handle_signals, interrupter) as signals:
         prepared = await _prepare(config, signals.cancel)
         if config.task.count > 1:  # this task changes what the array's merged files say
             await asyncio.to_thread(merge.remove_merged, config.out_dir)
@@ -225,6 +233,7 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
                 if config.progress_interval_s > 0:
                     report = on_progress if on_progress is not None else _log_progress
                 run = Pipeline(config, prepared, client, report)
+                run.exit_at_second_signal = interrupter is None
                 signals.hand_to(run.on_signal)
                 async with shared_budget(config, limiter) as leases:
                     run.leases = leases

@@ -21,7 +21,7 @@ from bulkgene import durable
 from bulkgene.errors import ConfigError, IncompleteRun
 from bulkgene.export.writers import CsvWriter, JsonLinesWriter, ParquetWriter, TableWriter, TsvWriter
 from bulkgene.results.rundir import tasks_of
-from bulkgene.results.table import Column, TableReader, choose_columns
+from bulkgene.results.table import Column, TableReader, choose_columns, content_of
 
 TableFormat = Literal["tsv", "csv", "jsonl", "parquet"]
 FORMATS: tuple[str, ...] = get_args(TableFormat)
@@ -115,7 +115,8 @@ def export_run(out_dir: Path, target: str, *, fields: list[str] | tuple[str, ...
     a list should not pass for the whole of it.
     """
     chosen = format_of(target, table_format)
-    columns = choose_columns(fields)
+    tasks = tasks_of(out_dir)
+    columns = choose_columns(fields, content_of(tasks))
     if not partial:
         from bulkgene.results.account import completeness
 
@@ -124,7 +125,7 @@ def export_run(out_dir: Path, target: str, *, fields: list[str] | tuple[str, ...
             raise IncompleteRun(f"{out_dir} is not complete, so its table would hold part of "
                                 f"the list: {'; '.join(reasons[:3])}. Finish the fetch first, "
                                 "or pass --partial to export what is committed so far", reasons)
-    reader = TableReader(tasks_of(out_dir), columns, explode=explode, with_missing=with_missing)
+    reader = TableReader(tasks, columns, explode=explode, with_missing=with_missing)
     rows = missing_rows = 0
     reason_column = next((i for i, c in enumerate(reader.columns)
                           if c.name == "missing_reason"), None)

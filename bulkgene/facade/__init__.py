@@ -49,7 +49,7 @@ from bulkgene.facade.interrupts import run_in_thread, sigint_stops
 from bulkgene.model import Snapshot, Summary
 from bulkgene.processes import process_alive
 from bulkgene.results.reader import RunResults
-from bulkgene.results.table import choose_columns, field_names
+from bulkgene.results.table import choose_columns
 from bulkgene.run.interrupt import Interrupter
 
 _PROGRESS_INTERVAL_S = 1.0
@@ -83,6 +83,16 @@ def _request(ids: Any, out: Any, options: dict[str, Any], *, as_frame: Any, fiel
              with_missing: Any, explode: Any, partial: Any, progress: Any) -> _Request:
     """The arguments checked before anything is sent or written: a mistake found after a
     long download costs the download."""
+    try:
+        return _checked(ids, out, options, as_frame=as_frame, fields=fields,
+                        with_missing=with_missing, explode=explode, partial=partial,
+                        progress=progress)
+    except BulkgeneError as exc:
+        raise in_library_words(exc) from None
+
+
+def _checked(ids: Any, out: Any, options: dict[str, Any], *, as_frame: Any, fields: Any,
+             with_missing: Any, explode: Any, partial: Any, progress: Any) -> _Request:
     check_keywords(options)
     check_types(out, options, as_frame, False if with_missing is None else with_missing,
                 partial, progress)
@@ -96,7 +106,8 @@ def _request(ids: Any, out: Any, options: dict[str, Any], *, as_frame: Any, fiel
         except ImportError:
             raise MissingExtra("pandas and pyarrow", "pandas",
                                "bulkgene.fetch(as_frame=True)") from None
-        choose_columns(fields)  # an unknown field is named now, not after the download
+        # an unknown field, or one the reports asked for can't fill, is named now
+        choose_columns(fields, str(options.get("returned_content") or "COMPLETE"))
     elif fields is not None or with_missing is not None or explode is not None:
         raise ConfigError("fields, with_missing and explode shape a frame: pass as_frame=True "
                           "(records are the API's own objects), or read bulkgene.open(out) "
@@ -229,7 +240,7 @@ def _unfinished(summary: Summary, out_dir: Path) -> IncompleteRun:
 def _result(out_dir: Path, request: _Request) -> Any:
     run = RunResults(out_dir, partial=request.partial)
     if request.as_frame:
-        return run.to_frame(field_names(request.fields), explode=request.explode,
+        return run.to_frame(request.fields, explode=request.explode,
                             with_missing=request.with_missing, by_query=True)
     return list(run.records(list_order=True))
 

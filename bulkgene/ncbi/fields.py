@@ -125,6 +125,20 @@ FIELD_LIST: tuple[GeneField, ...] = (
 
 FIELDS: dict[str, GeneField] = {item.mnemonic: item for item in FIELD_LIST}
 
+# what a report holds when it is asked for with returned_content IDS_ONLY or COUNTS_ONLY
+# (NCBI's OpenAPI spec: "abbreviated report with GeneIDs" / "with GeneIDs, transcript and
+# protein counts"; docs/ncbi-gene-fields.md); COMPLETE holds every field
+HELD_BY_CONTENT: dict[str, tuple[str, ...]] = {
+    "IDS_ONLY": ("gene-id",),
+    "COUNTS_ONLY": ("gene-id", "transcript-count", "protein-count"),
+}
+
+
+def held(returned_content: str) -> tuple[str, ...]:
+    """The mnemonics a report of ``returned_content`` can fill."""
+    return HELD_BY_CONTENT.get(returned_content, tuple(FIELDS))
+
+
 # the emulator's (and dataformat's) columns when no table_fields are asked for
 DEFAULT_TABLE_FIELDS = ("gene-id", "symbol", "description", "tax-id", "tax-name", "gene-type")
 # multi-valued cells in NCBI's TSV are joined with commas (docs/ncbi-gene-fields.md: inferred)

@@ -26,7 +26,7 @@ from bulkgene.results import order
 from bulkgene.results.account import completeness, run_summary
 from bulkgene.results.reports import QueryMap, read_report
 from bulkgene.results.rundir import TaskFiles, read_blocks, tasks_of
-from bulkgene.results.table import QUERY, TableReader, choose_columns, field_names
+from bulkgene.results.table import QUERY, TableReader, choose_columns, content_of, field_names
 from bulkgene.results.typed import arrow_batch, arrow_schema, import_pyarrow
 
 _INTEGER_COLUMNS = frozenset({"gene_id", "requested_gene_id", "returned_gene_id",
@@ -118,8 +118,8 @@ class RunResults:
               with_missing: bool = False) -> TableReader:
         """The rows of a flat table, in batches (see ``bulkgene export --list-fields``)."""
         self._whole()
-        return TableReader(self._tasks, choose_columns(fields), explode=explode,
-                           with_missing=with_missing)
+        return TableReader(self._tasks, choose_columns(fields, content_of(self._tasks)),
+                           explode=explode, with_missing=with_missing)
 
     def to_arrow(self, fields: Fields = None, *, explode: str | None = None,
                  with_missing: bool = False, by_query: bool = False) -> Any:
@@ -129,7 +129,7 @@ class RunResults:
         ``by_query``: one row per GeneID asked for, in the order of the list, its ``query``
         column first and a single int (mygene's ``querymany`` shape)."""
         pa = import_pyarrow("bulkgene.open(...).to_arrow()")
-        names = field_names(fields)
+        names = field_names(fields, content_of(self._tasks))
         if by_query:
             names = [QUERY, *(name for name in names if name != QUERY)]
         reader = self.table(names, explode=explode, with_missing=with_missing)

@@ -32,6 +32,7 @@ class TaskFiles:
     gene_only: bool  # --record gene: a line is the gene itself, not a report match
     tsv: bool  # --format tsv: shards hold NCBI's table, not JSON
     committed: dict[str, int]
+    returned_content: str = "COMPLETE"  # IDS_ONLY and COUNTS_ONLY reports hold few fields
 
     def shards(self) -> list[Path]:
         """The task's shards, in shard order."""
@@ -55,7 +56,8 @@ def tasks_of(out_dir: Path) -> list[TaskFiles]:
         params = state.params
         tasks.append(TaskFiles(directory, int(params.get("task_index", 0)),
                                int(params.get("task_count", 1)), params.get("record") == "gene",
-                               params.get("format") == "tsv", dict(state.file_lengths)))
+                               params.get("format") == "tsv", dict(state.file_lengths),
+                               str(params.get("returned_content") or "COMPLETE")))
     return tasks
 
 

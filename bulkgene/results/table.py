@@ -17,7 +17,7 @@ from typing import Any
 
 from bulkgene import layout
 from bulkgene.errors import ConfigError, StateError
-from bulkgene.ncbi.fields import FIELDS, GeneField, Kind, resolve, suggest
+from bulkgene.ncbi.fields import FIELDS, HELD_BY_CONTENT, GeneField, Kind, held, resolve, suggest
 from bulkgene.ncbi.gene_table import GeneDecoder, Node, getter, items, values
 from bulkgene.results.reports import QueryMap, read_report
 from bulkgene.results.rundir import TaskFiles, read_blocks
@@ -57,13 +57,26 @@ class RowBatch:
 ALL = "all"
 
 
-def field_names(fields: list[str] | tuple[str, ...] | str | None) -> list[str]:
+def default_fields(returned_content: str = "COMPLETE") -> tuple[str, ...]:
+    """The default columns, less those a reduced report (IDS_ONLY, COUNTS_ONLY) can't fill."""
+    if returned_content not in HELD_BY_CONTENT:
+        return DEFAULT_FIELDS
+    return (QUERY, *held(returned_content))
+
+
+def content_of(tasks: list[TaskFiles]) -> str:
+    """The returned content the run's reports were asked for with (every task's is one)."""
+    return next((task.returned_content for task in tasks), "COMPLETE")
+
+
+def field_names(fields: list[str] | tuple[str, ...] | str | None,
+                returned_content: str = "COMPLETE") -> list[str]:
     """The mnemonics ``fields`` names: a list of names, or one str (one name, or several
     split by commas or line breaks); ``all`` for every field; aliases (NCBI's column
     titles, the JSON keys) become their mnemonic. ConfigError naming what is wrong, with the
     closest names for an unknown one."""
     if fields is None:
-        return list(DEFAULT_FIELDS)
+        return list(default_fields(returned_content))
     if isinstance(fields, str):
         names = [name.strip() for name in re.split(r"[,\n]", fields) if name.strip()]
     elif isinstance(fields, (list, tuple)) and all(isinstance(name, str) for name in fields):
@@ -93,10 +106,20 @@ def field_names(fields: list[str] | tuple[str, ...] | str | None) -> list[str]:
     return resolved
 
 
-def choose_columns(fields: list[str] | tuple[str, ...] | str | None) -> list[Column]:
-    """The columns for ``fields`` (see ``field_names``)."""
+def choose_columns(fields: list[str] | tuple[str, ...] | str | None,
+                   returned_content: str = "COMPLETE") -> list[Column]:
+    """The columns for ``fields`` (see ``field_names``); ConfigError for a field that reports
+    of ``returned_content`` can't fill (the column would be empty, and look like data)."""
+    names = field_names(fields, returned_content)
+    unheld = [name for name in names if name != QUERY and name not in held(returned_content)]
+    if unheld:
+        raise ConfigError(
+            f"the run was fetched with --returned-content {returned_content}, whose reports "
+            f"hold only {', '.join(held(returned_content))}: {', '.join(unheld)} would be "
+            f"empty. Ask for {', '.join((QUERY, *held(returned_content)))} only, or fetch the "
+            "reports again with --returned-content COMPLETE into another --out")
     columns = []
-    for name in field_names(fields):
+    for name in names:
         if name == QUERY:
             columns.append(Column(QUERY, "Query", "int", True))
         else:

@@ -133,7 +133,8 @@ _LIBRARY_WORDS = {
     "--api-key": "api_key=", "--max-attempts": "max_attempts=", "--fields": "fields=",
     "--explode": "explode=",
 }
-_FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)(?: ([0-9][0-9.]*|[A-Z][A-Z_]{2,}))?(?![\w-])")
+_FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)(?: ([0-9][0-9.]*|[A-Z][A-Z_]{2,}|'[^']*'))?"
+                   r"(?![\w-])")
 
 
 def library_words(text: str) -> str:
@@ -147,8 +148,9 @@ def library_words(text: str) -> str:
         value = match.group(2)
         if value is None:
             return word
-        return word + (value if value[0].isdigit() else repr(value)) if word.endswith("=") \
-            else f"{word} {value}"
+        if not word.endswith("="):
+            return f"{word} {value}"
+        return word + (value if value[0] in "0123456789'" else repr(value))
 
     return _FLAG.sub(render, text)
 

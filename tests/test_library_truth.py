@@ -200,3 +200,39 @@ except bulkgene.MissingExtra as exc:
     assert "bulkgene.fetch(as_frame=True) needs pandas" in shown.stdout
     assert "pip install 'bulkgene[pandas]'" in shown.stdout
     assert served(emulator.state.arrivals()) == []
+
+
+def test_library_errors_speak_the_librarys_words() -> None:
+    from bulkgene.errors import library_words
+
+    assert library_words("batch size 5000 (--batch-size) is out of range") == (
+        "batch size 5000 (batch_size=) is out of range")
+    assert library_words("Check the host name in --base-url or BULKGENE_BASE_URL") == (
+        "Check the host name in base_url= or BULKGENE_BASE_URL")
+    assert library_words("pass --restart to move it aside, or use another --out") == (
+        "pass restart=True to move it aside, or use another out=")
+    assert library_words("--rate 1000, --returned-content IDS_ONLY, --explode 'go'") == (
+        "rate=1000, returned_content='IDS_ONLY', explode='go'")
+    # flags the library has no keyword for, and words that only look like flags, stay
+    assert library_words("bulkgene explain --follow-replaced; a--out; --restarted") == (
+        "bulkgene explain --follow-replaced; a--out; --restarted")
+    with pytest.raises(bulkgene.ConfigError, match=r"\(batch_size=\) is out of range") as raised:
+        bulkgene.fetch([7157], batch_size=5000, progress=False)
+    assert "--" not in str(raised.value)
+
+
+def test_fetch_reads_the_clis_environment_where_its_keywords_are_silent(
+        emulator: EmulatorThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's set-up exports NCBI_API_KEY (and tests BULKGENE_BASE_URL): a notebook
+    started from that shell gets the same server and the same key as the CLI."""
+    monkeypatch.setenv("BULKGENE_BASE_URL", emulator.base_url)
+    monkeypatch.setenv("NCBI_API_KEY", "0123456789abcdef0123456789abcdef0123")
+    records = bulkgene.fetch([7157, 672], tmp_path / "genes", rate=1000, progress=False)
+    assert [r["gene"]["symbol"] for r in records] == ["TP53", "BRCA1"]
+    arrivals = served(emulator.state.arrivals())
+    assert arrivals and all(arrival.has_key for arrival in arrivals)
+    # a keyword given wins over the environment
+    monkeypatch.setenv("BULKGENE_BASE_URL", "http://127.0.0.1:9/datasets/v2")
+    records = bulkgene.fetch([7157], tmp_path / "other", base_url=emulator.base_url,
+                             rate=1000, progress=False)
+    assert records[0]["gene"]["symbol"] == "TP53"

@@ -1,4 +1,4 @@
-"""Signals before a download takes them over: "interrupted, nothing changed, run it again"."""
+"""Signals outside a download: "interrupted while doing this, this is what it left, run it again"."""
 
 from __future__ import annotations
 
@@ -8,13 +8,17 @@ import sys
 
 from bulkgene.errors import EXIT_INTERRUPTED, GRACEFUL_SIGNALS
 
+_BEFORE_THE_DOWNLOAD = "before the download started; nothing was changed"
 
-def exit_interrupted_on_signals() -> None:
-    """Exit 75 on SIGTERM/SIGINT until the download installs its own graceful handlers."""
+
+def exit_interrupted_on_signals(what: str = _BEFORE_THE_DOWNLOAD) -> None:
+    """Exit 75 on SIGTERM/SIGINT, saying ``what`` was interrupted and what it left, until a
+    download installs its own graceful handlers (a command that is not a download, such as
+    export, says what it was doing instead)."""
 
     def interrupted(signum: int, _frame: object) -> None:
-        os.write(2, f"bulkgene: {signal.Signals(signum).name} before the download started; "
-                    "nothing was changed. Run the same command again.\n".encode())
+        os.write(2, f"bulkgene: {signal.Signals(signum).name} {what}. Run the same command "
+                    "again.\n".encode())
         sys.exit(EXIT_INTERRUPTED)
 
     for signum in GRACEFUL_SIGNALS:

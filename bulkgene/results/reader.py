@@ -13,10 +13,11 @@ export`` exports one only with ``--partial``: part of a list must not pass for t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import orjson
 
@@ -37,6 +38,21 @@ Fields = list[str] | tuple[str, ...] | str | None
 def _typed_row(row: dict[str, str]) -> dict[str, Any]:
     return {name: int(value) if name in _INTEGER_COLUMNS and value.isdigit()
             else (value or None) for name, value in row.items()}
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _library_words(method: _Method) -> _Method:
+    """Errors of a reading method in the library's words (``explode=``, not ``--explode``)."""
+    @functools.wraps(method)
+    def read(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except BulkgeneError as exc:
+            raise in_library_words(exc) from None
+
+    return cast(_Method, read)
 
 
 class RunResults:
@@ -81,6 +97,7 @@ class RunResults:
         """
         return run_summary(self.out_dir)
 
+    @_library_words
     def records(self, *, list_order: bool = False) -> Iterator[dict[str, Any]]:
         """Every record as the API sent it (a report match, or the gene with --record
         gene), task after task, shard after shard; with ``list_order``, in the order of the
@@ -101,12 +118,14 @@ class RunResults:
                     for line in block.splitlines():
                         yield orjson.loads(line)
 
+    @_library_words
     def missing(self) -> list[dict[str, Any]]:
         """missing.tsv of every task, a dict per missing GeneID: ``gene_id``, ``reason``,
         and any explanation columns (``history``, ``current_gene_id``, ...)."""
         self._whole()
         return [_typed_row(row) for row in read_report(self._tasks, layout.MISSING_NAME).rows()]
 
+    @_library_words
     def replaced(self) -> list[dict[str, Any]]:
         """replaced.tsv of every task, a dict per replaced GeneID asked for:
         ``{'requested_gene_id': 3558, 'returned_gene_id': 1000001779, ...}`` (a list, not a
@@ -114,6 +133,7 @@ class RunResults:
         self._whole()
         return [_typed_row(row) for row in read_report(self._tasks, layout.REPLACED_NAME).rows()]
 
+    @_library_words
     def table(self, fields: Fields = None, *, explode: str | None = None,
               with_missing: bool = False) -> TableReader:
         """The rows of a flat table, in batches (see ``bulkgene export --list-fields``)."""
@@ -121,6 +141,7 @@ class RunResults:
         return TableReader(self._tasks, choose_columns(fields, content_of(self._tasks)),
                            explode=explode, with_missing=with_missing)
 
+    @_library_words
     def to_arrow(self, fields: Fields = None, *, explode: str | None = None,
                  with_missing: bool = False, by_query: bool = False) -> Any:
         """A pyarrow Table of ``fields`` (NCBI mnemonics and ``query``): GeneIDs int64,
@@ -138,6 +159,7 @@ class RunResults:
         table = pa.Table.from_batches(batches, schema=schema)
         return order.by_query(table, order.list_order(self.out_dir)) if by_query else table
 
+    @_library_words
     def to_frame(self, fields: Fields = None, *, explode: str | None = None,
                  with_missing: bool = False, by_query: bool = False) -> Any:
         """A pandas DataFrame of ``fields``, one row per record (or exploded item); with

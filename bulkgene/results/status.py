@@ -238,14 +238,13 @@ def incomplete_reasons(statuses: list[TaskStatus], whole_array: bool = True) -> 
 
 def refuse_no_run(out_dir: Path) -> StateError:
     """Why ``out_dir`` holds no run: it does not exist, is a file, or holds other things."""
+    where = "check the path (the directory given to the fetch: --out)"
     if not out_dir.exists():
-        return StateError(f"{out_dir} does not exist: check the path (the directory a fetch "
-                          "wrote, its --out)")
+        return StateError(f"{out_dir} does not exist: {where}")
     if not out_dir.is_dir():
-        return StateError(f"{out_dir} is a file, not a run's directory: give the directory a "
-                          "fetch wrote (its --out)")
+        return StateError(f"{out_dir} is a file, not a run's directory: {where}")
     return StateError(f"{out_dir} holds no bulkgene run (no checkpoint.json, no task-* "
-                      "directories): check the path (the directory a fetch wrote, its --out)")
+                      f"directories): {where}")
 
 
 def directory_status(out_dir: Path) -> list[TaskStatus]:

@@ -3,12 +3,15 @@ path is, what a suffix or separator would do, which IDs have no row, and no stal
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 from helpers import cli_command, cli_env, invoke_cli, write_ids
 
@@ -137,3 +140,41 @@ def test_what_a_killed_export_left_is_removed_by_the_next(run: Path, tmp_path: P
         live.communicate(b"", timeout=60)
     assert [path.exists() for path in stale] == [False, False]
     assert [path.name for path in kept if not path.exists()] == []
+
+
+def test_the_demos_commands_lead_with_export_and_work_as_printed(run: Path,
+                                                                 tmp_path: Path) -> None:
+    from bulkgene.cli.demo import how_to_look
+
+    lines = [line.strip() for line in how_to_look(run).splitlines()[1:]]
+    assert lines[0].startswith(f"bulkgene export {run} --to genes.tsv")
+    assert "bulkgene.open(" in lines[1]
+    assert not any("read_json(f, lines=True" in line for line in lines)  # no whole-JSON pandas
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for line in lines:
+        needs = line.split()[0] if not line.startswith("find") else "jq"
+        if shutil.which(needs, path=env["PATH"]) is None:
+            continue  # a tool this machine lacks (jq, column)
+        done = subprocess.run(["bash", "-c", f"set -o pipefail; {line.split('   #')[0]}"],
+                              cwd=tmp_path, env=env, capture_output=True, timeout=120,
+                              check=False)
+        assert done.returncode in (0, 141), (line, done.stderr)  # 141: head closed the pipe
+        assert done.stdout or (tmp_path / "genes.tsv").exists(), line
+    assert (tmp_path / "genes.tsv").read_text().startswith("Query\tNCBI GeneID\tSymbol")
+
+
+def test_a_missing_ids_gene_fields_are_null_and_a_genes_empty_list_is_empty(
+        run: Path, tmp_path: Path) -> None:
+    """No record: nothing is known (null); a record without synonyms says it has none ([])."""
+    target = tmp_path / "t.jsonl"
+    assert invoke_cli("export", str(run), "--to", str(target), "--fields",
+                      "query,gene-id,synonyms,omim-ids,annotation-genomic-range-range-start",
+                      "--with-missing").returncode == 0
+    rows = [orjson.loads(line) for line in target.read_bytes().splitlines()]
+    missing = [row for row in rows if row["missing_reason"]]
+    assert missing and all(row["gene-id"] is None and row["synonyms"] is None
+                           and row["annotation-genomic-range-range-start"] is None
+                           for row in missing)
+    assert any(row["omim-ids"] == [] for row in rows if not row["missing_reason"])
+    frame = bulkgene.open(run).to_frame(fields=["gene-id", "synonyms"], with_missing=True)
+    assert frame.loc[frame["missing_reason"].notna(), "synonyms"].isna().all()

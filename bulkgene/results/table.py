@@ -322,7 +322,8 @@ class TableReader:
                 if column.name == QUERY:
                     row.append(gene_id if not column.is_list else [gene_id])
                 elif column.gene_field is not None:
-                    row.append(self._empty(column))
+                    # no record: nothing is known (null), unlike a record with no synonyms ([])
+                    row.append(None)
                 else:
                     row.append(report_row.get(column.name[len(MISSING_PREFIX):]) or None)
             yield row

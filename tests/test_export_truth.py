@@ -102,3 +102,19 @@ def test_fields_a_reduced_report_cant_hold_are_refused(emulator: EmulatorThread,
                        progress=False)
     frame = bulkgene.open(out).to_frame()
     assert list(frame.columns) == ["query", "gene-id"]
+
+
+def test_a_task_starting_now_is_not_also_counted_as_not_started(emulator: EmulatorThread,
+                                                                tmp_path: Path) -> None:
+    from bulkgene.output.lock import RunLock
+    from bulkgene.results.status import directory_status
+
+    out = _array(emulator, tmp_path, range(1))
+    (out / "task-0001").mkdir()
+    lock = RunLock(out / "task-0001")
+    lock.acquire()  # a task in its first moments: locked, no checkpoint yet
+    try:
+        names = [Path(s.directory).name for s in directory_status(out)]
+    finally:
+        lock.release()
+    assert names == ["task-0000", "task-0001", "task-0002"]

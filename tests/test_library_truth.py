@@ -112,7 +112,8 @@ def test_a_refused_fetch_leaves_the_runs_id_list_alone(emulator: EmulatorThread,
     bulkgene.fetch(IDS[:300], out, base_url=emulator.base_url, rate=1000, progress=False)
     listed = (out / "requested-ids.txt").read_bytes()
     assert listed == "".join(f"{i}\n" for i in IDS[:300]).encode()
-    with pytest.raises(bulkgene.FingerprintMismatch, match="restart=True"):
+    with pytest.raises(bulkgene.FingerprintMismatch, match=r"the GeneIDs given are not the "
+                       r"list this directory was fetched with .*requested-ids.txt.*restart=True"):
         bulkgene.fetch(IDS[:400], out, base_url=emulator.base_url, rate=1000, progress=False)
     assert (out / "requested-ids.txt").read_bytes() == listed
     lock = RunLock(out)

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 import threading
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from bulkgene.config import ApiQuery, DownloadConfig, NetworkSpec, OutputSpec, R
 from bulkgene.errors import (
     BulkgeneError,
     ConfigError,
+    FingerprintMismatch,
     IncompleteRun,
     MissingExtra,
     in_library_words,
@@ -260,6 +262,10 @@ async def _fetch(request: _Request, interrupter: Interrupter) -> Any:
             raise _unfinished(summary, config.out_dir)
         return await asyncio.to_thread(_result, config.out_dir, request)
     except BulkgeneError as exc:
+        if isinstance(exc, FingerprintMismatch) and request.inputs.ids_text is not None:
+            exc.args = (re.sub(r"the ID file\(s\) differ in content from the checkpoint's "
+                               r"\(([^)]*)\)", r"the GeneIDs given are not the list this "
+                               r"directory was fetched with (\1)", str(exc)),)
         raise in_library_words(exc) from None
     finally:
         close()

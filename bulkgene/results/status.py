@@ -157,7 +157,10 @@ def absent_tasks(out_dir: Path, statuses: list[TaskStatus]) -> list[TaskStatus]:
     count = max((s.task_count for s in known), default=1)
     if count <= 1:
         return []
-    present = {s.task_index for s in statuses if not s.starting}
+    # a task that is starting has no checkpoint to say its index: its directory's name does
+    present = {s.task_index for s in known} | {
+        int(Path(s.directory).name[len(TASK_DIR_PREFIX):]) for s in statuses
+        if s.starting and Path(s.directory).name[len(TASK_DIR_PREFIX):].isdigit()}
     batch_size = _batch_size(known)
     header = idplan.read_header(out_dir)
     return [_absent_task(out_dir, index, count, batch_size, header)

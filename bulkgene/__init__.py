@@ -11,6 +11,7 @@ from bulkgene.config import (
     OutputSpec,
     RetryPolicy,
     Secret,
+    TaxonSelection,
     Timeouts,
 )
 from bulkgene.errors import (
@@ -22,6 +23,8 @@ from bulkgene.errors import (
     FingerprintMismatch,
     IncompleteRun,
     InputError,
+    Interrupted,
+    ListingIncomplete,
     MissingExtra,
     OutageError,
     StateError,
@@ -69,6 +72,8 @@ __all__ = [
     "FingerprintMismatch",
     "IncompleteRun",
     "InputError",
+    "Interrupted",
+    "ListingIncomplete",
     "MissingExtra",
     "NetworkSpec",
     "OutageError",
@@ -79,6 +84,7 @@ __all__ = [
     "Snapshot",
     "StateError",
     "Summary",
+    "TaxonSelection",
     "Timeouts",
     "__version__",
     "download",

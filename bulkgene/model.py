@@ -130,14 +130,14 @@ class Summary:
     elapsed_s: float = 0.0
     interrupted: bool = False
     error: str | None = None
-    task_index: int = 0
-    task_count: int = 1
     # missing GeneIDs by what NCBI's gene history says of them (`bulkgene explain`); the
     # rest of ``missing`` is not explained yet
     missing_discontinued: int = 0
     missing_replaced: int = 0
     missing_not_in_history: int = 0
     followed: int = 0  # found through the live successor of a replaced GeneID
+    task_index: int = 0
+    task_count: int = 1
 
     @property
     def explained(self) -> int:

@@ -161,6 +161,13 @@ def _unfinished(plan: IdPlan, out_dir: Path, task_count: int, batch_size: int) -
     return unfinished
 
 
+def unfinished_tasks(plan: IdPlan, out_dir: Path, task_count: int, batch_size: int
+                     ) -> list[str]:
+    """The tasks of the run whose batches are not all committed or failed yet (a taxon
+    run's ``--refresh-list`` grows it only when there are none: run/refresh.py)."""
+    return _unfinished(plan, out_dir, task_count, batch_size)
+
+
 def held_genes(out_dir: Path) -> IdBitmap:
     """Genes a run holds that nobody requested: the new GeneIDs in every task's replaced.tsv."""
     held = IdBitmap()

@@ -53,6 +53,11 @@ def test_fetch_raises_when_batches_failed_and_returns_part_only_when_asked(
     part = bulkgene.fetch(IDS, out, base_url=emulator.base_url, rate=1000, progress=False,
                           max_attempts=1, batch_size=500, partial=True)
     assert part == []
+    # a partial frame still has a row per GeneID given: those not fetched say so
+    frame = bulkgene.fetch(IDS, out, base_url=emulator.base_url, rate=1000, progress=False,
+                           max_attempts=1, batch_size=500, partial=True, as_frame=True)
+    assert list(frame.index) == IDS
+    assert set(frame["missing_reason"]) == {"NOT_FETCHED"} and frame["symbol"].isna().all()
 
 
 def _failed_run(emulator: EmulatorThread, tmp_path: Path) -> Path:

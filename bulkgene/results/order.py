@@ -52,9 +52,14 @@ def sort_records(records: Iterable[dict[str, Any]], order: array[int],
     return [record for _, record in sorted(enumerate(records), key=key)]
 
 
+NOT_FETCHED = "NOT_FETCHED"  # a partial run's GeneID that is neither found nor missing yet
+
+
 def by_query(table: Any, order: array[int]) -> Any:
     """A pyarrow Table with a ``query`` column, one row per GeneID asked for (a list of
-    them split into rows), sorted by where that GeneID stands in ``order``."""
+    them split into rows), sorted by where that GeneID stands in ``order``. With a
+    ``missing_reason`` column, a GeneID of the list that has no row (a partial run's failed
+    or pending ones) gets one saying NOT_FETCHED: every GeneID asked for has a row."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -64,8 +69,16 @@ def by_query(table: Any, order: array[int]) -> Any:
         flat = column.combine_chunks()
         table = table.take(pc.list_parent_indices(flat)).set_column(
             index, pa.field("query", pa.int64()), pc.list_flatten(flat))
-    positions = pc.fill_null(pc.index_in(table.column(index), value_set=pa.array(
-        order, type=pa.int64())), len(order))
+    listed = pa.array(order, type=pa.int64())
+    if "missing_reason" in table.column_names:
+        unfetched = pc.filter(listed, pc.invert(pc.is_in(listed, value_set=table.column(index))))
+        if len(unfetched):
+            rows = {name: (unfetched if name == "query" else
+                           pa.array([NOT_FETCHED] * len(unfetched)) if name == "missing_reason"
+                           else pa.nulls(len(unfetched), table.schema.field(name).type))
+                    for name in table.column_names}
+            table = pa.concat_tables([table, pa.table(rows, schema=table.schema)])
+    positions = pc.fill_null(pc.index_in(table.column(index), value_set=listed), len(order))
     rows = pa.array(range(table.num_rows), type=pa.int64())
     keyed = table.append_column("__position", positions).append_column("__row", rows)
     ordered = keyed.sort_by([("__position", "ascending"), ("__row", "ascending")])

@@ -19,7 +19,7 @@ from helpers import (
 )
 
 from bulkgene.output.lock import RunLock
-from bulkgene.testing import EmulatorThread
+from bulkgene.testing import EmulatorThread, Fate, GeneUniverse
 
 
 def env_for(emulator: EmulatorThread, tmp_path: Path) -> dict[str, str]:
@@ -172,3 +172,50 @@ def test_the_demo_shows_an_explained_missing_tsv() -> None:
     assert "bulkgene demo: explained" in shown
     assert "history, current_gene_id, discontinued_on, symbol, tax_id" in shown
     assert "NOT_IN_HISTORY" in shown or "DISCONTINUED" in shown
+
+
+def test_a_refused_id_is_never_called_unknown_to_ncbi_and_every_account_names_retry(
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    universe = GeneUniverse()
+    live, discontinued, unknown = 1234, 270, 27  # a live gene, one withdrawn, one never known
+    assert (universe.fate(live), universe.fate(discontinued), universe.fate(unknown)) == (
+        Fate.FOUND, Fate.DISCONTINUED, Fate.UNKNOWN)
+    refusing = make_emulator(invalid_ids=frozenset({live, discontinued, unknown}),
+                             retry_after_s=0)
+    out = tmp_path / "genes"
+    source = write_ids(tmp_path / "ids.txt", range(1, 3001))
+    env = env_for(refusing, tmp_path)
+    result = invoke_cli("fetch", str(source), "--out", str(out), "--explain", "--retry-wait",
+                        "0", env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    rows = explained_rows(out / "missing.tsv")
+    # the server refused them: the history doesn't list the live one and the unknown one,
+    # which says nothing of whether NCBI has them; the withdrawn one's history still holds
+    assert rows[live][:2] == rows[unknown][:2] == ["REJECTED_BY_SERVER", "REFUSED"]
+    assert rows[discontinued][:2] == ["REJECTED_BY_SERVER", "DISCONTINUED"]
+    stderr = result.stderr.decode()
+    assert "3 GeneIDs refused by the server, never answered (bulkgene retry" in stderr
+    assert f"Fetch them again with: bulkgene retry {out}" in stderr
+    assert "2 refused by the server and not in the history" in stderr  # the explain line
+    summary = read_summary(out)
+    assert (summary["refused"], summary["missing_refused"]) == (3, 2)
+    status = invoke_cli("status", str(out), env=env).stdout.decode()
+    assert "2 refused by the server and not in the history" in status
+    assert "refused: 3 GeneIDs were refused by the server" in status
+    assert f"bulkgene retry {out}" in status
+    assert invoke_cli("verify", str(out)).returncode == 0
+    # a server that answers today: the live gene is found, the unknown one is silence now,
+    # which makes it NOT_IN_HISTORY, and the withdrawn one keeps its history
+    answering = make_emulator()
+    retried = invoke_cli("retry", str(out), "--base-url", answering.base_url,
+                         env=env_for(answering, tmp_path))
+    assert retried.returncode == 0, retried.stderr.decode()
+    rows = explained_rows(out / "missing.tsv")
+    assert live not in rows
+    assert rows[unknown][:2] == ["NOT_RETURNED", "NOT_IN_HISTORY"]
+    assert rows[discontinued][:2] == ["NOT_RETURNED", "DISCONTINUED"]
+    assert b"refused" not in invoke_cli("status", str(out)).stdout
+    summary = read_summary(out)
+    assert (summary["refused"], summary["missing_refused"]) == (0, 0)
+    verified = invoke_cli("verify", str(out))
+    assert verified.returncode == 0, verified.stdout.decode() + verified.stderr.decode()

@@ -55,6 +55,9 @@ def status(out_dir: Path, as_json: bool, budget_dir: Path | None) -> None:
     print_out(status_module.as_table(statuses))
     if history := status_module.history_line(statuses):
         print_out(history)
+    run_dir = out_dir.parent if status_module.is_task_directory(out_dir) else out_dir
+    if refused := status_module.refused_line(statuses, run_dir):
+        print_out(refused)
     if leases:
         print_out(status_module.leases_table(leases))
     elif hint := status_module.no_lease_hint(statuses, status_roots(out_dir, budget_dir)):

@@ -73,7 +73,13 @@ def report_end(summary: Summary, args: list[str] | None = None) -> None:
                      f"them all with: bulkgene verify {where.parent}")
     elif summary.exit_code == EXIT_OK:
         lines.append(f"done. Check it with: bulkgene verify {where}")
-    emit = log.warning if summary.exit_code else log.info
+    if summary.refused:
+        lines.append(f"{summary.refused} GeneIDs were refused by the server "
+                     "(REJECTED_BY_SERVER in missing.tsv): they were never answered and may "
+                     "well be live genes (NCBI refuses a whole request for one GeneID it calls "
+                     "invalid, and has answered such IDs another day). Fetch them again with: "
+                     f"bulkgene retry {summary.run_dir}")
+    emit = log.warning if summary.exit_code or summary.refused else log.info
     for line in lines:
         emit("%s", line)
 

@@ -228,7 +228,9 @@ Examples:
 \b
 history: DISCONTINUED (withdrawn, no successor), REPLACED (current_gene_id is the live GeneID
 at the end of its chain), NOT_IN_HISTORY (NCBI never had it: a typo, a tax ID in the GeneID
-column, an ID of another database, or newer than the file).
+column, an ID of another database, or newer than the file), REFUSED (the server refused it,
+REJECTED_BY_SERVER, and the history doesn't list it: never answered, maybe live; run
+bulkgene retry DIR).
 """
 
 
@@ -251,7 +253,7 @@ def explain(out_dir: Path, history: str, cache_dir: Path | None, follow_replaced
     """Explain every missing and replaced GeneID of a fetch directory from NCBI's gene history.
 
     Adds five columns to missing.tsv and replaced.tsv (every task's, in an array): history
-    (DISCONTINUED, REPLACED, NOT_IN_HISTORY), current_gene_id (the live GeneID at the end of
+    (DISCONTINUED, REPLACED, NOT_IN_HISTORY, REFUSED), current_gene_id (the live GeneID at the end of
     the chain), discontinued_on (YYYY-MM-DD), symbol and tax_id of the GeneID. The history is
     read once, however large; run it again with a newer one at any time.
     """

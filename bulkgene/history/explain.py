@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import orjson
 
@@ -43,6 +43,16 @@ _REPORTS = ((layout.MISSING_NAME, layout.MISSING_HEADER),
             (layout.REPLACED_NAME, layout.REPLACED_HEADER))
 
 
+RowClass = Literal[HistoryClass, "REFUSED"]
+# a missing GeneID the server refused and the history doesn't list: REFUSED, not
+# NOT_IN_HISTORY, which says NCBI most likely never had it (layout.class_for_reason)
+ROW_CLASSES: tuple[RowClass, ...] = (*HISTORY_CLASSES, "REFUSED")
+
+
+def _no_rows() -> dict[RowClass, int]:
+    return dict.fromkeys(ROW_CLASSES, 0)
+
+
 @dataclass
 class ExplainReport:
     """What explaining a directory found: classes of its missing and replaced GeneIDs."""
@@ -50,8 +60,8 @@ class ExplainReport:
     out_dir: Path
     history: LocalHistory
     tasks: int = 0
-    missing: dict[HistoryClass, int] = field(default_factory=lambda: dict.fromkeys(HISTORY_CLASSES, 0))
-    replaced: dict[HistoryClass, int] = field(default_factory=lambda: dict.fromkeys(HISTORY_CLASSES, 0))
+    missing: dict[RowClass, int] = field(default_factory=_no_rows)
+    replaced: dict[RowClass, int] = field(default_factory=_no_rows)
     rows: int = 0  # rows of the history file
     malformed: int = 0
     examples: list[tuple[int, str]] = field(default_factory=list)
@@ -63,10 +73,13 @@ class ExplainReport:
         """The one-line account of what was explained."""
         missing = sum(self.missing.values())
         replaced = sum(self.replaced.values())
+        refused = (f", {self.missing['REFUSED']} refused by the server and not in the history "
+                   "(never answered: bulkgene retry)" if self.missing["REFUSED"] else "")
         return (f"explained {missing} missing GeneIDs: {self.missing['DISCONTINUED']} "
                 f"discontinued, {self.missing['REPLACED']} replaced by a live GeneID, "
-                f"{self.missing['NOT_IN_HISTORY']} not in the history; and {replaced} replaced "
-                f"GeneIDs ({self.replaced['REPLACED']} followed to a live one)")
+                f"{self.missing['NOT_IN_HISTORY']} not in the history{refused}; and {replaced} "
+                f"GeneIDs the API answered with another GeneID, {self.replaced['REPLACED']} of "
+                "them replaced by a live GeneID in the history too")
 
 
 @dataclass
@@ -111,15 +124,23 @@ def _gene_ids(task: _Task, into: IdBitmap) -> None:
 
 
 def _writer(source: Path, length: int, header: bytes, explained: Explained,
-            counts: dict[HistoryClass, int]) -> Callable[[BinaryIO], None]:
+            counts: dict[RowClass, int]) -> Callable[[BinaryIO], None]:
+    missing = header == layout.MISSING_HEADER  # its second field is the reason
+
     def write(handle: BinaryIO) -> None:
         handle.write(layout.explained_header(header))
         lines: list[bytes] = []
         for row in committed_rows(source, length):
             fields = row.split(b"\t", 2)
             explanation = explained.explanation(int(fields[0]))
-            counts[explanation.history] += 1
-            lines.append(fields[0] + b"\t" + fields[1] + b"\t" + explanation.fields() + b"\n")
+            text = explanation.fields()
+            history: RowClass = explanation.history
+            if (missing and history == "NOT_IN_HISTORY"
+                    and fields[1] == layout.REFUSED_REASON):
+                history = "REFUSED"
+                text = b"REFUSED" + text[len(b"NOT_IN_HISTORY"):]
+            counts[history] += 1
+            lines.append(fields[0] + b"\t" + fields[1] + b"\t" + text + b"\n")
             if len(lines) >= 8192:
                 handle.write(b"".join(lines))
                 lines.clear()
@@ -128,7 +149,7 @@ def _writer(source: Path, length: int, header: bytes, explained: Explained,
 
 
 def _explain_task(task: _Task, explained: Explained, report: ExplainReport) -> None:
-    counts = {name: dict.fromkeys(HISTORY_CLASSES, 0) for name, _ in _REPORTS}
+    counts = {name: _no_rows() for name, _ in _REPORTS}
     writers = {name: _writer(task.directory / name, task.checkpoint.file_lengths.get(name, 0),
                              header, explained, counts[name])
                for name, header in _REPORTS}
@@ -138,6 +159,7 @@ def _explain_task(task: _Task, explained: Explained, report: ExplainReport) -> N
         state.totals.missing_discontinued = missing["DISCONTINUED"]
         state.totals.missing_replaced = missing["REPLACED"]
         state.totals.missing_not_in_history = missing["NOT_IN_HISTORY"]
+        state.totals.missing_refused = missing["REFUSED"]
 
     task.checkpoint = rewrite.replace(task.directory, task.checkpoint, writers, update)
     for name, tally in ((layout.MISSING_NAME, report.missing),
@@ -159,6 +181,7 @@ def _update_summary(directory: Path, state: Checkpoint) -> None:
     summary["missing_discontinued"] = state.totals.missing_discontinued
     summary["missing_replaced"] = state.totals.missing_replaced
     summary["missing_not_in_history"] = state.totals.missing_not_in_history
+    summary["missing_refused"] = state.totals.missing_refused
     durable.write_atomically(path, orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
 
 

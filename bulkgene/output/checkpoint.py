@@ -64,7 +64,10 @@ class Totals(msgspec.Struct, kw_only=True):
     missing_discontinued: Count = 0
     missing_replaced: Count = 0
     missing_not_in_history: Count = 0
+    missing_refused: Count = 0  # refused by the server and not in the history
     followed: Count = 0  # found through the live successor of a replaced GeneID
+    # missing.tsv's rows whose reason is REJECTED_BY_SERVER: never answered, `bulkgene retry`
+    refused: Count = 0
 
     @property
     def ids_done(self) -> int:
@@ -73,7 +76,8 @@ class Totals(msgspec.Struct, kw_only=True):
 
     def count_written(self, *, found: int, missing: int, replaced: int, records: int,
                       unverified: int, followed: int = 0, missing_discontinued: int = 0,
-                      missing_replaced: int = 0, missing_not_in_history: int = 0) -> None:
+                      missing_replaced: int = 0, missing_not_in_history: int = 0,
+                      missing_refused: int = 0, refused: int = 0) -> None:
         self.found += found
         self.missing += missing
         self.replaced += replaced
@@ -83,6 +87,8 @@ class Totals(msgspec.Struct, kw_only=True):
         self.missing_discontinued += missing_discontinued
         self.missing_replaced += missing_replaced
         self.missing_not_in_history += missing_not_in_history
+        self.missing_refused += missing_refused
+        self.refused += refused
 
     def count_network(self, *, requests: int, retries: int, throttled: int, bytes: int) -> None:
         self.requests += requests

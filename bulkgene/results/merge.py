@@ -31,7 +31,7 @@ from bulkgene.results.status import directory_status, incomplete_reasons
 _ADDED = ("requested", "found", "missing", "failed", "pending", "unverified", "records",
           "replaced", "batches", "batches_committed", "batches_failed", "requests", "retries",
           "throttled", "bytes_received", "missing_discontinued", "missing_replaced",
-          "missing_not_in_history", "followed")
+          "missing_not_in_history", "missing_refused", "followed", "refused")
 _SOURCES = (layout.CHECKPOINT_NAME, layout.SUMMARY_NAME, layout.MISSING_NAME,
             layout.REPLACED_NAME)
 

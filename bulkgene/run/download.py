@@ -70,7 +70,9 @@ def _summarize(config: DownloadConfig, prepared: PreparedRun, outcome: RunOutcom
         missing_discontinued=totals.missing_discontinued,
         missing_replaced=totals.missing_replaced,
         missing_not_in_history=totals.missing_not_in_history,
+        missing_refused=totals.missing_refused,
         followed=totals.followed,
+        refused=totals.refused,
     )
 
 

@@ -65,7 +65,7 @@ from bulkgene.output import checkpoint as ckpt
 from bulkgene.output import rewrite
 from bulkgene.output.checkpoint import Checkpoint
 from bulkgene.output.lock import RunLock, acquire_waiting
-from bulkgene.output.on_behalf import history_class
+from bulkgene.output.on_behalf import history_class, reason
 from bulkgene.output.rewrite import committed_rows
 
 log = logging.getLogger("bulkgene")
@@ -101,6 +101,7 @@ def _absorb_one(directory: Path, state: Checkpoint, plan_dir: Path, segment: Seg
     leaving = IdBitmap()
     leaving.update(segs.originals(plan_dir, segment, task.index))
     dropped: dict[bytes, int] = {}
+    refused = 0
     length = state.file_lengths.get(layout.MISSING_NAME, 0)
     source = directory / layout.MISSING_NAME
     writers: dict[str, rewrite.Writer] = {}
@@ -109,6 +110,7 @@ def _absorb_one(directory: Path, state: Checkpoint, plan_dir: Path, segment: Seg
             if int(row.split(b"\t", 1)[0]) in leaving:
                 kind = history_class(row)
                 dropped[kind] = dropped.get(kind, 0) + 1
+                refused += reason(row) == layout.REFUSED_REASON
 
         def write(handle: BinaryIO) -> None:
             with durable.open_read(source) as old:
@@ -126,6 +128,8 @@ def _absorb_one(directory: Path, state: Checkpoint, plan_dir: Path, segment: Seg
         totals.missing_discontinued -= dropped.get(b"DISCONTINUED", 0)
         totals.missing_replaced -= dropped.get(b"REPLACED", 0)
         totals.missing_not_in_history -= dropped.get(b"NOT_IN_HISTORY", 0)
+        totals.missing_refused -= dropped.get(b"REFUSED", 0)
+        totals.refused -= refused
         new.segments.append(segment.key)
         new.fingerprint = fingerprint_of(new)
         new.total_batches = None  # the producer counts them again when it reaches the end
@@ -314,7 +318,7 @@ def refused_rows(directory: Path, state: Checkpoint, plan: IdPlan) -> list[Pick]
     picks = []
     for row in committed_rows(directory / layout.MISSING_NAME, length):
         fields = row.split(b"\t", 2)
-        if len(fields) > 1 and fields[1] == b"REJECTED_BY_SERVER":
+        if len(fields) > 1 and fields[1] == layout.REFUSED_REASON:
             picks.append((int(fields[0]), int(fields[0]), row))
     return picks
 

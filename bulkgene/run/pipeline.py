@@ -249,7 +249,8 @@ class Pipeline:
                 records=written.records, unverified=written.unverified,
                 followed=written.followed, missing_discontinued=written.missing_discontinued,
                 missing_replaced=written.missing_replaced,
-                missing_not_in_history=written.missing_not_in_history)
+                missing_not_in_history=written.missing_not_in_history,
+                missing_refused=written.missing_refused, refused=written.refused)
             checkpoint.mark_committed(written.batch_index)
         checkpoint.file_lengths.update(receipt.file_lengths)
         checkpoint.totals.count_network(**self._network_delta())

@@ -20,6 +20,7 @@ from helpers import (
     invoke_cli,
     read_records,
     read_summary,
+    read_tsv,
     run_cli,
     write_ids,
 )
@@ -297,3 +298,34 @@ def test_follow_replaced_under_random_sigkills_ends_with_every_successor_once(
                if int(r["gene"]["gene_id"]) >= REPLACEMENT_BASE and r["query"][0] in
                {str(g) for g in to_follow}]
     assert len(records) == len(set(to_follow.values()))
+
+
+def test_the_rejected_lines_of_an_added_file_are_recorded_once_with_file_and_line(
+        emulator: EmulatorThread, tmp_path: Path) -> None:
+    out = tmp_path / "genes"
+    env = env_for(emulator, tmp_path)
+    first = tmp_path / "ids.txt"
+    first.write_text("1\nBRCA1\n2\n")
+    assert invoke_cli("fetch", str(first), "--out", str(out), env=env).returncode == 0
+    more = tmp_path / "more.txt"
+    more.write_text("3\nTP53\n4\nENSG00000141510\n")
+    listed = (out / "rejects.tsv").read_text().splitlines()
+    # a killed --add may have left rows of its own behind, with no segment recorded
+    (out / "rejects.tsv").write_text("\n".join([*listed, f"{more}\t2\tTP53\tleftover"]) + "\n")
+    added = invoke_cli("fetch", str(more), "--out", str(out), "--add", env=env)
+    assert added.returncode == 0, added.stderr.decode()
+    assert b"2 rejected lines -> " in added.stderr
+    for _ in range(2):  # the same --add again records nothing twice
+        rows = read_tsv(out / "rejects.tsv")
+        assert [row[:3] for row in rows] == [[str(first), "2", "BRCA1"], [str(more), "2", "TP53"],
+                                             [str(more), "4", "ENSG00000141510"]]
+        assert invoke_cli("fetch", str(more), "--out", str(out), "--add",
+                          env=env).returncode == 0
+    assert read_summary(out)["rejected"] == 3
+    assert invoke_cli("verify", str(out)).returncode == 0
+    # verify counts them: a rejected line lost from rejects.tsv is a problem
+    (out / "rejects.tsv").write_text("".join(
+        line + "\n" for line in (out / "rejects.tsv").read_text().splitlines()[:-1]))
+    verified = invoke_cli("verify", str(out))
+    assert verified.returncode == 1
+    assert b"rejects.tsv holds 2 rejected lines, the input's plan counted 3" in verified.stderr

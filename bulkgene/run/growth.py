@@ -204,16 +204,18 @@ def grow_requested(config: DownloadConfig, plan: IdPlan, kind: SegmentKind, key:
     fresh: list[int] = []
     seen = IdBitmap()
     duplicates = rejected = already = 0
-    for item in items:
-        if not isinstance(item, int):
-            rejected += 1
-            continue
-        if not seen.add(item):
-            duplicates += 1
-        elif item in plan.requested or item in held:
-            already += 1
-        else:
-            fresh.append(item)
+    with _rejects(plan) as record:
+        for item in items:
+            if not isinstance(item, int):
+                record(item)
+                rejected += 1
+                continue
+            if not seen.add(item):
+                duplicates += 1
+            elif item in plan.requested or item in held:
+                already += 1
+            else:
+                fresh.append(item)
     count = config.task.count
     parts: list[list[int]] = [[] for _ in range(count)]
     for start in range(0, len(fresh), batch_size):  # batch j of the segment to task j mod N
@@ -223,8 +225,38 @@ def grow_requested(config: DownloadConfig, plan: IdPlan, kind: SegmentKind, key:
                                  duplicates=duplicates, rejected=rejected, already=already)
     idplan.append_segment(plan.directory, segment)
     log.info("added %s to the run: %d new GeneIDs (%d it already had, %d duplicates, %d "
-             "rejected lines)", name, len(fresh), already, duplicates, rejected)
+             "rejected lines -> %s)", name, len(fresh), already, duplicates, rejected,
+             plan.directory / layout.REJECTS_NAME)
     return _reload(plan)
+
+
+@contextlib.contextmanager
+def _rejects(plan: IdPlan) -> Iterator[Callable[[Reject], None]]:
+    """rejects.tsv with a growth's rejected lines after those the plan already counts.
+
+    The whole file is written anew and renamed over the old one before plan.json records
+    the growth (its commit point): rows a killed growth appended after the counted ones are
+    dropped, so the growth made again records its lines once.
+    """
+    path = plan.directory / layout.REJECTS_NAME
+    counted = plan.rejected_total
+    with durable.atomic_file(path) as handle:
+        handle.write(layout.REJECTS_HEADER)
+        kept = 0
+        if path.exists():
+            with durable.open_read(path) as old:
+                old.readline()
+                while kept < counted and (row := old.readline()).endswith(b"\n"):
+                    handle.write(row)
+                    kept += 1
+        if kept < counted:
+            log.warning("%s holds %d of the %d rejected lines counted so far (it was changed "
+                        "outside bulkgene); the new ones follow them", path, kept, counted)
+
+        def record(reject: Reject) -> None:
+            handle.write(reject.row())
+
+        yield record
 
 
 def _reload(plan: IdPlan) -> IdPlan:

@@ -227,9 +227,7 @@ def _read_input(out_dir: Path, paths: tuple[str, ...], names: tuple[str, ...],
         handle.write(REJECTS_HEADER)
 
         def record(reject: Reject) -> None:
-            source = reject.source.replace("\t", " ").replace("\n", " ")
-            handle.write(f"{source}\t{reject.line_number}\t{reject.text}\t{reject.reason}\n"
-                         .encode())
+            handle.write(reject.row())
 
         plan = idplan.build(out_dir, paths, names, plan_key, record, parse_column(column))
     return plan

@@ -329,3 +329,29 @@ def test_the_rejected_lines_of_an_added_file_are_recorded_once_with_file_and_lin
     verified = invoke_cli("verify", str(out))
     assert verified.returncode == 1
     assert b"rejects.tsv holds 2 rejected lines, the input's plan counted 3" in verified.stderr
+
+
+def test_another_server_is_refused_before_anything_changes_and_the_run_s_is_named(
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    refusing = make_emulator(invalid_ids=frozenset({1234}), retry_after_s=0)
+    out = tmp_path / "genes"
+    env = env_for(refusing, tmp_path)
+    ids = random.Random(5).sample(range(1, 1_000_001), 3000)
+    source = write_ids(tmp_path / "ids.txt", [1234, *ids])
+    assert invoke_cli("fetch", str(source), "--out", str(out), "--explain", "--retry-wait", "0",
+                      env=env).returncode == 0
+    assert read_summary(out)["missing_replaced"] > 0 and read_summary(out)["refused"] == 1
+    before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    more = write_ids(tmp_path / "more.txt", range(1, 50))
+    # BULKGENE_BASE_URL unset: NCBI's own server, not the one that filled the directory
+    elsewhere = {name: value for name, value in env.items() if name != "BULKGENE_BASE_URL"}
+    for command in (("explain", str(out), "--follow-replaced"), ("retry", str(out)),
+                    ("fetch", str(more), "--out", str(out), "--add")):
+        refused = invoke_cli(*command, env=elsewhere)
+        assert refused.returncode == 1, (command, refused.stderr.decode())
+        stderr = refused.stderr.decode()
+        assert f"--base-url {refusing.base_url}" in stderr, stderr
+        assert "--restart" not in stderr
+        assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
+    verified = invoke_cli("verify", str(out))
+    assert verified.returncode == 0, verified.stdout.decode() + verified.stderr.decode()

@@ -267,6 +267,10 @@ def explain(out_dir: Path, history: str, cache_dir: Path | None, follow_replaced
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     try:
+        if follow_replaced:  # before anything changes: the successors come from the run's server
+            from bulkgene.run.growth import check_servers
+
+            check_servers(out_dir, network)
         run_explain(out_dir, history, cache_dir, terminal, 30.0)
         code = run_follow(out_dir, network, reporter, show_progress) if follow_replaced else 0
     except BulkgeneError as exc:

@@ -78,6 +78,7 @@ def retry(out_dir: Path, base_url: str, api_key_file: Path | None, api_key: str 
     from bulkgene.run.resume import go_on
 
     try:
+        growth.check_servers(out_dir, network)  # before anything changes
         refused = growth.grow_again(out_dir, "retry", "refused GeneIDs, again",
                                     growth.refused_rows)
         click.echo(f"bulkgene: fetching again {refused} refused GeneIDs and every failed batch",

@@ -86,6 +86,7 @@ async def follow(out_dir: Path, network: NetworkSpec, *, handle_signals: bool = 
     summaries). A killed follow is taken up again by the same call, or any resume."""
     import asyncio
 
+    growth.check_servers(out_dir, network)  # before anything changes
     originals, successors = await asyncio.to_thread(grow_follow, out_dir)
     summaries = await go_on(out_dir, network, handle_signals=handle_signals,
                             on_progress=on_progress, **settings)

@@ -112,6 +112,9 @@ class Checkpoint(msgspec.Struct, kw_only=True):
     updated_at: float = 0.0
     run_started_at: float = 0.0  # the latest run: when it started and how many IDs were
     run_ids_at_start: Count = 0  # done then (status's elapsed time and rate)
+    # the latest run's API root (NetworkSpec.api_root): what to tell a command that would go
+    # on with the run from another server (the fingerprint holds only its scheme and host)
+    base_url: str = ""
     # reports being replaced by their NAME.rewrite (output/rewrite.py): the lengths in
     # file_lengths are already the new versions'
     rewrites: list[str] = msgspec.field(default_factory=list)
@@ -253,8 +256,10 @@ def _setting(value: Any) -> str:
 
 
 def check_compatible(checkpoint: Checkpoint, params: dict[str, Any],
-                     inputs: list[InputFile], fingerprint_now: str) -> None:
-    """Refuse to resume a run whose input or output-changing parameters differ."""
+                     inputs: list[InputFile], fingerprint_now: str,
+                     advice: str | None = None) -> None:
+    """Refuse to resume a run whose input or output-changing parameters differ; ``advice``
+    replaces the usual "re-run with the original input and options, or --restart"."""
     if checkpoint.fingerprint == fingerprint_now:
         return
     changes = [
@@ -269,9 +274,10 @@ def check_compatible(checkpoint: Checkpoint, params: dict[str, Any],
         changes.append(f"input: the ID file(s) differ in content from the checkpoint's "
                        f"({old_names})")
     detail = "; ".join(changes) or "the checkpoint's fingerprint differs"
+    advice = advice or (f"Re-run with the original input and options to resume it, or "
+                        f"{_RESTART_HINT}")
     raise FingerprintMismatch(
-        f"this output directory holds a run with other settings ({detail}). Re-run with the "
-        f"original input and options to resume it, or {_RESTART_HINT}")
+        f"this output directory holds a run with other settings ({detail}). {advice}")
 
 
 def cut_back(out_dir: Path, checkpoint: Checkpoint | None, managed: list[Path]) -> None:

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bulkgene import durable, layout
-from bulkgene.config import DownloadConfig, TaskSpec
+from bulkgene.config import DownloadConfig, NetworkSpec, TaskSpec
 from bulkgene.errors import InputError, StateError
 from bulkgene.input import plan as idplan
 from bulkgene.input import segments as segs
@@ -73,6 +73,33 @@ log = logging.getLogger("bulkgene")
 _PLAN_WAIT_S = 3600.0
 # (fetched ID, original ID, the original's missing.tsv row)
 Pick = tuple[int, int, bytes]
+
+
+def check_server(directory: Path, state: Checkpoint, network: NetworkSpec) -> None:
+    """StateError, saying which server to name, unless ``network`` reaches the server that
+    filled the run in ``directory``: a run's GeneIDs all come from one server.
+
+    The server is never taken from the directory by itself: the key would then be sent to
+    whatever URL a file there names, and the directory is not trusted."""
+    server = state.params.get("server")
+    if server is None or server == network.server:
+        return
+    where = (f"from {state.base_url}" if state.base_url
+             else f"from a server at {server} (its port and path are not recorded)")
+    name = (f"--base-url {state.base_url}" if state.base_url
+            else "that server's API root with --base-url")
+    raise StateError(
+        f"{directory} was fetched {where}, and this command would go on with it from "
+        f"{network.api_root}: a run's GeneIDs all come from one server. Pass {name} (or set "
+        "BULKGENE_BASE_URL); nothing was changed.")
+
+
+def check_servers(out_dir: Path, network: NetworkSpec) -> None:
+    """``check_server`` for every task of the run in ``out_dir``, before anything changes."""
+    for directory in layout.task_directories(out_dir):
+        state = ckpt.load(directory)
+        if state is not None:
+            check_server(directory, state, network)
 
 
 def fingerprint_of(state: Checkpoint) -> str:

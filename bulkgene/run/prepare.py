@@ -345,6 +345,7 @@ def _ready(config: DownloadConfig, plan: IdPlan, plan_key: list[str], state: Che
     out_dir = config.work_dir
     state.run_started_at = time.time()  # saved with the first commit of this run
     state.run_ids_at_start = state.ids_done
+    state.base_url = config.network.api_root
     claims = (GeneClaims(config.out_dir / layout.CLAIMS_DIR_NAME / layout_key(
         plan_key, config.output.batch_size, config.task.count, config.network.server),
         config.task.index) if config.task.count > 1 else None)
@@ -369,11 +370,15 @@ def _prepare_grown(config: DownloadConfig, lock: RunLock) -> PreparedRun:
         doing = "add to" if config.add else "go on with"
         raise StateError(f"{out_dir} holds no run to {doing} (no checkpoint.json): fetch a "
                          "list into it first (without --add)")
+    growth.check_server(out_dir, existing, config.network)
     existing = rewrite.finish(out_dir, existing)
     params = config.fingerprint_params()
     digests = [entry.digest for entry in existing.inputs]
-    ckpt.check_compatible(existing, params, existing.inputs,
-                          ckpt.fingerprint(params, digests + existing.segments))
+    ckpt.check_compatible(
+        existing, params, existing.inputs, ckpt.fingerprint(params, digests + existing.segments),
+        "--add goes on with the run as it was fetched: give it the run's own options (and "
+        "no others that change what is written); nothing was changed" if config.add else
+        "Nothing was changed.")
     plan_dir = plan_directory(config)
     with growth.plan_lock(plan_dir, out_dir):
         plan = growth.load_plan(plan_dir, existing)

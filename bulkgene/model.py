@@ -182,7 +182,21 @@ class Summary:
     def line(self) -> str:
         """The one-line account printed at the end of every run."""
         text = (f"task {self.task_index} of {self.task_count}: " if self.task_count > 1 else "")
-        text += f"requested {self.requested} = found {self.found}"
+        text += self.account()
+        # the list's duplicates and rejected lines belong to no one task: the array's
+        # merged account states them once
+        listed = (f", {self.duplicates} duplicates, {self.rejected} rejected lines"
+                  if self.task_count == 1 else "")
+        text += (f"; {self.records} records{listed}; this run: {self.requests} requests "
+                 f"({self.retries} retries, {self.throttled} throttled) in {self.elapsed_s:.1f} s")
+        if self.refused:  # never answered: they may be live genes, and a retry may get them
+            text += (f"; {self.refused} GeneIDs refused by the server, never answered "
+                     f"(bulkgene retry {self.run_dir})")
+        return text
+
+    def account(self) -> str:
+        """``requested N = found + missing (by class) + failed [+ pending]``."""
+        text = f"requested {self.requested} = found {self.found}"
         if self.followed:
             text += f" ({self.followed} through a replaced GeneID's live successor)"
         text += f" + missing {self.missing}"
@@ -200,15 +214,6 @@ class Summary:
             text += f" + pending {self.pending}"
         if self.unverified:
             text += f" + unverified {self.unverified} (TSV without a gene-id column)"
-        # the list's duplicates and rejected lines belong to no one task: the array's
-        # merged account states them once
-        listed = (f", {self.duplicates} duplicates, {self.rejected} rejected lines"
-                  if self.task_count == 1 else "")
-        text += (f"; {self.records} records{listed}; this run: {self.requests} requests "
-                 f"({self.retries} retries, {self.throttled} throttled) in {self.elapsed_s:.1f} s")
-        if self.refused:  # never answered: they may be live genes, and a retry may get them
-            text += (f"; {self.refused} GeneIDs refused by the server, never answered "
-                     f"(bulkgene retry {self.run_dir})")
         return text
 
     @property

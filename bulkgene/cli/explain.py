@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from bulkgene import layout
-from bulkgene.cli.console import configure_logging, read_api_key, report_end
+from bulkgene.cli.console import account_shown, configure_logging, read_api_key, report_end
 from bulkgene.cli.grow import rate_option
 from bulkgene.cli.options import server_options
 from bulkgene.cli.progress import ProgressReporter, Terminal, TerminalLog
@@ -124,7 +124,7 @@ class DownloadBar:
 
 
 def run_explain(out_dir: Path, history: str, cache_dir: Path | None, terminal: Terminal,
-                interval_s: float) -> Any:
+                interval_s: float, following: bool = False) -> Any:
     """Explain ``out_dir`` and print what was found; the ExplainReport."""
     from bulkgene.history.explain import explain
 
@@ -138,7 +138,8 @@ def run_explain(out_dir: Path, history: str, cache_dir: Path | None, terminal: T
            "not-modified": "the cached copy (the server says it is current)",
            "downloaded": "downloaded", "resumed": "downloaded (resumed)",
            "stale": "the cached copy (the server could not be asked)"}[report.history.how]
-    click.echo(f"bulkgene: {report.line()}", err=True)
+    if account_shown():
+        click.echo(f"bulkgene: {report.line()}", err=True)
     log.info("gene history %s: %s, %d rows, %s", report.history.name, how, report.rows,
              f"{report.passes} passes" if report.passes > 1 else "one pass")
     if report.malformed:
@@ -153,28 +154,57 @@ def run_explain(out_dir: Path, history: str, cache_dir: Path | None, terminal: T
     where = out_dir if len(layout.task_directories(out_dir)) == 1 else out_dir / "task-*"
     log.info("explanations in %s/missing.tsv and %s/replaced.tsv (columns history, "
              "current_gene_id, discontinued_on, symbol, tax_id)", where, where)
-    if report.missing["REPLACED"]:
-        log.info("%d missing GeneIDs were replaced by a live GeneID: --follow-replaced "
-                 "fetches those the run does not hold yet", report.missing["REPLACED"])
+    if report.missing["REPLACED"] and not following:
+        log.info("%d missing GeneIDs were replaced by a live GeneID: `bulkgene explain %s "
+                 "--follow-replaced` gets them (recording at once those whose live GeneID "
+                 "the run holds already, and fetching the others)", report.missing["REPLACED"],
+                 out_dir)
     return report
 
 
 def run_follow(out_dir: Path, network: NetworkSpec, reporter: ProgressReporter,
                show_progress: bool) -> int:
-    """Fetch the successors of the explained REPLACED missing IDs; the exit code."""
+    """Follow the explained REPLACED missing IDs to their live successors; the exit code."""
     from bulkgene.history.follow import follow
 
-    originals, successors, summaries = asyncio.run(follow(
+    command = ["explain", str(out_dir), "--follow-replaced"]
+
+    def task_end(summary: Summary) -> None:
+        reporter.close()
+        report_end(summary, command)
+
+    followed, summaries = asyncio.run(follow(
         out_dir, network, handle_signals=True,
-        on_progress=reporter.update if show_progress else None,
+        on_progress=reporter.update if show_progress else None, on_task_end=task_end,
         progress_interval_s=reporter.tick_s if show_progress else 0))
     reporter.close()
-    log.info("followed %d replaced GeneIDs to %d live successors", originals, successors)
-    code = EXIT_OK
-    for summary in summaries:
-        report_end(summary, ["explain", str(out_dir), "--follow-replaced"])
-        code = max(code, summary.exit_code)
-    return code
+    log.info("%s", follow_line(followed, summaries))
+    return max([EXIT_OK, *(summary.exit_code for summary in summaries)])
+
+
+def follow_line(followed: Any, summaries: list[Summary]) -> str:
+    """What --follow-replaced did, in words."""
+    growth = followed.growth
+    parts = []
+    if followed.held:
+        parts.append(f"{followed.held} replaced GeneIDs whose live GeneID the run holds "
+                     "already (under another GeneID of the list) are now in replaced.tsv, "
+                     "counted found")
+    if growth is not None and growth.originals:
+        parts.append(f"{growth.originals} replaced GeneIDs were followed to "
+                     f"{len(followed.to_fetch)} live GeneIDs fetched now")
+    if growth is not None and growth.resumed:
+        parts.append(f"{growth.resumed} live GeneIDs an interrupted --follow-replaced left "
+                     "were fetched")
+    if followed.unanswered:
+        parts.append(f"{followed.unanswered} stay missing: their live GeneID was requested "
+                     "and NCBI did not answer it either")
+    if not parts:
+        return "--follow-replaced: no missing GeneID has a live successor to follow"
+    if summaries:
+        parts.append(f"the run has {sum(s.followed for s in summaries)} GeneIDs found through "
+                     "a replaced GeneID's live successor in all")
+    return "--follow-replaced: " + "; ".join(parts)
 
 
 def _array_complete(out_dir: Path) -> bool:
@@ -200,7 +230,8 @@ def finish_fetch(after: AfterFetch, config: DownloadConfig, summary: Summary, te
                  "explains them all (or run: bulkgene explain %s)", out_dir)
         return summary.exit_code
     try:
-        run_explain(out_dir, after.history, after.cache_dir, terminal, reporter.interval_s)
+        run_explain(out_dir, after.history, after.cache_dir, terminal, reporter.interval_s,
+                    after.follow)
         if after.follow:
             return run_follow(out_dir, config.network, reporter, show_progress)
     except StateError as exc:
@@ -267,11 +298,19 @@ def explain(out_dir: Path, history: str, cache_dir: Path | None, follow_replaced
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     try:
-        if follow_replaced:  # before anything changes: the successors come from the run's server
-            from bulkgene.run.growth import check_servers
+        from bulkgene.run import growth
 
-            check_servers(out_dir, network)
-        run_explain(out_dir, history, cache_dir, terminal, 30.0)
+        left = growth.added_up(growth.unfinished(out_dir))
+        if follow_replaced:  # before anything changes: the run's server, and a finished run
+            growth.check_servers(out_dir, network)
+            growth.refuse_unfinished(out_dir, left, "follow",
+                                     f"bulkgene explain {out_dir} --follow-replaced")
+        run_explain(out_dir, history, cache_dir, terminal, 30.0, follow_replaced)
+        if left and not follow_replaced:
+            log.warning("the run in %s is not finished (%s): the rows it adds later are "
+                        "explained by the next explain", out_dir, "; ".join(
+                            f"{part.ids} {part.what()} to fetch: run {part.command(out_dir)}"
+                            for part in left))
         code = run_follow(out_dir, network, reporter, show_progress) if follow_replaced else 0
     except BulkgeneError as exc:
         terminal.close()

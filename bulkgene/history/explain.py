@@ -166,11 +166,16 @@ def _explain_task(task: _Task, explained: Explained, report: ExplainReport) -> N
                         (layout.REPLACED_NAME, report.replaced)):
         for history, count in counts[name].items():
             tally[history] += count
-    _update_summary(task.directory, task.checkpoint)
+    update_summary(task.directory, task.checkpoint)
 
 
-def _update_summary(directory: Path, state: Checkpoint) -> None:
-    """summary.json with the new counts of missing GeneIDs by class (if there is one yet)."""
+# summary.json's counts that a rewrite of the reports may change (found + missing stays)
+_REWRITTEN_COUNTS = ("found", "missing", "replaced", "missing_discontinued", "missing_replaced",
+                     "missing_not_in_history", "missing_refused", "followed", "refused")
+
+
+def update_summary(directory: Path, state: Checkpoint) -> None:
+    """summary.json with the counts a report rewrite changed (if there is one yet)."""
     path = directory / layout.SUMMARY_NAME
     try:
         summary = orjson.loads(durable.read_bytes(path))
@@ -178,10 +183,8 @@ def _update_summary(directory: Path, state: Checkpoint) -> None:
         return  # the next run writes it
     if not isinstance(summary, dict):
         return
-    summary["missing_discontinued"] = state.totals.missing_discontinued
-    summary["missing_replaced"] = state.totals.missing_replaced
-    summary["missing_not_in_history"] = state.totals.missing_not_in_history
-    summary["missing_refused"] = state.totals.missing_refused
+    for name in _REWRITTEN_COUNTS:
+        summary[name] = getattr(state.totals, name)
     durable.write_atomically(path, orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
 
 

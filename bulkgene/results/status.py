@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,9 @@ class TaskStatus:
     followed: int = 0
     rewrite_pending: bool = False  # a report rewrite a kill interrupted (explain, growth)
     refused: int = 0  # missing as REJECTED_BY_SERVER: never answered (bulkgene retry)
+    # what is left to fetch, part by part (the list, an --add, a retry, a follow), each with
+    # the command that finishes it
+    pending_work: list[idplan.Unsettled] = field(default_factory=list)
 
 
 def _plan_header(directory: Path) -> idplan.PlanHeader | None:
@@ -110,6 +113,9 @@ def task_status(directory: Path) -> TaskStatus:
     answered = state.ids_done
     failed_ids = sum(state.failed.values())
     pending_ids = None if requested is None else requested - answered - failed_ids
+    work = (idplan.unsettled(header.requested, header.segments, task, batch_size,
+                             lambda index: state.is_committed(index) or index in state.failed)
+            if header is not None else [])
     end = time.time() if running else state.updated_at
     elapsed = max(0.0, end - state.run_started_at) if state.run_started_at else 0.0
     rate = (answered - state.run_ids_at_start) / elapsed if elapsed > 0 else 0.0
@@ -131,7 +137,7 @@ def task_status(directory: Path) -> TaskStatus:
         missing_discontinued=totals.missing_discontinued, missing_replaced=totals.missing_replaced,
         missing_not_in_history=totals.missing_not_in_history,
         missing_refused=totals.missing_refused, followed=totals.followed,
-        rewrite_pending=bool(state.rewrites), refused=totals.refused)
+        rewrite_pending=bool(state.rewrites), refused=totals.refused, pending_work=work)
 
 
 def is_task_directory(path: Path) -> bool:
@@ -173,11 +179,27 @@ def incomplete_reasons(statuses: list[TaskStatus], whole_array: bool = True) -> 
                            "fetch, which finishes it first")
         elif s.batches_failed:
             reasons.append(f"{name}: {s.batches_failed} batches ({s.failed_ids} IDs) failed: "
-                           "re-run the same fetch command to retry them")
-        elif s.pending_ids:
+                           "re-run the same fetch command to retry them (or bulkgene retry "
+                           f"{run_directory(s)})")
+        elif s.pending_ids or s.pending_work:
             reasons.append(f"{name}: interrupted, {s.pending_ids} of {s.requested} IDs "
-                           "pending: re-run the same fetch command to finish")
+                           f"pending: {finishing(s)}")
     return reasons
+
+
+def run_directory(status: TaskStatus) -> Path:
+    """The directory a command that goes on with the run takes: an array task's DIR."""
+    directory = Path(status.directory)
+    return directory.parent if status.task_count > 1 else directory
+
+
+def finishing(status: TaskStatus) -> str:
+    """What to run to finish a task's pending work, part by part."""
+    parts = status.pending_work
+    if not parts or all(part.kind == "list" for part in parts):
+        return "re-run the same fetch command to finish"
+    return "; ".join(f"{part.ids} {part.what()}: run {part.command(run_directory(status))}"
+                     for part in parts)
 
 
 def directory_status(out_dir: Path) -> list[TaskStatus]:

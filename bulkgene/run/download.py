@@ -238,13 +238,11 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
 
 
 def _merge_if_last(config: DownloadConfig) -> None:
-    """The task whose end completes the array writes DIR's merged reports and summary."""
+    """The task whose end completes the array writes DIR's merged reports and summary
+    (which the CLI shows after the task's own account)."""
     try:
-        merged = merge.merged_summary(config.out_dir)
-        if merged["complete"]:
-            merged = merge.rebuild_merged(config.out_dir) or merged
-            log.info("%s; merged into %s/missing.tsv, replaced.tsv and summary.json",
-                     merge.summary_line(merged), config.out_dir)
+        if merge.merged_summary(config.out_dir)["complete"]:
+            merge.rebuild_merged(config.out_dir)
     except (OSError, BulkgeneError) as exc:  # the task itself is done: say so, go on
         log.warning("the array is complete, but its merged reports could not be written "
                     "(%s): `bulkgene verify %s` writes them", exc, config.out_dir)

@@ -49,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -345,11 +346,90 @@ def whole_run(out_dir: Path) -> Iterator[tuple[IdPlan, list[tuple[Path, TaskSpec
             lock.release()
 
 
+@dataclass(frozen=True)
+class Regrowth:
+    """What a ``retry`` or ``follow`` is about to fetch."""
+
+    originals: int  # IDs picked now (rows that left missing.tsv for the new segment)
+    fetched: int  # distinct GeneIDs the new segment fetches
+    resumed: int  # GeneIDs an interrupted retry/follow of the same kind left to fetch
+    failed_batches: int  # batches that failed earlier: any resume retries them
+    failed_ids: int
+
+
+def settled(state: Checkpoint) -> Callable[[int], bool]:
+    """Whether a batch of the task whose checkpoint is ``state`` is committed or failed."""
+    return lambda index: state.is_committed(index) or index in state.failed
+
+
+def left_to_fetch(listed: int, segments: list[Segment],
+                  tasks: Sequence[tuple[TaskSpec, Checkpoint]]) -> list[idplan.Unsettled]:
+    """What the tasks of a run (``listed`` IDs grown by ``segments``) have still to fetch,
+    part by part, failed batches aside; an array's tasks that never wrote anything included."""
+    left: list[idplan.Unsettled] = []
+    batch_size = 1000
+    count = 1
+    present = set()
+    for task, state in tasks:
+        batch_size = int(state.params.get("batch_size", 1000))
+        count = task.count
+        present.add(task.index)
+        left += idplan.unsettled(listed, segments, task, batch_size, settled(state))
+    for index in sorted(set(range(count)) - present):  # nothing committed: all of it
+        left += idplan.unsettled(listed, segments, TaskSpec(index, count), batch_size,
+                                 lambda _: False)
+    return left
+
+
+def unfinished(out_dir: Path) -> list[idplan.Unsettled]:
+    """What the tasks of the run in ``out_dir`` have still to fetch, read without locks
+    (a check before anything changes; ``grow_again`` checks again under the locks)."""
+    header = idplan.read_header(out_dir)
+    tasks = []
+    for directory in layout.task_directories(out_dir):
+        state = ckpt.load(directory)
+        if state is not None:
+            tasks.append((TaskSpec(int(state.params.get("task_index", 0)),
+                                   int(state.params.get("task_count", 1))), state))
+    return [] if header is None else left_to_fetch(header.requested, header.segments, tasks)
+
+
+def added_up(left: Sequence[idplan.Unsettled]) -> list[idplan.Unsettled]:
+    """The tasks' parts of the list and of each growth, added up."""
+    total: dict[tuple[str, str], idplan.Unsettled] = {}
+    for part in left:
+        known = total.get((part.kind, part.name))
+        total[part.kind, part.name] = part if known is None else idplan.Unsettled(
+            part.kind, part.name, known.batches + part.batches, known.ids + part.ids)
+    return list(total.values())
+
+
+def refuse_unfinished(out_dir: Path, left: Sequence[idplan.Unsettled], kind: SegmentKind,
+                      command: str) -> None:
+    """StateError unless everything ``left`` to fetch is of ``kind`` (an interrupted run of
+    ``command`` itself, which goes on): a retry or follow grows a finished run, and would
+    otherwise finish another command's work at its own rate and settings."""
+    if others := [part for part in added_up(left) if part.kind != kind]:
+        shown = "; ".join(f"{part.ids} {part.what()} (run {part.command(out_dir)})"
+                          for part in others)
+        raise StateError(f"the run in {out_dir} is not finished: {shown}. Finish it that "
+                         f"way first, then run {command}; nothing was fetched.")
+
+
 def grow_again(out_dir: Path, kind: SegmentKind, name: str,
-               pick: Callable[[Path, Checkpoint, IdPlan], Sequence[Pick]]) -> int:
+               pick: Callable[[Path, Checkpoint, IdPlan], Sequence[Pick]],
+               command: str) -> Regrowth:
     """A ``retry`` or ``follow`` segment of what ``pick`` chooses in each task (fetched ID,
-    original ID, the original's row), taken in by every task. Returns how many originals."""
+    original ID, the original's row), taken in by every task. Refused (StateError) while
+    the run has work of another kind left (``refuse_unfinished``); ``command`` is the one
+    to run again once it is done."""
     with whole_run(out_dir) as (plan, tasks):
+        left = left_to_fetch(plan.counts.requested, plan.segments,
+                             [(task, state) for _, task, state in tasks])
+        refuse_unfinished(out_dir, left, kind, command)
+        failed_batches = sum(len(state.failed) for _, _, state in tasks)
+        failed_ids = sum(sum(state.failed.values()) for _, _, state in tasks)
+        resumed = sum(part.ids for part in left)
         count = len(tasks)
         parts: list[list[int]] = [[] for _ in range(count)]
         notes: list[list[Pick]] = [[] for _ in range(count)]
@@ -358,8 +438,10 @@ def grow_again(out_dir: Path, kind: SegmentKind, name: str,
             notes[task.index] = list(picks)
             parts[task.index] = list(dict.fromkeys(fetched for fetched, _, _ in picks))
         originals = sum(len(task_notes) for task_notes in notes)
+        fetched = sum(len(part) for part in parts)
+        growth = Regrowth(originals, fetched, resumed, failed_batches, failed_ids)
         if not originals:
-            return 0
+            return growth
         number = len(plan.segments) + 1
         segment = segs.write_segment(plan.directory, number, kind, f"{kind}:{number}", name,
                                      parts, notes)
@@ -367,7 +449,7 @@ def grow_again(out_dir: Path, kind: SegmentKind, name: str,
         grown = _reload(plan)
         for directory, task, state in tasks:
             absorb(directory, state, grown, task)
-    return originals
+    return growth
 
 
 def refused_rows(directory: Path, state: Checkpoint, plan: IdPlan) -> list[Pick]:

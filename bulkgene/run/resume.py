@@ -16,11 +16,13 @@ from bulkgene.run.download import download
 
 async def go_on(out_dir: Path, network: NetworkSpec, *, handle_signals: bool = False,
                 on_progress: Callable[[Snapshot], None] | None = None,
+                on_task_end: Callable[[Summary], None] | None = None,
                 **settings: Any) -> list[Summary]:
     """Fetch whatever every task of the run in ``out_dir`` still has to (its grown
     segments, its failed batches), one task after the other; their summaries.
 
-    A fatal error in a task is raised at once (with that task's summary attached), as
+    ``on_task_end`` hears each task's summary as it ends, before the next one starts. A
+    fatal error in a task is raised at once (with that task's summary attached), as
     ``download`` raises it; an interrupted task stops the rest.
     """
     summaries: list[Summary] = []
@@ -31,6 +33,8 @@ async def go_on(out_dir: Path, network: NetworkSpec, *, handle_signals: bool = F
         config = DownloadConfig.from_params(state.params, out_dir, network, **settings)
         summary = await download(config, handle_signals=handle_signals, on_progress=on_progress)
         summaries.append(summary)
+        if on_task_end is not None:
+            on_task_end(summary)
         if summary.interrupted:
             break
     return summaries

@@ -88,7 +88,10 @@ def test_add_to_an_unfinished_run_or_from_stdin_is_refused(make_emulator: Emulat
     more = write_ids(tmp_path / "more.txt", range(200, 300))
     unfinished = invoke_cli("fetch", str(more), "--out", str(out), "--add", "--batch-size", "10",
                             "--task-index", "0", "--task-count", "2", env=env)
-    assert unfinished.returncode == 1 and b"task-0001 has batches still" in unfinished.stderr
+    assert unfinished.returncode == 1
+    assert (f"the run in {out} is not finished: 50 GeneIDs of the list (run the fetch command "
+            "that started the run). Finish it that way first, then run the same --add again"
+            ).encode() in unfinished.stderr
     piped = invoke_cli("fetch", "-", "--out", str(out), "--add", "--batch-size", "10",
                        "--task-index", "0", "--task-count", "2", env=env, stdin=b"5\n")
     assert piped.returncode == 1 and b"save the IDs to a file first" in piped.stderr

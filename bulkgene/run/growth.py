@@ -180,19 +180,6 @@ def plan_lock(plan_dir: Path, own_dir: Path) -> Iterator[None]:
         lock.release()
 
 
-def _unfinished(plan: IdPlan, out_dir: Path, task_count: int, batch_size: int) -> list[str]:
-    """The tasks of the run whose batches are not all committed or failed yet."""
-    unfinished = []
-    for index in range(task_count):
-        task = TaskSpec(index, task_count)
-        directory = task.directory(out_dir)
-        state = ckpt.load(directory) if (directory / layout.CHECKPOINT_NAME).exists() else None
-        total, _ = plan.task_share(task, batch_size)
-        if state is None or state.committed_batches + len(state.failed) < total:
-            unfinished.append(directory.name if task_count > 1 else str(directory))
-    return unfinished
-
-
 def held_genes(out_dir: Path) -> IdBitmap:
     """Genes a run holds that nobody requested: the new GeneIDs in every task's replaced.tsv."""
     held = IdBitmap()
@@ -224,10 +211,9 @@ def grow_requested(config: DownloadConfig, plan: IdPlan, kind: SegmentKind, key:
     if any(segment.key == key for segment in plan.segments):
         return plan
     batch_size = config.output.batch_size
-    if unfinished := _unfinished(plan, config.out_dir, config.task.count, batch_size):
-        raise StateError(
-            f"--add grows a finished run, and {', '.join(unfinished[:5])} has batches still "
-            "to fetch: finish it first (run its fetch command again), then add")
+    # a growth of new IDs is for a finished run: the run's own work first
+    refuse_unfinished(config.out_dir, unfinished(config.out_dir), None,
+                      "the same --add again" if kind == "add" else "the same command again")
     held = held_genes(config.out_dir)
     fresh: list[int] = []
     seen = IdBitmap()
@@ -404,8 +390,8 @@ def added_up(left: Sequence[idplan.Unsettled]) -> list[idplan.Unsettled]:
     return list(total.values())
 
 
-def refuse_unfinished(out_dir: Path, left: Sequence[idplan.Unsettled], kind: SegmentKind,
-                      command: str) -> None:
+def refuse_unfinished(out_dir: Path, left: Sequence[idplan.Unsettled],
+                      kind: SegmentKind | None, command: str) -> None:
     """StateError unless everything ``left`` to fetch is of ``kind`` (an interrupted run of
     ``command`` itself, which goes on): a retry or follow grows a finished run, and would
     otherwise finish another command's work at its own rate and settings."""

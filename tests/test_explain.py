@@ -162,6 +162,20 @@ def test_explain_refuses_a_directory_a_run_is_writing(emulator: EmulatorThread,
     assert refused.returncode == 1
     assert b"already writing to" in refused.stderr
     assert (out / "missing.tsv").read_bytes() == before
+    assert not emulator.state.history_requests(), "the lock is checked before the download"
+
+
+def test_an_ftp_history_url_is_refused_with_its_https_twin(emulator: EmulatorThread,
+                                                          tmp_path: Path) -> None:
+    out = tmp_path / "genes"
+    env = env_for(emulator, tmp_path)
+    source = write_ids(tmp_path / "ids.txt", range(1, 50))
+    assert invoke_cli("fetch", str(source), "--out", str(out), env=env).returncode == 0
+    refused = invoke_cli("explain", str(out), "--history",
+                         "ftp://ftp.ncbi.nlm.nih.gov/gene/DATA/gene_history.gz", env=env)
+    assert refused.returncode == 1
+    assert (b"ftp:// is not supported; bulkgene downloads over https (verified, resumable). "
+            b"Pass https://ftp.ncbi.nlm.nih.gov/gene/DATA/gene_history.gz") in refused.stderr
 
 
 @pytest.mark.slow  # the demo's emulator answers with a real latency

@@ -19,12 +19,13 @@ from typing import Any, TypeVar
 import click
 
 from bulkgene import layout
+from bulkgene.cli import signals
 from bulkgene.cli.console import account_shown, configure_logging, read_api_key, report_end
 from bulkgene.cli.grow import rate_option
 from bulkgene.cli.options import server_options
 from bulkgene.cli.progress import ProgressReporter, Terminal, TerminalLog
 from bulkgene.config import DownloadConfig, NetworkSpec
-from bulkgene.errors import EXIT_OK, BulkgeneError, ConfigError, StateError
+from bulkgene.errors import EXIT_OK, BulkgeneError, ConfigError, Interrupted, StateError
 from bulkgene.history import DEFAULT_HISTORY_URL, HISTORY_ENV
 from bulkgene.history.chains import MAX_HOPS
 from bulkgene.model import Summary
@@ -131,9 +132,11 @@ def run_explain(out_dir: Path, history: str, cache_dir: Path | None, terminal: T
     source = _source(history, cache_dir)
     bar = DownloadBar(terminal, interval_s, history.rsplit("/", 1)[-1])
     try:
-        report = asyncio.run(explain(out_dir, source, bar))
+        report = asyncio.run(explain(out_dir, source, bar, handle_signals=True))
     finally:
         bar.close()
+    signals.now(f"after {out_dir} was explained",
+                "every report is explained" + (", nothing was fetched" if following else ""))
     how = {"local": "read as it is", "cached": "the cached copy (less than a day old)",
            "not-modified": "the cached copy (the server says it is current)",
            "downloaded": "downloaded", "resumed": "downloaded (resumed)",
@@ -229,11 +232,16 @@ def finish_fetch(after: AfterFetch, config: DownloadConfig, summary: Summary, te
         log.info("the array's other tasks are not all done: the task that completes it "
                  "explains them all (or run: bulkgene explain %s)", out_dir)
         return summary.exit_code
+    signals.now("after the fetch completed, before explaining", "the fetch is complete and "
+                "committed, and the same command explains it")
     try:
         run_explain(out_dir, after.history, after.cache_dir, terminal, reporter.interval_s,
                     after.follow)
         if after.follow:
             return run_follow(out_dir, config.network, reporter, show_progress)
+    except Interrupted as exc:
+        click.echo(f"bulkgene: the fetch is complete; {exc}", err=True)
+        return exc.exit_code
     except StateError as exc:
         if config.task.count > 1:  # another task that finished at the same moment has it
             log.warning("the array was not explained by this task (%s); when no task runs, "
@@ -297,6 +305,7 @@ def explain(out_dir: Path, history: str, cache_dir: Path | None, follow_replaced
                               requests_per_second=rate)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    signals.now("before explaining", "nothing was changed")
     try:
         from bulkgene.run import growth
 
@@ -312,6 +321,10 @@ def explain(out_dir: Path, history: str, cache_dir: Path | None, follow_replaced
                             f"{part.ids} {part.what()} to fetch: run {part.command(out_dir)}"
                             for part in left))
         code = run_follow(out_dir, network, reporter, show_progress) if follow_replaced else 0
+    except Interrupted as exc:
+        terminal.close()
+        click.echo(f"bulkgene: {exc}", err=True)
+        sys.exit(exc.exit_code)
     except BulkgeneError as exc:
         terminal.close()
         if exc.summary is not None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
+from bulkgene.cli import signals
 from bulkgene.cli.console import configure_logging, read_api_key, report_end
 from bulkgene.cli.options import server_options
 from bulkgene.cli.progress import ProgressReporter, Terminal, TerminalLog
@@ -81,6 +82,8 @@ def retry(out_dir: Path, base_url: str, api_key_file: Path | None, api_key: str 
     from bulkgene.run import growth
     from bulkgene.run.resume import go_on
 
+    signals.now("as the retry was being prepared", "nothing was fetched, and what a step "
+                "left half-done is finished or undone by the next start")
     try:
         growth.check_servers(out_dir, network)  # before anything changes
         again = growth.grow_again(out_dir, "retry", "refused GeneIDs, again",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -135,16 +136,30 @@ class _Signals:
 @contextlib.contextmanager
 def _graceful_signals(enabled: bool) -> Iterator[_Signals]:
     signals = _Signals()
-    loop = asyncio.get_running_loop()
-    if enabled:
-        for signum in GRACEFUL_SIGNALS:
-            loop.add_signal_handler(signum, signals.receive, signum)
-    try:
+    with held_signals(signals.receive if enabled else None):
         yield signals
+
+
+@contextlib.contextmanager
+def held_signals(receive: Callable[[int], None] | None) -> Iterator[None]:
+    """SIGTERM/SIGINT/SIGHUP to ``receive`` (on the running loop) while inside; then the
+    handlers that were there before, not the default that would kill the process with no
+    word (asyncio's remove_signal_handler puts SIG_DFL back): a command that goes on after
+    this phase (fetch --explain) keeps its exit 75."""
+    if receive is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    before = {signum: signal.getsignal(signum) for signum in GRACEFUL_SIGNALS}
+    for signum in GRACEFUL_SIGNALS:
+        loop.add_signal_handler(signum, receive, signum)
+    try:
+        yield
     finally:
-        if enabled:
-            for signum in GRACEFUL_SIGNALS:
-                loop.remove_signal_handler(signum)
+        for signum in GRACEFUL_SIGNALS:
+            loop.remove_signal_handler(signum)
+            if before[signum] is not None:
+                signal.signal(signum, before[signum])
 
 
 async def _prepare(config: DownloadConfig, cancel: threading.Event) -> PreparedRun:

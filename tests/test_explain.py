@@ -208,6 +208,7 @@ def test_a_refused_id_is_never_called_unknown_to_ncbi_and_every_account_names_re
     assert rows[live][:2] == rows[unknown][:2] == ["REJECTED_BY_SERVER", "REFUSED"]
     assert rows[discontinued][:2] == ["REJECTED_BY_SERVER", "DISCONTINUED"]
     stderr = result.stderr.decode()
+    assert "bulkgene: starting 3000 unique GeneIDs (0 duplicates" in stderr  # one space
     assert "3 GeneIDs refused by the server, never answered (bulkgene retry" in stderr
     assert f"Fetch them again with: bulkgene retry {out}" in stderr
     assert "2 refused by the server and not in the history" in stderr  # the explain line
@@ -233,3 +234,8 @@ def test_a_refused_id_is_never_called_unknown_to_ncbi_and_every_account_names_re
     assert (summary["refused"], summary["missing_refused"]) == (0, 0)
     verified = invoke_cli("verify", str(out))
     assert verified.returncode == 0, verified.stdout.decode() + verified.stderr.decode()
+
+
+def test_the_emulator_says_where_its_gene_history_is() -> None:
+    shown = invoke_cli("emulate", "--help").stdout.decode()
+    assert "http://127.0.0.1:PORT/gene/DATA/gene_history.gz" in " ".join(shown.split())

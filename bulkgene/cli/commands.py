@@ -174,6 +174,8 @@ Examples:
   bulkgene emulate --port 8765
   bulkgene emulate --port 8765 --latency 0.3 --latency-per-gene 0.0008 --fault http_503=0.05
   BULKGENE_BASE_URL=http://127.0.0.1:8765/datasets/v2 bulkgene fetch ids.txt --out genes/
+  BULKGENE_BASE_URL=http://127.0.0.1:8765/datasets/v2 bulkgene explain genes/ \\
+      --history http://127.0.0.1:8765/gene/DATA/gene_history.gz
 """
 
 
@@ -246,6 +248,10 @@ def emulate(port: int, seed: int, anonymous_rate: float, keyed_rate: float, no_r
     tokens, {} for nothing found, unknown IDs silently missing, replaced IDs, 500 for a bad
     token), X-RateLimit-Limit/-Remaining on every answer, Keep-Alive: timeout=4, max=40
     enforced, 429 with Retry-After over the rate. Stop it with Ctrl-C.
+
+    It also serves NCBI's gene history consistent with its genes, as NCBI's FTP host does,
+    at http://127.0.0.1:PORT/gene/DATA/gene_history.gz (for explain's --history or
+    BULKGENE_HISTORY; Range and conditional requests honoured).
     """
     from bulkgene.testing import ENDPOINTS, FAULTS, EmulatorConfig, serve_forever
 

@@ -90,14 +90,14 @@ def _log_start(config: DownloadConfig, prepared: PreparedRun) -> None:
     task = config.task
     counts = prepared.plan.counts
     task_batches, task_ids = prepared.plan.task_share(task, config.output.batch_size)
-    where = (f"task {task.index} of {task.count}: {task_ids} of the list's"
+    where = (f" task {task.index} of {task.count}: {task_ids} of the list's"
              if task.count > 1 else "")
     pace = (f"{rate:g} requests/s (--rate)" if config.network.requests_per_second is not None
             else f"the key's {rate:g} requests/s shared live with every bulkgene on it "
                  f"(budget {budget_directory(config)})")
     log.info("%s%s %d unique GeneIDs (%d duplicates, %d rejected lines); %d batches of up to "
              "%d; %s, %d in flight; writing to %s",
-             "resuming " if prepared.resumed else "starting ", where,
+             "resuming" if prepared.resumed else "starting", where,
              prepared.plan.requested_total, prepared.plan.duplicates_total,
              prepared.plan.rejected_total, task_batches,
              config.output.batch_size, pace, config.effective_concurrency, config.work_dir)

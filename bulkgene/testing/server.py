@@ -111,7 +111,9 @@ async def serve_forever(config: EmulatorConfig, port: int, ready: asyncio.Event 
     app = create_app(config)
     runner, bound = await start_site(app, port)
     if announce:
-        print(f"bulkgene emulator listening on http://{LOOPBACK}:{bound}{API_PREFIX}", flush=True)
+        print(f"bulkgene emulator listening on http://{LOOPBACK}:{bound}{API_PREFIX} (its "
+              f"gene history at http://{LOOPBACK}:{bound}{HISTORY_PATH}: --history or "
+              "BULKGENE_HISTORY)", flush=True)
     if ready is not None:
         ready.set()
     try:

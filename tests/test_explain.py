@@ -239,3 +239,21 @@ def test_a_refused_id_is_never_called_unknown_to_ncbi_and_every_account_names_re
 def test_the_emulator_says_where_its_gene_history_is() -> None:
     shown = invoke_cli("emulate", "--help").stdout.decode()
     assert "http://127.0.0.1:PORT/gene/DATA/gene_history.gz" in " ".join(shown.split())
+
+
+def test_a_history_given_to_fetch_means_explain(emulator: EmulatorThread, tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", range(1, 200))
+    history = tmp_path / "gene_history.txt"
+    history.write_text("#tax_id\tGeneID\tDiscontinued_GeneID\tDiscontinued_Symbol\t"
+                       "Discontinue_Date\n9606\t-\t999999\tOLD\t20050508\n")
+    out = tmp_path / "genes"
+    result = invoke_cli("fetch", str(source), "--out", str(out), "--history", str(history),
+                        env=env_for(emulator, tmp_path))
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"--history given: explaining the run's missing GeneIDs, as --explain does" \
+        in result.stderr
+    assert (out / "missing.tsv").read_text().startswith(EXPLAINED_MISSING_HEADER + "\n")
+    # BULKGENE_HISTORY in the environment (a profile's setting) is no request to explain
+    plain = invoke_cli("fetch", str(source), "--out", str(tmp_path / "plain"),
+                       env=env_for(emulator, tmp_path))
+    assert plain.returncode == 0 and b"explained" not in plain.stderr

@@ -74,6 +74,8 @@ def test_add_fetches_only_the_new_ids_and_the_accounting_follows(emulator: Emula
     # without --add, another list is another run: refused, as before
     refused = invoke_cli("fetch", str(more), "--out", str(out), env=env)
     assert refused.returncode == 1 and b"differ in content" in refused.stderr
+    assert (f"To add the GeneIDs of {more} to this finished run, pass --add: only those it "
+            "doesn't have are fetched").encode() in refused.stderr
 
 
 def test_add_to_an_unfinished_run_or_from_stdin_is_refused(make_emulator: EmulatorFactory,

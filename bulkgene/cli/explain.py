@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from bulkgene import layout
 from bulkgene.cli import signals
@@ -39,10 +40,11 @@ def history_options(function: F) -> F:
     for option in reversed((
         click.option("--history", "history", metavar="PATH|URL", envvar=HISTORY_ENV,
                      default=DEFAULT_HISTORY_URL, show_default=True,
-                     help="NCBI's gene_history: a URL (downloaded once into --cache-dir, "
-                     "resumed after a kill, checked again after a day) or a local file, gzip "
-                     "or not, read as it is (e.g. a cluster's shared copy of NCBI's FTP "
-                     "site); env BULKGENE_HISTORY."),
+                     help="NCBI's gene_history: an https URL (downloaded once into "
+                     "--cache-dir, resumed after a kill, checked again after a day) or a local "
+                     "file, gzip or not, read as it is (e.g. a cluster's shared copy of NCBI's "
+                     "FTP site); env BULKGENE_HISTORY. Given to fetch (as is --cache-dir), it "
+                     "means --explain."),
         click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False),
                      envvar="BULKGENE_CACHE_DIR", default=None,
                      help="Where a downloaded history is kept; env BULKGENE_CACHE_DIR. "
@@ -60,6 +62,7 @@ class AfterFetch:
     follow: bool = False
     history: str = DEFAULT_HISTORY_URL
     cache_dir: Path | None = None
+    implied_by: str | None = None  # the history option that asked for explaining by itself
 
     @property
     def wanted(self) -> bool:
@@ -73,8 +76,15 @@ def explain_fetch_options(function: F) -> F:
     @functools.wraps(function)
     def wrapper(*args: Any, explain: bool, follow_replaced: bool, history: str,
                 cache_dir: Path | None, **kwargs: Any) -> object:
-        kwargs["after_fetch"] = AfterFetch(explain or follow_replaced, follow_replaced,
-                                           history, cache_dir)
+        # a history named on the command line is one to explain with: --history means
+        # --explain (its environment variables don't: a profile's setting is no request)
+        context = click.get_current_context()
+        given = next((f"--{name.replace('_', '-')}" for name in ("history", "cache_dir")
+                      if context.get_parameter_source(name) is ParameterSource.COMMANDLINE),
+                     None)
+        implied = given if not (explain or follow_replaced) else None
+        kwargs["after_fetch"] = AfterFetch(explain or follow_replaced or given is not None,
+                                           follow_replaced, history, cache_dir, implied)
         return function(*args, **kwargs)
 
     decorated: Any = wrapper
@@ -232,6 +242,9 @@ def finish_fetch(after: AfterFetch, config: DownloadConfig, summary: Summary, te
         log.info("the array's other tasks are not all done: the task that completes it "
                  "explains them all (or run: bulkgene explain %s)", out_dir)
         return summary.exit_code
+    if after.implied_by:
+        log.info("%s given: explaining the run's missing GeneIDs, as --explain does",
+                 after.implied_by)
     signals.now("after the fetch completed, before explaining", "the fetch is complete and "
                 "committed, and the same command explains it")
     try:

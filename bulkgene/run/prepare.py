@@ -319,7 +319,8 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path],
                      params["server"])
             existing = None
         if existing is not None:
-            ckpt.check_compatible(existing, params, inputs, fingerprint)
+            ckpt.check_compatible(existing, params, inputs, fingerprint,
+                                  _another_list_advice(config, existing, params, digests))
             state = existing
         else:
             _refuse_orphan_data(out_dir)
@@ -337,6 +338,26 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path],
     if len(state.segments) < len(plan.segments):  # the run grew since this task last ran
         state = committed = growth.absorb(out_dir, state, plan, config.task)
     return _ready(config, plan, plan_key, state, committed, lock)
+
+
+def _another_list_advice(config: DownloadConfig, existing: Checkpoint, params: dict[str, Any],
+                         digests: list[str]) -> str | None:
+    """When only the input differs from the run's: what --add would do with it (None: the
+    usual advice)."""
+    if existing.params != params or [entry.digest for entry in existing.inputs] == digests:
+        return None
+    names = " ".join(config.inputs)
+    try:
+        finished = not growth.unfinished(config.out_dir)
+    except StateError:
+        finished = False
+    add = (f"To add the GeneIDs of {names} to this finished run, pass --add: only those it "
+           "doesn't have are fetched. " if finished else
+           f"To add the GeneIDs of {names} to this run, finish it first (the original input "
+           "and options), then pass --add. ")
+    return (f"{add}Re-run with the original input and options to resume it, or pass "
+            "--restart to move the old run aside (nothing is deleted) and start over, or use "
+            "another --out directory")
 
 
 def _ready(config: DownloadConfig, plan: IdPlan, plan_key: list[str], state: Checkpoint,

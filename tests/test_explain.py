@@ -6,6 +6,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 from helpers import (
     EXPLAINED_MISSING_HEADER,
@@ -257,3 +258,63 @@ def test_a_history_given_to_fetch_means_explain(emulator: EmulatorThread, tmp_pa
     plain = invoke_cli("fetch", str(source), "--out", str(tmp_path / "plain"),
                        env=env_for(emulator, tmp_path))
     assert plain.returncode == 0 and b"explained" not in plain.stderr
+
+
+def test_explaining_is_no_part_of_the_latest_run_s_time_and_speed(
+        emulator: EmulatorThread, tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", range(1, 2001))
+    out = tmp_path / "genes"
+    env = env_for(emulator, tmp_path)
+    assert invoke_cli("fetch", str(source), "--out", str(out), "--batch-size", "100",
+                      env=env).returncode == 0
+
+    def latest_run() -> tuple[float, float]:
+        task = orjson.loads(invoke_cli("status", str(out), "--json").stdout)["tasks"][0]
+        return task["latest_run_elapsed_s"], task["latest_run_ids_per_s"]
+
+    before = latest_run()
+    assert invoke_cli("explain", str(out), env=env).returncode == 0
+    assert latest_run() == before
+
+
+def test_explain_qq_prints_nothing_but_errors(emulator: EmulatorThread, tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", range(1, 200))
+    out = tmp_path / "genes"
+    env = env_for(emulator, tmp_path)
+    assert invoke_cli("fetch", str(source), "--out", str(out), env=env).returncode == 0
+    quiet = invoke_cli("explain", str(out), "-q", env=env)
+    assert quiet.returncode == 0 and quiet.stderr.startswith(b"bulkgene: explained ")
+    assert quiet.stderr.count(b"\n") == 1
+    silent = invoke_cli("explain", str(out), "-qq", env=env)
+    assert silent.returncode == 0 and silent.stderr == b""
+
+
+def test_an_array_s_merged_files_follow_every_explain_and_follow(emulator: EmulatorThread,
+                                                                   tmp_path: Path) -> None:
+    out = tmp_path / "genes"
+    env = env_for(emulator, tmp_path)
+    source = write_ids(tmp_path / "ids.txt", random.Random(9).sample(range(1, 1_000_001), 3000))
+    for index in range(3):
+        assert invoke_cli("fetch", str(source), "--out", str(out), "--batch-size", "500",
+                          "--task-index", str(index), "--task-count", "3",
+                          env=env).returncode == 0
+    # one task explained: DIR's merged missing.tsv follows at once, not at the next verify
+    assert invoke_cli("explain", str(out / "task-0001"), env=env).returncode == 0
+    merged = explained_rows(out / "missing.tsv")
+    tasks = [explained_rows(out / f"task-000{index}" / "missing.tsv") for index in range(3)]
+    assert {gene_id: fields[0] for gene_id, fields in merged.items()} == {
+        gene_id: fields[0] for rows in tasks for gene_id, fields in rows.items()}
+    assert all(merged[gene_id] == fields for gene_id, fields in tasks[1].items())
+    assert all(fields[1] for fields in tasks[1].values())
+    verified = invoke_cli("verify", str(out))
+    assert verified.returncode == 0 and b"merged into" not in verified.stdout
+    followed = invoke_cli("explain", str(out), "--follow-replaced", env=env)
+    assert followed.returncode == 0, followed.stderr.decode()
+    lines = followed.stderr.decode().splitlines()
+    last_task = max(i for i, line in enumerate(lines) if line.startswith("bulkgene: task "))
+    array = [i for i, line in enumerate(lines) if line.startswith("bulkgene: array of 3 tasks")]
+    assert len(array) == 1 and array[0] > last_task, followed.stderr.decode()
+    summary = read_summary(out)
+    assert summary["exit_code"] == 0 and summary["complete"] and summary["followed"] > 0
+    assert (f"+ missing {summary['missing']} ({summary['missing_discontinued']} discontinued, "
+            f"{summary['missing_replaced']} replaced") in lines[array[0]]

@@ -112,6 +112,8 @@ class Checkpoint(msgspec.Struct, kw_only=True):
     updated_at: float = 0.0
     run_started_at: float = 0.0  # the latest run: when it started and how many IDs were
     run_ids_at_start: Count = 0  # done then (status's elapsed time and rate)
+    # and its last commit: a report rewritten later (explain) is no part of the run's time
+    run_saved_at: float = 0.0
     # the latest run's API root (NetworkSpec.api_root): what to tell a command that would go
     # on with the run from another server (the fingerprint holds only its scheme and host)
     base_url: str = ""

@@ -116,7 +116,8 @@ def task_status(directory: Path) -> TaskStatus:
     work = (idplan.unsettled(header.requested, header.segments, task, batch_size,
                              lambda index: state.is_committed(index) or index in state.failed)
             if header is not None else [])
-    end = time.time() if running else state.updated_at
+    # a report rewrite after the run (explain, a growth's taking in) is no part of its time
+    end = time.time() if running else (state.run_saved_at or state.updated_at)
     elapsed = max(0.0, end - state.run_started_at) if state.run_started_at else 0.0
     rate = (answered - state.run_ids_at_start) / elapsed if elapsed > 0 else 0.0
     # an interrupted run's ETA is at its last run's speed: what a re-run would take

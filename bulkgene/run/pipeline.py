@@ -259,7 +259,7 @@ class Pipeline:
     async def _save(self, checkpoint: Checkpoint) -> None:
         """Make ``checkpoint`` durable, then the run's own: a failed save leaves the state
         the loop reads exactly as committed on disk."""
-        checkpoint.updated_at = time.time()
+        checkpoint.updated_at = checkpoint.run_saved_at = time.time()
         await asyncio.to_thread(ckpt.save, self.config.work_dir, checkpoint)
         self.prepared.checkpoint = checkpoint
 

@@ -427,6 +427,7 @@ def test_an_interrupted_retry_or_follow_is_named_and_its_rerun_counts_truly(
             f"run {command}") in status
     verified = invoke_cli("verify", str(out))
     assert verified.returncode == 1 and command.encode() in verified.stderr
+    assert b"re-running the same fetch command" not in verified.stderr
     # another command that grows the run waits for it
     follow = invoke_cli("explain", str(out), "--follow-replaced", env=env)
     assert follow.returncode == 1 and f"(run {command})".encode() in follow.stderr

@@ -109,7 +109,8 @@ def verify(out_dir: Path) -> None:
                    "to bulkgene fetch)", err=True)
         sys.exit(1)
     click.echo(f"FAILED: {len(verdict.problems)} problem(s) in {summary}. An unfinished run "
-               "is finished (and torn tails cut back) by re-running the same fetch command; "
+               "is finished (and torn tails cut back) by running again the command its problem "
+               "names (the fetch command, unless it names another); "
                "anything else means the files were changed outside bulkgene.", err=True)
     sys.exit(1)
 

@@ -12,6 +12,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -33,7 +34,8 @@ class Child:
 
 
 def run_measured(command: list[str], env: dict[str, str] | None = None,
-                 stdout: Any = subprocess.DEVNULL, stderr: Any = subprocess.DEVNULL) -> Child:
+                 stdout: Any = subprocess.DEVNULL, stderr: Any = subprocess.DEVNULL,
+                 cwd: Path | None = None) -> Child:
     """Run ``command`` and read its own CPU time and peak RSS from wait4().
 
     Linux carries the parent's high-water RSS into a forked child's ru_maxrss, so once this
@@ -43,7 +45,7 @@ def run_measured(command: list[str], env: dict[str, str] | None = None,
     """
     parent_peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.monotonic()
-    process = subprocess.Popen(command, env=env, stdout=stdout, stderr=stderr)
+    process = subprocess.Popen(command, env=env, stdout=stdout, stderr=stderr, cwd=cwd)
     sampled_kib = 0
     while True:
         pid, status, usage = os.wait4(process.pid, os.WNOHANG)
@@ -87,6 +89,13 @@ class Emulator:
 
     def reset(self) -> None:
         request = urllib.request.Request(self.root_url + "/_emulator/reset", method="POST")
+        urllib.request.urlopen(request).close()
+
+    def path(self, arrival_jitter_ms: float, remaining_counted_at: str = "arrival") -> None:
+        """The path's arrival jitter and the server's reading of ``Remaining`` from now on."""
+        query = urllib.parse.urlencode({"arrival_jitter_ms": arrival_jitter_ms,
+                                        "remaining_counted_at": remaining_counted_at})
+        request = urllib.request.Request(f"{self.root_url}/_emulator/path?{query}", method="POST")
         urllib.request.urlopen(request).close()
 
     def stop(self) -> None:

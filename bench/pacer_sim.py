@@ -2,10 +2,13 @@
 
 The server admits a request unless ``limit`` requests already arrived in the second before
 it, and answers every request with ``X-RateLimit-Limit`` and ``X-RateLimit-Remaining`` (as
-real NCBI does, docs/ncbi-api.md §6). Nothing sleeps: the event loop jumps to the next timer.
+real NCBI does, docs/ncbi-api.md §6), counted at the request's arrival or, with
+``--counted-at answer``, when its answer leaves. Nothing sleeps: the event loop jumps to the
+next timer.
 
     python bench/pacer_sim.py                 # 10/s, delay spread 0 / 20 / 50 ms, 120 s each
     python bench/pacer_sim.py --foreign 4     # plus another process using 4/s of the same key
+    python bench/pacer_sim.py --counted-at answer --latency 1.1   # slow answers, NCBI's other reading
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-from bulkgene.net.pacer import AdaptiveRateLimiter
+from bulkgene.net.pacer import INITIAL_MARGIN_S, AdaptiveRateLimiter, MarginLesson
 from bulkgene.testing.virtual_time import VirtualTimeLoop, run_virtual
 from bulkgene.testing.windows import max_in_window
 
@@ -40,6 +43,10 @@ class ServerWindow:
             return None
         self.admitted.append(now_s)
         return self.limit - len(self.admitted)
+
+    def remaining(self, now_s: float) -> int:
+        """What is left of the window now, without counting a request."""
+        return max(0, self.limit - sum(1 for t in self.admitted if t > now_s - 1.0))
 
 
 @dataclass
@@ -65,13 +72,20 @@ async def simulate(rate: float, delay_spread_s: float, duration_s: float = 60.0,
                    server_limit: int = 10, workers: int = 16, latency_s: float = 0.3,
                    foreign_rate: float = 0.0, seed: int = 1,
                    limiter: AdaptiveRateLimiter | None = None,
-                   margin_s: float | None = None) -> SimResult:
-    """Requests from ``workers`` concurrent tasks for ``duration_s`` virtual seconds."""
+                   margin_s: float | None = None, counted_at: str = "arrival",
+                   retry_after_s: float | None = None,
+                   lesson: MarginLesson | None = None) -> SimResult:
+    """Requests from ``workers`` concurrent tasks for ``duration_s`` virtual seconds;
+    ``counted_at``: when the server counts the ``Remaining`` it answers ("arrival" or
+    "answer"); ``retry_after_s``: what its 429s say; ``lesson``: what an earlier run on the
+    path left (instead of ``margin_s``)."""
     loop = asyncio.get_running_loop()
     rng = random.Random(seed)
     if limiter is None:
-        limiter = (AdaptiveRateLimiter(rate) if margin_s is None
-                   else AdaptiveRateLimiter(rate, margin_s=margin_s))
+        if lesson is None:
+            lesson = MarginLesson(INITIAL_MARGIN_S if margin_s is None else margin_s)
+        limiter = AdaptiveRateLimiter(rate, margin_s=lesson.margin_s,
+                                      margin_refuted=lesson.refuted, margin_age_s=lesson.age_s)
     server = ServerWindow(server_limit)
     end_s = loop.time() + duration_s
     arrivals: list[float] = []
@@ -86,16 +100,19 @@ async def simulate(rate: float, delay_spread_s: float, duration_s: float = 60.0,
         remaining = server.arrive(loop.time())
         if remaining is None:
             throttled.append(loop.time())
-        await asyncio.sleep(latency_s * rng.uniform(0.8, 1.2))
+        if remaining is not None:  # a 429 is answered at once
+            await asyncio.sleep(latency_s * rng.uniform(0.8, 1.2))
+            if counted_at == "answer":
+                remaining = server.remaining(loop.time())
         limiter.on_server_limit(server_limit, remaining or 0, slot.sent_at)
         if remaining is None:
-            limiter.on_throttled(None, server_limit, slot.sent_at)
+            limiter.on_throttled(retry_after_s, server_limit, slot.sent_at)
         return remaining
 
     async def worker() -> None:
         while loop.time() < end_s:
-            if await request() is None:
-                await asyncio.sleep(rng.uniform(0.0, 1.0))  # the fetcher's backoff
+            if await request() is None:  # the fetcher's backoff, at least the Retry-After
+                await asyncio.sleep(max(retry_after_s or 0.0, rng.uniform(0.0, 1.0)))
 
     async def foreign() -> None:
         while loop.time() < end_s:
@@ -117,15 +134,20 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--margin-ms", type=float, default=None,
                         help="the pacer's starting margin [default: its own, 25 ms]")
+    parser.add_argument("--counted-at", choices=["arrival", "answer"], default="arrival",
+                        help="when the server counts the Remaining it answers")
+    parser.add_argument("--latency", type=float, default=0.3, help="seconds to answer")
     args = parser.parse_args()
-    print(f"limit {args.rate:g}/s, {args.duration:g} virtual s, foreign {args.foreign:g}/s")
+    print(f"limit {args.rate:g}/s, {args.duration:g} virtual s, foreign {args.foreign:g}/s, "
+          f"Remaining counted at {args.counted_at}, answers after {args.latency:g} s")
     for spread_ms in (0, 20, 50):
         for seed in range(1, args.seeds + 1):
             result = run_virtual(simulate(args.rate, spread_ms / 1000, args.duration,
                                           server_limit=round(args.rate),
                                           foreign_rate=args.foreign, seed=seed,
                                           margin_s=None if args.margin_ms is None
-                                          else args.margin_ms / 1000))
+                                          else args.margin_ms / 1000,
+                                          counted_at=args.counted_at, latency_s=args.latency))
             print(f"delay 0-{spread_ms:2d} ms seed {seed}: "
                   f"{result.fraction_of(args.rate):.3f} of the ceiling, "
                   f"{result.throttled} throttled, max {max_in_window(result.arrivals_s)} "

@@ -11,6 +11,7 @@ from bulkgene.config import (
     OutputSpec,
     RetryPolicy,
     Secret,
+    TaxonSelection,
     Timeouts,
 )
 from bulkgene.errors import (
@@ -21,6 +22,8 @@ from bulkgene.errors import (
     FatalHTTPError,
     FingerprintMismatch,
     InputError,
+    Interrupted,
+    ListingIncomplete,
     MissingExtra,
     OutageError,
     StateError,
@@ -67,6 +70,8 @@ __all__ = [
     "FatalHTTPError",
     "FingerprintMismatch",
     "InputError",
+    "Interrupted",
+    "ListingIncomplete",
     "MissingExtra",
     "NetworkSpec",
     "OutageError",
@@ -77,6 +82,7 @@ __all__ = [
     "Snapshot",
     "StateError",
     "Summary",
+    "TaxonSelection",
     "Timeouts",
     "__version__",
     "download",

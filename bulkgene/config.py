@@ -51,6 +51,10 @@ SORT_DIRECTIONS: tuple[str, ...] = get_args(SortDirection)
 TABULAR_HEADERS: tuple[str, ...] = get_args(TabularHeader)
 RECORDS: tuple[str, ...] = get_args(RecordShape)
 COMPRESSIONS: tuple[str, ...] = get_args(Compression)
+# the API's v2GeneType, for the taxon routes' ``types`` filter (docs/ncbi-gene-taxon.md)
+GENE_TYPES = ("UNKNOWN", "tRNA", "rRNA", "snRNA", "scRNA", "snoRNA", "PROTEIN_CODING", "PSEUDO",
+              "TRANSPOSON", "miscRNA", "ncRNA", "BIOLOGICAL_REGION", "OTHER")
+MAX_TAXON_CHARS = 300
 
 # the three endpoints give the same records, so a run may resume on another one
 _NOT_IN_FINGERPRINT = {"fingerprint": False}
@@ -346,6 +350,39 @@ class TaskSpec:
         return out_dir if self.count == 1 else out_dir / task_dir_name(self.index)
 
 
+@dataclass(frozen=True)
+class TaxonSelection:
+    """Whole organisms: the taxa whose GeneIDs NCBI lists for the run (``fetch --taxon``).
+
+    Each taxon is a tax ID or a name, as the API's ``taxon`` takes them; ``gene_types``
+    become its ``types`` filter and ``include_subtree`` its ``tax_search_subtree``.
+    ``refresh`` lists the taxa again although the run's list is complete.
+    """
+
+    taxa: tuple[str, ...]
+    gene_types: tuple[str, ...] = ()
+    include_subtree: bool = False
+    refresh: bool = field(default=False, metadata=_NOT_IN_FINGERPRINT)
+
+    def __post_init__(self) -> None:
+        if not self.taxa:
+            raise ConfigError("no taxon given: name one with --taxon (a tax ID such as 9606, or "
+                              "a name such as 'Homo sapiens') or list them in --taxa-file")
+        for taxon in self.taxa:
+            if not taxon.strip() or taxon != taxon.strip():
+                raise ConfigError(f"taxon {taxon!r} is empty or has surrounding spaces: give a "
+                                  "tax ID (9606) or a name (human, 'Homo sapiens')")
+            if len(taxon) > MAX_TAXON_CHARS or not taxon.isprintable():
+                raise ConfigError(f"taxon {taxon[:40]!r}... is not a tax ID or a name: names "
+                                  f"are printable and at most {MAX_TAXON_CHARS} characters")
+        for gene_type in self.gene_types:
+            _check_choice("gene type (--gene-type)", gene_type, GENE_TYPES)
+
+    def params(self) -> dict[str, Any]:
+        """What decides the list (``refresh`` does not): part of the run's fingerprint."""
+        return {"taxa": list(self.taxa), "gene_types": sorted(self.gene_types),
+                "include_subtree": self.include_subtree}
+
 
 @dataclass(frozen=True)
 class DownloadConfig:
@@ -367,10 +404,14 @@ class DownloadConfig:
     # there are none and the run goes on from its own plan (retry, --follow-replaced)
     add: bool = False
     from_directory: bool = False
+    taxa: TaxonSelection | None = None  # --taxon: NCBI lists these taxa's GeneIDs first
 
     def __post_init__(self) -> None:
         if self.add and (self.restart or self.from_directory):
             raise ConfigError("--add grows the run in --out: it can't go with --restart")
+        if self.add and self.taxa is not None:
+            raise ConfigError("--add grows a run by ID files; a run's taxa grow with "
+                              "--refresh-list: use one or the other")
         # easy mistakes in library code, read as meant: one path for a tuple of them, a str
         # for a Path (a str as ``inputs`` was read letter by letter: "cannot read input 'i'")
         if isinstance(self.inputs, (str, os.PathLike)):
@@ -388,8 +429,9 @@ class DownloadConfig:
             if not isinstance(self.out_dir, os.PathLike):
                 raise ConfigError(f"out_dir must be a directory path, not {self.out_dir!r}")
             object.__setattr__(self, "out_dir", Path(os.fspath(self.out_dir)))
-        if not self.inputs and not self.from_directory:
-            raise ConfigError("no input given: name at least one GeneID file, or - for stdin")
+        if not self.inputs and not self.from_directory and self.taxa is None:
+            raise ConfigError("no input given: name at least one GeneID file, or - for stdin, "
+                              "or a whole organism with --taxon")
         if self.out_dir.resolve() == Path(self.out_dir.resolve().anchor):
             raise ConfigError(f"the output directory {str(self.out_dir)!r} is the root "
                               "directory: name a directory to create or to resume in")
@@ -434,6 +476,8 @@ class DownloadConfig:
                     params[item.name] = list(value) if isinstance(value, tuple) else value
         if self.column is not None:  # only when given: older checkpoints still match
             params["column"] = self.column
+        if self.taxa is not None:  # ditto; the list itself is an input, bound by its digest
+            params["taxa"] = self.taxa.params()
         params["server"] = self.network.server
         params["task_index"] = self.task.index
         params["task_count"] = self.task.count

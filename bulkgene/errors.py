@@ -6,7 +6,8 @@ Every error says what happened and what to do next.
     ├── ConfigError                a setting or option is invalid (exit 2)
     ├── InputError                 an input can't be read or holds no GeneID (exit 1)
     ├── MissingExtra               an optional dependency (pyarrow, pandas) is not installed (exit 1)
-    ├── Interrupted                SIGTERM/SIGINT before the run began (exit 75)
+    ├── Interrupted                SIGTERM/SIGINT before the fetch began: getting ready,
+    │                              listing a taxon's GeneIDs (exit 75)
     ├── StateError                 the output directory can't be resumed safely (exit 1)
     ├── BudgetError                the key's shared rate budget can't be kept (exit 1)
     │   ├── FingerprintMismatch    input or parameters changed since the checkpoint
@@ -14,6 +15,7 @@ Every error says what happened and what to do next.
     ├── FatalHTTPError             the server refused us in a way retries can't fix (exit 1)
     │   ├── AuthError              401/403: bad key or a blocked IP
     │   └── OutageError            every request failed for too long
+    ├── ListingIncomplete          a taxon's GeneIDs could not all be listed; re-run (exit 3)
     └── HistoryError               NCBI's gene_history could not be had or read (exit 1)
 
 Malformed input lines and unreachable batches are *not* exceptions: they are recorded
@@ -65,7 +67,8 @@ class MissingExtra(BulkgeneError, ImportError):
 
 
 class Interrupted(BulkgeneError):
-    """A signal stopped the run while it was getting ready (copying its input); nothing changed."""
+    """A signal stopped the run while it was getting ready (copying its input: nothing
+    changed; listing a taxon's GeneIDs: every page listed is kept)."""
 
     exit_code = EXIT_INTERRUPTED
 
@@ -97,6 +100,13 @@ class AuthError(FatalHTTPError):
 
 class OutageError(FatalHTTPError):
     """Every request failed for longer than the outage limit."""
+
+
+class ListingIncomplete(BulkgeneError):
+    """A taxon's page chain failed after every attempt; what was listed is kept, and a
+    re-run goes on from the last page committed."""
+
+    exit_code = EXIT_FAILED_BATCHES
 
 
 class HistoryError(BulkgeneError):

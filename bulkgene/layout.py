@@ -6,6 +6,8 @@
          summary.json                                the accounting of the latest run
          checkpoint.json  plan.json plan.ids plan.bitmap  bulkgene.lock
          stdin.spool  input-2.spool                  copies of inputs that can be read once
+    DIR/taxa/  taxa.tsv  missing_taxa.tsv            --taxon: the listed GeneIDs and what each
+         taxa_left.tsv                               taxon gave (shared by an array's tasks)
     DIR/task-0003/...                                one array task's own copy of the above
     DIR/.budget/                                     an array's rate-budget leases
     DIR/.claims/<layout>/                            which task writes a merged gene
@@ -31,6 +33,10 @@ LIBRARY_IDS_NAME = "requested-ids.txt"  # bulkgene.fetch(ids): the list given in
 TASK_DIR_PREFIX = "task-"
 BUDGET_DIR_NAME = ".budget"  # an array's rate-budget leases, shared by its tasks
 CLAIMS_DIR_NAME = ".claims"  # which task writes a gene merged from several tasks' IDs
+TAXA_DIR_NAME = "taxa"  # --taxon: the listed GeneIDs, page by page (input/taxon_list.py)
+TAXA_REPORT_NAME = "taxa.tsv"
+MISSING_TAXA_NAME = "missing_taxa.tsv"
+TAXA_LEFT_NAME = "taxa_left.tsv"  # --refresh-list: GeneIDs NCBI no longer lists for the taxa
 
 MISSING_HEADER = b"gene_id\treason\n"
 REPLACED_HEADER = b"requested_gene_id\treturned_gene_id\n"
@@ -58,7 +64,8 @@ _SHARD_PATTERN = re.compile(r"shard-\d{4,}\.(ndjson|tsv)(\.gz)?")
 _SPOOL_PATTERN = re.compile(r"input-\d+\.spool")  # a read-once input (pipe, FIFO), copied
 STATE_NAMES = frozenset({MISSING_NAME, REPLACED_NAME, REJECTS_NAME, SUMMARY_NAME,
                          CHECKPOINT_NAME, LOCK_NAME, STDIN_SPOOL_NAME, LIBRARY_IDS_NAME,
-                         *PLAN_FILES})
+                         *PLAN_FILES, TAXA_DIR_NAME, TAXA_REPORT_NAME, MISSING_TAXA_NAME,
+                         TAXA_LEFT_NAME})
 
 
 def shard_name(shard_index: int, gzipped: bool = False, tsv: bool = False) -> str:

@@ -133,8 +133,6 @@ class Summary:
     elapsed_s: float = 0.0
     interrupted: bool = False
     error: str | None = None
-    task_index: int = 0
-    task_count: int = 1
     # missing GeneIDs by what NCBI's gene history says of them (`bulkgene explain`); the
     # rest of ``missing`` is not explained yet
     missing_discontinued: int = 0
@@ -145,6 +143,8 @@ class Summary:
     # missing GeneIDs the server refused (REJECTED_BY_SERVER): never answered, and perhaps
     # live; `bulkgene retry` asks for them again
     refused: int = 0
+    task_index: int = 0
+    task_count: int = 1
 
     @property
     def explained(self) -> int:

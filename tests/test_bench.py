@@ -17,9 +17,12 @@ from helpers import REPO
 @pytest.mark.parametrize(("module", "args"), [
     ("bench.rate", ["--ids", "3000", "--repeats", "1", "--baseline-requests", "1",
                     "--latency", "0.02", "--latency-per-gene", "0"]),
+    ("bench.pacing", ["--ids", "3000", "--episode-ids", "3000", "--repeats", "1"]),
     ("bench.cpu", ["--ids", "2000", "--repeats", "1"]),
     ("bench.memory", ["--sizes", "2000", "5000", "--strays", "2000", "--full-rate", "2000"]),
     ("bench.sharing", ["--repeats", "1", "--scale", "0.1", "--latency", "0.02"]),
+    ("bench.taxon", ["--taxon", "7227", "--repeats", "1", "--latency", "0.02",
+                     "--latency-per-gene", "0"]),
     ("bench.history", ["--rows", "20000", "--missing", "2000", "--repeats", "1"]),
     ("bench.export", ["--ids", "2000", "--repeats", "1"]),
 ])

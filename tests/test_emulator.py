@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 import warnings
@@ -179,3 +182,16 @@ def test_every_line_bulkgene_writes_is_a_report_match(emulator: EmulatorThread,
     assert len(records) > 300
     for record in records:
         contained(record, models.V2reportsGeneReportMatch.from_dict(record).to_dict())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_bulkgene_emulate_stops_cleanly_on_a_signal(signum: signal.Signals) -> None:
+    process = subprocess.Popen([sys.executable, "-m", "bulkgene", "emulate", "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    url = process.stdout.readline().strip().rsplit(" ", 1)[-1]
+    assert get(f"{url}/gene/id/7157")[0] == 200
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "before the download started" not in stderr, "no fetch's message for the emulator"

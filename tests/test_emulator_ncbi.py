@@ -75,6 +75,47 @@ async def test_knob_restores_rate_headers_on_429s_only(make_emulator: Any) -> No
     assert status == 429 and headers["X-RateLimit-Remaining"] == "0"
 
 
+@pytest.mark.parametrize(("counted_at", "expected"), [("arrival", 9), ("answer", 6)])
+async def test_remaining_is_counted_at_arrival_or_as_the_answer_leaves(
+        make_emulator: Any, universe: GeneUniverse, counted_at: str, expected: int) -> None:
+    """docs/ncbi-api.md §6 leaves open when NCBI counts: a knob serves both readings."""
+    emulator = start(make_emulator, universe, rate_limit=True, latency_per_gene_s=1.0,
+                     remaining_counted_at=counted_at)
+    now = [1000.0]
+    emulator.state.clock = lambda: now[0]
+    key = {"api-key": "k"}
+    async with aiohttp.ClientSession() as session:
+        slow = asyncio.create_task(fetch(session, f"{emulator.base_url}/gene/id/7157",
+                                         headers=key))  # one gene: answered a second later
+        for _ in range(6000):  # until it has arrived (at most a minute)
+            if emulator.state.remaining("key:k", 10, now[0]) < 10:
+                break
+            await asyncio.sleep(0.01)
+        now[0] += 0.5
+        for _ in range(3):  # no gene found: answered at once, while the first is still held
+            status, headers, _ = await fetch(session, f"{emulator.base_url}/gene/id/11",
+                                             headers=key)
+            assert status == 200
+        assert not slow.done()
+        status, headers, _ = await slow
+    assert status == 200 and headers["X-RateLimit-Remaining"] == str(expected)
+
+
+async def test_the_path_knobs_change_while_serving(make_emulator: Any) -> None:
+    emulator = start(make_emulator, rate_limit=True)
+    root = emulator.base_url.removesuffix("/datasets/v2")
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{root}/_emulator/path", params={
+                "arrival_jitter_ms": "30", "remaining_counted_at": "answer"}) as response:
+            assert response.status == 200
+        for bad in ({"arrival_jitter_ms": "-1"}, {"arrival_jitter_ms": "nan"},
+                    {"remaining_counted_at": "never"}):
+            async with session.post(f"{root}/_emulator/path", params=bad) as response:
+                assert response.status == 400
+    assert emulator.state.config.arrival_jitter_ms == 30.0
+    assert emulator.state.config.remaining_counted_at == "answer"
+
+
 async def test_pages_mirror_count_and_token_in_headers(make_emulator: Any) -> None:
     emulator = start(make_emulator)
     async with aiohttp.ClientSession() as session:
@@ -348,5 +389,6 @@ def test_emulate_help_lists_the_faults_and_new_knobs() -> None:
         assert name in text
     for option in ("--keepalive-timeout", "--keepalive-max", "--invalid-id-per-mille",
                    "--retire", "--arrival-jitter-ms", "--unknown-id-messages",
-                   "--total-count-every-page", "--bad-token-status", "--remaining-only-on-429"):
+                   "--total-count-every-page", "--bad-token-status", "--remaining-only-on-429",
+                   "--remaining-counted-at"):
         assert option in text

@@ -234,12 +234,20 @@ def test_a_200_that_stays_unusable_fails_the_batch_with_the_reason(body: bytes, 
 
 # -- 429: THROTTLED ----------------------------------------------------------------------
 
-def test_429_without_retry_after_backs_off_and_halves_the_pacer() -> None:
+def test_a_lone_429_without_retry_after_backs_off_and_costs_only_the_resent_request() -> None:
     transport = ScriptedTransport(status(429), ok(IDS))
     fetched = fetch(transport)
     assert transport.gaps_s == [1.0]
     assert fetched.outcome.found == 4 and fetched.client.stats.throttled == 1
-    assert fetched.client.limiter.rate == 500.0
+    assert fetched.client.limiter.rate == 1000.0  # no sign of anyone else: the rate is kept
+
+
+def test_429s_that_keep_coming_halve_the_pacer() -> None:
+    transport = ScriptedTransport(status(429), status(429), ok(IDS))
+    fetched = fetch(transport)
+    assert transport.gaps_s == [1.0, 2.0]
+    assert fetched.outcome.found == 4 and fetched.client.stats.throttled == 2
+    assert fetched.client.limiter.rate == 600.0  # halved, then one step back up in the 2 s
 
 
 def test_429_with_retry_after_waits_what_the_server_named() -> None:

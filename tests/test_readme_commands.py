@@ -165,6 +165,13 @@ REGISTRY: dict[tuple[str, str], Runs | Elsewhere] = {
     ("Usage", "bulkgene emulate [--port 8765]"): Runs("test_usage_emulate"),
     ("Usage", "bulkgene fetch sample_inputs/*.txt --out genes/ --dry-run"): Runs("test_dry_run"),
     ("Checking a machine first: `bulkgene doctor`", "bulkgene doctor"): Runs("test_doctor_shown"),
+    ("Whole organisms", "bulkgene fetch --taxon human --out human/ --dry-run"):
+        Runs("test_whole_organisms"),
+    ("Whole organisms", "bulkgene fetch --taxon human --out human/"): Runs("test_whole_organisms"),
+    ("Whole organisms", "bulkgene fetch --taxa-file organisms.txt --gene-type PROTEIN_CODING "
+                        "--out coding/"): Runs("test_whole_organisms"),
+    ("Whole organisms", "bulkgene fetch my_ids.txt --taxon 7227 --out genes/"):
+        Runs("test_whole_organisms"),
     ("Output", "head -3 genes/missing.tsv genes/replaced.tsv"): Runs("test_side_reports_shown"),
     ("Reading the output", "bulkgene export genes/ --to genes.tsv"): Runs("test_reading_the_output"),
     ("Reading the output", "bulkgene export genes/ --to genes.parquet --fields query,gene-id,symbol,"
@@ -360,6 +367,23 @@ def test_dry_run(place: Place) -> None:
 
 
 @pytest.mark.slow
+def test_whole_organisms(place: Place, ncbi: EmulatorThread) -> None:
+    (place.root / "organisms.txt").write_text("# the study's organisms\nhuman\nzebrafish\n")
+    write_ids(place.root / "my_ids.txt", [7157, 672, 31000003])
+    dry, fetched, coding, union = place.run_ok(as_run(commands_of("test_whole_organisms")))
+    assert dry.stdout.startswith("taxon 'human': 2000 genes to fetch; NCBI's counts by type:")
+    assert "nothing was written" in dry.stdout
+    assert "done" in fetched.stderr and read_summary(place.root / "human")["found"] == 2000
+    assert "done" in coding.stderr
+    types = {orjson.loads(line)["gene"]["type"] for shard in (place.root / "coding").glob(
+        "shard-*.ndjson") for line in shard.read_bytes().splitlines()}
+    assert types == {"PROTEIN_CODING"}
+    assert "done" in union.stderr
+    summary = read_summary(place.root / "genes")
+    assert summary["found"] == 1002 and summary["duplicates"] == 1, "fly's 1000, TP53, BRCA1"
+
+
+@pytest.mark.slow
 def test_quick_start(place: Place, ncbi: EmulatorThread) -> None:
     need_jq()
     _, fetch, peek, verify = place.run_ok(as_run(commands_of("test_quick_start")))
@@ -430,6 +454,7 @@ def test_usage_emulate(place: Place) -> None:
                 assert server.stdout is not None
                 said = server.stdout.readline()
                 assert "listening on http://127.0.0.1:8765/datasets/v2" in said, (line, said)
+                said = server.stdout.readline()
                 assert ("gene history at http://127.0.0.1:8765/gene/DATA/gene_history.gz"
                         in said), said
                 with urllib.request.urlopen(

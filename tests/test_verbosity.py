@@ -98,11 +98,14 @@ def test_v_logs_the_pacers_cut_and_each_step_back_up() -> None:
     limiter = AdaptiveRateLimiter(10.0, recovery_period_s=2.0, clock=lambda: now[0])
     with _debug_lines() as lines:
         limiter.on_throttled(3.0)
+        limiter.on_throttled(3.0)
         for _ in range(2):
             now[0] += 2.0
-            limiter._recover(now[0])
+            limiter.refresh()
     assert lines == [
-        "pacing: 10 -> 5 requests/s after HTTP 429, everyone pausing 3 s (Retry-After)",
+        "pacing: HTTP 429, the first in 60 s: resent, rate kept",
+        "pacing: 10 -> 5 requests/s after HTTP 429 again within 60 s, everyone pausing 3 s "
+        "(Retry-After)",
         "pacing: back up to 6 of 10 requests/s after a 429",
         "pacing: back up to 7 of 10 requests/s after a 429",
     ]

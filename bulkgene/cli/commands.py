@@ -236,21 +236,29 @@ class _EmulateCommand(click.Command):
               show_default=True, help="What an invalid page token gets (400: old guess).")
 @click.option("--remaining-only-on-429", is_flag=True,
               help="Old guess: X-RateLimit-* headers on 429s only.")
+@click.option("--remaining-counted-at", type=click.Choice(["arrival", "answer"]),
+              default="arrival", show_default=True,
+              help="When X-RateLimit-Remaining is counted: at the request's arrival, or as "
+              "its answer leaves (then a slow answer counts the caller's later requests too).")
 def emulate(port: int, seed: int, anonymous_rate: float, keyed_rate: float, no_rate_limit: bool,
             latency: float, latency_per_gene: float, jitter: float, arrival_jitter_ms: float,
             faults: tuple[str, ...], valid_keys: tuple[str, ...], keepalive_timeout: float,
             keepalive_max: int, invalid_id_per_mille: int, retired: tuple[str, ...],
             retired_status: str, unknown_id_messages: bool, total_count_every_page: bool,
-            bad_token_status: str, remaining_only_on_429: bool) -> None:
+            bad_token_status: str, remaining_only_on_429: bool,
+            remaining_counted_at: str) -> None:
     """Serve a faithful local emulator of NCBI Datasets v2 gene reports on 127.0.0.1.
 
     Behaves as NCBI was recorded: same page schema and quirks (reports out of input order,
     GeneIDs as strings, omitted empty fields, total_count on the first page only, page
     tokens, {} for nothing found, unknown IDs silently missing, replaced IDs, 500 for a bad
     token), X-RateLimit-Limit/-Remaining on every answer, Keep-Alive: timeout=4, max=40
-    enforced, 429 with Retry-After over the rate. Stop it with Ctrl-C.
+    enforced, 429 with Retry-After over the rate. It also serves the taxon routes
+    (/gene/taxon/{taxon}/dataset_report, /counts, taxon in a POST body) for a few organisms,
+    by tax ID or name: human (9606), house mouse, zebrafish, fruit fly, E. coli K-12 and a
+    100 000-gene bread wheat (4565). Stop it with Ctrl-C.
 
-    It also serves NCBI's gene history consistent with its genes, as NCBI's FTP host does,
+    And it serves NCBI's gene history consistent with its genes, as NCBI's FTP host does,
     at http://127.0.0.1:PORT/gene/DATA/gene_history.gz (for explain's --history or
     BULKGENE_HISTORY; Range and conditional requests honoured).
     """
@@ -281,6 +289,7 @@ def emulate(port: int, seed: int, anonymous_rate: float, keyed_rate: float, no_r
         retired_status=int(retired_status), unknown_id_messages=unknown_id_messages,
         total_count_on_every_page=total_count_every_page, bad_token_status=int(bad_token_status),
         rate_limit_headers_only_on_429=remaining_only_on_429,
+        remaining_counted_at=remaining_counted_at,
     )
     try:
         asyncio.run(serve_forever(config, port))

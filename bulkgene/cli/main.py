@@ -22,6 +22,7 @@ from bulkgene.cli.export import export
 from bulkgene.cli.grow import add_option, retry
 from bulkgene.cli.options import FINITE, FiniteRange, OutDir, server_options
 from bulkgene.cli.progress import ProgressReporter, Terminal, TerminalLog
+from bulkgene.cli.taxon import TAXON_EXAMPLES, dry_run_taxa, taxon_options, taxon_selection
 from bulkgene.config import (
     COMPRESSIONS,
     ENDPOINTS,
@@ -95,14 +96,15 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
 """
 
 
-@main.command(epilog=FETCH_EXAMPLES)
-@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@main.command(epilog=FETCH_EXAMPLES + TAXON_EXAMPLES)
+@click.argument("inputs", nargs=-1, metavar="[INPUT]...")
 @click.option("-o", "--out", "out_dir", required=True, type=OutDir(), metavar="DIR",
               help="Output directory (created). Re-running into it resumes.")
 @click.option("--column", metavar="N|NAME", default=None,
               help="Read GeneIDs from this column: a number counted from 1, or a name in the "
               "file's header line (e.g. GeneID for NCBI's gene_info, whose column 1 is "
               "tax_id). [default: the column a header line names GeneID, else the first field]")
+@taxon_options
 @server_options
 @click.option("--endpoint", type=click.Choice(ENDPOINTS),
               default=default_of(ApiQuery, "endpoint"), show_default=True,
@@ -207,12 +209,15 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
               help="Seconds between plain progress lines when stderr is not a terminal.")
 @click.option("--dry-run", is_flag=True,
               help="Read and check the input, print counts, batches and the time the rate "
-              "implies; send nothing, write nothing.")
+              "implies; send nothing, write nothing. With --taxon: ask NCBI (two requests a "
+              "taxon) how many genes it would fetch, by type, and the time and disk it takes.")
 @add_option
 @explain_fetch_options
 @click.option("-q", "--quiet", count=True, help="Less logging (-qq: errors only).")
 @click.option("-v", "--verbose", count=True, help="More logging.")
-def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: str,
+def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None,
+          taxa: tuple[str, ...], taxa_file: Path | None, gene_types: tuple[str, ...],
+          include_subtree: bool, refresh_list: bool, base_url: str,
           api_key_file: Path | None,
           api_key: str | None, endpoint: Endpoint, output_format: Format, record: RecordShape,
           compress: Compression,
@@ -229,7 +234,8 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
           allow_other_files: bool, progress: bool | None,
           progress_interval: float, dry_run: bool, quiet: int, verbose: int, add: bool,
           after_fetch: AfterFetch) -> None:
-    """Download the gene reports of every GeneID in INPUT... (files, .gz, or - for stdin).
+    """Download the gene reports of every GeneID in INPUT... (files, .gz, or - for stdin),
+    and of every gene of the organisms --taxon names.
 
     One GeneID per line: the first field of a tab-, comma- or space-separated line, or the
     column --column picks, or the GeneID column a header line names (NCBI's gene_info).
@@ -248,6 +254,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
     try:
         config = DownloadConfig(
             inputs=inputs, out_dir=out_dir, column=column, restart=restart, add=add,
+            taxa=taxon_selection(taxa, taxa_file, gene_types, include_subtree, refresh_list),
             allow_other_files=allow_other_files,
             query=ApiQuery(
                 endpoint=endpoint, format=output_format, returned_content=returned_content,
@@ -271,7 +278,14 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None, base_url: 
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     if dry_run:
-        _dry_run(config)
+        if config.inputs:
+            _dry_run(config)
+        if config.taxa is not None:
+            try:
+                dry_run_taxa(config, _human_time)
+            except BulkgeneError as exc:
+                click.echo(f"bulkgene: error: {exc}", err=True)
+                sys.exit(exc.exit_code)
         return
     from bulkgene.run.download import download  # aiohttp is loaded only when a download runs
     from bulkgene.run.prepare import spool_files

@@ -18,20 +18,50 @@ Arrival jitter. The server counts *arrivals*, and the one-way delay of each requ
 (0-50 ms over the internet). If every delay lies in [d, d + J], M+1 sends spanning W + J
 arrive spanning at least W, so a margin equal to the delay spread J is exactly what keeps
 the server's window at M; it costs J / (1 + J) of the ceiling. Nothing we can observe
-measures J: at full rate every answer says ``Remaining: 0`` whatever the headroom (the
-server's count at an arrival is M as long as the M-1 requests before it arrived within the
-second), and round-trip times are dominated by the server's own, varying, work. Only a 429
-shows that arrivals were bunched more than allowed for. So the margin is learnt upwards:
-it starts at ``margin_s`` (25 ms by default: loopback, a LAN, and the calmer internet
-paths; 2.4 % of the ceiling) and a 429 for a request that kept within the server's named
-limit, with no sign of anyone else on the key, widens it by 25 ms instead of cutting the
-rate: the server counted more than we sent in its second, so arrivals bunched. A 429 for a
-request sent before the last widening is already answered by it. Past 200 ms (global
-overload, a limit lower than the one named) the rate halves instead. Once a widened margin
-has held for ``MARGIN_PROVEN_S`` without a 429 or a rate cut, ``on_margin`` hears it, so the
-caller can remember it for the next run on the same path (bulkgene/run/sharing.py keeps it
-beside the key's budget): a path with 50 ms of spread costs one 429 once, not once per run,
-and an overload episode (which cuts the rate) teaches nothing.
+measures J: at full rate every answer says ``Remaining: 0`` whatever the headroom, and
+round-trip times are dominated by the server's own, varying, work. Only a 429 shows that
+arrivals were bunched more than allowed for: one for a request that kept within the
+server's named limit (ours and our lease peers' share in its second), with no other process
+shown on the key. The margin starts at 25 ms (loopback, a LAN, the calmer internet paths;
+2.4 % of the ceiling) and widens by 25 ms steps, up to 200 ms within a run.
+
+What a 429 costs. A 429 for a request sent before we heard the previous one is answered by
+our reaction to that one. Otherwise, the request is resent (after its Retry-After) and:
+
+* bunched arrivals explain it (enough of ours were let in around it to fill the server's
+  window once their delays shifted them by the margin and a step more): the margin widens
+  one step and the rate is kept. If our own event loop ran late around the sends in that
+  second by at least the margin (so a send reported on time may have reached the wire
+  later) the wider margin is for this run only;
+* our own sends overfilled the server's second by our own record (a send reported long
+  after its slot): nothing else changes;
+* another process is shown on the key by more than one answer (below; a 429 with too few of
+  ours around it to fill the window is one such answer): everyone pauses for the
+  Retry-After and the rate halves;
+* anything else (no named limit, the margin at its cap, the second kind above): a first 429
+  changes nothing more; the rate halves, and everyone pauses for the Retry-After, only when
+  429s keep coming (another one within 60 s, for a request sent after we heard the first).
+
+So a lone 429 costs one resent request and at most one margin step: a run is never halved
+by its own jitter. The rate halves at most every 2 s, and a 429 in the 2 s after the
+server's named limit lowered the ceiling is explained by that word and changes nothing else.
+
+What a run learns, and for how long. One lone 429 (none other in the 60 s before) teaches
+one step: the path needs 25 ms more than it was given. Once that held for 5 s, ``on_margin``
+hears the lesson, and bulkgene/run/sharing.py keeps it beside the key's budget (at most
+75 ms, 6.8 % of the ceiling: a path that needs more pays its steps above that in every
+run). A second bunched 429 within 60 s makes an episode (a loaded laptop, a congested
+minute): the margin widens for this run only, narrows back to the lesson a step after each
+10 s without a 429 (20, 40, ... up to 320 s after each narrowing that drew a 429), and the
+lesson that began it is held in doubt: the next run tries one step narrower at once. An
+episode that cut the rate teaches nothing, nor does a 429 that our own loop's lag explains.
+A remembered lesson is a starting point: once it is an hour old (or in doubt) and the run
+has gone 5 s without a 429, a margin one step narrower is tried; if it holds 10 s it becomes
+the lesson and the next step is tried (an old 75 ms is back at 25 ms within 25 s of clean
+running); if a 429 comes, the lesson stands, dated anew, and the next try waits twice as
+long (2 h, 4 h, ... at most a day). On a path that does need its lesson, that is one 429
+(one resent request) per try: at most 4 in the first day of continuous running, then 1 a
+day, against 864 000 requests a day at 10/s. A path that got better costs nothing.
 
 Shared keys. A budget lease (bulkgene/budget) sets this process's share with
 ``set_share``: the ceiling follows it, and the traffic the other lease holders may send is
@@ -39,32 +69,50 @@ expected in the server's count, not taken for a stranger's.
 
 Server feedback. NCBI sends ``X-RateLimit-Limit`` and ``X-RateLimit-Remaining`` on every
 response, and a client using its whole budget routinely sees ``Remaining: 0``: that alone
-is no reason to stop. The pacer compares the server's count (limit - remaining) with the
-requests it sent itself in the window before that request (widened by the margin on both
-sides, so that our own traffic is never mistaken for someone else's). Only if the server
-counted more than one request beyond ours, i.e. another process is using the same key, and
-the window is full, does everyone pause until that window has passed.
+is no reason to stop. Whether the server counts when a request arrives or when it answers
+is unrecorded (docs/ncbi-api.md §6), and an answer that took 0.7 s carries, in the second
+reading, our own later requests in its count. So the server's count (limit - remaining) is
+compared with the most of our requests that it let in (not those it answered 429) any
+one-second window (widened by the margin on both sides) held between the request's send
+and its answer's arrival, plus our lease peers' share. An answer that counts more than one
+request beyond that shows another process on the key; two such answers within 10 s show it.
+Then an answer with the window full (``Remaining: 0``) makes everyone pause until that
+window has passed.
 
-The rate adapts (AIMD): a 429 that bunched arrivals don't explain (above) halves it (at
-most once every 2 s); every 429 pauses everyone for ``Retry-After``; a 429 in the 2 s after
-the server's limit lowered the ceiling is explained by that word and changes nothing else. A
+The rate adapts (AIMD): the halvings above; each ``recovery_period_s`` without a 429 the
+rate climbs back by a tenth of the ceiling up to 90 % of the rate that was throttled, then
+creeps up by a hundredth, so it settles just under a server limit it was never told. A
 server that names its limit (``X-RateLimit-Limit``) lowers the ceiling to that, with a
-warning, and a limit below 1/s is refused with a warning rather than left to freeze the run;
-each ``recovery_period_s`` without a 429 the rate climbs back by a tenth of the ceiling up to
-90 % of the rate that was throttled, then creeps up by a hundredth, so it settles just under
-a server limit it was never told.
+warning, and a limit below 1/s is refused with a warning rather than left to freeze the run.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 import math
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
+
+from bulkgene.net.arrival_margin import (
+    INITIAL_MARGIN_S,
+    MARGIN_CAP_S,
+    MARGIN_PROVEN_S,
+    MARGIN_STEP_S,
+    REMEMBERED_CAP_S,
+    ArrivalMargin,
+    MarginLesson,
+    Widening,
+)
+from bulkgene.net.sends import SendLog
+
+__all__ = ["INITIAL_MARGIN_S", "MARGIN_CAP_S", "MARGIN_PROVEN_S", "MARGIN_STEP_S",
+           "MIN_SERVER_LIMIT", "REMEMBERED_CAP_S", "AdaptiveRateLimiter", "MarginLesson",
+           "PacerSnapshot", "Slot"]
 
 log = logging.getLogger("bulkgene")
 
@@ -76,14 +124,11 @@ _SEND_WAIT_CAP_S = 2.0  # a request slow to connect doesn't hold everyone back l
 _BUCKET_CAPACITY = 3
 _MIN_GAP_FRACTION = 0.25  # of 1/rate: the closest two requests may follow each other
 _DECREASE_HOLD_S = 2.0  # 429s this soon after a cut still see the server's old, full window
-INITIAL_MARGIN_S = 0.025  # one-way delay spread allowed for before any 429: 2.4 % of the ceiling
-MARGIN_STEP_S = 0.025
-MARGIN_CAP_S = 0.2
-MARGIN_PROVEN_S = 5.0  # a widened margin held this long without a 429 is worth remembering
+_REPEAT_S = 60.0  # a 429 this soon after the last one heard: 429s keep coming
 _FOREIGN_TOLERANCE = 1  # requests the server may count beyond ours before we call it foreign
-_FOREIGN_MEMORY_S = 10.0  # a 429 this soon after seeing foreign traffic is not blamed on jitter
+_FOREIGN_MEMORY_S = 10.0  # two sightings of foreign traffic this close together show it
+_FOREIGN_SIGHTINGS = 2  # answers it takes to show another process on the key
 MIN_SERVER_LIMIT = 1.0  # requests/s: a server limit below this is a misconfiguration, not advice
-_SENDS_KEPT = 1024
 
 
 class Slot:
@@ -111,26 +156,43 @@ class Slot:
             await asyncio.wait_for(self._event.wait(), timeout_s)
 
 
+@dataclass(frozen=True)
+class PacerSnapshot:
+    """What the pacer has concluded so far (read-only; for tests, logs and benches)."""
+
+    rate_rps: float
+    ceiling_rps: float
+    margin_s: float  # in use now
+    lesson: MarginLesson  # what this path is believed to need, as the next run would start
+    probing: bool  # trying a margin one step narrower than the lesson
+    paused_until: float  # on the pacer's clock
+    stranger_shown: bool  # another process on the key, shown by more than one answer
+    server_limit_rps: float | None  # the last plausible X-RateLimit-Limit
+
+
 class AdaptiveRateLimiter:
     """Paces every request: ``slot = await acquire()``, send, ``slot.sent()``."""
 
     def __init__(self, requests_per_second: float, recovery_period_s: float = 2.0,
                  clock: Callable[[], float] | None = None,
                  margin_s: float = INITIAL_MARGIN_S,
-                 on_margin: Callable[[float], None] | None = None) -> None:
-        self.ceiling = requests_per_second
-        self.rate = requests_per_second
+                 on_margin: Callable[[MarginLesson], None] | None = None, *,
+                 margin_refuted: int = 0, margin_age_s: float = 0.0) -> None:
+        """``margin_s`` (with ``margin_refuted`` and ``margin_age_s``) is the lesson an earlier
+        run on this path left (bulkgene/budget/margin.py); ``on_margin`` hears each new one."""
+        self._ceiling = requests_per_second
+        self._rate = requests_per_second
         self.recovery_period_s = recovery_period_s
-        self.margin_s = min(MARGIN_CAP_S, max(0.0, margin_s))
-        self._on_margin = on_margin
-        self._margin_widened_at = float("-inf")
-        self._margin_unproven = False  # widened, and not yet held long enough to remember
-        self._last_throttled_at = float("-inf")
         self._clock = clock or asyncio.get_running_loop().time
+        self._margin = ArrivalMargin(MarginLesson(margin_s, margin_refuted, margin_age_s),
+                                     self._clock())
+        self._on_margin = on_margin
+        self._last_throttled_at = float("-inf")
+        self._heard_at = float("-inf")  # the last 429 that counted (not answered already)
         self._lock = asyncio.Lock()
         self._bucket: AsyncLimiter | None = None
-        self._bucket_rate = self.rate
-        self._sends: list[float] = []  # sorted send times, ours only
+        self._bucket_rate = self._rate
+        self._sends = SendLog()  # ours only
         self._previous: Slot | None = None
         self._paused_until = 0.0
         self._last_decrease_at = float("-inf")
@@ -138,28 +200,53 @@ class AdaptiveRateLimiter:
         self._last_change_at = self._clock()
         self._server_limit: float | None = None
         self._refused_limits: set[str] = set()
-        self._foreign_seen_at = float("-inf")
+        self._foreign_sightings: deque[float] = deque(maxlen=8)  # send times of those answers
         self._ceiling_lowered_at = float("-inf")
         self._shared_rps = 0.0  # what other processes on the key may send (budget leases)
         self._admitted = asyncio.Event()
         self._admitted.set()
 
+    # -- what it has concluded (read-only) ------------------------------------------------
+
+    @property
+    def rate(self) -> float:
+        """Requests per second now."""
+        return self._rate
+
+    @property
+    def ceiling(self) -> float:
+        """The most it may climb back to: the share of the key, or the server's named limit."""
+        return self._ceiling
+
+    @property
+    def margin_s(self) -> float:
+        """Added to every one-second window, for the spread of arrival delays."""
+        return self._margin.margin_s
+
+    def snapshot(self) -> PacerSnapshot:
+        now = self._clock()
+        return PacerSnapshot(self._rate, self._ceiling, self._margin.margin_s,
+                             self._margin.lesson(now), self._margin.probing, self._paused_until,
+                             self._stranger_shown(now), self._server_limit)
+
+    # -- pacing ----------------------------------------------------------------------------
+
     async def _full_bucket(self) -> AsyncLimiter:
         """A bucket at the current rate, filled so that it starts with no burst."""
-        bucket = AsyncLimiter(_BUCKET_CAPACITY, _BUCKET_CAPACITY / self.rate)
+        bucket = AsyncLimiter(_BUCKET_CAPACITY, _BUCKET_CAPACITY / self._rate)
         await bucket.acquire(_BUCKET_CAPACITY - 1)
         return bucket
 
-    def _record_send(self, sent_at: float) -> None:
-        # a slot may report late (after the send-wait cap): keep the list sorted anyway
-        bisect.insort(self._sends, sent_at)
-        if len(self._sends) > 2 * _SENDS_KEPT:
-            del self._sends[:-_SENDS_KEPT]
+    def note_sent(self, sent_at: float) -> None:
+        """One of our requests went on the wire at ``sent_at`` (this pacer's clock)."""
+        self._sends.sent(sent_at)
+        with contextlib.suppress(RuntimeError):  # no loop (a test's fake clock): no lag known
+            asyncio.get_running_loop().call_soon(self._note_lag, sent_at)
 
-    def _sent_between(self, start: float, end: float) -> int:
-        """How many of our requests left in the window (start, end]."""
-        return (bisect.bisect_right(self._sends, end)
-                - bisect.bisect_right(self._sends, start))
+    def _note_lag(self, sent_at: float) -> None:
+        # how long the loop took to come back to us after that send: work queued behind it
+        # (a POST's body, another task's parsing) may have reached the wire that much later
+        self._sends.loop_late(sent_at, self._clock() - sent_at)
 
     async def acquire(self) -> Slot:
         """Wait for the next slot; slots are granted in arrival order."""
@@ -168,90 +255,140 @@ class AdaptiveRateLimiter:
             previous = self._previous
             if previous is not None:
                 await previous.wait_sent(_SEND_WAIT_CAP_S)
-            self._recover(self._clock())
-            if self._bucket is None or self._bucket_rate != self.rate:
+            self.refresh()
+            if self._bucket is None or self._bucket_rate != self._rate:
                 # replacing it is safe: only the lock holder ever waits on the bucket
-                self._bucket, self._bucket_rate = await self._full_bucket(), self.rate
+                self._bucket, self._bucket_rate = await self._full_bucket(), self._rate
             await self._bucket.acquire()
-            window_count = max(1, math.floor(self.rate))
-            window_s = max(1.0, window_count / self.rate)
+            window_count = max(1, math.floor(self._rate))
+            window_s = max(1.0, window_count / self._rate)
             not_before = self._paused_until
             if self._sends:  # catching up, but not in a clump
-                not_before = max(not_before, self._sends[-1] + _MIN_GAP_FRACTION / self.rate)
+                not_before = max(not_before, self._sends[-1] + _MIN_GAP_FRACTION / self._rate)
             if len(self._sends) >= window_count:
                 not_before = max(not_before, self._sends[-window_count] + window_s
-                                 + self.margin_s)
+                                 + self._margin.margin_s)
             wait = not_before - self._clock()
             if wait > 0:
                 await asyncio.sleep(wait)
-            slot = self._previous = Slot(self._clock, self._record_send)
+            slot = self._previous = Slot(self._clock, self.note_sent)
             return slot
+
+    # -- what the server says --------------------------------------------------------------
 
     def on_throttled(self, retry_after_s: float | None, server_limit: float | None = None,
                      sent_at: float | None = None) -> None:
-        """A 429 for a request sent at ``sent_at`` (our clock): pause for ``retry_after_s``;
-        then take the server's limit if it explains the 429, widen the margin if bunched
-        arrivals do, or halve the rate."""
+        """A 429 for a request sent at ``sent_at`` (our clock): the reaction that fits the
+        evidence (the module docstring, "What a 429 costs")."""
         now = self._clock()
         sent_at = now if sent_at is None else sent_at
-        if retry_after_s:
-            self._paused_until = max(self._paused_until, now + retry_after_s)
         if server_limit is not None:
             self._adopt_server_limit(server_limit)
         self._last_change_at = self._last_throttled_at = now
+        self._margin.heard_429(now)
+        self._sends.refused(sent_at)
+        if sent_at < self._heard_at:
+            return  # in flight when we heard the last one: our reaction to it answers this
+        repeated = now - self._heard_at <= _REPEAT_S
+        self._heard_at = now
         # a 429 for a request sent before the server's word lowered our ceiling is explained
         # by that word (the same answer's headers usually lowered it a moment ago)
         if now - self._ceiling_lowered_at < _DECREASE_HOLD_S:
             return
-        if sent_at < self._margin_widened_at:
-            return  # sent under the narrower margin: the widening already answered it
-        if self._arrivals_bunched(sent_at):
-            self.margin_s = min(MARGIN_CAP_S, self.margin_s + MARGIN_STEP_S)
-            self._margin_widened_at = now
-            self._margin_unproven = True
-            log.debug("pacing: HTTP 429 although we kept within the server's limit (requests "
-                      "arrived closer together than sent): margin widened to %.0f ms, rate "
-                      "kept", 1000 * self.margin_s)
+        if self._stranger_shown(sent_at):
+            self._cut(now, retry_after_s, "with another process on the key")
             return
-        self._margin_unproven = False  # the rate had to go down: the margin was not the cure
-        if now - self._last_decrease_at >= _DECREASE_HOLD_S:
-            self._throttled_at_rate = self.rate
-            self.rate = max(self.ceiling * _MIN_RATE_FRACTION, self.rate * _DECREASE_FACTOR)
-            self._last_decrease_at = now
-            log.debug("pacing: %.4g -> %.4g requests/s after HTTP 429%s",
-                      self._throttled_at_rate, self.rate,
-                      f", everyone pausing {retry_after_s:g} s (Retry-After)"
-                      if retry_after_s else "")
+        explained = self._bunching_explains(sent_at)
+        if explained:
+            widening = self._margin.bunched(now, sent_at, own_lag=self._own_lag(sent_at))
+            if widening is not Widening.AT_CAP:
+                log.debug("pacing: HTTP 429 although we kept within the server's limit "
+                          "(requests arrived closer together than sent): %s; margin %.0f ms, "
+                          "rate kept", widening.value, 1000 * self._margin.margin_s)
+                return
+        if repeated:
+            self._cut(now, retry_after_s, f"again within {_REPEAT_S:.0f} s")
+        else:
+            log.debug("pacing: HTTP 429, the first in %.0f s: resent, rate kept", _REPEAT_S)
 
-    def _arrivals_bunched(self, sent_at: float) -> bool:
-        """Whether a 429 for a request sent at ``sent_at`` is explained by arrival jitter:
-        the server named a limit, our sends (and our lease peers' share) kept within it, no
-        stranger was seen on the key lately, and the margin can still grow."""
-        if self._server_limit is None or self.margin_s >= MARGIN_CAP_S:
+    def _bunching_explains(self, sent_at: float) -> bool:
+        """Whether bunched arrivals of our own requests can explain a 429 for the one sent at
+        ``sent_at``: the server named its limit, our sends (and our lease peers' share) kept
+        within it in that second, and enough of ours were let in around it to fill its window
+        once their delays shifted them by the margin and a step more."""
+        limit = self._server_limit
+        if limit is None:
             return False
-        if sent_at - self._foreign_seen_at <= _FOREIGN_MEMORY_S:
-            return False
-        ours = self._sent_between(sent_at - 1.0, sent_at)
+        window_count = math.floor(limit)
         others = math.ceil(self._shared_rps)
-        return ours + others <= math.floor(self._server_limit)
+        sent = self._sends.between(sent_at - 1.0, sent_at)
+        if sent + others > window_count:
+            log.debug("pacing: HTTP 429 after %d of our requests in one second (one reported "
+                      "late): resent", sent)
+            return False
+        reach_s = self._margin.margin_s + MARGIN_STEP_S
+        near = self._sends.counted_between(sent_at - 1.0 - reach_s, sent_at + reach_s)
+        if near + others + _FOREIGN_TOLERANCE < window_count:
+            # its window was full, and not with ours: the 429 is one answer showing someone
+            self._foreign_sightings.append(sent_at)
+            log.debug("pacing: HTTP 429 with only %d of our requests around it: someone "
+                      "else may be using the key", near)
+            return False
+        return True
+
+    def _cut(self, now: float, retry_after_s: float | None, why: str) -> None:
+        """Pause everyone for the Retry-After and halve the rate (at most every 2 s)."""
+        if retry_after_s:
+            self._paused_until = max(self._paused_until, now + retry_after_s)
+        self._margin.rate_cut(now)  # an overload episode teaches the margin nothing
+        if now - self._last_decrease_at < _DECREASE_HOLD_S:
+            return
+        self._throttled_at_rate = self._rate
+        self._rate = max(self._ceiling * _MIN_RATE_FRACTION, self._rate * _DECREASE_FACTOR)
+        self._last_decrease_at = now
+        log.debug("pacing: %.4g -> %.4g requests/s after HTTP 429 %s%s",
+                  self._throttled_at_rate, self._rate, why,
+                  f", everyone pausing {retry_after_s:g} s (Retry-After)"
+                  if retry_after_s else "")
+
+    def _own_lag(self, sent_at: float) -> bool:
+        """Whether our event loop ran late, around the sends that shared the server's second
+        with the request sent at ``sent_at``, by as much as the margin allowed for."""
+        late_s = self._sends.latest_lag_s(sent_at - 1.0 - self._margin.margin_s, sent_at)
+        return late_s > 0 and late_s >= self._margin.margin_s
+
+    def _stranger_shown(self, at: float) -> bool:
+        return sum(1 for seen in self._foreign_sightings
+                   if abs(at - seen) <= _FOREIGN_MEMORY_S) >= _FOREIGN_SIGHTINGS
 
     def on_server_limit(self, limit: float | None, remaining: int | None,
                         sent_at: float | None = None) -> None:
-        """Honour ``X-RateLimit-Limit`` / ``-Remaining`` from the answer to a request sent at
-        ``sent_at`` (on our clock): pause only if someone else fills the key's window."""
+        """Honour ``X-RateLimit-Limit`` / ``-Remaining`` from the answer, arriving now, to a
+        request sent at ``sent_at`` (our clock): pause only if someone else fills the key's
+        window, as more than one answer shows."""
         if limit is not None:
             self._adopt_server_limit(limit)
         known_limit = self._server_limit  # the last plausible one
         if remaining is None or known_limit is None:
             return
-        sent_at = self._clock() if sent_at is None else sent_at
-        # arrivals in the server's window left us within one margin of it, either side
-        ours = self._sent_between(sent_at - 1.0 - self.margin_s, sent_at + self.margin_s)
-        expected_others = math.ceil(self._shared_rps * (1.0 + self.margin_s))
-        if known_limit - remaining > ours + expected_others + _FOREIGN_TOLERANCE:
-            self._foreign_seen_at = sent_at
-            if remaining <= 0:
-                self._paused_until = max(self._paused_until, sent_at + 1.0 + self.margin_s)
+        now = self._clock()
+        sent_at = now if sent_at is None else sent_at
+        margin_s = self._margin.margin_s
+        expected_others = math.ceil(self._shared_rps * (1.0 + margin_s))
+        if known_limit - remaining <= (self._ours_at_most(sent_at, max(now, sent_at))
+                                       + expected_others + _FOREIGN_TOLERANCE):
+            return
+        self._foreign_sightings.append(sent_at)
+        if remaining <= 0 and self._stranger_shown(sent_at):
+            self._paused_until = max(self._paused_until, sent_at + 1.0 + margin_s)
+
+    def _ours_at_most(self, sent_at: float, answered_at: float) -> int:
+        """The most of our requests the server can have counted for this answer: those it let
+        in, in any one-second window (widened by the margin both sides) ending between the
+        request's arrival and its answer's, since when the server counts is unrecorded."""
+        margin_s = self._margin.margin_s
+        return self._sends.most_counted(sent_at + margin_s, answered_at + margin_s,
+                                        1.0 + 2 * margin_s)
 
     def set_share(self, share_rps: float, total_rps: float) -> None:
         """The key's budget lease speaks: run at ``share_rps`` of ``total_rps``, the others
@@ -262,10 +399,10 @@ class AdaptiveRateLimiter:
         self._shared_rps = max(0.0, total_rps - share_rps)
         ceiling = share_rps if self._server_limit is None else min(share_rps,
                                                                    self._server_limit)
-        at_ceiling = self.rate >= self.ceiling
-        self.ceiling = ceiling
-        if at_ceiling or self.rate > ceiling:
-            self.rate = ceiling
+        at_ceiling = self._rate >= self._ceiling
+        self._ceiling = ceiling
+        if at_ceiling or self._rate > ceiling:
+            self._rate = ceiling
         self._last_change_at = self._clock()
         self._admitted.set()
 
@@ -277,31 +414,37 @@ class AdaptiveRateLimiter:
                 log.warning("the server announced a rate limit of %g requests/s "
                             "(X-RateLimit-Limit), which is not plausible (under %g/s or not "
                             "a number): ignoring it and staying at %g/s; if the server keeps "
-                            "answering 429, lower --rate", limit, MIN_SERVER_LIMIT, self.ceiling)
+                            "answering 429, lower --rate", limit, MIN_SERVER_LIMIT,
+                            self._ceiling)
             return
         self._server_limit = limit
-        if limit < self.ceiling:
+        if limit < self._ceiling:
             log.warning("the server limits this key to %g requests/s (X-RateLimit-Limit): "
                         "slowing down from %g/s; pass --rate %g to start there next time",
-                        limit, self.ceiling, limit)
+                        limit, self._ceiling, limit)
             # the server's own word on its limit: never climb back above it
-            self.ceiling = limit
-            self.rate = min(self.rate, limit)
+            self._ceiling = limit
+            self._rate = min(self._rate, limit)
             self._ceiling_lowered_at = self._clock()
 
-    def _recover(self, now: float) -> None:
-        if self._margin_unproven and now - self._last_throttled_at >= MARGIN_PROVEN_S:
-            self._margin_unproven = False
-            if self._on_margin is not None:
-                self._on_margin(self.margin_s)
-        if self.rate < self.ceiling and now - self._last_change_at >= self.recovery_period_s:
+    # -- clean running ---------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Bring the pacer up to its clock: what clean running since the last 429 has earned
+        (the rate climbs back, the margin narrows, a lesson that held is reported).
+        ``acquire`` does this before every grant."""
+        now = self._clock()
+        lesson = self._margin.refresh(now)
+        if lesson is not None and self._on_margin is not None:
+            self._on_margin(lesson)
+        if self._rate < self._ceiling and now - self._last_change_at >= self.recovery_period_s:
             # climb fast back towards 90 % of the rate that was throttled, then only creep
             target = 0.9 * self._throttled_at_rate
-            if self.rate < target:
-                self.rate = min(target, self.rate + self.ceiling * _INCREASE_FRACTION)
+            if self._rate < target:
+                self._rate = min(target, self._rate + self._ceiling * _INCREASE_FRACTION)
             else:
-                self.rate += self.ceiling * _CREEP_FRACTION
-            self.rate = min(self.ceiling, self.rate)
-            log.debug("pacing: back up to %.4g of %.4g requests/s after a 429", self.rate,
-                      self.ceiling)
+                self._rate += self._ceiling * _CREEP_FRACTION
+            self._rate = min(self._ceiling, self._rate)
+            log.debug("pacing: back up to %.4g of %.4g requests/s after a 429", self._rate,
+                      self._ceiling)
             self._last_change_at = now

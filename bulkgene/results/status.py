@@ -16,6 +16,7 @@ from bulkgene.budget.record import shown
 from bulkgene.config import TaskSpec
 from bulkgene.errors import StateError
 from bulkgene.input import plan as idplan
+from bulkgene.input.taxon_fixed import listing_progress
 from bulkgene.layout import (
     CHECKPOINT_NAME,
     LOCK_NAME,
@@ -97,6 +98,10 @@ def task_status(directory: Path) -> TaskStatus:
     if state is None:
         if running is not False:
             return _starting(directory, running)
+        listing = listing_progress(directory) or listing_progress(directory.parent)
+        if listing is not None:
+            raise StateError(f"{directory} has no checkpoint.json yet: {listing}. Re-run the "
+                             "same fetch command to go on from the last page listed")
         raise StateError(f"{directory} has no checkpoint.json: nothing has been committed there")
     summary: dict[str, Any] = {}
     with contextlib.suppress(OSError, orjson.JSONDecodeError):
@@ -166,7 +171,10 @@ def incomplete_reasons(statuses: list[TaskStatus], whole_array: bool = True) -> 
     for s in statuses:
         name = Path(s.directory).name if expected > 1 else s.directory
         if s.starting:
-            reasons.append(f"{name}: a run is starting; nothing is committed yet")
+            directory = Path(s.directory)
+            listing = listing_progress(directory) or listing_progress(directory.parent)
+            reasons.append(f"{name}: a run is starting; nothing is committed yet"
+                           + (f" ({listing})" if listing else ""))
         elif s.running:
             reasons.append(f"{name}: still running ({s.pending_ids} IDs pending)")
         elif s.requested is None:
@@ -208,6 +216,9 @@ def directory_status(out_dir: Path) -> list[TaskStatus]:
     directories = task_directories(out_dir)
     if not directories and (out_dir / LOCK_NAME).exists():
         directories = [out_dir]  # a run's first moments: locked, its checkpoint not yet written
+    if not directories and (listing := listing_progress(out_dir)) is not None:
+        raise StateError(f"{out_dir} has no checkpoint.json yet: {listing}. Re-run the same "
+                         "fetch command to go on from the last page listed")
     if not directories:
         raise StateError(f"{out_dir} holds no bulkgene run (no checkpoint.json, no task-* "
                          "directories); check the path given to --out")

@@ -2,6 +2,8 @@
 
     download()
       signals          SIGTERM/INT/HUP held from the first moment, then given to the run
+      taxa             with --taxon: their GeneID list, read back or listed (run/taxa.py),
+                       becomes an input
       prepare          the directory, the input's plan, the checkpoint, the lock (a thread)
       finishing        whatever happens next: the store closed, summary.json written, the
                        lock released, a fatal error raised with the account attached
@@ -32,6 +34,7 @@ from bulkgene.run.array import unsplit_array_note
 from bulkgene.run.pipeline import Pipeline, RunOutcome
 from bulkgene.run.prepare import PreparedRun, prepare
 from bulkgene.run.sharing import budget_directory, paced_limiter, shared_budget
+from bulkgene.run.taxa import ListingSignals, with_taxon_list
 from bulkgene.version import __version__
 
 log = logging.getLogger("bulkgene")
@@ -132,6 +135,11 @@ class _Signals:
         for signum in self._early:
             handler(signum)
 
+    def hold(self) -> None:
+        """Hold signals again until the next ``hand_to`` (between one step and the next)."""
+        self._early = []
+        self._handler = self._early.append
+
 
 @contextlib.contextmanager
 def _graceful_signals(enabled: bool) -> Iterator[_Signals]:
@@ -215,7 +223,8 @@ async def _finishing(config: DownloadConfig, prepared: PreparedRun,
 
 async def download(config: DownloadConfig, *, handle_signals: bool = False,
                    on_progress: Callable[[Snapshot], None] | None = None) -> Summary:
-    """Fetch every GeneID of ``config.inputs`` into ``config.out_dir``; resumable.
+    """Fetch every GeneID of ``config.inputs`` (and with ``config.taxa``, of the taxa's
+    list, listed first) into ``config.out_dir``; resumable.
 
     ``config.output.memory_budget_bytes`` bounds the fetched data held at once (pages of
     batches in flight and results waiting for the writer); one batch larger than it still
@@ -227,6 +236,12 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
     """
     started = time.monotonic()
     with _graceful_signals(handle_signals) as signals:
+        stats = NetStats()
+        if config.taxa is not None:
+            listing = ListingSignals(config.shutdown_grace_s)
+            signals.hand_to(listing.on_signal)
+            config = await with_taxon_list(config, stats, listing.stop)
+            signals.hold()
         prepared = await _prepare(config, signals.cancel)
         if config.task.count > 1:  # this task changes what the array's merged files say
             await asyncio.to_thread(merge.remove_merged, config.out_dir)
@@ -236,7 +251,7 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
                                     config.network.timeouts.keepalive_s,
                                     f"bulkgene/{__version__} (+aiohttp)") as session:
                 limiter = paced_limiter(config, config.effective_requests_per_second)
-                client = GeneClient(session, limiter, config)
+                client = GeneClient(session, limiter, config, stats=stats)
                 finish.stats = client.stats
                 report = None
                 if config.progress_interval_s > 0:

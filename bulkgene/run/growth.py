@@ -180,6 +180,26 @@ def plan_lock(plan_dir: Path, own_dir: Path) -> Iterator[None]:
         lock.release()
 
 
+def _unfinished(plan: IdPlan, out_dir: Path, task_count: int, batch_size: int) -> list[str]:
+    """The tasks of the run whose batches are not all committed or failed yet."""
+    unfinished = []
+    for index in range(task_count):
+        task = TaskSpec(index, task_count)
+        directory = task.directory(out_dir)
+        state = ckpt.load(directory) if (directory / layout.CHECKPOINT_NAME).exists() else None
+        total, _ = plan.task_share(task, batch_size)
+        if state is None or state.committed_batches + len(state.failed) < total:
+            unfinished.append(directory.name if task_count > 1 else str(directory))
+    return unfinished
+
+
+def unfinished_tasks(plan: IdPlan, out_dir: Path, task_count: int, batch_size: int
+                     ) -> list[str]:
+    """The tasks of the run whose batches are not all committed or failed yet (a taxon
+    run's ``--refresh-list`` grows it only when there are none: run/refresh.py)."""
+    return _unfinished(plan, out_dir, task_count, batch_size)
+
+
 def held_genes(out_dir: Path) -> IdBitmap:
     """Genes a run holds that nobody requested: the new GeneIDs in every task's replaced.tsv."""
     held = IdBitmap()

@@ -13,19 +13,25 @@ import contextlib
 import logging
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from bulkgene.budget import BudgetLease, LeaseView, budget_path, default_budget_root, list_leases
-from bulkgene.budget.margin import recall_margin_s, remember_margin_s
+from bulkgene.budget.margin import recall_margin, remember_margin_s
 from bulkgene.config import (
     ANONYMOUS_REQUESTS_PER_SECOND,
     KEYED_REQUESTS_PER_SECOND,
     DownloadConfig,
 )
 from bulkgene.layout import BUDGET_DIR_NAME
-from bulkgene.net.pacer import INITIAL_MARGIN_S, AdaptiveRateLimiter
+from bulkgene.net.pacer import (
+    INITIAL_MARGIN_S,
+    REMEMBERED_CAP_S,
+    AdaptiveRateLimiter,
+    MarginLesson,
+)
 
 log = logging.getLogger("bulkgene")
 BUDGET_DIR_ENV = "BULKGENE_BUDGET_DIR"
@@ -61,17 +67,34 @@ def path_directory(config: DownloadConfig) -> Path:
     return budget_root(config) / _server_tag(config.network.base_url)
 
 
-def paced_limiter(config: DownloadConfig, rate_rps: float) -> AdaptiveRateLimiter:
-    """The run's pacer, starting from the margin an earlier run on this path learnt."""
+def paced_limiter(config: DownloadConfig, rate_rps: float,
+                  clock: Callable[[], float] | None = None) -> AdaptiveRateLimiter:
+    """The run's pacer, starting from the lesson an earlier run on this path left (capped:
+    a wider margin is an episode, not the path) and leaving its own for the next."""
     directory = path_directory(config)
-    remembered = recall_margin_s(directory)
-    margin_s = INITIAL_MARGIN_S if remembered is None else max(INITIAL_MARGIN_S, remembered)
-    if remembered is not None and remembered > INITIAL_MARGIN_S:
-        log.debug("pacing margin %.0f ms, as learnt by an earlier run on this path",
-                  1000 * margin_s)
+    remembered = recall_margin(directory)
+    margin_s, refuted, age_s = INITIAL_MARGIN_S, 0, 0.0
+    if remembered is not None and remembered.margin_s > INITIAL_MARGIN_S:
+        margin_s = min(REMEMBERED_CAP_S, remembered.margin_s)
+        refuted, age_s = remembered.refuted, max(0.0, time.time() - remembered.learnt_at)
+        log.debug("pacing margin %.0f ms, as learnt by an earlier run on this path %s ago",
+                  1000 * margin_s, _duration(age_s))
     root = trusted_root(config)
-    return AdaptiveRateLimiter(rate_rps, margin_s=margin_s, on_margin=lambda learnt_s:
-                               remember_margin_s(directory, learnt_s, root=root))
+
+    def remember(lesson: MarginLesson) -> None:
+        remember_margin_s(directory, lesson.margin_s, refuted=lesson.refuted,
+                          age_s=lesson.age_s, root=root)
+
+    return AdaptiveRateLimiter(rate_rps, clock=clock, margin_s=margin_s, on_margin=remember,
+                               margin_refuted=refuted, margin_age_s=age_s)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"
 
 
 def budget_directory(config: DownloadConfig, root: Path | None = None) -> Path:

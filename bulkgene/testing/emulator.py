@@ -8,20 +8,25 @@ order; ``total_count`` on the first page only; ``next_page_token`` only while pa
 simply missing; replaced IDs are answered by their new gene with a ``REPLACED_GENE_ID``
 warning; an invalid page token is a 500 with NCBI's error envelope and ``Connection: close``.
 Every answer carries ``Server: Finatra``, ``X-Datasets-Version``, ``Ncbi-Phid``,
-``X-RateLimit-Limit`` and ``-Remaining`` (what is left of the caller's 1-s window) and
-``Keep-Alive: timeout=4, max=40``, which the server enforces; pages mirror their count and
-token in ``X-Ncbi-Total-Count`` / ``X-Ncbi-Next-Page-Token``. Over the per-key sliding-window
-rate limit it answers 429 with ``Retry-After``. Knobs (EmulatorConfig) add NCBI 18.23's
-whole-request 404 for an invalid GeneID, retired endpoints, arrival jitter, and bring back
-the older guesses (page messages, total on every page, 400 for bad tokens, rate headers on
-429s only). Faults are drawn per request from a seeded RNG. Every request is logged (never
-the key) for tests to assert on.
+``X-RateLimit-Limit`` and ``-Remaining`` (what is left of the caller's 1-s window: counted at
+the request's arrival, or as its answer leaves with ``remaining_counted_at="answer"``, since
+which NCBI does is unrecorded) and ``Keep-Alive: timeout=4, max=40``, which the server
+enforces; pages mirror their count and token in ``X-Ncbi-Total-Count`` /
+``X-Ncbi-Next-Page-Token``. Over the per-key sliding-window rate limit it answers 429 with
+``Retry-After``. Knobs (EmulatorConfig) add NCBI 18.23's whole-request 404 for an invalid
+GeneID, retired endpoints, arrival jitter, and bring back the older guesses (page messages,
+total on every page, 400 for bad tokens, rate headers on 429s only). Faults are drawn per
+request from a seeded RNG. Every request is logged (never the key) for tests to assert on.
 
+The taxon routes (``/gene/taxon/{taxon}/dataset_report``, ``/counts``, ``taxon`` in a POST
+body) are in testing/taxon_routes.py, behind the same admission (testing/admission.py).
 It also serves NCBI's ``/gene/DATA/gene_history.gz`` consistent with its universe, at the
 root as NCBI's FTP host does (testing/history.py), outside the API's rate limit.
 
 Control endpoints (not part of NCBI's API): ``GET /_emulator/arrivals``,
-``POST /_emulator/reset``, ``POST /_emulator/outage?status=503`` and ``DELETE /_emulator/outage``.
+``POST /_emulator/reset``, ``POST /_emulator/outage?status=503``, ``DELETE /_emulator/outage``
+and ``POST /_emulator/path?arrival_jitter_ms=150&remaining_counted_at=answer`` (a path that
+turns bad, or another reading of the count, without a new emulator).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import orjson
 from aiohttp import web
 
 from bulkgene.testing import tabular
-from bulkgene.testing.faults import faulty
+from bulkgene.testing.admission import admit, answer
 from bulkgene.testing.history import HISTORY_PATH, gene_history
 from bulkgene.testing.requests import (
     SORT_DIRECTIONS,
@@ -52,8 +57,9 @@ from bulkgene.testing.state import (
     FRONT_END_KEY,
     MAX_PAGE_SIZE,
     PHID_KEY,
+    RATE_CLIENT_KEY,
     RATE_HEADERS_KEY,
-    RETIRED_MESSAGE,
+    REMAINING_COUNTED_AT,
     STATE_KEY,
     Arrival,
     EmulatorConfig,
@@ -62,6 +68,7 @@ from bulkgene.testing.state import (
     json_response,
     page_body,
 )
+from bulkgene.testing.taxon_routes import add_taxon_routes, taxon_by_body
 from bulkgene.testing.universe import Content, Fate, GeneUniverse
 
 __all__ = ["API_PREFIX", "ENDPOINTS", "FAULTS", "STATE_KEY", "Arrival", "EmulatorConfig",
@@ -122,7 +129,14 @@ async def gene_dataset_reports_by_id(request: web.Request) -> web.StreamResponse
 
 
 async def gene_dataset_report(request: web.Request) -> web.StreamResponse:
-    """``POST /gene/dataset_report`` (and the deprecated ``POST /gene``): the same, by body."""
+    """``POST /gene/dataset_report`` (and the deprecated ``POST /gene``): the same, by body;
+    a body that names a ``taxon`` and no GeneIDs pages that taxon's genes."""
+    try:
+        body = await request.json(loads=orjson.loads)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("taxon") and not body.get("gene_ids"):
+        return await taxon_by_body(request, body)
     return await _serve(request, await query_from_post(request))
 
 
@@ -139,50 +153,10 @@ def _kept(match: bytes, query: Query) -> bool:
 async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     config = state.config
-    if (delay_s := state.arrival_delay_s()) > 0:
-        # the server counts arrivals, not sends: a request held here is judged when it lands
-        await asyncio.sleep(delay_s)
-    now = state.clock()
-    key = request.headers.get("api-key") or request.query.get("api_key")
     ids = query.ids
-    limit = config.keyed_requests_per_second if key else config.anonymous_requests_per_second
-    client = f"key:{key}" if key else f"ip:{request.remote}"
-
-    def log(status: int, fault: str | None = None) -> None:
-        state.log(Arrival(now, request.method, request.path, query.logged,
-                          len(ids or ()), ids[0] if ids else None,
-                          query.page_token is not None, key is not None, status, fault,
-                          request.headers.get("Accept", "")))
-
-    def rate_headers(remaining: int) -> None:
-        # a server without a limit (rate_limit off) has none to name
-        if config.rate_limit and config.rate_limit_headers and (
-                not config.rate_limit_headers_only_on_429):
-            request[RATE_HEADERS_KEY] = {"X-RateLimit-Limit": f"{limit:g}",
-                                         "X-RateLimit-Remaining": str(remaining)}
-
-    rate_headers(state.remaining(client, limit, now))  # answers before the window counts it
-    if request.match_info.route.name in config.retired_endpoints:
-        log(config.retired_status, "retired")
-        return json_response(config.retired_status, {"error": RETIRED_MESSAGE})
-    if len(request.raw_path) > config.max_request_line_bytes:
-        log(414)
-        return error_response(414, "URI Too Long", "The request URI is too long.")
-    if state.outage_status is not None:
-        log(state.outage_status, "outage")
-        return error_response(state.outage_status, "Service Unavailable", "The service is down.")
-    if key is not None and config.valid_keys is not None and key not in config.valid_keys:
-        log(401, "bad_key")
-        return error_response(401, "Unauthorized", "Invalid API key.")
-    admitted, remaining = state.admit(client, limit, now) if config.rate_limit else (True, 0)
-    if not admitted:
-        log(429, "rate_limit")
-        headers = {"Retry-After": str(config.retry_after_s)}
-        if config.rate_limit_headers:
-            headers.update({"X-RateLimit-Limit": f"{limit:g}", "X-RateLimit-Remaining": "0"})
-        return json_response(429, {"error": "Too Many Requests", "code": 429,
-                                   "message": "API rate limit exceeded"}, headers)
-    rate_headers(remaining)
+    log, refusal = await admit(request, query.logged, ids, query.page_token is not None)
+    if refusal is not None:
+        return refusal
     if ids is None:
         log(400)
         return error_response(400, "Bad Request", "Invalid argument type ('parameter: gene_ids') "
@@ -249,7 +223,7 @@ async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
         genes = [orjson.loads(match)["gene"] for match in matches]
         body = tabular.render(genes, query.table_fields, query.include_tabular_header,
                               page_size)
-        return await _answer(request, state, body, "text/tab-separated-values", len(matches),
+        return await answer(request, state, body, "text/tab-separated-values", len(matches),
                              fault, log, ids)
     page = matches[offset : offset + page_size]
     next_offset = offset + page_size
@@ -265,7 +239,7 @@ async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
             mirrors["X-Ncbi-Total-Count"] = str(total)
         if token_out:
             mirrors["X-Ncbi-Next-Page-Token"] = token_out
-    return await _answer(request, state, body, "application/json", len(page), fault, log, ids,
+    return await answer(request, state, body, "application/json", len(page), fault, log, ids,
                          "repeat_token" if repeated else None, mirrors)
 
 
@@ -280,25 +254,8 @@ async def _serve_ndjson(request: web.Request, state: EmulatorState, matches: lis
         warning = message["warning"]
         lines.append(orjson.dumps({"query": [warning["unrecognized_identifier"]],
                                    "warnings": [warning]}) + b"\n")
-    return await _answer(request, state, b"".join(lines), "application/x-ndjson",
+    return await answer(request, state, b"".join(lines), "application/x-ndjson",
                          len(matches), fault, log, ids)
-
-
-async def _answer(request: web.Request, state: EmulatorState, body: bytes, content_type: str,
-                  genes: int, fault: str | None, log: Callable[[int, str | None], None],
-                  ids: list[int], logged_fault: str | None = None,
-                  headers: dict[str, str] | None = None) -> web.StreamResponse:
-    """Send ``body`` after the configured latency, or the drawn fault instead."""
-    config = state.config
-    delay = (config.latency_s + config.latency_per_gene_s * genes) * state.jitter()
-    if delay > 0:
-        await asyncio.sleep(delay)
-    if fault is not None and fault not in ("bad_token", "repeat_token"):
-        response = await faulty(request, state, fault, ids, body)
-        log(response.status if fault not in ("truncate", "reset", "stall") else 0, fault)
-        return response
-    log(200, logged_fault)
-    return web.Response(body=body, content_type=content_type, headers=headers)
 
 
 async def arrivals(request: web.Request) -> web.Response:
@@ -315,6 +272,30 @@ async def reset(request: web.Request) -> web.Response:
 async def outage_on(request: web.Request) -> web.Response:
     request.app[STATE_KEY].outage_status = int(request.query.get("status", "503"))
     return json_response(200, {"outage": True})
+
+
+async def path_knobs(request: web.Request) -> web.Response:
+    """Change the arrival jitter and the reading of ``Remaining`` while serving."""
+    config = request.app[STATE_KEY].config
+    changes: dict[str, Any] = {}
+    try:
+        if "arrival_jitter_ms" in request.query:
+            jitter_ms = float(request.query["arrival_jitter_ms"])
+            if not 0 <= jitter_ms <= 60_000:
+                raise ValueError(jitter_ms)
+            changes["arrival_jitter_ms"] = jitter_ms
+        if "remaining_counted_at" in request.query:
+            counted_at = request.query["remaining_counted_at"]
+            if counted_at not in REMAINING_COUNTED_AT:
+                raise ValueError(counted_at)
+            changes["remaining_counted_at"] = counted_at
+    except ValueError:
+        return json_response(400, {"error": "arrival_jitter_ms must be 0-60000, "
+                                            f"remaining_counted_at one of {REMAINING_COUNTED_AT}"})
+    for name, value in changes.items():
+        setattr(config, name, value)
+    return json_response(200, {"arrival_jitter_ms": config.arrival_jitter_ms,
+                               "remaining_counted_at": config.remaining_counted_at})
 
 
 async def outage_off(request: web.Request) -> web.Response:
@@ -351,7 +332,14 @@ async def gateway(request: web.Request,
             headers.setdefault("Server", "Finatra")
             headers["X-Datasets-Version"] = DATASETS_VERSION
             headers["Ncbi-Phid"] = request[PHID_KEY]
-        for name, value in request.get(RATE_HEADERS_KEY, {}).items():
+        rate_headers = dict(request.get(RATE_HEADERS_KEY, {}))
+        if rate_headers and config.remaining_counted_at == "answer" and (
+                rate_client := request.get(RATE_CLIENT_KEY)) is not None:
+            # the other reading of NCBI's count: what the window holds as the answer leaves
+            client, limit = rate_client
+            rate_headers["X-RateLimit-Remaining"] = str(state.remaining(client, limit,
+                                                                        state.clock()))
+        for name, value in rate_headers.items():
             headers.setdefault(name, value)
     if response.status == 500:
         response.force_close()
@@ -378,11 +366,13 @@ def create_app(config: EmulatorConfig | None = None,
                         name="gene_metadata_by_post")
     app.router.add_post(API_PREFIX + "/gene/dataset_report", gene_dataset_report,
                         name="gene_dataset_report")
+    add_taxon_routes(app.router)
     app.router.add_get(HISTORY_PATH, gene_history)  # as NCBI's FTP host, at the root
     app.router.add_get("/redirect/{tail:.*}", redirect)
     app.router.add_get("/_emulator/arrivals", arrivals)
     app.router.add_post("/_emulator/reset", reset)
     app.router.add_post("/_emulator/outage", outage_on)
     app.router.add_delete("/_emulator/outage", outage_off)
+    app.router.add_post("/_emulator/path", path_knobs)
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app

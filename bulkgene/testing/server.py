@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import ssl
 import threading
 from types import TracebackType
@@ -107,16 +108,33 @@ class EmulatorThread:
 
 async def serve_forever(config: EmulatorConfig, port: int, ready: asyncio.Event | None = None,
                         announce: bool = True) -> None:
-    """Serve the emulator until cancelled (the ``bulkgene emulate`` command)."""
+    """Serve the emulator until cancelled, or until SIGTERM/SIGINT (the ``bulkgene emulate``
+    command), then close it.
+
+    The signals go through the loop (``add_signal_handler``), which wakes it whichever
+    thread the kernel hands them to: a plain Python handler runs only when the main thread
+    wakes, and an idle emulator's main thread sleeps in epoll with no timer, so a SIGTERM
+    delivered to the resolver's worker thread left it serving nothing, forever.
+    """
     app = create_app(config)
     runner, bound = await start_site(app, port)
     if announce:
-        print(f"bulkgene emulator listening on http://{LOOPBACK}:{bound}{API_PREFIX} (its "
-              f"gene history at http://{LOOPBACK}:{bound}{HISTORY_PATH}: --history or "
-              "BULKGENE_HISTORY)", flush=True)
+        # the first line ends with the API root, which scripts take as its last word
+        print(f"bulkgene emulator listening on http://{LOOPBACK}:{bound}{API_PREFIX}\n"
+              f"bulkgene emulator: gene history at http://{LOOPBACK}:{bound}{HISTORY_PATH} "
+              "(explain's --history, or BULKGENE_HISTORY)", flush=True)
     if ready is not None:
         ready.set()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    handled = []
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+            handled.append(signum)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
         await runner.cleanup()

@@ -33,8 +33,10 @@ FAULTS = (
 )
 # NCBI's operationIds of the gene report endpoints the emulator serves (for ``retired_endpoints``)
 ENDPOINTS = ("gene_reports_by_id", "gene_dataset_reports_by_id", "gene_metadata_by_post",
-             "gene_dataset_report")
+             "gene_dataset_report", "gene_reports_by_taxon", "gene_dataset_reports_by_taxon",
+             "gene_counts_for_taxon", "gene_counts_for_taxon_by_post")
 DATASETS_VERSION = "18.23.0"
+REMAINING_COUNTED_AT = ("arrival", "answer")
 RETIRED_MESSAGE = ("This version of the API has been retired. Please migrate to the latest version "
                    "of the NCBI Datasets API: https://www.ncbi.nlm.nih.gov/datasets/docs/v2/")
 
@@ -54,6 +56,10 @@ class EmulatorConfig:
     retry_after_s: int = 1
     rate_limit_headers: bool = True  # X-RateLimit-Limit/-Remaining at all
     rate_limit_headers_only_on_429: bool = False  # old guess: not on other answers
+    # when X-RateLimit-Remaining is counted: "arrival" (the request's own arrival) or "answer"
+    # (when the answer leaves, so a slow answer counts the caller's later requests too);
+    # unrecorded which NCBI does (docs/ncbi-api.md §6), so both readings are served
+    remaining_counted_at: str = "arrival"
     ncbi_headers: bool = True  # Server, X-Datasets-Version, Ncbi-Phid, X-Ncbi-* paging mirrors
     keepalive_timeout_s: float | None = 4.0  # idle kept-alive connections close; None: 75 s, no header
     keepalive_max_requests: int | None = 40  # the Nth answer on a connection closes it; None: never
@@ -72,6 +78,9 @@ class EmulatorConfig:
     stall_s: float = 30.0
     max_request_line_bytes: int = 16384  # longer request targets get 414, as a gateway does
     poison_ids: frozenset[int] = frozenset()  # any request naming one of these gets a 400
+    # each taxon page after the first repeats this many GeneIDs of the page before (NCBI's CLI
+    # de-duplicates because "client-side paged geneids can return duplicates")
+    taxon_page_overlap: int = 0
     faults: dict[str, float] = field(default_factory=dict)
     # /gene/DATA/gene_history.gz (testing/history.py): which IDs it lists, what it honours
     history_max_id: int = 1_000_000
@@ -87,6 +96,9 @@ class EmulatorConfig:
         unknown = set(self.faults) - set(FAULTS)
         if unknown:
             raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {', '.join(FAULTS)}")
+        if self.remaining_counted_at not in REMAINING_COUNTED_AT:
+            raise ValueError(f"remaining_counted_at must be one of {REMAINING_COUNTED_AT}, "
+                             f"not {self.remaining_counted_at!r}")
         if self.history_fault not in (None, "cut", "truncated_file", "not_gzip"):
             raise ValueError(f"unknown history fault {self.history_fault!r}; known: cut, "
                              "truncated_file, not_gzip")
@@ -275,6 +287,7 @@ def _request_key(name: str, kind: type) -> Any:
 # per-request notes from the handlers to the gateway middleware
 PHID_KEY = _request_key("phid", str)
 RATE_HEADERS_KEY = _request_key("rate_headers", dict)
+RATE_CLIENT_KEY = _request_key("rate_client", tuple)  # (client, limit): to count at answer time
 FRONT_END_KEY = _request_key("front_end", bool)  # answered by an Apache front end, not Finatra
 
 

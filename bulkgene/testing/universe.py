@@ -4,6 +4,8 @@ Everything is a pure function of (seed, GeneID), so the tests can ask the same u
 what the server will answer. GeneIDs 7157 (TP53), 672 (BRCA1) and 3105 (HLA-A) are served
 verbatim from a real NCBI response; every other known ID gets a synthetic, schema-valid
 report of 1-8 KB in NCBI's field order, with 64-bit fields as strings and empty fields left out.
+The genes of the emulator's taxa (testing/taxa.py) are always current, and their reports name
+their taxon.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from importlib import resources
 from typing import Any
 
 import orjson
+
+from bulkgene.testing.taxa import Taxon, TaxonTree
 
 MASK64 = (1 << 64) - 1
 REAL_RECORDS_FILE = "gene_id_7157_672_3105.trimmed.json"
@@ -183,9 +187,41 @@ def _variant_template(variant: int, seed: int) -> bytes:
     return orjson.dumps(gene)
 
 
-def synthetic_gene_bytes(gene_id: int, seed: int) -> bytes:
-    """A deterministic COMPLETE descriptor of 1-8 KB for ``gene_id``, as JSON bytes."""
-    template = _variant_template(mix(gene_id ^ seed) % _VARIANTS, seed)
+def _species_fields(tax_id: str, taxname: str, common_name: str) -> bytes:
+    """The descriptor's organism fields as they sit in a template's bytes."""
+    fields: dict[str, str] = {"tax_id": tax_id, "taxname": taxname}
+    if common_name:  # proto3 JSON omits empty strings
+        fields["common_name"] = common_name
+    return orjson.dumps(fields)[1:-1]
+
+
+@functools.cache
+def _variant_species_fields(variant: int, seed: int) -> bytes:
+    tax_id, taxname, common = _SPECIES[mix(variant ^ (seed << 32)) % len(_SPECIES)][:3]
+    return _species_fields(tax_id, taxname, common)
+
+
+@functools.cache
+def _variant_types(seed: int) -> tuple[str, ...]:
+    """The gene type of every template variant (what ``type`` its descriptor says)."""
+    return tuple(_TYPES[(mix(variant ^ (seed << 32)) >> 8) % len(_TYPES)]
+                 for variant in range(_VARIANTS))
+
+
+def synthetic_gene_type(gene_id: int, seed: int) -> str:
+    """The ``type`` of ``gene_id``'s synthetic descriptor, without building it."""
+    return _variant_types(seed)[mix(gene_id ^ seed) % _VARIANTS]
+
+
+def synthetic_gene_bytes(gene_id: int, seed: int, taxon: Taxon | None = None) -> bytes:
+    """A deterministic COMPLETE descriptor of 1-8 KB for ``gene_id``, as JSON bytes; a gene
+    of one of the emulator's taxa names that taxon."""
+    variant = mix(gene_id ^ seed) % _VARIANTS
+    template = _variant_template(variant, seed)
+    if taxon is not None:
+        template = template.replace(
+            _variant_species_fields(variant, seed),
+            _species_fields(str(taxon.tax_id), taxon.name, taxon.common_name), 1)
     return (
         template.replace(_ID11.encode(), b"%011d" % gene_id)
         .replace(_HEX.encode(), b"%X" % gene_id)
@@ -193,9 +229,9 @@ def synthetic_gene_bytes(gene_id: int, seed: int) -> bytes:
     )
 
 
-def synthetic_gene(gene_id: int, seed: int) -> dict[str, Any]:
+def synthetic_gene(gene_id: int, seed: int, taxon: Taxon | None = None) -> dict[str, Any]:
     """The synthetic descriptor of ``gene_id`` as a dict."""
-    gene: dict[str, Any] = orjson.loads(synthetic_gene_bytes(gene_id, seed))
+    gene: dict[str, Any] = orjson.loads(synthetic_gene_bytes(gene_id, seed, taxon))
     return gene
 
 
@@ -221,7 +257,10 @@ class GeneUniverse:
     unknown: frozenset[int] = frozenset()
     discontinued: frozenset[int] = frozenset()
     replaced: dict[int, int] = field(default_factory=dict)
+    taxa: TaxonTree = field(default_factory=TaxonTree)
     _cache: dict[tuple[int, Content], bytes] = field(default_factory=dict, repr=False)
+    _listings: dict[tuple[int, bool, tuple[str, ...]], list[int]] = field(
+        default_factory=dict, repr=False)
 
     def fate(self, gene_id: int) -> Fate:
         """What the server answers for ``gene_id``."""
@@ -231,7 +270,8 @@ class GeneUniverse:
             return Fate.UNKNOWN
         if gene_id in self.discontinued:
             return Fate.DISCONTINUED
-        if gene_id in real_reports() or gene_id >= REPLACEMENT_BASE or gene_id in self.targets():
+        if (gene_id in real_reports() or gene_id >= REPLACEMENT_BASE or gene_id in self.targets()
+                or self.taxa.owner(gene_id) is not None):
             return Fate.FOUND
         if INTERMEDIATE_BASE < gene_id < REPLACEMENT_BASE:
             # the middle of a two-step chain is answered as its own row says
@@ -327,6 +367,26 @@ class GeneUniverse:
         """Explicitly configured replacement targets (served as found genes)."""
         return frozenset(self.replaced.values())
 
+    def gene_type(self, gene_id: int) -> str:
+        """The ``type`` the report of ``gene_id`` names (for the ``types`` filter, counts)."""
+        real = real_reports().get(gene_id)
+        return str(real.get("type", "UNKNOWN")) if real else synthetic_gene_type(gene_id, self.seed)
+
+    def taxon_genes(self, taxon: Taxon, subtree: bool = False, types: tuple[str, ...] = ()
+                    ) -> list[int]:
+        """The GeneIDs annotated at ``taxon`` (and below it with ``subtree``) whose type is
+        one of ``types`` (any without), in GeneID order: what its pages list, in order."""
+        key = (taxon.tax_id, subtree, tuple(sorted(types)))
+        if key not in self._listings:
+            members = self.taxa.subtree(taxon) if subtree else iter([taxon])
+            genes = sorted({gene_id for member in members for gene_id in member.own_genes()})
+            if types:
+                genes = [gene_id for gene_id in genes if self.gene_type(gene_id) in types]
+            if len(self._listings) > 64:
+                self._listings.clear()
+            self._listings[key] = genes
+        return self._listings[key]
+
     def order_key(self, gene_id: int) -> int:
         """Reports come back in this order: neither input nor numeric, like NCBI's."""
         return mix(gene_id ^ 0xC0FFEE)
@@ -338,9 +398,10 @@ class GeneUniverse:
         if cached is not None:
             return cached
         real = real_reports().get(gene_id)
+        taxon = self.taxa.owner(gene_id) if real is None else None
         if replaced_from is None and content is Content.COMPLETE and real is None:
-            return synthetic_gene_bytes(gene_id, self.seed)  # cheap enough not to cache
-        gene = real or synthetic_gene(gene_id, self.seed)
+            return synthetic_gene_bytes(gene_id, self.seed, taxon)  # cheap enough not to cache
+        gene = real or synthetic_gene(gene_id, self.seed, taxon)
         if replaced_from is not None:
             gene = _reorder_replaced({**gene, "replaced_gene_id": str(replaced_from)})
         cached = orjson.dumps(reduce_gene(gene, content))

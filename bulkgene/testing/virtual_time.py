@@ -39,6 +39,11 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def time(self) -> float:
         return self._jumping.now_s
 
+    def busy(self, seconds: float) -> None:
+        """Hold the loop as CPU-bound work in a callback would (parsing a page): the clock
+        moves on by ``seconds`` while nothing else runs."""
+        self._jumping.now_s += seconds
+
 
 def run_virtual(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion on a fresh virtual-time loop."""

@@ -441,6 +441,9 @@ def test_an_interrupted_retry_or_follow_is_named_and_its_rerun_counts_truly(
     command = f"bulkgene explain {out} --follow-replaced"
     status = invoke_cli("status", str(out), env=env).stdout.decode()
     assert (f"live successors of an interrupted --follow-replaced: run {command}") in status
+    plain = invoke_cli("explain", str(out), env=env)  # explains, and says what is left
+    assert plain.returncode == 0 and "is not finished (" in plain.stderr.decode()
+    assert f"to fetch: run {command})" in plain.stderr.decode()
     asked_before = len(answering.state.arrivals())
     finished = invoke_cli("explain", str(out), "--follow-replaced", env=env)
     assert finished.returncode == 0, finished.stderr.decode()

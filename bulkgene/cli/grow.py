@@ -68,7 +68,10 @@ def retry(out_dir: Path, base_url: str, api_key_file: Path | None, api_key: str 
     A server that refused some GeneIDs yesterday may answer them today. Their rows leave
     missing.tsv and they are fetched once more through the run's own settings (every task of
     an array); an ID found now is counted found, one still missing gets its new row. Safe to
-    kill and run again at any moment.
+    kill and run again at any moment: the same command goes on. A run with other work left
+    (its list, an --add, an interrupted --follow-replaced) is refused, with the command that
+    finishes it; --base-url must name the run's own server (it is refused before anything
+    changes otherwise, with the run's).
     """
     show_progress = progress if progress is not None else quiet == 0
     terminal = Terminal(sys.stderr, live=show_progress and sys.stderr.isatty())

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from bulkgene import durable, layout
-from bulkgene.errors import StateError
+from bulkgene.errors import EXIT_FAILED_BATCHES, EXIT_OK, StateError
 from bulkgene.input import plan as idplan
+from bulkgene.model import Summary
 from bulkgene.results.reports import read_report
 from bulkgene.results.rundir import TaskFiles, tasks_of
 from bulkgene.results.status import directory_status, incomplete_reasons
@@ -31,7 +33,7 @@ from bulkgene.results.status import directory_status, incomplete_reasons
 _ADDED = ("requested", "found", "missing", "failed", "pending", "unverified", "records",
           "replaced", "batches", "batches_committed", "batches_failed", "requests", "retries",
           "throttled", "bytes_received", "missing_discontinued", "missing_replaced",
-          "missing_not_in_history", "followed")
+          "missing_not_in_history", "missing_refused", "followed", "refused")
 _SOURCES = (layout.CHECKPOINT_NAME, layout.SUMMARY_NAME, layout.MISSING_NAME,
             layout.REPLACED_NAME)
 
@@ -92,6 +94,8 @@ def merged_summary(out_dir: Path) -> dict[str, Any]:
     merged["tasks"] = len(directories)
     merged["complete"] = not reasons
     merged["incomplete"] = reasons
+    merged["exit_code"] = (EXIT_OK if not reasons else max(
+        [EXIT_FAILED_BATCHES, *(int(s.get("exit_code") or 0) for s in summaries)]))
     return merged
 
 
@@ -176,9 +180,12 @@ def remove_merged(out_dir: Path) -> None:
 
 
 def summary_line(summary: dict[str, Any]) -> str:
-    """The one-line account of a whole array."""
-    pending = f" + pending {summary['pending']}" if summary["pending"] else ""
-    return (f"array of {summary['tasks']} tasks: requested {summary['requested']} = found "
-            f"{summary['found']} + missing {summary['missing']} + failed {summary['failed']}"
-            f"{pending}; {summary['records']} records, {summary['duplicates']} duplicates, "
-            f"{summary['rejected']} rejected lines")
+    """The one-line account of a whole array (the classes of its missing GeneIDs as a
+    task's end line gives them)."""
+    known = {item.name for item in fields(Summary)} - {"task_index", "task_count"}
+    counts = Summary(**{key: value for key, value in summary.items() if key in known})
+    refused = (f"; {counts.refused} GeneIDs refused by the server, never answered (bulkgene "
+               f"retry {counts.out_dir})" if counts.refused else "")
+    return (f"array of {summary['tasks']} tasks: {counts.account()}; {summary['records']} "
+            f"records, {summary['duplicates']} duplicates, {summary['rejected']} rejected "
+            f"lines{refused}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +64,13 @@ class TaskStatus:
     missing_discontinued: int = 0
     missing_replaced: int = 0
     missing_not_in_history: int = 0
+    missing_refused: int = 0
     followed: int = 0
     rewrite_pending: bool = False  # a report rewrite a kill interrupted (explain, growth)
+    refused: int = 0  # missing as REJECTED_BY_SERVER: never answered (bulkgene retry)
+    # what is left to fetch, part by part (the list, an --add, a retry, a follow), each with
+    # the command that finishes it
+    pending_work: list[idplan.Unsettled] = field(default_factory=list)
 
 
 def _plan_header(directory: Path) -> idplan.PlanHeader | None:
@@ -113,7 +118,11 @@ def task_status(directory: Path) -> TaskStatus:
     answered = state.ids_done
     failed_ids = sum(state.failed.values())
     pending_ids = None if requested is None else requested - answered - failed_ids
-    end = time.time() if running else state.updated_at
+    work = (idplan.unsettled(header.requested, header.segments, task, batch_size,
+                             lambda index: state.is_committed(index) or index in state.failed)
+            if header is not None else [])
+    # a report rewrite after the run (explain, a growth's taking in) is no part of its time
+    end = time.time() if running else (state.run_saved_at or state.updated_at)
     elapsed = max(0.0, end - state.run_started_at) if state.run_started_at else 0.0
     rate = (answered - state.run_ids_at_start) / elapsed if elapsed > 0 else 0.0
     # an interrupted run's ETA is at its last run's speed: what a re-run would take
@@ -132,8 +141,9 @@ def task_status(directory: Path) -> TaskStatus:
         complete=(requested is not None and pending_ids == 0 and pending == 0 and failed == 0
                   and not running and not state.rewrites),
         missing_discontinued=totals.missing_discontinued, missing_replaced=totals.missing_replaced,
-        missing_not_in_history=totals.missing_not_in_history, followed=totals.followed,
-        rewrite_pending=bool(state.rewrites))
+        missing_not_in_history=totals.missing_not_in_history,
+        missing_refused=totals.missing_refused, followed=totals.followed,
+        rewrite_pending=bool(state.rewrites), refused=totals.refused, pending_work=work)
 
 
 def is_task_directory(path: Path) -> bool:
@@ -178,11 +188,27 @@ def incomplete_reasons(statuses: list[TaskStatus], whole_array: bool = True) -> 
                            "fetch, which finishes it first")
         elif s.batches_failed:
             reasons.append(f"{name}: {s.batches_failed} batches ({s.failed_ids} IDs) failed: "
-                           "re-run the same fetch command to retry them")
-        elif s.pending_ids:
+                           "re-run the same fetch command to retry them (or bulkgene retry "
+                           f"{run_directory(s)})")
+        elif s.pending_ids or s.pending_work:
             reasons.append(f"{name}: interrupted, {s.pending_ids} of {s.requested} IDs "
-                           "pending: re-run the same fetch command to finish")
+                           f"pending: {finishing(s)}")
     return reasons
+
+
+def run_directory(status: TaskStatus) -> Path:
+    """The directory a command that goes on with the run takes: an array task's DIR."""
+    directory = Path(status.directory)
+    return directory.parent if status.task_count > 1 else directory
+
+
+def finishing(status: TaskStatus) -> str:
+    """What to run to finish a task's pending work, part by part."""
+    parts = status.pending_work
+    if not parts or all(part.kind == "list" for part in parts):
+        return "re-run the same fetch command to finish"
+    return "; ".join(f"{part.ids} {part.what()}: run {part.command(run_directory(status))}"
+                     for part in parts)
 
 
 def directory_status(out_dir: Path) -> list[TaskStatus]:
@@ -208,7 +234,7 @@ def as_json(statuses: list[TaskStatus], leases: list[LeaseView] | None = None,
     total = {key: sum(t[key] or 0 for t in tasks) for key in (
         "batches_committed", "batches_failed", "found", "missing", "failed_ids", "records",
         "requests_all_runs", "throttled_all_runs", "missing_discontinued", "missing_replaced",
-        "missing_not_in_history", "followed")}
+        "missing_not_in_history", "missing_refused", "followed", "refused")}
     total["batches_total"] = (None if any(s.batches_total is None for s in statuses)
                               else sum(s.batches_total or 0 for s in statuses))
     total["requested"] = (None if any(s.requested is None for s in statuses)
@@ -280,18 +306,31 @@ def history_line(statuses: list[TaskStatus]) -> str | None:
     """What the gene history says of the missing GeneIDs (after explain), or None."""
     classes = [sum(s.missing_discontinued for s in statuses),
                sum(s.missing_replaced for s in statuses),
-               sum(s.missing_not_in_history for s in statuses)]
+               sum(s.missing_not_in_history for s in statuses),
+               sum(s.missing_refused for s in statuses)]
     followed = sum(s.followed for s in statuses)
     if not any(classes) and not followed:
         return None
     missing = sum(s.missing for s in statuses)
     text = (f"missing, by the gene history: {classes[0]} discontinued, {classes[1]} replaced "
             f"by a live GeneID, {classes[2]} not in the history")
+    if classes[3]:
+        text += f", {classes[3]} refused by the server and not in the history"
     if missing > sum(classes):
         text += f", {missing - sum(classes)} not explained yet (bulkgene explain)"
     if followed:
         text += f"; {followed} found through a replaced GeneID's live successor"
     return text
+
+
+def refused_line(statuses: list[TaskStatus], run_dir: Path) -> str | None:
+    """The GeneIDs the server refused (never answered, perhaps live), and what to do; or None."""
+    refused = sum(s.refused for s in statuses)
+    if not refused:
+        return None
+    return (f"refused: {refused} GeneIDs were refused by the server (REJECTED_BY_SERVER in "
+            "missing.tsv): never answered, they may well be live genes. Fetch them again "
+            f"with: bulkgene retry {run_dir}")
 
 
 def as_table(statuses: list[TaskStatus]) -> str:

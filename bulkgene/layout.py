@@ -46,6 +46,20 @@ REPLACED_HEADER = b"requested_gene_id\treturned_gene_id\n"
 # what `bulkgene explain` appends to both reports, after their own columns (history/chains.py)
 EXPLANATION_COLUMNS = ("history", "current_gene_id", "discontinued_on", "symbol", "tax_id")
 NOT_EXPLAINED = b"\t" * len(EXPLANATION_COLUMNS)  # a row added after explain: fields empty
+# missing.tsv's reason for a GeneID the server refused every request naming (never answered)
+REFUSED_REASON = b"REJECTED_BY_SERVER"
+# the ``history`` of a missing row: what NCBI's gene history says of the GeneID, or, when it
+# doesn't list a GeneID the server refused, REFUSED (it may well be live: `bulkgene retry`)
+ROW_CLASSES = (b"DISCONTINUED", b"REPLACED", b"NOT_IN_HISTORY", b"REFUSED")
+
+
+def class_for_reason(history: bytes, reason: bytes) -> bytes:
+    """The ``history`` a missing row with ``reason`` shows for what the gene history says:
+    a GeneID it doesn't list is NOT_IN_HISTORY (NCBI most likely never had it) when the API
+    was silent about it, REFUSED when the server refused it (it was never answered)."""
+    if history in (b"NOT_IN_HISTORY", b"REFUSED"):
+        return b"REFUSED" if reason == REFUSED_REASON else b"NOT_IN_HISTORY"
+    return history
 REWRITE_SUFFIX = ".rewrite"  # a report's next version, until it is renamed over it
 REJECTS_HEADER = b"file\tline\ttext\treason\n"
 

@@ -74,7 +74,7 @@ def test_ctrl_c_during_export_says_what_it_stopped(run: Path) -> None:
     finally:
         process.kill()
     assert process.returncode == 75
-    assert (f"bulkgene: SIGINT stopped the export of {run}; standard output got part of the "
+    assert (f"bulkgene: SIGINT while exporting {run}; standard output got part of the "
             "table. Run the same command again.").encode() in stderr
     assert b"download" not in stderr
 

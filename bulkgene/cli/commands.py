@@ -57,6 +57,9 @@ def status(out_dir: Path, as_json: bool, budget_dir: Path | None) -> None:
     print_out(status_text.as_table(statuses))
     if history := status_text.history_line(statuses):
         print_out(history)
+    run_dir = out_dir.parent if status_module.is_task_directory(out_dir) else out_dir
+    if refused := status_text.refused_line(statuses, run_dir):
+        print_out(refused)
     if leases:
         print_out(status_text.leases_table(leases))
     elif hint := status_text.no_lease_hint(statuses, status_roots(out_dir, budget_dir)):
@@ -120,7 +123,8 @@ def verify(out_dir: Path) -> None:
                    "to bulkgene fetch)", err=True)
         sys.exit(1)
     click.echo(f"FAILED: {len(verdict.problems)} problem(s) in {summary}. An unfinished run "
-               "is finished (and torn tails cut back) by re-running the same fetch command; "
+               "is finished (and torn tails cut back) by running again the command its problem "
+               "names (the fetch command, unless it names another); "
                "anything else means the files were changed outside bulkgene.", err=True)
     sys.exit(1)
 
@@ -186,6 +190,8 @@ Examples:
   bulkgene emulate --port 8765
   bulkgene emulate --port 8765 --latency 0.3 --latency-per-gene 0.0008 --fault http_503=0.05
   BULKGENE_BASE_URL=http://127.0.0.1:8765/datasets/v2 bulkgene fetch ids.txt --out genes/
+  BULKGENE_BASE_URL=http://127.0.0.1:8765/datasets/v2 bulkgene explain genes/ \\
+      --history http://127.0.0.1:8765/gene/DATA/gene_history.gz
 """
 
 
@@ -266,6 +272,10 @@ def emulate(port: int, seed: int, anonymous_rate: float, keyed_rate: float, no_r
     (/gene/taxon/{taxon}/dataset_report, /counts, taxon in a POST body) for a few organisms,
     by tax ID or name: human (9606), house mouse, zebrafish, fruit fly, E. coli K-12 and a
     100 000-gene bread wheat (4565). Stop it with Ctrl-C.
+
+    And it serves NCBI's gene history consistent with its genes, as NCBI's FTP host does,
+    at http://127.0.0.1:PORT/gene/DATA/gene_history.gz (for explain's --history or
+    BULKGENE_HISTORY; Range and conditional requests honoured).
     """
     from bulkgene.testing import ENDPOINTS, FAULTS, EmulatorConfig, serve_forever
 

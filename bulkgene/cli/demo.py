@@ -59,7 +59,8 @@ def run_demo(out_dir: Path, progress: ProgressReporter) -> tuple[Summary, str | 
     missing = report.missing
     summary = dataclasses.replace(summary, missing_discontinued=missing["DISCONTINUED"],
                                   missing_replaced=missing["REPLACED"],
-                                  missing_not_in_history=missing["NOT_IN_HISTORY"])
+                                  missing_not_in_history=missing["NOT_IN_HISTORY"],
+                                  missing_refused=missing["REFUSED"])
     return summary, report.line()
 
 

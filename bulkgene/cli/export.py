@@ -106,13 +106,13 @@ def export(out_dir: Path | None, target: str | None, fields: str | None, table_f
 
         click.echo(f"bulkgene: error: {refuse_no_run(out_dir)}", err=True)
         sys.exit(1)
-    from bulkgene.cli.signals import exit_interrupted_on_signals
+    from bulkgene.cli import signals
     from bulkgene.export import export_run
 
-    where = ("standard output got part of the table" if target == "-" else
-             f"{target} was left as it was (the table is written under a temporary name "
-             "until it is complete)")
-    exit_interrupted_on_signals(f"stopped the export of {out_dir}; {where}")
+    signals.now(f"while exporting {out_dir}",
+                "standard output got part of the table" if target == "-" else
+                f"{target} was left as it was (the table is written under a temporary name "
+                "until it is complete)")
     try:
         result = export_run(out_dir, target, fields=fields, table_format=table_format,
                             explode=explode, with_missing=with_missing,

@@ -9,10 +9,14 @@ holds its own run's.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
-from bulkgene.errors import StateError
+import orjson
+
+from bulkgene import durable, layout
+from bulkgene.errors import EXIT_FAILED_BATCHES, EXIT_OK, StateError
 from bulkgene.input import plan as idplan
 from bulkgene.results.status import (
     TaskStatus,
@@ -24,8 +28,8 @@ from bulkgene.results.status import (
 
 _ADDED = ("found", "missing", "unverified", "records", "replaced", "batches_committed",
           "batches_failed", "missing_discontinued", "missing_replaced", "missing_not_in_history",
-          "followed", "requests_all_runs", "retries_all_runs", "throttled_all_runs",
-          "bytes_received_all_runs")
+          "missing_refused", "followed", "refused", "requests_all_runs", "retries_all_runs",
+          "throttled_all_runs", "bytes_received_all_runs")
 
 
 def completeness(out_dir: Path, statuses: list[TaskStatus] | None = None) -> list[str]:
@@ -78,4 +82,15 @@ def run_summary(out_dir: Path) -> dict[str, Any]:
     summary["error"] = _latest_error(statuses)
     summary["complete"] = not reasons
     summary["incomplete"] = reasons
+    # what the CLI would exit with for the whole: 0, else the worst of the tasks' latest runs
+    # (75 interrupted, 1 an error), at least 3 (not everything fetched yet)
+    summary["exit_code"] = EXIT_OK if not reasons else max(
+        [EXIT_FAILED_BATCHES, *(_latest_exit_code(Path(s.directory)) for s in statuses)])
     return summary
+
+
+def _latest_exit_code(directory: Path) -> int:
+    with contextlib.suppress(OSError, StateError, orjson.JSONDecodeError, TypeError, ValueError):
+        summary = orjson.loads(durable.read_bytes(directory / layout.SUMMARY_NAME))
+        return int(summary.get("exit_code") or 0) if isinstance(summary, dict) else 0
+    return 0

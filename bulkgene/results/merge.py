@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import orjson
 
 from bulkgene import durable, layout
 from bulkgene.errors import StateError
+from bulkgene.model import Summary
 from bulkgene.results.account import run_summary
 from bulkgene.results.reports import read_report
 from bulkgene.results.rundir import TaskFiles, tasks_of
@@ -136,10 +138,16 @@ def remove_merged(out_dir: Path) -> None:
 
 
 def summary_line(summary: dict[str, Any]) -> str:
-    """The one-line account of a whole array."""
-    pending = f" + pending {summary['pending']}" if summary["pending"] else ""
-    requested = "?" if summary["requested"] is None else summary["requested"]
-    return (f"array of {summary['tasks']} tasks: requested {requested} = found "
-            f"{summary['found']} + missing {summary['missing']} + failed {summary['failed']}"
-            f"{pending}; {summary['records']} records, {summary['duplicates']} duplicates, "
-            f"{summary['rejected']} rejected lines")
+    """The one-line account of a whole array (the classes of its missing GeneIDs as a
+    task's end line gives them)."""
+    if summary["requested"] is None or summary["pending"] is None:  # the plan can't be read
+        return (f"array of {summary['tasks']} tasks: requested ? = found {summary['found']} + "
+                f"missing {summary['missing']} + failed {summary['failed']} + pending ?; "
+                f"{summary['records']} records")
+    known = {item.name for item in fields(Summary)} - {"task_index", "task_count"}
+    counts = Summary(**{key: value for key, value in summary.items() if key in known})
+    refused = (f"; {counts.refused} GeneIDs refused by the server, never answered (bulkgene "
+               f"retry {counts.out_dir})" if counts.refused else "")
+    return (f"array of {summary['tasks']} tasks: {counts.account()}; {summary['records']} "
+            f"records, {summary['duplicates']} duplicates, {summary['rejected']} rejected "
+            f"lines{refused}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +62,13 @@ class TaskStatus:
     missing_discontinued: int = 0
     missing_replaced: int = 0
     missing_not_in_history: int = 0
+    missing_refused: int = 0
     followed: int = 0
     rewrite_pending: bool = False  # a report rewrite a kill interrupted (explain, growth)
+    refused: int = 0  # missing as REJECTED_BY_SERVER: never answered (bulkgene retry)
+    # what is left to fetch, part by part (the list, an --add, a retry, a follow), each with
+    # the command that finishes it
+    pending_work: list[idplan.Unsettled] = field(default_factory=list)
     replaced: int = 0
     retries_all_runs: int = 0
     bytes_received_all_runs: int = 0
@@ -115,7 +120,11 @@ def task_status(directory: Path) -> TaskStatus:
     answered = state.ids_done
     failed_ids = sum(state.failed.values())
     pending_ids = None if requested is None else requested - answered - failed_ids
-    end = time.time() if running else state.updated_at
+    work = (idplan.unsettled(header.requested, header.segments, task, batch_size,
+                             lambda index: state.is_committed(index) or index in state.failed)
+            if header is not None else [])
+    # a report rewrite after the run (explain, a growth's taking in) is no part of its time
+    end = time.time() if running else (state.run_saved_at or state.updated_at)
     elapsed = max(0.0, end - state.run_started_at) if state.run_started_at else 0.0
     rate = (answered - state.run_ids_at_start) / elapsed if elapsed > 0 else 0.0
     # an interrupted run's ETA is at its last run's speed: what a re-run would take
@@ -134,9 +143,11 @@ def task_status(directory: Path) -> TaskStatus:
         complete=(requested is not None and pending_ids == 0 and pending == 0 and failed == 0
                   and not running and not state.rewrites),
         missing_discontinued=totals.missing_discontinued, missing_replaced=totals.missing_replaced,
-        missing_not_in_history=totals.missing_not_in_history, followed=totals.followed,
-        rewrite_pending=bool(state.rewrites), replaced=totals.replaced,
-        retries_all_runs=totals.retries, bytes_received_all_runs=totals.bytes)
+        missing_not_in_history=totals.missing_not_in_history,
+        missing_refused=totals.missing_refused, followed=totals.followed,
+        rewrite_pending=bool(state.rewrites), refused=totals.refused, pending_work=work,
+        replaced=totals.replaced, retries_all_runs=totals.retries,
+        bytes_received_all_runs=totals.bytes)
 
 
 def _absent_task(out_dir: Path, index: int, count: int, batch_size: int,
@@ -240,10 +251,11 @@ def incomplete_reasons(statuses: list[TaskStatus], whole_array: bool = True) -> 
                            "fetch, which finishes it first")
         elif s.batches_failed:
             reasons.append(f"{name}: {s.batches_failed} batches ({s.failed_ids} IDs) failed: "
-                           "re-run the same fetch command to retry them")
-        elif s.pending_ids:
+                           "re-run the same fetch command to retry them (or bulkgene retry "
+                           f"{run_directory(s)})")
+        elif s.pending_ids or s.pending_work:
             reasons.append(f"{name}: interrupted, {s.pending_ids} of {s.requested} IDs "
-                           "pending: re-run the same fetch command to finish")
+                           f"pending: {finishing(s)}")
     return reasons
 
 
@@ -256,6 +268,21 @@ def refuse_no_run(out_dir: Path) -> StateError:
         return StateError(f"{out_dir} is a file, not a run's directory: {where}")
     return StateError(f"{out_dir} holds no bulkgene run (no checkpoint.json, no task-* "
                       f"directories): {where}")
+
+
+def run_directory(status: TaskStatus) -> Path:
+    """The directory a command that goes on with the run takes: an array task's DIR."""
+    directory = Path(status.directory)
+    return directory.parent if status.task_count > 1 else directory
+
+
+def finishing(status: TaskStatus) -> str:
+    """What to run to finish a task's pending work, part by part."""
+    parts = status.pending_work
+    if not parts or all(part.kind == "list" for part in parts):
+        return "re-run the same fetch command to finish"
+    return "; ".join(f"{part.ids} {part.what()}: run {part.command(run_directory(status))}"
+                     for part in parts)
 
 
 def directory_status(out_dir: Path) -> list[TaskStatus]:

@@ -22,7 +22,7 @@ def as_json(statuses: list[TaskStatus], leases: list[LeaseView] | None = None,
         "batches_committed", "batches_failed", "found", "missing", "failed_ids", "records",
         "replaced", "requests_all_runs", "retries_all_runs", "throttled_all_runs",
         "bytes_received_all_runs", "missing_discontinued", "missing_replaced",
-        "missing_not_in_history", "followed")}
+        "missing_not_in_history", "missing_refused", "followed", "refused")}
     total["batches_total"] = (None if any(s.batches_total is None for s in statuses)
                               else sum(s.batches_total or 0 for s in statuses))
     total["requested"] = (None if any(s.requested is None for s in statuses)
@@ -96,18 +96,31 @@ def history_line(statuses: list[TaskStatus]) -> str | None:
     """What the gene history says of the missing GeneIDs (after explain), or None."""
     classes = [sum(s.missing_discontinued for s in statuses),
                sum(s.missing_replaced for s in statuses),
-               sum(s.missing_not_in_history for s in statuses)]
+               sum(s.missing_not_in_history for s in statuses),
+               sum(s.missing_refused for s in statuses)]
     followed = sum(s.followed for s in statuses)
     if not any(classes) and not followed:
         return None
     missing = sum(s.missing for s in statuses)
     text = (f"missing, by the gene history: {classes[0]} discontinued, {classes[1]} replaced "
             f"by a live GeneID, {classes[2]} not in the history")
+    if classes[3]:
+        text += f", {classes[3]} refused by the server and not in the history"
     if missing > sum(classes):
         text += f", {missing - sum(classes)} not explained yet (bulkgene explain)"
     if followed:
         text += f"; {followed} found through a replaced GeneID's live successor"
     return text
+
+
+def refused_line(statuses: list[TaskStatus], run_dir: Path) -> str | None:
+    """The GeneIDs the server refused (never answered, perhaps live), and what to do; or None."""
+    refused = sum(s.refused for s in statuses)
+    if not refused:
+        return None
+    return (f"refused: {refused} GeneIDs were refused by the server (REJECTED_BY_SERVER in "
+            "missing.tsv): never answered, they may well be live genes. Fetch them again "
+            f"with: bulkgene retry {run_dir}")
 
 
 def as_table(statuses: list[TaskStatus]) -> str:

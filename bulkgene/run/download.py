@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -74,7 +75,9 @@ def _summarize(config: DownloadConfig, prepared: PreparedRun, outcome: RunOutcom
         missing_discontinued=totals.missing_discontinued,
         missing_replaced=totals.missing_replaced,
         missing_not_in_history=totals.missing_not_in_history,
+        missing_refused=totals.missing_refused,
         followed=totals.followed,
+        refused=totals.refused,
     )
 
 
@@ -91,14 +94,14 @@ def _log_start(config: DownloadConfig, prepared: PreparedRun) -> None:
     task = config.task
     counts = prepared.plan.counts
     task_batches, task_ids = prepared.plan.task_share(task, config.output.batch_size)
-    where = (f"task {task.index} of {task.count}: {task_ids} of the list's"
+    where = (f" task {task.index} of {task.count}: {task_ids} of the list's"
              if task.count > 1 else "")
     pace = (f"{rate:g} requests/s (--rate)" if config.network.requests_per_second is not None
             else f"the key's {rate:g} requests/s shared live with every bulkgene on it "
                  f"(budget {budget_directory(config)})")
     log.info("%s%s %d unique GeneIDs (%d duplicates, %d rejected lines); %d batches of up to "
              "%d; %s, %d in flight; writing to %s",
-             "resuming " if prepared.resumed else "starting ", where,
+             "resuming" if prepared.resumed else "starting", where,
              prepared.plan.requested_total, prepared.plan.duplicates_total,
              prepared.plan.rejected_total, task_batches,
              config.output.batch_size, pace, config.effective_concurrency, config.work_dir)
@@ -142,20 +145,36 @@ class _Signals:
 @contextlib.contextmanager
 def _graceful_signals(enabled: bool, interrupter: Interrupter | None) -> Iterator[_Signals]:
     signals = _Signals()
-    loop = asyncio.get_running_loop()
-    if enabled:
-        for signum in GRACEFUL_SIGNALS:
-            loop.add_signal_handler(signum, signals.receive, signum)
-    if interrupter is not None:
-        interrupter.attach(loop, signals.receive)
-    try:
-        yield signals
-    finally:
+    with held_signals(signals.receive if enabled else None):
         if interrupter is not None:
-            interrupter.detach()
-        if enabled:
-            for signum in GRACEFUL_SIGNALS:
-                loop.remove_signal_handler(signum)
+            interrupter.attach(asyncio.get_running_loop(), signals.receive)
+        try:
+            yield signals
+        finally:
+            if interrupter is not None:
+                interrupter.detach()
+
+
+@contextlib.contextmanager
+def held_signals(receive: Callable[[int], None] | None) -> Iterator[None]:
+    """SIGTERM/SIGINT/SIGHUP to ``receive`` (on the running loop) while inside; then the
+    handlers that were there before, not the default that would kill the process with no
+    word (asyncio's remove_signal_handler puts SIG_DFL back): a command that goes on after
+    this phase (fetch --explain) keeps its exit 75."""
+    if receive is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    before = {signum: signal.getsignal(signum) for signum in GRACEFUL_SIGNALS}
+    for signum in GRACEFUL_SIGNALS:
+        loop.add_signal_handler(signum, receive, signum)
+    try:
+        yield
+    finally:
+        for signum in GRACEFUL_SIGNALS:
+            loop.remove_signal_handler(signum)
+            if before[signum] is not None:
+                signal.signal(signum, before[signum])
 
 
 async def _prepare(config: DownloadConfig, cancel: threading.Event) -> PreparedRun:
@@ -260,13 +279,11 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
 
 
 def _merge_if_last(config: DownloadConfig) -> None:
-    """The task whose end completes the array writes DIR's merged reports and summary."""
+    """The task whose end completes the array writes DIR's merged reports and summary
+    (which the CLI shows after the task's own account)."""
     try:
-        merged = merge.merged_summary(config.out_dir)
-        if merged["complete"]:
-            merged = merge.rebuild_merged(config.out_dir) or merged
-            log.info("%s; merged into %s/missing.tsv, replaced.tsv and summary.json",
-                     merge.summary_line(merged), config.out_dir)
+        if merge.merged_summary(config.out_dir)["complete"]:
+            merge.rebuild_merged(config.out_dir)
     except (OSError, BulkgeneError) as exc:  # the task itself is done: say so, go on
         log.warning("the array is complete, but its merged reports could not be written "
                     "(%s): `bulkgene verify %s` writes them", exc, config.out_dir)

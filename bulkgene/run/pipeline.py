@@ -252,7 +252,8 @@ class Pipeline:
                 records=written.records, unverified=written.unverified,
                 followed=written.followed, missing_discontinued=written.missing_discontinued,
                 missing_replaced=written.missing_replaced,
-                missing_not_in_history=written.missing_not_in_history)
+                missing_not_in_history=written.missing_not_in_history,
+                missing_refused=written.missing_refused, refused=written.refused)
             checkpoint.mark_committed(written.batch_index)
         checkpoint.file_lengths.update(receipt.file_lengths)
         checkpoint.totals.count_network(**self._network_delta())
@@ -261,7 +262,7 @@ class Pipeline:
     async def _save(self, checkpoint: Checkpoint) -> None:
         """Make ``checkpoint`` durable, then the run's own: a failed save leaves the state
         the loop reads exactly as committed on disk."""
-        checkpoint.updated_at = time.time()
+        checkpoint.updated_at = checkpoint.run_saved_at = time.time()
         await asyncio.to_thread(ckpt.save, self.config.work_dir, checkpoint)
         self.prepared.checkpoint = checkpoint
 

@@ -238,9 +238,7 @@ def _read_input(out_dir: Path, paths: tuple[str, ...], names: tuple[str, ...],
         handle.write(REJECTS_HEADER)
 
         def record(reject: Reject) -> None:
-            source = reject.source.replace("\t", " ").replace("\n", " ")
-            handle.write(f"{source}\t{reject.line_number}\t{reject.text}\t{reject.reason}\n"
-                         .encode())
+            handle.write(reject.row())
 
         plan = idplan.build(out_dir, paths, names, plan_key, record, parse_column(column))
     return plan
@@ -341,7 +339,8 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path],
                      params["server"])
             existing = None
         if existing is not None:
-            ckpt.check_compatible(existing, params, inputs, fingerprint)
+            ckpt.check_compatible(existing, params, inputs, fingerprint,
+                                  _another_list_advice(config, existing, params, digests))
             state = existing
         else:
             _refuse_orphan_data(out_dir)
@@ -361,12 +360,33 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path],
     return _ready(config, plan, plan_key, state, committed, lock)
 
 
+def _another_list_advice(config: DownloadConfig, existing: Checkpoint, params: dict[str, Any],
+                         digests: list[str]) -> str | None:
+    """When only the input differs from the run's: what --add would do with it (None: the
+    usual advice)."""
+    if existing.params != params or [entry.digest for entry in existing.inputs] == digests:
+        return None
+    names = " ".join(config.inputs)
+    try:
+        finished = not growth.unfinished(config.out_dir)
+    except StateError:
+        finished = False
+    add = (f"To add the GeneIDs of {names} to this finished run, pass --add: only those it "
+           "doesn't have are fetched. " if finished else
+           f"To add the GeneIDs of {names} to this run, finish it first (the original input "
+           "and options), then pass --add. ")
+    return (f"{add}Re-run with the original input and options to resume it, or pass "
+            "--restart to move the old run aside (nothing is deleted) and start over, or use "
+            "another --out directory")
+
+
 def _ready(config: DownloadConfig, plan: IdPlan, plan_key: list[str], state: Checkpoint,
            committed: Checkpoint | None, lock: RunLock) -> PreparedRun:
     """The store opened on the committed state (files cut back to it), the run's start noted."""
     out_dir = config.work_dir
     state.run_started_at = time.time()  # saved with the first commit of this run
     state.run_ids_at_start = state.ids_done
+    state.base_url = config.network.api_root
     claims = (GeneClaims(config.out_dir / layout.CLAIMS_DIR_NAME / layout_key(
         plan_key, config.output.batch_size, config.task.count, config.network.server),
         config.task.index) if config.task.count > 1 else None)
@@ -391,11 +411,15 @@ def _prepare_grown(config: DownloadConfig, lock: RunLock) -> PreparedRun:
         doing = "add to" if config.add else "go on with"
         raise StateError(f"{out_dir} holds no run to {doing} (no checkpoint.json): fetch a "
                          "list into it first (without --add)")
+    growth.check_server(out_dir, existing, config.network)
     existing = rewrite.finish(out_dir, existing)
     params = config.fingerprint_params()
     digests = [entry.digest for entry in existing.inputs]
-    ckpt.check_compatible(existing, params, existing.inputs,
-                          ckpt.fingerprint(params, digests + existing.segments))
+    ckpt.check_compatible(
+        existing, params, existing.inputs, ckpt.fingerprint(params, digests + existing.segments),
+        "--add goes on with the run as it was fetched: give it the run's own options (and "
+        "no others that change what is written); nothing was changed" if config.add else
+        "Nothing was changed.")
     plan_dir = plan_directory(config)
     with growth.plan_lock(plan_dir, out_dir):
         plan = growth.load_plan(plan_dir, existing)

@@ -313,6 +313,14 @@ class NetworkSpec:
         default = 443 if url.scheme == "https" else 80
         return f"{url.scheme}://{shown}" + (f":{port}" if port not in (None, default) else "")
 
+    @property
+    def api_root(self) -> str:
+        """The base URL without user, password, query or fragment: safe to record and show."""
+        url = urlsplit(self.base_url)
+        host = f"[{url.hostname}]" if ":" in (url.hostname or "") else url.hostname
+        port = f":{url.port}" if url.port is not None else ""
+        return f"{url.scheme}://{host}{port}{url.path}"
+
 
 # SLURM's largest possible array (MaxArraySize is at most 4 000 001): anything above is a
 # mistake, and numbers past 64 bits can't even be written to the checkpoint

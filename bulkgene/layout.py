@@ -30,6 +30,9 @@ PLAN_BITMAP = "plan.bitmap"
 PLAN_FILES = (PLAN_JSON, PLAN_IDS, PLAN_BITMAP)
 STDIN_SPOOL_NAME = "stdin.spool"
 LIBRARY_IDS_NAME = "requested-ids.txt"  # bulkgene.fetch(ids): the list given in memory
+# a new list for requested-ids.txt waits beside it under this name until the run that reads
+# it holds the lock and matches the checkpoint (run/prepare.py); pid and a random token
+_STAGED_IDS = re.compile(r"\.requested-ids\.txt\.(\d+)\.[0-9a-f]+\.new")
 TASK_DIR_PREFIX = "task-"
 BUDGET_DIR_NAME = ".budget"  # an array's rate-budget leases, shared by its tasks
 CLAIMS_DIR_NAME = ".claims"  # which task writes a gene merged from several tasks' IDs
@@ -43,6 +46,20 @@ REPLACED_HEADER = b"requested_gene_id\treturned_gene_id\n"
 # what `bulkgene explain` appends to both reports, after their own columns (history/chains.py)
 EXPLANATION_COLUMNS = ("history", "current_gene_id", "discontinued_on", "symbol", "tax_id")
 NOT_EXPLAINED = b"\t" * len(EXPLANATION_COLUMNS)  # a row added after explain: fields empty
+# missing.tsv's reason for a GeneID the server refused every request naming (never answered)
+REFUSED_REASON = b"REJECTED_BY_SERVER"
+# the ``history`` of a missing row: what NCBI's gene history says of the GeneID, or, when it
+# doesn't list a GeneID the server refused, REFUSED (it may well be live: `bulkgene retry`)
+ROW_CLASSES = (b"DISCONTINUED", b"REPLACED", b"NOT_IN_HISTORY", b"REFUSED")
+
+
+def class_for_reason(history: bytes, reason: bytes) -> bytes:
+    """The ``history`` a missing row with ``reason`` shows for what the gene history says:
+    a GeneID it doesn't list is NOT_IN_HISTORY (NCBI most likely never had it) when the API
+    was silent about it, REFUSED when the server refused it (it was never answered)."""
+    if history in (b"NOT_IN_HISTORY", b"REFUSED"):
+        return b"REFUSED" if reason == REFUSED_REASON else b"NOT_IN_HISTORY"
+    return history
 REWRITE_SUFFIX = ".rewrite"  # a report's next version, until it is renamed over it
 REJECTS_HEADER = b"file\tline\ttext\treason\n"
 
@@ -52,6 +69,17 @@ STATE_NAMES = frozenset({MISSING_NAME, REPLACED_NAME, REJECTS_NAME, SUMMARY_NAME
                          CHECKPOINT_NAME, LOCK_NAME, STDIN_SPOOL_NAME, LIBRARY_IDS_NAME,
                          *PLAN_FILES, TAXA_DIR_NAME, TAXA_REPORT_NAME, MISSING_TAXA_NAME,
                          TAXA_LEFT_NAME})
+
+
+def staged_ids_name(pid: int, token: str) -> str:
+    """Where ``bulkgene.fetch`` writes a new in-memory list before the run adopts it."""
+    return f".{LIBRARY_IDS_NAME}.{pid}.{token}.new"
+
+
+def staged_ids_pid(name: str) -> int | None:
+    """The pid in a staged list's name, None if ``name`` is no staged list."""
+    match = _STAGED_IDS.fullmatch(name)
+    return int(match.group(1)) if match else None
 
 
 def shard_name(shard_index: int, gzipped: bool = False, tsv: bool = False) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 import orjson
@@ -90,6 +91,8 @@ class BatchWritten:
     missing_discontinued: int = 0
     missing_replaced: int = 0
     missing_not_in_history: int = 0
+    missing_refused: int = 0
+    refused: int = 0  # rows written to missing.tsv as REJECTED_BY_SERVER
 
 
 @dataclass(frozen=True)
@@ -139,13 +142,18 @@ class Summary:
     missing_discontinued: int = 0
     missing_replaced: int = 0
     missing_not_in_history: int = 0
+    missing_refused: int = 0  # refused by the server, and the history doesn't list them
     followed: int = 0  # found through the live successor of a replaced GeneID
+    # missing GeneIDs the server refused (REJECTED_BY_SERVER): never answered, and perhaps
+    # live; `bulkgene retry` asks for them again
+    refused: int = 0
     task_index: int = 0
     task_count: int = 1
 
     @property
     def explained(self) -> int:
-        return self.missing_discontinued + self.missing_replaced + self.missing_not_in_history
+        return (self.missing_discontinued + self.missing_replaced + self.missing_not_in_history
+                + self.missing_refused)
 
     def reconciles(self) -> bool:
         return self.requested == (self.found + self.missing + self.failed + self.pending
@@ -178,7 +186,21 @@ class Summary:
     def line(self) -> str:
         """The one-line account printed at the end of every run."""
         text = (f"task {self.task_index} of {self.task_count}: " if self.task_count > 1 else "")
-        text += f"requested {self.requested} = found {self.found}"
+        text += self.account()
+        # the list's duplicates and rejected lines belong to no one task: the array's
+        # merged account states them once
+        listed = (f", {self.duplicates} duplicates, {self.rejected} rejected lines"
+                  if self.task_count == 1 else "")
+        text += (f"; {self.records} records{listed}; this run: {self.requests} requests "
+                 f"({self.retries} retries, {self.throttled} throttled) in {self.elapsed_s:.1f} s")
+        if self.refused:  # never answered: they may be live genes, and a retry may get them
+            text += (f"; {self.refused} GeneIDs refused by the server, never answered "
+                     f"(bulkgene retry {self.run_dir})")
+        return text
+
+    def account(self) -> str:
+        """``requested N = found + missing (by class) + failed [+ pending]``."""
+        text = f"requested {self.requested} = found {self.found}"
         if self.followed:
             text += f" ({self.followed} through a replaced GeneID's live successor)"
         text += f" + missing {self.missing}"
@@ -186,6 +208,8 @@ class Summary:
             classes = [f"{self.missing_discontinued} discontinued",
                        f"{self.missing_replaced} replaced",
                        f"{self.missing_not_in_history} not in history"]
+            if self.missing_refused:
+                classes.append(f"{self.missing_refused} refused and not in history")
             if self.explained < self.missing:
                 classes.append(f"{self.missing - self.explained} not explained")
             text += f" ({', '.join(classes)})"
@@ -194,13 +218,13 @@ class Summary:
             text += f" + pending {self.pending}"
         if self.unverified:
             text += f" + unverified {self.unverified} (TSV without a gene-id column)"
-        # the list's duplicates and rejected lines belong to no one task: the array's
-        # merged account states them once
-        listed = (f", {self.duplicates} duplicates, {self.rejected} rejected lines"
-                  if self.task_count == 1 else "")
-        text += (f"; {self.records} records{listed}; this run: {self.requests} requests "
-                 f"({self.retries} retries, {self.throttled} throttled) in {self.elapsed_s:.1f} s")
         return text
+
+    @property
+    def run_dir(self) -> str:
+        """The directory commands such as ``bulkgene retry`` take: an array task's DIR."""
+        where = PurePath(self.out_dir)
+        return str(where.parent) if self.task_count > 1 else self.out_dir
 
 
 @dataclass(frozen=True)

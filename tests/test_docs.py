@@ -63,3 +63,35 @@ def test_the_exit_code_table_is_the_codes_the_code_uses() -> None:
     table = _section("## Resume, crash safety and exit codes")
     codes = {int(code) for code in re.findall(r"^\| (\d+) \|", table, flags=re.M)}
     assert codes == {EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_FAILED_BATCHES, EXIT_INTERRUPTED}
+
+
+def _anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a file's headings (lower case, punctuation dropped, spaces
+    to hyphens; a repeated heading gets -1, -2, ...)."""
+    anchors: set[str] = set()
+    in_code = False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        if in_code or not line.startswith("#"):
+            continue
+        slug = re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        number = 0
+        while (f"{slug}-{number}" if number else slug) in anchors:
+            number += 1
+        anchors.add(f"{slug}-{number}" if number else slug)
+    return anchors
+
+
+def test_every_link_to_a_section_of_another_page_finds_it() -> None:
+    pages = [REPO / "README.md", REPO / "CONTRIBUTING.md", REPO / "bench" / "README.md",
+             *sorted((REPO / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", page.read_text()):
+            if target.startswith(("http:", "https:")):
+                continue
+            linked = (page.parent / target).resolve() if target else page
+            if not linked.exists() or anchor not in _anchors(linked.read_text()):
+                broken.append(f"{page.relative_to(REPO)}: {target}#{anchor}")
+    assert not broken, broken

@@ -6,6 +6,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 from helpers import (
     EXPLAINED_MISSING_HEADER,
@@ -19,7 +20,7 @@ from helpers import (
 )
 
 from bulkgene.output.lock import RunLock
-from bulkgene.testing import EmulatorThread
+from bulkgene.testing import EmulatorThread, Fate, GeneUniverse
 
 
 def env_for(emulator: EmulatorThread, tmp_path: Path) -> dict[str, str]:
@@ -162,6 +163,20 @@ def test_explain_refuses_a_directory_a_run_is_writing(emulator: EmulatorThread,
     assert refused.returncode == 1
     assert b"already writing to" in refused.stderr
     assert (out / "missing.tsv").read_bytes() == before
+    assert not emulator.state.history_requests(), "the lock is checked before the download"
+
+
+def test_an_ftp_history_url_is_refused_with_its_https_twin(emulator: EmulatorThread,
+                                                          tmp_path: Path) -> None:
+    out = tmp_path / "genes"
+    env = env_for(emulator, tmp_path)
+    source = write_ids(tmp_path / "ids.txt", range(1, 50))
+    assert invoke_cli("fetch", str(source), "--out", str(out), env=env).returncode == 0
+    refused = invoke_cli("explain", str(out), "--history",
+                         "ftp://ftp.ncbi.nlm.nih.gov/gene/DATA/gene_history.gz", env=env)
+    assert refused.returncode == 1
+    assert (b"ftp:// is not supported; bulkgene downloads over https (verified, resumable). "
+            b"Pass https://ftp.ncbi.nlm.nih.gov/gene/DATA/gene_history.gz") in refused.stderr
 
 
 @pytest.mark.slow  # the demo's emulator answers with a real latency
@@ -172,3 +187,136 @@ def test_the_demo_shows_an_explained_missing_tsv() -> None:
     assert "bulkgene demo: explained" in shown
     assert "history, current_gene_id, discontinued_on, symbol, tax_id" in shown
     assert "NOT_IN_HISTORY" in shown or "DISCONTINUED" in shown
+
+
+def test_a_refused_id_is_never_called_unknown_to_ncbi_and_every_account_names_retry(
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    universe = GeneUniverse()
+    live, discontinued, unknown = 1234, 270, 27  # a live gene, one withdrawn, one never known
+    assert (universe.fate(live), universe.fate(discontinued), universe.fate(unknown)) == (
+        Fate.FOUND, Fate.DISCONTINUED, Fate.UNKNOWN)
+    refusing = make_emulator(invalid_ids=frozenset({live, discontinued, unknown}),
+                             retry_after_s=0)
+    out = tmp_path / "genes"
+    source = write_ids(tmp_path / "ids.txt", range(1, 3001))
+    env = env_for(refusing, tmp_path)
+    result = invoke_cli("fetch", str(source), "--out", str(out), "--explain", "--retry-wait",
+                        "0", env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    rows = explained_rows(out / "missing.tsv")
+    # the server refused them: the history doesn't list the live one and the unknown one,
+    # which says nothing of whether NCBI has them; the withdrawn one's history still holds
+    assert rows[live][:2] == rows[unknown][:2] == ["REJECTED_BY_SERVER", "REFUSED"]
+    assert rows[discontinued][:2] == ["REJECTED_BY_SERVER", "DISCONTINUED"]
+    stderr = result.stderr.decode()
+    assert "bulkgene: starting 3000 unique GeneIDs (0 duplicates" in stderr  # one space
+    assert "3 GeneIDs refused by the server, never answered (bulkgene retry" in stderr
+    assert f"Fetch them again with: bulkgene retry {out}" in stderr
+    assert "2 refused by the server and not in the history" in stderr  # the explain line
+    summary = read_summary(out)
+    assert (summary["refused"], summary["missing_refused"]) == (3, 2)
+    status = invoke_cli("status", str(out), env=env).stdout.decode()
+    assert "2 refused by the server and not in the history" in status
+    assert "refused: 3 GeneIDs were refused by the server" in status
+    assert f"bulkgene retry {out}" in status
+    assert invoke_cli("verify", str(out)).returncode == 0
+    # the server answers today: the live gene is found, the unknown one is silence now,
+    # which makes it NOT_IN_HISTORY, and the withdrawn one keeps its history (the same
+    # server: a run's GeneIDs all come from one)
+    refusing.state.config.invalid_ids = frozenset()
+    answering = refusing
+    retried = invoke_cli("retry", str(out), "--base-url", answering.base_url,
+                         env=env_for(answering, tmp_path))
+    assert retried.returncode == 0, retried.stderr.decode()
+    rows = explained_rows(out / "missing.tsv")
+    assert live not in rows
+    assert rows[unknown][:2] == ["NOT_RETURNED", "NOT_IN_HISTORY"]
+    assert rows[discontinued][:2] == ["NOT_RETURNED", "DISCONTINUED"]
+    assert b"refused" not in invoke_cli("status", str(out)).stdout
+    summary = read_summary(out)
+    assert (summary["refused"], summary["missing_refused"]) == (0, 0)
+    verified = invoke_cli("verify", str(out))
+    assert verified.returncode == 0, verified.stdout.decode() + verified.stderr.decode()
+
+
+def test_the_emulator_says_where_its_gene_history_is() -> None:
+    shown = invoke_cli("emulate", "--help").stdout.decode()
+    assert "http://127.0.0.1:PORT/gene/DATA/gene_history.gz" in " ".join(shown.split())
+
+
+def test_a_history_given_to_fetch_means_explain(emulator: EmulatorThread, tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", range(1, 200))
+    history = tmp_path / "gene_history.txt"
+    history.write_text("#tax_id\tGeneID\tDiscontinued_GeneID\tDiscontinued_Symbol\t"
+                       "Discontinue_Date\n9606\t-\t999999\tOLD\t20050508\n")
+    out = tmp_path / "genes"
+    result = invoke_cli("fetch", str(source), "--out", str(out), "--history", str(history),
+                        env=env_for(emulator, tmp_path))
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"--history given: explaining the run's missing GeneIDs, as --explain does" \
+        in result.stderr
+    assert (out / "missing.tsv").read_text().startswith(EXPLAINED_MISSING_HEADER + "\n")
+    # BULKGENE_HISTORY in the environment (a profile's setting) is no request to explain
+    plain = invoke_cli("fetch", str(source), "--out", str(tmp_path / "plain"),
+                       env=env_for(emulator, tmp_path))
+    assert plain.returncode == 0 and b"explained" not in plain.stderr
+
+
+def test_explaining_is_no_part_of_the_latest_run_s_time_and_speed(
+        emulator: EmulatorThread, tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", range(1, 2001))
+    out = tmp_path / "genes"
+    env = env_for(emulator, tmp_path)
+    assert invoke_cli("fetch", str(source), "--out", str(out), "--batch-size", "100",
+                      env=env).returncode == 0
+
+    def latest_run() -> tuple[float, float]:
+        task = orjson.loads(invoke_cli("status", str(out), "--json").stdout)["tasks"][0]
+        return task["latest_run_elapsed_s"], task["latest_run_ids_per_s"]
+
+    before = latest_run()
+    assert invoke_cli("explain", str(out), env=env).returncode == 0
+    assert latest_run() == before
+
+
+def test_explain_qq_prints_nothing_but_errors(emulator: EmulatorThread, tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", range(1, 200))
+    out = tmp_path / "genes"
+    env = env_for(emulator, tmp_path)
+    assert invoke_cli("fetch", str(source), "--out", str(out), env=env).returncode == 0
+    quiet = invoke_cli("explain", str(out), "-q", env=env)
+    assert quiet.returncode == 0 and quiet.stderr.startswith(b"bulkgene: explained ")
+    assert quiet.stderr.count(b"\n") == 1
+    silent = invoke_cli("explain", str(out), "-qq", env=env)
+    assert silent.returncode == 0 and silent.stderr == b""
+
+
+def test_an_array_s_merged_files_follow_every_explain_and_follow(emulator: EmulatorThread,
+                                                                   tmp_path: Path) -> None:
+    out = tmp_path / "genes"
+    env = env_for(emulator, tmp_path)
+    source = write_ids(tmp_path / "ids.txt", random.Random(9).sample(range(1, 1_000_001), 3000))
+    for index in range(3):
+        assert invoke_cli("fetch", str(source), "--out", str(out), "--batch-size", "500",
+                          "--task-index", str(index), "--task-count", "3",
+                          env=env).returncode == 0
+    # one task explained: DIR's merged missing.tsv follows at once, not at the next verify
+    assert invoke_cli("explain", str(out / "task-0001"), env=env).returncode == 0
+    merged = explained_rows(out / "missing.tsv")
+    tasks = [explained_rows(out / f"task-000{index}" / "missing.tsv") for index in range(3)]
+    assert {gene_id: fields[0] for gene_id, fields in merged.items()} == {
+        gene_id: fields[0] for rows in tasks for gene_id, fields in rows.items()}
+    assert all(merged[gene_id] == fields for gene_id, fields in tasks[1].items())
+    assert all(fields[1] for fields in tasks[1].values())
+    verified = invoke_cli("verify", str(out))
+    assert verified.returncode == 0 and b"merged into" not in verified.stdout
+    followed = invoke_cli("explain", str(out), "--follow-replaced", env=env)
+    assert followed.returncode == 0, followed.stderr.decode()
+    lines = followed.stderr.decode().splitlines()
+    last_task = max(i for i, line in enumerate(lines) if line.startswith("bulkgene: task "))
+    array = [i for i, line in enumerate(lines) if line.startswith("bulkgene: array of 3 tasks")]
+    assert len(array) == 1 and array[0] > last_task, followed.stderr.decode()
+    summary = read_summary(out)
+    assert summary["exit_code"] == 0 and summary["complete"] and summary["followed"] > 0
+    assert (f"+ missing {summary['missing']} ({summary['missing_discontinued']} discontinued, "
+            f"{summary['missing_replaced']} replaced") in lines[array[0]]

@@ -20,6 +20,7 @@ from helpers import (
     invoke_cli,
     read_records,
     read_summary,
+    read_tsv,
     run_cli,
     write_ids,
 )
@@ -73,6 +74,8 @@ def test_add_fetches_only_the_new_ids_and_the_accounting_follows(emulator: Emula
     # without --add, another list is another run: refused, as before
     refused = invoke_cli("fetch", str(more), "--out", str(out), env=env)
     assert refused.returncode == 1 and b"differ in content" in refused.stderr
+    assert (f"To add the GeneIDs of {more} to this finished run, pass --add: only those it "
+            "doesn't have are fetched").encode() in refused.stderr
 
 
 def test_add_to_an_unfinished_run_or_from_stdin_is_refused(make_emulator: EmulatorFactory,
@@ -87,7 +90,10 @@ def test_add_to_an_unfinished_run_or_from_stdin_is_refused(make_emulator: Emulat
     more = write_ids(tmp_path / "more.txt", range(200, 300))
     unfinished = invoke_cli("fetch", str(more), "--out", str(out), "--add", "--batch-size", "10",
                             "--task-index", "0", "--task-count", "2", env=env)
-    assert unfinished.returncode == 1 and b"task-0001 has batches still" in unfinished.stderr
+    assert unfinished.returncode == 1
+    assert (f"the run in {out} is not finished: 50 GeneIDs of the list (run the fetch command "
+            "that started the run). Finish it that way first, then run the same --add again"
+            ).encode() in unfinished.stderr
     piped = invoke_cli("fetch", "-", "--out", str(out), "--add", "--batch-size", "10",
                        "--task-index", "0", "--task-count", "2", env=env, stdin=b"5\n")
     assert piped.returncode == 1 and b"save the IDs to a file first" in piped.stderr
@@ -122,7 +128,8 @@ def test_retry_fetches_refused_ids_again_and_no_stale_row_remains(make_emulator:
     assert invoke_cli("verify", str(out)).returncode == 0
     again = invoke_cli("retry", str(out), "--base-url", answering.base_url,
                        env=env_for(answering, tmp_path))
-    assert again.returncode == 0 and b"fetching again 0 refused GeneIDs" in again.stderr
+    assert again.returncode == 0 and b"nothing to fetch again" in again.stderr
+    assert ids_asked(answering, asked_before) == 3
 
 
 def replaced_in_history(universe: GeneUniverse, ids: list[int]) -> dict[int, int]:
@@ -193,9 +200,19 @@ def test_a_successor_the_run_holds_is_not_fetched_and_an_unknown_one_gives_the_r
     assert invoke_cli("fetch", str(source), "--out", str(out), env=env).returncode == 0
     history = tmp_path / "history.txt"
     history.write_text("#tax_id\tGeneID\tDiscontinued_GeneID\tDiscontinued_Symbol\tDiscontinue_Date\n"
-                       f"9606\t{held}\t300000001\tA\t20200101\n"
-                       f"9606\t{unknown}\t300000002\tB\t20200101\n")
+                       f"9606\t{held}\t300000001\tA\t20200101\n")
     asked_before = len(emulator.state.arrivals())
+    # first only the one whose successor the run holds: nothing to fetch, the account follows
+    only_held = invoke_cli("explain", str(out), "--history", str(history), "--follow-replaced",
+                           env=env)
+    assert only_held.returncode == 0, only_held.stderr.decode()
+    assert len(emulator.state.arrivals()) == asked_before
+    summary = read_summary(out)
+    assert (summary["found"], summary["missing"], summary["replaced"], summary["followed"],
+            summary["missing_not_in_history"]) == (2, 1, 1, 1, 1)
+    assert invoke_cli("verify", str(out)).returncode == 0
+    with history.open("a") as more_history:
+        more_history.write(f"9606\t{unknown}\t300000002\tB\t20200101\n")
     result = invoke_cli("explain", str(out), "--history", str(history), "--follow-replaced",
                         env=env)
     assert result.returncode == 0, result.stderr.decode()
@@ -205,11 +222,23 @@ def test_a_successor_the_run_holds_is_not_fetched_and_an_unknown_one_gives_the_r
     assert (asked[0].first_id, asked[0].n_ids) == (unknown, 1)
     assert all((a.first_id, a.n_ids) == (held, 1) for a in asked[1:])
     rows = explained_rows(out / "missing.tsv")
-    assert rows[300_000_001][1:3] == ["REPLACED", str(held)]  # not fetched: the run has it
+    assert 300_000_001 not in rows  # not fetched: the run has its gene, so it is found
+    assert explained_rows(out / "replaced.tsv")[300_000_001] == [
+        str(held), "REPLACED", str(held), "2020-01-01", "A", "9606"]
     assert rows[300_000_002][1:3] == ["REPLACED", str(unknown)]  # fetched, unknown: row back
     summary = read_summary(out)
-    assert (summary["missing"], summary["followed"], summary["missing_replaced"]) == (2, 0, 2)
-    assert invoke_cli("verify", str(out)).returncode == 0
+    assert (summary["found"], summary["missing"], summary["replaced"], summary["followed"],
+            summary["missing_replaced"]) == (2, 1, 1, 1, 1)
+    assert ("1 replaced GeneIDs whose live GeneID the run holds already (under another GeneID "
+            "of the list) are now in replaced.tsv") in only_held.stderr.decode()
+    stderr = result.stderr.decode()
+    assert "1 replaced GeneIDs were followed to 1 live GeneIDs fetched now" in stderr
+    assert "--follow-replaced` gets them" not in stderr  # it was given
+    verified = invoke_cli("verify", str(out))
+    assert verified.returncode == 0, verified.stdout.decode() + verified.stderr.decode()
+    again = invoke_cli("explain", str(out), "--history", str(history), "--follow-replaced",
+                       env=env)
+    assert again.returncode == 0 and read_summary(out)["followed"] == 1
 
 
 def test_an_array_grows_task_by_task(emulator: EmulatorThread, tmp_path: Path) -> None:
@@ -299,3 +328,131 @@ def test_follow_replaced_under_random_sigkills_ends_with_every_successor_once(
                if int(r["gene"]["gene_id"]) >= REPLACEMENT_BASE and r["query"][0] in
                {str(g) for g in to_follow}]
     assert len(records) == len(set(to_follow.values()))
+
+
+def test_the_rejected_lines_of_an_added_file_are_recorded_once_with_file_and_line(
+        emulator: EmulatorThread, tmp_path: Path) -> None:
+    out = tmp_path / "genes"
+    env = env_for(emulator, tmp_path)
+    first = tmp_path / "ids.txt"
+    first.write_text("1\nBRCA1\n2\n")
+    assert invoke_cli("fetch", str(first), "--out", str(out), env=env).returncode == 0
+    more = tmp_path / "more.txt"
+    more.write_text("3\nTP53\n4\nENSG00000141510\n")
+    listed = (out / "rejects.tsv").read_text().splitlines()
+    # a killed --add may have left rows of its own behind, with no segment recorded
+    (out / "rejects.tsv").write_text("\n".join([*listed, f"{more}\t2\tTP53\tleftover"]) + "\n")
+    added = invoke_cli("fetch", str(more), "--out", str(out), "--add", env=env)
+    assert added.returncode == 0, added.stderr.decode()
+    assert b"2 rejected lines -> " in added.stderr
+    for _ in range(2):  # the same --add again records nothing twice
+        rows = read_tsv(out / "rejects.tsv")
+        assert [row[:3] for row in rows] == [[str(first), "2", "BRCA1"], [str(more), "2", "TP53"],
+                                             [str(more), "4", "ENSG00000141510"]]
+        assert invoke_cli("fetch", str(more), "--out", str(out), "--add",
+                          env=env).returncode == 0
+    assert read_summary(out)["rejected"] == 3
+    assert invoke_cli("verify", str(out)).returncode == 0
+    # verify counts them: a rejected line lost from rejects.tsv is a problem
+    (out / "rejects.tsv").write_text("".join(
+        line + "\n" for line in (out / "rejects.tsv").read_text().splitlines()[:-1]))
+    verified = invoke_cli("verify", str(out))
+    assert verified.returncode == 1
+    assert b"rejects.tsv holds 2 rejected lines, the input's plan counted 3" in verified.stderr
+
+
+def test_another_server_is_refused_before_anything_changes_and_the_run_s_is_named(
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    refusing = make_emulator(invalid_ids=frozenset({1234}), retry_after_s=0)
+    out = tmp_path / "genes"
+    env = env_for(refusing, tmp_path)
+    ids = random.Random(5).sample(range(1, 1_000_001), 3000)
+    source = write_ids(tmp_path / "ids.txt", [1234, *ids])
+    assert invoke_cli("fetch", str(source), "--out", str(out), "--explain", "--retry-wait", "0",
+                      env=env).returncode == 0
+    assert read_summary(out)["missing_replaced"] > 0 and read_summary(out)["refused"] == 1
+    before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    more = write_ids(tmp_path / "more.txt", range(1, 50))
+    # BULKGENE_BASE_URL unset: NCBI's own server, not the one that filled the directory
+    elsewhere = {name: value for name, value in env.items() if name != "BULKGENE_BASE_URL"}
+    for command in (("explain", str(out), "--follow-replaced"), ("retry", str(out)),
+                    ("fetch", str(more), "--out", str(out), "--add")):
+        refused = invoke_cli(*command, env=elsewhere)
+        assert refused.returncode == 1, (command, refused.stderr.decode())
+        stderr = refused.stderr.decode()
+        assert f"--base-url {refusing.base_url}" in stderr, stderr
+        assert "--restart" not in stderr
+        assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
+    verified = invoke_cli("verify", str(out))
+    assert verified.returncode == 0, verified.stdout.decode() + verified.stderr.decode()
+
+
+def test_retry_and_follow_refuse_an_unfinished_run_and_name_the_command_that_finishes_it(
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    emulator = make_emulator(invalid_ids=frozenset({17}), retry_after_s=0)
+    out = tmp_path / "genes"
+    env = env_for(emulator, tmp_path)
+    source = write_ids(tmp_path / "ids.txt", range(1, 201))
+    # task 0 of 2 has run, task 1 never did: half the list is still to fetch
+    assert invoke_cli("fetch", str(source), "--out", str(out), "--batch-size", "50",
+                      "--task-index", "0", "--task-count", "2", "--explain", "--retry-wait", "0",
+                      env=env).returncode == 0
+    asked_before = len(emulator.state.arrivals())
+    for command in (("retry", str(out)), ("explain", str(out), "--follow-replaced")):
+        refused = invoke_cli(*command, env=env)
+        assert refused.returncode == 1, refused.stderr.decode()
+        assert (f"the run in {out} is not finished: 100 GeneIDs of the list (run the fetch "
+                "command that started the run)").encode() in refused.stderr
+    assert len(emulator.state.arrivals()) == asked_before  # nothing fetched
+
+
+def test_an_interrupted_retry_or_follow_is_named_and_its_rerun_counts_truly(
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    from bulkgene.history.follow import grow_follow
+    from bulkgene.run import growth
+
+    universe = GeneUniverse()
+    refused_ids = {1234, 2345}
+    refusing = make_emulator(universe, invalid_ids=frozenset(refused_ids), retry_after_s=0)
+    out = tmp_path / "genes"
+    ids = random.Random(5).sample(range(1, 1_000_001), 3000)
+    source = write_ids(tmp_path / "ids.txt", [*refused_ids, *ids])
+    assert invoke_cli("fetch", str(source), "--out", str(out), "--explain", "--retry-wait", "0",
+                      env=env_for(refusing, tmp_path)).returncode == 0
+    # the same server answers them today (a run's GeneIDs all come from one server)
+    refusing.state.config.invalid_ids = frozenset()
+    answering, asked_first = refusing, len(refusing.state.arrivals())
+    env = env_for(answering, tmp_path)
+    # a retry killed once it grew the run: its two IDs left missing.tsv and are pending
+    growth.grow_again(out, "retry", "refused GeneIDs, again", growth.refused_rows, "retry")
+    command = f"bulkgene retry {out}"
+    status = invoke_cli("status", str(out), env=env).stdout.decode()
+    assert (f"interrupted, 2 of 3002 IDs pending: 2 refused GeneIDs of an interrupted retry: "
+            f"run {command}") in status
+    verified = invoke_cli("verify", str(out))
+    assert verified.returncode == 1 and command.encode() in verified.stderr
+    assert b"re-running the same fetch command" not in verified.stderr
+    # another command that grows the run waits for it
+    follow = invoke_cli("explain", str(out), "--follow-replaced", env=env)
+    assert follow.returncode == 1 and f"(run {command})".encode() in follow.stderr
+    retried = invoke_cli("retry", str(out), env=env)
+    assert retried.returncode == 0, retried.stderr.decode()
+    assert b"fetching again 2 refused GeneIDs an interrupted retry left" in retried.stderr
+    assert ids_asked(answering, asked_first) == 2
+    # a --follow-replaced killed once it grew the run
+    to_follow = replaced_in_history(universe, [*refused_ids, *ids])
+    grow_follow(out)
+    command = f"bulkgene explain {out} --follow-replaced"
+    status = invoke_cli("status", str(out), env=env).stdout.decode()
+    assert (f"live successors of an interrupted --follow-replaced: run {command}") in status
+    plain = invoke_cli("explain", str(out), env=env)  # explains, and says what is left
+    assert plain.returncode == 0 and "is not finished (" in plain.stderr.decode()
+    assert f"to fetch: run {command})" in plain.stderr.decode()
+    asked_before = len(answering.state.arrivals())
+    finished = invoke_cli("explain", str(out), "--follow-replaced", env=env)
+    assert finished.returncode == 0, finished.stderr.decode()
+    assert (f"{len(set(to_follow.values()))} live GeneIDs an interrupted --follow-replaced "
+            "left were fetched").encode() in finished.stderr
+    assert ids_asked(answering, asked_before) == len(set(to_follow.values()))
+    verified = invoke_cli("verify", str(out))
+    assert verified.returncode == 0, verified.stdout.decode() + verified.stderr.decode()

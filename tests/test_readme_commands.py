@@ -420,8 +420,8 @@ def test_usage_synopses(place: Place, ncbi: EmulatorThread) -> None:
     assert orjson.loads(by_command["bulkgene status genes --json"].stdout)
     assert by_command["bulkgene verify genes"].stdout.startswith("ok:")
     assert "explained" in by_command["bulkgene explain genes"].stderr
-    assert "followed" in by_command["bulkgene explain genes --follow-replaced"].stderr
-    assert "fetching again 0 refused GeneIDs" in by_command["bulkgene retry genes"].stderr
+    assert "--follow-replaced: " in by_command["bulkgene explain genes --follow-replaced"].stderr
+    assert "nothing to fetch again" in by_command["bulkgene retry genes"].stderr
     assert "wrote" in by_command["bulkgene export genes --to genes.tsv --fields gene-id,symbol"].stderr
     assert "a fetch would work" in by_command["bulkgene doctor"].stdout
     assert orjson.loads(by_command["bulkgene doctor --json"].stdout)
@@ -454,6 +454,9 @@ def test_usage_emulate(place: Place) -> None:
                 assert server.stdout is not None
                 said = server.stdout.readline()
                 assert "listening on http://127.0.0.1:8765/datasets/v2" in said, (line, said)
+                said = server.stdout.readline()
+                assert ("gene history at http://127.0.0.1:8765/gene/DATA/gene_history.gz"
+                        in said), said
                 with urllib.request.urlopen(
                         "http://127.0.0.1:8765/datasets/v2/gene/id/7157", timeout=30) as answer:
                     assert b'"gene_id":"7157"' in answer.read().replace(b" ", b"")

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import click
+import orjson
 
 from bulkgene.config import Secret
 from bulkgene.errors import EXIT_FAILED_BATCHES, EXIT_INTERRUPTED, EXIT_OK, ConfigError
@@ -55,7 +56,8 @@ def report_end(summary: Summary, args: list[str] | None = None) -> None:
     ``args`` is the command line to suggest for a re-run (default: this process's own).
     """
     where = Path(summary.out_dir)
-    click.echo(f"bulkgene: {summary.line()}", err=True)  # always, even with -q
+    if account_shown():
+        click.echo(f"bulkgene: {summary.line()}", err=True)
     lines = [f"  {summary.records} records in {where}/shard-*; "
              f"{summary.missing} missing -> {where}/missing.tsv; "
              f"{summary.replaced} replaced -> {where}/replaced.tsv; "
@@ -73,9 +75,36 @@ def report_end(summary: Summary, args: list[str] | None = None) -> None:
                      f"them all with: bulkgene verify {where.parent}")
     elif summary.exit_code == EXIT_OK:
         lines.append(f"done. Check it with: bulkgene verify {where}")
-    emit = log.warning if summary.exit_code else log.info
+    if summary.refused:
+        lines.append(f"{summary.refused} GeneIDs were refused by the server "
+                     "(REJECTED_BY_SERVER in missing.tsv): they were never answered and may "
+                     "well be live genes (NCBI refuses a whole request for one GeneID it calls "
+                     "invalid, and has answered such IDs another day). Fetch them again with: "
+                     f"bulkgene retry {summary.run_dir}")
+    if summary.task_count > 1 and summary.complete and (merged := _merged(where.parent)):
+        lines.append(merged)
+    emit = log.warning if summary.exit_code or summary.refused else log.info
     for line in lines:
         emit("%s", line)
+
+
+def account_shown() -> bool:
+    """Whether a command's account line is printed: also with -q, not with -qq (errors only)."""
+    return log.isEnabledFor(logging.WARNING)
+
+
+def _merged(out_dir: Path) -> str | None:
+    """The account of a whole array its last task has just merged, if it is current."""
+    from bulkgene.results import merge
+
+    if not merge.merged_is_current(out_dir):
+        return None
+    try:
+        summary = orjson.loads((out_dir / "summary.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return (f"{merge.summary_line(summary)}; merged into {out_dir}/missing.tsv, replaced.tsv "
+            "and summary.json")
 
 
 def _rejects_file(work_dir: Path) -> Path:

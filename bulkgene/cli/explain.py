@@ -17,14 +17,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from bulkgene import layout
-from bulkgene.cli.console import configure_logging, read_api_key, report_end
+from bulkgene.cli import signals
+from bulkgene.cli.console import account_shown, configure_logging, read_api_key, report_end
 from bulkgene.cli.grow import rate_option
 from bulkgene.cli.options import server_options
 from bulkgene.cli.progress import ProgressReporter, Terminal, TerminalLog
 from bulkgene.config import DownloadConfig, NetworkSpec
-from bulkgene.errors import EXIT_OK, BulkgeneError, ConfigError, StateError
+from bulkgene.errors import EXIT_OK, BulkgeneError, ConfigError, Interrupted, StateError
 from bulkgene.history import DEFAULT_HISTORY_URL, HISTORY_ENV
 from bulkgene.history.chains import MAX_HOPS
 from bulkgene.model import Summary
@@ -38,10 +40,11 @@ def history_options(function: F) -> F:
     for option in reversed((
         click.option("--history", "history", metavar="PATH|URL", envvar=HISTORY_ENV,
                      default=DEFAULT_HISTORY_URL, show_default=True,
-                     help="NCBI's gene_history: a URL (downloaded once into --cache-dir, "
-                     "resumed after a kill, checked again after a day) or a local file, gzip "
-                     "or not, read as it is (e.g. a cluster's shared copy of NCBI's FTP "
-                     "site); env BULKGENE_HISTORY."),
+                     help="NCBI's gene_history: an https URL (downloaded once into "
+                     "--cache-dir, resumed after a kill, checked again after a day) or a local "
+                     "file, gzip or not, read as it is (e.g. a cluster's shared copy of NCBI's "
+                     "FTP site); env BULKGENE_HISTORY. Given to fetch (as is --cache-dir), it "
+                     "means --explain."),
         click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False),
                      envvar="BULKGENE_CACHE_DIR", default=None,
                      help="Where a downloaded history is kept; env BULKGENE_CACHE_DIR. "
@@ -59,6 +62,7 @@ class AfterFetch:
     follow: bool = False
     history: str = DEFAULT_HISTORY_URL
     cache_dir: Path | None = None
+    implied_by: str | None = None  # the history option that asked for explaining by itself
 
     @property
     def wanted(self) -> bool:
@@ -72,8 +76,15 @@ def explain_fetch_options(function: F) -> F:
     @functools.wraps(function)
     def wrapper(*args: Any, explain: bool, follow_replaced: bool, history: str,
                 cache_dir: Path | None, **kwargs: Any) -> object:
-        kwargs["after_fetch"] = AfterFetch(explain or follow_replaced, follow_replaced,
-                                           history, cache_dir)
+        # a history named on the command line is one to explain with: --history means
+        # --explain (its environment variables don't: a profile's setting is no request)
+        context = click.get_current_context()
+        given = next((f"--{name.replace('_', '-')}" for name in ("history", "cache_dir")
+                      if context.get_parameter_source(name) is ParameterSource.COMMANDLINE),
+                     None)
+        implied = given if not (explain or follow_replaced) else None
+        kwargs["after_fetch"] = AfterFetch(explain or follow_replaced or given is not None,
+                                           follow_replaced, history, cache_dir, implied)
         return function(*args, **kwargs)
 
     decorated: Any = wrapper
@@ -124,21 +135,24 @@ class DownloadBar:
 
 
 def run_explain(out_dir: Path, history: str, cache_dir: Path | None, terminal: Terminal,
-                interval_s: float) -> Any:
+                interval_s: float, following: bool = False) -> Any:
     """Explain ``out_dir`` and print what was found; the ExplainReport."""
     from bulkgene.history.explain import explain
 
     source = _source(history, cache_dir)
     bar = DownloadBar(terminal, interval_s, history.rsplit("/", 1)[-1])
     try:
-        report = asyncio.run(explain(out_dir, source, bar))
+        report = asyncio.run(explain(out_dir, source, bar, handle_signals=True))
     finally:
         bar.close()
+    signals.now(f"after {out_dir} was explained",
+                "every report is explained" + (", nothing was fetched" if following else ""))
     how = {"local": "read as it is", "cached": "the cached copy (less than a day old)",
            "not-modified": "the cached copy (the server says it is current)",
            "downloaded": "downloaded", "resumed": "downloaded (resumed)",
            "stale": "the cached copy (the server could not be asked)"}[report.history.how]
-    click.echo(f"bulkgene: {report.line()}", err=True)
+    if account_shown():
+        click.echo(f"bulkgene: {report.line()}", err=True)
     log.info("gene history %s: %s, %d rows, %s", report.history.name, how, report.rows,
              f"{report.passes} passes" if report.passes > 1 else "one pass")
     if report.malformed:
@@ -153,28 +167,57 @@ def run_explain(out_dir: Path, history: str, cache_dir: Path | None, terminal: T
     where = out_dir if len(layout.task_directories(out_dir)) == 1 else out_dir / "task-*"
     log.info("explanations in %s/missing.tsv and %s/replaced.tsv (columns history, "
              "current_gene_id, discontinued_on, symbol, tax_id)", where, where)
-    if report.missing["REPLACED"]:
-        log.info("%d missing GeneIDs were replaced by a live GeneID: --follow-replaced "
-                 "fetches those the run does not hold yet", report.missing["REPLACED"])
+    if report.missing["REPLACED"] and not following:
+        log.info("%d missing GeneIDs were replaced by a live GeneID: `bulkgene explain %s "
+                 "--follow-replaced` gets them (recording at once those whose live GeneID "
+                 "the run holds already, and fetching the others)", report.missing["REPLACED"],
+                 out_dir)
     return report
 
 
 def run_follow(out_dir: Path, network: NetworkSpec, reporter: ProgressReporter,
                show_progress: bool) -> int:
-    """Fetch the successors of the explained REPLACED missing IDs; the exit code."""
+    """Follow the explained REPLACED missing IDs to their live successors; the exit code."""
     from bulkgene.history.follow import follow
 
-    originals, successors, summaries = asyncio.run(follow(
+    command = ["explain", str(out_dir), "--follow-replaced"]
+
+    def task_end(summary: Summary) -> None:
+        reporter.close()
+        report_end(summary, command)
+
+    followed, summaries = asyncio.run(follow(
         out_dir, network, handle_signals=True,
-        on_progress=reporter.update if show_progress else None,
+        on_progress=reporter.update if show_progress else None, on_task_end=task_end,
         progress_interval_s=reporter.tick_s if show_progress else 0))
     reporter.close()
-    log.info("followed %d replaced GeneIDs to %d live successors", originals, successors)
-    code = EXIT_OK
-    for summary in summaries:
-        report_end(summary, ["explain", str(out_dir), "--follow-replaced"])
-        code = max(code, summary.exit_code)
-    return code
+    log.info("%s", follow_line(followed, summaries))
+    return max([EXIT_OK, *(summary.exit_code for summary in summaries)])
+
+
+def follow_line(followed: Any, summaries: list[Summary]) -> str:
+    """What --follow-replaced did, in words."""
+    growth = followed.growth
+    parts = []
+    if followed.held:
+        parts.append(f"{followed.held} replaced GeneIDs whose live GeneID the run holds "
+                     "already (under another GeneID of the list) are now in replaced.tsv, "
+                     "counted found")
+    if growth is not None and growth.originals:
+        parts.append(f"{growth.originals} replaced GeneIDs were followed to "
+                     f"{len(followed.to_fetch)} live GeneIDs fetched now")
+    if growth is not None and growth.resumed:
+        parts.append(f"{growth.resumed} live GeneIDs an interrupted --follow-replaced left "
+                     "were fetched")
+    if followed.unanswered:
+        parts.append(f"{followed.unanswered} stay missing: their live GeneID was requested "
+                     "and NCBI did not answer it either")
+    if not parts:
+        return "--follow-replaced: no missing GeneID has a live successor to follow"
+    if summaries:
+        parts.append(f"the run has {sum(s.followed for s in summaries)} GeneIDs found through "
+                     "a replaced GeneID's live successor in all")
+    return "--follow-replaced: " + "; ".join(parts)
 
 
 def _array_complete(out_dir: Path) -> bool:
@@ -199,10 +242,19 @@ def finish_fetch(after: AfterFetch, config: DownloadConfig, summary: Summary, te
         log.info("the array's other tasks are not all done: the task that completes it "
                  "explains them all (or run: bulkgene explain %s)", out_dir)
         return summary.exit_code
+    if after.implied_by:
+        log.info("%s given: explaining the run's missing GeneIDs, as --explain does",
+                 after.implied_by)
+    signals.now("after the fetch completed, before explaining", "the fetch is complete and "
+                "committed, and the same command explains it")
     try:
-        run_explain(out_dir, after.history, after.cache_dir, terminal, reporter.interval_s)
+        run_explain(out_dir, after.history, after.cache_dir, terminal, reporter.interval_s,
+                    after.follow)
         if after.follow:
             return run_follow(out_dir, config.network, reporter, show_progress)
+    except Interrupted as exc:
+        click.echo(f"bulkgene: the fetch is complete; {exc}", err=True)
+        return exc.exit_code
     except StateError as exc:
         if config.task.count > 1:  # another task that finished at the same moment has it
             log.warning("the array was not explained by this task (%s); when no task runs, "
@@ -228,7 +280,9 @@ Examples:
 \b
 history: DISCONTINUED (withdrawn, no successor), REPLACED (current_gene_id is the live GeneID
 at the end of its chain), NOT_IN_HISTORY (NCBI never had it: a typo, a tax ID in the GeneID
-column, an ID of another database, or newer than the file).
+column, an ID of another database, or newer than the file), REFUSED (the server refused it,
+REJECTED_BY_SERVER, and the history doesn't list it: never answered, maybe live; run
+bulkgene retry DIR).
 """
 
 
@@ -251,7 +305,7 @@ def explain(out_dir: Path, history: str, cache_dir: Path | None, follow_replaced
     """Explain every missing and replaced GeneID of a fetch directory from NCBI's gene history.
 
     Adds five columns to missing.tsv and replaced.tsv (every task's, in an array): history
-    (DISCONTINUED, REPLACED, NOT_IN_HISTORY), current_gene_id (the live GeneID at the end of
+    (DISCONTINUED, REPLACED, NOT_IN_HISTORY, REFUSED), current_gene_id (the live GeneID at the end of
     the chain), discontinued_on (YYYY-MM-DD), symbol and tax_id of the GeneID. The history is
     read once, however large; run it again with a newer one at any time.
     """
@@ -264,9 +318,26 @@ def explain(out_dir: Path, history: str, cache_dir: Path | None, follow_replaced
                               requests_per_second=rate)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    signals.now("before explaining", "nothing was changed")
     try:
-        run_explain(out_dir, history, cache_dir, terminal, 30.0)
+        from bulkgene.run import growth
+
+        left = growth.added_up(growth.unfinished(out_dir))
+        if follow_replaced:  # before anything changes: the run's server, and a finished run
+            growth.check_servers(out_dir, network)
+            growth.refuse_unfinished(out_dir, left, "follow",
+                                     f"bulkgene explain {out_dir} --follow-replaced")
+        run_explain(out_dir, history, cache_dir, terminal, 30.0, follow_replaced)
+        if left and not follow_replaced:
+            log.warning("the run in %s is not finished (%s): the rows it adds later are "
+                        "explained by the next explain", out_dir, "; ".join(
+                            f"{part.ids} {part.what()} to fetch: run {part.command(out_dir)}"
+                            for part in left))
         code = run_follow(out_dir, network, reporter, show_progress) if follow_replaced else 0
+    except Interrupted as exc:
+        terminal.close()
+        click.echo(f"bulkgene: {exc}", err=True)
+        sys.exit(exc.exit_code)
     except BulkgeneError as exc:
         terminal.close()
         if exc.summary is not None:

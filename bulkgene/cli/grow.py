@@ -6,15 +6,20 @@ import asyncio
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
+from bulkgene.cli import signals
 from bulkgene.cli.console import configure_logging, read_api_key, report_end
 from bulkgene.cli.options import server_options
 from bulkgene.cli.progress import ProgressReporter, Terminal, TerminalLog
 from bulkgene.config import NetworkSpec
 from bulkgene.errors import EXIT_OK, BulkgeneError, ConfigError
+
+if TYPE_CHECKING:
+    from bulkgene.model import Summary
+    from bulkgene.run.growth import Regrowth
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -63,7 +68,10 @@ def retry(out_dir: Path, base_url: str, api_key_file: Path | None, api_key: str 
     A server that refused some GeneIDs yesterday may answer them today. Their rows leave
     missing.tsv and they are fetched once more through the run's own settings (every task of
     an array); an ID found now is counted found, one still missing gets its new row. Safe to
-    kill and run again at any moment.
+    kill and run again at any moment: the same command goes on. A run with other work left
+    (its list, an --add, an interrupted --follow-replaced) is refused, with the command that
+    finishes it; --base-url must name the run's own server (it is refused before anything
+    changes otherwise, with the run's).
     """
     show_progress = progress if progress is not None else quiet == 0
     terminal = Terminal(sys.stderr, live=show_progress and sys.stderr.isatty())
@@ -77,14 +85,25 @@ def retry(out_dir: Path, base_url: str, api_key_file: Path | None, api_key: str 
     from bulkgene.run import growth
     from bulkgene.run.resume import go_on
 
+    signals.now("as the retry was being prepared", "nothing was fetched, and what a step "
+                "left half-done is finished or undone by the next start")
     try:
-        refused = growth.grow_again(out_dir, "retry", "refused GeneIDs, again",
-                                    growth.refused_rows)
-        click.echo(f"bulkgene: fetching again {refused} refused GeneIDs and every failed batch",
-                   err=True)
+        growth.check_servers(out_dir, network)  # before anything changes
+        again = growth.grow_again(out_dir, "retry", "refused GeneIDs, again",
+                                  growth.refused_rows, f"bulkgene retry {out_dir}")
+        if not (again.originals or again.resumed or again.failed_batches):
+            click.echo("bulkgene: nothing to fetch again: no GeneID in missing.tsv was refused "
+                       "by the server, and no batch failed", err=True)
+            sys.exit(EXIT_OK)
+        click.echo(f"bulkgene: fetching again {_what(again)}", err=True)
+
+        def task_end(summary: Summary) -> None:
+            reporter.close()
+            report_end(summary, ["retry", str(out_dir)])
+
         summaries = asyncio.run(go_on(
             out_dir, network, handle_signals=True,
-            on_progress=reporter.update if show_progress else None,
+            on_progress=reporter.update if show_progress else None, on_task_end=task_end,
             progress_interval_s=reporter.tick_s if show_progress else 0))
     except BulkgeneError as exc:
         reporter.close()
@@ -93,8 +112,16 @@ def retry(out_dir: Path, base_url: str, api_key_file: Path | None, api_key: str 
         click.echo(f"bulkgene: error: {exc}", err=True)
         sys.exit(exc.exit_code)
     reporter.close()
-    code = EXIT_OK
-    for summary in summaries:
-        report_end(summary, ["retry", str(out_dir)])
-        code = max(code, summary.exit_code)
-    sys.exit(code)
+    sys.exit(max([EXIT_OK, *(summary.exit_code for summary in summaries)]))
+
+
+def _what(again: Regrowth) -> str:
+    """What a retry fetches, counted truly (an interrupted one's IDs included)."""
+    parts = []
+    if again.originals or not again.resumed:
+        parts.append(f"{again.originals} refused GeneIDs")
+    if again.resumed:
+        parts.append(f"{again.resumed} refused GeneIDs an interrupted retry left")
+    if again.failed_batches:
+        parts.append(f"{again.failed_batches} failed batches ({again.failed_ids} GeneIDs)")
+    return " and ".join(parts)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from bulkgene.cli import commands
+from bulkgene.cli import commands, signals
 from bulkgene.cli.console import configure_logging, print_out, read_api_key, report_end
 from bulkgene.cli.doctor import doctor
 from bulkgene.cli.explain import AfterFetch, explain, explain_fetch_options, finish_fetch
@@ -313,6 +313,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None,
                    "traceback above). Committed work is safe: re-run to resume.", err=True)
         sys.exit(1)
     reporter.close()
+    signals.now("after the fetch ended", "everything it fetched is committed")
     # the resume command names the copies of read-once inputs, not the pipes
     report_end(summary, _naming_spools(sys.argv[1:], spools) if spools else None)
     sys.exit(finish_fetch(after_fetch, config, summary, terminal, reporter, show_progress))

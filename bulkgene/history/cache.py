@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from bulkgene import durable
+from bulkgene.errors import Interrupted
 from bulkgene.history.rows import GZIP_ERRORS, GZIP_MAGIC
 
 FILE_NAME = "gene_history.gz"
@@ -156,8 +158,9 @@ class CacheEntry:
              "checked_at": meta.checked_at}))
 
 
-def gzip_problem(path: Path) -> str | None:
-    """Why ``path`` is not one whole gzip file (every member to its end), or None if it is."""
+def gzip_problem(path: Path, stop: threading.Event | None = None) -> str | None:
+    """Why ``path`` is not one whole gzip file (every member to its end), or None if it is;
+    Interrupted soon after ``stop`` is set."""
     try:
         with open(path, "rb") as raw:
             if raw.read(2) != GZIP_MAGIC:
@@ -165,7 +168,8 @@ def gzip_problem(path: Path) -> str | None:
             raw.seek(0)
             with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
                 while unzipped.read(1 << 20):
-                    pass
+                    if stop is not None and stop.is_set():
+                        raise Interrupted("the downloaded gene history was being checked")
     except GZIP_ERRORS as exc:
         return f"it is not a complete gzip file ({exc})"
     except OSError as exc:

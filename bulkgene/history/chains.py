@@ -22,6 +22,7 @@ is the date of the chain's last row, the day its fate was sealed.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,10 +101,10 @@ def _reading(path: Path, name: str) -> HistoryError:
         "Download it again, or pass another copy with --history.")
 
 
-def _first_pass(path: Path, name: str, wanted: IdBitmap) -> Scan:
+def _first_pass(path: Path, name: str, wanted: IdBitmap, stop: threading.Event | None) -> Scan:
     try:
         with open_history(path, name) as stream:
-            return scan(stream, wanted)
+            return scan(stream, wanted, stop)
     except GZIP_ERRORS:
         raise _reading(path, name) from None
     except OSError as exc:
@@ -111,10 +112,11 @@ def _first_pass(path: Path, name: str, wanted: IdBitmap) -> Scan:
                            "check the file and the disk, then run again") from None
 
 
-def _second_pass(path: Path, name: str, middles: IdBitmap) -> Links:
+def _second_pass(path: Path, name: str, middles: IdBitmap, stop: threading.Event | None
+                 ) -> Links:
     try:
         with open_history(path, name) as stream:
-            links, _ = scan_links(stream, middles)
+            links, _ = scan_links(stream, middles, stop)
             return links
     except GZIP_ERRORS:
         raise _reading(path, name) from None
@@ -123,14 +125,15 @@ def _second_pass(path: Path, name: str, middles: IdBitmap) -> Links:
                            "check the file and the disk, then run again") from None
 
 
-def explain_ids(path: Path, name: str, gene_ids: IdBitmap, max_hops: int = MAX_HOPS
-                ) -> Explained:
+def explain_ids(path: Path, name: str, gene_ids: IdBitmap, max_hops: int = MAX_HOPS,
+                stop: threading.Event | None = None) -> Explained:
     """Explain every GeneID of ``gene_ids`` from the history file at ``path``.
 
     ``name`` names the file in messages (its URL, for a downloaded copy). Raises
-    HistoryError if the file can't be read or holds no gene_history row at all.
+    HistoryError if the file can't be read or holds no gene_history row at all, and
+    Interrupted soon after ``stop`` is set.
     """
-    first = _first_pass(path, name, gene_ids)
+    first = _first_pass(path, name, gene_ids, stop)
     if first.lines == 0:
         shown = "; ".join(f"line {n}: {text!r}" for n, text in first.examples[:3])
         raise HistoryError(
@@ -147,7 +150,7 @@ def explain_ids(path: Path, name: str, gene_ids: IdBitmap, max_hops: int = MAX_H
     if any(row.successor is not None and row.successor in discontinued for row in rows.values()):
         # some chain goes on: every GeneID both discontinued and named as a successor may be
         # its middle, and one more pass keeps just their successors and dates
-        links = _second_pass(path, name, discontinued.intersection(named))
+        links = _second_pass(path, name, discontinued.intersection(named), stop)
         result.passes = 2
     for gene_id, row in rows.items():
         explanation = _follow(gene_id, row, rows, links, discontinued, max_hops, name)

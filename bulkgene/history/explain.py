@@ -18,15 +18,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import orjson
 
 from bulkgene import durable, layout
-from bulkgene.errors import StateError
+from bulkgene.errors import EXIT_INTERRUPTED, Interrupted, StateError
 from bulkgene.history.chains import HISTORY_CLASSES, MAX_HOPS, Explained, HistoryClass, explain_ids
 from bulkgene.history.source import HistorySource, LocalHistory, Progress, obtain
 from bulkgene.input.idset import IdBitmap
@@ -43,6 +46,16 @@ _REPORTS = ((layout.MISSING_NAME, layout.MISSING_HEADER),
             (layout.REPLACED_NAME, layout.REPLACED_HEADER))
 
 
+RowClass = Literal[HistoryClass, "REFUSED"]
+# a missing GeneID the server refused and the history doesn't list: REFUSED, not
+# NOT_IN_HISTORY, which says NCBI most likely never had it (layout.class_for_reason)
+ROW_CLASSES: tuple[RowClass, ...] = (*HISTORY_CLASSES, "REFUSED")
+
+
+def _no_rows() -> dict[RowClass, int]:
+    return dict.fromkeys(ROW_CLASSES, 0)
+
+
 @dataclass
 class ExplainReport:
     """What explaining a directory found: classes of its missing and replaced GeneIDs."""
@@ -50,8 +63,8 @@ class ExplainReport:
     out_dir: Path
     history: LocalHistory
     tasks: int = 0
-    missing: dict[HistoryClass, int] = field(default_factory=lambda: dict.fromkeys(HISTORY_CLASSES, 0))
-    replaced: dict[HistoryClass, int] = field(default_factory=lambda: dict.fromkeys(HISTORY_CLASSES, 0))
+    missing: dict[RowClass, int] = field(default_factory=_no_rows)
+    replaced: dict[RowClass, int] = field(default_factory=_no_rows)
     rows: int = 0  # rows of the history file
     malformed: int = 0
     examples: list[tuple[int, str]] = field(default_factory=list)
@@ -63,10 +76,13 @@ class ExplainReport:
         """The one-line account of what was explained."""
         missing = sum(self.missing.values())
         replaced = sum(self.replaced.values())
+        refused = (f", {self.missing['REFUSED']} refused by the server and not in the history "
+                   "(never answered: bulkgene retry)" if self.missing["REFUSED"] else "")
         return (f"explained {missing} missing GeneIDs: {self.missing['DISCONTINUED']} "
                 f"discontinued, {self.missing['REPLACED']} replaced by a live GeneID, "
-                f"{self.missing['NOT_IN_HISTORY']} not in the history; and {replaced} replaced "
-                f"GeneIDs ({self.replaced['REPLACED']} followed to a live one)")
+                f"{self.missing['NOT_IN_HISTORY']} not in the history{refused}; and {replaced} "
+                f"GeneIDs the API answered with another GeneID, {self.replaced['REPLACED']} of "
+                "them replaced by a live GeneID in the history too")
 
 
 @dataclass
@@ -111,15 +127,23 @@ def _gene_ids(task: _Task, into: IdBitmap) -> None:
 
 
 def _writer(source: Path, length: int, header: bytes, explained: Explained,
-            counts: dict[HistoryClass, int]) -> Callable[[BinaryIO], None]:
+            counts: dict[RowClass, int]) -> Callable[[BinaryIO], None]:
+    missing = header == layout.MISSING_HEADER  # its second field is the reason
+
     def write(handle: BinaryIO) -> None:
         handle.write(layout.explained_header(header))
         lines: list[bytes] = []
         for row in committed_rows(source, length):
             fields = row.split(b"\t", 2)
             explanation = explained.explanation(int(fields[0]))
-            counts[explanation.history] += 1
-            lines.append(fields[0] + b"\t" + fields[1] + b"\t" + explanation.fields() + b"\n")
+            text = explanation.fields()
+            history: RowClass = explanation.history
+            if (missing and history == "NOT_IN_HISTORY"
+                    and fields[1] == layout.REFUSED_REASON):
+                history = "REFUSED"
+                text = b"REFUSED" + text[len(b"NOT_IN_HISTORY"):]
+            counts[history] += 1
+            lines.append(fields[0] + b"\t" + fields[1] + b"\t" + text + b"\n")
             if len(lines) >= 8192:
                 handle.write(b"".join(lines))
                 lines.clear()
@@ -128,7 +152,7 @@ def _writer(source: Path, length: int, header: bytes, explained: Explained,
 
 
 def _explain_task(task: _Task, explained: Explained, report: ExplainReport) -> None:
-    counts = {name: dict.fromkeys(HISTORY_CLASSES, 0) for name, _ in _REPORTS}
+    counts = {name: _no_rows() for name, _ in _REPORTS}
     writers = {name: _writer(task.directory / name, task.checkpoint.file_lengths.get(name, 0),
                              header, explained, counts[name])
                for name, header in _REPORTS}
@@ -138,17 +162,23 @@ def _explain_task(task: _Task, explained: Explained, report: ExplainReport) -> N
         state.totals.missing_discontinued = missing["DISCONTINUED"]
         state.totals.missing_replaced = missing["REPLACED"]
         state.totals.missing_not_in_history = missing["NOT_IN_HISTORY"]
+        state.totals.missing_refused = missing["REFUSED"]
 
     task.checkpoint = rewrite.replace(task.directory, task.checkpoint, writers, update)
     for name, tally in ((layout.MISSING_NAME, report.missing),
                         (layout.REPLACED_NAME, report.replaced)):
         for history, count in counts[name].items():
             tally[history] += count
-    _update_summary(task.directory, task.checkpoint)
+    update_summary(task.directory, task.checkpoint)
 
 
-def _update_summary(directory: Path, state: Checkpoint) -> None:
-    """summary.json with the new counts of missing GeneIDs by class (if there is one yet)."""
+# summary.json's counts that a rewrite of the reports may change (found + missing stays)
+_REWRITTEN_COUNTS = ("found", "missing", "replaced", "missing_discontinued", "missing_replaced",
+                     "missing_not_in_history", "missing_refused", "followed", "refused")
+
+
+def update_summary(directory: Path, state: Checkpoint) -> None:
+    """summary.json with the counts a report rewrite changed (if there is one yet)."""
     path = directory / layout.SUMMARY_NAME
     try:
         summary = orjson.loads(durable.read_bytes(path))
@@ -156,40 +186,146 @@ def _update_summary(directory: Path, state: Checkpoint) -> None:
         return  # the next run writes it
     if not isinstance(summary, dict):
         return
-    summary["missing_discontinued"] = state.totals.missing_discontinued
-    summary["missing_replaced"] = state.totals.missing_replaced
-    summary["missing_not_in_history"] = state.totals.missing_not_in_history
+    for name in _REWRITTEN_COUNTS:
+        summary[name] = getattr(state.totals, name)
     durable.write_atomically(path, orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
 
 
-def explain_with(out_dir: Path, history: LocalHistory, max_hops: int = MAX_HOPS) -> ExplainReport:
-    """Explain every task of ``out_dir`` from the local history file (a thread's work)."""
+def explain_with(out_dir: Path, history: LocalHistory, max_hops: int = MAX_HOPS,
+                 stop: threading.Event | None = None) -> ExplainReport:
+    """Explain every task of ``out_dir`` from the local history file (a thread's work).
+
+    Once ``stop`` is set it raises Interrupted at the next safe point: while the history is
+    read (nothing changed yet), or between two tasks' rewrites (each is whole or untouched).
+    """
     report = ExplainReport(out_dir, history)
     with locked_tasks(out_dir) as tasks:
         wanted = IdBitmap()
         for task in tasks:
             _gene_ids(task, wanted)
-        explained = explain_ids(history.path, history.name, wanted, max_hops)
-        for task in tasks:
+        try:
+            explained = explain_ids(history.path, history.name, wanted, max_hops, stop)
+        except Interrupted as exc:
+            raise Interrupted(f"{exc}: no report was changed") from None
+        for done, task in enumerate(tasks):
+            if stop is not None and stop.is_set():
+                raise Interrupted(f"the reports were being rewritten: {_tasks(done)} of "
+                                  f"{len(tasks)} explained, the others untouched")
             _explain_task(task, explained, report)
         report.tasks = len(tasks)
     report.rows, report.passes = explained.rows, explained.passes
     report.malformed, report.examples = explained.malformed, explained.examples
     report.cycles, report.too_long = explained.cycles, explained.too_long
-    if merge.is_array(out_dir):  # DIR's merged reports follow the tasks' (results/merge.py)
-        merge.rebuild_merged(out_dir)
+    _rebuild_merged(out_dir)
     return report
 
 
+def _tasks(count: int) -> str:
+    return f"{count} task" + ("" if count == 1 else "s")
+
+
+def _rebuild_merged(out_dir: Path) -> None:
+    """An array's merged DIR/missing.tsv, replaced.tsv and summary.json follow its tasks'
+    (results/merge.py): after explaining the array, or one task of a complete one."""
+    if merge.is_array(out_dir):
+        merge.rebuild_merged(out_dir)
+    elif (merge.is_array(out_dir.parent) and out_dir in layout.task_directories(out_dir.parent)
+          and merge.merged_summary(out_dir.parent)["complete"]):
+        merge.rebuild_merged(out_dir.parent)
+
+
+def _check_unlocked(out_dir: Path) -> None:
+    """StateError now, before a long download, if a process is writing a task of ``out_dir``
+    (the locks are taken for real, and held, once the history is here)."""
+    for directory in layout.task_directories(out_dir):
+        lock = RunLock(directory)
+        lock.acquire()  # a fetch running there: refused with who holds it
+        lock.release()
+
+
+class _Stop:
+    """SIGTERM/SIGINT/SIGHUP while explaining: the first stops at the next safe point (the
+    download is cancelled, the partial body kept), a second one at once (every step is
+    safe to kill)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal = ""
+        self.download: asyncio.Future[LocalHistory] | None = None
+
+    def receive(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self.event.is_set():
+            os.write(2, f"bulkgene: {name} again: stopping at once; every file is whole "
+                        "(what a step left half-done is finished or undone by the next "
+                        "start). Run the same command again.\n".encode())
+            os._exit(EXIT_INTERRUPTED)
+        self.signal = name
+        self.event.set()
+        if self.download is not None:
+            self.download.cancel()
+
+
+class _Downloaded:
+    """The download's progress callback that also remembers how far it got."""
+
+    def __init__(self, on_download: Progress | None) -> None:
+        self.on_download = on_download
+        self.done = 0
+        self.total: int | None = None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        self.done, self.total = done, total
+        if self.on_download is not None:
+            self.on_download(done, total)
+
+    def so_far(self) -> str:
+        if not self.done:
+            return "nothing had arrived yet"
+        total = f" of {self.total / 1e6:.1f}" if self.total else ""
+        return f"{self.done / 1e6:.1f}{total} MB had arrived, and are kept in the cache"
+
+
 async def explain(out_dir: Path, source: HistorySource, on_download: Progress | None = None,
-                  max_hops: int = MAX_HOPS) -> ExplainReport:
+                  max_hops: int = MAX_HOPS, *, handle_signals: bool = False) -> ExplainReport:
     """Explain every missing and replaced GeneID of the run in ``out_dir``.
 
     The history is had first (downloaded into the cache if need be, reporting to
-    ``on_download``), then read under the tasks' locks. Raises HistoryError or StateError.
+    ``on_download``), then read under the tasks' locks. Raises HistoryError or StateError;
+    with ``handle_signals``, SIGTERM/SIGINT/SIGHUP raise Interrupted (exit 75) saying what
+    they interrupted, at the next safe point.
     """
+    from bulkgene.run.download import held_signals
+
     if not layout.task_directories(out_dir):
         raise StateError(f"{out_dir} holds no bulkgene run (no checkpoint.json): pass the "
                          "--out directory of a fetch")
-    history = await obtain(source, on_download)
-    return await asyncio.to_thread(explain_with, out_dir, history, max_hops)
+    _check_unlocked(out_dir)
+    stop = _Stop()
+    progress = _Downloaded(on_download)
+    with held_signals(stop.receive if handle_signals else None):
+        stop.download = asyncio.ensure_future(obtain(source, progress, stop.event))
+        try:
+            history = await stop.download
+        except asyncio.CancelledError:
+            if not stop.event.is_set():
+                raise
+            raise Interrupted(
+                f"{stop.signal} while the gene history was being downloaded from "
+                f"{source.location} ({progress.so_far()}): no report was changed, and "
+                "running the same command again resumes the download") from None
+        except Interrupted as exc:  # a thread of the download saw the signal
+            raise Interrupted(f"{stop.signal} while {exc}: no report was changed, and "
+                              "running the same command again goes on from there") from None
+        finally:
+            stop.download = None
+        try:
+            if stop.event.is_set():
+                raise Interrupted("the gene history was about to be read: no report was "
+                                  "changed")
+            return await asyncio.to_thread(explain_with, out_dir, history, max_hops,
+                                           stop.event)
+        except Interrupted as exc:
+            kept = " (the downloaded copy is kept in the cache)" if source.is_url else ""
+            raise Interrupted(f"{stop.signal} while {exc}; running the same command again "
+                              f"explains every report{kept}") from None

@@ -18,6 +18,7 @@ all is an error (it is not NCBI's gene_history).
 from __future__ import annotations
 
 import gzip
+import threading
 import zlib
 from array import array
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from bulkgene.errors import HistoryError
+from bulkgene.errors import HistoryError, Interrupted
 from bulkgene.input.idset import MAX_GENE_ID, IdBitmap
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -99,11 +100,13 @@ def _row(parts: list[bytes]) -> HistoryRow:
                       f"{date[:4]}-{date[4:6]}-{date[6:]}")
 
 
-def _valid_rows(stream: BinaryIO, result: Scan) -> Iterator[tuple[int, list[bytes]]]:
+def _valid_rows(stream: BinaryIO, result: Scan, stop: threading.Event | None = None
+                ) -> Iterator[tuple[int, list[bytes]]]:
     """(Discontinued_GeneID, fields) of every well-formed row; the rest counted in ``result``.
 
     Every field is checked (numbers where numbers belong, a plausible date): a line that
-    fails is skipped and counted, and its GeneID is not taken as discontinued.
+    fails is skipped and counted, and its GeneID is not taken as discontinued. Raises
+    Interrupted between two chunks once ``stop`` is set (a signal).
     """
     tail = b""
     number = 0
@@ -114,6 +117,8 @@ def _valid_rows(stream: BinaryIO, result: Scan) -> Iterator[tuple[int, list[byte
             result.examples.append((number, line[:80].decode("utf-8", "replace")))
 
     while True:
+        if stop is not None and stop.is_set():
+            raise Interrupted("the gene history was being read")
         chunk = stream.read(_CHUNK_BYTES)
         lines = (tail + chunk).split(b"\n")
         tail = lines.pop() if chunk else b""
@@ -145,7 +150,7 @@ def _valid_rows(stream: BinaryIO, result: Scan) -> Iterator[tuple[int, list[byte
             return
 
 
-def scan(stream: BinaryIO, wanted: IdBitmap) -> Scan:
+def scan(stream: BinaryIO, wanted: IdBitmap, stop: threading.Event | None = None) -> Scan:
     """Read ``stream`` once: keep the rows of ``wanted`` GeneIDs, and collect the set of every
     discontinued GeneID and of every successor a row names.
 
@@ -157,7 +162,7 @@ def scan(stream: BinaryIO, wanted: IdBitmap) -> Scan:
     discs: list[int] = []
     successors: list[int] = []
     is_wanted = wanted.fast_contains  # disc_id is in range: _valid_rows checked it
-    for disc_id, parts in _valid_rows(stream, result):
+    for disc_id, parts in _valid_rows(stream, result, stop):
         discs.append(disc_id)
         if parts[1] != b"-":
             successors.append(int(parts[1]))
@@ -194,7 +199,8 @@ class Links:
         return (successor or None), f"{day // 10000:04d}-{day // 100 % 100:02d}-{day % 100:02d}"
 
 
-def scan_links(stream: BinaryIO, members: IdBitmap) -> tuple[Links, Scan]:
+def scan_links(stream: BinaryIO, members: IdBitmap, stop: threading.Event | None = None
+               ) -> tuple[Links, Scan]:
     """Read ``stream`` once more, keeping the successor and date of every GeneID of
     ``members`` (and counting what a scan counts)."""
     result = Scan()
@@ -202,7 +208,7 @@ def scan_links(stream: BinaryIO, members: IdBitmap) -> tuple[Links, Scan]:
     links = Links(members, array("I", bytes(4 * size)), array("I", bytes(4 * size)))
     rank = members.rank
     is_member = members.fast_contains
-    for disc_id, parts in _valid_rows(stream, result):
+    for disc_id, parts in _valid_rows(stream, result, stop):
         if is_member(disc_id):
             index = rank(disc_id) - 1
             links.successor[index] = 0 if parts[1] == b"-" else int(parts[1])

@@ -23,6 +23,7 @@ import logging
 import os
 import random
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,9 +86,21 @@ class _Retry(Exception):
     """A failure worth another attempt (a dropped connection, a 5xx, a cut body)."""
 
 
-async def obtain(source: HistorySource, progress: Progress | None = None) -> LocalHistory:
+async def obtain(source: HistorySource, progress: Progress | None = None,
+                 stop: threading.Event | None = None) -> LocalHistory:
     """The history as a local file: the path given, or the URL's cached copy, downloaded if
-    need be. Raises HistoryError with what to do."""
+    need be. Raises HistoryError with what to do. Cancelling it (a signal) keeps what was
+    downloaded for the next try; ``stop`` ends the work it does in threads (waiting for
+    another process's download, checking the file)."""
+    scheme = urlsplit(source.location).scheme.lower()
+    if scheme in ("ftp", "ftps", "rsync", "sftp"):
+        url = urlsplit(source.location)
+        same = (f"https://{url.hostname}{url.path}" if url.hostname == "ftp.ncbi.nlm.nih.gov"
+                else DEFAULT_HISTORY_URL)
+        raise HistoryError(
+            f"--history {source.location}: {scheme}:// is not supported; bulkgene downloads "
+            f"over https (verified, resumable). Pass {same} (NCBI's FTP host serves the same "
+            "files over https), or the path of a copy you fetched yourself.")
     if not source.is_url:
         path = Path(source.location).expanduser()  # noqa: ASYNC240 - one stat, no waiting
         if not path.is_file():
@@ -103,18 +116,19 @@ async def obtain(source: HistorySource, progress: Progress | None = None) -> Loc
                            f"{exc.strerror}; pass another --cache-dir") from None
     lock = RunLock(entry.directory)
     try:
-        await asyncio.to_thread(acquire_waiting, lock, source.lock_wait_s)
+        await asyncio.to_thread(acquire_waiting, lock, source.lock_wait_s, 0.1, stop)
     except StateError as exc:
         raise HistoryError(f"another bulkgene is downloading {source.location} into "
                            f"{entry.directory} and did not finish in time ({exc})") from None
     try:
-        how = await _refresh(source, entry, progress)
+        how = await _refresh(source, entry, progress, stop)
     finally:
         lock.release()
     return LocalHistory(entry.file, source.location, how)
 
 
-async def _refresh(source: HistorySource, entry: CacheEntry, progress: Progress | None) -> How:
+async def _refresh(source: HistorySource, entry: CacheEntry, progress: Progress | None,
+                   stop: threading.Event | None) -> How:
     copy = entry.copy()
     if copy is not None and time.time() - copy.checked_at < source.max_age_s:
         return "cached"
@@ -129,7 +143,7 @@ async def _refresh(source: HistorySource, entry: CacheEntry, progress: Progress 
                 log.warning("downloading %s: %s; trying again in %.0f s", url, last, delay_s)
                 await asyncio.sleep(delay_s)
             try:
-                return await _attempt(session, limits, source, entry, copy, progress)
+                return await _attempt(session, limits, source, entry, copy, progress, stop)
             except _Retry as exc:
                 last = str(exc)
     if copy is not None:
@@ -146,7 +160,7 @@ async def _refresh(source: HistorySource, entry: CacheEntry, progress: Progress 
 
 async def _attempt(session: aiohttp.ClientSession, limits: aiohttp.ClientTimeout,
                    source: HistorySource, entry: CacheEntry, copy: CopyMeta | None,
-                   progress: Progress | None) -> How:
+                   progress: Progress | None, stop: threading.Event | None) -> How:
     url = source.location
     headers: dict[str, str] = {}
     partial = entry.partial()
@@ -203,7 +217,7 @@ async def _attempt(session: aiohttp.ClientSession, limits: aiohttp.ClientTimeout
                 "Behind a proxy that re-signs traffic, point SSL_CERT_FILE at your site's CA "
                 "bundle.") from None
         raise _Retry(failure.reason) from None
-    problem = await asyncio.to_thread(gzip_problem, entry.part)
+    problem = await asyncio.to_thread(gzip_problem, entry.part, stop)
     if problem is not None:
         entry.drop_part()
         if resume_from:  # the resumed tail may belong to another version: start over

@@ -27,6 +27,11 @@ class Reject:
     text: str
     reason: str
 
+    def row(self) -> bytes:
+        """Its rejects.tsv row: file, line, text (escaped by the reader), reason."""
+        source = self.source.replace("\t", " ").replace("\n", " ")
+        return f"{source}\t{self.line_number}\t{self.text}\t{self.reason}\n".encode()
+
 
 @dataclass(frozen=True, slots=True)
 class LineShape:

@@ -62,6 +62,12 @@ class IdBitmap:
     def intersection(self, other: IdBitmap) -> IdBitmap:
         return IdBitmap(self._bits & other._bits)
 
+    def difference(self, other: IdBitmap) -> IdBitmap:
+        return IdBitmap(self._bits - other._bits)
+
+    def union(self, other: IdBitmap) -> IdBitmap:
+        return IdBitmap(self._bits | other._bits)
+
     def __contains__(self, gene_id: object) -> bool:
         if not isinstance(gene_id, int) or not 0 <= gene_id <= MAX_GENE_ID:
             return False

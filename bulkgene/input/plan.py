@@ -12,6 +12,7 @@ segments after the list's IDs (input/segments.py), which plan.json names.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from array import array
 from collections.abc import Callable, Iterator
@@ -135,6 +136,66 @@ def task_share(listed: int, segments: list[Segment], task: TaskSpec,
         if segment.requests_ids:
             requested += part
     return batches, requested
+
+
+@dataclass(frozen=True)
+class Unsettled:
+    """A part of a task's plan (its share of the list, or a growth) with batches neither
+    committed nor failed: what an interrupted command left, and the command that finishes it."""
+
+    kind: str  # "list", or the growth's kind (add, refresh, retry, follow)
+    name: str  # the growth's name (the added file): "" for the list
+    batches: int
+    ids: int  # GeneIDs those batches fetch
+
+    def command(self, run_dir: Path) -> str:
+        """What to run to finish it, in words."""
+        if self.kind == "add":
+            files = " ".join(shlex.quote(name) for name in self.name.split(", "))
+            return f"bulkgene fetch {files} --out {run_dir} --add (with the run's options)"
+        if self.kind == "retry":
+            return f"bulkgene retry {run_dir}"
+        if self.kind == "follow":
+            return f"bulkgene explain {run_dir} --follow-replaced"
+        if self.kind == "refresh":
+            return "the fetch command that refreshed the list"
+        return "the fetch command that started the run"
+
+    def what(self) -> str:
+        """What these batches are, in words."""
+        return {"list": "GeneIDs of the list", "add": f"added GeneIDs ({self.name})",
+                "refresh": "GeneIDs of the refreshed list",
+                "retry": "refused GeneIDs of an interrupted retry",
+                "follow": "live successors of an interrupted --follow-replaced"}.get(
+                    self.kind, self.kind)
+
+
+def unsettled(listed: int, segments: list[Segment], task: TaskSpec, batch_size: int,
+              settled: Callable[[int], bool]) -> list[Unsettled]:
+    """The parts of ``task``'s plan (``listed`` IDs grown by ``segments``) with batches that
+    ``settled`` (committed or failed, by the task's batch index) says are still to fetch."""
+    parts: list[Unsettled] = []
+    count, _ = task.share(listed, batch_size)
+    batches = ids = 0
+    for local in range(count):
+        if not settled(local):
+            batches += 1
+            ids += min(batch_size, listed - (local * task.count + task.index) * batch_size)
+    if batches:
+        parts.append(Unsettled("list", "", batches, ids))
+    first = count
+    for segment in segments:
+        part = segment.per_task[task.index]
+        count = -(-part // batch_size)
+        batches = ids = 0
+        for j in range(count):
+            if not settled(first + j):
+                batches += 1
+                ids += min(batch_size, part - j * batch_size)
+        if batches:
+            parts.append(Unsettled(segment.kind, segment.name, batches, ids))
+        first += count
+    return parts
 
 
 def append_segment(directory: Path, segment: Segment) -> None:

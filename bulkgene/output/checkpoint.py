@@ -64,7 +64,10 @@ class Totals(msgspec.Struct, kw_only=True):
     missing_discontinued: Count = 0
     missing_replaced: Count = 0
     missing_not_in_history: Count = 0
+    missing_refused: Count = 0  # refused by the server and not in the history
     followed: Count = 0  # found through the live successor of a replaced GeneID
+    # missing.tsv's rows whose reason is REJECTED_BY_SERVER: never answered, `bulkgene retry`
+    refused: Count = 0
 
     @property
     def ids_done(self) -> int:
@@ -73,7 +76,8 @@ class Totals(msgspec.Struct, kw_only=True):
 
     def count_written(self, *, found: int, missing: int, replaced: int, records: int,
                       unverified: int, followed: int = 0, missing_discontinued: int = 0,
-                      missing_replaced: int = 0, missing_not_in_history: int = 0) -> None:
+                      missing_replaced: int = 0, missing_not_in_history: int = 0,
+                      missing_refused: int = 0, refused: int = 0) -> None:
         self.found += found
         self.missing += missing
         self.replaced += replaced
@@ -83,6 +87,8 @@ class Totals(msgspec.Struct, kw_only=True):
         self.missing_discontinued += missing_discontinued
         self.missing_replaced += missing_replaced
         self.missing_not_in_history += missing_not_in_history
+        self.missing_refused += missing_refused
+        self.refused += refused
 
     def count_network(self, *, requests: int, retries: int, throttled: int, bytes: int) -> None:
         self.requests += requests
@@ -106,6 +112,11 @@ class Checkpoint(msgspec.Struct, kw_only=True):
     updated_at: float = 0.0
     run_started_at: float = 0.0  # the latest run: when it started and how many IDs were
     run_ids_at_start: Count = 0  # done then (status's elapsed time and rate)
+    # and its last commit: a report rewritten later (explain) is no part of the run's time
+    run_saved_at: float = 0.0
+    # the latest run's API root (NetworkSpec.api_root): what to tell a command that would go
+    # on with the run from another server (the fingerprint holds only its scheme and host)
+    base_url: str = ""
     # reports being replaced by their NAME.rewrite (output/rewrite.py): the lengths in
     # file_lengths are already the new versions'
     rewrites: list[str] = msgspec.field(default_factory=list)
@@ -247,8 +258,10 @@ def _setting(value: Any) -> str:
 
 
 def check_compatible(checkpoint: Checkpoint, params: dict[str, Any],
-                     inputs: list[InputFile], fingerprint_now: str) -> None:
-    """Refuse to resume a run whose input or output-changing parameters differ."""
+                     inputs: list[InputFile], fingerprint_now: str,
+                     advice: str | None = None) -> None:
+    """Refuse to resume a run whose input or output-changing parameters differ; ``advice``
+    replaces the usual "re-run with the original input and options, or --restart"."""
     if checkpoint.fingerprint == fingerprint_now:
         return
     changes = [
@@ -263,9 +276,10 @@ def check_compatible(checkpoint: Checkpoint, params: dict[str, Any],
         changes.append(f"input: the ID file(s) differ in content from the checkpoint's "
                        f"({old_names})")
     detail = "; ".join(changes) or "the checkpoint's fingerprint differs"
+    advice = advice or (f"Re-run with the original input and options to resume it, or "
+                        f"{_RESTART_HINT}")
     raise FingerprintMismatch(
-        f"this output directory holds a run with other settings ({detail}). Re-run with the "
-        f"original input and options to resume it, or {_RESTART_HINT}")
+        f"this output directory holds a run with other settings ({detail}). {advice}")
 
 
 def cut_back(out_dir: Path, checkpoint: Checkpoint | None, managed: list[Path]) -> None:

@@ -33,6 +33,7 @@ import os
 import secrets
 import socket
 import stat
+import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -40,7 +41,7 @@ from typing import Annotated
 import msgspec
 
 from bulkgene import durable
-from bulkgene.errors import StateError
+from bulkgene.errors import Interrupted, StateError
 from bulkgene.layout import LOCK_NAME
 from bulkgene.processes import process_alive
 
@@ -317,8 +318,10 @@ class RunLock:
             self._fd = None
 
 
-def acquire_waiting(lock: RunLock, timeout_s: float, poll_s: float = 0.1) -> None:
-    """Take ``lock``, waiting while another live process holds it (up to ``timeout_s``)."""
+def acquire_waiting(lock: RunLock, timeout_s: float, poll_s: float = 0.1,
+                    stop: threading.Event | None = None) -> None:
+    """Take ``lock``, waiting while another live process holds it (up to ``timeout_s``;
+    Interrupted once ``stop`` is set)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -327,4 +330,7 @@ def acquire_waiting(lock: RunLock, timeout_s: float, poll_s: float = 0.1) -> Non
         except StateError:
             if lock_running(lock.path.parent) is False or time.monotonic() > deadline:
                 raise
-        time.sleep(poll_s)
+        if stop is not None and stop.wait(poll_s):
+            raise Interrupted(f"another bulkgene was being waited for ({lock.path})")
+        if stop is None:
+            time.sleep(poll_s)

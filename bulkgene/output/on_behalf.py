@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from bulkgene.layout import EXPLANATION_COLUMNS, NOT_EXPLAINED
+from bulkgene.layout import EXPLANATION_COLUMNS, NOT_EXPLAINED, class_for_reason
 from bulkgene.model import BatchOutcome, OnBehalf, Record
 
 
@@ -26,14 +26,25 @@ class Answered:
     rows: dict[int, bytes] = field(default_factory=dict)  # original -> its earlier row
 
 
-def explanation(row: bytes | None) -> bytes:
-    """The explanation fields of an earlier missing.tsv row (empty fields if it had none)."""
+def explanation(row: bytes | None, reason: bytes | None = None) -> bytes:
+    """The explanation fields of an earlier missing.tsv row (empty fields if it had none),
+    with a tab before each; for a row now written with another ``reason``, its history
+    class follows that reason (a refused GeneID the history doesn't list is REFUSED until
+    the API answers it with silence: then it is NOT_IN_HISTORY, and back)."""
     if row is None:
         return NOT_EXPLAINED
     fields = row.split(b"\t")
     if len(fields) != 2 + len(EXPLANATION_COLUMNS):
         return NOT_EXPLAINED
+    if reason is not None and fields[2]:
+        fields[2] = class_for_reason(fields[2], reason)
     return b"\t" + b"\t".join(fields[2:])
+
+
+def reason(row: bytes) -> bytes:
+    """The ``reason`` field of a missing.tsv row."""
+    fields = row.split(b"\t", 2)
+    return fields[1] if len(fields) > 1 else b""
 
 
 def history_class(row: bytes) -> bytes:

@@ -162,7 +162,7 @@ class OutputStore:
                 _write_in_chunks(handle, lines)
             touched.add(shard)
         classes: Counter[bytes] = Counter()
-        missing_rows = 0
+        missing_rows = refused = 0
         for gene_id, reason in outcome.missing:
             earlier = rows.get(gene_id, ())
             if behalf is not None and behalf.rekey:
@@ -170,21 +170,26 @@ class OutputStore:
                 for _, row in earlier:
                     missing.write(row + b"\n")
                     classes[on_behalf.history_class(row)] += 1
+                    refused += on_behalf.reason(row) == layout.REFUSED_REASON
                 missing_rows += len(earlier)
                 continue
             end = missing_end
+            code = reason.encode()
             if earlier and len(missing_end) > 1:  # fetched again: its explanation still holds
-                end = on_behalf.explanation(earlier[0][1]) + b"\n"
-                classes[on_behalf.history_class(earlier[0][1])] += 1
-            missing.write(b"%d\t%s%s" % (gene_id, reason.encode(), end))
+                explanation = on_behalf.explanation(earlier[0][1], code)
+                end = explanation + b"\n"
+                classes[explanation.split(b"\t", 2)[1]] += 1
+            missing.write(b"%d\t%s%s" % (gene_id, code, end))
             missing_rows += 1
+            refused += code == layout.REFUSED_REASON
         return BatchWritten(outcome.batch.index, found=answered.found,
                             missing=missing_rows, replaced=replaced_rows,
                             records=len(lines), unverified=outcome.unverified,
                             followed=answered.followed,
                             missing_discontinued=classes[b"DISCONTINUED"],
                             missing_replaced=classes[b"REPLACED"],
-                            missing_not_in_history=classes[b"NOT_IN_HISTORY"])
+                            missing_not_in_history=classes[b"NOT_IN_HISTORY"],
+                            missing_refused=classes[b"REFUSED"], refused=refused)
 
     def close(self, checkpoint: ckpt.Checkpoint | None = None) -> None:
         """Close every file; with ``checkpoint``, also cut them back to what it committed.

@@ -3,7 +3,8 @@
 A report is either as a fetch writes it (its own columns) or explained: five more columns,
 ``history current_gene_id discontinued_on symbol tax_id``, on every row. A row's fields must
 agree with its class: REPLACED names a live GeneID and a day, DISCONTINUED a day but no
-GeneID, NOT_IN_HISTORY nothing else, and a row added after the last explain has all five
+GeneID, NOT_IN_HISTORY and REFUSED nothing else (REFUSED only for a REJECTED_BY_SERVER row,
+NOT_IN_HISTORY never for one), and a row added after the last explain has all five
 empty. missing.tsv's rows by class must add up to the checkpoint's counts.
 """
 
@@ -20,17 +21,23 @@ _DAY = re.compile(rb"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])")
 _MAX_PROBLEMS = 20
 
 
-def row_problem(fields: list[bytes]) -> str | None:
-    """What is wrong with an explained row's fields (all of them), or None."""
+def row_problem(fields: list[bytes], missing: bool = False) -> str | None:
+    """What is wrong with an explained row's fields (all of them), or None; ``missing``: a
+    missing.tsv row, whose second field is the reason."""
     if len(fields) != 2 + len(layout.EXPLANATION_COLUMNS):
         return f"{len(fields)} columns, not {2 + len(layout.EXPLANATION_COLUMNS)}"
     history, current, day, symbol, tax_id = fields[2:]
     if history == b"":
         return None if not (current or day or symbol or tax_id) else (
             "explanation fields without a history class")
-    if history == b"NOT_IN_HISTORY":
-        return None if not (current or day or symbol or tax_id) else (
-            "NOT_IN_HISTORY with other explanation fields set")
+    if history in (b"NOT_IN_HISTORY", b"REFUSED"):
+        if current or day or symbol or tax_id:
+            return f"{history.decode()} with other explanation fields set"
+        if history != layout.class_for_reason(history, fields[1] if missing else b""):
+            return (f"{history.decode()} for a GeneID whose reason is "
+                    f"{fields[1].decode(errors='replace')!r} (REFUSED goes with "
+                    f"{layout.REFUSED_REASON.decode()}, NOT_IN_HISTORY with any other)")
+        return None
     if history not in (b"DISCONTINUED", b"REPLACED"):
         return f"history {history.decode(errors='replace')!r} is not a class"
     if history == b"REPLACED" and not current.isdigit():
@@ -49,6 +56,7 @@ def problems(directory: Path, state: Checkpoint) -> list[str]:
     found: list[str] = []
     classes: Counter[bytes] = Counter()
     explained_missing = False
+    refused = 0
     for name, header in ((layout.MISSING_NAME, layout.MISSING_HEADER),
                          (layout.REPLACED_NAME, layout.REPLACED_HEADER)):
         path = directory / name
@@ -61,10 +69,12 @@ def problems(directory: Path, state: Checkpoint) -> list[str]:
                 continue
             explained = first != header
             explained_missing = explained_missing or (explained and name == layout.MISSING_NAME)
+            missing = name == layout.MISSING_NAME
             for number, line in enumerate(handle, 2):
                 fields = line.rstrip(b"\n").split(b"\t")
-                problem = (row_problem(fields) if explained
+                problem = (row_problem(fields, missing) if explained
                            else None if len(fields) == 2 else f"{len(fields)} columns, not 2")
+                refused += missing and fields[1:2] == [layout.REFUSED_REASON]
                 if problem is not None:
                     if len(found) < _MAX_PROBLEMS:
                         found.append(f"{path}:{number}: {problem}")
@@ -72,7 +82,11 @@ def problems(directory: Path, state: Checkpoint) -> list[str]:
                     classes[fields[2]] += 1
     totals = state.totals
     counted = {b"DISCONTINUED": totals.missing_discontinued, b"REPLACED": totals.missing_replaced,
-               b"NOT_IN_HISTORY": totals.missing_not_in_history}
+               b"NOT_IN_HISTORY": totals.missing_not_in_history,
+               b"REFUSED": totals.missing_refused}
+    if refused != totals.refused:
+        found.append(f"{directory / layout.MISSING_NAME}: {refused} rows REJECTED_BY_SERVER, "
+                     f"the checkpoint counted {totals.refused}")
     if explained_missing or any(counted.values()):
         for history, count in counted.items():
             if classes[history] != count:

@@ -25,7 +25,14 @@ from bulkgene import durable
 from bulkgene.errors import CorruptCheckpoint, StateError
 from bulkgene.input import plan as idplan
 from bulkgene.input.idset import MAX_GENE_ID, IdBitmap
-from bulkgene.layout import MISSING_NAME, REPLACED_NAME, SUMMARY_NAME, is_shard_name, task_directories
+from bulkgene.layout import (
+    MISSING_NAME,
+    REJECTS_NAME,
+    REPLACED_NAME,
+    SUMMARY_NAME,
+    is_shard_name,
+    task_directories,
+)
 from bulkgene.ncbi.tsv import GENE_ID_FIELD, GENE_ID_HEADER
 from bulkgene.output import checkpoint as ckpt
 from bulkgene.output.missing import missing_counts, mostly_refused_message
@@ -159,12 +166,41 @@ def verify(out_dir: Path) -> Verdict:
             "with the same --batch-size")
     if verdict.duplicates > _MAX_PROBLEMS_PER_KIND:
         verdict.problems.append(f"... {verdict.duplicates} duplicate GeneIDs in all")
+    verdict.problems.extend(_rejects_problems(out_dir))
     try:  # complete: every requested ID found or missing with a reason, in every task
         verdict.problems.extend(incomplete_reasons(directory_status(out_dir),
                                                    not is_task_directory(out_dir)))
     except (StateError, CorruptCheckpoint) as exc:
         verdict.problems.append(str(exc))
     return verdict
+
+
+def _rejects_problems(out_dir: Path) -> list[str]:
+    """rejects.tsv must hold a row for every rejected line the plan counts (the list's and
+    every --add's)."""
+    try:
+        for place in (out_dir, out_dir.parent):
+            header = idplan.read_header(place)
+            if header is not None:
+                break
+        else:
+            return []  # no plan to count with: the completeness check says so
+    except StateError:
+        return []  # plan.json is not a regular file: the completeness check says so
+    counted = header.rejected + sum(segment.rejected for segment in header.segments)
+    path = place / REJECTS_NAME
+    try:
+        with durable.open_read(path) as handle:
+            rows = max(0, sum(1 for _ in handle) - 1)  # the header aside
+    except FileNotFoundError:
+        return [f"{path} is gone, and the input's plan counted {counted} rejected lines"]
+    except (OSError, StateError) as exc:
+        return [f"{path} can't be read ({exc})"]
+    if rows != counted:
+        more = (": an --add killed before it recorded its IDs leaves rows of its own; run "
+                "the same --add again" if rows > counted else "")
+        return [f"{path} holds {rows} rejected lines, the input's plan counted {counted}{more}"]
+    return []
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -32,6 +33,7 @@ from bulkgene.net.client import GeneClient, NetStats
 from bulkgene.output.missing import missing_counts, mostly_refused_message
 from bulkgene.results import merge
 from bulkgene.run.array import unsplit_array_note
+from bulkgene.run.interrupt import Interrupter
 from bulkgene.run.pipeline import Pipeline, RunOutcome
 from bulkgene.run.prepare import PreparedRun, prepare
 from bulkgene.run.sharing import budget_directory, paced_limiter, shared_budget
@@ -75,7 +77,9 @@ def _summarize(config: DownloadConfig, prepared: PreparedRun, outcome: RunOutcom
         missing_discontinued=totals.missing_discontinued,
         missing_replaced=totals.missing_replaced,
         missing_not_in_history=totals.missing_not_in_history,
+        missing_refused=totals.missing_refused,
         followed=totals.followed,
+        refused=totals.refused,
     )
 
 
@@ -103,14 +107,14 @@ def _log_start(config: DownloadConfig, prepared: PreparedRun) -> None:
     task = config.task
     counts = prepared.plan.counts
     task_batches, task_ids = prepared.plan.task_share(task, config.output.batch_size)
-    where = (f"task {task.index} of {task.count}: {task_ids} of the list's"
+    where = (f" task {task.index} of {task.count}: {task_ids} of the list's"
              if task.count > 1 else "")
     pace = (f"{rate:g} requests/s (--rate)" if config.network.requests_per_second is not None
             else f"the key's {rate:g} requests/s shared live with every bulkgene on it "
                  f"(budget {budget_directory(config)})")
     log.info("%s%s %d unique GeneIDs (%d duplicates, %d rejected lines); %d batches of up to "
              "%d; %s, %d in flight; writing to %s",
-             "resuming " if prepared.resumed else "starting ", where,
+             "resuming" if prepared.resumed else "starting", where,
              prepared.plan.requested_total, prepared.plan.duplicates_total,
              prepared.plan.rejected_total, task_batches,
              config.output.batch_size, pace, config.effective_concurrency, config.work_dir)
@@ -152,18 +156,38 @@ class _Signals:
 
 
 @contextlib.contextmanager
-def _graceful_signals(enabled: bool) -> Iterator[_Signals]:
+def _graceful_signals(enabled: bool, interrupter: Interrupter | None) -> Iterator[_Signals]:
     signals = _Signals()
+    with held_signals(signals.receive if enabled else None):
+        if interrupter is not None:
+            interrupter.attach(asyncio.get_running_loop(), signals.receive)
+        try:
+            yield signals
+        finally:
+            if interrupter is not None:
+                interrupter.detach()
+
+
+@contextlib.contextmanager
+def held_signals(receive: Callable[[int], None] | None) -> Iterator[None]:
+    """SIGTERM/SIGINT/SIGHUP to ``receive`` (on the running loop) while inside; then the
+    handlers that were there before, not the default that would kill the process with no
+    word (asyncio's remove_signal_handler puts SIG_DFL back): a command that goes on after
+    this phase (fetch --explain) keeps its exit 75."""
+    if receive is None:
+        yield
+        return
     loop = asyncio.get_running_loop()
-    if enabled:
-        for signum in GRACEFUL_SIGNALS:
-            loop.add_signal_handler(signum, signals.receive, signum)
+    before = {signum: signal.getsignal(signum) for signum in GRACEFUL_SIGNALS}
+    for signum in GRACEFUL_SIGNALS:
+        loop.add_signal_handler(signum, receive, signum)
     try:
-        yield signals
+        yield
     finally:
-        if enabled:
-            for signum in GRACEFUL_SIGNALS:
-                loop.remove_signal_handler(signum)
+        for signum in GRACEFUL_SIGNALS:
+            loop.remove_signal_handler(signum)
+            if before[signum] is not None:
+                signal.signal(signum, before[signum])
 
 
 async def _prepare(config: DownloadConfig, cancel: threading.Event) -> PreparedRun:
@@ -218,7 +242,8 @@ async def _finishing(config: DownloadConfig, prepared: PreparedRun,
 
 
 async def download(config: DownloadConfig, *, handle_signals: bool = False,
-                   on_progress: Callable[[Snapshot], None] | None = None) -> Summary:
+                   on_progress: Callable[[Snapshot], None] | None = None,
+                   interrupter: Interrupter | None = None) -> Summary:
     """Fetch every GeneID of ``config.inputs`` (and with ``config.taxa``, of the taxa's
     list, listed first) into ``config.out_dir``; resumable.
 
@@ -226,12 +251,14 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
     batches in flight and results waiting for the writer); one batch larger than it still
     goes alone. ``on_progress`` hears a Snapshot every ``config.progress_interval_s`` seconds
     and once at the end (by default a log line; none when the interval is 0).
+    ``handle_signals`` takes SIGTERM/SIGINT/SIGHUP over as the CLI does (a second one exits
+    the process); an ``interrupter`` stops the run when asked, from any thread.
 
     Returns the Summary (also written to ``summary.json``). Raises a BulkgeneError for
     fatal problems, after committing what finished and writing ``summary.json``.
     """
     started = time.monotonic()
-    with _graceful_signals(handle_signals) as signals:
+    with _graceful_signals(handle_signals, interrupter) as signals:
         stats = NetStats()
         if config.taxa is not None:
             listing = ListingSignals(config.shutdown_grace_s)
@@ -253,6 +280,7 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
                 if config.progress_interval_s > 0:
                     report = on_progress if on_progress is not None else _log_progress
                 run = Pipeline(config, prepared, client, report)
+                run.exit_at_second_signal = interrupter is None
                 signals.hand_to(run.on_signal)
                 async with shared_budget(config, limiter) as leases:
                     run.leases = leases
@@ -268,13 +296,11 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
 
 
 def _merge_if_last(config: DownloadConfig) -> None:
-    """The task whose end completes the array writes DIR's merged reports and summary."""
+    """The task whose end completes the array writes DIR's merged reports and summary
+    (which the CLI shows after the task's own account)."""
     try:
-        merged = merge.merged_summary(config.out_dir)
-        if merged["complete"]:
-            merged = merge.rebuild_merged(config.out_dir) or merged
-            log.info("%s; merged into %s/missing.tsv, replaced.tsv and summary.json",
-                     merge.summary_line(merged), config.out_dir)
+        if merge.merged_summary(config.out_dir)["complete"]:
+            merge.rebuild_merged(config.out_dir)
     except (OSError, BulkgeneError) as exc:  # the task itself is done: say so, go on
         log.warning("the array is complete, but its merged reports could not be written "
                     "(%s): `bulkgene verify %s` writes them", exc, config.out_dir)

@@ -49,11 +49,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from bulkgene import durable, layout
-from bulkgene.config import DownloadConfig, TaskSpec
+from bulkgene.config import DownloadConfig, NetworkSpec, TaskSpec
 from bulkgene.errors import InputError, StateError
 from bulkgene.input import plan as idplan
 from bulkgene.input import segments as segs
@@ -65,7 +66,7 @@ from bulkgene.output import checkpoint as ckpt
 from bulkgene.output import rewrite
 from bulkgene.output.checkpoint import Checkpoint
 from bulkgene.output.lock import RunLock, acquire_waiting
-from bulkgene.output.on_behalf import history_class
+from bulkgene.output.on_behalf import history_class, reason
 from bulkgene.output.rewrite import committed_rows
 
 log = logging.getLogger("bulkgene")
@@ -73,6 +74,33 @@ log = logging.getLogger("bulkgene")
 _PLAN_WAIT_S = 3600.0
 # (fetched ID, original ID, the original's missing.tsv row)
 Pick = tuple[int, int, bytes]
+
+
+def check_server(directory: Path, state: Checkpoint, network: NetworkSpec) -> None:
+    """StateError, saying which server to name, unless ``network`` reaches the server that
+    filled the run in ``directory``: a run's GeneIDs all come from one server.
+
+    The server is never taken from the directory by itself: the key would then be sent to
+    whatever URL a file there names, and the directory is not trusted."""
+    server = state.params.get("server")
+    if server is None or server == network.server:
+        return
+    where = (f"from {state.base_url}" if state.base_url
+             else f"from a server at {server} (its port and path are not recorded)")
+    name = (f"--base-url {state.base_url}" if state.base_url
+            else "that server's API root with --base-url")
+    raise StateError(
+        f"{directory} was fetched {where}, and this command would go on with it from "
+        f"{network.api_root}: a run's GeneIDs all come from one server. Pass {name} (or set "
+        "BULKGENE_BASE_URL); nothing was changed.")
+
+
+def check_servers(out_dir: Path, network: NetworkSpec) -> None:
+    """``check_server`` for every task of the run in ``out_dir``, before anything changes."""
+    for directory in layout.task_directories(out_dir):
+        state = ckpt.load(directory)
+        if state is not None:
+            check_server(directory, state, network)
 
 
 def fingerprint_of(state: Checkpoint) -> str:
@@ -101,6 +129,7 @@ def _absorb_one(directory: Path, state: Checkpoint, plan_dir: Path, segment: Seg
     leaving = IdBitmap()
     leaving.update(segs.originals(plan_dir, segment, task.index))
     dropped: dict[bytes, int] = {}
+    refused = 0
     length = state.file_lengths.get(layout.MISSING_NAME, 0)
     source = directory / layout.MISSING_NAME
     writers: dict[str, rewrite.Writer] = {}
@@ -109,6 +138,7 @@ def _absorb_one(directory: Path, state: Checkpoint, plan_dir: Path, segment: Seg
             if int(row.split(b"\t", 1)[0]) in leaving:
                 kind = history_class(row)
                 dropped[kind] = dropped.get(kind, 0) + 1
+                refused += reason(row) == layout.REFUSED_REASON
 
         def write(handle: BinaryIO) -> None:
             with durable.open_read(source) as old:
@@ -126,6 +156,8 @@ def _absorb_one(directory: Path, state: Checkpoint, plan_dir: Path, segment: Seg
         totals.missing_discontinued -= dropped.get(b"DISCONTINUED", 0)
         totals.missing_replaced -= dropped.get(b"REPLACED", 0)
         totals.missing_not_in_history -= dropped.get(b"NOT_IN_HISTORY", 0)
+        totals.missing_refused -= dropped.get(b"REFUSED", 0)
+        totals.refused -= refused
         new.segments.append(segment.key)
         new.fingerprint = fingerprint_of(new)
         new.total_batches = None  # the producer counts them again when it reaches the end
@@ -199,24 +231,25 @@ def grow_requested(config: DownloadConfig, plan: IdPlan, kind: SegmentKind, key:
     if any(segment.key == key for segment in plan.segments):
         return plan
     batch_size = config.output.batch_size
-    if unfinished := _unfinished(plan, config.out_dir, config.task.count, batch_size):
-        raise StateError(
-            f"--add grows a finished run, and {', '.join(unfinished[:5])} has batches still "
-            "to fetch: finish it first (run its fetch command again), then add")
+    # a growth of new IDs is for a finished run: the run's own work first
+    refuse_unfinished(config.out_dir, unfinished(config.out_dir), None,
+                      "the same --add again" if kind == "add" else "the same command again")
     held = held_genes(config.out_dir)
     fresh: list[int] = []
     seen = IdBitmap()
     duplicates = rejected = already = 0
-    for item in items:
-        if not isinstance(item, int):
-            rejected += 1
-            continue
-        if not seen.add(item):
-            duplicates += 1
-        elif item in plan.requested or item in held:
-            already += 1
-        else:
-            fresh.append(item)
+    with _rejects(plan) as record:
+        for item in items:
+            if not isinstance(item, int):
+                record(item)
+                rejected += 1
+                continue
+            if not seen.add(item):
+                duplicates += 1
+            elif item in plan.requested or item in held:
+                already += 1
+            else:
+                fresh.append(item)
     count = config.task.count
     parts: list[list[int]] = [[] for _ in range(count)]
     for start in range(0, len(fresh), batch_size):  # batch j of the segment to task j mod N
@@ -226,8 +259,38 @@ def grow_requested(config: DownloadConfig, plan: IdPlan, kind: SegmentKind, key:
                                  duplicates=duplicates, rejected=rejected, already=already)
     idplan.append_segment(plan.directory, segment)
     log.info("added %s to the run: %d new GeneIDs (%d it already had, %d duplicates, %d "
-             "rejected lines)", name, len(fresh), already, duplicates, rejected)
+             "rejected lines -> %s)", name, len(fresh), already, duplicates, rejected,
+             plan.directory / layout.REJECTS_NAME)
     return _reload(plan)
+
+
+@contextlib.contextmanager
+def _rejects(plan: IdPlan) -> Iterator[Callable[[Reject], None]]:
+    """rejects.tsv with a growth's rejected lines after those the plan already counts.
+
+    The whole file is written anew and renamed over the old one before plan.json records
+    the growth (its commit point): rows a killed growth appended after the counted ones are
+    dropped, so the growth made again records its lines once.
+    """
+    path = plan.directory / layout.REJECTS_NAME
+    counted = plan.rejected_total
+    with durable.atomic_file(path) as handle:
+        handle.write(layout.REJECTS_HEADER)
+        kept = 0
+        if path.exists():
+            with durable.open_read(path) as old:
+                old.readline()
+                while kept < counted and (row := old.readline()).endswith(b"\n"):
+                    handle.write(row)
+                    kept += 1
+        if kept < counted:
+            log.warning("%s holds %d of the %d rejected lines counted so far (it was changed "
+                        "outside bulkgene); the new ones follow them", path, kept, counted)
+
+        def record(reject: Reject) -> None:
+            handle.write(reject.row())
+
+        yield record
 
 
 def _reload(plan: IdPlan) -> IdPlan:
@@ -289,11 +352,90 @@ def whole_run(out_dir: Path) -> Iterator[tuple[IdPlan, list[tuple[Path, TaskSpec
             lock.release()
 
 
+@dataclass(frozen=True)
+class Regrowth:
+    """What a ``retry`` or ``follow`` is about to fetch."""
+
+    originals: int  # IDs picked now (rows that left missing.tsv for the new segment)
+    fetched: int  # distinct GeneIDs the new segment fetches
+    resumed: int  # GeneIDs an interrupted retry/follow of the same kind left to fetch
+    failed_batches: int  # batches that failed earlier: any resume retries them
+    failed_ids: int
+
+
+def settled(state: Checkpoint) -> Callable[[int], bool]:
+    """Whether a batch of the task whose checkpoint is ``state`` is committed or failed."""
+    return lambda index: state.is_committed(index) or index in state.failed
+
+
+def left_to_fetch(listed: int, segments: list[Segment],
+                  tasks: Sequence[tuple[TaskSpec, Checkpoint]]) -> list[idplan.Unsettled]:
+    """What the tasks of a run (``listed`` IDs grown by ``segments``) have still to fetch,
+    part by part, failed batches aside; an array's tasks that never wrote anything included."""
+    left: list[idplan.Unsettled] = []
+    batch_size = 1000
+    count = 1
+    present = set()
+    for task, state in tasks:
+        batch_size = int(state.params.get("batch_size", 1000))
+        count = task.count
+        present.add(task.index)
+        left += idplan.unsettled(listed, segments, task, batch_size, settled(state))
+    for index in sorted(set(range(count)) - present):  # nothing committed: all of it
+        left += idplan.unsettled(listed, segments, TaskSpec(index, count), batch_size,
+                                 lambda _: False)
+    return left
+
+
+def unfinished(out_dir: Path) -> list[idplan.Unsettled]:
+    """What the tasks of the run in ``out_dir`` have still to fetch, read without locks
+    (a check before anything changes; ``grow_again`` checks again under the locks)."""
+    header = idplan.read_header(out_dir)
+    tasks = []
+    for directory in layout.task_directories(out_dir):
+        state = ckpt.load(directory)
+        if state is not None:
+            tasks.append((TaskSpec(int(state.params.get("task_index", 0)),
+                                   int(state.params.get("task_count", 1))), state))
+    return [] if header is None else left_to_fetch(header.requested, header.segments, tasks)
+
+
+def added_up(left: Sequence[idplan.Unsettled]) -> list[idplan.Unsettled]:
+    """The tasks' parts of the list and of each growth, added up."""
+    total: dict[tuple[str, str], idplan.Unsettled] = {}
+    for part in left:
+        known = total.get((part.kind, part.name))
+        total[part.kind, part.name] = part if known is None else idplan.Unsettled(
+            part.kind, part.name, known.batches + part.batches, known.ids + part.ids)
+    return list(total.values())
+
+
+def refuse_unfinished(out_dir: Path, left: Sequence[idplan.Unsettled],
+                      kind: SegmentKind | None, command: str) -> None:
+    """StateError unless everything ``left`` to fetch is of ``kind`` (an interrupted run of
+    ``command`` itself, which goes on): a retry or follow grows a finished run, and would
+    otherwise finish another command's work at its own rate and settings."""
+    if others := [part for part in added_up(left) if part.kind != kind]:
+        shown = "; ".join(f"{part.ids} {part.what()} (run {part.command(out_dir)})"
+                          for part in others)
+        raise StateError(f"the run in {out_dir} is not finished: {shown}. Finish it that "
+                         f"way first, then run {command}; nothing was fetched.")
+
+
 def grow_again(out_dir: Path, kind: SegmentKind, name: str,
-               pick: Callable[[Path, Checkpoint, IdPlan], Sequence[Pick]]) -> int:
+               pick: Callable[[Path, Checkpoint, IdPlan], Sequence[Pick]],
+               command: str) -> Regrowth:
     """A ``retry`` or ``follow`` segment of what ``pick`` chooses in each task (fetched ID,
-    original ID, the original's row), taken in by every task. Returns how many originals."""
+    original ID, the original's row), taken in by every task. Refused (StateError) while
+    the run has work of another kind left (``refuse_unfinished``); ``command`` is the one
+    to run again once it is done."""
     with whole_run(out_dir) as (plan, tasks):
+        left = left_to_fetch(plan.counts.requested, plan.segments,
+                             [(task, state) for _, task, state in tasks])
+        refuse_unfinished(out_dir, left, kind, command)
+        failed_batches = sum(len(state.failed) for _, _, state in tasks)
+        failed_ids = sum(sum(state.failed.values()) for _, _, state in tasks)
+        resumed = sum(part.ids for part in left)
         count = len(tasks)
         parts: list[list[int]] = [[] for _ in range(count)]
         notes: list[list[Pick]] = [[] for _ in range(count)]
@@ -302,8 +444,10 @@ def grow_again(out_dir: Path, kind: SegmentKind, name: str,
             notes[task.index] = list(picks)
             parts[task.index] = list(dict.fromkeys(fetched for fetched, _, _ in picks))
         originals = sum(len(task_notes) for task_notes in notes)
+        fetched = sum(len(part) for part in parts)
+        growth = Regrowth(originals, fetched, resumed, failed_batches, failed_ids)
         if not originals:
-            return 0
+            return growth
         number = len(plan.segments) + 1
         segment = segs.write_segment(plan.directory, number, kind, f"{kind}:{number}", name,
                                      parts, notes)
@@ -311,7 +455,7 @@ def grow_again(out_dir: Path, kind: SegmentKind, name: str,
         grown = _reload(plan)
         for directory, task, state in tasks:
             absorb(directory, state, grown, task)
-    return originals
+    return growth
 
 
 def refused_rows(directory: Path, state: Checkpoint, plan: IdPlan) -> list[Pick]:
@@ -321,7 +465,7 @@ def refused_rows(directory: Path, state: Checkpoint, plan: IdPlan) -> list[Pick]
     picks = []
     for row in committed_rows(directory / layout.MISSING_NAME, length):
         fields = row.split(b"\t", 2)
-        if len(fields) > 1 and fields[1] == b"REJECTED_BY_SERVER":
+        if len(fields) > 1 and fields[1] == layout.REFUSED_REASON:
             picks.append((int(fields[0]), int(fields[0]), row))
     return picks
 

@@ -88,6 +88,9 @@ class Pipeline:
         self.in_flight: set[asyncio.Task[BatchResult]] = set()
         self.total_batches: int | None = None
         self._signals = 0
+        # the CLI's second signal ends the process; a library's caller (a notebook's kernel)
+        # must live on, so there it drops what is in flight instead
+        self.exit_at_second_signal = True
         self._committed_stats = NetStats()
         self.results_done = asyncio.Event()
         self.write_failed = False
@@ -251,7 +254,8 @@ class Pipeline:
                 records=written.records, unverified=written.unverified,
                 followed=written.followed, missing_discontinued=written.missing_discontinued,
                 missing_replaced=written.missing_replaced,
-                missing_not_in_history=written.missing_not_in_history)
+                missing_not_in_history=written.missing_not_in_history,
+                missing_refused=written.missing_refused, refused=written.refused)
             checkpoint.mark_committed(written.batch_index)
         checkpoint.file_lengths.update(receipt.file_lengths)
         checkpoint.totals.count_network(**self._network_delta())
@@ -260,7 +264,7 @@ class Pipeline:
     async def _save(self, checkpoint: Checkpoint) -> None:
         """Make ``checkpoint`` durable, then the run's own: a failed save leaves the state
         the loop reads exactly as committed on disk."""
-        checkpoint.updated_at = time.time()
+        checkpoint.updated_at = checkpoint.run_saved_at = time.time()
         await asyncio.to_thread(ckpt.save, self.config.work_dir, checkpoint)
         self.prepared.checkpoint = checkpoint
 
@@ -320,6 +324,11 @@ class Pipeline:
     def on_signal(self, signum: int) -> None:
         self._signals += 1
         name = signal.Signals(signum).name
+        if self._signals > 1 and not self.exit_at_second_signal:
+            log.warning("second %s: dropping the batches in flight now; committed work is "
+                        "safe, the next run fetches them", name)
+            self.abort_in_flight()
+            return
         if self._signals > 1:
             sys.stderr.write(f"bulkgene: second {name}: exiting now. Committed work is safe; "
                              "re-run the same command to resume.\n")
@@ -327,7 +336,8 @@ class Pipeline:
             os._exit(EXIT_INTERRUPTED)
         grace = self.config.shutdown_grace_s
         log.warning("%s received: finishing in-flight batches (up to %.0f s), then stopping. "
-                    "Send it again to exit at once.", name, grace)
+                    "Send it again to %s.", name, grace,
+                    "exit at once" if self.exit_at_second_signal else "drop them at once")
         self.interrupted = True
         self.stop()
         asyncio.get_running_loop().call_later(grace, self.abort_in_flight)

@@ -94,9 +94,10 @@ def resume_state(config: DownloadConfig, inputs: list[InputFile] | None,
         return None
     inputs = existing.inputs if inputs is None else inputs
     # a run that grew is the same run: its fingerprint covers the growths too
-    fingerprint = ckpt.fingerprint(params, [entry.digest for entry in inputs]
-                                   + existing.segments)
-    ckpt.check_compatible(existing, params, inputs, fingerprint)
+    digests = [entry.digest for entry in inputs]
+    ckpt.check_compatible(existing, params, inputs,
+                          ckpt.fingerprint(params, digests + existing.segments),
+                          _another_list_advice(config, existing, params, digests))
     return existing
 
 
@@ -167,6 +168,17 @@ def spool_files(config: DownloadConfig) -> dict[int, Path]:
     return {position: config.work_dir / (STDIN_SPOOL_NAME if name == STDIN
                                      else f"input-{position + 1}.spool")
             for position, name in enumerate(config.inputs) if needs_spool(name)}
+
+
+def staged_lists(config: DownloadConfig) -> dict[int, Path]:
+    """The inputs (by position) that are lists ``bulkgene.fetch`` staged in the directory,
+    to become its requested-ids.txt once this run is known to be the directory's."""
+    staged = {}
+    for position, name in enumerate(config.inputs):
+        path = Path(name)
+        if layout.staged_ids_pid(path.name) is not None and path.parent == config.work_dir:
+            staged[position] = path
+    return staged
 
 
 def refuse_mixed_runs(config: DownloadConfig) -> None:
@@ -252,9 +264,7 @@ def _read_input(out_dir: Path, paths: tuple[str, ...], names: tuple[str, ...],
         handle.write(REJECTS_HEADER)
 
         def record(reject: Reject) -> None:
-            source = reject.source.replace("\t", " ").replace("\n", " ")
-            handle.write(f"{source}\t{reject.line_number}\t{reject.text}\t{reject.reason}\n"
-                         .encode())
+            handle.write(reject.row())
 
         plan = idplan.build(out_dir, paths, names, plan_key, record, parse_column(column))
     return plan
@@ -316,6 +326,9 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path],
             out_dir.mkdir(parents=True)
             created.insert(0, out_dir)
         lock.acquire()
+        for path in staged_lists(config).values():  # the new list belongs to the new run
+            if not path.exists() and (moved / path.name).exists():
+                os.replace(moved / path.name, path)
     if not (out_dir / layout.CHECKPOINT_NAME).exists():
         refuse_other_files(config)
     if config.inputs.count(STDIN) > 1:
@@ -323,9 +336,15 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path],
     refuse_mixed_runs(config)
     if config.add or config.from_directory:
         return _prepare_grown(config, lock)
-    names = config.inputs
     spools = spool_files(config)
     incoming: dict[int, Path] = {}
+    # a list bulkgene.fetch staged beside requested-ids.txt replaces it only now, with the
+    # lock held, and only once the checks below pass: a refused run leaves the old list
+    staged = staged_lists(config)
+    incoming.update(staged)
+    names = tuple(str(out_dir / layout.LIBRARY_IDS_NAME) if position in staged else name
+                  for position, name in enumerate(config.inputs))
+    targets = {**spools, **dict.fromkeys(staged, out_dir / layout.LIBRARY_IDS_NAME)}
     try:  # until the input proved good, new copies sit beside the old ones
         for position, target in spools.items():
             incoming[position] = target.with_name(target.name + ".new")
@@ -349,11 +368,31 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path],
             path.unlink(missing_ok=True)
         raise
     for position, path in incoming.items():
-        os.replace(path, spools[position])
+        os.replace(path, targets[position])
     committed: Checkpoint | None = existing
     if len(state.segments) < len(plan.segments):  # the run grew since this task last ran
         state = committed = growth.absorb(out_dir, state, plan, config.task)
     return _ready(config, plan, plan_key, state, committed, lock)
+
+
+def _another_list_advice(config: DownloadConfig, existing: Checkpoint, params: dict[str, Any],
+                         digests: list[str]) -> str | None:
+    """When only the input differs from the run's: what --add would do with it (None: the
+    usual advice)."""
+    if existing.params != params or [entry.digest for entry in existing.inputs] == digests:
+        return None
+    names = " ".join(config.inputs)
+    try:
+        finished = not growth.unfinished(config.out_dir)
+    except StateError:
+        finished = False
+    add = (f"To add the GeneIDs of {names} to this finished run, pass --add: only those it "
+           "doesn't have are fetched. " if finished else
+           f"To add the GeneIDs of {names} to this run, finish it first (the original input "
+           "and options), then pass --add. ")
+    return (f"{add}Re-run with the original input and options to resume it, or pass "
+            "--restart to move the old run aside (nothing is deleted) and start over, or use "
+            "another --out directory")
 
 
 def _ready(config: DownloadConfig, plan: IdPlan, plan_key: list[str], state: Checkpoint,
@@ -362,6 +401,7 @@ def _ready(config: DownloadConfig, plan: IdPlan, plan_key: list[str], state: Che
     out_dir = config.work_dir
     state.run_started_at = time.time()  # saved with the first commit of this run
     state.run_ids_at_start = state.ids_done
+    state.base_url = config.network.api_root
     claims = (GeneClaims(config.out_dir / layout.CLAIMS_DIR_NAME / layout_key(
         plan_key, config.output.batch_size, config.task.count, config.network.server),
         config.task.index) if config.task.count > 1 else None)
@@ -386,11 +426,15 @@ def _prepare_grown(config: DownloadConfig, lock: RunLock) -> PreparedRun:
         doing = "add to" if config.add else "go on with"
         raise StateError(f"{out_dir} holds no run to {doing} (no checkpoint.json): fetch a "
                          "list into it first (without --add)")
+    growth.check_server(out_dir, existing, config.network)
     existing = rewrite.finish(out_dir, existing)
     params = config.fingerprint_params()
     digests = [entry.digest for entry in existing.inputs]
-    ckpt.check_compatible(existing, params, existing.inputs,
-                          ckpt.fingerprint(params, digests + existing.segments))
+    ckpt.check_compatible(
+        existing, params, existing.inputs, ckpt.fingerprint(params, digests + existing.segments),
+        "--add goes on with the run as it was fetched: give it the run's own options (and "
+        "no others that change what is written); nothing was changed" if config.add else
+        "Nothing was changed.")
     plan_dir = plan_directory(config)
     with growth.plan_lock(plan_dir, out_dir):
         plan = growth.load_plan(plan_dir, existing)

@@ -119,7 +119,10 @@ async def serve_forever(config: EmulatorConfig, port: int, ready: asyncio.Event 
     app = create_app(config)
     runner, bound = await start_site(app, port)
     if announce:
-        print(f"bulkgene emulator listening on http://{LOOPBACK}:{bound}{API_PREFIX}", flush=True)
+        # the first line ends with the API root, which scripts take as its last word
+        print(f"bulkgene emulator listening on http://{LOOPBACK}:{bound}{API_PREFIX}\n"
+              f"bulkgene emulator: gene history at http://{LOOPBACK}:{bound}{HISTORY_PATH} "
+              "(explain's --history, or BULKGENE_HISTORY)", flush=True)
     if ready is not None:
         ready.set()
     loop = asyncio.get_running_loop()

@@ -272,6 +272,23 @@ def test_a_probe_answered_once_by_a_broken_page_is_asked_again() -> None:
     assert outcome.missing == [(42, REJECTED_BY_SERVER)]
 
 
+def test_a_probe_rides_out_passing_failures_as_any_request_does() -> None:
+    """The probe had three tries whatever --max-attempts said: three 5xx in a row (a fault
+    mix of 45 %) failed the batch that asked."""
+    probes = iter([status(503), status(502), status(503)])
+
+    def respond(asked: Asked) -> Answer:
+        if asked.gene_ids == (PROBE_GENE_ID,):
+            return next(probes, None) or ok(asked.gene_ids)
+        return status(404, "Your request is invalid.") if 42 in asked.gene_ids else ok(
+            asked.gene_ids)
+
+    transport = ScriptedTransport(then=respond)
+    outcome = fetch(transport, (42,), retry=RetryPolicy(max_attempts=5)).outcome
+    assert transport.ids_asked == [(42,)] + [(PROBE_GENE_ID,)] * 4
+    assert outcome.missing == [(42, REJECTED_BY_SERVER)]
+
+
 def test_a_probe_answered_by_an_html_page_naming_the_gene_vouches_for_nothing() -> None:
     html = Reply(200, {"Content-Type": "text/html"},
                  b"<html>No route for /datasets/v2/gene/id/7157</html>")

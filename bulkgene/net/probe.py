@@ -17,7 +17,7 @@ from bulkgene.errors import FatalHTTPError
 from bulkgene.ncbi.pages import BatchAnswer, InvalidPage, parse_ndjson, parse_page
 from bulkgene.ncbi.requests import FALLBACK_ENDPOINTS, page_request
 from bulkgene.net.attempt import Reply
-from bulkgene.net.exchange import NOT_FOUND_ATTEMPTS, Exchanger, GaveUp, Refused
+from bulkgene.net.exchange import Exchanger, GaveUp, Refused
 from bulkgene.net.policy import Action
 
 log = logging.getLogger("bulkgene")
@@ -107,9 +107,9 @@ class EndpointGuard:
         (Refused if it refuses). An invalid page (HTML, broken JSON, a stranger's gene) is
         asked for again, as any page is; one that stays invalid vouches for nothing."""
         request = page_request(self._query, endpoint, (gene_id,), None)
-        try:
+        try:  # as patient as any request with what passes (a 404 is judged after three)
             return await self._exchanger.exchange(
-                request, NOT_FOUND_ATTEMPTS,
+                request, self._exchanger.config.network.retry.max_attempts,
                 lambda reply: _holds(reply, gene_id, self._query.format), patient_404=True)
         except GaveUp as exc:
             if exc.invalid_page:

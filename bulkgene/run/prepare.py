@@ -22,7 +22,7 @@ from bulkgene import durable, layout
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import ConfigError, StateError
 from bulkgene.input import plan as idplan
-from bulkgene.input.lines import STDIN, InputCounts, Reject, file_digest, parse_column, scan_ids
+from bulkgene.input.lines import STDIN, Reject, file_digest, parse_column
 from bulkgene.input.plan import IdPlan
 from bulkgene.input.spool import needs_spool, spool
 from bulkgene.layout import REJECTS_HEADER, REJECTS_NAME, STDIN_SPOOL_NAME
@@ -75,6 +75,32 @@ def _refuse_orphan_data(out_dir: Path) -> None:
 _DATA_NAMES = frozenset({layout.MISSING_NAME, layout.REPLACED_NAME})
 
 
+def resume_state(config: DownloadConfig, inputs: list[InputFile] | None,
+                 existing: Checkpoint | None) -> Checkpoint | None:
+    """The checkpoint (``existing``, as loaded) that a run of ``inputs`` resumes, None if it
+    starts afresh; raises what the run must refuse: other settings or input, bulkgene data
+    without a checkpoint. Writes nothing: ``fetch --dry-run`` asks it too, with ``inputs``
+    None when it can't read them twice (only the settings are compared then)."""
+    out_dir = config.work_dir
+    params = config.fingerprint_params()
+    if existing is not None and _only_the_server_changed_on_nothing(existing, params):
+        log.info("the run in %s never got an answer from %s (nothing committed): "
+                 "starting it afresh against %s", out_dir, existing.params.get("server"),
+                 params["server"])
+        existing = None
+    if existing is None:
+        if out_dir.is_dir():
+            _refuse_orphan_data(out_dir)
+        return None
+    inputs = existing.inputs if inputs is None else inputs
+    # a run that grew is the same run: its fingerprint covers the growths too
+    digests = [entry.digest for entry in inputs]
+    ckpt.check_compatible(existing, params, inputs,
+                          ckpt.fingerprint(params, digests + existing.segments),
+                          _another_list_advice(config, existing, params, digests))
+    return existing
+
+
 def move_aside(work_dir: Path, out_dir: Path) -> Path | None:
     """``--restart``: move the old run next to ``out_dir`` (never delete); its new place.
 
@@ -118,7 +144,7 @@ def move_aside(work_dir: Path, out_dir: Path) -> Path | None:
     return target
 
 
-def _refuse_other_files(config: DownloadConfig) -> None:
+def refuse_other_files(config: DownloadConfig) -> None:
     """A fresh run fills --out: one that holds someone else's files is refused unless asked."""
     if config.allow_other_files:
         return
@@ -155,7 +181,7 @@ def staged_lists(config: DownloadConfig) -> dict[int, Path]:
     return staged
 
 
-def _refuse_mixed_runs(config: DownloadConfig) -> None:
+def refuse_mixed_runs(config: DownloadConfig) -> None:
     """One kind of run per directory: a single run, or one array split into N tasks."""
     root = config.out_dir
     arrays = sorted(p for p in root.glob(layout.TASK_DIR_PREFIX + "*")
@@ -304,10 +330,10 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path],
             if not path.exists() and (moved / path.name).exists():
                 os.replace(moved / path.name, path)
     if not (out_dir / layout.CHECKPOINT_NAME).exists():
-        _refuse_other_files(config)
+        refuse_other_files(config)
     if config.inputs.count(STDIN) > 1:
         raise ConfigError("stdin (-) can be given only once as input")
-    _refuse_mixed_runs(config)
+    refuse_mixed_runs(config)
     if config.add or config.from_directory:
         return _prepare_grown(config, lock)
     spools = spool_files(config)
@@ -331,20 +357,9 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path],
         existing = ckpt.load(out_dir)
         if existing is not None:  # a report rewrite a kill interrupted is finished first
             existing = rewrite.finish(out_dir, existing)
-        # a run that grew is the same run: its fingerprint covers the growths too
-        fingerprint = ckpt.fingerprint(params, digests + (existing.segments if existing else []))
-        if existing is not None and _only_the_server_changed_on_nothing(existing, params):
-            log.info("the run in %s never got an answer from %s (nothing committed): "
-                     "starting it afresh against %s", out_dir, existing.params.get("server"),
-                     params["server"])
-            existing = None
-        if existing is not None:
-            ckpt.check_compatible(existing, params, inputs, fingerprint,
-                                  _another_list_advice(config, existing, params, digests))
-            state = existing
-        else:
-            _refuse_orphan_data(out_dir)
-            state = Checkpoint(fingerprint=fingerprint, params=params, inputs=inputs)
+        existing = resume_state(config, inputs, existing)
+        state = existing or Checkpoint(fingerprint=ckpt.fingerprint(params, digests),
+                                       params=params, inputs=inputs)
         # the column is in the plan's key too: a killed first run has no checkpoint yet
         plan_key = digests + ([f"column={config.column}"] if config.column is not None else [])
         plan = _plan(config, paths, names, plan_key)
@@ -429,28 +444,3 @@ def _prepare_grown(config: DownloadConfig, lock: RunLock) -> PreparedRun:
     state = growth.absorb(out_dir, existing, plan, config.task)
     plan_key = digests + ([f"column={config.column}"] if config.column is not None else [])
     return _ready(config, plan, plan_key, state, state, lock)
-
-
-@dataclass(frozen=True)
-class DryRun:
-    """What a run would do, from the input alone (``fetch --dry-run``)."""
-
-    counts: InputCounts
-    batches: int
-    task_batches: int
-    task_ids: int
-    requests_per_s: float
-    seconds: float
-
-
-def dry_run(config: DownloadConfig, rejects: list[Reject] | None = None) -> DryRun:
-    """Read and validate the input and work out batches and time; writes and sends nothing."""
-    counts, _ = scan_ids(config.inputs, config.inputs,
-                         rejects.append if rejects is not None else None,
-                         parse_column(config.column))
-    task_batches, task_ids = config.task.share(counts.requested, config.output.batch_size)
-    pages_per_batch = -(-min(config.output.batch_size, max(counts.requested, 1))
-                        // config.query.page_size)
-    rate = config.effective_requests_per_second
-    return DryRun(counts, -(-counts.requested // config.output.batch_size), task_batches, task_ids,
-                  rate, task_batches * pages_per_batch / rate)

@@ -65,6 +65,7 @@ def test_an_absurd_slurm_task_count_is_a_usage_error(tmp_path: Path, count: str)
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_status_to_a_full_disk_says_so_without_a_traceback(emulator: EmulatorThread,
                                                            tmp_path: Path) -> None:
     source = write_ids(tmp_path / "ids.txt", [7157])

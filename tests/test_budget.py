@@ -307,6 +307,7 @@ def test_list_leases_judges_a_lease_of_this_host_by_its_pid_and_clock(tmp_path: 
 @pytest.mark.parametrize("seed", [*range(5), *(pytest.param(seed, marks=pytest.mark.slow)
                                                for seed in range(5, 20))])
 @pytest.mark.parametrize("cleaner", [False, True], ids=["", "cleaner"])
+@pytest.mark.slow
 def test_random_joins_exits_kills_and_stalls_never_overrun_the_budget(
         tmp_path: Path, seed: int, cleaner: bool) -> None:
     """At every instant, the shares in force during the last server window sum to ≤ the budget
@@ -380,6 +381,7 @@ class _Timings(TypedDict):
     margin_s: float
 
 
+@pytest.mark.slow
 async def test_async_leases_follow_joins_and_exits(tmp_path: Path) -> None:
     # generous dead/fence timeouts: a loaded test machine must not see false deaths here
     timings: _Timings = {"heartbeat_s": 0.05, "dead_after_s": 3.0, "fence_after_s": 2.0,

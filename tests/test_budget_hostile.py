@@ -232,6 +232,7 @@ def test_a_planted_lease_that_never_makes_room_delays_a_newcomer_by_a_minute_onl
                and "60 s" in r.getMessage() for r in caplog.records), text
 
 
+@pytest.mark.slow
 def test_two_hundred_planted_leases_cannot_starve_a_running_job(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()

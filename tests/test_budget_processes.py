@@ -80,6 +80,7 @@ def children(tmp_path: Path) -> Iterator[list[Child]]:
                 pipe.close()
 
 
+@pytest.mark.slow
 def test_three_processes_share_the_budget_and_survive_a_sigkill(tmp_path: Path,
                                                                 children: list[Child]) -> None:
     wait_for(lambda: all(child.share == TOTAL_RPS / 3 for child in children), "three shares of 3")

@@ -27,6 +27,7 @@ def _env(base_url: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_a_name_that_does_not_resolve_stops_the_run_with_one_message(tmp_path: Path) -> None:
     source = write_ids(tmp_path / "ids.txt", range(1, 5001))
     result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--no-progress",
@@ -38,6 +39,7 @@ def test_a_name_that_does_not_resolve_stops_the_run_with_one_message(tmp_path: P
     assert "error: cannot reach no-such-host.invalid" in stderr
 
 
+@pytest.mark.slow
 async def test_a_black_hole_is_named_and_stops_the_run(tmp_path: Path,
                                                        caplog: pytest.LogCaptureFixture) -> None:
     source = write_ids(tmp_path / "ids.txt", range(1, 5001))
@@ -53,6 +55,7 @@ async def test_a_black_hole_is_named_and_stops_the_run(tmp_path: Path,
         "it says what is happening before the timeout ends the wait"
 
 
+@pytest.mark.slow
 def test_doctor_says_connected_no_answer_to_a_black_hole() -> None:
     with BlackHoleThread() as hole:
         result = invoke_cli("doctor", "--json", "--timeout", "1", env=_env(hole.base_url))

@@ -76,6 +76,7 @@ async def test_knob_restores_rate_headers_on_429s_only(make_emulator: Any) -> No
 
 
 @pytest.mark.parametrize(("counted_at", "expected"), [("arrival", 9), ("answer", 6)])
+@pytest.mark.slow
 async def test_remaining_is_counted_at_arrival_or_as_the_answer_leaves(
         make_emulator: Any, universe: GeneUniverse, counted_at: str, expected: int) -> None:
     """docs/ncbi-api.md §6 leaves open when NCBI counts: a knob serves both readings."""

@@ -147,6 +147,7 @@ def test_every_task_of_an_array_is_explained(emulator: EmulatorThread, tmp_path:
     assert invoke_cli("verify", str(out), env=env).returncode == 0
 
 
+@pytest.mark.slow
 def test_explain_refuses_a_directory_a_run_is_writing(emulator: EmulatorThread,
                                                       tmp_path: Path) -> None:
     out = tmp_path / "genes"

@@ -39,6 +39,7 @@ def wait_for(condition: object, process: subprocess.Popen[bytes], what: str) -> 
     ("explain", signal.SIGTERM),
     pytest.param("explain", signal.SIGINT, marks=pytest.mark.slow),
 ])
+@pytest.mark.slow
 def test_a_signal_during_the_history_download_exits_75_and_the_next_run_resumes_it(
         make_emulator: EmulatorFactory, tmp_path: Path, command: str,
         signum: signal.Signals) -> None:

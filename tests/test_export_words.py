@@ -142,6 +142,7 @@ def test_what_a_killed_export_left_is_removed_by_the_next(run: Path, tmp_path: P
     assert [path.name for path in kept if not path.exists()] == []
 
 
+@pytest.mark.slow
 def test_the_demos_commands_lead_with_export_and_work_as_printed(run: Path,
                                                                  tmp_path: Path) -> None:
     from bulkgene.cli.demo import how_to_look

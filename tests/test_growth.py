@@ -170,6 +170,7 @@ def assert_followed(out: Path, universe: GeneUniverse, ids: list[int]) -> dict[i
     return followed
 
 
+@pytest.mark.slow
 def test_follow_replaced_fetches_each_successor_once_with_the_original_in_its_query(
         emulator: EmulatorThread, tmp_path: Path) -> None:
     universe = emulator.state.universe

@@ -131,6 +131,7 @@ def test_a_local_file_is_read_as_it_is(tmp_path: Path) -> None:
         asyncio.run(obtain(HistorySource(str(tmp_path / "absent"))))
 
 
+@pytest.mark.slow
 def test_a_killed_download_resumes_in_the_next_run(make_emulator: EmulatorFactory,
                                                    tmp_path: Path) -> None:
     # a slow body (16 KiB every 50 ms), killed once part of it is on disk, whatever the speed

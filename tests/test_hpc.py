@@ -187,6 +187,7 @@ def test_verify_catches_damage(emulator: EmulatorThread, tmp_path: Path, damage:
     assert expected in result.stderr, result.stderr.decode()
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_directory_refuses(make_emulator: EmulatorFactory,
                                                     tmp_path: Path) -> None:
     # a slow server: the first run holds its lock for seconds after taking it (until killed)
@@ -376,6 +377,7 @@ def test_hand_set_slurm_variables_without_a_minimum_start_at_0(
         from_slurm({"SLURM_ARRAY_TASK_ID": "2"})
 
 
+@pytest.mark.slow
 def test_an_array_task_that_forgot_split_is_told_so_by_the_lock_error(
         emulator: EmulatorThread, tmp_path: Path) -> None:
     """Every task of `sbatch --array` without --split writes the whole list into one --out."""

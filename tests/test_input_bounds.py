@@ -120,6 +120,7 @@ def _wait_for(path: Path, size: int, process: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.mark.parametrize("line", [b"7157\n", b"\x00"])
+@pytest.mark.slow
 def test_sigterm_stops_a_spool_of_an_endless_pipe(tmp_path: Path, line: bytes) -> None:
     """SIGTERM was deferred to the end of the input: never, for an endless one."""
     out = tmp_path / "out"

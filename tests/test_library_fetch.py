@@ -140,6 +140,7 @@ def test_a_replaced_gene_maps_back_to_the_ids_asked(make_emulator: EmulatorFacto
     assert run.summary["found"] == 3 and run.summary["complete"]
 
 
+@pytest.mark.slow
 def test_the_docstring_examples_run(emulator: EmulatorThread, tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))

@@ -111,6 +111,7 @@ def test_a_killed_run_is_accounted_from_its_checkpoint_and_read_only_as_partial(
     assert len(partial) == summary["records"]
 
 
+@pytest.mark.slow
 def test_a_refused_fetch_leaves_the_runs_id_list_alone(emulator: EmulatorThread,
                                                        tmp_path: Path) -> None:
     out = tmp_path / "genes"
@@ -140,6 +141,7 @@ def test_a_refused_fetch_leaves_the_runs_id_list_alone(emulator: EmulatorThread,
     assert len(records) == len(expected_for(emulator.state.universe, IDS[:500]).genes)
 
 
+@pytest.mark.slow
 async def test_two_fetches_into_one_directory_in_one_process_meet_the_lock(
         make_emulator: EmulatorFactory, tmp_path: Path) -> None:
     emulator = make_emulator(latency_s=0.3)

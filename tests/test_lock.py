@@ -218,6 +218,7 @@ print(summary.exit_code, flush=True)
 """
 
 
+@pytest.mark.slow
 def test_the_cli_never_breaks_the_lock_of_a_live_library_run(emulator: EmulatorThread,
                                                               tmp_path: Path) -> None:
     """A script's download() has no 'bulkgene' in its command line: the CLI took its lock

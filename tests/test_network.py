@@ -51,6 +51,7 @@ def fast_config(emulator: EmulatorThread, source: Path, out: Path, **overrides: 
 
 
 @pytest.mark.parametrize("fault", RETRIED_FAULTS)
+@pytest.mark.slow
 async def test_each_fault_alone_is_retried_and_nothing_partial_is_written(
         make_emulator: EmulatorFactory, tmp_path: Path, fault: str) -> None:
     emulator: EmulatorThread = make_emulator(faults={fault: 0.35}, seed=7, stall_s=0.3,
@@ -244,6 +245,7 @@ def _finish(emulator: EmulatorThread, args: list[str]) -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM,
                                     pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
+@pytest.mark.slow
 def test_signal_commits_in_flight_work_and_exits_75(make_emulator: EmulatorFactory,
                                                     tmp_path: Path, signum: int) -> None:
     emulator = make_emulator(latency_s=0.3)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
 from helpers import (
     EmulatorFactory,
     cli_env,
@@ -36,6 +37,7 @@ async def _run(base_url: str, source: Path, out: Path) -> bulkgene.Summary:
         progress_interval_s=0))
 
 
+@pytest.mark.slow
 async def test_sparse_refused_ids_cost_about_log2_of_the_request_each(
         make_emulator: EmulatorFactory, tmp_path: Path) -> None:
     ids = mixed_ids(12_000)

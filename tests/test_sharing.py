@@ -169,6 +169,7 @@ def wait_for_heartbeats(lease: Path, count: int, deadline_s: float = 60) -> None
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_an_array_tasks_lease_follows_no_link_planted_in_dir_budget(
         make_emulator: EmulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BULKGENE_BUDGET_DIR")
@@ -193,6 +194,7 @@ def test_an_array_tasks_lease_follows_no_link_planted_in_dir_budget(
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 def test_a_fifo_planted_in_the_budget_directory_neither_hangs_the_run_nor_its_sigterm(
         make_emulator: EmulatorFactory, tmp_path: Path) -> None:
     emulator = make_emulator(latency_s=0.2)
@@ -212,6 +214,7 @@ def test_a_fifo_planted_in_the_budget_directory_neither_hangs_the_run_nor_its_si
             run.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_a_lease_that_cannot_be_renewed_stops_the_run_with_exit_1_naming_path_and_errno(
         make_emulator: EmulatorFactory, tmp_path: Path) -> None:
     emulator = make_emulator(latency_s=0.2)
@@ -239,6 +242,7 @@ def test_a_lease_that_cannot_be_renewed_stops_the_run_with_exit_1_naming_path_an
     assert str(lease) in text and "[Errno 21] Is a directory" in text, text
     assert "Traceback" not in text
     assert read_summary(out)["error"], "the error is in summary.json"
+@pytest.mark.slow
 def test_status_prints_another_users_lease_escaped(emulator: EmulatorThread,
                                                    tmp_path: Path) -> None:
     env = cli_env(emulator.base_url, NCBI_API_KEY=KEY)
@@ -268,6 +272,7 @@ def test_status_prints_another_users_lease_escaped(emulator: EmulatorThread,
     assert lease["out_dir"].endswith("\\r\\u202e")
 
 
+@pytest.mark.slow
 def test_status_finds_the_leases_of_a_fetch_given_budget_dir(
         make_emulator: EmulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BULKGENE_BUDGET_DIR")
@@ -334,6 +339,7 @@ def test_a_planted_lease_that_never_makes_room_is_named_then_not_waited_for(
     assert "has made no room for this run in 60 s" in text, text
 
 
+@pytest.mark.slow
 def test_status_never_lists_a_lease_of_a_dead_process_on_this_host(
         make_emulator: EmulatorFactory, tmp_path: Path) -> None:
     """A killed run's lease was listed as sharing the budget until its heartbeat aged out."""

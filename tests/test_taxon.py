@@ -305,6 +305,7 @@ def _killed_then_finished(emulator: EmulatorThread, out: Path, args: list[str],
     raise AssertionError(result.stderr.decode())
 
 
+@pytest.mark.slow
 def test_killed_while_listing_and_while_fetching_it_resumes_exactly(
         make_emulator: EmulatorFactory, tmp_path: Path) -> None:
     emulator = make_emulator(latency_s=0.01)
@@ -325,6 +326,7 @@ def test_killed_while_listing_and_while_fetching_it_resumes_exactly(
     assert run_cli("verify", str(out)).returncode == 0
 
 
+@pytest.mark.slow
 def test_sigterm_while_listing_exits_75_and_the_re_run_goes_on(make_emulator: EmulatorFactory,
                                                               tmp_path: Path) -> None:
     emulator = make_emulator()
@@ -381,6 +383,7 @@ def test_a_100_000_gene_taxon_killed_at_random_is_fetched_exactly(
     assert run_cli("verify", str(out)).returncode == 0
 
 
+@pytest.mark.slow
 def test_an_array_lists_once_and_its_tasks_share_the_list(make_emulator: EmulatorFactory,
                                                           tmp_path: Path) -> None:
     emulator = make_emulator(latency_s=0.02)
@@ -457,6 +460,7 @@ def test_refresh_list_fetches_only_new_ids_and_reports_the_ones_that_left(
     assert len(served(emulator.state.arrivals())) == before
 
 
+@pytest.mark.slow
 def test_a_refresh_killed_while_fetching_goes_on_without_listing_again(
         make_emulator: EmulatorFactory, tmp_path: Path) -> None:
     emulator = make_emulator(latency_s=0.01)

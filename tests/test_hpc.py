@@ -347,6 +347,7 @@ def test_verify_finds_a_replacement_that_no_task_wrote(make_emulator: EmulatorFa
     verdict = invoke_cli("verify", str(out))
     assert verdict.returncode == 1
     assert b"GeneID 1700000000" in verdict.stderr and b"no shard" in verdict.stderr
+    assert b"fetch the list anew" in verdict.stderr and b"--restart" in verdict.stderr
 
 
 def test_verify_finds_tasks_that_split_the_list_differently(make_emulator: EmulatorFactory,

@@ -156,6 +156,14 @@ def verify(out_dir: Path) -> Verdict:
             f"({directory / REPLACED_NAME}), is written in no shard of any task")
     if len(unwritten) > _MAX_PROBLEMS_PER_KIND:
         verdict.problems.append(f"... {len(unwritten)} replacement genes written nowhere in all")
+    if unwritten:
+        # a re-run resumes from the checkpoint, which says those batches are done
+        restart = "every task with --restart" if len(directories) > 1 or directories[0] != out_dir \
+            else "the fetch with --restart"
+        verdict.problems.append(
+            "running the same fetch again can't write them: the records that answered those "
+            "GeneIDs were left out by an older bulkgene, or the files were changed outside "
+            f"bulkgene; run {restart} (the old run is moved aside) to fetch the list anew")
     if len(batch_sizes) > 1:
         shown = "; ".join(f"{', '.join(names)}: batch size {size}"
                           for size, names in batch_sizes.items())

@@ -30,6 +30,7 @@ from bulkgene.output import checkpoint as ckpt
 from bulkgene.output import rewrite
 from bulkgene.output.checkpoint import Checkpoint, InputFile
 from bulkgene.output.claims import GeneClaims, layout_key
+from bulkgene.output.contested import ContestedGenes
 from bulkgene.output.lock import RunLock, acquire_waiting
 from bulkgene.output.store import OutputStore
 from bulkgene.run import growth
@@ -367,12 +368,16 @@ def _ready(config: DownloadConfig, plan: IdPlan, plan_key: list[str], state: Che
     state.run_started_at = time.time()  # saved with the first commit of this run
     state.run_ids_at_start = state.ids_done
     state.base_url = config.network.api_root
-    claims = (GeneClaims(config.out_dir / layout.CLAIMS_DIR_NAME / layout_key(
-        plan_key, config.output.batch_size, config.task.count, config.network.server),
-        config.task.index) if config.task.count > 1 else None)
+    claims_dir = config.out_dir / layout.CLAIMS_DIR_NAME / layout_key(
+        plan_key, config.output.batch_size, config.task.count, config.network.server)
+    claims = GeneClaims(claims_dir, config.task.index) if config.task.count > 1 else None
+    siblings = [config.out_dir / layout.task_dir_name(index)
+                for index in range(config.task.count) if index != config.task.index]
+    contested = ContestedGenes(claims_dir, config.task.index, out_dir,
+                               siblings if config.task.count > 1 else ())
     store = OutputStore(out_dir, config.output.shards, plan.requested,
                         gzipped=config.output.compress == "gzip", tsv=config.query.format == "tsv",
-                        claims=claims)
+                        claims=claims, contested=contested)
     store.open(committed)
     if committed is None:
         # state before any data: a kill before the first commit leaves a directory that

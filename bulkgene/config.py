@@ -300,6 +300,11 @@ class NetworkSpec:
             raise ConfigError("the response size cap must be at least 1 MiB")
 
     @property
+    def secret(self) -> str | None:
+        """The key's text, for masking it wherever an input or answer might repeat it."""
+        return self.api_key.reveal() if self.api_key is not None else None
+
+    @property
     def server(self) -> str:
         """Scheme and host of the base URL: which server filled a directory."""
         url = urlsplit(self.base_url)

@@ -15,7 +15,13 @@ from pathlib import Path
 import click
 
 from bulkgene.cli import commands, signals
-from bulkgene.cli.console import configure_logging, print_out, read_api_key, report_end
+from bulkgene.cli.console import (
+    configure_logging,
+    print_out,
+    read_api_key,
+    refuse_key_file_input,
+    report_end,
+)
 from bulkgene.cli.doctor import doctor
 from bulkgene.cli.explain import AfterFetch, explain, explain_fetch_options, finish_fetch
 from bulkgene.cli.export import export
@@ -252,6 +258,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None,
     reporter = ProgressReporter(terminal, progress_interval)
     configure_logging(verbose, quiet, TerminalLog(terminal))
     try:
+        refuse_key_file_input(inputs, api_key_file, taxa_file)
         config = DownloadConfig(
             inputs=inputs, out_dir=out_dir, column=column, restart=restart, add=add,
             taxa=taxon_selection(taxa, taxa_file, gene_types, include_subtree, refresh_list),

@@ -237,8 +237,15 @@ def _shape(line: bytes) -> LineShape:
                      fields[0] if fields else b"")
 
 
+def _masked(line: bytes, secret: bytes | None) -> bytes:
+    """``line`` with the API key replaced by ``***``: an input that holds the key (the key
+    file given as an input by a glob, or a notes file) must not copy it into rejects.tsv or
+    a message."""
+    return line.replace(secret, b"***") if secret and secret in line else line
+
+
 def _read_file(handle: BinaryIO, name: str, column: int | str | None,
-               report: FileReport) -> Iterator[int | Reject]:
+               report: FileReport, secret: bytes | None = None) -> Iterator[int | Reject]:
     index: int | None = column if isinstance(column, int) else None
     sample: Counter[int] = Counter()  # the first IDs; then only the commonest one is counted
     common, common_count = 0, 0
@@ -247,6 +254,7 @@ def _read_file(handle: BinaryIO, name: str, column: int | str | None,
     for line_number, line, overlong in _lines(handle):
         if not looked_for_header and line.strip():
             looked_for_header = True
+            line = _masked(line, secret)
             if index is not None:
                 refuse_numbered_non_gene_column(name, line, index)
             if _is_header(line, name, column):
@@ -281,6 +289,7 @@ def _read_file(handle: BinaryIO, name: str, column: int | str | None,
                 common_count += 1
             yield parsed
         else:
+            line = _masked(line, secret)
             if b"\x00" in line:
                 report.binary = True
             if column is None and parsed in ("NOT_A_GENE_ID", "SEVERAL_IDS"):
@@ -327,12 +336,14 @@ def _is_header(line: bytes, name: str, column: int | str | None) -> bool:
 
 
 def read_ids(paths: tuple[str, ...], names: tuple[str, ...] | None = None,
-             column: int | str | None = None) -> Iterator[int | Reject]:
+             column: int | str | None = None, secret: str | None = None
+             ) -> Iterator[int | Reject]:
     """Every valid GeneID (duplicates included) and every rejected line, in input order.
 
     ``names`` are what rejects report as the source (e.g. ``-`` for a spooled stdin copy);
-    ``column`` is what :func:`parse_column` made of ``--column``. Raises InputError at the
-    end when no line held a GeneID.
+    ``column`` is what :func:`parse_column` made of ``--column``; ``secret`` (the API key)
+    is masked in every rejected line and message. Raises InputError at the end when no line
+    held a GeneID.
     """
     reports: list[FileReport] = []
     first_rejects: list[Reject] = []
@@ -341,7 +352,8 @@ def read_ids(paths: tuple[str, ...], names: tuple[str, ...] | None = None,
         report = FileReport(names[position] if names else path)
         reports.append(report)
         with open_input(path) as handle:
-            for item in _read_file(handle, report.name, column, report):
+            for item in _read_file(handle, report.name, column, report,
+                                   secret.encode() if secret else None):
                 if isinstance(item, int):
                     valid += 1
                 elif len(first_rejects) < SHOWN_REJECTS:
@@ -365,12 +377,13 @@ def scan_ids(
     names: tuple[str, ...],
     on_reject: Callable[[Reject], None] | None = None,
     column: int | str | None = None,
+    secret: str | None = None,
 ) -> tuple[InputCounts, IdBitmap]:
     """Count the input and collect the set of requested IDs; rejects go to ``on_reject``."""
     counts = InputCounts()
     requested = IdBitmap()
     add = requested.add
-    for item in read_ids(paths, names, column):
+    for item in read_ids(paths, names, column, secret):
         if isinstance(item, int):
             if add(item):
                 counts.requested += 1

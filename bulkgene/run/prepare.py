@@ -206,12 +206,12 @@ def _plan(config: DownloadConfig, paths: tuple[str, ...], names: tuple[str, ...]
     by whichever comes first while the others wait for it."""
     directory = plan_directory(config)
     if directory == config.work_dir:
-        return _read_input(directory, paths, names, plan_key, config.column)
+        return _read_input(directory, paths, names, plan_key, config)
     lock = RunLock(directory)
     acquire_waiting(lock, timeout_s=_PLAN_WAIT_S)
     try:
         _refuse_another_list(directory, plan_key)
-        return _read_input(directory, paths, names, plan_key, config.column)
+        return _read_input(directory, paths, names, plan_key, config)
     finally:
         lock.release()
 
@@ -220,7 +220,7 @@ _PLAN_WAIT_S = 3600.0  # parsing all of NCBI Gene's 60 M IDs takes minutes, not 
 
 
 def _read_input(out_dir: Path, paths: tuple[str, ...], names: tuple[str, ...],
-                plan_key: list[str], column: str | None) -> IdPlan:
+                plan_key: list[str], config: DownloadConfig) -> IdPlan:
     """The input's plan: reused when it matches, else made while writing rejects.tsv."""
     if (out_dir / REJECTS_NAME).exists() and (plan := idplan.load(out_dir, plan_key)):
         return plan
@@ -230,7 +230,8 @@ def _read_input(out_dir: Path, paths: tuple[str, ...], names: tuple[str, ...],
         def record(reject: Reject) -> None:
             handle.write(reject.row())
 
-        plan = idplan.build(out_dir, paths, names, plan_key, record, parse_column(column))
+        plan = idplan.build(out_dir, paths, names, plan_key, record,
+                            parse_column(config.column), config.network.secret)
     return plan
 
 
@@ -432,7 +433,7 @@ def dry_run(config: DownloadConfig, rejects: list[Reject] | None = None) -> DryR
     """Read and validate the input and work out batches and time; writes and sends nothing."""
     counts, _ = scan_ids(config.inputs, config.inputs,
                          rejects.append if rejects is not None else None,
-                         parse_column(config.column))
+                         parse_column(config.column), config.network.secret)
     task_batches, task_ids = config.task.share(counts.requested, config.output.batch_size)
     pages_per_batch = -(-min(config.output.batch_size, max(counts.requested, 1))
                         // config.query.page_size)

@@ -251,7 +251,8 @@ def _read_file(handle: BinaryIO, name: str, column: int | str | None,
     common, common_count = 0, 0
     data_lines = valid = 0
     looked_for_header = False
-    for line_number, line, overlong in _lines(handle):
+    for line_number, read, overlong in _lines(handle):
+        line = read
         if not looked_for_header and line.strip():
             looked_for_header = True
             line = _masked(line, secret)

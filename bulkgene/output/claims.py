@@ -35,13 +35,17 @@ def layout_key(plan_key: list[str], batch_size: int, task_count: int, server: st
 class GeneClaims:
     """One task's view of the claims of an array's output directory."""
 
-    def __init__(self, directory: Path, task_index: int) -> None:
+    def __init__(self, directory: Path, task_index: int, root: Path | None = None) -> None:
         self.directory = directory
         self.task_index = task_index
+        self._root = root or directory.parent.parent  # DIR, of DIR/.claims/<layout>
+        self._made = False
 
     def owns(self, gene_id: int) -> bool:
         """Claim ``gene_id`` for this task unless another task has; whether this task owns it."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self._made:  # no link followed on the way, the group's bits kept
+            durable.make_run_directories(self._root, self.directory)
+            self._made = True
         path = self.directory / str(gene_id)
         mine = str(self.task_index).encode()
         tmp = self.directory / f".{gene_id}.{self.task_index}.tmp"

@@ -82,8 +82,10 @@ class ContestedGenes:
     """One task's part in writing requested genes that other requested IDs were replaced by."""
 
     def __init__(self, directory: Path, task_index: int, own_dir: Path,
-                 sibling_dirs: Iterable[Path] = ()) -> None:
+                 sibling_dirs: Iterable[Path] = (), root: Path | None = None) -> None:
         self.directory = directory
+        self._root = root or directory.parent.parent  # DIR, of DIR/.claims/<layout>
+        self._made: set[str] = set()
         self.task_index = task_index
         self._answers = [_TaskAnswers(own_dir), *(_TaskAnswers(d) for d in sibling_dirs)]
         self._vacant_now = IdBitmap()  # noted by this process (rows perhaps not flushed yet)
@@ -160,17 +162,15 @@ class ContestedGenes:
         return owner is not None and owner[0] != self.task_index
 
     def _park(self, gene_id: int, line: bytes) -> None:
-        parked = self.directory / PARKED_DIR_NAME
+        parked = self._subdirectory(PARKED_DIR_NAME)
         path = parked / str(gene_id)
         if path.exists():
             return
-        parked.mkdir(parents=True, exist_ok=True)
         _create_exclusively(path, line)
 
     def _take(self, gene_id: int, batch_index: int) -> bool:
         """Whether this task writes ``gene_id`` now, in batch ``batch_index``."""
-        taken = self.directory / TAKEN_DIR_NAME
-        taken.mkdir(parents=True, exist_ok=True)
+        taken = self._subdirectory(TAKEN_DIR_NAME)
         mine = f"{self.task_index} {batch_index}".encode()
         path = taken / str(gene_id)
         if not _create_exclusively(path, mine):
@@ -181,6 +181,15 @@ class ContestedGenes:
             durable.write_atomically(path, mine)
         self._written.add(gene_id)
         return True
+
+    def _subdirectory(self, name: str) -> Path:
+        """``parked/`` or ``taken/``, made once: no link followed on the way, the group's
+        bits kept (the tasks of an array may be several users')."""
+        path = self.directory / name
+        if name not in self._made:
+            durable.make_run_directories(self._root, path)
+            self._made.add(name)
+        return path
 
     def _owner(self, gene_id: int) -> tuple[int, int] | None:
         try:

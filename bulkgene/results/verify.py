@@ -114,6 +114,12 @@ def verify(out_dir: Path) -> Verdict:
     batch_sizes: dict[object, list[str]] = {}
     for directory in directories:
         verdict.tasks += 1
+        if directory != out_dir and directory.is_symlink():
+            verdict.problems.append(
+                f"{directory} is a symbolic link: a task's directory must be a real one in "
+                f"{out_dir} (bulkgene follows no link there, and won't resume through it); if "
+                "it stands for a task directory moved elsewhere, move that directory back")
+            continue
         try:
             state = ckpt.load(directory)
         except (CorruptCheckpoint, StateError) as exc:

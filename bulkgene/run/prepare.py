@@ -244,6 +244,16 @@ def _absent_dirs(directory: Path) -> list[Path]:
     return absent
 
 
+def _run_directories(config: DownloadConfig) -> None:
+    """An array task's own directory made (or found) below DIR, never through a link, with
+    DIR's group bits; DIR's shared .claims/ and taxa/ refused if they are links."""
+    if config.work_dir != config.out_dir:
+        durable.make_run_directories(config.out_dir, config.work_dir)
+    for name in (layout.CLAIMS_DIR_NAME, layout.TAXA_DIR_NAME):
+        if (config.out_dir / name).is_symlink():
+            durable.make_run_directories(config.out_dir, config.out_dir / name)  # says why
+
+
 def _remove_empty(directories: list[Path]) -> None:
     for directory in directories:
         try:
@@ -260,9 +270,15 @@ def prepare(config: DownloadConfig, cancel: threading.Event | None = None) -> Pr
     out_dir = config.work_dir
     created = _absent_dirs(out_dir)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        config.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StateError(f"cannot create the output directory {out_dir}: {exc.strerror}") from None
+        raise StateError(f"cannot create the output directory {config.out_dir}: "
+                         f"{exc.strerror}") from None
+    try:
+        _run_directories(config)
+    except BaseException:
+        _remove_empty(created)
+        raise
     lock = RunLock(out_dir)
     try:
         lock.acquire()
@@ -288,7 +304,7 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path],
                  out_dir, moved)
         (moved / layout.LOCK_NAME).unlink(missing_ok=True)  # our lock moved away with the old run
         if not out_dir.exists():
-            out_dir.mkdir(parents=True)
+            _run_directories(config)
             created.insert(0, out_dir)
         lock.acquire()
     if not (out_dir / layout.CHECKPOINT_NAME).exists():
@@ -371,11 +387,12 @@ def _ready(config: DownloadConfig, plan: IdPlan, plan_key: list[str], state: Che
     state.base_url = config.network.api_root
     claims_dir = config.out_dir / layout.CLAIMS_DIR_NAME / layout_key(
         plan_key, config.output.batch_size, config.task.count, config.network.server)
-    claims = GeneClaims(claims_dir, config.task.index) if config.task.count > 1 else None
+    claims = (GeneClaims(claims_dir, config.task.index, config.out_dir)
+              if config.task.count > 1 else None)
     siblings = [config.out_dir / layout.task_dir_name(index)
                 for index in range(config.task.count) if index != config.task.index]
     contested = ContestedGenes(claims_dir, config.task.index, out_dir,
-                               siblings if config.task.count > 1 else ())
+                               siblings if config.task.count > 1 else (), config.out_dir)
     store = OutputStore(out_dir, config.output.shards, plan.requested,
                         gzipped=config.output.compress == "gzip", tsv=config.query.format == "tsv",
                         claims=claims, contested=contested)

@@ -15,7 +15,6 @@ import gzip
 import hashlib
 import logging
 import re
-import shlex
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -25,14 +24,9 @@ from typing import BinaryIO
 
 from bulkgene.errors import InputError
 from bulkgene.input.advice import SHOWN_REJECTS, FileReport, LineShape, Reject, no_ids_error
-from bulkgene.input.columns import (
-    FIELD_QUOTES,
-    header_names,
-    is_gene_id_name,
-    is_tax_id_name,
-    parse_column,
-    refuse_numbered_non_gene_column,
-)
+from bulkgene.input.columns import FIELD_QUOTES, parse_column, shown_text
+from bulkgene.input.encoding import Utf16Reader, utf16_encoding
+from bulkgene.input.header import FirstLine, RowNumbers, first_line
 from bulkgene.input.idset import MAX_GENE_ID, IdBitmap
 from bulkgene.input.spool import STDIN, refuse_device_stream
 
@@ -41,7 +35,6 @@ __all__ = ["STDIN", "InputCounts", "Reject", "file_digest", "open_input", "parse
 
 _MAX_LINE_BYTES = 64 * 1024
 _READ_BYTES = 1 << 20
-_SHOWN_TEXT_CHARS = 80
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
 _COMMENT = re.compile(rb"(?:^|[\s,])#")
@@ -89,6 +82,9 @@ def open_input(path: str) -> Iterator[BinaryIO]:
         if start[:2] == _GZIP_MAGIC:
             with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
                 yield unzipped  # type: ignore[misc]
+        elif (encoding := utf16_encoding(start)) is not None:
+            log.info("%s: reading it as UTF-16 text (Excel's \"Unicode Text\", PowerShell)", path)
+            yield Utf16Reader(raw, encoding)  # type: ignore[misc]  # the reader only read()s
         else:
             yield raw
     except (OSError, EOFError) as exc:
@@ -116,15 +112,6 @@ def file_digest(path: str) -> str:
             return hashlib.file_digest(handle, "blake2b").hexdigest()[:32]
     except OSError as exc:
         raise InputError(f"cannot read input {path!r}: {exc.strerror}; check the path") from None
-
-
-def shown_text(raw: bytes) -> str:
-    """A line as it may appear in a report: truncated, escaped, one TSV field."""
-    text = raw[: _SHOWN_TEXT_CHARS * 4].decode("utf-8", "backslashreplace")
-    if len(text) > _SHOWN_TEXT_CHARS:
-        text = text[:_SHOWN_TEXT_CHARS] + "..."
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                   for c in text)
 
 
 def _lines(handle: BinaryIO) -> Iterator[tuple[int, bytes, bool]]:
@@ -251,30 +238,25 @@ def _read_file(handle: BinaryIO, name: str, column: int | str | None,
     common, common_count = 0, 0
     data_lines = valid = 0
     looked_for_header = False
+    row_numbers: RowNumbers | None = None
     for line_number, read, overlong in _lines(handle):
         line = read
         if not looked_for_header and line.strip():
-            looked_for_header = True
+            report.nonblank = True
             line = _masked(line, secret)
-            if index is not None:
-                refuse_numbered_non_gene_column(name, line, index)
-            if _is_header(line, name, column):
-                names = header_names(line)
-                if isinstance(column, str):
-                    index = [n.lower() for n in names].index(column.lower())
-                    log.info("%s: reading GeneIDs from column %d (%s)", name, index + 1, column)
-                elif index is None:
-                    index = next(i for i, n in enumerate(names) if is_gene_id_name(n))
-                    log.info("%s: reading GeneIDs from column %d (%s), the one its header "
-                             "line names", name, index + 1, names[index])
+            first = first_line(name, line, column)
+            if first.comment:
+                report.names = first.names or report.names
+                continue  # `# exported by tool X`: the header may be on the next line
+            looked_for_header = True
+            report.names = first.names
+            index = first.index
+            row_numbers = RowNumbers.watching(name, first)
+            if first.header:
+                _say_column(name, first, column)
                 continue
-            first_name = next(iter(header_names(line)), "")
-            if column is None and is_tax_id_name(first_name):
-                raise InputError(
-                    f"{name}: its first line names the first column {first_name!r}: taxonomy "
-                    "IDs (9606 is human), not GeneIDs. Choose the GeneID column with --column "
-                    "N (counted from 1) or --column NAME (if column 1 does hold GeneIDs: "
-                    f"--column {shlex.quote(first_name)})")
+        elif row_numbers is not None and row_numbers.alive and line.strip():
+            row_numbers.see(line)
         parsed = (_parse_first(line, overlong) if index is None
                   else _parse_column(line, overlong, index))
         if parsed is None:
@@ -296,8 +278,10 @@ def _read_file(handle: BinaryIO, name: str, column: int | str | None,
             if column is None and parsed in ("NOT_A_GENE_ID", "SEVERAL_IDS"):
                 report.keep_shape(_shape(line))
             yield Reject(name, line_number, shown_text(line.strip()), parsed)
-    report.nonblank = looked_for_header
     report.data_lines, report.valid = data_lines, valid
+    report.column = index
+    if row_numbers is not None:
+        row_numbers.check()
     if valid < _REPEAT_SAMPLE and sample:
         common, common_count = sample.most_common(1)[0]
     if valid >= _REPEAT_MIN_IDS:
@@ -323,17 +307,13 @@ def _warn_if_not_gene_ids(name: str, column_number: int, valid: int, common: int
                     ", ..." if len(sample) > 5 else "", advice)
 
 
-def _is_header(line: bytes, name: str, column: int | str | None) -> bool:
-    """Whether a file's first non-blank line names columns: ``--column NAME``'s, or GeneID."""
-    names = header_names(line)
+def _say_column(name: str, first: FirstLine, column: int | str | None) -> None:
+    assert first.index is not None
     if isinstance(column, str):
-        if column.lower() not in (n.lower() for n in names):
-            raise InputError(
-                f"--column {column!r}: the first line of {name} names no such column (it is "
-                f"'{shown_text(line.strip())}'); give a column number (1, 2, ...) or a name "
-                "from that header line")
-        return True
-    return any(is_gene_id_name(n) for n in names)
+        log.info("%s: reading GeneIDs from column %d (%s)", name, first.index + 1, column)
+    elif column is None:
+        log.info("%s: reading GeneIDs from column %d (%s), the one its header line names",
+                 name, first.index + 1, first.names[first.index])
 
 
 def read_ids(paths: tuple[str, ...], names: tuple[str, ...] | None = None,

@@ -8,6 +8,9 @@ Every error says what happened and what to do next.
     ├── MissingExtra               an optional dependency (pyarrow, pandas) is not installed (exit 1)
     ├── Interrupted                SIGTERM/SIGINT before the fetch began: getting ready,
     │                              listing a taxon's GeneIDs (exit 75)
+    ├── IncompleteRun              the run holds part of the list: failed batches, interrupted,
+    │                              still running, or one task of an array (exit 1; 3 after
+    │                              a download with failed batches)
     ├── StateError                 the output directory can't be resumed safely (exit 1)
     ├── BudgetError                the key's shared rate budget can't be kept (exit 1)
     │   ├── FingerprintMismatch    input or parameters changed since the checkpoint
@@ -24,6 +27,7 @@ Malformed input lines and unreachable batches are *not* exceptions: they are rec
 
 from __future__ import annotations
 
+import re
 import signal
 from typing import TYPE_CHECKING
 
@@ -73,6 +77,20 @@ class Interrupted(BulkgeneError):
     exit_code = EXIT_INTERRUPTED
 
 
+class IncompleteRun(BulkgeneError):
+    """A run holds only part of the list asked for; reading it as the whole is refused.
+
+    ``reasons`` says why, in words that say what to do; ``summary`` is the run's accounting
+    when a download just ended (``bulkgene.fetch``). ``partial=True`` reads what is there.
+    ``exit_code`` is the run's own when a download just ended (3 for failed batches, as the
+    CLI exits), else 1.
+    """
+
+    def __init__(self, message: str, reasons: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.reasons = list(reasons or [])
+
+
 class StateError(BulkgeneError):
     """The output directory holds state that can't be resumed safely."""
 
@@ -111,3 +129,45 @@ class ListingIncomplete(BulkgeneError):
 
 class HistoryError(BulkgeneError):
     """NCBI's gene_history file could not be downloaded, or what came is not that file."""
+
+
+# The CLI's options and the library's keywords for the same setting: a message is written
+# once, in the CLI's words, and the library's edge (bulkgene.fetch, bulkgene.open) renders it
+# in its own. A flag that takes a value keeps a value it is given in the message.
+_LIBRARY_WORDS = {
+    "--restart": "restart=True", "--partial": "partial=True", "--with-missing": "with_missing=True",
+    "--out": "out=", "--batch-size": "batch_size=", "--rate": "rate=", "--base-url": "base_url=",
+    "--concurrency": "concurrency=", "--page-size": "page_size=", "--shards": "shards=",
+    "--endpoint": "endpoint=", "--returned-content": "returned_content=", "--record": "record=",
+    "--compress": "compress=", "--column": "column=", "--budget-dir": "budget_dir=",
+    "--api-key": "api_key=", "--max-attempts": "max_attempts=", "--fields": "fields=",
+    "--explode": "explode=",
+}
+_FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)(?: ([0-9][0-9.]*|[A-Z][A-Z_]{2,}|'[^']*'))?"
+                   r"(?![\w-])")
+
+
+def library_words(text: str) -> str:
+    """``text`` (a message naming the CLI's options) with the library's keywords instead:
+    ``pass --restart`` -> ``pass restart=True``, ``--batch-size 500`` -> ``batch_size=500``."""
+
+    def render(match: re.Match[str]) -> str:
+        word = _LIBRARY_WORDS.get(match.group(1))
+        if word is None:
+            return match.group(0)
+        value = match.group(2)
+        if value is None:
+            return word
+        if not word.endswith("="):
+            return f"{word} {value}"
+        return word + (value if value[0] in "0123456789'" else repr(value))
+
+    return _FLAG.sub(render, text)
+
+
+def in_library_words(error: BulkgeneError) -> BulkgeneError:
+    """``error`` with its message in the library's words (rewritten in place), for raising
+    from ``bulkgene.fetch`` and ``bulkgene.open``."""
+    if error.args and isinstance(error.args[0], str):
+        error.args = (library_words(error.args[0]), *error.args[1:])
+    return error

@@ -31,6 +31,9 @@ PLAN_BITMAP = "plan.bitmap"
 PLAN_FILES = (PLAN_JSON, PLAN_IDS, PLAN_BITMAP)
 STDIN_SPOOL_NAME = "stdin.spool"
 LIBRARY_IDS_NAME = "requested-ids.txt"  # bulkgene.fetch(ids): the list given in memory
+# a new list for requested-ids.txt waits beside it under this name until the run that reads
+# it holds the lock and matches the checkpoint (run/prepare.py); pid and a random token
+_STAGED_IDS = re.compile(r"\.requested-ids\.txt\.(\d+)\.[0-9a-f]+\.new")
 TASK_DIR_PREFIX = "task-"
 BUDGET_DIR_NAME = ".budget"  # an array's rate-budget leases, shared by its tasks
 CLAIMS_DIR_NAME = ".claims"  # which task writes a gene merged from several tasks' IDs
@@ -67,6 +70,17 @@ STATE_NAMES = frozenset({MISSING_NAME, REPLACED_NAME, REJECTS_NAME, SUMMARY_NAME
                          CHECKPOINT_NAME, LOCK_NAME, STDIN_SPOOL_NAME, LIBRARY_IDS_NAME,
                          *PLAN_FILES, TAXA_DIR_NAME, TAXA_REPORT_NAME, MISSING_TAXA_NAME,
                          TAXA_LEFT_NAME})
+
+
+def staged_ids_name(pid: int, token: str) -> str:
+    """Where ``bulkgene.fetch`` writes a new in-memory list before the run adopts it."""
+    return f".{LIBRARY_IDS_NAME}.{pid}.{token}.new"
+
+
+def staged_ids_pid(name: str) -> int | None:
+    """The pid in a staged list's name, None if ``name`` is no staged list."""
+    match = _STAGED_IDS.fullmatch(name)
+    return int(match.group(1)) if match else None
 
 
 def shard_name(shard_index: int, gzipped: bool = False, tsv: bool = False) -> str:

@@ -296,7 +296,7 @@ def test_list_fields_names_every_mnemonic() -> None:
 def test_unknown_fields_and_formats_are_usage_errors(emulator: EmulatorThread,
                                                      tmp_path: Path) -> None:
     out = _fetch(emulator, tmp_path, IDS[:20], "genes")
-    for args, said in ((("--fields", "gene-id,nope"), b"unknown field(s) 'nope'"),
+    for args, said in ((("--fields", "gene-id,nope"), b"unknown field 'nope'"),
                        (("--explode", "symbol", "--fields", "symbol"), b"only list fields"),
                        (("--format", "xlsx"), b"xlsx")):
         result = invoke_cli("export", str(out), "--to", str(tmp_path / "x.tsv"), *args)

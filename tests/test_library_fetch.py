@@ -43,19 +43,28 @@ def test_fetch_returns_the_records_of_a_list_in_memory(emulator: EmulatorThread,
     assert len(served(emulator.state.arrivals())) == before
 
 
-def test_fetch_as_frame_has_typed_columns_and_the_missing(emulator: EmulatorThread,
-                                                          tmp_path: Path) -> None:
-    frame = bulkgene.fetch(IDS, tmp_path / "genes", as_frame=True, base_url=emulator.base_url,
-                           rate=1000, progress=False, with_missing=True,
-                           fields=["query", "gene-id", "symbol", "synonyms"])
+def test_fetch_as_frame_is_one_row_per_id_in_the_order_given(emulator: EmulatorThread,
+                                                             tmp_path: Path) -> None:
+    """mygene's querymany(as_dataframe=True) shape: one row per GeneID given, in that order,
+    indexed by it; the missing ones too, with their reason; types kept."""
+    given = [*reversed(IDS[:1200]), 7157, 672, 3105, 3558, 11200]
+    frame = bulkgene.fetch(given, tmp_path / "genes", as_frame=True, base_url=emulator.base_url,
+                           rate=1000, progress=False, batch_size=250,
+                           fields=["gene-id", "symbol", "synonyms"])
     assert isinstance(frame, pd.DataFrame)
-    assert list(frame.columns) == ["query", "gene-id", "symbol", "synonyms", "missing_reason"]
+    assert frame.index.name == "query"
+    assert list(frame.index) == list(dict.fromkeys(given))
+    assert list(frame.columns) == ["gene-id", "symbol", "synonyms", "missing_reason"]
     assert str(frame["gene-id"].dtype) == "int64[pyarrow]"
-    expected = expected_for(emulator.state.universe, IDS)
-    assert len(frame) == len(expected.genes) + len(expected.missing)
-    assert frame.loc[frame["gene-id"] == 7157, "symbol"].item() == "TP53"
-    assert set(frame.loc[frame["missing_reason"].notna(), "query"].map(lambda q: q[0])) == set(
-        expected.missing)
+    expected = expected_for(emulator.state.universe, given)
+    assert frame.loc[7157, "symbol"] == "TP53"
+    assert set(frame.index[frame["missing_reason"].notna()]) == set(expected.missing)
+    assert all(frame.loc[old, "gene-id"] == new for old, new in expected.replaced.items())
+    found = bulkgene.fetch(given, tmp_path / "genes", as_frame=True, with_missing=False,
+                           fields="symbol", base_url=emulator.base_url, progress=False,
+                           batch_size=250)
+    assert list(found.index) == [i for i in dict.fromkeys(given) if i not in expected.missing]
+    assert list(found.columns) == ["symbol"]
 
 
 def test_fetch_reads_id_files_given_as_str(emulator: EmulatorThread, tmp_path: Path) -> None:
@@ -82,7 +91,7 @@ def test_unknown_keywords_and_wrong_ids_are_named() -> None:
         bulkgene.fetch([7157], retries=3)
     with pytest.raises(TypeError, match="GeneIDs"):
         bulkgene.fetch(b"7157")
-    with pytest.raises(TypeError, match="TP53"):
+    with pytest.raises(bulkgene.InputError, match=r"'TP53' is not a GeneID.*convert symbols"):
         bulkgene.fetch([7157, "TP53"])
 
 
@@ -97,7 +106,7 @@ async def test_fetch_works_inside_a_running_event_loop(emulator: EmulatorThread,
     assert heard and heard[-1].ids_done == heard[-1].ids_total == len(set(IDS))
     frame = await bulkgene.fetch_async(IDS[:200], tmp_path / "async", as_frame=True,
                                        base_url=emulator.base_url, rate=1000, progress=False)
-    assert len(frame) == len(expected_for(emulator.state.universe, IDS[:200]).genes)
+    assert list(frame.index) == IDS[:200]
 
 
 def test_without_out_a_cache_directory_is_used_and_reused(
@@ -117,10 +126,13 @@ def test_without_out_a_cache_directory_is_used_and_reused(
 def test_a_replaced_gene_maps_back_to_the_ids_asked(make_emulator: EmulatorFactory,
                                                     tmp_path: Path) -> None:
     emulator = make_emulator(GeneUniverse(replaced={11: 1_000_000_001, 12: 1_000_000_001}))
-    frame = bulkgene.fetch([11, 12, 7157], tmp_path / "genes", as_frame=True,
+    frame = bulkgene.fetch([12, 7157, 11], tmp_path / "genes", as_frame=True,
                            fields=["query", "gene-id"], base_url=emulator.base_url, rate=1000,
                            progress=False)
-    rows = {int(row["gene-id"]): sorted(row["query"]) for _, row in frame.iterrows()}
+    assert list(frame.index) == [12, 7157, 11]  # the merged gene once for each ID asked
+    assert list(frame["gene-id"]) == [1_000_000_001, 7157, 1_000_000_001]
+    run_frame = bulkgene.open(tmp_path / "genes").to_frame(fields=["query", "gene-id"])
+    rows = {int(row["gene-id"]): sorted(row["query"]) for _, row in run_frame.iterrows()}
     assert rows == {1_000_000_001: [11, 12], 7157: [7157]}
     run = bulkgene.open(tmp_path / "genes")
     assert sorted((r["requested_gene_id"], r["returned_gene_id"]) for r in run.replaced()) == [

@@ -39,6 +39,7 @@ def status(out_dir: Path, as_json: bool, budget_dir: Path | None) -> None:
     read the directory (1 if it holds no run): for a pass/fail, use `bulkgene verify`.
     """
     from bulkgene.results import status as status_module
+    from bulkgene.results import status_text
 
     _refuse_absent(out_dir)
     try:
@@ -49,24 +50,29 @@ def status(out_dir: Path, as_json: bool, budget_dir: Path | None) -> None:
 
     leases = leases_sharing_with(out_dir, budget_dir)
     whole_array = not status_module.is_task_directory(out_dir)
+    one_task = status_module.one_task_note(out_dir, statuses)
     if as_json:
-        print_out(status_module.as_json(statuses, leases, whole_array).decode(), nl=False)
+        print_out(status_text.as_json(statuses, leases, whole_array, one_task).decode(), nl=False)
         return
-    print_out(status_module.as_table(statuses))
-    if history := status_module.history_line(statuses):
+    print_out(status_text.as_table(statuses))
+    if history := status_text.history_line(statuses):
         print_out(history)
     run_dir = out_dir.parent if status_module.is_task_directory(out_dir) else out_dir
-    if refused := status_module.refused_line(statuses, run_dir):
+    if refused := status_text.refused_line(statuses, run_dir):
         print_out(refused)
     if leases:
-        print_out(status_module.leases_table(leases))
-    elif hint := status_module.no_lease_hint(statuses, status_roots(out_dir, budget_dir)):
+        print_out(status_text.leases_table(leases))
+    elif hint := status_text.no_lease_hint(statuses, status_roots(out_dir, budget_dir)):
         print_out(hint)
     reasons = status_module.incomplete_reasons(statuses, whole_array)
     for reason in reasons:
         print_out(f"incomplete: {reason}")
     if not reasons:
-        print_out("complete: every requested GeneID was found or is in missing.tsv with a reason")
+        print_out("complete: this task's share of the list was found or is in missing.tsv "
+                  "with a reason" if one_task else
+                  "complete: every requested GeneID was found or is in missing.tsv with a reason")
+    if one_task:
+        print_out(f"one task: {one_task} (bulkgene status {out_dir.parent})")
 
 
 VERIFY_EXAMPLES = """
@@ -94,8 +100,16 @@ def verify(out_dir: Path) -> None:
     verdict = run_verify(out_dir)
     summary = (f"{verdict.tasks} task(s), {verdict.shards} shard(s), {verdict.records} records")
     if verdict.ok:
-        print_out(f"ok: {summary}; every requested GeneID found or missing with a reason, "
-                  "no GeneID twice, shard lengths match the checkpoints, accounting reconciles")
+        from bulkgene.results.status import directory_status, one_task_note
+
+        one_task = one_task_note(out_dir, directory_status(out_dir))
+        asked = ("this task's share of the list found or missing with a reason" if one_task
+                 else "every requested GeneID found or missing with a reason")
+        print_out(f"ok: {summary}; {asked}, no GeneID twice, shard lengths match the "
+                  "checkpoints, accounting reconciles")
+        if one_task:
+            print_out(f"one task: {one_task} (bulkgene verify {out_dir.parent} checks all "
+                      "of it)")
         if merge.is_array(out_dir) and not merge.merged_is_current(out_dir):
             merged = merge.rebuild_merged(out_dir)
             if merged is not None:
@@ -116,9 +130,10 @@ def verify(out_dir: Path) -> None:
 
 
 def _refuse_absent(out_dir: Path) -> None:
-    if not out_dir.exists():
-        raise click.ClickException(f"{out_dir} does not exist: check the path (the --out "
-                                   "given to bulkgene fetch)")
+    if not out_dir.is_dir():
+        from bulkgene.results.status import refuse_no_run
+
+        raise click.ClickException(str(refuse_no_run(out_dir)))
 
 
 DEMO_EXAMPLES = """

@@ -86,16 +86,20 @@ def preview(out_dir: Path) -> str:
 
 
 def how_to_look(out_dir: Path) -> str:
-    """Commands to read the output, printed after the demo."""
-    shards = f"{out_dir}/shard-*.ndjson"
+    """Commands to read the output, printed after the demo: a table first, then the raw
+    reports (the globs match an array's task-* shards too)."""
+    shards = f"{out_dir}/**/shard-*.ndjson"
     sql = f"select gene.symbol, gene.tax_id, gene.type from read_json('{shards}') limit 5"  # noqa: S608 - printed for the user, never run
-    frames = f"pd.read_json(f, lines=True, dtype=False) for f in glob.glob('{shards}')"
+    fields = "['gene-id', 'symbol', 'tax-name']"
     return "\n".join([
         "Look at the output:",
-        f"  head -c 700 {out_dir}/shard-0000.ndjson; echo",
-        f"  jq -r '.gene | [.gene_id, .symbol, .taxname, .description] | @tsv' {shards} | head",
-        f"  column -t -s $'\\t' {out_dir}/missing.tsv",
+        f"  bulkgene export {out_dir} --to genes.tsv   # a row per gene, NCBI's field names "
+        "(--list-fields)",
+        f'  python -c "import bulkgene; print(bulkgene.open(\'{out_dir}\').to_frame(fields={fields}))"',
+        f"  column -t -s $'\\t' {out_dir}/missing.tsv   # the GeneIDs NCBI has no record for, "
+        "and why",
+        f"  find {out_dir} -name 'shard-*.ndjson' -exec jq -c .gene {{}} + | head -c 700; echo   "
+        "# the reports as NCBI sent them",
         f'  python -c "import duckdb; print(duckdb.sql(\\"{sql}\\"))"',
-        f'  python -c "import pandas as pd, glob; print(pd.concat({frames}).shape)"',
         f"  bulkgene status {out_dir}; bulkgene verify {out_dir}",
     ])

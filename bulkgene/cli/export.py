@@ -17,19 +17,25 @@ Examples:
   bulkgene export genes/ --to genes.csv.gz --with-missing   # + a row per missing GeneID
   bulkgene export genes/ --to go.tsv --fields gene-id,go-bp-id,go-bp-name --explode go-bp-id
   bulkgene export genes/ --to - --fields query,gene-id --explode query | sort -n  # your IDs
+  bulkgene export genes/ --to all.parquet --fields all   # every field
   bulkgene export --list-fields
+  bulkgene export genes/ --to go.tsv --fields "$(bulkgene export --list-fields --plain | grep go-)"
 
 \b
 The format comes from the suffix (.tsv .csv .jsonl .parquet, each but Parquet also .gz) or
---format. Every shard of every task is read (an array's task-* directories too), only as far
-as each checkpoint committed; memory stays flat whatever the run's size. The file is written
-under a temporary name and renamed when complete.
+--format (.txt and .json need it: they promise other things). Every shard of every task is
+read (an array's task-* directories too), only as far as each checkpoint committed; memory
+stays flat whatever the run's size. The file is written under a temporary name and renamed
+when complete. A run that is not complete, or one task of an array, needs --partial.
 """
 
 
-def _list_fields() -> str:
+def _list_fields(plain: bool) -> str:
     from bulkgene.ncbi.fields import FIELD_LIST
     from bulkgene.results.table import DEFAULT_FIELDS
+
+    if plain:  # one name a line, nothing else: for --fields "$(... | grep ...)"
+        return "\n".join(["query", *(f.mnemonic for f in FIELD_LIST)])
 
     rows = [("query", "Query", "int", "list", "the GeneIDs you asked for that this record "
              "answers (an old ID for a replaced gene)")]
@@ -44,7 +50,9 @@ def _list_fields() -> str:
     lines.append(f"default: {','.join(DEFAULT_FIELDS)}")
     lines.append("[] fields may hold several values: joined with --list-separator in TSV and "
                  "CSV, list columns in Parquet and JSON lines; --explode FIELD gives one row "
-                 "per value. Sources: docs/ncbi-gene-fields.md")
+                 "per value. --fields also takes NCBI's column titles and the JSON keys "
+                 "(gene_id), and 'all'; --plain lists the names alone. Sources: "
+                 "docs/ncbi-gene-fields.md")
     return "\n".join(lines)
 
 
@@ -54,8 +62,9 @@ def _list_fields() -> str:
 @click.option("--to", "target", metavar="FILE",
               help="The table to write (- for standard output). Its suffix sets the format.")
 @click.option("--fields", metavar="F,...",
-              help="Comma-separated field mnemonics (see --list-fields). [default: query, "
-              "gene-id, symbol, description, tax-id, tax-name, gene-type, chromosomes]")
+              help="Field mnemonics, separated by commas or line breaks (see --list-fields), "
+              "or all. [default: query, gene-id, symbol, description, tax-id, tax-name, "
+              "gene-type, chromosomes]")
 @click.option("--format", "table_format", type=click.Choice(["tsv", "csv", "jsonl", "parquet"]),
               default=None, help="The table format. [default: from the suffix of --to]")
 @click.option("--explode", metavar="FIELD", default=None,
@@ -65,14 +74,17 @@ def _list_fields() -> str:
               help="Add one row per missing GeneID (query, missing_reason and any explanation "
               "columns of missing.tsv).")
 @click.option("--list-separator", default=";", show_default=True, metavar="TEXT",
-              help="Joins a list field's values in TSV and CSV (NCBI's own TSV uses ',').")
+              help="Joins a list field's values in TSV and CSV (NCBI's own TSV uses ','); "
+              "not empty.")
 @click.option("--partial", is_flag=True,
               help="Export a run that is not complete (interrupted, failed batches, still "
               "running): what is committed so far.")
 @click.option("--list-fields", is_flag=True, help="Print the fields with their meaning and exit.")
+@click.option("--plain", is_flag=True,
+              help="With --list-fields: the names alone, one a line (for --fields).")
 def export(out_dir: Path | None, target: str | None, fields: str | None, table_format: str | None,
            explode: str | None, with_missing: bool, list_separator: str, partial: bool,
-           list_fields: bool) -> None:
+           list_fields: bool, plain: bool) -> None:
     """Write the records of the run in DIR as one flat table: TSV, CSV, JSON lines, Parquet.
 
     One row per record (gene), with NCBI's gene table fields (the mnemonics of `dataformat
@@ -83,15 +95,26 @@ def export(out_dir: Path | None, target: str | None, fields: str | None, table_f
     pip install 'bulkgene[parquet]'.
     """
     if list_fields:
-        click.echo(_list_fields())
+        click.echo(_list_fields(plain))
         return
+    if plain:
+        raise click.UsageError("--plain goes with --list-fields")
     if out_dir is None or target is None:
         raise click.UsageError("give the run's DIR and --to FILE (or --list-fields)")
+    if not out_dir.is_dir():
+        from bulkgene.results.status import refuse_no_run
+
+        click.echo(f"bulkgene: error: {refuse_no_run(out_dir)}", err=True)
+        sys.exit(1)
+    from bulkgene.cli import signals
     from bulkgene.export import export_run
 
-    chosen = [name.strip() for name in fields.split(",") if name.strip()] if fields else None
+    signals.now(f"while exporting {out_dir}",
+                "standard output got part of the table" if target == "-" else
+                f"{target} was left as it was (the table is written under a temporary name "
+                "until it is complete)")
     try:
-        result = export_run(out_dir, target, fields=chosen, table_format=table_format,
+        result = export_run(out_dir, target, fields=fields, table_format=table_format,
                             explode=explode, with_missing=with_missing,
                             list_separator=list_separator, partial=partial)
     except ConfigError as exc:
@@ -104,3 +127,6 @@ def export(out_dir: Path | None, target: str | None, fields: str | None, table_f
         click.echo(f"bulkgene: wrote {result.rows} rows ({result.records} from records"
                    f"{missing}) of {len(result.columns)} columns to {target} "
                    f"({result.format})", err=True)
+    if result.left_out:
+        click.echo(f"bulkgene: {result.left_out} requested GeneIDs have no record, so no row "
+                   f"(missing.tsv says why); --with-missing adds a row for each", err=True)

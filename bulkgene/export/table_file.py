@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,15 +19,25 @@ from pathlib import Path
 from typing import BinaryIO, Literal, cast, get_args
 
 from bulkgene import durable
-from bulkgene.errors import ConfigError, StateError
+from bulkgene.errors import ConfigError, IncompleteRun
 from bulkgene.export.writers import CsvWriter, JsonLinesWriter, ParquetWriter, TableWriter, TsvWriter
-from bulkgene.results.rundir import tasks_of
-from bulkgene.results.table import Column, TableReader, choose_columns
+from bulkgene.layout import MISSING_NAME
+from bulkgene.processes import process_alive
+from bulkgene.results.reports import read_report
+from bulkgene.results.rundir import TaskFiles, tasks_of
+from bulkgene.results.table import Column, TableReader, choose_columns, content_of
 
 TableFormat = Literal["tsv", "csv", "jsonl", "parquet"]
 FORMATS: tuple[str, ...] = get_args(TableFormat)
-_SUFFIXES = {".tsv": "tsv", ".txt": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl",
-             ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+_SUFFIXES = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+             ".parquet": "parquet", ".pq": "parquet"}
+# suffixes that promise something else than what export would write: said, not guessed
+_AMBIGUOUS = {
+    ".txt": "a .txt file could hold any text: name it .tsv, or pass --format tsv (or csv)",
+    ".json": ("a .json file is read as one JSON document (pandas.read_json, json.load), and "
+              "export writes one JSON object per line: name it .jsonl (pandas.read_json(path, "
+              "lines=True) reads it), or pass --format jsonl to keep the name"),
+}
 STDOUT = "-"
 
 
@@ -40,6 +51,7 @@ class ExportResult:
     records: int  # rows made from shard records (more than records with --explode)
     missing_rows: int
     columns: list[str]
+    left_out: int = 0  # requested GeneIDs without a record, not in the table (no --with-missing)
 
 
 def format_of(target: str, explicit: str | None) -> str:
@@ -52,6 +64,8 @@ def format_of(target: str, explicit: str | None) -> str:
         return "tsv"
     name = target.lower().removesuffix(".gz")
     suffix = os.path.splitext(name)[1]
+    if suffix in _AMBIGUOUS:
+        raise ConfigError(f"can't tell the format of {target!r}: {_AMBIGUOUS[suffix]}")
     if suffix not in _SUFFIXES:
         raise ConfigError(f"can't tell the format of {target!r} from its suffix: name it "
                           f"*.tsv, *.csv, *.jsonl or *.parquet, or pass --format")
@@ -73,7 +87,8 @@ def _target(target: str, table_format: str) -> Iterator[BinaryIO]:
     path = Path(target)
     if path.is_dir():
         raise ConfigError(f"--to {target} is a directory: name the table file to write")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    remove_stale_temporaries(path)
+    tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.tmp")
     try:
         handle = durable.create_new(tmp)
     except FileNotFoundError:
@@ -94,6 +109,29 @@ def _target(target: str, table_format: str) -> Iterator[BinaryIO]:
         raise
 
 
+_HOST = socket.gethostname().split(".")[0].replace(os.sep, "_") or "host"
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove what killed exports to ``path`` left beside it: our temporary names whose
+    process, on this host, is gone (one on another host may be running: left alone)."""
+    removed = []
+    prefix, suffix = f".{path.name}.", ".tmp"
+    with contextlib.suppress(OSError):
+        for entry in path.parent.iterdir():
+            name = entry.name
+            if not (name.startswith(prefix) and name.endswith(suffix)):
+                continue
+            host, _, pid = name[len(prefix):-len(suffix)].rpartition(".")  # host.pid, or pid
+            if (not pid.isdigit() or host not in ("", _HOST) or "." in host
+                    or process_alive(int(pid))):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
+
+
 def _writer(table_format: str, handle: BinaryIO, columns: list[Column],
             separator: str) -> TableWriter:
     if table_format == "tsv":
@@ -105,26 +143,31 @@ def _writer(table_format: str, handle: BinaryIO, columns: list[Column],
     return ParquetWriter(handle, columns)
 
 
-def export_run(out_dir: Path, target: str, *, fields: list[str] | tuple[str, ...] | None = None,
+def export_run(out_dir: Path, target: str, *, fields: list[str] | tuple[str, ...] | str | None = None,
                table_format: str | None = None, explode: str | None = None,
                with_missing: bool = False, list_separator: str = ";",
                partial: bool = False) -> ExportResult:
     """Write the records of every task of ``out_dir`` to ``target`` as one table.
 
-    Refuses (StateError) a run that is not complete unless ``partial``: a table of part of
-    a list should not pass for the whole of it.
+    Refuses (IncompleteRun) a run that is not complete unless ``partial``: a table of part
+    of a list should not pass for the whole of it.
     """
+    if not list_separator:
+        raise ConfigError("an empty --list-separator would glue a list's values together "
+                          "(A1B;ABG -> A1BABG): give one, such as ';' or '|', or --explode the "
+                          "field into rows")
     chosen = format_of(target, table_format)
-    columns = choose_columns(fields)
+    tasks = tasks_of(out_dir)
+    columns = choose_columns(fields, content_of(tasks))
     if not partial:
-        from bulkgene.results.status import directory_status, incomplete_reasons, is_task_directory
+        from bulkgene.results.account import completeness
 
-        reasons = incomplete_reasons(directory_status(out_dir), not is_task_directory(out_dir))
+        reasons = completeness(out_dir)
         if reasons:
-            raise StateError(f"{out_dir} is not complete, so its table would hold part of the "
-                             f"list: {'; '.join(reasons[:3])}. Finish the fetch first, or pass "
-                             "--partial to export what is committed so far")
-    reader = TableReader(tasks_of(out_dir), columns, explode=explode, with_missing=with_missing)
+            raise IncompleteRun(f"{out_dir} is not complete, so its table would hold part of "
+                                f"the list: {'; '.join(reasons[:3])}. Finish the fetch first, "
+                                "or pass --partial to export what is committed so far", reasons)
+    reader = TableReader(tasks, columns, explode=explode, with_missing=with_missing)
     rows = missing_rows = 0
     reason_column = next((i for i, c in enumerate(reader.columns)
                           if c.name == "missing_reason"), None)
@@ -137,4 +180,11 @@ def export_run(out_dir: Path, target: str, *, fields: list[str] | tuple[str, ...
                 missing_rows += sum(1 for cell in batch.cells[reason_column] if cell)
         writer.close()
     return ExportResult(target, chosen, rows, rows - missing_rows, missing_rows,
-                        [column.name for column in reader.columns])
+                        [column.name for column in reader.columns],
+                        0 if with_missing else _missing_count(tasks))
+
+
+def _missing_count(tasks: list[TaskFiles]) -> int:
+    """How many requested GeneIDs have no record (missing.tsv's rows): no row in a table
+    made without --with-missing."""
+    return sum(1 for _ in read_report(tasks, MISSING_NAME).rows())

@@ -13,6 +13,7 @@ path has a list may hold several values (``is_list``).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
@@ -124,6 +125,20 @@ FIELD_LIST: tuple[GeneField, ...] = (
 
 FIELDS: dict[str, GeneField] = {item.mnemonic: item for item in FIELD_LIST}
 
+# what a report holds when it is asked for with returned_content IDS_ONLY or COUNTS_ONLY
+# (NCBI's OpenAPI spec: "abbreviated report with GeneIDs" / "with GeneIDs, transcript and
+# protein counts"; docs/ncbi-gene-fields.md); COMPLETE holds every field
+HELD_BY_CONTENT: dict[str, tuple[str, ...]] = {
+    "IDS_ONLY": ("gene-id",),
+    "COUNTS_ONLY": ("gene-id", "transcript-count", "protein-count"),
+}
+
+
+def held(returned_content: str) -> tuple[str, ...]:
+    """The mnemonics a report of ``returned_content`` can fill."""
+    return HELD_BY_CONTENT.get(returned_content, tuple(FIELDS))
+
+
 # the emulator's (and dataformat's) columns when no table_fields are asked for
 DEFAULT_TABLE_FIELDS = ("gene-id", "symbol", "description", "tax-id", "tax-name", "gene-type")
 # multi-valued cells in NCBI's TSV are joined with commas (docs/ncbi-gene-fields.md: inferred)
@@ -133,3 +148,58 @@ NCBI_LIST_SEPARATOR = ","
 def unknown_fields(names: list[str] | tuple[str, ...]) -> list[str]:
     """The names in ``names`` that are no gene table mnemonic."""
     return [name for name in names if name not in FIELDS]
+
+
+def _aliases() -> dict[str, str]:
+    """Other names of a field, lower-cased: the mnemonic with underscores, NCBI's column
+    title ("NCBI GeneID"), and the JSON key of a top-level field ("gene_id", "taxname")."""
+    aliases: dict[str, str] = {}
+    for item in FIELD_LIST:
+        names = [item.mnemonic, item.mnemonic.replace("-", "_"), item.title]
+        if "." not in item.path:
+            names.append(item.path.removesuffix("[]"))
+        for name in names:
+            other = aliases.setdefault(name.lower(), item.mnemonic)
+            if other != item.mnemonic:  # pragma: no cover - the table's own consistency
+                raise AssertionError(f"{name!r} names both {other} and {item.mnemonic}")
+    return aliases
+
+
+ALIASES = _aliases()
+
+
+def resolve(name: str) -> str | None:
+    """The mnemonic ``name`` stands for (itself, or an alias), None if it names no field."""
+    if name in FIELDS:
+        return name
+    return ALIASES.get(name.strip().lower())
+
+
+# mygene's field names (querymany's fields=) and what the gene table calls them: suggested,
+# never taken silently (mygene's values come from other sources and may differ)
+MYGENE_NAMES = {"entrezgene": "gene-id", "_id": "gene-id", "name": "description",
+                "taxid": "tax-id", "type_of_gene": "gene-type", "alias": "synonyms",
+                "summary": "summary-description", "mim": "omim-ids", "hgnc": "name-id",
+                "ensembl.gene": "ensembl-geneids", "uniprot.swiss-prot": "swissprot-accessions",
+                "genomic_pos": "annotation-genomic-range-range-start", "go.bp": "go-bp-id",
+                "go.mf": "go-mf-id", "go.cc": "go-cc-id", "map_location": "chromosomes"}
+
+
+def _words(name: str) -> list[str]:
+    return [word for word in re.split(r"[-_\s]+", name.lower()) if word]
+
+
+def suggest(name: str, others: tuple[str, ...] = ()) -> list[str]:
+    """Up to three mnemonics (or ``others``) ``name`` may have meant, closest first."""
+    import difflib
+
+    candidates = [*others, *FIELDS]
+    hinted = MYGENE_NAMES.get(name.strip().lower())
+    close = [hinted] if hinted else []
+    close += difflib.get_close_matches(name.lower(), [*others, *ALIASES], n=3, cutoff=0.6)
+    found = [ALIASES.get(match, match) for match in close]
+    words = _words(name)
+    if words:  # every word of it in a mnemonic: genomic-range-start, go-mf-pmid
+        found += [c for c in candidates if all(any(w.startswith(word) for w in _words(c))
+                                               for word in words)]
+    return list(dict.fromkeys(found))[:3]

@@ -23,17 +23,12 @@ from typing import Any
 import orjson
 
 from bulkgene import durable, layout
-from bulkgene.errors import EXIT_FAILED_BATCHES, EXIT_OK, StateError
-from bulkgene.input import plan as idplan
+from bulkgene.errors import StateError
 from bulkgene.model import Summary
+from bulkgene.results.account import run_summary
 from bulkgene.results.reports import read_report
 from bulkgene.results.rundir import TaskFiles, tasks_of
-from bulkgene.results.status import directory_status, incomplete_reasons
 
-_ADDED = ("requested", "found", "missing", "failed", "pending", "unverified", "records",
-          "replaced", "batches", "batches_committed", "batches_failed", "requests", "retries",
-          "throttled", "bytes_received", "missing_discontinued", "missing_replaced",
-          "missing_not_in_history", "missing_refused", "followed", "refused")
 _SOURCES = (layout.CHECKPOINT_NAME, layout.SUMMARY_NAME, layout.MISSING_NAME,
             layout.REPLACED_NAME)
 
@@ -55,48 +50,11 @@ def _stamp(tasks: list[Path]) -> dict[str, list[int]]:
     return stamp
 
 
-def _task_summaries(tasks: list[Path]) -> list[dict[str, Any]]:
-    summaries = []
-    for directory in tasks:
-        with contextlib.suppress(OSError, StateError, orjson.JSONDecodeError):
-            summary = orjson.loads(durable.read_bytes(directory / layout.SUMMARY_NAME))
-            if isinstance(summary, dict):
-                summaries.append(summary)
-    return summaries
-
-
 def merged_summary(out_dir: Path) -> dict[str, Any]:
-    """The accounting of every task of ``out_dir`` together; a plain run's own summary.
-
-    ``duplicates`` and ``rejected`` describe the list, which the tasks share: counted once.
-    ``complete`` holds only when every task the list needs is there and complete.
-    """
-    directories = layout.task_directories(out_dir)
-    summaries = _task_summaries(directories)
-    merged: dict[str, Any] = {"out_dir": str(out_dir)}
-    for key in _ADDED:
-        merged[key] = sum(int(summary.get(key) or 0) for summary in summaries)
-    list_counts = idplan.read_header(out_dir) if is_array(out_dir) else None
-    first = summaries[0] if summaries else {}
-    merged["duplicates"] = (list_counts.duplicates if list_counts is not None
-                            else int(first.get("duplicates") or 0))
-    merged["rejected"] = (list_counts.rejected if list_counts is not None
-                          else int(first.get("rejected") or 0))
-    merged["failed_batch_indexes"] = sorted(
-        index for summary in summaries for index in summary.get("failed_batch_indexes") or [])[:1000]
-    merged["elapsed_s"] = max((float(s.get("elapsed_s") or 0) for s in summaries), default=0.0)
-    merged["interrupted"] = any(bool(s.get("interrupted")) for s in summaries)
-    merged["error"] = next((s["error"] for s in summaries if s.get("error")), None)
-    try:
-        reasons = incomplete_reasons(directory_status(out_dir))
-    except StateError as exc:
-        reasons = [str(exc)]
-    merged["tasks"] = len(directories)
-    merged["complete"] = not reasons
-    merged["incomplete"] = reasons
-    merged["exit_code"] = (EXIT_OK if not reasons else max(
-        [EXIT_FAILED_BATCHES, *(int(s.get("exit_code") or 0) for s in summaries)]))
-    return merged
+    """The accounting of every task of ``out_dir`` together (``results.account``): the
+    list's duplicates and rejected lines counted once; ``complete`` only when every task
+    the list needs is there and complete."""
+    return run_summary(out_dir)
 
 
 def merged_is_current(out_dir: Path) -> bool:
@@ -182,6 +140,10 @@ def remove_merged(out_dir: Path) -> None:
 def summary_line(summary: dict[str, Any]) -> str:
     """The one-line account of a whole array (the classes of its missing GeneIDs as a
     task's end line gives them)."""
+    if summary["requested"] is None or summary["pending"] is None:  # the plan can't be read
+        return (f"array of {summary['tasks']} tasks: requested ? = found {summary['found']} + "
+                f"missing {summary['missing']} + failed {summary['failed']} + pending ?; "
+                f"{summary['records']} records")
     known = {item.name for item in fields(Summary)} - {"task_index", "task_count"}
     counts = Summary(**{key: value for key, value in summary.items() if key in known})
     refused = (f"; {counts.refused} GeneIDs refused by the server, never answered (bulkgene "

@@ -1,4 +1,4 @@
-"""``bulkgene.open(DIR)``: a finished (or running) run as one object, every task together.
+"""``bulkgene.open(DIR)``: a finished run as one object, every task together.
 
 >>> run = bulkgene.open("genes")                     # doctest: +SKIP
 >>> run.summary["found"], len(run.missing())          # doctest: +SKIP
@@ -6,28 +6,33 @@
 
 Records stream from the shards (only what each checkpoint committed); tables are built a
 batch of rows at a time through Arrow, so a frame of ten fields costs the frame, not the
-JSON it came from.
+JSON it came from. A run that does not hold the whole list (failed batches, interrupted,
+still running, one task of an array) is read only with ``partial=True``, as ``bulkgene
+export`` exports one only with ``--partial``: part of a list must not pass for the whole.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import orjson
 
 from bulkgene import layout
-from bulkgene.errors import MissingExtra
-from bulkgene.results import merge
-from bulkgene.results.reports import read_report
+from bulkgene.errors import BulkgeneError, IncompleteRun, MissingExtra, in_library_words
+from bulkgene.results import order
+from bulkgene.results.account import completeness, run_summary
+from bulkgene.results.reports import QueryMap, read_report
 from bulkgene.results.rundir import TaskFiles, read_blocks, tasks_of
-from bulkgene.results.table import TableReader, choose_columns
+from bulkgene.results.table import QUERY, TableReader, choose_columns, content_of, field_names
 from bulkgene.results.typed import arrow_batch, arrow_schema, import_pyarrow
 
 _INTEGER_COLUMNS = frozenset({"gene_id", "requested_gene_id", "returned_gene_id",
                               "current_gene_id", "tax_id"})
+Fields = list[str] | tuple[str, ...] | str | None
 
 
 def _typed_row(row: dict[str, str]) -> dict[str, Any]:
@@ -35,26 +40,75 @@ def _typed_row(row: dict[str, str]) -> dict[str, Any]:
             else (value or None) for name, value in row.items()}
 
 
-class RunResults:
-    """A run directory read back: records, side reports and accounting of every task."""
+_Method = TypeVar("_Method", bound=Callable[..., Any])
 
-    def __init__(self, out_dir: str | PathLike[str]) -> None:
+
+def _library_words(method: _Method) -> _Method:
+    """Errors of a reading method in the library's words (``explode=``, not ``--explode``)."""
+    @functools.wraps(method)
+    def read(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except BulkgeneError as exc:
+            raise in_library_words(exc) from None
+
+    return cast(_Method, read)
+
+
+class RunResults:
+    """A run directory read back: records, side reports and accounting of every task.
+
+    ``partial``: read a run that does not hold the whole list (else IncompleteRun says why).
+    """
+
+    def __init__(self, out_dir: str | PathLike[str], *, partial: bool = False) -> None:
         self.out_dir = Path(out_dir)
+        self.partial = partial
         self._tasks: list[TaskFiles] = tasks_of(self.out_dir)
 
+    def _whole(self) -> None:
+        """IncompleteRun unless the run holds the whole list (or ``partial`` was asked for)."""
+        if self.partial:
+            return
+        reasons = completeness(self.out_dir)
+        if reasons:
+            raise IncompleteRun(
+                f"{self.out_dir} does not hold the whole list, so reading it as if it did "
+                f"would hide what is not there: {'; '.join(reasons[:3])}. Finish the fetch "
+                "(call bulkgene.fetch again with the same arguments, or re-run its command), "
+                "or pass partial=True (bulkgene.open(DIR, partial=True)) to read what is "
+                "committed so far", reasons)
+
     def __repr__(self) -> str:
-        return (f"<bulkgene run {str(self.out_dir)!r}: {len(self._tasks)} task(s), "
-                f"{self.summary.get('found', 0)} found, {self.summary.get('missing', 0)} "
-                "missing>")
+        summary = self.summary
+        state = "complete" if summary["complete"] else "incomplete"
+        return (f"<bulkgene run {str(self.out_dir)!r}: {summary['tasks']} task(s), "
+                f"requested {summary['requested']}, {summary['found']} found, "
+                f"{summary['missing']} missing, {state}>")
 
     @property
     def summary(self) -> dict[str, Any]:
-        """The accounting of the whole run (every task of an array added up)."""
-        return merge.merged_summary(self.out_dir)
+        """The accounting of the whole run as committed now, from the checkpoints (every
+        task of an array added up; tasks not run yet count their share as pending).
 
-    def records(self) -> Iterator[dict[str, Any]]:
+        ``requested = found + missing + failed + pending``; ``complete`` and, when it is
+        False, ``incomplete`` (why, and what to do); network counts are every run's
+        together (``requests_all_runs``, ...); ``latest_run_elapsed_s`` is the latest run's.
+        """
+        return run_summary(self.out_dir)
+
+    @_library_words
+    def records(self, *, list_order: bool = False) -> Iterator[dict[str, Any]]:
         """Every record as the API sent it (a report match, or the gene with --record
-        gene), task after task, shard after shard."""
+        gene), task after task, shard after shard; with ``list_order``, in the order of the
+        list asked for (by the first GeneID each answers; read into memory to sort)."""
+        self._whole()
+        if not list_order:
+            return self._records()
+        return iter(order.sort_records(self._records(), order.list_order(self.out_dir),
+                                       QueryMap(self._tasks).queries))
+
+    def _records(self) -> Iterator[dict[str, Any]]:
         for task in self._tasks:
             if task.tsv:
                 raise ValueError(f"{task.directory} was fetched with --format tsv: its shards "
@@ -64,33 +118,53 @@ class RunResults:
                     for line in block.splitlines():
                         yield orjson.loads(line)
 
+    @_library_words
     def missing(self) -> list[dict[str, Any]]:
-        """missing.tsv of every task: gene_id, reason, and any explanation columns."""
+        """missing.tsv of every task, a dict per missing GeneID: ``gene_id``, ``reason``,
+        and any explanation columns (``history``, ``current_gene_id``, ...)."""
+        self._whole()
         return [_typed_row(row) for row in read_report(self._tasks, layout.MISSING_NAME).rows()]
 
+    @_library_words
     def replaced(self) -> list[dict[str, Any]]:
-        """replaced.tsv of every task: requested_gene_id -> returned_gene_id."""
+        """replaced.tsv of every task, a dict per replaced GeneID asked for:
+        ``{'requested_gene_id': 3558, 'returned_gene_id': 1000001779, ...}`` (a list, not a
+        mapping: two requested IDs may have been merged into one gene)."""
+        self._whole()
         return [_typed_row(row) for row in read_report(self._tasks, layout.REPLACED_NAME).rows()]
 
-    def table(self, fields: list[str] | tuple[str, ...] | None = None, *,
-              explode: str | None = None, with_missing: bool = False) -> TableReader:
+    @_library_words
+    def table(self, fields: Fields = None, *, explode: str | None = None,
+              with_missing: bool = False) -> TableReader:
         """The rows of a flat table, in batches (see ``bulkgene export --list-fields``)."""
-        return TableReader(self._tasks, choose_columns(fields), explode=explode,
-                           with_missing=with_missing)
+        self._whole()
+        return TableReader(self._tasks, choose_columns(fields, content_of(self._tasks)),
+                           explode=explode, with_missing=with_missing)
 
-    def to_arrow(self, fields: list[str] | tuple[str, ...] | None = None, *,
-                 explode: str | None = None, with_missing: bool = False) -> Any:
+    @_library_words
+    def to_arrow(self, fields: Fields = None, *, explode: str | None = None,
+                 with_missing: bool = False, by_query: bool = False) -> Any:
         """A pyarrow Table of ``fields`` (NCBI mnemonics and ``query``): GeneIDs int64,
-        counts integers, lists as list columns. Needs the ``parquet`` extra."""
+        counts integers, lists as list columns. Needs the ``parquet`` extra.
+
+        ``by_query``: one row per GeneID asked for, in the order of the list, its ``query``
+        column first and a single int (mygene's ``querymany`` shape)."""
         pa = import_pyarrow("bulkgene.open(...).to_arrow()")
-        reader = self.table(fields, explode=explode, with_missing=with_missing)
+        names = field_names(fields, content_of(self._tasks))
+        if by_query:
+            names = [QUERY, *(name for name in names if name != QUERY)]
+        reader = self.table(names, explode=explode, with_missing=with_missing)
         schema = arrow_schema(reader.columns)
         batches = [arrow_batch(batch, schema) for batch in reader.batches()]
-        return pa.Table.from_batches(batches, schema=schema)
+        table = pa.Table.from_batches(batches, schema=schema)
+        return order.by_query(table, order.list_order(self.out_dir)) if by_query else table
 
-    def to_frame(self, fields: list[str] | tuple[str, ...] | None = None, *,
-                 explode: str | None = None, with_missing: bool = False) -> Any:
-        """A pandas DataFrame of ``fields``, one row per record (or exploded item).
+    @_library_words
+    def to_frame(self, fields: Fields = None, *, explode: str | None = None,
+                 with_missing: bool = False, by_query: bool = False) -> Any:
+        """A pandas DataFrame of ``fields``, one row per record (or exploded item); with
+        ``by_query``, one row per GeneID asked for, in the order of the list, indexed by it
+        (``query``, as mygene's ``querymany(..., as_dataframe=True)``).
 
         Columns keep Arrow's types (``int64[pyarrow]``, lists as lists), so an absent value
         is missing, not a float. Needs the ``pandas`` extra.
@@ -99,12 +173,20 @@ class RunResults:
             import pandas as pd
         except ImportError:
             raise MissingExtra("pandas", "pandas", "bulkgene.open(...).to_frame()") from None
-        table = self.to_arrow(fields, explode=explode, with_missing=with_missing)
-        return table.to_pandas(types_mapper=pd.ArrowDtype)
+        table = self.to_arrow(fields, explode=explode, with_missing=with_missing,
+                              by_query=by_query)
+        frame = table.to_pandas(types_mapper=pd.ArrowDtype)
+        return frame.set_index(QUERY) if by_query else frame
 
 
-def open_run(out_dir: str | PathLike[str]) -> RunResults:
-    """The run in ``out_dir`` (one run or an array's tasks) as one object."""
+def open_run(out_dir: str | PathLike[str], *, partial: bool = False) -> RunResults:
+    """The run in ``out_dir`` (one run or an array's tasks) as one object; with
+    ``partial=True`` one that does not hold the whole list can be read too."""
     if not isinstance(out_dir, (str, PathLike)):
         raise TypeError(f"bulkgene.open() takes a directory path, not {type(out_dir).__name__}")
-    return RunResults(out_dir)
+    if not isinstance(partial, bool):
+        raise TypeError(f"partial must be True or False, not {type(partial).__name__} {partial!r}")
+    try:
+        return RunResults(out_dir, partial=partial)
+    except BulkgeneError as exc:
+        raise in_library_words(exc) from None

@@ -16,6 +16,7 @@ from bulkgene import durable, layout
 from bulkgene.errors import StateError
 from bulkgene.layout import task_directories
 from bulkgene.output import checkpoint as ckpt
+from bulkgene.results.status import refuse_no_run
 
 _BLOCK_BYTES = 1 << 20
 _GZIP_BLOCK_BYTES = 256 << 10  # about 1.5 MiB of lines once unzipped
@@ -31,6 +32,7 @@ class TaskFiles:
     gene_only: bool  # --record gene: a line is the gene itself, not a report match
     tsv: bool  # --format tsv: shards hold NCBI's table, not JSON
     committed: dict[str, int]
+    returned_content: str = "COMPLETE"  # IDS_ONLY and COUNTS_ONLY reports hold few fields
 
     def shards(self) -> list[Path]:
         """The task's shards, in shard order."""
@@ -45,8 +47,7 @@ def tasks_of(out_dir: Path) -> list[TaskFiles]:
     """Every task of ``out_dir`` that has committed something; StateError if it holds no run."""
     directories = task_directories(out_dir)
     if not directories:
-        raise StateError(f"{out_dir} holds no bulkgene run (no checkpoint.json, no task-* "
-                         "directories): check the path given to --out")
+        raise refuse_no_run(out_dir)
     tasks = []
     for directory in directories:
         state = ckpt.load(directory)
@@ -55,7 +56,8 @@ def tasks_of(out_dir: Path) -> list[TaskFiles]:
         params = state.params
         tasks.append(TaskFiles(directory, int(params.get("task_index", 0)),
                                int(params.get("task_count", 1)), params.get("record") == "gene",
-                               params.get("format") == "tsv", dict(state.file_lengths)))
+                               params.get("format") == "tsv", dict(state.file_lengths),
+                               str(params.get("returned_content") or "COMPLETE")))
     return tasks
 
 

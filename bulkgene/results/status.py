@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from bulkgene import durable
-from bulkgene.budget import LeaseView
-from bulkgene.budget.record import shown
 from bulkgene.config import TaskSpec
 from bulkgene.errors import StateError
 from bulkgene.input import plan as idplan
@@ -71,6 +69,10 @@ class TaskStatus:
     # what is left to fetch, part by part (the list, an --add, a retry, a follow), each with
     # the command that finishes it
     pending_work: list[idplan.Unsettled] = field(default_factory=list)
+    replaced: int = 0
+    retries_all_runs: int = 0
+    bytes_received_all_runs: int = 0
+    absent: bool = False  # an array task that has not written anything yet: its share counted
 
 
 def _plan_header(directory: Path) -> idplan.PlanHeader | None:
@@ -143,7 +145,53 @@ def task_status(directory: Path) -> TaskStatus:
         missing_discontinued=totals.missing_discontinued, missing_replaced=totals.missing_replaced,
         missing_not_in_history=totals.missing_not_in_history,
         missing_refused=totals.missing_refused, followed=totals.followed,
-        rewrite_pending=bool(state.rewrites), refused=totals.refused, pending_work=work)
+        rewrite_pending=bool(state.rewrites), refused=totals.refused, pending_work=work,
+        replaced=totals.replaced, retries_all_runs=totals.retries,
+        bytes_received_all_runs=totals.bytes)
+
+
+def _absent_task(out_dir: Path, index: int, count: int, batch_size: int,
+                 header: idplan.PlanHeader | None) -> TaskStatus:
+    """An array task that has written nothing yet: what it will have to fetch (from DIR's
+    plan), so that the totals count the whole list."""
+    total, requested = (idplan.task_share(header.requested, header.segments,
+                                          TaskSpec(index, count), batch_size)
+                        if header is not None else (None, None))
+    return TaskStatus(
+        directory=str(out_dir / task_dir_name(index)), task_index=index, task_count=count,
+        batches_total=total, batches_committed=0, batches_failed=0, batches_pending=total,
+        requested=requested, found=0, missing=0, unverified=0, failed_ids=0,
+        pending_ids=requested, rejected=None, records=0, requests_all_runs=0,
+        throttled_all_runs=0, last_activity=0.0, latest_run_elapsed_s=0.0,
+        latest_run_ids_per_s=0.0, eta_s=None, running=False, starting=False, complete=False,
+        absent=True)
+
+
+def absent_tasks(out_dir: Path, statuses: list[TaskStatus]) -> list[TaskStatus]:
+    """The tasks an array's plan expects that have no directory with a checkpoint yet."""
+    known = [s for s in statuses if not s.starting]
+    count = max((s.task_count for s in known), default=1)
+    if count <= 1:
+        return []
+    # a task that is starting has no checkpoint to say its index: its directory's name does
+    present = {s.task_index for s in known} | {
+        int(Path(s.directory).name[len(TASK_DIR_PREFIX):]) for s in statuses
+        if s.starting and Path(s.directory).name[len(TASK_DIR_PREFIX):].isdigit()}
+    batch_size = _batch_size(known)
+    header = idplan.read_header(out_dir)
+    return [_absent_task(out_dir, index, count, batch_size, header)
+            for index in range(count) if index not in present][:_ABSENT_SHOWN]
+
+
+_ABSENT_SHOWN = 10_000  # an array of a million tasks is refused elsewhere; rows stay bounded
+
+
+def _batch_size(statuses: list[TaskStatus]) -> int:
+    for status in statuses:
+        state = ckpt.load(Path(status.directory))
+        if state is not None:
+            return int(state.params.get("batch_size", 1000))
+    return 1000
 
 
 def is_task_directory(path: Path) -> bool:
@@ -151,6 +199,19 @@ def is_task_directory(path: Path) -> bool:
     name = path.name
     return (name.startswith(TASK_DIR_PREFIX) and name[len(TASK_DIR_PREFIX):].isdigit()
             and (path / CHECKPOINT_NAME).exists())
+
+
+def one_task_note(path: Path, statuses: list[TaskStatus]) -> str | None:
+    """For one array task's directory read alone: that it holds only the task's share of
+    the list, and where the whole array is; None for a run's DIR."""
+    if not is_task_directory(path) or not statuses:
+        return None
+    task = statuses[0]
+    whole = idplan.read_header(path.parent)
+    share = f"{task.requested} of the list's {whole.requested} GeneIDs" if (
+        whole is not None and task.requested is not None) else "a share of the list"
+    return (f"{path} is task {task.task_index} of the {task.task_count} of the array in "
+            f"{path.parent}: it holds {share}; read {path.parent} for the whole list")
 
 
 def incomplete_reasons(statuses: list[TaskStatus], whole_array: bool = True) -> list[str]:
@@ -161,7 +222,7 @@ def incomplete_reasons(statuses: list[TaskStatus], whole_array: bool = True) -> 
     """
     reasons: list[str] = []
     expected = max((s.task_count for s in statuses), default=1)
-    present = {s.task_index for s in statuses if not s.starting}
+    present = {s.task_index for s in statuses if not s.starting and not s.absent}
     if expected > 1 and whole_array:
         absent = sorted(set(range(expected)) - present)
         if absent:
@@ -170,6 +231,8 @@ def incomplete_reasons(statuses: list[TaskStatus], whole_array: bool = True) -> 
                            f"({names}{', ...' if len(absent) > 10 else ''}): run them")
     for s in statuses:
         name = Path(s.directory).name if expected > 1 else s.directory
+        if s.absent:
+            continue  # said above
         if s.starting:
             directory = Path(s.directory)
             listing = listing_progress(directory) or listing_progress(directory.parent)
@@ -196,6 +259,17 @@ def incomplete_reasons(statuses: list[TaskStatus], whole_array: bool = True) -> 
     return reasons
 
 
+def refuse_no_run(out_dir: Path) -> StateError:
+    """Why ``out_dir`` holds no run: it does not exist, is a file, or holds other things."""
+    where = "check the path (the directory given to the fetch: --out)"
+    if not out_dir.exists():
+        return StateError(f"{out_dir} does not exist: {where}")
+    if not out_dir.is_dir():
+        return StateError(f"{out_dir} is a file, not a run's directory: {where}")
+    return StateError(f"{out_dir} holds no bulkgene run (no checkpoint.json, no task-* "
+                      f"directories): {where}")
+
+
 def run_directory(status: TaskStatus) -> Path:
     """The directory a command that goes on with the run takes: an array task's DIR."""
     directory = Path(status.directory)
@@ -212,7 +286,8 @@ def finishing(status: TaskStatus) -> str:
 
 
 def directory_status(out_dir: Path) -> list[TaskStatus]:
-    """Every task of ``out_dir``; StateError if it holds no run."""
+    """Every task of ``out_dir`` (an array's tasks not run yet too); StateError if it holds
+    no run."""
     directories = task_directories(out_dir)
     if not directories and (out_dir / LOCK_NAME).exists():
         directories = [out_dir]  # a run's first moments: locked, its checkpoint not yet written
@@ -220,153 +295,9 @@ def directory_status(out_dir: Path) -> list[TaskStatus]:
         raise StateError(f"{out_dir} has no checkpoint.json yet: {listing}. Re-run the same "
                          "fetch command to go on from the last page listed")
     if not directories:
-        raise StateError(f"{out_dir} holds no bulkgene run (no checkpoint.json, no task-* "
-                         "directories); check the path given to --out")
-    return [task_status(directory) for directory in directories]
-
-
-_RAW = 4096  # JSON keeps whole values (a lease is at most 4 KiB)
-
-
-def as_json(statuses: list[TaskStatus], leases: list[LeaseView] | None = None,
-            whole_array: bool = True) -> bytes:
-    tasks = [asdict(s) for s in statuses]
-    total = {key: sum(t[key] or 0 for t in tasks) for key in (
-        "batches_committed", "batches_failed", "found", "missing", "failed_ids", "records",
-        "requests_all_runs", "throttled_all_runs", "missing_discontinued", "missing_replaced",
-        "missing_not_in_history", "missing_refused", "followed", "refused")}
-    total["batches_total"] = (None if any(s.batches_total is None for s in statuses)
-                              else sum(s.batches_total or 0 for s in statuses))
-    total["requested"] = (None if any(s.requested is None for s in statuses)
-                          else sum(s.requested or 0 for s in statuses))
-    total["pending_ids"] = (None if any(s.pending_ids is None for s in statuses)
-                            else sum(s.pending_ids or 0 for s in statuses))
-    total["complete"] = not incomplete_reasons(statuses, whole_array)
-    total["running"] = sum(1 for s in statuses if s.running)
-    # a lease is another user's file: its strings are escaped here too (JSON leaves C1
-    # controls and bidi overrides raw, and `status --json` is often read on a terminal)
-    budget = [{"host": shown(view.record.host, _RAW), "pid": view.record.pid,
-               "out_dir": shown(view.record.out_dir, _RAW),
-               "state": shown(view.record.state, _RAW), "rate_rps": view.record.rate_rps,
-               "share_rps": view.record.share_rps, "budget_rps": view.record.total_rps,
-               "heartbeat_age_s": round(view.heartbeat_age_s, 1)} for view in leases or []]
-    return orjson.dumps({"tasks": tasks, "total": total, "budget_leases": budget},
-                        option=orjson.OPT_INDENT_2) + b"\n"
-
-
-def leases_table(leases: list[LeaseView]) -> str:
-    """The processes sharing this directory's key budget now, one line each (what others
-    wrote is escaped: no terminal escape, line break or forged line gets through)."""
-    totals = [view.record.total_rps for view in leases if 1 <= view.record.total_rps <= 1000]
-    total = f"{min(totals):g}" if totals else "?"
-    lines = [f"the key's {total} requests/s are shared live by {len(leases)} process(es):"]
-    for view in leases:
-        record = view.record
-        lines.append(f"  {shown(record.host, 64)} pid {record.pid}  {shown(record.state, 16)}  "
-                     f"{record.rate_rps:.2f}/s of a {record.share_rps:.2f}/s share  "
-                     f"-> {shown(record.out_dir)}")
-    return "\n".join(lines)
-
-
-def no_lease_hint(statuses: list[TaskStatus], searched: list[Path]) -> str | None:
-    """Why a running task shows no lease: it has none (--rate), or it is elsewhere."""
-    if not any(s.running for s in statuses):
-        return None
-    return (f"no budget lease of this run was found (looked in {', '.join(map(str, searched))}): "
-            "a run with --rate takes none; for one started with --budget-dir D (or "
-            "BULKGENE_BUDGET_DIR), run `bulkgene status DIR --budget-dir D`")
-
-
-def _age(timestamp: float) -> str:
-    if not timestamp:
-        return "-"
-    seconds = max(0.0, time.time() - timestamp)
-    if seconds < 120:
-        return f"{seconds:.0f}s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m ago"
-    return f"{seconds / 3600:.1f}h ago"
-
-
-def _known(value: int | None) -> str:
-    return "?" if value is None else str(value)
-
-
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
-def history_line(statuses: list[TaskStatus]) -> str | None:
-    """What the gene history says of the missing GeneIDs (after explain), or None."""
-    classes = [sum(s.missing_discontinued for s in statuses),
-               sum(s.missing_replaced for s in statuses),
-               sum(s.missing_not_in_history for s in statuses),
-               sum(s.missing_refused for s in statuses)]
-    followed = sum(s.followed for s in statuses)
-    if not any(classes) and not followed:
-        return None
-    missing = sum(s.missing for s in statuses)
-    text = (f"missing, by the gene history: {classes[0]} discontinued, {classes[1]} replaced "
-            f"by a live GeneID, {classes[2]} not in the history")
-    if classes[3]:
-        text += f", {classes[3]} refused by the server and not in the history"
-    if missing > sum(classes):
-        text += f", {missing - sum(classes)} not explained yet (bulkgene explain)"
-    if followed:
-        text += f"; {followed} found through a replaced GeneID's live successor"
-    return text
-
-
-def refused_line(statuses: list[TaskStatus], run_dir: Path) -> str | None:
-    """The GeneIDs the server refused (never answered, perhaps live), and what to do; or None."""
-    refused = sum(s.refused for s in statuses)
-    if not refused:
-        return None
-    return (f"refused: {refused} GeneIDs were refused by the server (REJECTED_BY_SERVER in "
-            "missing.tsv): never answered, they may well be live genes. Fetch them again "
-            f"with: bulkgene retry {run_dir}")
-
-
-def as_table(statuses: list[TaskStatus]) -> str:
-    header = ("task", "batches", "failed", "IDs", "pending", "found", "missing", "records",
-              "throttled", "last run", "IDs/s", "ETA", "updated", "state")
-    rows = []
-    for s in statuses:
-        state = ("starting" if s.starting else "running" if s.running
-                 else "locked elsewhere" if s.running is None
-                 else "complete" if s.complete else "incomplete")
-        rows.append((Path(s.directory).name, f"{s.batches_committed}/{s.batches_total or '?'}",
-                     str(s.batches_failed), _known(s.requested), _known(s.pending_ids),
-                     str(s.found), str(s.missing), str(s.records), str(s.throttled_all_runs),
-                     f"{s.latest_run_elapsed_s:.0f}s", f"{s.latest_run_ids_per_s:.0f}",
-                     _eta(s.eta_s),
-                     _age(s.last_activity), state))
-    if len(statuses) > 1:
-        known = all(s.batches_total is not None for s in statuses)
-        rows.append(("total",
-                     f"{sum(s.batches_committed for s in statuses)}/"
-                     f"{sum(s.batches_total or 0 for s in statuses) if known else '?'}",
-                     str(sum(s.batches_failed for s in statuses)),
-                     _known(None if any(s.requested is None for s in statuses)
-                            else sum(s.requested or 0 for s in statuses)),
-                     _known(None if any(s.pending_ids is None for s in statuses)
-                            else sum(s.pending_ids or 0 for s in statuses)),
-                     str(sum(s.found for s in statuses)), str(sum(s.missing for s in statuses)),
-                     str(sum(s.records for s in statuses)),
-                     str(sum(s.throttled_all_runs for s in statuses)),
-                     f"{max(s.latest_run_elapsed_s for s in statuses):.0f}s",
-                     f"{sum(s.latest_run_ids_per_s for s in statuses):.0f}",
-                     _eta(max((s.eta_s for s in statuses if s.eta_s is not None), default=None)),
-                     _age(max(s.last_activity for s in statuses)),
-                     f"{sum(1 for s in statuses if s.running)} running"))
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    table = "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-                      .rstrip() for row in [header, *rows])
-    return (table + "\nlast run, IDs/s and ETA: the latest run alone (summary.json is that "
-            "run's account); batches, IDs and throttled: all runs together")
+        raise refuse_no_run(out_dir)
+    statuses = [task_status(directory) for directory in directories]
+    if not is_task_directory(out_dir):
+        statuses += absent_tasks(out_dir, statuses)
+        statuses.sort(key=lambda s: (s.task_index, s.directory))
+    return statuses

@@ -10,13 +10,14 @@ come in batches of a fixed size, so memory stays the same whatever the run's siz
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 from bulkgene import layout
 from bulkgene.errors import ConfigError, StateError
-from bulkgene.ncbi.fields import FIELDS, GeneField, Kind
+from bulkgene.ncbi.fields import FIELDS, HELD_BY_CONTENT, GeneField, Kind, held, resolve, suggest
 from bulkgene.ncbi.gene_table import GeneDecoder, Node, getter, items, values
 from bulkgene.results.reports import QueryMap, read_report
 from bulkgene.results.rundir import TaskFiles, read_blocks
@@ -53,16 +54,70 @@ class RowBatch:
         return len(self.cells[0]) if self.cells else 0
 
 
-def choose_columns(fields: list[str] | tuple[str, ...] | None) -> list[Column]:
-    """The columns for ``fields`` (mnemonics, or ``query``); ConfigError naming the unknown."""
-    names = list(fields) if fields else list(DEFAULT_FIELDS)
-    unknown = [name for name in names if name != QUERY and name not in FIELDS]
-    if unknown:
-        raise ConfigError(f"unknown field(s) {', '.join(map(repr, unknown))}: "
-                          "`bulkgene export --list-fields` lists them")
-    duplicates = sorted({name for name in names if names.count(name) > 1})
+ALL = "all"
+
+
+def default_fields(returned_content: str = "COMPLETE") -> tuple[str, ...]:
+    """The default columns, less those a reduced report (IDS_ONLY, COUNTS_ONLY) can't fill."""
+    if returned_content not in HELD_BY_CONTENT:
+        return DEFAULT_FIELDS
+    return (QUERY, *held(returned_content))
+
+
+def content_of(tasks: list[TaskFiles]) -> str:
+    """The returned content the run's reports were asked for with (every task's is one)."""
+    return next((task.returned_content for task in tasks), "COMPLETE")
+
+
+def field_names(fields: list[str] | tuple[str, ...] | str | None,
+                returned_content: str = "COMPLETE") -> list[str]:
+    """The mnemonics ``fields`` names: a list of names, or one str (one name, or several
+    split by commas or line breaks); ``all`` for every field; aliases (NCBI's column
+    titles, the JSON keys) become their mnemonic. ConfigError naming what is wrong, with the
+    closest names for an unknown one."""
+    if fields is None:
+        return list(default_fields(returned_content))
+    if isinstance(fields, str):
+        names = [name.strip() for name in re.split(r"[,\n]", fields) if name.strip()]
+    elif isinstance(fields, (list, tuple)) and all(isinstance(name, str) for name in fields):
+        names = [name.strip() for name in fields]
+    else:
+        raise ConfigError(f"fields must be field names (a list of str, or one str), not "
+                          f"{fields!r}: `bulkgene export --list-fields` lists them")
+    if not names:
+        raise ConfigError("no field given (fields is empty): name at least one, leave it out "
+                          f"for the default ({', '.join(DEFAULT_FIELDS)}), or say 'all'")
+    if ALL in names:
+        if names != [ALL]:
+            raise ConfigError("'all' stands for every field: give it alone")
+        return [QUERY, *FIELDS]
+    resolved: list[str] = []
+    for name in names:
+        mnemonic = QUERY if name.lower() == QUERY else resolve(name)
+        if mnemonic is None:
+            close = suggest(name, (QUERY,))
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            raise ConfigError(f"unknown field {name!r}{hint}: `bulkgene export --list-fields` "
+                              "lists them (NCBI's dataformat mnemonics)")
+        resolved.append(mnemonic)
+    duplicates = sorted({name for name in resolved if resolved.count(name) > 1})
     if duplicates:
         raise ConfigError(f"field(s) {', '.join(duplicates)} given twice")
+    return resolved
+
+
+def choose_columns(fields: list[str] | tuple[str, ...] | str | None,
+                   returned_content: str = "COMPLETE") -> list[Column]:
+    """The columns for ``fields`` (see ``field_names``); ConfigError for a field that reports
+    of ``returned_content`` can't fill (the column would be empty, and look like data)."""
+    names = field_names(fields, returned_content)
+    unheld = [name for name in names if name != QUERY and name not in held(returned_content)]
+    if unheld:
+        raise ConfigError(
+            f"the run was fetched with --returned-content {returned_content}, whose reports "
+            f"hold only {', '.join(held(returned_content))}: {', '.join(unheld)} would be "
+            f"empty. Ask for {', '.join((QUERY, *held(returned_content)))} only, or fetch the "
+            "reports again with --returned-content COMPLETE into another --out")
     columns = []
     for name in names:
         if name == QUERY:
@@ -117,9 +172,13 @@ class TableReader:
         self._explode_name = explode
         self._explode: GeneField | None = None
         if explode is not None:
+            explode = QUERY if explode.lower() == QUERY else (resolve(explode) or explode)
+            self._explode_name = explode
             if explode != QUERY and explode not in FIELDS:
-                raise ConfigError(f"--explode {explode!r} is not a field: `bulkgene export "
-                                  "--list-fields` lists them")
+                close = suggest(explode, (QUERY,))
+                hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+                raise ConfigError(f"--explode {explode!r} is not a field{hint}: `bulkgene "
+                                  "export --list-fields` lists them")
             if not any(c.name == explode for c in columns):
                 raise ConfigError(f"--explode {explode} names a field that is not among the "
                                   "columns: add it to --fields")
@@ -263,7 +322,8 @@ class TableReader:
                 if column.name == QUERY:
                     row.append(gene_id if not column.is_list else [gene_id])
                 elif column.gene_field is not None:
-                    row.append(self._empty(column))
+                    # no record: nothing is known (null), unlike a record with no synonyms ([])
+                    row.append(None)
                 else:
                     row.append(report_row.get(column.name[len(MISSING_PREFIX):]) or None)
             yield row

@@ -24,11 +24,11 @@ def _integer(column: Column, value: Any) -> int:
 
 def typed_cell(column: Column, cell: Any) -> Any:
     """One cell typed: integers for an int column, a list for a list column."""
-    if column.kind != "int":
+    if column.kind != "int" or cell is None:
         return cell
     if column.is_list:
         return [_integer(column, value) for value in cell]
-    return None if cell is None else _integer(column, cell)
+    return _integer(column, cell)
 
 
 def typed_column(column: Column, cells: list[Any]) -> list[Any]:

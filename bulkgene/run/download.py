@@ -31,6 +31,7 @@ from bulkgene.net.attempt import open_session
 from bulkgene.net.client import GeneClient, NetStats
 from bulkgene.results import merge
 from bulkgene.run.array import unsplit_array_note
+from bulkgene.run.interrupt import Interrupter
 from bulkgene.run.pipeline import Pipeline, RunOutcome
 from bulkgene.run.prepare import PreparedRun, prepare
 from bulkgene.run.sharing import budget_directory, paced_limiter, shared_budget
@@ -142,10 +143,16 @@ class _Signals:
 
 
 @contextlib.contextmanager
-def _graceful_signals(enabled: bool) -> Iterator[_Signals]:
+def _graceful_signals(enabled: bool, interrupter: Interrupter | None) -> Iterator[_Signals]:
     signals = _Signals()
     with held_signals(signals.receive if enabled else None):
-        yield signals
+        if interrupter is not None:
+            interrupter.attach(asyncio.get_running_loop(), signals.receive)
+        try:
+            yield signals
+        finally:
+            if interrupter is not None:
+                interrupter.detach()
 
 
 @contextlib.contextmanager
@@ -222,7 +229,8 @@ async def _finishing(config: DownloadConfig, prepared: PreparedRun,
 
 
 async def download(config: DownloadConfig, *, handle_signals: bool = False,
-                   on_progress: Callable[[Snapshot], None] | None = None) -> Summary:
+                   on_progress: Callable[[Snapshot], None] | None = None,
+                   interrupter: Interrupter | None = None) -> Summary:
     """Fetch every GeneID of ``config.inputs`` (and with ``config.taxa``, of the taxa's
     list, listed first) into ``config.out_dir``; resumable.
 
@@ -230,12 +238,14 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
     batches in flight and results waiting for the writer); one batch larger than it still
     goes alone. ``on_progress`` hears a Snapshot every ``config.progress_interval_s`` seconds
     and once at the end (by default a log line; none when the interval is 0).
+    ``handle_signals`` takes SIGTERM/SIGINT/SIGHUP over as the CLI does (a second one exits
+    the process); an ``interrupter`` stops the run when asked, from any thread.
 
     Returns the Summary (also written to ``summary.json``). Raises a BulkgeneError for
     fatal problems, after committing what finished and writing ``summary.json``.
     """
     started = time.monotonic()
-    with _graceful_signals(handle_signals) as signals:
+    with _graceful_signals(handle_signals, interrupter) as signals:
         stats = NetStats()
         if config.taxa is not None:
             listing = ListingSignals(config.shutdown_grace_s)
@@ -257,6 +267,7 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
                 if config.progress_interval_s > 0:
                     report = on_progress if on_progress is not None else _log_progress
                 run = Pipeline(config, prepared, client, report)
+                run.exit_at_second_signal = interrupter is None
                 signals.hand_to(run.on_signal)
                 async with shared_budget(config, limiter) as leases:
                     run.leases = leases

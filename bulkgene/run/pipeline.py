@@ -88,6 +88,9 @@ class Pipeline:
         self.in_flight: set[asyncio.Task[BatchResult]] = set()
         self.total_batches: int | None = None
         self._signals = 0
+        # the CLI's second signal ends the process; a library's caller (a notebook's kernel)
+        # must live on, so there it drops what is in flight instead
+        self.exit_at_second_signal = True
         self._committed_stats = NetStats()
         self.results_done = asyncio.Event()
         self.write_failed = False
@@ -318,6 +321,11 @@ class Pipeline:
     def on_signal(self, signum: int) -> None:
         self._signals += 1
         name = signal.Signals(signum).name
+        if self._signals > 1 and not self.exit_at_second_signal:
+            log.warning("second %s: dropping the batches in flight now; committed work is "
+                        "safe, the next run fetches them", name)
+            self.abort_in_flight()
+            return
         if self._signals > 1:
             sys.stderr.write(f"bulkgene: second {name}: exiting now. Committed work is safe; "
                              "re-run the same command to resume.\n")
@@ -325,7 +333,8 @@ class Pipeline:
             os._exit(EXIT_INTERRUPTED)
         grace = self.config.shutdown_grace_s
         log.warning("%s received: finishing in-flight batches (up to %.0f s), then stopping. "
-                    "Send it again to exit at once.", name, grace)
+                    "Send it again to %s.", name, grace,
+                    "exit at once" if self.exit_at_second_signal else "drop them at once")
         self.interrupted = True
         self.stop()
         asyncio.get_running_loop().call_later(grace, self.abort_in_flight)

@@ -145,6 +145,17 @@ def spool_files(config: DownloadConfig) -> dict[int, Path]:
             for position, name in enumerate(config.inputs) if needs_spool(name)}
 
 
+def staged_lists(config: DownloadConfig) -> dict[int, Path]:
+    """The inputs (by position) that are lists ``bulkgene.fetch`` staged in the directory,
+    to become its requested-ids.txt once this run is known to be the directory's."""
+    staged = {}
+    for position, name in enumerate(config.inputs):
+        path = Path(name)
+        if layout.staged_ids_pid(path.name) is not None and path.parent == config.work_dir:
+            staged[position] = path
+    return staged
+
+
 def _refuse_mixed_runs(config: DownloadConfig) -> None:
     """One kind of run per directory: a single run, or one array split into N tasks."""
     root = config.out_dir
@@ -307,6 +318,9 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path],
             _run_directories(config)
             created.insert(0, out_dir)
         lock.acquire()
+        for path in staged_lists(config).values():  # the new list belongs to the new run
+            if not path.exists() and (moved / path.name).exists():
+                os.replace(moved / path.name, path)
     if not (out_dir / layout.CHECKPOINT_NAME).exists():
         _refuse_other_files(config)
     if config.inputs.count(STDIN) > 1:
@@ -314,9 +328,15 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path],
     _refuse_mixed_runs(config)
     if config.add or config.from_directory:
         return _prepare_grown(config, lock)
-    names = config.inputs
     spools = spool_files(config)
     incoming: dict[int, Path] = {}
+    # a list bulkgene.fetch staged beside requested-ids.txt replaces it only now, with the
+    # lock held, and only once the checks below pass: a refused run leaves the old list
+    staged = staged_lists(config)
+    incoming.update(staged)
+    names = tuple(str(out_dir / layout.LIBRARY_IDS_NAME) if position in staged else name
+                  for position, name in enumerate(config.inputs))
+    targets = {**spools, **dict.fromkeys(staged, out_dir / layout.LIBRARY_IDS_NAME)}
     try:  # until the input proved good, new copies sit beside the old ones
         for position, target in spools.items():
             incoming[position] = target.with_name(target.name + ".new")
@@ -351,7 +371,7 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path],
             path.unlink(missing_ok=True)
         raise
     for position, path in incoming.items():
-        os.replace(path, spools[position])
+        os.replace(path, targets[position])
     committed: Checkpoint | None = existing
     if len(state.segments) < len(plan.segments):  # the run grew since this task last ran
         state = committed = growth.absorb(out_dir, state, plan, config.task)

@@ -315,6 +315,7 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path],
                  out_dir, moved)
         (moved / layout.LOCK_NAME).unlink(missing_ok=True)  # our lock moved away with the old run
         if not out_dir.exists():
+            config.out_dir.mkdir(parents=True, exist_ok=True)
             _run_directories(config)
             created.insert(0, out_dir)
         lock.acquire()

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import cli_command, cli_env, invoke_cli, write_ids
+from helpers import cli_command, cli_env, invoke_cli, run_cli, small_filesystem, write_ids
 
 from bulkgene.testing import EmulatorThread
 
@@ -78,3 +78,34 @@ def test_status_to_a_full_disk_says_so_without_a_traceback(emulator: EmulatorThr
         assert result.returncode == 1, (args, result.stderr.decode())
         assert b"Traceback" not in result.stderr and b"Exception ignored" not in result.stderr
         assert b"No space left on device" in result.stderr and b"standard output" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["fetch", "--help"], ["emulate", "--help"], ["--help"],
+                                  ["--version"], ["export", "--list-fields"]])
+def test_help_to_a_full_disk_says_so_without_a_traceback(args: list[str]) -> None:
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(cli_command(*args), stdout=full, stderr=subprocess.PIPE,
+                                timeout=60, check=False)
+    assert result.returncode == 1, result.stderr.decode()
+    assert b"Traceback" not in result.stderr and b"Exception ignored" not in result.stderr
+    assert b"No space left on device" in result.stderr and b"standard output" in result.stderr
+
+
+def test_demo_into_a_directory_of_ones_own_files_is_refused_cleanly(tmp_path: Path) -> None:
+    (tmp_path / "dm").mkdir()
+    (tmp_path / "dm" / "notes.txt").write_text("mine\n")
+    result = invoke_cli("demo", "--out", str(tmp_path / "dm"))
+    assert result.returncode == 2 and b"notes.txt" in result.stderr
+    assert b"new or empty directory" in result.stderr and b"--allow-other-files" not in result.stderr
+    assert sorted(p.name for p in (tmp_path / "dm").iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("where", ["proc", "full"])
+def test_demo_where_it_cannot_write_is_a_clean_error(tmp_path: Path, where: str) -> None:
+    if where == "proc":
+        result = run_cli("demo", "--out", "/proc/bulkgene-demo")
+    else:
+        with small_filesystem(tmp_path / "small", "200k") as mount:
+            result = run_cli("demo", "--out", str(mount / "demo"))
+    assert result.returncode == 1, result.stderr.decode()
+    assert b"Traceback" not in result.stderr and b"bulkgene: error:" in result.stderr

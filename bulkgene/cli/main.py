@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -62,7 +64,41 @@ from bulkgene.run import array
 log = logging.getLogger("bulkgene")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Commands(click.Group):
+    """bulkgene's commands; writing their help or version to a full disk (``--help >
+    /dev/full``) is a clear error, not click's traceback."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().main(*args, **kwargs)
+        except OSError as exc:
+            if not _from_echo(exc):
+                raise
+            try:  # the unwritten rest would fail again when Python flushes at exit
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, sys.stdout.fileno())
+                os.close(null)
+            except (OSError, ValueError, AttributeError):
+                pass  # not a real file (a test runner's buffer)
+            click.echo(f"bulkgene: error: cannot write to standard output: "
+                       f"{exc.strerror or exc}; if it is redirected to a file, free some space "
+                       "there (or write it elsewhere) and run it again", err=True)
+            sys.exit(1)
+
+
+def _from_echo(exc: BaseException) -> bool:
+    """Whether ``exc`` came from click writing text (help, version, a message)."""
+    trace = exc.__traceback__
+    while trace is not None:
+        code = trace.tb_frame.f_code
+        if code.co_name == "echo" and "click" in code.co_filename:
+            return True
+        trace = trace.tb_next
+    return False
+
+
+@click.group(cls=_Commands,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="bulkgene")
 def main() -> None:
     """Fast, polite, resumable bulk downloads of NCBI gene reports.

@@ -273,6 +273,9 @@ class NetworkSpec:
         if isinstance(self.api_key, str):  # a key given as text: held as a Secret from here
             object.__setattr__(self, "api_key", Secret(self.api_key))
         if isinstance(self.budget_dir, str):
+            if not self.budget_dir.strip():  # Path("") is the current directory
+                raise ConfigError("the budget directory is empty: name one, or leave it out "
+                                  "(None: ~/.cache/bulkgene/budget)")
             object.__setattr__(self, "budget_dir", Path(self.budget_dir))
         if self.requests_per_second is not None and not (
             0 < self.requests_per_second <= 1000 and math.isfinite(self.requests_per_second)

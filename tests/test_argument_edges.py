@@ -109,3 +109,27 @@ def test_demo_where_it_cannot_write_is_a_clean_error(tmp_path: Path, where: str)
             result = run_cli("demo", "--out", str(mount / "demo"))
     assert result.returncode == 1, result.stderr.decode()
     assert b"Traceback" not in result.stderr and b"bulkgene: error:" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["fetch", "status"])
+def test_an_empty_budget_dir_is_refused(emulator: EmulatorThread, tmp_path: Path,
+                                        command: str) -> None:
+    """--budget-dir '' made ./127.0.0.1/anonymous wherever the run was started."""
+    write_ids(tmp_path / "ids.txt", [7157])
+    args = (["fetch", "ids.txt", "--out", "out"] if command == "fetch" else ["status", "."])
+    result = subprocess.run(cli_command(*args, "--budget-dir", ""), cwd=tmp_path,
+                            env=cli_env(emulator.base_url), capture_output=True, timeout=60,
+                            check=False)
+    assert result.returncode == 2, result.stderr.decode()
+    assert b"--budget-dir" in result.stderr and b"is empty" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ids.txt"]
+
+
+def test_a_slurm_step_of_zero_is_refused(tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", [7157])
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4",
+           "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_STEP": "0"}
+    result = invoke_cli("fetch", str(source), "--out", str(tmp_path / "out"), "--split", "slurm",
+                        "--dry-run", env=env)
+    assert result.returncode == 2, result.stderr.decode()
+    assert b"SLURM_ARRAY_TASK_STEP=0" in result.stderr

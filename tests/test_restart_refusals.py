@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
-from helpers import EmulatorFactory, cli_env, invoke_cli, write_ids
+from helpers import EmulatorFactory, cli_command, cli_env, invoke_cli, write_ids
 
 
 def _tree(root: Path) -> list[tuple[str, int]]:
@@ -72,3 +73,19 @@ def test_restarting_beside_files_of_ones_own_moves_nothing(make_emulator: Emulat
     allowed = invoke_cli("fetch", str(source), "--out", str(out), "--restart",
                          "--allow-other-files", env=env)
     assert allowed.returncode == 0 and (out / "notes.txt").read_text() == "mine\n"
+
+
+def test_restarting_in_the_current_directory_never_calls_its_own_lock_stale(
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    """`fetch ids.txt --out . --restart --allow-other-files` took over "the stale lock of
+    pid N (that process is gone)", N being itself."""
+    env = cli_env(make_emulator().base_url)
+    write_ids(tmp_path / "ids.txt", range(1, 31))
+    for extra in ((), ("--restart",)):
+        result = subprocess.run(cli_command("fetch", "ids.txt", "--out", ".", "--rate", "1000",
+                                            "--allow-other-files", *extra),
+                                cwd=tmp_path, env=env, capture_output=True, timeout=120,
+                                check=False)
+        assert result.returncode == 0, result.stderr.decode()
+        assert b"stale lock" not in result.stderr
+    assert (tmp_path / "ids.txt").exists()

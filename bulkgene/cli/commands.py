@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from bulkgene.cli.console import configure_logging, print_out, report_end
-from bulkgene.cli.options import FINITE, FiniteRange, OutDir
+from bulkgene.cli.options import FINITE, BudgetDir, FiniteRange, OutDir
 from bulkgene.cli.progress import ProgressReporter, Terminal, TerminalLog
 from bulkgene.errors import StateError
 
@@ -25,7 +25,7 @@ Examples:
 @click.command(epilog=STATUS_EXAMPLES)
 @click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False), metavar="DIR")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
-@click.option("--budget-dir", type=click.Path(path_type=Path, file_okay=False),
+@click.option("--budget-dir", type=BudgetDir(),
               envvar="BULKGENE_BUDGET_DIR", default=None,
               help="The --budget-dir the fetch was given, to list who shares the key's budget "
                    "with it (DIR/.budget and ~/.cache/bulkgene/budget are always looked at).")

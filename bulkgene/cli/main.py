@@ -28,7 +28,7 @@ from bulkgene.cli.doctor import doctor
 from bulkgene.cli.explain import AfterFetch, explain, explain_fetch_options, finish_fetch
 from bulkgene.cli.export import export
 from bulkgene.cli.grow import add_option, retry
-from bulkgene.cli.options import FINITE, FiniteRange, OutDir, server_options
+from bulkgene.cli.options import FINITE, BudgetDir, FiniteRange, OutDir, server_options
 from bulkgene.cli.progress import ProgressReporter, Terminal, TerminalLog
 from bulkgene.cli.taxon import TAXON_EXAMPLES, dry_run_taxa, taxon_options, taxon_selection
 from bulkgene.config import (
@@ -194,7 +194,7 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
               help="A fixed requests/s ceiling for this process alone, taking no share of the "
               "key's budget. [default: the key's 10/s (5 without a key), shared live with "
               "every other bulkgene using it]")
-@click.option("--budget-dir", type=click.Path(path_type=Path, file_okay=False),
+@click.option("--budget-dir", type=BudgetDir(),
               envvar="BULKGENE_BUDGET_DIR", default=None,
               help="Where every bulkgene using the same API key (or IP) shares the key's "
               "requests/s live, through small lease files: give all jobs of a cluster one "

@@ -140,27 +140,34 @@ def make_run_directories(root: Path, path: Path) -> None:
             if exc.errno == errno.ENOTDIR:
                 raise _refuse_special(below) from None
             if isinstance(exc, PermissionError):
-                raise StateError(
-                    f"cannot create or open {below}: {exc.strerror} ({_owner_and_mode(parent)}). "
-                    "Every user whose tasks share this directory must be able to write there: "
-                    f"its owner can run `chmod -R g+w {parent}` (and `chmod g+s` on the "
-                    "directories, so that new ones keep the group), or use another --out") \
+                raise refuse_shared(below if below.exists() else parent, exc,
+                                    "open" if below.exists() else "create a directory in") \
                     from None
             raise
         parent = below
 
 
-def _owner_and_mode(path: Path) -> str:
-    """``ARR/.claims is owned by alice (uid 1001), drwxr-xr-x``."""
+def owner_and_mode(path: Path) -> str:
+    """``owned by alice (uid 1001), drwxr-xr-x``: what a Permission denied is about."""
     try:
         info = os.lstat(path)
     except OSError:
-        return f"{path} can't be read"
+        return "whose owner can't be read"
     try:
-        owner = f"{pwd.getpwuid(info.st_uid).pw_name} (uid {info.st_uid})"
+        name = f"{pwd.getpwuid(info.st_uid).pw_name} (uid {info.st_uid})"
     except KeyError:
-        owner = f"uid {info.st_uid}"
-    return f"{path} is owned by {owner}, {stat.filemode(info.st_mode)}"
+        name = f"uid {info.st_uid}"
+    return f"owned by {name}, {stat.filemode(info.st_mode)}"
+
+
+def refuse_shared(path: Path, exc: OSError, doing: str = "create a file in") -> StateError:
+    """A directory an array's tasks share refused another user: which one, whose, and how
+    to open it to the group."""
+    return StateError(
+        f"cannot {doing} {path}: {exc.strerror} ({path} is {owner_and_mode(path)}). Every "
+        "user whose tasks share a run directory must be able to write there: its owner can "
+        f"run `chmod -R g+w {path}` (and `chmod g+s` on the directories, so that new ones "
+        "keep the group), or use another --out")
 
 
 def fsync_directory(directory: Path) -> None:

@@ -15,31 +15,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import pwd
 import secrets
-import stat
 from pathlib import Path
 
 from bulkgene import durable
 from bulkgene.budget.record import LEASE_SUFFIX, TEMP_SUFFIX
+from bulkgene.durable import owner_and_mode
 from bulkgene.errors import ConfigError
 
 _LEASE_MODE = 0o644  # whatever the umask: a lease the others can't read counts for nothing
 _CREATE_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NONBLOCK
                  | os.O_CLOEXEC)
-
-
-def owner_and_mode(path: Path) -> str:
-    """``owned by alice (uid 1001), drwxr-xr-x``: what a Permission denied is about."""
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return "whose owner can't be read"
-    try:
-        name = f"{pwd.getpwuid(info.st_uid).pw_name} (uid {info.st_uid})"
-    except KeyError:
-        name = f"uid {info.st_uid}"
-    return f"owned by {name}, {stat.filemode(info.st_mode)}"
 
 
 def denied_advice(path: Path) -> str:

@@ -22,7 +22,6 @@ from bulkgene.budget.files import (
     ensure_directory,
     is_temp_of,
     open_directory,
-    owner_and_mode,
     remove,
     write_atomically,
 )
@@ -39,6 +38,7 @@ from bulkgene.budget.record import (
     shown,
 )
 from bulkgene.budget.share import Scan, ShareDecider, Timings
+from bulkgene.durable import owner_and_mode
 from bulkgene.errors import BudgetError, ConfigError
 
 _T = TypeVar("_T")

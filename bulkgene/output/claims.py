@@ -90,10 +90,13 @@ class GeneClaims:
         path = self.directory / str(gene_id)
         mine = str(self.task_index).encode()
         tmp = self.directory / f".{gene_id}.{self.task_index}.tmp"
-        with durable.create_new(tmp) as handle:
-            handle.write(mine)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with durable.create_new(tmp) as handle:
+                handle.write(mine)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except PermissionError as exc:  # made by another user of the group without its bits
+            raise durable.refuse_shared(self.directory, exc) from None
         try:
             os.link(tmp, path)
         except FileExistsError:

@@ -205,10 +205,13 @@ def _create_exclusively(path: Path, content: bytes) -> bool:
     """Create ``path`` holding ``content`` whole (a complete file linked into place,
     atomic and exclusive on NFS too); False if it exists already."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with durable.create_new(tmp) as handle:
-        handle.write(content)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with durable.create_new(tmp) as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except PermissionError as exc:  # made by another user of the group without its bits
+        raise durable.refuse_shared(path.parent, exc) from None
     try:
         os.link(tmp, path)
     except FileExistsError:

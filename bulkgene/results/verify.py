@@ -347,7 +347,7 @@ def _check_accounting(directory: Path, state: ckpt.Checkpoint, records_on_disk: 
     missing_file = directory / MISSING_NAME
     if missing_file.exists():
         with durable.open_read(missing_file) as handle:
-            rows = sum(1 for _ in handle) - 1
+            rows = max(0, sum(1 for _ in handle) - 1)  # an empty file has no header either
         if rows != totals.missing:
             verdict.problems.append(f"{missing_file}: {rows} rows, the checkpoint counted "
                                     f"{totals.missing} missing")

@@ -92,9 +92,8 @@ async def simulate(rate: float, delay_spread_s: float, duration_s: float = 60.0,
     throttled: list[float] = []
 
     async def request() -> int | None:
-        slot = await limiter.acquire()
-        slot.sent()
-        assert slot.sent_at is not None
+        await limiter.acquire()
+        sent_at = limiter.on_sent()
         await asyncio.sleep(rng.uniform(0.0, delay_spread_s))
         arrivals.append(loop.time())
         remaining = server.arrive(loop.time())
@@ -104,9 +103,9 @@ async def simulate(rate: float, delay_spread_s: float, duration_s: float = 60.0,
             await asyncio.sleep(latency_s * rng.uniform(0.8, 1.2))
             if counted_at == "answer":
                 remaining = server.remaining(loop.time())
-        limiter.on_server_limit(server_limit, remaining or 0, slot.sent_at)
+        limiter.on_server_limit(server_limit, remaining or 0, sent_at)
         if remaining is None:
-            limiter.on_throttled(retry_after_s, server_limit, slot.sent_at)
+            limiter.on_throttled(retry_after_s, server_limit, sent_at)
         return remaining
 
     async def worker() -> None:

@@ -220,9 +220,11 @@ class RetryPolicy:
     backoff_cap_s: float = 30.0
     retry_after_cap_s: float = 120.0
     outage_s: float = 600.0
-    # before any request has worked, a host that can't be reached (DNS, refused, proxy) is a
-    # setup problem, not an outage: stop after this long
+    # before anything has answered, a host that can't be reached (refused, no route, proxy,
+    # a connection or an answer that never comes) is a setup problem, not an outage: stop
+    # after this long; a host name that does not resolve, after unresolved_s
     unreachable_s: float = 15.0
+    unresolved_s: float = 2.0
     # a next-page request failing this often restarts its batch from page 1 (a token the
     # server no longer takes answers 500 every time); restarts are bounded by max_attempts
     token_attempts: int = 2
@@ -309,9 +311,15 @@ class NetworkSpec:
 
     @property
     def server(self) -> str:
-        """Scheme and host of the base URL: which server filled a directory."""
+        """The origin of the base URL, which server filled a directory: scheme, host and
+        port, a scheme's default port left out (as an origin is written, and as directories
+        filled before the port counted recorded NCBI's)."""
         url = urlsplit(self.base_url)
-        return f"{url.scheme}://{url.hostname}"
+        host = url.hostname or ""
+        shown = f"[{host}]" if ":" in host else host
+        port = url.port
+        default = 443 if url.scheme == "https" else 80
+        return f"{url.scheme}://{shown}" + (f":{port}" if port not in (None, default) else "")
 
     @property
     def api_root(self) -> str:

@@ -11,6 +11,10 @@ import orjson
 
 from bulkgene.errors import EXIT_FAILED_BATCHES, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK
 
+# the reason missing.tsv gives for a GeneID the server refused: a request naming it failed
+# as a whole (400, or NCBI 18.23's 404), and so did one naming it alone
+REJECTED_BY_SERVER = "REJECTED_BY_SERVER"
+
 
 @dataclass(frozen=True, slots=True)
 class OnBehalf:

@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiohttp
 import orjson
 from helpers import make_config
 
 from bulkgene.config import DownloadConfig, RetryPolicy, TaxonSelection
-from bulkgene.net.attempt import Reply
+from bulkgene.net.attempt import HttpRequest, Reply
 from bulkgene.net.exchange import Exchanger, NetStats
-from bulkgene.net.pacer import AdaptiveRateLimiter, Slot
+from bulkgene.net.pacer import AdaptiveRateLimiter
 from bulkgene.testing.virtual_time import run_virtual
 
 BASE_URL = "http://ncbi.test/datasets/v2"
@@ -101,11 +100,9 @@ class TaxonServer:
     on_ask: Callable[[Asked], None] | None = None
     started_at: float = 0.0
 
-    async def __call__(self, session: aiohttp.ClientSession, method: str, url: str, *,
-                       params: list[tuple[str, str]], json_body: dict[str, Any] | None,
-                       headers: Mapping[str, str], client_timeout: aiohttp.ClientTimeout,
-                       slot: Slot, max_body_bytes: int) -> Reply:
-        slot.sent()
+    async def __call__(self, request: HttpRequest) -> Reply:
+        request.on_sent()
+        method, url, json_body = request.page.method, request.url, request.page.json_body
         assert method == "POST" and url == BASE_URL + "/gene/dataset_report", url
         assert json_body is not None and json_body["returned_content"] == "IDS_ONLY"
         asked = Asked(dict(json_body), asyncio.get_running_loop().time() - self.started_at)
@@ -164,9 +161,8 @@ def run_listing(server: TaxonServer, config: DownloadConfig,
     async def run() -> tuple[T, NetStats]:
         server.started_at = asyncio.get_running_loop().time()
         stats = NetStats()
-        async with aiohttp.ClientSession() as session:
-            exchanger = Exchanger(session, AdaptiveRateLimiter(1000.0), config, stats,
-                                  CeilingRandom(), server)
-            return await body(exchanger), stats
+        exchanger = Exchanger(server, AdaptiveRateLimiter(1000.0), config, stats,
+                              CeilingRandom())
+        return await body(exchanger), stats
 
     return run_virtual(run())

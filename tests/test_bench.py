@@ -21,6 +21,8 @@ from helpers import REPO
     ("bench.cpu", ["--ids", "2000", "--repeats", "1"]),
     ("bench.memory", ["--sizes", "2000", "5000", "--strays", "2000", "--full-rate", "2000"]),
     ("bench.sharing", ["--repeats", "1", "--scale", "0.1", "--latency", "0.02"]),
+    ("bench.failures", ["--repeats", "1", "--scale", "0.02", "--give-up-s", "90",
+                        "--refused-shares", "0.01"]),
     ("bench.taxon", ["--taxon", "7227", "--repeats", "1", "--latency", "0.02",
                      "--latency-per-gene", "0"]),
     ("bench.history", ["--rows", "20000", "--missing", "2000", "--repeats", "1"]),

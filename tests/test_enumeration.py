@@ -24,7 +24,7 @@ from scripted_taxa import (
 from bulkgene.config import GENE_TYPES, DownloadConfig, TaxonSelection
 from bulkgene.errors import AuthError, InputError, Interrupted, ListingIncomplete, StateError
 from bulkgene.input.taxon_list import TaxonList
-from bulkgene.net.attempt import Reply
+from bulkgene.net.attempt import HttpRequest, Reply
 from bulkgene.net.exchange import Exchanger
 from bulkgene.run.enumeration import list_taxa
 from bulkgene.run.taxa import TaxonCount, count_taxa
@@ -291,13 +291,12 @@ def test_dry_run_counts_by_type_and_what_would_be_listed(tmp_path: Path) -> None
     counts_body = orjson.dumps({"report": [{"gene_type": "PROTEIN_CODING", "count": 20},
                                            {"gene_type": "PSEUDO", "count": 7}]})
     class Counting(TaxonServer):
-        async def __call__(self, session: object, method: str, url: str, **kwargs: object
-                           ) -> Reply:
-            if url.endswith("/gene/taxon/counts"):
-                kwargs["slot"].sent()  # type: ignore[attr-defined]  # the scripted Slot
-                assert kwargs["json_body"] == {"taxon": "9606"}
+        async def __call__(self, request: HttpRequest) -> Reply:
+            if request.url.endswith("/gene/taxon/counts"):
+                request.on_sent()
+                assert request.page.json_body == {"taxon": "9606"}
                 return Reply(200, {}, counts_body)
-            return await super().__call__(session, method, url, **kwargs)  # type: ignore[arg-type]
+            return await super().__call__(request)
 
     server = Counting({"9606": list(range(7))})
     (result,), _ = run_listing(server, config, body)

@@ -220,9 +220,11 @@ def test_a_refused_id_is_never_called_unknown_to_ncbi_and_every_account_names_re
     assert "refused: 3 GeneIDs were refused by the server" in status
     assert f"bulkgene retry {out}" in status
     assert invoke_cli("verify", str(out)).returncode == 0
-    # a server that answers today: the live gene is found, the unknown one is silence now,
-    # which makes it NOT_IN_HISTORY, and the withdrawn one keeps its history
-    answering = make_emulator()
+    # the server answers today: the live gene is found, the unknown one is silence now,
+    # which makes it NOT_IN_HISTORY, and the withdrawn one keeps its history (the same
+    # server: a run's GeneIDs all come from one)
+    refusing.state.config.invalid_ids = frozenset()
+    answering = refusing
     retried = invoke_cli("retry", str(out), "--base-url", answering.base_url,
                          env=env_for(answering, tmp_path))
     assert retried.returncode == 0, retried.stderr.decode()

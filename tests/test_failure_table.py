@@ -12,183 +12,35 @@ scripted aiohttp session (the library faked, not our code).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import logging
-import random
 import ssl
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
-import orjson
 import pytest
-from aiohttp.client_reqrep import ConnectionKey
-from helpers import make_config
+from scripted import (
+    CONNECTION_KEY,
+    IDS,
+    Answer,
+    Asked,
+    ScriptedTransport,
+    ServerStep,
+    answering,
+    body,
+    fetch,
+    fetch_all,
+    ok,
+    page,
+    status,
+    via_attempt,
+)
 
 from bulkgene.config import RetryPolicy, Secret
 from bulkgene.errors import AuthError, BulkgeneError, FatalHTTPError, OutageError
-from bulkgene.model import Batch, BatchFailure, BatchOutcome, BatchResult
-from bulkgene.net.attempt import AttemptFailed, Reply, attempt
-from bulkgene.net.client import PROBE_GENE_ID, REJECTED_BY_SERVER, GeneClient, Transport
-from bulkgene.net.pacer import AdaptiveRateLimiter, Slot
-from bulkgene.testing.virtual_time import run_virtual
-
-BASE_URL = "http://ncbi.test/datasets/v2"
-IDS = (1, 2, 3, 4)
-
-
-class CeilingRandom(random.Random):
-    """Jitter pinned to its upper bound: every backoff is the longest it may be."""
-
-    def uniform(self, a: float, b: float) -> float:
-        return b
-
-
-# -- what the server says ----------------------------------------------------------------
-
-def page(answered: tuple[int, ...], *, total: int | None = None,
-         next_page: str | None = None) -> bytes:
-    """A report page answering ``answered`` (``total`` defaults to their number)."""
-    content: dict[str, Any] = {
-        "reports": [{"query": [str(g)], "gene": {"gene_id": str(g)}} for g in answered],
-        "total_count": len(answered) if total is None else total}
-    if next_page is not None:
-        content["next_page_token"] = next_page
-    return orjson.dumps(content)
-
-
-def ok(answered: tuple[int, ...], **kwargs: Any) -> Reply:
-    return Reply(200, {}, page(answered, **kwargs))
-
-
-def status(code: int, message: str = "", headers: Mapping[str, str] | None = None) -> Reply:
-    body = orjson.dumps({"error": "error", "code": code, "message": message or f"HTTP {code}"})
-    return Reply(code, dict(headers or {}), body)
-
-
-# -- the scripted transport --------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Asked:
-    """One request the client made, and when (virtual seconds since the batch began)."""
-
-    endpoint: str
-    gene_ids: tuple[int, ...]
-    token: str | None
-    at_s: float
-
-
-Answer = Reply | AttemptFailed
-Step = Answer | Callable[[Asked], Answer]
-
-
-def _asked(method: str, url: str, params: list[tuple[str, str]],
-           json_body: dict[str, Any] | None, at_s: float) -> Asked:
-    path = url.removeprefix(BASE_URL)
-    if method == "POST":
-        assert json_body is not None
-        return Asked("dataset-report", tuple(json_body["gene_ids"]),
-                     json_body.get("page_token"), at_s)
-    endpoint = "gene-id-report" if path.endswith("/dataset_report") else "gene-id"
-    ids = path.removeprefix("/gene/id/").removesuffix("/dataset_report")
-    return Asked(endpoint, tuple(int(i) for i in ids.split(",")), dict(params).get("page_token"),
-                 at_s)
-
-
-class ScriptedTransport:
-    """Answers each request with the next step of its script, then with ``then``."""
-
-    def __init__(self, *script: Step, then: Callable[[Asked], Answer] | None = None) -> None:
-        self.script: deque[Step] = deque(script)
-        self.then = then
-        self.asked: list[Asked] = []
-        self.started_at = 0.0
-
-    async def __call__(self, session: aiohttp.ClientSession, method: str, url: str, *,
-                       params: list[tuple[str, str]], json_body: dict[str, Any] | None,
-                       headers: Mapping[str, str], client_timeout: aiohttp.ClientTimeout,
-                       slot: Slot, max_body_bytes: int) -> Reply:
-        slot.sent()
-        asked = _asked(method, url, params, json_body,
-                       asyncio.get_running_loop().time() - self.started_at)
-        self.asked.append(asked)
-        if self.script:
-            step = self.script.popleft()
-        else:
-            assert self.then is not None, f"unscripted request {asked}"
-            step = self.then
-        answer = step(asked) if callable(step) else step
-        if isinstance(answer, AttemptFailed):
-            raise answer
-        return answer
-
-    @property
-    def gaps_s(self) -> list[float]:
-        """Virtual seconds between one request and the next."""
-        times = [a.at_s for a in self.asked]
-        return [round(b - a, 2) for a, b in itertools.pairwise(times)]
-
-    @property
-    def ids_asked(self) -> list[tuple[int, ...]]:
-        return [a.gene_ids for a in self.asked]
-
-
-@dataclass
-class Fetched:
-    """What one fetch_batch returned, and the client it ran on."""
-
-    result: BatchResult
-    client: GeneClient
-
-    @property
-    def outcome(self) -> BatchOutcome:
-        assert isinstance(self.result, BatchOutcome), self.result
-        return self.result
-
-    @property
-    def failure(self) -> BatchFailure:
-        assert isinstance(self.result, BatchFailure), self.result
-        return self.result
-
-
-def fetch_all(transport: Transport, *batches: tuple[int, ...],
-              session: aiohttp.ClientSession | None = None, **settings: Any
-              ) -> tuple[list[BatchResult], GeneClient]:
-    """``fetch_batch`` of each batch in turn through ``transport``, on a fresh virtual clock."""
-    settings.setdefault("retry", RetryPolicy(max_attempts=3, backoff_base_s=1.0))
-    config = make_config(["ids.txt"], Path("out"), base_url=BASE_URL, **settings)
-
-    async def run() -> tuple[list[BatchResult], GeneClient]:
-        if isinstance(transport, ScriptedTransport):
-            transport.started_at = asyncio.get_running_loop().time()
-        # the scripted transport never uses the session; the real attempt gets a scripted one
-        async with contextlib.AsyncExitStack() as stack:
-            used = (session if session is not None
-                    else await stack.enter_async_context(aiohttp.ClientSession()))
-            client = GeneClient(used, AdaptiveRateLimiter(1000.0), config, rng=CeilingRandom(),
-                                transport=transport)
-            return [await client.fetch_batch(Batch(i, ids)) for i, ids in enumerate(batches)], client
-
-    return run_virtual(run())
-
-
-def fetch(transport: Transport, gene_ids: tuple[int, ...] = IDS,
-          session: aiohttp.ClientSession | None = None, **settings: Any) -> Fetched:
-    """``fetch_batch`` of ``gene_ids`` through ``transport``, on a fresh virtual clock."""
-    (result,), client = fetch_all(transport, gene_ids, session=session, **settings)
-    return Fetched(result, client)
-
-
-def answering(refused: Callable[[tuple[int, ...]], Reply | None]) -> Callable[[Asked], Answer]:
-    """A server that answers every ID it has (all of them), unless ``refused`` says no."""
-    def respond(asked: Asked) -> Answer:
-        return refused(asked.gene_ids) or ok(asked.gene_ids)
-    return respond
-
+from bulkgene.model import BatchFailure, BatchOutcome
+from bulkgene.net.attempt import HttpRequest, Reply, Transport
+from bulkgene.net.client import PROBE_GENE_ID, REJECTED_BY_SERVER
+from bulkgene.net.failures import StaleConnection
 
 # -- 200: USE ----------------------------------------------------------------------------
 
@@ -361,13 +213,17 @@ def test_403_stops_the_run_with_what_to_do() -> None:
 
 # -- 400: REFUSED (probe, then isolate) --------------------------------------------------
 
-def test_400_probes_a_known_gene_then_isolates_the_refused_id_by_halving() -> None:
+def test_400_probes_a_known_gene_then_finds_the_refused_id_by_binary_splitting() -> None:
     transport = ScriptedTransport(then=answering(
         lambda ids: status(400, "bad id") if 6 in ids else None))
     outcome = fetch(transport, tuple(range(1, 9))).outcome
     assert transport.ids_asked == [
         (1, 2, 3, 4, 5, 6, 7, 8), (PROBE_GENE_ID,),  # the probe: refusals aren't systematic
-        (1, 2, 3, 4), (5, 6, 7, 8), (5, 6), (5,), (6,), (7, 8)]
+        (1, 2, 3, 4),  # passes: 5..8 hold the refused ID, and are not asked for whole
+        (5, 6),  # refused: 7, 8 are set aside
+        (5,),  # passes: 6 is the one, by inference
+        (6,),  # ...confirmed alone
+        (7, 8)]  # the set-aside IDs, together
     assert set(transport.gaps_s) == {0.0}, "a refusal is an answer: no backoff"
     assert outcome.found == 7 and outcome.missing == [(6, REJECTED_BY_SERVER)]
 
@@ -396,6 +252,41 @@ def test_a_probe_answered_without_the_gene_vouches_for_nothing() -> None:
         fetch(transport)
     probes = [a.endpoint for a in transport.asked if a.gene_ids == (PROBE_GENE_ID,)]
     assert probes == ["gene-id", "gene-id-report", "dataset-report"]
+
+
+def test_a_probe_answered_once_by_a_broken_page_is_asked_again() -> None:
+    """A passing fault (an HTML page for the probe) is fetched again like any page, not taken
+    for a server without TP53: that would end the run."""
+    html = Reply(200, {"Content-Type": "text/html"}, b"<html>Service unavailable</html>")
+    probes = iter([html])
+
+    def respond(asked: Asked) -> Answer:
+        if asked.gene_ids == (PROBE_GENE_ID,):
+            return next(probes, None) or ok(asked.gene_ids)
+        return status(404, "Your request is invalid.") if 42 in asked.gene_ids else ok(
+            asked.gene_ids)
+
+    transport = ScriptedTransport(then=respond)
+    outcome = fetch(transport, (42,)).outcome
+    assert transport.ids_asked == [(42,), (PROBE_GENE_ID,), (PROBE_GENE_ID,)]
+    assert outcome.missing == [(42, REJECTED_BY_SERVER)]
+
+
+def test_a_probe_rides_out_passing_failures_as_any_request_does() -> None:
+    """The probe had three tries whatever --max-attempts said: three 5xx in a row (a fault
+    mix of 45 %) failed the batch that asked."""
+    probes = iter([status(503), status(502), status(503)])
+
+    def respond(asked: Asked) -> Answer:
+        if asked.gene_ids == (PROBE_GENE_ID,):
+            return next(probes, None) or ok(asked.gene_ids)
+        return status(404, "Your request is invalid.") if 42 in asked.gene_ids else ok(
+            asked.gene_ids)
+
+    transport = ScriptedTransport(then=respond)
+    outcome = fetch(transport, (42,), retry=RetryPolicy(max_attempts=5)).outcome
+    assert transport.ids_asked == [(42,)] + [(PROBE_GENE_ID,)] * 4
+    assert outcome.missing == [(42, REJECTED_BY_SERVER)]
 
 
 def test_a_probe_answered_by_an_html_page_naming_the_gene_vouches_for_nothing() -> None:
@@ -473,22 +364,46 @@ def test_414_for_a_single_id_fails_the_batch() -> None:
     assert transport.ids_asked == [(5,)]
 
 
-# -- 404: NOT_FOUND (retry, probe, isolate) ----------------------------------------------
+# -- 404: NOT_FOUND (probe, isolate) and STRAY_404 (retry first) -------------------------
 
-def test_a_404_that_goes_away_was_transient() -> None:
-    transport = ScriptedTransport(status(404, "no such page"), ok(IDS))
+def apache_404() -> Reply:
+    """A 404 as NCBI's Apache front end once served it: labelled HTML, NCBI's JSON inside."""
+    return Reply(404, {"Server": "Apache", "Content-Type": "text/html; charset=iso-8859-1"},
+                 b'{"error": "Not Found", "code": 404, "message": "Your request is invalid."}')
+
+
+def test_a_front_ends_404_that_goes_away_was_transient() -> None:
+    transport = ScriptedTransport(apache_404(), ok(IDS))
     outcome = fetch(transport).outcome
     assert transport.ids_asked == [IDS, IDS] and transport.gaps_s == [1.0]
     assert outcome.found == 4
 
 
-def test_a_persistent_404_is_retried_then_probed_then_the_id_isolated() -> None:
-    transport = ScriptedTransport(then=answering(
-        lambda ids: status(404, "gene not found") if 42 in ids else None))
+def test_a_front_ends_404_that_persists_is_retried_then_probed_then_the_id_refused() -> None:
+    transport = ScriptedTransport(then=lambda asked: ok(asked.gene_ids)
+                                  if asked.gene_ids == (PROBE_GENE_ID,) else apache_404())
     outcome = fetch(transport, (42,)).outcome
     assert transport.ids_asked == [(42,), (42,), (42,), (PROBE_GENE_ID,)]
     assert transport.gaps_s == [1.0, 2.0, 0.0]
     assert outcome.found == 0 and outcome.missing == [(42, REJECTED_BY_SERVER)]
+
+
+def test_the_apis_404_is_probed_at_once_and_the_id_refused_without_a_wait() -> None:
+    transport = ScriptedTransport(then=answering(
+        lambda ids: status(404, "Your request is invalid.") if 42 in ids else None))
+    outcome = fetch(transport, (42,)).outcome
+    assert transport.ids_asked == [(42,), (PROBE_GENE_ID,)]
+    assert transport.gaps_s == [0.0]
+    assert outcome.found == 0 and outcome.missing == [(42, REJECTED_BY_SERVER)]
+
+
+def test_an_apis_404_that_came_and_went_marks_no_id_refused() -> None:
+    """Inference says the last ID is refused; alone, it is answered: nothing is refused."""
+    transport = ScriptedTransport(status(404, "Your request is invalid."),
+                                  then=lambda asked: ok(asked.gene_ids))
+    outcome = fetch(transport).outcome
+    assert transport.ids_asked == [IDS, (PROBE_GENE_ID,), (1, 2), (3,), (4,)]
+    assert outcome.found == 4 and outcome.missing == []
 
 
 def test_a_404_everywhere_even_for_the_probe_is_a_wrong_url() -> None:
@@ -554,7 +469,7 @@ def test_a_chain_that_keeps_breaking_fails_the_batch() -> None:
 # -- what attempt() says when there is no HTTP answer ------------------------------------
 
 def test_a_stale_pooled_connection_is_resent_at_once_but_not_forever() -> None:
-    stale = AttemptFailed("the server closed the connection", stale_connection=True)
+    stale = StaleConnection("the server closed the connection")
     transport = ScriptedTransport(stale, stale, stale, stale, ok(IDS))
     fetched = fetch(transport)
     # three resends cost nothing; the fourth dead connection in a row is a failure
@@ -562,78 +477,31 @@ def test_a_stale_pooled_connection_is_resent_at_once_but_not_forever() -> None:
     assert fetched.outcome.found == 4 and fetched.client.stats.retries == 4
 
 
-@dataclass
-class _Content:
-    chunks: list[bytes | BaseException]
-
-    async def iter_chunked(self, _size: int) -> AsyncIterator[bytes]:
-        for chunk in self.chunks:
-            if isinstance(chunk, BaseException):
-                raise chunk
-            yield chunk
-
-
-@dataclass
-class _Response:
-    status: int
-    headers: Mapping[str, str]
-    content: _Content
-    content_length: int | None = None
-    connection: None = None
-
-
-ServerStep = _Response | BaseException
-
-
-class ScriptedSession:
-    """aiohttp's side of a request, scripted: an exception, or a response to read."""
-
-    def __init__(self, *script: ServerStep) -> None:
-        self.script = deque(script)
-
-    @contextlib.asynccontextmanager
-    async def request(self, _method: str, _url: str, **_kwargs: Any
-                      ) -> AsyncIterator[_Response]:
-        step = self.script.popleft()
-        if isinstance(step, BaseException):
-            raise step
-        yield step
-
-
-def _body(*chunks: bytes | BaseException, length: int | None = None) -> _Response:
-    return _Response(200, {}, _Content(list(chunks)), length)
-
-
 _CAP_BYTES = 1 << 20  # the smallest cap the config allows
-_KEY = ConnectionKey("ncbi.test", 80, False, True, None, None, None)
 
 TRANSLATED = [
     pytest.param(aiohttp.ServerTimeoutError("Timeout on reading data from socket"),
                  "timed out", id="timeout"),
-    pytest.param(aiohttp.ClientConnectorError(_KEY, ConnectionResetError(104, "Reset")),
+    pytest.param(aiohttp.ClientConnectorError(CONNECTION_KEY, ConnectionResetError(104, "Reset")),
                  "could not connect (Reset)", id="connection-error"),
     pytest.param(aiohttp.ServerDisconnectedError(), "the server closed the connection",
                  id="server-disconnected"),
-    pytest.param(_body(b'{"reports": [', aiohttp.ClientPayloadError("cut")),
+    pytest.param(body(b'{"reports": [', aiohttp.ClientPayloadError("cut")),
                  "the response body was cut short", id="truncated-body"),
-    pytest.param(_body(b"", length=2 << 20),
+    pytest.param(body(b"", length=2 << 20),
                  "the answer would be 2097152 bytes, over the 1048576-byte cap",
                  id="oversize-declared"),
-    pytest.param(_body(b"x" * 600_000, b"x" * 600_000),
+    pytest.param(body(b"x" * 600_000, b"x" * 600_000),
                  "the answer is larger than the 1048576-byte cap", id="oversize-streamed"),
 ]
-
-
-def _via_attempt(*script: ServerStep) -> tuple[aiohttp.ClientSession, Transport]:
-    return cast(aiohttp.ClientSession, ScriptedSession(*script)), attempt
 
 
 @pytest.mark.parametrize(("failure", "reason"), TRANSLATED)
 def test_an_attempt_without_an_answer_is_retried_after_a_backoff(
         failure: ServerStep, reason: str, caplog: pytest.LogCaptureFixture) -> None:
-    session, transport = _via_attempt(failure, _body(page(IDS)))
+    transport = via_attempt(failure, body(page(IDS)))
     with caplog.at_level(logging.DEBUG, "bulkgene"):
-        fetched = fetch(transport, session=session, max_response_bytes=_CAP_BYTES)
+        fetched = fetch(transport, max_response_bytes=_CAP_BYTES)
     assert fetched.outcome.found == 4 and fetched.client.stats.retries == 1
     assert f"retrying in 1.0 s (attempt 2 of 3): {reason}" in caplog.messages
 
@@ -642,50 +510,48 @@ def test_an_attempt_without_an_answer_is_retried_after_a_backoff(
 def test_an_attempt_that_keeps_failing_fails_the_batch_naming_why(failure: ServerStep,
                                                                   reason: str) -> None:
     # the host answered once, so even a connection error is the batch's, not the setup's
-    session, transport = _via_attempt(_body(page((1, 2))), failure, failure, failure)
-    (first, second), _ = fetch_all(transport, (1, 2), IDS, session=session,
-                                   max_response_bytes=_CAP_BYTES)
+    transport = via_attempt(body(page((1, 2))), failure, failure, failure)
+    (first, second), _ = fetch_all(transport, (1, 2), IDS, max_response_bytes=_CAP_BYTES)
     assert isinstance(first, BatchOutcome)
     assert isinstance(second, BatchFailure)
     assert second.reason == f"gave up after 3 attempts; last: {reason}"
 
 
-def _refused_forever() -> tuple[aiohttp.ClientSession, Transport, list[float]]:
+def _refused_forever() -> tuple[Transport, list[float]]:
     """A host whose every connection is refused, and the virtual time of each attempt."""
-    refused = aiohttp.ClientConnectorError(_KEY, ConnectionRefusedError(111, "Refused"))
-    session, transport = _via_attempt(*[refused] * 20)
+    refused = aiohttp.ClientConnectorError(CONNECTION_KEY, ConnectionRefusedError(111, "Refused"))
+    transport = via_attempt(*[refused] * 20)
     started: list[float] = []
 
-    async def timed(*args: Any, **kwargs: Any) -> Reply:
+    async def timed(request: HttpRequest) -> Reply:
         started.append(asyncio.get_running_loop().time())
-        return await transport(*args, **kwargs)
+        return await transport(request)
 
-    return session, timed, started
+    return timed, started
 
 
 def test_a_host_never_reached_is_a_setup_problem_after_unreachable_s() -> None:
-    session, timed, started = _refused_forever()
+    timed, started = _refused_forever()
 
     with pytest.raises(FatalHTTPError, match=r"cannot reach ncbi\.test: could not connect "
                                              r"\(Refused\).*HTTPS_PROXY"):
-        fetch(timed, session=session,
-              retry=RetryPolicy(max_attempts=20, unreachable_s=15.0))
+        fetch(timed, retry=RetryPolicy(max_attempts=20, unreachable_s=15.0))
     # 1 + 2 + 4 + 8 s of backoff: the attempt at 15 s is the last
     assert [round(t - started[0], 3) for t in started] == [0.0, 1.0, 3.0, 7.0, 15.0]
 
 
 def test_an_unreachable_host_stops_at_its_deadline_not_a_backoff_later() -> None:
-    session, timed, started = _refused_forever()
+    timed, started = _refused_forever()
 
     with pytest.raises(FatalHTTPError, match=r"cannot reach ncbi\.test"):
-        fetch(timed, session=session, retry=RetryPolicy(max_attempts=20, unreachable_s=10.0))
+        fetch(timed, retry=RetryPolicy(max_attempts=20, unreachable_s=10.0))
     # 1 + 2 + 4 s of backoff, then not 8 s more but the rest up to the 10 s deadline
     assert [round(t - started[0], 2) for t in started] == [0.0, 1.0, 3.0, 7.0, 10.01]
 
 
 def test_a_certificate_that_cant_be_verified_stops_the_run_at_once() -> None:
     bad_certificate = aiohttp.ClientConnectorCertificateError(
-        _KEY, ssl.SSLCertVerificationError(1, "self-signed certificate"))
-    session, transport = _via_attempt(bad_certificate)
+        CONNECTION_KEY, ssl.SSLCertVerificationError(1, "self-signed certificate"))
+    transport = via_attempt(bad_certificate)
     with pytest.raises(FatalHTTPError, match=r"TLS certificate of ncbi\.test.*SSL_CERT_FILE"):
-        fetch(transport, session=session)
+        fetch(transport)

@@ -58,15 +58,16 @@ def test_a_named_fifo_is_read_once_without_hanging(emulator: EmulatorThread,
 
 def test_the_resume_command_after_piped_input_names_the_copy(make_emulator: EmulatorFactory,
                                                              tmp_path: Path) -> None:
-    failing = make_emulator(faults={"http_503": 1.0})
-    healthy = make_emulator()
+    emulator = make_emulator()  # the server that fills a directory is the one it resumes on
+    emulator.state.outage_status = 503
     out = tmp_path / "out"
     first = invoke_cli("fetch", "-", "--out", str(out), "--max-attempts", "1",
-                    env=cli_env(failing.base_url), stdin=b"7157\n672\n")
+                    env=cli_env(emulator.base_url), stdin=b"7157\n672\n")
     assert first.returncode == 3, first.stderr.decode()
     command = _printed_command(first.stderr)
     assert command[:2] == ["fetch", str(out / "stdin.spool")]
-    again = invoke_cli(*command, env=cli_env(healthy.base_url))  # nothing piped this time
+    emulator.state.outage_status = None
+    again = invoke_cli(*command, env=cli_env(emulator.base_url))  # nothing piped this time
     assert again.returncode == 0, again.stderr.decode()
     assert set(gene_ids_written(out)) == {7157, 672}
 
@@ -74,18 +75,19 @@ def test_the_resume_command_after_piped_input_names_the_copy(make_emulator: Emul
 @pytest.mark.slow
 def test_the_resume_command_after_process_substitution_names_the_copy(make_emulator: EmulatorFactory,
                                                                       tmp_path: Path) -> None:
-    failing = make_emulator(faults={"http_503": 1.0})
-    healthy = make_emulator()
+    emulator = make_emulator()  # the server that fills a directory is the one it resumes on
+    emulator.state.outage_status = 503
     good = tmp_path / "good.txt"
     good.write_text("3105\n")
     out = tmp_path / "out"
     fetch = shlex.join(cli_command("fetch"))
     first = _bash(f"{fetch} --max-attempts 1 {shlex.quote(str(good))} <(printf '7157\\n') "
-                  f"-o {shlex.quote(str(out))}", cli_env(failing.base_url))
+                  f"-o {shlex.quote(str(out))}", cli_env(emulator.base_url))
     assert first.returncode == 3, first.stderr.decode()
     command = _printed_command(first.stderr)
     assert command == ["fetch", "--max-attempts", "1", str(good), str(out / "input-2.spool"),
                        "-o", str(out)]
-    again = invoke_cli(*command, env=cli_env(healthy.base_url))
+    emulator.state.outage_status = None
+    again = invoke_cli(*command, env=cli_env(emulator.base_url))
     assert again.returncode == 0, again.stderr.decode()
     assert set(gene_ids_written(out)) == {7157, 3105}

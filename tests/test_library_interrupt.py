@@ -98,7 +98,8 @@ def test_ctrl_c_stops_fetch_commits_and_raises_keyboard_interrupt(
     assert len(served(emulator.state.arrivals())) < BATCHES  # it stopped, it did not finish
     assert bulkgene.open(out, partial=True).summary["running"] == 0
     # the same call again (to the same, now quick, server) finishes the list exactly once
-    quick = make_emulator()
+    emulator.state.config.latency_s = 0.0
+    quick = emulator
     bulkgene.fetch(IDS, out, base_url=quick.base_url, rate=1000, batch_size=50,
                    progress=False)
     assert_complete_output(out, expected_for(quick.state.universe, IDS))

@@ -31,9 +31,9 @@ def test_no_burst_even_in_the_first_second() -> None:
         times: list[float] = []
 
         async def request() -> None:
-            slot = await limiter.acquire()
+            await limiter.acquire()
             times.append(loop.time())
-            slot.sent()
+            limiter.on_sent()
 
         await asyncio.gather(*(request() for _ in range(60)))
         return times
@@ -47,15 +47,17 @@ def test_next_slot_waits_for_the_previous_send() -> None:
     async def scenario() -> None:
         limiter = AdaptiveRateLimiter(100.0)
         loop = asyncio.get_running_loop()
-        first = await limiter.acquire()
-        loop.call_later(0.2, first.sent)  # a slow connect: headers leave 200 ms after the grant
+        await limiter.acquire()
+        first_sent_at: list[float] = []
+        # a slow connect: headers leave 200 ms after the grant
+        loop.call_later(0.2, lambda: first_sent_at.append(limiter.on_sent()))
         second_task = asyncio.create_task(limiter.acquire())
         await asyncio.sleep(0.1)
         assert not second_task.done()
-        second = await second_task
-        assert first.sent_at is not None
-        assert loop.time() - first.sent_at >= 0.25 / 100 - 1e-4  # never in a clump
-        second.sent()
+        await second_task
+        assert first_sent_at
+        assert loop.time() - first_sent_at[0] >= 0.25 / 100 - 1e-4  # never in a clump
+        limiter.on_sent()
 
     run_virtual(scenario())
 
@@ -95,10 +97,8 @@ async def send(limiter: AdaptiveRateLimiter, count: int) -> list[float]:
     """Send ``count`` requests one after the other; their send times."""
     times: list[float] = []
     for _ in range(count):
-        slot = await limiter.acquire()
-        slot.sent()
-        assert slot.sent_at is not None
-        times.append(slot.sent_at)
+        await limiter.acquire()
+        times.append(limiter.on_sent())
     return times
 
 
@@ -241,23 +241,22 @@ class ScriptedKey:
 
         async def worker() -> None:
             for number in numbers:
-                slot = await self.limiter.acquire()
-                slot.sent()
-                assert slot.sent_at is not None
-                self.sent.append(slot.sent_at)
+                await self.limiter.acquire()
+                sent_at = self.limiter.on_sent()
+                self.sent.append(sent_at)
                 if number in self.busy_after:
                     cast(VirtualTimeLoop, loop).busy(self.busy_after[number])
                 refused = number in self.throttle
                 if not refused:
-                    self.admitted.append(slot.sent_at)
+                    self.admitted.append(sent_at)
                 await asyncio.sleep(self.refused_after_s if refused else self.answer_after_s)
                 if self.limit is not None:
-                    counted_at = slot.sent_at if self.counted_at == "arrival" else loop.time()
+                    counted_at = sent_at if self.counted_at == "arrival" else loop.time()
                     self.limiter.on_server_limit(
-                        self.limit, 0 if refused else self._remaining(counted_at), slot.sent_at)
+                        self.limit, 0 if refused else self._remaining(counted_at), sent_at)
                 if refused:
                     self.throttled += 1
-                    self.limiter.on_throttled(self.retry_after_s, self.limit, slot.sent_at)
+                    self.limiter.on_throttled(self.retry_after_s, self.limit, sent_at)
 
         await asyncio.gather(*(worker() for _ in range(workers)))
 

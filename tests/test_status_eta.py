@@ -17,6 +17,7 @@ from bulkgene.config import RetryPolicy
 from bulkgene.errors import BulkgeneError
 from bulkgene.model import Snapshot, Summary
 from bulkgene.output.lock import RunLock
+from bulkgene.testing import EmulatorThread
 
 _IDS = range(1, 201)
 class _Recorder(ProgressReporter):
@@ -35,8 +36,13 @@ class _Recorder(ProgressReporter):
 
 
 async def _fetch(make_emulator: EmulatorFactory, out: Path, faults: dict[str, float],
-                 recorder: _Recorder) -> Summary:
-    emulator = make_emulator(faults=faults, seed=1)  # its first draw is a fault: one fails
+                 recorder: _Recorder, emulator: EmulatorThread | None = None) -> Summary:
+    """A run into ``out``, on a new emulator with ``faults`` (or ``emulator``, its faults
+    now ``faults``: a directory resumes only against the server that filled it)."""
+    if emulator is None:
+        emulator = make_emulator(faults=faults, seed=1)  # its first draw is a fault: one fails
+    else:
+        emulator.state.config.faults = faults
     source = write_ids(out.parent / "ids.txt", _IDS)
     config = make_config([str(source)], out, base_url=emulator.base_url,
                          requests_per_second=100.0, batch_size=10, concurrency=2,
@@ -125,14 +131,15 @@ async def test_the_progress_lines_speed_counts_only_committed_found_and_missing(
         make_emulator: EmulatorFactory, tmp_path: Path) -> None:
     out = tmp_path / "out"
     first = _Recorder(stop_after=3)
-    summary = await _fetch(make_emulator, out, {"http_503": 0.3}, first)
+    emulator = make_emulator(faults={"http_503": 0.3}, seed=1)
+    summary = await _fetch(make_emulator, out, {"http_503": 0.3}, first, emulator)
     assert summary.failed > 0 and summary.pending > 0
     last = first.snapshots[-1]
     assert last.ids_done == summary.found + summary.missing + summary.unverified
     assert last.ids_per_s * last.elapsed_s == pytest.approx(last.ids_done)
     resumed = _Recorder()  # the re-run retries the failed batches and finishes the rest
     done_before = last.ids_done
-    final = await _fetch(make_emulator, out, {}, resumed)
+    final = await _fetch(make_emulator, out, {}, resumed, emulator)
     assert final.found + final.missing == len(_IDS) and final.failed == 0
     end = resumed.snapshots[-1]
     assert end.ids_done == len(_IDS)

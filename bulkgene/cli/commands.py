@@ -215,6 +215,7 @@ Examples:
   BULKGENE_BASE_URL=http://127.0.0.1:8765/datasets/v2 bulkgene fetch ids.txt --out genes/
   BULKGENE_BASE_URL=http://127.0.0.1:8765/datasets/v2 bulkgene explain genes/ \\
       --history http://127.0.0.1:8765/gene/DATA/gene_history.gz
+  bulkgene emulate --port 8766 --black-hole   # a proxy that swallows requests
 """
 
 
@@ -259,9 +260,10 @@ class _EmulateCommand(click.Command):
               "(0: 75 s and no Keep-Alive header).")
 @click.option("--keepalive-max", type=click.IntRange(min=0), default=40, show_default=True,
               help="Close every connection after this many answers (0: never).")
-@click.option("--invalid-id-per-mille", type=click.IntRange(0, 1000), default=0,
-              show_default=True, help="This share of GeneIDs fails a whole request with 404 "
-              "'Your request is invalid.' (NCBI 18.23).")
+@click.option("--invalid-id-per-mille", type=click.FloatRange(0, 1000), default=0.0,
+              show_default=True, help="This share of GeneIDs (0.1: one in 10 000) fails a whole "
+              "request with 404 'Your request is invalid.' (NCBI 18.23); never TP53 (7157), so "
+              "1000 makes a server that refuses all but the GeneID clients probe with.")
 @click.option("--retire", "retired", multiple=True, metavar="NAME",
               help="Answer this endpoint (an operationId, below) as retired (repeatable).")
 @click.option("--retired-status", type=click.Choice(["404", "410"]), default="404",
@@ -278,13 +280,16 @@ class _EmulateCommand(click.Command):
               default="arrival", show_default=True,
               help="When X-RateLimit-Remaining is counted: at the request's arrival, or as "
               "its answer leaves (then a slow answer counts the caller's later requests too).")
+@click.option("--black-hole", is_flag=True,
+              help="Instead of the API: accept connections and never answer, as a proxy or "
+              "firewall that swallows requests does (try `bulkgene fetch` and `doctor` on it).")
 def emulate(port: int, seed: int, anonymous_rate: float, keyed_rate: float, no_rate_limit: bool,
             latency: float, latency_per_gene: float, jitter: float, arrival_jitter_ms: float,
             faults: tuple[str, ...], valid_keys: tuple[str, ...], keepalive_timeout: float,
-            keepalive_max: int, invalid_id_per_mille: int, retired: tuple[str, ...],
+            keepalive_max: int, invalid_id_per_mille: float, retired: tuple[str, ...],
             retired_status: str, unknown_id_messages: bool, total_count_every_page: bool,
             bad_token_status: str, remaining_only_on_429: bool,
-            remaining_counted_at: str) -> None:
+            remaining_counted_at: str, black_hole: bool) -> None:
     """Serve a faithful local emulator of NCBI Datasets v2 gene reports on 127.0.0.1.
 
     Behaves as NCBI was recorded: same page schema and quirks (reports out of input order,
@@ -330,7 +335,12 @@ def emulate(port: int, seed: int, anonymous_rate: float, keyed_rate: float, no_r
         remaining_counted_at=remaining_counted_at,
     )
     try:
-        asyncio.run(serve_forever(config, port))
+        if black_hole:
+            from bulkgene.testing.blackhole import serve_black_hole_forever
+
+            asyncio.run(serve_black_hole_forever(port))
+        else:
+            asyncio.run(serve_forever(config, port))
     except KeyboardInterrupt:
         pass
     except OSError as exc:

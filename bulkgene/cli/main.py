@@ -60,6 +60,7 @@ from bulkgene.input.advice import shown
 from bulkgene.input.lines import Reject
 from bulkgene.model import Summary
 from bulkgene.run import array
+from bulkgene.run.dry_run import DryRun
 
 log = logging.getLogger("bulkgene")
 
@@ -127,8 +128,8 @@ Examples:
 
 \b
 Without --rate, the key's 10 requests/s (5 without a key) are shared live with every other
-bulkgene using it (--budget-dir). A 404 is retried, then a GeneID NCBI must know is asked
-for: if that works the batch is halved until the refused IDs are isolated (missing.tsv:
+bulkgene using it (--budget-dir). After a 404, a GeneID NCBI must know is asked for: if that
+works, the GeneIDs NCBI refuses are found by group testing, ~11 requests each (missing.tsv:
 REJECTED_BY_SERVER); if not, a retired endpoint is replaced by a current one, or a wrong
 --base-url stops the run. Check a new machine with `bulkgene doctor`.
 
@@ -250,9 +251,11 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
 @click.option("--progress-interval", type=FiniteRange(1), default=30.0, show_default=True,
               help="Seconds between plain progress lines when stderr is not a terminal.")
 @click.option("--dry-run", is_flag=True,
-              help="Read and check the input, print counts, batches and the time the rate "
-              "implies; send nothing, write nothing. With --taxon: ask NCBI (two requests a "
-              "taxon) how many genes it would fetch, by type, and the time and disk it takes.")
+              help="Read and check the input and what --out holds; print counts, batches, "
+              "the requests as packed, the time the rate implies and the disk the output "
+              "will take; say what a real run would refuse (exit 1). Send nothing, write "
+              "nothing. With --taxon: ask NCBI (two requests a taxon) how many genes it would "
+              "fetch, by type, and the time and disk it takes.")
 @add_option
 @explain_fetch_options
 @click.option("-q", "--quiet", count=True, help="Less logging (-qq: errors only).")
@@ -382,7 +385,7 @@ def _naming_spools(args: list[str], spools: dict[int, Path]) -> list[str]:
 
 
 def _dry_run(config: DownloadConfig) -> None:
-    from bulkgene.run.prepare import dry_run
+    from bulkgene.run.dry_run import dry_run
 
     rejects: list[Reject] = []
     try:
@@ -399,10 +402,67 @@ def _dry_run(config: DownloadConfig) -> None:
         print_out(f"  ... and {len(rejects) - 10} more (a real run lists them all in rejects.tsv)")
     task = config.task
     print_out(f"batches: {result.batches} of up to {config.output.batch_size} IDs; task "
-              f"{task.index} of {task.count} takes {result.task_batches} "
-              f"({result.task_ids} IDs) into {config.work_dir}")
+               f"{task.index} of {task.count} takes {result.task_batches} "
+               f"({result.task_ids} IDs) into {config.work_dir}")
+    print_out(f"resume: {_resume_line(config, result)}")
+    if result.refusal is not None:
+        click.echo(f"bulkgene: error: a real run would stop here: {result.refusal}", err=True)
+        sys.exit(result.refusal.exit_code)
+    endpoint = config.query.endpoint
+    packing = (f"GET {endpoint} packs a batch's IDs into URLs of up to 7800 bytes, about 780 "
+               "nine-digit IDs" if endpoint != "dataset-report"
+               else "POST dataset-report sends a batch in one request")
+    hint = ("; --endpoint dataset-report would send each batch in one"
+            if endpoint != "dataset-report" and result.requests_per_batch > 1.5 else "")
+    batches = result.batches_to_fetch
+    print_out(f"requests: {result.requests} for {batches} batch{'' if batches == 1 else 'es'}"
+               f" ({result.requests_per_batch:.1f} a batch: {packing}{hint})")
     print_out(f"time: about {_human_time(result.seconds)} at {result.requests_per_s:.3g} "
-              f"requests/s (one page per batch; network latency aside). Nothing was sent.")
+               "requests/s (network latency aside)")
+    print_out(f"disk: {_disk_line(config, result)}")
+    print_out("Nothing was sent.")
+
+
+def _resume_line(config: DownloadConfig, result: DryRun) -> str:
+    where = config.work_dir
+    if config.restart:
+        return (f"--restart: a run in {where} would be moved aside (never deleted) and this "
+                "one start over")
+    if result.refusal is not None:
+        return f"{where} holds a run a real run would refuse to go on with (below)"
+    if result.resumed is None:
+        return f"nothing to resume in {where}: a real run starts afresh"
+    state = result.resumed
+    failed = f", {len(state.failed)} failed (fetched again)" if state.failed else ""
+    compared = "" if result.inputs_compared else (
+        "; an input read once (stdin, a pipe) is compared only when a real run copies it")
+    return (f"{where} holds this run: {state.committed_batches} of {result.task_batches} "
+            f"batches committed{failed}; {result.batches_to_fetch} to fetch{compared}")
+
+
+def _disk_line(config: DownloadConfig, result: DryRun) -> str:
+    query = config.query
+    what = (f"TSV rows of {len(query.table_fields)} fields" if query.format == "tsv"
+            else f"{query.returned_content} reports")
+    each = result.disk_bytes / result.ids_to_fetch if result.ids_to_fetch else 0
+    text = (f"about {_human_bytes(result.disk_bytes)} for up to {result.ids_to_fetch} {what} "
+            f"(~{_human_bytes(round(each))} each"
+            f"{', gzipped' if config.output.compress == 'gzip' else ''})")
+    if result.disk_free_bytes is None:
+        return text + f"; free space in {result.disk_where} unknown"
+    text += f"; {_human_bytes(result.disk_free_bytes)} free in {result.disk_where}"
+    if result.disk_bytes > result.disk_free_bytes:
+        text += ": NOT ENOUGH, free some space or choose another --out"
+    return text
+
+
+def _human_bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
 
 
 def _human_time(seconds: float) -> str:

@@ -37,7 +37,8 @@ from bulkgene.errors import HistoryError, StateError
 from bulkgene.history import DEFAULT_HISTORY_URL
 from bulkgene.history.cache import CacheEntry, CopyMeta, PartMeta, Validators, default_cache_dir, gzip_problem
 from bulkgene.history.rows import GZIP_MAGIC
-from bulkgene.net.attempt import describe_exception, open_session
+from bulkgene.net.attempt import open_session, translate
+from bulkgene.net.failures import TlsUnverified
 from bulkgene.output.lock import RunLock, acquire_waiting
 from bulkgene.version import __version__
 
@@ -208,12 +209,14 @@ async def _attempt(session: aiohttp.ClientSession, limits: aiohttp.ClientTimeout
             with handle:
                 await _receive(response, handle, resume_from, meta.total, source, entry, progress)
     except (aiohttp.ClientError, TimeoutError) as exc:
-        if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        failure = translate(exc, answered=False, reused_connection=False)  # net's one place
+        if isinstance(failure, TlsUnverified):
             raise HistoryError(
                 f"the TLS certificate of {urlsplit(url).hostname} could not be verified "
-                f"({type(exc).__name__}); bulkgene never skips verification. Behind a proxy "
-                "that re-signs traffic, point SSL_CERT_FILE at your site's CA bundle.") from None
-        raise _Retry(describe_exception(exc)) from None
+                f"({failure.kind}: {failure.detail}); bulkgene never skips verification. "
+                "Behind a proxy that re-signs traffic, point SSL_CERT_FILE at your site's CA "
+                "bundle.") from None
+        raise _Retry(failure.reason) from None
     problem = await asyncio.to_thread(gzip_problem, entry.part, stop)
     if problem is not None:
         entry.drop_part()

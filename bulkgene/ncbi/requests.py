@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from bulkgene.config import ApiQuery
 
@@ -106,6 +107,14 @@ def page_request(query: ApiQuery, endpoint: str, gene_ids: tuple[int, ...],
         else:
             params.append((param.key, str(value)))
     return PageRequest("GET", ids_path(endpoint, gene_ids), params, None, accept)
+
+
+def id_path_budget(query: ApiQuery, endpoint: str, base_url: str) -> int:
+    """Bytes the IDs' part of a GET path may take under ``base_url``: the base path and the
+    query string take the rest of the request line's budget."""
+    params = page_request(query, endpoint, (), None).params
+    base_path = urlsplit(base_url).path.rstrip("/")
+    return MAX_PATH_BYTES - len(base_path) - len(urlencode(params)) - 1
 
 
 def pack(endpoint: str, gene_ids: tuple[int, ...], max_path_bytes: int = MAX_PATH_BYTES

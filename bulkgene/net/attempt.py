@@ -1,33 +1,65 @@
 """One HTTP attempt, and the one place where aiohttp's exceptions become bulkgene's words.
 
-An attempt sends one request and reads its answer whole, up to a size cap (decompressed
-bytes: a gzip bomb is cut off as it inflates). It returns a Reply for any HTTP status;
-everything else becomes an AttemptFailed with a reason that names the failure but never a
-URL or header, except TLS failures, which no retry can fix (FatalHTTPError).
-``stale_connection`` marks the one failure that is nobody's fault: a kept-alive connection
-the server had already closed, found out before any byte of the answer arrived.
+A Transport takes one ``HttpRequest`` (the page asked for, its URL, headers, timeouts and
+size cap) and returns a ``Reply`` for any HTTP status, as httpx's
+``handle_async_request(request)`` does; anything else is one of the typed failures of
+net/failures.py. ``SessionTransport`` (``attempt`` over the run's aiohttp session) is the
+real one; tests inject a scripted one. An attempt reads the answer whole, up to the size
+cap (decompressed bytes: a gzip bomb is cut off as it inflates), and tells
+``request.on_sent`` when the request's headers went on the wire (the pacer's clock).
 """
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import re
+import ssl
 import weakref
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Protocol
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
 
-from bulkgene.errors import FatalHTTPError
-from bulkgene.net.pacer import Slot
+from bulkgene.config import Timeouts
+from bulkgene.ncbi.requests import PageRequest
+from bulkgene.net.failures import (
+    AttemptFailed,
+    NameNotResolved,
+    NoAnswer,
+    StaleConnection,
+    TlsUnverified,
+    Unreachable,
+)
 
 _CHUNK_BYTES = 1 << 16
 _STALE_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+# OpenSSL X509_V_ERR_* codes (ssl.SSLCertVerificationError.verify_code) and what they mean
+_UNKNOWN_CA_CODES = frozenset({2, 18, 19, 20, 21})
+_EXPIRED_CODE, _NOT_YET_VALID_CODE = 10, 9
+_MISMATCH_CODES = frozenset({62, 64})
+
+
+def _nothing() -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """One attempt's whole request: the page asked for, where, and within which limits.
+
+    ``on_sent`` is called when the headers are on the wire (perhaps more than once: the
+    first call counts); a request that never leaves never calls it.
+    """
+
+    page: PageRequest
+    url: str
+    headers: Mapping[str, str]
+    timeouts: Timeouts
+    max_body_bytes: int
+    on_sent: Callable[[], None] = _nothing
 
 
 @dataclass(frozen=True)
@@ -39,38 +71,33 @@ class Reply:
     body: bytes
 
 
-class AttemptFailed(Exception):
-    """No usable HTTP answer: connection, timeout, a cut or oversized body."""
+class Transport(Protocol):
+    """Performs one HTTP attempt: a Reply for any status, else an AttemptFailed."""
 
-    def __init__(self, reason: str, *, stale_connection: bool = False,
-                 unreachable: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.stale_connection = stale_connection
-        self.unreachable = unreachable  # DNS, refused connection, proxy: the host can't be had
+    def __call__(self, request: HttpRequest) -> Awaitable[Reply]: ...
 
 
 @dataclass
-class SlotContext:
-    """What the trace hooks learn about one request: its pacer slot, a reused connection."""
+class _TraceContext:
+    """What the trace hooks learn about one request: when it went out, a reused connection."""
 
-    slot: Slot
+    on_sent: Callable[[], None]
     reused_connection: bool = False
 
 
 def trace_config() -> aiohttp.TraceConfig:
-    """Hooks that tell a request's Slot when its headers went out and mark pooled connections."""
+    """Hooks that report when a request's headers went out and mark pooled connections."""
 
     async def on_headers_sent(_session: aiohttp.ClientSession, context: SimpleNamespace,
                               _params: aiohttp.TraceRequestHeadersSentParams) -> None:
         ctx = context.trace_request_ctx
-        if isinstance(ctx, SlotContext):
-            ctx.slot.sent()
+        if isinstance(ctx, _TraceContext):
+            ctx.on_sent()
 
     async def on_reuse(_session: aiohttp.ClientSession, context: SimpleNamespace,
                        _params: aiohttp.TraceConnectionReuseconnParams) -> None:
         ctx = context.trace_request_ctx
-        if isinstance(ctx, SlotContext):
+        if isinstance(ctx, _TraceContext):
             ctx.reused_connection = True
 
     trace = aiohttp.TraceConfig()
@@ -79,33 +106,66 @@ def trace_config() -> aiohttp.TraceConfig:
     return trace
 
 
-def describe_exception(exc: BaseException) -> str:
-    """A one-line description that names the failure but never a URL or header."""
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return "timed out"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "the response body was cut short"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the server closed the connection"
-    if isinstance(exc, aiohttp.ClientProxyConnectionError):
-        return f"could not connect to the proxy ({exc.os_error.strerror or 'refused'})"
+def tls_failure(exc: BaseException) -> tuple[str, str]:
+    """Why a certificate was not accepted (a kind, and what OpenSSL said)."""
+    cause = exc.certificate_error if isinstance(
+        exc, aiohttp.ClientConnectorCertificateError) else None
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        # set by OpenSSL's handshake; absent on an error raised by other code
+        code = getattr(cause, "verify_code", None)
+        message = getattr(cause, "verify_message", None) or str(cause)
+        if code in _UNKNOWN_CA_CODES:
+            return "unknown CA", message
+        if code == _EXPIRED_CODE:
+            return "expired", message
+        if code == _NOT_YET_VALID_CODE:
+            return "not yet valid", message
+        if code in _MISMATCH_CODES:
+            return "hostname mismatch", message
+        return "rejected", message
+    if cause is not None:  # ssl.CertificateError without a verify code
+        return "rejected", str(cause)
+    os_error = getattr(exc, "os_error", None)
+    reason = getattr(os_error, "reason", None) or type(os_error or exc).__name__
+    return "handshake", str(reason)
+
+
+def translate(exc: BaseException, *, answered: bool, reused_connection: bool) -> AttemptFailed:
+    """aiohttp's exception as one of ours, with a reason naming no URL or header.
+
+    ``answered``: the response's headers had arrived; ``reused_connection``: the request
+    went out on a pooled connection (only there can a reset be a stale connection).
+    """
+    if isinstance(exc, aiohttp.ClientSSLError):
+        kind, detail = tls_failure(exc)
+        return TlsUnverified(f"TLS failed: {kind}", kind=kind, detail=detail)
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return "the host name could not be resolved"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"could not connect ({exc.os_error.strerror or type(exc.os_error).__name__})"
+        return NameNotResolved("the host name could not be resolved")
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return Unreachable(f"could not connect to the proxy ({exc.os_error.strerror or 'refused'})",
+                           via_proxy=True)
     if isinstance(exc, aiohttp.ClientHttpProxyError):
-        return f"the proxy refused the connection (HTTP {exc.status})"
-    if isinstance(exc, aiohttp.ClientOSError):
-        return f"connection error ({exc.strerror or type(exc).__name__})"
-    return type(exc).__name__
-
-
-def _is_stale(exc: BaseException) -> bool:
+        return Unreachable(f"the proxy refused the connection (HTTP {exc.status})",
+                           via_proxy=True)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return Unreachable(
+            f"could not connect ({exc.os_error.strerror or type(exc.os_error).__name__})")
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return Unreachable("timed out while connecting", timed_out=True)
+    if isinstance(exc, TimeoutError):  # a read that stalled, or the whole attempt
+        return AttemptFailed("timed out") if answered else NoAnswer("timed out")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return AttemptFailed("the response body was cut short")
+    stale = reused_connection and not answered
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return True
-    return (isinstance(exc, aiohttp.ClientOSError)
-            and not isinstance(exc, aiohttp.ClientConnectorError)
-            and exc.errno in _STALE_ERRNOS)
+        reason = "the server closed the connection"
+        return StaleConnection(reason) if stale else AttemptFailed(reason)
+    if isinstance(exc, aiohttp.ClientOSError):
+        reason = f"connection error ({exc.strerror or type(exc).__name__})"
+        if stale and exc.errno in _STALE_ERRNOS:
+            return StaleConnection(reason)
+        return AttemptFailed(reason)
+    return AttemptFailed(type(exc).__name__)
 
 
 async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
@@ -142,39 +202,40 @@ def _count_and_close_if_spent(protocol: ResponseHandler, headers: Mapping[str, s
         protocol.close()
 
 
-async def attempt(session: aiohttp.ClientSession, method: str, url: str, *,
-                  params: list[tuple[str, str]], json_body: dict[str, Any] | None,
-                  headers: Mapping[str, str], client_timeout: aiohttp.ClientTimeout, slot: Slot,
-                  max_body_bytes: int) -> Reply:
-    """Send one request and read its answer; raises AttemptFailed or FatalHTTPError (TLS)."""
-    context = SlotContext(slot)
+async def attempt(session: aiohttp.ClientSession, request: HttpRequest) -> Reply:
+    """Send one request and read its answer; raises an AttemptFailed (net/failures.py)."""
+    page = request.page
+    timeouts = request.timeouts
+    client_timeout = aiohttp.ClientTimeout(total=timeouts.attempt_s,
+                                           sock_connect=timeouts.connect_s,
+                                           sock_read=timeouts.read_stall_s)
+    context = _TraceContext(request.on_sent)
     answered = False
     try:
-        async with session.request(method, url, params=params, json=json_body,
-                                   headers=dict(headers), allow_redirects=False,
-                                   timeout=client_timeout, trace_request_ctx=context) as response:
+        async with session.request(page.method, request.url, params=page.params,
+                                   json=page.json_body, headers=dict(request.headers),
+                                   allow_redirects=False, timeout=client_timeout,
+                                   trace_request_ctx=context) as response:
             answered = True
-            slot.sent()  # at the latest; the trace hook reports the exact moment
+            request.on_sent()  # at the latest; the trace hook reports the exact moment
             protocol = response.connection.protocol if response.connection else None
-            body = await _read_capped(response, max_body_bytes)
+            body = await _read_capped(response, request.max_body_bytes)
             if protocol is not None:
                 _count_and_close_if_spent(protocol, response.headers)
             return Reply(response.status, response.headers, body)
-    except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
-        host = urlsplit(url).hostname
-        raise FatalHTTPError(
-            f"the TLS certificate of {host} could not be verified ({type(exc).__name__}); "
-            "bulkgene never skips verification. Behind a proxy that re-signs traffic, "
-            "point SSL_CERT_FILE at your site's CA bundle and run again.") from None
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise AttemptFailed(
-            describe_exception(exc),
-            stale_connection=(context.reused_connection and not answered and _is_stale(exc)),
-            unreachable=isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ClientProxyConnectionError
-                                   | aiohttp.ClientHttpProxyError) and not isinstance(
-                exc, aiohttp.ClientConnectorCertificateError)) from None
-    finally:
-        slot.sent()  # a request that never left must not hold the next one back
+        raise translate(exc, answered=answered,
+                        reused_connection=context.reused_connection) from None
+
+
+class SessionTransport:
+    """The real Transport: ``attempt`` over one aiohttp session."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+
+    async def __call__(self, request: HttpRequest) -> Reply:
+        return await attempt(self.session, request)
 
 
 def open_session(connections: int, keepalive_s: float, user_agent: str) -> aiohttp.ClientSession:
@@ -184,7 +245,7 @@ def open_session(connections: int, keepalive_s: float, user_agent: str) -> aioht
     (it does after 4 s), so a request is rarely written into a dead connection. aiohttp's
     own silent resend of such a request is turned off (``_retry_connection``, aiohttp >=
     3.11, which pyproject requires): it would bypass the pacer; ``attempt`` reports the
-    case as ``stale_connection`` and the client resends through the pacer instead.
+    case as a ``StaleConnection`` and the client resends through the pacer instead.
     """
     connector = aiohttp.TCPConnector(limit=connections, keepalive_timeout=keepalive_s)
     session = aiohttp.ClientSession(connector=connector, trust_env=True,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from bulkgene.config import ApiQuery, DownloadConfig
 from bulkgene.ncbi.pages import BatchAnswer, BrokenChain, InvalidPage, parse_ndjson, parse_page
@@ -11,13 +11,16 @@ from bulkgene.ncbi.requests import page_request
 from bulkgene.ncbi.tsv import GENE_ID_FIELD, TsvAnswer, parse_tsv
 from bulkgene.net.attempt import Reply
 from bulkgene.net.exchange import Exchanger, GaveUp, Refused
-from bulkgene.net.refusals import EndpointGuard
+from bulkgene.net.probe import EndpointGuard
 
 log = logging.getLogger("bulkgene")
 
 
-class _RestartChain(Exception):
+@dataclass(frozen=True)
+class _Restart:
     """The page chain broke (a token refused or repeated): fetch the batch again from page 1."""
+
+    reason: str
 
 
 def tsv_column(config: DownloadConfig) -> int | None:
@@ -54,38 +57,48 @@ class PageFetcher:
         max_pages = -(-len(gene_ids) // self._config.query.page_size) + 1
         for _restart in range(retry.max_attempts):
             answer = BatchAnswer(gene_ids, self.gene_only)
-            token: str | None = None
-            try:
-                while True:
-                    token = await self._fetch_page(answer, token, query)
-                    if token is None:
-                        answer.check_complete()
-                        self._guard.remember_known_good(answer.answered)
-                        return answer
-                    if answer.pages >= max_pages:
-                        raise _RestartChain(f"the page chain goes on past the {max_pages} pages "
-                                            f"{len(gene_ids)} GeneIDs can need")
-            except (_RestartChain, InvalidPage) as exc:
-                # the chain is fetched again: a retry of its own kind
-                self._exchanger.stats.retries += 1
-                log.debug("restarting a batch from page 1: %s", exc)
-                continue
+            restart = await self._chain(answer, max_pages, query or self._config.query)
+            if restart is None:
+                self._guard.remember_known_good(answer.answered)
+                return answer
+            # the chain is fetched again: a retry of its own kind
+            self._exchanger.stats.retries += 1
+            log.debug("restarting a batch from page 1: %s", restart.reason)
         raise GaveUp("the server's page chain kept breaking (tokens refused, repeated or "
                      "pages that don't add up)")
 
-    async def _fetch_page(self, answer: BatchAnswer, token: str | None,
-                          query: ApiQuery | None = None) -> str | None:
-        """One page, retried until it validates; the next token, None after the last page."""
-        query = query or self._config.query
+    async def _chain(self, answer: BatchAnswer, max_pages: int, query: ApiQuery
+                     ) -> _Restart | None:
+        """Every page into ``answer``; why the chain must start again, if it must."""
+        token: str | None = None
+        while True:
+            step = await self._fetch_page(answer, token, query)
+            if isinstance(step, _Restart):
+                return step
+            token = step
+            if token is None:
+                try:
+                    answer.check_complete()
+                except InvalidPage as exc:
+                    return _Restart(str(exc))
+                return None
+            if answer.pages >= max_pages:
+                return _Restart(f"the page chain goes on past the {max_pages} pages "
+                                f"{len(answer.gene_ids)} GeneIDs can need")
+
+    async def _fetch_page(self, answer: BatchAnswer, token: str | None, query: ApiQuery
+                          ) -> str | _Restart | None:
+        """One page, retried until it validates: the next token (None after the last page),
+        or why the chain must start again."""
         request = page_request(query, self._guard.current, answer.gene_ids, token)
         parse = parse_ndjson if query.format == "ndjson" else parse_page
 
-        def read(reply: Reply) -> str | None:
-            page = parse(reply.body)
+        def read(reply: Reply) -> str | _Restart | None:
+            page = parse(reply.body)  # InvalidPage: the exchange fetches this page again
             try:
                 answer.add(page)
             except BrokenChain as exc:
-                raise _RestartChain(str(exc)) from None
+                return _Restart(str(exc))
             return page.next_page_token
 
         retry = self._config.network.retry
@@ -94,7 +107,7 @@ class PageFetcher:
         try:  # a token the server no longer takes answers 500 every time: restart instead
             return await self._exchanger.exchange(request, retry.token_attempts, read)
         except (GaveUp, Refused) as exc:
-            raise _RestartChain(f"a next-page request failed ({exc})") from None
+            return _Restart(f"a next-page request failed ({exc})")
 
     async def tsv(self, gene_ids: tuple[int, ...]) -> TsvAnswer:
         """A TSV answer: one response with every row (TSV has no page chain to follow)."""

@@ -2,44 +2,44 @@
 
     GeneClient.fetch_batch   pack the batch into requests the URL allows, fetch the parts at
                              once, turn the answer into a BatchOutcome (this module)
-    isolate                  split a part when the server refuses it (400, persistent 404,
-                             414), after a probe with a known GeneID shows the refusal isn't
-                             systematic; the probe also finds a retired endpoint's successor
-                             (net/refusals.py)
+    Refusals.fetch           when the server refuses a part as a whole (400, its 404, 414),
+                             find the GeneIDs it refuses by adaptive group testing
+                             (net/refusals.py), after a probe with a known GeneID shows the
+                             refusal isn't systematic; the probe also finds a retired
+                             endpoint's successor (net/probe.py)
     PageFetcher              follow next_page_token from page 1; a failing token restarts the
                              chain; or the one TSV answer (net/chain.py)
-    Exchanger.exchange       one request until it yields a usable answer: pacer, transport,
-                             the status policy (net/policy.py), backoff, stale-connection
-                             resend, unreachable host and outage (net/exchange.py)
-    attempt()                one HTTP attempt and exception translation (net/attempt.py): the
-                             default Transport; tests inject a scripted one
+    Exchanger.exchange       one request until it yields a usable answer: send once (pacer,
+                             transport), judge by the status policy (net/policy.py), retry
+                             with backoff while the run's Health (net/health.py: unreachable
+                             host, outage) says go on (net/exchange.py)
+    SessionTransport         attempt(): one HTTP attempt and exception translation
+                             (net/attempt.py); tests inject a scripted Transport
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
 from bulkgene.config import DownloadConfig
-from bulkgene.model import Batch, BatchFailure, BatchOutcome, BatchResult
+from bulkgene.model import REJECTED_BY_SERVER, Batch, BatchFailure, BatchOutcome, BatchResult
 from bulkgene.ncbi.pages import NOT_RETURNED, BatchAnswer
-from bulkgene.ncbi.requests import MAX_PATH_BYTES, pack, page_request
+from bulkgene.ncbi.requests import id_path_budget, pack
 from bulkgene.ncbi.tsv import TsvAnswer
-from bulkgene.net.attempt import attempt
+from bulkgene.net.attempt import SessionTransport, Transport
 from bulkgene.net.chain import PageFetcher, tsv_column
-from bulkgene.net.exchange import Exchanger, GaveUp, NetStats, Transport, server_message
+from bulkgene.net.exchange import Exchanger, GaveUp, NetStats, server_message
+from bulkgene.net.gather import gather
 from bulkgene.net.pacer import AdaptiveRateLimiter
-from bulkgene.net.refusals import PROBE_GENE_ID, AnswerT, EndpointGuard, isolate
+from bulkgene.net.probe import PROBE_GENE_ID, EndpointGuard
+from bulkgene.net.refusals import AnswerT, Refusals
 
 __all__ = ["PROBE_GENE_ID", "REJECTED_BY_SERVER", "GeneClient", "NetStats", "Transport",
            "server_message"]
-
-REJECTED_BY_SERVER = "REJECTED_BY_SERVER"
 
 
 class GeneClient:
@@ -47,15 +47,16 @@ class GeneClient:
 
     def __init__(self, session: aiohttp.ClientSession, limiter: AdaptiveRateLimiter,
                  config: DownloadConfig, *, stats: NetStats | None = None,
-                 rng: random.Random | None = None, transport: Transport = attempt) -> None:
+                 rng: random.Random | None = None, transport: Transport | None = None) -> None:
         self.session = session
         self.limiter = limiter
         self.config = config
         self.stats = stats if stats is not None else NetStats()
-        self._exchanger = Exchanger(session, limiter, config, self.stats,
-                                    rng or random.Random(), transport)
+        self._exchanger = Exchanger(transport or SessionTransport(session), limiter, config,
+                                    self.stats, rng or random.Random())
         self._guard = EndpointGuard(self._exchanger, config.query.endpoint)
         self._pages = PageFetcher(self._exchanger, self._guard)
+        self.refusals = Refusals(self._guard)
 
     @property
     def endpoint(self) -> str:
@@ -65,11 +66,12 @@ class GeneClient:
     async def fetch_batch(self, batch: Batch) -> BatchResult:
         """Every page of ``batch``, validated; a BatchFailure if it can't be had."""
         try:
-            parts = pack(self.endpoint, batch.gene_ids, self._path_budget())
+            parts = pack(self.endpoint, batch.gene_ids, id_path_budget(
+                self.config.query, self.endpoint, self.config.network.base_url))
             if self.config.query.format == "tsv":
                 tsv = TsvAnswer.merged(batch.gene_ids, await self._gather(
-                    parts, lambda ids: isolate(ids, self._guard, self._pages.tsv,
-                                               self._refused_tsv, TsvAnswer.merged)))
+                    parts, lambda ids: self.refusals.fetch(ids, self._pages.tsv,
+                                                           self._refused_tsv, TsvAnswer.merged)))
                 if tsv.accountable and tsv.may_hold_replacements():
                     # rows can't say which query they answer: ask JSON for the rest
                     tsv.attribute(await self._pages.ids_only(tuple(
@@ -79,8 +81,8 @@ class GeneClient:
                     await self._guard.vouch_for_nothing_found()
                 return self._tsv_outcome(batch, tsv)
             answer = self._merge_json(batch.gene_ids, await self._gather(
-                parts, lambda ids: isolate(ids, self._guard, self._pages.json_chain,
-                                           self._refused_json, self._merge_json)))
+                parts, lambda ids: self.refusals.fetch(ids, self._pages.json_chain,
+                                                       self._refused_json, self._merge_json)))
             if not answer.answered:
                 await self._guard.vouch_for_nothing_found()
         except GaveUp as exc:
@@ -90,17 +92,7 @@ class GeneClient:
     async def _gather(self, parts: list[tuple[int, ...]],
                       fetch: Callable[[tuple[int, ...]], Coroutine[Any, Any, AnswerT]]
                       ) -> list[AnswerT]:
-        if len(parts) == 1:
-            return [await fetch(parts[0])]
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(fetch(part)) for part in parts]
-        return [task.result() for task in tasks]
-
-    def _path_budget(self) -> int:
-        """Bytes the IDs' part of a GET path may take: the base path and query take the rest."""
-        query = page_request(self.config.query, self.endpoint, (), None).params
-        base_path = urlsplit(self.config.network.base_url).path.rstrip("/")
-        return MAX_PATH_BYTES - len(base_path) - len(urlencode(query)) - 1
+        return await gather([fetch(part) for part in parts])
 
     def _merge_json(self, gene_ids: tuple[int, ...], parts: Sequence[BatchAnswer]
                     ) -> BatchAnswer:

@@ -6,19 +6,18 @@ import asyncio
 import ipaddress
 import socket
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from bulkgene.config import ApiQuery, NetworkSpec, default_of
 from bulkgene.ncbi.requests import FALLBACK_ENDPOINTS, page_request
-from bulkgene.net.attempt import Reply, describe_exception, open_session
+from bulkgene.net.attempt import HttpRequest, attempt, open_session
 from bulkgene.net.client import PROBE_GENE_ID
 from bulkgene.net.doctor_checks import (
     BASE_URL_HELP,
+    NO_ANSWER,
     NO_CONNECTION,
     ca_source,
     clock_check,
@@ -29,21 +28,19 @@ from bulkgene.net.doctor_checks import (
     key_check,
     proxy_route,
     tls_advice,
-    tls_failure,
 )
 from bulkgene.net.doctor_report import Check, Diagnosis, Probe, ProxyRoute, TlsFailure
+from bulkgene.net.failures import (
+    AttemptFailed,
+    NameNotResolved,
+    NoAnswer,
+    TlsUnverified,
+    Unreachable,
+)
 from bulkgene.version import __version__
 
 GAP_S = 0.25  # between one answer and the next request: 3 requests stay under 4 per second
 _MAX_BODY_BYTES = 8 << 20  # one gene's page is ~50 KB
-
-
-class _Unanswered(Exception):
-    def __init__(self, reason: str, kind: str, tls: TlsFailure | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.kind = kind
-        self.tls = tls
 
 
 @dataclass
@@ -126,24 +123,22 @@ class _Doctor:
     async def _send_probes(self, probes: list[Probe]) -> None:
         loop = asyncio.get_running_loop()
         timeouts = self.network.timeouts
-        client_timeout = aiohttp.ClientTimeout(total=timeouts.attempt_s,
-                                               sock_connect=timeouts.connect_s,
-                                               sock_read=timeouts.read_stall_s)
         last_answer_at: float | None = None
         async with open_session(1, timeouts.keepalive_s,
                                 f"bulkgene/{__version__} doctor (+aiohttp)") as session:
             for probe in probes:
                 if last_answer_at is not None:
                     await asyncio.sleep(max(0.0, last_answer_at + self.gap_s - loop.time()))
-                await self._probe(session, probe, client_timeout)
+                await self._probe(session, probe)
                 last_answer_at = loop.time()
-                if probe.failure_kind in NO_CONNECTION:
+                if probe.failure_kind in (*NO_CONNECTION, NO_ANSWER):
+                    why = ("the first request got no answer" if probe.failure_kind == NO_ANSWER
+                           else "the server could not be reached")
                     for later in probes[probes.index(probe) + 1:]:
-                        later.detail = "not tried: the server could not be reached"
+                        later.detail = f"not tried: {why}"
                     return
 
-    async def _probe(self, session: aiohttp.ClientSession, probe: Probe,
-                     client_timeout: aiohttp.ClientTimeout) -> None:
+    async def _probe(self, session: aiohttp.ClientSession, probe: Probe) -> None:
         request = page_request(ApiQuery(), probe.endpoint, (PROBE_GENE_ID,), None)
         headers = {"Accept": request.accept}
         if self.network.api_key is not None:
@@ -152,11 +147,12 @@ class _Doctor:
         self.requests += 1
         probe.sent_wall_s = time.time()
         try:
-            probe.reply = await _send(
-                session, request.method, url, request.params, request.json_body, headers,
-                client_timeout)
-        except _Unanswered as exc:
-            probe.failure, probe.failure_kind, probe.tls = exc.reason, exc.kind, exc.tls
+            probe.reply = await attempt(session, HttpRequest(
+                request, url, headers, self.network.timeouts, _MAX_BODY_BYTES))
+        except AttemptFailed as failure:
+            probe.failure, probe.failure_kind = failure.reason, _failure_kind(failure)
+            if isinstance(failure, TlsUnverified):
+                probe.tls = TlsFailure(failure.kind, failure.detail)
         probe.received_wall_s = time.time()
 
     def _connection_check(self, probes: list[Probe], route: ProxyRoute) -> Check:
@@ -169,6 +165,14 @@ class _Doctor:
         if failed.failure_kind == "tls":
             return Check("connection", "ok", f"connected to {self.host}:{self.port} {via}; "
                          "TLS then failed (see TLS)")
+        if failed.failure_kind == NO_ANSWER:
+            return Check(
+                "connection", "fail", f"connected to {self.host}:{self.port} {via}, no answer "
+                f"in {self.network.timeouts.read_stall_s:g} s",
+                "something accepts the connection and passes nothing back: a proxy or firewall "
+                "in the way (check HTTPS_PROXY / NO_PROXY; compute nodes often need the "
+                "site's proxy), or a server that hangs; raise --timeout only if the server is "
+                "known to be that slow")
         advice = {
             "proxy": f"the proxy {route.proxy} does not let us through: check the host and port "
                      "in HTTPS_PROXY/HTTP_PROXY (credentials go in as http://user:pass@host:port), "
@@ -178,9 +182,6 @@ class _Doctor:
             "connect timeout": "nothing answered in time: outgoing traffic may be filtered here "
                                "(compute nodes often reach the internet only through a proxy: "
                                "set HTTPS_PROXY), or raise --timeout",
-            "timeout": "nothing answered in time: outgoing traffic may be filtered here (compute "
-                       "nodes often need HTTPS_PROXY), or the server is slow; try again, or "
-                       "raise --timeout",
         }.get(failed.failure_kind,
               f"nothing accepts connections at {self.host}:{self.port}: {BASE_URL_HELP}; "
               "compute nodes often reach the internet only through a proxy (HTTPS_PROXY)")
@@ -243,39 +244,18 @@ class _Doctor:
                        f"it would not ({chosen.detail})")
 
 
-async def _send(session: aiohttp.ClientSession, method: str, url: str,
-                params: list[tuple[str, str]], json_body: dict[str, Any] | None,
-                headers: Mapping[str, str], client_timeout: aiohttp.ClientTimeout
-                ) -> Reply:
-    """One request and its answer, read whole; raises _Unanswered with the kind of failure."""
-    try:
-        async with session.request(method, url, params=params, json=json_body,
-                                   headers=dict(headers), allow_redirects=False,
-                                   timeout=client_timeout) as response:
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.content.iter_chunked(1 << 16):
-                size += len(chunk)
-                if size > _MAX_BODY_BYTES:
-                    raise _Unanswered(f"the answer is larger than {_MAX_BODY_BYTES >> 20} MiB, "
-                                      "far more than one gene's page", "other")
-                chunks.append(chunk)
-            return Reply(response.status, response.headers, b"".join(chunks))
-    except aiohttp.ClientSSLError as exc:
-        failure = tls_failure(exc)
-        raise _Unanswered(f"TLS failed: {failure.kind}", "tls", failure) from None
-    except (aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError) as exc:
-        raise _Unanswered(describe_exception(exc), "proxy") from None
-    except aiohttp.ClientConnectorDNSError as exc:
-        raise _Unanswered(describe_exception(exc), "dns") from None
-    except aiohttp.ClientConnectorError as exc:
-        raise _Unanswered(describe_exception(exc), "connect") from None
-    except aiohttp.ConnectionTimeoutError:
-        raise _Unanswered("timed out while connecting", "connect timeout") from None
-    except TimeoutError as exc:
-        raise _Unanswered(describe_exception(exc), "timeout") from None
-    except aiohttp.ClientError as exc:
-        raise _Unanswered(describe_exception(exc), "other") from None
+def _failure_kind(failure: AttemptFailed) -> str:
+    """The doctor's word for a failure: which row explains it and what advice fits."""
+    if isinstance(failure, TlsUnverified):
+        return "tls"
+    if isinstance(failure, NameNotResolved):
+        return "dns"
+    if isinstance(failure, Unreachable):
+        return "proxy" if failure.via_proxy else (
+            "connect timeout" if failure.timed_out else "connect")
+    if isinstance(failure, NoAnswer):
+        return NO_ANSWER
+    return "other"
 
 
 async def diagnose(network: NetworkSpec, endpoint: str | None = None,

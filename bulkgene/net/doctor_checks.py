@@ -10,7 +10,6 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 from urllib.request import proxy_bypass
 
-import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
@@ -29,11 +28,8 @@ BLOCKED_HELP = ("NCBI blocks IP addresses that send too many requests: stop othe
                 "from this machine, wait, and write to info@ncbi.nlm.nih.gov if it persists")
 BASE_URL_HELP = f"check --base-url (or BULKGENE_BASE_URL); NCBI's is {DEFAULT_BASE_URL}"
 NO_CONNECTION = frozenset({"dns", "proxy", "connect", "connect timeout", "tls"})  # failure kinds
+NO_ANSWER = "no answer"  # the failure kind of a request that went out and got nothing back
 
-# OpenSSL X509_V_ERR_* codes (ssl.SSLCertVerificationError.verify_code) and what they mean here
-_UNKNOWN_CA_CODES = frozenset({2, 18, 19, 20, 21})
-_EXPIRED_CODE, _NOT_YET_VALID_CODE = 10, 9
-_MISMATCH_CODES = frozenset({62, 64})
 DOCS_NOTE = re.compile(r"\s*\(For more help, see [^)]*\)")
 
 
@@ -76,29 +72,6 @@ def ca_source() -> str:
         return f"SSL_CERT_DIR={os.environ['SSL_CERT_DIR']}"
     paths = ssl.get_default_verify_paths()
     return f"the system bundle ({paths.cafile or paths.capath or 'OpenSSL default'})"
-
-
-def tls_failure(exc: BaseException) -> TlsFailure:
-    """What OpenSSL said about a certificate aiohttp would not accept."""
-    cause = exc.certificate_error if isinstance(
-        exc, aiohttp.ClientConnectorCertificateError) else None
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        code = cause.verify_code
-        message = cause.verify_message or str(cause)
-        if code in _UNKNOWN_CA_CODES:
-            return TlsFailure("unknown CA", message)
-        if code == _EXPIRED_CODE:
-            return TlsFailure("expired", message)
-        if code == _NOT_YET_VALID_CODE:
-            return TlsFailure("not yet valid", message)
-        if code in _MISMATCH_CODES:
-            return TlsFailure("hostname mismatch", message)
-        return TlsFailure("rejected", message)
-    if cause is not None:  # ssl.CertificateError without a verify code
-        return TlsFailure("rejected", str(cause))
-    os_error = getattr(exc, "os_error", None)
-    reason = getattr(os_error, "reason", None) or type(os_error or exc).__name__
-    return TlsFailure("handshake", str(reason))
 
 
 def tls_advice(failure: TlsFailure, host: str) -> str:
@@ -265,7 +238,8 @@ def endpoint_check(probe: Probe, probes: list[Probe]) -> Check:
                      "check the proxy settings and " + BASE_URL_HELP)
     if probe.verdict == "unreached":
         advice = ("see the TLS row" if probe.failure_kind == "tls"
-                  else "see the connection row" if probe.failure_kind in NO_CONNECTION
+                  else "see the connection row" if probe.failure_kind in (*NO_CONNECTION,
+                                                                          NO_ANSWER)
                   else f"try again; {use_other}")
         return Check(name, "fail", probe.detail, advice)
     reply_status = probe.reply.status if probe.reply else 0

@@ -112,7 +112,7 @@ from bulkgene.net.sends import SendLog
 
 __all__ = ["INITIAL_MARGIN_S", "MARGIN_CAP_S", "MARGIN_PROVEN_S", "MARGIN_STEP_S",
            "MIN_SERVER_LIMIT", "REMEMBERED_CAP_S", "AdaptiveRateLimiter", "MarginLesson",
-           "PacerSnapshot", "Slot"]
+           "PacerSnapshot"]
 
 log = logging.getLogger("bulkgene")
 
@@ -131,31 +131,6 @@ _FOREIGN_SIGHTINGS = 2  # answers it takes to show another process on the key
 MIN_SERVER_LIMIT = 1.0  # requests/s: a server limit below this is a misconfiguration, not advice
 
 
-class Slot:
-    """One request's permission to go; call ``sent()`` when its headers are on the wire."""
-
-    __slots__ = ("_clock", "_event", "_on_sent", "sent_at")
-
-    def __init__(self, clock: Callable[[], float],
-                 on_sent: Callable[[float], None] | None = None) -> None:
-        self._clock = clock
-        self._on_sent = on_sent
-        self._event = asyncio.Event()
-        self.sent_at: float | None = None
-
-    def sent(self) -> None:
-        """Record the send time (idempotent; also call it if the request never went out)."""
-        if self.sent_at is None:
-            self.sent_at = self._clock()
-            if self._on_sent is not None:
-                self._on_sent(self.sent_at)
-            self._event.set()
-
-    async def wait_sent(self, timeout_s: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout_s)
-
-
 @dataclass(frozen=True)
 class PacerSnapshot:
     """What the pacer has concluded so far (read-only; for tests, logs and benches)."""
@@ -171,7 +146,8 @@ class PacerSnapshot:
 
 
 class AdaptiveRateLimiter:
-    """Paces every request: ``slot = await acquire()``, send, ``slot.sent()``."""
+    """Paces every request: ``await acquire()``, send, then ``on_sent()`` once the request's
+    headers are on the wire (or it failed without leaving: it must not hold the next back)."""
 
     def __init__(self, requests_per_second: float, recovery_period_s: float = 2.0,
                  clock: Callable[[], float] | None = None,
@@ -193,7 +169,8 @@ class AdaptiveRateLimiter:
         self._bucket: AsyncLimiter | None = None
         self._bucket_rate = self._rate
         self._sends = SendLog()  # ours only
-        self._previous: Slot | None = None
+        self._last_grant_sent = asyncio.Event()  # the last request let go has gone out
+        self._last_grant_sent.set()
         self._paused_until = 0.0
         self._last_decrease_at = float("-inf")
         self._throttled_at_rate = float("inf")
@@ -248,13 +225,13 @@ class AdaptiveRateLimiter:
         # (a POST's body, another task's parsing) may have reached the wire that much later
         self._sends.loop_late(sent_at, self._clock() - sent_at)
 
-    async def acquire(self) -> Slot:
-        """Wait for the next slot; slots are granted in arrival order."""
+    async def acquire(self) -> None:
+        """Wait until the next request may go; requests are let go in arrival order."""
         async with self._lock:
             await self._admitted.wait()  # a budget share of 0: send nothing until it rises
-            previous = self._previous
-            if previous is not None:
-                await previous.wait_sent(_SEND_WAIT_CAP_S)
+            if not self._last_grant_sent.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._last_grant_sent.wait(), _SEND_WAIT_CAP_S)
             self.refresh()
             if self._bucket is None or self._bucket_rate != self._rate:
                 # replacing it is safe: only the lock holder ever waits on the bucket
@@ -271,8 +248,15 @@ class AdaptiveRateLimiter:
             wait = not_before - self._clock()
             if wait > 0:
                 await asyncio.sleep(wait)
-            slot = self._previous = Slot(self._clock, self.note_sent)
-            return slot
+            self._last_grant_sent.clear()
+
+    def on_sent(self, sent_at: float | None = None) -> float:
+        """A request let go by ``acquire`` is on the wire (at ``sent_at``, default now): call
+        it once per request, also for one that failed without leaving; returns the time."""
+        sent_at = self._clock() if sent_at is None else sent_at
+        self.note_sent(sent_at)
+        self._last_grant_sent.set()
+        return sent_at
 
     # -- what the server says --------------------------------------------------------------
 

@@ -5,11 +5,16 @@
     429                          THROTTLED    slow the pacer down, wait, retry
     500, 502-504, 505-599        RETRY        back off, retry (a next-page request restarts
                                               its batch from page 1 after a couple)
-    404                          NOT_FOUND    retry like a transient error; if it persists,
-                                              probe a known GeneID: the probe failing too
-                                              means a wrong URL or a retired endpoint, else
-                                              the batch is split to isolate refused IDs
-    410                          GONE         the endpoint is retired: probe and switch
+    404 from the API             NOT_FOUND    a refusal of the request as a whole (NCBI
+                                              18.23 fails a list for one bad member): probe
+                                              a known GeneID unless a probe vouched lately;
+                                              the probe failing too means a wrong URL or a
+                                              retired endpoint, else the refused IDs are
+                                              isolated (net/refusals.py)
+    404 from a front end         STRAY_404    retried like a transient error (NCBI's Apache
+      (HTML, Server: Apache)                  front end has served them), then as NOT_FOUND
+    410, or a 404 saying
+    "retired"                    GONE         the endpoint is retired: probe and switch
     400                          REFUSED      split the batch to isolate the refused IDs
                                               (after a probe proves refusals aren't systematic)
     414, 431                     TOO_LONG     split the batch
@@ -23,6 +28,7 @@ from __future__ import annotations
 import enum
 import random
 import time
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 
 from bulkgene.config import RetryPolicy
@@ -35,6 +41,7 @@ class Action(enum.Enum):
     THROTTLED = "throttled"
     RETRY = "retry"
     NOT_FOUND = "not found"
+    STRAY_404 = "stray 404"
     GONE = "gone"
     REFUSED = "refused"
     TOO_LONG = "too long"
@@ -64,6 +71,22 @@ def action_for(status: int) -> Action:
     if 300 <= status <= 399:
         return Action.REDIRECT
     return Action.FAIL
+
+
+def classify(status: int, message: str, headers: Mapping[str, str], body: bytes) -> Action:
+    """What to do with an answer: its status's action; a 404 whose ``message`` (the server's
+    own words) says the API was retired is the retirement it names, and one that an HTML
+    page or an Apache front end served (whatever its body) may be transient."""
+    action = action_for(status)
+    if action is not Action.NOT_FOUND:
+        return action
+    if "retired" in message.lower():
+        return Action.GONE
+    if ("apache" in headers.get("Server", "").lower()
+            or "html" in headers.get("Content-Type", "").lower()
+            or body.lstrip()[:1] == b"<"):
+        return Action.STRAY_404
+    return action
 
 
 def parse_retry_after(value: str | None, cap_s: float, now: float | None = None) -> float | None:

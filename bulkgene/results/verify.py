@@ -35,6 +35,7 @@ from bulkgene.layout import (
 )
 from bulkgene.ncbi.tsv import GENE_ID_FIELD, GENE_ID_HEADER
 from bulkgene.output import checkpoint as ckpt
+from bulkgene.output.missing import missing_counts, mostly_refused_message
 from bulkgene.results import explained
 from bulkgene.results.status import directory_status, incomplete_reasons, is_task_directory
 
@@ -344,13 +345,15 @@ def _check_accounting(directory: Path, state: ckpt.Checkpoint, records_on_disk: 
     if totals.records != records_on_disk:
         verdict.problems.append(f"{directory}: {records_on_disk} records in the shards, the "
                                 f"checkpoint counted {totals.records}")
-    missing_file = directory / MISSING_NAME
-    if missing_file.exists():
-        with durable.open_read(missing_file) as handle:
-            rows = max(0, sum(1 for _ in handle) - 1)  # an empty file has no header either
-        if rows != totals.missing:
-            verdict.problems.append(f"{missing_file}: {rows} rows, the checkpoint counted "
-                                    f"{totals.missing} missing")
+    counts = missing_counts(directory)
+    if counts is not None:
+        if counts.rows != totals.missing:
+            verdict.problems.append(f"{directory / MISSING_NAME}: {counts.rows} rows, the "
+                                    f"checkpoint counted {totals.missing} missing")
+        answered = totals.found + totals.missing - counts.refused
+        if counts.refused > answered:  # as a run stops: most of it refused is no result
+            verdict.problems.append(
+                f"{directory}: {mostly_refused_message(counts.refused, answered)}")
     verdict.problems.extend(explained.problems(directory, state))
     try:
         summary = orjson.loads(durable.read_bytes(directory / SUMMARY_NAME))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import threading
@@ -24,11 +25,12 @@ from urllib.parse import urlsplit
 
 from bulkgene.config import DownloadConfig
 from bulkgene.durable import write_atomically
-from bulkgene.errors import GRACEFUL_SIGNALS, BulkgeneError, StateError
+from bulkgene.errors import GRACEFUL_SIGNALS, BulkgeneError, FatalHTTPError, StateError
 from bulkgene.layout import SUMMARY_NAME
 from bulkgene.model import Snapshot, Summary
 from bulkgene.net.attempt import open_session
 from bulkgene.net.client import GeneClient, NetStats
+from bulkgene.output.missing import missing_counts, mostly_refused_message
 from bulkgene.results import merge
 from bulkgene.run.array import unsplit_array_note
 from bulkgene.run.interrupt import Interrupter
@@ -79,6 +81,17 @@ def _summarize(config: DownloadConfig, prepared: PreparedRun, outcome: RunOutcom
         followed=totals.followed,
         refused=totals.refused,
     )
+
+
+def _mostly_refused(config: DownloadConfig, prepared: PreparedRun) -> FatalHTTPError | None:
+    """A directory whose GeneIDs the server mostly refused holds no result: an error."""
+    counts = missing_counts(config.work_dir)
+    totals = prepared.checkpoint.totals
+    if counts is None or not counts.refused:
+        return None
+    answered = totals.found + totals.missing - counts.refused
+    return (FatalHTTPError(mostly_refused_message(counts.refused, answered))
+            if counts.refused > answered else None)
 
 
 def _warn_about_plain_http(config: DownloadConfig) -> None:
@@ -272,6 +285,10 @@ async def download(config: DownloadConfig, *, handle_signals: bool = False,
                 async with shared_budget(config, limiter) as leases:
                     run.leases = leases
                     finish.outcome = await run.run()
+            if finish.outcome.fatal is None and not finish.outcome.interrupted:
+                # every batch answered, and most of it refused: no result
+                finish.outcome = dataclasses.replace(finish.outcome, fatal=await asyncio.to_thread(
+                    _mostly_refused, config, prepared))
     assert finish.summary is not None  # _finishing wrote it or raised
     if config.task.count > 1 and finish.summary.complete:
         await asyncio.to_thread(_merge_if_last, config)

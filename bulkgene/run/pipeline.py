@@ -142,16 +142,18 @@ class Pipeline:
             # the other tasks
             return not self.prepared.checkpoint.is_committed(index)
 
-        try:
-            for batch in self.prepared.plan.task_batches(self.config.task,
-                                                         self.config.output.batch_size, wanted):
-                if self.stopping.is_set():
-                    return
-                await self.batches.put(batch)
+        for batch in self.prepared.plan.task_batches(self.config.task,
+                                                     self.config.output.batch_size, wanted):
+            if self.stopping.is_set():
+                break
+            await self.batches.put(batch)
+        else:
             self.total_batches = self.task_batches
-        finally:
-            for _ in range(self.workers):
-                await self.batches.put(None)
+        # only a producer that ended by itself says goodbye: one whose put was cancelled (the
+        # task group is coming down on another task's error) would block here forever on a
+        # full queue whose workers are gone
+        for _ in range(self.workers):
+            await self.batches.put(None)
 
     async def _work(self) -> None:
         while (batch := await self.batches.get()) is not None:
@@ -309,7 +311,8 @@ class Pipeline:
         """Stop taking batches; with ``fatal``, also abort what is in flight now."""
         if fatal is not None and self.fatal is None:
             self.fatal = fatal
-            log.error("stopping: %s", fatal)
+            # said once, by whoever catches it (the CLI prints it as the run's error)
+            log.debug("stopping: %s", fatal)
         self.stopping.set()
         if fatal is not None:
             self.abort_in_flight()

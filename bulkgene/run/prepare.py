@@ -21,7 +21,7 @@ from bulkgene import durable, layout
 from bulkgene.config import DownloadConfig
 from bulkgene.errors import ConfigError, StateError
 from bulkgene.input import plan as idplan
-from bulkgene.input.lines import STDIN, InputCounts, Reject, file_digest, parse_column, scan_ids
+from bulkgene.input.lines import STDIN, Reject, file_digest, parse_column
 from bulkgene.input.plan import IdPlan
 from bulkgene.input.spool import needs_spool, spool
 from bulkgene.layout import REJECTS_HEADER, REJECTS_NAME, STDIN_SPOOL_NAME
@@ -78,6 +78,32 @@ def _refuse_orphan_data(out_dir: Path) -> None:
 
 
 _DATA_NAMES = frozenset({layout.MISSING_NAME, layout.REPLACED_NAME})
+
+
+def resume_state(config: DownloadConfig, inputs: list[InputFile] | None,
+                 existing: Checkpoint | None) -> Checkpoint | None:
+    """The checkpoint (``existing``, as loaded) that a run of ``inputs`` resumes, None if it
+    starts afresh; raises what the run must refuse: other settings or input, bulkgene data
+    without a checkpoint. Writes nothing: ``fetch --dry-run`` asks it too, with ``inputs``
+    None when it can't read them twice (only the settings are compared then)."""
+    out_dir = config.work_dir
+    params = config.fingerprint_params()
+    if existing is not None and _only_the_server_changed_on_nothing(existing, params):
+        log.info("the run in %s never got an answer from %s (nothing committed): "
+                 "starting it afresh against %s", out_dir, existing.params.get("server"),
+                 params["server"])
+        existing = None
+    if existing is None:
+        if out_dir.is_dir():
+            _refuse_orphan_data(out_dir)
+        return None
+    inputs = existing.inputs if inputs is None else inputs
+    # a run that grew is the same run: its fingerprint covers the growths too
+    digests = [entry.digest for entry in inputs]
+    ckpt.check_compatible(existing, params, inputs,
+                          ckpt.fingerprint(params, digests + existing.segments),
+                          _another_list_advice(config, existing, params, digests))
+    return existing
 
 
 def spool_files(config: DownloadConfig) -> dict[int, Path]:
@@ -260,24 +286,13 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path],
         existing = ckpt.load(out_dir)
         if existing is not None:  # a report rewrite a kill interrupted is finished first
             existing = rewrite.finish(out_dir, existing)
-        # a run that grew is the same run: its fingerprint covers the growths too
-        fingerprint = ckpt.fingerprint(params, digests + (existing.segments if existing else []))
-        if existing is not None and _only_the_server_changed_on_nothing(existing, params):
-            log.info("the run in %s never got an answer from %s (nothing committed): "
-                     "starting it afresh against %s", out_dir, existing.params.get("server"),
-                     params["server"])
-            existing = None
+        existing = resume_state(config, inputs, existing)
         if existing is not None:
-            ckpt.check_compatible(existing, params, inputs, fingerprint,
-                                  _another_list_advice(config, existing, params, digests))
-            state = existing
-            _warn_if_left_out_of_a_restart(config, state)
-        else:
-            _refuse_orphan_data(out_dir)
-            state = Checkpoint(fingerprint=fingerprint, params=params, inputs=inputs,
-                               claims_generation=(
-                                   claims_generation(config.out_dir, old_generation)
-                                   if config.task.count > 1 else 0))
+            _warn_if_left_out_of_a_restart(config, existing)
+        state = existing or Checkpoint(
+            fingerprint=ckpt.fingerprint(params, digests), params=params, inputs=inputs,
+            claims_generation=(claims_generation(config.out_dir, old_generation)
+                               if config.task.count > 1 else 0))
         # the column is in the plan's key too: a killed first run has no checkpoint yet
         plan_key = digests + ([f"column={config.column}"] if config.column is not None else [])
         plan = _plan(config, paths, names, plan_key)
@@ -380,28 +395,3 @@ def _prepare_grown(config: DownloadConfig, lock: RunLock) -> PreparedRun:
     state = growth.absorb(out_dir, existing, plan, config.task)
     plan_key = digests + ([f"column={config.column}"] if config.column is not None else [])
     return _ready(config, plan, plan_key, state, state, lock)
-
-
-@dataclass(frozen=True)
-class DryRun:
-    """What a run would do, from the input alone (``fetch --dry-run``)."""
-
-    counts: InputCounts
-    batches: int
-    task_batches: int
-    task_ids: int
-    requests_per_s: float
-    seconds: float
-
-
-def dry_run(config: DownloadConfig, rejects: list[Reject] | None = None) -> DryRun:
-    """Read and validate the input and work out batches and time; writes and sends nothing."""
-    counts, _ = scan_ids(config.inputs, config.inputs,
-                         rejects.append if rejects is not None else None,
-                         parse_column(config.column), config.network.secret)
-    task_batches, task_ids = config.task.share(counts.requested, config.output.batch_size)
-    pages_per_batch = -(-min(config.output.batch_size, max(counts.requested, 1))
-                        // config.query.page_size)
-    rate = config.effective_requests_per_second
-    return DryRun(counts, -(-counts.requested // config.output.batch_size), task_batches, task_ids,
-                  rate, task_batches * pages_per_batch / rate)

@@ -35,7 +35,7 @@ from bulkgene.ncbi.taxon import (
     taxon_counts_request,
     taxon_page_request,
 )
-from bulkgene.net.attempt import open_session
+from bulkgene.net.attempt import SessionTransport, open_session
 from bulkgene.net.exchange import Exchanger, GaveUp, NetStats, Refused
 from bulkgene.output.lock import RunLock, lock_running
 from bulkgene.run import refresh
@@ -114,7 +114,7 @@ async def _network(config: DownloadConfig, stats: NetStats) -> AsyncIterator[Exc
                             f"bulkgene/{__version__} (+aiohttp)") as session:
         limiter = paced_limiter(config, config.effective_requests_per_second)
         async with shared_budget(config, limiter):
-            yield Exchanger(session, limiter, config, stats)
+            yield Exchanger(SessionTransport(session), limiter, config, stats)
 
 
 async def _list(config: DownloadConfig, directory: Path, stats: NetStats,

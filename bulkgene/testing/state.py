@@ -25,6 +25,7 @@ API_PREFIX = "/datasets/v2"
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 20
 MAX_GENE_ID = 2**31 - 1
+_TP53 = 7157
 DOCS = "(For more help, see the NCBI Datasets Documentation at https://www.ncbi.nlm.nih.gov/datasets/docs/)"
 FAULTS = (
     "http_500", "http_502", "http_503", "http_504", "truncate", "reset", "html", "stall",
@@ -66,7 +67,7 @@ class EmulatorConfig:
     total_count_on_every_page: bool = False  # old guess; NCBI sends it on the first page only
     unknown_id_messages: bool = False  # old guess: page messages for unknown/discontinued IDs
     bad_token_status: int = 500  # NCBI answers an invalid page token with 500 (old guess: 400)
-    invalid_id_per_mille: int = 0  # this share of GeneIDs fails a whole request with 404 (18.23)
+    invalid_id_per_mille: float = 0.0  # this share of GeneIDs fails a whole request with 404 (18.23)
     invalid_ids: frozenset[int] = frozenset()  # and these, explicitly
     retired_endpoints: frozenset[str] = frozenset()  # operationIds (ENDPOINTS) that are retired
     retired_status: int = 404  # what a retired endpoint answers (404 or 410)
@@ -107,11 +108,15 @@ class EmulatorConfig:
                              f"{', '.join(ENDPOINTS)}")
 
     def is_invalid_id(self, gene_id: int) -> bool:
-        """Whether naming ``gene_id`` makes NCBI 18.23 fail the whole request with 404."""
+        """Whether naming ``gene_id`` makes NCBI 18.23 fail the whole request with 404.
+
+        The share never takes TP53 (7157), which every release has: at 1000 per mille the
+        emulator is a server that refuses every GeneID but the one a client probes with.
+        """
         if gene_id in self.invalid_ids:
             return True
-        return bool(self.invalid_id_per_mille) and (
-            mix(gene_id ^ self.seed ^ 0xBAD1D) % 1000 < self.invalid_id_per_mille)
+        return bool(self.invalid_id_per_mille) and gene_id != _TP53 and (
+            mix(gene_id ^ self.seed ^ 0xBAD1D) % 1_000_000 < 1000 * self.invalid_id_per_mille)
 
     def keep_alive_header(self) -> str | None:
         parts = []

@@ -1,0 +1,70 @@
+"""A black hole on 127.0.0.1: it accepts connections, reads what is sent, and never answers,
+as a proxy or firewall that swallows requests does (for tests, bench/ and tries by hand)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import TracebackType
+
+from bulkgene.testing.server import LOOPBACK
+from bulkgene.testing.state import API_PREFIX
+
+
+async def _swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while await reader.read(1 << 16):
+            pass  # read and drop: the client's request is "delivered", nothing comes back
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+async def start_black_hole(port: int = 0) -> tuple[asyncio.Server, int]:
+    """Listen on 127.0.0.1:``port`` (0: a free one); the server and its port."""
+    server = await asyncio.start_server(_swallow, LOOPBACK, port)
+    return server, server.sockets[0].getsockname()[1]
+
+
+class BlackHoleThread:
+    """The black hole in a daemon thread with its own event loop; a context manager."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.port = port
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="bulkgene-black-hole")
+        self._server: asyncio.Server | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}{API_PREFIX}"
+
+    def __enter__(self) -> BlackHoleThread:
+        self._thread.start()
+        self._server, self.port = asyncio.run_coroutine_threadsafe(
+            start_black_hole(self.port), self._loop).result(timeout=30)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._server is not None:
+            server = self._server
+
+            async def close() -> None:
+                server.close()
+                # the open connections are the clients'; they are dropped with the loop
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        self._loop.close()
+
+
+async def serve_black_hole_forever(port: int) -> None:
+    """The ``bulkgene emulate --black-hole`` command: until cancelled."""
+    server, bound = await start_black_hole(port)
+    print(f"bulkgene black hole listening on http://{LOOPBACK}:{bound}{API_PREFIX} "
+          "(accepts, never answers)", flush=True)
+    async with server:
+        await asyncio.Event().wait()

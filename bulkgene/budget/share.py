@@ -95,8 +95,13 @@ class ShareDecider:
         self._next_report_at = 0.0
         self._warned_at: dict[str, float] = {}
         self._own_deleted: deque[float] = deque()  # our clock, each time our lease was gone
+        self._stalled_s = 0.0  # the process did not run this long before the last apply
         self.share_rps = 0.0
         self.failure: BudgetError | None = None
+
+    def note_stalled(self, stalled_s: float) -> None:
+        """The process did not run for ``stalled_s`` (stopped, or a suspended machine)."""
+        self._stalled_s = stalled_s
 
     def live(self, now: float) -> list[Peer]:
         return [peer for peer in self.peers.values()
@@ -121,10 +126,17 @@ class ShareDecider:
         fair_rps = total_rps / (1 + min(len(live), self.timings.max_peers))
         self._warn_if_crowded(live, now, fair_rps)
 
+        stalled_s, self._stalled_s = self._stalled_s, 0.0
         if fenced or vanished:
             # the others may soon count us dead (or already do): stop, and join again,
             # counting acknowledgements only from scans made after our lease is renewed
-            if self._joined and fenced:
+            if self._joined and fenced and stalled_s > 0 and write_error is None:
+                log.warning("this process did not run for %.1f s (stopped with SIGSTOP or "
+                            "Ctrl-Z, or a suspended machine), so its budget lease %s went "
+                            "unrenewed and the other processes may have taken its share: "
+                            "requests pause until it has renewed the lease and they have seen "
+                            "it again", stalled_s, self.lease_path)
+            elif self._joined and fenced:
                 log.warning("could not renew the budget lease %s for %.1f s (%s): requests "
                             "pause until it is renewed and the other processes have seen it; "
                             "the run stops if that takes over %.0f s", self.lease_path,

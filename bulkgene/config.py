@@ -275,6 +275,9 @@ class NetworkSpec:
         if isinstance(self.api_key, str):  # a key given as text: held as a Secret from here
             object.__setattr__(self, "api_key", Secret(self.api_key))
         if isinstance(self.budget_dir, str):
+            if not self.budget_dir.strip():  # Path("") is the current directory
+                raise ConfigError("the budget directory is empty: name one, or leave it out "
+                                  "(None: ~/.cache/bulkgene/budget)")
             object.__setattr__(self, "budget_dir", Path(self.budget_dir))
         if self.requests_per_second is not None and not (
             0 < self.requests_per_second <= 1000 and math.isfinite(self.requests_per_second)
@@ -300,6 +303,11 @@ class NetworkSpec:
                 "without a key (5 requests/s)")
         if self.max_response_bytes < 1 << 20:
             raise ConfigError("the response size cap must be at least 1 MiB")
+
+    @property
+    def secret(self) -> str | None:
+        """The key's text, for masking it wherever an input or answer might repeat it."""
+        return self.api_key.reveal() if self.api_key is not None else None
 
     @property
     def server(self) -> str:

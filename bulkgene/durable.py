@@ -9,8 +9,10 @@ appears between removing a leftover and creating ours is refused too.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import pwd
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -91,6 +93,81 @@ def create_new(path: Path) -> BinaryIO:
             raise _refuse_link(path) from None
         raise
     return os.fdopen(fd, "wb")
+
+
+# bits a directory made inside a run directory takes from its parent: an array's directory
+# shared by a group (chmod g+ws) must stay writable by the group's other users, whose tasks
+# create their files in .claims/ and beside the plan, under a umask of 022 as much as 002
+_INHERITED_BITS = 0o077 | stat.S_ISGID | stat.S_ISVTX
+
+
+def make_directory_below(parent: Path, path: Path) -> None:
+    """Make ``path`` (a child of ``parent``) a real directory, with ``parent``'s group and
+    other bits: OSError ELOOP if it is a symbolic link (never followed), ENOTDIR if it is
+    something else. A directory of ours that lacks the bits (made under umask 022) gets
+    them; someone else's is left as it is."""
+    wanted = os.stat(parent).st_mode & _INHERITED_BITS
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK
+                 | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        mode = stat.S_IMODE(info.st_mode)
+        if info.st_uid == os.geteuid() and mode | wanted != mode:
+            os.fchmod(fd, mode | wanted)
+    finally:
+        os.close(fd)
+
+
+def make_run_directories(root: Path, path: Path) -> None:
+    """Make ``path`` and every directory between it and ``root`` (the run's directory, which
+    the user chose) as :func:`make_directory_below` does; a link or a non-directory on the
+    way is a StateError naming it and what to do."""
+    parent = root
+    for part in path.relative_to(root).parts:
+        below = parent / part
+        try:
+            make_directory_below(parent, below)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EMLINK) or below.is_symlink():
+                raise StateError(
+                    f"{below} is a symbolic link. bulkgene follows no link inside its run "
+                    f"directory {root} (whoever can write there could point it at any "
+                    "directory, and bulkgene would write or resume a run there). Remove the "
+                    "link (if it stands for a task directory moved elsewhere, move that "
+                    "directory back), and run again") from None
+            if exc.errno == errno.ENOTDIR:
+                raise _refuse_special(below) from None
+            if isinstance(exc, PermissionError):
+                raise refuse_shared(below if below.exists() else parent, exc,
+                                    "open" if below.exists() else "create a directory in") \
+                    from None
+            raise
+        parent = below
+
+
+def owner_and_mode(path: Path) -> str:
+    """``owned by alice (uid 1001), drwxr-xr-x``: what a Permission denied is about."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return "whose owner can't be read"
+    try:
+        name = f"{pwd.getpwuid(info.st_uid).pw_name} (uid {info.st_uid})"
+    except KeyError:
+        name = f"uid {info.st_uid}"
+    return f"owned by {name}, {stat.filemode(info.st_mode)}"
+
+
+def refuse_shared(path: Path, exc: OSError, doing: str = "create a file in") -> StateError:
+    """A directory an array's tasks share refused another user: which one, whose, and how
+    to open it to the group."""
+    return StateError(
+        f"cannot {doing} {path}: {exc.strerror} ({path} is {owner_and_mode(path)}). Every "
+        "user whose tasks share a run directory must be able to write there: its owner can "
+        f"run `chmod -R g+w {path}` (and `chmod g+s` on the directories, so that new ones "
+        "keep the group), or use another --out")
 
 
 def fsync_directory(directory: Path) -> None:

@@ -10,7 +10,8 @@
          taxa_left.tsv                               taxon gave (shared by an array's tasks)
     DIR/task-0003/...                                one array task's own copy of the above
     DIR/.budget/                                     an array's rate-budget leases
-    DIR/.claims/<layout>/                            which task writes a merged gene
+    DIR/.claims/<layout>/                            which task writes a merged gene; parked/
+                                                     and taken/: a requested one (contested.py)
 """
 
 from __future__ import annotations

@@ -491,3 +491,28 @@ def test_a_directory_made_without_group_bits_is_named_with_its_owner_and_mode(
     assert run_as(5101, 4242, shared_by_a_group).returncode == 0
     assert stat.S_IMODE(below.stat().st_mode) == 0o2775  # bits added, none taken away
     assert run_as(5102, 4242, shared_by_a_group).returncode == 0
+
+
+def test_a_cleaner_in_a_loop_is_named_as_the_reason_runs_wait_and_stop(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Deleting *.lease every 0.3 s: both runs waited for 600 s, repeating "not waited for
+    after 60 s (60 s from now)" all along, since each deletion began the wait anew."""
+    caplog.set_level(logging.INFO, logger="bulkgene")
+    clock = FakeClock()
+    leases = [make_lease(tmp_path, clock, give_up_after_s=100.0) for _ in range(2)]
+    for lease in leases:
+        lease.open()
+    in_force_check(leases, clock, 8, None, tmp_path)
+    caplog.clear()
+    in_force_check(leases, clock, 2 * ACK_TIMEOUT_S + 10, 0.3, tmp_path)
+    waiting = [r.getMessage() for r in caplog.records if "waiting to share" in r.getMessage()]
+    assert waiting, caplog.text
+    for message in waiting:  # what it waits for is what keeps it waiting
+        assert "deleted" in message and "another process" in message, message
+        assert "s from now" not in message or "deleted" in message
+    promised = [int(m.split("(")[-1].split(" s from now")[0]) for m in waiting
+                if " s from now)" in m]
+    assert promised == sorted(promised, reverse=True), "a countdown that never restarts"
+    failures = [lease.failure for lease in leases]
+    assert all(failures), "they stop, rather than wait for ever"
+    assert all("deleted" in str(failure) for failure in failures), failures

@@ -27,9 +27,11 @@ from helpers import (
     write_ids,
 )
 
-from bulkgene.config import TaskSpec
+from bulkgene.config import NetworkSpec, TaskSpec
 from bulkgene.errors import ConfigError
+from bulkgene.input.lines import file_digest
 from bulkgene.output import checkpoint
+from bulkgene.output.claims import layout_key
 from bulkgene.run.array import from_slurm, resolve, unsplit_array_note
 from bulkgene.testing import EmulatorThread, GeneUniverse
 from bulkgene.testing.windows import max_in_window
@@ -336,18 +338,20 @@ def test_verify_finds_a_replacement_that_no_task_wrote(make_emulator: EmulatorFa
     out = tmp_path / "out"
     env = cli_env(emulator.base_url)
     options = ("--batch-size", "1", "--task-count", "2", "--rate", "1000")
+    # a claim by a task the array doesn't have, there before the tasks run: nobody writes
+    # the gene (what an older bulkgene's stale claims did)
+    layout_dir = out / ".claims" / layout_key([file_digest(str(source))], 1, 2,
+                                              NetworkSpec(base_url=emulator.base_url).server)
+    layout_dir.mkdir(parents=True)
+    (layout_dir / "1700000000").write_bytes(b"7")
     for index in (0, 1):
         assert invoke_cli("fetch", str(source), "--out", str(out), "--task-index", str(index),
                           *options, env=env).returncode == 0
-    (claim,) = (out / ".claims").rglob("1700000000")
-    claim.write_bytes(b"7")  # a task the array doesn't have: nobody writes the gene again
-    for index in (0, 1):
-        assert invoke_cli("fetch", str(source), "--out", str(out), "--task-index", str(index),
-                          "--restart", *options, env=env).returncode == 0
     assert 1_700_000_000 not in _union(out)
     verdict = invoke_cli("verify", str(out))
     assert verdict.returncode == 1
     assert b"GeneID 1700000000" in verdict.stderr and b"no shard" in verdict.stderr
+    assert b"fetch the list anew" in verdict.stderr and b"--restart" in verdict.stderr
 
 
 def test_verify_finds_tasks_that_split_the_list_differently(make_emulator: EmulatorFactory,
@@ -427,3 +431,52 @@ def test_status_counts_every_runs_requests_and_says_so(make_emulator: EmulatorFa
     assert data["total"]["requests_all_runs"] == sum(sent)
     table = invoke_cli("status", str(out)).stdout
     assert b"latest run" in table and b"all runs" in table
+
+
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)], ids=["task-0-first", "task-1-first"])
+def test_a_restarted_array_with_the_same_layout_claims_afresh(
+        make_emulator: EmulatorFactory, tmp_path: Path, order: tuple[int, int]) -> None:
+    """The server's merges changed between two runs of one layout: the old claims said task 1
+    writes gene G, its restarted run no longer got G, and task 0 left it out (15 genes)."""
+    gene, other = 1_700_000_000, 1_700_000_001
+    emulator = make_emulator(GeneUniverse(replaced={1: gene, 2: gene}, unknown_per_mille=0,
+                                          discontinued_per_mille=0, replaced_per_mille=0))
+    source = write_ids(tmp_path / "ids.txt", [1, 2, 3, 4])  # 1, 3 in task 0; 2, 4 in task 1
+    out = tmp_path / "out"
+    env = cli_env(emulator.base_url)
+
+    def task(index: int, *extra: str) -> None:
+        result = invoke_cli("fetch", str(source), "--out", str(out), "--batch-size", "1",
+                            "--task-index", str(index), "--task-count", "2", *extra, env=env)
+        assert result.returncode == 0, result.stderr.decode()
+
+    task(1)  # task 1 claims gene G first
+    task(0)
+    assert _union(out) == Counter({gene: 1, 3: 1, 4: 1})
+    emulator.state.universe = GeneUniverse(replaced={1: gene, 2: other}, unknown_per_mille=0,
+                                           discontinued_per_mille=0, replaced_per_mille=0)
+    for index in order:
+        task(index, "--restart")
+    assert _union(out) == Counter({gene: 1, other: 1, 3: 1, 4: 1})
+    verdict = invoke_cli("verify", str(out))
+    assert verdict.returncode == 0, verdict.stderr.decode()
+
+
+def test_a_task_left_out_of_an_arrays_restart_is_named(make_emulator: EmulatorFactory,
+                                                       tmp_path: Path) -> None:
+    emulator = make_emulator(_merged_universe())
+    source = write_ids(tmp_path / "ids.txt", range(1, 61))
+    out = tmp_path / "out"
+    env = cli_env(emulator.base_url)
+    _run_array(source, out, env, "--batch-size", "2")
+    result = invoke_cli("fetch", str(source), "--out", str(out), "--task-index", "0",
+                        "--task-count", "3", "--batch-size", "2", "--rate", "1000", "--restart",
+                        env=env)
+    assert result.returncode == 0
+    verdict = invoke_cli("verify", str(out))
+    assert verdict.returncode == 1
+    assert b"task-0001" in verdict.stderr and b"--restart" in verdict.stderr
+    assert b"restarted" in verdict.stderr
+    resumed = invoke_cli("fetch", str(source), "--out", str(out), "--task-index", "1",
+                         "--task-count", "3", "--batch-size", "2", "--rate", "1000", env=env)
+    assert resumed.returncode == 0 and b"were restarted since this task's run" in resumed.stderr

@@ -59,6 +59,10 @@ mount, a stopped process, a full filesystem) must assume the others are about to
 dead: its share drops to 0 and it re-joins as a newcomer. ``fence_after_s < dead_after_s`` so it
 stops before the others can rise. Unrenewed for ``give_up_after_s`` (the CLI's
 ``--outage-after``), the lease sets ``failure`` naming the path and errno, and the run stops.
+A stopped process (SIGSTOP, Ctrl-Z, a suspended machine) wakes with every timer due at once:
+its pacer asks the lease's clock before each request (``share_rps`` is 0 past the fence), so
+nothing leaves before the heartbeat has re-joined it, and the lease says it was stopped
+(its heartbeat woke that late), not that the filesystem does not answer.
 
 **Timings** (defaults): heartbeat 1 s; dead after 5 s without a visible change; fence after
 3 s without a successful write; server window 1 s + 0.25 s margin. A heartbeat is one listdir,

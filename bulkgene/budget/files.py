@@ -15,31 +15,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import pwd
 import secrets
-import stat
 from pathlib import Path
 
+from bulkgene import durable
 from bulkgene.budget.record import LEASE_SUFFIX, TEMP_SUFFIX
+from bulkgene.durable import owner_and_mode
 from bulkgene.errors import ConfigError
 
-_INHERITED_BITS = 0o077 | stat.S_ISGID | stat.S_ISVTX
 _LEASE_MODE = 0o644  # whatever the umask: a lease the others can't read counts for nothing
 _CREATE_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NONBLOCK
                  | os.O_CLOEXEC)
-
-
-def owner_and_mode(path: Path) -> str:
-    """``owned by alice (uid 1001), drwxr-xr-x``: what a Permission denied is about."""
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return "whose owner can't be read"
-    try:
-        name = f"{pwd.getpwuid(info.st_uid).pw_name} (uid {info.st_uid})"
-    except KeyError:
-        name = f"uid {info.st_uid}"
-    return f"owned by {name}, {stat.filemode(info.st_mode)}"
 
 
 def denied_advice(path: Path) -> str:
@@ -65,26 +51,10 @@ def ensure_directory(directory: Path, root: Path) -> None:
     for part in relative.parts:
         path = parent / part
         try:
-            _make_below(parent, path)
+            durable.make_directory_below(parent, path)
         except OSError as exc:
             raise _refused(path, exc) from None
         parent = path
-
-
-def _make_below(parent: Path, path: Path) -> None:
-    wanted = os.stat(parent).st_mode & _INHERITED_BITS
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        info = os.fstat(fd)
-        mode = stat.S_IMODE(info.st_mode)
-        # add the group's bits to a directory of ours (just made, or made by an older
-        # bulkgene under umask 022); never take bits away, never touch someone else's
-        if info.st_uid == os.geteuid() and mode | wanted != mode:
-            os.fchmod(fd, mode | wanted)
-    finally:
-        os.close(fd)
 
 
 def _refused(path: Path, exc: OSError) -> ConfigError:

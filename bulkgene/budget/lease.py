@@ -22,7 +22,6 @@ from bulkgene.budget.files import (
     ensure_directory,
     is_temp_of,
     open_directory,
-    owner_and_mode,
     remove,
     write_atomically,
 )
@@ -39,6 +38,7 @@ from bulkgene.budget.record import (
     shown,
 )
 from bulkgene.budget.share import Scan, ShareDecider, Timings
+from bulkgene.durable import owner_and_mode
 from bulkgene.errors import BudgetError, ConfigError
 
 _T = TypeVar("_T")
@@ -207,6 +207,11 @@ class BudgetLease:
             if not self._decider.active and settle_until is not None and settle_until > started:
                 wake_at = min(wake_at, settle_until)  # start as soon as we may
             await asyncio.sleep(max(0.0, wake_at - self._clock()))
+            # woken this late, the process did not run meanwhile (SIGSTOP, Ctrl-Z, a
+            # suspended machine): that, not the filesystem, is why the lease went unrenewed
+            late_s = self._clock() - wake_at
+            if late_s > self.fence_after_s:
+                self._decider.note_stalled(late_s)
 
     async def _in_thread(self, function: Callable[..., _T], *args: object) -> _T:
         """Run file I/O off the event loop; while a hung NFS holds it, keep fencing on time."""

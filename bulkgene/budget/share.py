@@ -32,6 +32,7 @@ from bulkgene.processes import process_alive
 _EPSILON_RPS = 1e-9
 _REPORT_EVERY_S = 30.0
 _WARN_AGAIN_AFTER_S = 60.0
+_DELETIONS_SHOWN_S = 60.0  # our lease deleted within this long: why we wait
 log = logging.getLogger("bulkgene")
 
 
@@ -93,8 +94,14 @@ class ShareDecider:
         self._inactive_since: float | None = None
         self._next_report_at = 0.0
         self._warned_at: dict[str, float] = {}
+        self._own_deleted: deque[float] = deque()  # our clock, each time our lease was gone
+        self._stalled_s = 0.0  # the process did not run this long before the last apply
         self.share_rps = 0.0
         self.failure: BudgetError | None = None
+
+    def note_stalled(self, stalled_s: float) -> None:
+        """The process did not run for ``stalled_s`` (stopped, or a suspended machine)."""
+        self._stalled_s = stalled_s
 
     def live(self, now: float) -> list[Peer]:
         return [peer for peer in self.peers.values()
@@ -119,10 +126,17 @@ class ShareDecider:
         fair_rps = total_rps / (1 + min(len(live), self.timings.max_peers))
         self._warn_if_crowded(live, now, fair_rps)
 
+        stalled_s, self._stalled_s = self._stalled_s, 0.0
         if fenced or vanished:
             # the others may soon count us dead (or already do): stop, and join again,
             # counting acknowledgements only from scans made after our lease is renewed
-            if self._joined and fenced:
+            if self._joined and fenced and stalled_s > 0 and write_error is None:
+                log.warning("this process did not run for %.1f s (stopped with SIGSTOP or "
+                            "Ctrl-Z, or a suspended machine), so its budget lease %s went "
+                            "unrenewed and the other processes may have taken its share: "
+                            "requests pause until it has renewed the lease and they have seen "
+                            "it again", stalled_s, self.lease_path)
+            elif self._joined and fenced:
                 log.warning("could not renew the budget lease %s for %.1f s (%s): requests "
                             "pause until it is renewed and the other processes have seen it; "
                             "the run stops if that takes over %.0f s", self.lease_path,
@@ -139,6 +153,7 @@ class ShareDecider:
         if self._joined and not self.active and self.settle_until is not None \
                 and now >= self.settle_until:
             self.active = True
+            self._join_started_at = None  # the next join (after a fence) waits afresh
 
         # rise only once the lower head-count has held for a server window; lower at once
         self._fair_history.append((now, fair_rps))
@@ -181,6 +196,9 @@ class ShareDecider:
             if peer.baseline_seq < 0:
                 peer.baseline_seq = record.seq
         if not scan.own_present:
+            self._own_deleted.append(now)
+            while self._own_deleted[0] < now - _DELETIONS_SHOWN_S:
+                self._own_deleted.popleft()
             self._warn("own", "the budget lease %s was deleted by another process (a cache or "
                        "tmp cleaner, a script?): requests pause and this run joins the budget "
                        "again, since the others may have counted it gone; keep cleaners away "
@@ -219,8 +237,10 @@ class ShareDecider:
     # -- joining -------------------------------------------------------------------------------
 
     def _rejoin(self) -> None:
+        # a join that was under way keeps its place: its peers' minute to make room runs
+        # on (a cleaner deleting our lease each second began it anew, for ever)
         self._joined, self.active, self.settle_until = False, False, None
-        self._calm_since = self._join_started_at = None
+        self._calm_since = None
         for peer in self.peers.values():
             peer.baseline_seq, peer.ignored = -1, False
 
@@ -283,6 +303,14 @@ class ShareDecider:
         if unrenewed_s > self.timings.fence_after_s:
             return (f"the lease {self.lease_path} could not be renewed for {unrenewed_s:.0f} s "
                     f"({write_error or 'the filesystem does not answer'})")
+        deletions = [at for at in self._own_deleted if at >= now - _DELETIONS_SHOWN_S]
+        if deletions:
+            return (f"its own lease {self.lease_path} was deleted by another process "
+                    f"{len(deletions)} time{'s' if len(deletions) > 1 else ''} in the last "
+                    f"{max(1.0, now - deletions[0]):.0f} s (a cache or tmp cleaner, a script?), "
+                    "so the others may count it gone: it sends nothing until its lease stays "
+                    "and they have seen it again. Keep whatever deletes files away from "
+                    f"{self.lease_path.parent}")
         pending = [peer for peer in live if not peer.ignored and not peer.acknowledged()]
         if not pending:
             return f"letting the others' last requests leave the server's window ({self.lease_path.parent})"

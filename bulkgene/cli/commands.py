@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from bulkgene.cli.console import configure_logging, print_out, report_end
-from bulkgene.cli.options import FINITE, FiniteRange, OutDir
+from bulkgene.cli.options import FINITE, BudgetDir, FiniteRange, OutDir
 from bulkgene.cli.progress import ProgressReporter, Terminal, TerminalLog
 from bulkgene.errors import StateError
 
@@ -25,7 +25,7 @@ Examples:
 @click.command(epilog=STATUS_EXAMPLES)
 @click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False), metavar="DIR")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
-@click.option("--budget-dir", type=click.Path(path_type=Path, file_okay=False),
+@click.option("--budget-dir", type=BudgetDir(),
               envvar="BULKGENE_BUDGET_DIR", default=None,
               help="The --budget-dir the fetch was given, to list who shares the key's budget "
                    "with it (DIR/.budget and ~/.cache/bulkgene/budget are always looked at).")
@@ -157,16 +157,39 @@ def demo(out_dir: Path | None) -> None:
     import shutil
     import tempfile
 
+    from bulkgene import layout
     from bulkgene.cli.demo import SYNTHETIC_NOTE, how_to_look, preview, run_demo
+    from bulkgene.errors import BulkgeneError
 
+    if out_dir is not None and (others := layout.other_entries(out_dir)):
+        raise click.UsageError(
+            f"{out_dir} holds files that are not a bulkgene run ({', '.join(others[:5])}): the "
+            "demo writes a whole run there (moving an earlier demo's aside). Give --out a new "
+            "or empty directory")
     scratch: Path | None = None
     if out_dir is None:
-        scratch = Path(tempfile.mkdtemp(prefix="bulkgene-demo-"))
+        try:
+            scratch = Path(tempfile.mkdtemp(prefix="bulkgene-demo-"))
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot create a temporary directory for the demo ({exc.strerror}): give "
+                "--out DIR on a disk with some free space (or set TMPDIR)") from None
     target = out_dir if out_dir is not None else Path(str(scratch)) / "genes"
     terminal = Terminal(sys.stderr, live=sys.stderr.isatty())
     configure_logging(0, 0, TerminalLog(terminal))
     try:
-        summary, explained = run_demo(target, ProgressReporter(terminal, 5.0))
+        try:
+            summary, explained = run_demo(target, ProgressReporter(terminal, 5.0))
+        except BulkgeneError as exc:
+            click.echo(f"bulkgene: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except OSError as exc:  # the demo's files or the history's cache on a full disk
+            where = f" ({exc.filename})" if exc.filename else ""
+            click.echo(f"bulkgene: error: the demo could not write{where}: "
+                       f"{exc.strerror or exc}. Give --out DIR on a disk with some free space, "
+                       "and TMPDIR too (the demo's run takes about 2 MB, the gene history it "
+                       "explains with about 1 MB)", err=True)
+            sys.exit(1)
         print_out(SYNTHETIC_NOTE)
         if explained is not None:
             print_out(f"bulkgene demo: {explained}")

@@ -164,6 +164,32 @@ def _read_key_file(path: Path) -> bytes:
     return raw
 
 
+def refuse_key_file_input(inputs: tuple[str, ...], api_key_file: Path | None,
+                          taxa_file: Path | None = None) -> None:
+    """An INPUT (or --taxa-file) that is the --api-key-file itself (``fetch *.txt
+    --api-key-file key.txt``) would be read as a GeneID list, its key a rejected line (or a
+    taxon name sent to the server): refused before anything."""
+    if api_key_file is None:
+        return
+    try:
+        key = os.stat(api_key_file)
+    except OSError:
+        return  # reading the key says what is wrong with it
+    named = [(f"INPUT {name}", name) for name in inputs]
+    if taxa_file is not None:
+        named.append((f"--taxa-file {taxa_file}", str(taxa_file)))
+    for what, name in named:
+        try:
+            same = name != "-" and os.path.samestat(os.stat(name), key)
+        except OSError:
+            continue  # reading the input says what is wrong with it
+        if same:
+            raise ConfigError(
+                f"{what} is your --api-key-file: bulkgene would read your API key as a list "
+                "of IDs (did a glob such as *.txt take it in?). Leave it out, or keep the key "
+                "file in another directory")
+
+
 def read_api_key(api_key: str | None, api_key_file: Path | None) -> Secret | None:
     """--api-key, else --api-key-file, else $NCBI_API_KEY; never echoed anywhere."""
     if api_key:

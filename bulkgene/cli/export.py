@@ -25,8 +25,10 @@ Examples:
 The format comes from the suffix (.tsv .csv .jsonl .parquet, each but Parquet also .gz) or
 --format (.txt and .json need it: they promise other things). Every shard of every task is
 read (an array's task-* directories too), only as far as each checkpoint committed; memory
-stays flat whatever the run's size. The file is written under a temporary name and renamed
-when complete. A run that is not complete, or one task of an array, needs --partial.
+stays flat whatever the run's size. A file is written under a temporary name and renamed
+when complete; a device, FIFO or /dev/stdout is written as a stream (TSV by default), never
+replaced; the run's own files are refused. A run that is not complete, or one task of an
+array, needs --partial.
 """
 
 
@@ -101,16 +103,23 @@ def export(out_dir: Path | None, target: str | None, fields: str | None, table_f
         raise click.UsageError("--plain goes with --list-fields")
     if out_dir is None or target is None:
         raise click.UsageError("give the run's DIR and --to FILE (or --list-fields)")
-    if not out_dir.is_dir():
+    try:
+        is_dir = out_dir.is_dir()
+    except OSError as exc:  # a directory another user's permissions hide
+        click.echo(f"bulkgene: error: cannot read {out_dir}: {exc.strerror}", err=True)
+        sys.exit(1)
+    if not is_dir:
         from bulkgene.results.status import refuse_no_run
 
         click.echo(f"bulkgene: error: {refuse_no_run(out_dir)}", err=True)
         sys.exit(1)
     from bulkgene.cli import signals
     from bulkgene.export import export_run
+    from bulkgene.export.table_file import is_stream_target
 
     signals.now(f"while exporting {out_dir}",
                 "standard output got part of the table" if target == "-" else
+                f"{target} got part of the table" if is_stream_target(target) else
                 f"{target} was left as it was (the table is written under a temporary name "
                 "until it is complete)")
     try:

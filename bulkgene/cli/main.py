@@ -8,19 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import click
 
 from bulkgene.cli import commands, signals
-from bulkgene.cli.console import configure_logging, print_out, read_api_key, report_end
+from bulkgene.cli.console import (
+    configure_logging,
+    print_out,
+    read_api_key,
+    refuse_key_file_input,
+    report_end,
+)
 from bulkgene.cli.doctor import doctor
 from bulkgene.cli.explain import AfterFetch, explain, explain_fetch_options, finish_fetch
 from bulkgene.cli.export import export
 from bulkgene.cli.grow import add_option, retry
-from bulkgene.cli.options import FINITE, FiniteRange, OutDir, server_options
+from bulkgene.cli.options import FINITE, BudgetDir, FiniteRange, OutDir, server_options
 from bulkgene.cli.progress import ProgressReporter, Terminal, TerminalLog
 from bulkgene.cli.taxon import TAXON_EXAMPLES, dry_run_taxa, taxon_options, taxon_selection
 from bulkgene.config import (
@@ -57,7 +65,41 @@ from bulkgene.run.dry_run import DryRun
 log = logging.getLogger("bulkgene")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Commands(click.Group):
+    """bulkgene's commands; writing their help or version to a full disk (``--help >
+    /dev/full``) is a clear error, not click's traceback."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().main(*args, **kwargs)
+        except OSError as exc:
+            if not _from_echo(exc):
+                raise
+            try:  # the unwritten rest would fail again when Python flushes at exit
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, sys.stdout.fileno())
+                os.close(null)
+            except (OSError, ValueError, AttributeError):
+                pass  # not a real file (a test runner's buffer)
+            click.echo(f"bulkgene: error: cannot write to standard output: "
+                       f"{exc.strerror or exc}; if it is redirected to a file, free some space "
+                       "there (or write it elsewhere) and run it again", err=True)
+            sys.exit(1)
+
+
+def _from_echo(exc: BaseException) -> bool:
+    """Whether ``exc`` came from click writing text (help, version, a message)."""
+    trace = exc.__traceback__
+    while trace is not None:
+        code = trace.tb_frame.f_code
+        if code.co_name == "echo" and "click" in code.co_filename:
+            return True
+        trace = trace.tb_next
+    return False
+
+
+@click.group(cls=_Commands,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="bulkgene")
 def main() -> None:
     """Fast, polite, resumable bulk downloads of NCBI gene reports.
@@ -153,7 +195,7 @@ Exit codes: 0 complete (missing GeneIDs are not errors), 1 fatal error, 2 usage,
               help="A fixed requests/s ceiling for this process alone, taking no share of the "
               "key's budget. [default: the key's 10/s (5 without a key), shared live with "
               "every other bulkgene using it]")
-@click.option("--budget-dir", type=click.Path(path_type=Path, file_okay=False),
+@click.option("--budget-dir", type=BudgetDir(),
               envvar="BULKGENE_BUDGET_DIR", default=None,
               help="Where every bulkgene using the same API key (or IP) shares the key's "
               "requests/s live, through small lease files: give all jobs of a cluster one "
@@ -255,6 +297,7 @@ def fetch(inputs: tuple[str, ...], out_dir: Path, column: str | None,
     reporter = ProgressReporter(terminal, progress_interval)
     configure_logging(verbose, quiet, TerminalLog(terminal))
     try:
+        refuse_key_file_input(inputs, api_key_file, taxa_file)
         config = DownloadConfig(
             inputs=inputs, out_dir=out_dir, column=column, restart=restart, add=add,
             taxa=taxon_selection(taxa, taxa_file, gene_types, include_subtree, refresh_list),

@@ -49,6 +49,22 @@ class OutDir(click.Path):
         return path
 
 
+class BudgetDir(click.Path):
+    """``--budget-dir``: never ``''``, which pathlib reads as the current directory (a run
+    then wrote ./127.0.0.1/anonymous where it was started)."""
+
+    def __init__(self) -> None:
+        super().__init__(path_type=Path, file_okay=False)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty: name the directory the runs sharing the key's budget use, "
+                      "e.g. --budget-dir /shared/lab/bulkgene-budget, or leave it out for "
+                      "~/.cache/bulkgene/budget", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class FiniteRange(click.FloatRange):
     """A float range that refuses ``nan`` and ``inf``: ``nan`` passes every range check
     (it compares false with both bounds), and no timer or rate can use it."""

@@ -9,9 +9,11 @@ standard output instead.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import os
 import socket
+import stat
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,9 +21,9 @@ from pathlib import Path
 from typing import BinaryIO, Literal, cast, get_args
 
 from bulkgene import durable
-from bulkgene.errors import ConfigError, IncompleteRun
+from bulkgene.errors import ConfigError, IncompleteRun, StateError
 from bulkgene.export.writers import CsvWriter, JsonLinesWriter, ParquetWriter, TableWriter, TsvWriter
-from bulkgene.layout import MISSING_NAME
+from bulkgene.layout import MISSING_NAME, TASK_DIR_PREFIX, is_run_entry
 from bulkgene.processes import process_alive
 from bulkgene.results.reports import read_report
 from bulkgene.results.rundir import TaskFiles, tasks_of
@@ -64,6 +66,8 @@ def format_of(target: str, explicit: str | None) -> str:
         return "tsv"
     name = target.lower().removesuffix(".gz")
     suffix = os.path.splitext(name)[1]
+    if suffix not in _SUFFIXES and is_stream_target(target):
+        return "tsv"  # /dev/stdout, a FIFO, >(gzip ...): as standard output
     if suffix in _AMBIGUOUS:
         raise ConfigError(f"can't tell the format of {target!r}: {_AMBIGUOUS[suffix]}")
     if suffix not in _SUFFIXES:
@@ -74,19 +78,26 @@ def format_of(target: str, explicit: str | None) -> str:
 
 @contextlib.contextmanager
 def _target(target: str, table_format: str) -> Iterator[BinaryIO]:
-    """The file to write, replaced atomically when the block ends without an error."""
+    """The file to write: a regular file (or a new name) is replaced atomically when the
+    block ends without an error; anything else (standard output, a device, a FIFO, a
+    ``/dev/fd/N`` of ``>(gzip ...)``) is written as the stream it is, never renamed over."""
     gzipped = target.lower().endswith(".gz")
     if gzipped and table_format == "parquet":
         raise ConfigError("Parquet is compressed inside the file: drop the .gz")
-    if target == STDOUT:
-        if table_format == "parquet":
-            raise ConfigError("Parquet can't be streamed to standard output: name a file")
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
+    stream = _stream(target, table_format)
+    if stream is not None:
+        with stream as handle:
+            if gzipped:
+                with gzip.GzipFile(fileobj=handle, mode="wb", compresslevel=6,
+                                   mtime=0) as zipped:
+                    yield cast(BinaryIO, zipped)
+            else:
+                yield handle
+            handle.flush()
         return
     path = Path(target)
-    if path.is_dir():
-        raise ConfigError(f"--to {target} is a directory: name the table file to write")
+    if path.is_symlink():  # the user's link to their file: the file is replaced, the link kept
+        path = path.resolve()
     remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.tmp")
     try:
@@ -107,6 +118,54 @@ def _target(target: str, table_format: str) -> Iterator[BinaryIO]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+# names that stand for a descriptor this process already has: written through a copy of it,
+# so that `> file` and `>> file` keep their offset and append mode
+_DESCRIPTOR_NAMES = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+_DESCRIPTOR_DIRS = ("/dev/fd/", "/proc/self/fd/", f"/proc/{os.getpid()}/fd/")
+
+
+def _stream(target: str, table_format: str) -> contextlib.AbstractContextManager[BinaryIO] | None:
+    """``target`` opened as a stream if it is not a regular file or a new name; None if it
+    is (then it is replaced atomically)."""
+    descriptor = _DESCRIPTOR_NAMES.get(target)
+    if descriptor is None and target.startswith(_DESCRIPTOR_DIRS):
+        number = target.rsplit("/", 1)[1]
+        descriptor = int(number) if number.isdigit() else None
+    if target == STDOUT:
+        descriptor = 1
+    if descriptor is None:
+        try:
+            info = os.stat(target)
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # a new name
+        except OSError as exc:
+            raise ConfigError(f"--to {target} can't be looked at: {exc.strerror}") from None
+        if stat.S_ISREG(info.st_mode):
+            return None
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError(f"--to {target} is a directory: name the table file to write")
+    what = "standard output" if descriptor == 1 else target
+    if table_format == "parquet":
+        raise ConfigError(f"Parquet can't be streamed to {what} (its footer is written last, "
+                          "into a file it seeks in): name a regular file")
+    if descriptor == 1:
+        sys.stdout.flush()
+        try:
+            fd = os.dup(sys.stdout.fileno())
+        except (OSError, ValueError):  # no descriptor (a test runner's buffer): its bytes
+            return contextlib.nullcontext(sys.stdout.buffer)
+        return os.fdopen(fd, "wb")
+    try:
+        if descriptor is not None:
+            fd = os.dup(descriptor)
+        else:  # a device or a FIFO (this waits for a FIFO's reader, as any writer does)
+            fd = os.open(target, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--to {target} can't be written to: "
+                          f"{getattr(exc, 'strerror', None) or exc}") from None
+    return os.fdopen(fd, "wb")
 
 
 _HOST = socket.gethostname().split(".")[0].replace(os.sep, "_") or "host"
@@ -171,17 +230,70 @@ def export_run(out_dir: Path, target: str, *, fields: list[str] | tuple[str, ...
     rows = missing_rows = 0
     reason_column = next((i for i, c in enumerate(reader.columns)
                           if c.name == "missing_reason"), None)
-    with _target(target, chosen) as handle:
-        writer = _writer(chosen, handle, reader.columns, list_separator)
-        for batch in reader.batches():
-            writer.write(batch)
-            rows += batch.row_count
-            if reason_column is not None:
-                missing_rows += sum(1 for cell in batch.cells[reason_column] if cell)
-        writer.close()
+    _refuse_run_file(out_dir, target)
+    try:
+        with _target(target, chosen) as handle:
+            writer = _writer(chosen, handle, reader.columns, list_separator)
+            for batch in reader.batches():
+                writer.write(batch)
+                rows += batch.row_count
+                if reason_column is not None:
+                    missing_rows += sum(1 for cell in batch.cells[reason_column] if cell)
+            writer.close()
+    except OSError as exc:
+        if exc.filename is not None and Path(exc.filename).resolve().is_relative_to(
+                out_dir.resolve()):
+            raise StateError(f"reading the run failed: {exc.filename}: {exc.strerror or exc}; "
+                             "nothing was written to the target") from None
+        raise _write_failed(target, exc) from None
     return ExportResult(target, chosen, rows, rows - missing_rows, missing_rows,
                         [column.name for column in reader.columns],
                         0 if with_missing else _missing_count(tasks))
+
+
+def _refuse_run_file(out_dir: Path, target: str) -> None:
+    """A --to that is one of the run's own files (a shard, a report, anything bulkgene
+    keeps in DIR or a task's directory) would be overwritten by its own table."""
+    if target == STDOUT:
+        return
+    run = out_dir.resolve()
+    where = Path(target).resolve()
+    if where != run and run not in where.parents:
+        return
+    inside = where.relative_to(run).parts
+    if not inside or is_run_entry(inside[0]) or (
+            inside[0].startswith(TASK_DIR_PREFIX) and len(inside) > 1):
+        raise ConfigError(
+            f"--to {target} is {'the run directory' if not inside else 'one of the files'} "
+            f"of the run in {out_dir}: the table would overwrite the run it is made from. "
+            "Write it outside the run's directory (or beside its files under a name of your "
+            "own, e.g. --to genes.tsv)")
+
+
+def is_stream_target(target: str) -> bool:
+    """Whether ``--to target`` is written as a stream (standard output, a device, a FIFO,
+    ``/dev/fd/N``), not replaced atomically as a regular file (or a new name) is."""
+    if target == STDOUT or target in _DESCRIPTOR_NAMES or target.startswith(_DESCRIPTOR_DIRS):
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(target).st_mode)
+    except OSError:
+        return False
+
+
+def _write_failed(target: str, exc: OSError) -> StateError:
+    """A disk that refused the table (full, read-only, gone) or a reader that went away."""
+    what = "standard output" if target == STDOUT or _DESCRIPTOR_NAMES.get(target) == 1 else target
+    if exc.errno == errno.EPIPE:
+        return StateError(f"{what} was closed before the table was complete (a | head that "
+                          "stopped reading?): what it got is only part of it")
+    if is_stream_target(target):
+        kept = ": what it got is only part of the table"
+    else:
+        kept = ("; nothing was renamed over it (a file is replaced only by a complete table), "
+                "and its temporary copy is removed")
+    return StateError(f"writing the table to {what} failed ({exc.strerror or exc}){kept}. Free "
+                      "some space there, or write it elsewhere, and export again")
 
 
 def _missing_count(tasks: list[TaskFiles]) -> int:

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from bulkgene.errors import InputError
+from bulkgene.input.columns import not_gene_ids
 
 SHOWN_REJECTS = 5
 _SHAPES_KEPT = 20
@@ -52,6 +53,8 @@ class FileReport:
     valid: int = 0
     binary: bool = False
     shapes: list[LineShape] = field(default_factory=list)  # of the first rejected lines
+    names: list[str] = field(default_factory=list)  # its header line's (or first line's)
+    column: int | None = None  # the column read (0-based), None: the first field
 
     def keep_shape(self, shape: LineShape) -> None:
         if len(self.shapes) < _SHAPES_KEPT:
@@ -63,8 +66,11 @@ def shown(reject: Reject) -> str:
     return f"{reject.source}:{reject.line_number}: '{reject.text}' ({reject.reason})"
 
 
-def _column_advice(shapes: list[LineShape]) -> str | None:
-    """For lines with a number in some field: which ``--column`` (or ``tr``) would read them."""
+def _column_advice(shapes: list[LineShape], names: list[str] | None = None,
+                   read: int | None = None) -> str | None:
+    """For lines with a number in some field: which ``--column`` (or ``tr``) would read them.
+    A header line's ``names`` rule out columns they say are something else (a date, a
+    tax_id) and name those that are left; ``read`` is the column that held no GeneID."""
     if not shapes:
         return None
     widths = {len(s.numeric) for s in shapes}
@@ -72,6 +78,8 @@ def _column_advice(shapes: list[LineShape]) -> str | None:
               if all(j < len(s.numeric) and s.numeric[j] for s in shapes)]
     if not always:
         return None
+    if names and read is not None:  # a header picked a column that held none: name others
+        return _named_column_advice(always, names, read)
     if always[0] != 0:  # a name first, a number further on: a table of symbols and GeneIDs
         columns = " or ".join(f"--column {j + 1}" for j in always)
         return (f"the first field of these lines is not a number, but column {always[0] + 1} "
@@ -97,6 +105,21 @@ def _column_advice(shapes: list[LineShape]) -> str | None:
             f"never guesses which one is the GeneID: choose its column ({columns})")
 
 
+def _named_column_advice(always: list[int], names: list[str], read: int) -> str:
+    """The GeneID column a header named held none: the numeric columns its names don't rule
+    out (gene_history's GeneID is '-' for a discontinued gene: its Discontinued_GeneID, not
+    its Discontinue_Date)."""
+    held = f"column {read + 1} ({names[read]})" if read < len(names) else f"column {read + 1}"
+    usable = [j for j in always if j != read and (j >= len(names) or not_gene_ids(names[j]) is None)]
+    if not usable:
+        return (f"{held} holds no GeneID on these lines, and no other column holds GeneIDs on "
+                "every line: check the file, or choose the column with --column N")
+    named = " or ".join(f"--column {j + 1}" + (f" ({names[j]})" if j < len(names) else "")
+                        for j in usable)
+    return (f"{held} holds no GeneID on these lines; if the GeneIDs you want are in another "
+            f"column, pass {named}")
+
+
 def no_ids_error(reports: list[FileReport], rejects: list[Reject]) -> InputError:
     """Why the input held no GeneID at all, with its first rejected lines and what to do."""
     where = ", ".join(r.name for r in reports)
@@ -115,7 +138,9 @@ def no_ids_error(reports: list[FileReport], rejects: list[Reject]) -> InputError
     if any(_ENSEMBL.match(r.text) for r in rejects):
         advice.append("Ensembl IDs (ENSG...) aren't GeneIDs: convert them first, e.g. with "
                       "NCBI's gene2ensembl file (Ensembl_gene_identifier -> GeneID)")
-    column = _column_advice([s for r in reports for s in r.shapes])
+    named = next((r for r in reports if r.names and r.column is not None), None)
+    column = _column_advice([s for r in reports for s in r.shapes],
+                            named.names if named else None, named.column if named else None)
     if column is not None:
         advice.append(column)
     elif any(r.reason == "NOT_A_GENE_ID" and _SYMBOL.match(r.text) and not _ENSEMBL.match(r.text)

@@ -15,7 +15,6 @@ import gzip
 import hashlib
 import logging
 import re
-import shlex
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -25,14 +24,9 @@ from typing import BinaryIO
 
 from bulkgene.errors import InputError
 from bulkgene.input.advice import SHOWN_REJECTS, FileReport, LineShape, Reject, no_ids_error
-from bulkgene.input.columns import (
-    FIELD_QUOTES,
-    header_names,
-    is_gene_id_name,
-    is_tax_id_name,
-    parse_column,
-    refuse_numbered_non_gene_column,
-)
+from bulkgene.input.columns import FIELD_QUOTES, parse_column, shown_text
+from bulkgene.input.encoding import Utf16Reader, utf16_encoding
+from bulkgene.input.header import FirstLine, RowNumbers, first_line
 from bulkgene.input.idset import MAX_GENE_ID, IdBitmap
 from bulkgene.input.spool import STDIN, refuse_device_stream
 
@@ -41,7 +35,6 @@ __all__ = ["STDIN", "InputCounts", "Reject", "file_digest", "open_input", "parse
 
 _MAX_LINE_BYTES = 64 * 1024
 _READ_BYTES = 1 << 20
-_SHOWN_TEXT_CHARS = 80
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
 _COMMENT = re.compile(rb"(?:^|[\s,])#")
@@ -89,6 +82,9 @@ def open_input(path: str) -> Iterator[BinaryIO]:
         if start[:2] == _GZIP_MAGIC:
             with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
                 yield unzipped  # type: ignore[misc]
+        elif (encoding := utf16_encoding(start)) is not None:
+            log.info("%s: reading it as UTF-16 text (Excel's \"Unicode Text\", PowerShell)", path)
+            yield Utf16Reader(raw, encoding)  # type: ignore[misc]  # the reader only read()s
         else:
             yield raw
     except (OSError, EOFError) as exc:
@@ -116,15 +112,6 @@ def file_digest(path: str) -> str:
             return hashlib.file_digest(handle, "blake2b").hexdigest()[:32]
     except OSError as exc:
         raise InputError(f"cannot read input {path!r}: {exc.strerror}; check the path") from None
-
-
-def shown_text(raw: bytes) -> str:
-    """A line as it may appear in a report: truncated, escaped, one TSV field."""
-    text = raw[: _SHOWN_TEXT_CHARS * 4].decode("utf-8", "backslashreplace")
-    if len(text) > _SHOWN_TEXT_CHARS:
-        text = text[:_SHOWN_TEXT_CHARS] + "..."
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                   for c in text)
 
 
 def _lines(handle: BinaryIO) -> Iterator[tuple[int, bytes, bool]]:
@@ -237,35 +224,39 @@ def _shape(line: bytes) -> LineShape:
                      fields[0] if fields else b"")
 
 
+def _masked(line: bytes, secret: bytes | None) -> bytes:
+    """``line`` with the API key replaced by ``***``: an input that holds the key (the key
+    file given as an input by a glob, or a notes file) must not copy it into rejects.tsv or
+    a message."""
+    return line.replace(secret, b"***") if secret and secret in line else line
+
+
 def _read_file(handle: BinaryIO, name: str, column: int | str | None,
-               report: FileReport) -> Iterator[int | Reject]:
+               report: FileReport, secret: bytes | None = None) -> Iterator[int | Reject]:
     index: int | None = column if isinstance(column, int) else None
     sample: Counter[int] = Counter()  # the first IDs; then only the commonest one is counted
     common, common_count = 0, 0
     data_lines = valid = 0
     looked_for_header = False
-    for line_number, line, overlong in _lines(handle):
+    row_numbers: RowNumbers | None = None
+    for line_number, read, overlong in _lines(handle):
+        line = read
         if not looked_for_header and line.strip():
+            report.nonblank = True
+            line = _masked(line, secret)
+            first = first_line(name, line, column)
+            if first.comment:
+                report.names = first.names or report.names
+                continue  # `# exported by tool X`: the header may be on the next line
             looked_for_header = True
-            if index is not None:
-                refuse_numbered_non_gene_column(name, line, index)
-            if _is_header(line, name, column):
-                names = header_names(line)
-                if isinstance(column, str):
-                    index = [n.lower() for n in names].index(column.lower())
-                    log.info("%s: reading GeneIDs from column %d (%s)", name, index + 1, column)
-                elif index is None:
-                    index = next(i for i, n in enumerate(names) if is_gene_id_name(n))
-                    log.info("%s: reading GeneIDs from column %d (%s), the one its header "
-                             "line names", name, index + 1, names[index])
+            report.names = first.names
+            index = first.index
+            row_numbers = RowNumbers.watching(name, first)
+            if first.header:
+                _say_column(name, first, column)
                 continue
-            first_name = next(iter(header_names(line)), "")
-            if column is None and is_tax_id_name(first_name):
-                raise InputError(
-                    f"{name}: its first line names the first column {first_name!r}: taxonomy "
-                    "IDs (9606 is human), not GeneIDs. Choose the GeneID column with --column "
-                    "N (counted from 1) or --column NAME (if column 1 does hold GeneIDs: "
-                    f"--column {shlex.quote(first_name)})")
+        elif row_numbers is not None and row_numbers.alive and line.strip():
+            row_numbers.see(line)
         parsed = (_parse_first(line, overlong) if index is None
                   else _parse_column(line, overlong, index))
         if parsed is None:
@@ -281,13 +272,16 @@ def _read_file(handle: BinaryIO, name: str, column: int | str | None,
                 common_count += 1
             yield parsed
         else:
+            line = _masked(line, secret)
             if b"\x00" in line:
                 report.binary = True
             if column is None and parsed in ("NOT_A_GENE_ID", "SEVERAL_IDS"):
                 report.keep_shape(_shape(line))
             yield Reject(name, line_number, shown_text(line.strip()), parsed)
-    report.nonblank = looked_for_header
     report.data_lines, report.valid = data_lines, valid
+    report.column = index
+    if row_numbers is not None:
+        row_numbers.check()
     if valid < _REPEAT_SAMPLE and sample:
         common, common_count = sample.most_common(1)[0]
     if valid >= _REPEAT_MIN_IDS:
@@ -313,26 +307,24 @@ def _warn_if_not_gene_ids(name: str, column_number: int, valid: int, common: int
                     ", ..." if len(sample) > 5 else "", advice)
 
 
-def _is_header(line: bytes, name: str, column: int | str | None) -> bool:
-    """Whether a file's first non-blank line names columns: ``--column NAME``'s, or GeneID."""
-    names = header_names(line)
+def _say_column(name: str, first: FirstLine, column: int | str | None) -> None:
+    assert first.index is not None
     if isinstance(column, str):
-        if column.lower() not in (n.lower() for n in names):
-            raise InputError(
-                f"--column {column!r}: the first line of {name} names no such column (it is "
-                f"'{shown_text(line.strip())}'); give a column number (1, 2, ...) or a name "
-                "from that header line")
-        return True
-    return any(is_gene_id_name(n) for n in names)
+        log.info("%s: reading GeneIDs from column %d (%s)", name, first.index + 1, column)
+    elif column is None:
+        log.info("%s: reading GeneIDs from column %d (%s), the one its header line names",
+                 name, first.index + 1, first.names[first.index])
 
 
 def read_ids(paths: tuple[str, ...], names: tuple[str, ...] | None = None,
-             column: int | str | None = None) -> Iterator[int | Reject]:
+             column: int | str | None = None, secret: str | None = None
+             ) -> Iterator[int | Reject]:
     """Every valid GeneID (duplicates included) and every rejected line, in input order.
 
     ``names`` are what rejects report as the source (e.g. ``-`` for a spooled stdin copy);
-    ``column`` is what :func:`parse_column` made of ``--column``. Raises InputError at the
-    end when no line held a GeneID.
+    ``column`` is what :func:`parse_column` made of ``--column``; ``secret`` (the API key)
+    is masked in every rejected line and message. Raises InputError at the end when no line
+    held a GeneID.
     """
     reports: list[FileReport] = []
     first_rejects: list[Reject] = []
@@ -341,7 +333,8 @@ def read_ids(paths: tuple[str, ...], names: tuple[str, ...] | None = None,
         report = FileReport(names[position] if names else path)
         reports.append(report)
         with open_input(path) as handle:
-            for item in _read_file(handle, report.name, column, report):
+            for item in _read_file(handle, report.name, column, report,
+                                   secret.encode() if secret else None):
                 if isinstance(item, int):
                     valid += 1
                 elif len(first_rejects) < SHOWN_REJECTS:
@@ -365,12 +358,13 @@ def scan_ids(
     names: tuple[str, ...],
     on_reject: Callable[[Reject], None] | None = None,
     column: int | str | None = None,
+    secret: str | None = None,
 ) -> tuple[InputCounts, IdBitmap]:
     """Count the input and collect the set of requested IDs; rejects go to ``on_reject``."""
     counts = InputCounts()
     requested = IdBitmap()
     add = requested.add
-    for item in read_ids(paths, names, column):
+    for item in read_ids(paths, names, column, secret):
         if isinstance(item, int):
             if add(item):
                 counts.requested += 1

@@ -217,11 +217,12 @@ def _ids_bytes(ids: array[int]) -> bytes:
 
 def build(directory: Path, paths: tuple[str, ...], names: tuple[str, ...],
           digests: list[str], on_reject: Callable[[Reject], None],
-          column: int | str | None = None) -> IdPlan:
-    """Stream the input once into a new plan in ``directory``; nothing is left on InputError."""
+          column: int | str | None = None, secret: str | None = None) -> IdPlan:
+    """Stream the input once into a new plan in ``directory``; nothing is left on InputError.
+    ``secret`` (the API key) is masked in rejected lines."""
     ids_tmp = directory / (PLAN_IDS + ".tmp")
     try:
-        return _build(directory, paths, names, digests, on_reject, column, ids_tmp)
+        return _build(directory, paths, names, digests, on_reject, column, ids_tmp, secret)
     except BaseException:
         ids_tmp.unlink(missing_ok=True)
         raise
@@ -229,13 +230,13 @@ def build(directory: Path, paths: tuple[str, ...], names: tuple[str, ...],
 
 def _build(directory: Path, paths: tuple[str, ...], names: tuple[str, ...],
            digests: list[str], on_reject: Callable[[Reject], None],
-           column: int | str | None, ids_tmp: Path) -> IdPlan:
+           column: int | str | None, ids_tmp: Path, secret: str | None) -> IdPlan:
     counts = InputCounts()
     requested = IdBitmap()
     add = requested.add
     pending = array("I")
     with durable.atomic_file(directory / PLAN_IDS) as ids_out:
-        for item in read_ids(paths, names, column):
+        for item in read_ids(paths, names, column, secret):
             if isinstance(item, int):
                 if add(item):
                     counts.requested += 1

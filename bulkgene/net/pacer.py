@@ -121,6 +121,7 @@ _INCREASE_FRACTION = 0.1
 _CREEP_FRACTION = 0.01
 _MIN_RATE_FRACTION = 0.02
 _SEND_WAIT_CAP_S = 2.0  # a request slow to connect doesn't hold everyone back longer than this
+_PERMIT_POLL_S = 0.1  # how often a request held by the budget's permit asks again
 _BUCKET_CAPACITY = 3
 _MIN_GAP_FRACTION = 0.25  # of 1/rate: the closest two requests may follow each other
 _DECREASE_HOLD_S = 2.0  # 429s this soon after a cut still see the server's old, full window
@@ -182,6 +183,9 @@ class AdaptiveRateLimiter:
         self._shared_rps = 0.0  # what other processes on the key may send (budget leases)
         self._admitted = asyncio.Event()
         self._admitted.set()
+        # asked just before each request goes: whether the budget still lets it (a process
+        # that was stopped learns it here, before its heartbeat runs; see ``set_permit``)
+        self._permit: Callable[[], bool] | None = None
 
     # -- what it has concluded (read-only) ------------------------------------------------
 
@@ -228,27 +232,47 @@ class AdaptiveRateLimiter:
     async def acquire(self) -> None:
         """Wait until the next request may go; requests are let go in arrival order."""
         async with self._lock:
-            await self._admitted.wait()  # a budget share of 0: send nothing until it rises
-            if not self._last_grant_sent.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._last_grant_sent.wait(), _SEND_WAIT_CAP_S)
-            self.refresh()
-            if self._bucket is None or self._bucket_rate != self._rate:
-                # replacing it is safe: only the lock holder ever waits on the bucket
-                self._bucket, self._bucket_rate = await self._full_bucket(), self._rate
-            await self._bucket.acquire()
-            window_count = max(1, math.floor(self._rate))
-            window_s = max(1.0, window_count / self._rate)
-            not_before = self._paused_until
-            if self._sends:  # catching up, but not in a clump
-                not_before = max(not_before, self._sends[-1] + _MIN_GAP_FRACTION / self._rate)
-            if len(self._sends) >= window_count:
-                not_before = max(not_before, self._sends[-window_count] + window_s
-                                 + self._margin.margin_s)
-            wait = not_before - self._clock()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            while True:
+                await self._wait_for_slot()
+                if self._permit is None or self._permit():
+                    break
+                # the share ended while we waited (the process was stopped past its lease's
+                # fence): nothing goes until the budget lets this process in again, and the
+                # slot is paced afresh then
+                while not self._permit():  # noqa: ASYNC110 - a function of the lease's clock, no event
+                    await asyncio.sleep(_PERMIT_POLL_S)
             self._last_grant_sent.clear()
+
+    def set_permit(self, permit: Callable[[], bool] | None) -> None:
+        """``permit()`` is asked just before each request goes; False holds it (and every
+        later one) until it says True again. The budget lease's own
+        clock says at once when the process was stopped (SIGSTOP, a suspended machine)
+        past its fence: its timers woke together, and the lease's heartbeat may run only
+        after a request whose wait ended meanwhile."""
+        self._permit = permit
+
+    async def _wait_for_slot(self) -> None:
+        """The pacing of one request: admitted, its predecessor sent, the bucket, the window."""
+        await self._admitted.wait()  # a budget share of 0: send nothing until it rises
+        if not self._last_grant_sent.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._last_grant_sent.wait(), _SEND_WAIT_CAP_S)
+        self.refresh()
+        if self._bucket is None or self._bucket_rate != self._rate:
+            # replacing it is safe: only the lock holder ever waits on the bucket
+            self._bucket, self._bucket_rate = await self._full_bucket(), self._rate
+        await self._bucket.acquire()
+        window_count = max(1, math.floor(self._rate))
+        window_s = max(1.0, window_count / self._rate)
+        not_before = self._paused_until
+        if self._sends:  # catching up, but not in a clump
+            not_before = max(not_before, self._sends[-1] + _MIN_GAP_FRACTION / self._rate)
+        if len(self._sends) >= window_count:
+            not_before = max(not_before, self._sends[-window_count] + window_s
+                             + self._margin.margin_s)
+        wait = not_before - self._clock()
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     def on_sent(self, sent_at: float | None = None) -> float:
         """A request let go by ``acquire`` is on the wire (at ``sent_at``, default now): call

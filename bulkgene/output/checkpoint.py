@@ -123,6 +123,9 @@ class Checkpoint(msgspec.Struct, kw_only=True):
     # the plan's segments this task has taken in (run/growth.py), by key, in order: the
     # fingerprint covers them, as it covers the input
     segments: list[str] = msgspec.field(default_factory=list)
+    # the array's claims this task's run belongs to (output/claims.py): a --restart starts
+    # the next generation, whose claims know nothing of the runs moved aside
+    claims_generation: Count = 0
 
     def is_committed(self, batch_index: int) -> bool:
         if batch_index < self.done_below:

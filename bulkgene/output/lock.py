@@ -176,7 +176,10 @@ class RunLock:
                                               token, flocked))
 
     def acquire(self) -> None:
+        if self._held is not None and self._fd is not None and self._is(self._held):
+            return  # still ours (--restart left it in place): never judged stale by ourselves
         self._close()  # a lock re-taken (after --restart moved the old one away)
+        self._held = None
         token = self._token = secrets.token_hex(8)
         for _ in range(_ATTEMPTS):
             if self._create(token):

@@ -32,7 +32,7 @@ def missing_counts(directory: Path) -> MissingCounts | None:
             # gene_id, reason (and after `bulkgene explain`, the history's columns)
             fields = line.rstrip(b"\r\n").split(b"\t", 2)
             refused += len(fields) > 1 and fields[1] == _REFUSED
-    return MissingCounts(lines - 1, refused)
+    return MissingCounts(max(0, lines - 1), refused)  # an empty file: no header either
 
 
 def mostly_refused_message(refused: int, answered: int) -> str:

@@ -10,6 +10,7 @@ saves the checkpoint afterwards: the order the resume invariants rest on.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import os
 from collections import Counter
@@ -23,6 +24,7 @@ from bulkgene.model import BatchFailure, BatchOutcome, BatchResult, BatchWritten
 from bulkgene.output import checkpoint as ckpt
 from bulkgene.output import on_behalf
 from bulkgene.output.claims import GeneClaims
+from bulkgene.output.contested import ContestedGenes
 from bulkgene.output.on_behalf import Answered
 
 _CHUNK_BYTES = 1 << 20
@@ -49,9 +51,12 @@ class OutputStore:
 
     def __init__(self, out_dir: Path, shard_count: int, requested: IdBitmap,
                  gzipped: bool = False, tsv: bool = False,
-                 claims: GeneClaims | None = None) -> None:
+                 claims: GeneClaims | None = None,
+                 contested: ContestedGenes | None = None) -> None:
         self.out_dir = out_dir
         self._claims = claims  # array tasks: who writes a gene merged from several tasks' IDs
+        # who writes a requested gene another requested ID was replaced by (output/contested.py)
+        self._contested = contested
         self.shard_count = shard_count
         self.gzipped = gzipped
         self.tsv = tsv
@@ -84,9 +89,12 @@ class OutputStore:
                 handle.readline()  # header
                 for row in handle:
                     returned = int(row.split(b"\t")[1])
-                    # a replacement's record was written iff its new ID wasn't itself requested
+                    # a replacement's record was written iff its new ID wasn't itself
+                    # requested (a requested one: output/contested.py knows)
                     if returned not in self._requested:
                         self._replacements_written.add(returned)
+        if self._contested is not None:
+            self._contested.open(checkpoint.is_committed if checkpoint else lambda _: False)
 
     def _handle(self, name: str, header: bytes = b"") -> BinaryIO:
         handle = self._handles.get(name)
@@ -103,22 +111,63 @@ class OutputStore:
         replaced = self._handle(layout.REPLACED_NAME, layout.REPLACED_HEADER)
         written: list[BatchWritten] = []
         failed: list[tuple[int, int]] = []
+        vacant: list[tuple[BatchOutcome, list[int]]] = []
+        if self._contested is not None:
+            self._contested.begin_commit()
         for result in results:
             if isinstance(result, BatchFailure):
                 failed.append((result.batch.index, len(result.batch.gene_ids)))
             else:
-                written.append(self._write_outcome(result, missing, replaced, touched))
+                written.append(self._write_outcome(result, missing, replaced, touched, vacant))
+        self._sync(touched)
+        if vacant:
+            # only now, the rows saying these IDs weren't answered by themselves on disk:
+            # a task parking one of them after this looks and finds them (contested.py)
+            written = self._write_parked(vacant, written, touched)
+        return CommitReceipt(written, failed, self._sync(touched))
+
+    def _sync(self, touched: set[str]) -> dict[str, int]:
         lengths: dict[str, int] = {}
         for name in touched:
             handle = self._handles[name]
             handle.flush()
             os.fsync(handle.fileno())
             lengths[name] = handle.tell()
-        return CommitReceipt(written, failed, lengths)
+        return lengths
+
+    def _write_parked(self, vacant: list[tuple[BatchOutcome, list[int]]],
+                      written: list[BatchWritten], touched: set[str]) -> list[BatchWritten]:
+        """Write the parked record of each requested gene these batches didn't answer with
+        itself, where this task is the one to write it (output/contested.py)."""
+        assert self._contested is not None
+        extra: Counter[int] = Counter()
+        for outcome, gene_ids in vacant:
+            index = outcome.batch.index
+            lines = [line for gene in self._contested.parked(gene_ids)
+                     if (line := self._contested.take_parked(gene, index)) is not None]
+            if lines:
+                self._append_lines(outcome, lines, touched)
+                extra[index] += len(lines)
+        return [dataclasses.replace(w, records=w.records + extra[w.batch_index])
+                if extra[w.batch_index] else w for w in written]
+
+    def _append_lines(self, outcome: BatchOutcome, lines: list[bytes], touched: set[str]) -> None:
+        shard = layout.shard_name(outcome.batch.index % self.shard_count, self.gzipped, self.tsv)
+        handle = self._handle(shard)
+        # a TSV header once, at the very top of each shard
+        top = outcome.header + b"\n" if outcome.header and handle.tell() == 0 else b""
+        if self.gzipped:
+            # one gzip member per batch: cutting a shard back to a committed length
+            # always leaves whole members, so zcat reads clean NDJSON or TSV
+            handle.write(gzip.compress(top + b"".join(lines), compresslevel=6, mtime=0))
+        else:
+            handle.write(top)
+            _write_in_chunks(handle, lines)
+        touched.add(shard)
 
     def _write_outcome(self, outcome: BatchOutcome, missing: BinaryIO, replaced: BinaryIO,
-                       touched: set[str]) -> BatchWritten:
-        shard = layout.shard_name(outcome.batch.index % self.shard_count, self.gzipped, self.tsv)
+                       touched: set[str], vacant: list[tuple[BatchOutcome, list[int]]]
+                       ) -> BatchWritten:
         missing_end = self._row_end[layout.MISSING_NAME]
         replaced_end = self._row_end[layout.REPLACED_NAME]
         behalf = outcome.batch.behalf
@@ -129,6 +178,16 @@ class OutputStore:
             records, answered = on_behalf.rekeyed(outcome, behalf)
         lines: list[bytes] = []
         replaced_rows = 0
+        contested = self._contested if behalf is None or not behalf.rekey else None
+        answered_itself: set[int] = set()
+        if contested is not None:
+            answered_itself = {r.gene_id for r in records
+                               if r.gene_id is not None and r.gene_id in r.queries}
+            others = [g for g in outcome.batch.gene_ids
+                      if g not in answered_itself and g in self._requested]
+            if others:
+                contested.note_vacant(others)
+                vacant.append((outcome, others))
         for record in records:
             if record.gene_id is not None:
                 # every other ID this gene answers was merged into it, also when the new ID
@@ -140,27 +199,26 @@ class OutputStore:
                             end = on_behalf.explanation(answered.rows.get(query)) + b"\n"
                         replaced.write(b"%d\t%d%s" % (query, record.gene_id, end))
                         replaced_rows += 1
-            if record.is_replacement and record.gene_id is not None:
-                # the new gene is written once: not if it was requested itself, not twice
-                if (record.gene_id in self._requested
-                        or record.gene_id in self._replacements_written):
-                    continue
-                if self._claims is not None and not self._claims.owns(record.gene_id):
-                    continue  # another task of the array writes it
-                self._replacements_written.add(record.gene_id)
+            gene = record.gene_id
+            if record.is_replacement and gene is not None:
+                # the new gene is written once: a requested one by its own answer, or else
+                # by one of the IDs replaced by it (contested.py); another not twice
+                if gene in self._requested:
+                    if (contested is None or gene in answered_itself
+                            or not contested.replacement(gene, record.line, outcome.batch.index)):
+                        continue
+                else:
+                    if gene in self._replacements_written:
+                        continue
+                    if self._claims is not None and not self._claims.owns(gene):
+                        continue  # another task of the array writes it
+                    self._replacements_written.add(gene)
+            elif (gene is not None and contested is not None and gene in self._requested
+                  and contested.written_by_another(gene)):
+                continue  # answered by silence before, and written from a parked record then
             lines.append(record.line)
         if lines:
-            handle = self._handle(shard)
-            # a TSV header once, at the very top of each shard
-            top = outcome.header + b"\n" if outcome.header and handle.tell() == 0 else b""
-            if self.gzipped:
-                # one gzip member per batch: cutting a shard back to a committed length
-                # always leaves whole members, so zcat reads clean NDJSON or TSV
-                handle.write(gzip.compress(top + b"".join(lines), compresslevel=6, mtime=0))
-            else:
-                handle.write(top)
-                _write_in_chunks(handle, lines)
-            touched.add(shard)
+            self._append_lines(outcome, lines, touched)
         classes: Counter[bytes] = Counter()
         missing_rows = refused = 0
         for gene_id, reason in outcome.missing:

@@ -113,8 +113,15 @@ def verify(out_dir: Path) -> Verdict:
     seen = _Seen()
     targets: dict[int, tuple[Path, int]] = {}  # new gene -> (directory, a replaced GeneID)
     batch_sizes: dict[object, list[str]] = {}
+    generations: dict[int, list[str]] = {}  # which --restart each task's run began after
     for directory in directories:
         verdict.tasks += 1
+        if directory != out_dir and directory.is_symlink():
+            verdict.problems.append(
+                f"{directory} is a symbolic link: a task's directory must be a real one in "
+                f"{out_dir} (bulkgene follows no link there, and won't resume through it); if "
+                "it stands for a task directory moved elsewhere, move that directory back")
+            continue
         try:
             state = ckpt.load(directory)
         except (CorruptCheckpoint, StateError) as exc:
@@ -130,6 +137,7 @@ def verify(out_dir: Path) -> Verdict:
                 verdict.problems.append(f"{directory / name}: {size} bytes on disk, the "
                                         f"checkpoint committed {committed}")
         batch_sizes.setdefault(state.params.get("batch_size"), []).append(directory.name)
+        generations.setdefault(state.claims_generation, []).append(directory.name)
         task_records = 0
         gene_only = state.params.get("record") == "gene"
         tsv = _tsv_layout(state.params) if state.params.get("format") == "tsv" else None
@@ -157,6 +165,14 @@ def verify(out_dir: Path) -> Verdict:
             f"({directory / REPLACED_NAME}), is written in no shard of any task")
     if len(unwritten) > _MAX_PROBLEMS_PER_KIND:
         verdict.problems.append(f"... {len(unwritten)} replacement genes written nowhere in all")
+    if unwritten:
+        # a re-run resumes from the checkpoint, which says those batches are done
+        restart = "every task with --restart" if len(directories) > 1 or directories[0] != out_dir \
+            else "the fetch with --restart"
+        verdict.problems.append(
+            "running the same fetch again can't write them: the records that answered those "
+            "GeneIDs were left out by an older bulkgene, or the files were changed outside "
+            f"bulkgene; run {restart} (the old run is moved aside) to fetch the list anew")
     if len(batch_sizes) > 1:
         shown = "; ".join(f"{', '.join(names)}: batch size {size}"
                           for size, names in batch_sizes.items())
@@ -164,6 +180,14 @@ def verify(out_dir: Path) -> Verdict:
             f"the tasks of {out_dir} split the list with different batch sizes ({shown}), so "
             "some GeneIDs were fetched by two tasks and others by none: --restart every task "
             "with the same --batch-size")
+    if len(generations) > 1:
+        newest = max(generations)
+        older = sorted(name for generation, names in generations.items()
+                       if generation < newest for name in names)
+        verdict.problems.append(
+            f"{', '.join(older)} of {out_dir} kept their runs from before the array was "
+            f"restarted ({', '.join(generations[newest])} restarted): a gene merged from IDs "
+            "of both may be written twice or by none. --restart those tasks too")
     if verdict.duplicates > _MAX_PROBLEMS_PER_KIND:
         verdict.problems.append(f"... {verdict.duplicates} duplicate GeneIDs in all")
     verdict.problems.extend(_rejects_problems(out_dir))

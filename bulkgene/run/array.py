@@ -36,7 +36,13 @@ def from_slurm(env: Mapping[str, str] | None = None) -> TaskSpec | None:
         return None
     count = _int(env, "SLURM_ARRAY_TASK_COUNT")
     first = _int(env, "SLURM_ARRAY_TASK_MIN")
-    step = _int(env, "SLURM_ARRAY_TASK_STEP") or 1
+    step = _int(env, "SLURM_ARRAY_TASK_STEP")
+    if step is None:
+        step = 1
+    elif step < 1:
+        raise ConfigError(f"$SLURM_ARRAY_TASK_STEP={step} is not a step (SLURM's are 1 or more, "
+                          "as in --array=1-7:2): check the variables you set, or pass "
+                          "--task-index and --task-count")
     if count is not None and not 1 <= count <= MAX_TASK_COUNT:
         raise ConfigError(f"$SLURM_ARRAY_TASK_COUNT={count} is not a task count (SLURM arrays "
                           f"have 1..{MAX_TASK_COUNT} tasks): check the variables you set, or "

@@ -217,14 +217,24 @@ async def _finishing(config: DownloadConfig, prepared: PreparedRun,
     """Close the store, write summary.json and release the lock, however the run ended;
     then raise the run's fatal error (if any) with the account attached."""
     finish = _Finish()
+    cancelled = False
     try:
         yield finish
+    except asyncio.CancelledError:
+        # cancelled from outside (wait_for, task.cancel, Ctrl-C under a plain asyncio.run):
+        # what is committed stays, the lock goes, and the summary says it was interrupted
+        cancelled = True
+        log.warning("cancelled: what finished is committed in %s; run it again to resume",
+                    config.work_dir)
+        raise
     finally:
         try:  # still holding the lock: the last writes of this run
             prepared.store.close(prepared.checkpoint)
             error: BulkgeneError | None = finish.outcome.fatal if finish.outcome else None
             finish.summary = _summarize(config, prepared, finish.outcome, finish.stats,
                                         time.monotonic() - started, error)
+            if cancelled:
+                finish.summary.interrupted = True
             try:
                 await asyncio.to_thread(write_atomically, config.work_dir / SUMMARY_NAME,
                                         finish.summary.to_json())

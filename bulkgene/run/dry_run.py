@@ -24,7 +24,8 @@ from bulkgene.layout import CHECKPOINT_NAME
 from bulkgene.ncbi.requests import id_path_budget, pack
 from bulkgene.output import checkpoint as ckpt
 from bulkgene.output.checkpoint import Checkpoint, InputFile
-from bulkgene.run.prepare import refuse_mixed_runs, refuse_other_files, resume_state
+from bulkgene.run.prepare import resume_state
+from bulkgene.run.restart import refuse_mixed_runs, refuse_other_files
 
 # bytes one record takes on disk, by what is asked for (NCBI's COMPLETE gene reports are
 # ~4.5 KB of JSON each; IDS_ONLY and COUNTS_ONLY lines ~100 bytes), and gzip's share of that
@@ -67,7 +68,8 @@ def _batches(config: DownloadConfig, counts: InputCounts, rejects: list[Reject] 
     seen = IdBitmap()
     batch: array[int] = array("I")
     index = 0
-    for item in read_ids(config.inputs, config.inputs, parse_column(config.column)):
+    for item in read_ids(config.inputs, config.inputs, parse_column(config.column),
+                         config.network.secret):
         if isinstance(item, Reject):
             counts.rejected += 1
             if rejects is not None:

@@ -220,7 +220,8 @@ def grow_add(config: DownloadConfig, plan: IdPlan) -> IdPlan:
     digests = [file_digest(path) for path in config.inputs]
     key = "add:" + ",".join(digests) + (f":column={config.column}" if config.column else "")
     return grow_requested(config, plan, "add", key, ", ".join(config.inputs),
-                          read_ids(config.inputs, config.inputs, parse_column(config.column)))
+                          read_ids(config.inputs, config.inputs, parse_column(config.column),
+                                   config.network.secret))
 
 
 def grow_requested(config: DownloadConfig, plan: IdPlan, kind: SegmentKind, key: str,

@@ -9,7 +9,6 @@ nothing behind: no spool, no temporary file, no directory this run created.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import threading
@@ -29,10 +28,16 @@ from bulkgene.layout import REJECTS_HEADER, REJECTS_NAME, STDIN_SPOOL_NAME
 from bulkgene.output import checkpoint as ckpt
 from bulkgene.output import rewrite
 from bulkgene.output.checkpoint import Checkpoint, InputFile
-from bulkgene.output.claims import GeneClaims, layout_key
+from bulkgene.output.claims import (
+    GeneClaims,
+    claims_generation,
+    current_generation,
+    layout_key,
+)
+from bulkgene.output.contested import ContestedGenes
 from bulkgene.output.lock import RunLock, acquire_waiting
 from bulkgene.output.store import OutputStore
-from bulkgene.run import growth
+from bulkgene.run import growth, restart
 from bulkgene.run.array import unsplit_lock_hint
 
 log = logging.getLogger("bulkgene")
@@ -101,64 +106,6 @@ def resume_state(config: DownloadConfig, inputs: list[InputFile] | None,
     return existing
 
 
-def move_aside(work_dir: Path, out_dir: Path) -> Path | None:
-    """``--restart``: move the old run next to ``out_dir`` (never delete); its new place.
-
-    A task's directory goes to ``DIR.restarted-<time>/task-000i``, outside ``DIR``, so that
-    globbing ``DIR/**/*.ndjson`` never reads an old run's shards. A directory that also
-    holds files of someone else's (allowed with ``--allow-other-files``) keeps them: only
-    bulkgene's files move. Our own new lock is no old run.
-    """
-    if not work_dir.is_dir():
-        return None
-    ours = [p for p in work_dir.iterdir()
-            if layout.is_run_entry(p.name) and p.name != layout.LOCK_NAME]
-    if not ours:
-        return None
-    work_dir, out_dir = work_dir.resolve(), out_dir.resolve()
-    whole = not layout.other_entries(work_dir)
-    cwd = Path.cwd().resolve()
-    if whole and (work_dir in (cwd, *cwd.parents) or not out_dir.name):
-        raise StateError(f"--restart would move {work_dir} aside, but it is (or holds) the "
-                         "current directory: run the command from its parent directory "
-                         f"(cd {work_dir.parent}) with --out {work_dir.name}")
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    parent = out_dir.with_name(f"{out_dir.name}.restarted-{stamp}")
-    target = parent if work_dir == out_dir else parent / work_dir.name
-    suffix = 1
-    while target.exists():
-        parent = out_dir.with_name(f"{out_dir.name}.restarted-{stamp}-{suffix}")
-        target = parent if work_dir == out_dir else parent / work_dir.name
-        suffix += 1
-    try:
-        if whole:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            work_dir.rename(target)
-        else:
-            target.mkdir(parents=True)
-            for path in ours:
-                path.rename(target / path.name)
-    except OSError as exc:
-        raise StateError(f"--restart could not move {work_dir} aside to {target}: {exc.strerror}; "
-                         "move or remove it yourself, or choose another --out") from None
-    return target
-
-
-def refuse_other_files(config: DownloadConfig) -> None:
-    """A fresh run fills --out: one that holds someone else's files is refused unless asked."""
-    if config.allow_other_files:
-        return
-    for directory in dict.fromkeys((config.out_dir, config.work_dir)):
-        others = layout.other_entries(directory)
-        if others:
-            shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
-            raise StateError(
-                f"{directory} holds files that are not a bulkgene run ({shown}): bulkgene "
-                "would write its shards and reports among them. Give --out a new or empty "
-                "directory, or pass --allow-other-files to write there anyway (your files "
-                "are left alone, also by --restart)")
-
-
 def spool_files(config: DownloadConfig) -> dict[int, Path]:
     """The inputs (by position) that are copied into the directory, and their copies.
 
@@ -179,46 +126,6 @@ def staged_lists(config: DownloadConfig) -> dict[int, Path]:
         if layout.staged_ids_pid(path.name) is not None and path.parent == config.work_dir:
             staged[position] = path
     return staged
-
-
-def refuse_mixed_runs(config: DownloadConfig) -> None:
-    """One kind of run per directory: a single run, or one array split into N tasks."""
-    root = config.out_dir
-    arrays = sorted(p for p in root.glob(layout.TASK_DIR_PREFIX + "*")
-                    if (p / layout.CHECKPOINT_NAME).exists())
-    if config.task.count == 1:
-        if arrays:
-            raise StateError(
-                f"{root} holds an array run ({arrays[0].name}, ...): a run that is not split "
-                "can't share its directory. Give it another --out, or run it as a task of that "
-                "array (the same --split slurm or --task-count).")
-        return
-    if (root / layout.CHECKPOINT_NAME).exists():
-        raise StateError(f"{root} holds a run that is not split into tasks: an array task "
-                         "can't share its directory; give the array another --out")
-    others: list[str] = []  # tasks that split the list with another batch size
-    for task_dir in arrays:
-        try:
-            state = ckpt.load(task_dir)
-        except StateError:
-            continue  # that task's own run says what is wrong with it
-        count = state.params.get("task_count") if state is not None else None
-        batch_size = state.params.get("batch_size") if state is not None else None
-        if (batch_size is not None and batch_size != config.output.batch_size
-                and task_dir != config.work_dir):
-            others.append(task_dir.name)
-        if count is not None and count != config.task.count:
-            raise StateError(
-                f"{root} holds an array split into {count} tasks ({task_dir.name}), and this "
-                f"is a task of {config.task.count}: every task of an array takes the same "
-                "--task-count (or the same --array with --split slurm). Use another --out, or "
-                f"--restart each task of the old array.")
-    if others:
-        log.warning(
-            "%s of this array split the list into batches of another size than this task's "
-            "--batch-size %d: until every task runs with the same --batch-size (--restart "
-            "them too), the tasks cover the list unevenly and `bulkgene verify %s` fails",
-            ", ".join(others), config.output.batch_size, root)
 
 
 def _refuse_another_list(directory: Path, plan_key: list[str]) -> None:
@@ -242,12 +149,12 @@ def _plan(config: DownloadConfig, paths: tuple[str, ...], names: tuple[str, ...]
     by whichever comes first while the others wait for it."""
     directory = plan_directory(config)
     if directory == config.work_dir:
-        return _read_input(directory, paths, names, plan_key, config.column)
+        return _read_input(directory, paths, names, plan_key, config)
     lock = RunLock(directory)
     acquire_waiting(lock, timeout_s=_PLAN_WAIT_S)
     try:
         _refuse_another_list(directory, plan_key)
-        return _read_input(directory, paths, names, plan_key, config.column)
+        return _read_input(directory, paths, names, plan_key, config)
     finally:
         lock.release()
 
@@ -256,7 +163,7 @@ _PLAN_WAIT_S = 3600.0  # parsing all of NCBI Gene's 60 M IDs takes minutes, not 
 
 
 def _read_input(out_dir: Path, paths: tuple[str, ...], names: tuple[str, ...],
-                plan_key: list[str], column: str | None) -> IdPlan:
+                plan_key: list[str], config: DownloadConfig) -> IdPlan:
     """The input's plan: reused when it matches, else made while writing rejects.tsv."""
     if (out_dir / REJECTS_NAME).exists() and (plan := idplan.load(out_dir, plan_key)):
         return plan
@@ -266,7 +173,8 @@ def _read_input(out_dir: Path, paths: tuple[str, ...], names: tuple[str, ...],
         def record(reject: Reject) -> None:
             handle.write(reject.row())
 
-        plan = idplan.build(out_dir, paths, names, plan_key, record, parse_column(column))
+        plan = idplan.build(out_dir, paths, names, plan_key, record,
+                            parse_column(config.column), config.network.secret)
     return plan
 
 
@@ -277,6 +185,16 @@ def _absent_dirs(directory: Path) -> list[Path]:
         absent.append(directory)
         directory = directory.parent
     return absent
+
+
+def _run_directories(config: DownloadConfig) -> None:
+    """An array task's own directory made (or found) below DIR, never through a link, with
+    DIR's group bits; DIR's shared .claims/ and taxa/ refused if they are links."""
+    if config.work_dir != config.out_dir:
+        durable.make_run_directories(config.out_dir, config.work_dir)
+    for name in (layout.CLAIMS_DIR_NAME, layout.TAXA_DIR_NAME):
+        if (config.out_dir / name).is_symlink():
+            durable.make_run_directories(config.out_dir, config.out_dir / name)  # says why
 
 
 def _remove_empty(directories: list[Path]) -> None:
@@ -295,9 +213,15 @@ def prepare(config: DownloadConfig, cancel: threading.Event | None = None) -> Pr
     out_dir = config.work_dir
     created = _absent_dirs(out_dir)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        config.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StateError(f"cannot create the output directory {out_dir}: {exc.strerror}") from None
+        raise StateError(f"cannot create the output directory {config.out_dir}: "
+                         f"{exc.strerror}") from None
+    try:
+        _run_directories(config)
+    except BaseException:
+        _remove_empty(created)
+        raise
     lock = RunLock(out_dir)
     try:
         lock.acquire()
@@ -318,22 +242,27 @@ def prepare(config: DownloadConfig, cancel: threading.Event | None = None) -> Pr
 def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path],
                     cancel: threading.Event | None) -> PreparedRun:
     out_dir = config.work_dir
-    if config.restart and (moved := move_aside(out_dir, config.out_dir)) is not None:
+    old_generation = None
+    if config.restart:
+        restart.refuse_before_moving(config)
+        old_generation = restart.old_claims_generation(out_dir)
+    if config.restart and (moved := restart.move_aside(out_dir, config.out_dir)) is not None:
         log.info("--restart: moved the old run in %s aside to %s (nothing was deleted)",
                  out_dir, moved)
         (moved / layout.LOCK_NAME).unlink(missing_ok=True)  # our lock moved away with the old run
         if not out_dir.exists():
-            out_dir.mkdir(parents=True)
+            config.out_dir.mkdir(parents=True, exist_ok=True)
+            _run_directories(config)
             created.insert(0, out_dir)
         lock.acquire()
         for path in staged_lists(config).values():  # the new list belongs to the new run
             if not path.exists() and (moved / path.name).exists():
                 os.replace(moved / path.name, path)
     if not (out_dir / layout.CHECKPOINT_NAME).exists():
-        refuse_other_files(config)
+        restart.refuse_other_files(config)
     if config.inputs.count(STDIN) > 1:
         raise ConfigError("stdin (-) can be given only once as input")
-    refuse_mixed_runs(config)
+    restart.refuse_mixed_runs(config)
     if config.add or config.from_directory:
         return _prepare_grown(config, lock)
     spools = spool_files(config)
@@ -358,8 +287,12 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path],
         if existing is not None:  # a report rewrite a kill interrupted is finished first
             existing = rewrite.finish(out_dir, existing)
         existing = resume_state(config, inputs, existing)
-        state = existing or Checkpoint(fingerprint=ckpt.fingerprint(params, digests),
-                                       params=params, inputs=inputs)
+        if existing is not None:
+            _warn_if_left_out_of_a_restart(config, existing)
+        state = existing or Checkpoint(
+            fingerprint=ckpt.fingerprint(params, digests), params=params, inputs=inputs,
+            claims_generation=(claims_generation(config.out_dir, old_generation)
+                               if config.task.count > 1 else 0))
         # the column is in the plan's key too: a killed first run has no checkpoint yet
         plan_key = digests + ([f"column={config.column}"] if config.column is not None else [])
         plan = _plan(config, paths, names, plan_key)
@@ -373,6 +306,18 @@ def _prepare_locked(config: DownloadConfig, lock: RunLock, created: list[Path],
     if len(state.segments) < len(plan.segments):  # the run grew since this task last ran
         state = committed = growth.absorb(out_dir, state, plan, config.task)
     return _ready(config, plan, plan_key, state, committed, lock)
+
+
+def _warn_if_left_out_of_a_restart(config: DownloadConfig, state: Checkpoint) -> None:
+    """A task resuming its run from before the array's other tasks were restarted."""
+    if config.task.count == 1:
+        return
+    newest = current_generation(config.out_dir / layout.CLAIMS_DIR_NAME)
+    if state.claims_generation < newest:
+        log.warning("other tasks of the array in %s were restarted since this task's run "
+                    "began: it goes on with its old run, and a gene merged from IDs of both "
+                    "may be written twice or by none (`bulkgene verify` fails). --restart this "
+                    "task too", config.out_dir)
 
 
 def _another_list_advice(config: DownloadConfig, existing: Checkpoint, params: dict[str, Any],
@@ -402,12 +347,18 @@ def _ready(config: DownloadConfig, plan: IdPlan, plan_key: list[str], state: Che
     state.run_started_at = time.time()  # saved with the first commit of this run
     state.run_ids_at_start = state.ids_done
     state.base_url = config.network.api_root
-    claims = (GeneClaims(config.out_dir / layout.CLAIMS_DIR_NAME / layout_key(
-        plan_key, config.output.batch_size, config.task.count, config.network.server),
-        config.task.index) if config.task.count > 1 else None)
+    claims_dir = config.out_dir / layout.CLAIMS_DIR_NAME / layout_key(
+        plan_key, config.output.batch_size, config.task.count, config.network.server,
+        state.claims_generation)
+    claims = (GeneClaims(claims_dir, config.task.index, config.out_dir)
+              if config.task.count > 1 else None)
+    siblings = [config.out_dir / layout.task_dir_name(index)
+                for index in range(config.task.count) if index != config.task.index]
+    contested = ContestedGenes(claims_dir, config.task.index, out_dir,
+                               siblings if config.task.count > 1 else (), config.out_dir)
     store = OutputStore(out_dir, config.output.shards, plan.requested,
                         gzipped=config.output.compress == "gzip", tsv=config.query.format == "tsv",
-                        claims=claims)
+                        claims=claims, contested=contested)
     store.open(committed)
     if committed is None:
         # state before any data: a kill before the first commit leaves a directory that

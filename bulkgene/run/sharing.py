@@ -147,7 +147,13 @@ async def shared_budget(config: DownloadConfig, limiter: AdaptiveRateLimiter
             directory, total, out_dir=str(config.work_dir.resolve()), root=root,
             give_up_after_s=config.network.retry.outage_s, on_share=share_setter(which)))
             for which, (directory, root) in enumerate(places)]
-        yield leases
+        # each lease's own clock, asked before every request: after a SIGSTOP the pacer's
+        # timers may fire before the heartbeat that would have lowered the share
+        limiter.set_permit(lambda: all(lease.share_rps > 0 for lease in leases))
+        try:
+            yield leases
+        finally:
+            limiter.set_permit(None)
 
 
 def _apply_share(limiter: AdaptiveRateLimiter, share_rps: float, total_rps: float) -> None:

@@ -40,7 +40,8 @@ from bulkgene.net.exchange import Exchanger, GaveUp, NetStats, Refused
 from bulkgene.output.lock import RunLock, lock_running
 from bulkgene.run import refresh
 from bulkgene.run.enumeration import list_taxa
-from bulkgene.run.prepare import move_aside, plan_directory
+from bulkgene.run.prepare import plan_directory
+from bulkgene.run.restart import move_aside
 from bulkgene.run.sharing import paced_limiter, shared_budget
 from bulkgene.version import __version__
 

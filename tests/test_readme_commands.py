@@ -200,7 +200,7 @@ REGISTRY: dict[tuple[str, str], Runs | Elsewhere] = {
         Elsewhere(".ci/run: a fresh venv and pip install -e '.[test]'"),
     ("Development", ".venv/bin/python -m pytest"):
         Elsewhere("the test command itself: this suite"),
-    ("Development", '.venv/bin/python -m pytest -m "slow or not slow"'):
+    ("Development", '.venv/bin/python -m pytest -m "slow or not slow" -n 3'):
         Elsewhere(".ci/run runs exactly this selection"),
     ("Development", "BULKGENE_SLURM_TESTS=1 .venv/bin/python -m pytest -m slow tests/test_slurm.py"):
         Elsewhere(".ci/run sets BULKGENE_SLURM_TESTS=1 for its run of every test"),

@@ -34,7 +34,8 @@ from helpers import (
 from bulkgene.testing import EmulatorThread
 from bulkgene.testing.windows import max_in_window
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+# one worker runs them all under pytest-xdist (.ci/run): they share one SLURM, brought up once
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.xdist_group("slurm")]
 SCRIPT = REPO / "examples" / "fetch-array.sbatch"
 KEY = "slurm-test-key"
 

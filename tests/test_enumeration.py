@@ -257,6 +257,22 @@ def test_reports_without_a_usable_geneid_are_skipped_and_counted(tmp_path: Path)
     assert genes_txt(config) == [12] and done.gene_ids == 1
 
 
+def test_taxa_tsv_counts_the_values_skipped_as_no_geneid(tmp_path: Path) -> None:
+    # what a GeneID is, as in an ID file (docs/input.md): ASCII digits, at most 10 of them,
+    # 1..2147483647; leading zeros are read as the number ("00672" is 672, as in an ID file
+    # and as NCBI's CLI parses it). The rest is skipped, and taxa.tsv says how many.
+    skipped = ["0", "-5", "99999999999", "1e3", "\u0663", " 672", "672 ", "4294967297"]
+    body = orjson.dumps({"reports": [{"gene": {"gene_id": value}}
+                                     for value in ["00672", "7157", *skipped]],
+                         "total_count": 10})
+    server = TaxonServer({}, special={"9606": lambda asked: Reply(200, {}, body)})
+    config = config_for(tmp_path, "9606")
+    done = listed(server, config)
+    assert tsv_rows(config.out_dir / "taxa.tsv") == [
+        ["9606", "2", "10", "0", "1", "SHORT_OF_TOTAL_COUNT(10),UNUSABLE_GENE_IDS(8)"]]
+    assert genes_txt(config) == [672, 7157] and done.taxa[0].unusable == len(skipped)
+
+
 def test_another_selection_is_refused_once_the_list_is_complete(tmp_path: Path) -> None:
     config = config_for(tmp_path, "9606")
     listed(TaxonServer({"9606": HUMAN}), config)

@@ -125,6 +125,18 @@ def test_duplicates_across_pages_are_dropped_and_counted(tmp_path: Path) -> None
     assert tsv_rows(config.out_dir / "taxa.tsv")[0][3] == "20"
 
 
+def test_two_pages_of_nothing_new_in_a_row_do_not_cut_a_listing_short(tmp_path: Path) -> None:
+    # the guard against a chain going round waits for three such pages: a list that shifted
+    # under its pages twice over still ends where it ends, in one pass
+    replies = [page(HUMAN[:1000], total=2500, token="t1"), page(HUMAN[:1000], token="t2"),
+               page([], token="t3"), page(HUMAN[1000:2000], token="t4"), page(HUMAN[2000:])]
+    server = TaxonServer({}, special={"9606": lambda asked: replies.pop(0)})
+    config = config_for(tmp_path, "9606")
+    done = listed(server, config)
+    assert genes_txt(config) == HUMAN and not done.taxa[0].short
+    assert [asked.token for asked in server.asked] == [None, "t1", "t2", "t3", "t4"]
+
+
 def test_pages_short_of_total_count_are_listed_again_then_kept_and_flagged(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     server = TaxonServer({"9606": HUMAN}, short_by=3)

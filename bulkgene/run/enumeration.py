@@ -411,6 +411,7 @@ async def _end(chain: Chain, listing: _Listing) -> None:
         log.info("taxon %r: its pages gave %d GeneIDs, more than the %d total_count said "
                  "(the list grew while it was paged)", chain.taxon, chain.listed, total)
     if chain.state.unusable:
-        log.warning("taxon %r: %d reports named no usable GeneID and were skipped",
+        log.warning("taxon %r: %d reports named no usable GeneID and were skipped "
+                    "(UNUSABLE_GENE_IDS in taxa.tsv)",
                     chain.taxon, chain.state.unusable)
     await listing.offload(chain.finish)

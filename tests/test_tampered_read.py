@@ -73,6 +73,63 @@ def _missing_rows(run: Path) -> int:
     return len((run / "missing.tsv").read_bytes().splitlines()) - 1
 
 
+def test_a_side_report_that_is_a_fifo_or_gone_is_an_error(run: Path, tmp_path: Path) -> None:
+    missing = run / "missing.tsv"
+    missing.unlink()
+    os.mkfifo(missing)
+    target = tmp_path / "T.tsv"
+    code, said = _export(run, target)
+    assert code == 1, said
+    assert f"{missing} is not a regular file" in said and f"bulkgene verify {run}" in said
+    assert not target.exists()
+    with pytest.raises(bulkgene.BulkgeneError, match="not a regular file"):
+        bulkgene.open(run).missing()
+
+    missing.unlink()  # gone, while the checkpoint says it has rows
+    code, said = _export(run, target)
+    assert code == 1 and f"{missing} is gone" in said, said
+    with pytest.raises(bulkgene.BulkgeneError, match="is gone"):
+        bulkgene.open(run).missing()
+    with pytest.raises(bulkgene.BulkgeneError, match="is gone"):
+        list(bulkgene.open(run).table(["gene-id"], with_missing=True).batches())
+
+
+def test_rows_past_the_committed_length_are_not_read(run: Path, tmp_path: Path) -> None:
+    """What a kill between a report's append and the checkpoint's save leaves, or a
+    tamperer's rows: neither counted nor read."""
+    committed = bulkgene.open(run).missing()
+    replaced = bulkgene.open(run).replaced()
+    rows = _missing_rows(run)
+    with (run / "missing.tsv").open("ab") as report:
+        report.write(b"abc\tdef\n\xff\xfe\n")
+    with (run / "replaced.tsv").open("ab") as report:
+        report.write(b"1\t2\n")
+    code, said = _export(run, tmp_path / "T.tsv")
+    assert code == 0, said
+    assert f"{rows} requested GeneIDs have no record" in said
+    assert bulkgene.open(run).missing() == committed
+    assert bulkgene.open(run, partial=True).missing() == committed
+    assert bulkgene.open(run).replaced() == replaced
+    code, said = _export(run, tmp_path / "W.tsv", "--with-missing")
+    assert code == 0 and f"+ {rows} missing" in said, said
+
+
+def test_a_malformed_committed_row_is_refused_clearly(run: Path, tmp_path: Path) -> None:
+    report = run / "missing.tsv"
+    data = report.read_bytes()
+    header_end = data.index(b"\n") + 1
+    # the first row's GeneID's first digit turned into a letter: the same length
+    report.write_bytes(data[:header_end] + b"x" + data[header_end + 1:])
+    code, said = _export(run, tmp_path / "T.tsv")
+    assert code == 1, said
+    assert f"{report}:2" in said and "bulkgene verify" in said
+    with pytest.raises(bulkgene.BulkgeneError, match=re.escape(f"{report}:2")):
+        bulkgene.open(run).missing()
+    report.write_bytes(data[:header_end] + b"\xff" + data[header_end + 1:])
+    with pytest.raises(bulkgene.BulkgeneError, match="UTF-8"):
+        bulkgene.open(run).missing()
+
+
 def test_a_planted_task_directory_or_a_lost_shard_is_named(run: Path, tmp_path: Path) -> None:
     planted = run / "task-0007"
     planted.mkdir()

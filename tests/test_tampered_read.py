@@ -73,6 +73,47 @@ def _missing_rows(run: Path) -> int:
     return len((run / "missing.tsv").read_bytes().splitlines()) - 1
 
 
+def test_a_gene_id_planted_twice_is_refused_by_export_and_open(run: Path,
+                                                               tmp_path: Path) -> None:
+    shard = run / "shard-0000.ndjson"
+    lines = shard.read_bytes().splitlines(keepends=True)
+    ids = [gene_id.group(1) for line in lines
+           if (gene_id := re.search(rb'"gene_id":"(\d+)"', line)) is not None]
+    assert len(ids) == len(lines)
+    first = ids[0]
+    other = next(number for number, gene in enumerate(ids) if gene != first
+                 and len(gene) == len(first))
+    # the same byte length: the checkpoint's committed length still matches
+    lines[other] = lines[other].replace(b'"gene_id":"%s"' % ids[other],
+                                        b'"gene_id":"%s"' % first)
+    shard.write_bytes(b"".join(lines))
+    assert invoke_cli("verify", str(run)).returncode != 0
+
+    target = tmp_path / "T.tsv"
+    code, said = _export(run, target)
+    assert code == 1, said
+    assert f"GeneID {first.decode()} is written twice" in said
+    assert f"bulkgene verify {run}" in said and "--restart" in said
+    assert f"Nothing was written to {target}" in said and not target.exists()
+    assert "Traceback" not in said
+
+    with pytest.raises(bulkgene.BulkgeneError, match=f"GeneID {first.decode()} is written twice"):
+        list(bulkgene.open(run).records())
+    with pytest.raises(bulkgene.BulkgeneError, match="written twice"):
+        list(bulkgene.open(run).table(["gene-id"]).batches())
+
+
+def test_a_gene_answering_several_ids_of_the_list_is_no_duplicate(run: Path,
+                                                                 tmp_path: Path) -> None:
+    """The check counts genes written, not IDs answered: the pristine run exports whole."""
+    target = tmp_path / "T.jsonl"
+    code, said = _export(run, target, "--fields", "query,gene-id")
+    assert code == 0, said
+    rows = [orjson.loads(line) for line in target.read_bytes().splitlines()]
+    assert len(rows) == len({row["gene-id"] for row in rows}) == len(
+        list(bulkgene.open(run).records()))
+
+
 def test_a_side_report_that_is_a_fifo_or_gone_is_an_error(run: Path, tmp_path: Path) -> None:
     missing = run / "missing.tsv"
     missing.unlink()
@@ -142,4 +183,15 @@ def test_a_planted_task_directory_or_a_lost_shard_is_named(run: Path, tmp_path: 
 
     (run / "shard-0001.ndjson").unlink()
     with pytest.raises(bulkgene.BulkgeneError, match=re.escape("shard-0001.ndjson is gone")):
+        list(bulkgene.open(run).records())
+
+
+def test_a_shard_line_that_is_not_json_is_an_error_not_a_traceback(run: Path,
+                                                                   tmp_path: Path) -> None:
+    shard = run / "shard-0000.ndjson"
+    data = shard.read_bytes()
+    shard.write_bytes(b"]" + data[1:])
+    code, said = _export(run, tmp_path / "T.tsv")
+    assert code == 1 and f"{shard} holds a line that is not a gene report" in said, said
+    with pytest.raises(bulkgene.BulkgeneError, match="not JSON"):
         list(bulkgene.open(run).records())

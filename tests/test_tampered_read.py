@@ -186,6 +186,20 @@ def test_a_planted_task_directory_or_a_lost_shard_is_named(run: Path, tmp_path: 
         list(bulkgene.open(run).records())
 
 
+def test_records_and_export_agree_on_query(run: Path, tmp_path: Path) -> None:
+    queries = {record["gene"]["gene_id"]: record["query"]
+               for record in bulkgene.open(run).records()}
+    target = tmp_path / "T.jsonl"
+    code, said = _export(run, target, "--fields", "query,gene-id")
+    assert code == 0, said
+    exported = {row["gene-id"]: row["query"]
+                for row in map(orjson.loads, target.read_bytes().splitlines())}
+    assert queries[str(FINAL)] == [str(FOLLOWED), str(FINAL)]
+    assert queries[str(MERGED_INTO)] == [str(MERGED), str(MERGED_INTO)]
+    assert {int(gene): [int(query) for query in asked] for gene, asked in queries.items()} == {
+        gene: asked for gene, asked in exported.items()}
+
+
 def test_a_shard_line_that_is_not_json_is_an_error_not_a_traceback(run: Path,
                                                                    tmp_path: Path) -> None:
     shard = run / "shard-0000.ndjson"

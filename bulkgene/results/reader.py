@@ -126,20 +126,25 @@ class RunResults:
     @_library_words
     def records(self, *, list_order: bool = False) -> Iterator[dict[str, Any]]:
         """Every record as the API sent it (a report match, or the gene with --record
-        gene), task after task, shard after shard; with ``list_order``, in the order of the
-        list asked for (by the first GeneID each answers; read into memory to sort)."""
+        gene), task after task, shard after shard; a match's ``query`` is the GeneIDs of
+        the list its gene answers, as export's ``query`` column (itself if asked for, and
+        every ID replaced by it); with ``list_order``, in the order of the list asked for
+        (by the first GeneID each answers; read into memory to sort)."""
         self._whole()
         for task in self._tasks:
             if task.tsv:
                 raise ValueError(f"{task.directory} was fetched with --format tsv: its shards "
                                  "are a table, not records (read them with pandas.read_csv)")
+        queries = QueryMap(self._tasks).queries
         if not list_order:
-            return self._records()
-        return iter(order.sort_records(self._records(), order.list_order(self.out_dir),
-                                       QueryMap(self._tasks).queries))
+            return self._records(queries)
+        return iter(order.sort_records(self._records(queries), order.list_order(self.out_dir),
+                                       queries))
 
-    def _records(self) -> Iterator[dict[str, Any]]:
-        """The records, each GeneID once (else the shards were tampered with)."""
+    def _records(self, queries: Callable[[int], list[int]]) -> Iterator[dict[str, Any]]:
+        """The records, each GeneID once (else the shards were tampered with), a report
+        match's ``query`` the GeneIDs of the list it answers, as export's ``query`` column
+        gives them: the server's names only the ID each request asked it for."""
         seen = SeenGeneIds()
         for task in self._tasks:
             for shard in task.shards():
@@ -155,7 +160,10 @@ class RunResults:
                     again = seen.add_all(gene_ids)
                     if again is not None:
                         raise written_twice(again, shard, task.verify_dir)
-                    yield from records
+                    for record, gene_id in zip(records, gene_ids, strict=True):
+                        if not task.gene_only and "query" in record:
+                            record["query"] = [str(query) for query in queries(gene_id)]
+                        yield record
 
     @_library_words
     def missing(self) -> list[dict[str, Any]]:

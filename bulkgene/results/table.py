@@ -234,7 +234,11 @@ class TableReader:
                             "shard was changed outside bulkgene; run bulkgene verify on the "
                             "directory") from None
                     genes = [gene for gene in decoded if gene is not None]
-                    again = seen.add_all([self._gene_id_of(gene) for gene in genes])
+                    try:  # map, not a call per gene: this runs for every record read
+                        gene_ids = list(map(int, map(self._gene_id, genes)))
+                    except (ValueError, TypeError):
+                        gene_ids = [self._gene_id_of(gene) for gene in genes]  # names it
+                    again = seen.add_all(gene_ids)
                     if again is not None:
                         raise written_twice(again, shard, task.verify_dir)
                     pending.extend(genes)

@@ -11,11 +11,17 @@ its peak RSS) on the same files, ``--repeats`` times, alternating, so load drift
 
     python -m bench.export                       # 200 000 IDs, 3 repeats, ~10 minutes
     python -m bench.export --ids 5000 --repeats 1 --skip-pandas   # smoke
+    python -m bench.export --baseline-tree /path/to/main-worktree --skip-duckdb --skip-pandas
+
+``--baseline-tree`` adds that checkout's ``bulkgene export`` (run from the tree, so that
+``-m bulkgene`` is its own) beside this one's, in the same alternation: the ratio says
+what a change to the readers costs.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -61,6 +67,11 @@ def _child(kind: str, source: str, target: str) -> None:
         raise SystemExit(f"unknown child {kind!r}")
 
 
+def _without_pythonpath() -> dict[str, str]:
+    """The environment, without a PYTHONPATH that would choose the tree's bulkgene for it."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 def _make_run(work: Path, ids: int) -> dict[str, Path]:
     runs = {"plain": work / f"run-{ids}", "gzip": work / f"run-{ids}-gz"}
     if all((run / "summary.json").exists() for run in runs.values()):
@@ -88,21 +99,32 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir())
                         / "bulkgene-bench-export", help="where the run is kept between runs")
     parser.add_argument("--skip-pandas", action="store_true")
+    parser.add_argument("--skip-duckdb", action="store_true")
+    parser.add_argument("--baseline-tree", type=Path,
+                        help="another checkout whose export to measure alongside (e.g. main)")
     args = parser.parse_args()
+    here = Path(__file__).resolve().parent.parent
+    trees = {"bulkgene": here}
+    if args.baseline_tree is not None:
+        trees = {"baseline": args.baseline_tree.resolve(), "bulkgene": here}
     args.work.mkdir(parents=True, exist_ok=True)
     runs = _make_run(args.work, args.ids)
     out = args.work / "tables"
     out.mkdir(exist_ok=True)
     contenders: list[tuple[str, list[str]]] = []
+    cwd: dict[str, Path] = {}
     for shape, run in runs.items():
         for table in ("tsv", "parquet"):
-            target = str(out / f"bulkgene-{shape}.{table}")
-            contenders.append((f"bulkgene {table} {shape}",
-                               [PYTHON, "-m", "bulkgene", "export", str(run), "--to", target,
-                                "--fields", ",".join(FIELDS)]))
-            contenders.append((f"duckdb {table} {shape}",
-                               [PYTHON, "-m", "bench.export", "--child", "duckdb", str(run),
-                                str(out / f"duckdb-{shape}.{table}")]))
+            for tree_name, tree in trees.items():
+                target = str(out / f"{tree_name}-{shape}.{table}")
+                contenders.append((f"{tree_name} {table} {shape}",
+                                   [PYTHON, "-m", "bulkgene", "export", str(run), "--to",
+                                    target, "--fields", ",".join(FIELDS)]))
+                cwd[contenders[-1][0]] = tree
+            if not args.skip_duckdb:
+                contenders.append((f"duckdb {table} {shape}",
+                                   [PYTHON, "-m", "bench.export", "--child", "duckdb", str(run),
+                                    str(out / f"duckdb-{shape}.{table}")]))
         if not args.skip_pandas:
             contenders.append((f"pandas parquet {shape}",
                                [PYTHON, "-m", "bench.export", "--child", "pandas", str(run),
@@ -116,7 +138,7 @@ def main() -> None:
         with open("/proc/loadavg") as load:
             print(f"repeat {repeat + 1}, load {load.read().split()[:3]}", flush=True)
         for name, command in contenders:
-            child = run_measured(command)
+            child = run_measured(command, env=_without_pythonpath(), cwd=cwd.get(name))
             assert child.returncode == 0, f"{name} exited {child.returncode}"
             samples[name]["wall_s"].append(child.wall_s)
             samples[name]["peak_rss_mib"].append(child.peak_rss_mib)
@@ -132,12 +154,20 @@ def main() -> None:
     for name, _ in contenders:
         parts = name.split()
         duck = (stats.get(f"duckdb {parts[1]} {parts[2]}")
-                if parts[0] in ("bulkgene", "pandas") else None)
+                if parts[0] in ("bulkgene", "pandas", "baseline") else None)
         ratio = (f"{stats[name]['wall_s']['median'] / duck['wall_s']['median']:.2f}"
                  if duck is not None else "")
         print(f"| {name} | {fmt(stats[name]['wall_s'])} | "
               f"{fmt(stats[name]['peak_rss_mib'], 0)} | {ratio} |")
-    result = {"args": {**vars(args), "work": str(args.work)}, "records": records,
+    if args.baseline_tree is not None:
+        print("\n| table, shards | this tree's time ÷ the baseline's (medians) |\n|---|---|")
+        for shape in runs:
+            for table in ("tsv", "parquet"):
+                ours = stats[f"bulkgene {table} {shape}"]["wall_s"]["median"]
+                theirs = stats[f"baseline {table} {shape}"]["wall_s"]["median"]
+                print(f"| {table} {shape} | {ours / theirs:.2f} |")
+    result = {"args": {**vars(args), "work": str(args.work),
+                       "baseline_tree": str(args.baseline_tree or "")}, "records": records,
               "stats": stats, "samples": samples}
     print(f"\nresult: {save('export', result)}")
 

@@ -169,20 +169,24 @@ def test_explode_keeps_the_values_of_one_item_together(emulator: EmulatorThread,
 def test_missing_rows_carry_every_column_of_missing_tsv(emulator: EmulatorThread,
                                                         tmp_path: Path) -> None:
     out = _fetch(emulator, tmp_path, IDS, "genes")
-    # an explanation step (gene_history) adds columns to missing.tsv; export passes them on
-    report = out / "missing.tsv"
-    lines = report.read_text().splitlines()
-    explained = ["\t".join([*lines[0].split("\t"), "history", "current_gene_id"])]
-    explained += [f"{line}\tDISCONTINUED\t" for line in lines[1:]]
-    report.write_text("\n".join(explained) + "\n")
+    # explain (gene_history) adds columns to missing.tsv, committed; export passes them on
+    lines = (out / "missing.tsv").read_text().splitlines()
+    history = tmp_path / "history.txt"
+    history.write_text("#tax_id\tGeneID\tDiscontinued_GeneID\tDiscontinued_Symbol\t"
+                       "Discontinue_Date\n" + "".join(f"9606\t-\t{line.split()[0]}\tOLD\t"
+                                                      "20050508\n" for line in lines[1:]))
+    explained = invoke_cli("explain", str(out), "--history", str(history))
+    assert explained.returncode == 0, explained.stderr.decode()
     target = tmp_path / "with-missing.csv"
     _export(str(out), "--to", str(target), "--fields", "query,gene-id", "--with-missing")
     table = target.read_text().splitlines()
     assert table[0] == ("Query,NCBI GeneID,missing_reason,missing_history,"
-                        "missing_current_gene_id")
+                        "missing_current_gene_id,missing_discontinued_on,missing_symbol,"
+                        "missing_tax_id")
     missing_rows = [line for line in table[1:] if line.split(",")[1] == ""]
     assert len(missing_rows) == len(lines) - 1
-    assert all(line.endswith(",NOT_RETURNED,DISCONTINUED,") for line in missing_rows)
+    assert all(line.endswith(",NOT_RETURNED,DISCONTINUED,,2005-05-08,OLD,9606")
+               for line in missing_rows)
 
 
 def test_a_parquet_export_without_pyarrow_names_the_extra(emulator: EmulatorThread,

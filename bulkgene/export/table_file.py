@@ -227,6 +227,8 @@ def export_run(out_dir: Path, target: str, *, fields: list[str] | tuple[str, ...
                                 f"the list: {'; '.join(reasons[:3])}. Finish the fetch first, "
                                 "or pass --partial to export what is committed so far", reasons)
     reader = TableReader(tasks, columns, explode=explode, with_missing=with_missing)
+    # read before the table is written: a report that can't be read fails the export
+    left_out = 0 if with_missing else _missing_count(tasks)
     rows = missing_rows = 0
     reason_column = next((i for i, c in enumerate(reader.columns)
                           if c.name == "missing_reason"), None)
@@ -240,6 +242,8 @@ def export_run(out_dir: Path, target: str, *, fields: list[str] | tuple[str, ...
                 if reason_column is not None:
                     missing_rows += sum(1 for cell in batch.cells[reason_column] if cell)
             writer.close()
+    except StateError as exc:  # the run read back is not what bulkgene wrote
+        raise StateError(f"{exc}. {_what_the_target_got(target)}") from None
     except OSError as exc:
         if exc.filename is not None and Path(exc.filename).resolve().is_relative_to(
                 out_dir.resolve()):
@@ -247,8 +251,16 @@ def export_run(out_dir: Path, target: str, *, fields: list[str] | tuple[str, ...
                              "nothing was written to the target") from None
         raise _write_failed(target, exc) from None
     return ExportResult(target, chosen, rows, rows - missing_rows, missing_rows,
-                        [column.name for column in reader.columns],
-                        0 if with_missing else _missing_count(tasks))
+                        [column.name for column in reader.columns], left_out)
+
+
+def _what_the_target_got(target: str) -> str:
+    if target == STDOUT or _DESCRIPTOR_NAMES.get(target) == 1:
+        return "Standard output got part of the table only: don't use it"
+    if is_stream_target(target):
+        return f"{target} got part of the table only: don't use it"
+    return (f"Nothing was written to {target} (a file is replaced only by a complete "
+            "table)")
 
 
 def _refuse_run_file(out_dir: Path, target: str) -> None:

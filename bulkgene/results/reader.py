@@ -22,9 +22,16 @@ from typing import Any, TypeVar, cast
 import orjson
 
 from bulkgene import layout
-from bulkgene.errors import BulkgeneError, IncompleteRun, MissingExtra, in_library_words
+from bulkgene.errors import (
+    BulkgeneError,
+    IncompleteRun,
+    MissingExtra,
+    StateError,
+    in_library_words,
+)
 from bulkgene.results import order
 from bulkgene.results.account import completeness, run_summary
+from bulkgene.results.once import SeenGeneIds, written_twice
 from bulkgene.results.reports import QueryMap, read_report
 from bulkgene.results.rundir import TaskFiles, read_blocks, tasks_of
 from bulkgene.results.table import QUERY, TableReader, choose_columns, content_of, field_names
@@ -40,6 +47,24 @@ def _typed_row(row: dict[str, str]) -> dict[str, Any]:
             else (value or None) for name, value in row.items()}
 
 
+def _gene_id(record: Any, gene_only: bool, shard: Path) -> int:
+    """The GeneID of a shard's record (a report match's gene, or the gene itself)."""
+    gene = record if gene_only or not isinstance(record, dict) else record.get("gene")
+    found = gene.get("gene_id") if isinstance(gene, dict) else None
+    if isinstance(found, str) and found.isdigit():
+        return int(found)
+    raise StateError(f"{shard} holds a record without a readable gene_id ({found!r}): the "
+                     "shard was changed outside bulkgene; run bulkgene verify on the directory")
+
+
+def _iterated_in_library_words(items: Iterator[Any]) -> Iterator[Any]:
+    """``items``, the errors met while iterating (a shard read lazily) in library words."""
+    try:
+        yield from items
+    except BulkgeneError as exc:
+        raise in_library_words(exc) from None
+
+
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
@@ -48,9 +73,10 @@ def _library_words(method: _Method) -> _Method:
     @functools.wraps(method)
     def read(*args: Any, **kwargs: Any) -> Any:
         try:
-            return method(*args, **kwargs)
+            result = method(*args, **kwargs)
         except BulkgeneError as exc:
             raise in_library_words(exc) from None
+        return _iterated_in_library_words(result) if isinstance(result, Iterator) else result
 
     return cast(_Method, read)
 
@@ -100,23 +126,44 @@ class RunResults:
     @_library_words
     def records(self, *, list_order: bool = False) -> Iterator[dict[str, Any]]:
         """Every record as the API sent it (a report match, or the gene with --record
-        gene), task after task, shard after shard; with ``list_order``, in the order of the
-        list asked for (by the first GeneID each answers; read into memory to sort)."""
+        gene), task after task, shard after shard; a match's ``query`` is the GeneIDs of
+        the list its gene answers, as export's ``query`` column (itself if asked for, and
+        every ID replaced by it); with ``list_order``, in the order of the list asked for
+        (by the first GeneID each answers; read into memory to sort)."""
         self._whole()
-        if not list_order:
-            return self._records()
-        return iter(order.sort_records(self._records(), order.list_order(self.out_dir),
-                                       QueryMap(self._tasks).queries))
-
-    def _records(self) -> Iterator[dict[str, Any]]:
         for task in self._tasks:
             if task.tsv:
                 raise ValueError(f"{task.directory} was fetched with --format tsv: its shards "
                                  "are a table, not records (read them with pandas.read_csv)")
+        queries = QueryMap(self._tasks).queries
+        if not list_order:
+            return self._records(queries)
+        return iter(order.sort_records(self._records(queries), order.list_order(self.out_dir),
+                                       queries))
+
+    def _records(self, queries: Callable[[int], list[int]]) -> Iterator[dict[str, Any]]:
+        """The records, each GeneID once (else the shards were tampered with), a report
+        match's ``query`` the GeneIDs of the list it answers, as export's ``query`` column
+        gives them: the server's names only the ID each request asked it for."""
+        seen = SeenGeneIds()
+        for task in self._tasks:
             for shard in task.shards():
                 for block in read_blocks(shard, task.length(shard.name)):
-                    for line in block.splitlines():
-                        yield orjson.loads(line)
+                    try:
+                        records = [orjson.loads(line) for line in block.splitlines()]
+                    except orjson.JSONDecodeError as exc:
+                        raise StateError(
+                            f"{shard} holds a line that is not JSON ({exc}): the shard was "
+                            "changed outside bulkgene; run bulkgene verify on the directory"
+                        ) from None
+                    gene_ids = [_gene_id(record, task.gene_only, shard) for record in records]
+                    again = seen.add_all(gene_ids)
+                    if again is not None:
+                        raise written_twice(again, shard, task.verify_dir)
+                    for record, gene_id in zip(records, gene_ids, strict=True):
+                        if not task.gene_only and "query" in record:
+                            record["query"] = [str(query) for query in queries(gene_id)]
+                        yield record
 
     @_library_words
     def missing(self) -> list[dict[str, Any]]:

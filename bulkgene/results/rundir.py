@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bulkgene import durable, layout
 from bulkgene.errors import StateError
-from bulkgene.layout import task_directories
+from bulkgene.layout import task_dir_name, task_directories
 from bulkgene.output import checkpoint as ckpt
 from bulkgene.results.status import refuse_no_run
 
@@ -33,6 +33,8 @@ class TaskFiles:
     tsv: bool  # --format tsv: shards hold NCBI's table, not JSON
     committed: dict[str, int]
     returned_content: str = "COMPLETE"  # IDS_ONLY and COUNTS_ONLY reports hold few fields
+    run_dir: Path | None = None  # the directory read (an array's, or this one): what to verify
+    rewrites: tuple[str, ...] = ()  # reports whose committed version is NAME.rewrite until renamed
 
     def shards(self) -> list[Path]:
         """The task's shards, in shard order."""
@@ -41,6 +43,19 @@ class TaskFiles:
 
     def length(self, name: str) -> int:
         return self.committed.get(name, 0)
+
+    def report_path(self, name: str) -> Path:
+        """Where the committed version of report ``name`` is: NAME.rewrite while a rewrite
+        the checkpoint committed is not renamed yet (output/rewrite.py), else NAME."""
+        if name in self.rewrites:
+            pending = self.directory / (name + layout.REWRITE_SUFFIX)
+            if pending.exists():
+                return pending
+        return self.directory / name
+
+    @property
+    def verify_dir(self) -> Path:
+        return self.run_dir or self.directory
 
 
 def tasks_of(out_dir: Path) -> list[TaskFiles]:
@@ -54,11 +69,29 @@ def tasks_of(out_dir: Path) -> list[TaskFiles]:
         if state is None:
             continue
         params = state.params
-        tasks.append(TaskFiles(directory, int(params.get("task_index", 0)),
-                               int(params.get("task_count", 1)), params.get("record") == "gene",
+        index, count = int(params.get("task_index", 0)), int(params.get("task_count", 1))
+        _check_place(out_dir, directory, index, count)
+        tasks.append(TaskFiles(directory, index, count, params.get("record") == "gene",
                                params.get("format") == "tsv", dict(state.file_lengths),
-                               str(params.get("returned_content") or "COMPLETE")))
+                               str(params.get("returned_content") or "COMPLETE"), out_dir,
+                               tuple(state.rewrites)))
     return tasks
+
+
+def _check_place(out_dir: Path, directory: Path, index: int, count: int) -> None:
+    """An array's task directory must hold its own task's checkpoint: one copied there from
+    another task or a single run names files that are not there (or are another task's).
+    A directory read alone may have been renamed: its files are its own."""
+    if directory == out_dir or (count > 1 and directory.name == task_dir_name(index)):
+        return
+    whose = (f"task {index} of an array of {count}, whose directory is "
+             f"{task_dir_name(index)}" if count > 1 else "a single run, whose files are in "
+             "the directory it was fetched into")
+    raise StateError(
+        f"{directory} holds the checkpoint of {whose}: it was copied or moved there outside "
+        f"bulkgene, so the files it names are not that directory's. Run `bulkgene verify "
+        f"{out_dir}` to see every problem; move {directory} away (or back where it came from) "
+        "and read the run again")
 
 
 def read_blocks(path: Path, length: int, torn_tail_ok: bool = False) -> Iterator[bytes]:
@@ -71,7 +104,17 @@ def read_blocks(path: Path, length: int, torn_tail_ok: bool = False) -> Iterator
     left = length
     tail = b""
     unzip = zlib.decompressobj(zlib.MAX_WBITS | 16) if gzipped else None
-    with durable.open_read(path) as handle:
+    try:
+        handle = durable.open_read(path)
+    except FileNotFoundError:
+        if length <= 0:
+            return
+        raise StateError(f"{path} is gone, but its checkpoint committed {length} bytes of it: "
+                         "it was removed or moved outside bulkgene. Run `bulkgene verify` on "
+                         "the run to see every problem; put the file back from a backup, or "
+                         "fetch the list again with --restart (the old run is moved aside)"
+                         ) from None
+    with handle:
         while left > 0:
             raw = handle.read(min(_GZIP_BLOCK_BYTES if gzipped else _BLOCK_BYTES, left))
             if not raw:

@@ -15,10 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+import msgspec
+
 from bulkgene import layout
 from bulkgene.errors import ConfigError, StateError
 from bulkgene.ncbi.fields import FIELDS, HELD_BY_CONTENT, GeneField, Kind, held, resolve, suggest
 from bulkgene.ncbi.gene_table import GeneDecoder, Node, getter, items, values
+from bulkgene.results.once import SeenGeneIds, written_twice
 from bulkgene.results.reports import QueryMap, read_report
 from bulkgene.results.rundir import TaskFiles, read_blocks
 
@@ -217,13 +220,28 @@ class TableReader:
 
     def _genes(self, rows_per_batch: int) -> Iterator[list[Node]]:
         """The records' genes (decoded as far as the columns need), a block at a time."""
+        seen = SeenGeneIds()  # a gene is written once, whatever it answers: else tampered
         for task in self.tasks:
             decoder = GeneDecoder(self._fields, task.gene_only)
             pending: list[Node] = []
             for shard in task.shards():
                 for block in read_blocks(shard, task.length(shard.name)):
-                    pending.extend(gene for gene in decoder.decode_lines(block)
-                                   if gene is not None)
+                    try:
+                        decoded = decoder.decode_lines(block)
+                    except (msgspec.DecodeError, ValueError, AttributeError) as exc:
+                        raise StateError(
+                            f"{shard} holds a line that is not a gene report ({exc}): the "
+                            "shard was changed outside bulkgene; run bulkgene verify on the "
+                            "directory") from None
+                    genes = [gene for gene in decoded if gene is not None]
+                    try:  # map, not a call per gene: this runs for every record read
+                        gene_ids = list(map(int, map(self._gene_id, genes)))
+                    except (ValueError, TypeError):
+                        gene_ids = [self._gene_id_of(gene) for gene in genes]  # names it
+                    again = seen.add_all(gene_ids)
+                    if again is not None:
+                        raise written_twice(again, shard, task.verify_dir)
+                    pending.extend(genes)
                     while len(pending) >= rows_per_batch:
                         yield pending[:rows_per_batch]
                         del pending[:rows_per_batch]
@@ -257,15 +275,17 @@ class TableReader:
         if batch.row_count:
             yield batch
 
-    def _gene_queries(self, gene: Node) -> list[int]:
-        assert self._queries is not None
+    def _gene_id_of(self, gene: Node) -> int:
         found = self._gene_id(gene)
         try:
-            gene_id = int(found)
+            return int(found)
         except (ValueError, TypeError):
             raise StateError(f"a record without a readable gene_id ({found!r}) is in the "
                              "shards: run bulkgene verify on the directory") from None
-        return self._queries.queries(gene_id)
+
+    def _gene_queries(self, gene: Node) -> list[int]:
+        assert self._queries is not None
+        return self._queries.queries(self._gene_id_of(gene))
 
     def _empty(self, column: Column) -> Any:
         return [] if column.is_list else None

@@ -24,7 +24,6 @@ import orjson
 from bulkgene import durable
 from bulkgene.errors import CorruptCheckpoint, StateError
 from bulkgene.input import plan as idplan
-from bulkgene.input.idset import MAX_GENE_ID, IdBitmap
 from bulkgene.layout import (
     MISSING_NAME,
     REJECTS_NAME,
@@ -37,6 +36,7 @@ from bulkgene.ncbi.tsv import GENE_ID_FIELD, GENE_ID_HEADER
 from bulkgene.output import checkpoint as ckpt
 from bulkgene.output.missing import missing_counts, mostly_refused_message
 from bulkgene.results import explained
+from bulkgene.results.once import SeenGeneIds
 from bulkgene.results.status import directory_status, incomplete_reasons, is_task_directory
 
 _MAX_PROBLEMS_PER_KIND = 20
@@ -74,7 +74,7 @@ class Verdict:
     def ok(self) -> bool:
         return not self.problems
 
-    def check_once(self, seen: _Seen, gene_id: int, where: str) -> None:
+    def check_once(self, seen: SeenGeneIds, gene_id: int, where: str) -> None:
         """Record ``gene_id`` as seen; a second sighting is a problem (the first 20 listed)."""
         if seen.add(gene_id):
             return
@@ -83,34 +83,13 @@ class Verdict:
             self.problems.append(f"{where}: GeneID {gene_id} was already written (a duplicate)")
 
 
-class _Seen:
-    """GeneIDs seen so far: a bitmap for int32 IDs, a set for anything larger."""
-
-    def __init__(self) -> None:
-        self._bitmap = IdBitmap()
-        self._large: set[int] = set()
-
-    def __contains__(self, gene_id: int) -> bool:
-        if 0 < gene_id <= MAX_GENE_ID:
-            return gene_id in self._bitmap
-        return gene_id in self._large
-
-    def add(self, gene_id: int) -> bool:
-        if 0 < gene_id <= MAX_GENE_ID:
-            return self._bitmap.add(gene_id)
-        if gene_id in self._large:
-            return False
-        self._large.add(gene_id)
-        return True
-
-
 def verify(out_dir: Path) -> Verdict:
     verdict = Verdict()
     directories = task_directories(out_dir)
     if not directories:
         verdict.problems.append(f"{out_dir} holds no bulkgene run (no checkpoint.json)")
         return verdict
-    seen = _Seen()
+    seen = SeenGeneIds()
     targets: dict[int, tuple[Path, int]] = {}  # new gene -> (directory, a replaced GeneID)
     batch_sizes: dict[object, list[str]] = {}
     generations: dict[int, list[str]] = {}  # which --restart each task's run began after
@@ -276,7 +255,7 @@ def _replacements(directory: Path) -> dict[int, tuple[Path, int]]:
     return found
 
 
-def _check_shard(shard: Path, gene_only: bool, seen: _Seen, verdict: Verdict,
+def _check_shard(shard: Path, gene_only: bool, seen: SeenGeneIds, verdict: Verdict,
                  allowed: Callable[[int], bool] | None = None) -> int:
     """Check every line of one shard; returns how many records it holds."""
     records = 0
@@ -307,7 +286,7 @@ def _tsv_layout(params: dict[str, object]) -> tuple[bool, int | None]:
     return params.get("include_tabular_header") != "INCLUDE_TABULAR_HEADER_NEVER", column
 
 
-def _check_tsv_shard(shard: Path, layout: tuple[bool, int | None], seen: _Seen,
+def _check_tsv_shard(shard: Path, layout: tuple[bool, int | None], seen: SeenGeneIds,
                      verdict: Verdict) -> int:
     """Every row as wide as the first line, the header only at the top, GeneIDs once."""
     has_header, column = layout

@@ -83,6 +83,40 @@ async def test_a_cancelled_download_releases_the_lock_and_says_interrupted(
     assert invoke_cli("verify", str(out)).returncode == 0
 
 
+def _checkpoint_inode(out: Path) -> int:
+    with contextlib.suppress(FileNotFoundError):
+        return (out / ckpt.CHECKPOINT_NAME).stat().st_ino
+    return 0
+
+
+async def test_a_cancel_as_the_checkpoint_lands_never_leaves_the_files_behind_it(
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    """A cancel landing while the checkpoint's save ran in its thread left missing.tsv cut
+    back to the older checkpoint (0 bytes of the 31 committed): the resume refused the run.
+    Here each cancel lands the moment a new checkpoint.json is seen on disk, before the run
+    could have learnt that its save was done."""
+    emulator = make_emulator(latency_s=0.01)
+    source = write_ids(tmp_path / "ids.txt", IDS)
+    out = tmp_path / "out"
+    for _ in range(5):
+        task = asyncio.create_task(_download(out, source, emulator.base_url))
+        seen = _checkpoint_inode(out)
+        # the save's thread renames it: there is no event to wait on
+        while _checkpoint_inode(out) == seen and not task.done():  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 60)  # a hang guard
+        state = ckpt.load(out)
+        assert state is not None
+        for name, length in state.file_lengths.items():
+            assert (out / name).stat().st_size >= length, f"{name} cut behind the checkpoint"
+    summary = await _finish(out, source, emulator.base_url)
+    assert summary.exit_code == 0
+    expected = expected_for(emulator.state.universe, list(IDS))
+    assert gene_ids_written(out) == dict.fromkeys(expected.genes, 1)
+
+
 async def test_wait_for_a_download_ends_at_its_timeout(make_emulator: EmulatorFactory,
                                                       tmp_path: Path) -> None:
     """`await asyncio.wait_for(bulkgene.download(cfg), timeout=4)` never returned."""

@@ -191,8 +191,21 @@ def held_signals(receive: Callable[[int], None] | None) -> Iterator[None]:
 
 
 async def _prepare(config: DownloadConfig, cancel: threading.Event) -> PreparedRun:
+    preparing = asyncio.ensure_future(asyncio.to_thread(prepare, config, cancel))
     try:
-        return await asyncio.to_thread(prepare, config, cancel)
+        return await asyncio.shield(preparing)
+    except asyncio.CancelledError:
+        # the thread goes on after a cancel: what it ends holding (the lock, open files) is
+        # let go here, or a later download in this process finds the directory taken
+        cancel.set()
+        while not preparing.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({preparing})
+        if not preparing.cancelled() and preparing.exception() is None:
+            prepared = preparing.result()
+            prepared.store.close()
+            prepared.lock.release()
+        raise
     except OSError as exc:  # a full or read-only disk, EIO: not a bug
         raise StateError(
             f"writing to {config.work_dir} failed while preparing the run: "

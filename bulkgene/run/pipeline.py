@@ -18,6 +18,7 @@ worker gets one ``None`` sentinel and sends one on to the writer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import os
@@ -241,6 +242,25 @@ class Pipeline:
                             result.batch.gene_ids[0], result.reason)
 
     async def _commit(self, results: list[BatchResult]) -> None:
+        """Commit ``results`` whole even when the run is cancelled meanwhile.
+
+        The writing and the checkpoint's save run in threads that a cancel doesn't stop: had
+        the save landed and the run not learnt it, the cleanup would cut the files back to the
+        older checkpoint it knew, behind the one on disk (missing.tsv emptied, a resume
+        refused). So a cancel waits for the commit on its way, then goes on.
+        """
+        commit = asyncio.ensure_future(self._commit_now(results))
+        try:
+            await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            while not commit.done():
+                with contextlib.suppress(asyncio.CancelledError):  # a second cancel waits too
+                    await asyncio.wait({commit})
+            if not commit.cancelled() and commit.exception() is not None:
+                log.debug("a commit ended by a cancel failed: %s", commit.exception())
+            raise
+
+    async def _commit_now(self, results: list[BatchResult]) -> None:
         """Durable data first (in a thread), then the checkpoint, which only this loop touches."""
         receipt = await asyncio.to_thread(self.prepared.store.write, results)
         # the next state is built on a copy and becomes the run's only once it is saved: a

@@ -28,6 +28,7 @@ from helpers import (
 
 import bulkgene
 from bulkgene.errors import CorruptCheckpoint
+from bulkgene.layout import CHECKPOINT_NAME
 from bulkgene.output import checkpoint as ckpt
 from bulkgene.output.lock import RunLock
 
@@ -85,7 +86,7 @@ async def test_a_cancelled_download_releases_the_lock_and_says_interrupted(
 
 def _checkpoint_inode(out: Path) -> int:
     with contextlib.suppress(FileNotFoundError):
-        return (out / ckpt.CHECKPOINT_NAME).stat().st_ino
+        return (out / CHECKPOINT_NAME).stat().st_ino
     return 0
 
 

@@ -130,10 +130,11 @@ async def list_taxa(exchanger: Exchanger, config: DownloadConfig, directory: Pat
     selection = config.taxa
     if selection is None:
         raise ValueError("list_taxa needs config.taxa")
-    done = await offload(load_list, directory, selection)
+    server = config.network.server
+    done = await offload(load_list, directory, selection, server)
     if done is not None:
         return done
-    await offload(begin, directory, selection)
+    await offload(begin, directory, selection, server)
     retry = config.network.retry
     listing = _Listing(exchanger, selection, retry.max_attempts, retry.token_attempts,
                        stop or asyncio.Event(), _report_interval_s(config), offload, directory,
@@ -175,7 +176,7 @@ async def list_taxa(exchanger: Exchanger, config: DownloadConfig, directory: Pat
             + (f" (and {len(listing.failures) - 3} more)" if len(listing.failures) > 3 else "")
             + ". Every page listed so far is saved: run the same command again to go on from "
             "there (nothing has been fetched yet)")
-    done = await offload(finalize, directory, selection, listing.chains)
+    done = await offload(finalize, directory, selection, listing.chains, server)
     _warn_about(done, selection)
     if not done.gene_ids and not config.inputs:
         raise InputError(

@@ -171,7 +171,8 @@ async def with_taxon_list(config: DownloadConfig, stats: NetStats,
                 log.info("--restart: the old run, its list of GeneIDs included, is now in %s",
                          moved)
             restarted = True
-        done = await asyncio.to_thread(load_list, directory, config.taxa)
+        done = await asyncio.to_thread(load_list, directory, config.taxa,
+                                       config.network.server)
         if done is None:
             done = await _list(config, directory, stats, stop)
         elif config.taxa.refresh:

@@ -106,6 +106,7 @@ def dry_run_taxa(config: DownloadConfig, human_time: Callable[[float], str]) -> 
     """Ask NCBI what the taxa hold and print genes by type, requests, time and disk."""
     import asyncio
 
+    from bulkgene.ncbi.taxon import types_had_instead
     from bulkgene.run.taxa import count_taxa_now
 
     counts, sent = asyncio.run(count_taxa_now(config))
@@ -116,6 +117,13 @@ def dry_run_taxa(config: DownloadConfig, human_time: Callable[[float], str]) -> 
         codes = ", ".join(notice.code for notice in count.notices)
         if count.refused is not None:
             click.echo(f"taxon {count.taxon!r}: refused by NCBI ({count.refused})")
+            continue
+        asked = config.taxa.gene_types if config.taxa is not None else ()
+        if not count.listed and not codes and (
+                had := types_had_instead(count.by_type, asked)) is not None:
+            click.echo(f"taxon {count.taxon!r}: no gene of the types asked "
+                       f"({', '.join(asked)}); NCBI counts "
+                       + ", ".join(f"{gene_type} {number}" for gene_type, number in had))
             continue
         if not count.listed:
             why = codes or "NOTHING_FOUND: unknown to NCBI, or no genes at exactly this taxon"

@@ -323,6 +323,11 @@ class Chain:
         self.state.done = True
         self._save()
 
+    def explain(self, code: str, text: str) -> None:
+        """A finished chain that gave nothing: why, in place of page 1's (absent) notices."""
+        self.state.notices = [(code, text[:600])]
+        self._save()
+
     def refuse(self, reason: str) -> None:
         """The server refused the taxon itself: it is reported missing with ``reason``."""
         self.state.refused = reason[:300]

@@ -41,9 +41,9 @@ def taxon_options(function: F) -> F:
                      help="A file of taxa, one tax ID or name per line (# comments and blank "
                      "lines skipped). A taxon NCBI doesn't know goes to missing_taxa.tsv."),
         click.option("--gene-type", "gene_types", multiple=True,
-                     type=click.Choice(GENE_TYPES), metavar="TYPE",
-                     help="List only genes of this type (repeatable): the API's types, e.g. "
-                     "PROTEIN_CODING, ncRNA, PSEUDO, tRNA."),
+                     type=click.Choice(GENE_TYPES, case_sensitive=False), metavar="TYPE",
+                     help="List only genes of this type (repeatable): the API's types, in "
+                     "any case, e.g. PROTEIN_CODING, ncRNA, PSEUDO, tRNA."),
         click.option("--include-subtree", is_flag=True,
                      help="Also the genes of every taxon below (the API's tax_search_subtree): "
                      "needed above species (Mammalia), and for a species whose genes sit at "

@@ -68,6 +68,13 @@ def test_a_server_refusing_all_but_tp53_is_an_error_and_verify_says_so(
     assert result.returncode == 1, stderr
     assert stderr.count("error: the server refused") == 1 and "--column" in stderr
     assert len(served(emulator.state.arrivals())) < 500, "not a request per GeneID"
+    # the message says what is on disk and in the end line: the batch in flight was never
+    # committed, so its refused GeneIDs are pending, not in missing.tsv
+    recorded = read_tsv(out / "missing.tsv") if (out / "missing.tsv").exists() else []
+    end = next(line for line in stderr.splitlines() if "requested 5000 = found" in line)
+    assert "missing 0 " in end and not recorded and "pending" in end, end
+    assert "REJECTED_BY_SERVER in missing.tsv" not in stderr, stderr
+    assert "were not recorded" in stderr and "still pending" in stderr, stderr
     assert invoke_cli("verify", str(out)).returncode != 0
 
 

@@ -157,7 +157,7 @@ def _refuse_changed(directory: Path, old: Selection, changes: list[str], complet
     options = " ".join([*(f"--gene-type {kind}" for kind in old.gene_types),
                         *(["--include-subtree"] if old.include_subtree else [])])
     same = (f" ({taxa}{' ' + options if options else ''}"
-            + (f" with --base-url at {old.server}" if old.server else "") + ")")
+            + (f"; server {old.server}" if old.server else "") + ")")
     return StateError(
         f"{directory} holds {what}, made with other settings ({'; '.join(changes)}): a "
         "directory holds one run. Re-run with the original taxa and options to go on with it"

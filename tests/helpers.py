@@ -285,3 +285,20 @@ def small_filesystem(mount: Path, size: str) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def assert_key_budget_kept(arrivals: list[Arrival], limit: int = 10, what: str = "") -> None:
+    """What the server received on one key kept within ``limit`` a second, by its clock.
+
+    One 429 is allowed: the emulator shares the test's CPU, and on a loaded machine (CI runs
+    tests three at a time, and issue 21 asks for passing beside a CPU hog on every core) its
+    handler can be late for one request and judge two sends a second and a margin apart as
+    one second's. bulkgene's answer to a lone 429 is to resend it (a cost the pacer accepts);
+    a second 429, or more than one request over ``limit`` in any second, is a real overrun.
+    """
+    from bulkgene.testing.windows import max_in_window
+
+    throttled = [(round(a.t - arrivals[0].t, 3), a.first_id) for a in arrivals
+                 if a.status == 429]
+    assert len(throttled) <= 1, f"{what}429s (s from the first request, first ID): {throttled}"
+    assert max_in_window([a.t for a in arrivals]) <= limit + len(throttled), what

@@ -125,6 +125,18 @@ def test_duplicates_across_pages_are_dropped_and_counted(tmp_path: Path) -> None
     assert tsv_rows(config.out_dir / "taxa.tsv")[0][3] == "20"
 
 
+def test_two_pages_of_nothing_new_in_a_row_do_not_cut_a_listing_short(tmp_path: Path) -> None:
+    # the guard against a chain going round waits for three such pages: a list that shifted
+    # under its pages twice over still ends where it ends, in one pass
+    replies = [page(HUMAN[:1000], total=2500, token="t1"), page(HUMAN[:1000], token="t2"),
+               page([], token="t3"), page(HUMAN[1000:2000], token="t4"), page(HUMAN[2000:])]
+    server = TaxonServer({}, special={"9606": lambda asked: replies.pop(0)})
+    config = config_for(tmp_path, "9606")
+    done = listed(server, config)
+    assert genes_txt(config) == HUMAN and not done.taxa[0].short
+    assert [asked.token for asked in server.asked] == [None, "t1", "t2", "t3", "t4"]
+
+
 def test_pages_short_of_total_count_are_listed_again_then_kept_and_flagged(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     server = TaxonServer({"9606": HUMAN}, short_by=3)
@@ -255,6 +267,22 @@ def test_reports_without_a_usable_geneid_are_skipped_and_counted(tmp_path: Path)
     config = config_for(tmp_path, "9606")
     done = listed(server, config)
     assert genes_txt(config) == [12] and done.gene_ids == 1
+
+
+def test_taxa_tsv_counts_the_values_skipped_as_no_geneid(tmp_path: Path) -> None:
+    # what a GeneID is, as in an ID file (docs/input.md): ASCII digits, at most 10 of them,
+    # 1..2147483647; leading zeros are read as the number ("00672" is 672, as in an ID file
+    # and as NCBI's CLI parses it). The rest is skipped, and taxa.tsv says how many.
+    skipped = ["0", "-5", "99999999999", "1e3", "\u0663", " 672", "672 ", "4294967297"]
+    body = orjson.dumps({"reports": [{"gene": {"gene_id": value}}
+                                     for value in ["00672", "7157", *skipped]],
+                         "total_count": 10})
+    server = TaxonServer({}, special={"9606": lambda asked: Reply(200, {}, body)})
+    config = config_for(tmp_path, "9606")
+    done = listed(server, config)
+    assert tsv_rows(config.out_dir / "taxa.tsv") == [
+        ["9606", "2", "10", "0", "1", "SHORT_OF_TOTAL_COUNT(10),UNUSABLE_GENE_IDS(8)"]]
+    assert genes_txt(config) == [672, 7157] and done.taxa[0].unusable == len(skipped)
 
 
 def test_another_selection_is_refused_once_the_list_is_complete(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 from helpers import (
     EmulatorFactory,
     assert_complete_output,
+    assert_key_budget_kept,
     cli_command,
     cli_env,
     expected_for,
@@ -30,7 +31,6 @@ import bulkgene
 from bulkgene import DownloadConfig, RetryPolicy, Timeouts
 from bulkgene.output import checkpoint as ckpt
 from bulkgene.testing import EmulatorThread
-from bulkgene.testing.windows import max_in_window
 
 RETRIED_FAULTS = ["http_500", "http_502", "http_503", "http_504", "truncate", "reset", "html",
                   "stall", "missing_reports", "foreign_gene", "throttle_seconds",
@@ -210,9 +210,8 @@ def test_no_burst_in_the_first_second(make_emulator: EmulatorFactory, tmp_path: 
                         env=cli_env(emulator.base_url, NCBI_API_KEY="first-second-key"))
     assert result.returncode == 0, result.stderr.decode()
     arrivals = served(emulator.state.arrivals())
-    assert all(a.status == 200 for a in arrivals), "nothing may be throttled at the ceiling"
+    assert_key_budget_kept(arrivals, what="at the ceiling: ")
     times = [a.t for a in arrivals]
-    assert max_in_window(times) <= 10
     assert sum(1 for t in times if t - times[0] < 1.0) <= 10
 
 

@@ -305,9 +305,10 @@ def fetch(ids: Any, out: str | PathLike[str] | None = None, *, as_frame: bool = 
     Returns the records as the API sent them (report matches, or genes with
     ``record="gene"``) in the order of the IDs given, or with ``as_frame=True`` a pandas
     DataFrame as mygene's ``querymany(..., as_dataframe=True)`` shapes it: one row per
-    GeneID given, in that order, indexed by it (``query``), with ``fields`` as columns (NCBI
-    mnemonics; ``bulkgene export --list-fields``) and, unless ``with_missing=False``, a row
-    with its ``missing_reason`` for each GeneID NCBI has no record for. ``explode`` gives
+    GeneID given (a repeated one once), in that order, indexed by it (``query``), with
+    ``fields`` as columns (NCBI mnemonics; ``bulkgene export --list-fields``) and, unless
+    ``with_missing=False``, a row with its ``missing_reason`` for each GeneID NCBI has no
+    record for. ``explode`` gives
     one row per value of a list field. ``out`` is the run's directory (a str or Path);
     without it a cache directory is used, and asking again resumes or reuses it.
     ``progress``: a tqdm bar when tqdm is installed, or a callable that hears a

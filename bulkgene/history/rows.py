@@ -33,6 +33,9 @@ from bulkgene.input.idset import MAX_GENE_ID, IdBitmap
 GZIP_MAGIC = b"\x1f\x8b"
 HEADER = b"#tax_id\tGeneID\tDiscontinued_GeneID\tDiscontinued_Symbol\tDiscontinue_Date\n"
 _CHUNK_BYTES = 1 << 20
+# a real line is under 1 KB; past this a line is junk, skipped to its newline without being
+# kept (held whole, a 600 MB line cost 1.9 GB, and each chunk copied all of it again)
+MAX_LINE_BYTES = 64 << 10
 _EXAMPLES = 5  # malformed lines quoted in the warning
 _MAX_SYMBOL_CHARS = 100
 _MAX_ID_DIGITS = 10
@@ -105,10 +108,12 @@ def _valid_rows(stream: BinaryIO, result: Scan, stop: threading.Event | None = N
     """(Discontinued_GeneID, fields) of every well-formed row; the rest counted in ``result``.
 
     Every field is checked (numbers where numbers belong, a plausible date): a line that
-    fails is skipped and counted, and its GeneID is not taken as discontinued. Raises
-    Interrupted between two chunks once ``stop`` is set (a signal).
+    fails, or is longer than MAX_LINE_BYTES, is skipped and counted, and its GeneID is not
+    taken as discontinued. Memory stays flat and time linear whatever the lines' length.
+    Raises Interrupted between two chunks once ``stop`` is set (a signal).
     """
     tail = b""
+    skipping: bytes | None = None  # the start of an over-long line, while its rest is skipped
     number = 0
 
     def bad(line: bytes) -> None:
@@ -120,8 +125,19 @@ def _valid_rows(stream: BinaryIO, result: Scan, stop: threading.Event | None = N
         if stop is not None and stop.is_set():
             raise Interrupted("the gene history was being read")
         chunk = stream.read(_CHUNK_BYTES)
+        at_end = not chunk
+        if skipping is not None:
+            end = chunk.find(b"\n")
+            if end < 0 and not at_end:
+                continue
+            number += 1
+            bad(skipping)
+            skipping = None
+            chunk = chunk[end + 1:] if end >= 0 else b""
         lines = (tail + chunk).split(b"\n")
-        tail = lines.pop() if chunk else b""
+        tail = b"" if at_end else lines.pop()
+        if len(tail) > MAX_LINE_BYTES:
+            skipping, tail = tail[:80], b""
         for line in lines:
             number += 1
             if not line or line[:1] == b"#":
@@ -137,7 +153,8 @@ def _valid_rows(stream: BinaryIO, result: Scan, stop: threading.Event | None = N
             if not (disc.isdigit() and len(disc) <= _MAX_ID_DIGITS and tax.isdigit()
                     and (gene == b"-" or (gene.isdigit() and len(gene) <= _MAX_ID_DIGITS))
                     and len(date) == 8 and date.isdigit()
-                    and b"01" <= date[4:6] <= b"12" and b"01" <= date[6:] <= b"31"):
+                    and b"01" <= date[4:6] <= b"12" and b"01" <= date[6:] <= b"31"
+                    and len(line) <= MAX_LINE_BYTES):
                 bad(line)
                 continue
             disc_id = int(disc)
@@ -146,7 +163,7 @@ def _valid_rows(stream: BinaryIO, result: Scan, stop: threading.Event | None = N
                 continue
             result.lines += 1
             yield disc_id, parts
-        if not chunk:
+        if at_end:
             return
 
 

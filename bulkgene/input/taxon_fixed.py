@@ -71,6 +71,8 @@ def finalize(directory: Path, selection: TaxonSelection, chains: list[Chain], se
         notes = [code for code, _ in result.notices]
         if result.short:
             notes.append(f"SHORT_OF_TOTAL_COUNT({result.total_count})")
+        if result.unusable:  # why a page's reports gave fewer GeneIDs than it held
+            notes.append(f"UNUSABLE_GENE_IDS({result.unusable})")
         total = "" if result.total_count is None else str(result.total_count)
         report.append(f"{_tsv_text(result.taxon)}\t{result.gene_ids}\t{total}\t"
                       f"{result.duplicates}\t{result.pages}\t{','.join(notes)}\n".encode())

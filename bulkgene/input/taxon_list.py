@@ -11,6 +11,7 @@
                              run's input, read by the ID pipeline like any ID file
     D/taxa/list.json         written last: the list is complete and fixed
     D/taxa.tsv               one row per taxon: GeneIDs, total_count, duplicates, notes
+                             (SHORT_OF_TOTAL_COUNT(N), UNUSABLE_GENE_IDS(N), NCBI's codes)
     D/missing_taxa.tsv       the taxa that gave no GeneID, with NCBI's reason
 
 A page commits as a batch does: its new GeneIDs are appended to the chain's .ids and
@@ -92,6 +93,7 @@ class TaxonResult(msgspec.Struct):
     notices: list[tuple[str, str]]
     refused: str | None
     short: bool
+    unusable: int = 0  # reports whose gene_id was no GeneID (skipped); older lists lack it
 
     @property
     def missing_reason(self) -> tuple[str, str] | None:
@@ -363,4 +365,5 @@ class Chain:
             state.taxon, listed, state.total_count,
             sum(p.state.duplicates for p in parts) if parts else state.duplicates,
             state.pages + sum(p.state.pages for p in parts), state.notices, state.refused,
-            any(p.state.short for p in parts) if parts else state.short)
+            any(p.state.short for p in parts) if parts else state.short,
+            sum(p.state.unusable for p in parts) if parts else state.unusable)

@@ -9,8 +9,11 @@ decisions, each for a reason recorded in docs/ncbi-gene-taxon.md:
   server's words; page 1 answered with nothing (``{}``, or only warnings): missing with
   NCBI's code (``ABOVE_SPECIES_TAXON``, ...) or ``NOTHING_FOUND``. Neither stops the others.
 - a next page failing ``token_attempts`` times, the same token twice, more pages than
-  ``total_count`` can need: the chain starts over from page 1 (NCBI answers a token it no
-  longer takes with 500, every time).
+  ``total_count`` can need, ``IDLE_PAGES`` pages in a row that add no new GeneID: the chain
+  starts over from page 1 (NCBI answers a token it no longer takes with 500, every time).
+- a page 1 that offers a next page but no ``total_count`` (NCBI counts a taxon's genes on
+  its first page), or one above ``MAX_TOTAL_COUNT``: nothing bounds that chain, so it is not
+  followed and the taxon fails at once (a server that never ends must not hang the run).
 - after the last page, the unique GeneIDs are compared with page 1's ``total_count``: short,
   the chain is listed once more (the list may have changed while it was paged); still short,
   it is kept, flagged in taxa.tsv and warned about. GeneIDs a page repeats are dropped and
@@ -42,6 +45,7 @@ from bulkgene.errors import BulkgeneError, InputError, Interrupted, ListingIncom
 from bulkgene.input.taxon_fixed import describe, finalize
 from bulkgene.input.taxon_list import Chain, TaxonList, begin, load_list
 from bulkgene.ncbi.taxon import (
+    MAX_GENE_ID,
     TAXON_PAGE_SIZE,
     Notice,
     parse_taxon_page,
@@ -66,11 +70,24 @@ class Offload(Protocol):
 
 SHORT_RELISTS = 1  # a chain short of its total_count is listed again this often
 SPLIT_ABOVE_PAGES = 3  # a taxon longer than this is listed in parts, one per gene type
+# pages in a row that add no new GeneID while the server still offers a next one: NCBI's
+# pages repeat a few GeneIDs when the list shifts under them, never a whole page
+IDLE_PAGES = 3
+# a total_count above this is no count: no list holds more GeneIDs than there can be
+MAX_TOTAL_COUNT = MAX_GENE_ID
 _SUBTREE_CODES = ("ABOVE_SPECIES_TAXON", "NO_GENE_ANNOTATION_FOUND")
 
 
 class _StartOver(Exception):
     """The chain broke: list the taxon again from page 1."""
+
+
+@dataclass
+class _Watch:
+    """What one pass down a chain has seen, to tell a chain going round from a long one."""
+
+    tokens: set[str] = field(default_factory=set)
+    idle_pages: int = 0  # pages in a row, up to this one, that added no new GeneID
 
 
 @dataclass
@@ -299,7 +316,7 @@ async def _run_chain(chain: Chain, listing: _Listing, first_page_only: bool = Fa
                      ) -> str | None:
     """Page ``chain`` to its end (or until stopped; or only page 1); a failure's
     description, else None."""
-    seen_tokens: set[str] = set()
+    watch = _Watch()
     while not chain.state.done:
         if listing.stop.is_set() or (first_page_only and chain.state.pages):
             return None
@@ -307,7 +324,7 @@ async def _run_chain(chain: Chain, listing: _Listing, first_page_only: bool = Fa
             if chain.state.pages and chain.state.token is None:
                 await _end(chain, listing)  # killed between the last page and its end
                 continue
-            failure = await _next_page(chain, listing, seen_tokens)
+            failure = await _next_page(chain, listing, watch)
             if failure is not None:
                 return failure
         except _StartOver as exc:
@@ -316,13 +333,13 @@ async def _run_chain(chain: Chain, listing: _Listing, first_page_only: bool = Fa
                         f"{chain.state.restarts} new starts")
             log.debug("listing taxon %r again from page 1: %s", chain.taxon, exc)
             listing.exchanger.stats.retries += 1
-            seen_tokens.clear()
+            watch = _Watch()
             await listing.offload(chain.start_over)
         listing.report()
     return None
 
 
-async def _next_page(chain: Chain, listing: _Listing, seen_tokens: set[str]) -> str | None:
+async def _next_page(chain: Chain, listing: _Listing, watch: _Watch) -> str | None:
     selection = listing.selection
     token = chain.state.token
     request = taxon_page_request(chain.taxon, gene_types=(chain.part,) if chain.part
@@ -342,27 +359,44 @@ async def _next_page(chain: Chain, listing: _Listing, seen_tokens: set[str]) -> 
             raise _StartOver(f"a next page failed ({exc})") from None
         return f"{chain.taxon!r}: {exc}"
     next_token = page.next_page_token
-    if next_token is not None and (next_token == token or next_token in seen_tokens):
+    if next_token is not None and (next_token == token or next_token in watch.tokens):
         raise _StartOver("the server sent the same next_page_token twice")
-    total = chain.state.total_count if chain.state.pages else page.total_count
-    if next_token is not None and total is not None:
+    first = chain.state.pages == 0
+    total = page.total_count if first else chain.state.total_count
+    if next_token is not None:
+        if total is None or total > MAX_TOTAL_COUNT:
+            return _unbounded(chain, total, len(page.gene_ids) + page.unusable)
         # pages may repeat some GeneIDs, never most of them: past twice what the count
         # needs, the chain is going round
         bound = 2 * math.ceil(total / TAXON_PAGE_SIZE) + 5
         if chain.state.pages + 1 >= bound:
             raise _StartOver(f"the page chain goes on past {bound} pages for {total} genes")
-    first = chain.state.pages == 0
-    await listing.offload(
+    new = await listing.offload(
         chain.commit_page, page.gene_ids, next_token, total_count=page.total_count,
         notices=[(notice.code, notice.text) for notice in page.notices],
         unusable=page.unusable)
-    if next_token is not None:
-        seen_tokens.add(next_token)
-    if first and chain.part is None:
+    if first and chain.part is None and not chain.state.restarts:
         _announce(chain, page.notices)
     if next_token is None:
         await _end(chain, listing)
+        return None
+    watch.tokens.add(next_token)
+    watch.idle_pages = 0 if new else watch.idle_pages + 1
+    if watch.idle_pages >= IDLE_PAGES:
+        raise _StartOver(f"{IDLE_PAGES} pages in a row added no new GeneID while the server "
+                         "kept offering a next page")
     return None
+
+
+def _unbounded(chain: Chain, total: int | None, reports: int) -> str:
+    """Why a chain offering a next page without a believable count is not followed."""
+    what = (f"its first page gave {reports} reports and a next page but no total_count (NCBI "
+            "counts a taxon's genes on its first page)" if total is None else
+            f"its first page promised {total} genes, more than there can be GeneIDs "
+            f"({MAX_TOTAL_COUNT})")
+    return (f"{chain.taxon!r}{f' (gene type {chain.part})' if chain.part else ''}: {what}, "
+            "so nothing says where its pages end and they were not followed; if the server is "
+            "NCBI's, this is a fault on its side")
 
 
 def _announce(chain: Chain, notices: list[Notice]) -> None:
@@ -389,6 +423,7 @@ async def _end(chain: Chain, listing: _Listing) -> None:
         log.info("taxon %r: its pages gave %d GeneIDs, more than the %d total_count said "
                  "(the list grew while it was paged)", chain.taxon, chain.listed, total)
     if chain.state.unusable:
-        log.warning("taxon %r: %d reports named no usable GeneID and were skipped",
+        log.warning("taxon %r: %d reports named no usable GeneID and were skipped "
+                    "(UNUSABLE_GENE_IDS in taxa.tsv)",
                     chain.taxon, chain.state.unusable)
     await listing.offload(chain.finish)

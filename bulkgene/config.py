@@ -391,8 +391,14 @@ class TaxonSelection:
             if len(taxon) > MAX_TAXON_CHARS or not taxon.isprintable():
                 raise ConfigError(f"taxon {taxon[:40]!r}... is not a tax ID or a name: names "
                                   f"are printable and at most {MAX_TAXON_CHARS} characters")
-        for gene_type in self.gene_types:
+        # any case is taken (PROTEIN_CODING, protein_coding), as the API spells them
+        spelled = {gene_type.lower(): gene_type for gene_type in GENE_TYPES}
+        gene_types = tuple(dict.fromkeys(
+            spelled.get(gene_type.lower(), gene_type) if isinstance(gene_type, str)
+            else gene_type for gene_type in self.gene_types))
+        for gene_type in gene_types:
             _check_choice("gene type (--gene-type)", gene_type, GENE_TYPES)
+        object.__setattr__(self, "gene_types", gene_types)  # frozen: set once, here
 
     def params(self) -> dict[str, Any]:
         """What decides the list (``refresh`` does not): part of the run's fingerprint."""

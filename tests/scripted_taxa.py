@@ -146,8 +146,8 @@ def config_for(tmp_path: Path, *taxa: str, inputs: tuple[str, ...] = (),
                                settings.pop("include_subtree", False))
     settings.setdefault("retry", RetryPolicy(max_attempts=3, backoff_base_s=1.0))
     settings.setdefault("progress_interval_s", 0)
-    return make_config(list(inputs), tmp_path / "out", base_url=BASE_URL, taxa=selection,
-                       **settings)
+    settings.setdefault("base_url", BASE_URL)
+    return make_config(list(inputs), tmp_path / "out", taxa=selection, **settings)
 
 
 async def inline(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:

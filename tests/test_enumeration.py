@@ -288,19 +288,28 @@ def test_taxa_tsv_counts_the_values_skipped_as_no_geneid(tmp_path: Path) -> None
 def test_another_selection_is_refused_once_the_list_is_complete(tmp_path: Path) -> None:
     config = config_for(tmp_path, "9606")
     listed(TaxonServer({"9606": HUMAN}), config)
-    with pytest.raises(StateError, match=r"holds the gene list of other taxa \(9606.*--restart"):
+    with pytest.raises(StateError, match=r"gene list of its taxa, made with other settings "
+                                         r"\(taxa: was \['9606'\], now \['10090'\]\).*"
+                                         r"--taxon 9606.*--restart"):
         listed(TaxonServer({"10090": [1]}), config_for(tmp_path, "10090"))
 
 
-def test_an_unfinished_listing_of_other_taxa_is_dropped(tmp_path: Path) -> None:
+def test_an_unfinished_listing_with_other_settings_is_refused_not_mixed(tmp_path: Path
+                                                                        ) -> None:
     stop = asyncio.Event()
     with pytest.raises(Interrupted):
         listed(TaxonServer({"9606": HUMAN}, on_ask=lambda asked: stop.set()),
                config_for(tmp_path, "9606"), stop)
-    config = config_for(tmp_path, "9606", gene_types=("PSEUDO",))
-    server = TaxonServer({"9606": HUMAN[:5]})
-    assert listed(server, config).gene_ids == 5
-    assert server.asked[0].token is None
+    pseudo = config_for(tmp_path, "9606", gene_types=("PSEUDO",))
+    with pytest.raises(StateError, match=r"interrupted.*gene_types: was none, now \['PSEUDO'\]"):
+        listed(TaxonServer({"9606": HUMAN[:5]}), pseudo)
+    elsewhere = config_for(tmp_path, "9606", base_url="http://other.test:8080/datasets/v2")
+    with pytest.raises(StateError, match=r"server: was 'http://ncbi.test', now "
+                                         r"'http://other.test:8080'"):
+        listed(TaxonServer({"9606": HUMAN}), elsewhere)
+    server = TaxonServer({"9606": HUMAN})
+    assert listed(server, config_for(tmp_path, "9606")).gene_ids == len(HUMAN)
+    assert server.asked[0].token is not None, "it went on from the page committed"
 
 
 def test_taxa_listing_the_same_genes_are_fetched_once(tmp_path: Path) -> None:

@@ -68,6 +68,13 @@ def test_a_server_refusing_all_but_tp53_is_an_error_and_verify_says_so(
     assert result.returncode == 1, stderr
     assert stderr.count("error: the server refused") == 1 and "--column" in stderr
     assert len(served(emulator.state.arrivals())) < 500, "not a request per GeneID"
+    # the message says what is on disk and in the end line: the batch in flight was never
+    # committed, so its refused GeneIDs are pending, not in missing.tsv
+    recorded = read_tsv(out / "missing.tsv") if (out / "missing.tsv").exists() else []
+    end = next(line for line in stderr.splitlines() if "requested 5000 = found" in line)
+    assert "missing 0 " in end and not recorded and "pending" in end, end
+    assert "REJECTED_BY_SERVER in missing.tsv" not in stderr, stderr
+    assert "were not recorded" in stderr and "still pending" in stderr, stderr
     assert invoke_cli("verify", str(out)).returncode != 0
 
 
@@ -85,3 +92,18 @@ def test_a_list_mostly_refused_is_no_result_even_when_every_batch_was_fetched(
         assert b"refused 4 GeneIDs one by one" in result.stderr
     verdict = invoke_cli("verify", str(out))
     assert verdict.returncode != 0 and b"refused 4 GeneIDs" in verdict.stdout + verdict.stderr
+
+
+def test_the_retry_advice_names_the_base_url_the_run_was_given(
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    emulator = make_emulator(invalid_ids=frozenset({11}))
+    source = write_ids(tmp_path / "ids.txt", range(11, 31))
+    out = tmp_path / "out"
+    env = {k: v for k, v in cli_env(emulator.base_url).items() if k != "BULKGENE_BASE_URL"}
+    result = invoke_cli("fetch", str(source), "--out", str(out), "--no-progress",
+                        "--base-url", emulator.base_url, env=env)
+    stderr = result.stderr.decode()
+    advice = f"Fetch them again with: bulkgene retry {out} --base-url {emulator.base_url}"
+    assert advice in stderr, stderr
+    again = invoke_cli(*advice.split(": ", 1)[1].split()[1:], "--no-progress", env=env)
+    assert again.returncode == 0, again.stderr.decode()

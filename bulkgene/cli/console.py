@@ -80,12 +80,25 @@ def report_end(summary: Summary, args: list[str] | None = None) -> None:
                      "(REJECTED_BY_SERVER in missing.tsv): they were never answered and may "
                      "well be live genes (NCBI refuses a whole request for one GeneID it calls "
                      "invalid, and has answered such IDs another day). Fetch them again with: "
-                     f"bulkgene retry {summary.run_dir}")
+                     f"bulkgene retry {shlex.quote(summary.run_dir)}"
+                     f"{_base_url_option(sys.argv[1:] if args is None else args)}")
     if summary.task_count > 1 and summary.complete and (merged := _merged(where.parent)):
         lines.append(merged)
     emit = log.warning if summary.exit_code or summary.refused else log.info
     for line in lines:
         emit("%s", line)
+
+
+def _base_url_option(args: list[str]) -> str:
+    """`` --base-url URL`` if the command line gave one (retry must ask the run's own
+    server: another is refused), else nothing (the default, or BULKGENE_BASE_URL)."""
+    url = None
+    for index, arg in enumerate(args):
+        if arg == "--base-url" and index + 1 < len(args):
+            url = args[index + 1]
+        elif arg.startswith("--base-url="):
+            url = arg.removeprefix("--base-url=")
+    return f" --base-url {shlex.quote(url)}" if url else ""
 
 
 def account_shown() -> bool:

@@ -41,9 +41,9 @@ def taxon_options(function: F) -> F:
                      help="A file of taxa, one tax ID or name per line (# comments and blank "
                      "lines skipped). A taxon NCBI doesn't know goes to missing_taxa.tsv."),
         click.option("--gene-type", "gene_types", multiple=True,
-                     type=click.Choice(GENE_TYPES), metavar="TYPE",
-                     help="List only genes of this type (repeatable): the API's types, e.g. "
-                     "PROTEIN_CODING, ncRNA, PSEUDO, tRNA."),
+                     type=click.Choice(GENE_TYPES, case_sensitive=False), metavar="TYPE",
+                     help="List only genes of this type (repeatable): the API's types, in "
+                     "any case, e.g. PROTEIN_CODING, ncRNA, PSEUDO, tRNA."),
         click.option("--include-subtree", is_flag=True,
                      help="Also the genes of every taxon below (the API's tax_search_subtree): "
                      "needed above species (Mammalia), and for a species whose genes sit at "
@@ -106,6 +106,7 @@ def dry_run_taxa(config: DownloadConfig, human_time: Callable[[float], str]) -> 
     """Ask NCBI what the taxa hold and print genes by type, requests, time and disk."""
     import asyncio
 
+    from bulkgene.ncbi.taxon import types_had_instead
     from bulkgene.run.taxa import count_taxa_now
 
     counts, sent = asyncio.run(count_taxa_now(config))
@@ -116,6 +117,13 @@ def dry_run_taxa(config: DownloadConfig, human_time: Callable[[float], str]) -> 
         codes = ", ".join(notice.code for notice in count.notices)
         if count.refused is not None:
             click.echo(f"taxon {count.taxon!r}: refused by NCBI ({count.refused})")
+            continue
+        asked = config.taxa.gene_types if config.taxa is not None else ()
+        if not count.listed and not codes and (
+                had := types_had_instead(count.by_type, asked)) is not None:
+            click.echo(f"taxon {count.taxon!r}: no gene of the types asked "
+                       f"({', '.join(asked)}); NCBI counts "
+                       + ", ".join(f"{gene_type} {number}" for gene_type, number in had))
             continue
         if not count.listed:
             why = codes or "NOTHING_FOUND: unknown to NCBI, or no genes at exactly this taxon"

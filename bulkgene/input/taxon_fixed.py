@@ -33,9 +33,11 @@ def _tsv_text(text: str) -> str:
     return text.replace("\t", " ").replace("\n", " ").replace("\r", " ")
 
 
-def finalize(directory: Path, selection: TaxonSelection, chains: list[Chain]) -> TaxonList:
+def finalize(directory: Path, selection: TaxonSelection, chains: list[Chain], server: str = ""
+             ) -> TaxonList:
     """Fix the list: the union of the chains in ``genes.txt``, the reports, ``list.json``
-    last. Idempotent: a kill before ``list.json`` makes the next run do it again."""
+    last (bound to ``server``, the origin that listed it). Idempotent: a kill before
+    ``list.json`` makes the next run do it again."""
     taxa_dir = directory / TAXA_DIR
     union = IdBitmap()
     shared = 0
@@ -56,7 +58,7 @@ def finalize(directory: Path, selection: TaxonSelection, chains: list[Chain]) ->
                     lines.clear()
             handle.write(b"".join(lines))
             results.append(chain.result(len(own)))
-    done = TaxonList(LIST_FORMAT, selection_record(selection), results, len(union), shared)
+    done = TaxonList(LIST_FORMAT, selection_record(selection, server), results, len(union), shared)
     if not done.gene_ids:
         # a list of nothing is never fixed: the next run asks again (it may have been an
         # outage at NCBI, issue 373), and the reports below say what each taxon answered

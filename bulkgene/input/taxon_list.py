@@ -1,6 +1,7 @@
 """The GeneIDs NCBI lists for a run's taxa, on disk: committed page by page, fixed once complete.
 
-    D/taxa/selection.json    what was asked (taxa, gene types, subtree), written first
+    D/taxa/selection.json    what was asked (taxa, gene types, subtree) and of which server
+                             (its origin), written first: a run with other settings is refused
     D/taxa/chain-0003.ids    taxon 3's GeneIDs so far, each once, 4 bytes little-endian
     D/taxa/chain-0003.json   how far taxon 3 got: the next page token, the committed length of
                              its .ids, pages, page 1's total_count, duplicates dropped, and
@@ -23,6 +24,7 @@ share one list.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from array import array
 from collections.abc import Iterator
@@ -75,6 +77,9 @@ class Selection(msgspec.Struct):
     taxa: list[str]
     gene_types: list[str]
     include_subtree: bool
+    # the origin of the server that listed them (NetworkSpec.server); "" in lists made
+    # before it was recorded: not compared
+    server: str = ""
 
 
 class TaxonResult(msgspec.Struct):
@@ -121,9 +126,45 @@ class TaxonList(msgspec.Struct):
         return [result for result in self.taxa if result.missing_reason is not None]
 
 
-def selection_record(selection: TaxonSelection) -> Selection:
+def selection_record(selection: TaxonSelection, server: str = "") -> Selection:
     return Selection(LIST_FORMAT, list(selection.taxa), sorted(selection.gene_types),
-                     selection.include_subtree)
+                     selection.include_subtree, server)
+
+
+def _setting(value: object) -> str:
+    """A setting in words, as the checkpoint's refusal says them."""
+    return "none" if value == [] else repr(value)
+
+
+def selection_changes(old: Selection, new: Selection) -> list[str]:
+    """What differs between the selection a list was made for and ``new``, in words
+    ("server: was 'http://a', now 'http://b'"); a server not recorded is not compared."""
+    changes = [f"{name}: was {_setting(getattr(old, name))}, now {_setting(getattr(new, name))}"
+               for name in ("taxa", "gene_types", "include_subtree")
+               if getattr(old, name) != getattr(new, name)]
+    if old.server and new.server and old.server != new.server:
+        changes.append(f"server: was {old.server!r}, now {new.server!r}")
+    return changes
+
+
+def _refuse_changed(directory: Path, old: Selection, changes: list[str], complete: bool
+                    ) -> StateError:
+    """A list (``complete``) or an interrupted listing made with other settings, refused as
+    the checkpoint refuses a run with other settings."""
+    what = ("the gene list of its taxa" if complete else
+            "a listing of its taxa's GeneIDs that was interrupted (nothing has been fetched "
+            "yet)")
+    taxa = " ".join(f"--taxon {shlex.quote(taxon)}" for taxon in old.taxa[:5]) + (
+        " ..." if len(old.taxa) > 5 else "")
+    options = " ".join([*(f"--gene-type {kind}" for kind in old.gene_types),
+                        *(["--include-subtree"] if old.include_subtree else [])])
+    same = (f" ({taxa}{' ' + options if options else ''}"
+            + (f"; server {old.server}" if old.server else "") + ")")
+    return StateError(
+        f"{directory} holds {what}, made with other settings ({'; '.join(changes)}): a "
+        "directory holds one run. Re-run with the original taxa and options to go on with it"
+        f"{same}, or pass --restart to move the old run aside (nothing is deleted) and start "
+        "over, or use another --out directory")
 
 
 def _read_struct(path: Path, kind: type[T]) -> T | None:
@@ -141,34 +182,37 @@ def _read_struct(path: Path, kind: type[T]) -> T | None:
             "anew (nothing has been fetched for them before the list is complete)") from None
 
 
-def load_list(directory: Path, selection: TaxonSelection) -> TaxonList | None:
-    """The complete list in ``directory`` if one was made for ``selection``; a StateError
-    if the directory's list was made for other taxa."""
+def load_list(directory: Path, selection: TaxonSelection, server: str = ""
+              ) -> TaxonList | None:
+    """The complete list in ``directory`` if one was made for ``selection`` (from
+    ``server``, the base URL's origin); a StateError if it was made with other settings."""
     done = _read_struct(directory / TAXA_DIR / LIST_NAME, TaxonList)
     if done is None:
         return None
-    if done.selection != selection_record(selection):
-        asked = ", ".join(done.selection.taxa[:5]) + (", ..." if len(done.selection.taxa) > 5
-                                                     else "")
-        raise StateError(
-            f"{directory} holds the gene list of other taxa ({asked}; gene types "
-            f"{done.selection.gene_types or 'all'}, subtree {done.selection.include_subtree}): "
-            "a directory holds one run. Use another --out for these taxa, or --restart to "
-            "move the old run aside (nothing is deleted) and start over")
+    if changes := selection_changes(done.selection, selection_record(selection, server)):
+        raise _refuse_changed(directory, done.selection, changes, complete=True)
     if not done.genes_path(directory).is_file():
         raise StateError(f"{done.genes_path(directory)} is gone, but {LIST_NAME} says the list "
                          "is complete: restore it, or --restart to list the taxa anew")
     return done
 
 
-def begin(directory: Path, selection: TaxonSelection) -> None:
-    """Make ``D/taxa`` ready for ``selection``: chains of another selection that never
-    completed (nothing was fetched for them) are dropped."""
+def begin(directory: Path, selection: TaxonSelection, server: str = "") -> None:
+    """Make ``D/taxa`` ready for ``selection`` listed from ``server``: an interrupted
+    listing made with other settings (taxa, gene types, subtree, server) is refused, as a
+    run's checkpoint is: going on with it would mix two lists."""
     taxa_dir = directory / TAXA_DIR
     taxa_dir.mkdir(parents=True, exist_ok=True)
-    wanted = selection_record(selection)
-    if _read_struct(taxa_dir / SELECTION_NAME, Selection) == wanted:
-        return
+    wanted = selection_record(selection, server)
+    old = _read_struct(taxa_dir / SELECTION_NAME, Selection)
+    if old is not None:
+        changes = selection_changes(old, wanted)
+        if not changes:
+            if old != wanted:  # listed before the server was recorded: it is from now on
+                durable.write_atomically(taxa_dir / SELECTION_NAME, msgspec.json.encode(wanted))
+            return
+        if any(taxa_dir.glob("chain-*.json")):
+            raise _refuse_changed(directory, old, changes, complete=False)
     for path in taxa_dir.iterdir():
         if path.name.startswith("chain-") and not path.is_symlink() and path.is_file():
             path.unlink()
@@ -279,6 +323,11 @@ class Chain:
     def finish(self, *, short: bool = False) -> None:
         self.state.short = short
         self.state.done = True
+        self._save()
+
+    def explain(self, code: str, text: str) -> None:
+        """A finished chain that gave nothing: why, in place of page 1's (absent) notices."""
+        self.state.notices = [(code, text[:600])]
         self._save()
 
     def refuse(self, reason: str) -> None:

@@ -23,7 +23,7 @@ TAXON_PAGE_SIZE = 1000
 MAX_GENE_ID = 2**31 - 1
 __all__ = ["GENE_TYPES", "NOTHING_FOUND", "TAXON_PAGE_SIZE", "Notice", "TaxonPage",
            "parse_taxon_counts", "parse_taxon_page", "taxon_counts_request",
-           "taxon_page_request"]
+           "taxon_page_request", "types_had_instead"]
 NOTHING_FOUND = "NOTHING_FOUND"  # the reason for a taxon answered by {} or no reports
 
 
@@ -181,3 +181,20 @@ def parse_taxon_counts(body: bytes) -> list[tuple[str, int]]:
     if any(item.count < 0 for item in counts.report):
         raise InvalidPage("a gene count is negative")
     return [(item.gene_type[:60] or "UNSPECIFIED", item.count) for item in counts.report]
+
+
+def _type_key(gene_type: str) -> str:
+    """A gene type however NCBI spells it: ``PROTEIN_CODING``, ``protein-coding``."""
+    return gene_type.replace("-", "").replace("_", "").lower()
+
+
+def types_had_instead(by_type: list[tuple[str, int]], asked: tuple[str, ...]
+                      ) -> list[tuple[str, int]] | None:
+    """The types a taxon has genes of (its counts), when it has genes but none of the
+    ``asked`` types; None otherwise (no filter, no genes at all: an unknown taxon, or some
+    of the types asked)."""
+    had = [(gene_type, count) for gene_type, count in by_type if count > 0]
+    wanted = {_type_key(gene_type) for gene_type in asked}
+    if not asked or not had or any(_type_key(gene_type) in wanted for gene_type, _ in had):
+        return None
+    return had

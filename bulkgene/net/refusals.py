@@ -85,7 +85,9 @@ class Refusals:
             raise self._mostly_refused()
 
     def _mostly_refused(self) -> FatalHTTPError:
-        return FatalHTTPError(mostly_refused_message(self.refused, self.answered))
+        # raised in the middle of a batch: what it learnt is never committed
+        return FatalHTTPError(mostly_refused_message(self.refused, self.answered,
+                                                     recorded=False))
 
 
 class _Isolation(Generic[AnswerT]):

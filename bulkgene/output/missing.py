@@ -35,11 +35,19 @@ def missing_counts(directory: Path) -> MissingCounts | None:
     return MissingCounts(max(0, lines - 1), refused)  # an empty file: no header either
 
 
-def mostly_refused_message(refused: int, answered: int) -> str:
-    """What to say about a run the server refused most of, and what to do."""
-    return (f"the server refused {refused} GeneIDs one by one (REJECTED_BY_SERVER in "
-            f"{MISSING_NAME}) and answered only {answered}: that is not a few bad IDs in the "
-            "list, and no result. Either the list holds something other than GeneIDs NCBI "
+def mostly_refused_message(refused: int, answered: int, recorded: bool = True) -> str:
+    """What to say about a run the server refused most of, and what to do; ``recorded``:
+    the refusals are rows of missing.tsv (else the run stopped before committing them)."""
+    if recorded:
+        said = (f"the server refused {refused} GeneIDs one by one (REJECTED_BY_SERVER in "
+                f"{MISSING_NAME}) and answered only {answered}: that is not")
+    else:
+        said = (f"the server refused {refused} GeneIDs one by one and answered only "
+                f"{answered}, so the run stopped in the middle of its batches: the refusals "
+                "of the batches in flight were not recorded (their GeneIDs are still "
+                f"pending, not in {MISSING_NAME}). That is not")
+    return (f"{said} a few bad IDs in the list, and no result. Either the list holds "
+            "something other than GeneIDs NCBI "
             "takes (another column of a table: --column; other identifiers: convert them "
             "first), or the server refuses nearly everything (check --base-url; `bulkgene "
             "doctor`). Fix the cause, then fetch again with --restart.")

@@ -73,6 +73,9 @@ class TaskStatus:
     retries_all_runs: int = 0
     bytes_received_all_runs: int = 0
     absent: bool = False  # an array task that has not written anything yet: its share counted
+    # no checkpoint yet, no run holding the lock: the taxa's listing was interrupted; how
+    # far it got, in words
+    listing_interrupted: str | None = None
 
 
 def _plan_header(directory: Path) -> idplan.PlanHeader | None:
@@ -83,14 +86,18 @@ def _plan_header(directory: Path) -> idplan.PlanHeader | None:
     return None
 
 
-def _starting(directory: Path, running: bool | None) -> TaskStatus:
+def _starting(directory: Path, running: bool | None, listing: str | None = None
+              ) -> TaskStatus:
+    """A task with nothing committed: starting (``running``), or stopped while it listed
+    the taxa's GeneIDs (``listing``: how far it got)."""
     return TaskStatus(
         directory=str(directory), task_index=0, task_count=1, batches_total=None,
         batches_committed=0, batches_failed=0, batches_pending=None, requested=None, found=0,
         missing=0, unverified=0, failed_ids=0, pending_ids=None, rejected=None, records=0,
         requests_all_runs=0, throttled_all_runs=0, last_activity=time.time(),
         latest_run_elapsed_s=0.0, latest_run_ids_per_s=0.0,
-        eta_s=None, running=running, starting=True, complete=False)
+        eta_s=None, running=running, starting=listing is None, complete=False,
+        listing_interrupted=listing)
 
 
 def task_status(directory: Path) -> TaskStatus:
@@ -102,8 +109,7 @@ def task_status(directory: Path) -> TaskStatus:
             return _starting(directory, running)
         listing = listing_progress(directory) or listing_progress(directory.parent)
         if listing is not None:
-            raise StateError(f"{directory} has no checkpoint.json yet: {listing}. Re-run the "
-                             "same fetch command to go on from the last page listed")
+            return _starting(directory, False, listing)
         raise StateError(f"{directory} has no checkpoint.json: nothing has been committed there")
     summary: dict[str, Any] = {}
     with contextlib.suppress(OSError, orjson.JSONDecodeError):
@@ -233,7 +239,12 @@ def incomplete_reasons(statuses: list[TaskStatus], whole_array: bool = True) -> 
         name = Path(s.directory).name if expected > 1 else s.directory
         if s.absent:
             continue  # said above
-        if s.starting:
+        if s.listing_interrupted is not None:
+            listed = s.listing_interrupted.removeprefix("the taxa's GeneIDs are being listed: ")
+            reasons.append(f"{name}: interrupted while listing the taxa's GeneIDs, before "
+                           f"anything was fetched ({listed}): re-run the same fetch command "
+                           "to go on from the last page listed")
+        elif s.starting:
             directory = Path(s.directory)
             listing = listing_progress(directory) or listing_progress(directory.parent)
             reasons.append(f"{name}: a run is starting; nothing is committed yet"
@@ -291,9 +302,8 @@ def directory_status(out_dir: Path) -> list[TaskStatus]:
     directories = task_directories(out_dir)
     if not directories and (out_dir / LOCK_NAME).exists():
         directories = [out_dir]  # a run's first moments: locked, its checkpoint not yet written
-    if not directories and (listing := listing_progress(out_dir)) is not None:
-        raise StateError(f"{out_dir} has no checkpoint.json yet: {listing}. Re-run the same "
-                         "fetch command to go on from the last page listed")
+    if not directories and listing_progress(out_dir) is not None:
+        directories = [out_dir]  # interrupted while it listed the taxa's GeneIDs
     if not directories:
         raise refuse_no_run(out_dir)
     statuses = [task_status(directory) for directory in directories]

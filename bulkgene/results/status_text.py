@@ -129,6 +129,7 @@ def as_table(statuses: list[TaskStatus]) -> str:
     rows = []
     for s in statuses:
         state = ("not started" if s.absent else "starting" if s.starting
+                 else "listing interrupted" if s.listing_interrupted is not None
                  else "running" if s.running else "locked elsewhere" if s.running is None
                  else "complete" if s.complete else "incomplete")
         rows.append((Path(s.directory).name, f"{s.batches_committed}/{s.batches_total or '?'}",

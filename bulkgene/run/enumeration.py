@@ -52,6 +52,7 @@ from bulkgene.ncbi.taxon import (
     taxon_page_request,
 )
 from bulkgene.net.exchange import Exchanger, GaveUp, Refused
+from bulkgene.run.empty_taxa import NO_GENE_OF_TYPES, explain_empty
 
 log = logging.getLogger("bulkgene")
 
@@ -147,10 +148,11 @@ async def list_taxa(exchanger: Exchanger, config: DownloadConfig, directory: Pat
     selection = config.taxa
     if selection is None:
         raise ValueError("list_taxa needs config.taxa")
-    done = await offload(load_list, directory, selection)
+    server = config.network.server
+    done = await offload(load_list, directory, selection, server)
     if done is not None:
         return done
-    await offload(begin, directory, selection)
+    await offload(begin, directory, selection, server)
     retry = config.network.retry
     listing = _Listing(exchanger, selection, retry.max_attempts, retry.token_attempts,
                        stop or asyncio.Event(), _report_interval_s(config), offload, directory,
@@ -192,8 +194,18 @@ async def list_taxa(exchanger: Exchanger, config: DownloadConfig, directory: Pat
             + (f" (and {len(listing.failures) - 3} more)" if len(listing.failures) > 3 else "")
             + ". Every page listed so far is saved: run the same command again to go on from "
             "there (nothing has been fetched yet)")
-    done = await offload(finalize, directory, selection, listing.chains)
+    await explain_empty(exchanger, selection, listing.chains, retry.max_attempts, offload)
+    done = await offload(finalize, directory, selection, listing.chains, server)
     _warn_about(done, selection)
+    reasons = [reason for result in done.taxa if (reason := result.missing_reason) is not None]
+    if not done.gene_ids and not config.inputs and all(
+            code == NO_GENE_OF_TYPES for code, _ in reasons):
+        raise InputError(
+            f"no taxon has a gene of the types asked (see {directory / 'missing_taxa.tsv'}): "
+            + "; ".join(f"{result.taxon!r}: {reason[1]}" for result in done.taxa[:5]
+                        if (reason := result.missing_reason) is not None)
+            + ". Nothing is to be fetched: give --gene-type one of the types a taxon has, or "
+            "leave --gene-type out for all its genes")
     if not done.gene_ids and not config.inputs:
         raise InputError(
             f"no taxon gave any GeneID (see {directory / 'missing_taxa.tsv'}): "

@@ -37,6 +37,7 @@ from bulkgene.ncbi.taxon import (
 )
 from bulkgene.net.attempt import SessionTransport, open_session
 from bulkgene.net.exchange import Exchanger, GaveUp, NetStats, Refused
+from bulkgene.net.gather import gather
 from bulkgene.output.lock import RunLock, lock_running
 from bulkgene.run import refresh
 from bulkgene.run.enumeration import list_taxa
@@ -171,7 +172,8 @@ async def with_taxon_list(config: DownloadConfig, stats: NetStats,
                 log.info("--restart: the old run, its list of GeneIDs included, is now in %s",
                          moved)
             restarted = True
-        done = await asyncio.to_thread(load_list, directory, config.taxa)
+        done = await asyncio.to_thread(load_list, directory, config.taxa,
+                                       config.network.server)
         if done is None:
             done = await _list(config, directory, stats, stop)
         elif config.taxa.refresh:
@@ -239,6 +241,6 @@ async def count_taxa(exchanger: Exchanger, config: DownloadConfig) -> list[Taxon
         listed = page.total_count if page.gene_ids or page.total_count else 0
         return TaxonCount(taxon, by_type, listed, page.notices)
 
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(count(taxon)) for taxon in selection.taxa]
-    return [task.result() for task in tasks]
+    # one error, as the run's own listing ends with (a task group would raise them all,
+    # wrapped in an ExceptionGroup, one per taxon)
+    return await gather([count(taxon) for taxon in selection.taxa])

@@ -287,18 +287,34 @@ def small_filesystem(mount: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+# the emulator's loop this late in a rate window may have bunched its arrivals: the pacer's
+# narrowest margin is 25 ms, so lateness below that can't turn its sends into a 429
+SERVER_LAG_BLAMED_S = 0.02
+
+
+def earned_429s(arrivals: list[Arrival]) -> list[Arrival]:
+    """The 429s the client earned: not those judged while the emulator's own loop was late.
+
+    The emulator shares the test's CPU; on a loaded machine (CI runs tests three at a time,
+    and issue 21 asks for passing beside a CPU hog on every core) its loop can stamp a request
+    late and judge two sends a second and a margin apart as one second's (testing/lag.py).
+    """
+    return [a for a in arrivals if a.status == 429 and a.server_lag_s < SERVER_LAG_BLAMED_S]
+
+
 def assert_key_budget_kept(arrivals: list[Arrival], limit: int = 10, what: str = "") -> None:
     """What the server received on one key kept within ``limit`` a second, by its clock.
 
-    One 429 is allowed: the emulator shares the test's CPU, and on a loaded machine (CI runs
-    tests three at a time, and issue 21 asks for passing beside a CPU hog on every core) its
-    handler can be late for one request and judge two sends a second and a margin apart as
-    one second's. bulkgene's answer to a lone 429 is to resend it (a cost the pacer accepts);
-    a second 429, or more than one request over ``limit`` in any second, is a real overrun.
+    One 429 the client earned is allowed too: bulkgene's answer to a lone 429 is to resend it
+    (a cost the pacer accepts). A second one, or more than one request over ``limit`` in any
+    second, is a real overrun.
     """
     from bulkgene.testing.windows import max_in_window
 
-    throttled = [(round(a.t - arrivals[0].t, 3), a.first_id) for a in arrivals
-                 if a.status == 429]
-    assert len(throttled) <= 1, f"{what}429s (s from the first request, first ID): {throttled}"
-    assert max_in_window([a.t for a in arrivals]) <= limit + len(throttled), what
+    earned = earned_429s(arrivals)
+    shown = [(round(a.t - arrivals[0].t, 3), a.first_id, round(a.server_lag_s, 3))
+             for a in arrivals if a.status == 429]
+    assert len(earned) <= 1, f"{what}429s (s from the first request, first ID, server lag): {shown}"
+    excused = {id(a) for a in arrivals if a.status == 429} - {id(a) for a in earned}
+    times = [a.t for a in arrivals if id(a) not in excused]
+    assert max_in_window(times) <= limit + len(earned), what

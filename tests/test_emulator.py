@@ -6,6 +6,8 @@ import json
 import signal
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 import warnings
@@ -195,3 +197,31 @@ def test_bulkgene_emulate_stops_cleanly_on_a_signal(signum: signal.Signals) -> N
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert "before the download started" not in stderr, "no fetch's message for the emulator"
+
+
+def test_an_arrival_says_how_late_the_emulators_own_loop_was(
+        make_emulator: EmulatorFactory) -> None:
+    """A loop held up 150 ms (as a starved CPU does) marks the next second's arrivals; a
+    test then doesn't blame the client for a 429 the emulator's lateness made."""
+    emulator = make_emulator()
+    url = emulator.base_url + "/gene/id/7157"
+
+    def arrival() -> Any:
+        with urllib.request.urlopen(url, timeout=30) as answer:  # noqa: S310 - our http URL
+            answer.read()
+        return emulator.state.arrivals()[-1]
+
+    held = threading.Event()
+
+    def starve() -> None:  # runs on the emulator's loop, as a CPU hog would hold it
+        held.set()
+        time.sleep(0.15)
+
+    emulator._loop.call_soon_threadsafe(starve)
+    held.wait(30)
+    late = arrival()
+    assert late.server_lag_s >= 0.1
+    after = late.t + 1.2
+    while (calm := arrival()).t < after:  # a rate window later, by observed arrivals
+        pass
+    assert calm.server_lag_s < late.server_lag_s

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from helpers import EmulatorFactory, cli_command, cli_env, served, write_ids
+from helpers import EmulatorFactory, cli_command, cli_env, earned_429s, served, write_ids
 
 from bulkgene.budget.margin import recall_margin_s
 from bulkgene.net.arrival_margin import PROBE_AFTER_S, Widening
@@ -382,10 +382,12 @@ def test_a_lone_cold_run_draws_at_most_one_429_and_never_halves(
                             env=cli_env(emulator.base_url, NCBI_API_KEY="a-new-users-key"),
                             capture_output=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr.decode()
-    statuses = [a.status for a in served(emulator.state.arrivals())]
-    # a machine so busy that our own sends left late may add 429s of its own: -v says so
+    arrivals = served(emulator.state.arrivals())
+    statuses = [a.status for a in arrivals]
+    # a machine so busy that our own sends left late may add 429s of its own: -v says so; and
+    # the emulator's loop, late on the same machine, judges some itself (earned_429s)
     own_lag = result.stderr.count(Widening.OWN_LAG.value.encode())
-    assert statuses.count(200) == 40 and statuses.count(429) - own_lag <= 1
+    assert statuses.count(200) == 40 and len(earned_429s(arrivals)) - own_lag <= 1
     assert b"requests/s after HTTP 429" not in result.stderr, "the rate was never cut"
     learnt = recall_margin_s(next(Path(os.environ["BULKGENE_BUDGET_DIR"]).glob("127.0.0.1")))
     assert learnt is None or learnt <= INITIAL_MARGIN_S + MARGIN_STEP_S  # one step at most

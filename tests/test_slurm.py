@@ -94,12 +94,18 @@ def _job(job_id: str) -> dict[str, str]:
 
 def _wait_for(job_id: str, states: set[str], timeout_s: float = 200) -> dict[str, str]:
     deadline = time.monotonic() + timeout_s
+    unknown: subprocess.CalledProcessError | None = None
     while time.monotonic() < deadline:
-        job = _job(job_id)
-        if job.get("JobState") in states:
-            return job
+        try:
+            job = _job(job_id)
+        except subprocess.CalledProcessError as exc:
+            # a requeued array task is briefly unknown to scontrol (seen on a loaded machine)
+            unknown = exc
+        else:
+            if job.get("JobState") in states:
+                return job
         time.sleep(0.5)
-    raise AssertionError(f"job {job_id} never reached {states}: {_job(job_id)}")
+    raise AssertionError(f"job {job_id} never reached {states}: {_job(job_id)}") from unknown
 
 
 def test_readme_array_script_splits_the_list_within_one_keys_budget(

@@ -46,7 +46,7 @@ async def admit(request: web.Request, logged: str, ids: list[int] | None, has_to
         state.log(Arrival(now, request.method, request.path, logged,
                           len(ids or ()), ids[0] if ids else None,
                           has_token, key is not None, status, fault,
-                          request.headers.get("Accept", "")))
+                          request.headers.get("Accept", ""), state.lag.worst_in_window()))
 
     def rate_headers(remaining: int) -> None:
         # a server without a limit (rate_limit off) has none to name

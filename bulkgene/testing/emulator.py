@@ -32,7 +32,8 @@ turns bad, or another reading of the count, without a new emulator).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -375,4 +376,14 @@ def create_app(config: EmulatorConfig | None = None,
     app.router.add_delete("/_emulator/outage", outage_off)
     app.router.add_post("/_emulator/path", path_knobs)
     app.router.add_route("*", "/{tail:.*}", not_found)
+    app.cleanup_ctx.append(_measure_own_lag)
     return app
+
+
+async def _measure_own_lag(app: web.Application) -> AsyncIterator[None]:
+    """Tick for as long as the emulator serves: how late its loop runs (testing/lag.py)."""
+    ticker = asyncio.create_task(app[STATE_KEY].lag.run())
+    yield
+    ticker.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await ticker

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from bulkgene.testing.lag import LoopLag
 from bulkgene.testing.universe import GeneUniverse, mix
 
 API_PREFIX = "/datasets/v2"
@@ -142,6 +143,9 @@ class Arrival:
     status: int
     fault: str | None
     accept: str = ""
+    # how late the emulator's own loop woke in the second before (testing/lag.py): a 429
+    # judged while it was late may be the emulator's doing, not the client's
+    server_lag_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,7 @@ class EmulatorState:
         self._secret = hashlib.blake2b(str(config.seed).encode(), digest_size=16).digest()
         self.outage_status: int | None = None
         self.clock: Callable[[], float] = time.monotonic  # tests may freeze it
+        self.lag = LoopLag()
         self.history_generation = 0  # a new day's gene_history: new validators, new bytes
         self._history_requests: list[HistoryRequest] = []
         self._history_faults = 0

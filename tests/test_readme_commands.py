@@ -68,11 +68,11 @@ def strip_comment(line: str) -> str:
     return line.rstrip()
 
 
-def fenced_blocks() -> list[tuple[str, str, str, int]]:
+def fenced_blocks(page: str = README) -> list[tuple[str, str, str, int]]:
     """(section, language, text, line number of the first text line) of every fenced block."""
     blocks = []
     section = ""
-    lines = README.splitlines()
+    lines = page.splitlines()
     index = 0
     while index < len(lines):
         line = lines[index]
@@ -87,9 +87,9 @@ def fenced_blocks() -> list[tuple[str, str, str, int]]:
     return blocks
 
 
-def readme_commands() -> list[Command]:
+def readme_commands(page: str = README) -> list[Command]:
     commands: list[Command] = []
-    for section, language, text, first in fenced_blocks():
+    for section, language, text, first in fenced_blocks(page):
         assert language in COMMAND_LANGUAGES + OUTPUT_LANGUAGES, (
             f"README.md:{first - 1}: a fenced block of language {language!r}; this test knows "
             f"{COMMAND_LANGUAGES + OUTPUT_LANGUAGES}: mark shell commands sh/bash/console so "
@@ -163,8 +163,6 @@ REGISTRY: dict[tuple[str, str], Runs | Elsewhere] = {
     ("Usage", "bulkgene doctor [--json]"): Runs("test_usage_synopses"),
     ("Usage", "bulkgene demo [--out DIR]"): Runs("test_usage_synopses"),
     ("Usage", "bulkgene emulate [--port 8765]"): Runs("test_usage_emulate"),
-    ("Usage", "bulkgene fetch sample_inputs/*.txt --out genes/ --dry-run"): Runs("test_dry_run"),
-    ("Checking a machine first: `bulkgene doctor`", "bulkgene doctor"): Runs("test_doctor_shown"),
     ("Whole organisms", "bulkgene fetch --taxon human --out human/ --dry-run"):
         Runs("test_whole_organisms"),
     ("Whole organisms", "bulkgene fetch --taxon human --out human/"): Runs("test_whole_organisms"),
@@ -194,7 +192,6 @@ REGISTRY: dict[tuple[str, str], Runs | Elsewhere] = {
     ("HPC", "bulkgene status genes/"): Runs("test_hpc"),
     ("HPC", "bulkgene verify genes/"): Runs("test_hpc"),
     ("HPC", "rule fetch_gene_reports:"): Runs("test_snakemake_rule"),
-    ("Library", "import asyncio"): Runs("test_library_example"),
     ("Library", "import bulkgene"): Runs("test_library_fetch_example"),
     ("Development", "python3 -m venv .venv && .venv/bin/pip install -e '.[test]'"):
         Elsewhere(".ci/run: a fresh venv and pip install -e '.[test]'"),
@@ -211,6 +208,11 @@ REGISTRY: dict[tuple[str, str], Runs | Elsewhere] = {
 def commands_of(scenario: str) -> list[Command]:
     return [c for c in readme_commands()
             if REGISTRY.get((c.section, c.key)) == Runs(scenario)]
+
+
+def doc_commands(page: str, section: str) -> list[Command]:
+    """The commands of a block the README moved to ``docs/``: run as written there too."""
+    return [c for c in readme_commands((REPO / page).read_text()) if c.section == section]
 
 
 def test_every_readme_command_is_registered() -> None:
@@ -286,7 +288,7 @@ def as_run(commands: list[Command]) -> list[str]:
     """The commands as written; one checked elsewhere is replaced by its stand-in."""
     lines = []
     for command in commands:
-        check = REGISTRY[(command.section, command.key)]
+        check = REGISTRY.get((command.section, command.key))  # none for a docs/ block
         line = check.instead if isinstance(check, Elsewhere) else command.text
         assert line is not None, f"{command.key!r} is checked elsewhere and has no stand-in here"
         lines.append(line)
@@ -360,7 +362,7 @@ def tsv_rows(text: str, fields: int) -> list[list[str]]:
 
 
 def test_dry_run(place: Place) -> None:
-    [command] = commands_of("test_dry_run")
+    [command] = doc_commands("docs/resume.md", "Before a run: `--dry-run`")
     [result] = place.run_ok(as_run([command]))
     assert_shows(command.shown, result.stdout + result.stderr)
     assert not (place.root / "genes").exists(), "a dry run writes nothing"
@@ -470,7 +472,7 @@ def test_doctor_shown(place: Place, make_emulator: EmulatorFactory) -> None:
     # the README shows doctor where NCBI has retired GET /gene/id, with a key set
     emulator = make_emulator(rate_limit=True, retired_endpoints=frozenset({"gene_reports_by_id"}))
     place.env.update(BULKGENE_BASE_URL=emulator.base_url, NCBI_API_KEY="doctor-key")
-    [command] = commands_of("test_doctor_shown")
+    [command] = doc_commands("docs/network.md", "Checking a machine first: `bulkgene doctor`")
     [result] = place.run_ok(as_run([command]))
     assert_shows(command.shown, result.stdout)
     assert "doctor-key" not in result.stdout + result.stderr
@@ -655,7 +657,7 @@ def test_library_fetch_example(place: Place, ncbi_by_name: EmulatorThread) -> No
 
 @pytest.mark.slow
 def test_library_example(place: Place, ncbi_by_name: EmulatorThread) -> None:
-    [example] = commands_of("test_library_example")
+    [example] = doc_commands("docs/export.md", "Every option: `bulkgene.download(config)`")
     shutil.copy(place.root / "sample_inputs" / "human_genes.txt", place.root / "ids.txt")
     (place.root / "example.py").write_text(example.text)
     done = subprocess.run([sys.executable, "example.py"], cwd=place.root, env=place.env,

@@ -49,6 +49,14 @@ def test_add_fetches_only_the_new_ids_and_the_accounting_follows(emulator: Emula
     assert invoke_cli("fetch", str(first), "--out", str(out), env=env).returncode == 0
     asked_before = len(emulator.state.arrivals())
     more = write_ids(tmp_path / "more.txt", [*range(2001, 5001), 4000])  # 2000 new, 1 twice
+    # the dry run of an --add counts what it would fetch (it said "0 to fetch")
+    preview = invoke_cli("fetch", str(more), "--out", str(out), "--add", "--dry-run", env=env)
+    assert preview.returncode == 0, preview.stderr.decode()
+    assert (b"--add would fetch the 2000 GeneIDs of the input it does not have, in 2 batches"
+            in preview.stdout), preview.stdout.decode()
+    assert len(emulator.state.arrivals()) == asked_before
+    unchanged = idplan.read_header(out)
+    assert unchanged is not None and unchanged.segments == [], "a dry run adds nothing"
     added = invoke_cli("fetch", str(more), "--out", str(out), "--add", env=env)
     assert added.returncode == 0, added.stderr.decode()
     assert ids_asked(emulator, asked_before) == 2000  # only the new ones
@@ -69,6 +77,11 @@ def test_add_fetches_only_the_new_ids_and_the_accounting_follows(emulator: Emula
     assert again.returncode == resumed.returncode == 0, resumed.stderr.decode()
     assert ids_asked(emulator, asked_before) == 0
     assert read_summary(out)["requested"] == 5000
+    again_preview = invoke_cli("fetch", str(more), "--out", str(out), "--add", "--dry-run", env=env)
+    assert b"--add would fetch the 0 GeneIDs" in again_preview.stdout
+    grown = invoke_cli("fetch", str(first), "--out", str(out), "--dry-run", env=env)
+    assert b"grown since its list (1 additions): 5 batches committed; 0 of the list's" in (
+        grown.stdout), grown.stdout.decode()
     header = idplan.read_header(out)
     assert header is not None and [s.kind for s in header.segments] == ["add"]
     # without --add, another list is another run: refused, as before

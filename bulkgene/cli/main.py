@@ -436,6 +436,14 @@ def _resume_line(config: DownloadConfig, result: DryRun) -> str:
     failed = f", {len(state.failed)} failed (fetched again)" if state.failed else ""
     compared = "" if result.inputs_compared else (
         "; an input read once (stdin, a pipe) is compared only when a real run copies it")
+    if result.added is not None:
+        return (f"{where} holds a run of {state.committed_batches} committed batches; --add "
+                f"would fetch the {result.added} GeneIDs of the input it does not have, in "
+                f"{result.batches_to_fetch} batches for this task")
+    if state.segments:  # grown by --add or --refresh-list: its batches are more than the list's
+        return (f"{where} holds this run, grown since its list ({len(state.segments)} "
+                f"additions): {state.committed_batches} batches committed{failed}; "
+                f"{result.batches_to_fetch} of the list's to fetch{compared}")
     return (f"{where} holds this run: {state.committed_batches} of {result.task_batches} "
             f"batches committed{failed}; {result.batches_to_fetch} to fetch{compared}")
 

@@ -24,7 +24,8 @@ from bulkgene.layout import CHECKPOINT_NAME
 from bulkgene.ncbi.requests import id_path_budget, pack
 from bulkgene.output import checkpoint as ckpt
 from bulkgene.output.checkpoint import Checkpoint, InputFile
-from bulkgene.run.prepare import resume_state
+from bulkgene.run.growth import would_add
+from bulkgene.run.prepare import plan_directory, resume_state
 from bulkgene.run.restart import refuse_mixed_runs, refuse_other_files
 
 # bytes one record takes on disk, by what is asked for (NCBI's COMPLETE gene reports are
@@ -52,6 +53,7 @@ class DryRun:
     disk_bytes: int
     disk_free_bytes: int | None
     disk_where: Path
+    added: int | None = None  # --add: the new GeneIDs a real run would fetch
 
     @property
     def seconds(self) -> float:
@@ -128,16 +130,28 @@ def dry_run(config: DownloadConfig, rejects: list[Reject] | None = None) -> DryR
     task = config.task
     counts = InputCounts()
     batches = batches_to_fetch = ids_to_fetch = requests = 0
-    for index, gene_ids in _batches(config, counts, rejects):
+    # --add to a run: what it fetches is the input's IDs the run does not have yet, in batches
+    # of their own (batch j of them to task j mod N); the input is still read and counted
+    added = (would_add(config, resumed, plan_directory(config))
+             if config.add and resumed is not None and refusal is None else None)
+    batch_size = config.output.batch_size
+    fetched = (_batches(config, counts, rejects) if added is None else enumerate(
+        added[start:start + batch_size] for start in range(0, len(added), batch_size)))
+    for index, gene_ids in fetched:
         batches += 1
-        if not task.takes(index) or (resumed is not None
+        if not task.takes(index) or (added is None and resumed is not None
                                      and resumed.is_committed(index // task.count)):
             continue
         batches_to_fetch += 1
         ids_to_fetch += len(gene_ids)
         for part in pack(endpoint, tuple(gene_ids), budget):
             requests += 1 if config.query.format != "json" else -(-len(part) // page_size)
-    task_batches, task_ids = task.share(counts.requested, config.output.batch_size)
+    if added is not None:
+        for _ in _batches(config, counts, rejects):  # the input's counts, as printed
+            pass
+    # --add: the batches are those of the new IDs, not of the whole input
+    task_batches, task_ids = task.share(counts.requested if added is None else len(added),
+                                        config.output.batch_size)
     where = _existing(config.work_dir)
     try:
         free: int | None = shutil.disk_usage(where).free
@@ -145,4 +159,5 @@ def dry_run(config: DownloadConfig, rejects: list[Reject] | None = None) -> DryR
         free = None
     return DryRun(counts, batches, task_batches, task_ids, batches_to_fetch, ids_to_fetch,
                   requests, config.effective_requests_per_second, resumed, refusal,
-                  inputs_compared, round(ids_to_fetch * _record_bytes(config)), free, where)
+                  inputs_compared, round(ids_to_fetch * _record_bytes(config)), free, where,
+                  None if added is None else len(added))

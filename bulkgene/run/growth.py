@@ -217,11 +217,32 @@ def grow_add(config: DownloadConfig, plan: IdPlan) -> IdPlan:
     """``--add``: the IDs of ``config.inputs`` the run does not have, as a new segment
     (none if the same input was added before). Call under the plan's lock; returns the plan
     as it now is."""
-    digests = [file_digest(path) for path in config.inputs]
-    key = "add:" + ",".join(digests) + (f":column={config.column}" if config.column else "")
-    return grow_requested(config, plan, "add", key, ", ".join(config.inputs),
+    return grow_requested(config, plan, "add", add_key(config), ", ".join(config.inputs),
                           read_ids(config.inputs, config.inputs, parse_column(config.column),
                                    config.network.secret))
+
+
+def add_key(config: DownloadConfig) -> str:
+    """What finds an ``--add`` of these inputs again (added twice, they add nothing)."""
+    digests = [file_digest(path) for path in config.inputs]
+    return "add:" + ",".join(digests) + (f":column={config.column}" if config.column else "")
+
+
+def would_add(config: DownloadConfig, state: Checkpoint, plan_dir: Path) -> list[int]:
+    """``--add --dry-run``: the GeneIDs of ``config.inputs`` a real ``--add`` would fetch
+    (those the run does not have, none if the same input was added before); reads only."""
+    plan = load_plan(plan_dir, state)
+    if any(segment.key == add_key(config) for segment in plan.segments):
+        return []
+    held = held_genes(config.out_dir)
+    fresh: list[int] = []
+    seen = IdBitmap()
+    for item in read_ids(config.inputs, config.inputs, parse_column(config.column),
+                         config.network.secret):
+        if isinstance(item, int) and seen.add(item) and item not in plan.requested \
+                and item not in held:
+            fresh.append(item)
+    return fresh
 
 
 def grow_requested(config: DownloadConfig, plan: IdPlan, kind: SegmentKind, key: str,

@@ -86,6 +86,7 @@ class BudgetLease:
         self._seq = 0
         self._started_at = wall_clock()
         self._renewed_at = float("-inf")  # our clock, when the last successful write began
+        self._beat_at: float | None = None  # our clock, when the heartbeat last judged
         # guards only the flag, never I/O: close() must not wait on a write a hung (or
         # FIFO-planted) filesystem blocks
         self._flag_lock = threading.Lock()
@@ -194,7 +195,7 @@ class BudgetLease:
             started = self._clock()
             try:
                 scan = await self._in_thread(self._scan, self._take_litter())
-                self._apply(scan)
+                self._judge(scan)
                 write_started = self._clock()
                 if await self._in_thread(self._write, self._record()):
                     self._renewed_at = write_started
@@ -207,17 +208,12 @@ class BudgetLease:
             if not self._decider.active and settle_until is not None and settle_until > started:
                 wake_at = min(wake_at, settle_until)  # start as soon as we may
             await asyncio.sleep(max(0.0, wake_at - self._clock()))
-            # woken this late, the process did not run meanwhile (SIGSTOP, Ctrl-Z, a
-            # suspended machine): that, not the filesystem, is why the lease went unrenewed
-            late_s = self._clock() - wake_at
-            if late_s > self.fence_after_s:
-                self._decider.note_stalled(late_s)
 
     async def _in_thread(self, function: Callable[..., _T], *args: object) -> _T:
         """Run file I/O off the event loop; while a hung NFS holds it, keep fencing on time."""
         future = self._io.run(function, *args)
         while not (await asyncio.wait({future}, timeout=self.heartbeat_s / 4))[0]:
-            self._apply(None)  # fencing, and giving up, go on while the filesystem hangs
+            self._judge(None)  # fencing, and giving up, go on while the filesystem hangs
             self._notify()
         return future.result()
 
@@ -229,6 +225,17 @@ class BudgetLease:
             self._changed = asyncio.Event()
             if self._on_share is not None:
                 self._on_share(share_rps)
+
+    def _judge(self, scan: Scan | None) -> None:
+        """The heartbeat's ``_apply``: it judges at least every heartbeat, so a gap longer
+        than the fence means the process did not run meanwhile (SIGSTOP, Ctrl-Z, a suspended
+        machine), which, not the filesystem, is why the lease went unrenewed; the stop may
+        have come while the heartbeat waited for its I/O or while it slept."""
+        now = self._clock()
+        if self._beat_at is not None and now - self._beat_at > self.fence_after_s:
+            self._decider.note_stalled(now - self._beat_at)
+        self._beat_at = now
+        self._apply(scan)
 
     def _apply(self, scan: Scan | None) -> None:
         self._decider.apply(scan, self._clock(), self._renewed_at, self._write_error)

@@ -4,6 +4,8 @@ never answers) stop a run with one clean message; doctor says "connected, no ans
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from pathlib import Path
 
@@ -81,3 +83,26 @@ def test_a_black_hole_through_the_cli_warns_once_then_exits_1(tmp_path: Path) ->
     assert stderr.count("and no answer in 15 s") == 1, stderr
     assert stderr.count("error: connected to 127.0.0.1") == 1
     assert "Traceback" not in stderr
+
+
+async def test_a_download_cancelled_before_any_answer_warns_of_no_silent_proxy_later(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`wait_for(download(cfg), 0.5)` against a slow server: its silence watch fired after
+    the run was gone and warned of a proxy that passes nothing (in every cancel loop)."""
+    source = write_ids(tmp_path / "ids.txt", range(1, 101))
+    with BlackHoleThread() as hole, caplog.at_level(logging.WARNING, "bulkgene"):
+        config = make_config([str(source)], tmp_path / "out", base_url=hole.base_url,
+                             requests_per_second=100.0, progress_interval_s=0,
+                             retry=RetryPolicy(unreachable_s=1.0),
+                             timeouts=Timeouts(read_stall_s=30.0))
+        task = asyncio.create_task(bulkgene.download(config))
+        # a request is on the wire: the black hole's thread counts it, no event to wait on
+        while not hole.bytes_received:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        quiet = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(1.5, quiet.set_result, None)  # past the watch
+        await quiet
+    assert not [r for r in caplog.records if "no answer in" in r.getMessage()]

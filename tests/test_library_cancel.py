@@ -27,6 +27,7 @@ from helpers import (
 )
 
 import bulkgene
+from bulkgene.config import TaxonSelection
 from bulkgene.errors import CorruptCheckpoint
 from bulkgene.layout import CHECKPOINT_NAME
 from bulkgene.output import checkpoint as ckpt
@@ -116,6 +117,29 @@ async def test_a_cancel_as_the_checkpoint_lands_never_leaves_the_files_behind_it
     assert summary.exit_code == 0
     expected = expected_for(emulator.state.universe, list(IDS))
     assert gene_ids_written(out) == dict.fromkeys(expected.genes, 1)
+
+
+async def test_a_download_cancelled_while_it_lists_a_taxon_leaves_no_task_behind(
+        make_emulator: EmulatorFactory, tmp_path: Path) -> None:
+    """Cancelled while wheat's parts were listed side by side, the chains went on after the
+    session closed ('Session is closed' tracebacks, once a hang); and a request left on the
+    wire warned of a silent proxy 15 s later."""
+    emulator = make_emulator(latency_s=0.05)
+    out = tmp_path / "out"
+    config = make_config([], out, base_url=emulator.base_url, requests_per_second=100.0,
+                         progress_interval_s=0, taxa=TaxonSelection(("4565",)))
+    task = asyncio.create_task(bulkgene.download(config))
+    taxa = out / "taxa"
+    while len(list(taxa.glob("chain-*"))) < 3:  # page 1 listed and the parts begun
+        assert not task.done(), task
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, 60)  # a hang guard
+    left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert left == [], left
+    summary = await bulkgene.download(config)  # the listing resumes, and the run ends
+    assert summary.exit_code == 0 and summary.requested == 100_000
 
 
 async def test_wait_for_a_download_ends_at_its_timeout(make_emulator: EmulatorFactory,

@@ -197,8 +197,12 @@ class Exchanger:
             if sent_at is None:
                 sent_at = self.limiter.on_sent()
 
+        out = False
+
         def went_out() -> None:  # the transport: the headers are on the wire
+            nonlocal out
             record_send()
+            out = True
             self.health.went_out()
 
         try:
@@ -212,6 +216,8 @@ class Exchanger:
             raise
         finally:
             record_send()  # a request that never left must not hold the next one back
+            if out:
+                self.health.came_back()
         assert sent_at is not None
         self.health.answered()
         self.stats.bytes += len(reply.body)

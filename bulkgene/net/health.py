@@ -55,13 +55,19 @@ class Health:
         self._first_failure_at: float | None = None  # the start of the first setup failure
         self._silence_watch: asyncio.TimerHandle | None = None
         self._silence_said = False
+        self._out = 0  # requests on the wire, not back yet (answered, failed or cancelled)
 
     def went_out(self) -> None:
         """A request is on the wire: before any answer, watch for a server that keeps quiet."""
+        self._out += 1
         if self._ever_answered or self._silence_watch is not None:
             return
         self._silence_watch = asyncio.get_running_loop().call_later(
             self._network.retry.unreachable_s, self._still_silent)
+
+    def came_back(self) -> None:
+        """A request that went out is over, however it ended (a cancelled run's too)."""
+        self._out -= 1
 
     def answered(self) -> None:
         """An HTTP answer, whatever its status: the host is there."""
@@ -114,7 +120,8 @@ class Health:
                      (_env_proxy(),) if value), "")
 
     def _still_silent(self) -> None:
-        if not self._ever_answered:
+        # none on the wire: the run ended (a library download cancelled) and nothing waits
+        if not self._ever_answered and self._out > 0:
             self._warn_silent(self._network.retry.unreachable_s)
 
     def _warn_silent(self, silent_s: float) -> None:

@@ -33,6 +33,7 @@ decisions, each for a reason recorded in docs/ncbi-gene-taxon.md:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -238,6 +239,17 @@ async def _run_all(tasks: list[asyncio.Task[None]], stop: asyncio.Event, grace_s
             everything.exception()  # retrieved: the cancellation is ours
             return
         everything.result()  # a bug in a chain surfaces here
+    except asyncio.CancelledError:
+        # cancelled from outside (a library download's task.cancel, wait_for): the chains
+        # end with it, before the session they send through is closed
+        for task in tasks:
+            task.cancel()
+        while not all(task.done() for task in tasks):
+            with contextlib.suppress(asyncio.CancelledError):  # a second cancel waits too
+                await asyncio.wait(tasks)
+        if not everything.cancelled():
+            everything.exception()  # retrieved: the cancellation is ours
+        raise
     finally:
         stopped.cancel()
 

@@ -11,19 +11,24 @@ from bulkgene.testing.server import LOOPBACK
 from bulkgene.testing.state import API_PREFIX
 
 
-async def _swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                   received: list[int] | None = None) -> None:
     try:
-        while await reader.read(1 << 16):
-            pass  # read and drop: the client's request is "delivered", nothing comes back
+        while chunk := await reader.read(1 << 16):
+            if received is not None:  # read and drop: the request is "delivered", no answer
+                received[0] += len(chunk)
     except ConnectionError:
         pass
     finally:
         writer.close()
 
 
-async def start_black_hole(port: int = 0) -> tuple[asyncio.Server, int]:
-    """Listen on 127.0.0.1:``port`` (0: a free one); the server and its port."""
-    server = await asyncio.start_server(_swallow, LOOPBACK, port)
+async def start_black_hole(port: int = 0, received: list[int] | None = None
+                           ) -> tuple[asyncio.Server, int]:
+    """Listen on 127.0.0.1:``port`` (0: a free one); the server and its port. ``received[0]``
+    counts the bytes swallowed (a test sees a request has gone out)."""
+    server = await asyncio.start_server(
+        lambda reader, writer: _swallow(reader, writer, received), LOOPBACK, port)
     return server, server.sockets[0].getsockname()[1]
 
 
@@ -36,6 +41,12 @@ class BlackHoleThread:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name="bulkgene-black-hole")
         self._server: asyncio.Server | None = None
+        self._received = [0]
+
+    @property
+    def bytes_received(self) -> int:
+        """What the clients have sent so far (requests on the wire, never answered)."""
+        return self._received[0]
 
     @property
     def base_url(self) -> str:
@@ -44,7 +55,7 @@ class BlackHoleThread:
     def __enter__(self) -> BlackHoleThread:
         self._thread.start()
         self._server, self.port = asyncio.run_coroutine_threadsafe(
-            start_black_hole(self.port), self._loop).result(timeout=30)
+            start_black_hole(self.port, self._received), self._loop).result(timeout=30)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

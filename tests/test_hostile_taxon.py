@@ -120,3 +120,17 @@ def test_pages_that_add_no_new_geneid_end_the_chain(tmp_path: Path, repeat: str)
     # the first pass and MAX_ATTEMPTS new starts: page 1 and three pages of nothing new each
     assert bad.asked["9606"] == 4 * (1 + MAX_ATTEMPTS)
     _not_done(out)
+
+
+def test_a_page_bigger_than_asked_for_fails_the_taxon(tmp_path: Path) -> None:
+    # page 1 promises 1000 genes and holds 300 000, with no next page: it was taken whole,
+    # "done", exit 0 (only an info line said it was more than the count)
+    def script(_asked: int, _number: int) -> web.Response:
+        return _page([str(n) for n in range(1, 300_001)], None, 1000)
+
+    bad = EndlessTaxon("9606", script)
+    with HostileServer(bad) as server:
+        code, stderr, out = _fetch(server, tmp_path, "9606")
+    assert code == EXIT_FAILED_BATCHES, stderr
+    assert "'9606'" in stderr and "300000 reports, more than the 1000" in stderr, stderr
+    _not_done(out)

@@ -140,6 +140,10 @@ def parse_taxon_page(body: bytes) -> TaxonPage:
         raise InvalidPage("'total_count' is not a count")
     if page.next_page_token == "":
         page.next_page_token = None  # "When page_token is empty, all results have been retrieved"
+    if len(page.reports) > TAXON_PAGE_SIZE:
+        # asked for pages of 1000: a bigger one would let a server grow a listing unbounded
+        raise InvalidPage(f"the page holds {len(page.reports)} reports, more than the "
+                          f"{TAXON_PAGE_SIZE} a page was asked for")
     gene_ids: list[int] = []
     unusable = 0
     for report in page.reports:

@@ -209,3 +209,36 @@ def test_a_shard_line_that_is_not_json_is_an_error_not_a_traceback(run: Path,
     assert code == 1 and f"{shard} holds a line that is not a gene report" in said, said
     with pytest.raises(bulkgene.BulkgeneError, match="not JSON"):
         list(bulkgene.open(run).records())
+
+
+def test_an_arrays_linked_task_or_planted_root_shard_is_refused(emulator: EmulatorThread,
+                                                                  tmp_path: Path) -> None:
+    """A task directory moved away and linked back was read through the link (verify named
+    it); a task's shard copied to the array's root passed even verify, and `DIR/**/shard-*`
+    (the README's DuckDB glob) then read its genes twice."""
+    source = write_ids(tmp_path / "ids.txt", range(1, 401))
+    out = tmp_path / "ra"
+    for index in (0, 1):
+        done = invoke_cli("fetch", str(source), "--out", str(out), "--batch-size", "50",
+                          "--task-index", str(index), "--task-count", "2",
+                          env=cli_env(emulator.base_url))
+        assert done.returncode == 0, done.stderr.decode()
+    assert invoke_cli("verify", str(out)).returncode == 0
+    elsewhere = tmp_path / "elsewhere"
+    (out / "task-0001").rename(elsewhere)
+    (out / "task-0001").symlink_to(elsewhere)
+    with pytest.raises(bulkgene.BulkgeneError, match="task-0001 is a symbolic link"):
+        bulkgene.open(out)
+    code, said = _export(out, tmp_path / "T.tsv")
+    assert code == 1 and "symbolic link" in said and "Traceback" not in said, said
+    (out / "task-0001").unlink()
+    elsewhere.rename(out / "task-0001")
+
+    shutil.copy(out / "task-0000" / "shard-0000.ndjson", out / "shard-0000.ndjson")
+    with pytest.raises(bulkgene.BulkgeneError, match="no bulkgene run writes there together"):
+        bulkgene.open(out)
+    code, said = _export(out, tmp_path / "T.tsv")
+    assert code == 1 and "shard-0000.ndjson" in said, said
+    checked = invoke_cli("verify", str(out))
+    assert checked.returncode != 0 and b"no bulkgene run writes there together" in (
+        checked.stdout + checked.stderr)

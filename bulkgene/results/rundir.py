@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bulkgene import durable, layout
 from bulkgene.errors import StateError
-from bulkgene.layout import task_dir_name, task_directories
+from bulkgene.layout import CHECKPOINT_NAME, is_shard_name, task_dir_name, task_directories
 from bulkgene.output import checkpoint as ckpt
 from bulkgene.results.status import refuse_no_run
 
@@ -63,8 +63,17 @@ def tasks_of(out_dir: Path) -> list[TaskFiles]:
     directories = task_directories(out_dir)
     if not directories:
         raise refuse_no_run(out_dir)
+    if directories != [out_dir] and (planted := planted_beside_tasks(out_dir, directories)):
+        raise StateError(f"{planted} and read the run again; `bulkgene verify {out_dir}` "
+                         "shows every problem")
     tasks = []
     for directory in directories:
+        if directory != out_dir and directory.is_symlink():
+            raise StateError(
+                f"{directory} is a symbolic link: a task's directory must be a real one in "
+                f"{out_dir}, and bulkgene reads no run through a link. If it stands for a task "
+                f"directory moved elsewhere, move that directory back; `bulkgene verify "
+                f"{out_dir}` shows every problem")
         state = ckpt.load(directory)
         if state is None:
             continue
@@ -76,6 +85,22 @@ def tasks_of(out_dir: Path) -> list[TaskFiles]:
                                str(params.get("returned_content") or "COMPLETE"), out_dir,
                                tuple(state.rewrites)))
     return tasks
+
+
+def planted_beside_tasks(out_dir: Path, tasks: list[Path]) -> str | None:
+    """What is wrong when ``out_dir`` holds both a run's own shards or checkpoint and the
+    task directories ``tasks`` of an array: bulkgene writes one or the other, so one was put
+    there outside bulkgene (and a reader of ``DIR/**/shard-*``, DuckDB or jq, would read
+    genes twice); None if it doesn't."""
+    own = sorted(p.name for p in out_dir.iterdir()
+                 if is_shard_name(p.name) or p.name == CHECKPOINT_NAME)
+    if not own:
+        return None
+    shown = ", ".join(own[:3]) + (", ..." if len(own) > 3 else "")
+    return (f"{out_dir} holds both a run's own files ({shown}) and array task directories "
+            f"({', '.join(map(str, tasks[:3]))}{', ...' if len(tasks) > 3 else ''}), which "
+            "no bulkgene run writes there together: one or the other was put there outside "
+            "bulkgene; move it away")
 
 
 def _check_place(out_dir: Path, directory: Path, index: int, count: int) -> None:

@@ -37,6 +37,7 @@ from bulkgene.output import checkpoint as ckpt
 from bulkgene.output.missing import missing_counts, mostly_refused_message
 from bulkgene.results import explained
 from bulkgene.results.once import SeenGeneIds
+from bulkgene.results.rundir import planted_beside_tasks
 from bulkgene.results.status import directory_status, incomplete_reasons, is_task_directory
 
 _MAX_PROBLEMS_PER_KIND = 20
@@ -89,6 +90,8 @@ def verify(out_dir: Path) -> Verdict:
     if not directories:
         verdict.problems.append(f"{out_dir} holds no bulkgene run (no checkpoint.json)")
         return verdict
+    if directories != [out_dir] and (planted := planted_beside_tasks(out_dir, directories)):
+        verdict.problems.append(planted)
     seen = SeenGeneIds()
     targets: dict[int, tuple[Path, int]] = {}  # new gene -> (directory, a replaced GeneID)
     batch_sizes: dict[object, list[str]] = {}

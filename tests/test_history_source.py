@@ -78,7 +78,7 @@ def test_a_file_changed_since_the_cut_starts_over(make_emulator: EmulatorFactory
                                                   tmp_path: Path) -> None:
     emulator = make_emulator(history_fault="cut", history_fault_answers=1)
     source = HistorySource(emulator.history_url, cache_dir=tmp_path, attempts=1)
-    with pytest.raises(HistoryError, match="failed 1 times"):
+    with pytest.raises(HistoryError, match=r"failed 1 times.*what arrived so far is kept"):
         asyncio.run(obtain(source))
     emulator.state.history_generation = 1
     local = fetch_history(emulator.history_url, tmp_path)
@@ -159,3 +159,12 @@ def test_a_killed_download_resumes_in_the_next_run(make_emulator: EmulatorFactor
     assert emulator.state.history_requests()[-1].range == f"bytes={kept}-"
     assert (out / "missing.tsv").read_text().startswith(
         "gene_id\treason\thistory\tcurrent_gene_id\tdiscontinued_on\tsymbol\ttax_id\n")
+
+
+def test_a_download_that_got_nothing_does_not_say_it_kept_something(tmp_path: Path) -> None:
+    """Against a host that refused every connection it said "what arrived so far is kept"."""
+    source = HistorySource("http://127.0.0.1:9/gene/DATA/gene_history.gz", cache_dir=tmp_path,
+                           attempts=1)
+    with pytest.raises(HistoryError, match="failed 1 times") as raised:
+        asyncio.run(obtain(source))
+    assert "kept" not in str(raised.value) and "BULKGENE_HISTORY" in str(raised.value)

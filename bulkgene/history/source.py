@@ -151,11 +151,13 @@ async def _refresh(source: HistorySource, entry: CacheEntry, progress: Progress 
         log.warning("could not check %s for a newer gene history (%s): using the copy of %s in "
                     "%s", url, last, day, entry.file)
         return "stale"
+    partial = entry.partial()
+    kept = ("; what arrived so far is kept and the next try resumes it"
+            if partial is not None and partial[1] > 0 else "")
     raise HistoryError(
         f"downloading the gene history from {url} failed {source.attempts} times (last: {last}). "
         "Check the network (a proxy goes in HTTPS_PROXY), or download the file yourself "
-        f"(wget {url}) and pass its path with --history; what arrived so far is kept and the "
-        "next try resumes it.")
+        f"(wget {url}) and pass its path (or URL) with --history or BULKGENE_HISTORY{kept}.")
 
 
 async def _attempt(session: aiohttp.ClientSession, limits: aiohttp.ClientTimeout,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -225,3 +228,26 @@ def test_an_arrival_says_how_late_the_emulators_own_loop_was(
     while (calm := arrival()).t < after:  # a rate window later, by observed arrivals
         pass
     assert calm.server_lag_s < late.server_lag_s
+
+
+@pytest.mark.parametrize("fault", ["truncate", "reset"])
+def test_a_fault_for_a_client_that_left_is_no_traceback(make_emulator: EmulatorFactory,
+                                                        fault: str,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """`bulkgene emulate --fault truncate/reset` printed aiohttp tracebacks when the client
+    had gone before the fault was dealt (an assert on the transport, a reset write)."""
+    emulator = make_emulator(faults={fault: 1.0}, latency_s=0.2)
+    request = (f"GET /datasets/v2/gene/id/7157 HTTP/1.1\r\nHost: 127.0.0.1:{emulator.port}"
+               "\r\n\r\n").encode()
+    with caplog.at_level(logging.DEBUG, "aiohttp"):
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", emulator.port), timeout=30) as client:
+                client.sendall(request)  # and gone before the answer's latency is over
+        count = len(emulator.state.arrivals())
+        while len(emulator.state.arrivals()) == count:  # the last one dealt its fault
+            with socket.create_connection(("127.0.0.1", emulator.port), timeout=30) as client:
+                client.sendall(request)
+                with contextlib.suppress(OSError):  # reset: the connection is aborted
+                    client.recv(1)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]

@@ -18,7 +18,7 @@ STATUS_EXAMPLES = """
 Examples:
   bulkgene status genes/
   bulkgene status genes/ --json | jq .total
-  bulkgene status genes/ --budget-dir /shared/lab/bulkgene-budget
+  bulkgene status genes/ --budget-dir /groups/lab/bulkgene-budget
 """
 
 

@@ -272,7 +272,7 @@ EXPLAIN_EXAMPLES = """
 \b
 Examples:
   bulkgene explain genes/                          # NCBI's history, downloaded once a day
-  bulkgene explain genes/ --history /shared/ncbi/gene/DATA/gene_history.gz
+  bulkgene explain genes/ --history /data/ncbi/gene/DATA/gene_history.gz
   bulkgene explain genes/ --follow-replaced        # and fetch the live successors
   bulkgene fetch ids.txt --out genes/ --explain    # the same at the end of a fetch
   awk -F'\\t' '$3 == "NOT_IN_HISTORY"' genes/missing.tsv    # IDs NCBI never had

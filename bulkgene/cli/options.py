@@ -60,7 +60,7 @@ class BudgetDir(click.Path):
                 ctx: click.Context | None) -> Any:
         if isinstance(value, str) and not value.strip():
             self.fail("is empty: name the directory the runs sharing the key's budget use, "
-                      "e.g. --budget-dir /shared/lab/bulkgene-budget, or leave it out for "
+                      "e.g. --budget-dir /groups/lab/bulkgene-budget, or leave it out for "
                       "~/.cache/bulkgene/budget", param, ctx)
         return super().convert(value, param, ctx)
 

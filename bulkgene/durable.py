@@ -170,6 +170,30 @@ def refuse_shared(path: Path, exc: OSError, doing: str = "create a file in") -> 
         "keep the group), or use another --out")
 
 
+def create_exclusively(path: Path, content: bytes, writer: str) -> bool:
+    """Create ``path`` holding ``content`` whole (a complete file linked into place: atomic
+    and exclusive on NFS too, where O_EXCL alone was not); False if it exists already.
+    ``writer`` names who writes, so that two writers' temporary files never meet."""
+    tmp = path.with_name(f".{path.name}.{writer}.tmp")
+    try:
+        with create_new(tmp) as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except PermissionError as exc:  # made by another user of the group without its bits
+        raise refuse_shared(path.parent, exc) from None
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    else:
+        fsync_directory(path.parent)
+        return True
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
 def fsync_directory(directory: Path) -> None:
     """Make renames and new files in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY)

@@ -89,22 +89,6 @@ class GeneClaims:
             self._made = True
         path = self.directory / str(gene_id)
         mine = str(self.task_index).encode()
-        tmp = self.directory / f".{gene_id}.{self.task_index}.tmp"
-        try:
-            with durable.create_new(tmp) as handle:
-                handle.write(mine)
-                handle.flush()
-                os.fsync(handle.fileno())
-        except PermissionError as exc:  # made by another user of the group without its bits
-            raise durable.refuse_shared(self.directory, exc) from None
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        else:
-            durable.fsync_directory(self.directory)
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        durable.create_exclusively(path, mine, str(self.task_index))
         with durable.open_read(path) as handle:
             return handle.read() == mine

@@ -24,7 +24,6 @@ answered with silence before): then the gene is left out, written once already.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -166,14 +165,14 @@ class ContestedGenes:
         path = parked / str(gene_id)
         if path.exists():
             return
-        _create_exclusively(path, line)
+        durable.create_exclusively(path, line, str(os.getpid()))
 
     def _take(self, gene_id: int, batch_index: int) -> bool:
         """Whether this task writes ``gene_id`` now, in batch ``batch_index``."""
         taken = self._subdirectory(TAKEN_DIR_NAME)
         mine = f"{self.task_index} {batch_index}".encode()
         path = taken / str(gene_id)
-        if not _create_exclusively(path, mine):
+        if not durable.create_exclusively(path, mine, str(os.getpid())):
             owner = self._owner(gene_id)
             if owner is None or owner[0] != self.task_index:
                 return False
@@ -199,26 +198,3 @@ class ContestedGenes:
         if len(fields) != 2 or not all(f.isdigit() for f in fields):
             return None
         return int(fields[0]), int(fields[1])
-
-
-def _create_exclusively(path: Path, content: bytes) -> bool:
-    """Create ``path`` holding ``content`` whole (a complete file linked into place,
-    atomic and exclusive on NFS too); False if it exists already."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with durable.create_new(tmp) as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except PermissionError as exc:  # made by another user of the group without its bits
-        raise durable.refuse_shared(path.parent, exc) from None
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        return False
-    else:
-        durable.fsync_directory(path.parent)
-        return True
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()

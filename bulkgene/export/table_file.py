@@ -87,12 +87,8 @@ def _target(target: str, table_format: str) -> Iterator[BinaryIO]:
     stream = _stream(target, table_format)
     if stream is not None:
         with stream as handle:
-            if gzipped:
-                with gzip.GzipFile(fileobj=handle, mode="wb", compresslevel=6,
-                                   mtime=0) as zipped:
-                    yield cast(BinaryIO, zipped)
-            else:
-                yield handle
+            with _maybe_gzipped(handle, gzipped) as written:
+                yield written
             handle.flush()
         return
     path = Path(target)
@@ -106,12 +102,8 @@ def _target(target: str, table_format: str) -> Iterator[BinaryIO]:
         raise ConfigError(f"the directory of --to {target} does not exist") from None
     try:
         with handle:
-            if gzipped:
-                with gzip.GzipFile(fileobj=handle, mode="wb", compresslevel=6,
-                                   mtime=0) as zipped:
-                    yield cast(BinaryIO, zipped)
-            else:
-                yield handle
+            with _maybe_gzipped(handle, gzipped) as written:
+                yield written
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -124,6 +116,17 @@ def _target(target: str, table_format: str) -> Iterator[BinaryIO]:
 # so that `> file` and `>> file` keep their offset and append mode
 _DESCRIPTOR_NAMES = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 _DESCRIPTOR_DIRS = ("/dev/fd/", "/proc/self/fd/", f"/proc/{os.getpid()}/fd/")
+
+
+@contextlib.contextmanager
+def _maybe_gzipped(handle: BinaryIO, gzipped: bool) -> Iterator[BinaryIO]:
+    """``handle``, or a gzip stream into it (no time in the header: the same table, the
+    same bytes)."""
+    if not gzipped:
+        yield handle
+        return
+    with gzip.GzipFile(fileobj=handle, mode="wb", compresslevel=6, mtime=0) as zipped:
+        yield cast(BinaryIO, zipped)
 
 
 def _stream(target: str, table_format: str) -> contextlib.AbstractContextManager[BinaryIO] | None:

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import msgspec
 import orjson
 
 from bulkgene.model import Record
+
+_T = TypeVar("_T")
 
 NOT_RETURNED = "NOT_RETURNED"
 REPLACED_GENE_ID = "REPLACED_GENE_ID"
@@ -88,6 +91,18 @@ _REPORT_DECODER = msgspec.json.Decoder(_ReportFields)
 _GENE_DECODER = msgspec.json.Decoder(_GeneRef)
 
 
+
+def decode_json(body: bytes, decoder: msgspec.json.Decoder[_T], what: str) -> _T:
+    """``body`` decoded by ``decoder``; InvalidPage (the page is fetched again) for an HTML
+    page or a body that is not ``what``."""
+    if body.lstrip()[:1] == b"<":
+        raise InvalidPage("an HTML page came back instead of JSON")
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InvalidPage(f"the body is not {what} ({exc})") from None
+
+
 def parse_page(body: bytes) -> Page:
     """Parse and shape-check a JSON page; raises InvalidPage.
 
@@ -95,12 +110,7 @@ def parse_page(body: bytes) -> Page:
     here: ten times cheaper than a full parse of a 5 MB page, which keeps the event loop
     (and so the request pacing) on time. Reports are written as the bytes the server sent.
     """
-    if body.lstrip()[:1] == b"<":
-        raise InvalidPage("an HTML page came back instead of JSON")
-    try:
-        page = _PAGE_DECODER.decode(body)
-    except msgspec.DecodeError as exc:
-        raise InvalidPage(f"the body is not a valid report page ({exc})") from None
+    page = decode_json(body, _PAGE_DECODER, "a valid report page")
     if page.error is not msgspec.UNSET:
         raise InvalidPage(f"the server sent an error instead of a page: "
                           f"{bytes(page.error)[:200].decode('utf-8', 'replace')}")

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from bulkgene.config import GENE_TYPES
-from bulkgene.ncbi.pages import InvalidPage
+from bulkgene.ncbi.pages import InvalidPage, decode_json
 from bulkgene.ncbi.requests import PageRequest
 
 TAXON_PAGE_SIZE = 1000
@@ -128,12 +128,7 @@ def _notices(messages: list[_Message]) -> list[Notice]:
 
 def parse_taxon_page(body: bytes) -> TaxonPage:
     """Parse and check one IDS_ONLY page; raises InvalidPage (the page is fetched again)."""
-    if body.lstrip()[:1] == b"<":
-        raise InvalidPage("an HTML page came back instead of JSON")
-    try:
-        page = _PAGE.decode(body)
-    except msgspec.DecodeError as exc:
-        raise InvalidPage(f"the body is not a gene report page ({exc})") from None
+    page = decode_json(body, _PAGE, "a gene report page")
     if page.error is not msgspec.UNSET or page.code is not msgspec.UNSET:
         raise InvalidPage("the server sent an error instead of a page")
     if page.total_count is not None and page.total_count < 0:
@@ -174,12 +169,7 @@ _COUNTS = msgspec.json.Decoder(_Counts)
 def parse_taxon_counts(body: bytes) -> list[tuple[str, int]]:
     """``v2GeneCountsByTaxonReply`` as (gene type as NCBI spells it, count) pairs; ``{}``
     (an unknown taxon) is an empty list."""
-    if body.lstrip()[:1] == b"<":
-        raise InvalidPage("an HTML page came back instead of JSON")
-    try:
-        counts = _COUNTS.decode(body)
-    except msgspec.DecodeError as exc:
-        raise InvalidPage(f"the body is not a gene count reply ({exc})") from None
+    counts = decode_json(body, _COUNTS, "a gene count reply")
     if counts.error is not msgspec.UNSET:
         raise InvalidPage("the server sent an error instead of counts")
     if any(item.count < 0 for item in counts.report):

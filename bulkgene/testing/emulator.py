@@ -67,6 +67,7 @@ from bulkgene.testing.state import (
     EmulatorState,
     error_response,
     json_response,
+    mirror_headers,
     page_body,
 )
 from bulkgene.testing.taxon_routes import add_taxon_routes, taxon_by_body
@@ -234,12 +235,7 @@ async def _serve(request: web.Request, query: Query) -> web.StreamResponse:
         token_out = token  # a server bug: the chain loops
     total = len(matches) if offset == 0 or config.total_count_on_every_page else 0
     body = page_body(page, total, token_out, messages if offset == 0 else [])
-    mirrors: dict[str, str] = {}
-    if config.ncbi_headers:
-        if total:
-            mirrors["X-Ncbi-Total-Count"] = str(total)
-        if token_out:
-            mirrors["X-Ncbi-Next-Page-Token"] = token_out
+    mirrors = mirror_headers(config, total, token_out)
     return await answer(request, state, body, "application/json", len(page), fault, log, ids,
                          "repeat_token" if repeated else None, mirrors)
 

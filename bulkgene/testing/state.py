@@ -316,6 +316,17 @@ def error_response(status: int, reason: str, message: str, phid: str | None = No
                         + b"\n")
 
 
+def mirror_headers(config: EmulatorConfig, total: int, token: str | None) -> dict[str, str]:
+    """The headers NCBI's gateway mirrors a page's ``total_count`` and token into (if on)."""
+    mirrors: dict[str, str] = {}
+    if config.ncbi_headers:
+        if total:
+            mirrors["X-Ncbi-Total-Count"] = str(total)
+        if token:
+            mirrors["X-Ncbi-Next-Page-Token"] = token
+    return mirrors
+
+
 def page_body(reports: list[bytes], total: int, token: str | None,
                messages: list[dict[str, Any]]) -> bytes:
     """The page as NCBI orders it; empty fields (no reports, no token) are omitted."""

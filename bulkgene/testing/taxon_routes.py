@@ -32,6 +32,7 @@ from bulkgene.testing.state import (
     EmulatorState,
     error_response,
     json_response,
+    mirror_headers,
     page_body,
 )
 from bulkgene.testing.taxa import Taxon
@@ -120,12 +121,7 @@ async def _serve_taxon(request: web.Request, taxon_query: str, *, page_size_text
     first = offset == 0 and token is None
     total = len(genes) if first or config.total_count_on_every_page else 0
     body = page_body(reports, total, token_out, messages if first else [])
-    mirrors: dict[str, str] = {}
-    if config.ncbi_headers:
-        if total:
-            mirrors["X-Ncbi-Total-Count"] = str(total)
-        if token_out:
-            mirrors["X-Ncbi-Next-Page-Token"] = token_out
+    mirrors = mirror_headers(config, total, token_out)
     return await answer(request, state, body, "application/json", len(page_ids), fault, log,
                         page_ids or [1], "repeat_token" if repeated else None, mirrors)
 

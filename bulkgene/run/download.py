@@ -34,6 +34,7 @@ from bulkgene.output.missing import missing_counts, mostly_refused_message
 from bulkgene.results import merge
 from bulkgene.run.array import unsplit_array_note
 from bulkgene.run.interrupt import Interrupter
+from bulkgene.run.outlast import outlast
 from bulkgene.run.pipeline import Pipeline, RunOutcome
 from bulkgene.run.prepare import PreparedRun, prepare
 from bulkgene.run.sharing import budget_directory, paced_limiter, shared_budget
@@ -198,9 +199,7 @@ async def _prepare(config: DownloadConfig, cancel: threading.Event) -> PreparedR
         # the thread goes on after a cancel: what it ends holding (the lock, open files) is
         # let go here, or a later download in this process finds the directory taken
         cancel.set()
-        while not preparing.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({preparing})
+        await outlast([preparing])
         if not preparing.cancelled() and preparing.exception() is None:
             prepared = preparing.result()
             prepared.store.close()

@@ -33,7 +33,6 @@ decisions, each for a reason recorded in docs/ncbi-gene-taxon.md:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -54,6 +53,7 @@ from bulkgene.ncbi.taxon import (
 )
 from bulkgene.net.exchange import Exchanger, GaveUp, Refused
 from bulkgene.run.empty_taxa import NO_GENE_OF_TYPES, explain_empty
+from bulkgene.run.outlast import outlast
 
 log = logging.getLogger("bulkgene")
 
@@ -244,9 +244,7 @@ async def _run_all(tasks: list[asyncio.Task[None]], stop: asyncio.Event, grace_s
         # end with it, before the session they send through is closed
         for task in tasks:
             task.cancel()
-        while not all(task.done() for task in tasks):
-            with contextlib.suppress(asyncio.CancelledError):  # a second cancel waits too
-                await asyncio.wait(tasks)
+        await outlast(tasks)
         if not everything.cancelled():
             everything.exception()  # retrieved: the cancellation is ours
         raise

@@ -18,7 +18,6 @@ worker gets one ``None`` sentinel and sends one on to the writer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import logging
 import os
@@ -36,6 +35,7 @@ from bulkgene.net.client import GeneClient, NetStats
 from bulkgene.output import checkpoint as ckpt
 from bulkgene.output.checkpoint import Checkpoint
 from bulkgene.run.memory import MemoryBudget
+from bulkgene.run.outlast import outlast
 from bulkgene.run.prepare import PreparedRun
 
 log = logging.getLogger("bulkgene")
@@ -253,9 +253,7 @@ class Pipeline:
         try:
             await asyncio.shield(commit)
         except asyncio.CancelledError:
-            while not commit.done():
-                with contextlib.suppress(asyncio.CancelledError):  # a second cancel waits too
-                    await asyncio.wait({commit})
+            await outlast([commit])
             if not commit.cancelled() and commit.exception() is not None:
                 log.debug("a commit ended by a cancel failed: %s", commit.exception())
             raise
